@@ -1,0 +1,234 @@
+//! Source files, spans and diagnostics shared by every stage.
+//!
+//! Every error or finding carries a [`Span`] into a [`SourceMap`], so the
+//! message can point at the exact file, line and column with miette.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
+
+pub type FileId = usize;
+
+/// A byte range in one source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Span {
+    pub file: FileId,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    pub fn new(file: FileId, start: usize, end: usize) -> Self {
+        Span { file, start, end }
+    }
+
+    pub fn from_pest(file: FileId, s: pest::Span<'_>) -> Self {
+        Span::new(file, s.start(), s.end())
+    }
+}
+
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The name shown to people (the path as the user or the include wrote it).
+    pub name: String,
+    /// The path used to read the file.
+    pub path: PathBuf,
+    pub text: Arc<String>,
+}
+
+/// All files read while loading one policy (the main file and its includes).
+#[derive(Debug, Default)]
+pub struct SourceMap {
+    files: Vec<SourceFile>,
+}
+
+impl SourceMap {
+    pub fn add(&mut self, name: String, path: PathBuf, text: String) -> FileId {
+        self.files.push(SourceFile { name, path, text: Arc::new(text) });
+        self.files.len() - 1
+    }
+
+    pub fn file(&self, id: FileId) -> &SourceFile {
+        &self.files[id]
+    }
+
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    /// 1-based line and column of a span's start.
+    pub fn line_col(&self, span: Span) -> (usize, usize) {
+        let text = &self.files[span.file].text;
+        let start = span.start.min(text.len());
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(start, |nl| start - nl - 1) + 1;
+        (line, col)
+    }
+
+    /// `file:line`, the id that links a compiled rule back to the policy.
+    pub fn origin(&self, span: Span) -> String {
+        let (line, _) = self.line_col(span);
+        let name = &self.files[span.file].name;
+        let short = Path::new(name).file_name().map_or(name.as_str(), |n| n.to_str().unwrap_or(name));
+        format!("{short}:{line}")
+    }
+
+    /// Text of a span.
+    pub fn snippet(&self, span: Span) -> &str {
+        &self.files[span.file].text[span.start..span.end]
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+    Note,
+}
+
+/// One problem found in a policy: where, what, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diag {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub span: Span,
+    pub label: String,
+    pub help: Option<String>,
+    /// Secondary places (same file only are drawn; others are named in the help).
+    pub related: Vec<(Span, String)>,
+}
+
+impl Diag {
+    pub fn error(code: &'static str, span: Span, message: impl Into<String>, label: impl Into<String>) -> Self {
+        Diag {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            span,
+            label: label.into(),
+            help: None,
+            related: Vec::new(),
+        }
+    }
+
+    pub fn warning(code: &'static str, span: Span, message: impl Into<String>, label: impl Into<String>) -> Self {
+        Diag { severity: Severity::Warning, ..Diag::error(code, span, message, label) }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_related(mut self, span: Span, label: impl Into<String>) -> Self {
+        self.related.push((span, label.into()));
+        self
+    }
+
+    /// A miette diagnostic bound to its source text, ready to print.
+    pub fn to_report(&self, sources: &SourceMap) -> Report {
+        let file = sources.file(self.span.file);
+        let mut labels = vec![LabeledSpan::new_primary_with_span(
+            Some(self.label.clone()),
+            self.span.start..self.span.end,
+        )];
+        let mut help = self.help.clone();
+        for (span, label) in &self.related {
+            if span.file == self.span.file {
+                labels.push(LabeledSpan::new_with_span(Some(label.clone()), span.start..span.end));
+            } else {
+                let (line, col) = sources.line_col(*span);
+                let note = format!("{label}: {}:{line}:{col}", sources.file(span.file).name);
+                help = Some(match help {
+                    Some(h) => format!("{h}\n{note}"),
+                    None => note,
+                });
+            }
+        }
+        Report {
+            code: self.code,
+            severity: self.severity,
+            message: self.message.clone(),
+            help,
+            labels,
+            source: NamedSource::new(file.name.clone(), file.text.clone()),
+        }
+    }
+}
+
+/// A [`Diag`] with its source attached, in miette's terms.
+#[derive(Debug)]
+pub struct Report {
+    code: &'static str,
+    severity: Severity,
+    message: String,
+    help: Option<String>,
+    labels: Vec<LabeledSpan>,
+    source: NamedSource<Arc<String>>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Report {}
+
+impl Diagnostic for Report {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.code))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+            Severity::Note => miette::Severity::Advice,
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(&self.source)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(self.labels.iter().cloned()))
+    }
+}
+
+/// Renders diagnostics as plain text (no colour), the form used in snapshots
+/// and when stderr is not a terminal.
+pub fn render_plain(diags: &[Diag], sources: &SourceMap) -> String {
+    render_with(diags, sources, GraphicalTheme::unicode_nocolor())
+}
+
+/// Renders for a terminal: colour when stderr is a TTY.
+pub fn render_terminal(diags: &[Diag], sources: &SourceMap) -> String {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        render_with(diags, sources, GraphicalTheme::unicode())
+    } else {
+        render_plain(diags, sources)
+    }
+}
+
+fn render_with(diags: &[Diag], sources: &SourceMap, theme: GraphicalTheme) -> String {
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    for d in diags {
+        let report = d.to_report(sources);
+        // Writing into a String cannot fail.
+        let _ = handler.render_report(&mut out, &report);
+    }
+    out
+}

@@ -1,0 +1,215 @@
+//! The normalized rule model: the one meaning of a policy that the compiler,
+//! the analyzer and the learner all share.
+//!
+//! Every IR rule is a conjunction of independent header matches (a cube in
+//! header space) plus a verdict. A policy rule whose clauses mix protocols
+//! or address families becomes several IR rules with the same [`Origin`], so
+//! each IR rule maps to exactly one nft rule and has one family and protocol.
+
+mod lower;
+pub mod names;
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+pub use crate::policy::ast::{Action, Family, Hook, TimeUnit};
+use crate::diag::Span;
+pub use lower::{compile, compile_file, lower};
+
+/// Where an IR rule came from in the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// `file:line`, shown in nft comments, log prefixes and reports.
+    pub id: String,
+    #[serde(skip)]
+    pub span: Span,
+    /// Index of the policy statement this came from (shared by its expansions).
+    pub stmt: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ruleset {
+    /// The nft table (family inet) that phantomc owns.
+    pub table: String,
+    pub sets: Vec<SetDef>,
+    /// Filter chains in hook order: input, forward, output.
+    pub chains: Vec<Chain>,
+    pub nat: Vec<NatRule>,
+    pub feeds: Vec<FeedDef>,
+    pub tests: Vec<TestCase>,
+}
+
+impl Ruleset {
+    pub fn chain(&self, hook: Hook) -> &Chain {
+        self.chains.iter().find(|c| c.hook == hook).expect("every hook has a chain")
+    }
+
+    pub fn set(&self, nft_name: &str) -> Option<&SetDef> {
+        self.sets.iter().find(|s| s.nft_name == nft_name)
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum::<usize>() + self.nat.len()
+    }
+}
+
+/// One nft set: a policy set is split into an IPv4 and an IPv6 half.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SetDef {
+    /// Name in the policy (`admins`).
+    pub name: String,
+    /// Name in nft (`admins_v4`).
+    pub nft_name: String,
+    pub family: Family,
+    pub kind: SetKind,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum SetKind {
+    /// Elements fixed by the policy (aggregated, no overlaps).
+    Static { elements: Vec<IpNet> },
+    /// Filled at run time by `phantomc block`; kept across reloads.
+    Dynamic { timeout: Option<u64> },
+    /// Filled from a threat feed.
+    Feed { feed: String },
+}
+
+/// A threat feed declaration (loaded by [`crate::feeds`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FeedDef {
+    pub name: String,
+    pub options: BTreeMap<String, String>,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TestCase {
+    pub name: String,
+    pub expect: Action,
+    /// Packet in the `explain` notation.
+    pub packet: String,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Chain {
+    pub hook: Hook,
+    pub policy: DefaultPolicy,
+    pub rules: Vec<Rule>,
+}
+
+/// What happens to a packet no rule decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DefaultPolicy {
+    pub action: Action,
+    pub log: Option<String>,
+    pub counter: bool,
+    /// `None` when the policy relied on the built-in default.
+    pub origin: Option<Origin>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub origin: Origin,
+    pub matches: Match,
+    pub action: Action,
+    pub limit: Option<Limit>,
+    /// Full nft log prefix, carrying the rule id.
+    pub log: Option<String>,
+    pub counter: bool,
+    pub label: Option<String>,
+}
+
+impl Rule {
+    /// The nft comment: the origin, then the label if any.
+    pub fn comment(&self) -> String {
+        match &self.label {
+            Some(l) => format!("{} {l}", self.origin.id),
+            None => self.origin.id.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Limit {
+    pub rate: u64,
+    pub unit: TimeUnit,
+    pub burst: Option<u64>,
+    /// Per source address, through an nft meter of this name.
+    pub per_source: Option<String>,
+}
+
+/// Header matches; a field left at its "any" value does not constrain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Match {
+    pub family: Option<Family>,
+    pub iif: Option<Vec<String>>,
+    pub oif: Option<Vec<String>>,
+    /// IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6, ...).
+    pub proto: Option<u8>,
+    pub src: AddrMatch,
+    pub dst: AddrMatch,
+    pub sport: Option<PortMatch>,
+    pub dport: Option<PortMatch>,
+    /// ICMP or ICMPv6 type numbers (per `proto`).
+    pub icmp_types: Option<Vec<u8>>,
+    pub ct_state: Option<CtStates>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum AddrMatch {
+    #[default]
+    Any,
+    /// Networks of the rule's family, aggregated and sorted.
+    Nets { negated: bool, nets: Vec<IpNet> },
+    /// A named nft set of the rule's family.
+    Set { negated: bool, set: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortMatch {
+    pub negated: bool,
+    /// Sorted, merged, inclusive ranges.
+    pub ranges: Vec<(u16, u16)>,
+}
+
+/// A set of conntrack states as a bit mask (see [`names::CT_STATES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct CtStates(pub u8);
+
+impl CtStates {
+    pub fn names(self) -> Vec<&'static str> {
+        names::CT_STATES.iter().filter(|(_, bit)| self.0 & bit != 0).map(|(n, _)| *n).collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NatRule {
+    pub origin: Origin,
+    pub matches: Match,
+    pub action: NatAction,
+}
+
+impl NatRule {
+    /// NAT rules run in the prerouting (dnat) or postrouting (snat) chain.
+    pub fn chain_name(&self) -> &'static str {
+        match self.action {
+            NatAction::Dnat { .. } => "nat_prerouting",
+            _ => "nat_postrouting",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum NatAction {
+    Masquerade,
+    Snat { addr: std::net::IpAddr },
+    Dnat { addr: std::net::IpAddr, port: Option<u16> },
+}

@@ -1,0 +1,271 @@
+//! Syntax tree of a policy file, close to what the admin wrote, with spans.
+
+use std::net::IpAddr;
+
+use crate::diag::Span;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spanned<T> {
+    pub node: T,
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(node: T, span: Span) -> Self {
+        Spanned { node, span }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Input,
+    Forward,
+    Output,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 3] = [Hook::Input, Hook::Forward, Hook::Output];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Pass,
+    Block,
+    Reject,
+}
+
+impl Action {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Block => "block",
+            Action::Reject => "reject",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Family {
+    #[serde(rename = "ipv4")]
+    V4,
+    #[serde(rename = "ipv6")]
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
+/// One element of a value (a define, a list, or a clause's argument).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// `tcp 80`, `udp 5000-5100`, `tcp $port`.
+    Service { proto: String, port: Box<Spanned<Item>> },
+    /// `$name`
+    Macro(String),
+    /// `<name>`
+    SetRef(String),
+    /// An address or network, already validated (`10.0.0.0/8`, `2001:db8::1`).
+    Net(ipnet::IpNet),
+    /// `1024-65535`
+    PortRange(u32, u32),
+    Number(u64),
+    /// Interface, protocol, ICMP type or ct state name.
+    Name(String),
+}
+
+impl Item {
+    /// What kind of thing this is, for "expected X, found Y" messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Item::Service { .. } => "a service",
+            Item::Macro(_) => "a macro",
+            Item::SetRef(_) => "a set",
+            Item::Net(n) if n.prefix_len() == n.max_prefix_len() => "an address",
+            Item::Net(_) => "a network",
+            Item::PortRange(..) => "a port range",
+            Item::Number(_) => "a number",
+            Item::Name(_) => "a name",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Value {
+    pub items: Vec<Spanned<Item>>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSpec {
+    pub negated: bool,
+    /// `None` means any address.
+    pub addr: Option<Value>,
+    pub port: Option<PortSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    pub negated: bool,
+    pub value: Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl TimeUnit {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Second => "second",
+            TimeUnit::Minute => "minute",
+            TimeUnit::Hour => "hour",
+            TimeUnit::Day => "day",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitSpec {
+    pub rate: u64,
+    pub unit: TimeUnit,
+    pub per_source: bool,
+    pub burst: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleOpt {
+    On(Value),
+    InOn(Value),
+    OutOn(Value),
+    Family(Family),
+    Proto(Value),
+    From(HostSpec),
+    To(HostSpec),
+    IcmpType(Value),
+    State(Value),
+    Limit(LimitSpec),
+    Log(Option<String>),
+    Counter,
+    Label(String),
+}
+
+impl RuleOpt {
+    /// The clause keyword, for "duplicate clause" messages.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            RuleOpt::On(_) => "on",
+            RuleOpt::InOn(_) => "in on",
+            RuleOpt::OutOn(_) => "out on",
+            RuleOpt::Family(_) => "ipv4/ipv6",
+            RuleOpt::Proto(_) => "proto",
+            RuleOpt::From(_) => "from",
+            RuleOpt::To(_) => "to",
+            RuleOpt::IcmpType(_) => "icmp-type",
+            RuleOpt::State(_) => "state",
+            RuleOpt::Limit(_) => "limit",
+            RuleOpt::Log(_) => "log",
+            RuleOpt::Counter => "counter",
+            RuleOpt::Label(_) => "label",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+    Forward,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleAst {
+    pub action: Spanned<Action>,
+    pub direction: Spanned<Direction>,
+    pub opts: Vec<Spanned<RuleOpt>>,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatKind {
+    Masquerade,
+    Snat,
+    Dnat,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatTarget {
+    pub addr: Value,
+    pub port: Option<Value>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatAst {
+    pub kind: Spanned<NatKind>,
+    pub direction: Spanned<Direction>,
+    pub opts: Vec<Spanned<RuleOpt>>,
+    pub target: Option<NatTarget>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetBody {
+    Static(Value),
+    /// Filled at run time (`phantomc block`); elements may expire.
+    Dynamic { timeout: Option<Spanned<u64>> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedValue {
+    Str(String),
+    Seconds(u64),
+    Number(u64),
+    Name(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expect {
+    pub action: Spanned<Action>,
+    pub packet: Spanned<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stmt {
+    Table(Spanned<String>),
+    Define { name: Spanned<String>, value: Value },
+    Include { path: Spanned<String>, span: Span },
+    Policy { hook: Spanned<Hook>, action: Spanned<Action>, log: Option<Option<String>>, counter: bool, span: Span },
+    Set { name: Spanned<String>, body: SetBody, span: Span },
+    Feed { name: Spanned<String>, opts: Vec<(Spanned<String>, Spanned<FeedValue>)>, span: Span },
+    Rule(RuleAst),
+    Nat(NatAst),
+    Test { name: Spanned<String>, expects: Vec<Expect>, span: Span },
+}

@@ -1,0 +1,488 @@
+//! pest parse tree -> [`ast`](super::ast), with literal validation.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use pest::iterators::Pair;
+use pest::Parser;
+
+use super::ast::*;
+use crate::diag::{Diag, FileId, Span};
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/policy.pest"]
+struct PolicyParser;
+
+/// Parses one file's text into statements. Syntax errors stop at the first;
+/// literal errors (bad address, port out of range) are all collected.
+pub fn parse_file(file: FileId, text: &str) -> Result<Vec<Stmt>, Vec<Diag>> {
+    let pairs = PolicyParser::parse(Rule::file, text).map_err(|e| vec![syntax_error(file, text, e)])?;
+    let mut b = Builder { file, errors: Vec::new() };
+    let mut stmts = Vec::new();
+    for pair in pairs.flatten().take(1).flat_map(|p| p.into_inner()) {
+        if pair.as_rule() == Rule::EOI {
+            continue;
+        }
+        if let Some(s) = b.stmt(pair) {
+            stmts.push(s);
+        }
+    }
+    if b.errors.is_empty() {
+        Ok(stmts)
+    } else {
+        Err(b.errors)
+    }
+}
+
+fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diag {
+    let (start, end) = match e.location {
+        pest::error::InputLocation::Pos(p) => (p, p),
+        pest::error::InputLocation::Span((s, e)) => (s, e),
+    };
+    // Point at the whole offending word, not an empty caret.
+    let word_end = text[start..]
+        .find(|c: char| c.is_whitespace() || c == ',' || c == '}' || c == '{')
+        .map_or(text.len(), |n| start + n)
+        .max(end);
+    let found = &text[start..word_end];
+    let expected = match &e.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } => describe_expected(positives),
+        pest::error::ErrorVariant::CustomError { message } => message.clone(),
+    };
+    let (message, label) = if found.is_empty() {
+        ("unexpected end of file".to_string(), format!("expected {expected}"))
+    } else {
+        (format!("unexpected `{found}`"), format!("expected {expected}"))
+    };
+    let mut d = Diag::error("syntax", Span::new(file, start, word_end), message, label);
+    if let Some(help) = syntax_help(found) {
+        d = d.with_help(help);
+    }
+    d
+}
+
+fn describe_expected(rules: &[Rule]) -> String {
+    let mut words: Vec<&str> = rules
+        .iter()
+        .map(|r| match r {
+            Rule::action => "a rule (pass, block, reject)",
+            Rule::nat_action => "a NAT rule (masquerade, snat, dnat)",
+            Rule::table_stmt => "`table`",
+            Rule::define_stmt => "`define`",
+            Rule::include_stmt => "`include`",
+            Rule::set_stmt => "`set`",
+            Rule::feed_stmt => "`feed`",
+            Rule::policy_stmt => "`policy`",
+            Rule::test_stmt => "`test`",
+            Rule::direction => "a direction (in, out, forward)",
+            Rule::hook => "a hook (input, forward, output)",
+            Rule::value | Rule::item | Rule::list => "a value",
+            Rule::name => "a name",
+            Rule::string => "a quoted string",
+            Rule::number => "a number",
+            Rule::duration => "a duration (30s, 5m, 1h, 1d)",
+            Rule::rate => "a rate (10/minute)",
+            Rule::host_spec | Rule::kw_any => "an address or `any`",
+            Rule::port_clause => "`port`",
+            Rule::set_dynamic => "`= { ... }` or `dynamic`",
+            Rule::feed_opt | Rule::feed_key => "a feed option (source, format, refresh, max-entries, max-shrink, column)",
+            Rule::nat_target => "`-> address`",
+            Rule::expect => "`expect`",
+            Rule::EOI => "end of file",
+            _ => "a rule option",
+        })
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    match words.len() {
+        0 => "something else".into(),
+        1 => words[0].into(),
+        _ => {
+            let last = words.pop().unwrap_or_default();
+            format!("{} or {last}", words.join(", "))
+        }
+    }
+}
+
+fn syntax_help(found: &str) -> Option<String> {
+    Some(match found {
+        "allow" | "accept" | "permit" => "rules start with `pass`, `block` or `reject`".into(),
+        "drop" | "deny" => "to drop traffic write `block`".into(),
+        "dport" | "sport" => "ports follow the address: `to any port 22` or `from 10.0.0.0/8 port 1024-65535`".into(),
+        "established" | "new" | "related" => "connection states follow `state`: `state { established, related }`".into(),
+        _ if found.contains(':') && found.chars().all(|c| c.is_ascii_digit() || c == ':') => {
+            "port ranges are written with a dash: `1024-65535`".into()
+        }
+        _ => return None,
+    })
+}
+
+struct Builder {
+    file: FileId,
+    errors: Vec<Diag>,
+}
+
+impl Builder {
+    fn span(&self, p: &Pair<'_, Rule>) -> Span {
+        Span::from_pest(self.file, p.as_span())
+    }
+
+    fn spanned<T>(&self, p: &Pair<'_, Rule>, node: T) -> Spanned<T> {
+        Spanned::new(node, self.span(p))
+    }
+
+    fn stmt(&mut self, pair: Pair<'_, Rule>) -> Option<Stmt> {
+        let span = self.span(&pair);
+        let rule = pair.as_rule();
+        let mut inner = pair.into_inner();
+        Some(match rule {
+            Rule::table_stmt => {
+                let n = inner.next()?;
+                Stmt::Table(self.spanned(&n, n.as_str().to_string()))
+            }
+            Rule::define_stmt => {
+                let n = inner.next()?;
+                let name = self.spanned(&n, n.as_str().to_string());
+                let value = self.value(inner.next()?);
+                Stmt::Define { name, value }
+            }
+            Rule::include_stmt => {
+                let s = inner.next()?;
+                Stmt::Include { path: self.spanned(&s, string_text(&s)), span }
+            }
+            Rule::policy_stmt => {
+                let h = inner.next()?;
+                let hook = self.spanned(&h, parse_hook(h.as_str()));
+                let a = inner.next()?;
+                let action = self.spanned(&a, parse_action(a.as_str()));
+                let mut log = None;
+                let mut counter = false;
+                for p in inner {
+                    match p.as_rule() {
+                        Rule::log_opt => log = Some(p.into_inner().next().map(|s| string_text(&s))),
+                        Rule::counter_opt => counter = true,
+                        _ => {}
+                    }
+                }
+                Stmt::Policy { hook, action, log, counter, span }
+            }
+            Rule::set_stmt => {
+                let n = inner.next()?;
+                let name = self.spanned(&n, n.as_str().to_string());
+                let b = inner.next()?;
+                let body = if b.as_rule() == Rule::set_dynamic {
+                    let timeout = b.into_inner().next().map(|d| {
+                        let secs = self.duration(&d);
+                        self.spanned(&d, secs)
+                    });
+                    SetBody::Dynamic { timeout }
+                } else {
+                    SetBody::Static(self.value(b))
+                };
+                Stmt::Set { name, body, span }
+            }
+            Rule::feed_stmt => {
+                let n = inner.next()?;
+                let name = self.spanned(&n, n.as_str().to_string());
+                let mut opts = Vec::new();
+                for opt in inner {
+                    let mut kv = opt.into_inner();
+                    let (k, v) = (kv.next()?, kv.next()?);
+                    let value = match v.as_rule() {
+                        Rule::string => FeedValue::Str(string_text(&v)),
+                        Rule::duration => FeedValue::Seconds(self.duration(&v)),
+                        Rule::number => FeedValue::Number(self.number(&v)),
+                        _ => FeedValue::Name(v.as_str().to_string()),
+                    };
+                    opts.push((self.spanned(&k, k.as_str().to_string()), self.spanned(&v, value)));
+                }
+                Stmt::Feed { name, opts, span }
+            }
+            Rule::rule_stmt => {
+                let a = inner.next()?;
+                let action = self.spanned(&a, parse_action(a.as_str()));
+                let d = inner.next()?;
+                let direction = self.spanned(&d, parse_direction(d.as_str()));
+                let opts = inner.filter_map(|p| self.rule_opt(p)).collect();
+                Stmt::Rule(RuleAst { action, direction, opts, span })
+            }
+            Rule::nat_stmt => {
+                let k = inner.next()?;
+                let kind = self.spanned(
+                    &k,
+                    match k.as_str() {
+                        "masquerade" => NatKind::Masquerade,
+                        "snat" => NatKind::Snat,
+                        _ => NatKind::Dnat,
+                    },
+                );
+                let d = inner.next()?;
+                let direction = self.spanned(&d, parse_direction(d.as_str()));
+                let mut opts = Vec::new();
+                let mut target = None;
+                for p in inner {
+                    if p.as_rule() == Rule::nat_target {
+                        let tspan = self.span(&p);
+                        let mut t = p.into_inner();
+                        let addr = self.value(t.next()?);
+                        let port = t.next().map(|v| self.value(v));
+                        target = Some(NatTarget { addr, port, span: tspan });
+                    } else if let Some(o) = self.rule_opt(p) {
+                        opts.push(o);
+                    }
+                }
+                Stmt::Nat(NatAst { kind, direction, opts, target, span })
+            }
+            Rule::test_stmt => {
+                let n = inner.next()?;
+                let name = self.spanned(&n, string_text(&n));
+                let expects = inner
+                    .filter_map(|e| {
+                        let mut ei = e.into_inner();
+                        let a = ei.next()?;
+                        let p = ei.next()?;
+                        Some(Expect {
+                            action: self.spanned(&a, parse_action(a.as_str())),
+                            packet: self.spanned(&p, p.as_str().trim_end().to_string()),
+                        })
+                    })
+                    .collect();
+                Stmt::Test { name, expects, span }
+            }
+            _ => return None,
+        })
+    }
+
+    fn rule_opt(&mut self, p: Pair<'_, Rule>) -> Option<Spanned<RuleOpt>> {
+        let span = self.span(&p);
+        let rule = p.as_rule();
+        let text = p.as_str();
+        let mut inner = p.into_inner();
+        let opt = match rule {
+            Rule::on_iface => RuleOpt::On(self.value(inner.next()?)),
+            Rule::in_on => RuleOpt::InOn(self.value(inner.next()?)),
+            Rule::out_on => RuleOpt::OutOn(self.value(inner.next()?)),
+            Rule::family => RuleOpt::Family(if text == "ipv4" { Family::V4 } else { Family::V6 }),
+            Rule::proto => RuleOpt::Proto(self.value(inner.next()?)),
+            Rule::from => RuleOpt::From(self.host_spec(inner)),
+            Rule::to => RuleOpt::To(self.host_spec(inner)),
+            Rule::icmp_type => RuleOpt::IcmpType(self.value(inner.next()?)),
+            Rule::state => RuleOpt::State(self.value(inner.next()?)),
+            Rule::limit => {
+                let rate = inner.next()?;
+                let mut r = rate.clone().into_inner();
+                let n = r.next()?;
+                let count = self.number(&n);
+                let unit = match r.next()?.as_str() {
+                    "second" => TimeUnit::Second,
+                    "minute" => TimeUnit::Minute,
+                    "hour" => TimeUnit::Hour,
+                    _ => TimeUnit::Day,
+                };
+                let mut per_source = false;
+                let mut burst = None;
+                for q in inner {
+                    match q.as_rule() {
+                        Rule::per_source => per_source = true,
+                        Rule::number => burst = Some(self.number(&q)),
+                        _ => {}
+                    }
+                }
+                RuleOpt::Limit(LimitSpec { rate: count, unit, per_source, burst })
+            }
+            Rule::log_opt => RuleOpt::Log(inner.next().map(|s| string_text(&s))),
+            Rule::counter_opt => RuleOpt::Counter,
+            Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
+            _ => return None,
+        };
+        Some(Spanned::new(opt, span))
+    }
+
+    fn host_spec(&mut self, inner: pest::iterators::Pairs<'_, Rule>) -> HostSpec {
+        let mut spec = HostSpec { negated: false, addr: None, port: None };
+        for p in inner {
+            match p.as_rule() {
+                Rule::host_spec => {
+                    for h in p.into_inner() {
+                        match h.as_rule() {
+                            Rule::negation => spec.negated = true,
+                            Rule::value => spec.addr = Some(self.value(h)),
+                            _ => {} // `any`
+                        }
+                    }
+                }
+                Rule::port_clause => {
+                    let mut negated = false;
+                    let mut value = None;
+                    for q in p.into_inner() {
+                        match q.as_rule() {
+                            Rule::negation => negated = true,
+                            _ => value = Some(self.value(q)),
+                        }
+                    }
+                    if let Some(value) = value {
+                        spec.port = Some(PortSpec { negated, value });
+                    }
+                }
+                _ => {}
+            }
+        }
+        spec
+    }
+
+    fn value(&mut self, p: Pair<'_, Rule>) -> Value {
+        let span = self.span(&p);
+        let mut items = Vec::new();
+        for child in p.into_inner() {
+            if child.as_rule() == Rule::list {
+                for it in child.into_inner() {
+                    if let Some(i) = self.item(it) {
+                        items.push(i);
+                    }
+                }
+            } else if let Some(i) = self.item(child) {
+                items.push(i);
+            }
+        }
+        Value { items, span }
+    }
+
+    fn item(&mut self, p: Pair<'_, Rule>) -> Option<Spanned<Item>> {
+        let span = self.span(&p);
+        let text = p.as_str();
+        let item = match p.as_rule() {
+            Rule::service => {
+                let mut inner = p.into_inner();
+                let proto = inner.next()?.as_str().to_string();
+                let port = self.item(inner.next()?)?;
+                Item::Service { proto, port: Box::new(port) }
+            }
+            Rule::macro_ref => Item::Macro(text[1..].to_string()),
+            Rule::set_ref => Item::SetRef(text[1..text.len() - 1].to_string()),
+            Rule::cidr4 | Rule::cidr6 => Item::Net(self.net(text, span)?),
+            Rule::port_range => {
+                let (a, b) = text.split_once('-')?;
+                Item::PortRange(self.parse_u32(a, span), self.parse_u32(b, span))
+            }
+            Rule::number => Item::Number(self.number(&p)),
+            Rule::name => Item::Name(text.to_string()),
+            _ => return None,
+        };
+        Some(Spanned::new(item, span))
+    }
+
+    fn net(&mut self, text: &str, span: Span) -> Option<ipnet::IpNet> {
+        let (addr_text, len_text) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let addr: IpAddr = if addr_text.contains(':') {
+            match addr_text.parse::<Ipv6Addr>() {
+                Ok(a) => IpAddr::V6(a),
+                Err(_) => {
+                    self.errors.push(
+                        Diag::error("bad-address", span, format!("`{addr_text}` is not a valid IPv6 address"), "invalid IPv6 address")
+                            .with_help("IPv6 addresses look like `2001:db8::1` or `fd00::/8`"),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            match addr_text.parse::<Ipv4Addr>() {
+                Ok(a) => IpAddr::V4(a),
+                Err(_) => {
+                    let bad = addr_text.split('.').find(|o| o.parse::<u8>().is_err()).unwrap_or(addr_text);
+                    self.errors.push(
+                        Diag::error("bad-address", span, format!("`{addr_text}` is not a valid IPv4 address"), format!("`{bad}` is not an octet (0-255)"))
+                            .with_help("each of the four parts of an IPv4 address is a number from 0 to 255"),
+                    );
+                    return None;
+                }
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len_text {
+            None => max,
+            Some(l) => match l.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => {
+                    self.errors.push(
+                        Diag::error("bad-prefix", span, format!("prefix length `/{l}` is out of range"), format!("must be 0 to {max}"))
+                            .with_help(format!("an {} prefix has at most {max} bits", if max == 32 { "IPv4" } else { "IPv6" })),
+                    );
+                    return None;
+                }
+            },
+        };
+        let net = ipnet::IpNet::new(addr, len).ok()?;
+        if net.network() != addr {
+            self.errors.push(
+                Diag::error("host-bits", span, format!("`{text}` has host bits set"), "address is not the start of its network")
+                    .with_help(format!("did you mean `{}`? (or `{addr}` for the single host)", net.trunc())),
+            );
+            return None;
+        }
+        Some(net)
+    }
+
+    fn parse_u32(&mut self, s: &str, span: Span) -> u32 {
+        s.parse::<u32>().unwrap_or_else(|_| {
+            self.errors.push(Diag::error("bad-number", span, format!("`{s}` is too large"), "number out of range"));
+            0
+        })
+    }
+
+    fn number(&mut self, p: &Pair<'_, Rule>) -> u64 {
+        let span = self.span(p);
+        p.as_str().parse::<u64>().unwrap_or_else(|_| {
+            self.errors.push(Diag::error("bad-number", span, format!("`{}` is too large", p.as_str()), "number out of range"));
+            0
+        })
+    }
+
+    fn duration(&mut self, p: &Pair<'_, Rule>) -> u64 {
+        let text = p.as_str();
+        let (digits, unit) = text.split_at(text.len() - 1);
+        let mult = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => 86400,
+        };
+        match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+            Some(secs) => secs,
+            None => {
+                let span = self.span(p);
+                self.errors.push(Diag::error("bad-number", span, format!("duration `{text}` is too large"), "out of range"));
+                0
+            }
+        }
+    }
+}
+
+fn string_text(p: &Pair<'_, Rule>) -> String {
+    p.clone().into_inner().next().map_or_else(String::new, |s| s.as_str().to_string())
+}
+
+fn parse_hook(s: &str) -> Hook {
+    match s {
+        "input" => Hook::Input,
+        "forward" => Hook::Forward,
+        _ => Hook::Output,
+    }
+}
+
+pub fn parse_action(s: &str) -> Action {
+    match s {
+        "pass" => Action::Pass,
+        "reject" => Action::Reject,
+        _ => Action::Block,
+    }
+}
+
+fn parse_direction(s: &str) -> Direction {
+    match s {
+        "in" => Direction::In,
+        "out" => Direction::Out,
+        _ => Direction::Forward,
+    }
+}
