@@ -7,3 +7,4 @@ pub mod diag;
 pub mod ir;
 pub mod policy;
 pub mod cli;
+pub mod nft;

@@ -8,6 +8,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::diag::render_terminal;
 use crate::policy::LoadError;
 
+mod apply;
+mod block;
 mod compile;
 
 #[derive(Parser, Debug)]
@@ -21,6 +23,16 @@ pub struct Cli {
 pub enum Command {
     /// Compile a policy into one atomic nftables ruleset (nft script or JSON).
     Compile(compile::CompileArgs),
+    /// Check and load a policy in one transaction that replaces only phantomc's table.
+    Apply(apply::ApplyArgs),
+    /// Is phantomc's table loaded, and does it match the policy? (exit 3 if not)
+    Status(apply::StatusArgs),
+    /// Remove phantomc's table (and nothing else).
+    Disable(apply::DisableArgs),
+    /// Add an address to a run-time block set, without a reload.
+    Block(block::BlockArgs),
+    /// Remove an address from a run-time block set.
+    Unblock(block::UnblockArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -52,6 +64,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile(args) => compile::run(&args),
+        Command::Apply(args) => apply::apply(&args),
+        Command::Status(args) => apply::status(&args),
+        Command::Disable(args) => apply::disable(&args),
+        Command::Block(args) => block::block(&args),
+        Command::Unblock(args) => block::unblock(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -219,7 +219,7 @@ impl<'a> Lowerer<'a> {
                 let origin = self.origin(*span, idx);
                 let log = log.as_ref().map(|custom| {
                     let verb = if action.node == Action::Pass { "accept" } else { "drop" };
-                    format!("{} policy-{}", origin.id, hook.node.name()).to_string() + &log_tail(verb, custom.as_deref())
+                    format!("{} policy-{} {}", origin.id, hook.node.name(), log_tail(verb, custom.as_deref()))
                 });
                 let log = log.map(|l| self.log_prefix_from(l, *span));
                 let policy = DefaultPolicy { action: action.node, log, counter: *counter, origin: Some(origin) };

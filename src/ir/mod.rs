@@ -16,7 +16,7 @@ use serde::Serialize;
 
 pub use crate::policy::ast::{Action, Family, Hook, TimeUnit};
 use crate::diag::Span;
-pub use lower::{compile, compile_file, lower};
+pub use lower::{compile, compile_file, lower, nft_set_name, Compiled, Unused};
 
 /// Where an IR rule came from in the policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,0 +1,356 @@
+//! IR -> nftables objects (the `nftables` crate's model of nft's JSON schema).
+//!
+//! This is the one translation of the IR into nft; the JSON output is its
+//! serialization and the nft script is printed from it by [`super::script`],
+//! so the two formats cannot drift apart.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+
+use ipnet::IpNet;
+use nftables::expr::{self, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem};
+use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables, SetFlag, SetType, SetTypeValue};
+use nftables::stmt::{self, Counter, Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::ir::names::{self, ICMP, ICMPV6, TCP};
+use crate::ir::{Action, AddrMatch, DefaultPolicy, Family, Hook, Match as IrMatch, NatAction, PortMatch, Rule, Ruleset, SetKind};
+
+/// Elements that are not part of the policy text: feed contents and
+/// run-time entries (with their remaining timeout) carried across a reload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Elements {
+    pub by_set: BTreeMap<String, Vec<SetElem>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SetElem {
+    pub net: IpNet,
+    /// Seconds left for a run-time entry; `None` never expires.
+    pub timeout: Option<u32>,
+}
+
+/// One chain with its rules, in order.
+#[derive(Clone, Debug)]
+pub struct NftChain {
+    pub chain: schema::Chain<'static>,
+    pub rules: Vec<schema::Rule<'static>>,
+}
+
+/// phantomc's whole table as nft objects.
+#[derive(Clone, Debug)]
+pub struct NftTable {
+    pub name: String,
+    pub sets: Vec<schema::Set<'static>>,
+    pub chains: Vec<NftChain>,
+}
+
+impl NftTable {
+    /// The atomic replacement: create the table if missing, delete it, and
+    /// create it again with everything in it — one transaction, so either
+    /// all of it is live or none of it is.
+    pub fn replace_batch(&self) -> Nftables<'static> {
+        let mut objs = vec![
+            add(NfListObject::Table(table(&self.name))),
+            NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table(&self.name)))),
+        ];
+        objs.extend(self.create_objects());
+        Nftables { objects: objs.into() }
+    }
+
+    /// Creation of the table and everything in it (no replacement).
+    pub fn create_objects(&self) -> Vec<NfObject<'static>> {
+        let mut objs = vec![add(NfListObject::Table(table(&self.name)))];
+        objs.extend(self.sets.iter().map(|s| add(NfListObject::Set(Box::new(s.clone())))));
+        for c in &self.chains {
+            objs.push(add(NfListObject::Chain(c.chain.clone())));
+        }
+        for c in &self.chains {
+            objs.extend(c.rules.iter().map(|r| add(NfListObject::Rule(r.clone()))));
+        }
+        objs
+    }
+}
+
+fn add(obj: NfListObject<'static>) -> NfObject<'static> {
+    NfObject::CmdObject(NfCmd::Add(obj))
+}
+
+pub fn table(name: &str) -> schema::Table<'static> {
+    schema::Table { family: NfFamily::INet, name: name.to_string().into(), handle: None }
+}
+
+/// Translates a ruleset; `extra` supplies feed and run-time set elements.
+pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
+    let t = Cow::Owned(rs.table.clone());
+    let sets = rs.sets.iter().map(|s| set(rs, s, extra.by_set.get(&s.nft_name))).collect();
+    let mut chains = Vec::new();
+    for ch in &rs.chains {
+        let mut rules: Vec<schema::Rule<'static>> = ch.rules.iter().map(|r| rule(&t, ch.hook.name(), r)).collect();
+        rules.extend(default_rule(&t, ch.hook, &ch.policy));
+        let policy = if ch.policy.action == Action::Pass { NfChainPolicy::Accept } else { NfChainPolicy::Drop };
+        chains.push(NftChain { chain: base_chain(&t, ch.hook.name(), NfChainType::Filter, hook_of(ch.hook), 0, Some(policy)), rules });
+    }
+    for (name, hook, prio) in [("nat_prerouting", NfHook::Prerouting, -100), ("nat_postrouting", NfHook::Postrouting, 100)] {
+        let rules: Vec<_> = rs
+            .nat
+            .iter()
+            .filter(|n| n.chain_name() == name)
+            .map(|n| {
+                let mut expr = matches(&n.matches);
+                expr.push(nat_stmt(&n.action));
+                schema::Rule { expr: expr.into(), comment: Some(n.origin.id.clone().into()), ..rule_base(&t, name) }
+            })
+            .collect();
+        if !rules.is_empty() {
+            chains.push(NftChain { chain: base_chain(&t, name, NfChainType::NAT, hook, prio, Some(NfChainPolicy::Accept)), rules });
+        }
+    }
+    NftTable { name: rs.table.clone(), sets, chains }
+}
+
+fn hook_of(h: Hook) -> NfHook {
+    match h {
+        Hook::Input => NfHook::Input,
+        Hook::Forward => NfHook::Forward,
+        Hook::Output => NfHook::Output,
+    }
+}
+
+fn base_chain(t: &Cow<'static, str>, name: &str, kind: NfChainType, hook: NfHook, prio: i32, policy: Option<NfChainPolicy>) -> schema::Chain<'static> {
+    schema::Chain {
+        family: NfFamily::INet,
+        table: t.clone(),
+        name: name.to_string().into(),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy,
+        ..Default::default()
+    }
+}
+
+fn rule_base(t: &Cow<'static, str>, chain: &str) -> schema::Rule<'static> {
+    schema::Rule { family: NfFamily::INet, table: t.clone(), chain: chain.to_string().into(), ..Default::default() }
+}
+
+fn set(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) -> schema::Set<'static> {
+    let mut flags = HashSet::from([SetFlag::Interval]);
+    let mut timeout = None;
+    let mut elems: Vec<Expression<'static>> = match &s.kind {
+        SetKind::Static { elements } => elements.iter().map(|n| net_expr(*n)).collect(),
+        SetKind::Dynamic { timeout: t } => {
+            flags.insert(SetFlag::Timeout);
+            timeout = t.map(|t| u32::try_from(t).unwrap_or(u32::MAX));
+            Vec::new()
+        }
+        SetKind::Feed { .. } => Vec::new(),
+    };
+    if let Some(extra) = extra {
+        elems.extend(extra.iter().map(|e| match e.timeout {
+            None => net_expr(e.net),
+            Some(t) => Expression::Named(NamedExpression::Elem(expr::Elem {
+                val: Box::new(net_expr(e.net)),
+                timeout: Some(t),
+                expires: None,
+                comment: None,
+                counter: None,
+            })),
+        }));
+    }
+    schema::Set {
+        family: NfFamily::INet,
+        table: rs.table.clone().into(),
+        name: s.nft_name.clone().into(),
+        set_type: SetTypeValue::Single(if s.family == Family::V4 { SetType::Ipv4Addr } else { SetType::Ipv6Addr }),
+        flags: Some(flags),
+        elem: (!elems.is_empty()).then(|| elems.into()),
+        timeout,
+        ..Default::default()
+    }
+}
+
+pub fn net_expr(n: IpNet) -> Expression<'static> {
+    if n.prefix_len() == n.max_prefix_len() {
+        Expression::String(n.addr().to_string().into())
+    } else {
+        Expression::Named(NamedExpression::Prefix(expr::Prefix {
+            addr: Box::new(Expression::String(n.network().to_string().into())),
+            len: u32::from(n.prefix_len()),
+        }))
+    }
+}
+
+fn rule(t: &Cow<'static, str>, chain: &str, r: &Rule) -> schema::Rule<'static> {
+    let mut expr = matches(&r.matches);
+    if let Some(l) = &r.limit {
+        let limit = stmt::Limit {
+            rate: u32::try_from(l.rate).unwrap_or(u32::MAX),
+            rate_unit: None,
+            per: Some(l.unit.name().into()),
+            burst: l.burst.map(|b| u32::try_from(b).unwrap_or(u32::MAX)),
+            burst_unit: None,
+            inv: None,
+        };
+        match &l.per_source {
+            Some(meter) => expr.push(Statement::Meter(stmt::Meter {
+                name: meter.clone().into(),
+                key: addr_field(r.matches.family.unwrap_or(Family::V4), "saddr"),
+                stmt: Box::new(Statement::Limit(limit)),
+            })),
+            None => expr.push(Statement::Limit(limit)),
+        }
+    }
+    expr.extend(tail(r.counter, r.log.as_deref(), r.action, r.matches.proto));
+    schema::Rule { expr: expr.into(), comment: Some(r.comment().into()), ..rule_base(t, chain) }
+}
+
+/// Counter, log and verdict: the end of every filter rule.
+fn tail(counter: bool, log: Option<&str>, action: Action, proto: Option<u8>) -> Vec<Statement<'static>> {
+    let mut out = Vec::new();
+    if counter {
+        out.push(Statement::Counter(Counter::Anonymous(None)));
+    }
+    if let Some(prefix) = log {
+        let mut l = stmt::Log::new(None);
+        l.prefix = Some(prefix.to_string().into());
+        out.push(Statement::Log(Some(l)));
+    }
+    out.push(match action {
+        Action::Pass => Statement::Accept(None),
+        Action::Block => Statement::Drop(None),
+        Action::Reject if proto == Some(TCP) => Statement::Reject(Some(stmt::Reject::new(Some(stmt::RejectType::TCPReset), None))),
+        Action::Reject => Statement::Reject(None),
+    });
+    out
+}
+
+/// A default policy that needs more than the chain's accept/drop (log,
+/// counter or reject) becomes a final catch-all rule.
+fn default_rule(t: &Cow<'static, str>, hook: Hook, p: &DefaultPolicy) -> Option<schema::Rule<'static>> {
+    if p.log.is_none() && !p.counter && p.action != Action::Reject {
+        return None;
+    }
+    let comment = p.origin.as_ref().map_or_else(|| format!("policy {}", hook.name()), |o| format!("{} policy", o.id));
+    Some(schema::Rule { expr: tail(p.counter, p.log.as_deref(), p.action, None).into(), comment: Some(comment.into()), ..rule_base(t, hook.name()) })
+}
+
+fn nat_stmt(a: &NatAction) -> Statement<'static> {
+    let fam = |addr: &std::net::IpAddr| Some(if addr.is_ipv4() { stmt::NATFamily::IP } else { stmt::NATFamily::IP6 });
+    match a {
+        NatAction::Masquerade => Statement::Masquerade(None),
+        NatAction::Snat { addr } => Statement::SNAT(Some(stmt::NAT { addr: Some(Expression::String(addr.to_string().into())), family: fam(addr), port: None, flags: None })),
+        NatAction::Dnat { addr, port } => Statement::DNAT(Some(stmt::NAT {
+            addr: Some(Expression::String(addr.to_string().into())),
+            family: fam(addr),
+            port: port.map(|p| Expression::Number(u32::from(p))),
+            flags: None,
+        })),
+    }
+}
+
+fn m(left: Expression<'static>, right: Expression<'static>, op: Operator) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn payload(proto: &str, field: &str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField { protocol: proto.to_string().into(), field: field.to_string().into() })))
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn addr_field(f: Family, field: &str) -> Expression<'static> {
+    payload(if f == Family::V4 { "ip" } else { "ip6" }, field)
+}
+
+/// One value, or an anonymous set of several.
+fn one_or_set(mut items: Vec<Expression<'static>>) -> Expression<'static> {
+    if items.len() == 1 {
+        items.remove(0)
+    } else {
+        Expression::Named(NamedExpression::Set(items.into_iter().map(SetItem::Element).collect()))
+    }
+}
+
+fn eq_or_neq(negated: bool) -> Operator {
+    if negated {
+        Operator::NEQ
+    } else {
+        Operator::EQ
+    }
+}
+
+/// The header matches of an IR rule, in nft's customary order.
+pub fn matches(mm: &IrMatch) -> Vec<Statement<'static>> {
+    let mut out = Vec::new();
+    for (names, key) in [(&mm.iif, MetaKey::Iifname), (&mm.oif, MetaKey::Oifname)] {
+        if let Some(names) = names {
+            let items = names.iter().map(|n| Expression::String(n.clone().into())).collect();
+            out.push(m(meta(key), one_or_set(items), Operator::EQ));
+        }
+    }
+    let addr_given = !matches!(mm.src, AddrMatch::Any) || !matches!(mm.dst, AddrMatch::Any);
+    if let (Some(f), false) = (mm.family, addr_given) {
+        out.push(m(meta(MetaKey::Nfproto), Expression::String(f.name().into()), Operator::EQ));
+    }
+    for (a, field) in [(&mm.src, "saddr"), (&mm.dst, "daddr")] {
+        let family = mm.family.unwrap_or(Family::V4);
+        match a {
+            AddrMatch::Any => {}
+            AddrMatch::Nets { negated, nets } => {
+                let items = nets.iter().map(|n| net_expr(*n)).collect();
+                out.push(m(addr_field(family, field), one_or_set(items), eq_or_neq(*negated)));
+            }
+            AddrMatch::Set { negated, set } => {
+                out.push(m(addr_field(family, field), Expression::String(format!("@{set}").into()), eq_or_neq(*negated)));
+            }
+        }
+    }
+    if let Some(p) = mm.proto {
+        let ports_given = mm.sport.is_some() || mm.dport.is_some();
+        let icmp_given = mm.icmp_types.is_some() && matches!(p, ICMP | ICMPV6);
+        if !ports_given && !icmp_given {
+            out.push(m(meta(MetaKey::L4proto), proto_expr(p), Operator::EQ));
+        }
+        let pname = names::proto_name(p);
+        for (ports, field) in [(&mm.sport, "sport"), (&mm.dport, "dport")] {
+            if let Some(pm) = ports {
+                out.push(m(payload(&pname, field), ports_expr(pm), eq_or_neq(pm.negated)));
+            }
+        }
+        if let (Some(types), true) = (&mm.icmp_types, icmp_given) {
+            let items = types.iter().map(|t| Expression::String(names::icmp_type_name(p, *t).into())).collect();
+            out.push(m(payload(if p == ICMP { "icmp" } else { "icmpv6" }, "type"), one_or_set(items), Operator::EQ));
+        }
+    }
+    if let Some(states) = mm.ct_state {
+        let names: Vec<Expression<'static>> = states.names().into_iter().map(|s| Expression::String(s.into())).collect();
+        let right = if names.len() == 1 { names.into_iter().next().unwrap_or(Expression::Number(0)) } else { Expression::List(names) };
+        out.push(m(Expression::Named(NamedExpression::CT(expr::CT { key: "state".into(), family: None, dir: None })), right, Operator::IN));
+    }
+    out
+}
+
+fn proto_expr(p: u8) -> Expression<'static> {
+    match names::PROTOCOLS.iter().find(|(_, n)| *n == p) {
+        Some(_) => Expression::String(names::proto_name(p).into()),
+        None => Expression::Number(u32::from(p)),
+    }
+}
+
+fn ports_expr(pm: &PortMatch) -> Expression<'static> {
+    let items = pm
+        .ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                Expression::Number(u32::from(lo))
+            } else {
+                Expression::Range(Box::new(expr::Range { range: [Expression::Number(u32::from(lo)), Expression::Number(u32::from(hi))] }))
+            }
+        })
+        .collect();
+    one_or_set(items)
+}

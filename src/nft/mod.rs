@@ -1,0 +1,126 @@
+//! nftables back end: emitting the IR as nft JSON or script, and loading it
+//! into the kernel atomically, touching nothing but phantomc's own table.
+
+pub mod emit;
+mod run;
+pub mod script;
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use nftables::expr::{Elem, Expression, NamedExpression};
+use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables};
+use nftables::types::NfFamily;
+
+pub use emit::{build, Elements, NftTable, SetElem};
+pub use run::{objects, to_json, Nft, NftError};
+
+use crate::diag::Diag;
+use crate::ir::{Ruleset, SetKind};
+
+/// Elements of the live run-time and feed sets, so a reload keeps what
+/// `phantomc block` and feed updates put there.
+pub fn live_elements(nft: &Nft, rs: &Ruleset) -> Result<Elements, NftError> {
+    let mut out = Elements::default();
+    let Some(listing) = nft.list_table_json(&rs.table)? else { return Ok(out) };
+    for obj in objects(&listing) {
+        let Some(set) = obj.get("set") else { continue };
+        let Some(name) = set.get("name").and_then(|n| n.as_str()) else { continue };
+        let keep = rs.set(name).is_some_and(|s| matches!(s.kind, SetKind::Dynamic { .. } | SetKind::Feed { .. }));
+        if !keep {
+            continue;
+        }
+        let elems = set.get("elem").and_then(|e| e.as_array()).into_iter().flatten().filter_map(parse_live_elem).collect();
+        out.by_set.insert(name.to_string(), elems);
+    }
+    Ok(out)
+}
+
+/// One element of `nft -j list`: `"1.2.3.4"`, `{"prefix": ...}`, `{"range": ...}`
+/// (kept only if it is one prefix) or `{"elem": {"val": ..., "expires": N}}`.
+fn parse_live_elem(v: &serde_json::Value) -> Option<SetElem> {
+    if let Some(e) = v.get("elem") {
+        let net = parse_net(e.get("val")?)?;
+        let timeout = e.get("expires").and_then(|x| x.as_u64()).map(|x| u32::try_from(x.max(1)).unwrap_or(u32::MAX));
+        return Some(SetElem { net, timeout });
+    }
+    Some(SetElem { net: parse_net(v)?, timeout: None })
+}
+
+fn parse_net(v: &serde_json::Value) -> Option<IpNet> {
+    if let Some(s) = v.as_str() {
+        return s.parse::<IpAddr>().ok().map(IpNet::from);
+    }
+    if let Some(p) = v.get("prefix") {
+        let addr: IpAddr = p.get("addr")?.as_str()?.parse().ok()?;
+        return IpNet::new(addr, u8::try_from(p.get("len")?.as_u64()?).ok()?).ok();
+    }
+    None
+}
+
+/// Maps an nft error about a script line back to the policy rule that line
+/// came from (every rule carries its origin as a comment).
+pub fn locate_script_error(stderr: &str, script: &str, rs: &Ruleset) -> Option<Diag> {
+    // nft reports `/dev/stdin:LINE:COL-COL: Error: message`.
+    let (pos, message) = stderr.lines().find_map(|l| l.strip_prefix("/dev/stdin:")).and_then(|rest| rest.split_once(": Error: "))?;
+    let line: usize = pos.split(':').next()?.parse().ok()?;
+    let text = script.lines().nth(line.checked_sub(1)?)?;
+    let comment = text.rsplit_once("comment \"")?.1.trim_end_matches('"');
+    let id = comment.split(' ').next()?;
+    let origin = rs
+        .chains
+        .iter()
+        .flat_map(|c| c.rules.iter().map(|r| &r.origin))
+        .chain(rs.nat.iter().map(|n| &n.origin))
+        .find(|o| o.id == id)?;
+    Some(
+        Diag::error("nft-refused", origin.span, format!("nft refused the rule compiled from {id}"), message.trim())
+            .with_help(format!("compiled nft rule: {}", text.trim())),
+    )
+}
+
+/// A run-time block entry: `phantomc block` / `unblock`.
+pub fn element_batch(add: bool, table: &str, set: &str, net: IpNet, timeout: Option<u32>) -> Nftables<'static> {
+    let val = emit::net_expr(net);
+    let elem = match timeout {
+        Some(t) => Expression::Named(NamedExpression::Elem(Elem { val: Box::new(val), timeout: Some(t), expires: None, comment: None, counter: None })),
+        None => val,
+    };
+    let obj = NfListObject::Element(Element { family: NfFamily::INet, table: table.to_string().into(), name: set.to_string().into(), elem: vec![elem].into() });
+    let cmd = if add { NfCmd::Add(obj) } else { NfCmd::Delete(obj) };
+    Nftables { objects: vec![NfObject::CmdObject(cmd)].into() }
+}
+
+/// Deletes phantomc's table and nothing else.
+pub fn delete_batch(table: &str) -> Nftables<'static> {
+    Nftables { objects: vec![NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(emit::table(table))))].into() }
+}
+
+/// Removes the element lists of run-time and feed sets from an
+/// `nft list table` text, so drift checks compare only what the policy fixes.
+pub fn strip_runtime_elements(listing: &str, rs: &Ruleset) -> String {
+    let mut out = String::new();
+    let mut in_runtime_set = false;
+    let mut skipping = false;
+    for line in listing.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("set ").and_then(|r| r.strip_suffix(" {")) {
+            in_runtime_set = rs.set(name).is_some_and(|s| !matches!(s.kind, SetKind::Static { .. }));
+        }
+        if in_runtime_set && t.starts_with("elements = {") {
+            skipping = true;
+        }
+        if skipping {
+            if t.ends_with('}') {
+                skipping = false;
+            }
+            continue;
+        }
+        if t == "}" {
+            in_runtime_set = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}

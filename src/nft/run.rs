@@ -1,0 +1,121 @@
+//! Running the real `nft`, with its stderr kept (the `nftables` crate's own
+//! helper drops it, which leaves errors empty).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nftables::schema::Nftables;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run `{program}`: {source} (is the nftables package installed?)")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("nft refused the ruleset:\n{stderr}")]
+    Refused { stderr: String },
+    #[error("nft output is not valid JSON: {0}")]
+    BadOutput(String),
+}
+
+/// How to call nft (and, for scratch listings, `unshare`).
+#[derive(Clone, Debug)]
+pub struct Nft {
+    pub program: PathBuf,
+}
+
+impl Default for Nft {
+    fn default() -> Self {
+        Nft { program: std::env::var_os("PHANTOMC_NFT").map_or_else(|| PathBuf::from("nft"), PathBuf::from) }
+    }
+}
+
+impl Nft {
+    /// Runs nft with `args`, feeding `input` on stdin; stdout on success.
+    pub fn run(&self, args: &[&str], input: Option<&str>) -> Result<String, NftError> {
+        run_program(&mut Command::new(&self.program), args, input)
+    }
+
+    /// `nft -j -f -` of a batch: one atomic transaction.
+    pub fn load_json(&self, batch: &Nftables<'_>) -> Result<(), NftError> {
+        self.run(&["-j", "-f", "-"], Some(&to_json(batch))).map(drop)
+    }
+
+    /// `nft -c -j -f -`: would the kernel take this batch?
+    pub fn check_json(&self, batch: &Nftables<'_>) -> Result<(), NftError> {
+        self.run(&["-c", "-j", "-f", "-"], Some(&to_json(batch))).map(drop)
+    }
+
+    /// `nft -c -f -` of a script: errors carry the script's line numbers.
+    pub fn check_script(&self, script: &str) -> Result<(), NftError> {
+        self.run(&["-c", "-f", "-"], Some(script)).map(drop)
+    }
+
+    pub fn table_exists(&self, table: &str) -> Result<bool, NftError> {
+        let out = self.run(&["-j", "list", "tables", "inet"], None)?;
+        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| NftError::BadOutput(e.to_string()))?;
+        let found = objects(&v).any(|o| o.get("table").and_then(|t| t.get("name")).and_then(|n| n.as_str()) == Some(table));
+        Ok(found)
+    }
+
+    /// `nft -s list table inet NAME` (stateless: no counter values), if the table exists.
+    pub fn list_table(&self, table: &str) -> Result<Option<String>, NftError> {
+        if !self.table_exists(table)? {
+            return Ok(None);
+        }
+        self.run(&["-s", "list", "table", "inet", table], None).map(Some)
+    }
+
+    /// `nft -j list table inet NAME` parsed, if the table exists.
+    pub fn list_table_json(&self, table: &str) -> Result<Option<serde_json::Value>, NftError> {
+        if !self.table_exists(table)? {
+            return Ok(None);
+        }
+        let out = self.run(&["-j", "list", "table", "inet", table], None)?;
+        serde_json::from_str(&out).map(Some).map_err(|e| NftError::BadOutput(e.to_string()))
+    }
+
+    /// Loads a batch into a private, throwaway network namespace and lists
+    /// the table back: the kernel's own canonical form of a ruleset, got
+    /// without touching the live one.
+    pub fn scratch_listing(&self, batch: &Nftables<'_>, table: &str) -> Result<String, NftError> {
+        let nft = self.program.to_string_lossy().into_owned();
+        let script = r#""$0" -j -f - && exec "$0" -s list table inet "$1""#;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", "--", "sh", "-c", script, &nft, table]);
+        run_program(&mut cmd, &[], Some(&to_json(batch)))
+    }
+}
+
+pub fn to_json(batch: &Nftables<'_>) -> String {
+    serde_json::to_string(batch).expect("nftables schema always serializes")
+}
+
+/// The objects of an `nft -j list` answer.
+pub fn objects(v: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    v.get("nftables").and_then(|a| a.as_array()).into_iter().flatten()
+}
+
+fn run_program(cmd: &mut Command, args: &[&str], input: Option<&str>) -> Result<String, NftError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| NftError::Spawn { program: program.clone(), source })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A write error means nft exited early; its stderr says why.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|source| NftError::Spawn { program, source })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let mut stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+        if stderr.is_empty() {
+            stderr = format!("exited with {}", out.status);
+        }
+        Err(NftError::Refused { stderr })
+    }
+}

@@ -1,0 +1,235 @@
+//! Prints an [`NftTable`] as an nft script (`nft -f` syntax).
+//!
+//! Only the statements [`super::emit`] produces are printed; anything else
+//! is a bug in phantomc, reported by a panic in tests rather than printed wrong.
+
+use std::fmt::Write;
+
+use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, SetItem};
+use nftables::schema::{self, SetFlag, SetType, SetTypeValue};
+use nftables::stmt::{Counter, NATFamily, Operator, RejectType, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfHook};
+
+use super::emit::NftTable;
+
+/// The whole script: replaces phantomc's table atomically when run with `nft -f`.
+pub fn script(t: &NftTable, header: &str) -> String {
+    let mut out = String::new();
+    for line in header.lines() {
+        let _ = writeln!(out, "# {line}");
+    }
+    let name = &t.name;
+    // `table` creates it if missing so that `delete` cannot fail; nft runs
+    // the whole file as one transaction.
+    let _ = writeln!(out, "table inet {name}\ndelete table inet {name}\n\ntable inet {name} {{");
+    let mut first = true;
+    for s in &t.sets {
+        if !first {
+            out.push('\n');
+        }
+        first = false;
+        set(&mut out, s);
+    }
+    for c in &t.chains {
+        if !first {
+            out.push('\n');
+        }
+        first = false;
+        let ch = &c.chain;
+        let _ = writeln!(out, "\tchain {} {{", ch.name);
+        if let (Some(kind), Some(hook), Some(prio)) = (ch._type, ch.hook, ch.prio) {
+            let policy = match ch.policy {
+                Some(NfChainPolicy::Drop) => "drop",
+                _ => "accept",
+            };
+            let _ = writeln!(out, "\t\ttype {} hook {} priority {}; policy {policy};", chain_type(kind), hook_name(hook), prio_name(kind, prio));
+        }
+        for r in &c.rules {
+            let _ = writeln!(out, "\t\t{}", rule(r));
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn set(out: &mut String, s: &schema::Set<'_>) {
+    let _ = writeln!(out, "\tset {} {{", s.name);
+    let ty = match &s.set_type {
+        SetTypeValue::Single(SetType::Ipv6Addr) => "ipv6_addr",
+        _ => "ipv4_addr",
+    };
+    let _ = writeln!(out, "\t\ttype {ty}");
+    if let Some(flags) = &s.flags {
+        let mut names: Vec<&str> = flags
+            .iter()
+            .map(|f| match f {
+                SetFlag::Interval => "interval",
+                SetFlag::Timeout => "timeout",
+                SetFlag::Constant => "constant",
+                SetFlag::Dynamic => "dynamic",
+            })
+            .collect();
+        names.sort_unstable();
+        let _ = writeln!(out, "\t\tflags {}", names.join(","));
+    }
+    if let Some(t) = s.timeout {
+        let _ = writeln!(out, "\t\ttimeout {t}s");
+    }
+    if let Some(c) = &s.comment {
+        let _ = writeln!(out, "\t\tcomment {}", quote(c));
+    }
+    if let Some(elems) = &s.elem {
+        let items: Vec<String> = elems.iter().map(value).collect();
+        let _ = writeln!(out, "\t\telements = {{ {} }}", wrap_elements(&items));
+    }
+    out.push_str("\t}\n");
+}
+
+/// Long element lists are wrapped so the script stays readable.
+fn wrap_elements(items: &[String]) -> String {
+    items.chunks(4).map(|c| c.join(", ")).collect::<Vec<_>>().join(",\n\t\t\t     ")
+}
+
+fn chain_type(k: NfChainType) -> &'static str {
+    match k {
+        NfChainType::Filter => "filter",
+        NfChainType::NAT => "nat",
+        NfChainType::Route => "route",
+    }
+}
+
+fn hook_name(h: NfHook) -> &'static str {
+    match h {
+        NfHook::Ingress => "ingress",
+        NfHook::Prerouting => "prerouting",
+        NfHook::Forward => "forward",
+        NfHook::Input => "input",
+        NfHook::Output => "output",
+        NfHook::Postrouting => "postrouting",
+        NfHook::Egress => "egress",
+    }
+}
+
+fn prio_name(kind: NfChainType, prio: i32) -> String {
+    match (kind, prio) {
+        (NfChainType::Filter, 0) => "filter".into(),
+        (NfChainType::NAT, -100) => "dstnat".into(),
+        (NfChainType::NAT, 100) => "srcnat".into(),
+        _ => prio.to_string(),
+    }
+}
+
+pub fn rule(r: &schema::Rule<'_>) -> String {
+    let mut parts: Vec<String> = r.expr.iter().map(statement).collect();
+    if let Some(c) = &r.comment {
+        parts.push(format!("comment {}", quote(c)));
+    }
+    parts.join(" ")
+}
+
+fn statement(s: &Statement<'_>) -> String {
+    match s {
+        Statement::Match(m) => {
+            let quoted = matches!(&m.left, Expression::Named(NamedExpression::Meta(meta)) if matches!(meta.key, MetaKey::Iifname | MetaKey::Oifname));
+            let right = if quoted { quoted_value(&m.right) } else { value(&m.right) };
+            match m.op {
+                Operator::NEQ => format!("{} != {right}", value(&m.left)),
+                _ => format!("{} {right}", value(&m.left)),
+            }
+        }
+        Statement::Counter(Counter::Anonymous(_)) => "counter".into(),
+        Statement::Limit(l) => {
+            let mut s = format!("limit rate {}/{}", l.rate, l.per.as_deref().unwrap_or("second"));
+            if let Some(b) = l.burst {
+                let _ = write!(s, " burst {b} packets");
+            }
+            s
+        }
+        Statement::Meter(mt) => format!("meter {} {{ {} {} }}", mt.name, value(&mt.key), statement(&mt.stmt)),
+        Statement::Log(Some(l)) => match &l.prefix {
+            Some(p) => format!("log prefix {}", quote(p)),
+            None => "log".into(),
+        },
+        Statement::Accept(_) => "accept".into(),
+        Statement::Drop(_) => "drop".into(),
+        Statement::Reject(Some(r)) if r._type == Some(RejectType::TCPReset) => "reject with tcp reset".into(),
+        Statement::Reject(_) => "reject".into(),
+        Statement::Masquerade(_) => "masquerade".into(),
+        Statement::SNAT(Some(n)) | Statement::DNAT(Some(n)) => {
+            let verb = if matches!(s, Statement::SNAT(_)) { "snat" } else { "dnat" };
+            let fam = match n.family {
+                Some(NATFamily::IP6) => " ip6",
+                Some(NATFamily::IP) => " ip",
+                None => "",
+            };
+            let addr = n.addr.as_ref().map(value).unwrap_or_default();
+            let addr = if fam == " ip6" && n.port.is_some() { format!("[{addr}]") } else { addr };
+            match &n.port {
+                Some(p) => format!("{verb}{fam} to {addr}:{}", value(p)),
+                None => format!("{verb}{fam} to {addr}"),
+            }
+        }
+        other => unreachable!("emit never produces {other:?}"),
+    }
+}
+
+fn value(e: &Expression<'_>) -> String {
+    match e {
+        Expression::String(s) => s.to_string(),
+        Expression::Number(n) => n.to_string(),
+        Expression::Boolean(b) => b.to_string(),
+        Expression::List(items) => items.iter().map(value).collect::<Vec<_>>().join(","),
+        Expression::Range(r) => format!("{}-{}", value(&r.range[0]), value(&r.range[1])),
+        Expression::Named(n) => match n {
+            NamedExpression::Set(items) => {
+                let items: Vec<String> = items.iter().map(set_item).collect();
+                format!("{{ {} }}", items.join(", "))
+            }
+            NamedExpression::Prefix(p) => format!("{}/{}", value(&p.addr), p.len),
+            NamedExpression::Payload(Payload::PayloadField(f)) => format!("{} {}", f.protocol, f.field),
+            NamedExpression::Meta(m) => match m.key {
+                MetaKey::Iifname => "iifname".into(),
+                MetaKey::Oifname => "oifname".into(),
+                MetaKey::L4proto => "meta l4proto".into(),
+                MetaKey::Nfproto => "meta nfproto".into(),
+                other => unreachable!("emit never uses meta {other:?}"),
+            },
+            NamedExpression::CT(ct) => format!("ct {}", ct.key),
+            NamedExpression::Elem(el) => match el.timeout {
+                Some(t) => format!("{} timeout {t}s", value(&el.val)),
+                None => value(&el.val),
+            },
+            other => unreachable!("emit never produces {other:?}"),
+        },
+        other => unreachable!("emit never produces {other:?}"),
+    }
+}
+
+fn set_item(i: &SetItem<'_>) -> String {
+    match i {
+        SetItem::Element(e) => value(e),
+        other => unreachable!("emit never produces {other:?}"),
+    }
+}
+
+fn quoted_value(e: &Expression<'_>) -> String {
+    match e {
+        Expression::String(s) => quote(s),
+        Expression::Named(NamedExpression::Set(items)) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|i| match i {
+                    SetItem::Element(e) => quoted_value(e),
+                    other => set_item(other),
+                })
+                .collect();
+            format!("{{ {} }}", items.join(", "))
+        }
+        other => value(other),
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
