@@ -36,8 +36,8 @@ pub fn render(c: &Compiled, format: Format, extra: &nft::Elements) -> String {
     match format {
         Format::Nft => nft::script::script(&table, &header(c)),
         Format::Json => {
-            let batch = table.replace_batch();
-            serde_json::to_string_pretty(&batch).expect("nftables schema always serializes") + "\n"
+            let json = nft::to_json_value(&table.replace_batch());
+            serde_json::to_string_pretty(&json).expect("JSON values always serialize") + "\n"
         }
         Format::Ir => serde_json::to_string_pretty(&c.ruleset).expect("IR always serializes") + "\n",
     }

@@ -619,7 +619,11 @@ impl<'a> Lowerer<'a> {
                 f.dedup();
                 f
             }
-            AddrSpec::Set { name, .. } => self.sets.get(name).map_or_else(Vec::new, |s| s.families.clone()),
+            // An empty set was already reported; don't add a family error on top.
+            AddrSpec::Set { name, .. } => match self.sets.get(name) {
+                Some(s) if !s.families.is_empty() => s.families.clone(),
+                _ => vec![Family::V4, Family::V6],
+            },
         }
     }
 
@@ -726,6 +730,12 @@ impl<'a> Lowerer<'a> {
             l.to_string()
         });
         if let Some((l, span)) = c.limit {
+            if l.burst == Some(0) {
+                self.diags.push(
+                    Diag::error("bad-limit", span, "a burst of 0 lets no packet through", "burst is 0")
+                        .with_help("leave `burst` out for nft's default (5), or give at least 1"),
+                );
+            }
             if l.rate == 0 {
                 self.diags.push(
                     Diag::error("bad-limit", span, "a rate limit of 0 never matches", "rate is 0")

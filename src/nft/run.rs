@@ -87,7 +87,32 @@ impl Nft {
 }
 
 pub fn to_json(batch: &Nftables<'_>) -> String {
-    serde_json::to_string(batch).expect("nftables schema always serializes")
+    to_json_value(batch).to_string()
+}
+
+/// The batch as JSON with stable key and flag order (the crate keeps set
+/// flags in a HashSet, whose order changes from run to run).
+pub fn to_json_value(batch: &Nftables<'_>) -> serde_json::Value {
+    let mut v = serde_json::to_value(batch).expect("nftables schema always serializes");
+    sort_flags(&mut v);
+    v
+}
+
+fn sort_flags(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::Array(items) if k == "flags" => {
+                        items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                    }
+                    _ => sort_flags(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_flags),
+        _ => {}
+    }
 }
 
 /// The objects of an `nft -j list` answer.

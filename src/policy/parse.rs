@@ -88,6 +88,7 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::nat_target => "`-> address`",
             Rule::expect => "`expect`",
             Rule::EOI => "end of file",
+            Rule::list_sep | Rule::list_end => "`,` or `}`",
             _ => "a rule option",
         })
         .collect();
@@ -379,9 +380,14 @@ impl Builder {
             match addr_text.parse::<Ipv6Addr>() {
                 Ok(a) => IpAddr::V6(a),
                 Err(_) => {
+                    let help = if addr_text.chars().all(|c| c.is_ascii_digit() || c == ':') {
+                        "port ranges are written with a dash: `1024-2048`"
+                    } else {
+                        "IPv6 addresses look like `2001:db8::1` or `fd00::/8`"
+                    };
                     self.errors.push(
                         Diag::error("bad-address", span, format!("`{addr_text}` is not a valid IPv6 address"), "invalid IPv6 address")
-                            .with_help("IPv6 addresses look like `2001:db8::1` or `fd00::/8`"),
+                            .with_help(help),
                     );
                     return None;
                 }
