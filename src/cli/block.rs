@@ -10,6 +10,7 @@ use crate::nft::{self, Nft};
 #[derive(clap::Args, Debug)]
 pub struct BlockArgs {
     /// Address or network (IPv4 or IPv6).
+    #[arg(value_parser = parse_net)]
     pub addr: IpNet,
     /// Remove the entry after this long (30s, 10m, 1h, 1d).
     #[arg(long, value_parser = parse_duration)]
@@ -24,11 +25,22 @@ pub struct BlockArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct UnblockArgs {
+    /// Address or network, as it was blocked.
+    #[arg(value_parser = parse_net)]
     pub addr: IpNet,
+    /// The policy's dynamic set.
     #[arg(long, default_value = "blocklist")]
     pub set: String,
+    /// phantomc's table.
     #[arg(long, default_value = "phantomc")]
     pub table: String,
+}
+
+/// An address (`192.0.2.7`) or a network (`192.0.2.0/24`).
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IPv4/IPv6 address or network"))
 }
 
 pub fn parse_duration(s: &str) -> Result<u32, String> {

@@ -1,0 +1,266 @@
+//! Test hosts in network namespaces: each test builds its own small network,
+//! sends real packets inside it, and tears it down even when it panics.
+//! Nothing here touches the host's own interfaces or ruleset.
+
+#![allow(dead_code)] // each test file uses a different part of this kit
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Fails (never skips) when the tools kernel tests need are missing.
+pub fn require_tools() {
+    for tool in ["nft", "ip", "ping"] {
+        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+        assert!(found, "kernel tests need `{tool}` (apt-get install nftables iproute2 iputils-ping)");
+    }
+    assert!(
+        std::path::Path::new("/proc/self/ns/net").exists(),
+        "kernel tests need network namespaces"
+    );
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("pc{}-{}-{tag}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS ...`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// Runs a command inside the namespace; returns its output whatever the exit code.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?} in {}: {e}", self.name))
+    }
+
+    /// Runs phantomc inside the namespace (so nft sees only its ruleset).
+    pub fn phantomc(&self, args: &[&str]) -> Output {
+        let mut full = vec![env!("CARGO_BIN_EXE_phantomc")];
+        full.extend_from_slice(args);
+        self.exec(&full)
+    }
+
+    pub fn sysctl(&self, key_value: &str) {
+        let out = self.exec(&["sysctl", "-qw", key_value]);
+        assert!(out.status.success(), "sysctl {key_value}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn addr(&self, dev: &str, cidr: &str) {
+        if cidr.contains(':') {
+            self.ip(&["addr", "add", cidr, "dev", dev, "nodad"]);
+        } else {
+            self.ip(&["addr", "add", cidr, "dev", dev]);
+        }
+        self.ip(&["link", "set", dev, "up"]);
+    }
+
+    pub fn route(&self, args: &[&str]) {
+        let mut full = vec!["route", "add"];
+        full.extend_from_slice(args);
+        self.ip(&full);
+    }
+
+    pub fn nft(&self, args: &[&str]) -> Output {
+        let mut full = vec!["nft"];
+        full.extend_from_slice(args);
+        self.exec(&full)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets it
+    /// opens live in the namespace.
+    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+    }
+
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("thread in namespace panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+fn enter(path: &str) {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// A veth pair: `a_dev` in `a`, `b_dev` in `b`.
+pub fn link(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
+    a.ip(&["link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b.name]);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tcp {
+    Connected,
+    Refused,
+    TimedOut,
+}
+
+/// One TCP connection attempt from inside `ns`.
+pub fn tcp_connect(ns: &Netns, addr: &str, port: u16) -> Tcp {
+    let sa = SocketAddr::new(addr.parse::<IpAddr>().expect("address"), port);
+    ns.run_in(move || match TcpStream::connect_timeout(&sa, Duration::from_millis(800)) {
+        Ok(mut s) => {
+            // The server greets; reading it proves the path works both ways.
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            let mut buf = [0u8; 2];
+            match s.read_exact(&mut buf) {
+                Ok(()) => Tcp::Connected,
+                Err(_) => Tcp::TimedOut,
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Tcp::Refused,
+        Err(_) => Tcp::TimedOut,
+    })
+}
+
+/// Servers running in a namespace until dropped. TCP servers greet with
+/// "ok" and record each peer's address; UDP servers echo.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+    pub peers: Arc<Mutex<Vec<IpAddr>>>,
+}
+
+impl Servers {
+    pub fn start(ns: &Netns, tcp_ports: &[u16], udp_ports: &[u16]) -> Servers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for &port in tcp_ports {
+            let (stop, peers) = (stop.clone(), peers.clone());
+            let (tx, rx) = std::sync::mpsc::channel();
+            handles.push(ns.spawn(move || {
+                let l = TcpListener::bind(("::", port)).unwrap_or_else(|e| panic!("bind tcp {port}: {e}"));
+                l.set_nonblocking(true).expect("nonblocking");
+                tx.send(()).ok();
+                while !stop.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((mut s, peer)) => {
+                            peers.lock().expect("peers").push(canonical(peer.ip()));
+                            let _ = s.write_all(b"ok");
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }));
+            rx.recv_timeout(Duration::from_secs(5)).expect("tcp server started");
+        }
+        for &port in udp_ports {
+            let stop = stop.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            handles.push(ns.spawn(move || {
+                let s = UdpSocket::bind(("::", port)).unwrap_or_else(|e| panic!("bind udp {port}: {e}"));
+                s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+                tx.send(()).ok();
+                let mut buf = [0u8; 1500];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, peer)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(&buf[..n], peer);
+                    }
+                }
+            }));
+            rx.recv_timeout(Duration::from_secs(5)).expect("udp server started");
+        }
+        Servers { stop, handles, peers }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Sends one UDP datagram from `ns` and waits for the echo.
+pub fn udp_echo(ns: &Netns, addr: &str, port: u16) -> bool {
+    let ip: IpAddr = addr.parse().expect("address");
+    ns.run_in(move || {
+        let bind: SocketAddr = if ip.is_ipv4() { "0.0.0.0:0".parse().expect("v4") } else { "[::]:0".parse().expect("v6") };
+        let s = UdpSocket::bind(bind).expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        let mut buf = [0u8; 16];
+        // A few tries: the first datagram may wait for neighbour discovery.
+        (0..3).any(|_| {
+            s.send_to(b"probe", (ip, port)).is_ok() && s.recv_from(&mut buf).is_ok_and(|(n, _)| &buf[..n] == b"probe")
+        })
+    })
+}
+
+pub fn ping(ns: &Netns, addr: &str) -> bool {
+    ns.exec(&["ping", "-c", "1", "-W", "1", addr]).status.success()
+}
+
+/// Waits (bounded) until `cond` holds.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Applies a policy inside `ns`, asserting success.
+pub fn apply(ns: &Netns, policy: &str) {
+    let out = ns.phantomc(&["apply", policy]);
+    assert!(out.status.success(), "apply {policy}: {}{}", stdout(&out), stderr(&out));
+}
