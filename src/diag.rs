@@ -36,6 +36,8 @@ pub struct SourceFile {
     /// The path used to read the file.
     pub path: PathBuf,
     pub text: Arc<String>,
+    /// Byte offset of each line's start, for fast line lookups.
+    line_starts: Vec<usize>,
 }
 
 /// All files read while loading one policy (the main file and its includes).
@@ -46,7 +48,8 @@ pub struct SourceMap {
 
 impl SourceMap {
     pub fn add(&mut self, name: String, path: PathBuf, text: String) -> FileId {
-        self.files.push(SourceFile { name, path, text: Arc::new(text) });
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        self.files.push(SourceFile { name, path, text: Arc::new(text), line_starts });
         self.files.len() - 1
     }
 
@@ -60,11 +63,10 @@ impl SourceMap {
 
     /// 1-based line and column of a span's start.
     pub fn line_col(&self, span: Span) -> (usize, usize) {
-        let text = &self.files[span.file].text;
-        let start = span.start.min(text.len());
-        let before = &text[..start];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(start, |nl| start - nl - 1) + 1;
+        let file = &self.files[span.file];
+        let start = span.start.min(file.text.len());
+        let line = file.line_starts.partition_point(|&s| s <= start);
+        let col = file.text[file.line_starts[line - 1]..start].chars().count() + 1;
         (line, col)
     }
 

@@ -46,17 +46,20 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     let extra = nft::live_elements(&nft, rs).map_err(system)?;
     let table = nft::build(rs, &extra);
 
-    // Check the script first: nft's errors then name a script line, which
-    // maps back to the policy rule through the rule's comment.
-    let script = render(&compiled, Format::Nft, &extra);
-    if let Err(NftError::Refused { stderr }) = nft.check_script(&script) {
-        return Err(match nft::locate_script_error(&stderr, &script, rs) {
-            Some(d) => Failure::Policy(format!("{}nothing was changed: the live ruleset is as it was\n", render_terminal(&[d], &compiled.sources))),
-            None => Failure::System(format!("nft refused the compiled ruleset; nothing was changed:\n{stderr}")),
+    // Check what will be loaded. If nft refuses, check the script form too:
+    // its errors name a script line, which maps back to the policy rule
+    // through the rule's comment.
+    let batch = table.replace_batch();
+    if let Err(e) = nft.check_json(&batch) {
+        let script = render(&compiled, Format::Nft, &extra);
+        return Err(match nft.check_script(&script) {
+            Err(NftError::Refused { stderr }) => match nft::locate_script_error(&stderr, &script, rs) {
+                Some(d) => Failure::Policy(format!("{}nothing was changed: the live ruleset is as it was\n", render_terminal(&[d], &compiled.sources))),
+                None => Failure::System(format!("nft refused the compiled ruleset; nothing was changed:\n{stderr}")),
+            },
+            _ => Failure::System(format!("{e}\nnothing was changed")),
         });
     }
-    let batch = table.replace_batch();
-    nft.check_json(&batch).map_err(|e| Failure::System(format!("{e}\nnothing was changed")))?;
 
     if args.dry_run {
         let live = nft.list_table(&rs.table).map_err(system)?;

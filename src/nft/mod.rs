@@ -22,16 +22,20 @@ use crate::ir::{Ruleset, SetKind};
 /// `phantomc block` and feed updates put there.
 pub fn live_elements(nft: &Nft, rs: &Ruleset) -> Result<Elements, NftError> {
     let mut out = Elements::default();
-    let Some(listing) = nft.list_table_json(&rs.table)? else { return Ok(out) };
-    for obj in objects(&listing) {
-        let Some(set) = obj.get("set") else { continue };
-        let Some(name) = set.get("name").and_then(|n| n.as_str()) else { continue };
-        let keep = rs.set(name).is_some_and(|s| matches!(s.kind, SetKind::Dynamic { .. } | SetKind::Feed { .. }));
-        if !keep {
-            continue;
-        }
-        let elems = set.get("elem").and_then(|e| e.as_array()).into_iter().flatten().filter_map(parse_live_elem).collect();
-        out.by_set.insert(name.to_string(), elems);
+    if !nft.table_exists(&rs.table)? {
+        return Ok(out);
+    }
+    let runtime = rs.sets.iter().filter(|s| matches!(s.kind, SetKind::Dynamic { .. } | SetKind::Feed { .. }));
+    for def in runtime {
+        // A set the live table does not have yet (new in this policy) is empty.
+        let Ok(listing) = nft.run(&["-j", "list", "set", "inet", &rs.table, &def.nft_name], None) else { continue };
+        let v: serde_json::Value = serde_json::from_str(&listing).map_err(|e| NftError::BadOutput(e.to_string()))?;
+        let elems = objects(&v)
+            .filter_map(|o| o.get("set"))
+            .flat_map(|s| s.get("elem").and_then(|e| e.as_array()).into_iter().flatten())
+            .filter_map(parse_live_elem)
+            .collect();
+        out.by_set.insert(def.nft_name.clone(), elems);
     }
     Ok(out)
 }

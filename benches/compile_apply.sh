@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Benchmark: compile time of a generated 10,000-rule policy, and load time of
+# the compiled ruleset by `phantomc apply` against `nft -f` / `nft -j -f` of
+# the same ruleset, side by side in one run, inside a throwaway netns.
+# Usage: benches/compile_apply.sh [RULES] [RUNS]   (root; needs nft and ip)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rules=${1:-10000}
+runs=${2:-5}
+cargo build --release --quiet
+bin=target/release/phantomc
+work=$(mktemp -d)
+ns="pcbench-$$"
+cleanup() { ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+ip netns add "$ns"
+
+# A policy with many rule shapes: per-host ssh, port lists, v4/v6 nets, limits.
+awk -v n="$rules" 'BEGIN {
+  print "table phantomc"; print "set blocklist dynamic"
+  print "policy input block"; print "pass in on lo"; print "pass in state { established, related }"
+  for (i = 0; i < n; i++) {
+    a = int(i / 250) % 250; b = i % 250
+    k = i % 5
+    if (k == 0) printf "pass in proto tcp from 10.%d.%d.0/24 to port %d state new\n", a, b, 1000 + i % 60000
+    else if (k == 1) printf "block in proto udp from 172.16.%d.%d to port { 53, 123, %d }\n", a, b, 2000 + i % 50000
+    else if (k == 2) printf "pass in proto tcp from fd00:%x:%x::/48 to port 22 limit 10/minute\n", a, b
+    else if (k == 3) printf "reject in proto tcp from 192.168.%d.%d to port 1000-2000 log\n", a, b
+    else printf "pass in on eth%d proto udp to port %d counter\n", i % 4, 3000 + i % 60000
+  }
+}' > "$work/big.pf"
+
+now() { date +%s%N; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+ms() { awk -v ns="$1" 'BEGIN { printf "%.1f", ns / 1e6 }'; }
+
+time_cmd() { # runs "$@" $runs times, prints the median in ns
+  for _ in $(seq "$runs"); do
+    t0=$(now); "$@" > /dev/null; t1=$(now); echo $((t1 - t0))
+  done | median
+}
+
+compile_nft=$(time_cmd "$bin" compile "$work/big.pf")
+compile_json=$(time_cmd "$bin" compile --format json "$work/big.pf")
+"$bin" compile "$work/big.pf" > "$work/big.nft"
+"$bin" compile --format json "$work/big.pf" > "$work/big.json"
+nrules=$(grep -c 'comment "big.pf' "$work/big.nft")
+
+apply=$(time_cmd ip netns exec "$ns" "$bin" apply "$work/big.pf")
+nft_f=$(time_cmd ip netns exec "$ns" nft -f "$work/big.nft")
+nft_j=$(time_cmd ip netns exec "$ns" nft -j -f "$work/big.json")
+check=$(time_cmd ip netns exec "$ns" nft -c -f "$work/big.nft")
+
+echo
+echo "policy: $rules policy rules -> $nrules nft rules; median of $runs runs"
+printf '| %-44s | %10s | %14s |\n' "step" "ms" "vs nft -f"
+printf '|%s|%s|%s|\n' "----------------------------------------------" "------------" "----------------"
+row() { printf '| %-44s | %10s | %14s |\n' "$1" "$(ms "$2")" "$(awk -v a="$2" -v b="$nft_f" 'BEGIN { printf "%.2fx", a / b }')"; }
+row "phantomc compile (nft script)" "$compile_nft"
+row "phantomc compile --format json" "$compile_json"
+row "nft -c -f (check only)" "$check"
+row "nft -f big.nft (peer: load the script)" "$nft_f"
+row "nft -j -f big.json (peer: load the JSON)" "$nft_j"
+row "phantomc apply (compile+check+load+verify)" "$apply"
