@@ -309,8 +309,12 @@ impl<'a> Lowerer<'a> {
         self.diags.push(d);
     }
 
+    fn is_first_declaration(&self, name: &Spanned<String>) -> bool {
+        self.sets.get(&name.node).is_some_and(|s| s.span == name.span)
+    }
+
     fn set_stmt(&mut self, idx: usize, name: &Spanned<String>, body: &SetBody, span: Span) {
-        if !self.sets.get(&name.node).is_some_and(|s| s.span == name.span) {
+        if !self.is_first_declaration(name) {
             return; // a duplicate, already reported
         }
         let origin = self.origin(span, idx);
@@ -369,8 +373,8 @@ impl<'a> Lowerer<'a> {
     }
 
     fn feed_stmt(&mut self, idx: usize, name: &Spanned<String>, opts: &[(Spanned<String>, Spanned<ast::FeedValue>)], span: Span) {
-        if !self.sets.get(&name.node).is_some_and(|s| s.span == name.span) {
-            return;
+        if !self.is_first_declaration(name) {
+            return; // a duplicate, already reported
         }
         let origin = self.origin(span, idx);
         let mut options = BTreeMap::new();

@@ -4,7 +4,6 @@
 //! serialization and the nft script is printed from it by [`super::script`],
 //! so the two formats cannot drift apart.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use ipnet::IpNet;
@@ -82,14 +81,14 @@ pub fn table(name: &str) -> schema::Table<'static> {
 
 /// Translates a ruleset; `extra` supplies feed and run-time set elements.
 pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
-    let t = Cow::Owned(rs.table.clone());
+    let t = rs.table.as_str();
     let sets = rs.sets.iter().map(|s| set(rs, s, extra.by_set.get(&s.nft_name))).collect();
     let mut chains = Vec::new();
     for ch in &rs.chains {
-        let mut rules: Vec<schema::Rule<'static>> = ch.rules.iter().map(|r| rule(&t, ch.hook.name(), r)).collect();
-        rules.extend(default_rule(&t, ch.hook, &ch.policy));
+        let mut rules: Vec<schema::Rule<'static>> = ch.rules.iter().map(|r| rule(t, ch.hook.name(), r)).collect();
+        rules.extend(default_rule(t, ch.hook, &ch.policy));
         let policy = if ch.policy.action == Action::Pass { NfChainPolicy::Accept } else { NfChainPolicy::Drop };
-        chains.push(NftChain { chain: base_chain(&t, ch.hook.name(), NfChainType::Filter, hook_of(ch.hook), 0, Some(policy)), rules });
+        chains.push(NftChain { chain: base_chain(t, ch.hook.name(), NfChainType::Filter, hook_of(ch.hook), 0, Some(policy)), rules });
     }
     for (name, hook, prio) in [("nat_prerouting", NfHook::Prerouting, -100), ("nat_postrouting", NfHook::Postrouting, 100)] {
         let rules: Vec<_> = rs
@@ -99,11 +98,11 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
             .map(|n| {
                 let mut expr = matches(&n.matches);
                 expr.push(nat_stmt(&n.action));
-                schema::Rule { expr: expr.into(), comment: Some(n.origin.id.clone().into()), ..rule_base(&t, name) }
+                schema::Rule { expr: expr.into(), comment: Some(n.origin.id.clone().into()), ..rule_base(t, name) }
             })
             .collect();
         if !rules.is_empty() {
-            chains.push(NftChain { chain: base_chain(&t, name, NfChainType::NAT, hook, prio, Some(NfChainPolicy::Accept)), rules });
+            chains.push(NftChain { chain: base_chain(t, name, NfChainType::NAT, hook, prio, Some(NfChainPolicy::Accept)), rules });
         }
     }
     NftTable { name: rs.table.clone(), sets, chains }
@@ -117,10 +116,10 @@ fn hook_of(h: Hook) -> NfHook {
     }
 }
 
-fn base_chain(t: &Cow<'static, str>, name: &str, kind: NfChainType, hook: NfHook, prio: i32, policy: Option<NfChainPolicy>) -> schema::Chain<'static> {
+fn base_chain(t: &str, name: &str, kind: NfChainType, hook: NfHook, prio: i32, policy: Option<NfChainPolicy>) -> schema::Chain<'static> {
     schema::Chain {
         family: NfFamily::INet,
-        table: t.clone(),
+        table: t.to_string().into(),
         name: name.to_string().into(),
         _type: Some(kind),
         hook: Some(hook),
@@ -130,8 +129,8 @@ fn base_chain(t: &Cow<'static, str>, name: &str, kind: NfChainType, hook: NfHook
     }
 }
 
-fn rule_base(t: &Cow<'static, str>, chain: &str) -> schema::Rule<'static> {
-    schema::Rule { family: NfFamily::INet, table: t.clone(), chain: chain.to_string().into(), ..Default::default() }
+fn rule_base(t: &str, chain: &str) -> schema::Rule<'static> {
+    schema::Rule { family: NfFamily::INet, table: t.to_string().into(), chain: chain.to_string().into(), ..Default::default() }
 }
 
 fn set(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) -> schema::Set<'static> {
@@ -181,7 +180,7 @@ pub fn net_expr(n: IpNet) -> Expression<'static> {
     }
 }
 
-fn rule(t: &Cow<'static, str>, chain: &str, r: &Rule) -> schema::Rule<'static> {
+fn rule(t: &str, chain: &str, r: &Rule) -> schema::Rule<'static> {
     let mut expr = matches(&r.matches);
     if let Some(l) = &r.limit {
         let limit = stmt::Limit {
@@ -227,7 +226,7 @@ fn tail(counter: bool, log: Option<&str>, action: Action, proto: Option<u8>) -> 
 
 /// A default policy that needs more than the chain's accept/drop (log,
 /// counter or reject) becomes a final catch-all rule.
-fn default_rule(t: &Cow<'static, str>, hook: Hook, p: &DefaultPolicy) -> Option<schema::Rule<'static>> {
+fn default_rule(t: &str, hook: Hook, p: &DefaultPolicy) -> Option<schema::Rule<'static>> {
     if p.log.is_none() && !p.counter && p.action != Action::Reject {
         return None;
     }
