@@ -71,7 +71,7 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     nft.load_json(&batch).map_err(|e| Failure::System(format!("{e}\nnothing was changed: the load is one transaction")))?;
     let loaded = nft.list_table_json(&rs.table).map_err(system)?;
     let rules = loaded.as_ref().map_or(0, |v| nft::objects(v).filter(|o| o.get("rule").is_some()).count());
-    let expected: usize = table.chains.iter().map(|c| c.rules.len()).sum();
+    let expected = table.rule_count();
     if rules != expected {
         return Err(Failure::System(format!("table inet {} holds {rules} rules after loading, expected {expected}", rs.table)));
     }
@@ -124,7 +124,8 @@ pub fn status(args: &StatusArgs) -> CmdResult {
         return Ok(ExitCode::from(EXIT_DRIFT));
     };
     let extra = nft::live_elements(&nft, rs).map_err(system)?;
-    let batch = nft::build(rs, &extra).replace_batch();
+    let table = nft::build(rs, &extra);
+    let batch = table.replace_batch();
     let expected = nft::strip_runtime_elements(&nft.scratch_listing(&batch, &rs.table).map_err(system)?, rs);
     let live = nft::strip_runtime_elements(&live, rs);
     let entries: usize = extra.by_set.values().map(Vec::len).sum();
@@ -133,7 +134,7 @@ pub fn status(args: &StatusArgs) -> CmdResult {
             "table inet {}: loaded, in sync with {} ({} rules, {} run-time set entries)",
             rs.table,
             main_file(&compiled),
-            rs.rule_count(),
+            table.rule_count(),
             entries
         );
         Ok(ExitCode::SUCCESS)

@@ -49,10 +49,6 @@ impl Ruleset {
     pub fn set(&self, nft_name: &str) -> Option<&SetDef> {
         self.sets.iter().find(|s| s.nft_name == nft_name)
     }
-
-    pub fn rule_count(&self) -> usize {
-        self.chains.iter().map(|c| c.rules.len()).sum::<usize>() + self.nat.len()
-    }
 }
 
 /// One nft set: a policy set is split into an IPv4 and an IPv6 half.

@@ -45,6 +45,10 @@ pub struct NftTable {
 }
 
 impl NftTable {
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+
     /// The atomic replacement: create the table if missing, delete it, and
     /// create it again with everything in it — one transaction, so either
     /// all of it is live or none of it is.
