@@ -5,30 +5,6 @@ mod common;
 
 use common::*;
 
-/// srv has eth0 on the public side (pub) and eth1 on the admin LAN (adm).
-struct WebLab {
-    srv: Netns,
-    publ: Netns,
-    adm: Netns,
-}
-
-fn web_lab() -> WebLab {
-    require_tools();
-    let (srv, publ, adm) = (Netns::new("srv"), Netns::new("pub"), Netns::new("adm"));
-    link(&srv, "eth0", &publ, "eth0");
-    link(&srv, "eth1", &adm, "eth0");
-    srv.addr("eth0", "198.51.100.1/24");
-    srv.addr("eth0", "2001:db8:1::1/64");
-    srv.addr("eth1", "10.10.0.1/24");
-    srv.addr("eth1", "fd00:10::1/64");
-    publ.addr("eth0", "198.51.100.2/24");
-    publ.addr("eth0", "2001:db8:1::2/64");
-    adm.addr("eth0", "10.10.0.2/24");
-    adm.addr("eth0", "fd00:10::2/64");
-    WebLab { srv, publ, adm }
-}
-
-const WEB: &str = "policies/webserver.pf";
 
 #[test]
 fn webserver_policy_decides_real_traffic() {

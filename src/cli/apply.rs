@@ -1,25 +1,37 @@
 //! `apply`, `status` and `disable`: the commands that touch the live ruleset,
 //! and only phantomc's own table in it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::{CmdResult, Failure};
 use crate::diag::render_terminal;
 use crate::ir::{self, Compiled};
 use crate::nft::apply::{self as loader, ApplyError, Status};
+use crate::nft::rollback::{self, Phase};
 use crate::nft::{self, Nft, NftError};
 
 /// Exit code of `status` when the live table is missing or differs.
 const EXIT_DRIFT: u8 = 3;
+/// Exit code of `apply --confirm` when nobody confirmed and the old ruleset is back.
+const EXIT_ROLLED_BACK: u8 = 4;
 
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
     /// The policy file.
     pub policy: PathBuf,
     /// Check everything and show what would change, but load nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "confirm")]
     pub dry_run: bool,
+    /// Keep the new ruleset only if confirmed (type `yes`, or run `phantomc
+    /// confirm`) before the timeout; otherwise a detached guard restores the
+    /// previous one, even if this process or its terminal dies.
+    #[arg(long)]
+    pub confirm: bool,
+    /// How long `--confirm` waits (30s, 2m, ...).
+    #[arg(long, default_value = "30s", value_parser = super::block::parse_duration)]
+    pub timeout: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,7 +71,21 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         print_change(&compiled, live.as_deref(), &new);
         return Ok(ExitCode::SUCCESS);
     }
-    let rules = loader::load(&nft, &prepared).map_err(|e| failure(e, &compiled))?;
+    let armed = if args.confirm {
+        Some(rollback::arm(&nft, table, Duration::from_secs(u64::from(args.timeout))).map_err(|e| Failure::System(e.to_string()))?)
+    } else {
+        None
+    };
+    let rules = match loader::load(&nft, &prepared) {
+        Ok(rules) => rules,
+        Err(e) => {
+            if let Some(state) = &armed {
+                // Nothing new is live, so there is nothing to roll back.
+                let _ = rollback::disarm(state);
+            }
+            return Err(failure(e, &compiled));
+        }
+    };
     let kept: usize = prepared.kept.by_set.values().map(Vec::len).sum();
     println!(
         "applied {}: table inet {table} replaced atomically ({rules} rules, {} sets{})",
@@ -67,7 +93,61 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         prepared.table.sets.len(),
         if kept > 0 { format!(", {kept} run-time set entries kept") } else { String::new() }
     );
-    Ok(ExitCode::SUCCESS)
+    match armed {
+        Some(state) => await_confirmation(&state, table, args.timeout),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Waits for `yes` on stdin or `phantomc confirm`, until the guard decides.
+fn await_confirmation(state: &Path, table: &str, timeout: u32) -> CmdResult {
+    println!("type `yes` within {timeout}s to keep it (or run `phantomc confirm`); otherwise the previous ruleset comes back");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line.trim().eq_ignore_ascii_case("yes") {
+                let _ = tx.send(());
+                return;
+            }
+            line.clear();
+        }
+    });
+    let sys = |e: rollback::RollbackError| Failure::System(e.to_string());
+    loop {
+        if rx.try_recv().is_ok() {
+            match rollback::confirm(state, table) {
+                Ok(()) => {}
+                Err(rollback::RollbackError::TooLate(_)) => break,
+                Err(e) => return Err(sys(e)),
+            }
+        }
+        match rollback::read(state).map_err(sys)?.map(|p| (p.phase, p.deadline_ms)) {
+            Some((Phase::Confirmed, _)) | None => {
+                println!("confirmed: keeping the new ruleset of table inet {table}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some((Phase::Pending, deadline)) if rollback::now_ms() > deadline => break,
+            Some((Phase::Pending, _)) => std::thread::sleep(Duration::from_millis(100)),
+            Some(_) => break,
+        }
+    }
+    match rollback::wait_outcome(state).map_err(sys)? {
+        Phase::Confirmed => {
+            println!("confirmed: keeping the new ruleset of table inet {table}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Phase::RolledBack => {
+            let _ = rollback::disarm(state); // reported; the record is no longer needed
+            println!("not confirmed in time: the previous ruleset of table inet {table} is back");
+            Ok(ExitCode::from(EXIT_ROLLED_BACK))
+        }
+        Phase::Failed => Err(Failure::System(format!(
+            "not confirmed in time, and the rollback failed: {}",
+            rollback::read(state).ok().flatten().and_then(|p| p.message).unwrap_or_default()
+        ))),
+        Phase::Pending => Err(Failure::System("the rollback guard did not answer; check `nft list table inet` by hand".into())),
+    }
 }
 
 fn print_change(c: &Compiled, live: Option<&str>, new: &str) {

@@ -11,6 +11,7 @@ use crate::policy::LoadError;
 mod apply;
 mod block;
 mod compile;
+mod safety;
 
 #[derive(Parser, Debug)]
 #[command(name = "phantomc", version, about = "Declarative firewall policy compiler and offline analyzer for nftables")]
@@ -33,6 +34,13 @@ pub enum Command {
     Block(block::BlockArgs),
     /// Remove an address from a run-time block set.
     Unblock(block::UnblockArgs),
+    /// Keep a ruleset applied with `apply --confirm`.
+    Confirm(safety::ConfirmArgs),
+    /// Drop everything except loopback and the current SSH session, at once.
+    Panic(safety::PanicArgs),
+    /// (internal) Restore the previous ruleset unless confirmed in time.
+    #[command(hide = true)]
+    RollbackGuard(safety::GuardArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -69,6 +77,9 @@ pub fn main() -> ExitCode {
         Command::Disable(args) => apply::disable(&args),
         Command::Block(args) => block::block(&args),
         Command::Unblock(args) => block::unblock(&args),
+        Command::Confirm(args) => safety::confirm(&args),
+        Command::Panic(args) => safety::panic(&args),
+        Command::RollbackGuard(args) => safety::guard(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

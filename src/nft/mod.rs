@@ -3,8 +3,10 @@
 
 pub mod apply;
 pub mod emit;
+pub mod rollback;
 mod run;
 pub mod script;
+pub mod session;
 
 use std::net::IpAddr;
 

@@ -204,6 +204,64 @@ impl Servers {
     }
 }
 
+/// A TCP echo server that keeps every connection open until the peer closes.
+pub fn echo_server(ns: &Netns, port: u16) -> Servers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flag = stop.clone();
+    let handle = ns.spawn(move || {
+        let l = TcpListener::bind(("::", port)).unwrap_or_else(|e| panic!("bind tcp {port}: {e}"));
+        l.set_nonblocking(true).expect("nonblocking");
+        tx.send(()).ok();
+        while !flag.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).ok();
+                    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("echo server started");
+    Servers { stop, handles: vec![handle], peers: Arc::new(Mutex::new(Vec::new())) }
+}
+
+/// An open TCP connection made from inside a namespace.
+pub struct Conn {
+    pub stream: TcpStream,
+}
+
+impl Conn {
+    pub fn open(ns: &Netns, addr: &str, port: u16) -> Conn {
+        let sa = SocketAddr::new(addr.parse::<IpAddr>().expect("address"), port);
+        let stream = ns.run_in(move || TcpStream::connect_timeout(&sa, Duration::from_secs(2))).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+        Conn { stream }
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local addr").port()
+    }
+
+    /// Sends a message and expects it echoed back intact.
+    pub fn round_trip(&mut self, msg: &[u8]) -> bool {
+        if self.stream.write_all(msg).is_err() {
+            return false;
+        }
+        let mut buf = vec![0u8; msg.len()];
+        self.stream.read_exact(&mut buf).is_ok() && buf == msg
+    }
+}
+
 impl Drop for Servers {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -240,9 +298,13 @@ pub fn ping(ns: &Netns, addr: &str) -> bool {
 }
 
 /// Waits (bounded) until `cond` holds.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(Duration::from_secs(5), what, cond);
+}
+
+pub fn eventually_within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
+    while start.elapsed() < limit {
         if cond() {
             return;
         }
@@ -264,3 +326,28 @@ pub fn apply(ns: &Netns, policy: &str) {
     let out = ns.phantomc(&["apply", policy]);
     assert!(out.status.success(), "apply {policy}: {}{}", stdout(&out), stderr(&out));
 }
+
+/// srv has eth0 on the public side (pub) and eth1 on the admin LAN (adm).
+pub struct WebLab {
+    pub srv: Netns,
+    pub publ: Netns,
+    pub adm: Netns,
+}
+
+pub fn web_lab() -> WebLab {
+    require_tools();
+    let (srv, publ, adm) = (Netns::new("srv"), Netns::new("pub"), Netns::new("adm"));
+    link(&srv, "eth0", &publ, "eth0");
+    link(&srv, "eth1", &adm, "eth0");
+    srv.addr("eth0", "198.51.100.1/24");
+    srv.addr("eth0", "2001:db8:1::1/64");
+    srv.addr("eth1", "10.10.0.1/24");
+    srv.addr("eth1", "fd00:10::1/64");
+    publ.addr("eth0", "198.51.100.2/24");
+    publ.addr("eth0", "2001:db8:1::2/64");
+    adm.addr("eth0", "10.10.0.2/24");
+    adm.addr("eth0", "fd00:10::2/64");
+    WebLab { srv, publ, adm }
+}
+
+pub const WEB: &str = "policies/webserver.pf";

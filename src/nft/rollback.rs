@@ -1,0 +1,210 @@
+//! Confirm-or-rollback: a new ruleset stays only if the operator confirms it
+//! in time. The rollback is done by a detached guard process (its own
+//! session, no terminal), so it still happens when the applying process,
+//! its terminal or the SSH session dies.
+//!
+//! The guard and `phantomc confirm` meet in a state file under
+//! `/run/phantomc`, keyed by network namespace and table; both hold an
+//! exclusive lock while they read and change it, so a confirmation and a
+//! rollback cannot both win.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Nft, NftError};
+
+const STATE_DIR: &str = "/run/phantomc";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The new ruleset is live and waits for confirmation.
+    Pending,
+    Confirmed,
+    RolledBack,
+    /// The rollback itself failed (the message says why).
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pending {
+    pub table: String,
+    /// `nft list table` of the table before the apply; `None` if there was none.
+    pub previous: Option<String>,
+    pub deadline_ms: u64,
+    pub phase: Phase,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("bad state file {0}: {1}")]
+    State(PathBuf, serde_json::Error),
+    #[error("no apply is waiting for confirmation (table inet {0})")]
+    NothingPending(String),
+    #[error("too late: the deadline passed and table inet {0} was rolled back")]
+    TooLate(String),
+    #[error(transparent)]
+    Nft(#[from] NftError),
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The state file of `table` in this process's network namespace.
+pub fn state_path(table: &str) -> Result<PathBuf, RollbackError> {
+    let ns = fs::metadata("/proc/self/ns/net").map_err(|e| RollbackError::Io("/proc/self/ns/net".into(), e))?.ino();
+    Ok(Path::new(STATE_DIR).join(format!("confirm-{ns}-{table}.json")))
+}
+
+/// An exclusive lock on a state file, released on drop.
+struct Locked {
+    _file: File,
+}
+
+fn lock(state: &Path) -> Result<Locked, RollbackError> {
+    let dir = state.parent().unwrap_or(Path::new(STATE_DIR));
+    fs::create_dir_all(dir).map_err(|e| RollbackError::Io(dir.to_path_buf(), e))?;
+    let path = state.with_extension("lock");
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| RollbackError::Io(path.clone(), e))?;
+    // SAFETY: flock on an open descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(RollbackError::Io(path, std::io::Error::last_os_error()));
+    }
+    Ok(Locked { _file: file })
+}
+
+pub fn read(state: &Path) -> Result<Option<Pending>, RollbackError> {
+    match fs::read_to_string(state) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| RollbackError::State(state.to_path_buf(), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RollbackError::Io(state.to_path_buf(), e)),
+    }
+}
+
+/// Writes the state atomically; the caller holds the lock (so the folder exists).
+fn write(state: &Path, p: &Pending) -> Result<(), RollbackError> {
+    let tmp = state.with_extension("tmp");
+    let text = serde_json::to_string(p).expect("state serializes");
+    let io = |e| RollbackError::Io(tmp.clone(), e);
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, state).map_err(|e| RollbackError::Io(state.to_path_buf(), e))
+}
+
+/// Records the current table and starts the guard. Call before loading the
+/// new ruleset, so there is never a moment with no way back.
+pub fn arm(nft: &Nft, table: &str, timeout: Duration) -> Result<PathBuf, RollbackError> {
+    let state = state_path(table)?;
+    let _lock = lock(&state)?;
+    let previous = nft.run(&["list", "table", "inet", table], None).ok();
+    let deadline_ms = now_ms() + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    write(&state, &Pending { table: table.to_string(), previous, deadline_ms, phase: Phase::Pending, message: None })?;
+    spawn_guard(&state)?;
+    Ok(state)
+}
+
+/// Starts `phantomc rollback-guard STATE` in a new session with no terminal.
+fn spawn_guard(state: &Path) -> Result<(), RollbackError> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| RollbackError::Io("current executable".into(), e))?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("rollback-guard").arg(state).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our
+    // session and terminal, so hangups and kills of ours do not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map(drop).map_err(|e| RollbackError::Io(exe, e))
+}
+
+/// Stands the guard down after a failed load: nothing new is live.
+pub fn disarm(state: &Path) -> Result<(), RollbackError> {
+    let _lock = lock(state)?;
+    let _ = fs::remove_file(state);
+    Ok(())
+}
+
+/// Keeps the new ruleset (what `phantomc confirm` and typing `yes` do).
+pub fn confirm(state: &Path, table: &str) -> Result<(), RollbackError> {
+    let _lock = lock(state)?;
+    let Some(mut p) = read(state)? else { return Err(RollbackError::NothingPending(table.to_string())) };
+    match p.phase {
+        Phase::Pending => {
+            p.phase = Phase::Confirmed;
+            write(state, &p)
+        }
+        Phase::Confirmed => Ok(()),
+        Phase::RolledBack | Phase::Failed => Err(RollbackError::TooLate(table.to_string())),
+    }
+}
+
+/// The guard: waits for the deadline, then restores the previous table
+/// unless the apply was confirmed.
+pub fn guard(nft: &Nft, state: &Path) -> Result<Phase, RollbackError> {
+    loop {
+        let _lock = lock(state)?;
+        let Some(mut p) = read(state)? else { return Ok(Phase::Confirmed) }; // disarmed
+        if p.phase == Phase::Confirmed {
+            // Done; a rollback record stays for the applying process to report.
+            let _ = fs::remove_file(state);
+            return Ok(p.phase);
+        }
+        if p.phase != Phase::Pending {
+            return Ok(p.phase);
+        }
+        if now_ms() >= p.deadline_ms {
+            match restore(nft, &p) {
+                Ok(()) => p.phase = Phase::RolledBack,
+                Err(e) => {
+                    p.phase = Phase::Failed;
+                    p.message = Some(e.to_string());
+                }
+            }
+            write(state, &p)?;
+            return Ok(p.phase);
+        }
+        drop(_lock);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Puts the previous table back in one transaction (or removes the table
+/// if there was none before).
+fn restore(nft: &Nft, p: &Pending) -> Result<(), NftError> {
+    let t = &p.table;
+    let script = match &p.previous {
+        Some(listing) => format!("table inet {t}\ndelete table inet {t}\n{listing}"),
+        None => format!("table inet {t}\ndelete table inet {t}\n"),
+    };
+    nft.run(&["-f", "-"], Some(&script)).map(drop)
+}
+
+/// Waits until the guard has decided (bounded by the deadline plus grace).
+pub fn wait_outcome(state: &Path) -> Result<Phase, RollbackError> {
+    let give_up = read(state)?.map_or(0, |p| p.deadline_ms) + 10_000;
+    loop {
+        match read(state)? {
+            None => return Ok(Phase::Confirmed),
+            Some(p) if p.phase != Phase::Pending => return Ok(p.phase),
+            Some(_) if now_ms() > give_up => return Ok(Phase::Pending),
+            Some(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Kernel tests of safe apply: confirm-or-rollback (also when the applying
+//! process is killed), the lockout check, and `panic`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A policy that drops the public web traffic webserver.pf allows.
+const CLOSED: &str = "policy input block\npass in on lo\npass in state { established, related }\npass in proto tcp from 10.10.0.0/24 to port 22\n";
+
+fn write_policy(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("phantomc-safety-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{name}.pf"));
+    std::fs::write(&path, text).expect("write policy");
+    path.to_string_lossy().into_owned()
+}
+
+fn spawn_phantomc(ns: &Netns, args: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc")])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn phantomc")
+}
+
+/// Waits (bounded) until the live table's input chain mentions `marker`.
+fn wait_live(ns: &Netns, marker: &str) {
+    eventually(&format!("ruleset with {marker} live"), || stdout(&ns.nft(&["list", "table", "inet", "phantomc"])).contains(marker));
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "phantomc did not finish within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn in_sync_with(ns: &Netns, policy: &str) -> bool {
+    ns.phantomc(&["status", policy]).status.success()
+}
+
+#[test]
+fn unconfirmed_apply_rolls_back_after_the_timeout() {
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    let closed = write_policy("closed-timeout", CLOSED);
+
+    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "3s", &closed]);
+    wait_live(&lab.srv, "closed-timeout.pf:4");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "the new policy is enforced while pending");
+
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(4), "rolled back: {}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("not confirmed in time"), "{}", stdout(&out));
+    assert!(in_sync_with(&lab.srv, WEB), "the old table is back exactly");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "the old policy is enforced again");
+}
+
+#[test]
+fn rollback_still_happens_when_the_applying_process_is_killed() {
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    let closed = write_policy("closed-kill", CLOSED);
+
+    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "2s", &closed]);
+    wait_live(&lab.srv, "closed-kill.pf:4");
+    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
+    let _ = child.wait();
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "still the new policy right after the kill");
+
+    eventually_within(Duration::from_secs(10), "rollback by the detached guard", || in_sync_with(&lab.srv, WEB));
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "old policy enforced again");
+}
+
+#[test]
+fn a_confirmed_policy_stays() {
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+
+    // Confirmed on the terminal.
+    let closed = write_policy("closed-yes", CLOSED);
+    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "2s", &closed]);
+    wait_live(&lab.srv, "closed-yes.pf:4");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(b"yes\n").expect("type yes");
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "confirmed apply exits 0");
+    std::thread::sleep(Duration::from_secs(3)); // past the deadline
+    assert!(in_sync_with(&lab.srv, &closed), "the confirmed policy stays");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut);
+
+    // Confirmed from another shell with `phantomc confirm`.
+    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "2s", WEB]);
+    wait_live(&lab.srv, "webserver.pf:20");
+    let out = lab.srv.phantomc(&["confirm"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(in_sync_with(&lab.srv, WEB));
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);
+
+    let out = lab.srv.phantomc(&["confirm", "--table", "other"]);
+    assert_eq!(out.status.code(), Some(2), "nothing pending for another table");
+}
+
+#[test]
+fn panic_keeps_the_operator_session_and_drops_everything_else() {
+    let lab = web_lab();
+    let _echo = echo_server(&lab.srv, 22);
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    let mut ssh = Conn::open(&lab.adm, "10.10.0.1", 22);
+    assert!(ssh.round_trip(b"before"));
+
+    let ssh_connection = format!("10.10.0.2 {} 10.10.0.1 22", ssh.local_port());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.srv.name, env!("CARGO_BIN_EXE_phantomc"), "panic"])
+        .env("SSH_CONNECTION", &ssh_connection)
+        .output()
+        .expect("panic");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("drops everything except"), "{}", stdout(&out));
+
+    assert!(ssh.round_trip(b"after panic"), "the operator's session survives");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "new connections from elsewhere drop");
+    assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 22), Tcp::TimedOut, "even a second ssh from the admin host");
+    assert!(!ping(&lab.publ, "198.51.100.1"));
+    assert!(ssh.round_trip(b"still alive"));
+
+    let out = lab.srv.exec(&["env", "-u", "SSH_CONNECTION", env!("CARGO_BIN_EXE_phantomc"), "panic"]);
+    assert_eq!(out.status.code(), Some(2), "no session to keep: refuses");
+}
