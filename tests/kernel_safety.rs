@@ -146,3 +146,42 @@ fn panic_keeps_the_operator_session_and_drops_everything_else() {
     let out = lab.srv.exec(&["env", "-u", "SSH_CONNECTION", env!("CARGO_BIN_EXE_phantomc"), "panic"]);
     assert_eq!(out.status.code(), Some(2), "no session to keep: refuses");
 }
+
+#[test]
+fn a_policy_that_would_cut_the_operator_session_is_refused() {
+    let lab = web_lab();
+    let _echo = echo_server(&lab.srv, 22);
+    apply(&lab.srv, WEB);
+    let mut ssh = Conn::open(&lab.adm, "10.10.0.1", 22);
+    assert!(ssh.round_trip(b"hello"));
+    let keep = format!("10.10.0.2:{} -> 10.10.0.1:22", ssh.local_port());
+
+    // Forgets `pass in state established`: the session's packets would hit the default drop.
+    let cut = write_policy("cut", "policy input block\npass in on lo\npass in proto tcp to port 80\n");
+    let out = lab.srv.phantomc(&["apply", "--keep", &keep, &cut]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("would cut your own connection"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the default input policy drops its incoming packets"), "{}", stderr(&out));
+    assert!(in_sync_with(&lab.srv, WEB), "nothing was applied");
+    assert!(ssh.round_trip(b"still here"));
+
+    // The same session found through $SSH_CONNECTION, and a rule that drops it.
+    let cut2 = write_policy("cut2", "block in from 10.10.0.0/24\npass in state established\n");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.srv.name, env!("CARGO_BIN_EXE_phantomc"), "apply", &cut2])
+        .env("SSH_CONNECTION", format!("10.10.0.2 {} 10.10.0.1 22", ssh.local_port()))
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rule cut2.pf:1 drops its incoming packets"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cut2.pf:1:1"), "points at the rule: {}", stderr(&out));
+
+    // A policy that keeps it passes the check.
+    let out = lab.srv.phantomc(&["apply", "--keep", &keep, WEB]);
+    assert!(out.status.success() && stdout(&out).contains("checked: the new policy keeps"), "{}", stdout(&out));
+
+    // The check agrees with the kernel: forced, the policy does cut the session.
+    let out = lab.srv.phantomc(&["apply", "--force", "--keep", &keep, &cut]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!ssh.round_trip(b"cut"), "the forced policy drops the session, as predicted");
+}

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{CmdResult, Failure};
-use crate::diag::render_terminal;
-use crate::ir::{self, Compiled};
+use crate::diag::{render_terminal, Diag};
+use crate::ir::eval::{self, SetContents};
+use crate::ir::{self, Action, Compiled, Hook};
 use crate::nft::apply::{self as loader, ApplyError, Status};
 use crate::nft::rollback::{self, Phase};
+use crate::nft::session::Session;
 use crate::nft::{self, Nft, NftError};
 
 /// Exit code of `status` when the live table is missing or differs.
@@ -32,6 +34,13 @@ pub struct ApplyArgs {
     /// How long `--confirm` waits (30s, 2m, ...).
     #[arg(long, default_value = "30s", value_parser = super::block::parse_duration)]
     pub timeout: u32,
+    /// Your own connection, `CLIENT:PORT -> SERVER:PORT`; default: $SSH_CONNECTION.
+    /// apply refuses a policy that would drop it.
+    #[arg(long)]
+    pub keep: Option<String>,
+    /// Apply even if the policy would drop your own connection.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,6 +74,18 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     let nft = Nft::default();
     let prepared = loader::prepare(&nft, &compiled).map_err(|e| failure(e, &compiled))?;
     let table = &prepared.table.name;
+    if let Some(session) = Session::current(args.keep.as_deref()).map_err(Failure::System)? {
+        match lockout(&compiled, &session, &prepared.kept) {
+            Some(diag) if !args.force => {
+                return Err(Failure::Policy(format!(
+                    "{}refused: nothing was changed (use --force to apply anyway)\n",
+                    render_terminal(&[diag], &compiled.sources)
+                )))
+            }
+            Some(_) => eprintln!("warning: {session} would be dropped; applying anyway (--force)"),
+            None => println!("checked: the new policy keeps {session}"),
+        }
+    }
     if args.dry_run {
         let live = nft.list_table(table).map_err(system)?;
         let new = nft.scratch_listing(&prepared.batch, table).map_err(system)?;
@@ -148,6 +169,40 @@ fn await_confirmation(state: &Path, table: &str, timeout: u32) -> CmdResult {
         ))),
         Phase::Pending => Err(Failure::System("the rollback guard did not answer; check `nft list table inet` by hand".into())),
     }
+}
+
+/// Would the policy drop the operator's own established connection? Returns
+/// the reason, pointing at the deciding rule (or default policy).
+fn lockout(compiled: &Compiled, session: &Session, kept: &nft::Elements) -> Option<Diag> {
+    let rs = &compiled.ruleset;
+    let dev = route_dev(session.client.ip());
+    let sets: SetContents = kept.by_set.iter().map(|(k, v)| (k.clone(), v.iter().map(|e| e.net).collect())).collect();
+    for packet in eval::established_tcp(session.client, session.server, dev.clone(), dev.clone()) {
+        let d = eval::decide(rs, &packet, &sets);
+        if d.verdict == Action::Pass && !d.rate_limited {
+            continue;
+        }
+        let way = if packet.hook == Hook::Input { "incoming" } else { "outgoing" };
+        let (span, who) = match eval::deciding_rule(rs, &packet, &d) {
+            Some(rule) => (Some(rule.origin.span), format!("rule {}", rule.origin.id)),
+            None => (rs.chain(packet.hook).policy.origin.as_ref().map(|o| o.span), format!("the default {} policy", packet.hook.name())),
+        };
+        let what = if d.verdict == Action::Pass { "passes only while under its rate limit" } else { "drops" };
+        let message = format!("this policy would cut your own connection {session}");
+        let label = format!("{who} {what} its {way} packets");
+        let help = "fix the policy, give the right session with --keep, or use --force (with --confirm, to be safe)";
+        // A built-in default policy has no line: point at the top of the file.
+        return Some(Diag::error("lockout", span.unwrap_or_default(), message, label).with_help(help));
+    }
+    None
+}
+
+/// The interface the kernel would use to reach `ip` (`ip route get`).
+fn route_dev(ip: std::net::IpAddr) -> Option<String> {
+    let out = std::process::Command::new("ip").args(["route", "get", &ip.to_string()]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "dev").and(words.next()).map(str::to_string)
 }
 
 fn print_change(c: &Compiled, live: Option<&str>, new: &str) {

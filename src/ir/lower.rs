@@ -643,6 +643,8 @@ impl<'a> Lowerer<'a> {
                     AddrMatch::Nets { negated: *negated, nets: IpNet::aggregate(&of_family) }
                 }
             }
+            // `! <admins>` where admins holds no address of this family matches all of it.
+            AddrSpec::Set { negated: true, name } if self.sets.get(name).is_some_and(|s| !s.families.contains(&family)) => AddrMatch::Any,
             AddrSpec::Set { negated, name } => AddrMatch::Set { negated: *negated, set: nft_set_name(name, family) },
         }
     }

@@ -6,6 +6,7 @@
 //! or address families becomes several IR rules with the same [`Origin`], so
 //! each IR rule maps to exactly one nft rule and has one family and protocol.
 
+pub mod eval;
 mod lower;
 pub mod names;
 

@@ -1,0 +1,221 @@
+//! Exact evaluation of one concrete packet against the IR: the verdict the
+//! kernel would give, and for every rule tried, why it did or did not match.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::{names, Action, AddrMatch, Family, Hook, Match, PortMatch, Rule, Ruleset, SetKind};
+
+/// One packet as a hook sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Packet {
+    pub hook: Hook,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub icmp_type: Option<u8>,
+    /// One conntrack state bit (see [`names::CT_STATES`]).
+    pub ct_state: u8,
+}
+
+impl Packet {
+    pub fn family(&self) -> Family {
+        Family::of(&self.src)
+    }
+}
+
+/// The field of a rule that a packet failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Field {
+    Family,
+    InputInterface,
+    OutputInterface,
+    Protocol,
+    Source,
+    Destination,
+    SourcePort,
+    DestinationPort,
+    IcmpType,
+    CtState,
+}
+
+impl Field {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Field::Family => "address family",
+            Field::InputInterface => "input interface",
+            Field::OutputInterface => "output interface",
+            Field::Protocol => "protocol",
+            Field::Source => "source address",
+            Field::Destination => "destination address",
+            Field::SourcePort => "source port",
+            Field::DestinationPort => "destination port",
+            Field::IcmpType => "ICMP type",
+            Field::CtState => "connection state",
+        }
+    }
+}
+
+/// Contents of sets that are not fixed by the policy (run-time, feeds), by nft name.
+pub type SetContents = BTreeMap<String, Vec<IpNet>>;
+
+/// The outcome for one packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub verdict: Action,
+    /// Index of the deciding rule in its chain; `None`: the chain's default policy.
+    pub rule: Option<usize>,
+    /// Rules before it that did not match, with the first field that failed.
+    pub tried: Vec<(usize, Field)>,
+    /// The deciding rule has a rate limit: it decides only while under it.
+    pub rate_limited: bool,
+}
+
+/// First match wins; otherwise the default policy.
+pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
+    let chain = rs.chain(p.hook);
+    let mut tried = Vec::new();
+    for (i, rule) in chain.rules.iter().enumerate() {
+        match check(rs, &rule.matches, p, sets) {
+            Ok(()) => return Decision { verdict: rule.action, rule: Some(i), tried, rate_limited: rule.limit.is_some() },
+            Err(field) => tried.push((i, field)),
+        }
+    }
+    Decision { verdict: chain.policy.action, rule: None, tried, rate_limited: false }
+}
+
+/// The deciding rule of a decision, if any.
+pub fn deciding_rule<'a>(rs: &'a Ruleset, p: &Packet, d: &Decision) -> Option<&'a Rule> {
+    d.rule.map(|i| &rs.chain(p.hook).rules[i])
+}
+
+/// Ok if the packet matches every field of `m`, else the first field that fails.
+pub fn check(rs: &Ruleset, m: &Match, p: &Packet, sets: &SetContents) -> Result<(), Field> {
+    let test = |ok: bool, f: Field| if ok { Ok(()) } else { Err(f) };
+    test(m.family.is_none_or(|f| f == p.family()), Field::Family)?;
+    test(iface(&m.iif, &p.iif), Field::InputInterface)?;
+    test(iface(&m.oif, &p.oif), Field::OutputInterface)?;
+    test(m.proto.is_none_or(|x| x == p.proto), Field::Protocol)?;
+    test(addr(rs, &m.src, p.src, sets), Field::Source)?;
+    test(addr(rs, &m.dst, p.dst, sets), Field::Destination)?;
+    test(port(&m.sport, p.sport), Field::SourcePort)?;
+    test(port(&m.dport, p.dport), Field::DestinationPort)?;
+    test(m.icmp_types.as_ref().is_none_or(|ts| p.icmp_type.is_some_and(|t| ts.contains(&t))), Field::IcmpType)?;
+    test(m.ct_state.is_none_or(|s| s.0 & p.ct_state != 0), Field::CtState)
+}
+
+fn iface(want: &Option<Vec<String>>, have: &Option<String>) -> bool {
+    let Some(names) = want else { return true };
+    let Some(have) = have else { return false };
+    names.iter().any(|n| match n.strip_suffix('*') {
+        Some(prefix) => have.starts_with(prefix),
+        None => n == have,
+    })
+}
+
+fn addr(rs: &Ruleset, m: &AddrMatch, ip: IpAddr, sets: &SetContents) -> bool {
+    match m {
+        AddrMatch::Any => true,
+        AddrMatch::Nets { negated, nets } => nets.iter().any(|n| n.contains(&ip)) != *negated,
+        AddrMatch::Set { negated, set } => {
+            let inside = match rs.set(set).map(|s| &s.kind) {
+                Some(SetKind::Static { elements }) => elements.iter().any(|n| n.contains(&ip)),
+                _ => sets.get(set).is_some_and(|ns| ns.iter().any(|n| n.contains(&ip))),
+            };
+            inside != *negated
+        }
+    }
+}
+
+fn port(m: &Option<PortMatch>, p: Option<u16>) -> bool {
+    let Some(pm) = m else { return true };
+    // A port match implies the protocol has ports; a packet without is no match.
+    let Some(p) = p else { return false };
+    pm.ranges.iter().any(|&(lo, hi)| lo <= p && p <= hi) != pm.negated
+}
+
+/// The two packets of an established TCP connection as this host sees them
+/// (`client` remote): the client's packet in, and the host's reply out.
+pub fn established_tcp(client: std::net::SocketAddr, server: std::net::SocketAddr, iif: Option<String>, oif: Option<String>) -> [Packet; 2] {
+    let established = names::ct_state_bit("established").unwrap_or(2);
+    let inbound = Packet {
+        hook: Hook::Input,
+        iif,
+        oif: None,
+        src: client.ip(),
+        dst: server.ip(),
+        proto: names::TCP,
+        sport: Some(client.port()),
+        dport: Some(server.port()),
+        icmp_type: None,
+        ct_state: established,
+    };
+    let outbound = Packet {
+        hook: Hook::Output,
+        iif: None,
+        oif,
+        src: server.ip(),
+        dst: client.ip(),
+        proto: names::TCP,
+        sport: Some(server.port()),
+        dport: Some(client.port()),
+        icmp_type: None,
+        ct_state: established,
+    };
+    [inbound, outbound]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(text: &str) -> Ruleset {
+        crate::ir::compile("t.pf", text).expect("compiles").ruleset
+    }
+
+    fn tcp_in(src: &str, dport: u16, state: &str) -> Packet {
+        Packet {
+            hook: Hook::Input,
+            iif: Some("eth0".into()),
+            oif: None,
+            src: src.parse().expect("ip"),
+            dst: "10.0.0.1".parse().expect("ip"),
+            proto: names::TCP,
+            sport: Some(40000),
+            dport: Some(dport),
+            icmp_type: None,
+            ct_state: names::ct_state_bit(state).expect("state"),
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_reports_why_earlier_rules_failed() {
+        let r = rs("pass in proto udp to port 53\nblock in from 192.0.2.0/24\npass in proto tcp to port 22\n");
+        let d = decide(&r, &tcp_in("192.0.2.7", 22, "new"), &SetContents::new());
+        assert_eq!((d.verdict, d.rule), (Action::Block, Some(1)));
+        assert_eq!(d.tried, vec![(0, Field::Protocol)]);
+        let d = decide(&r, &tcp_in("198.51.100.7", 22, "new"), &SetContents::new());
+        assert_eq!((d.verdict, d.rule), (Action::Pass, Some(2)));
+        let d = decide(&r, &tcp_in("198.51.100.7", 23, "new"), &SetContents::new());
+        assert_eq!((d.verdict, d.rule), (Action::Block, None), "default policy");
+    }
+
+    #[test]
+    fn negation_sets_interfaces_and_states() {
+        let r = rs("set admins = { 10.9.0.0/16 }\nset bl dynamic\nblock in from <bl>\npass in on eth* from ! <admins> proto tcp to port 80 state new\npass in state established\n");
+        let mut sets = SetContents::new();
+        assert_eq!(decide(&r, &tcp_in("198.51.100.7", 80, "new"), &sets).rule, Some(2));
+        assert_eq!(decide(&r, &tcp_in("10.9.1.1", 80, "new"), &sets).verdict, Action::Block, "negated set");
+        assert_eq!(decide(&r, &tcp_in("10.9.1.1", 80, "established"), &sets).rule, Some(4));
+        sets.insert("bl_v4".into(), vec!["198.51.100.0/24".parse().expect("net")]);
+        assert_eq!(decide(&r, &tcp_in("198.51.100.7", 80, "new"), &sets).rule, Some(0), "run-time set contents count");
+    }
+}
