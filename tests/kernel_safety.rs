@@ -46,20 +46,26 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// A web lab running webserver.pf, with `apply --confirm` of a closed policy
+/// pending (its rules are live).
+fn pending_closed_apply(name: &str, timeout: &str) -> (WebLab, Servers, Child, String) {
+    let lab = web_lab();
+    let servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    let closed = write_policy(name, CLOSED);
+    let child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", timeout, &closed]);
+    wait_live(&lab.srv, &format!("{name}.pf:4"));
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "the new policy is enforced while pending");
+    (lab, servers, child, closed)
+}
+
 fn in_sync_with(ns: &Netns, policy: &str) -> bool {
     ns.phantomc(&["status", policy]).status.success()
 }
 
 #[test]
 fn unconfirmed_apply_rolls_back_after_the_timeout() {
-    let lab = web_lab();
-    let _servers = Servers::start(&lab.srv, &[80], &[]);
-    apply(&lab.srv, WEB);
-    let closed = write_policy("closed-timeout", CLOSED);
-
-    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "3s", &closed]);
-    wait_live(&lab.srv, "closed-timeout.pf:4");
-    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "the new policy is enforced while pending");
+    let (lab, _servers, mut child, _) = pending_closed_apply("closed-timeout", "3s");
 
     let status = wait_exit(&mut child, Duration::from_secs(15));
     let out = child.wait_with_output().expect("output");
@@ -71,13 +77,7 @@ fn unconfirmed_apply_rolls_back_after_the_timeout() {
 
 #[test]
 fn rollback_still_happens_when_the_applying_process_is_killed() {
-    let lab = web_lab();
-    let _servers = Servers::start(&lab.srv, &[80], &[]);
-    apply(&lab.srv, WEB);
-    let closed = write_policy("closed-kill", CLOSED);
-
-    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "2s", &closed]);
-    wait_live(&lab.srv, "closed-kill.pf:4");
+    let (lab, _servers, mut child, _) = pending_closed_apply("closed-kill", "2s");
     child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
     let _ = child.wait();
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "still the new policy right after the kill");
@@ -88,14 +88,8 @@ fn rollback_still_happens_when_the_applying_process_is_killed() {
 
 #[test]
 fn a_confirmed_policy_stays() {
-    let lab = web_lab();
-    let _servers = Servers::start(&lab.srv, &[80], &[]);
-    apply(&lab.srv, WEB);
-
     // Confirmed on the terminal.
-    let closed = write_policy("closed-yes", CLOSED);
-    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "2s", &closed]);
-    wait_live(&lab.srv, "closed-yes.pf:4");
+    let (lab, _servers, mut child, closed) = pending_closed_apply("closed-yes", "2s");
     use std::io::Write;
     child.stdin.take().expect("stdin").write_all(b"yes\n").expect("type yes");
     let status = wait_exit(&mut child, Duration::from_secs(10));

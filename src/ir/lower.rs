@@ -433,28 +433,8 @@ impl<'a> Lowerer<'a> {
                             .with_help("write `in on IFACE` for the interface packets arrive on, `out on IFACE` for the one they leave by"),
                     ),
                 },
-                RuleOpt::InOn(v) => {
-                    if direction.node == Direction::Out {
-                        self.diags.push(
-                            Diag::error("iface-direction", opt.span, "an `out` rule has no input interface", "not known on output")
-                                .with_related(direction.span, "rule is for outgoing packets")
-                                .with_help("use `on IFACE` (the output interface) or make this an `in` rule"),
-                        );
-                    } else {
-                        c.iif = self.ifaces(v).map(|i| (i, opt.span));
-                    }
-                }
-                RuleOpt::OutOn(v) => {
-                    if direction.node == Direction::In {
-                        self.diags.push(
-                            Diag::error("iface-direction", opt.span, "an `in` rule has no output interface", "not known on input")
-                                .with_related(direction.span, "rule is for incoming packets")
-                                .with_help("use `on IFACE` (the input interface) or make this a `forward` rule"),
-                        );
-                    } else {
-                        c.oif = self.ifaces(v).map(|i| (i, opt.span));
-                    }
-                }
+                RuleOpt::InOn(v) => c.iif = self.directed_iface(v, opt.span, direction, Direction::Out),
+                RuleOpt::OutOn(v) => c.oif = self.directed_iface(v, opt.span, direction, Direction::In),
                 RuleOpt::Family(f) => c.family = Some((*f, opt.span)),
                 RuleOpt::Proto(v) => c.proto = Some(v),
                 RuleOpt::From(h) => c.from = Some((h, opt.span)),
@@ -468,6 +448,24 @@ impl<'a> Lowerer<'a> {
             }
         }
         c
+    }
+
+    /// `in on IF` / `out on IF`: not in a rule of the `wrong` direction, which
+    /// has no such interface.
+    fn directed_iface(&mut self, v: &Value, span: Span, direction: &Spanned<Direction>, wrong: Direction) -> Option<(Vec<String>, Span)> {
+        if direction.node != wrong {
+            return self.ifaces(v).map(|i| (i, span));
+        }
+        let (rule, missing, other, instead) = match wrong {
+            Direction::Out => ("out", "input", "outgoing", "`on IFACE` (the output interface) or make this an `in` rule"),
+            _ => ("in", "output", "incoming", "`on IFACE` (the input interface) or make this a `forward` rule"),
+        };
+        self.diags.push(
+            Diag::error("iface-direction", span, format!("an `{rule}` rule has no {missing} interface"), format!("not known on {}", if rule == "in" { "input" } else { "output" }))
+                .with_related(direction.span, format!("rule is for {other} packets"))
+                .with_help(format!("use {instead}")),
+        );
+        None
     }
 
     fn ifaces(&mut self, v: &Value) -> Option<Vec<String>> {
