@@ -8,3 +8,4 @@ pub mod ir;
 pub mod policy;
 pub mod cli;
 pub mod nft;
+pub mod watch;
