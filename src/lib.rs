@@ -4,6 +4,7 @@
 //! Pipeline: [`policy`] (parse) -> [`ir`] (meaning) -> [`nft`] (emit, apply).
 
 pub mod diag;
+pub mod feeds;
 pub mod ir;
 pub mod policy;
 pub mod cli;
