@@ -50,12 +50,14 @@ pub fn now() -> u64 {
 /// Fetches a feed and, if the new copy is good, makes it the cached copy.
 /// Errors are only about the cache directory itself.
 pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, String> {
-    let prev = cache.meta(&cfg.name)?.filter(|m| m.source == cfg.source && m.format == cfg.format.name() && m.column == cfg.column);
-    // Only a copy of this same source counts as "last good" for the shrink
-    // check and the conditional request.
-    let prev_good = prev.as_ref().filter(|m| m.fetched_at > 0);
-    let known = prev_good.map(Meta::validators).unwrap_or_default();
-    let mut base = prev_good.cloned().unwrap_or_else(|| Meta {
+    // `meta.source` is where the cached copy came from. Only a copy of this
+    // same source counts for the shrink check and the conditional request;
+    // a copy of an older source still stays in force until a good new one.
+    let prev = cache.meta(&cfg.name)?;
+    let same = prev.as_ref().filter(|m| m.fetched_at > 0 && m.source == cfg.source && m.format == cfg.format.name() && m.column == cfg.column);
+    let known = same.map(Meta::validators).unwrap_or_default();
+    let prev_total = same.map_or(0, |m| m.v4 + m.v6);
+    let mut base = prev.unwrap_or_else(|| Meta {
         source: cfg.source.clone(),
         format: cfg.format.name().to_string(),
         column: cfg.column,
@@ -69,10 +71,10 @@ pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, Stri
             Err(e) => (Outcome::Kept { reason: e.to_string() }, Vec::new()),
             Ok(parsed) => {
                 let warnings = warnings(&parsed);
-                match validate(&parsed, prev_good.map_or(0, |m| m.v4 + m.v6), cfg) {
+                match validate(&parsed, prev_total, cfg) {
                     Err(reason) => (Outcome::Kept { reason }, warnings),
                     Ok(()) => {
-                        let meta = good_meta(base.clone(), &parsed, validators, now);
+                        let meta = good_meta(cfg, base.clone(), &parsed, validators, now);
                         cache.store(&cfg.name, &parsed.nets().collect::<Vec<_>>(), &meta)?;
                         return Ok(Report { outcome: Outcome::Updated, meta, warnings });
                     }
@@ -89,8 +91,11 @@ pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, Stri
     Ok(Report { outcome, meta: base, warnings })
 }
 
-fn good_meta(base: Meta, parsed: &Parsed, v: Validators, now: u64) -> Meta {
+fn good_meta(cfg: &FeedConfig, base: Meta, parsed: &Parsed, v: Validators, now: u64) -> Meta {
     Meta {
+        source: cfg.source.clone(),
+        format: cfg.format.name().to_string(),
+        column: cfg.column,
         etag: v.etag,
         last_modified: v.last_modified,
         fetched_at: now,
