@@ -103,9 +103,6 @@ fn update(a: &UpdateArgs) -> CmdResult {
             continue;
         }
         let report = update::refresh(cfg, &cache, now).map_err(Failure::System)?;
-        for w in &report.warnings {
-            eprintln!("warning: feed {}: {w}", cfg.name);
-        }
         let (v4, v6) = (report.meta.v4, report.meta.v6);
         match &report.outcome {
             Outcome::Updated => println!("{}: updated from {} ({v4} IPv4, {v6} IPv6 entries)", cfg.name, cfg.source),
@@ -119,6 +116,9 @@ fn update(a: &UpdateArgs) -> CmdResult {
                 };
                 println!("{}: REFUSED: {reason}; {kept}", cfg.name);
             }
+        }
+        for w in &report.warnings {
+            eprintln!("warning: feed {}: {w}", cfg.name);
         }
         if report.outcome == Outcome::Updated {
             load_set(&nft, rs, &cache, &cfg.name)?;
