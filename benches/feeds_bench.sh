@@ -9,13 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-1000000}
 runs=${2:-3}
-cargo build --release --quiet
-bin=$PWD/target/release/phantomc
-work=$(mktemp -d)
-ns="pcfeeds-$$"
-cleanup() { ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-ip netns add "$ns"
+. benches/lib.sh
+bench_setup
 
 # A FireHOL-like feed: mostly single hosts, some /24../16 networks (which
 # overlap hosts), a few hosts written with host bits, comments.
@@ -31,15 +26,6 @@ awk -v n="$lines" 'BEGIN {
     else printf "%d.%d.0.0/16\n", a, b
   }
 }' > "$work/feed.txt"
-
-now() { date +%s%N; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-ms() { awk -v ns="$1" 'BEGIN { printf "%.1f", ns / 1e6 }'; }
-time_cmd() { # runs "$@" $runs times, prints the median in ns
-  for _ in $(seq "$runs"); do
-    t0=$(now); "$@" > /dev/null 2>&1; t1=$(now); echo $((t1 - t0))
-  done | median
-}
 
 # Same answer? Both print the minimal CIDR cover; iprange omits /32.
 "$bin" feeds parse "$work/feed.txt" --print 2> "$work/parse.log" | sed 's#/32$##' | sort > "$work/phantomc.out"
@@ -67,11 +53,11 @@ load_ms=$(ip netns exec "$ns" "$bin" feeds update "$work/bench.pf" --state-dir "
 {
   echo "flush set inet phantomc bench_v4"
   echo "add element inet phantomc bench_v4 {"
-  sed 's/$/,/' "$work/iprange.out"
+  sed '$!s/$/,/' "$work/iprange.out"
   echo "}"
 } > "$work/load.nft"
 nft_f=$(time_cmd ip netns exec "$ns" nft -f "$work/load.nft")
-live=$(ip netns exec "$ns" nft list set inet phantomc bench_v4 | grep -o '[0-9./]*[0-9]' | grep -c '\.' || true)
+live=$(ip netns exec "$ns" nft -j list set inet phantomc bench_v4 | python3 -c 'import json, sys; print(sum(len(o["set"].get("elem", [])) for o in json.load(sys.stdin)["nftables"] if "set" in o))')
 
 echo
 echo "feed: $lines lines -> $nets aggregated IPv4 networks (phantomc vs iprange: $same); median of $runs runs"

@@ -131,11 +131,13 @@ fn update(a: &UpdateArgs) -> CmdResult {
 fn load_set(nft: &Nft, rs: &Ruleset, cache: &Cache, feed: &str) -> Result<(), Failure> {
     let sys = |e: nft::NftError| Failure::System(e.to_string());
     let table = &rs.table;
-    let live = nft.list_table_json(table).map_err(sys)?;
-    let Some(live) = live else {
+    if !nft.table_exists(table).map_err(sys)? {
         println!("  table inet {table} is not loaded: cached for the next `phantomc apply`");
         return Ok(());
-    };
+    }
+    // Terse: without set elements, which may be millions.
+    let listing = nft.run(&["-t", "-j", "list", "table", "inet", table], None).map_err(sys)?;
+    let live: serde_json::Value = serde_json::from_str(&listing).map_err(|e| Failure::System(format!("nft output is not valid JSON: {e}")))?;
     let names = [nft_set_name(feed, Family::V4), nft_set_name(feed, Family::V6)];
     let has = |n: &str| nft::objects(&live).any(|o| o.get("set").and_then(|s| s.get("name")).and_then(|x| x.as_str()) == Some(n));
     if !names.iter().all(|n| has(n)) {
