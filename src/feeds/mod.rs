@@ -150,10 +150,19 @@ pub fn protect(rs: &Ruleset, feed: &str, nets: Vec<IpNet>) -> (Vec<IpNet>, Vec<S
         .iter()
         .map(|c| {
             let rest = if c.entry.contains(&c.trusted.net) && c.entry != c.trusted.net { "; the rest of it stays blocked" } else { "" };
-            format!("feed {feed}: {} not blocked, it is trusted by {} (feed entry {}{rest})", c.trusted.net, c.trusted.why, c.entry)
+            format!("feed {feed}: {} not blocked, it is trusted by {} (feed entry {}{rest})", show(c.trusted.net), c.trusted.why, show(c.entry))
         })
         .collect();
     (nets, warnings)
+}
+
+/// A host as a plain address, a network in CIDR notation.
+fn show(n: IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
 }
 
 /// Set elements of every feed that has a cached copy, protected by the
@@ -191,5 +200,32 @@ mod tests {
         assert_eq!(check_option("max-shrink", &FeedValue::Str("30%".into())), Ok("30".into()));
         assert!(check_option("max-shrink", &FeedValue::Number(150)).is_err());
         assert!(check_option("source", &FeedValue::Str("ftp://x/y".into())).is_err());
+    }
+
+    #[test]
+    fn cached_copies_become_set_elements_minus_trusted_networks() {
+        let policy = "feed bad { source \"bad.txt\" }\nfeed good { source \"good.txt\" }\n\
+                      allow-always { 192.0.2.0/25 }\n\
+                      block in from <bad>\n\
+                      pass in from <good>\n\
+                      pass in proto tcp from 198.51.100.7 to port 22\n";
+        let compiled = crate::ir::compile("p.pf", policy).unwrap();
+        let rs = &compiled.ruleset;
+        assert_eq!(allow::blocking_feeds(rs).into_iter().collect::<Vec<_>>(), vec!["bad".to_string()]);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache::Cache::new(dir.path().to_path_buf());
+        let nets: Vec<IpNet> = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"].iter().map(|n| n.parse().unwrap()).collect();
+        cache.store("bad", &nets, &cache::Meta::default()).unwrap();
+        cache.store("good", &nets, &cache::Meta::default()).unwrap();
+        let (elements, warnings) = cached_elements(rs, &cache).unwrap();
+        let set = |name: &str| elements.by_set[name].iter().map(|e| e.net.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            set("bad_v4"),
+            ["192.0.2.128/25", "198.51.100.0/30", "198.51.100.4/31", "198.51.100.6/32", "198.51.100.8/29", "198.51.100.16/28", "198.51.100.32/27", "198.51.100.64/26", "198.51.100.128/25"]
+        );
+        assert_eq!(set("bad_v6"), ["2001:db8::/32"]);
+        assert_eq!(set("good_v4"), ["192.0.2.0/24", "198.51.100.0/24"], "a feed only passed on is not cut");
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[1].contains("198.51.100.7 not blocked, it is trusted by pass rule p.pf:6"), "{warnings:?}");
     }
 }
