@@ -40,6 +40,13 @@ fn spamhaus_drop_with_header_and_sbl_notes() {
 }
 
 #[test]
+fn spamhaus_drop_json_lines_with_metadata_record() {
+    let p = sample("spamhaus_drop_v4.json", Format::Spamhaus, 1);
+    assert_eq!((p.entries, p.junk.count), (6, 0));
+    assert_eq!(nets(&p), ["1.10.16.0/20", "1.19.0.0/16", "1.32.128.0/18", "2.56.192.0/22", "45.135.232.0/23"]);
+}
+
+#[test]
 fn firehol_netset_with_comment_block() {
     let p = sample("firehol_level1.netset", Format::Netset, 1);
     assert_eq!((p.entries, p.junk.count), (15, 0));

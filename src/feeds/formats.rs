@@ -3,7 +3,6 @@
 //! Line formats hand [`super::normalize`] one candidate token per line; the
 //! OTX pulse JSON is parsed whole and yields its IP indicators.
 
-use std::fmt;
 use std::str::FromStr;
 
 /// How a feed's text is laid out.
@@ -11,7 +10,8 @@ use std::str::FromStr;
 pub enum Format {
     /// One address or CIDR per line; `#` and `;` start comments.
     Plain,
-    /// Spamhaus DROP/EDROP: `1.2.3.0/24 ; SBL123`, `;` header lines.
+    /// Spamhaus DROP/EDROP: `1.2.3.0/24 ; SBL123` with `;` header lines, or
+    /// the newer `drop_v4.json` lines `{"cidr":"1.2.3.0/24","sblid":...}`.
     Spamhaus,
     /// FireHOL `.netset`: `#` header block, one CIDR per line.
     Netset,
@@ -32,12 +32,6 @@ impl Format {
             Format::Csv => "csv",
             Format::Otx => "otx",
         }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -64,6 +58,8 @@ pub fn line_token(format: Format, line: &str, column: usize) -> Option<&str> {
     }
     match format {
         Format::Csv => Some(csv_field(line, column)),
+        // A JSON line without a cidr is the trailing metadata record.
+        Format::Spamhaus if line.starts_with('{') => json_cidr(line),
         // Plain, Spamhaus and netset differ only in their comments: the
         // address is the first word, before any trailing `;` or `#` comment.
         _ => {
@@ -72,6 +68,14 @@ pub fn line_token(format: Format, line: &str, column: usize) -> Option<&str> {
             Some(token)
         }
     }
+}
+
+/// The `"cidr"` value of one Spamhaus JSON line (no full JSON parse: a
+/// million of these must be fast).
+fn json_cidr(line: &str) -> Option<&str> {
+    let rest = &line[line.find("\"cidr\"")? + 6..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    Some(&rest[..rest.find('"').unwrap_or(rest.len())])
 }
 
 /// Field `column` (1-based) of a CSV line, unquoted; "" when missing.
@@ -172,6 +176,8 @@ mod tests {
         assert_eq!(line_token(Format::Netset, "# ipv4 hash:net ipset", 1), None);
         assert_eq!(line_token(Format::Plain, "  203.0.113.7   # scanner", 1), Some("203.0.113.7"));
         assert_eq!(line_token(Format::Plain, "", 1), None);
+        assert_eq!(line_token(Format::Spamhaus, r#"{"cidr":"1.10.16.0/20","sblid":"SBL256894","rir":"apnic"}"#, 1), Some("1.10.16.0/20"));
+        assert_eq!(line_token(Format::Spamhaus, r#"{"type":"metadata","timestamp":1763906531,"size":1431}"#, 1), None);
     }
 
     #[test]
