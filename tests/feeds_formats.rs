@@ -157,3 +157,33 @@ fn aggregation_matches_a_brute_force_cover() {
     }
     assert_eq!(got, covered);
 }
+
+fn phantomc(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_phantomc")).args(args).output().expect("run phantomc")
+}
+
+#[test]
+fn feeds_parse_prints_the_aggregate_and_counts() {
+    let out = phantomc(&["feeds", "parse", "testdata/feeds/abuse.csv", "--format", "csv", "--column", "2", "--print"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "198.51.100.200/32\n203.0.113.17/32\n203.0.113.18/31\n2001:db8:bad::15/128\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("testdata/feeds/abuse.csv: 5 entries, 0 junk, 0 host-bits; aggregated to 3 IPv4 + 1 IPv6 networks in "), "{err}");
+
+    let out = phantomc(&["feeds", "parse", "testdata/feeds/error_page.html"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error_page.html: not a feed: looks like an HTML page"));
+    let out = phantomc(&["feeds", "parse", "testdata/feeds/abuse.csv", "--format", "xml"]);
+    assert_eq!(out.status.code(), Some(2), "unknown format is a usage error");
+}
+
+#[test]
+fn feeds_list_reads_the_cache_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let out = phantomc(&["feeds", "list", "--state-dir", state]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("no feeds cached in {state}/feeds\n"));
+    let out = phantomc(&["feeds", "update", "a", "b", "c"]);
+    assert_eq!(out.status.code(), Some(2), "three positionals is a usage error");
+}
