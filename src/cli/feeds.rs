@@ -129,28 +129,29 @@ fn update(a: &UpdateArgs) -> CmdResult {
 
 /// Swaps the live set's elements for the cached copy, if the table is loaded.
 fn load_set(nft: &Nft, rs: &Ruleset, cache: &Cache, feed: &str) -> Result<(), Failure> {
-    let sys = |e: nft::NftError| Failure::System(e.to_string());
     let table = &rs.table;
-    if !nft.table_exists(table).map_err(sys)? {
-        println!("  table inet {table} is not loaded: cached for the next `phantomc apply`");
-        return Ok(());
-    }
-    // Terse: without set elements, which may be millions.
-    let listing = nft.run(&["-t", "-j", "list", "table", "inet", table], None).map_err(sys)?;
-    let live: serde_json::Value = serde_json::from_str(&listing).map_err(|e| Failure::System(format!("nft output is not valid JSON: {e}")))?;
     let names = [nft_set_name(feed, Family::V4), nft_set_name(feed, Family::V6)];
-    let has = |n: &str| nft::objects(&live).any(|o| o.get("set").and_then(|s| s.get("name")).and_then(|x| x.as_str()) == Some(n));
-    if !names.iter().all(|n| has(n)) {
-        println!("  table inet {table} has no set {}: apply the policy to create it (cached meanwhile)", names[0]);
-        return Ok(());
-    }
     let nets = cache.nets(feed).map_err(Failure::System)?.unwrap_or_default();
     let (nets, warnings) = feeds::protect(rs, feed, nets);
     for w in warnings {
         eprintln!("warning: {w}");
     }
     let started = Instant::now();
-    nft.load_json(&update::replace_batch(table, feed, &nets)).map_err(sys)?;
+    // No listing first: with a big set in the table, any nft listing reads
+    // every element (seconds per 100k). A missing table or set fails the
+    // transaction, which then changes nothing.
+    if let Err(e) = nft.load_json(&update::replace_batch(table, feed, &nets)) {
+        let sys = |e: nft::NftError| Failure::System(e.to_string());
+        if !nft.table_exists(table).map_err(sys)? {
+            println!("  table inet {table} is not loaded: cached for the next `phantomc apply`");
+            return Ok(());
+        }
+        if matches!(&e, nft::NftError::Refused { stderr } if stderr.contains("No such file or directory")) {
+            println!("  table inet {table} has no set {}: apply the policy to create it (cached meanwhile)", names[0]);
+            return Ok(());
+        }
+        return Err(sys(e));
+    }
     let v4 = nets.iter().filter(|n| n.addr().is_ipv4()).count();
     println!(
         "  sets {} and {} of table inet {table} replaced in one transaction ({v4} + {} elements, {} ms)",
