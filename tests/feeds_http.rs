@@ -104,6 +104,16 @@ fn cache() -> (tempfile::TempDir, Cache) {
     (dir, cache)
 }
 
+/// A server, and a cache holding a good copy of `entries` entries from it (fetched at time 1000).
+fn with_good_copy(entries: u32) -> (FeedServer, tempfile::TempDir, Cache, FeedConfig) {
+    let server = FeedServer::start();
+    let (dir, cache) = cache();
+    let cfg = feed(format!("{}/drop.txt", server.base), 50);
+    server.serve("/drop.txt", 200, &drop_list(entries), None);
+    assert_eq!(refresh(&cfg, &cache, 1000).unwrap().outcome, Outcome::Updated);
+    (server, dir, cache, cfg)
+}
+
 #[test]
 fn etag_makes_the_second_fetch_a_304() {
     let server = FeedServer::start();
@@ -157,11 +167,7 @@ fn a_failing_server_keeps_the_last_good_copy() {
 
 #[test]
 fn a_feed_that_shrinks_too_much_is_refused() {
-    let server = FeedServer::start();
-    let (_dir, cache) = cache();
-    let cfg = feed(format!("{}/drop.txt", server.base), 50);
-    server.serve("/drop.txt", 200, &drop_list(10), None);
-    assert_eq!(refresh(&cfg, &cache, 1000).unwrap().outcome, Outcome::Updated);
+    let (server, _dir, cache, cfg) = with_good_copy(10);
 
     server.serve("/drop.txt", 200, &drop_list(3), None);
     let r = refresh(&cfg, &cache, 2000).unwrap();
@@ -176,11 +182,7 @@ fn a_feed_that_shrinks_too_much_is_refused() {
 
 #[test]
 fn an_html_page_or_a_dead_server_never_replaces_a_feed() {
-    let server = FeedServer::start();
-    let (_dir, cache) = cache();
-    let cfg = feed(format!("{}/drop.txt", server.base), 50);
-    server.serve("/drop.txt", 200, &drop_list(5), None);
-    assert_eq!(refresh(&cfg, &cache, 1000).unwrap().outcome, Outcome::Updated);
+    let (server, _dir, cache, cfg) = with_good_copy(5);
 
     let page = std::fs::read_to_string("testdata/feeds/error_page.html").unwrap();
     server.serve("/drop.txt", 200, &page, None);
