@@ -91,6 +91,10 @@ fn feed_update_swaps_the_set_in_place() {
     assert_eq!(after, before, "no reload: table, chain and rule handles unchanged");
     assert!(established_packets(&lab.srv) > counted, "counters keep counting, never reset");
 
+    // Within the refresh interval, --due leaves the feed alone.
+    let out = lab.srv.phantomc(&["feeds", "update", "--due", "--policy", policy, "--state-dir", state]);
+    assert_eq!(stdout(&out), "bad: not due (refresh 3600s)\n", "{}", stderr(&out));
+
     // A bad list (empty) is refused and the set keeps the last good copy.
     std::fs::write(&list, "").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
