@@ -8,6 +8,7 @@ mod common;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,11 +71,16 @@ impl Lab {
         self.health()
     }
 
-    /// Starts `phantomc watch` in the server namespace, logging JSON to a file.
-    fn watch(&self, policy: &Path) -> Child {
+    /// Starts `phantomc watch` in the server namespace, logging JSON to a
+    /// file, with systemd's notification socket at `notify` if given.
+    fn watch(&self, policy: &Path, notify: Option<&Path>) -> Child {
         let log = File::create(self.path("watch.log")).expect("log file");
         let state = self.path("health.json");
-        Command::new("ip")
+        let mut cmd = Command::new("ip");
+        if let Some(socket) = notify {
+            cmd.env("NOTIFY_SOCKET", socket);
+        }
+        cmd
             .args(["netns", "exec", &self.srv.name, env!("CARGO_BIN_EXE_phantomc"), "watch"])
             .arg(policy)
             .arg("--state-file")
@@ -209,6 +215,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The next sd_notify datagram that is not just a STATUS update.
+fn notification(systemd: &UnixDatagram) -> String {
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = systemd.recv(&mut buf).expect("a systemd notification in time");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !msg.starts_with("STATUS=") {
+            return msg;
+        }
+    }
+}
+
 fn marker(generation: usize) -> String {
     format!("gen-{generation}\"")
 }
@@ -220,7 +238,7 @@ fn fifty_reloads_under_a_live_stream_lose_nothing() {
     let _probes = Servers::start(&lab.srv, &[9001, 9002, 9003], &[]);
     let policy_path = lab.path("watch.pf");
     save(&policy_path, &policy(0), false);
-    let mut watcher = lab.watch(&policy_path);
+    let mut watcher = lab.watch(&policy_path, None);
     lab.wait_health("first load", |h| h.reloads == 1);
     assert!(lab.input_chain().contains(&marker(0)), "{}", lab.input_chain());
 
@@ -294,8 +312,13 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     std::fs::write(lab.path("feeds/drop.txt"), "192.0.2.0/24\n").unwrap();
     let with = |inc: &str| format!("include \"{inc}\"\nfeed drop {{ source \"feeds/drop.txt\"; format plain }}\nblock in from <drop>\n");
     std::fs::write(&main, with("a.pf")).unwrap();
-    let mut watcher = lab.watch(&main);
-    let h = lab.wait_health("first load", |h| h.reloads == 1);
+    let systemd = UnixDatagram::bind(lab.path("notify.sock")).expect("notify socket");
+    systemd.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut watcher = lab.watch(&main, Some(&lab.path("notify.sock")));
+    let ready = notification(&systemd);
+    assert!(ready.starts_with("READY=1\nSTATUS=table inet phantomc loaded ("), "{ready}");
+    let h = lab.health();
+    assert_eq!(h.reloads, 1);
     assert!(h.watched.iter().any(|p| p.ends_with("feeds/drop.txt")), "{:?}", h.watched);
     assert!(!h.watched.iter().any(|p| p.ends_with("b.pf")), "{:?}", h.watched);
 
@@ -320,7 +343,11 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     // SIGHUP reloads even an unchanged policy.
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(watcher.id() as i32, libc::SIGHUP) }, 0);
-    lab.wait_health("SIGHUP reload", |h| h.reloads == 5);
+    let messages = [notification(&systemd), notification(&systemd)];
+    assert!(messages[0].starts_with("RELOADING=1\nMONOTONIC_USEC="), "{messages:?}");
+    assert!(messages[1].starts_with("READY=1\nSTATUS=") && messages[1].contains("5 reloads"), "{messages:?}");
+    assert_eq!(lab.health().reloads, 5);
     assert_eq!(unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) }, 0);
     assert_eq!(wait_exit(&mut watcher, Duration::from_secs(10)).code(), Some(0), "log:\n{}", lab.log());
+    assert!(notification(&systemd).starts_with("STOPPING=1"));
 }

@@ -7,6 +7,7 @@
 
 pub mod paths;
 pub mod service;
+pub mod systemd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

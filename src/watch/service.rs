@@ -16,6 +16,7 @@ use signal_hook::iterator::Signals;
 use tracing::{debug, error, info, warn};
 
 use super::paths::{Role, WatchSet};
+use super::systemd::{monotonic_usec, Notifier};
 use super::{unix_now, write_health, Health, SharedHealth};
 use crate::diag::render_plain;
 use crate::ir::{self, Compiled};
@@ -74,6 +75,8 @@ pub struct Service {
     watched_dirs: BTreeSet<PathBuf>,
     /// The last policy that loaded (for the feed hook).
     last_good: Option<Compiled>,
+    /// systemd's notification socket, when run as a `Type=notify` unit.
+    systemd: Option<Notifier>,
 }
 
 impl Service {
@@ -84,7 +87,7 @@ impl Service {
             h.pid = std::process::id();
         }
         let watch_set = WatchSet::resolve(&opts.policy, None, &[]);
-        Service { opts, health, feed_timer, watch_set, watched_dirs: BTreeSet::new(), last_good: None }
+        Service { opts, health, feed_timer, watch_set, watched_dirs: BTreeSet::new(), last_good: None, systemd: Notifier::from_env() }
     }
 
     /// Loads the policy, then reloads on every change until SIGTERM or
@@ -103,6 +106,7 @@ impl Service {
         });
         info!(policy = %self.opts.policy.display(), state_file = %self.opts.state_file.display(), "watch started");
         self.reload(true, &mut watcher);
+        self.tell_systemd(&["READY=1"]);
         let mut next_feed_refresh = self.feed_timer.as_ref().map(|t| Instant::now() + t.every);
         loop {
             let received = match next_feed_refresh {
@@ -121,7 +125,11 @@ impl Service {
             match trigger {
                 Trigger::Signal(SIGHUP) => {
                     info!("SIGHUP: reloading now");
+                    if let Some(n) = &self.systemd {
+                        n.send(&["RELOADING=1".into(), format!("MONOTONIC_USEC={}", monotonic_usec())]);
+                    }
                     self.reload(true, &mut watcher);
+                    self.tell_systemd(&["READY=1"]);
                 }
                 Trigger::Signal(sig) => {
                     info!(signal = sig, "stopping; the loaded ruleset stays loaded");
@@ -132,6 +140,7 @@ impl Service {
                     let Some((first, _)) = roles.first() else { continue };
                     info!(file = %first.display(), changed = roles.len(), "change detected");
                     self.reload(false, &mut watcher);
+                    self.tell_systemd(&[]);
                     if roles.iter().any(|(_, r)| *r == Role::Feed) {
                         self.refresh_feeds("local feed file changed");
                     }
@@ -139,6 +148,7 @@ impl Service {
                 Trigger::WatchFailed(msg) => warn!(error = %msg, "file watch error"),
             }
         }
+        self.tell_systemd(&["STOPPING=1"]);
         signal_handle.close();
         watcher.stop();
         self.update_health(|h| h.stopped_at = Some(unix_now()));
@@ -255,6 +265,14 @@ impl Service {
         }
     }
 
+    /// Sends `lines` and the current status line to systemd, if it listens.
+    fn tell_systemd(&self, lines: &[&str]) {
+        let Some(n) = &self.systemd else { return };
+        let mut all: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        all.push(format!("STATUS={}", status_line(&self.health.read().expect("health lock"))));
+        n.send(&all);
+    }
+
     /// Changes the shared health and writes the state file.
     fn update_health(&self, change: impl FnOnce(&mut Health)) {
         let snapshot = {
@@ -299,6 +317,18 @@ fn forward_events(tx: Sender<Trigger>) -> impl FnMut(DebounceEventResult) + Send
 pub fn ruleset_hash(compiled: &Compiled) -> String {
     let batch = build(&compiled.ruleset, &Elements::default()).replace_batch();
     Sha256::digest(to_json(&batch).as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One line for `systemctl status`.
+fn status_line(h: &Health) -> String {
+    let loaded = match (&h.ruleset_hash, &h.table) {
+        (Some(hash), Some(table)) => format!("table inet {table} loaded ({} rules, ruleset {}, {} reloads)", h.rules, &hash[..12], h.reloads),
+        _ => "no ruleset loaded by this service yet".to_string(),
+    };
+    match &h.last_error {
+        Some(_) => format!("last reload FAILED (see the log); {loaded}"),
+        None => loaded,
+    }
 }
 
 fn describe(e: ApplyError, compiled: &Compiled) -> String {
