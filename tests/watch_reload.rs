@@ -93,6 +93,12 @@ impl Lab {
             .expect("spawn phantomc watch")
     }
 
+    /// `phantomc status` with this lab's health file.
+    fn status(&self, policy: &Path) -> std::process::Output {
+        let state = self.path("health.json");
+        self.srv.phantomc(&["status", "--state-file", state.to_str().expect("utf-8"), policy.to_str().expect("utf-8")])
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.path("watch.log")).unwrap_or_default()
     }
@@ -257,6 +263,10 @@ fn fifty_reloads_under_a_live_stream_lose_nothing() {
             let err = h.last_error.expect("last_error");
             assert!(err.contains("watch.pf:7"), "the error names the line: {err}");
             assert!(err.contains("99999"), "{err}");
+            let status = lab.status(&policy_path);
+            assert_eq!(status.status.code(), Some(1), "the policy on disk is broken");
+            let said = stdout(&status);
+            assert!(said.contains("watch: LAST RELOAD FAILED") && said.contains("99999"), "status shows the error: {said}");
             let chain = lab.input_chain();
             assert!(chain.contains(&marker(generation - 1)) && !chain.contains(&marker(generation)), "{chain}");
             assert_eq!(tcp_connect(&lab.cli, SRV, 9001 + ((generation - 1) % 2) as u16), Tcp::Connected, "the old rule still passes");
@@ -299,6 +309,10 @@ fn fifty_reloads_under_a_live_stream_lose_nothing() {
     assert_eq!(status.code(), Some(0), "log:\n{}", lab.log());
     assert!(lab.input_chain().contains(&marker(RELOADS)), "the table stays loaded after SIGTERM");
     assert!(lab.health().stopped_at.is_some());
+    let status = lab.status(&policy_path);
+    let said = stdout(&status);
+    assert!(status.status.success(), "{said}{}", stderr(&status));
+    assert!(said.contains("watch: stopped at") && said.contains("loaded, in sync with"), "{said}");
     assert!(lab.log().contains("stopping; the loaded ruleset stays loaded"), "{}", lab.log());
 }
 

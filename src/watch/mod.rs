@@ -49,6 +49,39 @@ pub struct Health {
     pub stopped_at: Option<u64>,
 }
 
+impl Health {
+    /// What `phantomc status` says about the service, one fact per line.
+    pub fn summary(&self) -> String {
+        let at = |secs: u64| httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let state = match self.stopped_at {
+            Some(t) => format!("stopped at {} (the ruleset stays loaded)", at(t)),
+            None if Path::new(&format!("/proc/{}", self.pid)).exists() => format!("running (pid {})", self.pid),
+            None => format!("not running (pid {} is gone)", self.pid),
+        };
+        let mut out = format!("watch: {state}, policy {}\n", self.policy.display());
+        match (&self.ruleset_hash, self.last_reload) {
+            (Some(hash), Some(t)) => out.push_str(&format!(
+                "watch: ruleset {} loaded at {} ({} rules); {} reloads, {} unchanged saves, {} failed\n",
+                &hash[..hash.len().min(12)],
+                at(t),
+                self.rules,
+                self.reloads,
+                self.unchanged,
+                self.failures
+            )),
+            _ => out.push_str("watch: no ruleset loaded by the service yet\n"),
+        }
+        if let Some(err) = &self.last_error {
+            let when = self.last_error_at.map(at).unwrap_or_default();
+            out.push_str(&format!("watch: LAST RELOAD FAILED at {when}; the last good ruleset stays loaded:\n"));
+            for line in err.lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        out
+    }
+}
+
 /// The health shared between the watch loop and an API in the same process.
 pub type SharedHealth = Arc<RwLock<Health>>;
 
@@ -98,6 +131,34 @@ mod tests {
         assert_eq!(read_health(&path).expect("read"), h);
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("health-phantomc.json")], "no temporary file left behind");
+    }
+
+    #[test]
+    fn summary_says_what_is_loaded_and_what_failed() {
+        let mut h = Health {
+            policy: "/etc/phantomc/policy.pf".into(),
+            ruleset_hash: Some("56a3229bd9cfce2ac561f190".into()),
+            last_reload: Some(1_795_455_694),
+            reloads: 4,
+            unchanged: 1,
+            rules: 13,
+            pid: u32::MAX,
+            ..Health::default()
+        };
+        assert_eq!(
+            h.summary(),
+            "watch: not running (pid 4294967295 is gone), policy /etc/phantomc/policy.pf\n\
+             watch: ruleset 56a3229bd9cf loaded at Mon, 23 Nov 2026 17:41:34 GMT (13 rules); 4 reloads, 1 unchanged saves, 0 failed\n"
+        );
+        h.pid = std::process::id();
+        h.last_error = Some("syntax\n  × unexpected `bogus`".into());
+        h.last_error_at = Some(1_795_455_700);
+        h.failures = 1;
+        let s = h.summary();
+        assert!(s.starts_with(&format!("watch: running (pid {})", h.pid)), "{s}");
+        assert!(s.ends_with("watch: LAST RELOAD FAILED at Mon, 23 Nov 2026 17:41:40 GMT; the last good ruleset stays loaded:\n  syntax\n    × unexpected `bogus`\n"), "{s}");
+        h.stopped_at = Some(1_795_455_800);
+        assert!(h.summary().starts_with("watch: stopped at Mon, 23 Nov 2026 17:43:20 GMT (the ruleset stays loaded)"), "{}", h.summary());
     }
 
     #[test]
