@@ -12,6 +12,7 @@ mod apply;
 mod block;
 mod compile;
 mod safety;
+mod serve;
 
 #[derive(Parser, Debug)]
 #[command(name = "phantomc", version, about = "Declarative firewall policy compiler and offline analyzer for nftables")]
@@ -38,6 +39,8 @@ pub enum Command {
     Confirm(safety::ConfirmArgs),
     /// Drop everything except loopback and the current SSH session, at once.
     Panic(safety::PanicArgs),
+    /// REST API and web dashboard for the live ruleset (127.0.0.1:9180).
+    Serve(serve::ServeArgs),
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
+        Command::Serve(args) => serve::serve(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
