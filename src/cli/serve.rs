@@ -53,6 +53,7 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
     let mut state = ApiState::new(args.policy.clone(), table.clone(), health, HealthSource::Standalone { state_file: health_file(&table) });
     state.token = token;
     state.proposals = args.proposals.clone();
+    *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = if state.token.is_some() { "block/unblock need the bearer token" } else { "no token: writes are refused" };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
