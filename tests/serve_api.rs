@@ -211,7 +211,7 @@ fn block_via_api_drops_traffic_and_unblock_restores_it() {
 
 #[test]
 fn proposals_and_docs() {
-    let ApiLab { svc, dir, .. } = api_lab(WEB);
+    let ApiLab { svc, dir, lab: _lab } = api_lab(WEB);
     let (code, text) = svc.get("/api/v1/proposals");
     assert_eq!(code, 404, "{text}");
     assert!(text.contains("no proposals yet"), "{text}");
