@@ -12,6 +12,7 @@ mod apply;
 mod block;
 mod compile;
 mod safety;
+mod serve;
 mod watch;
 
 #[derive(Parser, Debug)]
@@ -39,6 +40,8 @@ pub enum Command {
     Confirm(safety::ConfirmArgs),
     /// Drop everything except loopback and the current SSH session, at once.
     Panic(safety::PanicArgs),
+    /// REST API and web dashboard for the live ruleset (127.0.0.1:9180).
+    Serve(serve::ServeArgs),
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
+        Command::Serve(args) => serve::serve(&args),
         Command::Watch(args) => watch::watch(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
-use sha2::{Digest, Sha256};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{debug, error, info, warn};
@@ -21,7 +20,7 @@ use super::{unix_now, write_health, Health, SharedHealth};
 use crate::diag::render_plain;
 use crate::ir::{self, Compiled};
 use crate::nft::apply::{self as loader, ApplyError};
-use crate::nft::{self, build, to_json, Elements, Nft};
+use crate::nft::{self, Nft};
 use crate::policy::LoadError;
 
 type Watcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
@@ -216,7 +215,7 @@ impl Service {
                 rs.table
             ));
         }
-        let hash = ruleset_hash(&compiled);
+        let hash = nft::policy_hash(rs);
         let nft = &self.opts.nft;
         if !force && loaded_hash.as_ref() == Some(&hash) && nft.table_exists(&rs.table).map_err(|e| e.to_string())? {
             return Ok(Outcome::Unchanged);
@@ -310,13 +309,6 @@ fn forward_events(tx: Sender<Trigger>) -> impl FnMut(DebounceEventResult) + Send
         };
         let _ = tx.send(trigger);
     }
-}
-
-/// sha256 of the policy's nft JSON without run-time set entries: equal
-/// hashes mean the same ruleset, whatever `block` or feeds added since.
-pub fn ruleset_hash(compiled: &Compiled) -> String {
-    let batch = build(&compiled.ruleset, &Elements::default()).replace_batch();
-    Sha256::digest(to_json(&batch).as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One line for `systemctl status`.
