@@ -137,7 +137,7 @@ impl Service {
                 Trigger::Changed(paths) => {
                     let roles: Vec<(PathBuf, Role)> = paths.into_iter().filter_map(|p| self.watch_set.role(&p).map(|r| (p, r))).collect();
                     let Some((first, _)) = roles.first() else { continue };
-                    info!(file = %first.display(), changed = roles.len(), "change detected");
+                    info!(file = %first.display(), events = roles.len(), "change detected");
                     self.reload(false, &mut watcher);
                     self.tell_systemd(&[]);
                     if roles.iter().any(|(_, r)| *r == Role::Feed) {
