@@ -205,17 +205,6 @@ fn time_until_live(ns: &Netns, marker: String, since: Instant) -> Duration {
     })
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(start.elapsed() < limit, "phantomc watch did not stop within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]

@@ -61,7 +61,7 @@ enum Trigger {
 
 /// What a successful reload attempt did.
 enum Outcome {
-    Loaded { hash: String, rules: usize, kept: usize },
+    Loaded { table: String, hash: String, rules: usize, kept: usize },
     /// The policy compiles to the ruleset already loaded.
     Unchanged,
 }
@@ -160,11 +160,14 @@ impl Service {
         let started = Instant::now();
         let result = self.try_reload(force);
         self.rewatch(watcher);
+        let watched: Vec<PathBuf> = self.watch_set.files().cloned().collect();
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
-            Ok(Outcome::Loaded { hash, rules, kept }) => {
+            Ok(Outcome::Loaded { table, hash, rules, kept }) => {
                 info!(hash = %&hash[..12], rules, kept_entries = kept, ms, "ruleset reloaded atomically");
                 self.update_health(|h| {
+                    h.watched = watched;
+                    h.table = Some(table);
                     h.ruleset_hash = Some(hash);
                     h.rules = rules;
                     h.last_reload = Some(unix_now());
@@ -175,6 +178,7 @@ impl Service {
             Ok(Outcome::Unchanged) => {
                 info!(ms, "policy compiles to the loaded ruleset; nothing to reload");
                 self.update_health(|h| {
+                    h.watched = watched;
                     h.unchanged += 1;
                     h.last_error = None;
                 });
@@ -182,6 +186,7 @@ impl Service {
             Err(diagnostic) => {
                 error!(diagnostic = %diagnostic, "reload failed; the last good ruleset stays loaded");
                 self.update_health(|h| {
+                    h.watched = watched;
                     h.last_error = Some(diagnostic);
                     h.last_error_at = Some(unix_now());
                     h.failures += 1;
@@ -224,9 +229,9 @@ impl Service {
         let prepared = loader::prepare_with(nft, &compiled, kept).map_err(|e| describe(e, &compiled))?;
         let rules = loader::load(nft, &prepared).map_err(|e| describe(e, &compiled))?;
         let kept = prepared.kept.by_set.values().map(Vec::len).sum();
-        self.update_health(|h| h.table = Some(rs.table.clone()));
+        let table = rs.table.clone();
         self.last_good = Some(compiled);
-        Ok(Outcome::Loaded { hash, rules, kept })
+        Ok(Outcome::Loaded { table, hash, rules, kept })
     }
 
     /// Watches the folders of the current watch set, and only those.
@@ -252,8 +257,6 @@ impl Service {
             }
         }
         self.watched_dirs = now;
-        let files: Vec<PathBuf> = self.watch_set.files().cloned().collect();
-        self.update_health(|h| h.watched = files);
     }
 
     fn refresh_feeds(&mut self, why: &str) {

@@ -313,6 +313,18 @@ pub fn eventually_within(limit: Duration, what: &str, mut cond: impl FnMut() -> 
     panic!("timed out waiting for {what}");
 }
 
+/// Waits (bounded) for a child process to exit.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "phantomc did not finish within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
