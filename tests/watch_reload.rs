@@ -302,7 +302,14 @@ fn fifty_reloads_under_a_live_stream_lose_nothing() {
     let said = stdout(&status);
     assert!(status.status.success(), "{said}{}", stderr(&status));
     assert!(said.contains("watch: stopped at") && said.contains("loaded, in sync with"), "{said}");
-    assert!(lab.log().contains("stopping; the loaded ruleset stays loaded"), "{}", lab.log());
+    let log: Vec<serde_json::Value> =
+        lab.log().lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))).collect();
+    let said = |level: &str, message: &str| log.iter().filter(|e| e["level"] == level && e["message"] == message).count();
+    assert_eq!(said("INFO", "ruleset reloaded atomically"), 1 + RELOADS, "one log line per reload");
+    assert_eq!(said("ERROR", "reload failed; the last good ruleset stays loaded"), 1);
+    let error = log.iter().find(|e| e["level"] == "ERROR").expect("the error line");
+    assert!(error["diagnostic"].as_str().is_some_and(|d| d.contains("watch.pf:7")), "{error}");
+    assert_eq!(said("INFO", "stopping; the loaded ruleset stays loaded"), 1);
 }
 
 #[test]

@@ -95,14 +95,19 @@ fn start_api(args: &WatchArgs, listen: SocketAddr, table: &str, health: SharedHe
     Ok(runtime)
 }
 
-fn init_logs(args: &WatchArgs) {
-    let level = match (args.verbose, args.quiet) {
+/// The log level of `-v`/`-q` counts (clap keeps them from mixing).
+fn log_level(verbose: u8, quiet: u8) -> &'static str {
+    match (verbose, quiet) {
         (0, 0) => "info",
         (1, _) => "debug",
         (v, _) if v > 1 => "trace",
         (_, 1) => "warn",
         _ => "error",
-    };
+    }
+}
+
+fn init_logs(args: &WatchArgs) {
+    let level = log_level(args.verbose, args.quiet);
     // Other crates' (notify's) logs only from warnings up.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(format!("warn,phantomc={level}")))
@@ -113,4 +118,28 @@ fn init_logs(args: &WatchArgs) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn level_of(flags: &[&str]) -> Result<&'static str, clap::Error> {
+        let cli = Cli::try_parse_from(["phantomc", "watch", "p.pf"].iter().chain(flags))?;
+        let Command::Watch(args) = cli.command else { panic!("parsed as watch") };
+        Ok(log_level(args.verbose, args.quiet))
+    }
+
+    #[test]
+    fn verbosity_flags_pick_the_log_level() {
+        let cases = [(&[][..], "info"), (&["-v"][..], "debug"), (&["-vv"][..], "trace"), (&["-q"][..], "warn"), (&["-qq"][..], "error")];
+        for (flags, level) in cases {
+            assert_eq!(level_of(flags).expect("parses"), level, "{flags:?}");
+        }
+        assert!(level_of(&["-v", "-q"]).is_err(), "-v and -q conflict");
+        assert!(level_of(&["--log-format", "xml"]).is_err());
+    }
 }

@@ -162,37 +162,33 @@ impl Service {
         self.rewatch(watcher);
         let watched: Vec<PathBuf> = self.watch_set.files().cloned().collect();
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match result {
-            Ok(Outcome::Loaded { table, hash, rules, kept }) => {
-                info!(hash = %&hash[..12], rules, kept_entries = kept, ms, "ruleset reloaded atomically");
-                self.update_health(|h| {
-                    h.watched = watched;
+        match &result {
+            Ok(Outcome::Loaded { hash, rules, kept, .. }) => info!(hash = %&hash[..12], rules, kept_entries = kept, ms, "ruleset reloaded atomically"),
+            Ok(Outcome::Unchanged) => info!(ms, "policy compiles to the loaded ruleset; nothing to reload"),
+            Err(diagnostic) => error!(diagnostic = %diagnostic, "reload failed; the last good ruleset stays loaded"),
+        }
+        self.update_health(|h| {
+            h.watched = watched;
+            match result {
+                Ok(Outcome::Loaded { table, hash, rules, .. }) => {
                     h.table = Some(table);
                     h.ruleset_hash = Some(hash);
                     h.rules = rules;
                     h.last_reload = Some(unix_now());
                     h.reloads += 1;
                     h.last_error = None;
-                });
-            }
-            Ok(Outcome::Unchanged) => {
-                info!(ms, "policy compiles to the loaded ruleset; nothing to reload");
-                self.update_health(|h| {
-                    h.watched = watched;
+                }
+                Ok(Outcome::Unchanged) => {
                     h.unchanged += 1;
                     h.last_error = None;
-                });
-            }
-            Err(diagnostic) => {
-                error!(diagnostic = %diagnostic, "reload failed; the last good ruleset stays loaded");
-                self.update_health(|h| {
-                    h.watched = watched;
+                }
+                Err(diagnostic) => {
                     h.last_error = Some(diagnostic);
                     h.last_error_at = Some(unix_now());
                     h.failures += 1;
-                });
+                }
             }
-        }
+        });
     }
 
     /// Compiles, checks and loads; the error is the rendered diagnostic.
