@@ -25,11 +25,11 @@ fn api_lab(policy: &str) -> ApiLab {
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token file");
     let proposals = dir.path().join("proposals.diff");
-    let svc = Service::start(
-        &lab.srv,
-        PORT,
-        &[policy, "--token-file", token.to_str().expect("path"), "--proposals", proposals.to_str().expect("path")],
-    );
+    // No watcher: a state file that does not exist, whatever runs on the host.
+    let no_watcher = dir.path().join("no-watcher.json");
+    let mut args = vec![policy, "--token-file", token.to_str().expect("path"), "--proposals", proposals.to_str().expect("path")];
+    args.extend(["--state-file", no_watcher.to_str().expect("path")]);
+    let svc = Service::start(&lab.srv, PORT, &args);
     ApiLab { lab, svc, dir }
 }
 
@@ -64,7 +64,7 @@ fn status_reports_hash_and_drift() {
     let policy = dir.path().join("webserver.pf");
     std::fs::copy(WEB, &policy).expect("copy policy");
     drop(svc);
-    let svc = Service::start(&lab.srv, PORT, &[policy.to_str().expect("path")]);
+    let svc = Service::start(&lab.srv, PORT, &[policy.to_str().expect("path"), "--state-file", "/nonexistent/health.json"]);
     std::fs::write(&policy, std::fs::read_to_string(WEB).expect("policy") + "allow in proto tcp to port 8080\n").expect("edit");
     let s = svc.get_json("/api/v1/status");
     let err = s["last_error"].as_str().expect("error");
@@ -239,4 +239,47 @@ fn proposals_and_docs() {
     let (code, html) = svc.get("/api/docs");
     assert_eq!(code, 200);
     assert!(html.contains("/api/docs/openapi.json"), "{html}");
+}
+
+#[test]
+fn status_reads_a_running_watchers_state_file() {
+    let lab = web_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("webserver.pf");
+    std::fs::copy(WEB, &policy).expect("copy policy");
+    let state_file = dir.path().join("health.json");
+    let (policy, state) = (policy.to_str().expect("path"), state_file.to_str().expect("path"));
+    let mut watch = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.srv.name, env!("CARGO_BIN_EXE_phantomc"), "watch", policy, "--state-file", state, "-q"])
+        .spawn()
+        .expect("start phantomc watch");
+    eventually("the watcher loads the policy", || state_file.exists() && lab.srv.nft(&["list", "table", "inet", "phantomc"]).status.success());
+    let svc = Service::start(&lab.srv, PORT, &[policy, "--state-file", state]);
+    let s = svc.get_json("/api/v1/status");
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!((s["health_source"].as_str(), s["watcher"].as_str(), s["state"].as_str()), (Some("watch-state-file"), Some("running"), Some("in-sync")), "{s}");
+        assert_eq!(s["reloads"], 1, "{s}");
+        assert!(s["last_reload"].as_u64().is_some(), "{s}");
+        assert_eq!(s["ruleset_hash"], s["policy_hash"], "the watcher and the API hash the same way: {s}");
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_and_an_empty_token() {
+    require_tools();
+    let ns = Netns::new("srvargs");
+    let out = ns.phantomc(&["serve", WEB, "--listen", "0.0.0.0:9180"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a loopback address (pass --allow-remote"), "{}", stderr(&out));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "\n").expect("write");
+    let out = ns.phantomc(&["serve", WEB, "--token-file", token.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the API token is empty"), "{}", stderr(&out));
 }

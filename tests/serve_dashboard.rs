@@ -54,7 +54,7 @@ fn dashboard_renders_live_counts_blocks_and_proposals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let proposals = dir.path().join("proposals.diff");
     std::fs::write(&proposals, DIFF).expect("proposals");
-    let svc = Service::start(&lab.srv, PORT, &[WEB, "--proposals", proposals.to_str().expect("path")]);
+    let svc = Service::start(&lab.srv, PORT, &[WEB, "--proposals", proposals.to_str().expect("path"), "--state-file", "/nonexistent/health.json"]);
 
     let rules = svc.get_json("/api/v1/rules");
     let web = rules["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "webserver.pf:20").expect("web rule");

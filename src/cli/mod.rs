@@ -13,6 +13,7 @@ mod block;
 mod compile;
 mod safety;
 mod serve;
+mod watch;
 
 #[derive(Parser, Debug)]
 #[command(name = "phantomc", version, about = "Declarative firewall policy compiler and offline analyzer for nftables")]
@@ -44,6 +45,8 @@ pub enum Command {
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
+    /// Keep the policy loaded: reload atomically when it, an include or a local feed changes.
+    Watch(watch::WatchArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
         Command::Serve(args) => serve::serve(&args),
+        Command::Watch(args) => watch::watch(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 
 use super::{CmdResult, Failure};
-use crate::serve::{self, health_file, ApiState, HealthSource, Token};
-use crate::watch::Health;
+use crate::serve::{self, ApiState, HealthSource, Token};
+use crate::watch::{default_state_file, Health};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// phantomc's table; default: the policy's `table`.
     #[arg(long)]
     pub table: Option<String>,
+    /// The health file of a `phantomc watch` in another process
+    /// [default: /run/phantomc/health-<table>.json]; read if present.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
 }
 
 pub fn serve(args: &ServeArgs) -> CmdResult {
@@ -49,8 +53,9 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
         }
         None => std::env::var("PHANTOMC_TOKEN").ok().map(|t| Token::new(&t).map_err(|e| Failure::System(format!("PHANTOMC_TOKEN: {e}")))).transpose()?,
     };
+    let state_file = args.state_file.clone().unwrap_or_else(|| default_state_file(&table));
     let health = Arc::new(RwLock::new(Health { policy: args.policy.clone(), ..Health::default() }));
-    let mut state = ApiState::new(args.policy.clone(), table.clone(), health, HealthSource::Standalone { state_file: health_file(&table) });
+    let mut state = ApiState::new(args.policy.clone(), table.clone(), health, HealthSource::Standalone { state_file });
     state.token = token;
     state.proposals = args.proposals.clone();
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));

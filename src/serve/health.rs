@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use super::{ApiError, ApiState};
 use crate::diag::render_plain;
 use crate::nft::apply::{self, Status};
-use crate::nft::policy_hash;
 use crate::policy::LoadError;
-use crate::watch::Health;
+use crate::watch::service::ruleset_hash;
+use crate::watch::{read_health, Health};
 
 /// Who keeps [`ApiState::health`] current.
 #[derive(Clone, Debug)]
@@ -20,11 +20,6 @@ pub enum HealthSource {
     /// `phantomc serve` on its own: the state file a watcher process
     /// writes, if there is one; otherwise what the live table shows.
     Standalone { state_file: PathBuf },
-}
-
-/// Where `phantomc watch` keeps its health for other processes.
-pub fn health_file(table: &str) -> PathBuf {
-    PathBuf::from(format!("/run/phantomc/health-{table}.json"))
 }
 
 pub fn render_load_error(e: &LoadError) -> String {
@@ -40,28 +35,29 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
         Some(c) => Some(apply::status(&state.nft, c).map_err(|e| ApiError::internal(e.to_string()))?),
         None => None,
     };
-    let hash = compiled.as_ref().map(|c| policy_hash(&c.ruleset));
+    let hash = compiled.as_deref().map(ruleset_hash);
     let in_sync = matches!(live, Some(Status::InSync { .. }));
-    let (health, source) = match &state.health_source {
-        HealthSource::Watcher => (read(state), "watch"),
-        HealthSource::Standalone { state_file } => match read_state_file(state_file) {
-            Some(h) => (h, "watch-state-file"),
-            None => (
-                Health {
+    let (health, source, watcher) = match &state.health_source {
+        HealthSource::Watcher => (read(state), "watch", Some("running")),
+        HealthSource::Standalone { state_file } => match read_health(state_file) {
+            Ok(h) => {
+                let watcher = watcher_state(&h);
+                (h, "watch-state-file", Some(watcher))
+            }
+            Err(_) => {
+                let h = Health {
                     policy: state.policy.clone(),
                     // Without a watcher, the loaded ruleset is known only when it is the policy's.
                     ruleset_hash: hash.clone().filter(|_| in_sync),
-                    last_reload: None,
-                    reloads: 0,
                     last_error: policy_error.clone(),
-                },
-                "live-table",
-            ),
+                    table: Some(state.table.clone()),
+                    ..Health::default()
+                };
+                *state.health.write().unwrap_or_else(std::sync::PoisonError::into_inner) = h.clone();
+                (h, "live-table", None)
+            }
         },
     };
-    if let HealthSource::Standalone { .. } = state.health_source {
-        *state.health.write().unwrap_or_else(std::sync::PoisonError::into_inner) = health.clone();
-    }
     let (state_name, rules, entries, drift) = match &live {
         None => ("unknown", None, None, None),
         Some(Status::NotLoaded) => ("not-loaded", None, None, None),
@@ -77,12 +73,15 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
         "policy_hash": hash,
         "last_reload": health.last_reload,
         "reloads": health.reloads,
+        "failures": health.failures,
         "last_error": health.last_error,
+        "last_error_at": health.last_error_at,
         "policy_error": policy_error,
         "drift": drift,
         "nft_rules": rules,
         "runtime_entries": entries,
         "health_source": source,
+        "watcher": watcher,
         "time": super::unix_now(),
     }))
 }
@@ -91,33 +90,13 @@ fn read(state: &ApiState) -> Health {
     state.health.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
-/// The watcher's state file, read field by field so that fields it adds
-/// later do not break an older server.
-fn read_state_file(path: &Path) -> Option<Health> {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    Some(Health {
-        policy: PathBuf::from(text("policy").unwrap_or_default()),
-        ruleset_hash: text("ruleset_hash"),
-        last_reload: v.get("last_reload").and_then(Value::as_u64),
-        reloads: v.get("reloads").and_then(Value::as_u64).unwrap_or(0),
-        last_error: text("last_error"),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_file_is_read_leniently() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("health-phantomc.json");
-        assert!(read_state_file(&f).is_none(), "missing file");
-        std::fs::write(&f, r#"{"policy":"/etc/p.pf","ruleset_hash":"ab","last_reload":7,"reloads":3,"last_error":null,"extra":1}"#).expect("write");
-        let h = read_state_file(&f).expect("parsed");
-        assert_eq!((h.ruleset_hash.as_deref(), h.last_reload, h.reloads, h.last_error), (Some("ab"), Some(7), 3, None));
-        std::fs::write(&f, "{half").expect("write");
-        assert!(read_state_file(&f).is_none(), "broken file");
+/// Whether the watcher that wrote a state file still runs.
+fn watcher_state(h: &Health) -> &'static str {
+    if h.stopped_at.is_some() {
+        "stopped"
+    } else if Path::new(&format!("/proc/{}", h.pid)).exists() {
+        "running"
+    } else {
+        "gone"
     }
 }

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use auth::Token;
-pub use health::{health_file, HealthSource};
+pub use health::HealthSource;
 
 use crate::ir::Compiled;
 use crate::nft::Nft;
