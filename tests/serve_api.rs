@@ -28,7 +28,7 @@ fn api_lab(policy: &str) -> ApiLab {
     // No watcher: a state file that does not exist, whatever runs on the host.
     let no_watcher = dir.path().join("no-watcher.json");
     let mut args = vec![policy, "--token-file", token.to_str().expect("path"), "--proposals", proposals.to_str().expect("path")];
-    args.extend(["--state-file", no_watcher.to_str().expect("path")]);
+    args.extend(["--state-file", no_watcher.to_str().expect("path"), "--state-dir", dir.path().to_str().expect("path")]);
     let svc = Service::start(&lab.srv, PORT, &args);
     ApiLab { lab, svc, dir }
 }
@@ -109,8 +109,13 @@ fn threats_show_feed_sizes_and_blocked_entries() {
     let text = std::fs::read_to_string(WEB).expect("policy")
         + "feed spamhaus { source \"file:///var/lib/phantomc/drop.txt\"; refresh 1h }\nblock in from <spamhaus>\n";
     std::fs::write(&policy, text).expect("write policy");
-    let ApiLab { lab, svc, .. } = api_lab(policy.to_str().expect("path"));
-    // The feed loader is not part of this test: fill the feed set as it would.
+    let ApiLab { lab, svc, dir: state } = api_lab(policy.to_str().expect("path"));
+    // The feed updater is not part of this test: fill the feed set and its
+    // cache record as it would.
+    std::fs::create_dir_all(state.path().join("feeds")).expect("feed cache");
+    let fetched = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - 300;
+    let meta = format!(r#"{{"source": "file:///var/lib/phantomc/drop.txt", "fetched_at": {fetched}, "status": "ok"}}"#);
+    std::fs::write(state.path().join("feeds/spamhaus.meta.json"), meta).expect("feed meta");
     let out = lab.srv.nft(&["add", "element", "inet", "phantomc", "spamhaus_v4", "{ 192.0.2.0/24, 203.0.113.50 }"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -124,6 +129,9 @@ fn threats_show_feed_sizes_and_blocked_entries() {
         .map(|f| (f["nft_set"].as_str().expect("set"), f["elements"].as_u64().expect("count"), f["refresh_seconds"].as_u64().expect("refresh")))
         .collect();
     assert_eq!(feeds, [("spamhaus_v4", 2, 3600), ("spamhaus_v6", 0, 3600)]);
+    let age = t["feeds"][0]["age_seconds"].as_u64().expect("age from the feed cache");
+    assert!((300..=310).contains(&age), "{age}");
+    assert_eq!((t["feeds"][0]["fetched_at"].as_u64(), t["feeds"][0]["status"].as_str()), (Some(fetched), Some("ok")));
     let blocked = t["blocked"].as_array().expect("blocked");
     assert_eq!(blocked.len(), 1, "{t}");
     assert_eq!((blocked[0]["address"].as_str(), blocked[0]["nft_set"].as_str(), blocked[0]["timeout"].as_u64()), (Some("2001:db8:99::/48"), Some("blocklist_v6"), Some(600)));

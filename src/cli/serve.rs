@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// phantomc's table; default: the policy's `table`.
     #[arg(long)]
     pub table: Option<String>,
+    /// phantomc's state directory; feed ages come from its `feeds` cache
+    /// [default: $PHANTOMC_STATE_DIR, else /var/lib/phantomc].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// The health file of a `phantomc watch` in another process
     /// [default: /run/phantomc/health-<table>.json]; read if present.
     #[arg(long)]
@@ -58,6 +62,8 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
     let mut state = ApiState::new(args.policy.clone(), table.clone(), health, HealthSource::Standalone { state_file });
     state.token = token;
     state.proposals = args.proposals.clone();
+    let state_dir = args.state_dir.clone().or_else(|| std::env::var_os("PHANTOMC_STATE_DIR").map(PathBuf::from));
+    state.feed_cache = Some(state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/phantomc")).join("feeds"));
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = if state.token.is_some() { "block/unblock need the bearer token" } else { "no token: writes are refused" };
 

@@ -44,7 +44,7 @@ pub async fn threats(State(state): State<Arc<ApiState>>) -> Answer {
         let (compiled, policy_error) = s.compiled();
         let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.unwrap_or_default()))?;
         let listing = s.nft.list_table_json(&s.table).map_err(|e| ApiError::internal(e.to_string()))?;
-        let t = threats::threats(&compiled.ruleset, listing.as_ref());
+        let t = threats::threats(&compiled.ruleset, listing.as_ref(), s.feed_cache.as_deref(), unix_now());
         let mut v = serde_json::to_value(t).map_err(|e| ApiError::internal(e.to_string()))?;
         v["table"] = json!(s.table);
         v["loaded"] = json!(listing.is_some());

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub token: Option<Token>,
     /// The learner's latest proposal diff.
     pub proposals: Option<PathBuf>,
+    /// The feed cache directory (`NAME.meta.json` per feed), for feed ages.
+    pub feed_cache: Option<PathBuf>,
     pub health: Arc<RwLock<Health>>,
     pub health_source: HealthSource,
     /// The last policy that compiled, so a broken edit on disk does not
@@ -48,7 +50,7 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(policy: PathBuf, table: String, health: Arc<RwLock<Health>>, health_source: HealthSource) -> ApiState {
-        ApiState { policy, nft: Nft::default(), table, token: None, proposals: None, health, health_source, last_good: Mutex::new(None) }
+        ApiState { policy, nft: Nft::default(), table, token: None, proposals: None, feed_cache: None, health, health_source, last_good: Mutex::new(None) }
     }
 
     /// Compiles the policy; on failure the last good compile and the error.
