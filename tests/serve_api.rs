@@ -187,6 +187,7 @@ fn writes_need_the_token_and_well_formed_input() {
 
     let (code, text) = svc.get("/api/v1/nothing");
     assert_eq!((code, text.contains("\"error\"")), (404, true), "{text}");
+    assert!(svc.terminate().success(), "SIGTERM stops the server cleanly");
 }
 
 #[test]

@@ -57,7 +57,9 @@ impl ApiState {
     fn compiled(&self) -> (Option<Arc<Compiled>>, Option<String>) {
         let mut last = self.last_good.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match crate::ir::compile_file(&self.policy) {
-            Ok(c) => {
+            Ok(mut c) => {
+                // `--table` names the live table; compare and map against that one.
+                c.ruleset.table.clone_from(&self.table);
                 let c = Arc::new(c);
                 *last = Some(c.clone());
                 (Some(c), None)

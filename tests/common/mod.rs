@@ -413,6 +413,14 @@ impl Service {
         (status, body.to_string())
     }
 
+    /// Stops the service with SIGTERM, as systemd does; its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        self.child.wait().expect("wait for phantomc serve")
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, &[], None)
     }
