@@ -292,3 +292,21 @@ fn serve_refuses_a_non_loopback_address_and_an_empty_token() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("the API token is empty"), "{}", stderr(&out));
 }
+
+#[test]
+fn status_answers_when_the_drift_check_cannot_run() {
+    let lab = web_lab();
+    apply(&lab.srv, WEB);
+    // A service without CAP_SYS_ADMIN cannot make the scratch namespace the
+    // exact drift check needs: stand in an `unshare` that is refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("unshare");
+    std::fs::write(&fake, "#!/bin/sh\necho 'unshare: Operation not permitted' >&2\nexit 1\n").expect("write");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").expect("PATH"));
+    let svc = Service::start_with_env(&lab.srv, PORT, &[WEB, "--state-file", "/nonexistent/health.json"], &[("PATH", &path)]);
+    let s = svc.get_json("/api/v1/status");
+    assert_eq!((s["state"].as_str(), s["loaded"].as_bool(), &s["ruleset_hash"]), (Some("unknown"), Some(true), &Value::Null), "{s}");
+    assert!(s["check_error"].as_str().expect("why").contains("Operation not permitted"), "{s}");
+    assert_eq!(svc.get_json("/api/v1/rules")["rules"].as_array().expect("rules").len(), 12, "other endpoints do not need it");
+}

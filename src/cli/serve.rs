@@ -67,6 +67,12 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = if state.token.is_some() { "block/unblock need the bearer token" } else { "no token: writes are refused" };
 
+    // Writes through the API are logged (info), refused ones as warnings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,phantomc=info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

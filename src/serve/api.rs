@@ -108,7 +108,7 @@ struct UnblockRequest {
 }
 
 pub async fn block(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {
-    auth::require(state.token.as_ref(), &headers)?;
+    authorize(&state, &headers, "block")?;
     let req: BlockRequest = parse_body(&body)?;
     let timeout = match req.timeout {
         None => None,
@@ -119,9 +119,14 @@ pub async fn block(State(state): State<Arc<ApiState>>, headers: HeaderMap, body:
 }
 
 pub async fn unblock(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {
-    auth::require(state.token.as_ref(), &headers)?;
+    authorize(&state, &headers, "unblock")?;
     let req: UnblockRequest = parse_body(&body)?;
     change(state, &req.address, req.set, None, false).await
+}
+
+/// Checks the token, and leaves a trace of every refused write.
+fn authorize(state: &ApiState, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    auth::require(state.token.as_ref(), headers).inspect_err(|e| tracing::warn!(endpoint = what, status = e.status.as_u16(), reason = %e.message, "write refused"))
 }
 
 async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeout: Option<u32>, add: bool) -> Answer {

@@ -31,9 +31,17 @@ pub fn render_load_error(e: &LoadError) -> String {
 
 pub fn report(state: &ApiState) -> Result<Value, ApiError> {
     let (compiled, policy_error) = state.compiled();
-    let live = match &compiled {
-        Some(c) => Some(apply::status(&state.nft, c).map_err(|e| ApiError::internal(e.to_string()))?),
-        None => None,
+    // The exact drift check loads the policy into a scratch namespace; where
+    // that is not allowed (a service without CAP_SYS_ADMIN) the rest of the
+    // status still answers.
+    let (live, check_error) = match compiled.as_deref().map(|c| apply::status(&state.nft, c)) {
+        Some(Ok(s)) => (Some(s), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
+    let loaded = match &live {
+        Some(s) => *s != Status::NotLoaded,
+        None => state.nft.table_exists(&state.table).map_err(|e| ApiError::internal(e.to_string()))?,
     };
     let hash = compiled.as_deref().map(ruleset_hash);
     let in_sync = matches!(live, Some(Status::InSync { .. }));
@@ -68,7 +76,7 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
         "table": state.table,
         "policy": health.policy,
         "state": state_name,
-        "loaded": matches!(live, Some(Status::InSync { .. } | Status::Drifted(_))),
+        "loaded": loaded,
         "ruleset_hash": health.ruleset_hash,
         "policy_hash": hash,
         "last_reload": health.last_reload,
@@ -78,6 +86,7 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
         "last_error_at": health.last_error_at,
         "policy_error": policy_error,
         "drift": drift,
+        "check_error": check_error,
         "nft_rules": rules,
         "runtime_entries": entries,
         "health_source": source,

@@ -362,10 +362,15 @@ pub struct Service {
 
 impl Service {
     pub fn start(ns: &Netns, port: u16, args: &[&str]) -> Service {
+        Service::start_with_env(ns, port, args, &[])
+    }
+
+    pub fn start_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc"), "serve", "--listen", &listen])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
