@@ -205,17 +205,6 @@ fn time_until_live(ns: &Netns, marker: String, since: Instant) -> Duration {
     })
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(start.elapsed() < limit, "phantomc watch did not stop within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -364,4 +353,37 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     assert_eq!(unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) }, 0);
     assert_eq!(wait_exit(&mut watcher, Duration::from_secs(10)).code(), Some(0), "log:\n{}", lab.log());
     assert!(notification(&systemd).starts_with("STOPPING=1"));
+}
+
+#[test]
+fn watch_listen_serves_the_live_health() {
+    let lab = Lab::new();
+    let policy_path = lab.path("watch.pf");
+    save(&policy_path, &policy(0), false);
+    let (path, state) = (policy_path.to_str().expect("utf-8"), lab.path("health.json"));
+    let api = Service::launch(
+        &lab.srv,
+        9181,
+        &["watch", path, "--listen", "127.0.0.1:9181", "--state-file", state.to_str().expect("utf-8"), "--debounce-ms", "50"],
+    );
+    let h = lab.wait_health("first load", |h| h.reloads == 1);
+    let status = api.get_json("/api/v1/status");
+    assert_eq!(status["health_source"], "watch", "{status}");
+    assert_eq!(status["ruleset_hash"].as_str(), h.ruleset_hash.as_deref(), "{status}");
+    assert_eq!((status["reloads"].as_u64(), status["state"].as_str()), (Some(1), Some("in-sync")), "{status}");
+
+    save(&policy_path, &policy(1).replace("port 9002", "port 99999"), true);
+    lab.wait_health("broken edit recorded", |h| h.failures == 1);
+    let status = api.get_json("/api/v1/status");
+    assert!(status["last_error"].as_str().is_some_and(|e| e.contains("watch.pf:7") && e.contains("99999")), "{status}");
+    assert_eq!(status["ruleset_hash"].as_str(), h.ruleset_hash.as_deref(), "the old ruleset is still the loaded one: {status}");
+
+    save(&policy_path, &policy(1), true);
+    let h = lab.wait_health("fixed", |h| h.reloads == 2);
+    let status = api.get_json("/api/v1/status");
+    assert_eq!((status["reloads"].as_u64(), status["last_error"].is_null()), (Some(2), true), "{status}");
+    assert_eq!(status["ruleset_hash"].as_str(), h.ruleset_hash.as_deref(), "{status}");
+    let (code, page) = api.get("/");
+    assert_eq!(code, 200);
+    assert!(page.to_lowercase().starts_with("<!doctype html>"), "the dashboard is served too: {page}");
 }

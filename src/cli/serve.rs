@@ -2,7 +2,7 @@
 //! `apply` or `watch` loaded.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 
@@ -17,17 +17,8 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, default_value = "127.0.0.1:9180")]
     pub listen: SocketAddr,
-    /// Listen on an address other than loopback (the API then travels the
-    /// network in clear text: put TLS in front of it).
-    #[arg(long)]
-    pub allow_remote: bool,
-    /// File holding the bearer token for writes (block/unblock); default:
-    /// $PHANTOMC_TOKEN. Without a token every write is refused.
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
-    /// The learner's latest proposal diff, shown by /api/v1/proposals.
-    #[arg(long)]
-    pub proposals: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiOptions,
     /// phantomc's table; default: the policy's `table`.
     #[arg(long)]
     pub table: Option<String>,
@@ -41,31 +32,66 @@ pub struct ServeArgs {
     pub state_file: Option<PathBuf>,
 }
 
-pub fn serve(args: &ServeArgs) -> CmdResult {
-    if !args.listen.ip().is_loopback() && !args.allow_remote {
-        return Err(Failure::System(format!(
-            "refusing to listen on {}: not a loopback address (pass --allow-remote if you mean it)",
-            args.listen
-        )));
+/// How the API is offered; shared by `serve` and `watch --listen`.
+#[derive(clap::Args, Debug)]
+pub struct ApiOptions {
+    /// Listen on an address other than loopback (the API then travels the
+    /// network in clear text: put TLS in front of it).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// File holding the bearer token for writes (block/unblock); default:
+    /// $PHANTOMC_TOKEN. Without a token every write is refused.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The learner's latest proposal diff, shown by /api/v1/proposals.
+    #[arg(long)]
+    pub proposals: Option<PathBuf>,
+}
+
+/// The API's state for `table`, after checking the address and reading the token.
+pub fn api_state(policy: &Path, table: &str, listen: SocketAddr, opts: &ApiOptions, health: Arc<RwLock<Health>>, source: HealthSource) -> Result<ApiState, Failure> {
+    if !listen.ip().is_loopback() && !opts.allow_remote {
+        return Err(Failure::System(format!("refusing to listen on {listen}: not a loopback address (pass --allow-remote if you mean it)")));
     }
-    let compiled = crate::ir::compile_file(&args.policy)?;
-    let table = args.table.clone().unwrap_or_else(|| compiled.ruleset.table.clone());
-    let token = match &args.token_file {
+    let token = match &opts.token_file {
         Some(f) => {
             let text = std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
             Some(Token::new(&text).map_err(|e| Failure::System(format!("{}: {e}", f.display())))?)
         }
         None => std::env::var("PHANTOMC_TOKEN").ok().map(|t| Token::new(&t).map_err(|e| Failure::System(format!("PHANTOMC_TOKEN: {e}")))).transpose()?,
     };
-    let state_file = args.state_file.clone().unwrap_or_else(|| default_state_file(&table));
-    let health = Arc::new(RwLock::new(Health { policy: args.policy.clone(), ..Health::default() }));
-    let mut state = ApiState::new(args.policy.clone(), table.clone(), health, HealthSource::Standalone { state_file });
+    let mut state = ApiState::new(policy.to_path_buf(), table.to_string(), health, source);
     state.token = token;
-    state.proposals = args.proposals.clone();
-    let state_dir = args.state_dir.clone().or_else(|| std::env::var_os("PHANTOMC_STATE_DIR").map(PathBuf::from));
-    state.feed_cache = Some(state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/phantomc")).join("feeds"));
+    state.proposals = opts.proposals.clone();
+    state.feed_cache = Some(feed_cache(None));
+    Ok(state)
+}
+
+/// The feed cache: `STATE_DIR/feeds`, the state directory being the given
+/// one, else $PHANTOMC_STATE_DIR, else /var/lib/phantomc.
+fn feed_cache(state_dir: Option<&Path>) -> PathBuf {
+    let dir = state_dir.map(Path::to_path_buf).or_else(|| std::env::var_os("PHANTOMC_STATE_DIR").map(PathBuf::from));
+    dir.unwrap_or_else(|| PathBuf::from("/var/lib/phantomc")).join("feeds")
+}
+
+/// A note for the start-up message.
+pub fn writes_note(state: &ApiState) -> &'static str {
+    if state.token.is_some() {
+        "block/unblock need the bearer token"
+    } else {
+        "no token: writes are refused"
+    }
+}
+
+pub fn serve(args: &ServeArgs) -> CmdResult {
+    let compiled = crate::ir::compile_file(&args.policy)?;
+    let table = args.table.clone().unwrap_or_else(|| compiled.ruleset.table.clone());
+    let health = Arc::new(RwLock::new(Health { policy: args.policy.clone(), ..Health::default() }));
+    let state_file = args.state_file.clone().unwrap_or_else(|| default_state_file(&table));
+    let mut state = api_state(&args.policy, &table, args.listen, &args.api, health, HealthSource::Standalone { state_file })?;
+    state.feed_cache = Some(feed_cache(args.state_dir.as_deref()));
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
-    let writes = if state.token.is_some() { "block/unblock need the bearer token" } else { "no token: writes are refused" };
+    let writes = writes_note(&state);
 
     // Writes through the API are logged (info), refused ones as warnings.
     let _ = tracing_subscriber::fmt()

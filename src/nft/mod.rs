@@ -99,6 +99,14 @@ pub fn element_batch(add: bool, table: &str, set: &str, net: IpNet, timeout: Opt
     Nftables { objects: vec![NfObject::CmdObject(cmd)].into() }
 }
 
+/// sha256 (hex) of a policy's compiled nft JSON without run-time or feed
+/// entries: names a ruleset, and stays the same when only blocks change.
+pub fn policy_hash(rs: &Ruleset) -> String {
+    use sha2::{Digest, Sha256};
+    let json = to_json(&build(rs, &Elements::default()).replace_batch());
+    Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Deletes phantomc's table and nothing else.
 pub fn delete_batch(table: &str) -> Nftables<'static> {
     Nftables { objects: vec![NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(emit::table(table))))].into() }

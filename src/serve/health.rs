@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use super::{ApiError, ApiState};
 use crate::diag::render_plain;
 use crate::nft::apply::{self, Status};
+use crate::nft::policy_hash;
 use crate::policy::LoadError;
-use crate::watch::service::ruleset_hash;
 use crate::watch::{read_health, Health};
 
 /// Who keeps [`ApiState::health`] current.
@@ -43,7 +43,7 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
         Some(s) => *s != Status::NotLoaded,
         None => state.nft.table_exists(&state.table).map_err(|e| ApiError::internal(e.to_string()))?,
     };
-    let hash = compiled.as_deref().map(ruleset_hash);
+    let hash = compiled.as_ref().map(|c| policy_hash(&c.ruleset));
     let in_sync = matches!(live, Some(Status::InSync { .. }));
     let (health, source, watcher) = match &state.health_source {
         HealthSource::Watcher => (read(state), "watch", Some("running")),

@@ -23,7 +23,7 @@ pub use health::HealthSource;
 
 use crate::ir::Compiled;
 use crate::nft::Nft;
-use crate::watch::Health;
+use crate::watch::{unix_now, Health};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 const DOCS: &str = include_str!("docs.html");
@@ -113,7 +113,3 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}

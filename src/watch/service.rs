@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
-use sha2::{Digest, Sha256};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{debug, error, info, warn};
@@ -21,7 +20,7 @@ use super::{unix_now, write_health, Health, SharedHealth};
 use crate::diag::render_plain;
 use crate::ir::{self, Compiled};
 use crate::nft::apply::{self as loader, ApplyError};
-use crate::nft::{self, build, to_json, Elements, Nft};
+use crate::nft::{self, Nft};
 use crate::policy::LoadError;
 
 type Watcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
@@ -62,7 +61,7 @@ enum Trigger {
 
 /// What a successful reload attempt did.
 enum Outcome {
-    Loaded { hash: String, rules: usize, kept: usize },
+    Loaded { table: String, hash: String, rules: usize, kept: usize },
     /// The policy compiles to the ruleset already loaded.
     Unchanged,
 }
@@ -138,7 +137,7 @@ impl Service {
                 Trigger::Changed(paths) => {
                     let roles: Vec<(PathBuf, Role)> = paths.into_iter().filter_map(|p| self.watch_set.role(&p).map(|r| (p, r))).collect();
                     let Some((first, _)) = roles.first() else { continue };
-                    info!(file = %first.display(), changed = roles.len(), "change detected");
+                    info!(file = %first.display(), events = roles.len(), "change detected");
                     self.reload(false, &mut watcher);
                     self.tell_systemd(&[]);
                     if roles.iter().any(|(_, r)| *r == Role::Feed) {
@@ -161,11 +160,14 @@ impl Service {
         let started = Instant::now();
         let result = self.try_reload(force);
         self.rewatch(watcher);
+        let watched: Vec<PathBuf> = self.watch_set.files().cloned().collect();
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
-            Ok(Outcome::Loaded { hash, rules, kept }) => {
+            Ok(Outcome::Loaded { table, hash, rules, kept }) => {
                 info!(hash = %&hash[..12], rules, kept_entries = kept, ms, "ruleset reloaded atomically");
                 self.update_health(|h| {
+                    h.watched = watched;
+                    h.table = Some(table);
                     h.ruleset_hash = Some(hash);
                     h.rules = rules;
                     h.last_reload = Some(unix_now());
@@ -176,6 +178,7 @@ impl Service {
             Ok(Outcome::Unchanged) => {
                 info!(ms, "policy compiles to the loaded ruleset; nothing to reload");
                 self.update_health(|h| {
+                    h.watched = watched;
                     h.unchanged += 1;
                     h.last_error = None;
                 });
@@ -183,6 +186,7 @@ impl Service {
             Err(diagnostic) => {
                 error!(diagnostic = %diagnostic, "reload failed; the last good ruleset stays loaded");
                 self.update_health(|h| {
+                    h.watched = watched;
                     h.last_error = Some(diagnostic);
                     h.last_error_at = Some(unix_now());
                     h.failures += 1;
@@ -216,7 +220,7 @@ impl Service {
                 rs.table
             ));
         }
-        let hash = ruleset_hash(&compiled);
+        let hash = nft::policy_hash(rs);
         let nft = &self.opts.nft;
         if !force && loaded_hash.as_ref() == Some(&hash) && nft.table_exists(&rs.table).map_err(|e| e.to_string())? {
             return Ok(Outcome::Unchanged);
@@ -225,9 +229,9 @@ impl Service {
         let prepared = loader::prepare_with(nft, &compiled, kept).map_err(|e| describe(e, &compiled))?;
         let rules = loader::load(nft, &prepared).map_err(|e| describe(e, &compiled))?;
         let kept = prepared.kept.by_set.values().map(Vec::len).sum();
-        self.update_health(|h| h.table = Some(rs.table.clone()));
+        let table = rs.table.clone();
         self.last_good = Some(compiled);
-        Ok(Outcome::Loaded { hash, rules, kept })
+        Ok(Outcome::Loaded { table, hash, rules, kept })
     }
 
     /// Watches the folders of the current watch set, and only those.
@@ -253,8 +257,6 @@ impl Service {
             }
         }
         self.watched_dirs = now;
-        let files: Vec<PathBuf> = self.watch_set.files().cloned().collect();
-        self.update_health(|h| h.watched = files);
     }
 
     fn refresh_feeds(&mut self, why: &str) {
@@ -310,13 +312,6 @@ fn forward_events(tx: Sender<Trigger>) -> impl FnMut(DebounceEventResult) + Send
         };
         let _ = tx.send(trigger);
     }
-}
-
-/// sha256 of the policy's nft JSON without run-time set entries: equal
-/// hashes mean the same ruleset, whatever `block` or feeds added since.
-pub fn ruleset_hash(compiled: &Compiled) -> String {
-    let batch = build(&compiled.ruleset, &Elements::default()).replace_batch();
-    Sha256::digest(to_json(&batch).as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One line for `systemctl status`.

@@ -313,6 +313,18 @@ pub fn eventually_within(limit: Duration, what: &str, mut cond: impl FnMut() -> 
     panic!("timed out waiting for {what}");
 }
 
+/// Waits (bounded) for a child process to exit.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "phantomc did not finish within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -367,8 +379,21 @@ impl Service {
 
     pub fn start_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
         let listen = format!("127.0.0.1:{port}");
+        let mut full = vec!["serve", "--listen", &listen];
+        full.extend_from_slice(args);
+        Service::launch_with_env(ns, port, &full, env)
+    }
+
+    /// Runs `phantomc ARGS`, which must serve the API on 127.0.0.1:`port`
+    /// (`serve`, `watch --listen`).
+    pub fn launch(ns: &Netns, port: u16, args: &[&str]) -> Service {
+        Service::launch_with_env(ns, port, args, &[])
+    }
+
+    fn launch_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let listen = format!("127.0.0.1:{port}");
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc"), "serve", "--listen", &listen])
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc")])
             .args(args)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
