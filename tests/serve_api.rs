@@ -185,6 +185,13 @@ fn writes_need_the_token_and_well_formed_input() {
     assert_eq!(code, 403, "{err}");
     assert!(err["error"].as_str().expect("error").contains("writes are disabled"), "{err}");
 
+    // A page on another site that rebinds its DNS name to 127.0.0.1 gets nothing.
+    let (code, text) = svc.request("GET", "/api/v1/rules", &[("Host", "rebind.example:9180")], None);
+    assert_eq!(code, 421, "{text}");
+    let (code, _) = svc.request("POST", "/api/v1/block", &[("Host", "rebind.example"), ("Authorization", &format!("Bearer {TOKEN}"))], Some(body));
+    assert_eq!(code, 421);
+    assert_eq!(svc.request("GET", "/api/v1/status", &[("Host", "localhost:9180")], None).0, 200);
+
     let (code, text) = svc.get("/api/v1/nothing");
     assert_eq!((code, text.contains("\"error\"")), (404, true), "{text}");
     assert!(svc.terminate().success(), "SIGTERM stops the server cleanly");

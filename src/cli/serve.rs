@@ -64,6 +64,7 @@ pub fn api_state(policy: &Path, table: &str, listen: SocketAddr, opts: &ApiOptio
     state.token = token;
     state.proposals = opts.proposals.clone();
     state.feed_cache = Some(feed_cache(None));
+    state.local_hosts_only = !opts.allow_remote;
     Ok(state)
 }
 
