@@ -14,11 +14,11 @@ const DIFF: &str = "--- webserver.pf\n+++ proposed\n@@ -20 +20,2 @@\n+pass   in 
 
 /// Headless Chromium inside `ns`, with its own throwaway profile; `extra`
 /// says what to produce (`--dump-dom` or `--screenshot=FILE`).
-fn chromium(ns: &Netns, profile: &Path, extra: &[&str]) -> std::process::Output {
+fn chromium(ns: &Netns, profile: &Path, path: &str, extra: &[&str]) -> std::process::Output {
     let found = Command::new("sh").args(["-c", "command -v chromium"]).output().is_ok_and(|o| o.status.success());
     assert!(found, "the dashboard test needs Debian's chromium (apt-get install chromium)");
     let profile = format!("--user-data-dir={}", profile.display());
-    let url = format!("http://127.0.0.1:{PORT}/");
+    let url = format!("http://127.0.0.1:{PORT}{path}");
     let mut args = vec![
         "chromium",
         "--headless",
@@ -61,7 +61,7 @@ fn dashboard_renders_live_counts_blocks_and_proposals() {
     let packets = web["packets"].as_u64().expect("counted");
     assert_eq!(packets, 5, "one SYN per connection: {web}");
 
-    let dom = common::stdout(&chromium(&lab.srv, &dir.path().join("profile-dom"), &["--dump-dom"]));
+    let dom = common::stdout(&chromium(&lab.srv, &dir.path().join("profile-dom"), "/", &["--dump-dom"]));
     assert!(dom.contains(r#"data-loaded="yes""#), "the page loaded its data: {dom}");
     assert!(dom.contains(r#"class="badge in-sync""#), "health badge: {dom}");
     let bar = format!(r#"<g class="bar" data-rule="webserver.pf:20" data-packets="{packets}" data-bytes="{}""#, web["bytes"]);
@@ -74,7 +74,7 @@ fn dashboard_renders_live_counts_blocks_and_proposals() {
 
     let shot = dir.path().join("dashboard.png");
     let arg = format!("--screenshot={}", shot.display());
-    chromium(&lab.srv, &dir.path().join("profile-shot"), &[&arg, "--window-size=1280,900"]);
+    chromium(&lab.srv, &dir.path().join("profile-shot"), "/", &[&arg, "--window-size=1280,900"]);
     let img = decode(&shot);
     assert_eq!((img.width, img.height), (1280, 900));
     // Not blank: many colours, and the chart's bar colour (#2f6fdb) drawn
@@ -90,6 +90,12 @@ fn dashboard_renders_live_counts_blocks_and_proposals() {
     let bar_pixels = img.pixels.iter().filter(|p| p[0].abs_diff(0x2f) < 8 && p[1].abs_diff(0x6f) < 8 && p[2].abs_diff(0xdb) < 8).count();
     assert!(bar_pixels > 5_000, "the hit bar is drawn ({bar_pixels} bar-coloured pixels)");
     assert_eq!(img.pixel(10, 10), [0x1d, 0x23, 0x30], "dark header");
+
+    // The API docs page renders every operation of the OpenAPI document.
+    let docs = common::stdout(&chromium(&lab.srv, &dir.path().join("profile-docs"), "/api/docs", &["--dump-dom"]));
+    for op in ["get/api/v1/status", "get/api/v1/rules", "get/api/v1/threats", "get/api/v1/proposals", "post/api/v1/block", "post/api/v1/unblock"] {
+        assert!(docs.contains(&format!(r#"id="{op}""#)), "{op} on the docs page: {docs}");
+    }
 }
 
 struct Image {
