@@ -56,6 +56,10 @@ pub fn api_state(policy: &Path, table: &str, listen: SocketAddr, opts: &ApiOptio
     let token = match &opts.token_file {
         Some(f) => {
             let text = std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
+            let mode = std::fs::metadata(f).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap_or(0);
+            if mode & 0o077 != 0 {
+                tracing::warn!(file = %f.display(), mode = format!("{:o}", mode & 0o777), "the token file is readable by others: chmod 600 it");
+            }
             Some(Token::new(&text).map_err(|e| Failure::System(format!("{}: {e}", f.display())))?)
         }
         None => std::env::var("PHANTOMC_TOKEN").ok().map(|t| Token::new(&t).map_err(|e| Failure::System(format!("PHANTOMC_TOKEN: {e}")))).transpose()?,
@@ -85,6 +89,13 @@ pub fn writes_note(state: &ApiState) -> &'static str {
 }
 
 pub fn serve(args: &ServeArgs) -> CmdResult {
+    // Writes through the API are logged (info), refused ones as warnings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,phantomc=info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
     let compiled = crate::ir::compile_file(&args.policy)?;
     let table = args.table.clone().unwrap_or_else(|| compiled.ruleset.table.clone());
     let health = Arc::new(RwLock::new(Health { policy: args.policy.clone(), ..Health::default() }));
@@ -93,13 +104,6 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
     state.feed_cache = Some(feed_cache(args.state_dir.as_deref()));
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = writes_note(&state);
-
-    // Writes through the API are logged (info), refused ones as warnings.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,phantomc=info".into()))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
