@@ -58,6 +58,9 @@ fn status_reports_hash_and_drift() {
     assert_eq!(s["state"], "drifted", "{s}");
     assert!(s["drift"].as_str().expect("diff").contains("+\t\ttcp dport 9999 accept"), "{s}");
     assert_eq!(s["ruleset_hash"], Value::Null, "what is loaded is no longer the policy");
+    let others = svc.get_json("/api/v1/rules")["other_rules"].clone();
+    assert_eq!(others.as_array().map(Vec::len), Some(1), "{others}");
+    assert_eq!((others[0]["chain"].as_str(), &others[0]["comment"]), (Some("input"), &Value::Null), "{others}");
 
     // A broken edit of the policy shows up as the error, with its location;
     // the counters still map through the last good compile.
@@ -97,6 +100,7 @@ fn rules_carry_live_counters_per_policy_line() {
     // Lines without `counter` have no counts; every statement of the policy is listed once.
     let ssh = rule(&after, "webserver.pf:21");
     assert_eq!((ssh["counter"].as_bool(), &ssh["packets"], ssh["nft_rules"].as_u64()), (Some(false), &Value::Null, Some(2)), "{ssh}");
+    assert_eq!(after["other_rules"], serde_json::json!([]), "every live rule comes from the policy");
     let ids: Vec<&str> = after["rules"].as_array().expect("rules").iter().map(|r| r["id"].as_str().expect("id")).collect();
     let expected: Vec<String> = [12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24].iter().map(|l| format!("webserver.pf:{l}")).collect();
     assert_eq!(ids, expected);

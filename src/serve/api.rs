@@ -29,11 +29,13 @@ pub async fn rules(State(state): State<Arc<ApiState>>) -> Answer {
         let (compiled, policy_error) = s.compiled();
         let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.clone().unwrap_or_default()))?;
         let listing = s.nft.list_table_json(&s.table).map_err(|e| ApiError::internal(e.to_string()))?;
+        let rows = rules::rows(&compiled, listing.as_ref());
         Ok(json!({
             "table": s.table,
             "loaded": listing.is_some(),
             "policy_error": policy_error,
-            "rules": rules::rows(&compiled, listing.as_ref()),
+            "other_rules": rules::other_rules(&rows, listing.as_ref()),
+            "rules": rows,
         }))
     })
     .await
