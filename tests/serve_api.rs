@@ -25,11 +25,11 @@ fn api_lab(policy: &str) -> ApiLab {
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token file");
     let proposals = dir.path().join("proposals.diff");
-    let svc = Service::start(
-        &lab.srv,
-        PORT,
-        &[policy, "--token-file", token.to_str().expect("path"), "--proposals", proposals.to_str().expect("path")],
-    );
+    // No watcher: a state file that does not exist, whatever runs on the host.
+    let no_watcher = dir.path().join("no-watcher.json");
+    let mut args = vec![policy, "--token-file", token.to_str().expect("path"), "--proposals", proposals.to_str().expect("path")];
+    args.extend(["--state-file", no_watcher.to_str().expect("path"), "--state-dir", dir.path().to_str().expect("path")]);
+    let svc = Service::start(&lab.srv, PORT, &args);
     ApiLab { lab, svc, dir }
 }
 
@@ -58,13 +58,16 @@ fn status_reports_hash_and_drift() {
     assert_eq!(s["state"], "drifted", "{s}");
     assert!(s["drift"].as_str().expect("diff").contains("+\t\ttcp dport 9999 accept"), "{s}");
     assert_eq!(s["ruleset_hash"], Value::Null, "what is loaded is no longer the policy");
+    let others = svc.get_json("/api/v1/rules")["other_rules"].clone();
+    assert_eq!(others.as_array().map(Vec::len), Some(1), "{others}");
+    assert_eq!((others[0]["chain"].as_str(), &others[0]["comment"]), (Some("input"), &Value::Null), "{others}");
 
     // A broken edit of the policy shows up as the error, with its location;
     // the counters still map through the last good compile.
     let policy = dir.path().join("webserver.pf");
     std::fs::copy(WEB, &policy).expect("copy policy");
     drop(svc);
-    let svc = Service::start(&lab.srv, PORT, &[policy.to_str().expect("path")]);
+    let svc = Service::start(&lab.srv, PORT, &[policy.to_str().expect("path"), "--state-file", "/nonexistent/health.json"]);
     std::fs::write(&policy, std::fs::read_to_string(WEB).expect("policy") + "allow in proto tcp to port 8080\n").expect("edit");
     let s = svc.get_json("/api/v1/status");
     let err = s["last_error"].as_str().expect("error");
@@ -97,6 +100,7 @@ fn rules_carry_live_counters_per_policy_line() {
     // Lines without `counter` have no counts; every statement of the policy is listed once.
     let ssh = rule(&after, "webserver.pf:21");
     assert_eq!((ssh["counter"].as_bool(), &ssh["packets"], ssh["nft_rules"].as_u64()), (Some(false), &Value::Null, Some(2)), "{ssh}");
+    assert_eq!(after["other_rules"], serde_json::json!([]), "every live rule comes from the policy");
     let ids: Vec<&str> = after["rules"].as_array().expect("rules").iter().map(|r| r["id"].as_str().expect("id")).collect();
     let expected: Vec<String> = [12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24].iter().map(|l| format!("webserver.pf:{l}")).collect();
     assert_eq!(ids, expected);
@@ -109,8 +113,13 @@ fn threats_show_feed_sizes_and_blocked_entries() {
     let text = std::fs::read_to_string(WEB).expect("policy")
         + "feed spamhaus { source \"file:///var/lib/phantomc/drop.txt\"; refresh 1h }\nblock in from <spamhaus>\n";
     std::fs::write(&policy, text).expect("write policy");
-    let ApiLab { lab, svc, .. } = api_lab(policy.to_str().expect("path"));
-    // The feed loader is not part of this test: fill the feed set as it would.
+    let ApiLab { lab, svc, dir: state } = api_lab(policy.to_str().expect("path"));
+    // The feed updater is not part of this test: fill the feed set and its
+    // cache record as it would.
+    std::fs::create_dir_all(state.path().join("feeds")).expect("feed cache");
+    let fetched = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - 300;
+    let meta = format!(r#"{{"source": "file:///var/lib/phantomc/drop.txt", "fetched_at": {fetched}, "status": "ok"}}"#);
+    std::fs::write(state.path().join("feeds/spamhaus.meta.json"), meta).expect("feed meta");
     let out = lab.srv.nft(&["add", "element", "inet", "phantomc", "spamhaus_v4", "{ 192.0.2.0/24, 203.0.113.50 }"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -124,6 +133,9 @@ fn threats_show_feed_sizes_and_blocked_entries() {
         .map(|f| (f["nft_set"].as_str().expect("set"), f["elements"].as_u64().expect("count"), f["refresh_seconds"].as_u64().expect("refresh")))
         .collect();
     assert_eq!(feeds, [("spamhaus_v4", 2, 3600), ("spamhaus_v6", 0, 3600)]);
+    let age = t["feeds"][0]["age_seconds"].as_u64().expect("age from the feed cache");
+    assert!((300..=310).contains(&age), "{age}");
+    assert_eq!((t["feeds"][0]["fetched_at"].as_u64(), t["feeds"][0]["status"].as_str()), (Some(fetched), Some("ok")));
     let blocked = t["blocked"].as_array().expect("blocked");
     assert_eq!(blocked.len(), 1, "{t}");
     assert_eq!((blocked[0]["address"].as_str(), blocked[0]["nft_set"].as_str(), blocked[0]["timeout"].as_u64()), (Some("2001:db8:99::/48"), Some("blocklist_v6"), Some(600)));
@@ -177,8 +189,16 @@ fn writes_need_the_token_and_well_formed_input() {
     assert_eq!(code, 403, "{err}");
     assert!(err["error"].as_str().expect("error").contains("writes are disabled"), "{err}");
 
+    // A page on another site that rebinds its DNS name to 127.0.0.1 gets nothing.
+    let (code, text) = svc.request("GET", "/api/v1/rules", &[("Host", "rebind.example:9180")], None);
+    assert_eq!(code, 421, "{text}");
+    let (code, _) = svc.request("POST", "/api/v1/block", &[("Host", "rebind.example"), ("Authorization", &format!("Bearer {TOKEN}"))], Some(body));
+    assert_eq!(code, 421);
+    assert_eq!(svc.request("GET", "/api/v1/status", &[("Host", "localhost:9180")], None).0, 200);
+
     let (code, text) = svc.get("/api/v1/nothing");
     assert_eq!((code, text.contains("\"error\"")), (404, true), "{text}");
+    assert!(svc.terminate().success(), "SIGTERM stops the server cleanly");
 }
 
 #[test]
@@ -239,4 +259,65 @@ fn proposals_and_docs() {
     let (code, html) = svc.get("/api/docs");
     assert_eq!(code, 200);
     assert!(html.contains("/api/docs/openapi.json"), "{html}");
+}
+
+#[test]
+fn status_reads_a_running_watchers_state_file() {
+    let lab = web_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("webserver.pf");
+    std::fs::copy(WEB, &policy).expect("copy policy");
+    let state_file = dir.path().join("health.json");
+    let (policy, state) = (policy.to_str().expect("path"), state_file.to_str().expect("path"));
+    let mut watch = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.srv.name, env!("CARGO_BIN_EXE_phantomc"), "watch", policy, "--state-file", state, "-q"])
+        .spawn()
+        .expect("start phantomc watch");
+    eventually("the watcher loads the policy", || state_file.exists() && lab.srv.nft(&["list", "table", "inet", "phantomc"]).status.success());
+    let svc = Service::start(&lab.srv, PORT, &[policy, "--state-file", state]);
+    let s = svc.get_json("/api/v1/status");
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!((s["health_source"].as_str(), s["watcher"].as_str(), s["state"].as_str()), (Some("watch-state-file"), Some("running"), Some("in-sync")), "{s}");
+        assert_eq!(s["reloads"], 1, "{s}");
+        assert!(s["last_reload"].as_u64().is_some(), "{s}");
+        assert_eq!(s["ruleset_hash"], s["policy_hash"], "the watcher and the API hash the same way: {s}");
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_and_an_empty_token() {
+    require_tools();
+    let ns = Netns::new("srvargs");
+    let out = ns.phantomc(&["serve", WEB, "--listen", "0.0.0.0:9180"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a loopback address (pass --allow-remote"), "{}", stderr(&out));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "\n").expect("write");
+    let out = ns.phantomc(&["serve", WEB, "--token-file", token.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the API token is empty"), "{}", stderr(&out));
+}
+
+#[test]
+fn status_answers_when_the_drift_check_cannot_run() {
+    let lab = web_lab();
+    apply(&lab.srv, WEB);
+    // A service without CAP_SYS_ADMIN cannot make the scratch namespace the
+    // exact drift check needs: stand in an `unshare` that is refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("unshare");
+    std::fs::write(&fake, "#!/bin/sh\necho 'unshare: Operation not permitted' >&2\nexit 1\n").expect("write");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").expect("PATH"));
+    let svc = Service::start_with_env(&lab.srv, PORT, &[WEB, "--state-file", "/nonexistent/health.json"], &[("PATH", &path)]);
+    let s = svc.get_json("/api/v1/status");
+    assert_eq!((s["state"].as_str(), s["loaded"].as_bool(), &s["ruleset_hash"]), (Some("unknown"), Some(true), &Value::Null), "{s}");
+    assert!(s["check_error"].as_str().expect("why").contains("Operation not permitted"), "{s}");
+    assert_eq!(svc.get_json("/api/v1/rules")["rules"].as_array().expect("rules").len(), 12, "other endpoints do not need it");
 }

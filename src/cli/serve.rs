@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 
 use super::{CmdResult, Failure};
-use crate::serve::{self, health_file, ApiState, HealthSource, Token};
-use crate::watch::Health;
+use crate::serve::{self, ApiState, HealthSource, Token};
+use crate::watch::{default_state_file, Health};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -22,6 +22,14 @@ pub struct ServeArgs {
     /// phantomc's table; default: the policy's `table`.
     #[arg(long)]
     pub table: Option<String>,
+    /// phantomc's state directory; feed ages come from its `feeds` cache
+    /// [default: $PHANTOMC_STATE_DIR, else /var/lib/phantomc].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The health file of a `phantomc watch` in another process
+    /// [default: /run/phantomc/health-<table>.json]; read if present.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
 }
 
 /// How the API is offered; shared by `serve` and `watch --listen`.
@@ -48,6 +56,10 @@ pub fn api_state(policy: &Path, table: &str, listen: SocketAddr, opts: &ApiOptio
     let token = match &opts.token_file {
         Some(f) => {
             let text = std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
+            let mode = std::fs::metadata(f).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap_or(0);
+            if mode & 0o077 != 0 {
+                tracing::warn!(file = %f.display(), mode = format!("{:o}", mode & 0o777), "the token file is readable by others: chmod 600 it");
+            }
             Some(Token::new(&text).map_err(|e| Failure::System(format!("{}: {e}", f.display())))?)
         }
         None => std::env::var("PHANTOMC_TOKEN").ok().map(|t| Token::new(&t).map_err(|e| Failure::System(format!("PHANTOMC_TOKEN: {e}")))).transpose()?,
@@ -55,7 +67,16 @@ pub fn api_state(policy: &Path, table: &str, listen: SocketAddr, opts: &ApiOptio
     let mut state = ApiState::new(policy.to_path_buf(), table.to_string(), health, source);
     state.token = token;
     state.proposals = opts.proposals.clone();
+    state.feed_cache = Some(feed_cache(None));
+    state.local_hosts_only = !opts.allow_remote;
     Ok(state)
+}
+
+/// The feed cache: `STATE_DIR/feeds`, the state directory being the given
+/// one, else $PHANTOMC_STATE_DIR, else /var/lib/phantomc.
+fn feed_cache(state_dir: Option<&Path>) -> PathBuf {
+    let dir = state_dir.map(Path::to_path_buf).or_else(|| std::env::var_os("PHANTOMC_STATE_DIR").map(PathBuf::from));
+    dir.unwrap_or_else(|| PathBuf::from("/var/lib/phantomc")).join("feeds")
 }
 
 /// A note for the start-up message.
@@ -68,14 +89,21 @@ pub fn writes_note(state: &ApiState) -> &'static str {
 }
 
 pub fn serve(args: &ServeArgs) -> CmdResult {
+    // Writes through the API are logged (info), refused ones as warnings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,phantomc=info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
     let compiled = crate::ir::compile_file(&args.policy)?;
     let table = args.table.clone().unwrap_or_else(|| compiled.ruleset.table.clone());
     let health = Arc::new(RwLock::new(Health { policy: args.policy.clone(), ..Health::default() }));
-    let source = HealthSource::Standalone { state_file: health_file(&table) };
-    let mut state = api_state(&args.policy, &table, args.listen, &args.api, health, source)?;
+    let state_file = args.state_file.clone().unwrap_or_else(|| default_state_file(&table));
+    let mut state = api_state(&args.policy, &table, args.listen, &args.api, health, HealthSource::Standalone { state_file })?;
+    state.feed_cache = Some(feed_cache(args.state_dir.as_deref()));
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = writes_note(&state);
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

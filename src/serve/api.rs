@@ -29,11 +29,13 @@ pub async fn rules(State(state): State<Arc<ApiState>>) -> Answer {
         let (compiled, policy_error) = s.compiled();
         let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.clone().unwrap_or_default()))?;
         let listing = s.nft.list_table_json(&s.table).map_err(|e| ApiError::internal(e.to_string()))?;
+        let rows = rules::rows(&compiled, listing.as_ref());
         Ok(json!({
             "table": s.table,
             "loaded": listing.is_some(),
             "policy_error": policy_error,
-            "rules": rules::rows(&compiled, listing.as_ref()),
+            "other_rules": rules::other_rules(&rows, listing.as_ref()),
+            "rules": rows,
         }))
     })
     .await
@@ -44,7 +46,7 @@ pub async fn threats(State(state): State<Arc<ApiState>>) -> Answer {
         let (compiled, policy_error) = s.compiled();
         let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.unwrap_or_default()))?;
         let listing = s.nft.list_table_json(&s.table).map_err(|e| ApiError::internal(e.to_string()))?;
-        let t = threats::threats(&compiled.ruleset, listing.as_ref());
+        let t = threats::threats(&compiled.ruleset, listing.as_ref(), s.feed_cache.as_deref(), unix_now());
         let mut v = serde_json::to_value(t).map_err(|e| ApiError::internal(e.to_string()))?;
         v["table"] = json!(s.table);
         v["loaded"] = json!(listing.is_some());
@@ -108,7 +110,7 @@ struct UnblockRequest {
 }
 
 pub async fn block(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {
-    auth::require(state.token.as_ref(), &headers)?;
+    authorize(&state, &headers, "block")?;
     let req: BlockRequest = parse_body(&body)?;
     let timeout = match req.timeout {
         None => None,
@@ -119,9 +121,14 @@ pub async fn block(State(state): State<Arc<ApiState>>, headers: HeaderMap, body:
 }
 
 pub async fn unblock(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {
-    auth::require(state.token.as_ref(), &headers)?;
+    authorize(&state, &headers, "unblock")?;
     let req: UnblockRequest = parse_body(&body)?;
     change(state, &req.address, req.set, None, false).await
+}
+
+/// Checks the token, and leaves a trace of every refused write.
+fn authorize(state: &ApiState, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    auth::require(state.token.as_ref(), headers).inspect_err(|e| tracing::warn!(endpoint = what, status = e.status.as_u16(), reason = %e.message, "write refused"))
 }
 
 async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeout: Option<u32>, add: bool) -> Answer {

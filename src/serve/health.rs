@@ -10,7 +10,7 @@ use crate::diag::render_plain;
 use crate::nft::apply::{self, Status};
 use crate::nft::policy_hash;
 use crate::policy::LoadError;
-use crate::watch::Health;
+use crate::watch::{read_health, Health};
 
 /// Who keeps [`ApiState::health`] current.
 #[derive(Clone, Debug)]
@@ -22,11 +22,6 @@ pub enum HealthSource {
     Standalone { state_file: PathBuf },
 }
 
-/// Where `phantomc watch` keeps its health for other processes.
-pub fn health_file(table: &str) -> PathBuf {
-    crate::watch::default_state_file(table)
-}
-
 pub fn render_load_error(e: &LoadError) -> String {
     match e {
         LoadError::Io(..) => e.to_string(),
@@ -36,33 +31,41 @@ pub fn render_load_error(e: &LoadError) -> String {
 
 pub fn report(state: &ApiState) -> Result<Value, ApiError> {
     let (compiled, policy_error) = state.compiled();
-    let live = match &compiled {
-        Some(c) => Some(apply::status(&state.nft, c).map_err(|e| ApiError::internal(e.to_string()))?),
-        None => None,
+    // The exact drift check loads the policy into a scratch namespace; where
+    // that is not allowed (a service without CAP_SYS_ADMIN) the rest of the
+    // status still answers.
+    let (live, check_error) = match compiled.as_deref().map(|c| apply::status(&state.nft, c)) {
+        Some(Ok(s)) => (Some(s), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
+    let loaded = match &live {
+        Some(s) => *s != Status::NotLoaded,
+        None => state.nft.table_exists(&state.table).map_err(|e| ApiError::internal(e.to_string()))?,
     };
     let hash = compiled.as_ref().map(|c| policy_hash(&c.ruleset));
     let in_sync = matches!(live, Some(Status::InSync { .. }));
-    let (health, source) = match &state.health_source {
-        HealthSource::Watcher => (read(state), "watch"),
-        HealthSource::Standalone { state_file } => match read_state_file(state_file) {
-            Some(h) => (h, "watch-state-file"),
-            None => (
-                Health {
+    let (health, source, watcher) = match &state.health_source {
+        HealthSource::Watcher => (read(state), "watch", Some("running")),
+        HealthSource::Standalone { state_file } => match read_health(state_file) {
+            Ok(h) => {
+                let watcher = watcher_state(&h);
+                (h, "watch-state-file", Some(watcher))
+            }
+            Err(_) => {
+                let h = Health {
                     policy: state.policy.clone(),
                     // Without a watcher, the loaded ruleset is known only when it is the policy's.
                     ruleset_hash: hash.clone().filter(|_| in_sync),
-                    last_reload: None,
-                    reloads: 0,
                     last_error: policy_error.clone(),
+                    table: Some(state.table.clone()),
                     ..Health::default()
-                },
-                "live-table",
-            ),
+                };
+                *state.health.write().unwrap_or_else(std::sync::PoisonError::into_inner) = h.clone();
+                (h, "live-table", None)
+            }
         },
     };
-    if let HealthSource::Standalone { .. } = state.health_source {
-        *state.health.write().unwrap_or_else(std::sync::PoisonError::into_inner) = health.clone();
-    }
     let (state_name, rules, entries, drift) = match &live {
         None => ("unknown", None, None, None),
         Some(Status::NotLoaded) => ("not-loaded", None, None, None),
@@ -73,17 +76,21 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
         "table": state.table,
         "policy": health.policy,
         "state": state_name,
-        "loaded": matches!(live, Some(Status::InSync { .. } | Status::Drifted(_))),
+        "loaded": loaded,
         "ruleset_hash": health.ruleset_hash,
         "policy_hash": hash,
         "last_reload": health.last_reload,
         "reloads": health.reloads,
+        "failures": health.failures,
         "last_error": health.last_error,
+        "last_error_at": health.last_error_at,
         "policy_error": policy_error,
         "drift": drift,
+        "check_error": check_error,
         "nft_rules": rules,
         "runtime_entries": entries,
         "health_source": source,
+        "watcher": watcher,
         "time": super::unix_now(),
     }))
 }
@@ -92,25 +99,13 @@ fn read(state: &ApiState) -> Health {
     state.health.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
-/// The watcher's state file; fields a newer watcher adds are ignored and
-/// missing ones default, so versions need not match.
-fn read_state_file(path: &Path) -> Option<Health> {
-    crate::watch::read_health(path).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_file_is_read_leniently() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("health-phantomc.json");
-        assert!(read_state_file(&f).is_none(), "missing file");
-        std::fs::write(&f, r#"{"policy":"/etc/p.pf","ruleset_hash":"ab","last_reload":7,"reloads":3,"last_error":null,"extra":1}"#).expect("write");
-        let h = read_state_file(&f).expect("parsed");
-        assert_eq!((h.ruleset_hash.as_deref(), h.last_reload, h.reloads, h.last_error), (Some("ab"), Some(7), 3, None));
-        std::fs::write(&f, "{half").expect("write");
-        assert!(read_state_file(&f).is_none(), "broken file");
+/// Whether the watcher that wrote a state file still runs.
+fn watcher_state(h: &Health) -> &'static str {
+    if h.stopped_at.is_some() {
+        "stopped"
+    } else if Path::new(&format!("/proc/{}", h.pid)).exists() {
+        "running"
+    } else {
+        "gone"
     }
 }

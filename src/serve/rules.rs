@@ -44,11 +44,9 @@ pub fn rows(compiled: &Compiled, listing: Option<&Value>) -> Vec<RuleRow> {
         let Some(id) = rule.get("comment").and_then(Value::as_str).and_then(|c| c.split(' ').next()) else { continue };
         let entry = live.entry(id).or_default();
         entry.rules += 1;
-        let counter = rule.get("expr").and_then(Value::as_array).into_iter().flatten().find_map(|e| e.get("counter"));
-        if let Some(c) = counter {
-            let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
-            let (p, b) = entry.counted.unwrap_or((0, 0));
-            entry.counted = Some((p + n("packets"), b + n("bytes")));
+        if let Some((p, b)) = counter_of(rule) {
+            let (p0, b0) = entry.counted.unwrap_or((0, 0));
+            entry.counted = Some((p0 + p, b0 + b));
         }
     }
 
@@ -94,6 +92,44 @@ pub fn rows(compiled: &Compiled, listing: Option<&Value>) -> Vec<RuleRow> {
 }
 
 
+/// A live rule that no line of the policy compiles to: added by hand, or
+/// left from another ruleset (`panic`). Its presence means drift.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OtherRule {
+    pub chain: String,
+    pub handle: Option<u64>,
+    pub comment: Option<String>,
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+pub fn other_rules(rows: &[RuleRow], listing: Option<&Value>) -> Vec<OtherRule> {
+    let known = |comment: Option<&str>| comment.and_then(|c| c.split(' ').next()).is_some_and(|id| rows.iter().any(|r| r.id == id));
+    listing
+        .into_iter()
+        .flat_map(objects)
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| !known(r.get("comment").and_then(Value::as_str)))
+        .map(|r| {
+            let counted = counter_of(r);
+            OtherRule {
+                chain: r.get("chain").and_then(Value::as_str).unwrap_or_default().to_string(),
+                handle: r.get("handle").and_then(Value::as_u64),
+                comment: r.get("comment").and_then(Value::as_str).map(str::to_string),
+                packets: counted.map(|c| c.0),
+                bytes: counted.map(|c| c.1),
+            }
+        })
+        .collect()
+}
+
+/// `(packets, bytes)` of a live rule's counter statement, if it has one.
+fn counter_of(rule: &Value) -> Option<(u64, u64)> {
+    let c = rule.get("expr").and_then(Value::as_array).into_iter().flatten().find_map(|e| e.get("counter"))?;
+    let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some((n("packets"), n("bytes")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +163,11 @@ mod tests {
         assert_eq!(rows[1].text, "pass in proto tcp to port { 22, 80 } counter label \"ssh+web\"");
         assert_eq!((rows[1].label.as_deref(), rows[1].counter, rows[2].counter), (Some("ssh+web"), true, false));
         assert_eq!(rows[0].action, "block");
+
+        assert!(other_rules(&rows, Some(&listing)).is_empty());
+        let extra = json!({"nftables": [live_rule("p.pf:3 ssh+web", None), json!({"rule": {"chain": "input", "handle": 9, "expr": [{"counter": {"packets": 2, "bytes": 80}}, {"accept": null}]}})]});
+        let others = other_rules(&rows, Some(&extra));
+        assert_eq!(others, [OtherRule { chain: "input".into(), handle: Some(9), comment: None, packets: Some(2), bytes: Some(80) }]);
 
         let unloaded = super::rows(&c, None);
         assert!(unloaded.iter().all(|r| r.nft_rules == 0 && r.packets.is_none()));

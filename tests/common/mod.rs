@@ -374,19 +374,28 @@ pub struct Service {
 
 impl Service {
     pub fn start(ns: &Netns, port: u16, args: &[&str]) -> Service {
+        Service::start_with_env(ns, port, args, &[])
+    }
+
+    pub fn start_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
         let listen = format!("127.0.0.1:{port}");
         let mut full = vec!["serve", "--listen", &listen];
         full.extend_from_slice(args);
-        Service::launch(ns, port, &full)
+        Service::launch_with_env(ns, port, &full, env)
     }
 
     /// Runs `phantomc ARGS`, which must serve the API on 127.0.0.1:`port`
     /// (`serve`, `watch --listen`).
     pub fn launch(ns: &Netns, port: u16, args: &[&str]) -> Service {
+        Service::launch_with_env(ns, port, args, &[])
+    }
+
+    fn launch_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc")])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -408,7 +417,10 @@ impl Service {
 
     /// One HTTP/1.1 request from inside the namespace: (status, body).
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str("Host: 127.0.0.1\r\n");
+        }
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -432,6 +444,14 @@ impl Service {
         let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
         let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
         (status, body.to_string())
+    }
+
+    /// Stops the service with SIGTERM, as systemd does; its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        self.child.wait().expect("wait for phantomc serve")
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
