@@ -350,6 +350,15 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     let h = lab.wait_health("feed change seen", |h| h.unchanged == 1);
     assert_eq!((h.reloads, h.failures), (4, 0), "a.pf's edit after it left the policy changed nothing: {h:?}");
 
+    // `git checkout` style: the policy disappears for a moment, then comes back.
+    std::fs::remove_file(&main).unwrap();
+    let h = lab.wait_health("missing policy recorded", |h| h.failures == 1);
+    assert!(h.last_error.as_deref().is_some_and(|e| e.contains("cannot read")), "{h:?}");
+    assert!(lab.input_chain().contains("from-b2"), "the last good ruleset stays loaded");
+    std::fs::write(&main, with("b.pf")).unwrap();
+    let h = lab.wait_health("policy back", |h| h.unchanged == 2);
+    assert_eq!((h.reloads, h.last_error), (4, None), "the same ruleset again: nothing to reload");
+
     // SIGHUP reloads even an unchanged policy.
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(watcher.id() as i32, libc::SIGHUP) }, 0);
