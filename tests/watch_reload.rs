@@ -1,7 +1,8 @@
 //! Kernel tests of `phantomc watch`: 50 live reloads under an established
 //! TCP stream (no reset, no lost or corrupted byte), a broken edit that keeps
 //! the last good ruleset enforced, reload latency, include re-resolution,
-//! and a clean SIGTERM that leaves the table loaded.
+//! missing and empty policy files, systemd notifications, `--listen`, and a
+//! clean SIGTERM that leaves the table loaded.
 
 mod common;
 
@@ -354,6 +355,11 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     std::fs::remove_file(&main).unwrap();
     let h = lab.wait_health("missing policy recorded", |h| h.failures == 1);
     assert!(h.last_error.as_deref().is_some_and(|e| e.contains("cannot read")), "{h:?}");
+    assert!(lab.input_chain().contains("from-b2"), "the last good ruleset stays loaded");
+    // A truncated policy would compile to "drop everything": refused.
+    std::fs::write(&main, "").unwrap();
+    let h = lab.wait_health("empty policy refused", |h| h.failures == 2);
+    assert!(h.last_error.as_deref().is_some_and(|e| e.contains("is empty")), "{h:?}");
     assert!(lab.input_chain().contains("from-b2"), "the last good ruleset stays loaded");
     std::fs::write(&main, with("b.pf")).unwrap();
     let h = lab.wait_health("policy back", |h| h.unchanged == 2);

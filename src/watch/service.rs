@@ -193,6 +193,11 @@ impl Service {
 
     /// Compiles, checks and loads; the error is the rendered diagnostic.
     fn try_reload(&mut self, force: bool) -> Result<Outcome, String> {
+        // An empty policy compiles (to "drop everything"), but here it is
+        // almost surely a save caught half-way or a truncated file.
+        if std::fs::metadata(&self.opts.policy).is_ok_and(|m| m.len() == 0) {
+            return Err(format!("{} is empty; refusing to load a policy that drops everything (write the whole policy, or `phantomc disable`)", self.opts.policy.display()));
+        }
         let compiled = match ir::compile_file(&self.opts.policy) {
             Ok(c) => c,
             Err(LoadError::Policy(e)) => {
