@@ -36,7 +36,8 @@ pub struct Options {
 
 /// The hook for refreshing remote feeds on an interval. The service has no
 /// feed logic of its own: `crate::feeds` plugs in here. `refresh` gets the
-/// last policy that loaded; it is also called when a local feed file changes.
+/// last policy that loaded; it is also called after every load of a new
+/// ruleset and when a local feed file changes.
 pub struct FeedTimer {
     pub every: Duration,
     pub refresh: Box<RefreshFeeds>,
@@ -167,6 +168,8 @@ impl Service {
             Ok(Outcome::Unchanged) => info!(ms, "policy compiles to the loaded ruleset; nothing to reload"),
             Err(diagnostic) => error!(diagnostic = %diagnostic, "reload failed; the last good ruleset stays loaded"),
         }
+        // A new ruleset may declare new feeds, and starts with what the old one had.
+        let loaded = matches!(result, Ok(Outcome::Loaded { .. }));
         self.update_health(|h| {
             h.watched = watched;
             match result {
@@ -189,6 +192,9 @@ impl Service {
                 }
             }
         });
+        if loaded {
+            self.refresh_feeds("ruleset loaded");
+        }
     }
 
     /// Compiles, checks and loads; the error is the rendered diagnostic.
