@@ -330,6 +330,9 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     assert!(ready.starts_with("READY=1\nSTATUS=table inet phantomc loaded ("), "{ready}");
     let h = lab.health();
     assert_eq!(h.reloads, 1);
+    let second = lab.srv.phantomc(&["watch", main.to_str().unwrap(), "--state-file", lab.path("health.json").to_str().unwrap()]);
+    assert_eq!(second.status.code(), Some(2), "a second watcher for the same table is refused");
+    assert!(stderr(&second).contains(&format!("another phantomc watch (pid {}) already keeps this table", watcher.id())), "{}", stderr(&second));
     assert!(h.watched.iter().any(|p| p.ends_with("feeds/drop.txt")), "{:?}", h.watched);
     assert!(!h.watched.iter().any(|p| p.ends_with("b.pf")), "{:?}", h.watched);
 

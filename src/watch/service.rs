@@ -3,7 +3,10 @@
 //! overlap.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -52,6 +55,10 @@ pub enum WatchError {
     Notify(#[from] notify::Error),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
+    #[error("another phantomc watch ({holder}) already keeps this table; its lock is {lock}")]
+    AlreadyRunning { lock: String, holder: String },
+    #[error("cannot lock {lock}: {source}")]
+    Lock { lock: String, source: std::io::Error },
 }
 
 enum Trigger {
@@ -93,6 +100,7 @@ impl Service {
     /// Loads the policy, then reloads on every change until SIGTERM or
     /// SIGINT. The loaded ruleset stays loaded when it returns.
     pub fn run(mut self) -> Result<(), WatchError> {
+        let _only_watcher = lock_beside(&self.opts.state_file)?;
         let (tx, rx) = channel();
         let mut watcher = new_debouncer(self.opts.debounce, None, forward_events(tx.clone()))?;
         let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(WatchError::Signals)?;
@@ -293,6 +301,28 @@ impl Service {
             warn!(state_file = %self.opts.state_file.display(), error = %e, "cannot write the health file");
         }
     }
+}
+
+/// Holds an exclusive lock next to the state file for as long as the
+/// returned file lives, so two watchers never fight over one table.
+fn lock_beside(state_file: &Path) -> Result<File, WatchError> {
+    let path = state_file.with_extension("lock");
+    let lock = path.display().to_string();
+    let io = |source| WatchError::Lock { lock: lock.clone(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = if holder.trim().is_empty() { "pid unknown".to_string() } else { format!("pid {}", holder.trim()) };
+        return Err(WatchError::AlreadyRunning { lock, holder });
+    }
+    file.set_len(0).map_err(io)?;
+    file.write_all(std::process::id().to_string().as_bytes()).map_err(io)?;
+    Ok(file)
 }
 
 /// Sends relevant debounced file events to the loop. Opening or reading a
