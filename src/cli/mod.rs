@@ -11,7 +11,9 @@ use crate::policy::LoadError;
 mod apply;
 mod block;
 mod compile;
+mod explain;
 mod safety;
+mod test;
 
 #[derive(Parser, Debug)]
 #[command(name = "phantomc", version, about = "Declarative firewall policy compiler and offline analyzer for nftables")]
@@ -41,6 +43,10 @@ pub enum Command {
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
+    /// Which rule decides a packet, and why earlier rules did not match (offline).
+    Explain(explain::ExplainArgs),
+    /// Run a policy's `test` blocks and .pftest files; print a pass/fail table.
+    Test(test::TestArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -80,6 +86,8 @@ pub fn main() -> ExitCode {
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Test(args) => test::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
