@@ -8,3 +8,6 @@
 pub mod cases;
 pub mod explain;
 pub mod packet;
+pub mod space;
+pub mod lint;
+pub mod report;

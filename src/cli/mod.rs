@@ -12,6 +12,7 @@ mod apply;
 mod block;
 mod compile;
 mod explain;
+mod lint;
 mod safety;
 mod test;
 
@@ -43,6 +44,8 @@ pub enum Command {
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
+    /// Find shadowed, redundant and unreachable rules and unused names (offline, exact).
+    Lint(lint::LintArgs),
     /// Which rule decides a packet, and why earlier rules did not match (offline).
     Explain(explain::ExplainArgs),
     /// Run a policy's `test` blocks and .pftest files; print a pass/fail table.
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
+        Command::Lint(args) => lint::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Completions { shell } => {
