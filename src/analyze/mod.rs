@@ -11,3 +11,4 @@ pub mod packet;
 pub mod space;
 pub mod lint;
 pub mod report;
+pub mod diff;

@@ -393,7 +393,12 @@ impl Universe {
         if *protos != Ranges::span(0, 255) {
             parts.push(format!("proto {}", listed(protos, &Ranges::span(0, 255), |v| names::proto_name(v as u8))));
         }
-        let ifaces = |r: &Ranges| listed(r, &self.iface_full(), |v| self.iface_labels[v as usize].clone());
+        // "Any other name" reads best as the names it is not.
+        let ifaces = |r: &Ranges| {
+            let other = self.iface_labels.iter().position(|l| l == "*").is_some_and(|i| r.contains(i as u128));
+            let label = |v: u128| self.iface_labels[v as usize].clone();
+            if other { format!("! {}", show_values(&self.iface_full().subtract(r), label)) } else { listed(r, &self.iface_full(), label) }
+        };
         if *c.get(Dim::Iif) != self.iface_full() {
             parts.push(format!("in on {}", ifaces(c.get(Dim::Iif))));
         }
@@ -478,19 +483,21 @@ pub fn condition(rs: &Ruleset, r: &Rule) -> Option<String> {
 /// A value set in words: the values, or "not" the missing ones when shorter.
 fn listed(r: &Ranges, full: &Ranges, name: impl Fn(u128) -> String) -> String {
     let rest = full.subtract(r);
-    let show = |set: &Ranges| -> String {
-        let items: Vec<String> = set
-            .0
-            .iter()
-            .map(|&(lo, hi)| if lo == hi { name(lo) } else if hi - lo < 3 { (lo..=hi).map(&name).collect::<Vec<_>>().join(", ") } else { format!("{}-{}", name(lo), name(hi)) })
-            .collect();
-        if items.len() == 1 { items[0].clone() } else { format!("{{ {} }}", items.join(", ")) }
-    };
     if rest.0.len() < r.0.len() {
-        format!("! {}", show(&rest))
+        format!("! {}", show_values(&rest, name))
     } else {
-        show(r)
+        show_values(r, name)
     }
+}
+
+/// `v`, or `{ a, b, c-d }`.
+fn show_values(set: &Ranges, name: impl Fn(u128) -> String) -> String {
+    let items: Vec<String> = set
+        .0
+        .iter()
+        .flat_map(|&(lo, hi)| if hi - lo < 3 { (lo..=hi).map(&name).collect() } else { vec![format!("{}-{}", name(lo), name(hi))] })
+        .collect();
+    if items.len() == 1 { items[0].clone() } else { format!("{{ {} }}", items.join(", ")) }
 }
 
 /// Addresses as networks (or "! networks" when that is shorter).

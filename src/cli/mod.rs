@@ -11,6 +11,7 @@ use crate::policy::LoadError;
 mod apply;
 mod block;
 mod compile;
+mod diff;
 mod explain;
 mod lint;
 mod safety;
@@ -46,6 +47,8 @@ pub enum Command {
     RollbackGuard(safety::GuardArgs),
     /// Find shadowed, redundant and unreachable rules and unused names (offline, exact).
     Lint(lint::LintArgs),
+    /// Which traffic changes verdict between two policies (or a git revision); exit 5 with --fail-on.
+    Diff(diff::DiffArgs),
     /// Which rule decides a packet, and why earlier rules did not match (offline).
     Explain(explain::ExplainArgs),
     /// Run a policy's `test` blocks and .pftest files; print a pass/fail table.
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
         Command::Lint(args) => lint::run(&args),
+        Command::Diff(args) => diff::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Completions { shell } => {
