@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::diag::{Diag, Span};
+use crate::diag::{Diag, SourceMap, Span};
 use crate::ir::{Chain, Compiled, Rule, Ruleset};
 
 use super::space::{condition, subtract_all, Cube, Universe};
@@ -21,7 +21,7 @@ use super::space::{condition, subtract_all, Cube, Universe};
 pub fn lint(c: &Compiled) -> Vec<Diag> {
     let rs = &c.ruleset;
     let u = Universe::new(&[rs]);
-    let mut out: Vec<Diag> = rs.chains.iter().flat_map(|ch| lint_chain(rs, ch, &u)).collect();
+    let mut out: Vec<Diag> = rs.chains.iter().flat_map(|ch| lint_chain(rs, ch, &u)).map(|d| tighten(d, &c.sources)).collect();
     for unused in &c.unused {
         let code = if unused.kind == "define" { "unused-define" } else { "unused-set" };
         out.push(
@@ -31,6 +31,35 @@ pub fn lint(c: &Compiled) -> Vec<Diag> {
     }
     out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
     out
+}
+
+/// Rule spans run on over the whitespace and comments before the next
+/// statement; point at the rule text only.
+fn tighten(mut d: Diag, sources: &SourceMap) -> Diag {
+    let tight = |s: Span| Span { end: s.start + code_len(sources.snippet(s)), ..s };
+    d.span = tight(d.span);
+    for (s, _) in &mut d.related {
+        *s = tight(*s);
+    }
+    d
+}
+
+/// Length of `text` up to its last character that is not whitespace or in a comment.
+fn code_len(text: &str) -> usize {
+    let (mut end, mut in_string, mut in_comment) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '#' if !in_string => in_comment = true,
+            '"' => in_string = !in_string,
+            _ => {}
+        }
+        if !in_comment && !c.is_whitespace() {
+            end = i + c.len_utf8();
+        }
+    }
+    end
 }
 
 /// The IR rules of one policy statement (its expansions per family and protocol).
@@ -111,7 +140,8 @@ fn covered(ch: &Chain, st: &Statement, deciders: &BTreeSet<usize>) -> Diag {
     let same = deciders.iter().all(|&j| ch.rules[j].action == action);
     let ids: Vec<String> = dedup_origins(ch, deciders).iter().map(|r| r.origin.id.clone()).collect();
     let mut d = if same {
-        Diag::warning("redundant", st.span, format!("rule is redundant: {} already {} all its packets", ids.join(", "), verb(action)), "never decides a packet")
+        let verb = if ids.len() == 1 { verb(action) } else { action.keyword() };
+        Diag::warning("redundant", st.span, format!("rule is redundant: {} already {verb} all its packets", ids.join(", ")), "never decides a packet")
     } else {
         Diag::error("shadowed", st.span, format!("rule is shadowed by {}: it never matches", ids.join(", ")), "never decides a packet")
     };

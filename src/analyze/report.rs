@@ -28,9 +28,7 @@ struct Place {
 
 fn place(sources: &SourceMap, span: Span) -> Place {
     let (line, column) = sources.line_col(span);
-    // Rule spans may end in the whitespace before the next statement.
-    let end = span.start + sources.snippet(span).trim_end().len();
-    let (end_line, end_column) = sources.line_col(Span { start: end, ..span });
+    let (end_line, end_column) = sources.line_col(Span { start: span.end, ..span });
     Place { file: sources.file(span.file).name.clone(), line, column, end_line, end_column }
 }
 
