@@ -3,6 +3,7 @@
 //!
 //! Pipeline: [`policy`] (parse) -> [`ir`] (meaning) -> [`nft`] (emit, apply).
 
+pub mod analyze;
 pub mod diag;
 pub mod ir;
 pub mod policy;

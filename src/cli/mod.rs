@@ -11,7 +11,11 @@ use crate::policy::LoadError;
 mod apply;
 mod block;
 mod compile;
+mod diff;
+mod explain;
+mod lint;
 mod safety;
+mod test;
 
 #[derive(Parser, Debug)]
 #[command(name = "phantomc", version, about = "Declarative firewall policy compiler and offline analyzer for nftables")]
@@ -41,6 +45,14 @@ pub enum Command {
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
+    /// Find shadowed, redundant and unreachable rules and unused names (offline, exact).
+    Lint(lint::LintArgs),
+    /// Which traffic changes verdict between two policies (or a git revision); exit 5 with --fail-on.
+    Diff(diff::DiffArgs),
+    /// Which rule decides a packet, and why earlier rules did not match (offline).
+    Explain(explain::ExplainArgs),
+    /// Run a policy's `test` blocks and .pftest files; print a pass/fail table.
+    Test(test::TestArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -80,6 +92,10 @@ pub fn main() -> ExitCode {
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
+        Command::Lint(args) => lint::run(&args),
+        Command::Diff(args) => diff::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Test(args) => test::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
