@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod diag;
+pub mod feeds;
 pub mod ir;
 pub mod policy;
 pub mod cli;

@@ -110,17 +110,6 @@ fn block_and_unblock_change_live_traffic_without_reload() {
     assert!(stderr(&out).contains("no set nosuchset_v4"), "{}", stderr(&out));
 }
 
-fn rule_handles(ns: &Netns) -> Vec<u64> {
-    let out = ns.nft(&["-j", "list", "table", "inet", "phantomc"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft json");
-    v["nftables"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|o| o.get("rule").and_then(|r| r.get("handle")).and_then(|h| h.as_u64()))
-        .collect()
-}
-
 #[test]
 fn apply_and_disable_touch_only_phantomcs_table() {
     let lab = web_lab();

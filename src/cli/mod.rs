@@ -13,6 +13,7 @@ mod block;
 mod compile;
 mod diff;
 mod explain;
+mod feeds;
 mod lint;
 mod safety;
 mod test;
@@ -38,6 +39,9 @@ pub enum Command {
     Block(block::BlockArgs),
     /// Remove an address from a run-time block set.
     Unblock(block::UnblockArgs),
+    /// Threat feeds: update sets in place, list, parse.
+    #[command(subcommand)]
+    Feeds(feeds::FeedsCommand),
     /// Keep a ruleset applied with `apply --confirm`.
     Confirm(safety::ConfirmArgs),
     /// Drop everything except loopback and the current SSH session, at once.
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Disable(args) => apply::disable(&args),
         Command::Block(args) => block::block(&args),
         Command::Unblock(args) => block::unblock(&args),
+        Command::Feeds(cmd) => feeds::run(&cmd),
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
