@@ -10,4 +10,5 @@ pub mod ir;
 pub mod policy;
 pub mod cli;
 pub mod nft;
+pub mod serve;
 pub mod watch;

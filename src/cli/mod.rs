@@ -17,6 +17,8 @@ mod feeds;
 mod lint;
 mod safety;
 mod test;
+mod serve;
+mod watch;
 
 #[derive(Parser, Debug)]
 #[command(name = "phantomc", version, about = "Declarative firewall policy compiler and offline analyzer for nftables")]
@@ -46,6 +48,8 @@ pub enum Command {
     Confirm(safety::ConfirmArgs),
     /// Drop everything except loopback and the current SSH session, at once.
     Panic(safety::PanicArgs),
+    /// REST API and web dashboard for the live ruleset (127.0.0.1:9180).
+    Serve(serve::ServeArgs),
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
@@ -57,6 +61,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Run a policy's `test` blocks and .pftest files; print a pass/fail table.
     Test(test::TestArgs),
+    /// Keep the policy loaded: reload atomically when it, an include or a local feed changes.
+    Watch(watch::WatchArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -101,6 +107,8 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => diff::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Watch(args) => watch::watch(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
