@@ -3,7 +3,9 @@
 //!
 //! Pipeline: [`policy`] (parse) -> [`ir`] (meaning) -> [`nft`] (emit, apply).
 
+pub mod analyze;
 pub mod diag;
+pub mod feeds;
 pub mod ir;
 pub mod policy;
 pub mod cli;

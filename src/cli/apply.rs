@@ -42,6 +42,9 @@ pub struct ApplyArgs {
     /// Apply even if the policy would drop your own connection.
     #[arg(long)]
     pub force: bool,
+    /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -77,7 +80,9 @@ pub fn failure(e: ApplyError, compiled: &Compiled) -> Failure {
 pub fn apply(args: &ApplyArgs) -> CmdResult {
     let compiled = ir::compile_file(&args.policy)?;
     let nft = Nft::default();
-    let prepared = loader::prepare(&nft, &compiled).map_err(|e| failure(e, &compiled))?;
+    // Feed sets get their cached copies, so a reload never empties them.
+    let kept = super::feeds::apply_elements(&nft, &compiled.ruleset, args.state_dir.as_deref())?;
+    let prepared = loader::prepare_with(&nft, &compiled, kept).map_err(|e| failure(e, &compiled))?;
     let table = &prepared.table.name;
     if let Some(session) = Session::current(args.keep.as_deref()).map_err(Failure::System)? {
         match lockout(&compiled, &session, &prepared.kept) {

@@ -11,7 +11,12 @@ use crate::policy::LoadError;
 mod apply;
 mod block;
 mod compile;
+mod diff;
+mod explain;
+mod feeds;
+mod lint;
 mod safety;
+mod test;
 mod serve;
 mod watch;
 
@@ -36,6 +41,9 @@ pub enum Command {
     Block(block::BlockArgs),
     /// Remove an address from a run-time block set.
     Unblock(block::UnblockArgs),
+    /// Threat feeds: update sets in place, list, parse.
+    #[command(subcommand)]
+    Feeds(feeds::FeedsCommand),
     /// Keep a ruleset applied with `apply --confirm`.
     Confirm(safety::ConfirmArgs),
     /// Drop everything except loopback and the current SSH session, at once.
@@ -45,6 +53,14 @@ pub enum Command {
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
+    /// Find shadowed, redundant and unreachable rules and unused names (offline, exact).
+    Lint(lint::LintArgs),
+    /// Which traffic changes verdict between two policies (or a git revision); exit 5 with --fail-on.
+    Diff(diff::DiffArgs),
+    /// Which rule decides a packet, and why earlier rules did not match (offline).
+    Explain(explain::ExplainArgs),
+    /// Run a policy's `test` blocks and .pftest files; print a pass/fail table.
+    Test(test::TestArgs),
     /// Keep the policy loaded: reload atomically when it, an include or a local feed changes.
     Watch(watch::WatchArgs),
     /// Print a shell completion script.
@@ -83,9 +99,14 @@ pub fn main() -> ExitCode {
         Command::Disable(args) => apply::disable(&args),
         Command::Block(args) => block::block(&args),
         Command::Unblock(args) => block::unblock(&args),
+        Command::Feeds(cmd) => feeds::run(&cmd),
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
+        Command::Lint(args) => lint::run(&args),
+        Command::Diff(args) => diff::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Test(args) => test::run(&args),
         Command::Serve(args) => serve::serve(&args),
         Command::Watch(args) => watch::watch(&args),
         Command::Completions { shell } => {

@@ -339,6 +339,27 @@ pub fn apply(ns: &Netns, policy: &str) {
     assert!(out.status.success(), "apply {policy}: {}{}", stdout(&out), stderr(&out));
 }
 
+/// `nft -j list table inet phantomc` inside `ns`, parsed.
+pub fn table_json(ns: &Netns) -> serde_json::Value {
+    let out = ns.nft(&["-j", "list", "table", "inet", "phantomc"]);
+    assert!(out.status.success(), "list table: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("nft json")
+}
+
+/// The handles of phantomc's table, chains and rules: a reload changes them all.
+pub fn handles(ns: &Netns, kind: &str) -> Vec<u64> {
+    table_json(ns)["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.get(kind).and_then(|r| r.get("handle")).and_then(|h| h.as_u64()))
+        .collect()
+}
+
+pub fn rule_handles(ns: &Netns) -> Vec<u64> {
+    handles(ns, "rule")
+}
+
 /// srv has eth0 on the public side (pub) and eth1 on the admin LAN (adm).
 pub struct WebLab {
     pub srv: Netns,
