@@ -33,6 +33,7 @@ fn start(ns: &Netns, policy: &Path, every: Duration, fail_first: bool) -> (Calls
         policy: policy.to_path_buf(),
         debounce: Duration::from_millis(50),
         state_file: policy.with_file_name("health.json"),
+        feed_state_dir: Some(policy.with_file_name("state")),
         nft: Nft::default(),
     };
     let handle = ns.spawn(move || {

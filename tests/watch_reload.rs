@@ -86,6 +86,8 @@ impl Lab {
             .arg(policy)
             .arg("--state-file")
             .arg(&state)
+            .arg("--state-dir")
+            .arg(self.path("state"))
             .args(["--debounce-ms", "50", "--log-format", "json", "-v"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -323,6 +325,10 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     std::fs::write(lab.path("feeds/drop.txt"), "192.0.2.0/24\n").unwrap();
     let with = |inc: &str| format!("include \"{inc}\"\nfeed drop {{ source \"feeds/drop.txt\"; format plain }}\nblock in from <drop>\n");
     std::fs::write(&main, with("a.pf")).unwrap();
+    // The feed's cached copy (from `feeds update`) fills its set on load.
+    let state_dir = lab.path("state");
+    let update = lab.srv.phantomc(&["feeds", "update", "--state-dir", state_dir.to_str().unwrap(), main.to_str().unwrap()]);
+    assert!(update.status.success(), "{}{}", stdout(&update), stderr(&update));
     let systemd = UnixDatagram::bind(lab.path("notify.sock")).expect("notify socket");
     systemd.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut watcher = lab.watch(&main, Some(&lab.path("notify.sock")));
@@ -335,6 +341,8 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     assert!(stderr(&second).contains(&format!("another phantomc watch (pid {}) already keeps this table", watcher.id())), "{}", stderr(&second));
     assert!(h.watched.iter().any(|p| p.ends_with("feeds/drop.txt")), "{:?}", h.watched);
     assert!(!h.watched.iter().any(|p| p.ends_with("b.pf")), "{:?}", h.watched);
+    let feed_set = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "drop_v4"]));
+    assert!(feed_set.contains("192.0.2.0/24"), "the cached feed copy is loaded: {feed_set}");
 
     // The included file is watched.
     std::fs::write(lab.path("a.pf"), "pass in proto tcp to port 1001 label \"from-a2\"\n").unwrap();

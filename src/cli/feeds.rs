@@ -165,12 +165,10 @@ fn load_set(nft: &Nft, rs: &Ruleset, cache: &Cache, feed: &str) -> Result<(), Fa
 /// Live feed sets from the kernel, overridden by each feed's cached copy:
 /// what `apply` loads, so a reload never empties a feed set.
 pub fn apply_elements(nft: &Nft, rs: &Ruleset, state_dir: Option<&Path>) -> Result<Elements, Failure> {
-    let mut kept = nft::live_elements(nft, rs).map_err(|e| Failure::System(e.to_string()))?;
-    let (cached, warnings) = feeds::cached_elements(rs, &Cache::new(feeds::state_dir(state_dir))).map_err(Failure::System)?;
+    let (kept, warnings) = feeds::load_elements(nft, rs, state_dir).map_err(Failure::System)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
-    kept.by_set.extend(cached.by_set);
     Ok(kept)
 }
 

@@ -27,6 +27,9 @@ pub struct WatchArgs {
     /// [default: /run/phantomc/health-<table>.json].
     #[arg(long)]
     pub state_file: Option<PathBuf>,
+    /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -56,7 +59,13 @@ pub fn watch(args: &WatchArgs) -> CmdResult {
     // does not compile yet gets the default table.
     let table = ir::compile_file(&args.policy).map_or_else(|_| "phantomc".to_string(), |c| c.ruleset.table);
     let state_file = args.state_file.clone().unwrap_or_else(|| watch::default_state_file(&table));
-    let opts = Options { policy: args.policy.clone(), debounce: Duration::from_millis(args.debounce_ms), state_file, nft: Nft::default() };
+    let opts = Options {
+        policy: args.policy.clone(),
+        debounce: Duration::from_millis(args.debounce_ms),
+        state_file,
+        feed_state_dir: args.state_dir.clone(),
+        nft: Nft::default(),
+    };
     let health = Arc::new(RwLock::new(Health::default()));
     let api = args.listen.map(|listen| start_api(args, listen, &table, health.clone())).transpose()?;
     // Remote feed refresh: `crate::feeds` connects its FeedTimer here.

@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 use crate::diag::SourceMap;
+use crate::feeds::fetch::is_url;
+use crate::feeds::FeedConfig;
 use crate::ir::FeedDef;
 
 /// What a changed file means for the service.
@@ -27,19 +29,19 @@ pub struct WatchSet {
 impl WatchSet {
     /// The files of a policy as last read: `sources` holds every file the
     /// loader read (also when the policy did not compile), `feeds` the
-    /// feed declarations (empty when it did not).
+    /// feed declarations (empty when it did not). Local feed paths are
+    /// relative to the policy's folder, as the feeds module reads them.
     pub fn resolve(policy: &Path, sources: Option<&SourceMap>, feeds: &[FeedDef]) -> WatchSet {
         let mut set = WatchSet::default();
         set.policy_files.extend(normalized(policy));
         for file in sources.map(SourceMap::files).unwrap_or_default() {
             set.policy_files.extend(normalized(&file.path));
         }
-        if let Some(sources) = sources {
-            for feed in feeds {
-                let Some(source) = feed.options.get("source").filter(|s| !s.contains("://")) else { continue };
-                let declared_in = &sources.file(feed.origin.span.file).path;
-                let path = declared_in.parent().unwrap_or(Path::new(".")).join(source);
-                set.feed_files.extend(normalized(&path));
+        // Where the feeds module reads each local feed from.
+        let policy_dir = policy.parent().unwrap_or(Path::new("."));
+        for feed in feeds.iter().map(|def| FeedConfig::from_def(def, policy_dir)) {
+            if !feed.source.is_empty() && !is_url(&feed.source) {
+                set.feed_files.extend(normalized(Path::new(&feed.source)));
             }
         }
         set
@@ -114,7 +116,7 @@ mod tests {
     fn policy_includes_and_local_feeds_are_watched_but_urls_are_not() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().canonicalize().unwrap();
-        write(&root, "hosts/lan.pf", "set lan = { 10.0.0.0/8 }\nfeed local { source \"../feeds/drop.txt\"; format plain }\n");
+        write(&root, "hosts/lan.pf", "set lan = { 10.0.0.0/8 }\nfeed local { source \"feeds/drop.txt\"; format plain }\n");
         let policy = write(
             &root,
             "main.pf",

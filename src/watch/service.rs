@@ -23,6 +23,7 @@ use super::{unix_now, write_health, Health, SharedHealth};
 use crate::diag::render_plain;
 use crate::ir::{self, Compiled};
 use crate::nft::apply::{self as loader, ApplyError};
+use crate::feeds;
 use crate::nft::{self, Nft};
 use crate::policy::LoadError;
 
@@ -34,6 +35,9 @@ pub struct Options {
     pub debounce: Duration,
     /// Where the health JSON goes, for `status` and an API in another process.
     pub state_file: PathBuf,
+    /// Where feed caches live (`feeds::state_dir`); their copies fill the
+    /// feed sets on every load, as with `apply`.
+    pub feed_state_dir: Option<PathBuf>,
     pub nft: Nft,
 }
 
@@ -240,7 +244,10 @@ impl Service {
         if !force && loaded_hash.as_ref() == Some(&hash) && nft.table_exists(&rs.table).map_err(|e| e.to_string())? {
             return Ok(Outcome::Unchanged);
         }
-        let kept = nft::live_elements(nft, rs).map_err(|e| e.to_string())?;
+        let (kept, warnings) = feeds::load_elements(nft, rs, self.opts.feed_state_dir.as_deref())?;
+        for w in warnings {
+            warn!(warning = %w, "feed entry left out");
+        }
         let prepared = loader::prepare_with(nft, &compiled, kept).map_err(|e| describe(e, &compiled))?;
         let rules = loader::load(nft, &prepared).map_err(|e| describe(e, &compiled))?;
         let kept = prepared.kept.by_set.values().map(Vec::len).sum();
