@@ -1,0 +1,3 @@
+//! Learner: proposes policy changes from observed traffic.
+
+pub mod conntrack;

@@ -1,0 +1,110 @@
+//! The ctnetlink reader against a real conntrack table in a namespace,
+//! cross-checked with the `conntrack` tool.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use phantomc::learn::conntrack::{self, Counters, CtEntry, TcpState};
+
+fn find<'a>(entries: &'a [CtEntry], proto: u8, src: &str, dport: u16) -> &'a CtEntry {
+    let src: IpAddr = src.parse().unwrap();
+    entries
+        .iter()
+        .find(|e| e.proto == proto && e.orig.src == src && e.orig.dport == dport)
+        .unwrap_or_else(|| panic!("no entry proto {proto} from {src} to port {dport} in {entries:#?}"))
+}
+
+#[test]
+fn reads_the_namespace_conntrack_table() {
+    require_tools();
+    require_tool("conntrack");
+    require_tool("nc");
+    let (srv, cli) = (Netns::new("ctsrv"), Netns::new("ctcli"));
+    link(&srv, "eth0", &cli, "eth0");
+    srv.addr("eth0", "10.66.0.1/24");
+    srv.addr("eth0", "fd00:66::1/64");
+    cli.addr("eth0", "10.66.0.2/24");
+    cli.addr("eth0", "fd00:66::2/64");
+    srv.track_connections();
+    let _echo = echo_server(&srv, 5432);
+
+    let mut v4 = Conn::open(&cli, "10.66.0.1", 5432);
+    let mut v6 = Conn::open(&cli, "fd00:66::1", 5432);
+    for _ in 0..3 {
+        assert!(v4.round_trip(b"select 1;"));
+    }
+    assert!(v6.round_trip(b"select 1;"));
+    cli.run_in(|| UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"hello?", "10.66.0.1:9999").unwrap());
+
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let entries = srv.run_in(conntrack::dump).expect("dump");
+    // A refused SYN: the kernel drops that entry at once, only the destroy event shows it.
+    assert!(entries.iter().all(|e| e.orig.dport != 81), "{entries:#?}");
+    let cli_ns = cli.name.clone();
+    let refuse = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let probe = std::process::Command::new("ip")
+            .args(["netns", "exec", &cli_ns, "nc", "-z", "-w", "1", "10.66.0.1", "81"])
+            .output()
+            .unwrap();
+        assert!(!probe.status.success(), "port 81 is closed");
+    });
+    let watched = srv.run_in(|| conntrack::watch(Duration::from_secs(2), &|| false)).expect("watch");
+    refuse.join().unwrap();
+
+    let est = find(&entries, 6, "10.66.0.2", 5432);
+    assert_eq!(est.orig.sport, v4.local_port());
+    assert_eq!(est.reply.src, "10.66.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(est.reply.dport, v4.local_port());
+    assert_eq!(est.tcp_state, Some(TcpState::Established));
+    assert!(est.seen_reply && est.assured);
+    // SYN, ACK, three requests (+ their ACKs may be piggybacked): at least 5 packets, 27 payload bytes.
+    let orig = est.orig_counters.expect("acct counters");
+    assert!(orig.packets >= 5 && orig.bytes >= 27 + 5 * 40, "{orig:?}");
+    assert!(est.reply_counters.expect("reply counters").packets >= 4);
+    let start = est.start_ns.expect("timestamp");
+    assert!(start <= before && before - start < 60_000_000_000, "start {start} vs now {before}");
+
+    let est6 = find(&entries, 6, "fd00:66::2", 5432);
+    assert_eq!(est6.orig.sport, v6.local_port());
+    assert_eq!(est6.tcp_state, Some(TcpState::Established));
+
+    let rej = find(&watched.destroyed, 6, "10.66.0.2", 81);
+    assert_eq!(rej.tcp_state, Some(TcpState::Close));
+    assert!(!rej.seen_reply && !rej.assured);
+    assert_eq!(rej.orig_counters.map(|c| c.packets), Some(1));
+    assert_eq!(rej.reply_counters.map(|c| c.packets), Some(1));
+
+    let udp = find(&entries, 17, "10.66.0.2", 9999);
+    assert!(!udp.seen_reply && udp.tcp_state.is_none());
+    assert_eq!(udp.orig_counters, Some(Counters { packets: 1, bytes: 34 }));
+
+    // Same table as the conntrack tool lists.
+    let tool = srv.exec(&["conntrack", "-L", "-o", "extended"]);
+    assert!(tool.status.success(), "{}", stderr(&tool));
+    let from_tool: BTreeSet<(u8, IpAddr, IpAddr, u16, u16)> = stdout(&tool)
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let proto: u8 = words.get(3)?.parse().ok()?;
+            let field = |key: &str| words.iter().find_map(|w| w.strip_prefix(key));
+            let port = |key: &str| field(key).map_or(0, |p| p.parse().unwrap());
+            Some((proto, field("src=")?.parse().ok()?, field("dst=")?.parse().ok()?, port("sport="), port("dport=")))
+        })
+        .collect();
+    let ours: BTreeSet<_> = entries
+        .iter()
+        .filter(|e| matches!(e.proto, 6 | 17))
+        .map(|e| (e.proto, e.orig.src, e.orig.dst, e.orig.sport, e.orig.dport))
+        .collect();
+    let tool_ports: BTreeSet<_> = from_tool.into_iter().filter(|t| matches!(t.0, 6 | 17)).collect();
+    assert_eq!(ours, tool_ports);
+    // The live part of the watch is the same table.
+    let live: BTreeSet<_> = watched.live.iter().filter(|e| e.orig.dport == 5432).map(|e| e.orig).collect();
+    assert_eq!(live, entries.iter().filter(|e| e.orig.dport == 5432).map(|e| e.orig).collect());
+    assert_eq!(watched.lost_overruns, 0);
+}
