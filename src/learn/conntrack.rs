@@ -159,7 +159,7 @@ pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
             break;
         }
     }
-    entries.sort_by(|a, b| (a.proto, a.orig).cmp(&(b.proto, b.orig)));
+    entries.sort_by_key(|e| (e.proto, e.orig));
     Ok(entries)
 }
 
