@@ -9,3 +9,4 @@ pub mod policy;
 pub mod cli;
 pub mod nft;
 pub mod watch;
+pub mod learn;
