@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use super::{CmdResult, Failure};
-use crate::learn::{self, Config};
+use crate::learn::{self, propose, Config};
 
 #[derive(clap::Args, Debug)]
 pub struct LearnArgs {
@@ -49,7 +49,23 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     let elapsed = started.elapsed().as_secs_f64();
     eprint!("{}", summary(&capture.read, capture.ip_bytes, flows, &report, elapsed));
     for f in &report.findings {
-        eprintln!("{} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold);
+        eprintln!("flagged {} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold);
+    }
+    let name = args.capture.file_name().map_or_else(|| args.capture.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let proposal = propose::propose(&args.policy, &report, &cfg, &name).map_err(|e| match e {
+        propose::ProposeError::Load(l) => Failure::from(l),
+        broken => Failure::System(broken.to_string()),
+    })?;
+    for w in &proposal.warnings {
+        eprintln!("phantomc: warning: {w}");
+    }
+    if proposal.diff.is_empty() {
+        eprintln!("nothing to propose: {} already covers this traffic", args.policy.display());
+    } else if args.write {
+        std::fs::write(&args.policy, &proposal.new_text).map_err(|e| Failure::System(format!("{}: {e}", args.policy.display())))?;
+        eprintln!("wrote {}: {} source(s) blocked, {} pass rule(s) added", args.policy.display(), proposal.blocked.len(), proposal.passes.len());
+    } else {
+        print!("{}", proposal.diff);
     }
     Ok(ExitCode::SUCCESS)
 }

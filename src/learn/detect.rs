@@ -95,40 +95,37 @@ fn trw(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     let lower = (1.0 - t.detection) / (1.0 - t.false_positive);
     let mut ratio = 1.0;
     let mut seen: BTreeSet<IpAddr> = BTreeSet::new();
-    let (mut contacted, mut failed) = (0u64, 0u64);
-    let mut walk: Vec<&Flow> = Vec::new();
+    let mut first_contacts: Vec<&Flow> = Vec::new();
+    // (ratio, first contacts so far) when the walk crossed the upper bound.
+    let mut decided: Option<(f64, usize)> = None;
     for f in fs {
         if !seen.insert(f.server.ip()) {
             continue;
         }
-        contacted += 1;
-        walk.push(f);
-        if f.answered() {
-            ratio *= t.theta1 / t.theta0;
-        } else {
-            failed += 1;
-            ratio *= (1.0 - t.theta1) / (1.0 - t.theta0);
+        first_contacts.push(f);
+        if decided.is_some() {
+            continue;
         }
+        ratio *= if f.answered() { t.theta1 / t.theta0 } else { (1.0 - t.theta1) / (1.0 - t.theta0) };
         if ratio >= upper {
-            let failures: Vec<&Flow> = walk.iter().copied().filter(|f| f.failed()).collect();
-            let (first, last) = span(&walk);
-            return Some(Finding {
-                source: src,
-                detector: Detector::Trw,
-                threshold: format!("likelihood ratio {ratio:.0} >= {upper:.0} (P_D {}, P_F {})", t.detection, t.false_positive),
-                counts: format!("{contacted} hosts contacted, {failed} first contacts failed"),
-                first_seen_us: first,
-                last_seen_us: last,
-                examples: examples(&failures),
-                confidence: confidence(ratio, upper),
-            });
-        }
-        if ratio <= lower {
+            decided = Some((ratio, first_contacts.len()));
+        } else if ratio <= lower {
             ratio = 1.0;
-            walk.clear();
         }
     }
-    None
+    let (ratio, after) = decided?;
+    let failures: Vec<&Flow> = first_contacts.iter().copied().filter(|f| f.failed()).collect();
+    let (first, last) = span(&first_contacts);
+    Some(Finding {
+        source: src,
+        detector: Detector::Trw,
+        threshold: format!("likelihood ratio {ratio:.0} >= {upper:.0} after {after} first contacts (P_D {}, P_F {})", t.detection, t.false_positive),
+        counts: format!("{} hosts contacted, {} first contacts failed", first_contacts.len(), failures.len()),
+        first_seen_us: first,
+        last_seen_us: last,
+        examples: examples(&failures),
+        confidence: confidence(ratio, upper),
+    })
 }
 
 /// The most distinct keys among events inside any window of `window_us`,

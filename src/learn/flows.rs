@@ -14,10 +14,7 @@ use serde::Serialize;
 
 use super::decode::{Decoded, Quote};
 
-pub const TCP: u8 = 6;
-pub const UDP: u8 = 17;
-pub const ICMP: u8 = 1;
-pub const ICMPV6: u8 = 58;
+pub use crate::ir::names::{ICMP, ICMPV6, TCP, UDP};
 
 /// TCP flag bits as on the wire.
 pub mod tcp_flags {

@@ -11,7 +11,9 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod flows;
+pub mod propose;
 pub mod reader;
+pub mod services;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -87,6 +89,8 @@ pub struct Report {
     pub sources: usize,
     /// Detector findings, sorted by source then detector.
     pub findings: Vec<Finding>,
+    /// Services used by sources that were not flagged.
+    pub services: Vec<services::Service>,
 }
 
 impl Report {
@@ -104,5 +108,24 @@ pub fn analyze(flows: Vec<Flow>, cfg: &Config) -> Report {
     flows::sort_flows(&mut flows);
     let sources = flows.iter().map(|f| f.client.ip()).collect::<std::collections::BTreeSet<_>>().len();
     let findings = detect::detect(&flows, cfg);
-    Report { flows: flows.len(), sources, findings }
+    let flagged = findings.iter().map(|f| f.source).collect();
+    let services = services::services(&flows, &flagged, &cfg.propose);
+    Report { flows: flows.len(), sources, findings, services }
+}
+
+/// `2009-04-30T19:36:38Z` from microseconds since the Unix epoch (UTC).
+pub fn fmt_time(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
