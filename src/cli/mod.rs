@@ -11,6 +11,7 @@ use crate::policy::LoadError;
 mod apply;
 mod block;
 mod compile;
+mod learn;
 mod safety;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,8 @@ pub enum Command {
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
+    /// Propose policy changes (pass rules, blocks with evidence) from a capture.
+    Learn(learn::LearnArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
+        Command::Learn(args) => learn::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
