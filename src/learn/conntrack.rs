@@ -13,7 +13,7 @@
 //! (`nf_conntrack_timestamp=1`) it leaves as raw attributes are decoded here.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,9 @@ use netlink_packet_netfilter::conntrack::{
 };
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
-use netlink_sys::{Socket, SocketAddr};
+use netlink_sys::Socket;
+
+use super::flows::{ConnState, Counters as FlowCounters, Flow, TCP, UDP};
 
 // include/uapi/linux/netfilter/nfnetlink.h
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
@@ -147,7 +149,7 @@ pub enum ConntrackError {
 pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
     socket.bind_auto().map_err(ConntrackError::Socket)?;
-    socket.connect(&SocketAddr::new(0, 0)).map_err(ConntrackError::Socket)?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0)).map_err(ConntrackError::Socket)?;
     socket.send(&dump_request(), 0).map_err(ConntrackError::Kernel)?;
 
     let mut entries = Vec::new();
@@ -155,7 +157,7 @@ pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
     loop {
         buf.clear();
         socket.recv(&mut buf, 0).map_err(ConntrackError::Kernel)?;
-        if parse_datagram(&buf, &mut entries)? == Flow::Done {
+        if parse_datagram(&buf, &mut entries)? == Reply::Done {
             break;
         }
     }
@@ -250,13 +252,13 @@ fn dump_request() -> Vec<u8> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Flow {
+enum Reply {
     More,
     Done,
 }
 
 /// Decodes one datagram of a dump reply (several netlink messages).
-fn parse_datagram(buf: &[u8], out: &mut Vec<CtEntry>) -> Result<Flow, ConntrackError> {
+fn parse_datagram(buf: &[u8], out: &mut Vec<CtEntry>) -> Result<Reply, ConntrackError> {
     let mut offset = 0;
     while offset < buf.len() {
         let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[offset..])
@@ -266,7 +268,7 @@ fn parse_datagram(buf: &[u8], out: &mut Vec<CtEntry>) -> Result<Flow, ConntrackE
             return Err(ConntrackError::Malformed { offset, reason: "zero-length message".into() });
         }
         match msg.payload {
-            NetlinkPayload::Done(_) => return Ok(Flow::Done),
+            NetlinkPayload::Done(_) => return Ok(Reply::Done),
             NetlinkPayload::Error(e) => return Err(ConntrackError::Kernel(e.to_io())),
             // Dump replies are NEW messages, destroy events DELETE messages.
             NetlinkPayload::InnerMessage(NetfilterMessage {
@@ -282,7 +284,7 @@ fn parse_datagram(buf: &[u8], out: &mut Vec<CtEntry>) -> Result<Flow, ConntrackE
         // Messages are 4-byte aligned inside a datagram.
         offset += len.next_multiple_of(4);
     }
-    Ok(Flow::More)
+    Ok(Reply::More)
 }
 
 /// Builds an entry from the attributes of one `IPCTNL_MSG_CT_NEW` message;
@@ -425,6 +427,143 @@ fn timestamps_from(nla: &DefaultNla) -> Result<(Option<u64>, Option<u64>), Strin
     Ok((start, stop))
 }
 
+/// Full timeouts of each conntrack state (`/proc/sys/net/netfilter`). Every
+/// packet resets an entry's timeout to its state's full value, so full minus
+/// remaining is how long the connection has been idle: its last packet time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateTimeouts {
+    tcp: Vec<(TcpState, u32)>,
+    udp: u32,
+    udp_stream: u32,
+    other: u32,
+}
+
+impl Default for StateTimeouts {
+    /// The kernel's defaults.
+    fn default() -> Self {
+        StateTimeouts {
+            tcp: vec![
+                (TcpState::SynSent, 120),
+                (TcpState::SynRecv, 60),
+                (TcpState::Established, 432_000),
+                (TcpState::FinWait, 120),
+                (TcpState::CloseWait, 60),
+                (TcpState::LastAck, 30),
+                (TcpState::TimeWait, 120),
+                (TcpState::Close, 10),
+                (TcpState::SynSent2, 120),
+            ],
+            udp: 30,
+            udp_stream: 120,
+            other: 600,
+        }
+    }
+}
+
+impl StateTimeouts {
+    /// The timeouts of this network namespace; defaults for what cannot be read.
+    pub fn read() -> StateTimeouts {
+        let get = |name: &str, default: u32| {
+            std::fs::read_to_string(format!("/proc/sys/net/netfilter/nf_conntrack_{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let d = StateTimeouts::default();
+        let sysctl = |state: TcpState| match state {
+            TcpState::SynSent | TcpState::SynSent2 => "tcp_timeout_syn_sent",
+            TcpState::SynRecv => "tcp_timeout_syn_recv",
+            TcpState::Established => "tcp_timeout_established",
+            TcpState::FinWait => "tcp_timeout_fin_wait",
+            TcpState::CloseWait => "tcp_timeout_close_wait",
+            TcpState::LastAck => "tcp_timeout_last_ack",
+            TcpState::TimeWait => "tcp_timeout_time_wait",
+            _ => "tcp_timeout_close",
+        };
+        StateTimeouts {
+            tcp: d.tcp.iter().map(|&(state, secs)| (state, get(sysctl(state), secs))).collect(),
+            udp: get("udp_timeout", d.udp),
+            udp_stream: get("udp_timeout_stream", d.udp_stream),
+            other: get("generic_timeout", d.other),
+        }
+    }
+
+    fn full(&self, e: &CtEntry) -> u32 {
+        match (e.proto, e.tcp_state) {
+            (TCP, Some(state)) => self.tcp.iter().find(|(s, _)| *s == state).map_or(self.other, |(_, t)| *t),
+            (UDP, _) if e.assured => self.udp_stream,
+            (UDP, _) => self.udp,
+            _ => self.other,
+        }
+    }
+}
+
+/// Conntrack entries as learner flows. `now_us` is when the table was read;
+/// destroyed entries without a stop timestamp count as ending then too.
+/// Without `nf_conntrack_timestamp=1` the start of a connection is unknown
+/// and taken as its last packet.
+pub fn to_flows(entries: &[CtEntry], timeouts: &StateTimeouts, now_us: u64) -> Vec<Flow> {
+    entries.iter().map(|e| to_flow(e, timeouts, now_us)).collect()
+}
+
+fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
+    let last_seen_us = match (e.stop_ns, e.timeout) {
+        (Some(stop), _) => stop / 1000,
+        (None, Some(left)) => now_us.saturating_sub(u64::from(timeouts.full(e).saturating_sub(left)) * 1_000_000),
+        (None, None) => now_us,
+    };
+    let first_seen_us = e.start_ns.map_or(last_seen_us, |ns| (ns / 1000).min(last_seen_us));
+    let mut flow = Flow::new(
+        e.proto,
+        SocketAddr::new(e.orig.src, e.orig.sport),
+        SocketAddr::new(e.orig.dst, e.orig.dport),
+        first_seen_us,
+    );
+    flow.last_seen_us = last_seen_us;
+    // Conntrack creates an entry for the originator's first packet.
+    flow.attempt_seen = true;
+    let reply_packets = e.reply_counters.map(|c| c.packets);
+    let (state, history) = if e.proto == TCP {
+        tcp_state(e, reply_packets)
+    } else if e.seen_reply {
+        (ConnState::SF, "Dd")
+    } else {
+        (ConnState::S0, "D")
+    };
+    flow.state = state;
+    flow.history = history.to_string();
+    // Without accounting: at least the first packet, and one answer if seen.
+    flow.orig = e.orig_counters.map_or(FlowCounters { packets: 1, bytes: 0 }, |c| FlowCounters { packets: c.packets, bytes: c.bytes });
+    flow.resp = e
+        .reply_counters
+        .map_or(FlowCounters { packets: u64::from(e.seen_reply), bytes: 0 }, |c| FlowCounters { packets: c.packets, bytes: c.bytes });
+    flow
+}
+
+/// Zeek's conn_state and history from conntrack's TCP state. Conntrack does
+/// not say who closed or reset, so those are attributed to the originator.
+fn tcp_state(e: &CtEntry, reply_packets: Option<u64>) -> (ConnState, &'static str) {
+    use ConnState::*;
+    match e.tcp_state {
+        Some(TcpState::SynSent | TcpState::SynSent2) if !e.seen_reply => (S0, "S"),
+        // SYN-ACK sent, the client's ACK never came: half-open.
+        Some(TcpState::SynSent | TcpState::SynSent2 | TcpState::SynRecv) => (S1, "Sh"),
+        Some(TcpState::Established) => (S1, "ShA"),
+        Some(TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck) => (S2, "ShAF"),
+        Some(TcpState::TimeWait) => (SF, "ShAFf"),
+        // Killed before any reply counted: refused by a RST (accounting shows
+        // the RST), or abandoned by the originator's own RST.
+        Some(TcpState::Close) if !e.seen_reply => match reply_packets {
+            Some(0) => (RSTOS0, "SR"),
+            _ => (REJ, "Sr"),
+        },
+        Some(TcpState::Close) if e.assured => (RSTO, "ShAR"),
+        // SYN-ACK answered by a RST: a SYN scan's open port, a SYN flood.
+        Some(TcpState::Close) => (RSTO, "ShR"),
+        _ => (OTH, ""),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,7 +636,7 @@ mod tests {
             ConntrackAttribute::CtaStatus(Status::Confirmed),
         ];
         let mut out = Vec::new();
-        assert_eq!(parse_datagram(&datagram(vec![tcp, udp]), &mut out).unwrap(), Flow::Done);
+        assert_eq!(parse_datagram(&datagram(vec![tcp, udp]), &mut out).unwrap(), Reply::Done);
         assert_eq!(out.len(), 2);
         let t = &out[0];
         assert_eq!((t.proto, t.orig.sport, t.orig.dport), (6, 40000, 22));
