@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this kit
 
+pub mod lan;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
