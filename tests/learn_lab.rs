@@ -175,6 +175,9 @@ fn learns_a_lan_from_its_capture_and_its_conntrack_table() {
     watcher_err.read_line(&mut first).unwrap();
     assert!(first.starts_with("collecting"), "{first}");
 
+    // A database session that stays open across learning and applying.
+    let mut long_session = Conn::open(lan.host(DB), SERVER, 5432);
+    assert!(long_session.round_trip(b"BEGIN;"));
     benign_round(&lan);
     attack(&lan);
     benign_round(&lan);
@@ -196,6 +199,7 @@ fn learns_a_lan_from_its_capture_and_its_conntrack_table() {
 
     apply(srv, pcap_policy.to_str().unwrap());
     assert_applied(&lan);
+    assert!(long_session.round_trip(b"COMMIT;"), "the open session survives the new policy");
     apply(srv, ct_policy.to_str().unwrap());
     assert_applied(&lan);
 }
@@ -206,12 +210,16 @@ fn assert_applied(lan: &Lan) {
     assert_eq!(dns_lookup(lan.host(DNS), SERVER, "www.lab.test"), Some(SERVER_IP));
     assert!(Conn::open(lan.host(DB), SERVER, 5432).round_trip(b"SELECT 1;"));
     assert_eq!(tcp_connect(lan.host(DB), SERVER, 22), Tcp::Connected);
-    for (i, (tag, ip, _)) in ATTACKERS.iter().enumerate() {
-        let host = lan.host(4 + i);
-        for port in [22, 80, 5432] {
-            assert_eq!(tcp_connect(host, SERVER, port), Tcp::TimedOut, "{tag} ({ip}) to port {port} is dropped");
+    std::thread::scope(|s| {
+        for (i, (tag, ip, _)) in ATTACKERS.iter().enumerate() {
+            let host = lan.host(4 + i);
+            s.spawn(move || {
+                for port in [22, 80, 5432] {
+                    assert_eq!(tcp_connect(host, SERVER, port), Tcp::TimedOut, "{tag} ({ip}) to port {port} is dropped");
+                }
+                assert_eq!(dns_lookup(host, SERVER, "www.lab.test"), None, "{tag} ({ip}) gets no DNS answer");
+                assert!(!ping(host, SERVER), "{tag} ({ip}) gets no ping answer");
+            });
         }
-        assert_eq!(dns_lookup(host, SERVER, "www.lab.test"), None, "{tag} ({ip}) gets no DNS answer");
-        assert!(!ping(host, SERVER), "{tag} ({ip}) gets no ping answer");
-    }
+    });
 }

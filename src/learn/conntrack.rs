@@ -667,6 +667,51 @@ mod tests {
         assert!(matches!(err, ConntrackError::Malformed { offset, .. } if offset == first_len), "{err}");
     }
 
+    fn tcp_entry(state: TcpState, seen_reply: bool, assured: bool, reply_packets: Option<u64>) -> CtEntry {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap());
+        CtEntry {
+            proto: 6,
+            orig: CtTuple { src: a, dst: b, sport: 40000, dport: 22 },
+            reply: CtTuple { src: b, dst: a, sport: 22, dport: 40000 },
+            tcp_state: Some(state),
+            seen_reply,
+            assured,
+            orig_counters: reply_packets.map(|_| Counters { packets: 1, bytes: 60 }),
+            reply_counters: reply_packets.map(|packets| Counters { packets, bytes: 40 * packets }),
+            start_ns: Some(1_000_000_000_000),
+            stop_ns: None,
+            timeout: Some(100),
+        }
+    }
+
+    #[test]
+    fn conntrack_states_become_zeek_states_the_detectors_understand() {
+        let t = StateTimeouts::default();
+        let now = 2_000_000_000;
+        let flow = |e: CtEntry| to_flows(&[e], &t, now).remove(0);
+        let refused = flow(tcp_entry(TcpState::Close, false, false, Some(1)));
+        assert_eq!((refused.state, refused.failed()), (ConnState::REJ, true));
+        let abandoned = flow(tcp_entry(TcpState::Close, false, false, Some(0)));
+        assert_eq!((abandoned.state, abandoned.failed()), (ConnState::RSTOS0, true));
+        // A SYN scan's open port or a SYN flood: answered, never completed.
+        let half_open = flow(tcp_entry(TcpState::Close, true, false, Some(1)));
+        assert!(half_open.answered() && !half_open.handshake_completed());
+        let unanswered = flow(tcp_entry(TcpState::SynSent, false, false, None));
+        assert_eq!((unanswered.state, unanswered.failed()), (ConnState::S0, true));
+        let closed = flow(tcp_entry(TcpState::TimeWait, true, true, Some(4)));
+        assert_eq!(closed.state, ConnState::SF);
+        assert!(closed.handshake_completed());
+        assert_eq!((closed.orig.packets, closed.resp.packets), (1, 4));
+        // TIME_WAIT lasts 120 s; 100 s left means the last packet was 20 s ago.
+        assert_eq!(closed.last_seen_us, now - 20_000_000);
+        assert_eq!(closed.first_seen_us, 1_000_000_000);
+        // Without accounting, one packet each way is assumed.
+        let mut udp = tcp_entry(TcpState::None, true, true, None);
+        (udp.proto, udp.tcp_state) = (17, None);
+        let udp = flow(udp);
+        assert_eq!((udp.state, udp.orig.packets, udp.resp.packets), (ConnState::SF, 1, 1));
+    }
+
     #[test]
     fn state_names_match_the_conntrack_tool() {
         assert_eq!(TcpState::from(2).to_string(), "SYN_RECV");
