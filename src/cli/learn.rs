@@ -51,6 +51,14 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     for f in &report.findings {
         eprintln!("flagged {} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold);
     }
+    if !report.ranking.is_empty() {
+        eprintln!("ML ranking (advisory, never blocks on its own): most unusual sources");
+        let flagged = report.flagged();
+        for (i, r) in report.ranking.iter().take(cfg.score.top).enumerate() {
+            let mark = if flagged.contains(&r.source) { "flagged" } else { "-" };
+            eprintln!("  {:<40} {:<8} {}", r.source, mark, learn::score::explain(r, i, report.ranking.len()));
+        }
+    }
     let name = args.capture.file_name().map_or_else(|| args.capture.display().to_string(), |n| n.to_string_lossy().into_owned());
     let proposal = propose::propose(&args.policy, &report, &cfg, &name).map_err(|e| match e {
         propose::ProposeError::Load(l) => Failure::from(l),
