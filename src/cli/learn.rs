@@ -106,6 +106,14 @@ fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &s
     for f in &report.findings {
         eprintln!("flagged {} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold);
     }
+    if !report.ranking.is_empty() {
+        eprintln!("ML ranking (advisory, never blocks on its own): most unusual sources");
+        let flagged = report.flagged();
+        for (i, r) in report.ranking.iter().take(cfg.score.top).enumerate() {
+            let mark = if flagged.contains(&r.source) { "flagged" } else { "-" };
+            eprintln!("  {:<40} {:<8} {}", r.source, mark, learn::score::explain(r, i, report.ranking.len()));
+        }
+    }
     let proposal = propose::propose(&args.policy, report, cfg, name).map_err(|e| match e {
         propose::ProposeError::Load(l) => Failure::from(l),
         broken => Failure::System(broken.to_string()),

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod flows;
 pub mod propose;
 pub mod reader;
+pub mod score;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,8 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Services used by sources that were not flagged.
     pub services: Vec<services::Service>,
+    /// Advisory ML ranking of all sources, most unusual first.
+    pub ranking: Vec<score::Ranked>,
 }
 
 impl Report {
@@ -111,7 +114,8 @@ pub fn analyze(flows: Vec<Flow>, cfg: &Config) -> Report {
     let findings = detect::detect(&flows, cfg);
     let flagged = findings.iter().map(|f| f.source).collect();
     let services = services::services(&flows, &flagged, &cfg.propose);
-    Report { flows: flows.len(), sources, findings, services }
+    let ranking = score::rank(&flows, &cfg.score);
+    Report { flows: flows.len(), sources, findings, services, ranking }
 }
 
 /// `2009-04-30T19:36:38Z` from microseconds since the Unix epoch (UTC).

@@ -96,7 +96,7 @@ pub fn propose(policy_path: &Path, report: &Report, cfg: &Config, capture_name: 
         by_source.entry(f.source).or_default().push(f);
     }
     let blocked: Vec<IpAddr> = by_source.keys().copied().collect();
-    let entries: String = by_source.iter().map(|(ip, fs)| block_entry(*ip, fs, cfg)).collect();
+    let entries: String = by_source.iter().map(|(ip, fs)| block_entry(*ip, fs, report, cfg)).collect();
 
     let mut inserts: Vec<(usize, String)> = Vec::new();
     if !entries.is_empty() {
@@ -143,7 +143,7 @@ pub fn propose(policy_path: &Path, report: &Report, cfg: &Config, capture_name: 
 }
 
 /// One element of the learned set with its evidence as comments.
-fn block_entry(ip: IpAddr, findings: &[&Finding], cfg: &Config) -> String {
+fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config) -> String {
     let last = findings.iter().map(|f| f.last_seen_us).max().unwrap_or(0);
     let first = findings.iter().map(|f| f.first_seen_us).min().unwrap_or(0);
     let review = last + cfg.propose.block_expiry_days * 86_400 * 1_000_000;
@@ -160,6 +160,9 @@ fn block_entry(ip: IpAddr, findings: &[&Finding], cfg: &Config) -> String {
         for e in &f.examples {
             out.push_str(&format!("    #     e.g. {e}\n"));
         }
+    }
+    if let Some((i, r)) = report.ranking.iter().enumerate().find(|(_, r)| r.source == ip) {
+        out.push_str(&format!("    #   ml (advisory): {}\n", super::score::explain(r, i, report.ranking.len())));
     }
     out.push_str(&format!("    {ip},\n"));
     out

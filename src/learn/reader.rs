@@ -86,7 +86,9 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Batch)) -> std::io::Result
     let file = File::open(path)?;
     let file_bytes = file.metadata()?.len();
     let mut summary = ReadSummary { file_bytes, ..Default::default() };
-    let mut reader = match create_reader(1 << 20, file) {
+    // Small files get a small buffer; a larger block grows it (BufferTooSmall).
+    let capacity = (file_bytes as usize).clamp(64 << 10, 1 << 20);
+    let mut reader = match create_reader(capacity, file) {
         Ok(r) => r,
         Err(PcapError::Eof) => {
             summary.damage = Some(Damage { offset: 0, reason: "empty file: not a pcap or pcapng capture".into() });
