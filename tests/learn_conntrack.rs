@@ -108,3 +108,32 @@ fn reads_the_namespace_conntrack_table() {
     assert_eq!(live, entries.iter().filter(|e| e.orig.dport == 5432).map(|e| e.orig).collect());
     assert_eq!(watched.lost_overruns, 0);
 }
+
+/// An entry that times out during a watch is reported as ended whether or
+/// not the kernel has reaped it (and sent its destroy event) yet.
+#[test]
+fn a_watch_keeps_entries_that_expire_during_it() {
+    require_tools();
+    let (srv, cli) = (Netns::new("ctexp"), Netns::new("ctexc"));
+    link(&srv, "eth0", &cli, "eth0");
+    srv.addr("eth0", "10.68.0.1/24");
+    cli.addr("eth0", "10.68.0.2/24");
+    srv.track_connections();
+    srv.sysctl("net.netfilter.nf_conntrack_udp_timeout=1");
+    let cli_ns = cli.name.clone();
+    let send = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &cli_ns, "sh", "-c", "echo probe | nc -u -w0 10.68.0.1 7777"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    });
+    let watched = srv.run_in(|| conntrack::watch(Duration::from_secs(3), &|| false)).expect("watch");
+    send.join().unwrap();
+    assert!(watched.live.iter().all(|e| e.orig.dport != 7777), "expired after 1 s: {:#?}", watched.live);
+    let ended = find(&watched.destroyed, 17, "10.68.0.2", 7777);
+    assert!(!ended.seen_reply);
+    let (start, stop) = (ended.start_ns.expect("start"), ended.stop_ns.expect("stop"));
+    assert!(start <= stop, "{start} {stop}");
+}

@@ -12,6 +12,7 @@
 //! the counters (`nf_conntrack_acct=1`) and timestamps
 //! (`nf_conntrack_timestamp=1`) it leaves as raw attributes are decoded here.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -31,10 +32,13 @@ use netlink_sys::Socket;
 use super::flows::{ConnState, Counters as FlowCounters, Flow, TCP, UDP};
 
 // include/uapi/linux/netfilter/nfnetlink.h
+const NFNLGRP_CONNTRACK_NEW: u32 = 1;
+const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 // include/uapi/linux/netfilter/nfnetlink_conntrack.h
 const CTA_COUNTERS_ORIG: u16 = 9;
 const CTA_COUNTERS_REPLY: u16 = 10;
+const CTA_ID: u16 = 12;
 const CTA_TIMESTAMP: u16 = 20;
 const CTA_COUNTERS_PACKETS: u16 = 1;
 const CTA_COUNTERS_BYTES: u16 = 2;
@@ -45,7 +49,7 @@ const CTA_TIMESTAMP_STOP: u16 = 2;
 
 /// One direction of a connection as conntrack saw it first (`orig`) or
 /// expects the answer (`reply`). Ports are 0 for protocols without ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CtTuple {
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -132,6 +136,26 @@ pub struct CtEntry {
     pub stop_ns: Option<u64>,
     /// Seconds left before the entry expires.
     pub timeout: Option<u32>,
+    /// The kernel's id of the entry (tells apart entries that reuse a tuple).
+    pub id: Option<u32>,
+}
+
+impl CtEntry {
+    /// Takes what a later event says; update events carry only what changed.
+    fn absorb(&mut self, later: CtEntry) {
+        self.tcp_state = later.tcp_state.or(self.tcp_state);
+        self.seen_reply |= later.seen_reply;
+        self.assured |= later.assured;
+        self.orig_counters = later.orig_counters.or(self.orig_counters);
+        self.reply_counters = later.reply_counters.or(self.reply_counters);
+        self.start_ns = self.start_ns.or(later.start_ns);
+        self.stop_ns = later.stop_ns.or(self.stop_ns);
+        self.timeout = later.timeout.or(self.timeout);
+    }
+
+    fn key(&self) -> (Option<u32>, u8, CtTuple) {
+        (self.id, self.proto, self.orig)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +181,7 @@ pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
     loop {
         buf.clear();
         socket.recv(&mut buf, 0).map_err(ConntrackError::Kernel)?;
-        if parse_datagram(&buf, &mut entries)? == Reply::Done {
+        if parse_datagram(&buf, &mut |_, e| entries.push(e))? == Reply::Done {
             break;
         }
     }
@@ -165,29 +189,37 @@ pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
     Ok(entries)
 }
 
-/// Entries seen by [`watch`]: those destroyed while watching (in event
+/// Entries seen by [`watch`]: those that ended while watching (in event
 /// order), then the live table at the end.
 #[derive(Debug, Default)]
 pub struct Watched {
+    /// Destroyed entries, then those that expired without a destroy event
+    /// yet (the kernel reaps expired entries lazily; a dump skips them).
     pub destroyed: Vec<CtEntry>,
     pub live: Vec<CtEntry>,
     /// Event datagrams the kernel dropped because we read too slowly (ENOBUFS).
     pub lost_overruns: u64,
 }
 
-/// Destroy events buffer: a scan of a thousand closed ports destroys a
-/// thousand entries within a second.
+/// Event buffer: a scan of a thousand closed ports makes two thousand
+/// events within a second.
 const EVENT_BUFFER_BYTES: libc::c_int = 16 << 20;
 
-/// Collects the entries destroyed during `duration` (or until `stop` says so),
-/// then dumps the table.
+/// Follows conntrack events during `duration` (or until `stop` says so),
+/// then dumps the table. Entries created or changed meanwhile that are
+/// neither destroyed nor live at the end expired unreaped; they count as
+/// ended at their last event.
 pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, ConntrackError> {
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
     socket.bind_auto().map_err(ConntrackError::Socket)?;
-    socket.add_membership(NFNLGRP_CONNTRACK_DESTROY).map_err(ConntrackError::Socket)?;
+    for group in [NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY] {
+        socket.add_membership(group).map_err(ConntrackError::Socket)?;
+    }
     force_receive_buffer(&socket, EVENT_BUFFER_BYTES);
 
     let mut watched = Watched::default();
+    // Entries known from new/update events, by key, with their last event time.
+    let mut open: HashMap<(Option<u32>, u8, CtTuple), (CtEntry, u64)> = HashMap::new();
     let deadline = Instant::now() + duration;
     let mut buf = Vec::with_capacity(1 << 16);
     while !stop() {
@@ -201,14 +233,44 @@ pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, Con
         buf.clear();
         match socket.recv(&mut buf, 0) {
             Ok(_) => {
-                parse_datagram(&buf, &mut watched.destroyed)?;
+                let now_ns = unix_ns();
+                parse_datagram(&buf, &mut |destroyed, mut e| {
+                    let known = open.remove(&e.key());
+                    if destroyed {
+                        if let Some((mut earlier, _)) = known {
+                            earlier.absorb(e);
+                            e = earlier;
+                        }
+                        watched.destroyed.push(e);
+                    } else {
+                        let entry = match known {
+                            Some((mut earlier, _)) => {
+                                earlier.absorb(e);
+                                earlier
+                            }
+                            // Created now (or before the watch: then its start stays unknown).
+                            None => CtEntry { start_ns: e.start_ns.or(Some(now_ns)), ..e },
+                        };
+                        open.insert(entry.key(), (entry, now_ns));
+                    }
+                })?;
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => watched.lost_overruns += 1,
             Err(e) => return Err(ConntrackError::Kernel(e)),
         }
     }
     watched.live = dump()?;
+    for e in &watched.live {
+        open.remove(&e.key());
+    }
+    let mut expired: Vec<CtEntry> = open.into_values().map(|(e, last_ns)| CtEntry { stop_ns: Some(last_ns), ..e }).collect();
+    expired.sort_by_key(|e| (e.stop_ns, e.proto, e.orig));
+    watched.destroyed.extend(expired);
     Ok(watched)
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// SO_RCVBUFFORCE (CAP_NET_ADMIN, which reading conntrack needs anyway)
@@ -257,8 +319,9 @@ enum Reply {
     Done,
 }
 
-/// Decodes one datagram of a dump reply (several netlink messages).
-fn parse_datagram(buf: &[u8], out: &mut Vec<CtEntry>) -> Result<Reply, ConntrackError> {
+/// Decodes one datagram of a dump reply or of events (several netlink
+/// messages); `out` gets each entry and whether it was destroyed.
+fn parse_datagram(buf: &[u8], out: &mut dyn FnMut(bool, CtEntry)) -> Result<Reply, ConntrackError> {
     let mut offset = 0;
     while offset < buf.len() {
         let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[offset..])
@@ -270,13 +333,15 @@ fn parse_datagram(buf: &[u8], out: &mut Vec<CtEntry>) -> Result<Reply, Conntrack
         match msg.payload {
             NetlinkPayload::Done(_) => return Ok(Reply::Done),
             NetlinkPayload::Error(e) => return Err(ConntrackError::Kernel(e.to_io())),
-            // Dump replies are NEW messages, destroy events DELETE messages.
-            NetlinkPayload::InnerMessage(NetfilterMessage {
-                inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs) | ConntrackMessage::Delete(attrs)),
-                ..
-            }) => {
+            // Dump replies and new/update events are NEW messages, destroy events DELETE.
+            NetlinkPayload::InnerMessage(NetfilterMessage { inner: NetfilterMessageInner::Conntrack(m), .. }) => {
+                let (destroyed, attrs) = match m {
+                    ConntrackMessage::New(attrs) => (false, attrs),
+                    ConntrackMessage::Delete(attrs) => (true, attrs),
+                    _ => (false, Vec::new()),
+                };
                 if let Some(entry) = entry_from(&attrs).map_err(|reason| ConntrackError::Malformed { offset, reason })? {
-                    out.push(entry);
+                    out(destroyed, entry);
                 }
             }
             _ => {}
@@ -303,6 +368,7 @@ fn entry_from(attrs: &[ConntrackAttribute]) -> Result<Option<CtEntry>, String> {
         start_ns: None,
         stop_ns: None,
         timeout: None,
+        id: None,
     };
     for attr in attrs {
         match attr {
@@ -329,6 +395,7 @@ fn entry_from(attrs: &[ConntrackAttribute]) -> Result<Option<CtEntry>, String> {
             }
             ConntrackAttribute::CtaTimeout(t) => entry.timeout = Some(*t),
             ConntrackAttribute::Other(nla) => match nla.kind() & NLA_TYPE_MASK {
+                CTA_ID => entry.id = raw_value(nla).try_into().ok().map(u32::from_be_bytes),
                 CTA_COUNTERS_ORIG => entry.orig_counters = Some(counters_from(nla)?),
                 CTA_COUNTERS_REPLY => entry.reply_counters = Some(counters_from(nla)?),
                 CTA_TIMESTAMP => (entry.start_ns, entry.stop_ns) = timestamps_from(nla)?,
@@ -636,7 +703,7 @@ mod tests {
             ConntrackAttribute::CtaStatus(Status::Confirmed),
         ];
         let mut out = Vec::new();
-        assert_eq!(parse_datagram(&datagram(vec![tcp, udp]), &mut out).unwrap(), Reply::Done);
+        assert_eq!(parse_datagram(&datagram(vec![tcp, udp]), &mut |_, e| out.push(e)).unwrap(), Reply::Done);
         assert_eq!(out.len(), 2);
         let t = &out[0];
         assert_eq!((t.proto, t.orig.sport, t.orig.dport), (6, 40000, 22));
@@ -663,7 +730,7 @@ mod tests {
         let first_len = u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize;
         // Claim the second message is longer than the datagram.
         bytes[first_len..first_len + 4].copy_from_slice(&10_000u32.to_ne_bytes());
-        let err = parse_datagram(&bytes, &mut Vec::new()).unwrap_err();
+        let err = parse_datagram(&bytes, &mut |_, _| {}).unwrap_err();
         assert!(matches!(err, ConntrackError::Malformed { offset, .. } if offset == first_len), "{err}");
     }
 
@@ -681,6 +748,7 @@ mod tests {
             start_ns: Some(1_000_000_000_000),
             stop_ns: None,
             timeout: Some(100),
+            id: Some(7),
         }
     }
 
