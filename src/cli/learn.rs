@@ -20,9 +20,9 @@ pub struct LearnArgs {
     /// instead of a capture.
     #[arg(long)]
     pub conntrack: bool,
-    /// With --conntrack: first also collect the entries destroyed during this
-    /// long (30s, 10m; Ctrl-C ends early): refused and reset connections
-    /// leave the table at once.
+    /// With --conntrack: first follow conntrack events this long (30s, 10m;
+    /// Ctrl-C ends early) to also learn from connections that end meanwhile;
+    /// a refused connection leaves the table at once.
     #[arg(long, requires = "conntrack", value_parser = super::block::parse_duration)]
     pub watch: Option<u32>,
     /// The policy the proposal is a diff against.
