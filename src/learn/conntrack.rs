@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     DefaultNla, Nla, NlaBuffer, NlasIterator, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST,
+    NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Status, Tuple,
@@ -148,7 +148,8 @@ impl CtEntry {
         self.assured |= later.assured;
         self.orig_counters = later.orig_counters.or(self.orig_counters);
         self.reply_counters = later.reply_counters.or(self.reply_counters);
-        self.start_ns = self.start_ns.or(later.start_ns);
+        // The kernel's timestamp beats the time we saw the creation event.
+        self.start_ns = later.start_ns.or(self.start_ns);
         self.stop_ns = later.stop_ns.or(self.stop_ns);
         self.timeout = later.timeout.or(self.timeout);
     }
@@ -234,9 +235,9 @@ pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, Con
         match socket.recv(&mut buf, 0) {
             Ok(_) => {
                 let now_ns = unix_ns();
-                parse_datagram(&buf, &mut |destroyed, mut e| {
+                parse_datagram(&buf, &mut |event, mut e| {
                     let known = open.remove(&e.key());
-                    if destroyed {
+                    if event == Event::Destroyed {
                         if let Some((mut earlier, _)) = known {
                             earlier.absorb(e);
                             e = earlier;
@@ -248,8 +249,9 @@ pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, Con
                                 earlier.absorb(e);
                                 earlier
                             }
-                            // Created now (or before the watch: then its start stays unknown).
-                            None => CtEntry { start_ns: e.start_ns.or(Some(now_ns)), ..e },
+                            None if event == Event::Created => CtEntry { start_ns: e.start_ns.or(Some(now_ns)), ..e },
+                            // Created before the watch: its start stays unknown.
+                            None => e,
                         };
                         open.insert(entry.key(), (entry, now_ns));
                     }
@@ -260,8 +262,10 @@ pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, Con
         }
     }
     watched.live = dump()?;
-    for e in &watched.live {
-        open.remove(&e.key());
+    for e in &mut watched.live {
+        if let Some((known, _)) = open.remove(&e.key()) {
+            e.start_ns = e.start_ns.or(known.start_ns);
+        }
     }
     let mut expired: Vec<CtEntry> = open.into_values().map(|(e, last_ns)| CtEntry { stop_ns: Some(last_ns), ..e }).collect();
     expired.sort_by_key(|e| (e.stop_ns, e.proto, e.orig));
@@ -313,6 +317,16 @@ fn dump_request() -> Vec<u8> {
     bytes
 }
 
+/// What a message says about its entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// A dump line or an update event.
+    Exists,
+    /// A new-connection event.
+    Created,
+    Destroyed,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Reply {
     More,
@@ -320,8 +334,8 @@ enum Reply {
 }
 
 /// Decodes one datagram of a dump reply or of events (several netlink
-/// messages); `out` gets each entry and whether it was destroyed.
-fn parse_datagram(buf: &[u8], out: &mut dyn FnMut(bool, CtEntry)) -> Result<Reply, ConntrackError> {
+/// messages); `out` gets each entry with what happened to it.
+fn parse_datagram(buf: &[u8], out: &mut dyn FnMut(Event, CtEntry)) -> Result<Reply, ConntrackError> {
     let mut offset = 0;
     while offset < buf.len() {
         let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[offset..])
@@ -335,13 +349,15 @@ fn parse_datagram(buf: &[u8], out: &mut dyn FnMut(bool, CtEntry)) -> Result<Repl
             NetlinkPayload::Error(e) => return Err(ConntrackError::Kernel(e.to_io())),
             // Dump replies and new/update events are NEW messages, destroy events DELETE.
             NetlinkPayload::InnerMessage(NetfilterMessage { inner: NetfilterMessageInner::Conntrack(m), .. }) => {
-                let (destroyed, attrs) = match m {
-                    ConntrackMessage::New(attrs) => (false, attrs),
-                    ConntrackMessage::Delete(attrs) => (true, attrs),
-                    _ => (false, Vec::new()),
+                let (event, attrs) = match m {
+                    // New-connection events are flagged like a create request.
+                    ConntrackMessage::New(attrs) if msg.header.flags & NLM_F_CREATE != 0 => (Event::Created, attrs),
+                    ConntrackMessage::New(attrs) => (Event::Exists, attrs),
+                    ConntrackMessage::Delete(attrs) => (Event::Destroyed, attrs),
+                    _ => (Event::Exists, Vec::new()),
                 };
                 if let Some(entry) = entry_from(&attrs).map_err(|reason| ConntrackError::Malformed { offset, reason })? {
-                    out(destroyed, entry);
+                    out(event, entry);
                 }
             }
             _ => {}
