@@ -137,3 +137,20 @@ fn a_watch_keeps_entries_that_expire_during_it() {
     let (start, stop) = (ended.start_ns.expect("start"), ended.stop_ns.expect("stop"));
     assert!(start <= stop, "{start} {stop}");
 }
+
+#[test]
+fn learn_conntrack_without_privileges_is_a_clear_error() {
+    require_tool("setpriv");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.pf");
+    std::fs::write(&policy, "table phantomc\npolicy input block\n").unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_phantomc"), "learn", "--conntrack", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("conntrack dump failed: Operation not permitted") && err.contains("CAP_NET_ADMIN"), "{err}");
+    assert_eq!(std::fs::read_to_string(&policy).unwrap(), "table phantomc\npolicy input block\n");
+}
