@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::lan::{curl, dns_lookup, dns_server, http_server, Capture, Lan};
@@ -163,14 +163,14 @@ fn learns_a_lan_from_its_capture_and_its_conntrack_table() {
     std::fs::write(&pcap_policy, BASELINE).unwrap();
     std::fs::write(&ct_policy, BASELINE).unwrap();
     let capture = Capture::start(srv, "eth0", &dir.path().join("lab.pcap"));
-    let mut watcher = Command::new("ip")
+    let mut watcher = Watcher(Command::new("ip")
         .args(["netns", "exec", &srv.name, env!("CARGO_BIN_EXE_phantomc"), "learn", "--conntrack", "--watch", "10m", "--write", "--policy"])
         .arg(&ct_policy)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start learn --conntrack");
-    let mut watcher_err = BufReader::new(watcher.stderr.take().unwrap());
+        .expect("start learn --conntrack"));
+    let mut watcher_err = BufReader::new(watcher.0.stderr.take().unwrap());
     let mut first = String::new();
     watcher_err.read_line(&mut first).unwrap();
     assert!(first.starts_with("collecting"), "{first}");
@@ -185,9 +185,9 @@ fn learns_a_lan_from_its_capture_and_its_conntrack_table() {
     let tcpdump = capture.stop();
     eprintln!("tcpdump: {tcpdump}");
     // SAFETY: signals our own child (ip netns exec has exec'd phantomc).
-    unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) };
-    let mut ct_out = Output { status: watcher.wait().unwrap(), stdout: Vec::new(), stderr: first.into_bytes() };
-    watcher.stdout.take().unwrap().read_to_end(&mut ct_out.stdout).unwrap();
+    unsafe { libc::kill(watcher.0.id() as i32, libc::SIGINT) };
+    let mut ct_out = Output { status: watcher.0.wait().unwrap(), stdout: Vec::new(), stderr: first.into_bytes() };
+    watcher.0.stdout.take().unwrap().read_to_end(&mut ct_out.stdout).unwrap();
     watcher_err.read_to_end(&mut ct_out.stderr).unwrap();
 
     let pcap = dir.path().join("lab.pcap");
@@ -202,6 +202,16 @@ fn learns_a_lan_from_its_capture_and_its_conntrack_table() {
     assert!(long_session.round_trip(b"COMMIT;"), "the open session survives the new policy");
     apply(srv, ct_policy.to_str().unwrap());
     assert_applied(&lan);
+}
+
+/// `learn --conntrack --watch` running in the server; killed if the test fails first.
+struct Watcher(Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Benign clients still work; every attacker's packets are dropped.
