@@ -47,10 +47,8 @@ fn reads_the_namespace_conntrack_table() {
     let cli_ns = cli.name.clone();
     let refuse = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        let probe = std::process::Command::new("ip")
-            .args(["netns", "exec", &cli_ns, "nc", "-z", "-w", "1", "10.66.0.1", "81"])
-            .output()
-            .unwrap();
+        let probe =
+            std::process::Command::new("ip").args(["netns", "exec", &cli_ns, "nc", "-z", "-w", "1", "10.66.0.1", "81"]).output().unwrap();
         assert!(!probe.status.success(), "port 81 is closed");
     });
     let watched = srv.run_in(|| conntrack::watch(Duration::from_secs(2), &|| false)).expect("watch");

@@ -83,7 +83,11 @@ fn attack(lan: &Lan) {
     let connect = nmap("connect", &["-sT", "-p", "1-1024"]);
     assert!(open(&connect, "80/tcp"), "{connect}");
     let flood = host("flood").exec(&["hping3", "-S", "-p", "80", "-c", "3000", "-i", "u200", "-q", SERVER]);
-    assert!(stderr(&flood).contains("3000 packets transmitted") || stdout(&flood).contains("3000 packets transmitted"), "{}", stderr(&flood));
+    assert!(
+        stderr(&flood).contains("3000 packets transmitted") || stdout(&flood).contains("3000 packets transmitted"),
+        "{}",
+        stderr(&flood)
+    );
     let logins = host("brute").run_in(|| {
         (0..60)
             .filter(|i| {
@@ -164,13 +168,26 @@ fn learns_a_lan_from_its_capture_and_its_conntrack_table() {
     std::fs::write(&pcap_policy, BASELINE).unwrap();
     std::fs::write(&ct_policy, BASELINE).unwrap();
     let capture = Capture::start(srv, "eth0", &dir.path().join("lab.pcap"));
-    let mut watcher = Watcher(Command::new("ip")
-        .args(["netns", "exec", &srv.name, env!("CARGO_BIN_EXE_phantomc"), "learn", "--conntrack", "--watch", "10m", "--write", "--policy"])
-        .arg(&ct_policy)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start learn --conntrack"));
+    let mut watcher = Watcher(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &srv.name,
+                env!("CARGO_BIN_EXE_phantomc"),
+                "learn",
+                "--conntrack",
+                "--watch",
+                "10m",
+                "--write",
+                "--policy",
+            ])
+            .arg(&ct_policy)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start learn --conntrack"),
+    );
     let mut watcher_err = BufReader::new(watcher.0.stderr.take().unwrap());
     let mut first = String::new();
     watcher_err.read_line(&mut first).unwrap();

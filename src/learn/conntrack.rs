@@ -19,8 +19,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    DefaultNla, Nla, NlaBuffer, NlasIterator, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer, NlasIterator, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Status, Tuple,
@@ -596,12 +596,7 @@ fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
         (None, None) => now_us,
     };
     let first_seen_us = e.start_ns.map_or(last_seen_us, |ns| (ns / 1000).min(last_seen_us));
-    let mut flow = Flow::new(
-        e.proto,
-        SocketAddr::new(e.orig.src, e.orig.sport),
-        SocketAddr::new(e.orig.dst, e.orig.dport),
-        first_seen_us,
-    );
+    let mut flow = Flow::new(e.proto, SocketAddr::new(e.orig.src, e.orig.sport), SocketAddr::new(e.orig.dst, e.orig.dport), first_seen_us);
     flow.last_seen_us = last_seen_us;
     // Conntrack creates an entry for the originator's first packet.
     flow.attempt_seen = true;
