@@ -186,11 +186,14 @@ pub fn dns_lookup(ns: &Netns, server: &str, name: &str) -> Option<[u8; 4]> {
     ns.run_in(move || {
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
         s.set_read_timeout(Some(Duration::from_millis(700))).expect("timeout");
-        s.send_to(&query, &server).ok()?;
         let mut buf = [0u8; 512];
-        let n = s.recv(&mut buf).ok()?;
-        let r = &buf[..n];
-        (n >= query.len() + 16 && r[..2] == query[..2] && r[2] & 0x80 != 0).then(|| r[n - 4..].try_into().expect("4 bytes"))
+        // Like a resolver, try again: the first query may wait for ARP.
+        (0..3).find_map(|_| {
+            s.send_to(&query, &server).ok()?;
+            let n = s.recv(&mut buf).ok()?;
+            let r = &buf[..n];
+            (n >= query.len() + 16 && r[..2] == query[..2] && r[2] & 0x80 != 0).then(|| r[n - 4..].try_into().expect("4 bytes"))
+        })
     })
 }
 
