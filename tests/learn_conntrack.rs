@@ -5,10 +5,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, UdpSocket};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
-use phantomc::learn::conntrack::{self, Counters, CtEntry, TcpState};
+use phantomc::learn::conntrack::{self, Counters, CtEntry, TcpState, Watched};
 
 fn find<'a>(entries: &'a [CtEntry], proto: u8, src: &str, dport: u16) -> &'a CtEntry {
     let src: IpAddr = src.parse().unwrap();
@@ -16,6 +17,24 @@ fn find<'a>(entries: &'a [CtEntry], proto: u8, src: &str, dport: u16) -> &'a CtE
         .iter()
         .find(|e| e.proto == proto && e.orig.src == src && e.orig.dport == dport)
         .unwrap_or_else(|| panic!("no entry proto {proto} from {src} to port {dport} in {entries:#?}"))
+}
+
+/// Watches `srv`'s conntrack events while `script` runs in `cli`, and for
+/// `settle` after it has finished.
+fn watch_while(srv: &Netns, cli: &Netns, script: &str, settle: Duration) -> Watched {
+    let done_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let done = done_at.clone();
+    let (cli_ns, script) = (cli.name.clone(), script.to_string());
+    let client = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = std::process::Command::new("ip").args(["netns", "exec", &cli_ns, "sh", "-c", &script]).output().unwrap();
+        *done.lock().unwrap() = Some(Instant::now());
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let finished = move || done_at.lock().unwrap().is_some_and(|t| t.elapsed() > settle);
+    let watched = srv.run_in(move || conntrack::watch(Duration::from_secs(30), &finished)).expect("watch");
+    client.join().unwrap();
+    watched
 }
 
 #[test]
@@ -44,15 +63,7 @@ fn reads_the_namespace_conntrack_table() {
     let entries = srv.run_in(conntrack::dump).expect("dump");
     // A refused SYN: the kernel drops that entry at once, only the destroy event shows it.
     assert!(entries.iter().all(|e| e.orig.dport != 81), "{entries:#?}");
-    let cli_ns = cli.name.clone();
-    let refuse = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let probe =
-            std::process::Command::new("ip").args(["netns", "exec", &cli_ns, "nc", "-z", "-w", "1", "10.66.0.1", "81"]).output().unwrap();
-        assert!(!probe.status.success(), "port 81 is closed");
-    });
-    let watched = srv.run_in(|| conntrack::watch(Duration::from_secs(2), &|| false)).expect("watch");
-    refuse.join().unwrap();
+    let watched = watch_while(&srv, &cli, "nc -z -w 1 10.66.0.1 81 && exit 1 || exit 0", Duration::from_millis(300));
 
     let est = find(&entries, 6, "10.66.0.2", 5432);
     assert_eq!(est.orig.sport, v4.local_port());
@@ -118,17 +129,8 @@ fn a_watch_keeps_entries_that_expire_during_it() {
     cli.addr("eth0", "10.68.0.2/24");
     srv.track_connections();
     srv.sysctl("net.netfilter.nf_conntrack_udp_timeout=1");
-    let cli_ns = cli.name.clone();
-    let send = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &cli_ns, "sh", "-c", "echo probe | nc -u -w0 10.68.0.1 7777"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    });
-    let watched = srv.run_in(|| conntrack::watch(Duration::from_secs(3), &|| false)).expect("watch");
-    send.join().unwrap();
+    // Keep watching until the entry has been expired (1 s) for a while.
+    let watched = watch_while(&srv, &cli, "echo probe | nc -u -w0 10.68.0.1 7777", Duration::from_millis(2500));
     assert!(watched.live.iter().all(|e| e.orig.dport != 7777), "expired after 1 s: {:#?}", watched.live);
     let ended = find(&watched.destroyed, 17, "10.68.0.2", 7777);
     assert!(!ended.seen_reply);

@@ -4,9 +4,9 @@
 //!
 //! A table dump only shows live entries, and the kernel deletes an entry at
 //! once when the only answer was a RST (a SYN to a closed port), so a scan of
-//! closed ports leaves nothing to dump. [`watch`] therefore also listens to
-//! the destroy events (like `conntrack -E -e DESTROY`) for a while and
-//! returns those entries together with the table at the end.
+//! closed ports leaves nothing to dump. [`watch`] therefore also follows the
+//! conntrack events (like `conntrack -E`) for a while and returns the
+//! connections that ended meanwhile together with the table at the end.
 //!
 //! Tuples, TCP state and status flags are decoded by netlink-packet-netfilter;
 //! the counters (`nf_conntrack_acct=1`) and timestamps
@@ -242,6 +242,8 @@ pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, Con
                             earlier.absorb(e);
                             e = earlier;
                         }
+                        // Without kernel timestamps: the event comes as it happens.
+                        e.stop_ns = e.stop_ns.or(Some(now_ns));
                         watched.destroyed.push(e);
                     } else {
                         let entry = match known {
@@ -581,10 +583,9 @@ impl StateTimeouts {
     }
 }
 
-/// Conntrack entries as learner flows. `now_us` is when the table was read;
-/// destroyed entries without a stop timestamp count as ending then too.
+/// Conntrack entries as learner flows. `now_us` is when the table was read.
 /// Without `nf_conntrack_timestamp=1` the start of a connection is unknown
-/// and taken as its last packet.
+/// (unless [`watch`] saw it created) and taken as its last packet.
 pub fn to_flows(entries: &[CtEntry], timeouts: &StateTimeouts, now_us: u64) -> Vec<Flow> {
     entries.iter().map(|e| to_flow(e, timeouts, now_us)).collect()
 }
