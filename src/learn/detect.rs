@@ -292,3 +292,68 @@ fn udp_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::learn::flows::{ConnState, Counters, IcmpError};
+
+    /// A flow as a conntrack reader would build it.
+    fn flow(client: &str, server: &str, proto: u8, state: ConnState, history: &str, t_ms: u64) -> Flow {
+        let mut f = Flow::new(proto, client.parse().unwrap(), server.parse().unwrap(), t_ms * 1000);
+        f.state = state;
+        f.history = history.into();
+        f.attempt_seen = true;
+        f.orig = Counters { packets: 3, bytes: 180 };
+        f.resp = Counters { packets: u64::from(state != ConnState::S0), bytes: 60 };
+        f.last_seen_us = f.first_seen_us + 500_000;
+        f
+    }
+
+    fn detectors(flows: &[Flow]) -> Vec<(String, Detector)> {
+        detect(flows, &Config::default()).into_iter().map(|f| (f.source.to_string(), f.detector)).collect()
+    }
+
+    #[test]
+    fn syn_flood_needs_many_fast_half_open_attempts() {
+        let flood: Vec<Flow> = (0..500).map(|i| flow(&format!("10.0.0.66:{}", 1024 + i), "10.0.0.1:80", TCP, ConnState::S0, "S", i * 5)).collect();
+        assert_eq!(detectors(&flood), [("10.0.0.66".to_string(), Detector::SynFlood)]);
+        // The same attempts spread over an hour are not a flood.
+        let slow: Vec<Flow> = (0..500).map(|i| flow(&format!("10.0.0.66:{}", 1024 + i), "10.0.0.1:80", TCP, ConnState::S0, "S", i * 7_200)).collect();
+        assert_eq!(detectors(&slow), []);
+    }
+
+    #[test]
+    fn brute_force_is_many_short_connections_to_one_service() {
+        let guesses: Vec<Flow> = (0..30).map(|i| flow(&format!("10.0.0.7:{}", 2000 + i), "10.0.0.1:22", TCP, ConnState::SF, "ShADadFf", i * 1000)).collect();
+        let found = detect(&guesses, &Config::default());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].detector, Detector::BruteForce);
+        assert!(found[0].counts.starts_with("30 connections to tcp 10.0.0.1:22"), "{}", found[0].counts);
+        // A handful of sessions is a user, not a brute force.
+        assert_eq!(detectors(&guesses[..5]), []);
+    }
+
+    #[test]
+    fn udp_scan_from_port_unreachable_replies() {
+        let probes: Vec<Flow> = (0..8u16)
+            .map(|i| {
+                let mut f = flow("10.0.0.9:5353", &format!("10.0.0.1:{}", 100 + i), UDP, ConnState::S0, "D", u64::from(i));
+                f.icmp_error = Some(IcmpError { icmp_type: 3, code: 3, from: "10.0.0.1".parse().unwrap() });
+                f
+            })
+            .collect();
+        assert!(detectors(&probes).contains(&("10.0.0.9".to_string(), Detector::UdpScan)));
+        assert!(!detectors(&probes[..4]).iter().any(|(_, d)| *d == Detector::UdpScan));
+    }
+
+    #[test]
+    fn trw_flags_failures_and_spares_a_busy_benign_client() {
+        let scan: Vec<Flow> = (0..6).map(|i| flow("10.0.0.5:4000", &format!("10.0.1.{i}:445"), TCP, ConnState::S0, "S", i)).collect();
+        assert_eq!(detectors(&scan), [("10.0.0.5".to_string(), Detector::Trw)]);
+        // Twenty hosts that answer, then three that do not: benign.
+        let mut busy: Vec<Flow> = (0..20).map(|i| flow("10.0.0.6:4000", &format!("10.0.2.{i}:443"), TCP, ConnState::SF, "ShADadFf", i)).collect();
+        busy.extend((20..23).map(|i| flow("10.0.0.6:4000", &format!("10.0.2.{i}:443"), TCP, ConnState::S0, "S", i)));
+        assert_eq!(detectors(&busy), []);
+    }
+}

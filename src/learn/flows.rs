@@ -212,7 +212,7 @@ pub struct FlowLimits {
 impl Default for FlowLimits {
     fn default() -> Self {
         // Zeek's inactivity timeouts: tcp 5 min, udp and icmp 1 min.
-        FlowLimits { tcp_idle_secs: 300, udp_idle_secs: 60, other_idle_secs: 60, max_open: 1_000_000, max_closed: 2_000_000 }
+        FlowLimits { tcp_idle_secs: 300, udp_idle_secs: 60, other_idle_secs: 60, max_open: 1_000_000, max_closed: 500_000 }
     }
 }
 
@@ -382,6 +382,8 @@ pub struct FlowShard {
     clock_us: u64,
     next_sweep_us: u64,
     merged_closed: bool,
+    /// Compact closed flows when there are more than this many.
+    compact_at: usize,
 }
 
 impl FlowShard {
@@ -448,9 +450,11 @@ impl FlowShard {
 
     fn close(&mut self, flow: Flow, limits: &FlowLimits) {
         self.closed.push(flow);
-        if self.closed.len() > limits.max_closed {
+        if self.closed.len() > self.compact_at.max(limits.max_closed) {
             self.closed = compact(std::mem::take(&mut self.closed));
             self.merged_closed = true;
+            // Amortized: what did not merge away waits for as many new flows.
+            self.compact_at = self.closed.len() * 2;
         }
     }
 
@@ -486,8 +490,11 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    /// The limits are for the whole table; each shard gets its part.
     pub fn new(shards: usize, limits: FlowLimits) -> FlowTable {
-        FlowTable { shards: (0..shards.max(1)).map(|_| FlowShard::default()).collect(), limits }
+        let n = shards.max(1);
+        let per_shard = FlowLimits { max_open: (limits.max_open / n).max(1), max_closed: (limits.max_closed / n).max(1), ..limits };
+        FlowTable { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard }
     }
 
     /// Feed a batch of decoded packets (in capture order), each shard in parallel.
@@ -531,4 +538,117 @@ pub fn sort_flows(flows: &mut [Flow]) {
     flows.sort_by(|a, b| {
         (a.first_seen_us, a.proto, a.client, a.server, a.last_seen_us).cmp(&(b.first_seen_us, b.proto, b.client, b.server, b.last_seen_us))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::learn::decode::Decoded;
+    use tcp_flags::*;
+
+    const C: &str = "10.0.0.2:40000";
+    const S: &str = "10.0.0.1:22";
+
+    fn pkt(t: u64, from: &str, to: &str, proto: u8, flags: u8, payload: u32) -> Decoded {
+        let (a, b): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
+        Decoded {
+            ts_us: t * 1_000_000,
+            proto,
+            src_ip: a.ip(),
+            dst_ip: b.ip(),
+            sport: a.port(),
+            dport: b.port(),
+            tcp_flags: flags,
+            ip_len: 40 + payload,
+            payload_len: payload,
+            icmp_type: 0,
+            icmp_code: 0,
+            quote: None,
+            key_hash: 0,
+        }
+    }
+
+    fn run(pkts: &[Decoded], limits: FlowLimits) -> Vec<Flow> {
+        let mut t = FlowTable::new(1, limits);
+        t.add_batch(pkts);
+        t.finish().flows
+    }
+
+    fn states(pkts: &[Decoded]) -> Vec<(ConnState, String, String)> {
+        run(pkts, FlowLimits::default()).into_iter().map(|f| (f.state, f.client.to_string(), f.history)).collect()
+    }
+
+    #[test]
+    fn zeek_states_from_handshakes() {
+        let s = |v: &[Decoded]| states(v).into_iter().map(|(st, c, h)| format!("{st} {c} {h}")).collect::<Vec<_>>();
+        assert_eq!(s(&[pkt(1, C, S, TCP, SYN, 0)]), ["S0 10.0.0.2:40000 S"]);
+        assert_eq!(s(&[pkt(1, C, S, TCP, SYN, 0), pkt(1, S, C, TCP, RST | ACK, 0)]), ["REJ 10.0.0.2:40000 Sr"]);
+        let full = [
+            pkt(1, C, S, TCP, SYN, 0),
+            pkt(1, S, C, TCP, SYN | ACK, 0),
+            pkt(1, C, S, TCP, ACK, 0),
+            pkt(2, C, S, TCP, ACK, 100),
+            pkt(2, S, C, TCP, ACK, 300),
+            pkt(3, C, S, TCP, FIN | ACK, 0),
+            pkt(3, S, C, TCP, FIN | ACK, 0),
+        ];
+        assert_eq!(s(&full), ["SF 10.0.0.2:40000 ShADdFf"]);
+        assert_eq!(s(&full[..5]), ["S1 10.0.0.2:40000 ShADd"]);
+        assert_eq!(s(&[pkt(1, C, S, TCP, SYN, 0), pkt(1, C, S, TCP, RST, 0)]), ["RSTOS0 10.0.0.2:40000 SR"]);
+        // Mid-stream data first, then a handshake packet from the other side:
+        // the SYN-ACK decides the roles, whatever spoke first.
+        assert_eq!(s(&[pkt(1, C, S, TCP, ACK, 10), pkt(2, S, C, TCP, SYN | ACK, 0)]), ["OTH 10.0.0.2:40000 Dh"]);
+        assert_eq!(s(&[pkt(1, S, C, TCP, ACK, 10), pkt(2, S, C, TCP, SYN | ACK, 0)]), ["OTH 10.0.0.2:40000 dh"]);
+    }
+
+    #[test]
+    fn roles_ignore_port_numbers() {
+        // A "server" on a high port and a client on port 80: the SYN decides.
+        let f = &run(&[pkt(1, "10.0.0.9:80", "10.0.0.1:50000", TCP, SYN, 0), pkt(1, "10.0.0.1:50000", "10.0.0.9:80", TCP, SYN | ACK, 0)], FlowLimits::default())[0];
+        assert_eq!(f.client.to_string(), "10.0.0.9:80");
+        assert_eq!(f.server.to_string(), "10.0.0.1:50000");
+    }
+
+    #[test]
+    fn udp_is_confirmed_only_with_both_directions() {
+        let one = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 30)], FlowLimits::default());
+        assert_eq!((one[0].state, one[0].answered()), (ConnState::S0, false));
+        let both = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 30), pkt(1, "10.0.0.1:53", C, UDP, 0, 90)], FlowLimits::default());
+        assert_eq!((both[0].state, both[0].answered()), (ConnState::SF, true));
+    }
+
+    #[test]
+    fn idle_timeout_and_reused_ports_start_new_flows() {
+        let limits = FlowLimits::default();
+        let udp = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 1), pkt(1 + 61, C, "10.0.0.1:53", UDP, 0, 1)], limits.clone());
+        assert_eq!(udp.len(), 2);
+        let udp = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 1), pkt(1 + 59, C, "10.0.0.1:53", UDP, 0, 1)], limits.clone());
+        assert_eq!(udp.len(), 1);
+        // A closed TCP connection, then a new SYN on the same ports: two flows.
+        let tcp = run(
+            &[pkt(1, C, S, TCP, SYN, 0), pkt(1, S, C, TCP, RST | ACK, 0), pkt(2, C, S, TCP, SYN, 0), pkt(2, C, S, TCP, SYN, 0)],
+            limits,
+        );
+        assert_eq!(tcp.iter().map(|f| f.state).collect::<Vec<_>>(), [ConnState::REJ, ConnState::S0]);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_limits() {
+        // 10,000 one-packet UDP flows from one client: open flows are closed
+        // early beyond max_open, and identical closed ones are merged.
+        let limits = FlowLimits { max_open: 100, max_closed: 50, ..FlowLimits::default() };
+        let pkts: Vec<Decoded> = (0..10_000u64).map(|i| pkt(1 + i / 1000, &format!("10.0.0.2:{}", 1024 + i), "10.0.0.1:53", UDP, 0, 1)).collect();
+        let mut t = FlowTable::new(1, limits);
+        let mut peak = 0;
+        for chunk in pkts.chunks(100) {
+            t.add_batch(chunk);
+            let shard = &t.shards[0];
+            peak = peak.max(shard.open.len() + shard.closed.len());
+        }
+        assert!(peak <= 300, "peak {peak}");
+        let set = t.finish();
+        assert!(set.compacted);
+        assert_eq!(set.flows.iter().map(|f| f.connections).sum::<u64>(), 10_000);
+        assert!(set.flows.len() < 300, "{}", set.flows.len());
+    }
 }
