@@ -19,22 +19,20 @@ fn find<'a>(entries: &'a [CtEntry], proto: u8, src: &str, dport: u16) -> &'a CtE
         .unwrap_or_else(|| panic!("no entry proto {proto} from {src} to port {dport} in {entries:#?}"))
 }
 
-/// Watches `srv`'s conntrack events while `script` runs in `cli`, and for
-/// `settle` after it has finished.
-fn watch_while(srv: &Netns, cli: &Netns, script: &str, settle: Duration) -> Watched {
+/// Watches `srv`'s conntrack events while `client` runs, and for `settle`
+/// after it has finished.
+fn watch_while(srv: &Netns, client: impl FnOnce() + Send, settle: Duration) -> Watched {
     let done_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let done = done_at.clone();
-    let (cli_ns, script) = (cli.name.clone(), script.to_string());
-    let client = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let out = std::process::Command::new("ip").args(["netns", "exec", &cli_ns, "sh", "-c", &script]).output().unwrap();
-        *done.lock().unwrap() = Some(Instant::now());
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    });
-    let finished = move || done_at.lock().unwrap().is_some_and(|t| t.elapsed() > settle);
-    let watched = srv.run_in(move || conntrack::watch(Duration::from_secs(30), &finished)).expect("watch");
-    client.join().unwrap();
-    watched
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            client();
+            *done.lock().unwrap() = Some(Instant::now());
+        });
+        let finished = move || done_at.lock().unwrap().is_some_and(|t| t.elapsed() > settle);
+        srv.run_in(move || conntrack::watch(Duration::from_secs(30), &finished)).expect("watch")
+    })
 }
 
 #[test]
@@ -63,7 +61,7 @@ fn reads_the_namespace_conntrack_table() {
     let entries = srv.run_in(conntrack::dump).expect("dump");
     // A refused SYN: the kernel drops that entry at once, only the destroy event shows it.
     assert!(entries.iter().all(|e| e.orig.dport != 81), "{entries:#?}");
-    let watched = watch_while(&srv, &cli, "nc -z -w 1 10.66.0.1 81 && exit 1 || exit 0", Duration::from_millis(300));
+    let watched = watch_while(&srv, || assert_eq!(tcp_connect(&cli, "10.66.0.1", 81), Tcp::Refused), Duration::from_millis(300));
 
     let est = find(&entries, 6, "10.66.0.2", 5432);
     assert_eq!(est.orig.sport, v4.local_port());
@@ -130,7 +128,13 @@ fn a_watch_keeps_entries_that_expire_during_it() {
     srv.track_connections();
     srv.sysctl("net.netfilter.nf_conntrack_udp_timeout=1");
     // Keep watching until the entry has been expired (1 s) for a while.
-    let watched = watch_while(&srv, &cli, "echo probe | nc -u -w0 10.68.0.1 7777", Duration::from_millis(2500));
+    let watched = watch_while(
+        &srv,
+        || {
+            cli.run_in(|| UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"probe", "10.68.0.1:7777").unwrap());
+        },
+        Duration::from_millis(2500),
+    );
     assert!(watched.live.iter().all(|e| e.orig.dport != 7777), "expired after 1 s: {:#?}", watched.live);
     let ended = find(&watched.destroyed, 17, "10.68.0.2", 7777);
     assert!(!ended.seen_reply);
