@@ -39,7 +39,6 @@ fn watch_while(srv: &Netns, client: impl FnOnce() + Send, settle: Duration) -> W
 fn reads_the_namespace_conntrack_table() {
     require_tools();
     require_tool("conntrack");
-    require_tool("nc");
     let (srv, cli) = (Netns::new("ctsrv"), Netns::new("ctcli"));
     link(&srv, "eth0", &cli, "eth0");
     srv.addr("eth0", "10.66.0.1/24");
