@@ -12,3 +12,4 @@ pub mod cli;
 pub mod nft;
 pub mod serve;
 pub mod watch;
+pub mod learn;

@@ -14,6 +14,7 @@ mod compile;
 mod diff;
 mod explain;
 mod feeds;
+mod learn;
 mod lint;
 mod safety;
 mod test;
@@ -63,6 +64,8 @@ pub enum Command {
     Test(test::TestArgs),
     /// Keep the policy loaded: reload atomically when it, an include or a local feed changes.
     Watch(watch::WatchArgs),
+    /// Propose policy changes (pass rules, blocks with evidence) from a capture.
+    Learn(learn::LearnArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Serve(args) => serve::serve(&args),
         Command::Watch(args) => watch::watch(&args),
+        Command::Learn(args) => learn::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this kit
 
+pub mod lan;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -18,13 +20,18 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Fails (never skips) when the tools kernel tests need are missing.
 pub fn require_tools() {
     for tool in ["nft", "ip", "ping"] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
-        assert!(found, "kernel tests need `{tool}` (apt-get install nftables iproute2 iputils-ping)");
+        require_tool(tool);
     }
     assert!(
         std::path::Path::new("/proc/self/ns/net").exists(),
         "kernel tests need network namespaces"
     );
+}
+
+/// Fails (never skips) when one more tool a test drives is missing.
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+    assert!(found, "this kernel test needs `{tool}` (see the apt list in .ci/run)");
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -71,6 +78,29 @@ impl Netns {
     pub fn sysctl(&self, key_value: &str) {
         let out = self.exec(&["sysctl", "-qw", key_value]);
         assert!(out.status.success(), "sysctl {key_value}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Makes the kernel track connections here (conntrack only runs where a
+    /// rule needs it) with counters and timestamps, and keeps closed and
+    /// unanswered entries long enough to be read after the traffic.
+    pub fn track_connections(&self) {
+        for kv in [
+            "net.netfilter.nf_conntrack_acct=1",
+            "net.netfilter.nf_conntrack_timestamp=1",
+            "net.netfilter.nf_conntrack_tcp_timeout_close=600",
+            "net.netfilter.nf_conntrack_tcp_timeout_syn_recv=600",
+            "net.netfilter.nf_conntrack_udp_timeout=600",
+        ] {
+            self.sysctl(kv);
+        }
+        for cmd in [
+            "add table inet conntrack_on",
+            "add chain inet conntrack_on input { type filter hook input priority 0; }",
+            "add rule inet conntrack_on input ct state established counter",
+        ] {
+            let out = self.nft(&[cmd]);
+            assert!(out.status.success(), "nft {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 
     pub fn addr(&self, dev: &str, cidr: &str) {
