@@ -166,16 +166,10 @@ fn load_set(nft: &Nft, rs: &Ruleset, cache: &Cache, feed: &str) -> Result<(), Fa
 /// Live feed sets from the kernel, overridden by each feed's cached copy:
 /// what `apply` loads, so a reload never empties a feed set.
 pub fn apply_elements(nft: &Nft, rs: &Ruleset, state_dir: Option<&Path>) -> Result<Elements, Failure> {
-    let (cached, warnings) = feeds::cached_elements(rs, &Cache::new(feeds::state_dir(state_dir))).map_err(Failure::System)?;
+    let (kept, warnings) = feeds::load_elements(nft, rs, state_dir).map_err(Failure::System)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
-    // Listing a big set is slow (about a minute per 800k elements with nft
-    // 1.0.6): read only the sets the cache does not cover.
-    let mut uncached = rs.clone();
-    uncached.sets.retain(|s| !cached.by_set.contains_key(&s.nft_name));
-    let mut kept = nft::live_elements(nft, &uncached).map_err(|e| Failure::System(e.to_string()))?;
-    kept.by_set.extend(cached.by_set);
     Ok(kept)
 }
 

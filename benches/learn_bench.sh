@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Throughput and peak memory of `phantomc learn` on a large capture (>= 1 GB,
+# made by repeating a real capture with shifted timestamps), next to tcpdump
+# and tshark reading the same file in the same run.
+#
+#   benches/learn_bench.sh [SIZE_MB=1100] [SOURCE=testdata/learn/formats/wireshark_samples-test.pcapng]
+#
+# Needs editcap, mergecap, capinfos (wireshark-common), tcpdump, tshark and
+# GNU time (/usr/bin/time). The big file lives under /tmp and is removed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MB=${1:-1100}
+SOURCE=${2:-testdata/learn/formats/wireshark_samples-test.pcapng}
+THREADS=${THREADS:-2}
+
+for tool in editcap mergecap capinfos tcpdump tshark /usr/bin/time; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wireshark-common tshark tcpdump time)" >&2; exit 2; }
+done
+cargo build --release --quiet
+BIN=target/release/phantomc
+WORK=$(mktemp -d /tmp/learn_bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+# Double the capture until it is large enough; each copy is shifted past the
+# previous one in time so flows start afresh, as in a long real capture.
+editcap -F pcap "$SOURCE" "$WORK/big.pcap"
+shift=$(capinfos -u -M "$SOURCE" | awk '/Capture duration/ { printf "%d", $3 + 1 }')
+while [ "$(stat -c %s "$WORK/big.pcap")" -lt $((SIZE_MB * 1000000)) ]; do
+    editcap -t "$shift" "$WORK/big.pcap" "$WORK/shifted.pcap"
+    mergecap -a -F pcap -w "$WORK/next.pcap" "$WORK/big.pcap" "$WORK/shifted.pcap"
+    mv "$WORK/next.pcap" "$WORK/big.pcap"
+    rm "$WORK/shifted.pcap"
+    shift=$((shift * 2))
+done
+FILE="$WORK/big.pcap"
+BYTES=$(stat -c %s "$FILE")
+PACKETS=$(capinfos -c -M "$FILE" | awk '/Number of packets/ { print $4 }')
+cat "$FILE" >/dev/null # warm the page cache so every tool reads from memory
+
+# run NAME COMMAND...: wall seconds and peak RSS from GNU time.
+run() {
+    local name=$1
+    shift
+    /usr/bin/time -v -o "$WORK/time" "$@" >/dev/null 2>"$WORK/stderr" || { echo "$name failed:" >&2; cat "$WORK/stderr" >&2; exit 1; }
+    local wall rss
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s }' "$WORK/time")
+    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$WORK/time")
+    printf "| %-44s | %8.2f | %12.0f | %8.1f | %10.1f |\n" "$name" "$wall" "$(echo "$PACKETS / $wall" | bc -l)" \
+        "$(echo "$BYTES / 1000000 / $wall" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+}
+
+echo "capture: $(basename "$SOURCE") repeated to $((BYTES / 1000000)) MB, $PACKETS packets; $(nproc) cores, learn with $THREADS threads"
+printf "| %-44s | %8s | %12s | %8s | %10s |\n" tool seconds packets/s MB/s "peak MB"
+printf "|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..46})" "----------" "--------------" "----------" "------------"
+run "phantomc learn (flows, detectors, proposal)" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy policies/webserver.pf
+run "phantomc learn, 1 thread" env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy policies/webserver.pf
+run "tcpdump -nr FILE -w /dev/null" tcpdump -nr "$FILE" -w /dev/null
+run "tshark -r FILE" tshark -n -r "$FILE"
+# The same learn run on a capture half the size: flat memory means the same peak.
+editcap -r "$FILE" "$WORK/half.pcap" 1-$((PACKETS / 2))
+BYTES=$(stat -c %s "$WORK/half.pcap") PACKETS=$((PACKETS / 2))
+run "phantomc learn on the first half (memory check)" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy policies/webserver.pf

@@ -1,0 +1,223 @@
+//! Link and network decoding of captured frames into the few header fields
+//! the flow table needs. Lax: a frame cut short by the snaplen still yields
+//! its addresses and ports when those were captured.
+
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket};
+
+use super::flows::{FlowKey, ICMP, ICMPV6, TCP, UDP};
+
+/// Link types (LINKTYPE_* numbers from the pcap registry) that we decode.
+pub mod linktype {
+    pub const NULL: i32 = 0;
+    pub const ETHERNET: i32 = 1;
+    pub const RAW_BSD: i32 = 12;
+    pub const RAW_OPENBSD: i32 = 14;
+    pub const RAW: i32 = 101;
+    pub const LOOP: i32 = 108;
+    pub const LINUX_SLL: i32 = 113;
+    pub const IPV4: i32 = 228;
+    pub const IPV6: i32 = 229;
+    pub const LINUX_SLL2: i32 = 276;
+}
+
+/// The packet quoted inside an ICMP error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quote {
+    pub proto: u8,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+/// What the flow table needs from one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    pub ts_us: u64,
+    pub proto: u8,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    /// For ICMP echo: the identifier on the requester's side, 0 on the other.
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    /// Length of the IP packet on the wire (from its header, not the snaplen).
+    pub ip_len: u32,
+    /// Transport payload length on the wire.
+    pub payload_len: u32,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Set for ICMP errors that quote a TCP/UDP/ICMP packet.
+    pub quote: Option<Quote>,
+    /// Hash of the flow key this packet belongs to (shard selection).
+    pub key_hash: u64,
+}
+
+impl Decoded {
+    pub fn src(&self) -> SocketAddr {
+        SocketAddr::new(self.src_ip, self.sport)
+    }
+
+    pub fn dst(&self) -> SocketAddr {
+        SocketAddr::new(self.dst_ip, self.dport)
+    }
+
+    pub fn key(&self) -> FlowKey {
+        FlowKey::new(self.proto, self.src(), self.dst())
+    }
+
+    /// Echo reply: its sender answered someone else's request.
+    pub fn is_icmp_reply(&self) -> bool {
+        (self.proto == ICMP && self.icmp_type == 0) || (self.proto == ICMPV6 && self.icmp_type == 129)
+    }
+
+    pub fn shard(&self, shards: usize) -> usize {
+        (self.key_hash % shards as u64) as usize
+    }
+}
+
+/// Why a frame was not decoded (counted, never fatal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Skip {
+    /// ARP, LLDP, ... : not IP.
+    NotIp,
+    /// A link type we do not decode.
+    LinkType,
+    /// Too short for the headers it claims.
+    Truncated,
+    /// A later IP fragment: it carries no ports.
+    Fragment,
+}
+
+/// Decode one frame of the given link type.
+pub fn decode(linktype: i32, frame: &[u8], ts_us: u64) -> Result<Decoded, Skip> {
+    use linktype::*;
+    let sliced = match linktype {
+        ETHERNET => LaxSlicedPacket::from_ethernet(frame).map_err(|_| Skip::Truncated)?,
+        RAW | RAW_BSD | RAW_OPENBSD | IPV4 | IPV6 => LaxSlicedPacket::from_ip(frame).map_err(|_| Skip::Truncated)?,
+        LINUX_SLL => {
+            let proto = frame.get(14..16).ok_or(Skip::Truncated)?;
+            LaxSlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([proto[0], proto[1]])), &frame[16..])
+        }
+        LINUX_SLL2 => {
+            let proto = frame.get(0..2).ok_or(Skip::Truncated)?;
+            let rest = frame.get(20..).ok_or(Skip::Truncated)?;
+            LaxSlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([proto[0], proto[1]])), rest)
+        }
+        NULL | LOOP => {
+            // A 4-byte address family in the capturing host's byte order.
+            let rest = frame.get(4..).ok_or(Skip::Truncated)?;
+            LaxSlicedPacket::from_ip(rest).map_err(|_| Skip::NotIp)?
+        }
+        _ => return Err(Skip::LinkType),
+    };
+    from_net(sliced.net.as_ref().ok_or(Skip::NotIp)?, ts_us)
+}
+
+fn from_net(net: &LaxNetSlice<'_>, ts_us: u64) -> Result<Decoded, Skip> {
+    let (src_ip, dst_ip, ip_len, header_start, payload) = match net {
+        LaxNetSlice::Ipv4(ip) => {
+            let h = ip.header();
+            if ip.payload().fragmented && h.fragments_offset().value() != 0 {
+                return Err(Skip::Fragment);
+            }
+            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), u32::from(h.total_len()), h.slice().as_ptr(), ip.payload())
+        }
+        LaxNetSlice::Ipv6(ip) => {
+            let h = ip.header();
+            if ip.payload().fragmented {
+                return Err(Skip::Fragment);
+            }
+            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), 40 + u32::from(h.payload_length()), h.slice().as_ptr(), ip.payload())
+        }
+        LaxNetSlice::Arp(_) => return Err(Skip::NotIp),
+    };
+    // Header bytes before the transport: IP header plus extensions.
+    let ip_headers = (payload.payload.as_ptr() as usize - header_start as usize) as u32;
+    let transport_len = ip_len.saturating_sub(ip_headers);
+    let mut d = Decoded {
+        ts_us,
+        proto: payload.ip_number.0,
+        src_ip,
+        dst_ip,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        ip_len,
+        payload_len: transport_len,
+        icmp_type: 0,
+        icmp_code: 0,
+        quote: None,
+        key_hash: 0,
+    };
+    transport(&mut d, payload.payload)?;
+    d.key_hash = match d.quote {
+        Some(q) => hash_key(&FlowKey::new(q.proto, q.src, q.dst)),
+        None => hash_key(&d.key()),
+    };
+    Ok(d)
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+/// Ports, flags and ICMP details from the (possibly truncated) transport bytes.
+fn transport(d: &mut Decoded, t: &[u8]) -> Result<(), Skip> {
+    match d.proto {
+        TCP => {
+            d.sport = be16(t, 0).ok_or(Skip::Truncated)?;
+            d.dport = be16(t, 2).ok_or(Skip::Truncated)?;
+            d.tcp_flags = *t.get(13).ok_or(Skip::Truncated)?;
+            let header = u32::from(t[12] >> 4) * 4;
+            d.payload_len = d.payload_len.saturating_sub(header);
+        }
+        UDP => {
+            d.sport = be16(t, 0).ok_or(Skip::Truncated)?;
+            d.dport = be16(t, 2).ok_or(Skip::Truncated)?;
+            d.payload_len = d.payload_len.saturating_sub(8);
+        }
+        ICMP | ICMPV6 => {
+            d.icmp_type = *t.first().ok_or(Skip::Truncated)?;
+            d.icmp_code = *t.get(1).ok_or(Skip::Truncated)?;
+            d.payload_len = d.payload_len.saturating_sub(8);
+            let v4 = d.proto == ICMP;
+            let (echo_req, echo_rep) = if v4 { (8, 0) } else { (128, 129) };
+            let is_error = if v4 { matches!(d.icmp_type, 3 | 4 | 5 | 11 | 12) } else { d.icmp_type < 128 };
+            if d.icmp_type == echo_req {
+                d.sport = be16(t, 4).ok_or(Skip::Truncated)?;
+            } else if d.icmp_type == echo_rep {
+                d.dport = be16(t, 4).ok_or(Skip::Truncated)?;
+            } else if is_error {
+                d.quote = quote(t.get(8..).unwrap_or_default());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The flow of the packet an ICMP error quotes (its IP header and first 8 bytes).
+fn quote(inner: &[u8]) -> Option<Quote> {
+    let sliced = LaxSlicedPacket::from_ip(inner).ok()?;
+    let (src, dst, payload) = match sliced.net.as_ref()? {
+        LaxNetSlice::Ipv4(ip) => (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr()), ip.payload()),
+        LaxNetSlice::Ipv6(ip) => (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr()), ip.payload()),
+        LaxNetSlice::Arp(_) => return None,
+    };
+    let proto = payload.ip_number.0;
+    let t = payload.payload;
+    let (sport, dport) = match proto {
+        TCP | UDP => (be16(t, 0)?, be16(t, 2)?),
+        ICMP | ICMPV6 => (be16(t, 4)?, 0),
+        _ => (0, 0),
+    };
+    Some(Quote { proto, src: SocketAddr::new(src, sport), dst: SocketAddr::new(dst, dport) })
+}
+
+fn hash_key(k: &FlowKey) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    k.hash(&mut h);
+    h.finish()
+}

@@ -1,0 +1,654 @@
+//! Bidirectional flow table: packets (or conntrack entries) become [`Flow`]
+//! records with Zeek-like connection states.
+//!
+//! Roles come from the handshake, never from port numbers: the sender of a
+//! bare SYN is the client; a SYN-ACK makes its sender the server. Flows seen
+//! mid-stream keep the first sender as client but are marked as such
+//! (`attempt_seen == false`) so detectors do not count them as attempts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+use super::decode::{Decoded, Quote};
+
+pub use crate::ir::names::{ICMP, ICMPV6, TCP, UDP};
+
+/// TCP flag bits as on the wire.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Zeek's `conn_state` vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ConnState {
+    /// Attempt seen, no reply.
+    S0,
+    /// Established, not terminated.
+    S1,
+    /// Established and terminated normally (for UDP/ICMP: both directions seen).
+    SF,
+    /// Attempt rejected (RST in reply to SYN).
+    REJ,
+    /// Established, close attempt by the originator only.
+    S2,
+    /// Established, close attempt by the responder only.
+    S3,
+    /// Established, originator aborted (RST).
+    RSTO,
+    /// Established, responder aborted (RST).
+    RSTR,
+    /// Originator sent SYN then RST; no SYN-ACK seen.
+    RSTOS0,
+    /// Responder sent SYN-ACK then RST; no SYN from the originator seen.
+    RSTRH,
+    /// Originator sent SYN then FIN; no SYN-ACK seen.
+    SH,
+    /// Responder sent SYN-ACK then FIN; no SYN seen.
+    SHR,
+    /// No SYN seen: mid-stream traffic.
+    OTH,
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Packets and IP bytes sent in one direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// An ICMP error that quoted one of the client's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct IcmpError {
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Who sent the ICMP error (often a router, not the server).
+    pub from: IpAddr,
+}
+
+impl IcmpError {
+    /// ICMP or ICMPv6 "port unreachable": nothing listens on that UDP port.
+    pub fn port_unreachable(&self) -> bool {
+        match self.from {
+            IpAddr::V4(_) => self.icmp_type == 3 && self.code == 3,
+            IpAddr::V6(_) => self.icmp_type == 1 && self.code == 4,
+        }
+    }
+}
+
+/// One connection (or, after compaction, several identical ones).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Flow {
+    /// IP protocol number.
+    pub proto: u8,
+    /// The originator (from the handshake).
+    pub client: SocketAddr,
+    /// The responder. For ICMP the ports are 0.
+    pub server: SocketAddr,
+    pub state: ConnState,
+    /// Zeek-style history: originator upper case, responder lower case
+    /// (S syn, H syn-ack, A ack, D data, F fin, R rst), each once.
+    pub history: String,
+    /// Did we see the originator's attempt (a SYN, or the first UDP/ICMP packet)?
+    pub attempt_seen: bool,
+    pub orig: Counters,
+    pub resp: Counters,
+    /// Microseconds since the Unix epoch.
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+    /// An ICMP error about the originator's packets (UDP scan, filtered port).
+    pub icmp_error: Option<IcmpError>,
+    /// How many connections this record stands for (> 1 only after compaction).
+    pub connections: u64,
+}
+
+impl Flow {
+    /// A fresh record with no packets; conntrack readers fill in the rest.
+    pub fn new(proto: u8, client: SocketAddr, server: SocketAddr, first_seen_us: u64) -> Flow {
+        Flow {
+            proto,
+            client,
+            server,
+            state: ConnState::OTH,
+            history: String::new(),
+            attempt_seen: false,
+            orig: Counters::default(),
+            resp: Counters::default(),
+            first_seen_us,
+            last_seen_us: first_seen_us,
+            icmp_error: None,
+            connections: 1,
+        }
+    }
+
+    /// The server answered: a TCP handshake reply or a reply in both directions.
+    pub fn answered(&self) -> bool {
+        if self.icmp_error.is_some() && self.resp.packets == 0 {
+            return false;
+        }
+        match self.state {
+            ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR => true,
+            _ => false,
+        }
+    }
+
+    /// The originator's attempt was seen and got no useful answer.
+    pub fn failed(&self) -> bool {
+        self.attempt_seen && !self.answered()
+    }
+
+    /// TCP handshake completed by the client (its ACK after the SYN-ACK).
+    pub fn handshake_completed(&self) -> bool {
+        self.proto == TCP && self.answered() && (self.history.contains('A') || self.history.contains('D'))
+    }
+
+    pub fn duration_us(&self) -> u64 {
+        self.last_seen_us.saturating_sub(self.first_seen_us)
+    }
+
+    /// `tcp 10.0.0.1:50000 -> 10.0.0.2:22 SF`
+    pub fn describe(&self) -> String {
+        format!("{} {} -> {} {}", proto_label(self.proto), self.client, self.server, self.state)
+    }
+
+    fn merge(&mut self, other: &Flow) {
+        self.orig.packets += other.orig.packets;
+        self.orig.bytes += other.orig.bytes;
+        self.resp.packets += other.resp.packets;
+        self.resp.bytes += other.resp.bytes;
+        self.first_seen_us = self.first_seen_us.min(other.first_seen_us);
+        self.last_seen_us = self.last_seen_us.max(other.last_seen_us);
+        self.icmp_error = self.icmp_error.or(other.icmp_error);
+        self.connections += other.connections;
+    }
+}
+
+pub fn proto_label(proto: u8) -> String {
+    crate::ir::names::proto_name(proto)
+}
+
+/// Direction-independent flow key: the lower endpoint first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub proto: u8,
+    pub lo: SocketAddr,
+    pub hi: SocketAddr,
+}
+
+impl FlowKey {
+    pub fn new(proto: u8, a: SocketAddr, b: SocketAddr) -> FlowKey {
+        if a <= b {
+            FlowKey { proto, lo: a, hi: b }
+        } else {
+            FlowKey { proto, lo: b, hi: a }
+        }
+    }
+}
+
+/// Idle timeouts and memory bounds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowLimits {
+    pub tcp_idle_secs: u64,
+    pub udp_idle_secs: u64,
+    pub other_idle_secs: u64,
+    /// Open flows kept in memory; beyond this the idlest are closed early.
+    pub max_open: usize,
+    /// Closed flows kept one by one; beyond this identical ones are merged.
+    pub max_closed: usize,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        // Zeek's inactivity timeouts: tcp 5 min, udp and icmp 1 min.
+        FlowLimits { tcp_idle_secs: 300, udp_idle_secs: 60, other_idle_secs: 60, max_open: 1_000_000, max_closed: 500_000 }
+    }
+}
+
+impl FlowLimits {
+    fn idle_us(&self, proto: u8) -> u64 {
+        1_000_000
+            * match proto {
+                TCP => self.tcp_idle_secs,
+                UDP => self.udp_idle_secs,
+                _ => self.other_idle_secs,
+            }
+    }
+}
+
+// Per-direction event bits, used for both the state and the history.
+const EV_SYN: u8 = 1;
+const EV_SYNACK: u8 = 2;
+const EV_ACK: u8 = 4;
+const EV_DATA: u8 = 8;
+const EV_FIN: u8 = 16;
+const EV_RST: u8 = 32;
+
+/// A flow while it is open.
+#[derive(Clone, Debug)]
+struct OpenFlow {
+    flow: Flow,
+    /// Event bits of the originator and the responder.
+    ev: [u8; 2],
+    /// Roles were fixed by a handshake packet (not just by who spoke first).
+    roles_known: bool,
+}
+
+impl OpenFlow {
+    fn start(p: &Decoded) -> OpenFlow {
+        let (src, dst) = (p.src(), p.dst());
+        let mut flow = Flow::new(p.proto, src, dst, p.ts_us);
+        let mut roles_known = false;
+        if p.proto == TCP {
+            let f = p.tcp_flags;
+            if f & tcp_flags::SYN != 0 && f & tcp_flags::ACK != 0 {
+                // A SYN-ACK first: its sender is the server.
+                flow.client = dst;
+                flow.server = src;
+                roles_known = true;
+            } else if f & tcp_flags::SYN != 0 {
+                flow.attempt_seen = true;
+                roles_known = true;
+            }
+        } else if p.is_icmp_reply() {
+            flow.client = dst;
+            flow.server = src;
+            roles_known = true;
+        } else {
+            // UDP and ICMP requests: the first sender is the originator.
+            flow.attempt_seen = true;
+            roles_known = true;
+        }
+        OpenFlow { flow, ev: [0, 0], roles_known }
+    }
+
+    fn update(&mut self, p: &Decoded) {
+        let mut from_client = p.src() == self.flow.client;
+        if self.flow.proto == TCP && !self.roles_known && p.tcp_flags & tcp_flags::SYN != 0 {
+            // Mid-stream start, then a handshake packet: it decides the roles.
+            let sender_is_client = p.tcp_flags & tcp_flags::ACK == 0;
+            if sender_is_client != from_client {
+                self.swap_roles();
+                from_client = !from_client;
+            }
+            self.roles_known = true;
+            self.flow.attempt_seen |= sender_is_client;
+        }
+        let dir = if from_client { 0 } else { 1 };
+        let c = if from_client { &mut self.flow.orig } else { &mut self.flow.resp };
+        c.packets += 1;
+        c.bytes += u64::from(p.ip_len);
+        self.flow.first_seen_us = self.flow.first_seen_us.min(p.ts_us);
+        self.flow.last_seen_us = self.flow.last_seen_us.max(p.ts_us);
+        let ev = if self.flow.proto == TCP { tcp_events(p.tcp_flags, p.payload_len) } else { EV_DATA };
+        self.note(dir, ev);
+    }
+
+    fn swap_roles(&mut self) {
+        let f = &mut self.flow;
+        std::mem::swap(&mut f.client, &mut f.server);
+        std::mem::swap(&mut f.orig, &mut f.resp);
+        self.ev.swap(0, 1);
+        f.history = f.history.chars().map(|c| if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() }).collect();
+    }
+
+    fn note(&mut self, dir: usize, ev: u8) {
+        const ORDER: [(u8, char); 6] = [(EV_SYN, 'S'), (EV_SYNACK, 'H'), (EV_ACK, 'A'), (EV_DATA, 'D'), (EV_FIN, 'F'), (EV_RST, 'R')];
+        for (bit, ch) in ORDER {
+            if ev & bit != 0 && self.ev[dir] & bit == 0 {
+                self.flow.history.push(if dir == 0 { ch } else { ch.to_ascii_lowercase() });
+            }
+        }
+        self.ev[dir] |= ev;
+    }
+
+    /// TCP: a new bare SYN on a closed connection starts a new flow.
+    fn closed(&self) -> bool {
+        let all = self.ev[0] | self.ev[1];
+        all & EV_RST != 0 || (self.ev[0] & EV_FIN != 0 && self.ev[1] & EV_FIN != 0)
+    }
+
+    fn finish(mut self) -> Flow {
+        self.flow.state = conn_state(self.flow.proto, self.ev[0], self.ev[1], self.flow.resp.packets);
+        self.flow
+    }
+}
+
+fn tcp_events(flags: u8, payload_len: u32) -> u8 {
+    let mut ev = 0;
+    let syn = flags & tcp_flags::SYN != 0;
+    let ack = flags & tcp_flags::ACK != 0;
+    if syn {
+        ev |= if ack { EV_SYNACK } else { EV_SYN };
+    } else if ack && payload_len == 0 && flags & (tcp_flags::FIN | tcp_flags::RST) == 0 {
+        ev |= EV_ACK;
+    }
+    if payload_len > 0 {
+        ev |= EV_DATA;
+    }
+    if flags & tcp_flags::FIN != 0 {
+        ev |= EV_FIN;
+    }
+    if flags & tcp_flags::RST != 0 {
+        ev |= EV_RST;
+    }
+    ev
+}
+
+/// Zeek's conn_state from what each side did.
+fn conn_state(proto: u8, orig: u8, resp: u8, resp_packets: u64) -> ConnState {
+    use ConnState::*;
+    if proto != TCP {
+        return if resp_packets > 0 && orig != 0 { SF } else if orig != 0 { S0 } else { OTH };
+    }
+    let syn = orig & EV_SYN != 0;
+    let synack = resp & EV_SYNACK != 0;
+    match (syn, synack) {
+        (true, false) if resp & EV_RST != 0 => REJ,
+        (true, false) if orig & EV_RST != 0 => RSTOS0,
+        (true, false) if orig & EV_FIN != 0 => SH,
+        (true, false) => S0,
+        (false, true) if resp & EV_RST != 0 => RSTRH,
+        (false, true) if resp & EV_FIN != 0 => SHR,
+        (false, _) => OTH,
+        (true, true) if orig & EV_RST != 0 => RSTO,
+        (true, true) if resp & EV_RST != 0 => RSTR,
+        (true, true) => match (orig & EV_FIN != 0, resp & EV_FIN != 0) {
+            (true, true) => SF,
+            (true, false) => S2,
+            (false, true) => S3,
+            (false, false) => S1,
+        },
+    }
+}
+
+/// One shard of the flow table (a disjoint part of the key space).
+#[derive(Default)]
+pub struct FlowShard {
+    open: HashMap<FlowKey, OpenFlow>,
+    closed: Vec<Flow>,
+    /// Latest packet time seen by this shard (captures need not be sorted).
+    clock_us: u64,
+    next_sweep_us: u64,
+    merged_closed: bool,
+    /// Compact closed flows when there are more than this many.
+    compact_at: usize,
+}
+
+impl FlowShard {
+    pub fn add(&mut self, p: &Decoded, limits: &FlowLimits) {
+        self.clock_us = self.clock_us.max(p.ts_us);
+        match p.quote {
+            Some(q) => self.add_icmp_error(p, &q),
+            None => self.add_packet(p, limits),
+        }
+        if self.clock_us >= self.next_sweep_us || self.open.len() > limits.max_open {
+            self.sweep(limits);
+        }
+    }
+
+    fn add_packet(&mut self, p: &Decoded, limits: &FlowLimits) {
+        let key = p.key();
+        let idle = limits.idle_us(p.proto);
+        if let Some(open) = self.open.get_mut(&key) {
+            let restart = p.ts_us > open.flow.last_seen_us + idle
+                || (p.proto == TCP && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && open.closed());
+            if !restart {
+                open.update(p);
+                return;
+            }
+            let old = self.open.remove(&key).expect("present");
+            self.close(old.finish(), limits);
+        }
+        let mut open = OpenFlow::start(p);
+        open.update(p);
+        self.open.insert(key, open);
+    }
+
+    /// Attach an ICMP error to the flow whose packet it quotes, but only when
+    /// the quoted packet came from that flow's originator (backscatter quotes
+    /// responders' packets and must not count against anyone).
+    fn add_icmp_error(&mut self, p: &Decoded, q: &Quote) {
+        let key = FlowKey::new(q.proto, q.src, q.dst);
+        if let Some(open) = self.open.get_mut(&key) {
+            if open.flow.client == q.src && open.flow.icmp_error.is_none() {
+                open.flow.icmp_error = Some(IcmpError { icmp_type: p.icmp_type, code: p.icmp_code, from: p.src_ip });
+                open.flow.last_seen_us = open.flow.last_seen_us.max(p.ts_us);
+            }
+        }
+    }
+
+    fn sweep(&mut self, limits: &FlowLimits) {
+        let now = self.clock_us;
+        let mut cutoff: Box<dyn Fn(&OpenFlow) -> bool> = Box::new(|f: &OpenFlow| f.flow.last_seen_us + limits.idle_us(f.flow.proto) < now);
+        if self.open.len() > limits.max_open {
+            // Too many open flows: close the older half, whatever their timeouts.
+            let mut seen: Vec<u64> = self.open.values().map(|f| f.flow.last_seen_us).collect();
+            let mid = seen.len() / 2;
+            let (_, median, _) = seen.select_nth_unstable(mid);
+            let median = *median;
+            cutoff = Box::new(move |f: &OpenFlow| f.flow.last_seen_us <= median);
+        }
+        let expired: Vec<FlowKey> = self.open.iter().filter(|(_, f)| cutoff(f)).map(|(k, _)| *k).collect();
+        for k in expired {
+            let f = self.open.remove(&k).expect("present");
+            self.close(f.finish(), limits);
+        }
+        self.next_sweep_us = now + 10_000_000;
+    }
+
+    fn close(&mut self, flow: Flow, limits: &FlowLimits) {
+        self.closed.push(flow);
+        if self.closed.len() > self.compact_at.max(limits.max_closed) {
+            self.closed = compact(std::mem::take(&mut self.closed));
+            self.merged_closed = true;
+            // Amortized: what did not merge away waits for as many new flows.
+            self.compact_at = self.closed.len() * 2;
+        }
+    }
+
+    /// Close every open flow and return all flows of this shard.
+    pub fn finish(mut self) -> (Vec<Flow>, bool) {
+        self.closed.extend(self.open.into_values().map(OpenFlow::finish));
+        (self.closed, self.merged_closed)
+    }
+}
+
+/// Merge flows that differ only in the client port and counters: the same
+/// client address, server, protocol and state. Bounds memory on long captures.
+pub fn compact(mut flows: Vec<Flow>) -> Vec<Flow> {
+    flows.sort_by(|a, b| merge_key(a).cmp(&merge_key(b)).then(a.first_seen_us.cmp(&b.first_seen_us)));
+    let mut out: Vec<Flow> = Vec::with_capacity(flows.len() / 2);
+    for f in flows {
+        match out.last_mut() {
+            Some(last) if merge_key(last) == merge_key(&f) => last.merge(&f),
+            _ => out.push(f),
+        }
+    }
+    out
+}
+
+fn merge_key(f: &Flow) -> (IpAddr, SocketAddr, u8, ConnState, bool) {
+    (f.client.ip(), f.server, f.proto, f.state, f.attempt_seen)
+}
+
+/// The flow table, sharded by flow key so shards can be fed in parallel.
+pub struct FlowTable {
+    pub shards: Vec<FlowShard>,
+    pub limits: FlowLimits,
+}
+
+impl FlowTable {
+    /// The limits are for the whole table; each shard gets its part.
+    pub fn new(shards: usize, limits: FlowLimits) -> FlowTable {
+        let n = shards.max(1);
+        let per_shard = FlowLimits { max_open: (limits.max_open / n).max(1), max_closed: (limits.max_closed / n).max(1), ..limits };
+        FlowTable { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard }
+    }
+
+    /// Feed a batch of decoded packets (in capture order), each shard in parallel.
+    pub fn add_batch(&mut self, batch: &[Decoded]) {
+        use rayon::prelude::*;
+        let n = self.shards.len();
+        let limits = &self.limits;
+        if n == 1 {
+            batch.iter().for_each(|p| self.shards[0].add(p, limits));
+            return;
+        }
+        self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
+            for p in batch.iter().filter(|p| p.shard(n) == i) {
+                shard.add(p, limits);
+            }
+        });
+    }
+
+    /// All flows, sorted by first packet time then by endpoints (deterministic).
+    pub fn finish(self) -> FlowSet {
+        let mut flows = Vec::new();
+        let mut compacted = false;
+        for shard in self.shards {
+            let (f, merged) = shard.finish();
+            flows.extend(f);
+            compacted |= merged;
+        }
+        sort_flows(&mut flows);
+        FlowSet { flows, compacted }
+    }
+}
+
+/// The table's output.
+pub struct FlowSet {
+    pub flows: Vec<Flow>,
+    /// Some flows were merged to bound memory (their client ports are examples).
+    pub compacted: bool,
+}
+
+pub fn sort_flows(flows: &mut [Flow]) {
+    flows.sort_by(|a, b| {
+        (a.first_seen_us, a.proto, a.client, a.server, a.last_seen_us).cmp(&(b.first_seen_us, b.proto, b.client, b.server, b.last_seen_us))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::learn::decode::Decoded;
+    use tcp_flags::*;
+
+    const C: &str = "10.0.0.2:40000";
+    const S: &str = "10.0.0.1:22";
+
+    fn pkt(t: u64, from: &str, to: &str, proto: u8, flags: u8, payload: u32) -> Decoded {
+        let (a, b): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
+        Decoded {
+            ts_us: t * 1_000_000,
+            proto,
+            src_ip: a.ip(),
+            dst_ip: b.ip(),
+            sport: a.port(),
+            dport: b.port(),
+            tcp_flags: flags,
+            ip_len: 40 + payload,
+            payload_len: payload,
+            icmp_type: 0,
+            icmp_code: 0,
+            quote: None,
+            key_hash: 0,
+        }
+    }
+
+    fn run(pkts: &[Decoded], limits: FlowLimits) -> Vec<Flow> {
+        let mut t = FlowTable::new(1, limits);
+        t.add_batch(pkts);
+        t.finish().flows
+    }
+
+    fn states(pkts: &[Decoded]) -> Vec<(ConnState, String, String)> {
+        run(pkts, FlowLimits::default()).into_iter().map(|f| (f.state, f.client.to_string(), f.history)).collect()
+    }
+
+    #[test]
+    fn zeek_states_from_handshakes() {
+        let s = |v: &[Decoded]| states(v).into_iter().map(|(st, c, h)| format!("{st} {c} {h}")).collect::<Vec<_>>();
+        assert_eq!(s(&[pkt(1, C, S, TCP, SYN, 0)]), ["S0 10.0.0.2:40000 S"]);
+        assert_eq!(s(&[pkt(1, C, S, TCP, SYN, 0), pkt(1, S, C, TCP, RST | ACK, 0)]), ["REJ 10.0.0.2:40000 Sr"]);
+        let full = [
+            pkt(1, C, S, TCP, SYN, 0),
+            pkt(1, S, C, TCP, SYN | ACK, 0),
+            pkt(1, C, S, TCP, ACK, 0),
+            pkt(2, C, S, TCP, ACK, 100),
+            pkt(2, S, C, TCP, ACK, 300),
+            pkt(3, C, S, TCP, FIN | ACK, 0),
+            pkt(3, S, C, TCP, FIN | ACK, 0),
+        ];
+        assert_eq!(s(&full), ["SF 10.0.0.2:40000 ShADdFf"]);
+        assert_eq!(s(&full[..5]), ["S1 10.0.0.2:40000 ShADd"]);
+        assert_eq!(s(&[pkt(1, C, S, TCP, SYN, 0), pkt(1, C, S, TCP, RST, 0)]), ["RSTOS0 10.0.0.2:40000 SR"]);
+        // Mid-stream data first, then a handshake packet from the other side:
+        // the SYN-ACK decides the roles, whatever spoke first.
+        assert_eq!(s(&[pkt(1, C, S, TCP, ACK, 10), pkt(2, S, C, TCP, SYN | ACK, 0)]), ["OTH 10.0.0.2:40000 Dh"]);
+        assert_eq!(s(&[pkt(1, S, C, TCP, ACK, 10), pkt(2, S, C, TCP, SYN | ACK, 0)]), ["OTH 10.0.0.2:40000 dh"]);
+    }
+
+    #[test]
+    fn roles_ignore_port_numbers() {
+        // A "server" on a high port and a client on port 80: the SYN decides.
+        let f = &run(&[pkt(1, "10.0.0.9:80", "10.0.0.1:50000", TCP, SYN, 0), pkt(1, "10.0.0.1:50000", "10.0.0.9:80", TCP, SYN | ACK, 0)], FlowLimits::default())[0];
+        assert_eq!(f.client.to_string(), "10.0.0.9:80");
+        assert_eq!(f.server.to_string(), "10.0.0.1:50000");
+    }
+
+    #[test]
+    fn udp_is_confirmed_only_with_both_directions() {
+        let one = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 30)], FlowLimits::default());
+        assert_eq!((one[0].state, one[0].answered()), (ConnState::S0, false));
+        let both = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 30), pkt(1, "10.0.0.1:53", C, UDP, 0, 90)], FlowLimits::default());
+        assert_eq!((both[0].state, both[0].answered()), (ConnState::SF, true));
+    }
+
+    #[test]
+    fn idle_timeout_and_reused_ports_start_new_flows() {
+        let limits = FlowLimits::default();
+        let udp = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 1), pkt(1 + 61, C, "10.0.0.1:53", UDP, 0, 1)], limits.clone());
+        assert_eq!(udp.len(), 2);
+        let udp = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 1), pkt(1 + 59, C, "10.0.0.1:53", UDP, 0, 1)], limits.clone());
+        assert_eq!(udp.len(), 1);
+        // A closed TCP connection, then a new SYN on the same ports: two flows.
+        let tcp = run(
+            &[pkt(1, C, S, TCP, SYN, 0), pkt(1, S, C, TCP, RST | ACK, 0), pkt(2, C, S, TCP, SYN, 0), pkt(2, C, S, TCP, SYN, 0)],
+            limits,
+        );
+        assert_eq!(tcp.iter().map(|f| f.state).collect::<Vec<_>>(), [ConnState::REJ, ConnState::S0]);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_limits() {
+        // 10,000 one-packet UDP flows from one client: open flows are closed
+        // early beyond max_open, and identical closed ones are merged.
+        let limits = FlowLimits { max_open: 100, max_closed: 50, ..FlowLimits::default() };
+        let pkts: Vec<Decoded> = (0..10_000u64).map(|i| pkt(1 + i / 1000, &format!("10.0.0.2:{}", 1024 + i), "10.0.0.1:53", UDP, 0, 1)).collect();
+        let mut t = FlowTable::new(1, limits);
+        let mut peak = 0;
+        for chunk in pkts.chunks(100) {
+            t.add_batch(chunk);
+            let shard = &t.shards[0];
+            peak = peak.max(shard.open.len() + shard.closed.len());
+        }
+        assert!(peak <= 300, "peak {peak}");
+        let set = t.finish();
+        assert!(set.compacted);
+        assert_eq!(set.flows.iter().map(|f| f.connections).sum::<u64>(), 10_000);
+        assert!(set.flows.len() < 300, "{}", set.flows.len());
+    }
+}

@@ -1,0 +1,136 @@
+//! The learner: captured traffic (or conntrack entries) -> flows -> detectors
+//! and an advisory ML ranking -> a reviewable policy diff.
+//!
+//! Stages, one module each: [`reader`] (pcap/pcapng) -> [`decode`] (link and
+//! IP headers) -> [`flows`] (bidirectional flow table) -> [`detect`]
+//! (explainable detectors) and [`score`] (linfa ranking) -> [`services`] and
+//! [`propose`] (the policy diff). Other flow sources (conntrack) enter at
+//! [`analyze`] with the same [`Flow`] records.
+
+pub mod config;
+pub mod conntrack;
+pub mod decode;
+pub mod detect;
+pub mod flows;
+pub mod propose;
+pub mod reader;
+pub mod score;
+pub mod services;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+pub use config::Config;
+pub use detect::{Detector, Finding};
+pub use flows::{ConnState, Flow};
+
+use decode::Skip;
+use flows::FlowTable;
+use reader::{Batch, ReadSummary};
+
+/// Flows read from a capture file, with what reading and decoding saw.
+pub struct Capture {
+    pub flows: Vec<Flow>,
+    pub read: ReadSummary,
+    /// Frames that were captured but carried no usable IP header.
+    pub skipped: BTreeMap<String, u64>,
+    /// IP bytes of decoded packets.
+    pub ip_bytes: u64,
+    /// Some closed flows were merged to bound memory.
+    pub compacted: bool,
+}
+
+/// Read a capture into flows. Decoding runs in parallel per batch; the flow
+/// table is sharded by flow key, one shard per thread. `progress` gets the
+/// file offset reached after each batch.
+pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
+    let threads = rayon::current_num_threads();
+    let mut table = FlowTable::new(threads, cfg.flows.clone());
+    let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
+    let mut ip_bytes = 0u64;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+    let read = std::thread::scope(|s| {
+        // The reader runs beside decoding so file parsing overlaps with the rest.
+        let reader = s.spawn(move || reader::read_capture(path, |b| tx.send(b).expect("consumer alive")));
+        for batch in rx {
+            let decoded: Vec<Result<decode::Decoded, Skip>> =
+                batch.frames.par_iter().with_min_len(512).map(|f| decode::decode(f.linktype, batch.frame(f), f.ts_us)).collect();
+            let mut ok = Vec::with_capacity(decoded.len());
+            for d in decoded {
+                match d {
+                    Ok(d) => {
+                        ip_bytes += u64::from(d.ip_len);
+                        ok.push(d);
+                    }
+                    Err(skip) => *skipped.entry(skip).or_default() += 1,
+                }
+            }
+            table.add_batch(&ok);
+            progress(batch.file_offset);
+        }
+        reader.join().expect("reader thread does not panic")
+    })?;
+    let set = table.finish();
+    Ok(Capture {
+        flows: set.flows,
+        read,
+        skipped: skipped.into_iter().map(|(k, v)| (format!("{k:?}").to_lowercase(), v)).collect(),
+        ip_bytes,
+        compacted: set.compacted,
+    })
+}
+
+/// What the learner concluded from a set of flows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub flows: usize,
+    /// Distinct originating addresses.
+    pub sources: usize,
+    /// Detector findings, sorted by source then detector.
+    pub findings: Vec<Finding>,
+    /// Services used by sources that were not flagged.
+    pub services: Vec<services::Service>,
+    /// Advisory ML ranking of all sources, most unusual first.
+    pub ranking: Vec<score::Ranked>,
+}
+
+impl Report {
+    /// Sources with at least one finding, sorted.
+    pub fn flagged(&self) -> Vec<std::net::IpAddr> {
+        let mut v: Vec<_> = self.findings.iter().map(|f| f.source).collect();
+        v.dedup();
+        v
+    }
+}
+
+/// The pipeline after the flow table: detectors, ranking, services.
+pub fn analyze(flows: Vec<Flow>, cfg: &Config) -> Report {
+    let mut flows = flows;
+    flows::sort_flows(&mut flows);
+    let sources = flows.iter().map(|f| f.client.ip()).collect::<std::collections::BTreeSet<_>>().len();
+    let findings = detect::detect(&flows, cfg);
+    let flagged = findings.iter().map(|f| f.source).collect();
+    let services = services::services(&flows, &flagged, &cfg.propose);
+    let ranking = score::rank(&flows, &cfg.score);
+    Report { flows: flows.len(), sources, findings, services, ranking }
+}
+
+/// `2009-04-30T19:36:38Z` from microseconds since the Unix epoch (UTC).
+pub fn fmt_time(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}

@@ -1,0 +1,261 @@
+//! Proposals as a unified diff against the given policy: flagged sources go
+//! into a learned set with their evidence and a block rule before the first
+//! input rule; services really used get pass rules at the end. The patched
+//! policy is compiled and checked with the exact evaluator before it is shown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+
+use super::config::Config;
+use super::detect::Finding;
+use super::services::Service;
+use super::{fmt_time, Report};
+use crate::ir::eval::{decide, Packet, SetContents};
+use crate::ir::{self, names, Action, Hook, Ruleset, SetKind};
+use crate::policy::ast::{Direction, SetBody, Stmt};
+use crate::policy::{self, LoadError};
+
+/// A proposed change to one policy file.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub old_text: String,
+    pub new_text: String,
+    /// Unified diff (`a/FILE` -> `b/FILE`); empty when nothing changes.
+    pub diff: String,
+    /// Sources added to the learned set.
+    pub blocked: Vec<IpAddr>,
+    /// The pass rules added, as written.
+    pub passes: Vec<String>,
+    /// Things the reviewer should know (e.g. a rule shadowing a learned pass).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A bug: the patched policy does not compile. Carries the rendered diagnostics.
+    #[error("the proposed policy does not compile:\n{0}")]
+    Broken(String),
+}
+
+/// Where in the main policy file things go.
+struct Anchors {
+    /// Start of the line of the first input filter rule (or end of file).
+    first_input_rule: usize,
+    /// The existing learned set: byte offset of its closing `}` and its elements.
+    learned_set: Option<(usize, Vec<IpNet>)>,
+    /// A rule already blocks `<learned set>`.
+    has_block_rule: bool,
+}
+
+fn anchors(p: &policy::Policy, set_name: &str) -> Anchors {
+    let text = &p.sources.file(0).text;
+    let line_start = |at: usize| text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let mut a = Anchors { first_input_rule: text.len(), learned_set: None, has_block_rule: false };
+    let reference = format!("<{set_name}>");
+    for stmt in &p.stmts {
+        match stmt {
+            Stmt::Rule(r) if r.span.file == 0 => {
+                if r.direction.node == Direction::In && a.first_input_rule == text.len() {
+                    a.first_input_rule = line_start(r.span.start);
+                }
+                a.has_block_rule |= p.sources.snippet(r.span).contains(&reference) && r.action.node != Action::Pass;
+            }
+            Stmt::Set { name, body: SetBody::Static(_), span } if span.file == 0 && name.node == set_name => {
+                let close = p.sources.snippet(*span).rfind('}').map(|i| span.start + i);
+                a.learned_set = close.map(|c| (c, Vec::new()));
+            }
+            _ => {}
+        }
+    }
+    a
+}
+
+/// Build the proposal for `policy_path` from a report.
+pub fn propose(policy_path: &Path, report: &Report, cfg: &Config, capture_name: &str) -> Result<Proposal, ProposeError> {
+    let parsed = policy::load(policy_path)?;
+    let old_text = parsed.sources.file(0).text.to_string();
+    let before = ir::compile_file(policy_path)?.ruleset;
+    let set_name = &cfg.propose.block_set;
+    let mut anchors = anchors(&parsed, set_name);
+    if let Some((_, elements)) = &mut anchors.learned_set {
+        for nft_name in [ir::nft_set_name(set_name, ir::Family::V4), ir::nft_set_name(set_name, ir::Family::V6)] {
+            if let Some(SetKind::Static { elements: e }) = before.set(&nft_name).map(|s| &s.kind) {
+                elements.extend(e.iter().copied());
+            }
+        }
+    }
+    let already = anchors.learned_set.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
+
+    let mut by_source: BTreeMap<IpAddr, Vec<&Finding>> = BTreeMap::new();
+    for f in report.findings.iter().filter(|f| !already.iter().any(|n| n.contains(&f.source))) {
+        by_source.entry(f.source).or_default().push(f);
+    }
+    let blocked: Vec<IpAddr> = by_source.keys().copied().collect();
+    let entries: String = by_source.iter().map(|(ip, fs)| block_entry(*ip, fs, report, cfg)).collect();
+
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    if !entries.is_empty() {
+        match anchors.learned_set {
+            Some((close, _)) => inserts.push((close, entries)),
+            None => inserts.push((
+                anchors.first_input_rule,
+                format!(
+                    "# Learned by `phantomc learn` from {capture_name}: sources flagged by its detectors.\n\
+                     # Each entry carries its evidence; remove it after its review date if it is not seen again.\nset {set_name} = {{\n{entries}}}\n"
+                ),
+            )),
+        }
+        if !anchors.has_block_rule {
+            inserts.push((anchors.first_input_rule, format!("block in from <{set_name}> log \"learned\"\n\n")));
+        }
+    }
+
+    let passes = pass_rules(&before, &report.services, cfg);
+    if !passes.is_empty() {
+        let sep = if old_text.ends_with('\n') || old_text.is_empty() { "" } else { "\n" };
+        let body: String = passes.iter().map(|r| format!("{r}\n")).collect();
+        inserts.push((old_text.len(), format!("{sep}\n# Learned by `phantomc learn` from {capture_name}: services used.\n{body}")));
+    }
+
+    // Apply from the end so earlier offsets stay valid; equal offsets keep their order.
+    let mut new_text: String = old_text.clone();
+    for (at, text) in inserts.iter().rev() {
+        new_text.insert_str(*at, text);
+    }
+    let name = policy_path.display().to_string();
+    let after = ir::compile(&name, &new_text).map_err(|e| ProposeError::Broken(e.to_string()))?.ruleset;
+    let warnings = check(&after, report, &blocked, cfg);
+    let diff = if new_text == old_text {
+        String::new()
+    } else {
+        similar::TextDiff::from_lines(&old_text, &new_text)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a/{name}"), &format!("b/{name}"))
+            .to_string()
+    };
+    Ok(Proposal { old_text, new_text, diff, blocked, passes, warnings })
+}
+
+/// One element of the learned set with its evidence as comments.
+fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config) -> String {
+    let last = findings.iter().map(|f| f.last_seen_us).max().unwrap_or(0);
+    let first = findings.iter().map(|f| f.first_seen_us).min().unwrap_or(0);
+    let review = last + cfg.propose.block_expiry_days * 86_400 * 1_000_000;
+    let confidence = findings.iter().map(|f| f.confidence).fold(0.0, f64::max);
+    let mut out = format!(
+        "    # {ip}: {} (confidence {confidence:.2}); seen {} .. {}; expires {}\n",
+        findings.iter().map(|f| f.detector.name()).collect::<Vec<_>>().join(", "),
+        fmt_time(first),
+        fmt_time(last),
+        fmt_time(review),
+    );
+    for f in findings {
+        out.push_str(&format!("    #   {}: {}; {}\n", f.detector.name(), f.threshold, f.counts));
+        for e in &f.examples {
+            out.push_str(&format!("    #     e.g. {e}\n"));
+        }
+    }
+    if let Some((i, r)) = report.ranking.iter().enumerate().find(|(_, r)| r.source == ip) {
+        out.push_str(&format!("    #   ml (advisory): {}\n", super::score::explain(r, i, report.ranking.len())));
+    }
+    out.push_str(&format!("    {ip},\n"));
+    out
+}
+
+fn new_packet(client: IpAddr, server: IpAddr, proto: u8, port: u16, state: &str) -> Packet {
+    Packet {
+        hook: Hook::Input,
+        iif: None,
+        oif: None,
+        src: client,
+        dst: server,
+        proto,
+        sport: Some(40000),
+        dport: Some(port),
+        icmp_type: None,
+        ct_state: names::ct_state_bit(state).unwrap_or(1),
+    }
+}
+
+fn passes(rs: &Ruleset, p: &Packet) -> bool {
+    decide(rs, p, &SetContents::new()).verdict == Action::Pass
+}
+
+/// Pass rules for services whose clients the policy does not already let in,
+/// one rule per protocol and client networks, ports grouped.
+fn pass_rules(rs: &Ruleset, services: &[Service], cfg: &Config) -> Vec<String> {
+    let mut groups: BTreeMap<(u8, Vec<IpNet>, bool), BTreeSet<u16>> = BTreeMap::new();
+    for s in services {
+        let missing: BTreeSet<IpAddr> = s
+            .clients
+            .iter()
+            .copied()
+            .filter(|c| s.servers.iter().any(|srv| !passes(rs, &new_packet(*c, *srv, s.proto, s.port, "new"))))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let nets = if cfg.propose.any_source { Vec::new() } else { Service { clients: missing.clone(), ..s.clone() }.client_nets(&cfg.propose) };
+        // Without an "established" rule, a `state new` rule would pass only the first packet.
+        let c = *missing.first().expect("not empty");
+        let srv = *s.servers.first().expect("a service has a server");
+        let needs_all_states = !passes(rs, &new_packet(c, srv, s.proto, s.port, "established"));
+        groups.entry((s.proto, nets, needs_all_states)).or_default().insert(s.port);
+    }
+    groups
+        .into_iter()
+        .map(|((proto, nets, all_states), ports)| {
+            let from = match nets.len() {
+                0 => String::new(),
+                1 => format!(" from {}", nets[0]),
+                _ => format!(" from {{ {} }}", nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")),
+            };
+            let ports = list(ports.iter().map(|p| p.to_string()).collect());
+            let state = if all_states { "" } else { " state new" };
+            format!("pass in proto {}{from} to port {ports}{state} label \"learned\"", names::proto_name(proto))
+        })
+        .collect()
+}
+
+fn list(items: Vec<String>) -> String {
+    if items.len() == 1 {
+        items.into_iter().next().expect("one")
+    } else {
+        format!("{{ {} }}", items.join(", "))
+    }
+}
+
+/// With the exact evaluator: flagged sources are now dropped and the learned
+/// services pass. Anything else is a warning for the reviewer.
+fn check(after: &Ruleset, report: &Report, blocked: &[IpAddr], cfg: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for f in report.findings.iter().filter(|f| blocked.contains(&f.source)) {
+        let target = if f.source.is_ipv4() { "192.0.2.1" } else { "2001:db8::1" };
+        let p = new_packet(f.source, target.parse().expect("literal"), names::TCP, 22, "new");
+        if passes(after, &p) {
+            warnings.push(format!("{} is in set {} but an earlier rule still passes it", f.source, cfg.propose.block_set));
+        }
+    }
+    for s in &report.services {
+        for c in s.clients.iter().filter(|c| !report.flagged().contains(c)) {
+            let srv = *s.servers.first().expect("a service has a server");
+            if !passes(after, &new_packet(*c, srv, s.proto, s.port, "new")) {
+                warnings.push(format!(
+                    "{} {} -> {srv}:{} still does not pass: an earlier rule decides it",
+                    names::proto_name(s.proto),
+                    c,
+                    s.port
+                ));
+            }
+        }
+    }
+    warnings.sort();
+    warnings.dedup();
+    warnings
+}

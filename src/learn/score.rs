@@ -1,0 +1,137 @@
+//! Advisory ML ranking of sources with linfa: standardized per-source
+//! features, DBSCAN noise and the mean distance to the k nearest neighbours.
+//! It explains (top features) and ranks; it never blocks anything by itself.
+//! Deterministic: no random initialisation, sources in address order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use linfa::traits::Transformer;
+use linfa_clustering::Dbscan;
+use linfa_nn::{distance::L2Dist, CommonNearestNeighbour, NearestNeighbour};
+use ndarray::{Array2, Axis};
+use serde::Serialize;
+
+use super::config::Score;
+use super::flows::{Flow, TCP};
+
+pub const FEATURES: [&str; 8] =
+    ["attempts", "hosts", "ports", "failed_ratio", "half_open_ratio", "rate_per_sec", "bytes_per_conn", "icmp_error_ratio"];
+
+/// One source's place in the ranking.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ranked {
+    pub source: IpAddr,
+    /// Mean distance (in standard deviations) to its k nearest neighbours.
+    pub knn_distance: f64,
+    /// DBSCAN left it outside every cluster.
+    pub noise: bool,
+    /// The features furthest from the mean, as (name, z-score).
+    pub top_features: Vec<(&'static str, f64)>,
+}
+
+/// Raw feature vector of each source that originated flows, by address.
+pub fn features(flows: &[Flow]) -> BTreeMap<IpAddr, [f64; 8]> {
+    #[derive(Default)]
+    struct Acc {
+        attempts: u64,
+        failed: u64,
+        tcp: u64,
+        half_open: u64,
+        icmp_errors: u64,
+        bytes: u64,
+        hosts: BTreeSet<IpAddr>,
+        ports: BTreeSet<(u8, u16)>,
+        first: u64,
+        last: u64,
+    }
+    let mut acc: BTreeMap<IpAddr, Acc> = BTreeMap::new();
+    for f in flows.iter().filter(|f| f.attempt_seen) {
+        let a = acc.entry(f.client.ip()).or_insert_with(|| Acc { first: u64::MAX, ..Default::default() });
+        a.attempts += f.connections;
+        a.failed += if f.failed() { f.connections } else { 0 };
+        if f.proto == TCP {
+            a.tcp += f.connections;
+            a.half_open += if f.handshake_completed() { 0 } else { f.connections };
+        }
+        a.icmp_errors += u64::from(f.icmp_error.is_some()) * f.connections;
+        a.bytes += f.orig.bytes + f.resp.bytes;
+        a.hosts.insert(f.server.ip());
+        a.ports.insert((f.proto, f.server.port()));
+        a.first = a.first.min(f.first_seen_us);
+        a.last = a.last.max(f.last_seen_us);
+    }
+    acc.into_iter()
+        .map(|(ip, a)| {
+            let n = a.attempts as f64;
+            let secs = ((a.last - a.first) as f64 / 1e6).max(1.0);
+            let v = [
+                n.ln_1p(),
+                (a.hosts.len() as f64).ln_1p(),
+                (a.ports.len() as f64).ln_1p(),
+                a.failed as f64 / n,
+                if a.tcp > 0 { a.half_open as f64 / a.tcp as f64 } else { 0.0 },
+                (n / secs).ln_1p(),
+                (a.bytes as f64 / n).ln_1p(),
+                a.icmp_errors as f64 / n,
+            ];
+            (ip, v)
+        })
+        .collect()
+}
+
+/// Rank sources by k-NN distance (most unusual first). Empty when there are
+/// too few sources for k neighbours.
+pub fn rank(flows: &[Flow], cfg: &Score) -> Vec<Ranked> {
+    let feats = features(flows);
+    let n = feats.len();
+    if n <= cfg.k {
+        return Vec::new();
+    }
+    let sources: Vec<IpAddr> = feats.keys().copied().collect();
+    let mut x = Array2::<f64>::zeros((n, FEATURES.len()));
+    for (i, v) in feats.values().enumerate() {
+        for (j, value) in v.iter().enumerate() {
+            x[[i, j]] = *value;
+        }
+    }
+    // Standardize; a constant feature says nothing and stays 0.
+    let mean = x.mean_axis(Axis(0)).expect("n > 0");
+    let std = x.std_axis(Axis(0), 0.0).mapv(|s| if s > 1e-12 { s } else { 1.0 });
+    let z = (&x - &mean) / &std;
+
+    let clusters = Dbscan::params(cfg.dbscan_min_points).tolerance(cfg.dbscan_eps).transform(&z).map(|c| c.to_vec()).unwrap_or_else(|_| vec![None; n]);
+    let index = CommonNearestNeighbour::KdTree.from_batch(&z, L2Dist).expect("non-empty, finite features");
+    let mut ranked: Vec<Ranked> = (0..n)
+        .map(|i| {
+            let row = z.row(i);
+            let neighbours = index.k_nearest(row, cfg.k + 1).unwrap_or_default();
+            let dists: Vec<f64> = neighbours
+                .iter()
+                .filter(|(_, j)| *j != i)
+                .take(cfg.k)
+                .map(|(p, _)| p.iter().zip(row.iter()).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt())
+                .collect();
+            let knn_distance = dists.iter().sum::<f64>() / dists.len().max(1) as f64;
+            let mut top: Vec<(&'static str, f64)> = FEATURES.iter().copied().zip(row.iter().copied()).filter(|(_, v)| v.abs() >= 1.0).collect();
+            top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(b.0)));
+            top.truncate(3);
+            Ranked { source: sources[i], knn_distance, noise: clusters[i].is_none(), top_features: top }
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.knn_distance.total_cmp(&a.knn_distance).then(a.source.cmp(&b.source)));
+    ranked
+}
+
+/// `rank 1/512, k-NN distance 4.21, DBSCAN noise; failed_ratio +3.1, hosts +2.5`
+pub fn explain(r: &Ranked, index: usize, of: usize) -> String {
+    let top: Vec<String> = r.top_features.iter().map(|(n, z)| format!("{n} {z:+.1}")).collect();
+    format!(
+        "rank {}/{of}, k-NN distance {:.2}, {}{}{}",
+        index + 1,
+        r.knn_distance,
+        if r.noise { "DBSCAN noise" } else { "in a DBSCAN cluster" },
+        if top.is_empty() { "" } else { "; " },
+        top.join(", ")
+    )
+}

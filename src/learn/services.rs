@@ -1,0 +1,63 @@
+//! Services really used: servers that completed a handshake (TCP) or answered
+//! (UDP) to clients whose own attempt we saw, grouped by protocol and port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::config::Propose;
+use super::flows::{Flow, TCP, UDP};
+
+/// One service (protocol + port) and who used it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub proto: u8,
+    pub port: u16,
+    pub servers: BTreeSet<IpAddr>,
+    pub clients: BTreeSet<IpAddr>,
+    pub connections: u64,
+}
+
+impl Service {
+    /// Client networks widened to the configured prefixes and aggregated.
+    pub fn client_nets(&self, cfg: &Propose) -> Vec<IpNet> {
+        let nets: Vec<IpNet> = self
+            .clients
+            .iter()
+            .map(|ip| {
+                let len = if ip.is_ipv4() { cfg.client_prefix_v4 } else { cfg.client_prefix_v6 };
+                IpNet::new(*ip, len).expect("prefix validated").trunc()
+            })
+            .collect();
+        IpNet::aggregate(&nets)
+    }
+}
+
+/// Services used by clients that were not flagged, sorted by protocol and port.
+/// Ephemeral server ports never count (they are the far end of some other flow).
+pub fn services(flows: &[Flow], flagged: &BTreeSet<IpAddr>, cfg: &Propose) -> Vec<Service> {
+    let mut by_port: BTreeMap<(u8, u16), Service> = BTreeMap::new();
+    for f in flows {
+        let used = match f.proto {
+            TCP => f.attempt_seen && f.handshake_completed(),
+            UDP => f.attempt_seen && f.answered(),
+            _ => false,
+        };
+        if !used || flagged.contains(&f.client.ip()) || f.server.port() >= cfg.ephemeral_from || f.server.port() == 0 {
+            continue;
+        }
+        let s = by_port.entry((f.proto, f.server.port())).or_insert_with(|| Service {
+            proto: f.proto,
+            port: f.server.port(),
+            servers: BTreeSet::new(),
+            clients: BTreeSet::new(),
+            connections: 0,
+        });
+        s.servers.insert(f.server.ip());
+        s.clients.insert(f.client.ip());
+        s.connections += f.connections;
+    }
+    by_port.into_values().filter(|s| s.clients.len() >= cfg.min_clients).collect()
+}
