@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use super::{CmdResult, Failure};
 use crate::feeds::cache::{Cache, Meta};
-use crate::feeds::update::{self, Outcome};
+use crate::feeds::update::{self, Outcome, SetLoad};
 use crate::feeds::{self, normalize, FeedConfig, Format};
 use crate::ir::{self, nft_set_name, Family, Ruleset};
-use crate::nft::{self, Elements, Nft};
+use crate::nft::{Elements, Nft};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum FeedsCommand {
@@ -31,7 +31,8 @@ pub struct UpdateArgs {
     /// The policy file (then the only positional argument is the feed name).
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Only feeds whose refresh interval has passed since the last attempt.
+    /// Only feeds whose refresh interval has passed since the last attempt
+    /// (or whose local file changed since).
     #[arg(long)]
     pub due: bool,
     /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
@@ -93,16 +94,14 @@ fn update(a: &UpdateArgs) -> CmdResult {
         }
     }
     let cache = Cache::new(feeds::state_dir(a.state_dir.as_deref()));
-    let nft = Nft::default();
     let now = update::now();
+    let runs = update::update_feeds(&Nft::default(), rs, &configs, &cache, now, a.due).map_err(Failure::System)?;
     let mut refused = 0;
-    for cfg in &configs {
-        let last = cache.meta(&cfg.name).map_err(Failure::System)?;
-        if a.due && last.as_ref().is_some_and(|m| now < m.checked_at + cfg.refresh.as_secs()) {
+    for (cfg, run) in configs.iter().zip(&runs) {
+        let Some(report) = &run.report else {
             println!("{}: not due (refresh {}s)", cfg.name, cfg.refresh.as_secs());
             continue;
-        }
-        let report = update::refresh(cfg, &cache, now).map_err(Failure::System)?;
+        };
         let (v4, v6) = (report.meta.v4, report.meta.v6);
         match &report.outcome {
             Outcome::Updated => println!("{}: updated from {} ({v4} IPv4, {v6} IPv6 entries)", cfg.name, cfg.source),
@@ -120,47 +119,22 @@ fn update(a: &UpdateArgs) -> CmdResult {
         for w in &report.warnings {
             eprintln!("warning: feed {}: {w}", cfg.name);
         }
-        if report.outcome == Outcome::Updated {
-            load_set(&nft, rs, &cache, &cfg.name)?;
+        for w in &run.cuts {
+            eprintln!("warning: {w}");
+        }
+        let table = &rs.table;
+        let names = [nft_set_name(&cfg.name, Family::V4), nft_set_name(&cfg.name, Family::V6)];
+        match &run.load {
+            None => {}
+            Some(SetLoad::NoTable) => println!("  table inet {table} is not loaded: cached for the next `phantomc apply`"),
+            Some(SetLoad::NoSet) => println!("  table inet {table} has no set {}: apply the policy to create it (cached meanwhile)", names[0]),
+            Some(SetLoad::Replaced { v4, v6, millis }) => println!(
+                "  sets {} and {} of table inet {table} replaced in one transaction ({v4} + {v6} elements, {millis} ms)",
+                names[0], names[1]
+            ),
         }
     }
     Ok(if refused > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
-}
-
-/// Swaps the live set's elements for the cached copy, if the table is loaded.
-fn load_set(nft: &Nft, rs: &Ruleset, cache: &Cache, feed: &str) -> Result<(), Failure> {
-    let table = &rs.table;
-    let names = [nft_set_name(feed, Family::V4), nft_set_name(feed, Family::V6)];
-    let nets = cache.nets(feed).map_err(Failure::System)?.unwrap_or_default();
-    let (nets, warnings) = feeds::protect(rs, feed, nets);
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-    let started = Instant::now();
-    // No listing first: with a big set in the table, any nft listing reads
-    // every element (seconds per 100k). A missing table or set fails the
-    // transaction, which then changes nothing.
-    if let Err(e) = nft.load_json(&update::replace_batch(table, feed, &nets)) {
-        let sys = |e: nft::NftError| Failure::System(e.to_string());
-        if !nft.table_exists(table).map_err(sys)? {
-            println!("  table inet {table} is not loaded: cached for the next `phantomc apply`");
-            return Ok(());
-        }
-        if matches!(&e, nft::NftError::Refused { stderr } if stderr.contains("No such file or directory")) {
-            println!("  table inet {table} has no set {}: apply the policy to create it (cached meanwhile)", names[0]);
-            return Ok(());
-        }
-        return Err(sys(e));
-    }
-    let v4 = nets.iter().filter(|n| n.addr().is_ipv4()).count();
-    println!(
-        "  sets {} and {} of table inet {table} replaced in one transaction ({v4} + {} elements, {} ms)",
-        names[0],
-        names[1],
-        nets.len() - v4,
-        started.elapsed().as_millis()
-    );
-    Ok(())
 }
 
 /// Live feed sets from the kernel, overridden by each feed's cached copy:

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -11,10 +11,11 @@ use tracing_subscriber::EnvFilter;
 
 use super::serve::{self, ApiOptions};
 use super::{CmdResult, Failure};
-use crate::ir;
+use crate::feeds::{self, cache::Cache, update};
+use crate::ir::{self, Compiled};
 use crate::nft::Nft;
 use crate::serve::HealthSource;
-use crate::watch::{self, Health, Options, Service, SharedHealth};
+use crate::watch::{self, FeedTimer, Health, Options, Service, SharedHealth};
 
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
@@ -68,13 +69,37 @@ pub fn watch(args: &WatchArgs) -> CmdResult {
     };
     let health = Arc::new(RwLock::new(Health::default()));
     let api = args.listen.map(|listen| start_api(args, listen, &table, health.clone())).transpose()?;
-    // Remote feed refresh: `crate::feeds` connects its FeedTimer here.
-    let service = Service::new(opts, health, None);
+    let service = Service::new(opts, health, Some(feed_timer(&args.policy, args.state_dir.clone())));
     let result = service.run().map_err(|e| Failure::System(e.to_string()));
     if let Some(runtime) = api {
         runtime.shutdown_timeout(Duration::from_secs(1));
     }
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Every minute (the shortest feed refresh) update the feeds that are due,
+/// swapping their sets in place; a refused copy keeps the last good one.
+fn feed_timer(policy: &Path, state_dir: Option<PathBuf>) -> FeedTimer {
+    let policy = policy.to_path_buf();
+    let refresh = move |nft: &Nft, compiled: &Compiled| {
+        let rs = &compiled.ruleset;
+        let cache = Cache::new(feeds::state_dir(state_dir.as_deref()));
+        let runs = update::update_feeds(nft, rs, &feeds::configs(rs, &policy), &cache, update::now(), true)?;
+        for run in runs {
+            let Some(report) = run.report else { continue };
+            let entries = report.meta.v4 + report.meta.v6;
+            match (&report.outcome, &run.load) {
+                (update::Outcome::Kept { reason }, _) => tracing::warn!(feed = %run.name, %reason, entries, "feed update refused; the last good copy stays"),
+                (_, Some(load)) => tracing::info!(feed = %run.name, entries, load = ?load, "feed updated"),
+                _ => tracing::debug!(feed = %run.name, outcome = report.outcome.status(), "feed checked"),
+            }
+            for w in run.cuts.iter().chain(&report.warnings) {
+                tracing::warn!(feed = %run.name, "{w}");
+            }
+        }
+        Ok(())
+    };
+    FeedTimer { every: Duration::from_secs(60), refresh: Box::new(refresh) }
 }
 
 /// Serves the REST API and dashboard on a runtime of their own, reading the

@@ -1,7 +1,7 @@
 //! One feed update: fetch, parse, validate against the last good copy, cache
 //! it, and the nft transaction that swaps a feed set's elements in place.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use nftables::schema::{Element, FlushObject, NfCmd, NfListObject, NfObject, Nftables, Set, SetType, SetTypeValue};
@@ -11,7 +11,8 @@ use super::cache::{Cache, Meta};
 use super::fetch::{self, Fetched, Validators};
 use super::normalize::{self, Parsed};
 use super::FeedConfig;
-use crate::ir::{nft_set_name, Family};
+use crate::ir::{nft_set_name, Family, Ruleset};
+use crate::nft::{Nft, NftError};
 use crate::nft::emit::net_expr;
 
 /// How an update attempt ended. Only `Updated` changes the cached copy.
@@ -145,6 +146,80 @@ pub fn validate(p: &Parsed, prev_total: usize, cfg: &FeedConfig) -> Result<(), S
         ));
     }
     Ok(())
+}
+
+/// Is a feed due for an update? Never fetched, its refresh interval has
+/// passed, or (for a local file) the file changed since the last check.
+pub fn is_due(cfg: &FeedConfig, last: Option<&Meta>, now: u64) -> bool {
+    let Some(m) = last else { return true };
+    if now >= m.checked_at + cfg.refresh.as_secs() {
+        return true;
+    }
+    !fetch::is_url(&cfg.source)
+        && std::fs::metadata(&cfg.source)
+            .and_then(|md| md.modified())
+            .is_ok_and(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) > m.checked_at)
+}
+
+/// What an update did to the live sets of a feed whose copy changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetLoad {
+    Replaced { v4: usize, v6: usize, millis: u128 },
+    /// Cached for the next `apply`.
+    NoTable,
+    NoSet,
+}
+
+/// One feed's part in [`update_feeds`].
+#[derive(Clone, Debug)]
+pub struct FeedRun {
+    pub name: String,
+    pub source: String,
+    /// `None`: skipped, not due.
+    pub report: Option<Report>,
+    pub load: Option<SetLoad>,
+    /// Allowlist cuts made before loading.
+    pub cuts: Vec<String>,
+}
+
+/// Updates the given feeds of a compiled policy (only the due ones with
+/// `due_only`) and swaps the live sets of those whose copy changed.
+pub fn update_feeds(nft: &Nft, rs: &Ruleset, configs: &[FeedConfig], cache: &Cache, now: u64, due_only: bool) -> Result<Vec<FeedRun>, String> {
+    let mut runs = Vec::new();
+    for cfg in configs {
+        let mut run = FeedRun { name: cfg.name.clone(), source: cfg.source.clone(), report: None, load: None, cuts: Vec::new() };
+        if !due_only || is_due(cfg, cache.meta(&cfg.name)?.as_ref(), now) {
+            let report = refresh(cfg, cache, now)?;
+            if report.outcome == Outcome::Updated {
+                let nets = cache.nets(&cfg.name)?.unwrap_or_default();
+                let (nets, cuts) = super::protect(rs, &cfg.name, nets);
+                run.cuts = cuts;
+                run.load = Some(load_set(nft, &rs.table, &cfg.name, &nets)?);
+            }
+            run.report = Some(report);
+        }
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// Swaps a feed's live sets for `nets` in one transaction.
+fn load_set(nft: &Nft, table: &str, feed: &str, nets: &[IpNet]) -> Result<SetLoad, String> {
+    let started = Instant::now();
+    // No listing first: with a big set in the table, any nft listing reads
+    // every element (seconds per 100k). A missing table or set fails the
+    // transaction, which then changes nothing.
+    if let Err(e) = nft.load_json(&replace_batch(table, feed, nets)) {
+        if !nft.table_exists(table).map_err(|e| e.to_string())? {
+            return Ok(SetLoad::NoTable);
+        }
+        if matches!(&e, NftError::Refused { stderr } if stderr.contains("No such file or directory")) {
+            return Ok(SetLoad::NoSet);
+        }
+        return Err(e.to_string());
+    }
+    let v4 = nets.iter().filter(|n| n.addr().is_ipv4()).count();
+    Ok(SetLoad::Replaced { v4, v6: nets.len() - v4, millis: started.elapsed().as_millis() })
 }
 
 /// Replaces the elements of a feed's two sets in one transaction: flush,
