@@ -12,3 +12,4 @@ pub mod space;
 pub mod lint;
 pub mod report;
 pub mod diff;
+pub mod index;

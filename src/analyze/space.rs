@@ -261,6 +261,8 @@ pub fn net_range(n: &IpNet) -> (u128, u128) {
 /// The header space of one or more rulesets: the interface classes their
 /// rules' interface names create, and each rule as cubes.
 pub struct Universe {
+    /// Interface names and `prefix*` patterns the rules use.
+    patterns: Vec<String>,
     /// One representative name per interface class.
     pub ifaces: Vec<String>,
     /// How a class is shown: `eth0`, `eth*` (other names starting so), `*` (any other).
@@ -298,7 +300,36 @@ impl Universe {
         classes.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
         classes.dedup_by(|a, b| a.0 == b.0);
         classes.sort_by(|a, b| a.2.cmp(&b.2));
-        Universe { ifaces: classes.iter().map(|c| c.1.clone()).collect(), iface_labels: classes.into_iter().map(|c| c.2).collect() }
+        let ifaces = classes.iter().map(|c| c.1.clone()).collect();
+        Universe { ifaces, iface_labels: classes.into_iter().map(|c| c.2).collect(), patterns }
+    }
+
+    /// The class of an interface name (a missing interface counts as the empty name).
+    fn iface_class(&self, name: Option<&str>) -> u128 {
+        let signature = |n: &str| self.patterns.iter().map(|p| iface_matches(p, n)).collect::<Vec<bool>>();
+        let want = signature(name.unwrap_or(""));
+        self.ifaces.iter().position(|rep| signature(rep) == want).expect("every name is in a class") as u128
+    }
+
+    /// One concrete packet as a cube of one point (fields it lacks are full).
+    pub fn point(&self, p: &crate::ir::eval::Packet) -> Cube {
+        let mut c = self.kind_cube(p.family(), Kind::Other);
+        let one = |v: u128| Ranges::span(v, v);
+        c.dims[Dim::Proto as usize] = one(p.proto as u128);
+        c.dims[Dim::Iif as usize] = one(self.iface_class(p.iif.as_deref()));
+        c.dims[Dim::Oif as usize] = one(self.iface_class(p.oif.as_deref()));
+        c.dims[Dim::Src as usize] = one(ip_value(p.src));
+        c.dims[Dim::Dst as usize] = one(ip_value(p.dst));
+        if let (Some(s), Some(d)) = (p.sport, p.dport) {
+            c.dims[Dim::Sport as usize] = one(s as u128);
+            c.dims[Dim::Dport as usize] = one(d as u128);
+        }
+        if let Some(t) = p.icmp_type {
+            c.dims[Dim::Icmp as usize] = one(t as u128);
+        }
+        let bit = names::CT_STATES.iter().position(|(_, b)| *b == p.ct_state).unwrap_or(0);
+        c.dims[Dim::Ct as usize] = one(bit as u128);
+        c
     }
 
     fn iface_full(&self) -> Ranges {
