@@ -264,7 +264,7 @@ fn capture(ifindex: i32, stop: Arc<AtomicBool>, ready: std::sync::mpsc::Sender<(
         let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         // SAFETY: buf and from are valid for the lengths given.
         let n = unsafe { libc::recvfrom(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0, &mut from as *mut _ as *mut libc::sockaddr, &mut len) };
-        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
             frames.push(buf[..n as usize].to_vec());
         }
     }
