@@ -7,6 +7,7 @@
 //! | `shadowed` | error | earlier rules with another verdict decide every packet of the rule |
 //! | `redundant` | warning | earlier rules with the same verdict decide all its packets, or without it later rules (or the default policy) would give them the same verdict |
 //! | `unused-define`, `unused-set` | warning | declared but never used |
+//! | `overlapping-entries`, `feed-overlaps-allow` | warning | see [`super::entries`] |
 //!
 //! Rules with a rate limit or a run-time (dynamic or feed) set may not match
 //! a packet their header clauses match, so they never shadow anything.
@@ -15,10 +16,26 @@ use std::collections::BTreeSet;
 
 use crate::diag::{Diag, SourceMap, Span};
 use crate::ir::{Chain, Compiled, Rule, Ruleset};
+use crate::policy::{LoadError, PolicyError};
 
 use super::index::CubeIndex;
 use super::space::{condition, subtract_all, Cube, Universe};
 
+/// Lints a policy file: its rules (on the IR) and its address lists (on the syntax tree).
+pub fn lint_file(path: &std::path::Path) -> Result<(Compiled, Vec<Diag>), LoadError> {
+    let p = crate::policy::load(path)?;
+    let mut out = super::entries::overlapping_entries(&p.stmts);
+    let (ruleset, unused) = match crate::ir::lower(&p) {
+        Ok(lowered) => lowered,
+        Err(diags) => return Err(LoadError::Policy(PolicyError { sources: p.sources, diags })),
+    };
+    let c = Compiled { sources: p.sources, ruleset, unused };
+    out.extend(lint(&c));
+    out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
+    Ok((c, out))
+}
+
+/// Lints a compiled policy (everything but the address-list checks, which need the syntax tree).
 pub fn lint(c: &Compiled) -> Vec<Diag> {
     let rs = &c.ruleset;
     let u = Universe::new(&[rs]);
@@ -30,6 +47,7 @@ pub fn lint(c: &Compiled) -> Vec<Diag> {
                 .with_help(format!("remove the {}, or use it in a rule", unused.kind)),
         );
     }
+    out.extend(super::entries::feed_overlaps(rs, &c.sources));
     out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
     out
 }

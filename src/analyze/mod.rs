@@ -13,3 +13,4 @@ pub mod lint;
 pub mod report;
 pub mod diff;
 pub mod index;
+pub mod entries;
