@@ -1,7 +1,8 @@
 //! Which cubes of many rules may intersect a query cube, without testing
 //! every rule: per address family, the intervals of each cube in a few
 //! selective fields (destination port, source, destination) in an interval
-//! index; a query takes the field that yields the fewest candidates.
+//! index; the fields are searched side by side and the first search to
+//! finish (the most selective field for that query) gives the candidates.
 
 use crate::ir::Family;
 
@@ -34,28 +35,46 @@ impl Intervals {
         Intervals { items, max_hi, size }
     }
 
-    /// Owners of intervals overlapping `lo..=hi`, or `None` once more than `cap`.
-    fn query(&self, lo: u128, hi: u128, cap: usize) -> Option<Vec<usize>> {
-        // Only items starting at or before `hi` can overlap.
-        let end = self.items.partition_point(|it| it.0 <= hi);
-        let mut out = Vec::new();
-        let mut stack = vec![(1usize, 0usize, self.size)];
-        while let Some((node, from, to)) = stack.pop() {
-            if from >= end || self.max_hi[node] < lo {
-                continue;
-            }
-            if to - from == 1 {
-                out.push(self.items[from].2);
-                if out.len() > cap {
-                    return None;
-                }
-                continue;
-            }
-            let mid = (from + to) / 2;
-            stack.push((2 * node + 1, mid, to));
-            stack.push((2 * node, from, mid));
+    /// A lazy search for the owners of intervals overlapping any of `ranges`.
+    fn walk(&self, ranges: Vec<(u128, u128)>) -> Walk<'_> {
+        Walk { iv: self, ranges, stack: Vec::new(), end: 0, found: Vec::new() }
+    }
+}
+
+/// A depth-first search of one [`Intervals`] that can be advanced step by
+/// step, so several fields can be searched side by side and the search that
+/// finishes first (the most selective field for this query) wins.
+struct Walk<'a> {
+    iv: &'a Intervals,
+    /// Query ranges not yet started (the current one is on the stack).
+    ranges: Vec<(u128, u128)>,
+    /// (node, from, to, lo of the current range)
+    stack: Vec<(usize, usize, usize, u128)>,
+    /// Items at or after this index start after the current range.
+    end: usize,
+    found: Vec<usize>,
+}
+
+impl Walk<'_> {
+    /// Advances by one tree node; true once the search is complete.
+    fn step(&mut self) -> bool {
+        let Some((node, from, to, lo)) = self.stack.pop() else {
+            let Some((lo, hi)) = self.ranges.pop() else { return true };
+            self.end = self.iv.items.partition_point(|it| it.0 <= hi);
+            self.stack.push((1, 0, self.iv.size, lo));
+            return false;
+        };
+        if from >= self.end || self.iv.max_hi[node] < lo {
+            return false;
         }
-        Some(out)
+        if to - from == 1 {
+            self.found.push(self.iv.items[from].2);
+        } else {
+            let mid = (from + to) / 2;
+            self.stack.push((2 * node + 1, mid, to, lo));
+            self.stack.push((2 * node, from, mid, lo));
+        }
+        false
     }
 }
 
@@ -103,19 +122,14 @@ impl CubeIndex {
 
     /// Owners that may have a cube intersecting `q` (a superset), sorted.
     pub fn candidates(&self, q: &Cube) -> Vec<usize> {
-        let mut best: Option<Vec<usize>> = None;
-        'fields: for (field, idx) in FIELDS.iter().zip(&self.fields[slot(q.family)]) {
-            let cap = best.as_ref().map_or(usize::MAX, |b| b.len());
-            let mut found = Vec::new();
-            for (lo, hi) in spans(q, *field) {
-                match idx.query(lo, hi, cap.saturating_sub(found.len())) {
-                    Some(more) => found.extend(more),
-                    None => continue 'fields,
+        let mut walks: Vec<Walk<'_>> = FIELDS.iter().zip(&self.fields[slot(q.family)]).map(|(f, iv)| iv.walk(spans(q, *f))).collect();
+        let mut out = 'search: loop {
+            for w in &mut walks {
+                if w.step() {
+                    break 'search std::mem::take(&mut w.found);
                 }
             }
-            best = Some(found);
-        }
-        let mut out = best.unwrap_or_default();
+        };
         out.sort_unstable();
         out.dedup();
         out
