@@ -1,86 +1,82 @@
 //! Which cubes of many rules may intersect a query cube, without testing
-//! every rule: per address family, the intervals of each cube in a few
-//! selective fields (destination port, source, destination) in an interval
-//! index; the fields are searched side by side and the first search to
-//! finish (the most selective field for that query) gives the candidates.
+//! every rule: a bounding-box tree. Per address family, each cube's bounding
+//! interval in a few selective fields (destination port, source, destination)
+//! is a leaf; leaves are sorted by those fields and every tree node keeps the
+//! bounding box of the leaves below it, so a query skips every subtree whose
+//! box misses the query's box in any of the fields.
 
 use crate::ir::Family;
 
 use super::space::{Cube, Dim};
 
-/// Fields indexed, most selective first for typical policies.
+/// Fields boxed, in sort order.
 const FIELDS: [Dim; 3] = [Dim::Dport, Dim::Src, Dim::Dst];
 
-/// Intervals sorted by start, with a max-end segment tree over that order:
-/// a query visits only subtrees that hold an overlapping interval.
-struct Intervals {
-    /// (lo, hi, owner), sorted by lo.
-    items: Vec<(u128, u128, usize)>,
-    /// `max_hi[node]` over the items below a node (1-based heap layout).
-    max_hi: Vec<u128>,
+type BoxOf = [(u128, u128); 3];
+
+fn bbox(c: &Cube) -> BoxOf {
+    FIELDS.map(|d| {
+        let r = &c.get(d).0;
+        (r.first().map_or(1, |x| x.0), r.last().map_or(0, |x| x.1))
+    })
+}
+
+/// Both boxes non-empty and overlapping in every field.
+fn overlaps(a: &BoxOf, b: &BoxOf) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.0 <= x.1 && y.0 <= y.1 && x.0 <= y.1 && y.0 <= x.1)
+}
+
+fn union(a: &BoxOf, b: &BoxOf) -> BoxOf {
+    let empty = |x: &BoxOf| x[0].0 > x[0].1;
+    match (empty(a), empty(b)) {
+        (true, _) => *b,
+        (_, true) => *a,
+        _ => std::array::from_fn(|i| (a[i].0.min(b[i].0), a[i].1.max(b[i].1))),
+    }
+}
+
+/// A complete binary tree over sorted leaves (1-based heap layout).
+struct Tree {
+    owners: Vec<usize>,
+    /// Box of each node; empty nodes hold an empty box (lo > hi).
+    boxes: Vec<BoxOf>,
     size: usize,
 }
 
-impl Intervals {
-    fn new(mut items: Vec<(u128, u128, usize)>) -> Intervals {
-        items.sort_unstable();
-        let size = items.len().next_power_of_two().max(1);
-        let mut max_hi = vec![0u128; 2 * size];
-        for (i, it) in items.iter().enumerate() {
-            max_hi[size + i] = it.1;
+const EMPTY: BoxOf = [(1, 0); 3];
+
+impl Tree {
+    fn new(mut leaves: Vec<(BoxOf, usize)>) -> Tree {
+        leaves.sort_unstable();
+        let size = leaves.len().next_power_of_two().max(1);
+        let mut boxes = vec![EMPTY; 2 * size];
+        for (i, (b, _)) in leaves.iter().enumerate() {
+            boxes[size + i] = *b;
         }
         for n in (1..size).rev() {
-            max_hi[n] = max_hi[2 * n].max(max_hi[2 * n + 1]);
+            boxes[n] = union(&boxes[2 * n], &boxes[2 * n + 1]);
         }
-        Intervals { items, max_hi, size }
+        Tree { owners: leaves.into_iter().map(|(_, o)| o).collect(), boxes, size }
     }
 
-    /// A lazy search for the owners of intervals overlapping any of `ranges`.
-    fn walk(&self, ranges: Vec<(u128, u128)>) -> Walk<'_> {
-        Walk { iv: self, ranges, stack: Vec::new(), end: 0, found: Vec::new() }
-    }
-}
-
-/// A depth-first search of one [`Intervals`] that can be advanced step by
-/// step, so several fields can be searched side by side and the search that
-/// finishes first (the most selective field for this query) wins.
-struct Walk<'a> {
-    iv: &'a Intervals,
-    /// Query ranges not yet started (the current one is on the stack).
-    ranges: Vec<(u128, u128)>,
-    /// (node, from, to, lo of the current range)
-    stack: Vec<(usize, usize, usize, u128)>,
-    /// Items at or after this index start after the current range.
-    end: usize,
-    found: Vec<usize>,
-}
-
-impl Walk<'_> {
-    /// Advances by one tree node; true once the search is complete.
-    fn step(&mut self) -> bool {
-        let Some((node, from, to, lo)) = self.stack.pop() else {
-            let Some((lo, hi)) = self.ranges.pop() else { return true };
-            self.end = self.iv.items.partition_point(|it| it.0 <= hi);
-            self.stack.push((1, 0, self.iv.size, lo));
-            return false;
-        };
-        if from >= self.end || self.iv.max_hi[node] < lo {
-            return false;
+    fn query(&self, q: &BoxOf, out: &mut Vec<usize>) {
+        let mut stack = vec![1usize];
+        while let Some(node) = stack.pop() {
+            if !overlaps(&self.boxes[node], q) {
+                continue;
+            }
+            if node >= self.size {
+                out.push(self.owners[node - self.size]);
+            } else {
+                stack.extend([2 * node + 1, 2 * node]);
+            }
         }
-        if to - from == 1 {
-            self.found.push(self.iv.items[from].2);
-        } else {
-            let mid = (from + to) / 2;
-            self.stack.push((2 * node + 1, mid, to, lo));
-            self.stack.push((2 * node, from, mid, lo));
-        }
-        false
     }
 }
 
 pub struct CubeIndex {
-    /// Per family (v4, v6), per field of [`FIELDS`].
-    fields: [Vec<Intervals>; 2],
+    /// Per family: v4, v6.
+    trees: [Tree; 2],
 }
 
 fn slot(f: Family) -> usize {
@@ -90,54 +86,26 @@ fn slot(f: Family) -> usize {
     }
 }
 
-/// The intervals of a field; a long list counts as its bounding interval.
-fn spans(c: &Cube, d: Dim) -> Vec<(u128, u128)> {
-    let r = &c.get(d).0;
-    match r.as_slice() {
-        [] => Vec::new(),
-        few if few.len() <= 8 => few.to_vec(),
-        many => vec![(many[0].0, many[many.len() - 1].1)],
-    }
-}
-
 impl CubeIndex {
     /// Indexes `owners[i]`'s cubes under owner `i`.
     pub fn new(owners: &[Vec<Cube>]) -> CubeIndex {
-        let fields = [Family::V4, Family::V6].map(|family| {
-            FIELDS
+        let trees = [Family::V4, Family::V6].map(|family| {
+            let leaves = owners
                 .iter()
-                .map(|&d| {
-                    let items = owners
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(i, cubes)| cubes.iter().filter(|c| c.family == family).map(move |c| (c, i)))
-                        .flat_map(|(c, i)| spans(c, d).into_iter().map(move |(lo, hi)| (lo, hi, i)))
-                        .collect();
-                    Intervals::new(items)
-                })
-                .collect()
+                .enumerate()
+                .flat_map(|(i, cubes)| cubes.iter().filter(|c| c.family == family).map(move |c| (bbox(c), i)))
+                .collect();
+            Tree::new(leaves)
         });
-        CubeIndex { fields }
+        CubeIndex { trees }
     }
 
-    /// Owners that may have a cube intersecting `q` (a superset), sorted.
-    pub fn candidates(&self, q: &Cube) -> Vec<usize> {
-        let mut walks: Vec<Walk<'_>> = FIELDS.iter().zip(&self.fields[slot(q.family)]).map(|(f, iv)| iv.walk(spans(q, *f))).collect();
-        let mut out = 'search: loop {
-            for w in &mut walks {
-                if w.step() {
-                    break 'search std::mem::take(&mut w.found);
-                }
-            }
-        };
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
-    /// Owners that may intersect any of `qs`, sorted.
+    /// Owners that may have a cube intersecting any of `qs` (a superset), sorted.
     pub fn candidates_any(&self, qs: &[Cube]) -> Vec<usize> {
-        let mut out: Vec<usize> = qs.iter().flat_map(|q| self.candidates(q)).collect();
+        let mut out = Vec::new();
+        for q in qs {
+            self.trees[slot(q.family)].query(&bbox(q), &mut out);
+        }
         out.sort_unstable();
         out.dedup();
         out
@@ -167,7 +135,7 @@ mod tests {
         let index = CubeIndex::new(&cubes);
         let mut pruned = 0;
         for q in cubes.iter().flatten() {
-            let cand = index.candidates(q);
+            let cand = index.candidates_any(std::slice::from_ref(q));
             let truth: Vec<usize> = (0..cubes.len()).filter(|&j| cubes[j].iter().any(|c| c.intersects(q))).collect();
             assert!(truth.iter().all(|t| cand.binary_search(t).is_ok()), "missed an intersecting rule");
             pruned += cubes.len() - cand.len();
