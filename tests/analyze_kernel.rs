@@ -264,7 +264,7 @@ fn capture(ifindex: i32, stop: Arc<AtomicBool>, ready: std::sync::mpsc::Sender<(
         let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         // SAFETY: buf and from are valid for the lengths given.
         let n = unsafe { libc::recvfrom(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0, &mut from as *mut _ as *mut libc::sockaddr, &mut len) };
-        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
             frames.push(buf[..n as usize].to_vec());
         }
     }
@@ -460,39 +460,29 @@ fn run(sc: Scenario, seed: u64) {
     assert!(count(Action::Pass) > 100 && count(Action::Block) > 100, "both verdicts well exercised: {tally:?}");
 }
 
-fn host_sides() -> Vec<Side> {
-    vec![
-        Side { srv_dev: "eth0", cli_dev: "c0", srv_addrs: vec!["198.51.100.1/24", "2001:db8:1::1/64"], cli_addrs: vec!["198.51.100.2/24", "2001:db8:1::2/64"] },
-        Side { srv_dev: "eth1", cli_dev: "c1", srv_addrs: vec!["10.10.0.1/24", "fd00:10::1/64"], cli_addrs: vec!["10.10.0.2/24", "fd00:10::2/64"] },
-    ]
-}
-
-const HOST_SOURCES: [&str; 7] = ["198.51.100.0/24", "10.10.0.0/24", "10.10.1.0/24", "203.0.113.0/24", "2001:db8:1::/64", "fd00:10::/64", "2001:db8:9::/48"];
-
-#[test]
-fn webserver_kernel_verdicts_equal_explain() {
-    let sc = Scenario {
-        policy: WEB,
-        sides: host_sides(),
-        sources: HOST_SOURCES.to_vec(),
+/// The web server and the bastion: eth0 public, eth1 admin network, no forwarding.
+fn host_scenario(policy: &'static str) -> Scenario {
+    Scenario {
+        policy,
+        sides: vec![
+            Side { srv_dev: "eth0", cli_dev: "c0", srv_addrs: vec!["198.51.100.1/24", "2001:db8:1::1/64"], cli_addrs: vec!["198.51.100.2/24", "2001:db8:1::2/64"] },
+            Side { srv_dev: "eth1", cli_dev: "c1", srv_addrs: vec!["10.10.0.1/24", "fd00:10::1/64"], cli_addrs: vec!["10.10.0.2/24", "fd00:10::2/64"] },
+        ],
+        sources: vec!["198.51.100.0/24", "10.10.0.0/24", "10.10.1.0/24", "203.0.113.0/24", "2001:db8:1::/64", "fd00:10::/64", "2001:db8:9::/48"],
         forward_to: vec![],
         gateways: vec!["198.51.100.2", "2001:db8:1::2"],
         skip: None,
-    };
-    run(sc, 0x5eed_0001);
+    }
+}
+
+#[test]
+fn webserver_kernel_verdicts_equal_explain() {
+    run(host_scenario(WEB), 0x5eed_0001);
 }
 
 #[test]
 fn bastion_kernel_verdicts_equal_explain() {
-    let sc = Scenario {
-        policy: "policies/bastion.pf",
-        sides: host_sides(),
-        sources: HOST_SOURCES.to_vec(),
-        forward_to: vec![],
-        gateways: vec!["198.51.100.2", "2001:db8:1::2"],
-        skip: None,
-    };
-    run(sc, 0x5eed_0002);
+    run(host_scenario("policies/bastion.pf"), 0x5eed_0002);
 }
 
 #[test]

@@ -18,12 +18,11 @@ fn phantomc(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn lint_findings_text_and_github() {
-    let c = compile("testdata/analyze/findings.pf");
-    let d = lint::lint(&c);
+    let (c, d) = lint::lint_file(Path::new("testdata/analyze/findings.pf")).expect("compiles");
     insta::assert_snapshot!("lint-findings.txt", report::render(&d, &c.sources, report::Format::Text, false));
     insta::assert_snapshot!("lint-findings.github", report::render(&d, &c.sources, report::Format::Github, false));
     let codes: Vec<&str> = d.iter().map(|x| x.code).collect();
-    for code in ["shadowed", "redundant", "never-matches", "after-catch-all", "unused-define", "unused-set"] {
+    for code in ["shadowed", "redundant", "never-matches", "after-catch-all", "unused-define", "unused-set", "overlapping-entries"] {
         assert!(codes.contains(&code), "{code} in {codes:?}");
     }
 }

@@ -53,8 +53,12 @@ pub struct CaseResult {
     pub location: String,
     pub packet: String,
     pub expect: Action,
-    /// The explanation, or why the packet could not be read.
-    pub outcome: Result<Explanation, String>,
+    /// How the policy decided the packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+    /// Why the packet could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub passed: bool,
     #[serde(skip)]
     pub diag: Option<Diag>,
@@ -79,7 +83,16 @@ pub fn run(policy: &Compiled, suite_sources: &SourceMap, cases: &[TestCase]) -> 
                         )
                         .with_help(format!("decided by {} `{}`", e.decided_by.rule, e.decided_by.text))
                     });
-                    CaseResult { name: case.name.clone(), location, packet: case.packet.clone(), expect: case.expect, outcome: Ok(e), passed, diag }
+                    CaseResult {
+                        name: case.name.clone(),
+                        location,
+                        packet: case.packet.clone(),
+                        expect: case.expect,
+                        explanation: Some(e),
+                        error: None,
+                        passed,
+                        diag,
+                    }
                 }
                 Err(err) => {
                     let start = case.span.start + err.offset;
@@ -90,7 +103,8 @@ pub fn run(policy: &Compiled, suite_sources: &SourceMap, cases: &[TestCase]) -> 
                         location,
                         packet: case.packet.clone(),
                         expect: case.expect,
-                        outcome: Err(err.message),
+                        explanation: None,
+                        error: Some(err.message),
                         passed: false,
                         diag: Some(diag),
                     }
@@ -105,9 +119,9 @@ pub fn table(results: &[CaseResult]) -> String {
     let rows: Vec<[String; 5]> = results
         .iter()
         .map(|r| {
-            let got = match &r.outcome {
-                Ok(e) => format!("{} ({})", e.verdict.keyword(), e.decided_by.rule),
-                Err(_) => "bad packet".into(),
+            let got = match &r.explanation {
+                Some(e) => format!("{} ({})", e.verdict.keyword(), e.decided_by.rule),
+                None => "bad packet".into(),
             };
             [if r.passed { "ok" } else { "FAIL" }.into(), r.location.clone(), r.name.clone(), format!("{} -> {got}", r.expect.keyword()), r.packet.clone()]
         })

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::ir::{Action, Chain, Compiled, Hook, Ruleset};
 
-use super::space::{condition, Cube, Universe};
+use super::space::{condition, subtract_all, Cube, Universe};
 
 /// One step of an outcome: a conditional rule, or the final verdict.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -63,11 +63,14 @@ impl Diff {
     }
 }
 
-/// The outcome of every packet of a chain, as disjoint cubes.
-pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<(Cube, Vec<Step>)> {
-    let mut open: Vec<(Cube, Vec<Step>)> = u.full().into_iter().map(|c| (c, Vec::new())).collect();
+/// The outcome of every packet of `within` (disjoint cubes) in a chain, as disjoint cubes.
+pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> Vec<(Cube, Vec<Step>)> {
+    let mut open: Vec<(Cube, Vec<Step>)> = within.into_iter().map(|c| (c, Vec::new())).collect();
     let mut done = Vec::new();
     for rule in &ch.rules {
+        if open.is_empty() {
+            break;
+        }
         let cubes = u.cubes(rs, &rule.matches);
         let cond = condition(rs, rule);
         let mut next = Vec::with_capacity(open.len());
@@ -127,12 +130,44 @@ fn classify(old: &[Step], new: &[Step]) -> Change {
     }
 }
 
+/// What a rule does to the packets it may match, comparable across policies.
+type RuleKey = (Vec<Cube>, Action, Option<String>);
+
+fn keys(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<RuleKey> {
+    ch.rules.iter().map(|r| (u.cubes(rs, &r.matches), r.action, condition(rs, r))).collect()
+}
+
+/// Where the two chains may differ at all, as disjoint cubes. Rules both
+/// chains have in the same order (a longest common subsequence) decide a
+/// packet alike in both, so a packet can only change outcome if it may match
+/// a rule outside that subsequence, or if the default policies differ.
+fn may_differ(a: &[RuleKey], b: &[RuleKey], defaults_differ: bool, u: &Universe) -> Vec<Cube> {
+    if defaults_differ {
+        return u.full();
+    }
+    let mut changed: Vec<&Cube> = Vec::new();
+    for op in similar::capture_diff_slices(similar::Algorithm::Myers, a, b) {
+        let (old_range, new_range) = (op.old_range(), op.new_range());
+        if op.tag() != similar::DiffTag::Equal {
+            changed.extend(a[old_range].iter().chain(&b[new_range]).flat_map(|k| &k.0));
+        }
+    }
+    changed.into_iter().fold(Vec::new(), |mut disjoint, c| {
+        let fresh = subtract_all(vec![c.clone()], &disjoint);
+        disjoint.extend(fresh);
+        disjoint
+    })
+}
+
 pub fn diff(old: &Compiled, new: &Compiled) -> Diff {
     let u = Universe::new(&[&old.ruleset, &new.ruleset]);
     let mut regions = Vec::new();
     for hook in Hook::ALL {
-        let a = partition(&old.ruleset, old.ruleset.chain(hook), &u);
-        let b = partition(&new.ruleset, new.ruleset.chain(hook), &u);
+        let (och, nch) = (old.ruleset.chain(hook), new.ruleset.chain(hook));
+        let (ka, kb) = (keys(&old.ruleset, och, &u), keys(&new.ruleset, nch, &u));
+        let within = may_differ(&ka, &kb, och.policy.action != nch.policy.action, &u);
+        let a = partition(&old.ruleset, och, &u, within.clone());
+        let b = partition(&new.ruleset, nch, &u, within);
         // Pieces with the same old and new steps, merged where possible.
         let mut groups: BTreeMap<(Vec<Step>, Vec<Step>), Vec<Cube>> = BTreeMap::new();
         for (ca, sa) in &a {
@@ -257,6 +292,29 @@ mod tests {
         let old = compile("pass in proto tcp to port 22\nblock in proto udp to port 53\n", "a.pf");
         let new = compile("# moved\nblock in proto udp to port 53\n\npass in proto tcp to port 22\n", "b.pf");
         assert!(diff(&old, &new).regions.is_empty());
+    }
+
+    #[test]
+    fn every_packet_whose_verdict_changes_lies_in_a_region() {
+        let old = compile("policy input reject\npass in on eth0 proto tcp to port 20-30\nblock in from 10.0.0.0/8\npass in proto udp\npass in proto icmp limit 1/second\n", "old.pf");
+        let new = compile("pass in on eth0 proto tcp to port 20-30\npass in proto udp to port 53\nblock in from 10.0.0.0/8\npass in proto udp\npass in on eth* proto tcp to port 25\n", "new.pf");
+        let d = diff(&old, &new);
+        let u = Universe::new(&[&old.ruleset, &new.ruleset]);
+        let mut checked = 0;
+        for src in ["10.1.2.3", "192.0.2.1"] {
+            for iif in ["eth0", "eth1", "lo"] {
+                for (proto, port) in [("tcp", ":25"), ("tcp", ":22"), ("udp", ":53"), ("udp", ":54"), ("icmp", ""), ("gre", "")] {
+                    let p = packet::parse(&format!("{proto} {src} -> 192.0.2.9{port} in {iif}")).expect("packet");
+                    let (a, b) = (decide(&old.ruleset, &p, &SetContents::new()), decide(&new.ruleset, &p, &SetContents::new()));
+                    let inside = d.regions.iter().any(|r| r.hook == Hook::Input && r.cube.intersects(&u.point(&p)));
+                    if a.verdict != b.verdict || a.rate_limited != b.rate_limited {
+                        assert!(inside, "{} changes but is in no region:\n{}", packet::format(&p), render(&d));
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 10, "{checked}");
     }
 
     #[test]

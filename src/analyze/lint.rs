@@ -7,6 +7,7 @@
 //! | `shadowed` | error | earlier rules with another verdict decide every packet of the rule |
 //! | `redundant` | warning | earlier rules with the same verdict decide all its packets, or without it later rules (or the default policy) would give them the same verdict |
 //! | `unused-define`, `unused-set` | warning | declared but never used |
+//! | `overlapping-entries`, `feed-overlaps-allow` | warning | see [`super::entries`] |
 //!
 //! Rules with a rate limit or a run-time (dynamic or feed) set may not match
 //! a packet their header clauses match, so they never shadow anything.
@@ -15,9 +16,26 @@ use std::collections::BTreeSet;
 
 use crate::diag::{Diag, SourceMap, Span};
 use crate::ir::{Chain, Compiled, Rule, Ruleset};
+use crate::policy::{LoadError, PolicyError};
 
+use super::index::CubeIndex;
 use super::space::{condition, subtract_all, Cube, Universe};
 
+/// Lints a policy file: its rules (on the IR) and its address lists (on the syntax tree).
+pub fn lint_file(path: &std::path::Path) -> Result<(Compiled, Vec<Diag>), LoadError> {
+    let p = crate::policy::load(path)?;
+    let mut out = super::entries::overlapping_entries(&p.stmts);
+    let (ruleset, unused) = match crate::ir::lower(&p) {
+        Ok(lowered) => lowered,
+        Err(diags) => return Err(LoadError::Policy(PolicyError { sources: p.sources, diags })),
+    };
+    let c = Compiled { sources: p.sources, ruleset, unused };
+    out.extend(lint(&c));
+    out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
+    Ok((c, out))
+}
+
+/// Lints a compiled policy (everything but the address-list checks, which need the syntax tree).
 pub fn lint(c: &Compiled) -> Vec<Diag> {
     let rs = &c.ruleset;
     let u = Universe::new(&[rs]);
@@ -29,6 +47,7 @@ pub fn lint(c: &Compiled) -> Vec<Diag> {
                 .with_help(format!("remove the {}, or use it in a rule", unused.kind)),
         );
     }
+    out.extend(super::entries::feed_overlaps(rs, &c.sources));
     out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
     out
 }
@@ -87,7 +106,10 @@ fn has_side_effects(r: &Rule) -> bool {
 fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<Diag> {
     let cubes: Vec<Vec<Cube>> = ch.rules.iter().map(|r| u.cubes(rs, &r.matches)).collect();
     let sure: Vec<bool> = ch.rules.iter().map(|r| condition(rs, r).is_none()).collect();
-    let catch_all = (0..ch.rules.len()).find(|&i| sure[i] && subtract_all(u.full(), &cubes[i]).is_empty());
+    let full = u.full();
+    // A catch-all has no field clause, so it has a cube per family and kind.
+    let catch_all = (0..ch.rules.len()).find(|&i| sure[i] && cubes[i].len() == full.len() && subtract_all(full.clone(), &cubes[i]).is_empty());
+    let index = CubeIndex::new(&cubes);
     let mut out = Vec::new();
     for st in statements(ch) {
         let first = st.rules[0];
@@ -107,13 +129,15 @@ fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<Diag> {
             continue;
         }
         // What earlier unconditional rules leave of this statement's packets.
+        let own: Vec<Cube> = st.rules.iter().flat_map(|&k| cubes[k].iter().cloned()).collect();
+        let near = index.candidates_any(&own);
         let mut deciders = BTreeSet::new();
         let left: Vec<Vec<Cube>> = st
             .rules
             .iter()
             .map(|&k| {
                 let mut rem = cubes[k].clone();
-                for j in (0..first).filter(|&j| sure[j]) {
+                for &j in near.iter().filter(|&&j| j < first && sure[j]) {
                     if rem.is_empty() {
                         break;
                     }
@@ -127,7 +151,7 @@ fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<Diag> {
             .collect();
         if left.iter().all(Vec::is_empty) {
             out.push(covered(ch, &st, &deciders));
-        } else if let Some(d) = redundant_by_later(rs, ch, &st, &cubes, &sure, left) {
+        } else if let Some(d) = redundant_by_later(rs, ch, &st, &cubes, &sure, &near, left) {
             out.push(d);
         }
     }
@@ -171,7 +195,8 @@ fn dedup_origins<'a>(ch: &'a Chain, idx: &BTreeSet<usize>) -> Vec<&'a Rule> {
 
 /// Without this statement, would later rules (or the default policy) give the
 /// packets it decides the same verdict, with no log or counter lost?
-fn redundant_by_later(rs: &Ruleset, ch: &Chain, st: &Statement, cubes: &[Vec<Cube>], sure: &[bool], left: Vec<Vec<Cube>>) -> Option<Diag> {
+/// `near`: the rules that may intersect the statement (from the index).
+fn redundant_by_later(rs: &Ruleset, ch: &Chain, st: &Statement, cubes: &[Vec<Cube>], sure: &[bool], near: &[usize], left: Vec<Vec<Cube>>) -> Option<Diag> {
     let rules: Vec<&Rule> = st.rules.iter().map(|&i| &ch.rules[i]).collect();
     if rules.iter().any(|r| has_side_effects(r) || condition(rs, r).is_some()) {
         return None;
@@ -180,7 +205,7 @@ fn redundant_by_later(rs: &Ruleset, ch: &Chain, st: &Statement, cubes: &[Vec<Cub
     let last = *st.rules.last()?;
     let mut rem: Vec<Cube> = left.into_iter().flatten().collect();
     let mut deciders = BTreeSet::new();
-    for j in last + 1..ch.rules.len() {
+    for &j in near.iter().filter(|&&j| j > last) {
         if rem.is_empty() {
             break;
         }

@@ -12,3 +12,5 @@ pub mod space;
 pub mod lint;
 pub mod report;
 pub mod diff;
+pub mod index;
+pub mod entries;

@@ -41,7 +41,7 @@ impl Ranges {
     }
 
     /// From any ranges (unsorted, overlapping).
-    pub fn from_iter(it: impl IntoIterator<Item = (u128, u128)>) -> Ranges {
+    pub fn of(it: impl IntoIterator<Item = (u128, u128)>) -> Ranges {
         let mut v: Vec<(u128, u128)> = it.into_iter().collect();
         v.sort_unstable();
         let mut out: Vec<(u128, u128)> = Vec::with_capacity(v.len());
@@ -118,7 +118,7 @@ impl Ranges {
     }
 
     pub fn union(&self, o: &Ranges) -> Ranges {
-        Ranges::from_iter(self.0.iter().chain(&o.0).copied())
+        Ranges::of(self.0.iter().chain(&o.0).copied())
     }
 
     pub fn contains(&self, x: u128) -> bool {
@@ -230,8 +230,8 @@ enum Kind {
 
 impl Kind {
     fn protos(self) -> Ranges {
-        let ported = Ranges::from_iter(PORTED.iter().map(|&p| (p as u128, p as u128)));
-        let icmp = Ranges::from_iter([(ICMP as u128, ICMP as u128), (ICMPV6 as u128, ICMPV6 as u128)]);
+        let ported = Ranges::of(PORTED.iter().map(|&p| (p as u128, p as u128)));
+        let icmp = Ranges::of([(ICMP as u128, ICMP as u128), (ICMPV6 as u128, ICMPV6 as u128)]);
         match self {
             Kind::Ported => ported,
             Kind::Icmp => icmp,
@@ -261,6 +261,8 @@ pub fn net_range(n: &IpNet) -> (u128, u128) {
 /// The header space of one or more rulesets: the interface classes their
 /// rules' interface names create, and each rule as cubes.
 pub struct Universe {
+    /// Interface names and `prefix*` patterns the rules use.
+    patterns: Vec<String>,
     /// One representative name per interface class.
     pub ifaces: Vec<String>,
     /// How a class is shown: `eth0`, `eth*` (other names starting so), `*` (any other).
@@ -298,7 +300,36 @@ impl Universe {
         classes.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
         classes.dedup_by(|a, b| a.0 == b.0);
         classes.sort_by(|a, b| a.2.cmp(&b.2));
-        Universe { ifaces: classes.iter().map(|c| c.1.clone()).collect(), iface_labels: classes.into_iter().map(|c| c.2).collect() }
+        let ifaces = classes.iter().map(|c| c.1.clone()).collect();
+        Universe { ifaces, iface_labels: classes.into_iter().map(|c| c.2).collect(), patterns }
+    }
+
+    /// The class of an interface name (a missing interface counts as the empty name).
+    fn iface_class(&self, name: Option<&str>) -> u128 {
+        let signature = |n: &str| self.patterns.iter().map(|p| iface_matches(p, n)).collect::<Vec<bool>>();
+        let want = signature(name.unwrap_or(""));
+        self.ifaces.iter().position(|rep| signature(rep) == want).expect("every name is in a class") as u128
+    }
+
+    /// One concrete packet as a cube of one point (fields it lacks are full).
+    pub fn point(&self, p: &crate::ir::eval::Packet) -> Cube {
+        let mut c = self.kind_cube(p.family(), Kind::Other);
+        let one = |v: u128| Ranges::span(v, v);
+        c.dims[Dim::Proto as usize] = one(p.proto as u128);
+        c.dims[Dim::Iif as usize] = one(self.iface_class(p.iif.as_deref()));
+        c.dims[Dim::Oif as usize] = one(self.iface_class(p.oif.as_deref()));
+        c.dims[Dim::Src as usize] = one(ip_value(p.src));
+        c.dims[Dim::Dst as usize] = one(ip_value(p.dst));
+        if let (Some(s), Some(d)) = (p.sport, p.dport) {
+            c.dims[Dim::Sport as usize] = one(s as u128);
+            c.dims[Dim::Dport as usize] = one(d as u128);
+        }
+        if let Some(t) = p.icmp_type {
+            c.dims[Dim::Icmp as usize] = one(t as u128);
+        }
+        let bit = names::CT_STATES.iter().position(|(_, b)| *b == p.ct_state).unwrap_or(0);
+        c.dims[Dim::Ct as usize] = one(bit as u128);
+        c
     }
 
     fn iface_full(&self) -> Ranges {
@@ -308,7 +339,7 @@ impl Universe {
     fn iface_set(&self, want: &Option<Vec<String>>) -> Ranges {
         match want {
             None => self.iface_full(),
-            Some(pats) => Ranges::from_iter(
+            Some(pats) => Ranges::of(
                 self.ifaces.iter().enumerate().filter(|(_, n)| pats.iter().any(|p| iface_matches(p, n))).map(|(i, _)| (i as u128, i as u128)),
             ),
         }
@@ -371,11 +402,11 @@ impl Universe {
                     set(Dim::Dport, port_ranges(pm));
                 }
                 if let Some(ts) = &m.icmp_types {
-                    set(Dim::Icmp, Ranges::from_iter(ts.iter().map(|&t| (t as u128, t as u128))));
+                    set(Dim::Icmp, Ranges::of(ts.iter().map(|&t| (t as u128, t as u128))));
                 }
                 if let Some(s) = m.ct_state {
                     let bits = names::CT_STATES.iter().enumerate().filter(|(_, (_, b))| s.0 & b != 0).map(|(i, _)| (i as u128, i as u128));
-                    set(Dim::Ct, Ranges::from_iter(bits));
+                    set(Dim::Ct, Ranges::of(bits));
                 }
                 if c.dims.iter().all(|d| !d.is_empty()) {
                     out.push(c);
@@ -444,7 +475,7 @@ fn addr_ranges(rs: &Ruleset, a: &AddrMatch, family: Family) -> Ranges {
             _ => return all,
         },
     };
-    let inside = Ranges::from_iter(nets.iter().filter(|n| Family::of(&n.addr()) == family).map(net_range));
+    let inside = Ranges::of(nets.iter().filter(|n| Family::of(&n.addr()) == family).map(net_range));
     if negated {
         all.subtract(&inside)
     } else {
@@ -453,7 +484,7 @@ fn addr_ranges(rs: &Ruleset, a: &AddrMatch, family: Family) -> Ranges {
 }
 
 fn port_ranges(pm: &PortMatch) -> Ranges {
-    let inside = Ranges::from_iter(pm.ranges.iter().map(|&(lo, hi)| (lo as u128, hi as u128)));
+    let inside = Ranges::of(pm.ranges.iter().map(|&(lo, hi)| (lo as u128, hi as u128)));
     if pm.negated {
         Ranges::span(0, 65535).subtract(&inside)
     } else {
@@ -546,7 +577,7 @@ mod tests {
         assert_eq!(a.subtract(&r(&[(5, 25)])), r(&[(0, 4), (26, 30)]));
         assert_eq!(a.subtract(&r(&[(0, 30)])), Ranges::empty());
         assert_eq!(a.intersect(&r(&[(8, 22), (29, 40)])), r(&[(8, 10), (20, 22), (29, 30)]));
-        assert_eq!(Ranges::from_iter([(5, 9), (0, 4), (11, 12)]), r(&[(0, 9), (11, 12)]));
+        assert_eq!(Ranges::of([(5, 9), (0, 4), (11, 12)]), r(&[(0, 9), (11, 12)]));
         assert!(!a.intersects(&r(&[(11, 19)])));
         assert_eq!(Ranges::span(0, u128::MAX).subtract(&r(&[(0, 0)])), r(&[(1, u128::MAX)]));
     }

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use super::CmdResult;
 use crate::analyze::{lint, report};
 use crate::diag::Severity;
-use crate::ir;
 
 #[derive(clap::Args, Debug)]
 pub struct LintArgs {
@@ -20,8 +19,7 @@ pub struct LintArgs {
 
 /// Exit 0 when clean (or only warnings), 1 when a finding is an error.
 pub fn run(args: &LintArgs) -> CmdResult {
-    let compiled = ir::compile_file(&args.policy)?;
-    let diags = lint::lint(&compiled);
+    let (compiled, diags) = lint::lint_file(&args.policy)?;
     let out = report::render(&diags, &compiled.sources, args.format, true);
     if args.format == report::Format::Text {
         eprint!("{out}");
