@@ -3,13 +3,13 @@
 # made by repeating a real capture with shifted timestamps), next to tcpdump
 # and tshark reading the same file in the same run.
 #
-#   benches/learn_bench.sh [SIZE_MB=1100] [SOURCE=testdata/learn/formats/wireshark_samples-test.pcapng]
+#   benches/learn_bench.sh [SIZE_MB=1000] [SOURCE=testdata/learn/formats/wireshark_samples-test.pcapng]
 #
 # Needs editcap, mergecap, capinfos (wireshark-common), tcpdump, tshark and
 # GNU time (/usr/bin/time). The big file lives under /tmp and is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE_MB=${1:-1100}
+SIZE_MB=${1:-1000}
 SOURCE=${2:-testdata/learn/formats/wireshark_samples-test.pcapng}
 THREADS=${THREADS:-2}
 

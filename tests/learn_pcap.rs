@@ -106,7 +106,7 @@ fn every_format_file_is_read_or_rejected_clearly() {
     // Packet counts agree with `capinfos` on the same files.
     for (file, packets, damage) in FORMATS {
         let mut frames = 0u64;
-        let summary = reader::read_capture(&data(file), |b| frames += b.frames.len() as u64).unwrap();
+        let summary = reader::read_capture(&data(file), |_| frames += 1).unwrap();
         assert_eq!(summary.packets, *packets, "{file}");
         assert_eq!(frames, *packets, "{file}");
         match (damage, &summary.damage) {
