@@ -84,8 +84,10 @@ fn roles_come_from_the_handshake_not_the_ports() {
     assert!(capture.flows.iter().all(|f| f.icmp_error.is_none()));
 }
 
-/// (file, packets before any damage, Some(damage offset, reason fragment))
-const FORMATS: &[(&str, u64, Option<(u64, &str)>)] = &[
+/// File, packets before any damage, and the damage (offset, reason fragment) if any.
+type FormatCase = (&'static str, u64, Option<(u64, &'static str)>);
+
+const FORMATS: &[FormatCase] = &[
     ("formats/ntp.pcap", 12, None),
     ("formats/modified-format.pcap", 1, None),
     ("formats/test001-be.pcapng", 4, None),
@@ -444,7 +446,7 @@ fn damaged_capture_is_an_error_unless_allowed() {
     let out = std::process::Command::new(bin).arg("learn").arg(&path).arg("--policy").arg(example_policy("webserver.pf")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("at byte ") && err.contains("11 packets"), "{err}");
+    assert!(err.contains("cannot read past byte ") && err.contains("11 packets before it"), "{err}");
     let out = std::process::Command::new(bin)
         .arg("learn")
         .arg(&path)

@@ -34,20 +34,20 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     let started = Instant::now();
     let size = std::fs::metadata(&args.capture).map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(size);
-    let capture = learn::read_flows(&args.capture, &cfg, &|pos| bar.set_position(pos))
+    let mut capture = learn::read_flows(&args.capture, &cfg, &|pos| bar.set_position(pos))
         .map_err(|e| Failure::System(format!("{}: {e}", args.capture.display())))?;
     bar.finish_and_clear();
     if let Some(d) = &capture.read.damage {
-        let msg = format!("{}: damaged {d} ({} packets before it)", args.capture.display(), capture.read.packets);
+        let msg = format!("{}: cannot read past byte {}: {} ({} packets before it were read)", args.capture.display(), d.offset, d.reason, capture.read.packets);
         if !args.allow_damaged {
             return Err(Failure::System(format!("{msg}; use --allow-damaged to learn from them")));
         }
         eprintln!("phantomc: warning: {msg}");
     }
     let flows = capture.flows.len();
-    let report = learn::analyze(capture.flows, &cfg);
+    let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg);
     let elapsed = started.elapsed().as_secs_f64();
-    eprint!("{}", summary(&capture.read, capture.ip_bytes, flows, &report, elapsed));
+    eprint!("{}", summary(&capture, flows, &report, elapsed));
     for f in &report.findings {
         eprintln!("flagged {} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold);
     }
@@ -89,23 +89,27 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(len).with_style(style)
 }
 
-fn summary(read: &learn::reader::ReadSummary, ip_bytes: u64, flows: usize, report: &learn::Report, secs: f64) -> String {
+/// The summary table: what was read, what was found, how fast.
+fn summary(capture: &learn::Capture, flows: usize, report: &learn::Report, secs: f64) -> String {
+    let read = &capture.read;
     let secs_or_tiny = secs.max(1e-6);
+    let skipped: u64 = capture.skipped.values().sum();
+    let mut packets = read.packets.to_string();
+    if skipped > 0 {
+        let why: Vec<String> = capture.skipped.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        packets += &format!(" ({skipped} not decoded: {})", why.join(", "));
+    }
+    let merged = if capture.compacted { " (identical closed flows merged to bound memory)" } else { "" };
     let rows = [
-        ("packets", read.packets.to_string()),
-        ("flows", flows.to_string()),
+        ("packets", packets),
+        ("flows", format!("{flows}{merged}")),
         ("sources", report.sources.to_string()),
-        ("findings", format!("{} ({} sources flagged)", report.findings.len(), report.flagged().len())),
-        ("time", format!("{secs:.3}s")),
+        ("findings", format!("{} on {} source(s)", report.findings.len(), report.flagged().len())),
+        ("time", format!("{secs:.3} s")),
         (
             "throughput",
             format!("{:.0} packets/s, {:.1} MB/s", read.packets as f64 / secs_or_tiny, read.file_bytes as f64 / 1e6 / secs_or_tiny),
         ),
     ];
-    let _ = ip_bytes;
-    let mut out = String::new();
-    for (k, v) in rows {
-        out.push_str(&format!("{k:<11} {v}\n"));
-    }
-    out
+    rows.iter().map(|(k, v)| format!("{k:<11} {v}\n")).collect()
 }

@@ -94,6 +94,17 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// 802.1Q, 802.1ad and the old QinQ tag: 4 bytes each, then the real type.
 const ETHERTYPE_VLANS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
 
+impl Skip {
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::NotIp => "not IP",
+            Skip::LinkType => "unsupported link type",
+            Skip::Truncated => "truncated",
+            Skip::Fragment => "later IP fragment",
+        }
+    }
+}
+
 /// Decode one frame of the given link type. The link layer is a few fixed
 /// fields, read directly; the IP layer goes through etherparse's lax slicer.
 pub fn decode(linktype: i32, frame: &[u8], ts_us: u64) -> Result<Decoded, Skip> {

@@ -138,10 +138,7 @@ impl Flow {
         if self.icmp_error.is_some() && self.resp.packets == 0 {
             return false;
         }
-        match self.state {
-            ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR => true,
-            _ => false,
-        }
+        matches!(self.state, ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR)
     }
 
     /// The originator's attempt was seen and got no useful answer.
@@ -240,7 +237,7 @@ impl Hasher for KeyHasher {
 
 impl KeyHasher {
     fn add(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
@@ -596,7 +593,7 @@ pub fn sort_flows(flows: &mut [Flow]) {
     // complete enough that only identical records tie.
     let key = |f: &Flow| (f.first_seen_us, f.proto, f.client, f.server, f.last_seen_us, f.state, f.connections, f.orig.packets, f.resp.packets);
     if !flows.is_sorted_by(|a, b| key(a) <= key(b)) {
-        flows.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+        flows.sort_unstable_by_key(key);
     }
 }
 

@@ -35,8 +35,6 @@ pub struct Capture {
     pub read: ReadSummary,
     /// Frames that were captured but carried no usable IP header.
     pub skipped: BTreeMap<String, u64>,
-    /// IP bytes of decoded packets.
-    pub ip_bytes: u64,
     /// Some closed flows were merged to bound memory.
     pub compacted: bool,
 }
@@ -60,7 +58,6 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
     let shards = rayon::current_num_threads().saturating_sub(1).max(1);
     let mut table = FlowTable::new(shards, cfg.flows.clone());
     let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
-    let mut ip_bytes = 0u64;
     let (tx, rx) = std::sync::mpsc::sync_channel::<DecodedBatch>(4);
     // Used batches go back to the reader, buffers and all.
     let (give_back, take_back) = std::sync::mpsc::channel::<DecodedBatch>();
@@ -85,7 +82,6 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
             read
         });
         for mut batch in rx {
-            ip_bytes += batch.packets.iter().map(|d| u64::from(d.ip_len)).sum::<u64>();
             for skip in batch.skipped.drain(..) {
                 *skipped.entry(skip).or_default() += 1;
             }
@@ -101,8 +97,7 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
     Ok(Capture {
         flows: set.flows,
         read,
-        skipped: skipped.into_iter().map(|(k, v)| (format!("{k:?}").to_lowercase(), v)).collect(),
-        ip_bytes,
+        skipped: skipped.into_iter().map(|(k, v)| (k.name().to_string(), v)).collect(),
         compacted: set.compacted,
     })
 }
