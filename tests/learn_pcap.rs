@@ -403,6 +403,22 @@ fn pass_rules_cover_exactly_the_services_used() {
 }
 
 #[test]
+fn proposal_for_a_policy_without_input_rules_or_final_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("bare.pf");
+    std::fs::write(&policy, "policy input block").unwrap();
+    let cfg = Config::default();
+    let (_, scans) = learn_file(&data("scans/port_scan.pcap"), &cfg);
+    let (_, office) = learn_file(&data("formats/wireshark_samples-test.pcapng"), &cfg);
+    for report in [scans, office] {
+        let p = propose::propose(&policy, &report, &cfg, "capture").unwrap();
+        assert!(p.new_text.starts_with("policy input block\n"), "{}", p.new_text);
+        ir::compile(&policy.display().to_string(), &p.new_text).unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+}
+
+#[test]
 fn proposal_snapshot_port_scan() {
     let cfg = Config::default();
     let (_, report) = learn_file(&data("scans/port_scan.pcap"), &cfg);
