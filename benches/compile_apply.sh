@@ -7,13 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rules=${1:-10000}
 runs=${2:-5}
-cargo build --release --quiet
-bin=target/release/phantomc
-work=$(mktemp -d)
-ns="pcbench-$$"
-cleanup() { ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-ip netns add "$ns"
+. benches/lib.sh
+bench_setup
 
 # A policy with many rule shapes: per-host ssh, port lists, v4/v6 nets, limits.
 awk -v n="$rules" 'BEGIN {
@@ -29,16 +24,6 @@ awk -v n="$rules" 'BEGIN {
     else printf "pass in on eth%d proto udp to port %d counter\n", i % 4, 3000 + i % 60000
   }
 }' > "$work/big.pf"
-
-now() { date +%s%N; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-ms() { awk -v ns="$1" 'BEGIN { printf "%.1f", ns / 1e6 }'; }
-
-time_cmd() { # runs "$@" $runs times, prints the median in ns
-  for _ in $(seq "$runs"); do
-    t0=$(now); "$@" > /dev/null; t1=$(now); echo $((t1 - t0))
-  done | median
-}
 
 compile_nft=$(time_cmd "$bin" compile "$work/big.pf")
 compile_json=$(time_cmd "$bin" compile --format json "$work/big.pf")

@@ -3,10 +3,13 @@
 //!
 //! Pipeline: [`policy`] (parse) -> [`ir`] (meaning) -> [`nft`] (emit, apply).
 
+pub mod analyze;
 pub mod diag;
+pub mod feeds;
 pub mod ir;
 pub mod policy;
 pub mod cli;
 pub mod nft;
+pub mod serve;
 pub mod watch;
 pub mod learn;

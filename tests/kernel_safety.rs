@@ -4,7 +4,7 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -33,17 +33,6 @@ fn spawn_phantomc(ns: &Netns, args: &[&str]) -> Child {
 /// Waits (bounded) until the live table's input chain mentions `marker`.
 fn wait_live(ns: &Netns, marker: &str) {
     eventually(&format!("ruleset with {marker} live"), || stdout(&ns.nft(&["list", "table", "inet", "phantomc"])).contains(marker));
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(start.elapsed() < limit, "phantomc did not finish within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A web lab running webserver.pf, with `apply --confirm` of a closed policy

@@ -13,6 +13,7 @@ use crate::nft::apply::{self as loader, ApplyError, Status};
 use crate::nft::rollback::{self, Phase};
 use crate::nft::session::Session;
 use crate::nft::{self, Nft, NftError};
+use crate::watch;
 
 /// Exit code of `status` when the live table is missing or differs.
 const EXIT_DRIFT: u8 = 3;
@@ -41,12 +42,19 @@ pub struct ApplyArgs {
     /// Apply even if the policy would drop your own connection.
     #[arg(long)]
     pub force: bool,
+    /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
     /// The policy the live table should match.
     pub policy: PathBuf,
+    /// The health file of `phantomc watch`, shown when it exists
+    /// [default: /run/phantomc/health-<table>.json].
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +80,9 @@ pub fn failure(e: ApplyError, compiled: &Compiled) -> Failure {
 pub fn apply(args: &ApplyArgs) -> CmdResult {
     let compiled = ir::compile_file(&args.policy)?;
     let nft = Nft::default();
-    let prepared = loader::prepare(&nft, &compiled).map_err(|e| failure(e, &compiled))?;
+    // Feed sets get their cached copies, so a reload never empties them.
+    let kept = super::feeds::apply_elements(&nft, &compiled.ruleset, args.state_dir.as_deref())?;
+    let prepared = loader::prepare_with(&nft, &compiled, kept).map_err(|e| failure(e, &compiled))?;
     let table = &prepared.table.name;
     if let Some(session) = Session::current(args.keep.as_deref()).map_err(Failure::System)? {
         match lockout(&compiled, &session, &prepared.kept) {
@@ -230,7 +240,15 @@ fn main_file(c: &Compiled) -> String {
 }
 
 pub fn status(args: &StatusArgs) -> CmdResult {
-    let compiled = ir::compile_file(&args.policy)?;
+    let compiled = ir::compile_file(&args.policy);
+    // A watch service's state comes first: it also explains a policy that
+    // no longer compiles.
+    let table = compiled.as_ref().map_or("phantomc", |c| c.ruleset.table.as_str());
+    let health_file = args.state_file.clone().unwrap_or_else(|| watch::default_state_file(table));
+    if let Ok(health) = watch::read_health(&health_file) {
+        print!("{}", health.summary());
+    }
+    let compiled = compiled?;
     let table = &compiled.ruleset.table;
     match loader::status(&Nft::default(), &compiled).map_err(system)? {
         Status::NotLoaded => {

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use ipnet::IpNet;
 
 use super::{CmdResult, Failure};
-use crate::nft::{self, Nft};
+pub use crate::nft::block::parse_duration;
+use crate::nft::block::{self, parse_net};
+use crate::nft::Nft;
 
 #[derive(clap::Args, Debug)]
 pub struct BlockArgs {
@@ -36,47 +38,9 @@ pub struct UnblockArgs {
     pub table: String,
 }
 
-/// An address (`192.0.2.7`) or a network (`192.0.2.0/24`).
-fn parse_net(s: &str) -> Result<IpNet, String> {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("`{s}` is not an IPv4/IPv6 address or network"))
-}
-
-pub fn parse_duration(s: &str) -> Result<u32, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u32 = digits.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 10m, 1h, 1d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use s, m, h or d)")),
-    };
-    n.checked_mul(mult).filter(|&t| t > 0).ok_or_else(|| format!("`{s}` is out of range"))
-}
-
-fn nft_set(set: &str, addr: &IpNet) -> String {
-    format!("{set}_{}", if addr.addr().is_ipv4() { "v4" } else { "v6" })
-}
-
 fn change(add: bool, addr: IpNet, timeout: Option<u32>, set: &str, table: &str) -> CmdResult {
-    let nft = Nft::default();
-    let name = nft_set(set, &addr);
-    let exists = nft
-        .list_table_json(table)
-        .map_err(|e| Failure::System(e.to_string()))?
-        .is_some_and(|v| nft::objects(&v).any(|o| o.get("set").and_then(|s| s.get("name")).and_then(|n| n.as_str()) == Some(&name)));
-    if !exists {
-        return Err(Failure::System(format!(
-            "no set {name} in table inet {table}: declare `set {set} dynamic` in the policy and apply it first"
-        )));
-    }
-    let batch = nft::element_batch(add, table, &name, addr.trunc(), timeout);
-    nft.load_json(&batch).map_err(|e| Failure::System(e.to_string()))?;
-    let verb = if add { "blocked" } else { "unblocked" };
-    let until = timeout.map_or_else(String::new, |t| format!(" for {t}s"));
-    println!("{verb} {} in set {name} of table inet {table}{until}", addr.trunc());
+    let done = block::change(&Nft::default(), table, set, addr, timeout, add).map_err(|e| Failure::System(e.to_string()))?;
+    println!("{done}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::CmdResult;
+use super::{CmdResult, Failure};
+use crate::feeds;
 use crate::ir::{self, Compiled};
 use crate::nft;
 
@@ -12,6 +13,10 @@ pub struct CompileArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Nft)]
     pub format: Format,
+    /// Fill feed sets from the feed caches in this state directory
+    /// (without it, feed sets are printed empty).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +31,16 @@ pub enum Format {
 
 pub fn run(args: &CompileArgs) -> CmdResult {
     let compiled = ir::compile_file(&args.policy)?;
-    print!("{}", render(&compiled, args.format, &nft::Elements::default()));
+    let extra = match &args.state_dir {
+        Some(dir) => {
+            let cache = feeds::cache::Cache::new(feeds::state_dir(Some(dir)));
+            let (elements, warnings) = feeds::cached_elements(&compiled.ruleset, &cache).map_err(Failure::System)?;
+            warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+            elements
+        }
+        None => nft::Elements::default(),
+    };
+    print!("{}", render(&compiled, args.format, &extra));
     Ok(ExitCode::SUCCESS)
 }
 

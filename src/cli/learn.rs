@@ -3,15 +3,28 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{CmdResult, Failure};
+use crate::learn::conntrack::{self, StateTimeouts, Watched};
 use crate::learn::{self, propose, Config};
 
 #[derive(clap::Args, Debug)]
 pub struct LearnArgs {
     /// Capture file (pcap or pcapng).
-    pub capture: PathBuf,
+    #[arg(required_unless_present = "conntrack", conflicts_with = "conntrack")]
+    pub capture: Option<PathBuf>,
+    /// Learn from this network namespace's live conntrack table (netlink)
+    /// instead of a capture.
+    #[arg(long)]
+    pub conntrack: bool,
+    /// With --conntrack: first follow conntrack events this long (30s, 10m;
+    /// Ctrl-C ends early) to also learn from connections that end meanwhile;
+    /// a refused connection leaves the table at once.
+    #[arg(long, requires = "conntrack", value_parser = super::block::parse_duration)]
+    pub watch: Option<u32>,
     /// The policy the proposal is a diff against.
     #[arg(long)]
     pub policy: PathBuf,
@@ -32,13 +45,16 @@ pub fn run(args: &LearnArgs) -> CmdResult {
         None => Config::default(),
     };
     let started = Instant::now();
-    let size = std::fs::metadata(&args.capture).map(|m| m.len()).unwrap_or(0);
+    let Some(capture_path) = &args.capture else {
+        return learn_conntrack(args, &cfg);
+    };
+    let size = std::fs::metadata(capture_path).map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(size);
-    let mut capture = learn::read_flows(&args.capture, &cfg, &|pos| bar.set_position(pos))
-        .map_err(|e| Failure::System(format!("{}: {e}", args.capture.display())))?;
+    let mut capture = learn::read_flows(capture_path, &cfg, &|pos| bar.set_position(pos))
+        .map_err(|e| Failure::System(format!("{}: {e}", capture_path.display())))?;
     bar.finish_and_clear();
     if let Some(d) = &capture.read.damage {
-        let msg = format!("{}: cannot read past byte {}: {} ({} packets before it were read)", args.capture.display(), d.offset, d.reason, capture.read.packets);
+        let msg = format!("{}: cannot read past byte {}: {} ({} packets before it were read)", capture_path.display(), d.offset, d.reason, capture.read.packets);
         if !args.allow_damaged {
             return Err(Failure::System(format!("{msg}; use --allow-damaged to learn from them")));
         }
@@ -48,6 +64,45 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg);
     let elapsed = started.elapsed().as_secs_f64();
     eprint!("{}", summary(&capture, flows, &report, elapsed));
+    let name = capture_path.file_name().map_or_else(|| capture_path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    propose_from(args, &cfg, &report, &name)
+}
+
+/// `learn --conntrack`: this namespace's conntrack table, plus with --watch
+/// the entries destroyed meanwhile, through the same pipeline.
+fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
+    let watched = match args.watch {
+        Some(secs) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, stop.clone()).map_err(|e| Failure::System(format!("signal handler: {e}")))?;
+            }
+            eprintln!("collecting connections destroyed in the next {secs}s (Ctrl-C ends early) ...");
+            conntrack::watch(Duration::from_secs(secs.into()), &|| stop.load(Ordering::Relaxed))
+        }
+        None => conntrack::dump().map(|live| Watched { live, ..Watched::default() }),
+    }
+    .map_err(|e| Failure::System(e.to_string()))?;
+    let started = Instant::now();
+    if watched.lost_overruns > 0 {
+        eprintln!("phantomc: warning: the kernel dropped {} batches of conntrack events (reader too slow)", watched.lost_overruns);
+    }
+    if watched.live.is_empty() && watched.destroyed.is_empty() {
+        eprintln!("phantomc: warning: the conntrack table is empty; the kernel tracks connections only where a rule uses conntrack (e.g. `pass in state established`)");
+    }
+    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let timeouts = StateTimeouts::read();
+    let mut flows = conntrack::to_flows(&watched.destroyed, &timeouts, now_us);
+    flows.extend(conntrack::to_flows(&watched.live, &timeouts, now_us));
+    let flow_count = flows.len();
+    let report = learn::analyze(flows, cfg);
+    let entries = format!("{} live, {} destroyed while watching", watched.live.len(), watched.destroyed.len());
+    eprint!("{}", table(&[("entries", entries)], &flow_count.to_string(), &report, started.elapsed().as_secs_f64()));
+    propose_from(args, cfg, &report, "the conntrack table")
+}
+
+/// Findings on stderr, then the proposal printed or written.
+fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &str) -> CmdResult {
     for f in &report.findings {
         eprintln!("flagged {} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold);
     }
@@ -59,8 +114,7 @@ pub fn run(args: &LearnArgs) -> CmdResult {
             eprintln!("  {:<40} {:<8} {}", r.source, mark, learn::score::explain(r, i, report.ranking.len()));
         }
     }
-    let name = args.capture.file_name().map_or_else(|| args.capture.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let proposal = propose::propose(&args.policy, &report, &cfg, &name).map_err(|e| match e {
+    let proposal = propose::propose(&args.policy, report, cfg, name).map_err(|e| match e {
         propose::ProposeError::Load(l) => Failure::from(l),
         broken => Failure::System(broken.to_string()),
     })?;
@@ -100,16 +154,17 @@ fn summary(capture: &learn::Capture, flows: usize, report: &learn::Report, secs:
         packets += &format!(" ({skipped} not decoded: {})", why.join(", "));
     }
     let merged = if capture.compacted { " (identical closed flows merged to bound memory)" } else { "" };
+    let throughput = format!("{:.0} packets/s, {:.1} MB/s", read.packets as f64 / secs_or_tiny, read.file_bytes as f64 / 1e6 / secs_or_tiny);
+    table(&[("packets", packets)], &format!("{flows}{merged}"), report, secs) + &format!("{:<11} {throughput}\n", "throughput")
+}
+
+/// The summary rows every input shares, after the input's own rows.
+fn table(input: &[(&str, String)], flows: &str, report: &learn::Report, secs: f64) -> String {
     let rows = [
-        ("packets", packets),
-        ("flows", format!("{flows}{merged}")),
+        ("flows", flows.to_string()),
         ("sources", report.sources.to_string()),
-        ("findings", format!("{} on {} source(s)", report.findings.len(), report.flagged().len())),
-        ("time", format!("{secs:.3} s")),
-        (
-            "throughput",
-            format!("{:.0} packets/s, {:.1} MB/s", read.packets as f64 / secs_or_tiny, read.file_bytes as f64 / 1e6 / secs_or_tiny),
-        ),
+        ("findings", format!("{} ({} sources flagged)", report.findings.len(), report.flagged().len())),
+        ("time", format!("{secs:.3}s")),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<11} {v}\n")).collect()
+    input.iter().chain(&rows).map(|(k, v)| format!("{k:<11} {v}\n")).collect()
 }

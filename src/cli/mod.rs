@@ -11,8 +11,15 @@ use crate::policy::LoadError;
 mod apply;
 mod block;
 mod compile;
+mod diff;
+mod explain;
+mod feeds;
 mod learn;
+mod lint;
 mod safety;
+mod test;
+mod serve;
+mod watch;
 
 #[derive(Parser, Debug)]
 #[command(name = "phantomc", version, about = "Declarative firewall policy compiler and offline analyzer for nftables")]
@@ -35,13 +42,28 @@ pub enum Command {
     Block(block::BlockArgs),
     /// Remove an address from a run-time block set.
     Unblock(block::UnblockArgs),
+    /// Threat feeds: update sets in place, list, parse.
+    #[command(subcommand)]
+    Feeds(feeds::FeedsCommand),
     /// Keep a ruleset applied with `apply --confirm`.
     Confirm(safety::ConfirmArgs),
     /// Drop everything except loopback and the current SSH session, at once.
     Panic(safety::PanicArgs),
+    /// REST API and web dashboard for the live ruleset (127.0.0.1:9180).
+    Serve(serve::ServeArgs),
     /// (internal) Restore the previous ruleset unless confirmed in time.
     #[command(hide = true)]
     RollbackGuard(safety::GuardArgs),
+    /// Find shadowed, redundant and unreachable rules and unused names (offline, exact).
+    Lint(lint::LintArgs),
+    /// Which traffic changes verdict between two policies (or a git revision); exit 5 with --fail-on.
+    Diff(diff::DiffArgs),
+    /// Which rule decides a packet, and why earlier rules did not match (offline).
+    Explain(explain::ExplainArgs),
+    /// Run a policy's `test` blocks and .pftest files; print a pass/fail table.
+    Test(test::TestArgs),
+    /// Keep the policy loaded: reload atomically when it, an include or a local feed changes.
+    Watch(watch::WatchArgs),
     /// Propose policy changes (pass rules, blocks with evidence) from a capture.
     Learn(learn::LearnArgs),
     /// Print a shell completion script.
@@ -80,9 +102,16 @@ pub fn main() -> ExitCode {
         Command::Disable(args) => apply::disable(&args),
         Command::Block(args) => block::block(&args),
         Command::Unblock(args) => block::unblock(&args),
+        Command::Feeds(cmd) => feeds::run(&cmd),
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),
         Command::RollbackGuard(args) => safety::guard(&args),
+        Command::Lint(args) => lint::run(&args),
+        Command::Diff(args) => diff::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Watch(args) => watch::watch(&args),
         Command::Learn(args) => learn::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());

@@ -115,10 +115,15 @@ pub fn check(rs: &Ruleset, m: &Match, p: &Packet, sets: &SetContents) -> Result<
 fn iface(want: &Option<Vec<String>>, have: &Option<String>) -> bool {
     let Some(names) = want else { return true };
     let Some(have) = have else { return false };
-    names.iter().any(|n| match n.strip_suffix('*') {
-        Some(prefix) => have.starts_with(prefix),
-        None => n == have,
-    })
+    names.iter().any(|n| iface_matches(n, have))
+}
+
+/// Does interface pattern `pattern` (a name, or a prefix ending in `*`) match `name`?
+pub fn iface_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
 }
 
 fn addr(rs: &Ruleset, m: &AddrMatch, ip: IpAddr, sets: &SetContents) -> bool {

@@ -151,6 +151,7 @@ impl<'a> Lowerer<'a> {
                 chains: Hook::ALL.iter().map(|&hook| Chain { hook, policy: builtin_policy(hook), rules: Vec::new() }).collect(),
                 nat: Vec::new(),
                 feeds: Vec::new(),
+                allow_always: Vec::new(),
                 tests: Vec::new(),
             },
             meters: 0,
@@ -227,6 +228,7 @@ impl<'a> Lowerer<'a> {
             }
             Stmt::Set { name, body, span } => self.set_stmt(idx, name, body, *span),
             Stmt::Feed { name, opts, span } => self.feed_stmt(idx, name, opts, *span),
+            Stmt::AllowAlways { value, .. } => self.allow_always(value),
             Stmt::Rule(r) => self.rule(idx, r),
             Stmt::Nat(n) => self.nat(idx, n),
             Stmt::Test { name, expects, .. } => {
@@ -387,11 +389,21 @@ impl<'a> Lowerer<'a> {
                 );
                 continue;
             }
-            let text = match &v.node {
-                ast::FeedValue::Str(s) | ast::FeedValue::Name(s) => s.clone(),
-                ast::FeedValue::Seconds(n) | ast::FeedValue::Number(n) => n.to_string(),
-            };
-            options.insert(k.node.clone(), text);
+            match crate::feeds::check_option(&k.node, &v.node) {
+                Ok(text) => {
+                    options.insert(k.node.clone(), text);
+                }
+                Err(bad) => self.diags.push(
+                    Diag::error("feed-option", v.span, format!("bad `{}` for feed `{}`: {}", k.node, name.node, bad.message), bad.label)
+                        .with_help(bad.help),
+                ),
+            }
+        }
+        if let (Some((k, _)), false) = (opts.iter().find(|(k, _)| k.node == "column"), options.get("format").is_some_and(|f| f == "csv")) {
+            self.diags.push(
+                Diag::error("feed-option", k.span, format!("`column` needs `format csv` in feed `{}`", name.node), "only for CSV feeds")
+                    .with_help("add `format csv;` or remove `column`"),
+            );
         }
         if !options.contains_key("source") {
             self.diags.push(
@@ -409,6 +421,20 @@ impl<'a> Lowerer<'a> {
             });
         }
         self.out.feeds.push(FeedDef { name: name.node.clone(), options, origin });
+    }
+
+    fn allow_always(&mut self, value: &Value) {
+        for r in self.expand(value) {
+            match r.item {
+                Item::Net(n) => self.out.allow_always.push(n.trunc()),
+                ref other => {
+                    let d = r.diag("type-mismatch", format!("`allow-always` holds addresses, found {}", other.kind()), "not an address")
+                        .with_help("list IPv4/IPv6 addresses and networks, e.g. `allow-always { 10.10.0.0/24, $admins }`");
+                    self.diags.push(d);
+                }
+            }
+        }
+        self.out.allow_always = IpNet::aggregate(&self.out.allow_always);
     }
 
     fn clauses<'b>(&mut self, direction: &Spanned<Direction>, opts: &'b [Spanned<RuleOpt>]) -> Clauses<'b> {

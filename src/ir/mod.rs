@@ -39,6 +39,9 @@ pub struct Ruleset {
     pub chains: Vec<Chain>,
     pub nat: Vec<NatRule>,
     pub feeds: Vec<FeedDef>,
+    /// `allow-always` networks, aggregated: never blocked by a feed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_always: Vec<IpNet>,
     pub tests: Vec<TestCase>,
 }
 

@@ -8,6 +8,7 @@
 //! [`analyze`] with the same [`Flow`] records.
 
 pub mod config;
+pub mod conntrack;
 pub mod decode;
 pub mod detect;
 pub mod flows;

@@ -2,6 +2,7 @@
 //! into the kernel atomically, touching nothing but phantomc's own table.
 
 pub mod apply;
+pub mod block;
 pub mod emit;
 pub mod rollback;
 mod run;
@@ -45,7 +46,7 @@ pub fn live_elements(nft: &Nft, rs: &Ruleset) -> Result<Elements, NftError> {
 
 /// One element of `nft -j list`: `"1.2.3.4"`, `{"prefix": ...}`, `{"range": ...}`
 /// (kept only if it is one prefix) or `{"elem": {"val": ..., "expires": N}}`.
-fn parse_live_elem(v: &serde_json::Value) -> Option<SetElem> {
+pub fn parse_live_elem(v: &serde_json::Value) -> Option<SetElem> {
     if let Some(e) = v.get("elem") {
         let net = parse_net(e.get("val")?)?;
         let timeout = e.get("expires").and_then(|x| x.as_u64()).map(|x| u32::try_from(x.max(1)).unwrap_or(u32::MAX));
@@ -96,6 +97,14 @@ pub fn element_batch(add: bool, table: &str, set: &str, net: IpNet, timeout: Opt
     let obj = NfListObject::Element(Element { family: NfFamily::INet, table: table.to_string().into(), name: set.to_string().into(), elem: vec![elem].into() });
     let cmd = if add { NfCmd::Add(obj) } else { NfCmd::Delete(obj) };
     Nftables { objects: vec![NfObject::CmdObject(cmd)].into() }
+}
+
+/// sha256 (hex) of a policy's compiled nft JSON without run-time or feed
+/// entries: names a ruleset, and stays the same when only blocks change.
+pub fn policy_hash(rs: &Ruleset) -> String {
+    use sha2::{Digest, Sha256};
+    let json = to_json(&build(rs, &Elements::default()).replace_batch());
+    Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Deletes phantomc's table and nothing else.

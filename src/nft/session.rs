@@ -111,6 +111,7 @@ pub fn panic_ruleset(table: &str, keep: &Session) -> Ruleset {
         ],
         nat: Vec::new(),
         feeds: Vec::new(),
+        allow_always: Vec::new(),
         tests: Vec::new(),
     }
 }

@@ -36,7 +36,7 @@ impl Hook {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Pass,
@@ -265,6 +265,8 @@ pub enum Stmt {
     Policy { hook: Spanned<Hook>, action: Spanned<Action>, log: Option<Option<String>>, counter: bool, span: Span },
     Set { name: Spanned<String>, body: SetBody, span: Span },
     Feed { name: Spanned<String>, opts: Vec<(Spanned<String>, Spanned<FeedValue>)>, span: Span },
+    /// `allow-always { ... }`: addresses removed from every block feed.
+    AllowAlways { value: Value, span: Span },
     Rule(RuleAst),
     Nat(NatAst),
     Test { name: Spanned<String>, expects: Vec<Expect>, span: Span },

@@ -71,6 +71,7 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::include_stmt => "`include`",
             Rule::set_stmt => "`set`",
             Rule::feed_stmt => "`feed`",
+            Rule::allow_stmt | Rule::kw_allow_always => "`allow-always`",
             Rule::policy_stmt => "`policy`",
             Rule::test_stmt => "`test`",
             Rule::direction => "a direction (in, out, forward)",
@@ -198,6 +199,7 @@ impl Builder {
                 }
                 Stmt::Feed { name, opts, span }
             }
+            Rule::allow_stmt => Stmt::AllowAlways { value: self.value(inner.nth(1)?), span },
             Rule::rule_stmt => {
                 let a = inner.next()?;
                 let action = self.spanned(&a, parse_action(a.as_str()));

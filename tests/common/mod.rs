@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this kit
 
+pub mod lan;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -18,13 +20,18 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Fails (never skips) when the tools kernel tests need are missing.
 pub fn require_tools() {
     for tool in ["nft", "ip", "ping"] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
-        assert!(found, "kernel tests need `{tool}` (apt-get install nftables iproute2 iputils-ping)");
+        require_tool(tool);
     }
     assert!(
         std::path::Path::new("/proc/self/ns/net").exists(),
         "kernel tests need network namespaces"
     );
+}
+
+/// Fails (never skips) when one more tool a test drives is missing.
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+    assert!(found, "this kernel test needs `{tool}` (see the apt list in .ci/run)");
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -71,6 +78,29 @@ impl Netns {
     pub fn sysctl(&self, key_value: &str) {
         let out = self.exec(&["sysctl", "-qw", key_value]);
         assert!(out.status.success(), "sysctl {key_value}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Makes the kernel track connections here (conntrack only runs where a
+    /// rule needs it) with counters and timestamps, and keeps closed and
+    /// unanswered entries long enough to be read after the traffic.
+    pub fn track_connections(&self) {
+        for kv in [
+            "net.netfilter.nf_conntrack_acct=1",
+            "net.netfilter.nf_conntrack_timestamp=1",
+            "net.netfilter.nf_conntrack_tcp_timeout_close=600",
+            "net.netfilter.nf_conntrack_tcp_timeout_syn_recv=600",
+            "net.netfilter.nf_conntrack_udp_timeout=600",
+        ] {
+            self.sysctl(kv);
+        }
+        for cmd in [
+            "add table inet conntrack_on",
+            "add chain inet conntrack_on input { type filter hook input priority 0; }",
+            "add rule inet conntrack_on input ct state established counter",
+        ] {
+            let out = self.nft(&[cmd]);
+            assert!(out.status.success(), "nft {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 
     pub fn addr(&self, dev: &str, cidr: &str) {
@@ -313,6 +343,18 @@ pub fn eventually_within(limit: Duration, what: &str, mut cond: impl FnMut() -> 
     panic!("timed out waiting for {what}");
 }
 
+/// Waits (bounded) for a child process to exit.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "phantomc did not finish within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -325,6 +367,27 @@ pub fn stderr(o: &Output) -> String {
 pub fn apply(ns: &Netns, policy: &str) {
     let out = ns.phantomc(&["apply", policy]);
     assert!(out.status.success(), "apply {policy}: {}{}", stdout(&out), stderr(&out));
+}
+
+/// `nft -j list table inet phantomc` inside `ns`, parsed.
+pub fn table_json(ns: &Netns) -> serde_json::Value {
+    let out = ns.nft(&["-j", "list", "table", "inet", "phantomc"]);
+    assert!(out.status.success(), "list table: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("nft json")
+}
+
+/// The handles of phantomc's table, chains and rules: a reload changes them all.
+pub fn handles(ns: &Netns, kind: &str) -> Vec<u64> {
+    table_json(ns)["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.get(kind).and_then(|r| r.get("handle")).and_then(|h| h.as_u64()))
+        .collect()
+}
+
+pub fn rule_handles(ns: &Netns) -> Vec<u64> {
+    handles(ns, "rule")
 }
 
 /// srv has eth0 on the public side (pub) and eth1 on the admin LAN (adm).
@@ -351,3 +414,120 @@ pub fn web_lab() -> WebLab {
 }
 
 pub const WEB: &str = "policies/webserver.pf";
+
+/// `phantomc serve` running inside a namespace until dropped; it listens on
+/// the namespace's own loopback.
+pub struct Service {
+    child: std::process::Child,
+    pub port: u16,
+    ns_path: String,
+}
+
+impl Service {
+    pub fn start(ns: &Netns, port: u16, args: &[&str]) -> Service {
+        Service::start_with_env(ns, port, args, &[])
+    }
+
+    pub fn start_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let listen = format!("127.0.0.1:{port}");
+        let mut full = vec!["serve", "--listen", &listen];
+        full.extend_from_slice(args);
+        Service::launch_with_env(ns, port, &full, env)
+    }
+
+    /// Runs `phantomc ARGS`, which must serve the API on 127.0.0.1:`port`
+    /// (`serve`, `watch --listen`).
+    pub fn launch(ns: &Netns, port: u16, args: &[&str]) -> Service {
+        Service::launch_with_env(ns, port, args, &[])
+    }
+
+    fn launch_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc")])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start phantomc serve");
+        let svc = Service { child, port, ns_path: format!("/run/netns/{}", ns.name) };
+        let path = svc.ns_path.clone();
+        let up = std::thread::spawn(move || {
+            enter(&path);
+            (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(50));
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
+        })
+        .join()
+        .expect("probe thread");
+        assert!(up, "phantomc serve did not start listening on {listen}");
+        svc
+    }
+
+    /// One HTTP/1.1 request from inside the namespace: (status, body).
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str("Host: 127.0.0.1\r\n");
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(body.unwrap_or(""));
+        let (path, port) = (self.ns_path.clone(), self.port);
+        let raw = std::thread::spawn(move || {
+            enter(&path);
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to phantomc serve");
+            s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+            s.write_all(req.as_bytes()).expect("send request");
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).expect("read response");
+            String::from_utf8(out).expect("utf-8 response")
+        })
+        .join()
+        .expect("http thread");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+        (status, body.to_string())
+    }
+
+    /// Stops the service with SIGTERM, as systemd does; its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        self.child.wait().expect("wait for phantomc serve")
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, &[], None)
+    }
+
+    /// GET that must answer 200 with JSON.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.get(path);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+        let (code, text) = self.request("POST", path, &headers, Some(body));
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {text}"));
+        (code, json)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

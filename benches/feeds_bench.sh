@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Benchmark: parse + aggregate of a generated 1,000,000-line feed by
+# `phantomc feeds parse` against `iprange` (FireHOL's optimizer) on the same
+# file, and the atomic replacement of a feed set with that content by
+# `phantomc feeds update` against `nft -f` of the same flush+add transaction,
+# side by side in one run, inside a throwaway netns.
+# Usage: benches/feeds_bench.sh [LINES] [RUNS]   (root; needs nft, ip, iprange)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lines=${1:-1000000}
+runs=${2:-3}
+. benches/lib.sh
+bench_setup
+
+# A FireHOL-like feed: mostly single hosts, some /24../16 networks (which
+# overlap hosts), a few hosts written with host bits, comments.
+awk -v n="$lines" 'BEGIN {
+  srand(42)
+  print "# generated feed for benches/feeds_bench.sh"
+  for (i = 0; i < n; i++) {
+    a = 1 + int(rand() * 222); b = int(rand() * 256); c = int(rand() * 256); d = int(rand() * 256)
+    k = rand()
+    if (k < 0.90) printf "%d.%d.%d.%d\n", a, b, c, d
+    else if (k < 0.97) printf "%d.%d.%d.0/24\n", a, b, c
+    else if (k < 0.99) printf "%d.%d.%d.%d/22\n", a, b, c, d
+    else printf "%d.%d.0.0/16\n", a, b
+  }
+}' > "$work/feed.txt"
+
+# Same answer? Both print the minimal CIDR cover; iprange omits /32.
+"$bin" feeds parse "$work/feed.txt" --print 2> "$work/parse.log" | sed 's#/32$##' | sort > "$work/phantomc.out"
+iprange "$work/feed.txt" | sort > "$work/iprange.out"
+nets=$(wc -l < "$work/phantomc.out")
+same=$(cmp -s "$work/phantomc.out" "$work/iprange.out" && echo "identical" || echo "DIFFERENT")
+
+parse_pc=$(time_cmd "$bin" feeds parse "$work/feed.txt")
+parse_ir=$(time_cmd iprange "$work/feed.txt")
+
+# The feed set in a loaded table, replaced in place.
+cat > "$work/bench.pf" <<EOF
+table phantomc
+feed bench {
+    source "feed.txt"
+    max-entries 2000000
+    max-shrink 100
+}
+block in from <bench>
+EOF
+state="$work/state"
+ip netns exec "$ns" "$bin" apply "$work/bench.pf" --state-dir "$state" > /dev/null
+update=$(time_cmd ip netns exec "$ns" "$bin" feeds update "$work/bench.pf" --state-dir "$state")
+load_ms=$(ip netns exec "$ns" "$bin" feeds update "$work/bench.pf" --state-dir "$state" | sed -n 's/.*elements, \([0-9]*\) ms).*/\1/p')
+{
+  echo "flush set inet phantomc bench_v4"
+  echo "add element inet phantomc bench_v4 {"
+  sed '$!s/$/,/' "$work/iprange.out"
+  echo "}"
+} > "$work/load.nft"
+nft_f=$(time_cmd ip netns exec "$ns" nft -f "$work/load.nft")
+live=$(ip netns exec "$ns" nft -j list set inet phantomc bench_v4 | python3 -c 'import json, sys; print(sum(len(o["set"].get("elem", [])) for o in json.load(sys.stdin)["nftables"] if "set" in o))')
+
+echo
+echo "feed: $lines lines -> $nets aggregated IPv4 networks (phantomc vs iprange: $same); median of $runs runs"
+printf '| %-58s | %10s |\n' "step" "ms"
+printf '|%s|%s|\n' "------------------------------------------------------------" "------------"
+row() { printf '| %-58s | %10s |\n' "$1" "$2"; }
+row "phantomc feeds parse (read, parse, aggregate; rayon)" "$(ms "$parse_pc")"
+row "iprange FILE (peer: read, parse, optimize)" "$(ms "$parse_ir")"
+row "phantomc feeds update (fetch, parse, validate, cache, load)" "$(ms "$update")"
+row "  of which the flush+add nft transaction (JSON)" "$load_ms"
+row "nft -f flush+add script of the same set (peer)" "$(ms "$nft_f")"
+echo "live set after the run: $live elements"

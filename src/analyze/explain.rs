@@ -1,0 +1,253 @@
+//! `explain`: which rule decides a packet, and why every earlier rule did not.
+//! The verdict itself comes from [`crate::ir::eval`]; this module only adds
+//! words and the fall-through of rate-limited rules.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::diag::SourceMap;
+use crate::ir::eval::{self, Decision, Field, Packet, SetContents};
+use crate::ir::{names, Action, AddrMatch, Hook, Match, Rule, Ruleset, SetKind};
+
+use super::packet;
+
+/// One step of an explanation: a rule (or the default policy) and what it did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// `file:line`, or `default policy`.
+    pub rule: String,
+    /// The policy text of the rule.
+    pub text: String,
+    /// Why it did not match (for tried rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    pub packet: String,
+    pub hook: Hook,
+    pub verdict: Action,
+    pub decided_by: Step,
+    /// Earlier rules, one per policy statement, with the reason each failed.
+    pub tried: Vec<Step>,
+    /// The deciding rule is rate-limited: what happens to packets over its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_limit: Option<Box<Explanation>>,
+    /// Run-time sets the packet was tested against; they are empty offline.
+    pub runtime_sets: Vec<String>,
+}
+
+/// Explains one packet. Run-time and feed sets are taken as empty.
+pub fn explain(rs: &Ruleset, sources: &SourceMap, p: &Packet) -> Explanation {
+    let d = eval::decide(rs, p, &SetContents::new());
+    let rules = &rs.chain(p.hook).rules;
+    let rule_step = |r: &Rule, why: Option<String>| Step { rule: r.origin.id.clone(), text: rule_text(sources, r), why };
+
+    // One line per policy statement: its expansions (per family, protocol)
+    // share an origin; show the one that came closest to matching.
+    let mut tried: Vec<(usize, Step, u8)> = Vec::new();
+    for &(i, field) in &d.tried {
+        let r = &rules[i];
+        let step = rule_step(r, Some(why_not(rs, &r.matches, field, p)));
+        match tried.last_mut() {
+            Some(last) if last.0 == r.origin.stmt => {
+                if field as u8 > last.2 {
+                    *last = (r.origin.stmt, step, field as u8);
+                }
+            }
+            _ => tried.push((r.origin.stmt, step, field as u8)),
+        }
+    }
+    let decided_by = match eval::deciding_rule(rs, p, &d) {
+        Some(r) => rule_step(r, None),
+        None => {
+            let policy = &rs.chain(p.hook).policy;
+            Step {
+                rule: policy.origin.as_ref().map_or_else(|| "built-in default".to_string(), |o| o.id.clone()),
+                text: policy.origin.as_ref().map_or_else(
+                    || format!("policy {} {}", p.hook.name(), policy.action.keyword()),
+                    |o| first_line(sources.snippet(o.span)),
+                ),
+                why: None,
+            }
+        }
+    };
+    // A set was tested only when the packet got past the fields before it.
+    let reached = d.tried.iter().map(|&(i, f)| (i, f as u8)).chain(d.rule.map(|i| (i, u8::MAX)));
+    let mut runtime_sets: Vec<String> = reached.flat_map(|(i, got_to)| runtime_sets_of(rs, &rules[i].matches, got_to)).collect();
+    runtime_sets.sort();
+    runtime_sets.dedup();
+    Explanation {
+        packet: packet::format(p),
+        hook: p.hook,
+        verdict: d.verdict,
+        decided_by,
+        tried: tried.into_iter().map(|(_, s, _)| s).collect(),
+        over_limit: over_limit(rs, sources, p, &d).map(Box::new),
+        runtime_sets,
+    }
+}
+
+/// The verdict for a packet over the deciding rule's rate limit: the same
+/// ruleset without that rule decides.
+fn over_limit(rs: &Ruleset, sources: &SourceMap, p: &Packet, d: &Decision) -> Option<Explanation> {
+    let i = d.rule.filter(|_| d.rate_limited)?;
+    let mut without = rs.clone();
+    without.chains.iter_mut().find(|c| c.hook == p.hook)?.rules.remove(i);
+    Some(explain(&without, sources, p))
+}
+
+/// The verdicts the kernel may give: the decision, and when the deciding rule
+/// is rate-limited, also the verdicts over its limit (in order).
+pub fn possible_verdicts(e: &Explanation) -> Vec<Action> {
+    let mut out = vec![e.verdict];
+    let mut next = e.over_limit.as_deref();
+    while let Some(x) = next {
+        out.push(x.verdict);
+        next = x.over_limit.as_deref();
+    }
+    out
+}
+
+/// Run-time sets among the address fields of `m` up to field number `got_to`.
+fn runtime_sets_of(rs: &Ruleset, m: &Match, got_to: u8) -> Vec<String> {
+    [(&m.src, Field::Source), (&m.dst, Field::Destination)]
+        .into_iter()
+        .filter(|(_, f)| *f as u8 <= got_to)
+        .filter_map(|(a, _)| match a {
+            AddrMatch::Set { set, .. } if !matches!(rs.set(set).map(|s| &s.kind), Some(SetKind::Static { .. })) => Some(set.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn rule_text(sources: &SourceMap, r: &Rule) -> String {
+    first_line(sources.snippet(r.origin.span))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Why a packet failed `field` of a rule, in words.
+fn why_not(rs: &Ruleset, m: &Match, field: Field, p: &Packet) -> String {
+    let have_port = |x: Option<u16>| x.map_or("none".to_string(), |v| v.to_string());
+    let (have, want) = match field {
+        Field::Family => (p.family().name().to_string(), m.family.map_or("any".into(), |f| f.name().to_string())),
+        Field::InputInterface => (p.iif.clone().unwrap_or("none".into()), m.iif.as_deref().unwrap_or_default().join(", ")),
+        Field::OutputInterface => (p.oif.clone().unwrap_or("none".into()), m.oif.as_deref().unwrap_or_default().join(", ")),
+        Field::Protocol => (names::proto_name(p.proto), m.proto.map_or("any".into(), names::proto_name)),
+        Field::Source => (p.src.to_string(), addr_text(rs, &m.src)),
+        Field::Destination => (p.dst.to_string(), addr_text(rs, &m.dst)),
+        Field::SourcePort => (have_port(p.sport), ports_text(m.sport.as_ref())),
+        Field::DestinationPort => (have_port(p.dport), ports_text(m.dport.as_ref())),
+        Field::IcmpType => (
+            p.icmp_type.map_or("none".into(), |t| names::icmp_type_name(p.proto, t)),
+            m.icmp_types.as_deref().unwrap_or_default().iter().map(|t| names::icmp_type_name(p.proto, *t)).collect::<Vec<_>>().join(", "),
+        ),
+        Field::CtState => (
+            names::CT_STATES.iter().find(|(_, b)| *b == p.ct_state).map_or("?".into(), |(n, _)| n.to_string()),
+            m.ct_state.map_or("any".into(), |s| s.names().join(", ")),
+        ),
+    };
+    format!("{} is {have}, rule wants {want}", field.describe())
+}
+
+fn addr_text(rs: &Ruleset, a: &AddrMatch) -> String {
+    match a {
+        AddrMatch::Any => "any".into(),
+        AddrMatch::Nets { negated, nets } => {
+            format!("{}{}", if *negated { "not " } else { "" }, nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))
+        }
+        AddrMatch::Set { negated, set } => {
+            let not = if *negated { "not " } else { "" };
+            match rs.set(set).map(|s| &s.kind) {
+                Some(SetKind::Static { .. }) | None => format!("{not}in set {set}"),
+                Some(_) => format!("{not}in run-time set {set} (empty offline)"),
+            }
+        }
+    }
+}
+
+fn ports_text(pm: Option<&crate::ir::PortMatch>) -> String {
+    let Some(pm) = pm else { return "any".into() };
+    let list: Vec<String> =
+        pm.ranges.iter().map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
+    format!("{}{}", if pm.negated { "not " } else { "" }, list.join(", "))
+}
+
+/// The human form of an explanation.
+pub fn render(e: &Explanation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "packet:  {}", e.packet);
+    render_decision(&mut out, e);
+    out
+}
+
+fn render_decision(out: &mut String, e: &Explanation) {
+    let _ = writeln!(out, "verdict: {} by {}  `{}`", e.verdict.keyword(), e.decided_by.rule, e.decided_by.text);
+    if e.tried.is_empty() {
+        let _ = writeln!(out, "no earlier rule in the {} chain", e.hook.name());
+    } else {
+        let _ = writeln!(out, "earlier rules in the {} chain that did not match:", e.hook.name());
+        let width = e.tried.iter().map(|s| s.rule.len()).max().unwrap_or(0);
+        for s in &e.tried {
+            let _ = writeln!(out, "  {:width$}  `{}`\n  {:width$}    {}", s.rule, s.text, "", s.why.as_deref().unwrap_or(""));
+        }
+    }
+    if !e.runtime_sets.is_empty() {
+        let _ = writeln!(out, "note: run-time sets are empty offline: {}", e.runtime_sets.join(", "));
+    }
+    let (mut limited, mut over) = (&e.decided_by.rule, e.over_limit.as_deref());
+    while let Some(x) = over {
+        let _ = writeln!(out, "over the rate limit of {limited}: {} by {}  `{}`", x.verdict.keyword(), x.decided_by.rule, x.decided_by.text);
+        (limited, over) = (&x.decided_by.rule, x.over_limit.as_deref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explain_text(policy: &str, pkt: &str) -> Explanation {
+        let c = crate::ir::compile("t.pf", policy).expect("compiles");
+        explain(&c.ruleset, &c.sources, &packet::parse(pkt).expect("packet"))
+    }
+
+    #[test]
+    fn names_the_deciding_rule_and_why_earlier_ones_failed() {
+        let e = explain_text(
+            "pass in on lo\npass in proto tcp from 10.10.0.0/24 to port 22\nblock in proto tcp to port 22\n",
+            "tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new",
+        );
+        assert_eq!((e.verdict, e.decided_by.rule.as_str()), (Action::Block, "t.pf:3"));
+        let whys: Vec<_> = e.tried.iter().map(|s| (s.rule.as_str(), s.why.clone().unwrap_or_default())).collect();
+        assert_eq!(
+            whys,
+            vec![
+                ("t.pf:1", "input interface is eth0, rule wants lo".to_string()),
+                ("t.pf:2", "source address is 203.0.113.5, rule wants 10.10.0.0/24".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn rate_limited_rules_fall_through_and_runtime_sets_are_named() {
+        let e = explain_text(
+            "set bl dynamic\nblock in from <bl>\npass in proto icmp limit 5/second\nreject in proto icmp\n",
+            "icmp 192.0.2.1 -> 192.0.2.2 in eth0",
+        );
+        assert_eq!(possible_verdicts(&e), vec![Action::Pass, Action::Reject]);
+        assert_eq!(e.runtime_sets, vec!["bl_v4".to_string()]);
+        assert!(render(&e).contains("over the rate limit of t.pf:3: reject by t.pf:4"));
+    }
+
+    #[test]
+    fn default_policy_decides_when_nothing_matches() {
+        let e = explain_text("policy input reject\npass in proto udp to port 53\n", "tcp 192.0.2.1 -> 192.0.2.2:22");
+        assert_eq!((e.verdict, e.decided_by.rule.as_str()), (Action::Reject, "t.pf:1"));
+        assert_eq!(e.tried[0].why.as_deref(), Some("protocol is tcp, rule wants udp"));
+    }
+}

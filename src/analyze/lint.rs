@@ -1,0 +1,311 @@
+//! `lint`: findings about a policy, decided exactly in header space.
+//!
+//! | code | severity | meaning |
+//! |---|---|---|
+//! | `never-matches` | error | no packet can match the rule (contradictory clauses) |
+//! | `after-catch-all` | error | an earlier rule matches every packet of the chain |
+//! | `shadowed` | error | earlier rules with another verdict decide every packet of the rule |
+//! | `redundant` | warning | earlier rules with the same verdict decide all its packets, or without it later rules (or the default policy) would give them the same verdict |
+//! | `unused-define`, `unused-set` | warning | declared but never used |
+//!
+//! Rules with a rate limit or a run-time (dynamic or feed) set may not match
+//! a packet their header clauses match, so they never shadow anything.
+
+use std::collections::BTreeSet;
+
+use crate::diag::{Diag, SourceMap, Span};
+use crate::ir::{Chain, Compiled, Rule, Ruleset};
+
+use super::space::{condition, subtract_all, Cube, Universe};
+
+pub fn lint(c: &Compiled) -> Vec<Diag> {
+    let rs = &c.ruleset;
+    let u = Universe::new(&[rs]);
+    let mut out: Vec<Diag> = rs.chains.iter().flat_map(|ch| lint_chain(rs, ch, &u)).map(|d| tighten(d, &c.sources)).collect();
+    for unused in &c.unused {
+        let code = if unused.kind == "define" { "unused-define" } else { "unused-set" };
+        out.push(
+            Diag::warning(code, unused.span, format!("{} `{}` is never used", unused.kind, unused.name), "declared here")
+                .with_help(format!("remove the {}, or use it in a rule", unused.kind)),
+        );
+    }
+    out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
+    out
+}
+
+/// Rule spans run on over the whitespace and comments before the next
+/// statement; point at the rule text only.
+fn tighten(mut d: Diag, sources: &SourceMap) -> Diag {
+    let tight = |s: Span| Span { end: s.start + code_len(sources.snippet(s)), ..s };
+    d.span = tight(d.span);
+    for (s, _) in &mut d.related {
+        *s = tight(*s);
+    }
+    d
+}
+
+/// Length of `text` up to its last character that is not whitespace or in a comment.
+fn code_len(text: &str) -> usize {
+    let (mut end, mut in_string, mut in_comment) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '#' if !in_string => in_comment = true,
+            '"' => in_string = !in_string,
+            _ => {}
+        }
+        if !in_comment && !c.is_whitespace() {
+            end = i + c.len_utf8();
+        }
+    }
+    end
+}
+
+/// The IR rules of one policy statement (its expansions per family and protocol).
+struct Statement {
+    rules: Vec<usize>,
+    span: Span,
+}
+
+fn statements(ch: &Chain) -> Vec<Statement> {
+    let mut out: Vec<Statement> = Vec::new();
+    for (i, r) in ch.rules.iter().enumerate() {
+        match out.last_mut() {
+            Some(s) if ch.rules[s.rules[0]].origin.stmt == r.origin.stmt => s.rules.push(i),
+            _ => out.push(Statement { rules: vec![i], span: r.origin.span }),
+        }
+    }
+    out
+}
+
+/// Side effects besides the verdict: removing such a rule is never a no-op.
+fn has_side_effects(r: &Rule) -> bool {
+    r.log.is_some() || r.counter
+}
+
+fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<Diag> {
+    let cubes: Vec<Vec<Cube>> = ch.rules.iter().map(|r| u.cubes(rs, &r.matches)).collect();
+    let sure: Vec<bool> = ch.rules.iter().map(|r| condition(rs, r).is_none()).collect();
+    let catch_all = (0..ch.rules.len()).find(|&i| sure[i] && subtract_all(u.full(), &cubes[i]).is_empty());
+    let mut out = Vec::new();
+    for st in statements(ch) {
+        let first = st.rules[0];
+        if st.rules.iter().all(|&i| cubes[i].is_empty()) {
+            out.push(
+                Diag::error("never-matches", st.span, "this rule can never match a packet", "contradictory clauses")
+                    .with_help("a negation or list excludes every value of some field; fix or remove the rule"),
+            );
+            continue;
+        }
+        if let Some(ca) = catch_all.filter(|&ca| ca < first) {
+            out.push(
+                Diag::error("after-catch-all", st.span, "rule comes after a rule that matches every packet", "never reached")
+                    .with_related(ch.rules[ca].origin.span, "matches every packet")
+                    .with_help("move it above the catch-all rule, or remove it"),
+            );
+            continue;
+        }
+        // What earlier unconditional rules leave of this statement's packets.
+        let mut deciders = BTreeSet::new();
+        let left: Vec<Vec<Cube>> = st
+            .rules
+            .iter()
+            .map(|&k| {
+                let mut rem = cubes[k].clone();
+                for j in (0..first).filter(|&j| sure[j]) {
+                    if rem.is_empty() {
+                        break;
+                    }
+                    if rem.iter().any(|r| cubes[j].iter().any(|c| r.intersects(c))) {
+                        deciders.insert(j);
+                        rem = subtract_all(rem, &cubes[j]);
+                    }
+                }
+                rem
+            })
+            .collect();
+        if left.iter().all(Vec::is_empty) {
+            out.push(covered(ch, &st, &deciders));
+        } else if let Some(d) = redundant_by_later(rs, ch, &st, &cubes, &sure, left) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// Every packet of the statement is decided by earlier rules.
+fn covered(ch: &Chain, st: &Statement, deciders: &BTreeSet<usize>) -> Diag {
+    let action = ch.rules[st.rules[0]].action;
+    let same = deciders.iter().all(|&j| ch.rules[j].action == action);
+    let ids: Vec<String> = dedup_origins(ch, deciders).iter().map(|r| r.origin.id.clone()).collect();
+    let mut d = if same {
+        let verb = if ids.len() == 1 { verb(action) } else { action.keyword() };
+        Diag::warning("redundant", st.span, format!("rule is redundant: {} already {verb} all its packets", ids.join(", ")), "never decides a packet")
+    } else {
+        Diag::error("shadowed", st.span, format!("rule is shadowed by {}: it never matches", ids.join(", ")), "never decides a packet")
+    };
+    for r in dedup_origins(ch, deciders) {
+        d = d.with_related(r.origin.span, format!("decides some of its packets ({})", r.action.keyword()));
+    }
+    d.with_help(if same {
+        "remove it; rules with a rate limit or a run-time set are not counted, since they may not match"
+    } else {
+        "move it above the rules that shadow it, or remove it; rules with a rate limit or a run-time set are not counted"
+    })
+}
+
+fn verb(a: crate::ir::Action) -> &'static str {
+    match a {
+        crate::ir::Action::Pass => "passes",
+        crate::ir::Action::Block => "blocks",
+        crate::ir::Action::Reject => "rejects",
+    }
+}
+
+/// One rule per policy statement, in order.
+fn dedup_origins<'a>(ch: &'a Chain, idx: &BTreeSet<usize>) -> Vec<&'a Rule> {
+    let mut seen = BTreeSet::new();
+    idx.iter().map(|&j| &ch.rules[j]).filter(|r| seen.insert(r.origin.stmt)).collect()
+}
+
+/// Without this statement, would later rules (or the default policy) give the
+/// packets it decides the same verdict, with no log or counter lost?
+fn redundant_by_later(rs: &Ruleset, ch: &Chain, st: &Statement, cubes: &[Vec<Cube>], sure: &[bool], left: Vec<Vec<Cube>>) -> Option<Diag> {
+    let rules: Vec<&Rule> = st.rules.iter().map(|&i| &ch.rules[i]).collect();
+    if rules.iter().any(|r| has_side_effects(r) || condition(rs, r).is_some()) {
+        return None;
+    }
+    let action = rules[0].action;
+    let last = *st.rules.last()?;
+    let mut rem: Vec<Cube> = left.into_iter().flatten().collect();
+    let mut deciders = BTreeSet::new();
+    for j in last + 1..ch.rules.len() {
+        if rem.is_empty() {
+            break;
+        }
+        if !rem.iter().any(|r| cubes[j].iter().any(|c| r.intersects(c))) {
+            continue;
+        }
+        let later = &ch.rules[j];
+        if !sure[j] || later.action != action || has_side_effects(later) {
+            return None;
+        }
+        deciders.insert(j);
+        rem = subtract_all(rem, &cubes[j]);
+    }
+    let policy = &ch.policy;
+    let to_default = !rem.is_empty();
+    if to_default && (policy.action != action || policy.log.is_some() || policy.counter) {
+        return None;
+    }
+    let mut who: Vec<String> = dedup_origins(ch, &deciders).iter().map(|r| r.origin.id.clone()).collect();
+    if to_default {
+        who.push(format!("the {} default policy", ch.hook.name()));
+    }
+    let mut d = Diag::warning(
+        "redundant",
+        st.span,
+        format!("rule is redundant: without it, {} would {} the same packets", who.join(" and "), action.keyword()),
+        "removing it changes nothing",
+    );
+    for r in dedup_origins(ch, &deciders) {
+        d = d.with_related(r.origin.span, format!("would {} them", r.action.keyword()));
+    }
+    if let Some(o) = policy.origin.as_ref().filter(|_| to_default) {
+        d = d.with_related(o.span, "would decide the rest");
+    }
+    Some(d.with_help("remove it, unless it documents intent"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(policy: &str) -> Vec<(String, &'static str)> {
+        let c = crate::ir::compile("t.pf", policy).expect("compiles");
+        lint(&c).iter().map(|d| (c.sources.origin(d.span), d.code)).collect()
+    }
+
+    #[test]
+    fn partial_overlap_is_not_shadowing() {
+        // (The default policy passes: a last `block` would be redundant with a blocking default.)
+        let p = "policy input pass\npass in proto tcp from 10.0.0.0/9 to port 20-30\nblock in proto tcp from 10.0.0.0/8 to port 22\n";
+        assert_eq!(codes(p), vec![]);
+        let p = "policy input pass\npass in proto tcp to port 22 state new\nblock in proto tcp to port 22\n";
+        assert_eq!(codes(p), vec![], "other states still reach rule 2");
+    }
+
+    #[test]
+    fn a_union_of_earlier_rules_that_covers_a_later_one_shadows_it() {
+        let p = "policy input pass\npass in proto tcp from 10.0.0.0/9 to port 1-100\npass in proto tcp from 10.128.0.0/9 to port 50-200\nblock in proto tcp from 10.0.0.0/8 to port 60-90\n";
+        let c = crate::ir::compile("t.pf", p).expect("compiles");
+        let d = lint(&c);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].code, c.sources.origin(d[0].span).as_str()), ("shadowed", "t.pf:4"));
+        assert_eq!(d[0].message, "rule is shadowed by t.pf:2, t.pf:3: it never matches");
+        // One address short of covering: no longer shadowed.
+        let p = p.replace("10.128.0.0/9", "10.128.0.1/32");
+        assert_eq!(codes(&p), vec![]);
+    }
+
+    #[test]
+    fn families_and_expansions_count_separately() {
+        // The v4 half is covered, the v6 half is not: not shadowed.
+        let p = "block in from 10.0.0.0/8\npass in from { 10.1.0.0/16, fd00::/8 }\n";
+        assert_eq!(codes(p), vec![]);
+        let p = "block in from { 10.0.0.0/8, fd00::/8 }\npass in from { 10.1.0.0/16, fd00:1::/32 }\n";
+        assert_eq!(codes(p), vec![("t.pf:2".into(), "shadowed")]);
+    }
+
+    #[test]
+    fn same_verdict_cover_is_redundant_and_later_duplicates_too() {
+        assert_eq!(codes("pass in proto tcp to port 1-1000\npass in proto tcp to port 80\n"), vec![("t.pf:2".into(), "redundant")]);
+        // Without rule 1 the default policy blocks the same packets.
+        assert_eq!(codes("block in proto udp to port 9\n"), vec![("t.pf:1".into(), "redundant")]);
+        // ... but not when the default logs, or the rule logs.
+        assert_eq!(codes("policy input block log\nblock in proto udp to port 9\n"), vec![]);
+        assert_eq!(codes("block in proto udp to port 9 log\n"), vec![]);
+        // A later rule with another verdict would take them: not redundant.
+        assert_eq!(codes("block in proto udp to port 9\npass in proto udp\n"), vec![]);
+    }
+
+    #[test]
+    fn conditional_rules_never_shadow() {
+        let p = "policy input pass\nset bl dynamic\npass in proto tcp from <bl>\nblock in proto tcp to port 22\n";
+        assert_eq!(codes(p), vec![], "run-time set contents are unknown");
+        let p = "policy input pass\npass in proto tcp limit 10/second\nblock in proto tcp to port 22\n";
+        assert_eq!(codes(p), vec![], "over the limit, packets fall through");
+        // A conditional rule can itself be shadowed.
+        let p = "block in proto tcp\nset bl dynamic\npass in proto tcp from <bl> to port 22\n";
+        assert_eq!(codes(p), vec![("t.pf:3".into(), "shadowed")]);
+    }
+
+    #[test]
+    fn static_sets_and_interfaces_are_exact() {
+        let p = "set a = { 10.0.0.0/8 }\npass in on eth* from <a>\nblock in on eth0 from 10.1.2.3\nblock in on eth1x from 10.9.0.0/16 proto tcp\n";
+        assert_eq!(codes(p), vec![("t.pf:3".into(), "shadowed"), ("t.pf:4".into(), "shadowed")]);
+        let p = "policy input pass\npass in on eth0\nblock in on eth* from 10.0.0.0/8\n";
+        assert_eq!(codes(p), vec![]);
+    }
+
+    #[test]
+    fn contradictions_catch_alls_and_unused_names() {
+        assert_eq!(codes("pass in ipv4 from ! 0.0.0.0/0\n"), vec![("t.pf:1".into(), "never-matches")]);
+        // `! 0.0.0.0/0` says nothing about IPv6: the rule matches every IPv6 packet.
+        assert_eq!(codes("pass in from ! 0.0.0.0/0\n"), vec![]);
+        assert_eq!(codes("pass in proto tcp to port ! 0-65535\n"), vec![("t.pf:1".into(), "never-matches")]);
+        let p = "policy input reject\npass in\nblock in proto tcp\npass in on eth0\n";
+        assert_eq!(codes(p), vec![("t.pf:3".into(), "after-catch-all"), ("t.pf:4".into(), "after-catch-all")]);
+        let p = "define x = 10.0.0.1\nset s = { 10.0.0.2 }\npass in proto tcp to port 22 log\n";
+        assert_eq!(codes(p), vec![("t.pf:1".into(), "unused-define"), ("t.pf:2".into(), "unused-set")]);
+    }
+
+    #[test]
+    fn example_policies_are_clean() {
+        for p in ["policies/webserver.pf", "policies/bastion.pf", "policies/router.pf"] {
+            let c = crate::ir::compile_file(std::path::Path::new(p)).expect("compiles");
+            assert_eq!(lint(&c), vec![], "{p}");
+        }
+    }
+}

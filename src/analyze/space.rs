@@ -1,0 +1,583 @@
+//! Exact header-space reasoning.
+//!
+//! A rule's [`Match`] is a union of [`Cube`]s: one per address family and
+//! protocol kind, each a product of per-field interval sets (addresses as
+//! integers, ports, protocol numbers, ICMP types, conntrack state bits,
+//! interface classes). Intersection and subtraction of cubes are exact, so
+//! "the union of earlier rules covers this rule" is decided exactly, never
+//! by sampling.
+//!
+//! Fields that a protocol kind does not have (ports of ICMP, ICMP types of
+//! TCP) are always full in cubes of that kind, so no cube ever holds a point
+//! that is not a real packet's.
+//!
+//! Interfaces: the names that rules mention split all possible names into
+//! finitely many classes (`eth0`, "other `eth*`", "any other name"); a cube
+//! holds a set of class numbers.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::ir::eval::iface_matches;
+use crate::ir::names::{self, ICMP, ICMPV6};
+use crate::ir::{AddrMatch, Family, Match, PortMatch, Rule, Ruleset, SetKind};
+
+/// A set of integers as sorted, disjoint, non-adjacent inclusive ranges.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ranges(pub Vec<(u128, u128)>);
+
+impl Ranges {
+    pub fn span(lo: u128, hi: u128) -> Ranges {
+        Ranges(vec![(lo, hi)])
+    }
+
+    pub fn empty() -> Ranges {
+        Ranges(Vec::new())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// From any ranges (unsorted, overlapping).
+    pub fn from_iter(it: impl IntoIterator<Item = (u128, u128)>) -> Ranges {
+        let mut v: Vec<(u128, u128)> = it.into_iter().collect();
+        v.sort_unstable();
+        let mut out: Vec<(u128, u128)> = Vec::with_capacity(v.len());
+        for (lo, hi) in v {
+            match out.last_mut() {
+                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                _ => out.push((lo, hi)),
+            }
+        }
+        Ranges(out)
+    }
+
+    pub fn intersect(&self, o: &Ranges) -> Ranges {
+        let (mut i, mut j, mut out) = (0, 0, Vec::new());
+        while i < self.0.len() && j < o.0.len() {
+            let (a, b) = (self.0[i], o.0[j]);
+            let (lo, hi) = (a.0.max(b.0), a.1.min(b.1));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+            if a.1 < b.1 {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        Ranges(out)
+    }
+
+    pub fn intersects(&self, o: &Ranges) -> bool {
+        let (mut i, mut j) = (0, 0);
+        while i < self.0.len() && j < o.0.len() {
+            let (a, b) = (self.0[i], o.0[j]);
+            if a.0.max(b.0) <= a.1.min(b.1) {
+                return true;
+            }
+            if a.1 < b.1 {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        false
+    }
+
+    /// `self` minus `o`.
+    pub fn subtract(&self, o: &Ranges) -> Ranges {
+        let mut out = Vec::new();
+        let mut j = 0;
+        for &(lo, hi) in &self.0 {
+            let mut cur = lo;
+            let mut done = false;
+            while j < o.0.len() && o.0[j].1 < cur {
+                j += 1;
+            }
+            let mut k = j;
+            while k < o.0.len() && o.0[k].0 <= hi {
+                let (blo, bhi) = o.0[k];
+                if blo > cur {
+                    out.push((cur, blo - 1));
+                }
+                if bhi >= hi {
+                    done = true;
+                    break;
+                }
+                cur = bhi + 1;
+                k += 1;
+            }
+            if !done {
+                out.push((cur, hi));
+            }
+        }
+        Ranges(out)
+    }
+
+    pub fn union(&self, o: &Ranges) -> Ranges {
+        Ranges::from_iter(self.0.iter().chain(&o.0).copied())
+    }
+
+    pub fn contains(&self, x: u128) -> bool {
+        self.0.iter().any(|&(lo, hi)| lo <= x && x <= hi)
+    }
+
+    /// Number of values (saturating).
+    pub fn count(&self) -> u128 {
+        self.0.iter().fold(0u128, |n, &(lo, hi)| n.saturating_add(hi - lo).saturating_add(1))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = u128> + '_ {
+        self.0.iter().flat_map(|&(lo, hi)| lo..=hi)
+    }
+}
+
+/// The fields of a cube, in the order subtraction splits them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dim {
+    Proto,
+    Iif,
+    Oif,
+    Src,
+    Dst,
+    Sport,
+    Dport,
+    Icmp,
+    Ct,
+}
+
+pub const DIMS: [Dim; 9] = [Dim::Proto, Dim::Iif, Dim::Oif, Dim::Src, Dim::Dst, Dim::Sport, Dim::Dport, Dim::Icmp, Dim::Ct];
+
+/// A product of one interval set per field, for one address family.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cube {
+    pub family: Family,
+    pub dims: [Ranges; 9],
+}
+
+impl Cube {
+    pub fn get(&self, d: Dim) -> &Ranges {
+        &self.dims[d as usize]
+    }
+
+    pub fn intersects(&self, o: &Cube) -> bool {
+        self.family == o.family && self.dims.iter().zip(&o.dims).all(|(a, b)| a.intersects(b))
+    }
+
+    pub fn intersect(&self, o: &Cube) -> Option<Cube> {
+        if !self.intersects(o) {
+            return None;
+        }
+        let dims = std::array::from_fn(|i| self.dims[i].intersect(&o.dims[i]));
+        Some(Cube { family: self.family, dims })
+    }
+
+    /// `self` minus `o` as disjoint cubes: for each field in turn, the part
+    /// outside `o` in that field and inside `o` in all fields before it.
+    pub fn subtract(&self, o: &Cube) -> Vec<Cube> {
+        if !self.intersects(o) {
+            return vec![self.clone()];
+        }
+        let mut out = Vec::new();
+        let mut inside = self.clone();
+        for i in 0..DIMS.len() {
+            let outside = inside.dims[i].subtract(&o.dims[i]);
+            if !outside.is_empty() {
+                let mut piece = inside.clone();
+                piece.dims[i] = outside;
+                out.push(piece);
+            }
+            inside.dims[i] = inside.dims[i].intersect(&o.dims[i]);
+        }
+        out
+    }
+
+    /// If `self` and `o` differ in at most one field, their union as one cube.
+    pub fn merge(&self, o: &Cube) -> Option<Cube> {
+        if self.family != o.family {
+            return None;
+        }
+        let differing: Vec<usize> = (0..DIMS.len()).filter(|&i| self.dims[i] != o.dims[i]).collect();
+        match differing.as_slice() {
+            [] => Some(self.clone()),
+            [i] => {
+                let mut m = self.clone();
+                m.dims[*i] = self.dims[*i].union(&o.dims[*i]);
+                Some(m)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Subtracts every cube of `cut` from every cube of `from`.
+pub fn subtract_all(from: Vec<Cube>, cut: &[Cube]) -> Vec<Cube> {
+    cut.iter().fold(from, |acc, c| acc.iter().flat_map(|a| a.subtract(c)).collect())
+}
+
+/// Protocol numbers with ports, and ICMP; everything else has neither.
+const PORTED: [u8; 4] = [names::TCP, names::UDP, names::SCTP, 136];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Ported,
+    Icmp,
+    Other,
+}
+
+impl Kind {
+    fn protos(self) -> Ranges {
+        let ported = Ranges::from_iter(PORTED.iter().map(|&p| (p as u128, p as u128)));
+        let icmp = Ranges::from_iter([(ICMP as u128, ICMP as u128), (ICMPV6 as u128, ICMPV6 as u128)]);
+        match self {
+            Kind::Ported => ported,
+            Kind::Icmp => icmp,
+            Kind::Other => Ranges::span(0, 255).subtract(&ported).subtract(&icmp),
+        }
+    }
+}
+
+fn family_max(f: Family) -> u128 {
+    match f {
+        Family::V4 => u32::MAX as u128,
+        Family::V6 => u128::MAX,
+    }
+}
+
+fn ip_value(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+pub fn net_range(n: &IpNet) -> (u128, u128) {
+    (ip_value(n.network()), ip_value(n.broadcast()))
+}
+
+/// The header space of one or more rulesets: the interface classes their
+/// rules' interface names create, and each rule as cubes.
+pub struct Universe {
+    /// One representative name per interface class.
+    pub ifaces: Vec<String>,
+    /// How a class is shown: `eth0`, `eth*` (other names starting so), `*` (any other).
+    pub iface_labels: Vec<String>,
+}
+
+impl Universe {
+    pub fn new(rulesets: &[&Ruleset]) -> Universe {
+        let mut patterns: Vec<String> = rulesets
+            .iter()
+            .flat_map(|rs| rs.chains.iter().flat_map(|c| &c.rules))
+            .flat_map(|r| r.matches.iif.iter().chain(r.matches.oif.iter()).flatten().cloned())
+            .collect();
+        patterns.sort();
+        patterns.dedup();
+        let exact: Vec<&str> = patterns.iter().filter(|p| !p.ends_with('*')).map(String::as_str).collect();
+        let prefixes: Vec<&str> = std::iter::once("").chain(patterns.iter().filter_map(|p| p.strip_suffix('*'))).collect();
+        // Each exact name is a class; so is "other names whose longest pattern
+        // prefix is p", for each prefix p (a representative is p plus a tail
+        // that no longer prefix and no exact name covers).
+        let mut classes: Vec<(Vec<bool>, String, String)> = Vec::new();
+        let signature = |name: &str| patterns.iter().map(|p| iface_matches(p, name)).collect::<Vec<bool>>();
+        for name in &exact {
+            classes.push((signature(name), name.to_string(), name.to_string()));
+        }
+        for p in &prefixes {
+            let rep = (0..)
+                .map(|n| format!("{p}~{n}"))
+                .find(|cand| !exact.contains(&cand.as_str()) && !prefixes.iter().any(|q| q.len() > p.len() && cand.starts_with(q)))
+                .expect("some tail is free");
+            let label = if p.is_empty() { "*".to_string() } else { format!("{p}*") };
+            classes.push((signature(&rep), rep, label));
+        }
+        // Classes with the same signature are one class for every rule.
+        classes.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        classes.dedup_by(|a, b| a.0 == b.0);
+        classes.sort_by(|a, b| a.2.cmp(&b.2));
+        Universe { ifaces: classes.iter().map(|c| c.1.clone()).collect(), iface_labels: classes.into_iter().map(|c| c.2).collect() }
+    }
+
+    fn iface_full(&self) -> Ranges {
+        Ranges::span(0, self.ifaces.len() as u128 - 1)
+    }
+
+    fn iface_set(&self, want: &Option<Vec<String>>) -> Ranges {
+        match want {
+            None => self.iface_full(),
+            Some(pats) => Ranges::from_iter(
+                self.ifaces.iter().enumerate().filter(|(_, n)| pats.iter().any(|p| iface_matches(p, n))).map(|(i, _)| (i as u128, i as u128)),
+            ),
+        }
+    }
+
+    /// All packets of one hook: one cube per family and protocol kind.
+    pub fn full(&self) -> Vec<Cube> {
+        let mut out = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            for kind in [Kind::Ported, Kind::Icmp, Kind::Other] {
+                out.push(self.kind_cube(family, kind));
+            }
+        }
+        out
+    }
+
+    fn kind_cube(&self, family: Family, kind: Kind) -> Cube {
+        let addr = Ranges::span(0, family_max(family));
+        let dims = [
+            kind.protos(),
+            self.iface_full(),
+            self.iface_full(),
+            addr.clone(),
+            addr,
+            Ranges::span(0, 65535),
+            Ranges::span(0, 65535),
+            Ranges::span(0, 255),
+            Ranges::span(0, names::CT_STATES.len() as u128 - 1),
+        ];
+        Cube { family, dims }
+    }
+
+    /// The packets a match may match, as disjoint cubes. Run-time and feed
+    /// sets are unknown offline, so they count as "any address" here (see
+    /// [`condition`]).
+    pub fn cubes(&self, rs: &Ruleset, m: &Match) -> Vec<Cube> {
+        let families = m.family.map_or(vec![Family::V4, Family::V6], |f| vec![f]);
+        let mut out = Vec::new();
+        for family in families {
+            for kind in [Kind::Ported, Kind::Icmp, Kind::Other] {
+                let mut c = self.kind_cube(family, kind);
+                let mut set = |d: Dim, r: Ranges| c.dims[d as usize] = c.dims[d as usize].intersect(&r);
+                if let Some(p) = m.proto {
+                    set(Dim::Proto, Ranges::span(p as u128, p as u128));
+                }
+                set(Dim::Iif, self.iface_set(&m.iif));
+                set(Dim::Oif, self.iface_set(&m.oif));
+                set(Dim::Src, addr_ranges(rs, &m.src, family));
+                set(Dim::Dst, addr_ranges(rs, &m.dst, family));
+                // Packets of a kind without ports (or ICMP types) never match
+                // a port (or type) clause.
+                let ports_apply = kind == Kind::Ported;
+                if (m.sport.is_some() || m.dport.is_some()) && !ports_apply || m.icmp_types.is_some() && kind != Kind::Icmp {
+                    continue;
+                }
+                if let Some(pm) = &m.sport {
+                    set(Dim::Sport, port_ranges(pm));
+                }
+                if let Some(pm) = &m.dport {
+                    set(Dim::Dport, port_ranges(pm));
+                }
+                if let Some(ts) = &m.icmp_types {
+                    set(Dim::Icmp, Ranges::from_iter(ts.iter().map(|&t| (t as u128, t as u128))));
+                }
+                if let Some(s) = m.ct_state {
+                    let bits = names::CT_STATES.iter().enumerate().filter(|(_, (_, b))| s.0 & b != 0).map(|(i, _)| (i as u128, i as u128));
+                    set(Dim::Ct, Ranges::from_iter(bits));
+                }
+                if c.dims.iter().all(|d| !d.is_empty()) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// A cube in words: only the fields that constrain it.
+    pub fn describe(&self, c: &Cube) -> String {
+        let mut parts = vec![c.family.name().to_string()];
+        let full = self.kind_cube(c.family, Kind::Other);
+        let protos = c.get(Dim::Proto);
+        if *protos != Ranges::span(0, 255) {
+            parts.push(format!("proto {}", listed(protos, &Ranges::span(0, 255), |v| names::proto_name(v as u8))));
+        }
+        // "Any other name" reads best as the names it is not.
+        let ifaces = |r: &Ranges| {
+            let other = self.iface_labels.iter().position(|l| l == "*").is_some_and(|i| r.contains(i as u128));
+            let label = |v: u128| self.iface_labels[v as usize].clone();
+            if other { format!("! {}", show_values(&self.iface_full().subtract(r), label)) } else { listed(r, &self.iface_full(), label) }
+        };
+        if *c.get(Dim::Iif) != self.iface_full() {
+            parts.push(format!("in on {}", ifaces(c.get(Dim::Iif))));
+        }
+        if *c.get(Dim::Oif) != self.iface_full() {
+            parts.push(format!("out on {}", ifaces(c.get(Dim::Oif))));
+        }
+        let port = |r: &Ranges| listed(r, &Ranges::span(0, 65535), |v| v.to_string());
+        for (d, word) in [(Dim::Src, "from"), (Dim::Dst, "to")] {
+            let addr = c.get(d);
+            let port_dim = if d == Dim::Src { Dim::Sport } else { Dim::Dport };
+            let mut text = String::new();
+            if addr != full.get(d) {
+                text = format!("{word} {}", addrs_text(addr, c.family));
+            }
+            if c.get(port_dim) != full.get(port_dim) {
+                let p = format!("port {}", port(c.get(port_dim)));
+                text = if text.is_empty() { format!("{word} {p}") } else { format!("{text} {p}") };
+            }
+            if !text.is_empty() {
+                parts.push(text);
+            }
+        }
+        if c.get(Dim::Icmp) != full.get(Dim::Icmp) {
+            let proto = if c.family == Family::V6 { ICMPV6 } else { ICMP };
+            parts.push(format!("icmp-type {}", listed(c.get(Dim::Icmp), full.get(Dim::Icmp), |v| names::icmp_type_name(proto, v as u8))));
+        }
+        if c.get(Dim::Ct) != full.get(Dim::Ct) {
+            parts.push(format!("state {}", listed(c.get(Dim::Ct), full.get(Dim::Ct), |v| names::CT_STATES[v as usize].0.to_string())));
+        }
+        parts.join(" ")
+    }
+}
+
+/// Addresses a match allows in one family.
+fn addr_ranges(rs: &Ruleset, a: &AddrMatch, family: Family) -> Ranges {
+    let all = Ranges::span(0, family_max(family));
+    let (negated, nets): (bool, Vec<IpNet>) = match a {
+        AddrMatch::Any => return all,
+        AddrMatch::Nets { negated, nets } => (*negated, nets.clone()),
+        AddrMatch::Set { negated, set } => match rs.set(set).map(|s| &s.kind) {
+            Some(SetKind::Static { elements }) => (*negated, elements.clone()),
+            // Unknown contents: any address may or may not be in it.
+            _ => return all,
+        },
+    };
+    let inside = Ranges::from_iter(nets.iter().filter(|n| Family::of(&n.addr()) == family).map(net_range));
+    if negated {
+        all.subtract(&inside)
+    } else {
+        inside
+    }
+}
+
+fn port_ranges(pm: &PortMatch) -> Ranges {
+    let inside = Ranges::from_iter(pm.ranges.iter().map(|&(lo, hi)| (lo as u128, hi as u128)));
+    if pm.negated {
+        Ranges::span(0, 65535).subtract(&inside)
+    } else {
+        inside
+    }
+}
+
+/// Why a rule may not decide a packet that its header matches: a rate limit
+/// or a set whose contents are only known at run time. `None`: it always does.
+pub fn condition(rs: &Ruleset, r: &Rule) -> Option<String> {
+    let mut parts = Vec::new();
+    for (a, word) in [(&r.matches.src, "source"), (&r.matches.dst, "destination")] {
+        if let AddrMatch::Set { negated, set } = a {
+            if !matches!(rs.set(set).map(|s| &s.kind), Some(SetKind::Static { .. })) {
+                parts.push(format!("{word} {}in run-time set {set}", if *negated { "not " } else { "" }));
+            }
+        }
+    }
+    if let Some(l) = &r.limit {
+        let burst = l.burst.map_or(String::new(), |b| format!(" burst {b}"));
+        let per = if l.per_source.is_some() { " per source" } else { "" };
+        parts.push(format!("under limit {}/{}{burst}{per}", l.rate, l.unit.name()));
+    }
+    (!parts.is_empty()).then(|| parts.join(" and "))
+}
+
+/// A value set in words: the values, or "not" the missing ones when shorter.
+fn listed(r: &Ranges, full: &Ranges, name: impl Fn(u128) -> String) -> String {
+    let rest = full.subtract(r);
+    if rest.0.len() < r.0.len() {
+        format!("! {}", show_values(&rest, name))
+    } else {
+        show_values(r, name)
+    }
+}
+
+/// `v`, or `{ a, b, c-d }`.
+fn show_values(set: &Ranges, name: impl Fn(u128) -> String) -> String {
+    let items: Vec<String> = set
+        .0
+        .iter()
+        .flat_map(|&(lo, hi)| if hi - lo < 3 { (lo..=hi).map(&name).collect() } else { vec![format!("{}-{}", name(lo), name(hi))] })
+        .collect();
+    if items.len() == 1 { items[0].clone() } else { format!("{{ {} }}", items.join(", ")) }
+}
+
+/// Addresses as networks (or "! networks" when that is shorter).
+fn addrs_text(r: &Ranges, family: Family) -> String {
+    let all = Ranges::span(0, family_max(family));
+    let nets = |set: &Ranges| -> Vec<String> { set.0.iter().flat_map(|&(lo, hi)| cidrs(lo, hi, family)).collect() };
+    let (inside, outside) = (nets(r), nets(&all.subtract(r)));
+    let (neg, list) = if outside.len() < inside.len() { ("! ", outside) } else { ("", inside) };
+    const MAX: usize = 6;
+    let shown = if list.len() > MAX { format!("{} ... ({} networks)", list[..MAX].join(", "), list.len()) } else { list.join(", ") };
+    if list.len() == 1 { format!("{neg}{shown}") } else { format!("{neg}{{ {shown} }}") }
+}
+
+/// The fewest networks covering exactly `lo..=hi`.
+fn cidrs(mut lo: u128, hi: u128, family: Family) -> Vec<String> {
+    let bits = if family == Family::V4 { 32 } else { 128 };
+    // Last address of the block of 2^k addresses at `lo` (aligned, so no overflow).
+    let end = |lo: u128, k: u32| if k == 128 { u128::MAX } else { lo + ((1u128 << k) - 1) };
+    let mut out = Vec::new();
+    loop {
+        let mut k = if lo == 0 { bits } else { lo.trailing_zeros().min(bits) };
+        while k > 0 && end(lo, k) > hi {
+            k -= 1;
+        }
+        let addr: IpAddr = if family == Family::V4 { IpAddr::V4((lo as u32).into()) } else { IpAddr::V6(lo.into()) };
+        out.push(if k == 0 { addr.to_string() } else { format!("{addr}/{}", bits - k) });
+        let last = end(lo, k);
+        if last >= hi {
+            return out;
+        }
+        lo = last + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(v: &[(u128, u128)]) -> Ranges {
+        Ranges(v.to_vec())
+    }
+
+    #[test]
+    fn interval_algebra() {
+        let a = r(&[(0, 10), (20, 30)]);
+        assert_eq!(a.subtract(&r(&[(5, 25)])), r(&[(0, 4), (26, 30)]));
+        assert_eq!(a.subtract(&r(&[(0, 30)])), Ranges::empty());
+        assert_eq!(a.intersect(&r(&[(8, 22), (29, 40)])), r(&[(8, 10), (20, 22), (29, 30)]));
+        assert_eq!(Ranges::from_iter([(5, 9), (0, 4), (11, 12)]), r(&[(0, 9), (11, 12)]));
+        assert!(!a.intersects(&r(&[(11, 19)])));
+        assert_eq!(Ranges::span(0, u128::MAX).subtract(&r(&[(0, 0)])), r(&[(1, u128::MAX)]));
+    }
+
+    #[test]
+    fn networks_from_ranges() {
+        assert_eq!(cidrs(0x0a000000, 0x0a00ffff, Family::V4), vec!["10.0.0.0/16"]);
+        assert_eq!(cidrs(0x0a000001, 0x0a000002, Family::V4), vec!["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(cidrs(0, u32::MAX as u128, Family::V4), vec!["0.0.0.0/0"]);
+        assert_eq!(cidrs(0, u128::MAX, Family::V6), vec!["::/0"]);
+        assert_eq!(cidrs(1, u128::MAX, Family::V6).len(), 128);
+    }
+
+    #[test]
+    fn cube_subtraction_is_exact() {
+        let c = crate::ir::compile("t.pf", "pass in proto tcp from 10.0.0.0/8 to port 1-100\npass in proto tcp from 10.1.0.0/16 to port 50\n").expect("compiles");
+        let u = Universe::new(&[&c.ruleset]);
+        let rules = &c.ruleset.chains[0].rules;
+        let (a, b) = (u.cubes(&c.ruleset, &rules[0].matches), u.cubes(&c.ruleset, &rules[1].matches));
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert!(subtract_all(b.clone(), &a).is_empty(), "b inside a");
+        let rest = subtract_all(a.clone(), &b);
+        assert!(!rest.is_empty() && rest.iter().all(|x| !x.intersects(&b[0])));
+        let total: u128 = rest.iter().map(|x| x.get(Dim::Src).count() * x.get(Dim::Dport).count()).sum();
+        assert_eq!(total, (1u128 << 24) * 100 - (1u128 << 16));
+    }
+
+    #[test]
+    fn interface_classes_tell_every_pattern_apart() {
+        let c = crate::ir::compile("t.pf", "pass in on eth*\nblock in on eth0\npass in on lo\n").expect("compiles");
+        let u = Universe::new(&[&c.ruleset]);
+        assert_eq!(u.iface_labels, vec!["*", "eth*", "eth0", "lo"]);
+    }
+}

@@ -1,0 +1,277 @@
+//! `feeds update`, `feeds list`, `feeds parse`: threat feeds as nft sets,
+//! refreshed in place without reloading the ruleset.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use super::{CmdResult, Failure};
+use crate::feeds::cache::{Cache, Meta};
+use crate::feeds::update::{self, Outcome};
+use crate::feeds::{self, normalize, FeedConfig, Format};
+use crate::ir::{self, nft_set_name, Family, Ruleset};
+use crate::nft::{self, Elements, Nft};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum FeedsCommand {
+    /// Fetch feeds, keep the last good copy if a new one is bad, and swap
+    /// each feed set's elements in one nft transaction (no reload).
+    Update(UpdateArgs),
+    /// Each feed's source, entries, last update, age and status.
+    List(ListArgs),
+    /// Parse and aggregate a feed file and print the counts (no kernel, no cache).
+    Parse(ParseArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// `[NAME] POLICY`: the policy file, optionally preceded by one feed's name.
+    #[arg(value_name = "[NAME] POLICY", num_args = 0..=2)]
+    pub args: Vec<String>,
+    /// The policy file (then the only positional argument is the feed name).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Only feeds whose refresh interval has passed since the last attempt.
+    #[arg(long)]
+    pub due: bool,
+    /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// A policy: list its feeds, also those never fetched (default: every cached feed).
+    pub policy: Option<PathBuf>,
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ParseArgs {
+    pub file: PathBuf,
+    #[arg(long, default_value = "plain", value_parser = |s: &str| s.parse::<Format>())]
+    pub format: Format,
+    /// CSV column of the address (from 1).
+    #[arg(long, default_value_t = 1)]
+    pub column: usize,
+    /// Print the aggregated networks too.
+    #[arg(long)]
+    pub print: bool,
+}
+
+pub fn run(cmd: &FeedsCommand) -> CmdResult {
+    match cmd {
+        FeedsCommand::Update(a) => update(a),
+        FeedsCommand::List(a) => list(a),
+        FeedsCommand::Parse(a) => parse(a),
+    }
+}
+
+/// `[NAME] POLICY` or `--policy POLICY [NAME]`.
+fn policy_and_name(a: &UpdateArgs) -> Result<(PathBuf, Option<String>), Failure> {
+    let usage = || Failure::System("usage: phantomc feeds update [NAME] POLICY (or --policy POLICY [NAME])".into());
+    match (&a.policy, a.args.as_slice()) {
+        (Some(p), []) => Ok((p.clone(), None)),
+        (Some(p), [name]) => Ok((p.clone(), Some(name.clone()))),
+        (None, [p]) => Ok((PathBuf::from(p), None)),
+        (None, [name, p]) => Ok((PathBuf::from(p), Some(name.clone()))),
+        _ => Err(usage()),
+    }
+}
+
+fn update(a: &UpdateArgs) -> CmdResult {
+    let (policy, only) = policy_and_name(a)?;
+    let compiled = ir::compile_file(&policy)?;
+    let rs = &compiled.ruleset;
+    let mut configs = feeds::configs(rs, &policy);
+    if let Some(name) = &only {
+        configs.retain(|c| &c.name == name);
+        if configs.is_empty() {
+            let names: Vec<&str> = rs.feeds.iter().map(|f| f.name.as_str()).collect();
+            return Err(Failure::System(format!("{} declares no feed `{name}` (feeds: {})", policy.display(), names.join(", "))));
+        }
+    }
+    let cache = Cache::new(feeds::state_dir(a.state_dir.as_deref()));
+    let nft = Nft::default();
+    let now = update::now();
+    let mut refused = 0;
+    for cfg in &configs {
+        let last = cache.meta(&cfg.name).map_err(Failure::System)?;
+        if a.due && last.as_ref().is_some_and(|m| now < m.checked_at + cfg.refresh.as_secs()) {
+            println!("{}: not due (refresh {}s)", cfg.name, cfg.refresh.as_secs());
+            continue;
+        }
+        let report = update::refresh(cfg, &cache, now).map_err(Failure::System)?;
+        let (v4, v6) = (report.meta.v4, report.meta.v6);
+        match &report.outcome {
+            Outcome::Updated => println!("{}: updated from {} ({v4} IPv4, {v6} IPv6 entries)", cfg.name, cfg.source),
+            Outcome::NotModified => println!("{}: not modified since the last update ({v4} IPv4, {v6} IPv6 entries)", cfg.name),
+            Outcome::Kept { reason } => {
+                refused += 1;
+                let kept = if report.meta.fetched_at > 0 {
+                    format!("kept the last good copy from {} ({v4} IPv4, {v6} IPv6 entries)", age(now, report.meta.fetched_at))
+                } else {
+                    "no good copy yet: the set stays as it is".to_string()
+                };
+                println!("{}: REFUSED: {reason}; {kept}", cfg.name);
+            }
+        }
+        for w in &report.warnings {
+            eprintln!("warning: feed {}: {w}", cfg.name);
+        }
+        if report.outcome == Outcome::Updated {
+            load_set(&nft, rs, &cache, &cfg.name)?;
+        }
+    }
+    Ok(if refused > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// Swaps the live set's elements for the cached copy, if the table is loaded.
+fn load_set(nft: &Nft, rs: &Ruleset, cache: &Cache, feed: &str) -> Result<(), Failure> {
+    let sys = |e: nft::NftError| Failure::System(e.to_string());
+    let table = &rs.table;
+    if !nft.table_exists(table).map_err(sys)? {
+        println!("  table inet {table} is not loaded: cached for the next `phantomc apply`");
+        return Ok(());
+    }
+    // Terse: without set elements, which may be millions.
+    let listing = nft.run(&["-t", "-j", "list", "table", "inet", table], None).map_err(sys)?;
+    let live: serde_json::Value = serde_json::from_str(&listing).map_err(|e| Failure::System(format!("nft output is not valid JSON: {e}")))?;
+    let names = [nft_set_name(feed, Family::V4), nft_set_name(feed, Family::V6)];
+    let has = |n: &str| nft::objects(&live).any(|o| o.get("set").and_then(|s| s.get("name")).and_then(|x| x.as_str()) == Some(n));
+    if !names.iter().all(|n| has(n)) {
+        println!("  table inet {table} has no set {}: apply the policy to create it (cached meanwhile)", names[0]);
+        return Ok(());
+    }
+    let nets = cache.nets(feed).map_err(Failure::System)?.unwrap_or_default();
+    let (nets, warnings) = feeds::protect(rs, feed, nets);
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let started = Instant::now();
+    nft.load_json(&update::replace_batch(table, feed, &nets)).map_err(sys)?;
+    let v4 = nets.iter().filter(|n| n.addr().is_ipv4()).count();
+    println!(
+        "  sets {} and {} of table inet {table} replaced in one transaction ({v4} + {} elements, {} ms)",
+        names[0],
+        names[1],
+        nets.len() - v4,
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// Live feed sets from the kernel, overridden by each feed's cached copy:
+/// what `apply` loads, so a reload never empties a feed set.
+pub fn apply_elements(nft: &Nft, rs: &Ruleset, state_dir: Option<&Path>) -> Result<Elements, Failure> {
+    let (kept, warnings) = feeds::load_elements(nft, rs, state_dir).map_err(Failure::System)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(kept)
+}
+
+fn list(a: &ListArgs) -> CmdResult {
+    let cache = Cache::new(feeds::state_dir(a.state_dir.as_deref()));
+    let rows: Vec<(String, String, Option<Meta>)> = match &a.policy {
+        Some(p) => {
+            let compiled = ir::compile_file(p)?;
+            let configs: Vec<FeedConfig> = feeds::configs(&compiled.ruleset, p);
+            configs
+                .into_iter()
+                .map(|c| Ok((c.name.clone(), c.source, cache.meta(&c.name)?)))
+                .collect::<Result<_, String>>()
+                .map_err(Failure::System)?
+        }
+        None => cache
+            .names()
+            .and_then(|names| names.into_iter().map(|n| cache.meta(&n).map(|m| (n, m.clone().map(|m| m.source).unwrap_or_default(), m))).collect())
+            .map_err(Failure::System)?,
+    };
+    if rows.is_empty() {
+        println!("no feeds cached in {}", cache.dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = update::now();
+    let mut table = vec![["NAME", "SOURCE", "IPV4", "IPV6", "UPDATED", "AGE", "STATUS"].map(String::from).to_vec()];
+    for (name, source, meta) in rows {
+        let row = match meta {
+            None => vec![name, source, "-".into(), "-".into(), "never".into(), "-".into(), "not fetched".into()],
+            Some(m) => {
+                let fetched = m.fetched_at > 0;
+                let status = match &m.message {
+                    Some(why) => format!("{}: {why}", m.status),
+                    None => m.status.clone(),
+                };
+                vec![
+                    name,
+                    source,
+                    m.v4.to_string(),
+                    m.v6.to_string(),
+                    if fetched { httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.fetched_at)) } else { "never".into() },
+                    if fetched { age(now, m.fetched_at) } else { "-".into() },
+                    status,
+                ]
+            }
+        };
+        table.push(row);
+    }
+    print!("{}", columns(&table));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+fn columns(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let last = r.len() - 1;
+        for (i, cell) in r.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `42s ago`, `5m ago`, `3h ago`, `2d ago`.
+fn age(now: u64, then: u64) -> String {
+    let s = now.saturating_sub(then);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn parse(a: &ParseArgs) -> CmdResult {
+    let started = Instant::now();
+    let text = std::fs::read(&a.file).map_err(|e| Failure::System(format!("cannot read {}: {e}", a.file.display())))?;
+    let text = String::from_utf8(text).map_err(|_| Failure::System(format!("{}: not valid UTF-8 text", a.file.display())))?;
+    let p = normalize::parse(&text, a.format, a.column).map_err(|e| Failure::System(format!("{}: {e}", a.file.display())))?;
+    let ms = started.elapsed().as_millis();
+    if a.print {
+        for n in p.nets() {
+            println!("{n}");
+        }
+    }
+    eprintln!(
+        "{}: {} entries, {} junk, {} host-bits; aggregated to {} IPv4 + {} IPv6 networks in {ms} ms",
+        a.file.display(),
+        p.entries,
+        p.junk.count,
+        p.host_bits,
+        p.v4.len(),
+        p.v6.len()
+    );
+    if let Some(w) = p.junk.warning() {
+        eprintln!("warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

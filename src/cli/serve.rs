@@ -1,0 +1,132 @@
+//! `serve`: the REST API and dashboard on their own, beside a ruleset that
+//! `apply` or `watch` loaded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+
+use super::{CmdResult, Failure};
+use crate::serve::{self, ApiState, HealthSource, Token};
+use crate::watch::{default_state_file, Health};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The policy the live table was loaded from.
+    pub policy: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub api: ApiOptions,
+    /// phantomc's table; default: the policy's `table`.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// phantomc's state directory; feed ages come from its `feeds` cache
+    /// [default: $PHANTOMC_STATE_DIR, else /var/lib/phantomc].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The health file of a `phantomc watch` in another process
+    /// [default: /run/phantomc/health-<table>.json]; read if present.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+}
+
+/// How the API is offered; shared by `serve` and `watch --listen`.
+#[derive(clap::Args, Debug)]
+pub struct ApiOptions {
+    /// Listen on an address other than loopback (the API then travels the
+    /// network in clear text: put TLS in front of it).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// File holding the bearer token for writes (block/unblock); default:
+    /// $PHANTOMC_TOKEN. Without a token every write is refused.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The learner's latest proposal diff, shown by /api/v1/proposals.
+    #[arg(long)]
+    pub proposals: Option<PathBuf>,
+}
+
+/// The API's state for `table`, after checking the address and reading the token.
+pub fn api_state(policy: &Path, table: &str, listen: SocketAddr, opts: &ApiOptions, health: Arc<RwLock<Health>>, source: HealthSource) -> Result<ApiState, Failure> {
+    if !listen.ip().is_loopback() && !opts.allow_remote {
+        return Err(Failure::System(format!("refusing to listen on {listen}: not a loopback address (pass --allow-remote if you mean it)")));
+    }
+    let token = match &opts.token_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
+            let mode = std::fs::metadata(f).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap_or(0);
+            if mode & 0o077 != 0 {
+                tracing::warn!(file = %f.display(), mode = format!("{:o}", mode & 0o777), "the token file is readable by others: chmod 600 it");
+            }
+            Some(Token::new(&text).map_err(|e| Failure::System(format!("{}: {e}", f.display())))?)
+        }
+        None => std::env::var("PHANTOMC_TOKEN").ok().map(|t| Token::new(&t).map_err(|e| Failure::System(format!("PHANTOMC_TOKEN: {e}")))).transpose()?,
+    };
+    let mut state = ApiState::new(policy.to_path_buf(), table.to_string(), health, source);
+    state.token = token;
+    state.proposals = opts.proposals.clone();
+    state.feed_cache = Some(feed_cache(None));
+    state.local_hosts_only = !opts.allow_remote;
+    Ok(state)
+}
+
+/// The feed cache: `STATE_DIR/feeds`, the state directory being the given
+/// one, else $PHANTOMC_STATE_DIR, else /var/lib/phantomc.
+fn feed_cache(state_dir: Option<&Path>) -> PathBuf {
+    let dir = state_dir.map(Path::to_path_buf).or_else(|| std::env::var_os("PHANTOMC_STATE_DIR").map(PathBuf::from));
+    dir.unwrap_or_else(|| PathBuf::from("/var/lib/phantomc")).join("feeds")
+}
+
+/// A note for the start-up message.
+pub fn writes_note(state: &ApiState) -> &'static str {
+    if state.token.is_some() {
+        "block/unblock need the bearer token"
+    } else {
+        "no token: writes are refused"
+    }
+}
+
+pub fn serve(args: &ServeArgs) -> CmdResult {
+    // Writes through the API are logged (info), refused ones as warnings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,phantomc=info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+    let compiled = crate::ir::compile_file(&args.policy)?;
+    let table = args.table.clone().unwrap_or_else(|| compiled.ruleset.table.clone());
+    let health = Arc::new(RwLock::new(Health { policy: args.policy.clone(), ..Health::default() }));
+    let state_file = args.state_file.clone().unwrap_or_else(|| default_state_file(&table));
+    let mut state = api_state(&args.policy, &table, args.listen, &args.api, health, HealthSource::Standalone { state_file })?;
+    state.feed_cache = Some(feed_cache(args.state_dir.as_deref()));
+    *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
+    let writes = writes_note(&state);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::System(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| Failure::System(format!("cannot listen on {}: {e}", args.listen)))?;
+        let addr = listener.local_addr().map_err(|e| Failure::System(e.to_string()))?;
+        eprintln!("phantomc serve: http://{addr}/ (API under /api/v1, docs at /api/docs) for table inet {table}; {writes}");
+        axum::serve(listener, serve::router(Arc::new(state)))
+            .with_graceful_shutdown(shutdown())
+            .await
+            .map_err(|e| Failure::System(format!("server failed: {e}")))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (systemd) or Ctrl-C.
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return std::future::pending().await };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

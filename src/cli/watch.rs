@@ -1,0 +1,154 @@
+//! `watch`: the long-running service (reload on change, health, signals).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+use super::serve::{self, ApiOptions};
+use super::{CmdResult, Failure};
+use crate::ir;
+use crate::nft::Nft;
+use crate::serve::HealthSource;
+use crate::watch::{self, Health, Options, Service, SharedHealth};
+
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    /// The policy file; it, its includes and its local feed files are watched.
+    pub policy: PathBuf,
+    /// Quiet time (milliseconds) after the last change before reloading.
+    #[arg(long, default_value_t = 150)]
+    pub debounce_ms: u64,
+    /// Where to write the service's health as JSON
+    /// [default: /run/phantomc/health-<table>.json].
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Less log detail (-q warnings and errors, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Also serve the REST API and dashboard (as `phantomc serve`) on this
+    /// address, with the service's live health.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn watch(args: &WatchArgs) -> CmdResult {
+    init_logs(args);
+    // The table names the state file and the API's table; a policy that
+    // does not compile yet gets the default table.
+    let table = ir::compile_file(&args.policy).map_or_else(|_| "phantomc".to_string(), |c| c.ruleset.table);
+    let state_file = args.state_file.clone().unwrap_or_else(|| watch::default_state_file(&table));
+    let opts = Options {
+        policy: args.policy.clone(),
+        debounce: Duration::from_millis(args.debounce_ms),
+        state_file,
+        feed_state_dir: args.state_dir.clone(),
+        nft: Nft::default(),
+    };
+    let health = Arc::new(RwLock::new(Health::default()));
+    let api = args.listen.map(|listen| start_api(args, listen, &table, health.clone())).transpose()?;
+    // Remote feed refresh: `crate::feeds` connects its FeedTimer here.
+    let service = Service::new(opts, health, None);
+    let result = service.run().map_err(|e| Failure::System(e.to_string()));
+    if let Some(runtime) = api {
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Serves the REST API and dashboard on a runtime of their own, reading the
+/// service's health as it changes. The address is bound before the watch
+/// starts, so a taken port is an error at once.
+fn start_api(args: &WatchArgs, listen: SocketAddr, table: &str, health: SharedHealth) -> Result<tokio::runtime::Runtime, Failure> {
+    let state = serve::api_state(&args.policy, table, listen, &args.api, health, HealthSource::Watcher)?;
+    let system = |what: &str, e: std::io::Error| Failure::System(format!("{what}: {e}"));
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| system(&format!("cannot listen on {listen}"), e))?;
+    listener.set_nonblocking(true).map_err(|e| system("listener", e))?;
+    let addr = listener.local_addr().map_err(|e| system("listener", e))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| system("cannot start the async runtime", e))?;
+    tracing::info!(url = %format!("http://{addr}/"), api = "/api/v1", docs = "/api/docs", writes = serve::writes_note(&state), "API and dashboard listening");
+    runtime.spawn(async move {
+        let served = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => axum::serve(l, crate::serve::router(Arc::new(state))).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the API stopped");
+        }
+    });
+    Ok(runtime)
+}
+
+/// The log level of `-v`/`-q` counts (clap keeps them from mixing).
+fn log_level(verbose: u8, quiet: u8) -> &'static str {
+    match (verbose, quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v > 1 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    }
+}
+
+fn init_logs(args: &WatchArgs) {
+    let level = log_level(args.verbose, args.quiet);
+    // Other crates' (notify's) logs only from warnings up.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(format!("warn,phantomc={level}")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let _ = match args.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn level_of(flags: &[&str]) -> Result<&'static str, clap::Error> {
+        let cli = Cli::try_parse_from(["phantomc", "watch", "p.pf"].iter().chain(flags))?;
+        let Command::Watch(args) = cli.command else { panic!("parsed as watch") };
+        Ok(log_level(args.verbose, args.quiet))
+    }
+
+    #[test]
+    fn verbosity_flags_pick_the_log_level() {
+        let cases = [(&[][..], "info"), (&["-v"][..], "debug"), (&["-vv"][..], "trace"), (&["-q"][..], "warn"), (&["-qq"][..], "error")];
+        for (flags, level) in cases {
+            assert_eq!(level_of(flags).expect("parses"), level, "{flags:?}");
+        }
+        assert!(level_of(&["-v", "-q"]).is_err(), "-v and -q conflict");
+        assert!(level_of(&["--log-format", "xml"]).is_err());
+    }
+}

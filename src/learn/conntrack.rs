@@ -1,0 +1,801 @@
+//! Reads the kernel's connection tracking table over ctnetlink (the same
+//! netlink dump `conntrack -L` asks for), in the network namespace of the
+//! calling thread.
+//!
+//! A table dump only shows live entries, and the kernel deletes an entry at
+//! once when the only answer was a RST (a SYN to a closed port), so a scan of
+//! closed ports leaves nothing to dump. [`watch`] therefore also follows the
+//! conntrack events (like `conntrack -E`) for a while and returns the
+//! connections that ended meanwhile together with the table at the end.
+//!
+//! Tuples, TCP state and status flags are decoded by netlink-packet-netfilter;
+//! the counters (`nf_conntrack_acct=1`) and timestamps
+//! (`nf_conntrack_timestamp=1`) it leaves as raw attributes are decoded here.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer, NlasIterator, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REQUEST,
+};
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Status, Tuple,
+};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
+use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_sys::Socket;
+
+use super::flows::{ConnState, Counters as FlowCounters, Flow, TCP, UDP};
+
+// include/uapi/linux/netfilter/nfnetlink.h
+const NFNLGRP_CONNTRACK_NEW: u32 = 1;
+const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
+const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
+// include/uapi/linux/netfilter/nfnetlink_conntrack.h
+const CTA_COUNTERS_ORIG: u16 = 9;
+const CTA_COUNTERS_REPLY: u16 = 10;
+const CTA_ID: u16 = 12;
+const CTA_TIMESTAMP: u16 = 20;
+const CTA_COUNTERS_PACKETS: u16 = 1;
+const CTA_COUNTERS_BYTES: u16 = 2;
+const CTA_COUNTERS32_PACKETS: u16 = 3;
+const CTA_COUNTERS32_BYTES: u16 = 4;
+const CTA_TIMESTAMP_START: u16 = 1;
+const CTA_TIMESTAMP_STOP: u16 = 2;
+
+/// One direction of a connection as conntrack saw it first (`orig`) or
+/// expects the answer (`reply`). Ports are 0 for protocols without ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CtTuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Packet and byte counters of one direction (only with `nf_conntrack_acct=1`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// TCP states of `enum tcp_conntrack` (include/uapi/linux/netfilter/nf_conntrack_tcp.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TcpState {
+    None,
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    CloseWait,
+    LastAck,
+    TimeWait,
+    Close,
+    SynSent2,
+    Other(u8),
+}
+
+impl From<u8> for TcpState {
+    fn from(v: u8) -> Self {
+        match v {
+            0 => TcpState::None,
+            1 => TcpState::SynSent,
+            2 => TcpState::SynRecv,
+            3 => TcpState::Established,
+            4 => TcpState::FinWait,
+            5 => TcpState::CloseWait,
+            6 => TcpState::LastAck,
+            7 => TcpState::TimeWait,
+            8 => TcpState::Close,
+            9 => TcpState::SynSent2,
+            n => TcpState::Other(n),
+        }
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            TcpState::None => "NONE",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait => "FIN_WAIT",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::SynSent2 => "SYN_SENT2",
+            TcpState::Other(n) => return write!(f, "STATE_{n}"),
+        };
+        f.write_str(name)
+    }
+}
+
+/// One conntrack table entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CtEntry {
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, ...).
+    pub proto: u8,
+    pub orig: CtTuple,
+    pub reply: CtTuple,
+    pub tcp_state: Option<TcpState>,
+    /// A packet was seen in the reply direction.
+    pub seen_reply: bool,
+    /// Conntrack judged the connection a real one (e.g. TCP handshake done).
+    pub assured: bool,
+    pub orig_counters: Option<Counters>,
+    pub reply_counters: Option<Counters>,
+    /// Nanoseconds since the epoch (only with `nf_conntrack_timestamp=1`).
+    pub start_ns: Option<u64>,
+    pub stop_ns: Option<u64>,
+    /// Seconds left before the entry expires.
+    pub timeout: Option<u32>,
+    /// The kernel's id of the entry (tells apart entries that reuse a tuple).
+    pub id: Option<u32>,
+}
+
+impl CtEntry {
+    /// Takes what a later event says; update events carry only what changed.
+    fn absorb(&mut self, later: CtEntry) {
+        self.tcp_state = later.tcp_state.or(self.tcp_state);
+        self.seen_reply |= later.seen_reply;
+        self.assured |= later.assured;
+        self.orig_counters = later.orig_counters.or(self.orig_counters);
+        self.reply_counters = later.reply_counters.or(self.reply_counters);
+        // The kernel's timestamp beats the time we saw the creation event.
+        self.start_ns = later.start_ns.or(self.start_ns);
+        self.stop_ns = later.stop_ns.or(self.stop_ns);
+        self.timeout = later.timeout.or(self.timeout);
+    }
+
+    fn key(&self) -> (Option<u32>, u8, CtTuple) {
+        (self.id, self.proto, self.orig)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConntrackError {
+    #[error("cannot open a netfilter netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("conntrack dump failed: {0} (is nf_conntrack loaded? reading it needs CAP_NET_ADMIN)")]
+    Kernel(std::io::Error),
+    #[error("malformed conntrack message at byte {offset} of a netlink reply: {reason}")]
+    Malformed { offset: usize, reason: String },
+}
+
+/// Dumps the conntrack table (IPv4 and IPv6) of the calling thread's network
+/// namespace, sorted by protocol and original tuple.
+pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
+    socket.bind_auto().map_err(ConntrackError::Socket)?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0)).map_err(ConntrackError::Socket)?;
+    socket.send(&dump_request(), 0).map_err(ConntrackError::Kernel)?;
+
+    let mut entries = Vec::new();
+    let mut buf = Vec::with_capacity(1 << 16);
+    loop {
+        buf.clear();
+        socket.recv(&mut buf, 0).map_err(ConntrackError::Kernel)?;
+        if parse_datagram(&buf, &mut |_, e| entries.push(e))? == Reply::Done {
+            break;
+        }
+    }
+    entries.sort_by_key(|e| (e.proto, e.orig));
+    Ok(entries)
+}
+
+/// Entries seen by [`watch`]: those that ended while watching (in event
+/// order), then the live table at the end.
+#[derive(Debug, Default)]
+pub struct Watched {
+    /// Destroyed entries, then those that expired without a destroy event
+    /// yet (the kernel reaps expired entries lazily; a dump skips them).
+    pub destroyed: Vec<CtEntry>,
+    pub live: Vec<CtEntry>,
+    /// Event datagrams the kernel dropped because we read too slowly (ENOBUFS).
+    pub lost_overruns: u64,
+}
+
+/// Event buffer: a scan of a thousand closed ports makes two thousand
+/// events within a second.
+const EVENT_BUFFER_BYTES: libc::c_int = 16 << 20;
+
+/// Follows conntrack events during `duration` (or until `stop` says so),
+/// then dumps the table. Entries created or changed meanwhile that are
+/// neither destroyed nor live at the end expired unreaped; they count as
+/// ended at their last event.
+pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, ConntrackError> {
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
+    socket.bind_auto().map_err(ConntrackError::Socket)?;
+    for group in [NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY] {
+        socket.add_membership(group).map_err(ConntrackError::Socket)?;
+    }
+    force_receive_buffer(&socket, EVENT_BUFFER_BYTES);
+
+    let mut watched = Watched::default();
+    // Entries known from new/update events, by key, with their last event time.
+    let mut open: HashMap<(Option<u32>, u8, CtTuple), (CtEntry, u64)> = HashMap::new();
+    let deadline = Instant::now() + duration;
+    let mut buf = Vec::with_capacity(1 << 16);
+    while !stop() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if !readable(&socket, left.min(Duration::from_millis(200))) {
+            continue;
+        }
+        buf.clear();
+        match socket.recv(&mut buf, 0) {
+            Ok(_) => {
+                let now_ns = unix_ns();
+                parse_datagram(&buf, &mut |event, mut e| {
+                    let known = open.remove(&e.key());
+                    if event == Event::Destroyed {
+                        if let Some((mut earlier, _)) = known {
+                            earlier.absorb(e);
+                            e = earlier;
+                        }
+                        // Without kernel timestamps: the event comes as it happens.
+                        e.stop_ns = e.stop_ns.or(Some(now_ns));
+                        watched.destroyed.push(e);
+                    } else {
+                        let entry = match known {
+                            Some((mut earlier, _)) => {
+                                earlier.absorb(e);
+                                earlier
+                            }
+                            None if event == Event::Created => CtEntry { start_ns: e.start_ns.or(Some(now_ns)), ..e },
+                            // Created before the watch: its start stays unknown.
+                            None => e,
+                        };
+                        open.insert(entry.key(), (entry, now_ns));
+                    }
+                })?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => watched.lost_overruns += 1,
+            Err(e) => return Err(ConntrackError::Kernel(e)),
+        }
+    }
+    watched.live = dump()?;
+    for e in &mut watched.live {
+        if let Some((known, _)) = open.remove(&e.key()) {
+            e.start_ns = e.start_ns.or(known.start_ns);
+        }
+    }
+    let mut expired: Vec<CtEntry> = open.into_values().map(|(e, last_ns)| CtEntry { stop_ns: Some(last_ns), ..e }).collect();
+    expired.sort_by_key(|e| (e.stop_ns, e.proto, e.orig));
+    watched.destroyed.extend(expired);
+    Ok(watched)
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// SO_RCVBUFFORCE (CAP_NET_ADMIN, which reading conntrack needs anyway)
+/// goes past net.core.rmem_max; a smaller buffer only risks ENOBUFS, which
+/// is counted.
+fn force_receive_buffer(socket: &Socket, bytes: libc::c_int) {
+    // SAFETY: setsockopt with a valid fd and a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn readable(socket: &Socket, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+    n > 0
+}
+
+/// `IPCTNL_MSG_CT_GET` with `NLM_F_DUMP` for every address family.
+fn dump_request() -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut msg = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
+            ConntrackMessage::Get(vec![]),
+        )),
+    );
+    msg.finalize();
+    let mut bytes = vec![0; msg.buffer_len()];
+    msg.serialize(&mut bytes);
+    bytes
+}
+
+/// What a message says about its entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// A dump line or an update event.
+    Exists,
+    /// A new-connection event.
+    Created,
+    Destroyed,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    More,
+    Done,
+}
+
+/// Decodes one datagram of a dump reply or of events (several netlink
+/// messages); `out` gets each entry with what happened to it.
+fn parse_datagram(buf: &[u8], out: &mut dyn FnMut(Event, CtEntry)) -> Result<Reply, ConntrackError> {
+    let mut offset = 0;
+    while offset < buf.len() {
+        let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[offset..])
+            .map_err(|e| ConntrackError::Malformed { offset, reason: e.to_string() })?;
+        let len = msg.header.length as usize;
+        if len == 0 {
+            return Err(ConntrackError::Malformed { offset, reason: "zero-length message".into() });
+        }
+        match msg.payload {
+            NetlinkPayload::Done(_) => return Ok(Reply::Done),
+            NetlinkPayload::Error(e) => return Err(ConntrackError::Kernel(e.to_io())),
+            // Dump replies and new/update events are NEW messages, destroy events DELETE.
+            NetlinkPayload::InnerMessage(NetfilterMessage { inner: NetfilterMessageInner::Conntrack(m), .. }) => {
+                let (event, attrs) = match m {
+                    // New-connection events are flagged like a create request.
+                    ConntrackMessage::New(attrs) if msg.header.flags & NLM_F_CREATE != 0 => (Event::Created, attrs),
+                    ConntrackMessage::New(attrs) => (Event::Exists, attrs),
+                    ConntrackMessage::Delete(attrs) => (Event::Destroyed, attrs),
+                    _ => (Event::Exists, Vec::new()),
+                };
+                if let Some(entry) = entry_from(&attrs).map_err(|reason| ConntrackError::Malformed { offset, reason })? {
+                    out(event, entry);
+                }
+            }
+            _ => {}
+        }
+        // Messages are 4-byte aligned inside a datagram.
+        offset += len.next_multiple_of(4);
+    }
+    Ok(Reply::More)
+}
+
+/// Builds an entry from the attributes of one `IPCTNL_MSG_CT_NEW` message;
+/// `None` for entries without both tuples (the kernel always sends them).
+fn entry_from(attrs: &[ConntrackAttribute]) -> Result<Option<CtEntry>, String> {
+    let (mut orig, mut reply, mut proto) = (None, None, 0);
+    let mut entry = CtEntry {
+        proto: 0,
+        orig: CtTuple { src: [0u8; 4].into(), dst: [0u8; 4].into(), sport: 0, dport: 0 },
+        reply: CtTuple { src: [0u8; 4].into(), dst: [0u8; 4].into(), sport: 0, dport: 0 },
+        tcp_state: None,
+        seen_reply: false,
+        assured: false,
+        orig_counters: None,
+        reply_counters: None,
+        start_ns: None,
+        stop_ns: None,
+        timeout: None,
+        id: None,
+    };
+    for attr in attrs {
+        match attr {
+            ConntrackAttribute::CtaTupleOrig(t) => {
+                let (tuple, p) = tuple_from(t)?;
+                orig = Some(tuple);
+                proto = p;
+            }
+            ConntrackAttribute::CtaTupleReply(t) => reply = Some(tuple_from(t)?.0),
+            ConntrackAttribute::CtaStatus(s) => {
+                entry.seen_reply = s.contains(Status::SeenReply);
+                entry.assured = s.contains(Status::Assured);
+            }
+            ConntrackAttribute::CtaProtoInfo(infos) => {
+                for info in infos {
+                    if let ProtoInfo::TCP(tcp) = info {
+                        for item in tcp {
+                            if let ProtoInfoTCP::State(s) = item {
+                                entry.tcp_state = Some(TcpState::from(*s));
+                            }
+                        }
+                    }
+                }
+            }
+            ConntrackAttribute::CtaTimeout(t) => entry.timeout = Some(*t),
+            ConntrackAttribute::Other(nla) => match nla.kind() & NLA_TYPE_MASK {
+                CTA_ID => entry.id = raw_value(nla).try_into().ok().map(u32::from_be_bytes),
+                CTA_COUNTERS_ORIG => entry.orig_counters = Some(counters_from(nla)?),
+                CTA_COUNTERS_REPLY => entry.reply_counters = Some(counters_from(nla)?),
+                CTA_TIMESTAMP => (entry.start_ns, entry.stop_ns) = timestamps_from(nla)?,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    let (Some(orig), Some(reply)) = (orig, reply) else { return Ok(None) };
+    entry.proto = proto;
+    entry.orig = orig;
+    entry.reply = reply;
+    Ok(Some(entry))
+}
+
+fn tuple_from(parts: &[Tuple]) -> Result<(CtTuple, u8), String> {
+    let (mut src, mut dst, mut sport, mut dport, mut proto) = (None, None, 0, 0, None);
+    for part in parts {
+        match part {
+            Tuple::Ip(ips) => {
+                for ip in ips {
+                    match ip {
+                        IPTuple::SourceAddress(a) => src = Some(*a),
+                        IPTuple::DestinationAddress(a) => dst = Some(*a),
+                        _ => {}
+                    }
+                }
+            }
+            Tuple::Proto(items) => {
+                for item in items {
+                    match item {
+                        ProtoTuple::Protocol(p) => proto = Some(u8::from(*p)),
+                        ProtoTuple::SourcePort(p) => sport = *p,
+                        ProtoTuple::DestinationPort(p) => dport = *p,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match (src, dst, proto) {
+        (Some(src), Some(dst), Some(proto)) => Ok((CtTuple { src, dst, sport, dport }, proto)),
+        _ => Err("tuple without addresses or protocol".into()),
+    }
+}
+
+/// The raw value of an attribute the netfilter crate does not decode.
+fn raw_value(nla: &DefaultNla) -> Vec<u8> {
+    let mut value = vec![0; nla.value_len()];
+    nla.emit_value(&mut value);
+    value
+}
+
+/// Calls `f(kind, value)` for each attribute nested in `nla`.
+fn each_nested(nla: &DefaultNla, mut f: impl FnMut(u16, &[u8]) -> Result<(), String>) -> Result<(), String> {
+    let value = raw_value(nla);
+    for inner in NlasIterator::new(&value[..]) {
+        let inner: NlaBuffer<&[u8]> = inner.map_err(|e| e.to_string())?;
+        f(inner.kind(), inner.value())?;
+    }
+    Ok(())
+}
+
+fn be_u64(v: &[u8]) -> Result<u64, String> {
+    match v.len() {
+        8 => Ok(u64::from_be_bytes(v.try_into().expect("8 bytes"))),
+        4 => Ok(u32::from_be_bytes(v.try_into().expect("4 bytes")).into()),
+        n => Err(format!("counter of {n} bytes")),
+    }
+}
+
+fn counters_from(nla: &DefaultNla) -> Result<Counters, String> {
+    let mut c = Counters::default();
+    each_nested(nla, |kind, v| {
+        match kind {
+            CTA_COUNTERS_PACKETS | CTA_COUNTERS32_PACKETS => c.packets = be_u64(v)?,
+            CTA_COUNTERS_BYTES | CTA_COUNTERS32_BYTES => c.bytes = be_u64(v)?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(c)
+}
+
+fn timestamps_from(nla: &DefaultNla) -> Result<(Option<u64>, Option<u64>), String> {
+    let (mut start, mut stop) = (None, None);
+    each_nested(nla, |kind, v| {
+        match kind {
+            CTA_TIMESTAMP_START => start = Some(be_u64(v)?),
+            CTA_TIMESTAMP_STOP => stop = Some(be_u64(v)?),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok((start, stop))
+}
+
+/// Full timeouts of each conntrack state (`/proc/sys/net/netfilter`). Every
+/// packet resets an entry's timeout to its state's full value, so full minus
+/// remaining is how long the connection has been idle: its last packet time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateTimeouts {
+    tcp: Vec<(TcpState, u32)>,
+    udp: u32,
+    udp_stream: u32,
+    other: u32,
+}
+
+impl Default for StateTimeouts {
+    /// The kernel's defaults.
+    fn default() -> Self {
+        StateTimeouts {
+            tcp: vec![
+                (TcpState::SynSent, 120),
+                (TcpState::SynRecv, 60),
+                (TcpState::Established, 432_000),
+                (TcpState::FinWait, 120),
+                (TcpState::CloseWait, 60),
+                (TcpState::LastAck, 30),
+                (TcpState::TimeWait, 120),
+                (TcpState::Close, 10),
+                (TcpState::SynSent2, 120),
+            ],
+            udp: 30,
+            udp_stream: 120,
+            other: 600,
+        }
+    }
+}
+
+impl StateTimeouts {
+    /// The timeouts of this network namespace; defaults for what cannot be read.
+    pub fn read() -> StateTimeouts {
+        let get = |name: &str, default: u32| {
+            std::fs::read_to_string(format!("/proc/sys/net/netfilter/nf_conntrack_{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let d = StateTimeouts::default();
+        let sysctl = |state: TcpState| match state {
+            TcpState::SynSent | TcpState::SynSent2 => "tcp_timeout_syn_sent",
+            TcpState::SynRecv => "tcp_timeout_syn_recv",
+            TcpState::Established => "tcp_timeout_established",
+            TcpState::FinWait => "tcp_timeout_fin_wait",
+            TcpState::CloseWait => "tcp_timeout_close_wait",
+            TcpState::LastAck => "tcp_timeout_last_ack",
+            TcpState::TimeWait => "tcp_timeout_time_wait",
+            _ => "tcp_timeout_close",
+        };
+        StateTimeouts {
+            tcp: d.tcp.iter().map(|&(state, secs)| (state, get(sysctl(state), secs))).collect(),
+            udp: get("udp_timeout", d.udp),
+            udp_stream: get("udp_timeout_stream", d.udp_stream),
+            other: get("generic_timeout", d.other),
+        }
+    }
+
+    fn full(&self, e: &CtEntry) -> u32 {
+        match (e.proto, e.tcp_state) {
+            (TCP, Some(state)) => self.tcp.iter().find(|(s, _)| *s == state).map_or(self.other, |(_, t)| *t),
+            (UDP, _) if e.assured => self.udp_stream,
+            (UDP, _) => self.udp,
+            _ => self.other,
+        }
+    }
+}
+
+/// Conntrack entries as learner flows. `now_us` is when the table was read.
+/// Without `nf_conntrack_timestamp=1` the start of a connection is unknown
+/// (unless [`watch`] saw it created) and taken as its last packet.
+pub fn to_flows(entries: &[CtEntry], timeouts: &StateTimeouts, now_us: u64) -> Vec<Flow> {
+    entries.iter().map(|e| to_flow(e, timeouts, now_us)).collect()
+}
+
+fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
+    let last_seen_us = match (e.stop_ns, e.timeout) {
+        (Some(stop), _) => stop / 1000,
+        (None, Some(left)) => now_us.saturating_sub(u64::from(timeouts.full(e).saturating_sub(left)) * 1_000_000),
+        (None, None) => now_us,
+    };
+    let first_seen_us = e.start_ns.map_or(last_seen_us, |ns| (ns / 1000).min(last_seen_us));
+    let mut flow = Flow::new(e.proto, SocketAddr::new(e.orig.src, e.orig.sport), SocketAddr::new(e.orig.dst, e.orig.dport), first_seen_us);
+    flow.last_seen_us = last_seen_us;
+    // Conntrack creates an entry for the originator's first packet.
+    flow.attempt_seen = true;
+    let reply_packets = e.reply_counters.map(|c| c.packets);
+    let (state, history) = if e.proto == TCP {
+        tcp_state(e, reply_packets)
+    } else if e.seen_reply {
+        (ConnState::SF, "Dd")
+    } else {
+        (ConnState::S0, "D")
+    };
+    flow.state = state;
+    flow.history = history.to_string();
+    // Without accounting: at least the first packet, and one answer if seen.
+    flow.orig = e.orig_counters.map_or(FlowCounters { packets: 1, bytes: 0 }, |c| FlowCounters { packets: c.packets, bytes: c.bytes });
+    flow.resp = e
+        .reply_counters
+        .map_or(FlowCounters { packets: u64::from(e.seen_reply), bytes: 0 }, |c| FlowCounters { packets: c.packets, bytes: c.bytes });
+    flow
+}
+
+/// Zeek's conn_state and history from conntrack's TCP state. Conntrack does
+/// not say who closed or reset, so those are attributed to the originator.
+fn tcp_state(e: &CtEntry, reply_packets: Option<u64>) -> (ConnState, &'static str) {
+    use ConnState::*;
+    match e.tcp_state {
+        Some(TcpState::SynSent | TcpState::SynSent2) if !e.seen_reply => (S0, "S"),
+        // SYN-ACK sent, the client's ACK never came: half-open.
+        Some(TcpState::SynSent | TcpState::SynSent2 | TcpState::SynRecv) => (S1, "Sh"),
+        Some(TcpState::Established) => (S1, "ShA"),
+        Some(TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck) => (S2, "ShAF"),
+        Some(TcpState::TimeWait) => (SF, "ShAFf"),
+        // Killed before any reply counted: refused by a RST (accounting shows
+        // the RST), or abandoned by the originator's own RST.
+        Some(TcpState::Close) if !e.seen_reply => match reply_packets {
+            Some(0) => (RSTOS0, "SR"),
+            _ => (REJ, "Sr"),
+        },
+        Some(TcpState::Close) if e.assured => (RSTO, "ShAR"),
+        // SYN-ACK answered by a RST: a SYN scan's open port, a SYN flood.
+        Some(TcpState::Close) => (RSTO, "ShR"),
+        _ => (OTH, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_netfilter::conntrack::Protocol;
+
+    fn tuple(src: &str, dst: &str, sport: u16, dport: u16, proto: Protocol) -> Vec<Tuple> {
+        vec![
+            Tuple::Ip(vec![IPTuple::SourceAddress(src.parse().unwrap()), IPTuple::DestinationAddress(dst.parse().unwrap())]),
+            Tuple::Proto(vec![ProtoTuple::Protocol(proto), ProtoTuple::SourcePort(sport), ProtoTuple::DestinationPort(dport)]),
+        ]
+    }
+
+    fn nested(kind: u16, items: &[(u16, Vec<u8>)]) -> DefaultNla {
+        let inner: Vec<DefaultNla> = items.iter().map(|(k, v)| DefaultNla::new(*k, v.clone())).collect();
+        let mut value = vec![0; inner.as_slice().buffer_len()];
+        inner.as_slice().emit(&mut value);
+        DefaultNla::new(kind | netlink_packet_core::NLA_F_NESTED, value)
+    }
+
+    /// A datagram as the kernel sends it: entries, then NLMSG_DONE.
+    fn datagram(entries: Vec<Vec<ConntrackAttribute>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for attrs in entries {
+            let mut msg = NetlinkMessage::new(
+                NetlinkHeader::default(),
+                NetlinkPayload::from(NetfilterMessage::new(
+                    NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+                    ConntrackMessage::New(attrs),
+                )),
+            );
+            msg.finalize();
+            let mut bytes = vec![0; msg.buffer_len()];
+            msg.serialize(&mut bytes);
+            out.extend_from_slice(&bytes);
+        }
+        let mut done = NetlinkMessage::<NetfilterMessage>::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::Done(netlink_packet_core::DoneMessage::default()),
+        );
+        done.finalize();
+        let mut bytes = vec![0; done.buffer_len()];
+        done.serialize(&mut bytes);
+        out.extend_from_slice(&bytes);
+        out
+    }
+
+    use netlink_packet_core::Emitable;
+
+    #[test]
+    fn decodes_tuples_state_flags_counters_and_timestamps() {
+        let tcp = vec![
+            ConntrackAttribute::CtaTupleOrig(tuple("10.0.0.2", "10.0.0.1", 40000, 22, Protocol::Tcp)),
+            ConntrackAttribute::CtaTupleReply(tuple("10.0.0.1", "10.0.0.2", 22, 40000, Protocol::Tcp)),
+            ConntrackAttribute::CtaStatus(Status::SeenReply | Status::Assured | Status::Confirmed),
+            ConntrackAttribute::CtaTimeout(431999),
+            ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(vec![ProtoInfoTCP::State(3)])]),
+            ConntrackAttribute::Other(nested(
+                CTA_COUNTERS_ORIG,
+                &[(CTA_COUNTERS_PACKETS, 7u64.to_be_bytes().to_vec()), (CTA_COUNTERS_BYTES, 512u64.to_be_bytes().to_vec())],
+            )),
+            ConntrackAttribute::Other(nested(
+                CTA_COUNTERS_REPLY,
+                &[(CTA_COUNTERS_PACKETS, 5u64.to_be_bytes().to_vec()), (CTA_COUNTERS_BYTES, 900u64.to_be_bytes().to_vec())],
+            )),
+            ConntrackAttribute::Other(nested(CTA_TIMESTAMP, &[(CTA_TIMESTAMP_START, 1_700_000_000_000_000_000u64.to_be_bytes().to_vec())])),
+        ];
+        let udp = vec![
+            ConntrackAttribute::CtaTupleOrig(tuple("2001:db8::9", "2001:db8::1", 5353, 53, Protocol::Udp)),
+            ConntrackAttribute::CtaTupleReply(tuple("2001:db8::1", "2001:db8::9", 53, 5353, Protocol::Udp)),
+            ConntrackAttribute::CtaStatus(Status::Confirmed),
+        ];
+        let mut out = Vec::new();
+        assert_eq!(parse_datagram(&datagram(vec![tcp, udp]), &mut |_, e| out.push(e)).unwrap(), Reply::Done);
+        assert_eq!(out.len(), 2);
+        let t = &out[0];
+        assert_eq!((t.proto, t.orig.sport, t.orig.dport), (6, 40000, 22));
+        assert_eq!(t.orig.src, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(t.reply.src, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(t.tcp_state, Some(TcpState::Established));
+        assert!(t.seen_reply && t.assured);
+        assert_eq!(t.orig_counters, Some(Counters { packets: 7, bytes: 512 }));
+        assert_eq!(t.reply_counters, Some(Counters { packets: 5, bytes: 900 }));
+        assert_eq!((t.start_ns, t.stop_ns), (Some(1_700_000_000_000_000_000), None));
+        assert_eq!(t.timeout, Some(431999));
+        let u = &out[1];
+        assert_eq!((u.proto, u.orig.dport, u.tcp_state, u.seen_reply), (17, 53, None, false));
+        assert_eq!(u.orig_counters, None);
+    }
+
+    #[test]
+    fn a_damaged_message_is_an_error_with_its_offset() {
+        let good = vec![
+            ConntrackAttribute::CtaTupleOrig(tuple("10.0.0.2", "10.0.0.1", 1, 2, Protocol::Tcp)),
+            ConntrackAttribute::CtaTupleReply(tuple("10.0.0.1", "10.0.0.2", 2, 1, Protocol::Tcp)),
+        ];
+        let mut bytes = datagram(vec![good.clone(), good]);
+        let first_len = u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize;
+        // Claim the second message is longer than the datagram.
+        bytes[first_len..first_len + 4].copy_from_slice(&10_000u32.to_ne_bytes());
+        let err = parse_datagram(&bytes, &mut |_, _| {}).unwrap_err();
+        assert!(matches!(err, ConntrackError::Malformed { offset, .. } if offset == first_len), "{err}");
+    }
+
+    fn tcp_entry(state: TcpState, seen_reply: bool, assured: bool, reply_packets: Option<u64>) -> CtEntry {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap());
+        CtEntry {
+            proto: 6,
+            orig: CtTuple { src: a, dst: b, sport: 40000, dport: 22 },
+            reply: CtTuple { src: b, dst: a, sport: 22, dport: 40000 },
+            tcp_state: Some(state),
+            seen_reply,
+            assured,
+            orig_counters: reply_packets.map(|_| Counters { packets: 1, bytes: 60 }),
+            reply_counters: reply_packets.map(|packets| Counters { packets, bytes: 40 * packets }),
+            start_ns: Some(1_000_000_000_000),
+            stop_ns: None,
+            timeout: Some(100),
+            id: Some(7),
+        }
+    }
+
+    #[test]
+    fn conntrack_states_become_zeek_states_the_detectors_understand() {
+        let t = StateTimeouts::default();
+        let now = 2_000_000_000;
+        let flow = |e: CtEntry| to_flows(&[e], &t, now).remove(0);
+        let refused = flow(tcp_entry(TcpState::Close, false, false, Some(1)));
+        assert_eq!((refused.state, refused.failed()), (ConnState::REJ, true));
+        let abandoned = flow(tcp_entry(TcpState::Close, false, false, Some(0)));
+        assert_eq!((abandoned.state, abandoned.failed()), (ConnState::RSTOS0, true));
+        // A SYN scan's open port or a SYN flood: answered, never completed.
+        let half_open = flow(tcp_entry(TcpState::Close, true, false, Some(1)));
+        assert!(half_open.answered() && !half_open.handshake_completed());
+        let unanswered = flow(tcp_entry(TcpState::SynSent, false, false, None));
+        assert_eq!((unanswered.state, unanswered.failed()), (ConnState::S0, true));
+        let closed = flow(tcp_entry(TcpState::TimeWait, true, true, Some(4)));
+        assert_eq!(closed.state, ConnState::SF);
+        assert!(closed.handshake_completed());
+        assert_eq!((closed.orig.packets, closed.resp.packets), (1, 4));
+        // TIME_WAIT lasts 120 s; 100 s left means the last packet was 20 s ago.
+        assert_eq!(closed.last_seen_us, now - 20_000_000);
+        assert_eq!(closed.first_seen_us, 1_000_000_000);
+        // Without accounting, one packet each way is assumed.
+        let mut udp = tcp_entry(TcpState::None, true, true, None);
+        (udp.proto, udp.tcp_state) = (17, None);
+        let udp = flow(udp);
+        assert_eq!((udp.state, udp.orig.packets, udp.resp.packets), (ConnState::SF, 1, 1));
+    }
+
+    #[test]
+    fn state_names_match_the_conntrack_tool() {
+        assert_eq!(TcpState::from(2).to_string(), "SYN_RECV");
+        assert_eq!(TcpState::from(8).to_string(), "CLOSE");
+        assert_eq!(TcpState::from(42).to_string(), "STATE_42");
+    }
+}

@@ -1,0 +1,169 @@
+//! The handlers under `/api/v1`. nft runs as a child process, so every
+//! handler that asks the kernel runs on tokio's blocking pool.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{auth, health, rules, threats, unix_now, ApiError, ApiState};
+use crate::nft::block::{self, parse_duration, parse_net, BlockError};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+async fn blocking(state: Arc<ApiState>, f: impl FnOnce(&ApiState) -> Result<Value, ApiError> + Send + 'static) -> Answer {
+    let v = tokio::task::spawn_blocking(move || f(&state)).await.map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(v))
+}
+
+pub async fn status(State(state): State<Arc<ApiState>>) -> Answer {
+    blocking(state, health::report).await
+}
+
+pub async fn rules(State(state): State<Arc<ApiState>>) -> Answer {
+    blocking(state, |s| {
+        let (compiled, policy_error) = s.compiled();
+        let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.clone().unwrap_or_default()))?;
+        let listing = s.nft.list_table_json(&s.table).map_err(|e| ApiError::internal(e.to_string()))?;
+        let rows = rules::rows(&compiled, listing.as_ref());
+        Ok(json!({
+            "table": s.table,
+            "loaded": listing.is_some(),
+            "policy_error": policy_error,
+            "other_rules": rules::other_rules(&rows, listing.as_ref()),
+            "rules": rows,
+        }))
+    })
+    .await
+}
+
+pub async fn threats(State(state): State<Arc<ApiState>>) -> Answer {
+    blocking(state, |s| {
+        let (compiled, policy_error) = s.compiled();
+        let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.unwrap_or_default()))?;
+        let listing = s.nft.list_table_json(&s.table).map_err(|e| ApiError::internal(e.to_string()))?;
+        let t = threats::threats(&compiled.ruleset, listing.as_ref(), s.feed_cache.as_deref(), unix_now());
+        let mut v = serde_json::to_value(t).map_err(|e| ApiError::internal(e.to_string()))?;
+        v["table"] = json!(s.table);
+        v["loaded"] = json!(listing.is_some());
+        Ok(v)
+    })
+    .await
+}
+
+/// The learner's latest diff; 404 while there is none.
+pub async fn proposals(State(state): State<Arc<ApiState>>) -> Answer {
+    blocking(state, |s| {
+        let Some(path) = &s.proposals else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "no proposals file configured (start with --proposals FILE)"));
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no proposals yet: {} does not exist", path.display())));
+            }
+            Err(e) => return Err(ApiError::internal(format!("cannot read {}: {e}", path.display()))),
+        };
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        let count = |sign: char, header: &str| text.lines().filter(|l| l.starts_with(sign) && !l.starts_with(header)).count();
+        Ok(json!({
+            "path": path,
+            "modified": modified,
+            "age_seconds": modified.map(|m| unix_now().saturating_sub(m)),
+            "additions": count('+', "+++"),
+            "removals": count('-', "---"),
+            "text": text,
+        }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    address: String,
+    set: Option<String>,
+    timeout: Option<Timeout>,
+}
+
+/// Seconds, or a duration like `1h`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Timeout {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnblockRequest {
+    address: String,
+    set: Option<String>,
+}
+
+pub async fn block(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {
+    authorize(&state, &headers, "block")?;
+    let req: BlockRequest = parse_body(&body)?;
+    let timeout = match req.timeout {
+        None => None,
+        Some(Timeout::Seconds(n)) => Some(u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| bad(format!("timeout {n} is out of range")))?),
+        Some(Timeout::Text(t)) => Some(parse_duration(&t).map_err(bad)?),
+    };
+    change(state, &req.address, req.set, timeout, true).await
+}
+
+pub async fn unblock(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {
+    authorize(&state, &headers, "unblock")?;
+    let req: UnblockRequest = parse_body(&body)?;
+    change(state, &req.address, req.set, None, false).await
+}
+
+/// Checks the token, and leaves a trace of every refused write.
+fn authorize(state: &ApiState, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    auth::require(state.token.as_ref(), headers).inspect_err(|e| tracing::warn!(endpoint = what, status = e.status.as_u16(), reason = %e.message, "write refused"))
+}
+
+async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeout: Option<u32>, add: bool) -> Answer {
+    let net = parse_net(address).map_err(bad)?;
+    let set = set.unwrap_or_else(|| "blocklist".to_string());
+    if set.is_empty() || !set.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(bad(format!("`{set}` is not a set name")));
+    }
+    blocking(state, move |s| {
+        let done = block::change(&s.nft, &s.table, &set, net, timeout, add).map_err(|e| {
+            let code = match e {
+                BlockError::NoSuchSet { .. } | BlockError::NotBlocked { .. } => StatusCode::NOT_FOUND,
+                BlockError::NotRuntime { .. } => StatusCode::CONFLICT,
+                BlockError::Nft(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            ApiError::new(code, e.to_string())
+        })?;
+        tracing::info!(address = %done.net, set = %done.nft_set, blocked = add, "run-time set changed through the API");
+        Ok(json!({
+            "blocked": done.blocked,
+            "address": done.net.to_string(),
+            "set": set,
+            "nft_set": done.nft_set,
+            "table": done.table,
+            "timeout": done.timeout,
+            "message": done.to_string(),
+        }))
+    })
+    .await
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("request body is not valid: {e}")))
+}
+
+fn bad(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}

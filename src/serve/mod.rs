@@ -1,0 +1,154 @@
+//! REST API and dashboard for a running phantomc: what is loaded, how often
+//! each policy rule matched, what is blocked, and run-time block/unblock.
+//!
+//! [`router`] is used by `phantomc serve` on its own and by `phantomc watch`,
+//! which keeps [`ApiState::health`] current itself.
+
+mod api;
+mod auth;
+mod health;
+mod rules;
+mod threats;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use auth::Token;
+pub use health::HealthSource;
+
+use crate::ir::Compiled;
+use crate::nft::Nft;
+use crate::watch::{unix_now, Health};
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+const DOCS: &str = include_str!("docs.html");
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// Everything the handlers need.
+pub struct ApiState {
+    pub policy: PathBuf,
+    pub nft: Nft,
+    /// phantomc's table (`table NAME` of the policy).
+    pub table: String,
+    /// Bearer token for writes; `None` refuses every write.
+    pub token: Option<Token>,
+    /// The learner's latest proposal diff.
+    pub proposals: Option<PathBuf>,
+    /// The feed cache directory (`NAME.meta.json` per feed), for feed ages.
+    pub feed_cache: Option<PathBuf>,
+    pub health: Arc<RwLock<Health>>,
+    pub health_source: HealthSource,
+    /// The last policy that compiled, so a broken edit on disk does not
+    /// hide the rules that are still loaded.
+    pub last_good: Mutex<Option<Arc<Compiled>>>,
+    /// Answer only requests addressed to an IP literal or `localhost`, so a
+    /// web page cannot reach the API through DNS rebinding. Off when the API
+    /// is deliberately offered beyond loopback (`--allow-remote`).
+    pub local_hosts_only: bool,
+}
+
+impl ApiState {
+    pub fn new(policy: PathBuf, table: String, health: Arc<RwLock<Health>>, health_source: HealthSource) -> ApiState {
+        ApiState { policy, nft: Nft::default(), table, token: None, proposals: None, feed_cache: None, health, health_source, last_good: Mutex::new(None), local_hosts_only: true }
+    }
+
+    /// Compiles the policy; on failure the last good compile and the error.
+    fn compiled(&self) -> (Option<Arc<Compiled>>, Option<String>) {
+        let mut last = self.last_good.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match crate::ir::compile_file(&self.policy) {
+            Ok(mut c) => {
+                // `--table` names the live table; compare and map against that one.
+                c.ruleset.table.clone_from(&self.table);
+                let c = Arc::new(c);
+                *last = Some(c.clone());
+                (Some(c), None)
+            }
+            Err(e) => (last.clone(), Some(health::render_load_error(&e))),
+        }
+    }
+}
+
+/// The API under `/api/v1`, its OpenAPI document under `/api/docs`, and
+/// the dashboard at `/`.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/api/docs", get(|| async { Html(DOCS) }))
+        .route("/api/docs/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/rules", get(api::rules))
+        .route("/api/v1/threats", get(api::threats))
+        .route("/api/v1/proposals", get(api::proposals))
+        .route("/api/v1/block", post(api::block))
+        .route("/api/v1/unblock", post(api::unblock))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/docs") })
+        .layer(middleware::from_fn_with_state(state.clone(), guard_host))
+        .with_state(state)
+}
+
+/// Refuses a request whose `Host` names something other than an address
+/// or `localhost` (a rebound DNS name of an attacker's page).
+async fn guard_host(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if state.local_hosts_only && !host.is_none_or(is_local_host) {
+        return ApiError::new(StatusCode::MISDIRECTED_REQUEST, "use http://127.0.0.1:PORT/ or http://localhost:PORT/ (other host names are refused)").into_response();
+    }
+    next.run(req).await
+}
+
+/// `127.0.0.1:9180`, `[::1]:9180`, `localhost:9180`, with or without the port.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// An error answer: the status code and `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.message }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            return (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+        (self.status, body).into_response()
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_host_names() {
+        for ok in ["127.0.0.1:9180", "127.0.0.1", "[::1]:9180", "localhost:9180", "LOCALHOST", "10.0.0.5:80"] {
+            assert!(super::is_local_host(ok), "{ok}");
+        }
+        for bad in ["evil.example:9180", "evil.example", "127.0.0.1.nip.io:9180", "[evil]:1"] {
+            assert!(!super::is_local_host(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `rules`: every policy rule with the counters of the nft rules compiled
+//! from it. Each nft rule's comment starts with its origin (`file:line`),
+//! which links it back; a policy line that expanded into several nft rules
+//! (tcp and udp, v4 and v6) gets their sum.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ir::{Compiled, Origin};
+use crate::nft::objects;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleRow {
+    /// `file:line`, as in nft comments and log prefixes.
+    pub id: String,
+    pub line: usize,
+    /// The policy statement's text.
+    pub text: String,
+    pub kind: &'static str,
+    pub chain: String,
+    pub action: String,
+    pub label: Option<String>,
+    /// Whether the policy asks for a counter on this rule.
+    pub counter: bool,
+    /// nft rules from this line in the live table.
+    pub nft_rules: usize,
+    /// Sums over the live counters; `None` when no live rule counts.
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// Counters of the live nft rules by origin id.
+#[derive(Default)]
+struct Live {
+    rules: usize,
+    counted: Option<(u64, u64)>,
+}
+
+pub fn rows(compiled: &Compiled, listing: Option<&Value>) -> Vec<RuleRow> {
+    let mut live: BTreeMap<&str, Live> = BTreeMap::new();
+    for rule in listing.into_iter().flat_map(objects).filter_map(|o| o.get("rule")) {
+        let Some(id) = rule.get("comment").and_then(Value::as_str).and_then(|c| c.split(' ').next()) else { continue };
+        let entry = live.entry(id).or_default();
+        entry.rules += 1;
+        if let Some((p, b)) = counter_of(rule) {
+            let (p0, b0) = entry.counted.unwrap_or((0, 0));
+            entry.counted = Some((p0 + p, b0 + b));
+        }
+    }
+
+    let rs = &compiled.ruleset;
+    let mut out: Vec<(usize, RuleRow)> = Vec::new();
+    let mut push = |origin: &Origin, kind, chain: &str, action: String, label: Option<&String>, counter| {
+        if out.iter().any(|(_, r)| r.id == origin.id) {
+            return;
+        }
+        let l = live.get(origin.id.as_str());
+        let (line, _) = compiled.sources.line_col(origin.span);
+        out.push((
+            origin.stmt,
+            RuleRow {
+                id: origin.id.clone(),
+                line,
+                text: compiled.sources.snippet(origin.span).trim().to_string(),
+                kind,
+                chain: chain.to_string(),
+                action,
+                label: label.cloned(),
+                counter,
+                nft_rules: l.map_or(0, |l| l.rules),
+                packets: l.and_then(|l| l.counted).map(|c| c.0),
+                bytes: l.and_then(|l| l.counted).map(|c| c.1),
+            },
+        ));
+    };
+    for chain in &rs.chains {
+        for r in &chain.rules {
+            push(&r.origin, "rule", chain.hook.name(), r.action.keyword().to_string(), r.label.as_ref(), r.counter);
+        }
+        if let Some(o) = &chain.policy.origin {
+            push(o, "policy", chain.hook.name(), chain.policy.action.keyword().to_string(), None, chain.policy.counter);
+        }
+    }
+    for n in &rs.nat {
+        let action = serde_json::to_value(&n.action).ok().and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_string));
+        push(&n.origin, "nat", n.chain_name(), action.unwrap_or_default(), None, false);
+    }
+    out.sort_by_key(|(stmt, _)| *stmt);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+
+/// A live rule that no line of the policy compiles to: added by hand, or
+/// left from another ruleset (`panic`). Its presence means drift.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OtherRule {
+    pub chain: String,
+    pub handle: Option<u64>,
+    pub comment: Option<String>,
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+pub fn other_rules(rows: &[RuleRow], listing: Option<&Value>) -> Vec<OtherRule> {
+    let known = |comment: Option<&str>| comment.and_then(|c| c.split(' ').next()).is_some_and(|id| rows.iter().any(|r| r.id == id));
+    listing
+        .into_iter()
+        .flat_map(objects)
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| !known(r.get("comment").and_then(Value::as_str)))
+        .map(|r| {
+            let counted = counter_of(r);
+            OtherRule {
+                chain: r.get("chain").and_then(Value::as_str).unwrap_or_default().to_string(),
+                handle: r.get("handle").and_then(Value::as_u64),
+                comment: r.get("comment").and_then(Value::as_str).map(str::to_string),
+                packets: counted.map(|c| c.0),
+                bytes: counted.map(|c| c.1),
+            }
+        })
+        .collect()
+}
+
+/// `(packets, bytes)` of a live rule's counter statement, if it has one.
+fn counter_of(rule: &Value) -> Option<(u64, u64)> {
+    let c = rule.get("expr").and_then(Value::as_array).into_iter().flatten().find_map(|e| e.get("counter"))?;
+    let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some((n("packets"), n("bytes")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const POLICY: &str = "table t\npolicy input block counter\npass in proto tcp to port { 22, 80 } counter label \"ssh+web\"\npass in proto { tcp, udp } to port 53\n";
+
+    fn live_rule(comment: &str, counter: Option<(u64, u64)>) -> Value {
+        let mut expr = vec![json!({"accept": null})];
+        if let Some((p, b)) = counter {
+            expr.insert(0, json!({"counter": {"packets": p, "bytes": b}}));
+        }
+        json!({"rule": {"chain": "input", "comment": comment, "expr": expr}})
+    }
+
+    #[test]
+    fn counters_are_summed_per_policy_line() {
+        let c = crate::ir::compile("p.pf", POLICY).expect("compiles");
+        let listing = json!({"nftables": [
+            live_rule("p.pf:3 ssh+web", Some((4, 240))),
+            live_rule("p.pf:4", None),
+            live_rule("p.pf:4", None),
+            live_rule("p.pf:2 policy", Some((7, 420))),
+        ]});
+        let rows = rows(&c, Some(&listing));
+        let ids: Vec<_> = rows.iter().map(|r| (r.id.as_str(), r.kind, r.nft_rules, r.packets, r.bytes)).collect();
+        assert_eq!(
+            ids,
+            [("p.pf:2", "policy", 1, Some(7), Some(420)), ("p.pf:3", "rule", 1, Some(4), Some(240)), ("p.pf:4", "rule", 2, None, None)]
+        );
+        assert_eq!(rows[1].text, "pass in proto tcp to port { 22, 80 } counter label \"ssh+web\"");
+        assert_eq!((rows[1].label.as_deref(), rows[1].counter, rows[2].counter), (Some("ssh+web"), true, false));
+        assert_eq!(rows[0].action, "block");
+
+        assert!(other_rules(&rows, Some(&listing)).is_empty());
+        let extra = json!({"nftables": [live_rule("p.pf:3 ssh+web", None), json!({"rule": {"chain": "input", "handle": 9, "expr": [{"counter": {"packets": 2, "bytes": 80}}, {"accept": null}]}})]});
+        let others = other_rules(&rows, Some(&extra));
+        assert_eq!(others, [OtherRule { chain: "input".into(), handle: Some(9), comment: None, packets: Some(2), bytes: Some(80) }]);
+
+        let unloaded = super::rows(&c, None);
+        assert!(unloaded.iter().all(|r| r.nft_rules == 0 && r.packets.is_none()));
+    }
+}

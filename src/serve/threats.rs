@@ -1,0 +1,160 @@
+//! `threats`: the feed sets with their sizes, and the addresses blocked at
+//! run time with their expiry, as the live table holds them.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ir::{Ruleset, SetKind};
+use crate::nft::{objects, parse_live_elem};
+
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Threats {
+    pub feeds: Vec<FeedSet>,
+    pub dynamic_sets: Vec<DynamicSet>,
+    /// Every run-time entry, sorted by set then address.
+    pub blocked: Vec<Blocked>,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct FeedSet {
+    pub feed: String,
+    pub set: String,
+    pub nft_set: String,
+    pub family: &'static str,
+    pub source: Option<String>,
+    /// The feed's refresh interval in seconds.
+    pub refresh_seconds: Option<u64>,
+    /// Entries in the live set; `None` when the set is not loaded.
+    pub elements: Option<usize>,
+    #[serde(flatten)]
+    pub freshness: Freshness,
+}
+
+/// What the feed cache says about a feed's last download (all `None`
+/// without a cached copy).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Freshness {
+    /// Unix time of the download the cached copy came from.
+    pub fetched_at: Option<u64>,
+    pub age_seconds: Option<u64>,
+    /// Outcome of the latest attempt: `ok`, `not-modified`, `kept-last-good`.
+    pub status: Option<String>,
+    /// Why the latest attempt was refused, if it was.
+    pub message: Option<String>,
+}
+
+/// Reads `FEEDS_DIR/NAME.meta.json`, the feed updater's record of a feed,
+/// field by field so the API does not depend on the updater's version.
+pub fn freshness(feeds_dir: &Path, feed: &str, now: u64) -> Freshness {
+    let Some(meta) = std::fs::read_to_string(feeds_dir.join(format!("{feed}.meta.json"))).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok()) else {
+        return Freshness::default();
+    };
+    let fetched_at = meta.get("fetched_at").and_then(Value::as_u64).filter(|&t| t > 0);
+    let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+    Freshness { fetched_at, age_seconds: fetched_at.map(|t| now.saturating_sub(t)), status: text("status"), message: text("message") }
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct DynamicSet {
+    pub set: String,
+    pub nft_set: String,
+    pub family: &'static str,
+    /// Seconds an entry stays by default; `None` for "until removed".
+    pub default_timeout: Option<u64>,
+    pub entries: Option<usize>,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub set: String,
+    pub nft_set: String,
+    pub address: String,
+    /// Seconds left; `None` never expires.
+    pub expires_in: Option<u32>,
+    /// The timeout the entry was added with.
+    pub timeout: Option<u64>,
+}
+
+/// `feeds_dir` is the feed cache, if there is one; `now` is Unix time.
+pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, now: u64) -> Threats {
+    let live_elems = |nft_name: &str| -> Option<Vec<Value>> {
+        let set = listing.into_iter().flat_map(objects).filter_map(|o| o.get("set")).find(|s| s.get("name").and_then(Value::as_str) == Some(nft_name))?;
+        Some(set.get("elem").and_then(Value::as_array).cloned().unwrap_or_default())
+    };
+    let mut out = Threats::default();
+    for def in &rs.sets {
+        match &def.kind {
+            SetKind::Static { .. } => {}
+            SetKind::Feed { feed } => {
+                let opts = rs.feeds.iter().find(|f| &f.name == feed).map(|f| &f.options);
+                let opt = |k: &str| opts.and_then(|o| o.get(k)).cloned();
+                out.feeds.push(FeedSet {
+                    feed: feed.clone(),
+                    set: def.name.clone(),
+                    nft_set: def.nft_name.clone(),
+                    family: def.family.name(),
+                    source: opt("source"),
+                    refresh_seconds: opt("refresh").and_then(|r| r.parse().ok()),
+                    elements: live_elems(&def.nft_name).map(|e| e.len()),
+                    freshness: feeds_dir.map(|d| freshness(d, feed, now)).unwrap_or_default(),
+                });
+            }
+            SetKind::Dynamic { timeout } => {
+                let elems = live_elems(&def.nft_name);
+                for e in elems.iter().flatten() {
+                    let Some(parsed) = parse_live_elem(e) else { continue };
+                    out.blocked.push(Blocked {
+                        set: def.name.clone(),
+                        nft_set: def.nft_name.clone(),
+                        address: parsed.net.to_string(),
+                        expires_in: parsed.timeout,
+                        timeout: e.get("elem").and_then(|x| x.get("timeout")).and_then(Value::as_u64),
+                    });
+                }
+                out.dynamic_sets.push(DynamicSet {
+                    set: def.name.clone(),
+                    nft_set: def.nft_name.clone(),
+                    family: def.family.name(),
+                    default_timeout: *timeout,
+                    entries: elems.map(|e| e.len()),
+                });
+            }
+        }
+    }
+    out.feeds.sort_by(|a, b| a.nft_set.cmp(&b.nft_set));
+    out.dynamic_sets.sort_by(|a, b| a.nft_set.cmp(&b.nft_set));
+    out.blocked.sort_by(|a, b| (&a.nft_set, &a.address).cmp(&(&b.nft_set, &b.address)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn feed_sizes_and_blocked_entries_come_from_the_live_sets() {
+        let text = "table t\nfeed bad { source \"file:///x.txt\"; refresh 1h }\nset blocklist dynamic timeout 1d\nblock in from <bad>\nblock in from <blocklist>\n";
+        let c = crate::ir::compile("p.pf", text).expect("compiles");
+        let listing = json!({"nftables": [
+            {"set": {"name": "bad_v4", "elem": ["192.0.2.1", {"prefix": {"addr": "198.51.100.0", "len": 24}}]}},
+            {"set": {"name": "bad_v6"}},
+            {"set": {"name": "blocklist_v4", "elem": [{"elem": {"val": "203.0.113.9", "timeout": 3600, "expires": 3500}}, "203.0.113.1"]}},
+        ]});
+        let cache = tempfile::tempdir().expect("tempdir");
+        let meta = r#"{"source": "file:///x.txt", "fetched_at": 1000, "checked_at": 1500, "status": "kept-last-good", "message": "shrank by 80%"}"#;
+        std::fs::write(cache.path().join("bad.meta.json"), meta).expect("meta");
+        let t = threats(&c.ruleset, Some(&listing), Some(cache.path()), 1600);
+        let f = &t.feeds[0].freshness;
+        assert_eq!((f.fetched_at, f.age_seconds, f.status.as_deref(), f.message.as_deref()), (Some(1000), Some(600), Some("kept-last-good"), Some("shrank by 80%")));
+        assert_eq!(freshness(cache.path(), "never-fetched", 1600), Freshness::default());
+        let feeds: Vec<_> = t.feeds.iter().map(|f| (f.nft_set.as_str(), f.elements, f.refresh_seconds)).collect();
+        assert_eq!(feeds, [("bad_v4", Some(2), Some(3600)), ("bad_v6", Some(0), Some(3600))]);
+        let blocked: Vec<_> = t.blocked.iter().map(|b| (b.address.as_str(), b.expires_in, b.timeout)).collect();
+        assert_eq!(blocked, [("203.0.113.1/32", None, None), ("203.0.113.9/32", Some(3500), Some(3600))]);
+        let sets: Vec<_> = t.dynamic_sets.iter().map(|s| (s.nft_set.as_str(), s.entries, s.default_timeout)).collect();
+        assert_eq!(sets, [("blocklist_v4", Some(2), Some(86400)), ("blocklist_v6", None, Some(86400))]);
+    }
+}

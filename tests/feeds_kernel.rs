@@ -1,0 +1,114 @@
+//! Kernel test: a feed set decides real traffic in a namespace, and
+//! `feeds update` swaps its contents in place — no reload (handles and
+//! counters survive) and an established connection keeps flowing.
+
+mod common;
+
+use common::*;
+
+const POLICY: &str = r#"table phantomc
+feed bad {
+    source "bad.txt"
+    format plain
+    refresh 1h
+    max-shrink 100
+}
+allow-always { 10.10.0.0/24 }
+
+policy input  block
+policy forward block
+policy output pass
+
+pass  in on lo
+pass  in state { established, related } counter
+block in from <bad>
+pass  in proto tcp to port { 80, 9000 } state new
+pass  in proto icmpv6 icmp-type { nd-neighbor-solicit, nd-neighbor-advert }
+"#;
+
+fn set_elements(ns: &Netns, set: &str) -> String {
+    stdout(&ns.nft(&["list", "set", "inet", "phantomc", set]))
+}
+
+/// Packets counted by the `counter` rule (the established one).
+fn established_packets(ns: &Netns) -> u64 {
+    table_json(ns)["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.get("rule")?.get("expr")?.as_array())
+        .flatten()
+        .find_map(|e| e.get("counter")?.get("packets")?.as_u64())
+        .expect("a counter rule")
+}
+
+#[test]
+fn feed_update_swaps_the_set_in_place() {
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let _echo = echo_server(&lab.srv, 9000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("feeds.pf");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let list = dir.path().join("bad.txt");
+    let state = dir.path().join("state");
+    let (policy, state) = (policy.to_str().expect("path"), state.to_str().expect("path"));
+
+    // The admin LAN is inside a listed /16, but allow-always protects it.
+    std::fs::write(&list, "# bad hosts\n198.51.100.2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("table inet phantomc is not loaded: cached for the next `phantomc apply`"), "{}", stdout(&out));
+
+    // apply fills the feed set from the cache.
+    let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("10.10.0.0/24 not blocked, it is trusted by allow-always (feed entry 10.10.0.0/16"), "{}", stderr(&out));
+    let v4 = set_elements(&lab.srv, "bad_v4");
+    assert!(v4.contains("198.51.100.2") && v4.contains("203.0.113.0/24") && !v4.contains("10.10.0.0/16"), "{v4}");
+
+    let (p, a) = (&lab.publ, &lab.adm);
+    assert_eq!(tcp_connect(p, "198.51.100.1", 80), Tcp::TimedOut, "listed source drops");
+    assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::Connected, "its unlisted IPv6 address passes");
+    assert_eq!(tcp_connect(a, "10.10.0.1", 80), Tcp::Connected, "the allowlisted admin LAN passes");
+
+    let mut conn = Conn::open(a, "10.10.0.1", 9000);
+    assert!(conn.round_trip(b"before the update"));
+    let before = (handles(&lab.srv, "table"), handles(&lab.srv, "chain"), rule_handles(&lab.srv));
+    let counted = established_packets(&lab.srv);
+    assert!(counted > 0);
+
+    // The new list drops the old source and adds a new one.
+    std::fs::write(&list, "2001:db8:1::2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
+    let out = lab.srv.phantomc(&["feeds", "update", "bad", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("sets bad_v4 and bad_v6 of table inet phantomc replaced in one transaction"), "{}", stdout(&out));
+
+    assert_eq!(tcp_connect(p, "198.51.100.1", 80), Tcp::Connected, "the old source passes now");
+    assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::TimedOut, "the new source drops");
+    assert!(conn.round_trip(b"after the update"), "the established connection survives");
+    let after = (handles(&lab.srv, "table"), handles(&lab.srv, "chain"), rule_handles(&lab.srv));
+    assert_eq!(after, before, "no reload: table, chain and rule handles unchanged");
+    assert!(established_packets(&lab.srv) > counted, "counters keep counting, never reset");
+
+    // A bad list (empty) is refused and the set keeps the last good copy.
+    std::fs::write(&list, "").expect("list");
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("bad: REFUSED: empty: the feed lists no addresses; kept the last good copy"), "{}", stdout(&out));
+    assert!(set_elements(&lab.srv, "bad_v6").contains("2001:db8:1::2"));
+
+    // A full re-apply keeps the feed from the cache.
+    let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(set_elements(&lab.srv, "bad_v6").contains("2001:db8:1::2"));
+    assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::TimedOut, "still dropped after a reload");
+
+    let out = lab.srv.phantomc(&["feeds", "list", policy, "--state-dir", state]);
+    let text = stdout(&out);
+    assert!(text.starts_with("NAME  SOURCE"), "{text}");
+    assert!(text.contains("kept-last-good: empty: the feed lists no addresses"), "{text}");
+    let row = text.lines().nth(1).expect("a row");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cells[0], cells[2], cells[3]), ("bad", "2", "1"), "{row}");
+}

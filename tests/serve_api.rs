@@ -1,0 +1,323 @@
+//! The REST API of `phantomc serve`, running in a server namespace with the
+//! webserver policy applied, asked over the namespace's loopback; traffic
+//! comes from a client namespace.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-5f1c";
+const PORT: u16 = 9180;
+
+/// The lab with the webserver policy applied and the API started with a
+/// token and a proposals file (not written yet).
+struct ApiLab {
+    lab: WebLab,
+    svc: Service,
+    dir: tempfile::TempDir,
+}
+
+fn api_lab(policy: &str) -> ApiLab {
+    let lab = web_lab();
+    apply(&lab.srv, policy);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token file");
+    let proposals = dir.path().join("proposals.diff");
+    // No watcher: a state file that does not exist, whatever runs on the host.
+    let no_watcher = dir.path().join("no-watcher.json");
+    let mut args = vec![policy, "--token-file", token.to_str().expect("path"), "--proposals", proposals.to_str().expect("path")];
+    args.extend(["--state-file", no_watcher.to_str().expect("path"), "--state-dir", dir.path().to_str().expect("path")]);
+    let svc = Service::start(&lab.srv, PORT, &args);
+    ApiLab { lab, svc, dir }
+}
+
+fn rule<'a>(rules: &'a Value, id: &str) -> &'a Value {
+    rules["rules"].as_array().expect("rules").iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("no rule {id} in {rules}"))
+}
+
+#[test]
+fn status_reports_hash_and_drift() {
+    let ApiLab { lab, svc, dir } = api_lab(WEB);
+    let s = svc.get_json("/api/v1/status");
+    assert_eq!(s["state"], "in-sync", "{s}");
+    assert_eq!(s["loaded"], true);
+    assert_eq!(s["table"], "phantomc");
+    assert_eq!(s["nft_rules"], 13);
+    assert_eq!(s["last_error"], Value::Null);
+    assert_eq!(s["health_source"], "live-table", "no watcher state file in the namespace test");
+    let hash = s["ruleset_hash"].as_str().expect("hash of the loaded ruleset");
+    assert!(hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    assert_eq!(s["policy_hash"], s["ruleset_hash"]);
+
+    // Someone edits the live table behind phantomc's back.
+    let out = lab.srv.nft(&["add", "rule", "inet", "phantomc", "input", "tcp", "dport", "9999", "accept"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = svc.get_json("/api/v1/status");
+    assert_eq!(s["state"], "drifted", "{s}");
+    assert!(s["drift"].as_str().expect("diff").contains("+\t\ttcp dport 9999 accept"), "{s}");
+    assert_eq!(s["ruleset_hash"], Value::Null, "what is loaded is no longer the policy");
+    let others = svc.get_json("/api/v1/rules")["other_rules"].clone();
+    assert_eq!(others.as_array().map(Vec::len), Some(1), "{others}");
+    assert_eq!((others[0]["chain"].as_str(), &others[0]["comment"]), (Some("input"), &Value::Null), "{others}");
+
+    // A broken edit of the policy shows up as the error, with its location;
+    // the counters still map through the last good compile.
+    let policy = dir.path().join("webserver.pf");
+    std::fs::copy(WEB, &policy).expect("copy policy");
+    drop(svc);
+    let svc = Service::start(&lab.srv, PORT, &[policy.to_str().expect("path"), "--state-file", "/nonexistent/health.json"]);
+    std::fs::write(&policy, std::fs::read_to_string(WEB).expect("policy") + "allow in proto tcp to port 8080\n").expect("edit");
+    let s = svc.get_json("/api/v1/status");
+    let err = s["last_error"].as_str().expect("error");
+    assert!(err.contains("webserver.pf:25:1"), "{err}");
+    assert_eq!(svc.get_json("/api/v1/rules")["rules"].as_array().expect("rules").len(), 12);
+}
+
+#[test]
+fn rules_carry_live_counters_per_policy_line() {
+    let ApiLab { lab, svc, .. } = api_lab(WEB);
+    let _servers = Servers::start(&lab.srv, &[80, 443], &[443]);
+    let before = svc.get_json("/api/v1/rules");
+    let web = rule(&before, "webserver.pf:20");
+    assert_eq!((web["counter"].as_bool(), web["packets"].as_u64(), web["nft_rules"].as_u64()), (Some(true), Some(0), Some(2)), "{web}");
+    assert_eq!(web["label"], "web");
+    assert_eq!(web["text"], "pass   in to port $web state new counter label \"web\"");
+
+    // Each connection's SYN is the one packet in state new; the rest of it
+    // passes as established.
+    for port in [80, 80, 443] {
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", port), Tcp::Connected);
+    }
+    assert!(udp_echo(&lab.publ, "198.51.100.1", 443), "udp 443 passes");
+    let after = svc.get_json("/api/v1/rules");
+    let web = rule(&after, "webserver.pf:20");
+    let packets = web["packets"].as_u64().expect("packets");
+    assert!((4..=6).contains(&packets), "3 SYNs and 1-3 udp probes: {web}");
+    assert!(web["bytes"].as_u64().expect("bytes") >= 3 * 60, "{web}");
+
+    // Lines without `counter` have no counts; every statement of the policy is listed once.
+    let ssh = rule(&after, "webserver.pf:21");
+    assert_eq!((ssh["counter"].as_bool(), &ssh["packets"], ssh["nft_rules"].as_u64()), (Some(false), &Value::Null, Some(2)), "{ssh}");
+    assert_eq!(after["other_rules"], serde_json::json!([]), "every live rule comes from the policy");
+    let ids: Vec<&str> = after["rules"].as_array().expect("rules").iter().map(|r| r["id"].as_str().expect("id")).collect();
+    let expected: Vec<String> = [12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24].iter().map(|l| format!("webserver.pf:{l}")).collect();
+    assert_eq!(ids, expected);
+}
+
+#[test]
+fn threats_show_feed_sizes_and_blocked_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("feeds.pf");
+    let text = std::fs::read_to_string(WEB).expect("policy")
+        + "feed spamhaus { source \"file:///var/lib/phantomc/drop.txt\"; refresh 1h }\nblock in from <spamhaus>\n";
+    std::fs::write(&policy, text).expect("write policy");
+    let ApiLab { lab, svc, dir: state } = api_lab(policy.to_str().expect("path"));
+    // The feed updater is not part of this test: fill the feed set and its
+    // cache record as it would.
+    std::fs::create_dir_all(state.path().join("feeds")).expect("feed cache");
+    let fetched = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - 300;
+    let meta = format!(r#"{{"source": "file:///var/lib/phantomc/drop.txt", "fetched_at": {fetched}, "status": "ok"}}"#);
+    std::fs::write(state.path().join("feeds/spamhaus.meta.json"), meta).expect("feed meta");
+    let out = lab.srv.nft(&["add", "element", "inet", "phantomc", "spamhaus_v4", "{ 192.0.2.0/24, 203.0.113.50 }"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (code, done) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "2001:db8:99::/48", "timeout": 600}"#);
+    assert_eq!(code, 200, "{done}");
+    let t = svc.get_json("/api/v1/threats");
+    let feeds: Vec<(&str, u64, u64)> = t["feeds"]
+        .as_array()
+        .expect("feeds")
+        .iter()
+        .map(|f| (f["nft_set"].as_str().expect("set"), f["elements"].as_u64().expect("count"), f["refresh_seconds"].as_u64().expect("refresh")))
+        .collect();
+    assert_eq!(feeds, [("spamhaus_v4", 2, 3600), ("spamhaus_v6", 0, 3600)]);
+    let age = t["feeds"][0]["age_seconds"].as_u64().expect("age from the feed cache");
+    assert!((300..=310).contains(&age), "{age}");
+    assert_eq!((t["feeds"][0]["fetched_at"].as_u64(), t["feeds"][0]["status"].as_str()), (Some(fetched), Some("ok")));
+    let blocked = t["blocked"].as_array().expect("blocked");
+    assert_eq!(blocked.len(), 1, "{t}");
+    assert_eq!((blocked[0]["address"].as_str(), blocked[0]["nft_set"].as_str(), blocked[0]["timeout"].as_u64()), (Some("2001:db8:99::/48"), Some("blocklist_v6"), Some(600)));
+    let left = blocked[0]["expires_in"].as_u64().expect("expiry");
+    assert!((590..=600).contains(&left), "{left}");
+
+    // A feed set is not a run-time set: the API refuses to edit it.
+    let (code, err) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "198.51.100.9", "set": "spamhaus"}"#);
+    assert_eq!(code, 409, "{err}");
+    assert!(err["error"].as_str().expect("error").contains("not a run-time set"), "{err}");
+}
+
+#[test]
+fn writes_need_the_token_and_well_formed_input() {
+    let ApiLab { lab, svc, .. } = api_lab(WEB);
+    let body = r#"{"address": "198.51.100.2"}"#;
+    for path in ["/api/v1/block", "/api/v1/unblock"] {
+        let (code, err) = svc.post(path, None, body);
+        assert_eq!(code, 401, "{path} without a token: {err}");
+        assert!(err["error"].as_str().expect("error").contains("Bearer"), "{err}");
+        let (code, err) = svc.post(path, Some("wrong-token"), body);
+        assert_eq!(code, 403, "{path} with a wrong token: {err}");
+    }
+    let (code, _) = svc.request("POST", "/api/v1/block", &[("Authorization", &format!("Basic {TOKEN}"))], Some(body));
+    assert_eq!(code, 401, "not a bearer token");
+
+    let bad = [
+        (r#"{"address": "198.51.100.2""#, 400, "EOF while parsing"),
+        ("[]", 400, "request body"),
+        (r#"{"addr": "198.51.100.2"}"#, 400, "unknown field `addr`"),
+        (r#"{"address": "www.example.org"}"#, 400, "not an IPv4/IPv6 address"),
+        (r#"{"address": "198.51.100.2", "timeout": "1w"}"#, 400, "unknown unit"),
+        (r#"{"address": "198.51.100.2", "timeout": 0}"#, 400, "out of range"),
+        (r#"{"address": "198.51.100.2", "set": "x y"}"#, 400, "not a set name"),
+        (r#"{"address": "198.51.100.2", "set": "nosuchset"}"#, 404, "no set nosuchset_v4"),
+    ];
+    for (body, want, text) in bad {
+        let (code, err) = svc.post("/api/v1/block", Some(TOKEN), body);
+        assert_eq!(code, want, "{body}: {err}");
+        assert!(err["error"].as_str().expect("error body").contains(text), "{body}: {err}");
+    }
+    let (code, err) = svc.post("/api/v1/unblock", Some(TOKEN), r#"{"address": "198.51.100.77"}"#);
+    assert_eq!(code, 404, "unblock of an address that is not blocked: {err}");
+    let (code, err) = svc.post("/api/v1/unblock", Some(TOKEN), r#"{"address": "198.51.100.77", "timeout": 5}"#);
+    assert_eq!(code, 400, "unblock takes no timeout: {err}");
+    assert!(svc.get_json("/api/v1/threats")["blocked"].as_array().expect("blocked").is_empty(), "refused writes changed nothing");
+
+    // Without a configured token the server refuses every write.
+    let open = Service::start(&lab.srv, PORT + 1, &[WEB]);
+    let (code, err) = open.post("/api/v1/block", Some(TOKEN), body);
+    assert_eq!(code, 403, "{err}");
+    assert!(err["error"].as_str().expect("error").contains("writes are disabled"), "{err}");
+
+    // A page on another site that rebinds its DNS name to 127.0.0.1 gets nothing.
+    let (code, text) = svc.request("GET", "/api/v1/rules", &[("Host", "rebind.example:9180")], None);
+    assert_eq!(code, 421, "{text}");
+    let (code, _) = svc.request("POST", "/api/v1/block", &[("Host", "rebind.example"), ("Authorization", &format!("Bearer {TOKEN}"))], Some(body));
+    assert_eq!(code, 421);
+    assert_eq!(svc.request("GET", "/api/v1/status", &[("Host", "localhost:9180")], None).0, 200);
+
+    let (code, text) = svc.get("/api/v1/nothing");
+    assert_eq!((code, text.contains("\"error\"")), (404, true), "{text}");
+    assert!(svc.terminate().success(), "SIGTERM stops the server cleanly");
+}
+
+#[test]
+fn block_via_api_drops_traffic_and_unblock_restores_it() {
+    let ApiLab { lab, svc, .. } = api_lab(WEB);
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    let p = &lab.publ;
+    assert_eq!(tcp_connect(p, "198.51.100.1", 80), Tcp::Connected);
+    assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::Connected);
+
+    let (code, done) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "198.51.100.2", "timeout": "1h"}"#);
+    assert_eq!(code, 200, "{done}");
+    assert_eq!((done["address"].as_str(), done["nft_set"].as_str(), done["timeout"].as_u64()), (Some("198.51.100.2/32"), Some("blocklist_v4"), Some(3600)));
+    let (code, done) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "2001:db8:1::2", "set": "blocklist"}"#);
+    assert_eq!(code, 200, "{done}");
+    assert_eq!(tcp_connect(p, "198.51.100.1", 80), Tcp::TimedOut, "blocked v4 client");
+    assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::TimedOut, "blocked v6 client");
+    let blocked: Vec<String> =
+        svc.get_json("/api/v1/threats")["blocked"].as_array().expect("blocked").iter().map(|b| b["address"].as_str().expect("address").to_string()).collect();
+    assert_eq!(blocked, ["198.51.100.2/32", "2001:db8:1::2/128"]);
+
+    for addr in ["198.51.100.2", "2001:db8:1::2"] {
+        let (code, done) = svc.post("/api/v1/unblock", Some(TOKEN), &format!(r#"{{"address": "{addr}"}}"#));
+        assert_eq!((code, done["blocked"].as_bool()), (200, Some(false)), "{done}");
+    }
+    assert_eq!(tcp_connect(p, "198.51.100.1", 80), Tcp::Connected, "unblocked v4");
+    assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::Connected, "unblocked v6");
+    assert!(svc.get_json("/api/v1/threats")["blocked"].as_array().expect("blocked").is_empty());
+}
+
+#[test]
+fn proposals_and_docs() {
+    let ApiLab { svc, dir, lab: _lab } = api_lab(WEB);
+    let (code, text) = svc.get("/api/v1/proposals");
+    assert_eq!(code, 404, "{text}");
+    assert!(text.contains("no proposals yet"), "{text}");
+    let diff = "--- policies/webserver.pf\n+++ proposed\n@@ -21 +21,2 @@\n pass   in proto tcp from $admin_net to port 22 state new\n+pass   in proto tcp to port 8443 state new  # 412 flows from 38 hosts\n";
+    std::fs::write(dir.path().join("proposals.diff"), diff).expect("write proposals");
+    let p = svc.get_json("/api/v1/proposals");
+    assert_eq!((p["text"].as_str(), p["additions"].as_u64(), p["removals"].as_u64()), (Some(diff), Some(1), Some(0)));
+
+    let doc = svc.get_json("/api/docs/openapi.json");
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3."), "{doc}");
+    let mut paths: Vec<&str> = doc["paths"].as_object().expect("paths").keys().map(String::as_str).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/api/v1/block", "/api/v1/proposals", "/api/v1/rules", "/api/v1/status", "/api/v1/threats", "/api/v1/unblock"]);
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            assert!(op["responses"]["200"].is_object(), "{method} {path} documents its answer");
+            if method == "get" {
+                let (code, _) = svc.get(path);
+                assert!(code == 200 || path.ends_with("proposals"), "{path} answers");
+            } else {
+                assert!(op["responses"]["401"].is_object() && op["responses"]["400"].is_object(), "{path} documents auth and input errors");
+            }
+        }
+    }
+    let (code, html) = svc.get("/api/docs");
+    assert_eq!(code, 200);
+    assert!(html.contains("/api/docs/openapi.json"), "{html}");
+}
+
+#[test]
+fn status_reads_a_running_watchers_state_file() {
+    let lab = web_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("webserver.pf");
+    std::fs::copy(WEB, &policy).expect("copy policy");
+    let state_file = dir.path().join("health.json");
+    let (policy, state) = (policy.to_str().expect("path"), state_file.to_str().expect("path"));
+    let mut watch = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.srv.name, env!("CARGO_BIN_EXE_phantomc"), "watch", policy, "--state-file", state, "-q"])
+        .spawn()
+        .expect("start phantomc watch");
+    eventually("the watcher loads the policy", || state_file.exists() && lab.srv.nft(&["list", "table", "inet", "phantomc"]).status.success());
+    let svc = Service::start(&lab.srv, PORT, &[policy, "--state-file", state]);
+    let s = svc.get_json("/api/v1/status");
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!((s["health_source"].as_str(), s["watcher"].as_str(), s["state"].as_str()), (Some("watch-state-file"), Some("running"), Some("in-sync")), "{s}");
+        assert_eq!(s["reloads"], 1, "{s}");
+        assert!(s["last_reload"].as_u64().is_some(), "{s}");
+        assert_eq!(s["ruleset_hash"], s["policy_hash"], "the watcher and the API hash the same way: {s}");
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_and_an_empty_token() {
+    require_tools();
+    let ns = Netns::new("srvargs");
+    let out = ns.phantomc(&["serve", WEB, "--listen", "0.0.0.0:9180"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a loopback address (pass --allow-remote"), "{}", stderr(&out));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "\n").expect("write");
+    let out = ns.phantomc(&["serve", WEB, "--token-file", token.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the API token is empty"), "{}", stderr(&out));
+}
+
+#[test]
+fn status_answers_when_the_drift_check_cannot_run() {
+    let lab = web_lab();
+    apply(&lab.srv, WEB);
+    // A service without CAP_SYS_ADMIN cannot make the scratch namespace the
+    // exact drift check needs: stand in an `unshare` that is refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("unshare");
+    std::fs::write(&fake, "#!/bin/sh\necho 'unshare: Operation not permitted' >&2\nexit 1\n").expect("write");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").expect("PATH"));
+    let svc = Service::start_with_env(&lab.srv, PORT, &[WEB, "--state-file", "/nonexistent/health.json"], &[("PATH", &path)]);
+    let s = svc.get_json("/api/v1/status");
+    assert_eq!((s["state"].as_str(), s["loaded"].as_bool(), &s["ruleset_hash"]), (Some("unknown"), Some(true), &Value::Null), "{s}");
+    assert!(s["check_error"].as_str().expect("why").contains("Operation not permitted"), "{s}");
+    assert_eq!(svc.get_json("/api/v1/rules")["rules"].as_array().expect("rules").len(), 12, "other endpoints do not need it");
+}
