@@ -3,13 +3,13 @@
 # made by repeating a real capture with shifted timestamps), next to tcpdump
 # and tshark reading the same file in the same run.
 #
-#   benches/learn_bench.sh [SIZE_MB=1100] [SOURCE=testdata/learn/formats/wireshark_samples-test.pcapng]
+#   benches/learn_bench.sh [SIZE_MB=1000] [SOURCE=testdata/learn/formats/wireshark_samples-test.pcapng]
 #
 # Needs editcap, mergecap, capinfos (wireshark-common), tcpdump, tshark and
 # GNU time (/usr/bin/time). The big file lives under /tmp and is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE_MB=${1:-1100}
+SIZE_MB=${1:-1000}
 SOURCE=${2:-testdata/learn/formats/wireshark_samples-test.pcapng}
 THREADS=${THREADS:-2}
 
@@ -37,26 +37,36 @@ BYTES=$(stat -c %s "$FILE")
 PACKETS=$(capinfos -c -M "$FILE" | awk '/Number of packets/ { print $4 }')
 cat "$FILE" >/dev/null # warm the page cache so every tool reads from memory
 
-# run NAME COMMAND...: wall seconds and peak RSS from GNU time.
-run() {
-    local name=$1
-    shift
-    /usr/bin/time -v -o "$WORK/time" "$@" >/dev/null 2>"$WORK/stderr" || { echo "$name failed:" >&2; cat "$WORK/stderr" >&2; exit 1; }
+# measure COMMAND...: "seconds peak_kB" from GNU time.
+measure() {
+    /usr/bin/time -v -o "$WORK/time" "$@" >/dev/null 2>"$WORK/stderr" || { echo "failed: $*" >&2; cat "$WORK/stderr" >&2; exit 1; }
+    awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; w = s }
+                /Maximum resident set size/ { m = $2 } END { print w, m }' "$WORK/time"
+}
+
+# row NAME RUNS COMMAND...: median wall time of RUNS runs, highest peak RSS.
+row() {
+    local name=$1 runs=$2
+    shift 2
+    local results
+    results=$(for _ in $(seq "$runs"); do measure "$@"; done | sort -n)
     local wall rss
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s }' "$WORK/time")
-    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$WORK/time")
-    printf "| %-44s | %8.2f | %12.0f | %8.1f | %10.1f |\n" "$name" "$wall" "$(echo "$PACKETS / $wall" | bc -l)" \
+    wall=$(echo "$results" | awk -v n="$runs" 'NR == int((n + 1) / 2) { print $1 }')
+    rss=$(echo "$results" | awk '$2 > m { m = $2 } END { print m }')
+    printf "| %-46s | %8.2f | %12.0f | %8.1f | %10.1f |\n" "$name" "$wall" "$(echo "$PACKETS / $wall" | bc -l)" \
         "$(echo "$BYTES / 1000000 / $wall" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
 }
 
+RUNS=${RUNS:-3}
 echo "capture: $(basename "$SOURCE") repeated to $((BYTES / 1000000)) MB, $PACKETS packets; $(nproc) cores, learn with $THREADS threads"
-printf "| %-44s | %8s | %12s | %8s | %10s |\n" tool seconds packets/s MB/s "peak MB"
-printf "|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..46})" "----------" "--------------" "----------" "------------"
-run "phantomc learn (flows, detectors, proposal)" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy policies/webserver.pf
-run "phantomc learn, 1 thread" env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy policies/webserver.pf
-run "tcpdump -nr FILE -w /dev/null" tcpdump -nr "$FILE" -w /dev/null
-run "tshark -r FILE" tshark -n -r "$FILE"
-# The same learn run on a capture half the size: flat memory means the same peak.
+echo "median of $RUNS runs (tshark: 1 run); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf "| %-46s | %8s | %12s | %8s | %10s |\n" tool seconds packets/s MB/s "peak MB"
+printf "|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..48})" "----------" "--------------" "----------" "------------"
+row "phantomc learn (flows, detectors, proposal)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy policies/webserver.pf
+row "phantomc learn, 1 thread" "$RUNS" env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy policies/webserver.pf
+row "tcpdump -nr FILE -w /dev/null (peer)" "$RUNS" tcpdump -nr "$FILE" -w /dev/null
+row "tshark -r FILE (peer)" 1 tshark -n -r "$FILE"
+# Learn on the first half of the file: flat memory means the same peak.
 editcap -r "$FILE" "$WORK/half.pcap" 1-$((PACKETS / 2))
 BYTES=$(stat -c %s "$WORK/half.pcap") PACKETS=$((PACKETS / 2))
-run "phantomc learn on the first half (memory check)" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy policies/webserver.pf
+row "phantomc learn, first half (flat memory check)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy policies/webserver.pf

@@ -50,20 +50,20 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     };
     let size = std::fs::metadata(capture_path).map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(size);
-    let capture = learn::read_flows(capture_path, &cfg, &|pos| bar.set_position(pos))
+    let mut capture = learn::read_flows(capture_path, &cfg, &|pos| bar.set_position(pos))
         .map_err(|e| Failure::System(format!("{}: {e}", capture_path.display())))?;
     bar.finish_and_clear();
     if let Some(d) = &capture.read.damage {
-        let msg = format!("{}: damaged {d} ({} packets before it)", capture_path.display(), capture.read.packets);
+        let msg = format!("{}: cannot read past byte {}: {} ({} packets before it were read)", capture_path.display(), d.offset, d.reason, capture.read.packets);
         if !args.allow_damaged {
             return Err(Failure::System(format!("{msg}; use --allow-damaged to learn from them")));
         }
         eprintln!("phantomc: warning: {msg}");
     }
     let flows = capture.flows.len();
-    let report = learn::analyze(capture.flows, &cfg);
+    let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg);
     let elapsed = started.elapsed().as_secs_f64();
-    eprint!("{}", summary(&capture.read, capture.ip_bytes, flows, &report, elapsed));
+    eprint!("{}", summary(&capture, flows, &report, elapsed));
     let name = capture_path.file_name().map_or_else(|| capture_path.display().to_string(), |n| n.to_string_lossy().into_owned());
     propose_from(args, &cfg, &report, &name)
 }
@@ -97,7 +97,7 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
     let flow_count = flows.len();
     let report = learn::analyze(flows, cfg);
     let entries = format!("{} live, {} destroyed while watching", watched.live.len(), watched.destroyed.len());
-    eprint!("{}", table(&[("entries", entries)], flow_count, &report, started.elapsed().as_secs_f64()));
+    eprint!("{}", table(&[("entries", entries)], &flow_count.to_string(), &report, started.elapsed().as_secs_f64()));
     propose_from(args, cfg, &report, "the conntrack table")
 }
 
@@ -143,15 +143,23 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(len).with_style(style)
 }
 
-fn summary(read: &learn::reader::ReadSummary, ip_bytes: u64, flows: usize, report: &learn::Report, secs: f64) -> String {
+/// The summary table: what was read, what was found, how fast.
+fn summary(capture: &learn::Capture, flows: usize, report: &learn::Report, secs: f64) -> String {
+    let read = &capture.read;
     let secs_or_tiny = secs.max(1e-6);
+    let skipped: u64 = capture.skipped.values().sum();
+    let mut packets = read.packets.to_string();
+    if skipped > 0 {
+        let why: Vec<String> = capture.skipped.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        packets += &format!(" ({skipped} not decoded: {})", why.join(", "));
+    }
+    let merged = if capture.compacted { " (identical closed flows merged to bound memory)" } else { "" };
     let throughput = format!("{:.0} packets/s, {:.1} MB/s", read.packets as f64 / secs_or_tiny, read.file_bytes as f64 / 1e6 / secs_or_tiny);
-    let _ = ip_bytes;
-    table(&[("packets", read.packets.to_string())], flows, report, secs) + &format!("{:<11} {throughput}\n", "throughput")
+    table(&[("packets", packets)], &format!("{flows}{merged}"), report, secs) + &format!("{:<11} {throughput}\n", "throughput")
 }
 
 /// The summary rows every input shares, after the input's own rows.
-fn table(input: &[(&str, String)], flows: usize, report: &learn::Report, secs: f64) -> String {
+fn table(input: &[(&str, String)], flows: &str, report: &learn::Report, secs: f64) -> String {
     let rows = [
         ("flows", flows.to_string()),
         ("sources", report.sources.to_string()),

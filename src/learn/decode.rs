@@ -2,10 +2,9 @@
 //! the flow table needs. Lax: a frame cut short by the snaplen still yields
 //! its addresses and ports when those were captured.
 
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket};
+use etherparse::LaxIpSlice;
 
 use super::flows::{FlowKey, ICMP, ICMPV6, TCP, UDP};
 
@@ -90,62 +89,82 @@ pub enum Skip {
     Fragment,
 }
 
-/// Decode one frame of the given link type.
-pub fn decode(linktype: i32, frame: &[u8], ts_us: u64) -> Result<Decoded, Skip> {
-    use linktype::*;
-    let sliced = match linktype {
-        ETHERNET => LaxSlicedPacket::from_ethernet(frame).map_err(|_| Skip::Truncated)?,
-        RAW | RAW_BSD | RAW_OPENBSD | IPV4 | IPV6 => LaxSlicedPacket::from_ip(frame).map_err(|_| Skip::Truncated)?,
-        LINUX_SLL => {
-            let proto = frame.get(14..16).ok_or(Skip::Truncated)?;
-            LaxSlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([proto[0], proto[1]])), &frame[16..])
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// 802.1Q, 802.1ad and the old QinQ tag: 4 bytes each, then the real type.
+const ETHERTYPE_VLANS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+
+impl Skip {
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::NotIp => "not IP",
+            Skip::LinkType => "unsupported link type",
+            Skip::Truncated => "truncated",
+            Skip::Fragment => "later IP fragment",
         }
-        LINUX_SLL2 => {
-            let proto = frame.get(0..2).ok_or(Skip::Truncated)?;
-            let rest = frame.get(20..).ok_or(Skip::Truncated)?;
-            LaxSlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([proto[0], proto[1]])), rest)
-        }
-        NULL | LOOP => {
-            // A 4-byte address family in the capturing host's byte order.
-            let rest = frame.get(4..).ok_or(Skip::Truncated)?;
-            LaxSlicedPacket::from_ip(rest).map_err(|_| Skip::NotIp)?
-        }
-        _ => return Err(Skip::LinkType),
-    };
-    from_net(sliced.net.as_ref().ok_or(Skip::NotIp)?, ts_us)
+    }
 }
 
-fn from_net(net: &LaxNetSlice<'_>, ts_us: u64) -> Result<Decoded, Skip> {
-    let (src_ip, dst_ip, ip_len, header_start, payload) = match net {
-        LaxNetSlice::Ipv4(ip) => {
-            let h = ip.header();
-            if ip.payload().fragmented && h.fragments_offset().value() != 0 {
-                return Err(Skip::Fragment);
-            }
-            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), u32::from(h.total_len()), h.slice().as_ptr(), ip.payload())
-        }
-        LaxNetSlice::Ipv6(ip) => {
-            let h = ip.header();
-            if ip.payload().fragmented {
-                return Err(Skip::Fragment);
-            }
-            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), 40 + u32::from(h.payload_length()), h.slice().as_ptr(), ip.payload())
-        }
-        LaxNetSlice::Arp(_) => return Err(Skip::NotIp),
+/// Decode one frame of the given link type. The link layer is a few fixed
+/// fields, read directly; the IP layer goes through etherparse's lax slicer.
+pub fn decode(linktype: i32, frame: &[u8], ts_us: u64) -> Result<Decoded, Skip> {
+    use linktype::*;
+    let ip = match linktype {
+        ETHERNET => after_ether_type(be16(frame, 12).ok_or(Skip::Truncated)?, frame.get(14..))?,
+        RAW | RAW_BSD | RAW_OPENBSD | IPV4 | IPV6 => frame,
+        // Linux "cooked" captures: the protocol at byte 14 (SLL) or 0 (SLL2).
+        LINUX_SLL => after_ether_type(be16(frame, 14).ok_or(Skip::Truncated)?, frame.get(16..))?,
+        LINUX_SLL2 => after_ether_type(be16(frame, 0).ok_or(Skip::Truncated)?, frame.get(20..))?,
+        // A 4-byte address family in the capturing host's byte order.
+        NULL | LOOP => frame.get(4..).ok_or(Skip::Truncated)?,
+        _ => return Err(Skip::LinkType),
     };
+    let (ip, _) = LaxIpSlice::from_slice(ip).map_err(|_| Skip::NotIp)?;
+    from_ip(&ip, ts_us)
+}
+
+/// The IP packet after an EtherType, skipping VLAN tags.
+fn after_ether_type(mut ether_type: u16, rest: Option<&[u8]>) -> Result<&[u8], Skip> {
+    let mut rest = rest.ok_or(Skip::Truncated)?;
+    while ETHERTYPE_VLANS.contains(&ether_type) {
+        ether_type = be16(rest, 2).ok_or(Skip::Truncated)?;
+        rest = &rest[4..];
+    }
+    match ether_type {
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Ok(rest),
+        _ => Err(Skip::NotIp),
+    }
+}
+
+fn from_ip(ip: &LaxIpSlice<'_>, ts_us: u64) -> Result<Decoded, Skip> {
+    let (ip_len, header_start) = match ip {
+        LaxIpSlice::Ipv4(v4) => {
+            let h = v4.header();
+            if v4.payload().fragmented && h.fragments_offset().value() != 0 {
+                return Err(Skip::Fragment);
+            }
+            (u32::from(h.total_len()), h.slice().as_ptr())
+        }
+        LaxIpSlice::Ipv6(v6) => {
+            if v6.payload().fragmented {
+                return Err(Skip::Fragment);
+            }
+            (40 + u32::from(v6.header().payload_length()), v6.header().slice().as_ptr())
+        }
+    };
+    let payload = ip.payload();
     // Header bytes before the transport: IP header plus extensions.
     let ip_headers = (payload.payload.as_ptr() as usize - header_start as usize) as u32;
-    let transport_len = ip_len.saturating_sub(ip_headers);
     let mut d = Decoded {
         ts_us,
         proto: payload.ip_number.0,
-        src_ip,
-        dst_ip,
+        src_ip: ip.source_addr(),
+        dst_ip: ip.destination_addr(),
         sport: 0,
         dport: 0,
         tcp_flags: 0,
         ip_len,
-        payload_len: transport_len,
+        payload_len: ip_len.saturating_sub(ip_headers),
         icmp_type: 0,
         icmp_code: 0,
         quote: None,
@@ -153,8 +172,8 @@ fn from_net(net: &LaxNetSlice<'_>, ts_us: u64) -> Result<Decoded, Skip> {
     };
     transport(&mut d, payload.payload)?;
     d.key_hash = match d.quote {
-        Some(q) => hash_key(&FlowKey::new(q.proto, q.src, q.dst)),
-        None => hash_key(&d.key()),
+        Some(q) => FlowKey::new(q.proto, q.src, q.dst).hash_u64(),
+        None => d.key().hash_u64(),
     };
     Ok(d)
 }
@@ -200,12 +219,8 @@ fn transport(d: &mut Decoded, t: &[u8]) -> Result<(), Skip> {
 
 /// The flow of the packet an ICMP error quotes (its IP header and first 8 bytes).
 fn quote(inner: &[u8]) -> Option<Quote> {
-    let sliced = LaxSlicedPacket::from_ip(inner).ok()?;
-    let (src, dst, payload) = match sliced.net.as_ref()? {
-        LaxNetSlice::Ipv4(ip) => (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr()), ip.payload()),
-        LaxNetSlice::Ipv6(ip) => (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr()), ip.payload()),
-        LaxNetSlice::Arp(_) => return None,
-    };
+    let (ip, _) = LaxIpSlice::from_slice(inner).ok()?;
+    let (src, dst, payload) = (ip.source_addr(), ip.destination_addr(), ip.payload());
     let proto = payload.ip_number.0;
     let t = payload.payload;
     let (sport, dport) = match proto {
@@ -214,10 +229,4 @@ fn quote(inner: &[u8]) -> Option<Quote> {
         _ => (0, 0),
     };
     Some(Quote { proto, src: SocketAddr::new(src, sport), dst: SocketAddr::new(dst, dport) })
-}
-
-fn hash_key(k: &FlowKey) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    k.hash(&mut h);
-    h.finish()
 }

@@ -128,9 +128,12 @@ fn trw(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     })
 }
 
+/// An attempt at a time, keyed by what a scan varies (port or host).
+type Event<'a, K> = (u64, K, &'a Flow);
+
 /// The most distinct keys among events inside any window of `window_us`,
 /// with the events of that window. Events must be sorted by time.
-fn densest_window<'a, K: Eq + Hash + Copy>(events: &[(u64, K, &'a Flow)], window_us: u64) -> (usize, Vec<&'a Flow>) {
+fn densest_window<'a, K: Eq + Hash + Copy>(events: &[Event<'a, K>], window_us: u64) -> (usize, Vec<&'a Flow>) {
     let mut counts: HashMap<K, usize> = HashMap::new();
     let (mut best, mut best_range) = (0, 0..0);
     let mut lo = 0;
@@ -157,7 +160,7 @@ fn failed_port_flows<'a, 'b>(fs: &'b [&'a Flow]) -> impl Iterator<Item = &'a Flo
 }
 
 fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
-    let mut per_host: BTreeMap<IpAddr, Vec<(u64, (u8, u16), &Flow)>> = BTreeMap::new();
+    let mut per_host: BTreeMap<IpAddr, Vec<Event<(u8, u16)>>> = BTreeMap::new();
     for f in failed_port_flows(fs) {
         per_host.entry(f.server.ip()).or_default().push((f.first_seen_us, (f.proto, f.server.port()), f));
     }
@@ -182,7 +185,7 @@ fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
 }
 
 fn horizontal_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
-    let mut per_port: BTreeMap<(u8, u16), Vec<(u64, IpAddr, &Flow)>> = BTreeMap::new();
+    let mut per_port: BTreeMap<(u8, u16), Vec<Event<IpAddr>>> = BTreeMap::new();
     for f in failed_port_flows(fs) {
         per_port.entry((f.proto, f.server.port())).or_default().push((f.first_seen_us, f.server.ip(), f));
     }

@@ -7,6 +7,7 @@
 //! (`attempt_seen == false`) so detectors do not count them as attempts.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -137,10 +138,7 @@ impl Flow {
         if self.icmp_error.is_some() && self.resp.packets == 0 {
             return false;
         }
-        match self.state {
-            ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR => true,
-            _ => false,
-        }
+        matches!(self.state, ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR)
     }
 
     /// The originator's attempt was seen and got no useful answer.
@@ -193,6 +191,61 @@ impl FlowKey {
         } else {
             FlowKey { proto, lo: b, hi: a }
         }
+    }
+}
+
+/// FxHash-style hasher: flow keys are hashed once or twice per packet and
+/// SipHash's DoS resistance buys nothing for a capture we are reading.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for b in chunks.remainder() {
+            self.add(u64::from(*b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn finish(&self) -> u64 {
+        // Final avalanche so that low bits (shard = hash % n) are well mixed.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+}
+
+impl KeyHasher {
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl FlowKey {
+    pub fn hash_u64(&self) -> u64 {
+        let mut h = KeyHasher::default();
+        self.hash(&mut h);
+        h.finish()
     }
 }
 
@@ -376,7 +429,7 @@ fn conn_state(proto: u8, orig: u8, resp: u8, resp_packets: u64) -> ConnState {
 /// One shard of the flow table (a disjoint part of the key space).
 #[derive(Default)]
 pub struct FlowShard {
-    open: HashMap<FlowKey, OpenFlow>,
+    open: HashMap<FlowKey, OpenFlow, BuildHasherDefault<KeyHasher>>,
     closed: Vec<Flow>,
     /// Latest packet time seen by this shard (captures need not be sorted).
     clock_us: u64,
@@ -445,7 +498,8 @@ impl FlowShard {
             let f = self.open.remove(&k).expect("present");
             self.close(f.finish(), limits);
         }
-        self.next_sweep_us = now + 10_000_000;
+        // Sweeping walks every open flow: do it once per shortest timeout.
+        self.next_sweep_us = now + 1_000_000 * limits.tcp_idle_secs.min(limits.udp_idle_secs).min(limits.other_idle_secs).max(1);
     }
 
     fn close(&mut self, flow: Flow, limits: &FlowLimits) {
@@ -535,9 +589,12 @@ pub struct FlowSet {
 }
 
 pub fn sort_flows(flows: &mut [Flow]) {
-    flows.sort_by(|a, b| {
-        (a.first_seen_us, a.proto, a.client, a.server, a.last_seen_us).cmp(&(b.first_seen_us, b.proto, b.client, b.server, b.last_seen_us))
-    });
+    // Unstable sort (no copy buffer for these large records); the key is
+    // complete enough that only identical records tie.
+    let key = |f: &Flow| (f.first_seen_us, f.proto, f.client, f.server, f.last_seen_us, f.state, f.connections, f.orig.packets, f.resp.packets);
+    if !flows.is_sorted_by(|a, b| key(a) <= key(b)) {
+        flows.sort_unstable_by_key(key);
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ pub mod services;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 pub use config::Config;
@@ -29,7 +28,7 @@ pub use flows::{ConnState, Flow};
 
 use decode::Skip;
 use flows::FlowTable;
-use reader::{Batch, ReadSummary};
+use reader::ReadSummary;
 
 /// Flows read from a capture file, with what reading and decoding saw.
 pub struct Capture {
@@ -37,39 +36,61 @@ pub struct Capture {
     pub read: ReadSummary,
     /// Frames that were captured but carried no usable IP header.
     pub skipped: BTreeMap<String, u64>,
-    /// IP bytes of decoded packets.
-    pub ip_bytes: u64,
     /// Some closed flows were merged to bound memory.
     pub compacted: bool,
 }
 
-/// Read a capture into flows. Decoding runs in parallel per batch; the flow
-/// table is sharded by flow key, one shard per thread. `progress` gets the
-/// file offset reached after each batch.
+/// Packets handed from the reader thread to the flow table at a time.
+const BATCH: usize = 8192;
+
+/// Decoded packets of one batch, and what could not be decoded.
+#[derive(Default)]
+struct DecodedBatch {
+    packets: Vec<decode::Decoded>,
+    skipped: Vec<Skip>,
+    file_offset: u64,
+}
+
+/// Read a capture into flows. The reader thread parses and decodes; the
+/// flow table runs beside it, sharded by flow key over the remaining rayon
+/// threads. `progress` gets the file offset reached after each batch.
 pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
-    let threads = rayon::current_num_threads();
-    let mut table = FlowTable::new(threads, cfg.flows.clone());
+    // One core goes to the reader; sharding pays only with cores to spare.
+    let shards = rayon::current_num_threads().saturating_sub(1).max(1);
+    let mut table = FlowTable::new(shards, cfg.flows.clone());
     let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
-    let mut ip_bytes = 0u64;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<DecodedBatch>(4);
+    // Used batches go back to the reader, buffers and all.
+    let (give_back, take_back) = std::sync::mpsc::channel::<DecodedBatch>();
     let read = std::thread::scope(|s| {
-        // The reader runs beside decoding so file parsing overlaps with the rest.
-        let reader = s.spawn(move || reader::read_capture(path, |b| tx.send(b).expect("consumer alive")));
-        for batch in rx {
-            let decoded: Vec<Result<decode::Decoded, Skip>> =
-                batch.frames.par_iter().with_min_len(512).map(|f| decode::decode(f.linktype, batch.frame(f), f.ts_us)).collect();
-            let mut ok = Vec::with_capacity(decoded.len());
-            for d in decoded {
-                match d {
-                    Ok(d) => {
-                        ip_bytes += u64::from(d.ip_len);
-                        ok.push(d);
-                    }
-                    Err(skip) => *skipped.entry(skip).or_default() += 1,
+        let reader = s.spawn(move || {
+            let mut out = DecodedBatch::default();
+            let read = reader::read_capture(path, |f| {
+                match decode::decode(f.linktype, f.data, f.ts_us) {
+                    Ok(d) => out.packets.push(d),
+                    Err(skip) => out.skipped.push(skip),
                 }
+                if out.packets.len() + out.skipped.len() >= BATCH {
+                    out.file_offset = f.end_offset;
+                    let next = take_back.try_recv().unwrap_or_default();
+                    tx.send(std::mem::replace(&mut out, next)).expect("consumer alive");
+                }
+            });
+            if let Ok(r) = &read {
+                out.file_offset = r.file_bytes;
             }
-            table.add_batch(&ok);
+            tx.send(out).expect("consumer alive");
+            read
+        });
+        for mut batch in rx {
+            for skip in batch.skipped.drain(..) {
+                *skipped.entry(skip).or_default() += 1;
+            }
+            table.add_batch(&batch.packets);
             progress(batch.file_offset);
+            batch.packets.clear();
+            // The reader may be done already; then the batch is simply dropped.
+            let _ = give_back.send(batch);
         }
         reader.join().expect("reader thread does not panic")
     })?;
@@ -77,8 +98,7 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
     Ok(Capture {
         flows: set.flows,
         read,
-        skipped: skipped.into_iter().map(|(k, v)| (format!("{k:?}").to_lowercase(), v)).collect(),
-        ip_bytes,
+        skipped: skipped.into_iter().map(|(k, v)| (k.name().to_string(), v)).collect(),
         compacted: set.compacted,
     })
 }

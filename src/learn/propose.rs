@@ -117,13 +117,19 @@ pub fn propose(policy_path: &Path, report: &Report, cfg: &Config, capture_name: 
 
     let passes = pass_rules(&before, &report.services, cfg);
     if !passes.is_empty() {
-        let sep = if old_text.ends_with('\n') || old_text.is_empty() { "" } else { "\n" };
         let body: String = passes.iter().map(|r| format!("{r}\n")).collect();
-        inserts.push((old_text.len(), format!("{sep}\n# Learned by `phantomc learn` from {capture_name}: services used.\n{body}")));
+        inserts.push((old_text.len(), format!("\n# Learned by `phantomc learn` from {capture_name}: services used.\n{body}")));
     }
 
     // Apply from the end so earlier offsets stay valid; equal offsets keep their order.
     let mut new_text: String = old_text.clone();
+    if !inserts.is_empty() && !new_text.is_empty() && !new_text.ends_with('\n') {
+        // Text appended at the end must start on a line of its own.
+        new_text.push('\n');
+        for (at, _) in inserts.iter_mut().filter(|(at, _)| *at == old_text.len()) {
+            *at += 1;
+        }
+    }
     for (at, text) in inserts.iter().rev() {
         new_text.insert_str(*at, text);
     }

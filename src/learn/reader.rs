@@ -10,39 +10,17 @@ use std::path::Path;
 use pcap_parser::pcapng::Block;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
-/// Frames are handed out in batches so they can be decoded in parallel.
-pub const BATCH_FRAMES: usize = 8192;
 /// Blocks larger than this are treated as damage, not grown into.
 const MAX_BLOCK: usize = 64 << 20;
 
-/// One captured frame inside a [`Batch`].
+/// One captured frame, borrowed from the reader's buffer.
 #[derive(Clone, Copy, Debug)]
-pub struct FrameRef {
+pub struct Frame<'a> {
     pub linktype: i32,
     pub ts_us: u64,
-    start: u32,
-    len: u32,
-}
-
-/// Captured frames, their bytes stored back to back.
-#[derive(Default)]
-pub struct Batch {
-    data: Vec<u8>,
-    pub frames: Vec<FrameRef>,
-    /// File bytes consumed up to the end of this batch.
-    pub file_offset: u64,
-}
-
-impl Batch {
-    pub fn frame(&self, f: &FrameRef) -> &[u8] {
-        &self.data[f.start as usize..(f.start + f.len) as usize]
-    }
-
-    fn push(&mut self, linktype: i32, ts_us: u64, frame: &[u8]) {
-        let start = self.data.len() as u32;
-        self.data.extend_from_slice(frame);
-        self.frames.push(FrameRef { linktype, ts_us, start, len: frame.len() as u32 });
-    }
+    pub data: &'a [u8],
+    /// File offset just past this frame's block.
+    pub end_offset: u64,
 }
 
 /// Where and why reading stopped early.
@@ -80,9 +58,9 @@ struct Interface {
     offset_secs: i64,
 }
 
-/// Read every frame of `path`, handing them to `sink` in batches.
-/// Errors only when the file cannot be opened; damage is in the summary.
-pub fn read_capture(path: &Path, mut sink: impl FnMut(Batch)) -> std::io::Result<ReadSummary> {
+/// Read every frame of `path`, handing each to `sink` straight from the read
+/// buffer. Errors only when the file cannot be opened; damage is in the summary.
+pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
     let file = File::open(path)?;
     let file_bytes = file.metadata()?.len();
     let mut summary = ReadSummary { file_bytes, ..Default::default() };
@@ -100,7 +78,6 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Batch)) -> std::io::Result
         }
     };
     let mut interfaces: Vec<Interface> = Vec::new();
-    let mut batch = Batch::default();
     let mut last_ts = 0u64;
     loop {
         let offset = reader.consumed() as u64;
@@ -117,7 +94,8 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Batch)) -> std::io::Result
                         let iface = interfaces[0];
                         let frac = u64::from(b.ts_usec) * 1_000_000 / iface.resolution;
                         last_ts = u64::from(b.ts_sec) * 1_000_000 + frac;
-                        batch.push(iface.linktype, last_ts, b.data);
+                        summary.packets += 1;
+                        sink(Frame { linktype: iface.linktype, ts_us: last_ts, data: b.data, end_offset: offset + len as u64 });
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => {
                         summary.format = "pcapng";
@@ -143,7 +121,8 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Batch)) -> std::io::Result
                         let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                         let us = (u128::from(raw) * 1_000_000 / u128::from(iface.resolution)) as i128 + i128::from(iface.offset_secs) * 1_000_000;
                         last_ts = us.clamp(0, i128::from(u64::MAX)) as u64;
-                        batch.push(iface.linktype, last_ts, epb.data);
+                        summary.packets += 1;
+                        sink(Frame { linktype: iface.linktype, ts_us: last_ts, data: epb.data, end_offset: offset + len as u64 });
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                         // No timestamp of its own: keep the clock where it was.
@@ -151,16 +130,12 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Batch)) -> std::io::Result
                             summary.damage = Some(Damage { offset, reason: "simple packet block before any interface description".into() });
                             break;
                         };
-                        batch.push(iface.linktype, last_ts, spb.data);
+                        summary.packets += 1;
+                        sink(Frame { linktype: iface.linktype, ts_us: last_ts, data: spb.data, end_offset: offset + len as u64 });
                     }
                     PcapBlockOwned::NG(_) => {}
                 }
                 reader.consume(len);
-                if batch.frames.len() >= BATCH_FRAMES {
-                    summary.packets += batch.frames.len() as u64;
-                    batch.file_offset = reader.consumed() as u64;
-                    sink(std::mem::take(&mut batch));
-                }
             }
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
@@ -185,11 +160,6 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Batch)) -> std::io::Result
                 break;
             }
         }
-    }
-    summary.packets += batch.frames.len() as u64;
-    batch.file_offset = reader.consumed() as u64;
-    if !batch.frames.is_empty() {
-        sink(batch);
     }
     Ok(summary)
 }
