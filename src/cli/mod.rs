@@ -94,6 +94,11 @@ impl From<LoadError> for Failure {
 pub type CmdResult = Result<ExitCode, Failure>;
 
 pub fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when a pipe reader (`| head`) goes away.
+    // SAFETY: called first, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile(args) => compile::run(&args),

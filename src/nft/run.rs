@@ -51,9 +51,18 @@ impl Nft {
     }
 
     pub fn table_exists(&self, table: &str) -> Result<bool, NftError> {
-        let out = self.run(&["-j", "list", "tables", "inet"], None)?;
+        // `list chains` first: nft 1.0.6 reads every set element for `list
+        // tables` (seconds with a big feed set); only a table without chains
+        // needs the slow listing.
+        Ok(self.lists_table(&["-j", "list", "chains", "inet"], "chain", "table", table)?
+            || self.lists_table(&["-j", "list", "tables", "inet"], "table", "name", table)?)
+    }
+
+    /// Does the listing `args` hold a `kind` object whose `key` is `table`?
+    fn lists_table(&self, args: &[&str], kind: &str, key: &str, table: &str) -> Result<bool, NftError> {
+        let out = self.run(args, None)?;
         let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| NftError::BadOutput(e.to_string()))?;
-        let found = objects(&v).any(|o| o.get("table").and_then(|t| t.get("name")).and_then(|n| n.as_str()) == Some(table));
+        let found = objects(&v).any(|o| o.get(kind).and_then(|t| t.get(key)).and_then(|n| n.as_str()) == Some(table));
         Ok(found)
     }
 
