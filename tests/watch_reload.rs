@@ -356,11 +356,15 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     eventually("b.pf's edit live", || lab.input_chain().contains("from-b2"));
     std::fs::write(lab.path("a.pf"), "this is no longer read\n").unwrap();
 
-    // A local feed file change is seen (its contents are the feeds module's
-    // business; the policy itself compiles to the same ruleset).
+    // A local feed file change is seen: the policy compiles to the same
+    // ruleset, and the feed's set is swapped in place.
     std::fs::write(lab.path("feeds/drop.txt"), "198.51.100.0/24\n").unwrap();
     let h = lab.wait_health("feed change seen", |h| h.unchanged == 1);
     assert_eq!((h.reloads, h.failures), (4, 0), "a.pf's edit after it left the policy changed nothing: {h:?}");
+    eventually("the feed set holds the new file's contents", || {
+        let set = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "drop_v4"]));
+        set.contains("198.51.100.0/24") && !set.contains("192.0.2.0/24")
+    });
 
     // `git checkout` style: the policy disappears for a moment, then comes back.
     std::fs::remove_file(&main).unwrap();

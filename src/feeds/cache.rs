@@ -28,6 +28,9 @@ pub struct Meta {
     pub status: String,
     /// Why the latest attempt was refused, if it was.
     pub message: Option<String>,
+    /// A local source's modification time (ns) at the latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_mtime_ns: Option<u128>,
 }
 
 impl Meta {

@@ -65,6 +65,8 @@ pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, Stri
         ..Meta::default()
     });
     base.checked_at = now;
+    // Read before the file itself: an edit in between is seen as a change next time.
+    base.source_mtime_ns = local_mtime_ns(&cfg.source);
     let (outcome, warnings) = match fetch::fetch(&cfg.source, &known) {
         Err(e) => (Outcome::Kept { reason: format!("download failed: {e}") }, Vec::new()),
         Ok(Fetched::NotModified) => (Outcome::NotModified, Vec::new()),
@@ -155,10 +157,16 @@ pub fn is_due(cfg: &FeedConfig, last: Option<&Meta>, now: u64) -> bool {
     if now >= m.checked_at + cfg.refresh.as_secs() {
         return true;
     }
-    !fetch::is_url(&cfg.source)
-        && std::fs::metadata(&cfg.source)
-            .and_then(|md| md.modified())
-            .is_ok_and(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) > m.checked_at)
+    local_mtime_ns(&cfg.source).is_some_and(|t| m.source_mtime_ns != Some(t))
+}
+
+/// A local source file's modification time, in ns (`None` for URLs).
+fn local_mtime_ns(source: &str) -> Option<u128> {
+    if fetch::is_url(source) {
+        return None;
+    }
+    let modified = std::fs::metadata(source).and_then(|md| md.modified()).ok()?;
+    Some(modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()))
 }
 
 /// What an update did to the live sets of a feed whose copy changed.
@@ -269,6 +277,21 @@ mod tests {
 
     fn parsed(text: &str) -> Parsed {
         normalize::parse(text, Format::Plain, 1).unwrap()
+    }
+
+    #[test]
+    fn a_feed_is_due_when_never_fetched_expired_or_its_file_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("list.txt");
+        std::fs::write(&file, "192.0.2.0/24\n").unwrap();
+        let c = FeedConfig { source: file.to_string_lossy().into_owned(), ..cfg(10, 50) };
+        let checked = Meta { checked_at: 1_000, source_mtime_ns: local_mtime_ns(&c.source), ..Meta::default() };
+        assert!(is_due(&c, None, 1_000));
+        assert!(!is_due(&c, Some(&checked), 1_000 + 3599));
+        assert!(is_due(&c, Some(&checked), 1_000 + 3600));
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
+        assert!(is_due(&c, Some(&checked), 1_000 + 1), "an edited local file is due at once");
     }
 
     #[test]
