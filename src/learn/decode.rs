@@ -49,7 +49,8 @@ pub struct Decoded {
     pub icmp_code: u8,
     /// Set for ICMP errors that quote a TCP/UDP/ICMP packet.
     pub quote: Option<Quote>,
-    /// Hash of the flow key this packet belongs to (shard selection).
+    /// Hash of the flow key this packet belongs to (shard selection and the
+    /// flow table lookup, so it is hashed once, on the reader thread).
     pub key_hash: u64,
 }
 

@@ -6,7 +6,7 @@
 //! mid-stream keep the first sender as client but are marked as such
 //! (`attempt_seen == false`) so detectors do not count them as attempts.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -249,6 +249,28 @@ impl FlowKey {
     }
 }
 
+/// A flow key with the hash the reader thread already computed
+/// ([`Decoded::key_hash`]), so the table does not hash it again.
+#[derive(Clone, Copy, Debug)]
+struct HashedKey {
+    key: FlowKey,
+    hash: u64,
+}
+
+impl PartialEq for HashedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for HashedKey {}
+
+impl Hash for HashedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// Idle timeouts and memory bounds.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -429,7 +451,7 @@ fn conn_state(proto: u8, orig: u8, resp: u8, resp_packets: u64) -> ConnState {
 /// One shard of the flow table (a disjoint part of the key space).
 #[derive(Default)]
 pub struct FlowShard {
-    open: HashMap<FlowKey, OpenFlow, BuildHasherDefault<KeyHasher>>,
+    open: HashMap<HashedKey, OpenFlow, BuildHasherDefault<KeyHasher>>,
     closed: Vec<Flow>,
     /// Latest packet time seen by this shard (captures need not be sorted).
     clock_us: u64,
@@ -452,28 +474,36 @@ impl FlowShard {
     }
 
     fn add_packet(&mut self, p: &Decoded, limits: &FlowLimits) {
-        let key = p.key();
-        let idle = limits.idle_us(p.proto);
-        if let Some(open) = self.open.get_mut(&key) {
-            let restart = p.ts_us > open.flow.last_seen_us + idle
-                || (p.proto == TCP && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && open.closed());
-            if !restart {
-                open.update(p);
+        let fresh = || {
+            let mut open = OpenFlow::start(p);
+            open.update(p);
+            open
+        };
+        // One lookup per packet; a restarted flow takes its old slot.
+        let ended = match self.open.entry(HashedKey { key: p.key(), hash: p.key_hash }) {
+            Entry::Vacant(slot) => {
+                slot.insert(fresh());
                 return;
             }
-            let old = self.open.remove(&key).expect("present");
-            self.close(old.finish(), limits);
-        }
-        let mut open = OpenFlow::start(p);
-        open.update(p);
-        self.open.insert(key, open);
+            Entry::Occupied(mut slot) => {
+                let open = slot.get_mut();
+                let restart = p.ts_us > open.flow.last_seen_us + limits.idle_us(p.proto)
+                    || (p.proto == TCP && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && open.closed());
+                if !restart {
+                    open.update(p);
+                    return;
+                }
+                std::mem::replace(open, fresh())
+            }
+        };
+        self.close(ended.finish(), limits);
     }
 
     /// Attach an ICMP error to the flow whose packet it quotes, but only when
     /// the quoted packet came from that flow's originator (backscatter quotes
     /// responders' packets and must not count against anyone).
     fn add_icmp_error(&mut self, p: &Decoded, q: &Quote) {
-        let key = FlowKey::new(q.proto, q.src, q.dst);
+        let key = HashedKey { key: FlowKey::new(q.proto, q.src, q.dst), hash: p.key_hash };
         if let Some(open) = self.open.get_mut(&key) {
             if open.flow.client == q.src && open.flow.icmp_error.is_none() {
                 open.flow.icmp_error = Some(IcmpError { icmp_type: p.icmp_type, code: p.icmp_code, from: p.src_ip });
@@ -493,7 +523,7 @@ impl FlowShard {
             let median = *median;
             cutoff = Box::new(move |f: &OpenFlow| f.flow.last_seen_us <= median);
         }
-        let expired: Vec<FlowKey> = self.open.iter().filter(|(_, f)| cutoff(f)).map(|(k, _)| *k).collect();
+        let expired: Vec<HashedKey> = self.open.iter().filter(|(_, f)| cutoff(f)).map(|(k, _)| *k).collect();
         for k in expired {
             let f = self.open.remove(&k).expect("present");
             self.close(f.finish(), limits);
@@ -522,15 +552,18 @@ impl FlowShard {
 /// Merge flows that differ only in the client port and counters: the same
 /// client address, server, protocol and state. Bounds memory on long captures.
 pub fn compact(mut flows: Vec<Flow>) -> Vec<Flow> {
-    flows.sort_by(|a, b| merge_key(a).cmp(&merge_key(b)).then(a.first_seen_us.cmp(&b.first_seen_us)));
-    let mut out: Vec<Flow> = Vec::with_capacity(flows.len() / 2);
-    for f in flows {
-        match out.last_mut() {
-            Some(last) if merge_key(last) == merge_key(&f) => last.merge(&f),
-            _ => out.push(f),
+    // Cached keys: the records are large, so sort (key, index) pairs and
+    // move each record once. Stable, like the order it replaces.
+    flows.sort_by_cached_key(|f| (merge_key(f), f.first_seen_us));
+    // In place: no second buffer of records while compacting.
+    flows.dedup_by(|f, kept| {
+        let same = merge_key(kept) == merge_key(f);
+        if same {
+            kept.merge(f);
         }
-    }
-    out
+        same
+    });
+    flows
 }
 
 fn merge_key(f: &Flow) -> (IpAddr, SocketAddr, u8, ConnState, bool) {
@@ -589,11 +622,11 @@ pub struct FlowSet {
 }
 
 pub fn sort_flows(flows: &mut [Flow]) {
-    // Unstable sort (no copy buffer for these large records); the key is
-    // complete enough that only identical records tie.
+    // The key is complete enough that only identical records tie.
     let key = |f: &Flow| (f.first_seen_us, f.proto, f.client, f.server, f.last_seen_us, f.state, f.connections, f.orig.packets, f.resp.packets);
     if !flows.is_sorted_by(|a, b| key(a) <= key(b)) {
-        flows.sort_unstable_by_key(key);
+        // Large records: sort cached keys with indices, move each record once.
+        flows.sort_by_cached_key(key);
     }
 }
 
@@ -608,7 +641,7 @@ mod tests {
 
     fn pkt(t: u64, from: &str, to: &str, proto: u8, flags: u8, payload: u32) -> Decoded {
         let (a, b): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
-        Decoded {
+        let mut p = Decoded {
             ts_us: t * 1_000_000,
             proto,
             src_ip: a.ip(),
@@ -622,7 +655,9 @@ mod tests {
             icmp_code: 0,
             quote: None,
             key_hash: 0,
-        }
+        };
+        p.key_hash = p.key().hash_u64();
+        p
     }
 
     fn run(pkts: &[Decoded], limits: FlowLimits) -> Vec<Flow> {
