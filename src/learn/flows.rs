@@ -551,23 +551,53 @@ impl FlowShard {
 
 /// Merge flows that differ only in the client port and counters: the same
 /// client address, server, protocol and state. Bounds memory on long captures.
+/// Each group's earliest flow (ties: the earlier closed) absorbs the others,
+/// in time order, and keeps its place; the records themselves never move
+/// except to close the gaps.
 pub fn compact(mut flows: Vec<Flow>) -> Vec<Flow> {
-    // Cached keys: the records are large, so sort (key, index) pairs and
-    // move each record once. Stable, like the order it replaces.
-    flows.sort_by_cached_key(|f| (merge_key(f), f.first_seen_us));
-    // In place: no second buffer of records while compacting.
-    flows.dedup_by(|f, kept| {
-        let same = merge_key(kept) == merge_key(f);
-        if same {
-            kept.merge(f);
+    // u32 indices keep this side table small (4 G flows would not fit in memory anyway).
+    let mut order: Vec<(MergeKey, u64, u32)> = flows.iter().zip(0u32..).map(|(f, i)| (merge_key(f), f.first_seen_us, i)).collect();
+    order.sort_unstable();
+    let mut keep = vec![true; flows.len()];
+    let mut group_start = 0;
+    for at in 1..order.len() {
+        if order[at].0 != order[group_start].0 {
+            group_start = at;
+            continue;
         }
-        same
-    });
+        let (kept, merged) = (order[group_start].2 as usize, order[at].2 as usize);
+        let (head, tail) = flows.split_at_mut(kept.max(merged));
+        let (into, from) = if kept < merged { (&mut head[kept], &tail[0]) } else { (&mut tail[0], &head[merged]) };
+        into.merge(from);
+        keep[merged] = false;
+    }
+    let mut keep = keep.into_iter();
+    flows.retain(|_| keep.next().expect("one flag per flow"));
     flows
 }
 
-fn merge_key(f: &Flow) -> (IpAddr, SocketAddr, u8, ConnState, bool) {
-    (f.client.ip(), f.server, f.proto, f.state, f.attempt_seen)
+/// Client address, server address, then the address families, server port,
+/// protocol, state and attempt_seen packed in plain integers: cheap to
+/// compare, and equal exactly when those fields are.
+type MergeKey = (u128, u128, u64);
+
+fn merge_key(f: &Flow) -> MergeKey {
+    let (client_v6, client) = ip_bits(f.client.ip());
+    let (server_v6, server) = ip_bits(f.server.ip());
+    let rest = (u64::from(client_v6) << 41)
+        | (u64::from(server_v6) << 40)
+        | (u64::from(f.server.port()) << 24)
+        | (u64::from(f.proto) << 16)
+        | ((f.state as u64) << 8)
+        | u64::from(f.attempt_seen);
+    (client, server, rest)
+}
+
+fn ip_bits(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
 }
 
 /// The flow table, sharded by flow key so shards can be fed in parallel.
