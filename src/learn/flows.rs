@@ -544,6 +544,8 @@ impl FlowShard {
 
     /// Close every open flow and return all flows of this shard.
     pub fn finish(mut self) -> (Vec<Flow>, bool) {
+        // Exact: growing by doubling would copy every record at the peak.
+        self.closed.reserve_exact(self.open.len());
         self.closed.extend(self.open.into_values().map(OpenFlow::finish));
         (self.closed, self.merged_closed)
     }
@@ -636,7 +638,11 @@ impl FlowTable {
         let mut compacted = false;
         for shard in self.shards {
             let (f, merged) = shard.finish();
-            flows.extend(f);
+            if flows.is_empty() {
+                flows = f;
+            } else {
+                flows.extend(f);
+            }
             compacted |= merged;
         }
         sort_flows(&mut flows);
@@ -654,9 +660,23 @@ pub struct FlowSet {
 pub fn sort_flows(flows: &mut [Flow]) {
     // The key is complete enough that only identical records tie.
     let key = |f: &Flow| (f.first_seen_us, f.proto, f.client, f.server, f.last_seen_us, f.state, f.connections, f.orig.packets, f.resp.packets);
-    if !flows.is_sorted_by(|a, b| key(a) <= key(b)) {
-        // Large records: sort cached keys with indices, move each record once.
-        flows.sort_by_cached_key(key);
+    if flows.is_sorted_by(|a, b| key(a) <= key(b)) {
+        return;
+    }
+    // Large records: sort small (first seen, index) pairs, the full key only
+    // breaking ties, then move each record once. Stable, like
+    // `sort_by_cached_key`, without its copy of every key.
+    let mut order: Vec<(u64, u32)> = flows.iter().zip(0u32..).map(|(f, i)| (f.first_seen_us, i)).collect();
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(&flows[a.1 as usize]).cmp(&key(&flows[b.1 as usize]))).then(a.1.cmp(&b.1)));
+    // Apply the permutation in place: position `i` takes the record that
+    // belongs there, following earlier swaps to where it went.
+    for i in 0..order.len() {
+        let mut from = order[i].1 as usize;
+        while from < i {
+            from = order[from].1 as usize;
+        }
+        order[i].1 = from as u32;
+        flows.swap(i, from);
     }
 }
 
