@@ -249,8 +249,8 @@ impl FlowKey {
     }
 }
 
-/// A flow key with the hash the reader thread already computed
-/// ([`Decoded::key_hash`]), so the table does not hash it again.
+/// A flow key with the hash [`FlowTable::add_batch`] already computed
+/// ([`Decoded::key_hash`]), so the map does not hash it again.
 #[derive(Clone, Copy, Debug)]
 struct HashedKey {
     key: FlowKey,
@@ -617,14 +617,19 @@ impl FlowTable {
     }
 
     /// Feed a batch of decoded packets (in capture order), each shard in parallel.
-    pub fn add_batch(&mut self, batch: &[Decoded]) {
+    pub fn add_batch(&mut self, batch: &mut [Decoded]) {
         use rayon::prelude::*;
         let n = self.shards.len();
         let limits = &self.limits;
         if n == 1 {
-            batch.iter().for_each(|p| self.shards[0].add(p, limits));
+            for p in batch.iter_mut() {
+                p.key_hash = p.table_key().hash_u64();
+                self.shards[0].add(p, limits);
+            }
             return;
         }
+        batch.par_chunks_mut(1024).for_each(|chunk| chunk.iter_mut().for_each(|p| p.key_hash = p.table_key().hash_u64()));
+        let batch = &*batch;
         self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
             for p in batch.iter().filter(|p| p.shard(n) == i) {
                 shard.add(p, limits);
@@ -691,7 +696,7 @@ mod tests {
 
     fn pkt(t: u64, from: &str, to: &str, proto: u8, flags: u8, payload: u32) -> Decoded {
         let (a, b): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
-        let mut p = Decoded {
+        Decoded {
             ts_us: t * 1_000_000,
             proto,
             src_ip: a.ip(),
@@ -705,14 +710,12 @@ mod tests {
             icmp_code: 0,
             quote: None,
             key_hash: 0,
-        };
-        p.key_hash = p.key().hash_u64();
-        p
+        }
     }
 
     fn run(pkts: &[Decoded], limits: FlowLimits) -> Vec<Flow> {
         let mut t = FlowTable::new(1, limits);
-        t.add_batch(pkts);
+        t.add_batch(&mut pkts.to_vec());
         t.finish().flows
     }
 
@@ -783,7 +786,7 @@ mod tests {
         let mut t = FlowTable::new(1, limits);
         let mut peak = 0;
         for chunk in pkts.chunks(100) {
-            t.add_batch(chunk);
+            t.add_batch(&mut chunk.to_vec());
             let shard = &t.shards[0];
             peak = peak.max(shard.open.len() + shard.closed.len());
         }
