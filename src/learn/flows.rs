@@ -462,25 +462,27 @@ pub struct FlowShard {
 }
 
 impl FlowShard {
-    pub fn add(&mut self, p: &Decoded, limits: &FlowLimits) {
+    /// Add one packet; `key` is its [`Decoded::table_key`], hashed in `p.key_hash`.
+    pub fn add(&mut self, p: &Decoded, key: FlowKey, limits: &FlowLimits) {
         self.clock_us = self.clock_us.max(p.ts_us);
+        let key = HashedKey { key, hash: p.key_hash };
         match p.quote {
-            Some(q) => self.add_icmp_error(p, &q),
-            None => self.add_packet(p, limits),
+            Some(q) => self.add_icmp_error(p, &q, &key),
+            None => self.add_packet(p, key, limits),
         }
         if self.clock_us >= self.next_sweep_us || self.open.len() > limits.max_open {
             self.sweep(limits);
         }
     }
 
-    fn add_packet(&mut self, p: &Decoded, limits: &FlowLimits) {
+    fn add_packet(&mut self, p: &Decoded, key: HashedKey, limits: &FlowLimits) {
         let fresh = || {
             let mut open = OpenFlow::start(p);
             open.update(p);
             open
         };
         // One lookup per packet; a restarted flow takes its old slot.
-        let ended = match self.open.entry(HashedKey { key: p.key(), hash: p.key_hash }) {
+        let ended = match self.open.entry(key) {
             Entry::Vacant(slot) => {
                 slot.insert(fresh());
                 return;
@@ -502,9 +504,8 @@ impl FlowShard {
     /// Attach an ICMP error to the flow whose packet it quotes, but only when
     /// the quoted packet came from that flow's originator (backscatter quotes
     /// responders' packets and must not count against anyone).
-    fn add_icmp_error(&mut self, p: &Decoded, q: &Quote) {
-        let key = HashedKey { key: FlowKey::new(q.proto, q.src, q.dst), hash: p.key_hash };
-        if let Some(open) = self.open.get_mut(&key) {
+    fn add_icmp_error(&mut self, p: &Decoded, q: &Quote, key: &HashedKey) {
+        if let Some(open) = self.open.get_mut(key) {
             if open.flow.client == q.src && open.flow.icmp_error.is_none() {
                 open.flow.icmp_error = Some(IcmpError { icmp_type: p.icmp_type, code: p.icmp_code, from: p.src_ip });
                 open.flow.last_seen_us = open.flow.last_seen_us.max(p.ts_us);
@@ -623,8 +624,9 @@ impl FlowTable {
         let limits = &self.limits;
         if n == 1 {
             for p in batch.iter_mut() {
-                p.key_hash = p.table_key().hash_u64();
-                self.shards[0].add(p, limits);
+                let key = p.table_key();
+                p.key_hash = key.hash_u64();
+                self.shards[0].add(p, key, limits);
             }
             return;
         }
@@ -632,7 +634,7 @@ impl FlowTable {
         let batch = &*batch;
         self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
             for p in batch.iter().filter(|p| p.shard(n) == i) {
-                shard.add(p, limits);
+                shard.add(p, p.table_key(), limits);
             }
         });
     }
