@@ -49,7 +49,9 @@ pub struct Decoded {
     pub icmp_code: u8,
     /// Set for ICMP errors that quote a TCP/UDP/ICMP packet.
     pub quote: Option<Quote>,
-    /// Hash of the flow key this packet belongs to (shard selection).
+    /// Hash of [`Decoded::table_key`] (shard selection and the flow table
+    /// lookup), filled in by [`super::flows::FlowTable::add_batch`] so the
+    /// reader thread, the busier one, does not spend time on it.
     pub key_hash: u64,
 }
 
@@ -64,6 +66,14 @@ impl Decoded {
 
     pub fn key(&self) -> FlowKey {
         FlowKey::new(self.proto, self.src(), self.dst())
+    }
+
+    /// The flow this packet belongs to: for an ICMP error, the quoted one.
+    pub fn table_key(&self) -> FlowKey {
+        match self.quote {
+            Some(q) => FlowKey::new(q.proto, q.src, q.dst),
+            None => self.key(),
+        }
     }
 
     /// Echo reply: its sender answered someone else's request.
@@ -171,10 +181,6 @@ fn from_ip(ip: &LaxIpSlice<'_>, ts_us: u64) -> Result<Decoded, Skip> {
         key_hash: 0,
     };
     transport(&mut d, payload.payload)?;
-    d.key_hash = match d.quote {
-        Some(q) => FlowKey::new(q.proto, q.src, q.dst).hash_u64(),
-        None => d.key().hash_u64(),
-    };
     Ok(d)
 }
 

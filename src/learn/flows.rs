@@ -6,7 +6,7 @@
 //! mid-stream keep the first sender as client but are marked as such
 //! (`attempt_seen == false`) so detectors do not count them as attempts.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -249,6 +249,28 @@ impl FlowKey {
     }
 }
 
+/// A flow key with the hash [`FlowTable::add_batch`] already computed
+/// ([`Decoded::key_hash`]), so the map does not hash it again.
+#[derive(Clone, Copy, Debug)]
+struct HashedKey {
+    key: FlowKey,
+    hash: u64,
+}
+
+impl PartialEq for HashedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for HashedKey {}
+
+impl Hash for HashedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// Idle timeouts and memory bounds.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -429,7 +451,7 @@ fn conn_state(proto: u8, orig: u8, resp: u8, resp_packets: u64) -> ConnState {
 /// One shard of the flow table (a disjoint part of the key space).
 #[derive(Default)]
 pub struct FlowShard {
-    open: HashMap<FlowKey, OpenFlow, BuildHasherDefault<KeyHasher>>,
+    open: HashMap<HashedKey, OpenFlow, BuildHasherDefault<KeyHasher>>,
     closed: Vec<Flow>,
     /// Latest packet time seen by this shard (captures need not be sorted).
     clock_us: u64,
@@ -440,41 +462,50 @@ pub struct FlowShard {
 }
 
 impl FlowShard {
-    pub fn add(&mut self, p: &Decoded, limits: &FlowLimits) {
+    /// Add one packet; `key` is its [`Decoded::table_key`], hashed in `p.key_hash`.
+    pub fn add(&mut self, p: &Decoded, key: FlowKey, limits: &FlowLimits) {
         self.clock_us = self.clock_us.max(p.ts_us);
+        let key = HashedKey { key, hash: p.key_hash };
         match p.quote {
-            Some(q) => self.add_icmp_error(p, &q),
-            None => self.add_packet(p, limits),
+            Some(q) => self.add_icmp_error(p, &q, &key),
+            None => self.add_packet(p, key, limits),
         }
         if self.clock_us >= self.next_sweep_us || self.open.len() > limits.max_open {
             self.sweep(limits);
         }
     }
 
-    fn add_packet(&mut self, p: &Decoded, limits: &FlowLimits) {
-        let key = p.key();
-        let idle = limits.idle_us(p.proto);
-        if let Some(open) = self.open.get_mut(&key) {
-            let restart = p.ts_us > open.flow.last_seen_us + idle
-                || (p.proto == TCP && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && open.closed());
-            if !restart {
-                open.update(p);
+    fn add_packet(&mut self, p: &Decoded, key: HashedKey, limits: &FlowLimits) {
+        let fresh = || {
+            let mut open = OpenFlow::start(p);
+            open.update(p);
+            open
+        };
+        // One lookup per packet; a restarted flow takes its old slot.
+        let ended = match self.open.entry(key) {
+            Entry::Vacant(slot) => {
+                slot.insert(fresh());
                 return;
             }
-            let old = self.open.remove(&key).expect("present");
-            self.close(old.finish(), limits);
-        }
-        let mut open = OpenFlow::start(p);
-        open.update(p);
-        self.open.insert(key, open);
+            Entry::Occupied(mut slot) => {
+                let open = slot.get_mut();
+                let restart = p.ts_us > open.flow.last_seen_us + limits.idle_us(p.proto)
+                    || (p.proto == TCP && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && open.closed());
+                if !restart {
+                    open.update(p);
+                    return;
+                }
+                std::mem::replace(open, fresh())
+            }
+        };
+        self.close(ended.finish(), limits);
     }
 
     /// Attach an ICMP error to the flow whose packet it quotes, but only when
     /// the quoted packet came from that flow's originator (backscatter quotes
     /// responders' packets and must not count against anyone).
-    fn add_icmp_error(&mut self, p: &Decoded, q: &Quote) {
-        let key = FlowKey::new(q.proto, q.src, q.dst);
-        if let Some(open) = self.open.get_mut(&key) {
+    fn add_icmp_error(&mut self, p: &Decoded, q: &Quote, key: &HashedKey) {
+        if let Some(open) = self.open.get_mut(key) {
             if open.flow.client == q.src && open.flow.icmp_error.is_none() {
                 open.flow.icmp_error = Some(IcmpError { icmp_type: p.icmp_type, code: p.icmp_code, from: p.src_ip });
                 open.flow.last_seen_us = open.flow.last_seen_us.max(p.ts_us);
@@ -493,7 +524,7 @@ impl FlowShard {
             let median = *median;
             cutoff = Box::new(move |f: &OpenFlow| f.flow.last_seen_us <= median);
         }
-        let expired: Vec<FlowKey> = self.open.iter().filter(|(_, f)| cutoff(f)).map(|(k, _)| *k).collect();
+        let expired: Vec<HashedKey> = self.open.iter().filter(|(_, f)| cutoff(f)).map(|(k, _)| *k).collect();
         for k in expired {
             let f = self.open.remove(&k).expect("present");
             self.close(f.finish(), limits);
@@ -514,6 +545,8 @@ impl FlowShard {
 
     /// Close every open flow and return all flows of this shard.
     pub fn finish(mut self) -> (Vec<Flow>, bool) {
+        // Exact: growing by doubling would copy every record at the peak.
+        self.closed.reserve_exact(self.open.len());
         self.closed.extend(self.open.into_values().map(OpenFlow::finish));
         (self.closed, self.merged_closed)
     }
@@ -521,20 +554,53 @@ impl FlowShard {
 
 /// Merge flows that differ only in the client port and counters: the same
 /// client address, server, protocol and state. Bounds memory on long captures.
+/// Each group's earliest flow (ties: the earlier closed) absorbs the others,
+/// in time order, and keeps its place; the records themselves never move
+/// except to close the gaps.
 pub fn compact(mut flows: Vec<Flow>) -> Vec<Flow> {
-    flows.sort_by(|a, b| merge_key(a).cmp(&merge_key(b)).then(a.first_seen_us.cmp(&b.first_seen_us)));
-    let mut out: Vec<Flow> = Vec::with_capacity(flows.len() / 2);
-    for f in flows {
-        match out.last_mut() {
-            Some(last) if merge_key(last) == merge_key(&f) => last.merge(&f),
-            _ => out.push(f),
+    // u32 indices keep this side table small (4 G flows would not fit in memory anyway).
+    let mut order: Vec<(MergeKey, u64, u32)> = flows.iter().zip(0u32..).map(|(f, i)| (merge_key(f), f.first_seen_us, i)).collect();
+    order.sort_unstable();
+    let mut keep = vec![true; flows.len()];
+    let mut group_start = 0;
+    for at in 1..order.len() {
+        if order[at].0 != order[group_start].0 {
+            group_start = at;
+            continue;
         }
+        let (kept, merged) = (order[group_start].2 as usize, order[at].2 as usize);
+        let (head, tail) = flows.split_at_mut(kept.max(merged));
+        let (into, from) = if kept < merged { (&mut head[kept], &tail[0]) } else { (&mut tail[0], &head[merged]) };
+        into.merge(from);
+        keep[merged] = false;
     }
-    out
+    let mut keep = keep.into_iter();
+    flows.retain(|_| keep.next().expect("one flag per flow"));
+    flows
 }
 
-fn merge_key(f: &Flow) -> (IpAddr, SocketAddr, u8, ConnState, bool) {
-    (f.client.ip(), f.server, f.proto, f.state, f.attempt_seen)
+/// Client address, server address, then the address families, server port,
+/// protocol, state and attempt_seen packed in plain integers: cheap to
+/// compare, and equal exactly when those fields are.
+type MergeKey = (u128, u128, u64);
+
+fn merge_key(f: &Flow) -> MergeKey {
+    let (client_v6, client) = ip_bits(f.client.ip());
+    let (server_v6, server) = ip_bits(f.server.ip());
+    let rest = (u64::from(client_v6) << 41)
+        | (u64::from(server_v6) << 40)
+        | (u64::from(f.server.port()) << 24)
+        | (u64::from(f.proto) << 16)
+        | ((f.state as u64) << 8)
+        | u64::from(f.attempt_seen);
+    (client, server, rest)
+}
+
+fn ip_bits(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
 }
 
 /// The flow table, sharded by flow key so shards can be fed in parallel.
@@ -552,17 +618,23 @@ impl FlowTable {
     }
 
     /// Feed a batch of decoded packets (in capture order), each shard in parallel.
-    pub fn add_batch(&mut self, batch: &[Decoded]) {
+    pub fn add_batch(&mut self, batch: &mut [Decoded]) {
         use rayon::prelude::*;
         let n = self.shards.len();
         let limits = &self.limits;
         if n == 1 {
-            batch.iter().for_each(|p| self.shards[0].add(p, limits));
+            for p in batch.iter_mut() {
+                let key = p.table_key();
+                p.key_hash = key.hash_u64();
+                self.shards[0].add(p, key, limits);
+            }
             return;
         }
+        batch.par_chunks_mut(1024).for_each(|chunk| chunk.iter_mut().for_each(|p| p.key_hash = p.table_key().hash_u64()));
+        let batch = &*batch;
         self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
             for p in batch.iter().filter(|p| p.shard(n) == i) {
-                shard.add(p, limits);
+                shard.add(p, p.table_key(), limits);
             }
         });
     }
@@ -573,7 +645,11 @@ impl FlowTable {
         let mut compacted = false;
         for shard in self.shards {
             let (f, merged) = shard.finish();
-            flows.extend(f);
+            if flows.is_empty() {
+                flows = f;
+            } else {
+                flows.extend(f);
+            }
             compacted |= merged;
         }
         sort_flows(&mut flows);
@@ -589,11 +665,25 @@ pub struct FlowSet {
 }
 
 pub fn sort_flows(flows: &mut [Flow]) {
-    // Unstable sort (no copy buffer for these large records); the key is
-    // complete enough that only identical records tie.
+    // The key is complete enough that only identical records tie.
     let key = |f: &Flow| (f.first_seen_us, f.proto, f.client, f.server, f.last_seen_us, f.state, f.connections, f.orig.packets, f.resp.packets);
-    if !flows.is_sorted_by(|a, b| key(a) <= key(b)) {
-        flows.sort_unstable_by_key(key);
+    if flows.is_sorted_by(|a, b| key(a) <= key(b)) {
+        return;
+    }
+    // Large records: sort small (first seen, index) pairs, the full key only
+    // breaking ties, then move each record once. Stable, like
+    // `sort_by_cached_key`, without its copy of every key.
+    let mut order: Vec<(u64, u32)> = flows.iter().zip(0u32..).map(|(f, i)| (f.first_seen_us, i)).collect();
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(&flows[a.1 as usize]).cmp(&key(&flows[b.1 as usize]))).then(a.1.cmp(&b.1)));
+    // Apply the permutation in place: position `i` takes the record that
+    // belongs there, following earlier swaps to where it went.
+    for i in 0..order.len() {
+        let mut from = order[i].1 as usize;
+        while from < i {
+            from = order[from].1 as usize;
+        }
+        order[i].1 = from as u32;
+        flows.swap(i, from);
     }
 }
 
@@ -627,7 +717,7 @@ mod tests {
 
     fn run(pkts: &[Decoded], limits: FlowLimits) -> Vec<Flow> {
         let mut t = FlowTable::new(1, limits);
-        t.add_batch(pkts);
+        t.add_batch(&mut pkts.to_vec());
         t.finish().flows
     }
 
@@ -698,7 +788,7 @@ mod tests {
         let mut t = FlowTable::new(1, limits);
         let mut peak = 0;
         for chunk in pkts.chunks(100) {
-            t.add_batch(chunk);
+            t.add_batch(&mut chunk.to_vec());
             let shard = &t.shards[0];
             peak = peak.max(shard.open.len() + shard.closed.len());
         }

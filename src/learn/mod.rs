@@ -86,7 +86,7 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
             for skip in batch.skipped.drain(..) {
                 *skipped.entry(skip).or_default() += 1;
             }
-            table.add_batch(&batch.packets);
+            table.add_batch(&mut batch.packets);
             progress(batch.file_offset);
             batch.packets.clear();
             // The reader may be done already; then the batch is simply dropped.
