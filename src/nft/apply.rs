@@ -41,10 +41,15 @@ pub fn prepare(nft: &Nft, compiled: &Compiled) -> Result<Prepared, ApplyError> {
 pub fn prepare_with(nft: &Nft, compiled: &Compiled, kept: Elements) -> Result<Prepared, ApplyError> {
     let table = build(&compiled.ruleset, &kept);
     let batch = table.replace_batch();
-    if let Err(e) = nft.check_json(&batch) {
+    // nft checks the policy's own objects. Feed entries were parsed,
+    // aggregated and capped by the feeds module; nft checking 800k of them
+    // again costs as long as loading them, and a load that refuses one still
+    // changes nothing (one transaction).
+    let checked = build(&compiled.ruleset, &kept.without_feeds(&compiled.ruleset));
+    if let Err(e) = nft.check_json(&checked.replace_batch()) {
         // The script form's errors name a line, which maps back to the
         // policy rule through the rule's comment.
-        let script = script_for(compiled, &table);
+        let script = script_for(compiled, &checked);
         return Err(match nft.check_script(&script) {
             Err(NftError::Refused { stderr }) => match locate_script_error(&stderr, &script, &compiled.ruleset) {
                 Some(d) => ApplyError::RuleRefused(Box::new(d)),

@@ -87,10 +87,10 @@ fn count_datagram(buf: &[u8], table: &str) -> std::io::Result<Reply> {
                     return Err(std::io::Error::from_raw_os_error(-errno));
                 }
             }
-            k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE => {
-                if rule_table(body.get(NFGENMSG_LEN..).ok_or_else(|| malformed("rule message"))?) == Some(table.as_bytes()) {
-                    rules += 1;
-                }
+            k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE
+                && rule_table(body.get(NFGENMSG_LEN..).ok_or_else(|| malformed("rule message"))?) == Some(table.as_bytes()) =>
+            {
+                rules += 1;
             }
             _ => {}
         }
