@@ -3,7 +3,8 @@
 # `phantomc feeds parse` against `iprange` (FireHOL's optimizer) on the same
 # file, and the atomic replacement of a feed set with that content by
 # `phantomc feeds update` against `nft -f` of the same flush+add transaction,
-# side by side in one run, inside a throwaway netns.
+# and a full `phantomc apply` reload with that feed against `nft -f` of the
+# same table, side by side in one run, inside a throwaway netns.
 # Usage: benches/feeds_bench.sh [LINES] [RUNS]   (root; needs nft, ip, iprange)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +65,16 @@ load_ms=$(cut -d' ' -f2 "$work/updates" | median)
   echo "}"
 } > "$work/load.nft"
 nft_f=$(time_cmd ip netns exec "$ns" nft -f "$work/load.nft")
+# A full reload with the feed kept (from the cache) against `nft -f` of the
+# same table replaced by a script (listed once, untimed: a listing takes
+# about a minute at 800k elements with nft 1.0.6).
+apply_pc=$(time_cmd ip netns exec "$ns" "$bin" apply "$work/bench.pf" --state-dir "$state")
+{
+  echo "add table inet phantomc"
+  echo "delete table inet phantomc"
+  ip netns exec "$ns" nft list table inet phantomc
+} > "$work/table.nft"
+apply_nft=$(time_cmd ip netns exec "$ns" nft -f "$work/table.nft")
 live=$(ip netns exec "$ns" nft -j list set inet phantomc bench_v4 | python3 -c 'import json, sys; print(sum(len(o["set"].get("elem", [])) for o in json.load(sys.stdin)["nftables"] if "set" in o))')
 
 echo
@@ -76,4 +87,6 @@ row "iprange FILE (peer: read, parse, optimize)" "$(ms "$parse_ir")"
 row "phantomc feeds update (fetch, parse, validate, cache, load)" "$(ms "$update")"
 row "  of which the flush+add nft transaction (JSON)" "$load_ms"
 row "nft -f flush+add script of the same set (peer)" "$(ms "$nft_f")"
+row "phantomc apply (reload, feed kept, check, load, verify)" "$(ms "$apply_pc")"
+row "nft -f of the same table replaced by a script (peer)" "$(ms "$apply_nft")"
 echo "live set after the run: $live elements"

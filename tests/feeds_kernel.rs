@@ -116,3 +116,63 @@ fn feed_update_swaps_the_set_in_place() {
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!((cells[0], cells[2], cells[3]), ("bad", "2", "1"), "{row}");
 }
+
+/// Rules of table inet phantomc as `nft list` sees them.
+fn listed_rules(ns: &Netns) -> usize {
+    table_json(ns)["nftables"].as_array().expect("array").iter().filter(|o| o.get("rule").is_some()).count()
+}
+
+/// Elements of one set, counted from `nft -j list set`.
+fn element_count(ns: &Netns, set: &str) -> usize {
+    let out = ns.nft(&["-j", "list", "set", "inet", "phantomc", set]);
+    assert!(out.status.success(), "list set: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft json");
+    v["nftables"].as_array().expect("array").iter().filter_map(|o| o.get("set")?.get("elem")?.as_array()).map(Vec::len).sum()
+}
+
+/// A reload with a big feed (150k entries) keeps the feed and the run-time
+/// entries and still verifies what it loaded (the rule count, read from the
+/// kernel without listing the set). Timings are in benches/feeds_bench.sh.
+#[test]
+fn apply_reloads_a_big_feed_and_verifies_it() {
+    require_tools();
+    const HOSTS: u32 = 150_000;
+    let ns = Netns::new("bigfeed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("big.pf");
+    std::fs::write(
+        &policy,
+        "table phantomc\nfeed big {\n    source \"big.txt\"\n    max-entries 1000000\n    max-shrink 100\n}\n\
+         set blocked dynamic\npass in on lo\nblock in from <big>\nblock in from <blocked>\npass in proto tcp to port 22\n",
+    )
+    .expect("policy");
+    // Every other address of 100.64.0.0/10: nothing aggregates.
+    let base = u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0));
+    let list: String = (0..HOSTS).map(|i| format!("{}\n", std::net::Ipv4Addr::from(base + 2 * i))).collect();
+    std::fs::write(dir.path().join("big.txt"), list).expect("feed");
+    let state = dir.path().join("state");
+    let (policy, state) = (policy.to_str().expect("path"), state.to_str().expect("path"));
+
+    let out = ns.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = ns.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = ns.phantomc(&["block", "192.0.2.7", "--set", "blocked"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The reload: the feed comes from the cache, the block entry from the kernel.
+    let out = ns.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let rules = listed_rules(&ns);
+    let expected = format!("({rules} rules, 4 sets, {} run-time set entries kept)", HOSTS + 1);
+    assert!(stdout(&out).contains(&expected), "want {expected}: {}", stdout(&out));
+    assert_eq!(element_count(&ns, "big_v4"), HOSTS as usize);
+    assert!(stdout(&ns.nft(&["list", "set", "inet", "phantomc", "blocked_v4"])).contains("192.0.2.7"));
+
+    // The verification's own count agrees with nft's listing, and sees a change.
+    assert_eq!(ns.run_in(|| phantomc::nft::kernel_rules::count("phantomc").expect("count")), rules);
+    let out = ns.nft(&["add", "rule", "inet", "phantomc", "input", "counter"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ns.run_in(|| phantomc::nft::kernel_rules::count("phantomc").expect("count")), rules + 1);
+    assert_eq!(ns.run_in(|| phantomc::nft::kernel_rules::count("nosuchtable").expect("count")), 0);
+}

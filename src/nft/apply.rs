@@ -4,7 +4,7 @@
 
 use nftables::schema::Nftables;
 
-use super::{build, live_elements, locate_script_error, objects, script_for, Elements, Nft, NftError, NftTable};
+use super::{build, live_elements, locate_script_error, script_for, Elements, Nft, NftError, NftTable};
 use crate::diag::Diag;
 use crate::ir::{Compiled, Ruleset, SetKind};
 
@@ -18,6 +18,8 @@ pub enum ApplyError {
     Refused(String),
     #[error(transparent)]
     Nft(#[from] NftError),
+    #[error("cannot count the rules of table inet {0} after loading: {1}")]
+    Count(String, std::io::Error),
     #[error("table inet {table} holds {found} rules after loading, expected {expected}")]
     Verify { table: String, found: usize, expected: usize },
 }
@@ -39,10 +41,15 @@ pub fn prepare(nft: &Nft, compiled: &Compiled) -> Result<Prepared, ApplyError> {
 pub fn prepare_with(nft: &Nft, compiled: &Compiled, kept: Elements) -> Result<Prepared, ApplyError> {
     let table = build(&compiled.ruleset, &kept);
     let batch = table.replace_batch();
-    if let Err(e) = nft.check_json(&batch) {
+    // nft checks the policy's own objects. Feed entries were parsed,
+    // aggregated and capped by the feeds module; nft checking 800k of them
+    // again costs as long as loading them, and a load that refuses one still
+    // changes nothing (one transaction).
+    let checked = build(&compiled.ruleset, &kept.without_feeds(&compiled.ruleset));
+    if let Err(e) = nft.check_json(&checked.replace_batch()) {
         // The script form's errors name a line, which maps back to the
         // policy rule through the rule's comment.
-        let script = script_for(compiled, &table);
+        let script = script_for(compiled, &checked);
         return Err(match nft.check_script(&script) {
             Err(NftError::Refused { stderr }) => match locate_script_error(&stderr, &script, &compiled.ruleset) {
                 Some(d) => ApplyError::RuleRefused(Box::new(d)),
@@ -59,8 +66,9 @@ pub fn prepare_with(nft: &Nft, compiled: &Compiled, kept: Elements) -> Result<Pr
 pub fn load(nft: &Nft, p: &Prepared) -> Result<usize, ApplyError> {
     nft.load_json(&p.batch)?;
     let name = &p.table.name;
-    let loaded = nft.list_table_json(name)?;
-    let found = loaded.as_ref().map_or(0, |v| objects(v).filter(|o| o.get("rule").is_some()).count());
+    // Asked of the kernel directly: `nft list` would first read every feed
+    // set element (about a minute with an 800k-entry feed, nft 1.0.6).
+    let found = super::kernel_rules::count(name).map_err(|e| ApplyError::Count(name.clone(), e))?;
     let expected = p.table.rule_count();
     if found != expected {
         return Err(ApplyError::Verify { table: name.clone(), found, expected });

@@ -22,6 +22,14 @@ pub struct Elements {
     pub by_set: BTreeMap<String, Vec<SetElem>>,
 }
 
+impl Elements {
+    /// These elements without the contents of `rs`'s feed sets.
+    pub fn without_feeds(&self, rs: &Ruleset) -> Elements {
+        let is_feed = |name: &str| rs.sets.iter().any(|s| s.nft_name == name && matches!(s.kind, SetKind::Feed { .. }));
+        Elements { by_set: self.by_set.iter().filter(|(name, _)| !is_feed(name)).map(|(k, v)| (k.clone(), v.clone())).collect() }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SetElem {
     pub net: IpNet,

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod block;
 pub mod emit;
+pub mod kernel_rules;
 pub mod rollback;
 mod run;
 pub mod script;
