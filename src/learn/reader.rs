@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::fs::File;
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use pcap_parser::pcapng::Block;
@@ -61,12 +62,113 @@ struct Interface {
 /// Read every frame of `path`, handing each to `sink` straight from the read
 /// buffer. Errors only when the file cannot be opened; damage is in the summary.
 pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
-    let file = File::open(path)?;
+    let mut file = File::open(path)?;
     let file_bytes = file.metadata()?.len();
     let mut summary = ReadSummary { file_bytes, ..Default::default() };
+    let handover = read_classic(&mut file, &mut summary, &mut sink);
+    read_with_pcap_parser(Cursor::new(handover.pending).chain(file), handover.offset, summary, sink)
+}
+
+/// Classic pcap records up to this size are read by [`read_classic`].
+const CLASSIC_MAX_RECORD: usize = 1 << 20;
+/// [`read_classic`]'s read size; a whole record always fits.
+const CLASSIC_BUFFER: usize = 4 * CLASSIC_MAX_RECORD;
+const PCAP_HEADER: usize = 24;
+const RECORD_HEADER: usize = 16;
+
+/// Where [`read_classic`] stopped: pcap-parser goes on with `pending` (bytes
+/// already read, to be parsed again) followed by the rest of the file, and
+/// `pending` starts at file offset `offset`.
+struct Handover {
+    pending: Vec<u8>,
+    offset: u64,
+}
+
+/// The common case read by hand: the records of a classic pcap file, over
+/// large read() buffers. It stops at the first thing it is not sure of (not a
+/// classic pcap, a huge record, the end of the file cut a record short, a
+/// read error) and hands over to pcap-parser there, so damage is described
+/// exactly as pcap-parser alone would. The hand-over re-reads the global
+/// header: `pending` starts with it and `offset` is shifted to match.
+fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMut(Frame<'_>)) -> Handover {
+    let mut buf = vec![0u8; CLASSIC_BUFFER];
+    let mut filled = fill(file, &mut buf, 0);
+    let magic = buf.get(..4).filter(|_| filled >= PCAP_HEADER).map(|m| [m[0], m[1], m[2], m[3]]);
+    let (big_endian, resolution) = match magic.map(u32::from_le_bytes) {
+        Some(0xa1b2_c3d4) => (false, 1_000_000),
+        Some(0xa1b2_3c4d) => (false, 1_000_000_000),
+        Some(0xd4c3_b2a1) => (true, 1_000_000),
+        Some(0x4d3c_b2a1) => (true, 1_000_000_000),
+        // pcapng, the modified format, damage: all pcap-parser's.
+        _ => {
+            buf.truncate(filled);
+            return Handover { pending: buf, offset: 0 };
+        }
+    };
+    let u32_at = |b: &[u8], at: usize| {
+        let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if big_endian { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) }
+    };
+    let header: [u8; PCAP_HEADER] = buf[..PCAP_HEADER].try_into().expect("24 bytes");
+    let linktype = u32_at(&header, 20) as i32;
+    summary.format = "pcap";
+    summary.linktypes = vec![linktype];
+    let mut pos = PCAP_HEADER;
+    // File offset of buf[0].
+    let mut base = 0u64;
+    loop {
+        while filled - pos >= RECORD_HEADER {
+            let caplen = u32_at(&buf, pos + 8) as usize;
+            if caplen > CLASSIC_MAX_RECORD || filled - pos - RECORD_HEADER < caplen {
+                break;
+            }
+            let ts_sec = u64::from(u32_at(&buf, pos));
+            let frac = u64::from(u32_at(&buf, pos + 4)) * 1_000_000 / resolution;
+            let end = pos + RECORD_HEADER + caplen;
+            summary.packets += 1;
+            sink(Frame { linktype, ts_us: ts_sec * 1_000_000 + frac, data: &buf[pos + RECORD_HEADER..end], end_offset: base + end as u64 });
+            pos = end;
+        }
+        if filled - pos >= RECORD_HEADER && u32_at(&buf, pos + 8) as usize > CLASSIC_MAX_RECORD {
+            break;
+        }
+        // Carry the partial record over and read on.
+        buf.copy_within(pos..filled, 0);
+        base += pos as u64;
+        filled -= pos;
+        pos = 0;
+        let before = filled;
+        filled = fill(file, &mut buf, filled);
+        if filled == before {
+            break;
+        }
+    }
+    let mut pending = header.to_vec();
+    pending.extend_from_slice(&buf[pos..filled]);
+    Handover { pending, offset: base + pos as u64 - PCAP_HEADER as u64 }
+}
+
+/// Read into `buf[filled..]` until it is full, the file ends or a read fails
+/// (pcap-parser then meets the same failure and reports it); the new fill level.
+fn fill(file: &mut File, buf: &mut [u8], mut filled: usize) -> usize {
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    filled
+}
+
+/// Every block of `source` through pcap-parser; `source` starts at file offset
+/// `start` (plus its own header, for a classic pcap handed over).
+fn read_with_pcap_parser(source: impl Read, start: u64, mut summary: ReadSummary, mut sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
+    let file_bytes = summary.file_bytes;
     // Small files get a small buffer; a larger block grows it (BufferTooSmall).
     let capacity = (file_bytes as usize).clamp(64 << 10, 1 << 20);
-    let mut reader = match create_reader(capacity, file) {
+    let mut reader = match create_reader(capacity, source) {
         Ok(r) => r,
         Err(PcapError::Eof) => {
             summary.damage = Some(Damage { offset: 0, reason: "empty file: not a pcap or pcapng capture".into() });
@@ -80,7 +182,7 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Re
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut last_ts = 0u64;
     loop {
-        let offset = reader.consumed() as u64;
+        let offset = start + reader.consumed() as u64;
         match reader.next() {
             Ok((len, block)) => {
                 match block {
@@ -88,7 +190,8 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Re
                         summary.format = if h.is_modified_format() { "pcap (modified)" } else { "pcap" };
                         let resolution = if h.is_nanosecond_precision() { 1_000_000_000 } else { 1_000_000 };
                         interfaces = vec![Interface { linktype: h.network.0, resolution, offset_secs: 0 }];
-                        summary.linktypes.push(h.network.0);
+                        // Set, not pushed: a hand-over from read_classic parses it again.
+                        summary.linktypes = vec![h.network.0];
                     }
                     PcapBlockOwned::Legacy(b) => {
                         let iface = interfaces[0];
@@ -172,5 +275,64 @@ fn describe<I>(e: &PcapError<I>) -> String {
         PcapError::ReadError => "read error".into(),
         PcapError::HeaderNotRecognized => "header not recognized".into(),
         PcapError::NomError(_, kind) | PcapError::OwnedNomError(_, kind) => format!("malformed block ({kind:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Frames = Vec<(i32, u64, Vec<u8>, u64)>;
+
+    fn through(read: impl FnOnce(&mut dyn FnMut(Frame<'_>)) -> ReadSummary) -> (Frames, ReadSummary) {
+        let mut frames = Vec::new();
+        let summary = read(&mut |f: Frame<'_>| frames.push((f.linktype, f.ts_us, f.data.to_vec(), f.end_offset)));
+        (frames, summary)
+    }
+
+    /// The hand-written loop and pcap-parser alone see the same frames and the
+    /// same damage at the same offset, for the file and every cut of it.
+    fn same_as_pcap_parser(bytes: &[u8], cuts: impl Iterator<Item = usize>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.pcap");
+        for cut in cuts {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let ours = through(|sink| read_capture(&path, sink).unwrap());
+            let file_bytes = cut as u64;
+            let theirs = through(|sink| read_with_pcap_parser(File::open(&path).unwrap(), 0, ReadSummary { file_bytes, ..Default::default() }, sink).unwrap());
+            assert_eq!(ours, theirs, "cut at {cut}");
+        }
+    }
+
+    fn data(name: &str) -> Vec<u8> {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/learn").join(name)).unwrap()
+    }
+
+    #[test]
+    fn classic_pcap_loop_agrees_with_pcap_parser() {
+        let ntp = data("formats/ntp.pcap");
+        same_as_pcap_parser(&ntp, 0..=ntp.len());
+        for name in ["scans/port_scan.pcap", "scans/backscatter.trace", "formats/modified-format.pcap"] {
+            let bytes = data(name);
+            same_as_pcap_parser(&bytes, (0..=bytes.len()).step_by(997).chain([bytes.len()]));
+        }
+        // Big-endian, nanosecond clock, and a record too large for the loop in the middle.
+        let mut big = Vec::new();
+        big.extend_from_slice(&0x4d3c_b2a1u32.to_le_bytes());
+        big.extend_from_slice(&[0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 1]);
+        for caplen in [60u32, 3 << 20, 60] {
+            big.extend_from_slice(&[0, 0, 0, 7, 0x3b, 0x9a, 0xc9, 0xff]);
+            big.extend_from_slice(&caplen.to_be_bytes());
+            big.extend_from_slice(&caplen.to_be_bytes());
+            big.extend((0..caplen).map(|i| i as u8));
+        }
+        same_as_pcap_parser(&big, [big.len(), big.len() - 30, 24 + 16 + 60 + 16 + 1000].into_iter());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.pcap");
+        std::fs::write(&path, &big).unwrap();
+        let (frames, summary) = through(|sink| read_capture(&path, sink).unwrap());
+        let lengths: Vec<usize> = frames.iter().map(|f| f.2.len()).collect();
+        assert_eq!((lengths, summary.damage), (vec![60, 3 << 20, 60], None));
+        assert_eq!(frames[0].1, 7 * 1_000_000 + 999_999);
     }
 }
