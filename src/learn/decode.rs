@@ -50,8 +50,7 @@ pub struct Decoded {
     /// Set for ICMP errors that quote a TCP/UDP/ICMP packet.
     pub quote: Option<Quote>,
     /// Hash of [`Decoded::table_key`] (shard selection and the flow table
-    /// lookup), filled in by [`super::flows::FlowTable::add_batch`] so the
-    /// reader thread, the busier one, does not spend time on it.
+    /// lookup), filled in by [`Decoded::with_key_hash`] on the reader thread.
     pub key_hash: u64,
 }
 
@@ -74,6 +73,12 @@ impl Decoded {
             Some(q) => FlowKey::new(q.proto, q.src, q.dst),
             None => self.key(),
         }
+    }
+
+    /// This packet with [`Decoded::key_hash`] filled in.
+    pub fn with_key_hash(mut self) -> Decoded {
+        self.key_hash = self.table_key().hash_u64();
+        self
     }
 
     /// Echo reply: its sender answered someone else's request.

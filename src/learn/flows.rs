@@ -249,7 +249,7 @@ impl FlowKey {
     }
 }
 
-/// A flow key with the hash [`FlowTable::add_batch`] already computed
+/// A flow key with the hash the reader thread already computed
 /// ([`Decoded::key_hash`]), so the map does not hash it again.
 #[derive(Clone, Copy, Debug)]
 struct HashedKey {
@@ -617,21 +617,18 @@ impl FlowTable {
         FlowTable { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard }
     }
 
-    /// Feed a batch of decoded packets (in capture order), each shard in parallel.
-    pub fn add_batch(&mut self, batch: &mut [Decoded]) {
+    /// Feed a batch of decoded packets (in capture order, key hashes filled
+    /// in by [`Decoded::with_key_hash`]), each shard in parallel.
+    pub fn add_batch(&mut self, batch: &[Decoded]) {
         use rayon::prelude::*;
         let n = self.shards.len();
         let limits = &self.limits;
         if n == 1 {
-            for p in batch.iter_mut() {
-                let key = p.table_key();
-                p.key_hash = key.hash_u64();
-                self.shards[0].add(p, key, limits);
+            for p in batch {
+                self.shards[0].add(p, p.table_key(), limits);
             }
             return;
         }
-        batch.par_chunks_mut(1024).for_each(|chunk| chunk.iter_mut().for_each(|p| p.key_hash = p.table_key().hash_u64()));
-        let batch = &*batch;
         self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
             for p in batch.iter().filter(|p| p.shard(n) == i) {
                 shard.add(p, p.table_key(), limits);
@@ -713,11 +710,12 @@ mod tests {
             quote: None,
             key_hash: 0,
         }
+        .with_key_hash()
     }
 
     fn run(pkts: &[Decoded], limits: FlowLimits) -> Vec<Flow> {
         let mut t = FlowTable::new(1, limits);
-        t.add_batch(&mut pkts.to_vec());
+        t.add_batch(pkts);
         t.finish().flows
     }
 
@@ -788,7 +786,7 @@ mod tests {
         let mut t = FlowTable::new(1, limits);
         let mut peak = 0;
         for chunk in pkts.chunks(100) {
-            t.add_batch(&mut chunk.to_vec());
+            t.add_batch(chunk);
             let shard = &t.shards[0];
             peak = peak.max(shard.open.len() + shard.closed.len());
         }

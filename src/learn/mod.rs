@@ -67,7 +67,8 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
             let mut out = DecodedBatch::default();
             let read = reader::read_capture(path, |f| {
                 match decode::decode(f.linktype, f.data, f.ts_us) {
-                    Ok(d) => out.packets.push(d),
+                    // Hashed here: the flow table thread is the busier one.
+                    Ok(d) => out.packets.push(d.with_key_hash()),
                     Err(skip) => out.skipped.push(skip),
                 }
                 if out.packets.len() + out.skipped.len() >= BATCH {
@@ -86,7 +87,7 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
             for skip in batch.skipped.drain(..) {
                 *skipped.entry(skip).or_default() += 1;
             }
-            table.add_batch(&mut batch.packets);
+            table.add_batch(&batch.packets);
             progress(batch.file_offset);
             batch.packets.clear();
             // The reader may be done already; then the batch is simply dropped.
