@@ -50,7 +50,7 @@ pub struct Decoded {
     /// Set for ICMP errors that quote a TCP/UDP/ICMP packet.
     pub quote: Option<Quote>,
     /// Hash of [`Decoded::table_key`] (shard selection and the flow table
-    /// lookup), filled in by [`Decoded::with_key_hash`] on the reader thread.
+    /// lookup), filled in by [`Decoded::fill_key_hash`] on the reader thread.
     pub key_hash: u64,
 }
 
@@ -75,10 +75,9 @@ impl Decoded {
         }
     }
 
-    /// This packet with [`Decoded::key_hash`] filled in.
-    pub fn with_key_hash(mut self) -> Decoded {
+    /// Fill in [`Decoded::key_hash`].
+    pub fn fill_key_hash(&mut self) {
         self.key_hash = self.table_key().hash_u64();
-        self
     }
 
     /// Echo reply: its sender answered someone else's request.

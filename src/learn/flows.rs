@@ -618,7 +618,7 @@ impl FlowTable {
     }
 
     /// Feed a batch of decoded packets (in capture order, key hashes filled
-    /// in by [`Decoded::with_key_hash`]), each shard in parallel.
+    /// in by [`Decoded::fill_key_hash`]), each shard in parallel.
     pub fn add_batch(&mut self, batch: &[Decoded]) {
         use rayon::prelude::*;
         let n = self.shards.len();
@@ -695,7 +695,7 @@ mod tests {
 
     fn pkt(t: u64, from: &str, to: &str, proto: u8, flags: u8, payload: u32) -> Decoded {
         let (a, b): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
-        Decoded {
+        let mut p = Decoded {
             ts_us: t * 1_000_000,
             proto,
             src_ip: a.ip(),
@@ -709,8 +709,9 @@ mod tests {
             icmp_code: 0,
             quote: None,
             key_hash: 0,
-        }
-        .with_key_hash()
+        };
+        p.fill_key_hash();
+        p
     }
 
     fn run(pkts: &[Decoded], limits: FlowLimits) -> Vec<Flow> {
