@@ -160,14 +160,14 @@ impl Flow {
         format!("{} {} -> {} {}", proto_label(self.proto), self.client, self.server, self.state)
     }
 
-    fn merge(&mut self, other: &Flow) {
+    /// Add another record's counts and time span (not its ICMP error: see [`Group::absorb`]).
+    fn add_counts(&mut self, other: &Flow) {
         self.orig.packets += other.orig.packets;
         self.orig.bytes += other.orig.bytes;
         self.resp.packets += other.resp.packets;
         self.resp.bytes += other.resp.bytes;
         self.first_seen_us = self.first_seen_us.min(other.first_seen_us);
         self.last_seen_us = self.last_seen_us.max(other.last_seen_us);
-        self.icmp_error = self.icmp_error.or(other.icmp_error);
         self.connections += other.connections;
     }
 }
@@ -452,13 +452,10 @@ fn conn_state(proto: u8, orig: u8, resp: u8, resp_packets: u64) -> ConnState {
 #[derive(Default)]
 pub struct FlowShard {
     open: HashMap<HashedKey, OpenFlow, BuildHasherDefault<KeyHasher>>,
-    closed: Vec<Flow>,
+    closed: Closed,
     /// Latest packet time seen by this shard (captures need not be sorted).
     clock_us: u64,
     next_sweep_us: u64,
-    merged_closed: bool,
-    /// Compact closed flows when there are more than this many.
-    compact_at: usize,
 }
 
 impl FlowShard {
@@ -534,49 +531,123 @@ impl FlowShard {
     }
 
     fn close(&mut self, flow: Flow, limits: &FlowLimits) {
-        self.closed.push(flow);
-        if self.closed.len() > self.compact_at.max(limits.max_closed) {
-            self.closed = compact(std::mem::take(&mut self.closed));
-            self.merged_closed = true;
-            // Amortized: what did not merge away waits for as many new flows.
-            self.compact_at = self.closed.len() * 2;
-        }
+        self.closed.push(flow, limits.max_closed);
+    }
+
+    /// Open and closed records held (for the memory bound).
+    pub fn held(&self) -> usize {
+        self.open.len() + self.closed.len()
     }
 
     /// Close every open flow and return all flows of this shard.
-    pub fn finish(mut self) -> (Vec<Flow>, bool) {
-        // Exact: growing by doubling would copy every record at the peak.
-        self.closed.reserve_exact(self.open.len());
-        self.closed.extend(self.open.into_values().map(OpenFlow::finish));
-        (self.closed, self.merged_closed)
+    pub fn finish(self) -> (Vec<Flow>, bool) {
+        let merged = self.closed.compacted();
+        let mut flows = self.closed.into_flows(self.open.len());
+        flows.extend(self.open.into_values().map(OpenFlow::finish));
+        (flows, merged)
     }
 }
 
-/// Merge flows that differ only in the client port and counters: the same
-/// client address, server, protocol and state. Bounds memory on long captures.
-/// Each group's earliest flow (ties: the earlier closed) absorbs the others,
-/// in time order, and keeps its place; the records themselves never move
-/// except to close the gaps.
-pub fn compact(mut flows: Vec<Flow>) -> Vec<Flow> {
-    // u32 indices keep this side table small (4 G flows would not fit in memory anyway).
-    let mut order: Vec<(MergeKey, u64, u32)> = flows.iter().zip(0u32..).map(|(f, i)| (merge_key(f), f.first_seen_us, i)).collect();
-    order.sort_unstable();
-    let mut keep = vec![true; flows.len()];
-    let mut group_start = 0;
-    for at in 1..order.len() {
-        if order[at].0 != order[group_start].0 {
-            group_start = at;
-            continue;
-        }
-        let (kept, merged) = (order[group_start].2 as usize, order[at].2 as usize);
-        let (head, tail) = flows.split_at_mut(kept.max(merged));
-        let (into, from) = if kept < merged { (&mut head[kept], &tail[0]) } else { (&mut tail[0], &head[merged]) };
-        into.merge(from);
-        keep[merged] = false;
+/// Closed flows of a shard. They are kept one by one until there are more
+/// than `max_closed`; then flows that differ only in the client port and
+/// counters (the same client address, server, protocol and state) are
+/// merged into one record per group. That bounds memory on long captures.
+/// Flows closed after a compaction again wait one by one, for as many flows
+/// as the groups hold, and are then folded into the groups.
+#[derive(Default)]
+struct Closed {
+    /// Closed since the last compaction, in closing order.
+    recent: Vec<Flow>,
+    groups: HashMap<MergeKey, Group, BuildHasherDefault<KeyHasher>>,
+    /// Compactions so far.
+    round: u32,
+    /// Flows folded into groups so far: the closing order of the next one.
+    folded: u64,
+    /// Compact when holding more than this many records.
+    compact_at: usize,
+}
+
+/// Where a flow stands among the members of its group: the earlier first
+/// packet wins, then the earlier closing.
+type Rank = (u64, u64);
+
+/// One record standing for every flow of a merge group.
+struct Group {
+    flow: Flow,
+    /// The member whose record (client port, history) the group shows.
+    lead: Rank,
+    /// The member its ICMP error came from, within the current round. A
+    /// group from an earlier round ranks as its lead, before every newer flow.
+    icmp_from: Option<Rank>,
+    round: u32,
+}
+
+impl Group {
+    fn new(flow: Flow, rank: Rank, round: u32) -> Group {
+        Group { icmp_from: flow.icmp_error.map(|_| rank), lead: rank, round, flow }
     }
-    let mut keep = keep.into_iter();
-    flows.retain(|_| keep.next().expect("one flag per flow"));
-    flows
+
+    /// Merge `flow`: counts add up, the earliest member leads, and the ICMP
+    /// error is the earliest member's that has one.
+    fn absorb(&mut self, mut flow: Flow, rank: Rank, round: u32) {
+        if self.round != round {
+            self.round = round;
+            self.icmp_from = self.flow.icmp_error.map(|_| self.lead);
+        }
+        if rank < self.lead {
+            std::mem::swap(&mut self.flow.client, &mut flow.client);
+            std::mem::swap(&mut self.flow.history, &mut flow.history);
+            self.lead = rank;
+        }
+        if flow.icmp_error.is_some() && self.icmp_from.is_none_or(|from| rank < from) {
+            self.flow.icmp_error = flow.icmp_error;
+            self.icmp_from = Some(rank);
+        }
+        self.flow.add_counts(&flow);
+    }
+}
+
+impl Closed {
+    fn len(&self) -> usize {
+        self.recent.len() + self.groups.len()
+    }
+
+    fn compacted(&self) -> bool {
+        self.round > 0
+    }
+
+    fn push(&mut self, flow: Flow, max_closed: usize) {
+        self.recent.push(flow);
+        if self.len() > self.compact_at.max(max_closed) {
+            self.compact();
+        }
+    }
+
+    /// Fold the recent flows into the groups, in closing order.
+    fn compact(&mut self) {
+        self.round += 1;
+        for flow in self.recent.drain(..) {
+            let rank = (flow.first_seen_us, self.folded);
+            self.folded += 1;
+            match self.groups.entry(merge_key(&flow)) {
+                Entry::Vacant(slot) => {
+                    slot.insert(Group::new(flow, rank, self.round));
+                }
+                Entry::Occupied(mut slot) => slot.get_mut().absorb(flow, rank, self.round),
+            }
+        }
+        // Amortized: newer flows wait one by one for as many as the groups hold.
+        self.compact_at = self.groups.len() * 2;
+    }
+
+    /// Every record, with room for `more`.
+    fn into_flows(self, more: usize) -> Vec<Flow> {
+        // Exact: growing by doubling would copy every record at the peak.
+        let mut flows = Vec::with_capacity(self.len() + more);
+        flows.extend(self.groups.into_values().map(|g| g.flow));
+        flows.extend(self.recent);
+        flows
+    }
 }
 
 /// Client address, server address, then the address families, server port,
@@ -788,8 +859,7 @@ mod tests {
         let mut peak = 0;
         for chunk in pkts.chunks(100) {
             t.add_batch(chunk);
-            let shard = &t.shards[0];
-            peak = peak.max(shard.open.len() + shard.closed.len());
+            peak = peak.max(t.shards[0].held());
         }
         assert!(peak <= 300, "peak {peak}");
         let set = t.finish();
