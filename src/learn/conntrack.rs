@@ -610,7 +610,7 @@ fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
         (ConnState::S0, "D")
     };
     flow.state = state;
-    flow.history = history.to_string();
+    flow.history = history.into();
     // Without accounting: at least the first packet, and one answer if seen.
     flow.orig = e.orig_counters.map_or(FlowCounters { packets: 1, bytes: 0 }, |c| FlowCounters { packets: c.packets, bytes: c.bytes });
     flow.resp = e

@@ -2,13 +2,13 @@
 //! detector, the threshold it crossed, its counts, when, and example flows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash};
 use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
 use super::config::Config;
-use super::flows::{Flow, TCP, UDP};
+use super::flows::{Flow, KeyHasher, TCP, UDP};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -57,23 +57,29 @@ fn confidence(value: f64, threshold: f64) -> f64 {
     (1.0 - 0.5 / r).min(0.99)
 }
 
-/// Run every detector; findings sorted by source, then detector.
+/// A detector's verdict on one source's attempts, sorted by time.
+type DetectorFn = fn(IpAddr, &[&Flow], &Config) -> Option<Finding>;
+
+/// Every detector, in the order their findings are listed.
+const DETECTORS: [DetectorFn; 6] = [trw, vertical_scan, horizontal_scan, syn_flood, brute_force, udp_scan];
+
+/// Run every detector; findings sorted by source, then detector. Sources
+/// and detectors run in parallel (a few sources often hold most flows).
 pub fn detect(flows: &[Flow], cfg: &Config) -> Vec<Finding> {
+    use rayon::prelude::*;
     let mut by_source: BTreeMap<IpAddr, Vec<&Flow>> = BTreeMap::new();
     for f in flows.iter().filter(|f| f.attempt_seen) {
         by_source.entry(f.client.ip()).or_default().push(f);
     }
-    let mut findings = Vec::new();
-    for (src, mut fs) in by_source {
-        fs.sort_by_key(|f| (f.first_seen_us, f.server, f.client));
-        findings.extend(trw(src, &fs, cfg));
-        findings.extend(vertical_scan(src, &fs, cfg));
-        findings.extend(horizontal_scan(src, &fs, cfg));
-        findings.extend(syn_flood(src, &fs, cfg));
-        findings.extend(brute_force(src, &fs, cfg));
-        findings.extend(udp_scan(src, &fs, cfg));
-    }
-    findings
+    let mut sources: Vec<(IpAddr, Vec<&Flow>)> = by_source.into_iter().collect();
+    sources.par_iter_mut().for_each(|(_, fs)| fs.sort_by_key(|f| (f.first_seen_us, f.server, f.client)));
+    (0..sources.len() * DETECTORS.len())
+        .into_par_iter()
+        .filter_map(|job| {
+            let (src, fs) = &sources[job / DETECTORS.len()];
+            DETECTORS[job % DETECTORS.len()](*src, fs, cfg)
+        })
+        .collect()
 }
 
 fn examples(fs: &[&Flow]) -> Vec<String> {
@@ -134,7 +140,7 @@ type Event<'a, K> = (u64, K, &'a Flow);
 /// The most distinct keys among events inside any window of `window_us`,
 /// with the events of that window. Events must be sorted by time.
 fn densest_window<'a, K: Eq + Hash + Copy>(events: &[Event<'a, K>], window_us: u64) -> (usize, Vec<&'a Flow>) {
-    let mut counts: HashMap<K, usize> = HashMap::new();
+    let mut counts: HashMap<K, usize, BuildHasherDefault<KeyHasher>> = HashMap::default();
     let (mut best, mut best_range) = (0, 0..0);
     let mut lo = 0;
     for hi in 0..events.len() {

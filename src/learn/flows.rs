@@ -100,7 +100,7 @@ pub struct Flow {
     pub state: ConnState,
     /// Zeek-style history: originator upper case, responder lower case
     /// (S syn, H syn-ack, A ack, D data, F fin, R rst), each once.
-    pub history: String,
+    pub history: History,
     /// Did we see the originator's attempt (a SYN, or the first UDP/ICMP packet)?
     pub attempt_seen: bool,
     pub orig: Counters,
@@ -122,7 +122,7 @@ impl Flow {
             client,
             server,
             state: ConnState::OTH,
-            history: String::new(),
+            history: History::default(),
             attempt_seen: false,
             orig: Counters::default(),
             resp: Counters::default(),
@@ -169,6 +169,73 @@ impl Flow {
         self.first_seen_us = self.first_seen_us.min(other.first_seen_us);
         self.last_seen_us = self.last_seen_us.max(other.last_seen_us);
         self.connections += other.connections;
+    }
+}
+
+/// A Zeek history string held inline: six events per direction, each once,
+/// fit in 12 ASCII letters, so flows need no heap allocation for it.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct History {
+    letters: [u8; History::CAPACITY],
+    len: u8,
+}
+
+impl History {
+    const CAPACITY: usize = 12;
+
+    /// Append a letter; a full history or a non-letter is left as it is.
+    pub fn push(&mut self, letter: char) {
+        if letter.is_ascii_alphabetic() && usize::from(self.len) < Self::CAPACITY {
+            self.letters[usize::from(self.len)] = letter as u8;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.letters[..usize::from(self.len)]).expect("ASCII letters only")
+    }
+
+    /// The same events seen from the other side.
+    fn swap_case(self) -> History {
+        let mut swapped = self;
+        for b in &mut swapped.letters[..usize::from(self.len)] {
+            *b ^= 0x20;
+        }
+        swapped
+    }
+}
+
+impl std::ops::Deref for History {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for History {
+    fn from(s: &str) -> History {
+        let mut h = History::default();
+        s.chars().for_each(|c| h.push(c));
+        h
+    }
+}
+
+impl fmt::Display for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for History {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -375,7 +442,7 @@ impl OpenFlow {
         std::mem::swap(&mut f.client, &mut f.server);
         std::mem::swap(&mut f.orig, &mut f.resp);
         self.ev.swap(0, 1);
-        f.history = f.history.chars().map(|c| if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() }).collect();
+        f.history = f.history.swap_case();
     }
 
     fn note(&mut self, dir: usize, ev: u8) {
@@ -642,10 +709,10 @@ impl Closed {
 
     /// Every record, with room for `more`.
     fn into_flows(self, more: usize) -> Vec<Flow> {
+        let mut flows = self.recent;
         // Exact: growing by doubling would copy every record at the peak.
-        let mut flows = Vec::with_capacity(self.len() + more);
+        flows.reserve_exact(self.groups.len() + more);
         flows.extend(self.groups.into_values().map(|g| g.flow));
-        flows.extend(self.recent);
         flows
     }
 }
@@ -792,7 +859,7 @@ mod tests {
     }
 
     fn states(pkts: &[Decoded]) -> Vec<(ConnState, String, String)> {
-        run(pkts, FlowLimits::default()).into_iter().map(|f| (f.state, f.client.to_string(), f.history)).collect()
+        run(pkts, FlowLimits::default()).into_iter().map(|f| (f.state, f.client.to_string(), f.history.to_string())).collect()
     }
 
     #[test]

@@ -135,10 +135,9 @@ pub fn analyze(flows: Vec<Flow>, cfg: &Config) -> Report {
     let mut flows = flows;
     flows::sort_flows(&mut flows);
     let sources = flows.iter().map(|f| f.client.ip()).collect::<std::collections::BTreeSet<_>>().len();
-    let findings = detect::detect(&flows, cfg);
+    let (findings, ranking) = rayon::join(|| detect::detect(&flows, cfg), || score::rank(&flows, &cfg.score));
     let flagged = findings.iter().map(|f| f.source).collect();
     let services = services::services(&flows, &flagged, &cfg.propose);
-    let ranking = score::rank(&flows, &cfg.score);
     Report { flows: flows.len(), sources, findings, services, ranking }
 }
 
