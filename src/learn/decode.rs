@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::LaxIpSlice;
 
-use super::flows::{FlowKey, ICMP, ICMPV6, TCP, UDP};
+use super::flows::{Endpoint, FlowKey, ICMP, ICMPV6, TCP, UDP};
 
 /// Link types (LINKTYPE_* numbers from the pcap registry) that we decode.
 pub mod linktype {
@@ -22,71 +22,85 @@ pub mod linktype {
     pub const LINUX_SLL2: i32 = 276;
 }
 
-/// The packet quoted inside an ICMP error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Quote {
-    pub proto: u8,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-}
-
-/// What the flow table needs from one packet.
+/// What the flow table needs from one packet: 88 bytes, copied from the
+/// reader thread to the flow table's, so addresses are packed in its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decoded {
     pub ts_us: u64,
-    pub proto: u8,
-    pub src_ip: IpAddr,
-    pub dst_ip: IpAddr,
-    /// For ICMP echo: the identifier on the requester's side, 0 on the other.
-    pub sport: u16,
-    pub dport: u16,
+    /// The flow this packet belongs to; for an ICMP error, the quoted packet's.
+    pub key: FlowKey,
+    /// The packet's source (an ICMP error's: the quoted packet's) is `key.lo`.
+    pub from_lo: bool,
     pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
     /// Length of the IP packet on the wire (from its header, not the snaplen).
     pub ip_len: u32,
     /// Transport payload length on the wire.
     pub payload_len: u32,
-    pub icmp_type: u8,
-    pub icmp_code: u8,
-    /// Set for ICMP errors that quote a TCP/UDP/ICMP packet.
-    pub quote: Option<Quote>,
-    /// Hash of [`Decoded::table_key`] (shard selection and the flow table
-    /// lookup), filled in by [`Decoded::fill_key_hash`] on the reader thread.
+    /// Set for ICMP errors that quote a TCP/UDP/ICMP packet: who sent the error.
+    pub error_from: Option<IpAddr>,
+    /// [`FlowKey::hash_u64`] of `key` (shard selection and the table lookup),
+    /// computed on the reader thread.
     pub key_hash: u64,
 }
 
 impl Decoded {
-    pub fn src(&self) -> SocketAddr {
-        SocketAddr::new(self.src_ip, self.sport)
-    }
-
-    pub fn dst(&self) -> SocketAddr {
-        SocketAddr::new(self.dst_ip, self.dport)
-    }
-
-    pub fn key(&self) -> FlowKey {
-        FlowKey::new(self.proto, self.src(), self.dst())
-    }
-
-    /// The flow this packet belongs to: for an ICMP error, the quoted one.
-    pub fn table_key(&self) -> FlowKey {
-        match self.quote {
-            Some(q) => FlowKey::new(q.proto, q.src, q.dst),
-            None => self.key(),
-        }
-    }
-
-    /// Fill in [`Decoded::key_hash`].
-    pub fn fill_key_hash(&mut self) {
-        self.key_hash = self.table_key().hash_u64();
-    }
-
     /// Echo reply: its sender answered someone else's request.
     pub fn is_icmp_reply(&self) -> bool {
-        (self.proto == ICMP && self.icmp_type == 0) || (self.proto == ICMPV6 && self.icmp_type == 129)
+        let proto = self.key.proto;
+        (proto == ICMP && self.icmp_type == 0) || (proto == ICMPV6 && self.icmp_type == 129)
+    }
+
+    /// The packet's source and destination (an ICMP error's: the quoted packet's).
+    pub fn endpoints(&self) -> (SocketAddr, SocketAddr) {
+        let (lo, hi) = self.key.socket_addrs();
+        if self.from_lo { (lo, hi) } else { (hi, lo) }
     }
 
     pub fn shard(&self, shards: usize) -> usize {
         (self.key_hash % shards as u64) as usize
+    }
+}
+
+/// A packet's headers as read, before they are packed into [`Decoded`].
+struct Headers {
+    proto: u8,
+    src: Endpoint,
+    dst: Endpoint,
+    v6: bool,
+    tcp_flags: u8,
+    ip_len: u32,
+    payload_len: u32,
+    icmp_type: u8,
+    icmp_code: u8,
+    /// The packet an ICMP error quotes: protocol, source, destination, IPv6.
+    quote: Option<(u8, Endpoint, Endpoint, bool)>,
+}
+
+impl Headers {
+    fn new(proto: u8, src: Endpoint, dst: Endpoint, v6: bool, ip_len: u32, payload_len: u32) -> Headers {
+        Headers { proto, src, dst, v6, tcp_flags: 0, ip_len, payload_len, icmp_type: 0, icmp_code: 0, quote: None }
+    }
+
+    fn pack(self, ts_us: u64) -> Decoded {
+        let (proto, src, dst, v6, error_from) = match self.quote {
+            Some((proto, src, dst, v6)) => (proto, src, dst, v6, Some(self.src.ip(self.v6))),
+            None => (self.proto, self.src, self.dst, self.v6, None),
+        };
+        let (key, from_lo) = FlowKey::new(proto, v6, src, dst);
+        Decoded {
+            ts_us,
+            key_hash: key.hash_u64(),
+            key,
+            from_lo,
+            tcp_flags: self.tcp_flags,
+            icmp_type: self.icmp_type,
+            icmp_code: self.icmp_code,
+            ip_len: self.ip_len,
+            payload_len: self.payload_len,
+            error_from,
+        }
     }
 }
 
@@ -133,21 +147,22 @@ pub fn decode(linktype: i32, frame: &[u8], ts_us: u64) -> Result<Decoded, Skip> 
         NULL | LOOP => frame.get(4..).ok_or(Skip::Truncated)?,
         _ => return Err(Skip::LinkType),
     };
-    plain_tcp_udp(ip, ts_us).unwrap_or_else(|| careful_ip(ip, ts_us))
+    let headers = plain_tcp_udp(ip).unwrap_or_else(|| careful_ip(ip))?;
+    Ok(headers.pack(ts_us))
 }
 
 /// Any IP packet, through etherparse's lax slicer.
-fn careful_ip(ip: &[u8], ts_us: u64) -> Result<Decoded, Skip> {
+fn careful_ip(ip: &[u8]) -> Result<Headers, Skip> {
     let (ip, _) = LaxIpSlice::from_slice(ip).map_err(|_| Skip::NotIp)?;
-    from_ip(&ip, ts_us)
+    from_ip(&ip)
 }
 
 /// The common case read by hand: IPv4 or IPv6 carrying TCP or UDP with no
 /// extension headers and not a fragment. `None` sends everything else through
 /// etherparse; where both apply they give the same result (see the tests).
-fn plain_tcp_udp(ip: &[u8], ts_us: u64) -> Option<Result<Decoded, Skip>> {
+fn plain_tcp_udp(ip: &[u8]) -> Option<Result<Headers, Skip>> {
     let first = *ip.first()?;
-    let (proto, src_ip, dst_ip, ip_len, header_len, end) = match first >> 4 {
+    let (proto, src, dst, ip_len, header_len, end) = match first >> 4 {
         4 => {
             let header_len = usize::from(first & 0xf) * 4;
             let total_len = usize::from(be16(ip, 2)?);
@@ -155,9 +170,8 @@ fn plain_tcp_udp(ip: &[u8], ts_us: u64) -> Option<Result<Decoded, Skip>> {
             if header_len < 20 || ip.len() < header_len || total_len < header_len || be16(ip, 6)? & 0x3fff != 0 {
                 return None;
             }
-            let addr = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&ip[at..at + 4]).expect("4 bytes"));
             // Cut short by the snaplen: the payload is what was captured.
-            (ip[9], addr(12), addr(16), total_len as u32, header_len, total_len.min(ip.len()))
+            (ip[9], Endpoint::v4(&ip[12..16]), Endpoint::v4(&ip[16..20]), total_len as u32, header_len, total_len.min(ip.len()))
         }
         6 => {
             let end = 40 + usize::from(be16(ip, 4)?);
@@ -165,30 +179,15 @@ fn plain_tcp_udp(ip: &[u8], ts_us: u64) -> Option<Result<Decoded, Skip>> {
             if end == 40 || end > ip.len() {
                 return None;
             }
-            let addr = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).expect("16 bytes"));
-            (ip[6], addr(8), addr(24), end as u32, 40, end)
+            (ip[6], Endpoint::v6(&ip[8..24]), Endpoint::v6(&ip[24..40]), end as u32, 40, end)
         }
         _ => return None,
     };
     if proto != TCP && proto != UDP {
         return None;
     }
-    let mut d = Decoded {
-        ts_us,
-        proto,
-        src_ip,
-        dst_ip,
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        ip_len,
-        payload_len: ip_len - header_len as u32,
-        icmp_type: 0,
-        icmp_code: 0,
-        quote: None,
-        key_hash: 0,
-    };
-    Some(transport(&mut d, &ip[header_len..end]).map(|()| d))
+    let mut h = Headers::new(proto, src, dst, first >> 4 == 6, ip_len, ip_len - header_len as u32);
+    Some(transport(&mut h, &ip[header_len..end]).map(|()| h))
 }
 
 /// The IP packet after an EtherType, skipping VLAN tags.
@@ -204,7 +203,7 @@ fn after_ether_type(mut ether_type: u16, rest: Option<&[u8]>) -> Result<&[u8], S
     }
 }
 
-fn from_ip(ip: &LaxIpSlice<'_>, ts_us: u64) -> Result<Decoded, Skip> {
+fn from_ip(ip: &LaxIpSlice<'_>) -> Result<Headers, Skip> {
     let (ip_len, header_start) = match ip {
         LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
@@ -223,57 +222,52 @@ fn from_ip(ip: &LaxIpSlice<'_>, ts_us: u64) -> Result<Decoded, Skip> {
     let payload = ip.payload();
     // Header bytes before the transport: IP header plus extensions.
     let ip_headers = (payload.payload.as_ptr() as usize - header_start as usize) as u32;
-    let mut d = Decoded {
-        ts_us,
-        proto: payload.ip_number.0,
-        src_ip: ip.source_addr(),
-        dst_ip: ip.destination_addr(),
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        ip_len,
-        payload_len: ip_len.saturating_sub(ip_headers),
-        icmp_type: 0,
-        icmp_code: 0,
-        quote: None,
-        key_hash: 0,
-    };
-    transport(&mut d, payload.payload)?;
-    Ok(d)
+    let (src, dst, v6) = endpoints(ip);
+    let mut h = Headers::new(payload.ip_number.0, src, dst, v6, ip_len, ip_len.saturating_sub(ip_headers));
+    transport(&mut h, payload.payload)?;
+    Ok(h)
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
+/// Source and destination addresses (ports still 0) and whether they are IPv6.
+fn endpoints(ip: &LaxIpSlice<'_>) -> (Endpoint, Endpoint, bool) {
+    match ip {
+        LaxIpSlice::Ipv4(v4) => (Endpoint::v4(&v4.header().source()), Endpoint::v4(&v4.header().destination()), false),
+        LaxIpSlice::Ipv6(v6) => (Endpoint::v6(&v6.header().source()), Endpoint::v6(&v6.header().destination()), true),
+    }
+}
+
 /// Ports, flags and ICMP details from the (possibly truncated) transport bytes.
-fn transport(d: &mut Decoded, t: &[u8]) -> Result<(), Skip> {
-    match d.proto {
+fn transport(h: &mut Headers, t: &[u8]) -> Result<(), Skip> {
+    match h.proto {
         TCP => {
-            d.sport = be16(t, 0).ok_or(Skip::Truncated)?;
-            d.dport = be16(t, 2).ok_or(Skip::Truncated)?;
-            d.tcp_flags = *t.get(13).ok_or(Skip::Truncated)?;
+            h.src.port = be16(t, 0).ok_or(Skip::Truncated)?;
+            h.dst.port = be16(t, 2).ok_or(Skip::Truncated)?;
+            h.tcp_flags = *t.get(13).ok_or(Skip::Truncated)?;
             let header = u32::from(t[12] >> 4) * 4;
-            d.payload_len = d.payload_len.saturating_sub(header);
+            h.payload_len = h.payload_len.saturating_sub(header);
         }
         UDP => {
-            d.sport = be16(t, 0).ok_or(Skip::Truncated)?;
-            d.dport = be16(t, 2).ok_or(Skip::Truncated)?;
-            d.payload_len = d.payload_len.saturating_sub(8);
+            h.src.port = be16(t, 0).ok_or(Skip::Truncated)?;
+            h.dst.port = be16(t, 2).ok_or(Skip::Truncated)?;
+            h.payload_len = h.payload_len.saturating_sub(8);
         }
         ICMP | ICMPV6 => {
-            d.icmp_type = *t.first().ok_or(Skip::Truncated)?;
-            d.icmp_code = *t.get(1).ok_or(Skip::Truncated)?;
-            d.payload_len = d.payload_len.saturating_sub(8);
-            let v4 = d.proto == ICMP;
+            h.icmp_type = *t.first().ok_or(Skip::Truncated)?;
+            h.icmp_code = *t.get(1).ok_or(Skip::Truncated)?;
+            h.payload_len = h.payload_len.saturating_sub(8);
+            let v4 = h.proto == ICMP;
             let (echo_req, echo_rep) = if v4 { (8, 0) } else { (128, 129) };
-            let is_error = if v4 { matches!(d.icmp_type, 3 | 4 | 5 | 11 | 12) } else { d.icmp_type < 128 };
-            if d.icmp_type == echo_req {
-                d.sport = be16(t, 4).ok_or(Skip::Truncated)?;
-            } else if d.icmp_type == echo_rep {
-                d.dport = be16(t, 4).ok_or(Skip::Truncated)?;
+            let is_error = if v4 { matches!(h.icmp_type, 3 | 4 | 5 | 11 | 12) } else { h.icmp_type < 128 };
+            if h.icmp_type == echo_req {
+                h.src.port = be16(t, 4).ok_or(Skip::Truncated)?;
+            } else if h.icmp_type == echo_rep {
+                h.dst.port = be16(t, 4).ok_or(Skip::Truncated)?;
             } else if is_error {
-                d.quote = quote(t.get(8..).unwrap_or_default());
+                h.quote = quote(t.get(8..).unwrap_or_default());
             }
         }
         _ => {}
@@ -282,17 +276,18 @@ fn transport(d: &mut Decoded, t: &[u8]) -> Result<(), Skip> {
 }
 
 /// The flow of the packet an ICMP error quotes (its IP header and first 8 bytes).
-fn quote(inner: &[u8]) -> Option<Quote> {
+fn quote(inner: &[u8]) -> Option<(u8, Endpoint, Endpoint, bool)> {
     let (ip, _) = LaxIpSlice::from_slice(inner).ok()?;
-    let (src, dst, payload) = (ip.source_addr(), ip.destination_addr(), ip.payload());
+    let (mut src, mut dst, v6) = endpoints(&ip);
+    let payload = ip.payload();
     let proto = payload.ip_number.0;
     let t = payload.payload;
-    let (sport, dport) = match proto {
+    (src.port, dst.port) = match proto {
         TCP | UDP => (be16(t, 0)?, be16(t, 2)?),
         ICMP | ICMPV6 => (be16(t, 4)?, 0),
         _ => (0, 0),
     };
-    Some(Quote { proto, src: SocketAddr::new(src, sport), dst: SocketAddr::new(dst, dport) })
+    Some((proto, src, dst, v6))
 }
 
 #[cfg(test)]
@@ -311,8 +306,9 @@ mod tests {
                     return;
                 };
                 for cut in 0..=ip.len() {
-                    if let Some(fast) = plain_tcp_udp(&ip[..cut], f.ts_us) {
-                        assert_eq!(fast, careful_ip(&ip[..cut], f.ts_us), "{name}: packet at byte {} cut to {cut}", f.end_offset);
+                    if let Some(fast) = plain_tcp_udp(&ip[..cut]) {
+                        let pack = |h: Result<Headers, Skip>| h.map(|h| h.pack(f.ts_us));
+                        assert_eq!(pack(fast), pack(careful_ip(&ip[..cut])), "{name}: packet at byte {} cut to {cut}", f.end_offset);
                         compared[usize::from(ip[0] >> 4 == 6)] += 1;
                     }
                 }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use super::decode::{Decoded, Quote};
+use super::decode::Decoded;
 
 pub use crate::ir::names::{ICMP, ICMPV6, TCP, UDP};
 
@@ -243,21 +243,67 @@ pub fn proto_label(proto: u8) -> String {
     crate::ir::names::proto_name(proto)
 }
 
+/// One end of a packet or flow: the address as 16 bytes (IPv4 in the first
+/// four, the rest zero) and the port. Plain bytes compare and hash cheaply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub addr: [u8; 16],
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn v4(addr: &[u8]) -> Endpoint {
+        let mut e = Endpoint::default();
+        e.addr[..4].copy_from_slice(&addr[..4]);
+        e
+    }
+
+    pub fn v6(addr: &[u8]) -> Endpoint {
+        Endpoint { addr: addr[..16].try_into().expect("16 bytes"), port: 0 }
+    }
+
+    pub fn ip(&self, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::from(self.addr)
+        } else {
+            IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
+        }
+    }
+}
+
 /// Direction-independent flow key: the lower endpoint first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     pub proto: u8,
-    pub lo: SocketAddr,
-    pub hi: SocketAddr,
+    pub v6: bool,
+    pub lo: Endpoint,
+    pub hi: Endpoint,
 }
 
 impl FlowKey {
-    pub fn new(proto: u8, a: SocketAddr, b: SocketAddr) -> FlowKey {
-        if a <= b {
-            FlowKey { proto, lo: a, hi: b }
+    /// The key of a packet from `src` to `dst`, and whether `src` is its `lo`.
+    pub fn new(proto: u8, v6: bool, src: Endpoint, dst: Endpoint) -> (FlowKey, bool) {
+        if src <= dst {
+            (FlowKey { proto, v6, lo: src, hi: dst }, true)
         } else {
-            FlowKey { proto, lo: b, hi: a }
+            (FlowKey { proto, v6, lo: dst, hi: src }, false)
         }
+    }
+
+    pub fn socket_addrs(&self) -> (SocketAddr, SocketAddr) {
+        (SocketAddr::new(self.lo.ip(self.v6), self.lo.port), SocketAddr::new(self.hi.ip(self.v6), self.hi.port))
+    }
+
+    /// The table's hash of this key: five multiply-rotate steps over its
+    /// bytes, without going through `Hash`'s per-field calls.
+    pub fn hash_u64(&self) -> u64 {
+        let word = |b: &[u8; 16], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let mut h = KeyHasher::default();
+        for v in [word(&self.lo.addr, 0), word(&self.lo.addr, 1), word(&self.hi.addr, 0), word(&self.hi.addr, 1)] {
+            h.add(v);
+        }
+        h.add(u64::from(self.lo.port) << 32 | u64::from(self.hi.port) << 16 | u64::from(self.proto) << 8 | u64::from(self.v6));
+        h.finish()
     }
 }
 
@@ -305,14 +351,6 @@ impl Hasher for KeyHasher {
 impl KeyHasher {
     fn add(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl FlowKey {
-    pub fn hash_u64(&self) -> u64 {
-        let mut h = KeyHasher::default();
-        self.hash(&mut h);
-        h.finish()
     }
 }
 
@@ -381,6 +419,11 @@ const EV_RST: u8 = 32;
 #[derive(Clone, Debug)]
 struct OpenFlow {
     flow: Flow,
+    /// The client is the key's `lo` end (packets say which end they come from).
+    client_is_lo: bool,
+    /// Both ends of the key are the same address and port: every packet
+    /// counts as the client's.
+    one_ended: bool,
     /// Event bits of the originator and the responder.
     ev: [u8; 2],
     /// Roles were fixed by a handshake packet (not just by who spoke first).
@@ -389,15 +432,17 @@ struct OpenFlow {
 
 impl OpenFlow {
     fn start(p: &Decoded) -> OpenFlow {
-        let (src, dst) = (p.src(), p.dst());
-        let mut flow = Flow::new(p.proto, src, dst, p.ts_us);
+        let (src, dst) = p.endpoints();
+        let mut flow = Flow::new(p.key.proto, src, dst, p.ts_us);
+        let mut client_is_lo = p.from_lo;
         let mut roles_known = false;
-        if p.proto == TCP {
+        if p.key.proto == TCP {
             let f = p.tcp_flags;
             if f & tcp_flags::SYN != 0 && f & tcp_flags::ACK != 0 {
                 // A SYN-ACK first: its sender is the server.
                 flow.client = dst;
                 flow.server = src;
+                client_is_lo = !p.from_lo;
                 roles_known = true;
             } else if f & tcp_flags::SYN != 0 {
                 flow.attempt_seen = true;
@@ -406,17 +451,23 @@ impl OpenFlow {
         } else if p.is_icmp_reply() {
             flow.client = dst;
             flow.server = src;
+            client_is_lo = !p.from_lo;
             roles_known = true;
         } else {
             // UDP and ICMP requests: the first sender is the originator.
             flow.attempt_seen = true;
             roles_known = true;
         }
-        OpenFlow { flow, ev: [0, 0], roles_known }
+        OpenFlow { flow, client_is_lo, one_ended: p.key.lo == p.key.hi, ev: [0, 0], roles_known }
+    }
+
+    /// Did the client send this packet (an ICMP error: the packet it quotes)?
+    fn sent_by_client(&self, p: &Decoded) -> bool {
+        self.one_ended || p.from_lo == self.client_is_lo
     }
 
     fn update(&mut self, p: &Decoded) {
-        let mut from_client = p.src() == self.flow.client;
+        let mut from_client = self.sent_by_client(p);
         if self.flow.proto == TCP && !self.roles_known && p.tcp_flags & tcp_flags::SYN != 0 {
             // Mid-stream start, then a handshake packet: it decides the roles.
             let sender_is_client = p.tcp_flags & tcp_flags::ACK == 0;
@@ -441,6 +492,7 @@ impl OpenFlow {
         let f = &mut self.flow;
         std::mem::swap(&mut f.client, &mut f.server);
         std::mem::swap(&mut f.orig, &mut f.resp);
+        self.client_is_lo = !self.client_is_lo;
         self.ev.swap(0, 1);
         f.history = f.history.swap_case();
     }
@@ -526,12 +578,12 @@ pub struct FlowShard {
 }
 
 impl FlowShard {
-    /// Add one packet; `key` is its [`Decoded::table_key`], hashed in `p.key_hash`.
-    pub fn add(&mut self, p: &Decoded, key: FlowKey, limits: &FlowLimits) {
+    /// Add one packet.
+    pub fn add(&mut self, p: &Decoded, limits: &FlowLimits) {
         self.clock_us = self.clock_us.max(p.ts_us);
-        let key = HashedKey { key, hash: p.key_hash };
-        match p.quote {
-            Some(q) => self.add_icmp_error(p, &q, &key),
+        let key = HashedKey { key: p.key, hash: p.key_hash };
+        match p.error_from {
+            Some(from) => self.add_icmp_error(p, from, &key),
             None => self.add_packet(p, key, limits),
         }
         if self.clock_us >= self.next_sweep_us || self.open.len() > limits.max_open {
@@ -553,8 +605,8 @@ impl FlowShard {
             }
             Entry::Occupied(mut slot) => {
                 let open = slot.get_mut();
-                let restart = p.ts_us > open.flow.last_seen_us + limits.idle_us(p.proto)
-                    || (p.proto == TCP && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && open.closed());
+                let restart = p.ts_us > open.flow.last_seen_us + limits.idle_us(p.key.proto)
+                    || (p.key.proto == TCP && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && open.closed());
                 if !restart {
                     open.update(p);
                     return;
@@ -568,10 +620,10 @@ impl FlowShard {
     /// Attach an ICMP error to the flow whose packet it quotes, but only when
     /// the quoted packet came from that flow's originator (backscatter quotes
     /// responders' packets and must not count against anyone).
-    fn add_icmp_error(&mut self, p: &Decoded, q: &Quote, key: &HashedKey) {
+    fn add_icmp_error(&mut self, p: &Decoded, from: IpAddr, key: &HashedKey) {
         if let Some(open) = self.open.get_mut(key) {
-            if open.flow.client == q.src && open.flow.icmp_error.is_none() {
-                open.flow.icmp_error = Some(IcmpError { icmp_type: p.icmp_type, code: p.icmp_code, from: p.src_ip });
+            if open.sent_by_client(p) && open.flow.icmp_error.is_none() {
+                open.flow.icmp_error = Some(IcmpError { icmp_type: p.icmp_type, code: p.icmp_code, from });
                 open.flow.last_seen_us = open.flow.last_seen_us.max(p.ts_us);
             }
         }
@@ -755,21 +807,20 @@ impl FlowTable {
         FlowTable { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard }
     }
 
-    /// Feed a batch of decoded packets (in capture order, key hashes filled
-    /// in by [`Decoded::fill_key_hash`]), each shard in parallel.
+    /// Feed a batch of decoded packets (in capture order), each shard in parallel.
     pub fn add_batch(&mut self, batch: &[Decoded]) {
         use rayon::prelude::*;
         let n = self.shards.len();
         let limits = &self.limits;
         if n == 1 {
             for p in batch {
-                self.shards[0].add(p, p.table_key(), limits);
+                self.shards[0].add(p, limits);
             }
             return;
         }
         self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
             for p in batch.iter().filter(|p| p.shard(n) == i) {
-                shard.add(p, p.table_key(), limits);
+                shard.add(p, limits);
             }
         });
     }
@@ -832,24 +883,23 @@ mod tests {
     const S: &str = "10.0.0.1:22";
 
     fn pkt(t: u64, from: &str, to: &str, proto: u8, flags: u8, payload: u32) -> Decoded {
-        let (a, b): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
-        let mut p = Decoded {
+        let endpoint = |s: &str| {
+            let a: std::net::SocketAddrV4 = s.parse().unwrap();
+            Endpoint { port: a.port(), ..Endpoint::v4(&a.ip().octets()) }
+        };
+        let (key, from_lo) = FlowKey::new(proto, false, endpoint(from), endpoint(to));
+        Decoded {
             ts_us: t * 1_000_000,
-            proto,
-            src_ip: a.ip(),
-            dst_ip: b.ip(),
-            sport: a.port(),
-            dport: b.port(),
+            key,
+            from_lo,
             tcp_flags: flags,
-            ip_len: 40 + payload,
-            payload_len: payload,
             icmp_type: 0,
             icmp_code: 0,
-            quote: None,
-            key_hash: 0,
-        };
-        p.fill_key_hash();
-        p
+            ip_len: 40 + payload,
+            payload_len: payload,
+            error_from: None,
+            key_hash: key.hash_u64(),
+        }
     }
 
     fn run(pkts: &[Decoded], limits: FlowLimits) -> Vec<Flow> {

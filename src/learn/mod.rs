@@ -67,11 +67,7 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
             let mut out = DecodedBatch::default();
             let read = reader::read_capture(path, |f| {
                 match decode::decode(f.linktype, f.data, f.ts_us) {
-                    Ok(d) => {
-                        out.packets.push(d);
-                        // Hashed here, in place: the flow table thread is the busier one.
-                        out.packets.last_mut().expect("just pushed").fill_key_hash();
-                    }
+                    Ok(d) => out.packets.push(d),
                     Err(skip) => out.skipped.push(skip),
                 }
                 if out.packets.len() + out.skipped.len() >= BATCH {
