@@ -294,6 +294,12 @@ fn quote(inner: &[u8]) -> Option<(u8, Endpoint, Endpoint, bool)> {
 mod tests {
     use super::*;
 
+    /// Every packet's record is copied between threads: keep it small.
+    #[test]
+    fn decoded_record_stays_small() {
+        assert_eq!(std::mem::size_of::<Decoded>(), 88);
+    }
+
     /// Every TCP/UDP packet of the test captures, and every truncation of it:
     /// wherever the hand-written path answers, etherparse answers the same.
     #[test]
