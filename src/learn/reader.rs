@@ -70,9 +70,9 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Re
 }
 
 /// Classic pcap records up to this size are read by [`read_classic`].
-const CLASSIC_MAX_RECORD: usize = 1 << 20;
+const CLASSIC_MAX_RECORD: usize = 1 << 18;
 /// [`read_classic`]'s read size; a whole record always fits.
-const CLASSIC_BUFFER: usize = 4 * CLASSIC_MAX_RECORD;
+const CLASSIC_BUFFER: usize = 2 * CLASSIC_MAX_RECORD;
 const PCAP_HEADER: usize = 24;
 const RECORD_HEADER: usize = 16;
 
