@@ -140,21 +140,28 @@ type Event<'a, K> = (u64, K, &'a Flow);
 /// The most distinct keys among events inside any window of `window_us`,
 /// with the events of that window. Events must be sorted by time.
 fn densest_window<'a, K: Eq + Hash + Copy>(events: &[Event<'a, K>], window_us: u64) -> (usize, Vec<&'a Flow>) {
-    let mut counts: HashMap<K, usize, BuildHasherDefault<KeyHasher>> = HashMap::default();
-    let (mut best, mut best_range) = (0, 0..0);
+    // Keys become small numbers first: the window then counts in a plain array.
+    let mut ids: HashMap<K, usize, BuildHasherDefault<KeyHasher>> = HashMap::default();
+    let id: Vec<usize> = events
+        .iter()
+        .map(|e| {
+            let next = ids.len();
+            *ids.entry(e.1).or_insert(next)
+        })
+        .collect();
+    let mut counts = vec![0usize; ids.len()];
+    let (mut distinct, mut best, mut best_range) = (0, 0, 0..0);
     let mut lo = 0;
     for hi in 0..events.len() {
-        *counts.entry(events[hi].1).or_default() += 1;
+        counts[id[hi]] += 1;
+        distinct += usize::from(counts[id[hi]] == 1);
         while events[hi].0 - events[lo].0 > window_us {
-            let c = counts.get_mut(&events[lo].1).expect("counted");
-            *c -= 1;
-            if *c == 0 {
-                counts.remove(&events[lo].1);
-            }
+            counts[id[lo]] -= 1;
+            distinct -= usize::from(counts[id[lo]] == 0);
             lo += 1;
         }
-        if counts.len() > best {
-            best = counts.len();
+        if distinct > best {
+            best = distinct;
             best_range = lo..hi + 1;
         }
     }
