@@ -52,6 +52,7 @@ row() {
     results=$(for _ in $(seq "$runs"); do measure "$@"; done | sort -n)
     local wall rss
     wall=$(echo "$results" | awk -v n="$runs" 'NR == int((n + 1) / 2) { print $1 }')
+    LAST_WALL=$wall
     rss=$(echo "$results" | awk '$2 > m { m = $2 } END { print m }')
     printf "| %-46s | %8.2f | %12.0f | %8.1f | %10.1f |\n" "$name" "$wall" "$(echo "$PACKETS / $wall" | bc -l)" \
         "$(echo "$BYTES / 1000000 / $wall" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
@@ -63,10 +64,20 @@ echo "median of $RUNS runs (tshark: 1 run); load average before: $(cut -d' ' -f1
 printf "| %-46s | %8s | %12s | %8s | %10s |\n" tool seconds packets/s MB/s "peak MB"
 printf "|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..48})" "----------" "--------------" "----------" "------------"
 row "phantomc learn (flows, detectors, proposal)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy policies/webserver.pf
-row "phantomc learn, 1 thread" "$RUNS" env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy policies/webserver.pf
+LEARN_WALL=$LAST_WALL
+row "phantomc learn pinned to 1 core (taskset)" "$RUNS" taskset -c 0 env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy policies/webserver.pf
 row "tcpdump -nr FILE -w /dev/null (peer)" "$RUNS" tcpdump -nr "$FILE" -w /dev/null
+TCPDUMP_WALL=$LAST_WALL
 row "tshark -r FILE (peer)" 1 tshark -n -r "$FILE"
+# The same packets as pcapng: learn reads pcapng through pcap-parser (no hand-written loop).
+editcap -F pcapng "$FILE" "$WORK/big.pcapng"
+cat "$WORK/big.pcapng" >/dev/null
+BYTES=$(stat -c %s "$WORK/big.pcapng")
+row "phantomc learn, same packets as pcapng" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/big.pcapng" --policy policies/webserver.pf
+row "tcpdump -nr FILE.pcapng -w /dev/null (peer)" "$RUNS" tcpdump -nr "$WORK/big.pcapng" -w /dev/null
+rm "$WORK/big.pcapng"
 # Learn on the first half of the file: flat memory means the same peak.
-editcap -r "$FILE" "$WORK/half.pcap" 1-$((PACKETS / 2))
+editcap -F pcap -r "$FILE" "$WORK/half.pcap" 1-$((PACKETS / 2))
 BYTES=$(stat -c %s "$WORK/half.pcap") PACKETS=$((PACKETS / 2))
 row "phantomc learn, first half (flat memory check)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy policies/webserver.pf
+printf "learn takes %.2fx tcpdump's time (target: below 1.00 on 2 cores)\n" "$(echo "$LEARN_WALL / $TCPDUMP_WALL" | bc -l)"
