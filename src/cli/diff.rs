@@ -83,7 +83,6 @@ fn from_git(rev: &str, path: &Path) -> Result<Compiled, Failure> {
 }
 
 fn unpack_and_compile(tar: &[u8], tmp: &Path, rel: &Path, rev: &str) -> Result<Compiled, Failure> {
-    use std::io::Write;
     let mut child = Command::new("tar")
         .arg("-x")
         .arg("-C")
@@ -91,7 +90,7 @@ fn unpack_and_compile(tar: &[u8], tmp: &Path, rel: &Path, rev: &str) -> Result<C
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| Failure::System(format!("cannot run tar: {e}")))?;
-    child.stdin.take().expect("piped").write_all(tar).map_err(|e| Failure::System(format!("tar: {e}")))?;
+    crate::nft::write_to_child(&mut child.stdin.take().expect("piped"), tar).map_err(|e| Failure::System(format!("tar: {e}")))?;
     let status = child.wait().map_err(|e| Failure::System(format!("tar: {e}")))?;
     if !status.success() {
         return Err(Failure::System("tar could not unpack the git archive".into()));

@@ -18,7 +18,7 @@ use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables};
 use nftables::types::NfFamily;
 
 pub use emit::{build, Elements, NftTable, SetElem};
-pub use run::{objects, to_json, to_json_value, Nft, NftError};
+pub use run::{objects, to_json, to_json_value, write_to_child, Nft, NftError};
 
 use crate::diag::Diag;
 use crate::ir::{Compiled, Ruleset, SetKind};

@@ -129,6 +129,29 @@ pub fn objects(v: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value
     v.get("nftables").and_then(|a| a.as_array()).into_iter().flatten()
 }
 
+/// Write to a child's stdin. The CLI keeps SIGPIPE's default action (so
+/// `phantomc ... | head` ends quietly), which would kill the whole process
+/// when the child has already exited; SIGPIPE is blocked for this thread
+/// during the write, so it fails with EPIPE instead, and a signal left
+/// pending by it is taken before the mask is restored.
+pub fn write_to_child(stdin: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    // SAFETY: plain signal-mask calls on this thread with valid, zeroed sets.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        let result = stdin.write_all(bytes);
+        if result.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            let now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            libc::sigtimedwait(&pipe, std::ptr::null_mut(), &now);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
+}
+
 fn run_program(cmd: &mut Command, args: &[&str], input: Option<&str>) -> Result<String, NftError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
@@ -140,7 +163,7 @@ fn run_program(cmd: &mut Command, args: &[&str], input: Option<&str>) -> Result<
         .map_err(|source| NftError::Spawn { program: program.clone(), source })?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         // A write error means nft exited early; its stderr says why.
-        let _ = stdin.write_all(text.as_bytes());
+        let _ = write_to_child(&mut stdin, text.as_bytes());
     }
     let out = child.wait_with_output().map_err(|source| NftError::Spawn { program, source })?;
     if out.status.success() {
