@@ -362,7 +362,7 @@ mod tests {
 
     /// Hand-read enhanced packet blocks: both byte orders, several sections
     /// and interfaces, blocks with options (left to pcap-parser), and a
-    /// damaged file, each cut at every length (every 97th for the large one).
+    /// damaged file, each cut at every length (the large one at ~97 points).
     #[test]
     fn plain_pcapng_packets_agree_with_pcap_parser() {
         for name in ["test001-be.pcapng", "test001-le.pcapng", "test010-le.pcapng", "test016-be.pcapng", "test016-le.pcapng", "test017-be.pcapng", "test017-le.pcapng", "err-buffertoosmall.pcapng"] {
