@@ -436,7 +436,6 @@ impl OpenFlow {
     fn start(p: &Decoded) -> OpenFlow {
         let (src, dst) = p.endpoints();
         let mut flow = Flow::new(p.key.proto, src, dst, p.ts_us);
-        let mut client_is_lo = p.from_lo;
         let mut roles_known = false;
         if p.key.proto == TCP {
             let f = p.tcp_flags;
@@ -444,7 +443,6 @@ impl OpenFlow {
                 // A SYN-ACK first: its sender is the server.
                 flow.client = dst;
                 flow.server = src;
-                client_is_lo = !p.from_lo;
                 roles_known = true;
             } else if f & tcp_flags::SYN != 0 {
                 flow.attempt_seen = true;
@@ -453,13 +451,13 @@ impl OpenFlow {
         } else if p.is_icmp_reply() {
             flow.client = dst;
             flow.server = src;
-            client_is_lo = !p.from_lo;
             roles_known = true;
         } else {
             // UDP and ICMP requests: the first sender is the originator.
             flow.attempt_seen = true;
             roles_known = true;
         }
+        let client_is_lo = p.from_lo == (flow.client == src);
         OpenFlow { flow, client_is_lo, one_ended: p.key.lo == p.key.hi, ev: [0, 0], roles_known }
     }
 
@@ -709,7 +707,7 @@ impl Group {
     }
 
     /// Merge `flow`: counts add up, the earliest member leads, and the ICMP
-    /// error is the earliest member's that has one.
+    /// error is the earliest one's by [`Group::icmp_from`]'s ranking.
     fn absorb(&mut self, mut flow: Flow, rank: Rank, round: u32) {
         if self.round != round {
             self.round = round;
