@@ -168,20 +168,29 @@ fn densest_window<'a, K: Eq + Hash + Copy>(events: &[Event<'a, K>], window_us: u
     (best, events[best_range].iter().map(|e| e.2).collect())
 }
 
-fn failed_port_flows<'a, 'b>(fs: &'b [&'a Flow]) -> impl Iterator<Item = &'a Flow> + use<'a, 'b> {
-    fs.iter().copied().filter(|f| (f.proto == TCP || f.proto == UDP) && f.failed())
+/// Failed TCP/UDP attempts grouped by `target`, counting the distinct
+/// `varied` keys in each group's densest window: the group with the most
+/// (ties: the lowest target), its count and that window's flows.
+fn densest_scan<'a, T: Ord + Copy, K: Eq + Hash + Copy>(
+    fs: &[&'a Flow],
+    cfg: &Config,
+    target: impl Fn(&Flow) -> T,
+    varied: impl Fn(&Flow) -> K,
+) -> Option<(T, usize, Vec<&'a Flow>)> {
+    let mut groups: BTreeMap<T, Vec<Event<K>>> = BTreeMap::new();
+    for f in fs.iter().copied().filter(|f| (f.proto == TCP || f.proto == UDP) && f.failed()) {
+        groups.entry(target(f)).or_default().push((f.first_seen_us, varied(f), f));
+    }
+    groups
+        .into_iter()
+        .map(|(t, ev)| (t, densest_window(&ev, cfg.scan.window_secs * 1_000_000)))
+        .max_by_key(|(t, (n, _))| (*n, std::cmp::Reverse(*t)))
+        .map(|(t, (count, window))| (t, count, window))
 }
 
 fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
-    let mut per_host: BTreeMap<IpAddr, Vec<Event<(u8, u16)>>> = BTreeMap::new();
-    for f in failed_port_flows(fs) {
-        per_host.entry(f.server.ip()).or_default().push((f.first_seen_us, (f.proto, f.server.port()), f));
-    }
     let need = cfg.scan.vertical_ports;
-    let (host, (count, window)) = per_host
-        .into_iter()
-        .map(|(h, ev)| (h, densest_window(&ev, cfg.scan.window_secs * 1_000_000)))
-        .max_by_key(|(h, (n, _))| (*n, std::cmp::Reverse(*h)))?;
+    let (host, count, window) = densest_scan(fs, cfg, |f| f.server.ip(), |f| (f.proto, f.server.port()))?;
     (count >= need).then(|| {
         let (first, last) = span(&window);
         Finding {
@@ -198,15 +207,8 @@ fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
 }
 
 fn horizontal_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
-    let mut per_port: BTreeMap<(u8, u16), Vec<Event<IpAddr>>> = BTreeMap::new();
-    for f in failed_port_flows(fs) {
-        per_port.entry((f.proto, f.server.port())).or_default().push((f.first_seen_us, f.server.ip(), f));
-    }
     let need = cfg.scan.horizontal_hosts;
-    let ((proto, port), (count, window)) = per_port
-        .into_iter()
-        .map(|(k, ev)| (k, densest_window(&ev, cfg.scan.window_secs * 1_000_000)))
-        .max_by_key(|(k, (n, _))| (*n, std::cmp::Reverse(*k)))?;
+    let ((proto, port), count, window) = densest_scan(fs, cfg, |f| (f.proto, f.server.port()), |f| f.server.ip())?;
     (count >= need).then(|| {
         let (first, last) = span(&window);
         Finding {
