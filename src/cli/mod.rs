@@ -100,6 +100,14 @@ pub fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::Watch(_)) {
+        // A service outlives its log reader (journald restarts): a closed
+        // pipe must be a failed write, not the end of the firewall service.
+        // SAFETY: still before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
     let result = match cli.command {
         Command::Compile(args) => compile::run(&args),
         Command::Apply(args) => apply::apply(&args),
