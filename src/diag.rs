@@ -135,10 +135,8 @@ impl Diag {
     /// A miette diagnostic bound to its source text, ready to print.
     pub fn to_report(&self, sources: &SourceMap) -> Report {
         let file = sources.file(self.span.file);
-        let mut labels = vec![LabeledSpan::new_primary_with_span(
-            Some(self.label.clone()),
-            self.span.start..self.span.end,
-        )];
+        let mut labels =
+            vec![LabeledSpan::new_primary_with_span(Some(self.label.clone()), self.span.start..self.span.end)];
         let mut help = self.help.clone();
         for (span, label) in &self.related {
             if span.file == self.span.file {

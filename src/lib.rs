@@ -4,12 +4,12 @@
 //! Pipeline: [`policy`] (parse) -> [`ir`] (meaning) -> [`nft`] (emit, apply).
 
 pub mod analyze;
+pub mod cli;
 pub mod diag;
 pub mod feeds;
 pub mod ir;
-pub mod policy;
-pub mod cli;
+pub mod learn;
 pub mod nft;
+pub mod policy;
 pub mod serve;
 pub mod watch;
-pub mod learn;

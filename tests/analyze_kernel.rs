@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use etherparse::{IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
+};
 use ipnet::IpNet;
 use phantomc::analyze::{explain, packet};
 use phantomc::ir::eval::Packet;
@@ -103,7 +105,8 @@ struct Probe {
 fn mac_and_index(ns: &Netns, dev: &str) -> ([u8; 6], i32) {
     let out = ns.ip(&["-j", "link", "show", "dev", dev]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
-    let mac: Vec<u8> = v[0]["address"].as_str().expect("mac").split(':').map(|h| u8::from_str_radix(h, 16).expect("hex")).collect();
+    let mac: Vec<u8> =
+        v[0]["address"].as_str().expect("mac").split(':').map(|h| u8::from_str_radix(h, 16).expect("hex")).collect();
     (mac.try_into().expect("6 bytes"), v[0]["ifindex"].as_i64().expect("ifindex") as i32)
 }
 
@@ -217,10 +220,16 @@ fn frame(p: &Packet, id: u32, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
     let written = match p.proto {
         names::TCP => {
             let t = b.tcp(p.sport.expect("port"), p.dport.expect("port"), id, 64240).syn();
-            if invalid { t.fin().write(&mut out, &[]) } else { t.write(&mut out, &[]) }
+            if invalid {
+                t.fin().write(&mut out, &[])
+            } else {
+                t.write(&mut out, &[])
+            }
         }
         names::UDP => b.udp(p.sport.expect("port"), p.dport.expect("port")).write(&mut out, b"probe"),
-        names::ICMP if p.icmp_type == Some(13) => b.icmpv4_raw(13, 0, [(id as u16).to_be_bytes(), [0, 1]].concat().try_into().expect("4 bytes")).write(&mut out, &[0; 12]),
+        names::ICMP if p.icmp_type == Some(13) => b
+            .icmpv4_raw(13, 0, [(id as u16).to_be_bytes(), [0, 1]].concat().try_into().expect("4 bytes"))
+            .write(&mut out, &[0; 12]),
         names::ICMP => b.icmpv4_echo_request(id as u16, 1).write(&mut out, b"probe"),
         names::ICMPV6 => b.icmpv6_echo_request(id as u16, 1).write(&mut out, b"probe"),
         other => b.write(&mut out, IpNumber(other), &[0, 0, 0x08, 0x00, 1, 2, 3, 4]),
@@ -251,11 +260,25 @@ fn capture(ifindex: i32, stop: Arc<AtomicBool>, ready: std::sync::mpsc::Sender<(
     let fd = packet_socket();
     let sa = sockaddr(ifindex);
     // SAFETY: binding a valid socket to a valid sockaddr_ll of the right size.
-    let rc = unsafe { libc::bind(fd.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32) };
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
     assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
     let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
     // SAFETY: setting a timeval option with its size.
-    unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32) };
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
     ready.send(()).ok();
     let mut frames = Vec::new();
     let mut buf = vec![0u8; 2048];
@@ -263,7 +286,16 @@ fn capture(ifindex: i32, stop: Arc<AtomicBool>, ready: std::sync::mpsc::Sender<(
         let mut from = sockaddr(0);
         let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         // SAFETY: buf and from are valid for the lengths given.
-        let n = unsafe { libc::recvfrom(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0, &mut from as *mut _ as *mut libc::sockaddr, &mut len) };
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+                &mut from as *mut _ as *mut libc::sockaddr,
+                &mut len,
+            )
+        };
         if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
             frames.push(buf[..n as usize].to_vec());
         }
@@ -276,7 +308,16 @@ fn send_all(ifindex: &[i32], probes: Vec<(usize, Vec<u8>)>) {
     for (i, (side, frame)) in probes.iter().enumerate() {
         let sa = sockaddr(ifindex[*side]);
         // SAFETY: frame and sa are valid for the lengths given.
-        let n = unsafe { libc::sendto(fd.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), 0, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32) };
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
         assert_eq!(n as usize, frame.len(), "sendto: {}", std::io::Error::last_os_error());
         // Paced so the veth backlog never overflows.
         if i % 20 == 19 {
@@ -360,7 +401,12 @@ fn run(sc: Scenario, seed: u64) {
         }
         srv.sysctl(&format!("net.ipv4.conf.{}.rp_filter=0", s.srv_dev));
     }
-    for key in ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0"] {
+    for key in [
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.icmp_ratelimit=0",
+        "net.ipv6.icmp.ratelimit=0",
+    ] {
         srv.sysctl(key);
     }
     for gw in &sc.gateways {
@@ -425,8 +471,11 @@ fn run(sc: Scenario, seed: u64) {
     let frames: Vec<Vec<u8>> = captures.into_iter().flat_map(|h| h.join().expect("capture thread")).collect();
 
     let accepted: HashSet<u32> = seen(&srv, "seen4").union(&seen(&srv, "seen6")).copied().collect();
-    let tcp_by_port: HashMap<(IpAddr, u16), u32> =
-        probes.iter().filter(|p| p.packet.proto == names::TCP).map(|p| ((p.packet.src, p.packet.sport.expect("port")), p.id)).collect();
+    let tcp_by_port: HashMap<(IpAddr, u16), u32> = probes
+        .iter()
+        .filter(|p| p.packet.proto == names::TCP)
+        .map(|p| ((p.packet.src, p.packet.sport.expect("port")), p.id))
+        .collect();
     let refused = rejected(&frames, &tcp_by_port);
 
     let mut mismatches = Vec::new();
@@ -445,7 +494,14 @@ fn run(sc: Scenario, seed: u64) {
         limited += usize::from(possible.len() > 1);
         *tally.entry((kernel, p.packet.hook.name())).or_default() += 1;
         if !possible.contains(&kernel) {
-            mismatches.push(format!("#{} {}: kernel {}, explain {:?}\n{}", p.id, packet::format(&p.packet), kernel.keyword(), possible, explain::render(&e)));
+            mismatches.push(format!(
+                "#{} {}: kernel {}, explain {:?}\n{}",
+                p.id,
+                packet::format(&p.packet),
+                kernel.keyword(),
+                possible,
+                explain::render(&e)
+            ));
         }
     }
     println!(
@@ -454,7 +510,13 @@ fn run(sc: Scenario, seed: u64) {
         probes.len(),
         probes.len() - mismatches.len()
     );
-    assert!(mismatches.is_empty(), "{} of {} packets differ:\n{}", mismatches.len(), probes.len(), mismatches.iter().take(10).cloned().collect::<String>());
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} packets differ:\n{}",
+        mismatches.len(),
+        probes.len(),
+        mismatches.iter().take(10).cloned().collect::<String>()
+    );
     assert_eq!(probes.len(), PACKETS);
     let count = |a: Action| tally.iter().filter(|((k, _), _)| *k == a).map(|(_, n)| n).sum::<usize>();
     assert!(count(Action::Pass) > 100 && count(Action::Block) > 100, "both verdicts well exercised: {tally:?}");
@@ -465,10 +527,28 @@ fn host_scenario(policy: &'static str) -> Scenario {
     Scenario {
         policy,
         sides: vec![
-            Side { srv_dev: "eth0", cli_dev: "c0", srv_addrs: vec!["198.51.100.1/24", "2001:db8:1::1/64"], cli_addrs: vec!["198.51.100.2/24", "2001:db8:1::2/64"] },
-            Side { srv_dev: "eth1", cli_dev: "c1", srv_addrs: vec!["10.10.0.1/24", "fd00:10::1/64"], cli_addrs: vec!["10.10.0.2/24", "fd00:10::2/64"] },
+            Side {
+                srv_dev: "eth0",
+                cli_dev: "c0",
+                srv_addrs: vec!["198.51.100.1/24", "2001:db8:1::1/64"],
+                cli_addrs: vec!["198.51.100.2/24", "2001:db8:1::2/64"],
+            },
+            Side {
+                srv_dev: "eth1",
+                cli_dev: "c1",
+                srv_addrs: vec!["10.10.0.1/24", "fd00:10::1/64"],
+                cli_addrs: vec!["10.10.0.2/24", "fd00:10::2/64"],
+            },
         ],
-        sources: vec!["198.51.100.0/24", "10.10.0.0/24", "10.10.1.0/24", "203.0.113.0/24", "2001:db8:1::/64", "fd00:10::/64", "2001:db8:9::/48"],
+        sources: vec![
+            "198.51.100.0/24",
+            "10.10.0.0/24",
+            "10.10.1.0/24",
+            "203.0.113.0/24",
+            "2001:db8:1::/64",
+            "fd00:10::/64",
+            "2001:db8:9::/48",
+        ],
         forward_to: vec![],
         gateways: vec!["198.51.100.2", "2001:db8:1::2"],
         skip: None,
@@ -490,11 +570,33 @@ fn router_kernel_verdicts_equal_explain() {
     let sc = Scenario {
         policy: "policies/router.pf",
         sides: vec![
-            Side { srv_dev: "eth0", cli_dev: "c0", srv_addrs: vec!["203.0.113.1/24", "2001:db8:1::1/64"], cli_addrs: vec!["203.0.113.2/24", "2001:db8:1::2/64"] },
-            Side { srv_dev: "eth1", cli_dev: "c1", srv_addrs: vec!["192.168.50.1/24", "fd00:50::1/64"], cli_addrs: vec!["192.168.50.2/24", "fd00:50::2/64"] },
+            Side {
+                srv_dev: "eth0",
+                cli_dev: "c0",
+                srv_addrs: vec!["203.0.113.1/24", "2001:db8:1::1/64"],
+                cli_addrs: vec!["203.0.113.2/24", "2001:db8:1::2/64"],
+            },
+            Side {
+                srv_dev: "eth1",
+                cli_dev: "c1",
+                srv_addrs: vec!["192.168.50.1/24", "fd00:50::1/64"],
+                cli_addrs: vec!["192.168.50.2/24", "fd00:50::2/64"],
+            },
         ],
-        sources: vec!["192.168.50.0/24", "203.0.113.0/24", "198.51.100.0/24", "10.9.0.0/16", "2001:db8:1::/64", "fd00:50::/64"],
-        forward_to: vec![("192.168.50.0/24", "eth1"), ("203.0.113.64/27", "eth0"), ("198.51.100.0/24", "eth0"), ("100.64.0.0/16", "eth0")],
+        sources: vec![
+            "192.168.50.0/24",
+            "203.0.113.0/24",
+            "198.51.100.0/24",
+            "10.9.0.0/16",
+            "2001:db8:1::/64",
+            "fd00:50::/64",
+        ],
+        forward_to: vec![
+            ("192.168.50.0/24", "eth1"),
+            ("203.0.113.64/27", "eth0"),
+            ("198.51.100.0/24", "eth0"),
+            ("100.64.0.0/16", "eth0"),
+        ],
         gateways: vec!["203.0.113.2"],
         skip: Some((names::TCP, 8080, "eth0")),
     };

@@ -13,7 +13,11 @@ fn compile(path: &str) -> Compiled {
 
 fn phantomc(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_phantomc")).args(args).output().expect("run phantomc");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -22,7 +26,15 @@ fn lint_findings_text_and_github() {
     insta::assert_snapshot!("lint-findings.txt", report::render(&d, &c.sources, report::Format::Text, false));
     insta::assert_snapshot!("lint-findings.github", report::render(&d, &c.sources, report::Format::Github, false));
     let codes: Vec<&str> = d.iter().map(|x| x.code).collect();
-    for code in ["shadowed", "redundant", "never-matches", "after-catch-all", "unused-define", "unused-set", "overlapping-entries"] {
+    for code in [
+        "shadowed",
+        "redundant",
+        "never-matches",
+        "after-catch-all",
+        "unused-define",
+        "unused-set",
+        "overlapping-entries",
+    ] {
         assert!(codes.contains(&code), "{code} in {codes:?}");
     }
 }
@@ -69,10 +81,15 @@ fn exit_codes_for_ci() {
         assert_eq!(code, 0, "{p}: {out}{err}");
         assert!(out.contains(" passed, 0 failed"), "{out}");
     }
-    let (code, out, _) = phantomc(&["diff", "policies/webserver.pf", "testdata/analyze/webserver-changed.pf", "--fail-on", "widen"]);
+    let (code, out, _) =
+        phantomc(&["diff", "policies/webserver.pf", "testdata/analyze/webserver-changed.pf", "--fail-on", "widen"]);
     assert_eq!(code, 5, "{out}");
     assert_eq!(phantomc(&["diff", "policies/webserver.pf", "testdata/analyze/webserver-changed.pf"]).0, 0);
-    assert_eq!(phantomc(&["diff", "testdata/analyze/webserver-changed.pf", "policies/webserver.pf", "--fail-on", "widen"]).0, 0, "only narrows");
+    assert_eq!(
+        phantomc(&["diff", "testdata/analyze/webserver-changed.pf", "policies/webserver.pf", "--fail-on", "widen"]).0,
+        0,
+        "only narrows"
+    );
     let (code, _, err) = phantomc(&["explain", "policies/webserver.pf", "tcp 1.2.3.4 => 5.6.7.8:22"]);
     assert_eq!(code, 2);
     assert!(err.contains("expected `->`"), "{err}");
@@ -82,7 +99,8 @@ fn exit_codes_for_ci() {
 fn failing_test_points_at_the_expect_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = dir.path().join("wrong.pftest");
-    std::fs::write(&t, "test \"wrong\" {\n  expect pass tcp 203.0.113.5:51000 -> 198.51.100.1:22 in eth0 new\n}\n").expect("write");
+    std::fs::write(&t, "test \"wrong\" {\n  expect pass tcp 203.0.113.5:51000 -> 198.51.100.1:22 in eth0 new\n}\n")
+        .expect("write");
     let (code, out, err) = phantomc(&["test", "policies/webserver.pf", &t.display().to_string()]);
     assert_eq!(code, 1);
     assert!(out.contains("FAIL    wrong.pftest:2"), "{out}");
@@ -109,7 +127,12 @@ fn diff_against_a_git_revision() {
     let policy = dir.path().join("router.pf").display().to_string();
     let (code, out, err) = phantomc(&["diff", "--git", "HEAD", &policy, "--fail-on", "widen"]);
     assert_eq!(code, 5, "{out}{err}");
-    assert!(out.contains("to 198.51.100.0/28") && out.contains("block (HEAD:router.pf:24)") && out.contains("pass (router.pf:25)"), "{out}");
+    assert!(
+        out.contains("to 198.51.100.0/28")
+            && out.contains("block (HEAD:router.pf:24)")
+            && out.contains("pass (router.pf:25)"),
+        "{out}"
+    );
     let (code, _, err) = phantomc(&["diff", "--git", "no-such-rev", &policy]);
     assert_eq!((code, err.contains("no-such-rev")), (2, true), "{err}");
 }

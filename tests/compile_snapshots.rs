@@ -39,12 +39,22 @@ fn every_compiled_rule_names_its_policy_line() {
         let rules: Vec<&str> = text
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("type ") && !l.contains('{') && l != &"}")
-            .filter(|l| !l.starts_with("table ") && !l.starts_with("delete ") && !l.starts_with("flags ") && !l.starts_with("timeout "))
+            .filter(|l| {
+                !l.is_empty() && !l.starts_with('#') && !l.starts_with("type ") && !l.contains('{') && l != &"}"
+            })
+            .filter(|l| {
+                !l.starts_with("table ")
+                    && !l.starts_with("delete ")
+                    && !l.starts_with("flags ")
+                    && !l.starts_with("timeout ")
+            })
             .collect();
         assert!(!rules.is_empty());
         for rule in rules {
-            assert!(rule.contains(&format!("comment \"{name}.pf:")) || rule.contains("comment \"router-hosts.pf:"), "{rule}");
+            assert!(
+                rule.contains(&format!("comment \"{name}.pf:")) || rule.contains("comment \"router-hosts.pf:"),
+                "{rule}"
+            );
         }
     }
 }

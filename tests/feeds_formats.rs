@@ -121,10 +121,14 @@ fn truncated_downloads_are_refused() {
 #[test]
 fn a_feed_over_max_entries_is_refused() {
     // 300,000 distinct non-adjacent hosts: aggregation cannot shrink them.
-    let text: String = (0..300_000u32).map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i))).collect();
+    let text: String =
+        (0..300_000u32).map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i))).collect();
     let p = parse(&text, Format::Plain, 1).unwrap();
     assert_eq!(p.total(), 300_000);
-    assert_eq!(validate(&p, 0, &cfg(250_000)), Err("too big: 300000 entries after aggregation, max-entries is 250000".into()));
+    assert_eq!(
+        validate(&p, 0, &cfg(250_000)),
+        Err("too big: 300000 entries after aggregation, max-entries is 250000".into())
+    );
     assert_eq!(validate(&p, 0, &cfg(300_000)), Ok(()));
 }
 
@@ -166,9 +170,17 @@ fn phantomc(args: &[&str]) -> std::process::Output {
 fn feeds_parse_prints_the_aggregate_and_counts() {
     let out = phantomc(&["feeds", "parse", "testdata/feeds/abuse.csv", "--format", "csv", "--column", "2", "--print"]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "198.51.100.200/32\n203.0.113.17/32\n203.0.113.18/31\n2001:db8:bad::15/128\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "198.51.100.200/32\n203.0.113.17/32\n203.0.113.18/31\n2001:db8:bad::15/128\n"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("testdata/feeds/abuse.csv: 5 entries, 0 junk, 0 host-bits; aggregated to 3 IPv4 + 1 IPv6 networks in "), "{err}");
+    assert!(
+        err.starts_with(
+            "testdata/feeds/abuse.csv: 5 entries, 0 junk, 0 host-bits; aggregated to 3 IPv4 + 1 IPv6 networks in "
+        ),
+        "{err}"
+    );
 
     let out = phantomc(&["feeds", "parse", "testdata/feeds/error_page.html"]);
     assert_eq!(out.status.code(), Some(2));

@@ -49,7 +49,11 @@ impl FeedServer {
                 let route = r.lock().unwrap().get(&path).cloned();
                 let reply = match route {
                     None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
-                    Some(Route { etag: Some(tag), .. }) if head.to_ascii_lowercase().contains(&format!("if-none-match: {}", tag.to_ascii_lowercase())) => {
+                    Some(Route { etag: Some(tag), .. })
+                        if head
+                            .to_ascii_lowercase()
+                            .contains(&format!("if-none-match: {}", tag.to_ascii_lowercase())) =>
+                    {
                         format!("HTTP/1.1 304 Not Modified\r\netag: {tag}\r\nconnection: close\r\n\r\n")
                     }
                     Some(route) => {
@@ -149,7 +153,11 @@ fn a_failing_server_keeps_the_last_good_copy() {
     // Never fetched: nothing to keep, and nothing is cached.
     server.serve("/drop.txt", 500, "Internal Server Error", None);
     let r = refresh(&cfg, &cache, 1000).unwrap();
-    assert!(matches!(&r.outcome, Outcome::Kept { reason } if reason.ends_with("drop.txt: HTTP 500")), "{:?}", r.outcome);
+    assert!(
+        matches!(&r.outcome, Outcome::Kept { reason } if reason.ends_with("drop.txt: HTTP 500")),
+        "{:?}",
+        r.outcome
+    );
     assert_eq!(cache.nets("drop").unwrap(), None);
 
     server.serve("/drop.txt", 200, &drop_list(4), None);
@@ -171,7 +179,10 @@ fn a_feed_that_shrinks_too_much_is_refused() {
 
     server.serve("/drop.txt", 200, &drop_list(3), None);
     let r = refresh(&cfg, &cache, 2000).unwrap();
-    assert_eq!(r.outcome, Outcome::Kept { reason: "shrank from 10 to 3 entries (-70%), more than max-shrink 50%".into() });
+    assert_eq!(
+        r.outcome,
+        Outcome::Kept { reason: "shrank from 10 to 3 entries (-70%), more than max-shrink 50%".into() }
+    );
     assert_eq!(cache.nets("drop").unwrap().unwrap().len(), 10, "nothing is lost");
 
     // A smaller shrink is a normal update.

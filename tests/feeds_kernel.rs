@@ -58,12 +58,20 @@ fn feed_update_swaps_the_set_in_place() {
     std::fs::write(&list, "# bad hosts\n198.51.100.2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("table inet phantomc is not loaded: cached for the next `phantomc apply`"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("table inet phantomc is not loaded: cached for the next `phantomc apply`"),
+        "{}",
+        stdout(&out)
+    );
 
     // apply fills the feed set from the cache.
     let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stderr(&out).contains("10.10.0.0/24 not blocked, it is trusted by allow-always (feed entry 10.10.0.0/16"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("10.10.0.0/24 not blocked, it is trusted by allow-always (feed entry 10.10.0.0/16"),
+        "{}",
+        stderr(&out)
+    );
     let v4 = set_elements(&lab.srv, "bad_v4");
     assert!(v4.contains("198.51.100.2") && v4.contains("203.0.113.0/24") && !v4.contains("10.10.0.0/16"), "{v4}");
 
@@ -82,7 +90,11 @@ fn feed_update_swaps_the_set_in_place() {
     std::fs::write(&list, "2001:db8:1::2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", "bad", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("sets bad_v4 and bad_v6 of table inet phantomc replaced in one transaction"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("sets bad_v4 and bad_v6 of table inet phantomc replaced in one transaction"),
+        "{}",
+        stdout(&out)
+    );
 
     assert_eq!(tcp_connect(p, "198.51.100.1", 80), Tcp::Connected, "the old source passes now");
     assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::TimedOut, "the new source drops");
@@ -99,7 +111,11 @@ fn feed_update_swaps_the_set_in_place() {
     std::fs::write(&list, "").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
     assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("bad: REFUSED: empty: the feed lists no addresses; kept the last good copy"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("bad: REFUSED: empty: the feed lists no addresses; kept the last good copy"),
+        "{}",
+        stdout(&out)
+    );
     assert!(set_elements(&lab.srv, "bad_v6").contains("2001:db8:1::2"));
 
     // A full re-apply keeps the feed from the cache.
@@ -127,7 +143,13 @@ fn element_count(ns: &Netns, set: &str) -> usize {
     let out = ns.nft(&["-j", "list", "set", "inet", "phantomc", set]);
     assert!(out.status.success(), "list set: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft json");
-    v["nftables"].as_array().expect("array").iter().filter_map(|o| o.get("set")?.get("elem")?.as_array()).map(Vec::len).sum()
+    v["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.get("set")?.get("elem")?.as_array())
+        .map(Vec::len)
+        .sum()
 }
 
 /// A reload with a big feed (150k entries) keeps the feed and the run-time

@@ -6,12 +6,75 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 const TOKENS: &[&str] = &[
-    "pass", "block", "reject", "in", "out", "forward", "on", "proto", "tcp", "udp", "icmp", "icmpv6", "from", "to",
-    "port", "any", "!", "{", "}", ",", "state", "new", "established", "limit", "10/minute", "per-source", "burst",
-    "log", "\"x\"", "counter", "label", "define", "$a", "a", "=", "set", "<a>", "dynamic", "timeout", "1h", "policy",
-    "input", "output", "table", "masquerade", "snat", "dnat", "->", "10.0.0.0/8", "10.0.0.1", "2001:db8::/32", "::1",
-    "22", "1-1024", "65536", "icmp-type", "echo-request", "ipv4", "ipv6", "eth0", "lo", "feed", "source", ";", "#c\n",
-    "\n", "test", "expect", "include",
+    "pass",
+    "block",
+    "reject",
+    "in",
+    "out",
+    "forward",
+    "on",
+    "proto",
+    "tcp",
+    "udp",
+    "icmp",
+    "icmpv6",
+    "from",
+    "to",
+    "port",
+    "any",
+    "!",
+    "{",
+    "}",
+    ",",
+    "state",
+    "new",
+    "established",
+    "limit",
+    "10/minute",
+    "per-source",
+    "burst",
+    "log",
+    "\"x\"",
+    "counter",
+    "label",
+    "define",
+    "$a",
+    "a",
+    "=",
+    "set",
+    "<a>",
+    "dynamic",
+    "timeout",
+    "1h",
+    "policy",
+    "input",
+    "output",
+    "table",
+    "masquerade",
+    "snat",
+    "dnat",
+    "->",
+    "10.0.0.0/8",
+    "10.0.0.1",
+    "2001:db8::/32",
+    "::1",
+    "22",
+    "1-1024",
+    "65536",
+    "icmp-type",
+    "echo-request",
+    "ipv4",
+    "ipv6",
+    "eth0",
+    "lo",
+    "feed",
+    "source",
+    ";",
+    "#c\n",
+    "\n",
+    "test",
+    "expect",
+    "include",
 ];
 
 fn examples() -> Vec<String> {
@@ -36,19 +99,23 @@ fn runner(cases: u32) -> TestRunner {
 
 #[test]
 fn arbitrary_text_never_panics() {
-    runner(3000).run(&any::<String>(), |s| {
-        check(&s);
-        Ok(())
-    }).expect("no panic on arbitrary text");
+    runner(3000)
+        .run(&any::<String>(), |s| {
+            check(&s);
+            Ok(())
+        })
+        .expect("no panic on arbitrary text");
 }
 
 #[test]
 fn keyword_soup_never_panics() {
     let soup = proptest::collection::vec(proptest::sample::select(TOKENS), 0..40).prop_map(|t| t.join(" "));
-    runner(5000).run(&soup, |s| {
-        check(&s);
-        Ok(())
-    }).expect("no panic on keyword soup");
+    runner(5000)
+        .run(&soup, |s| {
+            check(&s);
+            Ok(())
+        })
+        .expect("no panic on keyword soup");
 }
 
 #[test]
@@ -56,22 +123,24 @@ fn mutated_examples_never_panic() {
     let bases = examples();
     let n = bases.len();
     let strategy = (0..n, proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8));
-    runner(3000).run(&strategy, |(which, edits)| {
-        let mut bytes = bases[which].clone().into_bytes();
-        for (at, byte, op) in edits {
-            if bytes.is_empty() {
-                break;
-            }
-            let i = at.index(bytes.len());
-            match op {
-                0 => {
-                    bytes.remove(i);
+    runner(3000)
+        .run(&strategy, |(which, edits)| {
+            let mut bytes = bases[which].clone().into_bytes();
+            for (at, byte, op) in edits {
+                if bytes.is_empty() {
+                    break;
                 }
-                1 => bytes.insert(i, byte),
-                _ => bytes[i] = byte,
+                let i = at.index(bytes.len());
+                match op {
+                    0 => {
+                        bytes.remove(i);
+                    }
+                    1 => bytes.insert(i, byte),
+                    _ => bytes[i] = byte,
+                }
             }
-        }
-        check(&String::from_utf8_lossy(&bytes));
-        Ok(())
-    }).expect("no panic on mutated examples");
+            check(&String::from_utf8_lossy(&bytes));
+            Ok(())
+        })
+        .expect("no panic on mutated examples");
 }

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 
-
 #[test]
 fn webserver_policy_decides_real_traffic() {
     let lab = web_lab();
@@ -53,7 +52,9 @@ fn broken_reapply_keeps_the_old_ruleset_enforced() {
 
     // A rule the kernel refuses (a burst too large for it): the error names
     // the policy line, and nothing is loaded.
-    let text = std::fs::read_to_string(WEB).expect("policy").replace("limit 10/second burst 20", "limit 1/day burst 4294967295");
+    let text = std::fs::read_to_string(WEB)
+        .expect("policy")
+        .replace("limit 10/second burst 20", "limit 1/day burst 4294967295");
     let refused = dir.join("webserver.pf");
     std::fs::write(&refused, text).expect("write");
     let out = lab.srv.phantomc(&["apply", refused.to_str().expect("path")]);
@@ -154,7 +155,11 @@ fn status_reports_drift_and_dry_run_changes_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = lab.srv.phantomc(&["status", WEB]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stdout(&out).contains("DRIFTED") && stdout(&out).contains("+\t\ttcp dport 9999 accept"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("DRIFTED") && stdout(&out).contains("+\t\ttcp dport 9999 accept"),
+        "{}",
+        stdout(&out)
+    );
 
     let dry = lab.srv.phantomc(&["apply", "--dry-run", WEB]);
     assert!(stdout(&dry).contains("-\t\ttcp dport 9999 accept"), "{}", stdout(&dry));
@@ -187,7 +192,8 @@ fn nft_script_and_json_load_to_the_same_kernel_ruleset() {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("phantomc-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir =
+        std::env::temp_dir().join(format!("phantomc-test-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }

@@ -32,7 +32,9 @@ fn spawn_phantomc(ns: &Netns, args: &[&str]) -> Child {
 
 /// Waits (bounded) until the live table's input chain mentions `marker`.
 fn wait_live(ns: &Netns, marker: &str) {
-    eventually(&format!("ruleset with {marker} live"), || stdout(&ns.nft(&["list", "table", "inet", "phantomc"])).contains(marker));
+    eventually(&format!("ruleset with {marker} live"), || {
+        stdout(&ns.nft(&["list", "table", "inet", "phantomc"])).contains(marker)
+    });
 }
 
 /// A web lab running webserver.pf, with `apply --confirm` of a closed policy

@@ -60,7 +60,8 @@ fn reads_the_namespace_conntrack_table() {
     let entries = srv.run_in(conntrack::dump).expect("dump");
     // A refused SYN: the kernel drops that entry at once, only the destroy event shows it.
     assert!(entries.iter().all(|e| e.orig.dport != 81), "{entries:#?}");
-    let watched = watch_while(&srv, || assert_eq!(tcp_connect(&cli, "10.66.0.1", 81), Tcp::Refused), Duration::from_millis(300));
+    let watched =
+        watch_while(&srv, || assert_eq!(tcp_connect(&cli, "10.66.0.1", 81), Tcp::Refused), Duration::from_millis(300));
 
     let est = find(&entries, 6, "10.66.0.2", 5432);
     assert_eq!(est.orig.sport, v4.local_port());
@@ -148,7 +149,15 @@ fn learn_conntrack_without_privileges_is_a_clear_error() {
     let policy = dir.path().join("p.pf");
     std::fs::write(&policy, "table phantomc\npolicy input block\n").unwrap();
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_phantomc"), "learn", "--conntrack", "--policy"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_phantomc"),
+            "learn",
+            "--conntrack",
+            "--policy",
+        ])
         .arg(&policy)
         .output()
         .unwrap();

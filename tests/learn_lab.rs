@@ -126,7 +126,12 @@ fn assert_learned(what: &str, out: &Output, policy: &Path, from_conntrack: bool)
     assert!(out.status.success(), "{what}: {}{}", stdout(out), stderr(out));
     let flagged = flagged(out);
     let attackers: Vec<&str> = ATTACKERS.iter().map(|a| a.1).collect();
-    assert_eq!(flagged.keys().map(String::as_str).collect::<Vec<_>>(), attackers, "{what} flags exactly the attackers:\n{}", stderr(out));
+    assert_eq!(
+        flagged.keys().map(String::as_str).collect::<Vec<_>>(),
+        attackers,
+        "{what} flags exactly the attackers:\n{}",
+        stderr(out)
+    );
     for (_, ip, in_capture, in_conntrack) in ATTACKERS {
         let detector = if from_conntrack { in_conntrack } else { in_capture };
         assert!(flagged[ip].iter().any(|d| d == detector), "{what}: {ip} flagged by {detector}: {:?}", flagged[ip]);
@@ -243,7 +248,11 @@ fn assert_applied(lan: &Lan) {
             let host = lan.host(4 + i);
             s.spawn(move || {
                 for port in [22, 80, 5432] {
-                    assert_eq!(tcp_connect(host, SERVER, port), Tcp::TimedOut, "{tag} ({ip}) to port {port} is dropped");
+                    assert_eq!(
+                        tcp_connect(host, SERVER, port),
+                        Tcp::TimedOut,
+                        "{tag} ({ip}) to port {port} is dropped"
+                    );
                 }
                 assert_eq!(dns_lookup(host, SERVER, "www.lab.test"), None, "{tag} ({ip}) gets no DNS answer");
                 assert!(!ping(host, SERVER), "{tag} ({ip}) gets no ping answer");

@@ -73,7 +73,12 @@ fn roles_come_from_the_handshake_not_the_ports() {
         if f.history.contains('h') || f.history.contains('H') {
             with_synack += 1;
             assert_eq!(f.server.ip(), victim, "{} {}", f.describe(), f.history);
-            assert!(matches!(f.state, learn::ConnState::OTH | learn::ConnState::RSTRH | learn::ConnState::SHR), "{} {}", f.describe(), f.history);
+            assert!(
+                matches!(f.state, learn::ConnState::OTH | learn::ConnState::RSTRH | learn::ConnState::SHR),
+                "{} {}",
+                f.describe(),
+                f.history
+            );
         } else {
             // A lone RST seen mid-stream: no handshake, so no roles to trust.
             assert_eq!(f.state, learn::ConnState::OTH, "{} {}", f.describe(), f.history);
@@ -125,7 +130,10 @@ fn every_format_file_is_read_or_rejected_clearly() {
 #[test]
 fn pcapng_byte_orders_read_the_same_packets() {
     let cfg = Config::default();
-    for pair in [["formats/test001-be.pcapng", "formats/test001-le.pcapng"], ["formats/test016-be.pcapng", "formats/test016-le.pcapng"]] {
+    for pair in [
+        ["formats/test001-be.pcapng", "formats/test001-le.pcapng"],
+        ["formats/test016-be.pcapng", "formats/test016-le.pcapng"],
+    ] {
         let [be, le] = pair.map(|f| learn::read_flows(&data(f), &cfg, &|_| {}).unwrap());
         assert_eq!(be.read.packets, le.read.packets);
         assert_eq!(be.flows, le.flows, "{pair:?}");
@@ -223,10 +231,17 @@ fn interfaces_with_different_link_types_and_clocks_make_one_flow_table() {
     w.packet(1, 1_700_000_000_001_000_000, &sll, sll.len());
     // Raw IP, cut by the snaplen after the TCP flags: the client's ACK with 1000 bytes.
     let mut ack = Vec::new();
-    etherparse::PacketBuilder::ipv4(client, server, 64).tcp(40000, 5432, 1001, 64000).ack(1).write(&mut ack, &[7u8; 1000]).unwrap();
+    etherparse::PacketBuilder::ipv4(client, server, 64)
+        .tcp(40000, 5432, 1001, 64000)
+        .ack(1)
+        .write(&mut ack, &[7u8; 1000])
+        .unwrap();
     w.packet(3, 1_700_000_000_002_000, &ack[..40], ack.len());
     // Linux SLL2 + IPv6: a UDP query and its answer.
-    let (c6, s6) = ("fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets(), "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    let (c6, s6) = (
+        "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+    );
     for (i, (src, dst, sport, dport)) in [(c6, s6, 50000u16, 53u16), (s6, c6, 53, 50000)].into_iter().enumerate() {
         let mut frame = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0];
         etherparse::PacketBuilder::ipv6(src, dst, 64).udp(sport, dport).write(&mut frame, b"query").unwrap();
@@ -239,7 +254,8 @@ fn interfaces_with_different_link_types_and_clocks_make_one_flow_table() {
     let capture = learn::read_flows(&path, &Config::default(), &|_| {}).unwrap();
     assert_eq!(capture.read.linktypes, vec![1, 113, 276, 101]);
     assert_eq!((capture.read.packets, capture.read.damage.clone()), (5, None));
-    let desc: Vec<String> = capture.flows.iter().map(|f| format!("{} {} {}", f.describe(), f.history, f.first_seen_us)).collect();
+    let desc: Vec<String> =
+        capture.flows.iter().map(|f| format!("{} {} {}", f.describe(), f.history, f.first_seen_us)).collect();
     assert_eq!(
         desc,
         vec![
@@ -332,7 +348,11 @@ fn example_policy(name: &str) -> PathBuf {
 #[test]
 fn proposals_compile_and_drop_the_scanners() {
     let cfg = Config::default();
-    for (file, scanner) in [("scans/445_scan.pcap", "176.192.150.3"), ("scans/port_scan.pcap", "192.168.2.154"), ("scans/multiport_scan.pcap", "125.27.226.209")] {
+    for (file, scanner) in [
+        ("scans/445_scan.pcap", "176.192.150.3"),
+        ("scans/port_scan.pcap", "192.168.2.154"),
+        ("scans/multiport_scan.pcap", "125.27.226.209"),
+    ] {
         let (_, report) = learn_file(&data(file), &cfg);
         for policy in ["webserver.pf", "bastion.pf", "router.pf"] {
             let p = propose::propose(&example_policy(policy), &report, &cfg, file).unwrap();
@@ -374,7 +394,10 @@ fn pass_rules_cover_exactly_the_services_used() {
     let cfg = Config::default();
     let (_, report) = learn_file(&data("formats/wireshark_samples-test.pcapng"), &cfg);
     let p = propose::propose(&example_policy("webserver.pf"), &report, &cfg, "sample").unwrap();
-    assert_eq!(p.passes, vec!["pass in proto udp from 192.168.152.0/24 to port { 53, 123 } state new label \"learned\"".to_string()]);
+    assert_eq!(
+        p.passes,
+        vec!["pass in proto udp from 192.168.152.0/24 to port { 53, 123 } state new label \"learned\"".to_string()]
+    );
     assert!(p.blocked.is_empty());
     let after = ir::compile("webserver.pf", &p.new_text).unwrap().ruleset;
     for s in &report.services {
@@ -391,7 +414,13 @@ fn pass_rules_cover_exactly_the_services_used() {
                 icmp_type: None,
                 ct_state: 1 << 3,
             };
-            assert_eq!(eval::decide(&after, &pkt, &eval::SetContents::new()).verdict, ir::Action::Pass, "{c} -> {}/{}", s.proto, s.port);
+            assert_eq!(
+                eval::decide(&after, &pkt, &eval::SetContents::new()).verdict,
+                ir::Action::Pass,
+                "{c} -> {}/{}",
+                s.proto,
+                s.port
+            );
         }
         assert!(s.port < cfg.propose.ephemeral_from);
     }
@@ -433,7 +462,14 @@ fn learning_again_after_write_changes_nothing() {
     std::fs::copy(example_policy("webserver.pf"), &policy).unwrap();
     let bin = env!("CARGO_BIN_EXE_phantomc");
     let run = |capture: &str| {
-        std::process::Command::new(bin).arg("learn").arg(data(capture)).arg("--policy").arg(&policy).arg("--write").output().unwrap()
+        std::process::Command::new(bin)
+            .arg("learn")
+            .arg(data(capture))
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--write")
+            .output()
+            .unwrap()
     };
     let first = run("scans/445_scan.pcap");
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
@@ -441,7 +477,11 @@ fn learning_again_after_write_changes_nothing() {
     assert!(written.contains("    176.192.150.3,\n"), "{written}");
     let again = run("scans/445_scan.pcap");
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to propose"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nothing to propose"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&policy).unwrap(), written);
     // A second scanner joins the existing set; no second block rule.
     let other = run("scans/port_scan.pcap");
@@ -459,7 +499,13 @@ fn damaged_capture_is_an_error_unless_allowed() {
     let path = dir.path().join("cut.pcap");
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     let bin = env!("CARGO_BIN_EXE_phantomc");
-    let out = std::process::Command::new(bin).arg("learn").arg(&path).arg("--policy").arg(example_policy("webserver.pf")).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("learn")
+        .arg(&path)
+        .arg("--policy")
+        .arg(example_policy("webserver.pf"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read past byte ") && err.contains("11 packets before it"), "{err}");

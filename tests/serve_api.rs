@@ -27,14 +27,25 @@ fn api_lab(policy: &str) -> ApiLab {
     let proposals = dir.path().join("proposals.diff");
     // No watcher: a state file that does not exist, whatever runs on the host.
     let no_watcher = dir.path().join("no-watcher.json");
-    let mut args = vec![policy, "--token-file", token.to_str().expect("path"), "--proposals", proposals.to_str().expect("path")];
-    args.extend(["--state-file", no_watcher.to_str().expect("path"), "--state-dir", dir.path().to_str().expect("path")]);
+    let mut args =
+        vec![policy, "--token-file", token.to_str().expect("path"), "--proposals", proposals.to_str().expect("path")];
+    args.extend([
+        "--state-file",
+        no_watcher.to_str().expect("path"),
+        "--state-dir",
+        dir.path().to_str().expect("path"),
+    ]);
     let svc = Service::start(&lab.srv, PORT, &args);
     ApiLab { lab, svc, dir }
 }
 
 fn rule<'a>(rules: &'a Value, id: &str) -> &'a Value {
-    rules["rules"].as_array().expect("rules").iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("no rule {id} in {rules}"))
+    rules["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no rule {id} in {rules}"))
 }
 
 #[test]
@@ -67,8 +78,10 @@ fn status_reports_hash_and_drift() {
     let policy = dir.path().join("webserver.pf");
     std::fs::copy(WEB, &policy).expect("copy policy");
     drop(svc);
-    let svc = Service::start(&lab.srv, PORT, &[policy.to_str().expect("path"), "--state-file", "/nonexistent/health.json"]);
-    std::fs::write(&policy, std::fs::read_to_string(WEB).expect("policy") + "allow in proto tcp to port 8080\n").expect("edit");
+    let svc =
+        Service::start(&lab.srv, PORT, &[policy.to_str().expect("path"), "--state-file", "/nonexistent/health.json"]);
+    std::fs::write(&policy, std::fs::read_to_string(WEB).expect("policy") + "allow in proto tcp to port 8080\n")
+        .expect("edit");
     let s = svc.get_json("/api/v1/status");
     let err = s["last_error"].as_str().expect("error");
     assert!(err.contains("webserver.pf:25:1"), "{err}");
@@ -81,7 +94,11 @@ fn rules_carry_live_counters_per_policy_line() {
     let _servers = Servers::start(&lab.srv, &[80, 443], &[443]);
     let before = svc.get_json("/api/v1/rules");
     let web = rule(&before, "webserver.pf:20");
-    assert_eq!((web["counter"].as_bool(), web["packets"].as_u64(), web["nft_rules"].as_u64()), (Some(true), Some(0), Some(2)), "{web}");
+    assert_eq!(
+        (web["counter"].as_bool(), web["packets"].as_u64(), web["nft_rules"].as_u64()),
+        (Some(true), Some(0), Some(2)),
+        "{web}"
+    );
     assert_eq!(web["label"], "web");
     assert_eq!(web["text"], "pass   in to port $web state new counter label \"web\"");
 
@@ -99,10 +116,16 @@ fn rules_carry_live_counters_per_policy_line() {
 
     // Lines without `counter` have no counts; every statement of the policy is listed once.
     let ssh = rule(&after, "webserver.pf:21");
-    assert_eq!((ssh["counter"].as_bool(), &ssh["packets"], ssh["nft_rules"].as_u64()), (Some(false), &Value::Null, Some(2)), "{ssh}");
+    assert_eq!(
+        (ssh["counter"].as_bool(), &ssh["packets"], ssh["nft_rules"].as_u64()),
+        (Some(false), &Value::Null, Some(2)),
+        "{ssh}"
+    );
     assert_eq!(after["other_rules"], serde_json::json!([]), "every live rule comes from the policy");
-    let ids: Vec<&str> = after["rules"].as_array().expect("rules").iter().map(|r| r["id"].as_str().expect("id")).collect();
-    let expected: Vec<String> = [12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24].iter().map(|l| format!("webserver.pf:{l}")).collect();
+    let ids: Vec<&str> =
+        after["rules"].as_array().expect("rules").iter().map(|r| r["id"].as_str().expect("id")).collect();
+    let expected: Vec<String> =
+        [12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24].iter().map(|l| format!("webserver.pf:{l}")).collect();
     assert_eq!(ids, expected);
 }
 
@@ -130,7 +153,13 @@ fn threats_show_feed_sizes_and_blocked_entries() {
         .as_array()
         .expect("feeds")
         .iter()
-        .map(|f| (f["nft_set"].as_str().expect("set"), f["elements"].as_u64().expect("count"), f["refresh_seconds"].as_u64().expect("refresh")))
+        .map(|f| {
+            (
+                f["nft_set"].as_str().expect("set"),
+                f["elements"].as_u64().expect("count"),
+                f["refresh_seconds"].as_u64().expect("refresh"),
+            )
+        })
         .collect();
     assert_eq!(feeds, [("spamhaus_v4", 2, 3600), ("spamhaus_v6", 0, 3600)]);
     let age = t["feeds"][0]["age_seconds"].as_u64().expect("age from the feed cache");
@@ -138,7 +167,10 @@ fn threats_show_feed_sizes_and_blocked_entries() {
     assert_eq!((t["feeds"][0]["fetched_at"].as_u64(), t["feeds"][0]["status"].as_str()), (Some(fetched), Some("ok")));
     let blocked = t["blocked"].as_array().expect("blocked");
     assert_eq!(blocked.len(), 1, "{t}");
-    assert_eq!((blocked[0]["address"].as_str(), blocked[0]["nft_set"].as_str(), blocked[0]["timeout"].as_u64()), (Some("2001:db8:99::/48"), Some("blocklist_v6"), Some(600)));
+    assert_eq!(
+        (blocked[0]["address"].as_str(), blocked[0]["nft_set"].as_str(), blocked[0]["timeout"].as_u64()),
+        (Some("2001:db8:99::/48"), Some("blocklist_v6"), Some(600))
+    );
     let left = blocked[0]["expires_in"].as_u64().expect("expiry");
     assert!((590..=600).contains(&left), "{left}");
 
@@ -181,7 +213,10 @@ fn writes_need_the_token_and_well_formed_input() {
     assert_eq!(code, 404, "unblock of an address that is not blocked: {err}");
     let (code, err) = svc.post("/api/v1/unblock", Some(TOKEN), r#"{"address": "198.51.100.77", "timeout": 5}"#);
     assert_eq!(code, 400, "unblock takes no timeout: {err}");
-    assert!(svc.get_json("/api/v1/threats")["blocked"].as_array().expect("blocked").is_empty(), "refused writes changed nothing");
+    assert!(
+        svc.get_json("/api/v1/threats")["blocked"].as_array().expect("blocked").is_empty(),
+        "refused writes changed nothing"
+    );
 
     // Without a configured token the server refuses every write.
     let open = Service::start(&lab.srv, PORT + 1, &[WEB]);
@@ -192,7 +227,12 @@ fn writes_need_the_token_and_well_formed_input() {
     // A page on another site that rebinds its DNS name to 127.0.0.1 gets nothing.
     let (code, text) = svc.request("GET", "/api/v1/rules", &[("Host", "rebind.example:9180")], None);
     assert_eq!(code, 421, "{text}");
-    let (code, _) = svc.request("POST", "/api/v1/block", &[("Host", "rebind.example"), ("Authorization", &format!("Bearer {TOKEN}"))], Some(body));
+    let (code, _) = svc.request(
+        "POST",
+        "/api/v1/block",
+        &[("Host", "rebind.example"), ("Authorization", &format!("Bearer {TOKEN}"))],
+        Some(body),
+    );
     assert_eq!(code, 421);
     assert_eq!(svc.request("GET", "/api/v1/status", &[("Host", "localhost:9180")], None).0, 200);
 
@@ -211,13 +251,20 @@ fn block_via_api_drops_traffic_and_unblock_restores_it() {
 
     let (code, done) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "198.51.100.2", "timeout": "1h"}"#);
     assert_eq!(code, 200, "{done}");
-    assert_eq!((done["address"].as_str(), done["nft_set"].as_str(), done["timeout"].as_u64()), (Some("198.51.100.2/32"), Some("blocklist_v4"), Some(3600)));
+    assert_eq!(
+        (done["address"].as_str(), done["nft_set"].as_str(), done["timeout"].as_u64()),
+        (Some("198.51.100.2/32"), Some("blocklist_v4"), Some(3600))
+    );
     let (code, done) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "2001:db8:1::2", "set": "blocklist"}"#);
     assert_eq!(code, 200, "{done}");
     assert_eq!(tcp_connect(p, "198.51.100.1", 80), Tcp::TimedOut, "blocked v4 client");
     assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::TimedOut, "blocked v6 client");
-    let blocked: Vec<String> =
-        svc.get_json("/api/v1/threats")["blocked"].as_array().expect("blocked").iter().map(|b| b["address"].as_str().expect("address").to_string()).collect();
+    let blocked: Vec<String> = svc.get_json("/api/v1/threats")["blocked"]
+        .as_array()
+        .expect("blocked")
+        .iter()
+        .map(|b| b["address"].as_str().expect("address").to_string())
+        .collect();
     assert_eq!(blocked, ["198.51.100.2/32", "2001:db8:1::2/128"]);
 
     for addr in ["198.51.100.2", "2001:db8:1::2"] {
@@ -244,7 +291,10 @@ fn proposals_and_docs() {
     assert!(doc["openapi"].as_str().expect("version").starts_with("3."), "{doc}");
     let mut paths: Vec<&str> = doc["paths"].as_object().expect("paths").keys().map(String::as_str).collect();
     paths.sort_unstable();
-    assert_eq!(paths, ["/api/v1/block", "/api/v1/proposals", "/api/v1/rules", "/api/v1/status", "/api/v1/threats", "/api/v1/unblock"]);
+    assert_eq!(
+        paths,
+        ["/api/v1/block", "/api/v1/proposals", "/api/v1/rules", "/api/v1/status", "/api/v1/threats", "/api/v1/unblock"]
+    );
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("operations") {
             assert!(op["responses"]["200"].is_object(), "{method} {path} documents its answer");
@@ -252,7 +302,10 @@ fn proposals_and_docs() {
                 let (code, _) = svc.get(path);
                 assert!(code == 200 || path.ends_with("proposals"), "{path} answers");
             } else {
-                assert!(op["responses"]["401"].is_object() && op["responses"]["400"].is_object(), "{path} documents auth and input errors");
+                assert!(
+                    op["responses"]["401"].is_object() && op["responses"]["400"].is_object(),
+                    "{path} documents auth and input errors"
+                );
             }
         }
     }
@@ -270,14 +323,30 @@ fn status_reads_a_running_watchers_state_file() {
     let state_file = dir.path().join("health.json");
     let (policy, state) = (policy.to_str().expect("path"), state_file.to_str().expect("path"));
     let mut watch = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.srv.name, env!("CARGO_BIN_EXE_phantomc"), "watch", policy, "--state-file", state, "-q"])
+        .args([
+            "netns",
+            "exec",
+            &lab.srv.name,
+            env!("CARGO_BIN_EXE_phantomc"),
+            "watch",
+            policy,
+            "--state-file",
+            state,
+            "-q",
+        ])
         .spawn()
         .expect("start phantomc watch");
-    eventually("the watcher loads the policy", || state_file.exists() && lab.srv.nft(&["list", "table", "inet", "phantomc"]).status.success());
+    eventually("the watcher loads the policy", || {
+        state_file.exists() && lab.srv.nft(&["list", "table", "inet", "phantomc"]).status.success()
+    });
     let svc = Service::start(&lab.srv, PORT, &[policy, "--state-file", state]);
     let s = svc.get_json("/api/v1/status");
     let result = std::panic::catch_unwind(|| {
-        assert_eq!((s["health_source"].as_str(), s["watcher"].as_str(), s["state"].as_str()), (Some("watch-state-file"), Some("running"), Some("in-sync")), "{s}");
+        assert_eq!(
+            (s["health_source"].as_str(), s["watcher"].as_str(), s["state"].as_str()),
+            (Some("watch-state-file"), Some("running"), Some("in-sync")),
+            "{s}"
+        );
         assert_eq!(s["reloads"], 1, "{s}");
         assert!(s["last_reload"].as_u64().is_some(), "{s}");
         assert_eq!(s["ruleset_hash"], s["policy_hash"], "the watcher and the API hash the same way: {s}");
@@ -315,9 +384,18 @@ fn status_answers_when_the_drift_check_cannot_run() {
     std::fs::write(&fake, "#!/bin/sh\necho 'unshare: Operation not permitted' >&2\nexit 1\n").expect("write");
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").expect("PATH"));
-    let svc = Service::start_with_env(&lab.srv, PORT, &[WEB, "--state-file", "/nonexistent/health.json"], &[("PATH", &path)]);
+    let svc =
+        Service::start_with_env(&lab.srv, PORT, &[WEB, "--state-file", "/nonexistent/health.json"], &[("PATH", &path)]);
     let s = svc.get_json("/api/v1/status");
-    assert_eq!((s["state"].as_str(), s["loaded"].as_bool(), &s["ruleset_hash"]), (Some("unknown"), Some(true), &Value::Null), "{s}");
+    assert_eq!(
+        (s["state"].as_str(), s["loaded"].as_bool(), &s["ruleset_hash"]),
+        (Some("unknown"), Some(true), &Value::Null),
+        "{s}"
+    );
     assert!(s["check_error"].as_str().expect("why").contains("Operation not permitted"), "{s}");
-    assert_eq!(svc.get_json("/api/v1/rules")["rules"].as_array().expect("rules").len(), 12, "other endpoints do not need it");
+    assert_eq!(
+        svc.get_json("/api/v1/rules")["rules"].as_array().expect("rules").len(),
+        12,
+        "other endpoints do not need it"
+    );
 }

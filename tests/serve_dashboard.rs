@@ -54,17 +54,23 @@ fn dashboard_renders_live_counts_blocks_and_proposals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let proposals = dir.path().join("proposals.diff");
     std::fs::write(&proposals, DIFF).expect("proposals");
-    let svc = Service::start(&lab.srv, PORT, &[WEB, "--proposals", proposals.to_str().expect("path"), "--state-file", "/nonexistent/health.json"]);
+    let svc = Service::start(
+        &lab.srv,
+        PORT,
+        &[WEB, "--proposals", proposals.to_str().expect("path"), "--state-file", "/nonexistent/health.json"],
+    );
 
     let rules = svc.get_json("/api/v1/rules");
-    let web = rules["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "webserver.pf:20").expect("web rule");
+    let web =
+        rules["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "webserver.pf:20").expect("web rule");
     let packets = web["packets"].as_u64().expect("counted");
     assert_eq!(packets, 5, "one SYN per connection: {web}");
 
     let dom = common::stdout(&chromium(&lab.srv, &dir.path().join("profile-dom"), "/", &["--dump-dom"]));
     assert!(dom.contains(r#"data-loaded="yes""#), "the page loaded its data: {dom}");
     assert!(dom.contains(r#"class="badge in-sync""#), "health badge: {dom}");
-    let bar = format!(r#"<g class="bar" data-rule="webserver.pf:20" data-packets="{packets}" data-bytes="{}""#, web["bytes"]);
+    let bar =
+        format!(r#"<g class="bar" data-rule="webserver.pf:20" data-packets="{packets}" data-bytes="{}""#, web["bytes"]);
     assert!(dom.contains(&bar), "chart bar with the live count {bar}: {dom}");
     assert_eq!(dom.matches(r#"<g class="bar""#).count(), 1, "one counted line in the webserver policy");
     assert!(dom.contains(&format!("{packets} pkts")), "{dom}");
@@ -83,17 +89,32 @@ fn dashboard_renders_live_counts_blocks_and_proposals() {
     colours.sort_unstable();
     colours.dedup();
     assert!(colours.len() > 50, "only {} colours: a blank page?", colours.len());
-    let lum: Vec<f64> = img.pixels.iter().map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])).collect();
+    let lum: Vec<f64> = img
+        .pixels
+        .iter()
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect();
     let mean = lum.iter().sum::<f64>() / lum.len() as f64;
     let variance = lum.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / lum.len() as f64;
     assert!(variance > 100.0, "luminance variance {variance:.1}: a blank page?");
-    let bar_pixels = img.pixels.iter().filter(|p| p[0].abs_diff(0x2f) < 8 && p[1].abs_diff(0x6f) < 8 && p[2].abs_diff(0xdb) < 8).count();
+    let bar_pixels = img
+        .pixels
+        .iter()
+        .filter(|p| p[0].abs_diff(0x2f) < 8 && p[1].abs_diff(0x6f) < 8 && p[2].abs_diff(0xdb) < 8)
+        .count();
     assert!(bar_pixels > 5_000, "the hit bar is drawn ({bar_pixels} bar-coloured pixels)");
     assert_eq!(img.pixel(10, 10), [0x1d, 0x23, 0x30], "dark header");
 
     // The API docs page renders every operation of the OpenAPI document.
     let docs = common::stdout(&chromium(&lab.srv, &dir.path().join("profile-docs"), "/api/docs", &["--dump-dom"]));
-    for op in ["get/api/v1/status", "get/api/v1/rules", "get/api/v1/threats", "get/api/v1/proposals", "post/api/v1/block", "post/api/v1/unblock"] {
+    for op in [
+        "get/api/v1/status",
+        "get/api/v1/rules",
+        "get/api/v1/threats",
+        "get/api/v1/proposals",
+        "post/api/v1/block",
+        "post/api/v1/unblock",
+    ] {
         assert!(docs.contains(&format!(r#"id="{op}""#)), "{op} on the docs page: {docs}");
     }
 }

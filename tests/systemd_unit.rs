@@ -61,7 +61,13 @@ fn the_unit_is_hardened() {
     assert_eq!(values("CapabilityBoundingSet"), ["CAP_NET_ADMIN"]);
     assert_eq!(values("AmbientCapabilities"), ["CAP_NET_ADMIN"]);
     assert_eq!(values("RestrictAddressFamilies"), ["AF_NETLINK AF_UNIX AF_INET AF_INET6"]);
-    for (key, value) in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"), ("PrivateTmp", "yes"), ("Type", "notify")] {
+    for (key, value) in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("Type", "notify"),
+    ] {
         assert_eq!(values(key), [value], "{key}");
     }
     assert!(values("SystemCallFilter").contains(&"@system-service"));

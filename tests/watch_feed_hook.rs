@@ -60,7 +60,8 @@ fn the_feed_hook_runs_on_its_timer_and_on_local_feed_changes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = dir.path().join("policy.pf");
     std::fs::write(dir.path().join("drop.txt"), "192.0.2.0/24\n").unwrap();
-    std::fs::write(&policy, "pass in on lo\nfeed drop { source \"drop.txt\"; format plain }\nblock in from <drop>\n").unwrap();
+    std::fs::write(&policy, "pass in on lo\nfeed drop { source \"drop.txt\"; format plain }\nblock in from <drop>\n")
+        .unwrap();
 
     // A timer that never fires in this test: the first load and the feed file call the hook.
     let (calls, handle) = start(&ns, &policy, Duration::from_secs(3600), false);
@@ -86,5 +87,8 @@ fn the_feed_hook_runs_on_its_timer_and_on_local_feed_changes() {
     let after = calls.lock().unwrap().len();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(calls.lock().unwrap().len(), after, "no refresh after the service stopped");
-    assert!(stdout(&ns.nft(&["list", "set", "inet", "phantomc", "drop_v4"])).contains("set drop_v4"), "the table stays loaded");
+    assert!(
+        stdout(&ns.nft(&["list", "set", "inet", "phantomc", "drop_v4"])).contains("set drop_v4"),
+        "the table stays loaded"
+    );
 }

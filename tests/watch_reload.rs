@@ -81,8 +81,7 @@ impl Lab {
         if let Some(socket) = notify {
             cmd.env("NOTIFY_SOCKET", socket);
         }
-        cmd
-            .args(["netns", "exec", &self.srv.name, env!("CARGO_BIN_EXE_phantomc"), "watch"])
+        cmd.args(["netns", "exec", &self.srv.name, env!("CARGO_BIN_EXE_phantomc"), "watch"])
             .arg(policy)
             .arg("--state-file")
             .arg(&state)
@@ -258,10 +257,17 @@ fn fifty_reloads_under_a_live_stream_lose_nothing() {
             let status = lab.status(&policy_path);
             assert_eq!(status.status.code(), Some(1), "the policy on disk is broken");
             let said = stdout(&status);
-            assert!(said.contains("watch: LAST RELOAD FAILED") && said.contains("99999"), "status shows the error: {said}");
+            assert!(
+                said.contains("watch: LAST RELOAD FAILED") && said.contains("99999"),
+                "status shows the error: {said}"
+            );
             let chain = lab.input_chain();
             assert!(chain.contains(&marker(generation - 1)) && !chain.contains(&marker(generation)), "{chain}");
-            assert_eq!(tcp_connect(&lab.cli, SRV, 9001 + ((generation - 1) % 2) as u16), Tcp::Connected, "the old rule still passes");
+            assert_eq!(
+                tcp_connect(&lab.cli, SRV, 9001 + ((generation - 1) % 2) as u16),
+                Tcp::Connected,
+                "the old rule still passes"
+            );
             assert_eq!(tcp_connect(&lab.cli, SRV, 9003), Tcp::TimedOut, "the old default policy still drops");
             assert!(Conn::open(&lab.cli, SRV, STREAM_PORT).round_trip(b"new connections still work"));
         }
@@ -305,9 +311,13 @@ fn fifty_reloads_under_a_live_stream_lose_nothing() {
     let said = stdout(&status);
     assert!(status.status.success(), "{said}{}", stderr(&status));
     assert!(said.contains("watch: stopped at") && said.contains("loaded, in sync with"), "{said}");
-    let log: Vec<serde_json::Value> =
-        lab.log().lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))).collect();
-    let said = |level: &str, message: &str| log.iter().filter(|e| e["level"] == level && e["message"] == message).count();
+    let log: Vec<serde_json::Value> = lab
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let said =
+        |level: &str, message: &str| log.iter().filter(|e| e["level"] == level && e["message"] == message).count();
     assert_eq!(said("INFO", "ruleset reloaded atomically"), 1 + RELOADS, "one log line per reload");
     assert_eq!(said("ERROR", "reload failed; the last good ruleset stays loaded"), 1);
     let error = log.iter().find(|e| e["level"] == "ERROR").expect("the error line");
@@ -323,11 +333,14 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     std::fs::write(lab.path("b.pf"), "pass in proto tcp to port 1002 label \"from-b\"\n").unwrap();
     std::fs::create_dir(lab.path("feeds")).unwrap();
     std::fs::write(lab.path("feeds/drop.txt"), "192.0.2.0/24\n").unwrap();
-    let with = |inc: &str| format!("include \"{inc}\"\nfeed drop {{ source \"feeds/drop.txt\"; format plain }}\nblock in from <drop>\n");
+    let with = |inc: &str| {
+        format!("include \"{inc}\"\nfeed drop {{ source \"feeds/drop.txt\"; format plain }}\nblock in from <drop>\n")
+    };
     std::fs::write(&main, with("a.pf")).unwrap();
     // The feed's cached copy (from `feeds update`) fills its set on load.
     let state_dir = lab.path("state");
-    let update = lab.srv.phantomc(&["feeds", "update", "--state-dir", state_dir.to_str().unwrap(), main.to_str().unwrap()]);
+    let update =
+        lab.srv.phantomc(&["feeds", "update", "--state-dir", state_dir.to_str().unwrap(), main.to_str().unwrap()]);
     assert!(update.status.success(), "{}{}", stdout(&update), stderr(&update));
     let systemd = UnixDatagram::bind(lab.path("notify.sock")).expect("notify socket");
     systemd.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -336,9 +349,14 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     assert!(ready.starts_with("READY=1\nSTATUS=table inet phantomc loaded ("), "{ready}");
     let h = lab.health();
     assert_eq!(h.reloads, 1);
-    let second = lab.srv.phantomc(&["watch", main.to_str().unwrap(), "--state-file", lab.path("health.json").to_str().unwrap()]);
+    let second =
+        lab.srv.phantomc(&["watch", main.to_str().unwrap(), "--state-file", lab.path("health.json").to_str().unwrap()]);
     assert_eq!(second.status.code(), Some(2), "a second watcher for the same table is refused");
-    assert!(stderr(&second).contains(&format!("another phantomc watch (pid {}) already keeps this table", watcher.id())), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains(&format!("another phantomc watch (pid {}) already keeps this table", watcher.id())),
+        "{}",
+        stderr(&second)
+    );
     assert!(h.watched.iter().any(|p| p.ends_with("feeds/drop.txt")), "{:?}", h.watched);
     assert!(!h.watched.iter().any(|p| p.ends_with("b.pf")), "{:?}", h.watched);
     let feed_set = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "drop_v4"]));
@@ -351,7 +369,11 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     // Switch the include: b.pf is watched from now on, a.pf no longer.
     std::fs::write(&main, with("b.pf")).unwrap();
     let h = lab.wait_health("include switched", |h| h.reloads == 3);
-    assert!(h.watched.iter().any(|p| p.ends_with("b.pf")) && !h.watched.iter().any(|p| p.ends_with("a.pf")), "{:?}", h.watched);
+    assert!(
+        h.watched.iter().any(|p| p.ends_with("b.pf")) && !h.watched.iter().any(|p| p.ends_with("a.pf")),
+        "{:?}",
+        h.watched
+    );
     std::fs::write(lab.path("b.pf"), "pass in proto tcp to port 1002 label \"from-b2\"\n").unwrap();
     eventually("b.pf's edit live", || lab.input_chain().contains("from-b2"));
     std::fs::write(lab.path("a.pf"), "this is no longer read\n").unwrap();
@@ -401,7 +423,16 @@ fn watch_listen_serves_the_live_health() {
     let api = Service::launch(
         &lab.srv,
         9181,
-        &["watch", path, "--listen", "127.0.0.1:9181", "--state-file", state.to_str().expect("utf-8"), "--debounce-ms", "50"],
+        &[
+            "watch",
+            path,
+            "--listen",
+            "127.0.0.1:9181",
+            "--state-file",
+            state.to_str().expect("utf-8"),
+            "--debounce-ms",
+            "50",
+        ],
     );
     let h = lab.wait_health("first load", |h| h.reloads == 1);
     let status = api.get_json("/api/v1/status");
@@ -413,7 +444,11 @@ fn watch_listen_serves_the_live_health() {
     lab.wait_health("broken edit recorded", |h| h.failures == 1);
     let status = api.get_json("/api/v1/status");
     assert!(status["last_error"].as_str().is_some_and(|e| e.contains("watch.pf:7") && e.contains("99999")), "{status}");
-    assert_eq!(status["ruleset_hash"].as_str(), h.ruleset_hash.as_deref(), "the old ruleset is still the loaded one: {status}");
+    assert_eq!(
+        status["ruleset_hash"].as_str(),
+        h.ruleset_hash.as_deref(),
+        "the old ruleset is still the loaded one: {status}"
+    );
 
     save(&policy_path, &policy(1), true);
     let h = lab.wait_health("fixed", |h| h.reloads == 2);

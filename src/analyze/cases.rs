@@ -78,7 +78,12 @@ pub fn run(policy: &Compiled, suite_sources: &SourceMap, cases: &[TestCase]) -> 
                         Diag::error(
                             "test-failed",
                             case.span,
-                            format!("test `{}` failed: expected {}, got {}", case.name, case.expect.keyword(), e.verdict.keyword()),
+                            format!(
+                                "test `{}` failed: expected {}, got {}",
+                                case.name,
+                                case.expect.keyword(),
+                                e.verdict.keyword()
+                            ),
                             format!("{} by {}", e.verdict.keyword(), e.decided_by.rule),
                         )
                         .with_help(format!("decided by {} `{}`", e.decided_by.rule, e.decided_by.text))
@@ -96,8 +101,11 @@ pub fn run(policy: &Compiled, suite_sources: &SourceMap, cases: &[TestCase]) -> 
                 }
                 Err(err) => {
                     let start = case.span.start + err.offset;
-                    let span = crate::diag::Span::new(case.span.file, start, (start + err.len).min(case.span.end.max(start)));
-                    let diag = Diag::error("bad-packet", span, format!("test `{}`: {}", case.name, err.message), "here").with_help(err.help);
+                    let span =
+                        crate::diag::Span::new(case.span.file, start, (start + err.len).min(case.span.end.max(start)));
+                    let diag =
+                        Diag::error("bad-packet", span, format!("test `{}`: {}", case.name, err.message), "here")
+                            .with_help(err.help);
                     CaseResult {
                         name: case.name.clone(),
                         location,
@@ -123,7 +131,13 @@ pub fn table(results: &[CaseResult]) -> String {
                 Some(e) => format!("{} ({})", e.verdict.keyword(), e.decided_by.rule),
                 None => "bad packet".into(),
             };
-            [if r.passed { "ok" } else { "FAIL" }.into(), r.location.clone(), r.name.clone(), format!("{} -> {got}", r.expect.keyword()), r.packet.clone()]
+            [
+                if r.passed { "ok" } else { "FAIL" }.into(),
+                r.location.clone(),
+                r.name.clone(),
+                format!("{} -> {got}", r.expect.keyword()),
+                r.packet.clone(),
+            ]
         })
         .collect();
     let header = ["result", "where", "test", "expect -> got", "packet"].map(String::from);

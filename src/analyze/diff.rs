@@ -193,7 +193,9 @@ pub fn diff(old: &Compiled, new: &Compiled) -> Diff {
             }
         }
     }
-    regions.sort_by(|x, y| (x.hook, x.change, &x.packets, &x.old, &x.new).cmp(&(y.hook, y.change, &y.packets, &y.old, &y.new)));
+    regions.sort_by(|x, y| {
+        (x.hook, x.change, &x.packets, &x.old, &x.new).cmp(&(y.hook, y.change, &y.packets, &y.old, &y.new))
+    });
     let nat = |c: &Compiled| c.ruleset.nat.iter().map(|n| (n.matches.clone(), n.action.clone())).collect::<Vec<_>>();
     Diff { regions, nat_changed: nat(old) != nat(new) }
 }
@@ -243,7 +245,13 @@ pub fn render(d: &Diff) -> String {
             Change::Narrow => "narrow",
             Change::Change => "change",
         };
-        out += &format!("{word} {} {}:\n         {}\n      -> {}\n", r.hook.name(), r.packets, outcome_text(&r.old), outcome_text(&r.new));
+        out += &format!(
+            "{word} {} {}:\n         {}\n      -> {}\n",
+            r.hook.name(),
+            r.packets,
+            outcome_text(&r.old),
+            outcome_text(&r.new)
+        );
     }
     let count = |c| d.regions.iter().filter(|r| r.change == c).count();
     if d.regions.is_empty() {
@@ -280,7 +288,10 @@ mod tests {
         let d = diff(&old, &new);
         assert_eq!(d.regions.len(), 1, "{}", render(&d));
         let r = &d.regions[0];
-        assert_eq!((r.change, r.hook, r.packets.as_str()), (Change::Widen, Hook::Input, "ipv4 proto tcp from 10.1.0.0/16 to port 5432"));
+        assert_eq!(
+            (r.change, r.hook, r.packets.as_str()),
+            (Change::Widen, Hook::Input, "ipv4 proto tcp from 10.1.0.0/16 to port 5432")
+        );
         assert_eq!(outcome_text(&r.old), "block (built-in input policy)");
         assert_eq!(outcome_text(&r.new), "pass (new.pf:2)");
         assert!(d.widens());
@@ -303,9 +314,12 @@ mod tests {
         let mut checked = 0;
         for src in ["10.1.2.3", "192.0.2.1"] {
             for iif in ["eth0", "eth1", "lo"] {
-                for (proto, port) in [("tcp", ":25"), ("tcp", ":22"), ("udp", ":53"), ("udp", ":54"), ("icmp", ""), ("gre", "")] {
+                for (proto, port) in
+                    [("tcp", ":25"), ("tcp", ":22"), ("udp", ":53"), ("udp", ":54"), ("icmp", ""), ("gre", "")]
+                {
                     let p = packet::parse(&format!("{proto} {src} -> 192.0.2.9{port} in {iif}")).expect("packet");
-                    let (a, b) = (decide(&old.ruleset, &p, &SetContents::new()), decide(&new.ruleset, &p, &SetContents::new()));
+                    let (a, b) =
+                        (decide(&old.ruleset, &p, &SetContents::new()), decide(&new.ruleset, &p, &SetContents::new()));
                     let inside = d.regions.iter().any(|r| r.hook == Hook::Input && r.cube.intersects(&u.point(&p)));
                     if a.verdict != b.verdict || a.rate_limited != b.rate_limited {
                         assert!(inside, "{} changes but is in no region:\n{}", packet::format(&p), render(&d));
@@ -329,7 +343,13 @@ mod tests {
             use crate::analyze::space::Dim;
             let u = Universe::new(&[&old.ruleset, &new.ruleset]);
             let proto = pick(Dim::Proto) as u8;
-            let ip = |v: u128| -> std::net::IpAddr { if r.cube.family == crate::ir::Family::V4 { std::net::Ipv4Addr::from(v as u32).into() } else { std::net::Ipv6Addr::from(v).into() } };
+            let ip = |v: u128| -> std::net::IpAddr {
+                if r.cube.family == crate::ir::Family::V4 {
+                    std::net::Ipv4Addr::from(v as u32).into()
+                } else {
+                    std::net::Ipv6Addr::from(v).into()
+                }
+            };
             let p = crate::ir::eval::Packet {
                 hook: r.hook,
                 iif: Some(u.ifaces[pick(Dim::Iif) as usize].clone()),
@@ -346,7 +366,12 @@ mod tests {
             let last = |s: &[Step]| s.last().map(|x| x.verdict);
             // With empty run-time sets and under every limit, the evaluator
             // must agree with the first passing conditional step or the final one.
-            let expect = |s: &[Step]| s.iter().find(|x| x.condition.as_deref().is_some_and(|c| c.starts_with("under"))).map(|x| x.verdict).or(last(s));
+            let expect = |s: &[Step]| {
+                s.iter()
+                    .find(|x| x.condition.as_deref().is_some_and(|c| c.starts_with("under")))
+                    .map(|x| x.verdict)
+                    .or(last(s))
+            };
             assert_eq!(Some(a.verdict), expect(&r.old), "old, {} / {}", packet::format(&p), r.packets);
             assert_eq!(Some(b.verdict), expect(&r.new), "new, {} / {}", packet::format(&p), r.packets);
         }

@@ -43,12 +43,18 @@ pub fn overlapping_entries(stmts: &[Stmt]) -> Vec<Diag> {
             .collect();
         for (i, (inner, ispan)) in nets.iter().enumerate() {
             // Networks are nested or disjoint; report each entry once, against the first container.
-            let outer = nets.iter().enumerate().find(|(j, (o, _))| *j != i && o.contains(inner) && (o != inner || *j < i));
+            let outer =
+                nets.iter().enumerate().find(|(j, (o, _))| *j != i && o.contains(inner) && (o != inner || *j < i));
             if let Some((_, (o, ospan))) = outer {
                 out.push(
-                    Diag::warning("overlapping-entries", *ispan, format!("{inner} is already covered by {o} in this list"), "covered entry")
-                        .with_related(*ospan, "covers it")
-                        .with_help("remove the covered entry, or narrow the wider one if that was the intent"),
+                    Diag::warning(
+                        "overlapping-entries",
+                        *ispan,
+                        format!("{inner} is already covered by {o} in this list"),
+                        "covered entry",
+                    )
+                    .with_related(*ospan, "covers it")
+                    .with_help("remove the covered entry, or narrow the wider one if that was the intent"),
                 );
             }
         }
@@ -98,7 +104,12 @@ pub fn feed_overlaps(rs: &Ruleset, sources: &SourceMap) -> Vec<Diag> {
     let mut out = Vec::new();
     for feed in &rs.feeds {
         let plain = feed.options.get("format").is_none_or(|f| f == "plain");
-        let Some(path) = feed.options.get("source").filter(|_| plain).and_then(|s| local_source(s, &sources.file(feed.origin.span.file).path)) else {
+        let Some(path) = feed
+            .options
+            .get("source")
+            .filter(|_| plain)
+            .and_then(|s| local_source(s, &sources.file(feed.origin.span.file).path))
+        else {
             continue;
         };
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
@@ -111,7 +122,8 @@ pub fn feed_overlaps(rs: &Ruleset, sources: &SourceMap) -> Vec<Diag> {
         if hits.is_empty() {
             continue;
         }
-        let listed: Vec<String> = hits.iter().take(SHOWN).map(|(e, n, r)| format!("{e} (allowed as {n} by {})", r.origin.id)).collect();
+        let listed: Vec<String> =
+            hits.iter().take(SHOWN).map(|(e, n, r)| format!("{e} (allowed as {n} by {})", r.origin.id)).collect();
         let more = if hits.len() > SHOWN { format!(" and {} more", hits.len() - SHOWN) } else { String::new() };
         let mut d = Diag::warning(
             "feed-overlaps-allow",
@@ -153,7 +165,8 @@ mod tests {
     #[test]
     fn local_feed_entries_that_pass_rules_allow() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("bad.txt"), "# bad hosts\n203.0.113.9\n10.10.0.0/28  # oops\n198.51.100.0/24\n").expect("write");
+        std::fs::write(dir.path().join("bad.txt"), "# bad hosts\n203.0.113.9\n10.10.0.0/28  # oops\n198.51.100.0/24\n")
+            .expect("write");
         let policy = dir.path().join("p.pf");
         std::fs::write(&policy, "feed bad { source \"bad.txt\"; format plain }\nblock in from <bad>\npass in proto tcp from 10.10.0.0/24 to port 22\npass in from 198.51.100.7\n").expect("write");
         let c = crate::ir::compile_file(&policy).expect("compiles");

@@ -43,7 +43,8 @@ pub struct Explanation {
 pub fn explain(rs: &Ruleset, sources: &SourceMap, p: &Packet) -> Explanation {
     let d = eval::decide(rs, p, &SetContents::new());
     let rules = &rs.chain(p.hook).rules;
-    let rule_step = |r: &Rule, why: Option<String>| Step { rule: r.origin.id.clone(), text: rule_text(sources, r), why };
+    let rule_step =
+        |r: &Rule, why: Option<String>| Step { rule: r.origin.id.clone(), text: rule_text(sources, r), why };
 
     // One line per policy statement: its expansions (per family, protocol)
     // share an origin; show the one that came closest to matching.
@@ -76,7 +77,8 @@ pub fn explain(rs: &Ruleset, sources: &SourceMap, p: &Packet) -> Explanation {
     };
     // A set was tested only when the packet got past the fields before it.
     let reached = d.tried.iter().map(|&(i, f)| (i, f as u8)).chain(d.rule.map(|i| (i, u8::MAX)));
-    let mut runtime_sets: Vec<String> = reached.flat_map(|(i, got_to)| runtime_sets_of(rs, &rules[i].matches, got_to)).collect();
+    let mut runtime_sets: Vec<String> =
+        reached.flat_map(|(i, got_to)| runtime_sets_of(rs, &rules[i].matches, got_to)).collect();
     runtime_sets.sort();
     runtime_sets.dedup();
     Explanation {
@@ -117,7 +119,9 @@ fn runtime_sets_of(rs: &Ruleset, m: &Match, got_to: u8) -> Vec<String> {
         .into_iter()
         .filter(|(_, f)| *f as u8 <= got_to)
         .filter_map(|(a, _)| match a {
-            AddrMatch::Set { set, .. } if !matches!(rs.set(set).map(|s| &s.kind), Some(SetKind::Static { .. })) => Some(set.clone()),
+            AddrMatch::Set { set, .. } if !matches!(rs.set(set).map(|s| &s.kind), Some(SetKind::Static { .. })) => {
+                Some(set.clone())
+            }
             _ => None,
         })
         .collect()
@@ -136,8 +140,12 @@ fn why_not(rs: &Ruleset, m: &Match, field: Field, p: &Packet) -> String {
     let have_port = |x: Option<u16>| x.map_or("none".to_string(), |v| v.to_string());
     let (have, want) = match field {
         Field::Family => (p.family().name().to_string(), m.family.map_or("any".into(), |f| f.name().to_string())),
-        Field::InputInterface => (p.iif.clone().unwrap_or("none".into()), m.iif.as_deref().unwrap_or_default().join(", ")),
-        Field::OutputInterface => (p.oif.clone().unwrap_or("none".into()), m.oif.as_deref().unwrap_or_default().join(", ")),
+        Field::InputInterface => {
+            (p.iif.clone().unwrap_or("none".into()), m.iif.as_deref().unwrap_or_default().join(", "))
+        }
+        Field::OutputInterface => {
+            (p.oif.clone().unwrap_or("none".into()), m.oif.as_deref().unwrap_or_default().join(", "))
+        }
         Field::Protocol => (names::proto_name(p.proto), m.proto.map_or("any".into(), names::proto_name)),
         Field::Source => (p.src.to_string(), addr_text(rs, &m.src)),
         Field::Destination => (p.dst.to_string(), addr_text(rs, &m.dst)),
@@ -145,7 +153,13 @@ fn why_not(rs: &Ruleset, m: &Match, field: Field, p: &Packet) -> String {
         Field::DestinationPort => (have_port(p.dport), ports_text(m.dport.as_ref())),
         Field::IcmpType => (
             p.icmp_type.map_or("none".into(), |t| names::icmp_type_name(p.proto, t)),
-            m.icmp_types.as_deref().unwrap_or_default().iter().map(|t| names::icmp_type_name(p.proto, *t)).collect::<Vec<_>>().join(", "),
+            m.icmp_types
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|t| names::icmp_type_name(p.proto, *t))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
         Field::CtState => (
             names::CT_STATES.iter().find(|(_, b)| *b == p.ct_state).map_or("?".into(), |(n, _)| n.to_string()),
@@ -159,7 +173,11 @@ fn addr_text(rs: &Ruleset, a: &AddrMatch) -> String {
     match a {
         AddrMatch::Any => "any".into(),
         AddrMatch::Nets { negated, nets } => {
-            format!("{}{}", if *negated { "not " } else { "" }, nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))
+            format!(
+                "{}{}",
+                if *negated { "not " } else { "" },
+                nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+            )
         }
         AddrMatch::Set { negated, set } => {
             let not = if *negated { "not " } else { "" };
@@ -194,7 +212,14 @@ fn render_decision(out: &mut String, e: &Explanation) {
         let _ = writeln!(out, "earlier rules in the {} chain that did not match:", e.hook.name());
         let width = e.tried.iter().map(|s| s.rule.len()).max().unwrap_or(0);
         for s in &e.tried {
-            let _ = writeln!(out, "  {:width$}  `{}`\n  {:width$}    {}", s.rule, s.text, "", s.why.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                out,
+                "  {:width$}  `{}`\n  {:width$}    {}",
+                s.rule,
+                s.text,
+                "",
+                s.why.as_deref().unwrap_or("")
+            );
         }
     }
     if !e.runtime_sets.is_empty() {
@@ -202,7 +227,13 @@ fn render_decision(out: &mut String, e: &Explanation) {
     }
     let (mut limited, mut over) = (&e.decided_by.rule, e.over_limit.as_deref());
     while let Some(x) = over {
-        let _ = writeln!(out, "over the rate limit of {limited}: {} by {}  `{}`", x.verdict.keyword(), x.decided_by.rule, x.decided_by.text);
+        let _ = writeln!(
+            out,
+            "over the rate limit of {limited}: {} by {}  `{}`",
+            x.verdict.keyword(),
+            x.decided_by.rule,
+            x.decided_by.text
+        );
         (limited, over) = (&x.decided_by.rule, x.over_limit.as_deref());
     }
 }

@@ -39,12 +39,18 @@ pub fn lint_file(path: &std::path::Path) -> Result<(Compiled, Vec<Diag>), LoadEr
 pub fn lint(c: &Compiled) -> Vec<Diag> {
     let rs = &c.ruleset;
     let u = Universe::new(&[rs]);
-    let mut out: Vec<Diag> = rs.chains.iter().flat_map(|ch| lint_chain(rs, ch, &u)).map(|d| tighten(d, &c.sources)).collect();
+    let mut out: Vec<Diag> =
+        rs.chains.iter().flat_map(|ch| lint_chain(rs, ch, &u)).map(|d| tighten(d, &c.sources)).collect();
     for unused in &c.unused {
         let code = if unused.kind == "define" { "unused-define" } else { "unused-set" };
         out.push(
-            Diag::warning(code, unused.span, format!("{} `{}` is never used", unused.kind, unused.name), "declared here")
-                .with_help(format!("remove the {}, or use it in a rule", unused.kind)),
+            Diag::warning(
+                code,
+                unused.span,
+                format!("{} `{}` is never used", unused.kind, unused.name),
+                "declared here",
+            )
+            .with_help(format!("remove the {}, or use it in a rule", unused.kind)),
         );
     }
     out.extend(super::entries::feed_overlaps(rs, &c.sources));
@@ -108,7 +114,8 @@ fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<Diag> {
     let sure: Vec<bool> = ch.rules.iter().map(|r| condition(rs, r).is_none()).collect();
     let full = u.full();
     // A catch-all has no field clause, so it has a cube per family and kind.
-    let catch_all = (0..ch.rules.len()).find(|&i| sure[i] && cubes[i].len() == full.len() && subtract_all(full.clone(), &cubes[i]).is_empty());
+    let catch_all = (0..ch.rules.len())
+        .find(|&i| sure[i] && cubes[i].len() == full.len() && subtract_all(full.clone(), &cubes[i]).is_empty());
     let index = CubeIndex::new(&cubes);
     let mut out = Vec::new();
     for st in statements(ch) {
@@ -122,9 +129,14 @@ fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<Diag> {
         }
         if let Some(ca) = catch_all.filter(|&ca| ca < first) {
             out.push(
-                Diag::error("after-catch-all", st.span, "rule comes after a rule that matches every packet", "never reached")
-                    .with_related(ch.rules[ca].origin.span, "matches every packet")
-                    .with_help("move it above the catch-all rule, or remove it"),
+                Diag::error(
+                    "after-catch-all",
+                    st.span,
+                    "rule comes after a rule that matches every packet",
+                    "never reached",
+                )
+                .with_related(ch.rules[ca].origin.span, "matches every packet")
+                .with_help("move it above the catch-all rule, or remove it"),
             );
             continue;
         }
@@ -165,9 +177,19 @@ fn covered(ch: &Chain, st: &Statement, deciders: &BTreeSet<usize>) -> Diag {
     let ids: Vec<String> = dedup_origins(ch, deciders).iter().map(|r| r.origin.id.clone()).collect();
     let mut d = if same {
         let verb = if ids.len() == 1 { verb(action) } else { action.keyword() };
-        Diag::warning("redundant", st.span, format!("rule is redundant: {} already {verb} all its packets", ids.join(", ")), "never decides a packet")
+        Diag::warning(
+            "redundant",
+            st.span,
+            format!("rule is redundant: {} already {verb} all its packets", ids.join(", ")),
+            "never decides a packet",
+        )
     } else {
-        Diag::error("shadowed", st.span, format!("rule is shadowed by {}: it never matches", ids.join(", ")), "never decides a packet")
+        Diag::error(
+            "shadowed",
+            st.span,
+            format!("rule is shadowed by {}: it never matches", ids.join(", ")),
+            "never decides a packet",
+        )
     };
     for r in dedup_origins(ch, deciders) {
         d = d.with_related(r.origin.span, format!("decides some of its packets ({})", r.action.keyword()));
@@ -196,7 +218,15 @@ fn dedup_origins<'a>(ch: &'a Chain, idx: &BTreeSet<usize>) -> Vec<&'a Rule> {
 /// Without this statement, would later rules (or the default policy) give the
 /// packets it decides the same verdict, with no log or counter lost?
 /// `near`: the rules that may intersect the statement (from the index).
-fn redundant_by_later(rs: &Ruleset, ch: &Chain, st: &Statement, cubes: &[Vec<Cube>], sure: &[bool], near: &[usize], left: Vec<Vec<Cube>>) -> Option<Diag> {
+fn redundant_by_later(
+    rs: &Ruleset,
+    ch: &Chain,
+    st: &Statement,
+    cubes: &[Vec<Cube>],
+    sure: &[bool],
+    near: &[usize],
+    left: Vec<Vec<Cube>>,
+) -> Option<Diag> {
     let rules: Vec<&Rule> = st.rules.iter().map(|&i| &ch.rules[i]).collect();
     if rules.iter().any(|r| has_side_effects(r) || condition(rs, r).is_some()) {
         return None;
@@ -285,7 +315,10 @@ mod tests {
 
     #[test]
     fn same_verdict_cover_is_redundant_and_later_duplicates_too() {
-        assert_eq!(codes("pass in proto tcp to port 1-1000\npass in proto tcp to port 80\n"), vec![("t.pf:2".into(), "redundant")]);
+        assert_eq!(
+            codes("pass in proto tcp to port 1-1000\npass in proto tcp to port 80\n"),
+            vec![("t.pf:2".into(), "redundant")]
+        );
         // Without rule 1 the default policy blocks the same packets.
         assert_eq!(codes("block in proto udp to port 9\n"), vec![("t.pf:1".into(), "redundant")]);
         // ... but not when the default logs, or the rule logs.

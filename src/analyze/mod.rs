@@ -6,11 +6,11 @@
 //! header-space reasoning in [`space`].
 
 pub mod cases;
-pub mod explain;
-pub mod packet;
-pub mod space;
-pub mod lint;
-pub mod report;
 pub mod diff;
-pub mod index;
 pub mod entries;
+pub mod explain;
+pub mod index;
+pub mod lint;
+pub mod packet;
+pub mod report;
+pub mod space;

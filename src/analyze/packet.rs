@@ -60,7 +60,12 @@ fn words(text: &str) -> Vec<(usize, &str)> {
 }
 
 pub fn parse(text: &str) -> Result<Packet, PacketError> {
-    let err = |(offset, word): (usize, &str), message: String| PacketError { offset, len: word.len().max(1), message, help: NOTATION_HELP };
+    let err = |(offset, word): (usize, &str), message: String| PacketError {
+        offset,
+        len: word.len().max(1),
+        message,
+        help: NOTATION_HELP,
+    };
     let ws = words(text);
     let mut it = ws.iter().copied().peekable();
     let end = (text.len(), "");
@@ -75,15 +80,19 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
         it.next();
     }
     let pw = it.next().ok_or_else(|| err(end, "empty packet".into()))?;
-    let proto = names::proto_number(pw.1).or_else(|| pw.1.parse().ok()).ok_or_else(|| err(pw, format!("unknown protocol `{}`", pw.1)))?;
+    let proto = names::proto_number(pw.1)
+        .or_else(|| pw.1.parse().ok())
+        .ok_or_else(|| err(pw, format!("unknown protocol `{}`", pw.1)))?;
     let sw = it.next().ok_or_else(|| err(end, "missing source address".into()))?;
-    let (src, sport) = endpoint(sw.1).ok_or_else(|| err(sw, format!("`{}` is not an address or address:port", sw.1)))?;
+    let (src, sport) =
+        endpoint(sw.1).ok_or_else(|| err(sw, format!("`{}` is not an address or address:port", sw.1)))?;
     let arrow = it.next().ok_or_else(|| err(end, "missing `->`".into()))?;
     if arrow.1 != "->" {
         return Err(err(arrow, format!("expected `->`, found `{}`", arrow.1)));
     }
     let dw = it.next().ok_or_else(|| err(end, "missing destination address".into()))?;
-    let (dst, dport) = endpoint(dw.1).ok_or_else(|| err(dw, format!("`{}` is not an address or address:port", dw.1)))?;
+    let (dst, dport) =
+        endpoint(dw.1).ok_or_else(|| err(dw, format!("`{}` is not an address or address:port", dw.1)))?;
     if Family::of(&src) != Family::of(&dst) {
         return Err(err(dw, "source and destination are of different address families".into()));
     }
@@ -93,12 +102,18 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
         match w.1 {
             "in" | "out" => {
                 let name = it.next().ok_or_else(|| err(w, format!("`{}` needs an interface name", w.1)))?;
-                if w.1 == "in" { iif = Some(name.1.to_string()) } else { oif = Some(name.1.to_string()) }
+                if w.1 == "in" {
+                    iif = Some(name.1.to_string())
+                } else {
+                    oif = Some(name.1.to_string())
+                }
             }
             word => {
                 if let Some(bit) = names::ct_state_bit(word) {
                     state = Some(bit);
-                } else if let Some((_, t)) = names::icmp_table(proto).iter().find(|(n, _)| *n == word).filter(|_| is_icmp(proto)) {
+                } else if let Some((_, t)) =
+                    names::icmp_table(proto).iter().find(|(n, _)| *n == word).filter(|_| is_icmp(proto))
+                {
                     icmp_type = Some(*t);
                 } else {
                     return Err(err(w, format!("unknown word `{word}`")));
@@ -150,7 +165,8 @@ pub fn format(p: &Packet) -> String {
         Some(port) => SocketAddr::new(ip, port).to_string(),
         None => ip.to_string(),
     };
-    let mut out = format!("{} {} {} -> {}", p.hook.name(), names::proto_name(p.proto), ep(p.src, p.sport), ep(p.dst, p.dport));
+    let mut out =
+        format!("{} {} {} -> {}", p.hook.name(), names::proto_name(p.proto), ep(p.src, p.sport), ep(p.dst, p.dport));
     if let Some(i) = &p.iif {
         out += &format!(" in {i}");
     }

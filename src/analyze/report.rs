@@ -46,7 +46,9 @@ pub fn render(diags: &[Diag], sources: &SourceMap, format: Format, color: bool) 
             let body = if color { crate::diag::render_terminal(diags, sources) } else { render_plain(diags, sources) };
             body + &summary(diags)
         }
-        Format::Json => serde_json::to_string_pretty(&json_findings(diags, sources)).expect("JSON values serialize") + "\n",
+        Format::Json => {
+            serde_json::to_string_pretty(&json_findings(diags, sources)).expect("JSON values serialize") + "\n"
+        }
         Format::Sarif => serde_json::to_string_pretty(&sarif(diags, sources)).expect("JSON values serialize") + "\n",
         Format::Github => diags.iter().map(|d| github(d, sources)).collect(),
     }
@@ -166,7 +168,8 @@ mod tests {
     use super::*;
 
     fn findings() -> (crate::ir::Compiled, Vec<Diag>) {
-        let c = crate::ir::compile("t.pf", "policy input pass\nblock in proto tcp\npass in proto tcp to port 22\n").expect("compiles");
+        let c = crate::ir::compile("t.pf", "policy input pass\nblock in proto tcp\npass in proto tcp to port 22\n")
+            .expect("compiles");
         let d = crate::analyze::lint::lint(&c);
         (c, d)
     }
@@ -175,7 +178,10 @@ mod tests {
     fn github_commands_escape_and_locate() {
         let (c, d) = findings();
         let out = render(&d, &c.sources, Format::Github, false);
-        assert!(out.starts_with("::error file=t.pf,line=3,col=1,endLine=3,endColumn=29,title=phantomc shadowed::"), "{out}");
+        assert!(
+            out.starts_with("::error file=t.pf,line=3,col=1,endLine=3,endColumn=29,title=phantomc shadowed::"),
+            "{out}"
+        );
         assert!(out.contains("%0At.pf:2: decides some of its packets (block)"), "{out}");
         assert_eq!(out.lines().count(), 1);
     }

@@ -149,7 +149,8 @@ pub enum Dim {
     Ct,
 }
 
-pub const DIMS: [Dim; 9] = [Dim::Proto, Dim::Iif, Dim::Oif, Dim::Src, Dim::Dst, Dim::Sport, Dim::Dport, Dim::Icmp, Dim::Ct];
+pub const DIMS: [Dim; 9] =
+    [Dim::Proto, Dim::Iif, Dim::Oif, Dim::Src, Dim::Dst, Dim::Sport, Dim::Dport, Dim::Icmp, Dim::Ct];
 
 /// A product of one interval set per field, for one address family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -279,7 +280,8 @@ impl Universe {
         patterns.sort();
         patterns.dedup();
         let exact: Vec<&str> = patterns.iter().filter(|p| !p.ends_with('*')).map(String::as_str).collect();
-        let prefixes: Vec<&str> = std::iter::once("").chain(patterns.iter().filter_map(|p| p.strip_suffix('*'))).collect();
+        let prefixes: Vec<&str> =
+            std::iter::once("").chain(patterns.iter().filter_map(|p| p.strip_suffix('*'))).collect();
         // Each exact name is a class; so is "other names whose longest pattern
         // prefix is p", for each prefix p (a representative is p plus a tail
         // that no longer prefix and no exact name covers).
@@ -291,7 +293,10 @@ impl Universe {
         for p in &prefixes {
             let rep = (0..)
                 .map(|n| format!("{p}~{n}"))
-                .find(|cand| !exact.contains(&cand.as_str()) && !prefixes.iter().any(|q| q.len() > p.len() && cand.starts_with(q)))
+                .find(|cand| {
+                    !exact.contains(&cand.as_str())
+                        && !prefixes.iter().any(|q| q.len() > p.len() && cand.starts_with(q))
+                })
                 .expect("some tail is free");
             let label = if p.is_empty() { "*".to_string() } else { format!("{p}*") };
             classes.push((signature(&rep), rep, label));
@@ -340,7 +345,11 @@ impl Universe {
         match want {
             None => self.iface_full(),
             Some(pats) => Ranges::of(
-                self.ifaces.iter().enumerate().filter(|(_, n)| pats.iter().any(|p| iface_matches(p, n))).map(|(i, _)| (i as u128, i as u128)),
+                self.ifaces
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| pats.iter().any(|p| iface_matches(p, n)))
+                    .map(|(i, _)| (i as u128, i as u128)),
             ),
         }
     }
@@ -392,7 +401,9 @@ impl Universe {
                 // Packets of a kind without ports (or ICMP types) never match
                 // a port (or type) clause.
                 let ports_apply = kind == Kind::Ported;
-                if (m.sport.is_some() || m.dport.is_some()) && !ports_apply || m.icmp_types.is_some() && kind != Kind::Icmp {
+                if (m.sport.is_some() || m.dport.is_some()) && !ports_apply
+                    || m.icmp_types.is_some() && kind != Kind::Icmp
+                {
                     continue;
                 }
                 if let Some(pm) = &m.sport {
@@ -405,7 +416,11 @@ impl Universe {
                     set(Dim::Icmp, Ranges::of(ts.iter().map(|&t| (t as u128, t as u128))));
                 }
                 if let Some(s) = m.ct_state {
-                    let bits = names::CT_STATES.iter().enumerate().filter(|(_, (_, b))| s.0 & b != 0).map(|(i, _)| (i as u128, i as u128));
+                    let bits = names::CT_STATES
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (_, b))| s.0 & b != 0)
+                        .map(|(i, _)| (i as u128, i as u128));
                     set(Dim::Ct, Ranges::of(bits));
                 }
                 if c.dims.iter().all(|d| !d.is_empty()) {
@@ -428,7 +443,11 @@ impl Universe {
         let ifaces = |r: &Ranges| {
             let other = self.iface_labels.iter().position(|l| l == "*").is_some_and(|i| r.contains(i as u128));
             let label = |v: u128| self.iface_labels[v as usize].clone();
-            if other { format!("! {}", show_values(&self.iface_full().subtract(r), label)) } else { listed(r, &self.iface_full(), label) }
+            if other {
+                format!("! {}", show_values(&self.iface_full().subtract(r), label))
+            } else {
+                listed(r, &self.iface_full(), label)
+            }
         };
         if *c.get(Dim::Iif) != self.iface_full() {
             parts.push(format!("in on {}", ifaces(c.get(Dim::Iif))));
@@ -454,10 +473,16 @@ impl Universe {
         }
         if c.get(Dim::Icmp) != full.get(Dim::Icmp) {
             let proto = if c.family == Family::V6 { ICMPV6 } else { ICMP };
-            parts.push(format!("icmp-type {}", listed(c.get(Dim::Icmp), full.get(Dim::Icmp), |v| names::icmp_type_name(proto, v as u8))));
+            parts.push(format!(
+                "icmp-type {}",
+                listed(c.get(Dim::Icmp), full.get(Dim::Icmp), |v| names::icmp_type_name(proto, v as u8))
+            ));
         }
         if c.get(Dim::Ct) != full.get(Dim::Ct) {
-            parts.push(format!("state {}", listed(c.get(Dim::Ct), full.get(Dim::Ct), |v| names::CT_STATES[v as usize].0.to_string())));
+            parts.push(format!(
+                "state {}",
+                listed(c.get(Dim::Ct), full.get(Dim::Ct), |v| names::CT_STATES[v as usize].0.to_string())
+            ));
         }
         parts.join(" ")
     }
@@ -523,12 +548,22 @@ fn listed(r: &Ranges, full: &Ranges, name: impl Fn(u128) -> String) -> String {
 
 /// `v`, or `{ a, b, c-d }`.
 fn show_values(set: &Ranges, name: impl Fn(u128) -> String) -> String {
-    let items: Vec<String> = set
-        .0
-        .iter()
-        .flat_map(|&(lo, hi)| if hi - lo < 3 { (lo..=hi).map(&name).collect() } else { vec![format!("{}-{}", name(lo), name(hi))] })
-        .collect();
-    if items.len() == 1 { items[0].clone() } else { format!("{{ {} }}", items.join(", ")) }
+    let items: Vec<String> =
+        set.0
+            .iter()
+            .flat_map(|&(lo, hi)| {
+                if hi - lo < 3 {
+                    (lo..=hi).map(&name).collect()
+                } else {
+                    vec![format!("{}-{}", name(lo), name(hi))]
+                }
+            })
+            .collect();
+    if items.len() == 1 {
+        items[0].clone()
+    } else {
+        format!("{{ {} }}", items.join(", "))
+    }
 }
 
 /// Addresses as networks (or "! networks" when that is shorter).
@@ -538,8 +573,16 @@ fn addrs_text(r: &Ranges, family: Family) -> String {
     let (inside, outside) = (nets(r), nets(&all.subtract(r)));
     let (neg, list) = if outside.len() < inside.len() { ("! ", outside) } else { ("", inside) };
     const MAX: usize = 6;
-    let shown = if list.len() > MAX { format!("{} ... ({} networks)", list[..MAX].join(", "), list.len()) } else { list.join(", ") };
-    if list.len() == 1 { format!("{neg}{shown}") } else { format!("{neg}{{ {shown} }}") }
+    let shown = if list.len() > MAX {
+        format!("{} ... ({} networks)", list[..MAX].join(", "), list.len())
+    } else {
+        list.join(", ")
+    };
+    if list.len() == 1 {
+        format!("{neg}{shown}")
+    } else {
+        format!("{neg}{{ {shown} }}")
+    }
 }
 
 /// The fewest networks covering exactly `lo..=hi`.
@@ -593,7 +636,11 @@ mod tests {
 
     #[test]
     fn cube_subtraction_is_exact() {
-        let c = crate::ir::compile("t.pf", "pass in proto tcp from 10.0.0.0/8 to port 1-100\npass in proto tcp from 10.1.0.0/16 to port 50\n").expect("compiles");
+        let c = crate::ir::compile(
+            "t.pf",
+            "pass in proto tcp from 10.0.0.0/8 to port 1-100\npass in proto tcp from 10.1.0.0/16 to port 50\n",
+        )
+        .expect("compiles");
         let u = Universe::new(&[&c.ruleset]);
         let rules = &c.ruleset.chains[0].rules;
         let (a, b) = (u.cubes(&c.ruleset, &rules[0].matches), u.cubes(&c.ruleset, &rules[1].matches));

@@ -72,7 +72,9 @@ fn system(e: NftError) -> Failure {
 pub fn failure(e: ApplyError, compiled: &Compiled) -> Failure {
     const UNCHANGED: &str = "nothing was changed: the live ruleset is as it was";
     match e {
-        ApplyError::RuleRefused(d) => Failure::Policy(format!("{}{UNCHANGED}\n", render_terminal(&[*d], &compiled.sources))),
+        ApplyError::RuleRefused(d) => {
+            Failure::Policy(format!("{}{UNCHANGED}\n", render_terminal(&[*d], &compiled.sources)))
+        }
         other => Failure::System(format!("{other}\n{UNCHANGED}")),
     }
 }
@@ -103,7 +105,10 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
     let armed = if args.confirm {
-        Some(rollback::arm(&nft, table, Duration::from_secs(u64::from(args.timeout))).map_err(|e| Failure::System(e.to_string()))?)
+        Some(
+            rollback::arm(&nft, table, Duration::from_secs(u64::from(args.timeout)))
+                .map_err(|e| Failure::System(e.to_string()))?,
+        )
     } else {
         None
     };
@@ -177,7 +182,9 @@ fn await_confirmation(state: &Path, table: &str, timeout: u32) -> CmdResult {
             "not confirmed in time, and the rollback failed: {}",
             rollback::read(state).ok().flatten().and_then(|p| p.message).unwrap_or_default()
         ))),
-        Phase::Pending => Err(Failure::System("the rollback guard did not answer; check `nft list table inet` by hand".into())),
+        Phase::Pending => {
+            Err(Failure::System("the rollback guard did not answer; check `nft list table inet` by hand".into()))
+        }
     }
 }
 
@@ -195,7 +202,10 @@ fn lockout(compiled: &Compiled, session: &Session, kept: &nft::Elements) -> Opti
         let way = if packet.hook == Hook::Input { "incoming" } else { "outgoing" };
         let (span, who) = match eval::deciding_rule(rs, &packet, &d) {
             Some(rule) => (Some(rule.origin.span), format!("rule {}", rule.origin.id)),
-            None => (rs.chain(packet.hook).policy.origin.as_ref().map(|o| o.span), format!("the default {} policy", packet.hook.name())),
+            None => (
+                rs.chain(packet.hook).policy.origin.as_ref().map(|o| o.span),
+                format!("the default {} policy", packet.hook.name()),
+            ),
         };
         let what = if d.verdict == Action::Pass { "passes only while under its rate limit" } else { "drops" };
         let message = format!("this policy would cut your own connection {session}");
@@ -256,7 +266,10 @@ pub fn status(args: &StatusArgs) -> CmdResult {
             Ok(ExitCode::from(EXIT_DRIFT))
         }
         Status::InSync { rules, entries } => {
-            println!("table inet {table}: loaded, in sync with {} ({rules} rules, {entries} run-time set entries)", main_file(&compiled));
+            println!(
+                "table inet {table}: loaded, in sync with {} ({rules} rules, {entries} run-time set entries)",
+                main_file(&compiled)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Status::Drifted(diff) => {

@@ -39,7 +39,8 @@ pub struct UnblockArgs {
 }
 
 fn change(add: bool, addr: IpNet, timeout: Option<u32>, set: &str, table: &str) -> CmdResult {
-    let done = block::change(&Nft::default(), table, set, addr, timeout, add).map_err(|e| Failure::System(e.to_string()))?;
+    let done =
+        block::change(&Nft::default(), table, set, addr, timeout, add).map_err(|e| Failure::System(e.to_string()))?;
     println!("{done}");
     Ok(ExitCode::SUCCESS)
 }

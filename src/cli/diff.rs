@@ -61,7 +61,11 @@ fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, Failure> {
         .output()
         .map_err(|e| Failure::System(format!("cannot run git: {e}")))?;
     if !out.status.success() {
-        return Err(Failure::System(format!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(Failure::System(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(out.stdout)
 }
@@ -72,10 +76,19 @@ fn from_git(rev: &str, path: &Path) -> Result<Compiled, Failure> {
     let abs = path.canonicalize().map_err(|e| Failure::System(format!("cannot read {}: {e}", path.display())))?;
     let dir = abs.parent().unwrap_or(Path::new("/"));
     let root = PathBuf::from(String::from_utf8_lossy(&git(dir, &["rev-parse", "--show-toplevel"])?).trim());
-    let rel = abs.strip_prefix(&root).map_err(|_| Failure::System(format!("{} is not inside {}", abs.display(), root.display())))?;
-    let rel_dir = rel.parent().map_or(".".to_string(), |p| if p.as_os_str().is_empty() { ".".into() } else { p.display().to_string() });
+    let rel = abs
+        .strip_prefix(&root)
+        .map_err(|_| Failure::System(format!("{} is not inside {}", abs.display(), root.display())))?;
+    let rel_dir = rel.parent().map_or(".".to_string(), |p| {
+        if p.as_os_str().is_empty() {
+            ".".into()
+        } else {
+            p.display().to_string()
+        }
+    });
     let tar = git(&root, &["archive", "--format=tar", rev, "--", &rel_dir])?;
-    let tmp = std::env::temp_dir().join(format!("phantomc-diff-{}-{}", std::process::id(), rev.replace(['/', ':'], "_")));
+    let tmp =
+        std::env::temp_dir().join(format!("phantomc-diff-{}-{}", std::process::id(), rev.replace(['/', ':'], "_")));
     std::fs::create_dir_all(&tmp).map_err(|e| Failure::System(format!("cannot create {}: {e}", tmp.display())))?;
     let result = unpack_and_compile(&tar, &tmp, rel, rev);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -90,7 +103,8 @@ fn unpack_and_compile(tar: &[u8], tmp: &Path, rel: &Path, rev: &str) -> Result<C
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| Failure::System(format!("cannot run tar: {e}")))?;
-    crate::nft::write_to_child(&mut child.stdin.take().expect("piped"), tar).map_err(|e| Failure::System(format!("tar: {e}")))?;
+    crate::nft::write_to_child(&mut child.stdin.take().expect("piped"), tar)
+        .map_err(|e| Failure::System(format!("tar: {e}")))?;
     let status = child.wait().map_err(|e| Failure::System(format!("tar: {e}")))?;
     if !status.success() {
         return Err(Failure::System("tar could not unpack the git archive".into()));
@@ -99,7 +113,9 @@ fn unpack_and_compile(tar: &[u8], tmp: &Path, rel: &Path, rev: &str) -> Result<C
     let text = std::fs::read_to_string(&file)
         .map_err(|_| Failure::System(format!("{} does not exist at {rev}", rel.display())))?;
     let name = format!("{rev}:{}", rel.display());
-    let p = policy::load_str(&name, &file, text).map_err(|e| Failure::Policy(crate::diag::render_terminal(&e.diags, &e.sources)))?;
-    let (ruleset, unused) = ir::lower(&p).map_err(|diags| Failure::Policy(crate::diag::render_terminal(&diags, &p.sources)))?;
+    let p = policy::load_str(&name, &file, text)
+        .map_err(|e| Failure::Policy(crate::diag::render_terminal(&e.diags, &e.sources)))?;
+    let (ruleset, unused) =
+        ir::lower(&p).map_err(|diags| Failure::Policy(crate::diag::render_terminal(&diags, &p.sources)))?;
     Ok(Compiled { sources: p.sources, ruleset, unused })
 }

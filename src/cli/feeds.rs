@@ -90,7 +90,11 @@ fn update(a: &UpdateArgs) -> CmdResult {
         configs.retain(|c| &c.name == name);
         if configs.is_empty() {
             let names: Vec<&str> = rs.feeds.iter().map(|f| f.name.as_str()).collect();
-            return Err(Failure::System(format!("{} declares no feed `{name}` (feeds: {})", policy.display(), names.join(", "))));
+            return Err(Failure::System(format!(
+                "{} declares no feed `{name}` (feeds: {})",
+                policy.display(),
+                names.join(", ")
+            )));
         }
     }
     let cache = Cache::new(feeds::state_dir(a.state_dir.as_deref()));
@@ -105,11 +109,16 @@ fn update(a: &UpdateArgs) -> CmdResult {
         let (v4, v6) = (report.meta.v4, report.meta.v6);
         match &report.outcome {
             Outcome::Updated => println!("{}: updated from {} ({v4} IPv4, {v6} IPv6 entries)", cfg.name, cfg.source),
-            Outcome::NotModified => println!("{}: not modified since the last update ({v4} IPv4, {v6} IPv6 entries)", cfg.name),
+            Outcome::NotModified => {
+                println!("{}: not modified since the last update ({v4} IPv4, {v6} IPv6 entries)", cfg.name)
+            }
             Outcome::Kept { reason } => {
                 refused += 1;
                 let kept = if report.meta.fetched_at > 0 {
-                    format!("kept the last good copy from {} ({v4} IPv4, {v6} IPv6 entries)", age(now, report.meta.fetched_at))
+                    format!(
+                        "kept the last good copy from {} ({v4} IPv4, {v6} IPv6 entries)",
+                        age(now, report.meta.fetched_at)
+                    )
                 } else {
                     "no good copy yet: the set stays as it is".to_string()
                 };
@@ -161,7 +170,12 @@ fn list(a: &ListArgs) -> CmdResult {
         }
         None => cache
             .names()
-            .and_then(|names| names.into_iter().map(|n| cache.meta(&n).map(|m| (n, m.clone().map(|m| m.source).unwrap_or_default(), m))).collect())
+            .and_then(|names| {
+                names
+                    .into_iter()
+                    .map(|n| cache.meta(&n).map(|m| (n, m.clone().map(|m| m.source).unwrap_or_default(), m)))
+                    .collect()
+            })
             .map_err(Failure::System)?,
     };
     if rows.is_empty() {
@@ -184,7 +198,11 @@ fn list(a: &ListArgs) -> CmdResult {
                     source,
                     m.v4.to_string(),
                     m.v6.to_string(),
-                    if fetched { httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.fetched_at)) } else { "never".into() },
+                    if fetched {
+                        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.fetched_at))
+                    } else {
+                        "never".into()
+                    },
                     if fetched { age(now, m.fetched_at) } else { "-".into() },
                     status,
                 ]
@@ -198,7 +216,8 @@ fn list(a: &ListArgs) -> CmdResult {
 
 /// Left-aligned columns, two spaces apart; the last column is not padded.
 fn columns(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
         let last = r.len() - 1;
@@ -228,8 +247,10 @@ fn age(now: u64, then: u64) -> String {
 fn parse(a: &ParseArgs) -> CmdResult {
     let started = Instant::now();
     let text = std::fs::read(&a.file).map_err(|e| Failure::System(format!("cannot read {}: {e}", a.file.display())))?;
-    let text = String::from_utf8(text).map_err(|_| Failure::System(format!("{}: not valid UTF-8 text", a.file.display())))?;
-    let p = normalize::parse(&text, a.format, a.column).map_err(|e| Failure::System(format!("{}: {e}", a.file.display())))?;
+    let text =
+        String::from_utf8(text).map_err(|_| Failure::System(format!("{}: not valid UTF-8 text", a.file.display())))?;
+    let p = normalize::parse(&text, a.format, a.column)
+        .map_err(|e| Failure::System(format!("{}: {e}", a.file.display())))?;
     let ms = started.elapsed().as_millis();
     if a.print {
         for n in p.nets() {

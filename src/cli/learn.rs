@@ -54,7 +54,13 @@ pub fn run(args: &LearnArgs) -> CmdResult {
         .map_err(|e| Failure::System(format!("{}: {e}", capture_path.display())))?;
     bar.finish_and_clear();
     if let Some(d) = &capture.read.damage {
-        let msg = format!("{}: cannot read past byte {}: {} ({} packets before it were read)", capture_path.display(), d.offset, d.reason, capture.read.packets);
+        let msg = format!(
+            "{}: cannot read past byte {}: {} ({} packets before it were read)",
+            capture_path.display(),
+            d.offset,
+            d.reason,
+            capture.read.packets
+        );
         if !args.allow_damaged {
             return Err(Failure::System(format!("{msg}; use --allow-damaged to learn from them")));
         }
@@ -64,7 +70,9 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg);
     let elapsed = started.elapsed().as_secs_f64();
     eprint!("{}", summary(&capture, flows, &report, elapsed));
-    let name = capture_path.file_name().map_or_else(|| capture_path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = capture_path
+        .file_name()
+        .map_or_else(|| capture_path.display().to_string(), |n| n.to_string_lossy().into_owned());
     propose_from(args, &cfg, &report, &name)
 }
 
@@ -75,7 +83,8 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
         Some(secs) => {
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(signal, stop.clone()).map_err(|e| Failure::System(format!("signal handler: {e}")))?;
+                signal_hook::flag::register(signal, stop.clone())
+                    .map_err(|e| Failure::System(format!("signal handler: {e}")))?;
             }
             eprintln!("collecting connections destroyed in the next {secs}s (Ctrl-C ends early) ...");
             conntrack::watch(Duration::from_secs(secs.into()), &|| stop.load(Ordering::Relaxed))
@@ -85,7 +94,10 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
     .map_err(|e| Failure::System(e.to_string()))?;
     let started = Instant::now();
     if watched.lost_overruns > 0 {
-        eprintln!("phantomc: warning: the kernel dropped {} batches of conntrack events (reader too slow)", watched.lost_overruns);
+        eprintln!(
+            "phantomc: warning: the kernel dropped {} batches of conntrack events (reader too slow)",
+            watched.lost_overruns
+        );
     }
     if watched.live.is_empty() && watched.destroyed.is_empty() {
         eprintln!("phantomc: warning: the conntrack table is empty; the kernel tracks connections only where a rule uses conntrack (e.g. `pass in state established`)");
@@ -124,8 +136,14 @@ fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &s
     if proposal.diff.is_empty() {
         eprintln!("nothing to propose: {} already covers this traffic", args.policy.display());
     } else if args.write {
-        std::fs::write(&args.policy, &proposal.new_text).map_err(|e| Failure::System(format!("{}: {e}", args.policy.display())))?;
-        eprintln!("wrote {}: {} source(s) blocked, {} pass rule(s) added", args.policy.display(), proposal.blocked.len(), proposal.passes.len());
+        std::fs::write(&args.policy, &proposal.new_text)
+            .map_err(|e| Failure::System(format!("{}: {e}", args.policy.display())))?;
+        eprintln!(
+            "wrote {}: {} source(s) blocked, {} pass rule(s) added",
+            args.policy.display(),
+            proposal.blocked.len(),
+            proposal.passes.len()
+        );
     } else {
         print!("{}", proposal.diff);
     }
@@ -154,8 +172,13 @@ fn summary(capture: &learn::Capture, flows: usize, report: &learn::Report, secs:
         packets += &format!(" ({skipped} not decoded: {})", why.join(", "));
     }
     let merged = if capture.compacted { " (identical closed flows merged to bound memory)" } else { "" };
-    let throughput = format!("{:.0} packets/s, {:.1} MB/s", read.packets as f64 / secs_or_tiny, read.file_bytes as f64 / 1e6 / secs_or_tiny);
-    table(&[("packets", packets)], &format!("{flows}{merged}"), report, secs) + &format!("{:<11} {throughput}\n", "throughput")
+    let throughput = format!(
+        "{:.0} packets/s, {:.1} MB/s",
+        read.packets as f64 / secs_or_tiny,
+        read.file_bytes as f64 / 1e6 / secs_or_tiny
+    );
+    table(&[("packets", packets)], &format!("{flows}{merged}"), report, secs)
+        + &format!("{:<11} {throughput}\n", "throughput")
 }
 
 /// The summary rows every input shares, after the input's own rows.

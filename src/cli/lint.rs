@@ -26,6 +26,7 @@ pub fn run(args: &LintArgs) -> CmdResult {
     } else {
         print!("{out}");
     }
-    let failing = diags.iter().any(|d| d.severity == Severity::Error || (args.deny_warnings && d.severity == Severity::Warning));
+    let failing =
+        diags.iter().any(|d| d.severity == Severity::Error || (args.deny_warnings && d.severity == Severity::Warning));
     Ok(if failing { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

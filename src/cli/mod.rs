@@ -17,8 +17,8 @@ mod feeds;
 mod learn;
 mod lint;
 mod safety;
-mod test;
 mod serve;
+mod test;
 mod watch;
 
 #[derive(Parser, Debug)]

@@ -48,7 +48,8 @@ pub fn panic(args: &PanicArgs) -> CmdResult {
     let keep = Session::current(args.keep.as_deref())
         .map_err(Failure::System)?
         .ok_or_else(|| Failure::System("no session to keep: not in an SSH session ($SSH_CONNECTION is unset); give --keep \"CLIENT:PORT -> SERVER:PORT\"".into()))?;
-    let compiled = Compiled { sources: Default::default(), ruleset: panic_ruleset(&args.table, &keep), unused: Vec::new() };
+    let compiled =
+        Compiled { sources: Default::default(), ruleset: panic_ruleset(&args.table, &keep), unused: Vec::new() };
     let nft = Nft::default();
     let prepared = loader::prepare_with(&nft, &compiled, Default::default()).map_err(sys)?;
     loader::load(&nft, &prepared).map_err(sys)?;

@@ -49,20 +49,34 @@ pub struct ApiOptions {
 }
 
 /// The API's state for `table`, after checking the address and reading the token.
-pub fn api_state(policy: &Path, table: &str, listen: SocketAddr, opts: &ApiOptions, health: Arc<RwLock<Health>>, source: HealthSource) -> Result<ApiState, Failure> {
+pub fn api_state(
+    policy: &Path,
+    table: &str,
+    listen: SocketAddr,
+    opts: &ApiOptions,
+    health: Arc<RwLock<Health>>,
+    source: HealthSource,
+) -> Result<ApiState, Failure> {
     if !listen.ip().is_loopback() && !opts.allow_remote {
-        return Err(Failure::System(format!("refusing to listen on {listen}: not a loopback address (pass --allow-remote if you mean it)")));
+        return Err(Failure::System(format!(
+            "refusing to listen on {listen}: not a loopback address (pass --allow-remote if you mean it)"
+        )));
     }
     let token = match &opts.token_file {
         Some(f) => {
-            let text = std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
-            let mode = std::fs::metadata(f).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap_or(0);
+            let text =
+                std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
+            let mode =
+                std::fs::metadata(f).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap_or(0);
             if mode & 0o077 != 0 {
                 tracing::warn!(file = %f.display(), mode = format!("{:o}", mode & 0o777), "the token file is readable by others: chmod 600 it");
             }
             Some(Token::new(&text).map_err(|e| Failure::System(format!("{}: {e}", f.display())))?)
         }
-        None => std::env::var("PHANTOMC_TOKEN").ok().map(|t| Token::new(&t).map_err(|e| Failure::System(format!("PHANTOMC_TOKEN: {e}")))).transpose()?,
+        None => std::env::var("PHANTOMC_TOKEN")
+            .ok()
+            .map(|t| Token::new(&t).map_err(|e| Failure::System(format!("PHANTOMC_TOKEN: {e}"))))
+            .transpose()?,
     };
     let mut state = ApiState::new(policy.to_path_buf(), table.to_string(), health, source);
     state.token = token;
@@ -91,7 +105,9 @@ pub fn writes_note(state: &ApiState) -> &'static str {
 pub fn serve(args: &ServeArgs) -> CmdResult {
     // Writes through the API are logged (info), refused ones as warnings.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,phantomc=info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,phantomc=info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
@@ -100,7 +116,8 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
     let table = args.table.clone().unwrap_or_else(|| compiled.ruleset.table.clone());
     let health = Arc::new(RwLock::new(Health { policy: args.policy.clone(), ..Health::default() }));
     let state_file = args.state_file.clone().unwrap_or_else(|| default_state_file(&table));
-    let mut state = api_state(&args.policy, &table, args.listen, &args.api, health, HealthSource::Standalone { state_file })?;
+    let mut state =
+        api_state(&args.policy, &table, args.listen, &args.api, health, HealthSource::Standalone { state_file })?;
     state.feed_cache = Some(feed_cache(args.state_dir.as_deref()));
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = writes_note(&state);
@@ -110,9 +127,13 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
         .build()
         .map_err(|e| Failure::System(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| Failure::System(format!("cannot listen on {}: {e}", args.listen)))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| Failure::System(format!("cannot listen on {}: {e}", args.listen)))?;
         let addr = listener.local_addr().map_err(|e| Failure::System(e.to_string()))?;
-        eprintln!("phantomc serve: http://{addr}/ (API under /api/v1, docs at /api/docs) for table inet {table}; {writes}");
+        eprintln!(
+            "phantomc serve: http://{addr}/ (API under /api/v1, docs at /api/docs) for table inet {table}; {writes}"
+        );
         axum::serve(listener, serve::router(Arc::new(state)))
             .with_graceful_shutdown(shutdown())
             .await

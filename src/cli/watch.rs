@@ -89,7 +89,9 @@ fn feed_timer(policy: &Path, state_dir: Option<PathBuf>) -> FeedTimer {
             let Some(report) = run.report else { continue };
             let entries = report.meta.v4 + report.meta.v6;
             match (&report.outcome, &run.load) {
-                (update::Outcome::Kept { reason }, _) => tracing::warn!(feed = %run.name, %reason, entries, "feed update refused; the last good copy stays"),
+                (update::Outcome::Kept { reason }, _) => {
+                    tracing::warn!(feed = %run.name, %reason, entries, "feed update refused; the last good copy stays")
+                }
                 (_, Some(load)) => tracing::info!(feed = %run.name, entries, load = ?load, "feed updated"),
                 _ => tracing::debug!(feed = %run.name, outcome = report.outcome.status(), "feed checked"),
             }
@@ -105,7 +107,12 @@ fn feed_timer(policy: &Path, state_dir: Option<PathBuf>) -> FeedTimer {
 /// Serves the REST API and dashboard on a runtime of their own, reading the
 /// service's health as it changes. The address is bound before the watch
 /// starts, so a taken port is an error at once.
-fn start_api(args: &WatchArgs, listen: SocketAddr, table: &str, health: SharedHealth) -> Result<tokio::runtime::Runtime, Failure> {
+fn start_api(
+    args: &WatchArgs,
+    listen: SocketAddr,
+    table: &str,
+    health: SharedHealth,
+) -> Result<tokio::runtime::Runtime, Failure> {
     let state = serve::api_state(&args.policy, table, listen, &args.api, health, HealthSource::Watcher)?;
     let system = |what: &str, e: std::io::Error| Failure::System(format!("{what}: {e}"));
     let listener = std::net::TcpListener::bind(listen).map_err(|e| system(&format!("cannot listen on {listen}"), e))?;
@@ -169,7 +176,13 @@ mod tests {
 
     #[test]
     fn verbosity_flags_pick_the_log_level() {
-        let cases = [(&[][..], "info"), (&["-v"][..], "debug"), (&["-vv"][..], "trace"), (&["-q"][..], "warn"), (&["-qq"][..], "error")];
+        let cases = [
+            (&[][..], "info"),
+            (&["-v"][..], "debug"),
+            (&["-vv"][..], "trace"),
+            (&["-q"][..], "warn"),
+            (&["-qq"][..], "error"),
+        ];
         for (flags, level) in cases {
             assert_eq!(level_of(flags).expect("parses"), level, "{flags:?}");
         }

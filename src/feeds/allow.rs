@@ -17,7 +17,8 @@ pub struct Trusted {
 
 /// Everything the policy trusts, sorted.
 pub fn trusted(rs: &Ruleset) -> Vec<Trusted> {
-    let mut out: Vec<Trusted> = rs.allow_always.iter().map(|&net| Trusted { net, why: "allow-always".into() }).collect();
+    let mut out: Vec<Trusted> =
+        rs.allow_always.iter().map(|&net| Trusted { net, why: "allow-always".into() }).collect();
     for rule in rs.chains.iter().flat_map(|c| &c.rules).filter(|r| r.action == Action::Pass) {
         if let AddrMatch::Nets { negated: false, nets } = &rule.matches.src {
             out.extend(nets.iter().map(|&net| Trusted { net, why: format!("pass rule {}", rule.origin.id) }));

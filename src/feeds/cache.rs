@@ -58,7 +58,9 @@ impl Cache {
 
     pub fn meta(&self, name: &str) -> Result<Option<Meta>, String> {
         match std::fs::read_to_string(self.meta_path(name)) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("{}: {e}", self.meta_path(name).display())),
+            Ok(text) => {
+                serde_json::from_str(&text).map(Some).map_err(|e| format!("{}: {e}", self.meta_path(name).display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", self.meta_path(name).display())),
         }
@@ -103,9 +105,8 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(format!("{}: {e}", self.dir.display())),
         };
-        let mut names: Vec<String> = dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".meta.json").map(str::to_string))
-            .collect();
+        let mut names: Vec<String> =
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".meta.json").map(str::to_string)).collect();
         names.sort();
         Ok(names)
     }

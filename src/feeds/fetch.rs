@@ -25,7 +25,10 @@ pub struct Validators {
 pub enum Fetched {
     /// 304: the cached copy is current.
     NotModified,
-    Body { text: String, validators: Validators },
+    Body {
+        text: String,
+        validators: Validators,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

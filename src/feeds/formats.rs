@@ -116,7 +116,11 @@ pub fn sniff(text: &str) -> Result<(), FormatError> {
         return Err(FormatError::Binary(pos));
     }
     let head = text.trim_start().get(..64).unwrap_or(text.trim_start()).to_ascii_lowercase();
-    if head.starts_with("<!doctype html") || head.starts_with("<html") || head.starts_with("<?xml") || head.starts_with("<head") {
+    if head.starts_with("<!doctype html")
+        || head.starts_with("<html")
+        || head.starts_with("<?xml")
+        || head.starts_with("<head")
+    {
         return Err(FormatError::Html);
     }
     Ok(())
@@ -126,16 +130,17 @@ pub fn sniff(text: &str) -> Result<(), FormatError> {
 /// or of a list of pulses, or of an export `{"results": [pulse, ...]}`.
 /// Each comes with the line of the JSON text it was found on.
 pub fn otx_indicators(text: &str) -> Result<Vec<(usize, String)>, FormatError> {
-    let v: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| {
-            let message = e.to_string();
-            // serde_json appends the position, which the error shows already.
-            let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m).to_string();
-            FormatError::Json { line: e.line(), column: e.column(), message }
-        })?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        // serde_json appends the position, which the error shows already.
+        let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m).to_string();
+        FormatError::Json { line: e.line(), column: e.column(), message }
+    })?;
     let pulses: Vec<&serde_json::Value> = match &v {
         serde_json::Value::Array(items) => items.iter().collect(),
-        serde_json::Value::Object(o) if o.contains_key("results") => o["results"].as_array().into_iter().flatten().collect(),
+        serde_json::Value::Object(o) if o.contains_key("results") => {
+            o["results"].as_array().into_iter().flatten().collect()
+        }
         other => vec![other],
     };
     let mut out = Vec::new();
@@ -176,7 +181,10 @@ mod tests {
         assert_eq!(line_token(Format::Netset, "# ipv4 hash:net ipset", 1), None);
         assert_eq!(line_token(Format::Plain, "  203.0.113.7   # scanner", 1), Some("203.0.113.7"));
         assert_eq!(line_token(Format::Plain, "", 1), None);
-        assert_eq!(line_token(Format::Spamhaus, r#"{"cidr":"1.10.16.0/20","sblid":"SBL256894","rir":"apnic"}"#, 1), Some("1.10.16.0/20"));
+        assert_eq!(
+            line_token(Format::Spamhaus, r#"{"cidr":"1.10.16.0/20","sblid":"SBL256894","rir":"apnic"}"#, 1),
+            Some("1.10.16.0/20")
+        );
         assert_eq!(line_token(Format::Spamhaus, r#"{"type":"metadata","timestamp":1763906531,"size":1431}"#, 1), None);
     }
 

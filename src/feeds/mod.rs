@@ -90,25 +90,49 @@ pub fn check_option(key: &str, value: &FeedValue) -> Result<String, BadOption> {
     match (key, value) {
         ("source", FeedValue::Str(s)) if !s.trim().is_empty() => {
             if s.contains("://") && !fetch::is_url(s) {
-                return Err(bad(format!("unsupported URL scheme in `{s}`"), "not http, https or file", "use an http(s):// or file:// URL, or a path"));
+                return Err(bad(
+                    format!("unsupported URL scheme in `{s}`"),
+                    "not http, https or file",
+                    "use an http(s):// or file:// URL, or a path",
+                ));
             }
             Ok(s.clone())
         }
-        ("source", _) => Err(bad("the source must be a quoted path or URL", "expected a string", "e.g. `source \"https://www.spamhaus.org/drop/drop.txt\"`")),
+        ("source", _) => Err(bad(
+            "the source must be a quoted path or URL",
+            "expected a string",
+            "e.g. `source \"https://www.spamhaus.org/drop/drop.txt\"`",
+        )),
         ("format", FeedValue::Name(s) | FeedValue::Str(s)) => match s.parse::<Format>() {
             Ok(f) => Ok(f.name().to_string()),
             Err(e) => Err(bad(e, "unknown format", format!("formats: {}", Format::NAMES.join(", ")))),
         },
-        ("format", _) => Err(bad("the format is a word", "expected a format name", format!("formats: {}", Format::NAMES.join(", ")))),
+        ("format", _) => {
+            Err(bad("the format is a word", "expected a format name", format!("formats: {}", Format::NAMES.join(", "))))
+        }
         ("refresh", FeedValue::Seconds(n)) if *n >= 60 => Ok(n.to_string()),
-        ("refresh", FeedValue::Seconds(_)) => Err(bad("refresh more often than once a minute hammers the source", "too short", "use at least 1m; most feeds change hourly or daily")),
-        ("refresh", _) => Err(bad("the refresh interval needs a unit", "expected a duration", "e.g. `refresh 1h` (s, m, h, d)")),
+        ("refresh", FeedValue::Seconds(_)) => Err(bad(
+            "refresh more often than once a minute hammers the source",
+            "too short",
+            "use at least 1m; most feeds change hourly or daily",
+        )),
+        ("refresh", _) => {
+            Err(bad("the refresh interval needs a unit", "expected a duration", "e.g. `refresh 1h` (s, m, h, d)"))
+        }
         ("max-entries", FeedValue::Number(n)) if *n >= 1 => Ok(n.to_string()),
-        ("max-entries", _) => Err(bad("max-entries must be a positive whole number", "expected a number", "e.g. `max-entries 500000`")),
+        ("max-entries", _) => {
+            Err(bad("max-entries must be a positive whole number", "expected a number", "e.g. `max-entries 500000`"))
+        }
         ("max-shrink", v) => max_shrink(v).map(|p| p.to_string()),
         ("column", FeedValue::Number(n)) if *n >= 1 => Ok(n.to_string()),
-        ("column", _) => Err(bad("column must be a number from 1", "expected a column number", "columns count from 1: `column 2`")),
-        (other, _) => Err(bad(format!("unknown option `{other}`"), "unknown", "options: source, format, refresh, max-entries, max-shrink, column")),
+        ("column", _) => {
+            Err(bad("column must be a number from 1", "expected a column number", "columns count from 1: `column 2`"))
+        }
+        (other, _) => Err(bad(
+            format!("unknown option `{other}`"),
+            "unknown",
+            "options: source, format, refresh, max-entries, max-shrink, column",
+        )),
     }
 }
 
@@ -149,8 +173,17 @@ pub fn protect(rs: &Ruleset, feed: &str, nets: Vec<IpNet>) -> (Vec<IpNet>, Vec<S
     let warnings = cuts
         .iter()
         .map(|c| {
-            let rest = if c.entry.contains(&c.trusted.net) && c.entry != c.trusted.net { "; the rest of it stays blocked" } else { "" };
-            format!("feed {feed}: {} not blocked, it is trusted by {} (feed entry {}{rest})", show(c.trusted.net), c.trusted.why, show(c.entry))
+            let rest = if c.entry.contains(&c.trusted.net) && c.entry != c.trusted.net {
+                "; the rest of it stays blocked"
+            } else {
+                ""
+            };
+            format!(
+                "feed {feed}: {} not blocked, it is trusted by {} (feed entry {}{rest})",
+                show(c.trusted.net),
+                c.trusted.why,
+                show(c.entry)
+            )
         })
         .collect();
     (nets, warnings)
@@ -207,7 +240,10 @@ mod tests {
     #[test]
     fn options_are_checked() {
         assert_eq!(check_option("format", &FeedValue::Name("netset".into())), Ok("netset".into()));
-        assert!(check_option("format", &FeedValue::Name("xml".into())).unwrap_err().message.contains("unknown feed format `xml`"));
+        assert!(check_option("format", &FeedValue::Name("xml".into()))
+            .unwrap_err()
+            .message
+            .contains("unknown feed format `xml`"));
         assert!(check_option("refresh", &FeedValue::Number(3600)).is_err());
         assert!(check_option("refresh", &FeedValue::Seconds(5)).is_err());
         assert_eq!(check_option("max-shrink", &FeedValue::Str("0.25".into())), Ok("25".into()));
@@ -228,14 +264,25 @@ mod tests {
         assert_eq!(allow::blocking_feeds(rs).into_iter().collect::<Vec<_>>(), vec!["bad".to_string()]);
         let dir = tempfile::tempdir().unwrap();
         let cache = cache::Cache::new(dir.path().to_path_buf());
-        let nets: Vec<IpNet> = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"].iter().map(|n| n.parse().unwrap()).collect();
+        let nets: Vec<IpNet> =
+            ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"].iter().map(|n| n.parse().unwrap()).collect();
         cache.store("bad", &nets, &cache::Meta::default()).unwrap();
         cache.store("good", &nets, &cache::Meta::default()).unwrap();
         let (elements, warnings) = cached_elements(rs, &cache).unwrap();
         let set = |name: &str| elements.by_set[name].iter().map(|e| e.net.to_string()).collect::<Vec<_>>();
         assert_eq!(
             set("bad_v4"),
-            ["192.0.2.128/25", "198.51.100.0/30", "198.51.100.4/31", "198.51.100.6/32", "198.51.100.8/29", "198.51.100.16/28", "198.51.100.32/27", "198.51.100.64/26", "198.51.100.128/25"]
+            [
+                "192.0.2.128/25",
+                "198.51.100.0/30",
+                "198.51.100.4/31",
+                "198.51.100.6/32",
+                "198.51.100.8/29",
+                "198.51.100.16/28",
+                "198.51.100.32/27",
+                "198.51.100.64/26",
+                "198.51.100.128/25"
+            ]
         );
         assert_eq!(set("bad_v6"), ["2001:db8::/32"]);
         assert_eq!(set("good_v4"), ["192.0.2.0/24", "198.51.100.0/24"], "a feed only passed on is not cut");

@@ -232,7 +232,8 @@ mod tests {
 
     #[test]
     fn aggregates_adjacent_and_overlapping() {
-        let p = parse("10.0.0.0/25\n10.0.0.128/25\n10.0.0.7\n2001:db8::/33\n2001:db8:8000::/33\n", Format::Plain, 1).unwrap();
+        let p = parse("10.0.0.0/25\n10.0.0.128/25\n10.0.0.7\n2001:db8::/33\n2001:db8:8000::/33\n", Format::Plain, 1)
+            .unwrap();
         assert_eq!(p.v4, vec!["10.0.0.0/24".parse::<Ipv4Net>().unwrap()]);
         assert_eq!(p.v6, vec!["2001:db8::/32".parse::<Ipv6Net>().unwrap()]);
         assert_eq!(p.entries, 5);

@@ -12,8 +12,8 @@ use super::fetch::{self, Fetched, Validators};
 use super::normalize::{self, Parsed};
 use super::FeedConfig;
 use crate::ir::{nft_set_name, Family, Ruleset};
-use crate::nft::{Nft, NftError};
 use crate::nft::emit::net_expr;
+use crate::nft::{Nft, NftError};
 
 /// How an update attempt ended. Only `Updated` changes the cached copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +22,9 @@ pub enum Outcome {
     NotModified,
     /// The new copy was refused (or could not be fetched); the last good
     /// copy, if any, stays in force.
-    Kept { reason: String },
+    Kept {
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -55,7 +57,9 @@ pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, Stri
     // same source counts for the shrink check and the conditional request;
     // a copy of an older source still stays in force until a good new one.
     let prev = cache.meta(&cfg.name)?;
-    let same = prev.as_ref().filter(|m| m.fetched_at > 0 && m.source == cfg.source && m.format == cfg.format.name() && m.column == cfg.column);
+    let same = prev.as_ref().filter(|m| {
+        m.fetched_at > 0 && m.source == cfg.source && m.format == cfg.format.name() && m.column == cfg.column
+    });
     let known = same.map(Meta::validators).unwrap_or_default();
     let prev_total = same.map_or(0, |m| m.v4 + m.v6);
     let mut base = prev.unwrap_or_else(|| Meta {
@@ -113,7 +117,10 @@ fn good_meta(cfg: &FeedConfig, base: Meta, parsed: &Parsed, v: Validators, now: 
 fn warnings(p: &Parsed) -> Vec<String> {
     let mut out: Vec<String> = p.junk.warning().into_iter().collect();
     if p.host_bits > 0 {
-        out.push(format!("{} entries had host bits set (like 10.1.2.3/24) and were taken as their network", p.host_bits));
+        out.push(format!(
+            "{} entries had host bits set (like 10.1.2.3/24) and were taken as their network",
+            p.host_bits
+        ));
     }
     if let Some(line) = p.header {
         out.push(format!("line {line} taken as the CSV header"));
@@ -172,7 +179,11 @@ fn local_mtime_ns(source: &str) -> Option<u128> {
 /// What an update did to the live sets of a feed whose copy changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SetLoad {
-    Replaced { v4: usize, v6: usize, millis: u128 },
+    Replaced {
+        v4: usize,
+        v6: usize,
+        millis: u128,
+    },
     /// Cached for the next `apply`.
     NoTable,
     NoSet,
@@ -192,10 +203,18 @@ pub struct FeedRun {
 
 /// Updates the given feeds of a compiled policy (only the due ones with
 /// `due_only`) and swaps the live sets of those whose copy changed.
-pub fn update_feeds(nft: &Nft, rs: &Ruleset, configs: &[FeedConfig], cache: &Cache, now: u64, due_only: bool) -> Result<Vec<FeedRun>, String> {
+pub fn update_feeds(
+    nft: &Nft,
+    rs: &Ruleset,
+    configs: &[FeedConfig],
+    cache: &Cache,
+    now: u64,
+    due_only: bool,
+) -> Result<Vec<FeedRun>, String> {
     let mut runs = Vec::new();
     for cfg in configs {
-        let mut run = FeedRun { name: cfg.name.clone(), source: cfg.source.clone(), report: None, load: None, cuts: Vec::new() };
+        let mut run =
+            FeedRun { name: cfg.name.clone(), source: cfg.source.clone(), report: None, load: None, cuts: Vec::new() };
         if !due_only || is_due(cfg, cache.meta(&cfg.name)?.as_ref(), now) {
             let report = refresh(cfg, cache, now)?;
             if report.outcome == Outcome::Updated {
@@ -245,7 +264,8 @@ pub fn replace_batch(table: &str, feed: &str, nets: &[IpNet]) -> Nftables<'stati
             ..Default::default()
         };
         objs.push(NfObject::CmdObject(NfCmd::Flush(FlushObject::Set(Box::new(set)))));
-        let elems: Vec<_> = nets.iter().filter(|n| n.addr().is_ipv4() == (family == Family::V4)).map(|&n| net_expr(n)).collect();
+        let elems: Vec<_> =
+            nets.iter().filter(|n| n.addr().is_ipv4() == (family == Family::V4)).map(|&n| net_expr(n)).collect();
         if !elems.is_empty() {
             objs.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Element(Element {
                 family: NfFamily::INet,

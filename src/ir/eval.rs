@@ -85,7 +85,9 @@ pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
     let mut tried = Vec::new();
     for (i, rule) in chain.rules.iter().enumerate() {
         match check(rs, &rule.matches, p, sets) {
-            Ok(()) => return Decision { verdict: rule.action, rule: Some(i), tried, rate_limited: rule.limit.is_some() },
+            Ok(()) => {
+                return Decision { verdict: rule.action, rule: Some(i), tried, rate_limited: rule.limit.is_some() }
+            }
             Err(field) => tried.push((i, field)),
         }
     }
@@ -149,7 +151,12 @@ fn port(m: &Option<PortMatch>, p: Option<u16>) -> bool {
 
 /// The two packets of an established TCP connection as this host sees them
 /// (`client` remote): the client's packet in, and the host's reply out.
-pub fn established_tcp(client: std::net::SocketAddr, server: std::net::SocketAddr, iif: Option<String>, oif: Option<String>) -> [Packet; 2] {
+pub fn established_tcp(
+    client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    iif: Option<String>,
+    oif: Option<String>,
+) -> [Packet; 2] {
     let established = names::ct_state_bit("established").unwrap_or(2);
     let inbound = Packet {
         hook: Hook::Input,

@@ -148,7 +148,10 @@ impl<'a> Lowerer<'a> {
             out: Ruleset {
                 table: DEFAULT_TABLE.into(),
                 sets: Vec::new(),
-                chains: Hook::ALL.iter().map(|&hook| Chain { hook, policy: builtin_policy(hook), rules: Vec::new() }).collect(),
+                chains: Hook::ALL
+                    .iter()
+                    .map(|&hook| Chain { hook, policy: builtin_policy(hook), rules: Vec::new() })
+                    .collect(),
                 nat: Vec::new(),
                 feeds: Vec::new(),
                 allow_always: Vec::new(),
@@ -186,9 +189,14 @@ impl<'a> Lowerer<'a> {
 
     fn declare_set(&mut self, name: &Spanned<String>, families: Vec<Family>) {
         if let Some(prev) = self.sets.get(&name.node) {
-            let d = Diag::error("duplicate-set", name.span, format!("set `{}` is declared twice", name.node), "declared again here")
-                .with_related(prev.span, "first declared here")
-                .with_help("set and feed names share one namespace; rename one of them");
+            let d = Diag::error(
+                "duplicate-set",
+                name.span,
+                format!("set `{}` is declared twice", name.node),
+                "declared again here",
+            )
+            .with_related(prev.span, "first declared here")
+            .with_help("set and feed names share one namespace; rename one of them");
             self.diags.push(d);
             return;
         }
@@ -200,9 +208,14 @@ impl<'a> Lowerer<'a> {
             Stmt::Table(name) => self.table_stmt(name),
             Stmt::Define { name, value } => {
                 if let Some((prev, _)) = self.defines.get(&name.node) {
-                    let d = Diag::error("duplicate-define", name.span, format!("`{}` is defined twice", name.node), "defined again here")
-                        .with_related(*prev, "first defined here")
-                        .with_help("each define name can be used once; rename one of them");
+                    let d = Diag::error(
+                        "duplicate-define",
+                        name.span,
+                        format!("`{}` is defined twice", name.node),
+                        "defined again here",
+                    )
+                    .with_related(*prev, "first defined here")
+                    .with_help("each define name can be used once; rename one of them");
                     self.diags.push(d);
                     return;
                 }
@@ -212,8 +225,13 @@ impl<'a> Lowerer<'a> {
             Stmt::Include { .. } => {} // resolved by the loader
             Stmt::Policy { hook, action, log, counter, span } => {
                 if let Some((_, prev)) = self.policies.get(&hook.node) {
-                    let d = Diag::error("duplicate-policy", *span, format!("the {} policy is set twice", hook.node.name()), "set again here")
-                        .with_related(*prev, "first set here");
+                    let d = Diag::error(
+                        "duplicate-policy",
+                        *span,
+                        format!("the {} policy is set twice", hook.node.name()),
+                        "set again here",
+                    )
+                    .with_related(*prev, "first set here");
                     self.diags.push(d);
                     return;
                 }
@@ -252,11 +270,17 @@ impl<'a> Lowerer<'a> {
             self.diags.push(d);
             return;
         }
-        let valid = name.node.len() <= 64 && name.node.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let valid =
+            name.node.len() <= 64 && name.node.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
             self.diags.push(
-                Diag::error("bad-table", name.span, format!("`{}` is not a valid table name", name.node), "invalid name")
-                    .with_help("use letters, digits, `_` and `-` (at most 64)"),
+                Diag::error(
+                    "bad-table",
+                    name.span,
+                    format!("`{}` is not a valid table name", name.node),
+                    "invalid name",
+                )
+                .with_help("use letters, digits, `_` and `-` (at most 64)"),
             );
             return;
         }
@@ -300,9 +324,9 @@ impl<'a> Lowerer<'a> {
         let mut d = Diag::error("unknown-define", span, format!("`${name}` is not defined"), "unknown define");
         if let Some(later) = self.all_defines.get(name) {
             let (line, _) = self.sources.line_col(*later);
-            d = d
-                .with_related(*later, "defined later here")
-                .with_help(format!("defines must come before their first use; move the define (line {line}) above this line"));
+            d = d.with_related(*later, "defined later here").with_help(format!(
+                "defines must come before their first use; move the define (line {line}) above this line"
+            ));
         } else if let Some(s) = names::suggest(name, self.defines.keys().map(String::as_str)) {
             d = d.with_help(format!("did you mean `${s}`?"));
         } else {
@@ -341,7 +365,12 @@ impl<'a> Lowerer<'a> {
                         Item::Net(n @ IpNet::V4(_)) => v4.push(n),
                         Item::Net(n @ IpNet::V6(_)) => v6.push(n),
                         ref other => {
-                            let d = r.diag("type-mismatch", format!("a set holds addresses, found {}", other.kind()), "not an address")
+                            let d = r
+                                .diag(
+                                    "type-mismatch",
+                                    format!("a set holds addresses, found {}", other.kind()),
+                                    "not an address",
+                                )
                                 .with_help("sets hold IPv4/IPv6 addresses and networks");
                             self.diags.push(d);
                         }
@@ -374,7 +403,13 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn feed_stmt(&mut self, idx: usize, name: &Spanned<String>, opts: &[(Spanned<String>, Spanned<ast::FeedValue>)], span: Span) {
+    fn feed_stmt(
+        &mut self,
+        idx: usize,
+        name: &Spanned<String>,
+        opts: &[(Spanned<String>, Spanned<ast::FeedValue>)],
+        span: Span,
+    ) {
         if !self.is_first_declaration(name) {
             return; // a duplicate, already reported
         }
@@ -384,8 +419,13 @@ impl<'a> Lowerer<'a> {
         for (k, v) in opts {
             if let Some(prev) = seen.insert(&k.node, k.span) {
                 self.diags.push(
-                    Diag::error("duplicate-option", k.span, format!("feed option `{}` is given twice", k.node), "given again here")
-                        .with_related(prev, "first given here"),
+                    Diag::error(
+                        "duplicate-option",
+                        k.span,
+                        format!("feed option `{}` is given twice", k.node),
+                        "given again here",
+                    )
+                    .with_related(prev, "first given here"),
                 );
                 continue;
             }
@@ -394,21 +434,38 @@ impl<'a> Lowerer<'a> {
                     options.insert(k.node.clone(), text);
                 }
                 Err(bad) => self.diags.push(
-                    Diag::error("feed-option", v.span, format!("bad `{}` for feed `{}`: {}", k.node, name.node, bad.message), bad.label)
-                        .with_help(bad.help),
+                    Diag::error(
+                        "feed-option",
+                        v.span,
+                        format!("bad `{}` for feed `{}`: {}", k.node, name.node, bad.message),
+                        bad.label,
+                    )
+                    .with_help(bad.help),
                 ),
             }
         }
-        if let (Some((k, _)), false) = (opts.iter().find(|(k, _)| k.node == "column"), options.get("format").is_some_and(|f| f == "csv")) {
+        if let (Some((k, _)), false) =
+            (opts.iter().find(|(k, _)| k.node == "column"), options.get("format").is_some_and(|f| f == "csv"))
+        {
             self.diags.push(
-                Diag::error("feed-option", k.span, format!("`column` needs `format csv` in feed `{}`", name.node), "only for CSV feeds")
-                    .with_help("add `format csv;` or remove `column`"),
+                Diag::error(
+                    "feed-option",
+                    k.span,
+                    format!("`column` needs `format csv` in feed `{}`", name.node),
+                    "only for CSV feeds",
+                )
+                .with_help("add `format csv;` or remove `column`"),
             );
         }
         if !options.contains_key("source") {
             self.diags.push(
-                Diag::error("feed-source", name.span, format!("feed `{}` has no source", name.node), "missing `source`")
-                    .with_help("add `source \"/path/to/list.txt\"` or `source \"https://...\"`"),
+                Diag::error(
+                    "feed-source",
+                    name.span,
+                    format!("feed `{}` has no source", name.node),
+                    "missing `source`",
+                )
+                .with_help("add `source \"/path/to/list.txt\"` or `source \"https://...\"`"),
             );
         }
         for family in [Family::V4, Family::V6] {
@@ -428,8 +485,15 @@ impl<'a> Lowerer<'a> {
             match r.item {
                 Item::Net(n) => self.out.allow_always.push(n.trunc()),
                 ref other => {
-                    let d = r.diag("type-mismatch", format!("`allow-always` holds addresses, found {}", other.kind()), "not an address")
-                        .with_help("list IPv4/IPv6 addresses and networks, e.g. `allow-always { 10.10.0.0/24, $admins }`");
+                    let d = r
+                        .diag(
+                            "type-mismatch",
+                            format!("`allow-always` holds addresses, found {}", other.kind()),
+                            "not an address",
+                        )
+                        .with_help(
+                            "list IPv4/IPv6 addresses and networks, e.g. `allow-always { 10.10.0.0/24, $admins }`",
+                        );
                     self.diags.push(d);
                 }
             }
@@ -444,9 +508,14 @@ impl<'a> Lowerer<'a> {
             let kw = opt.node.keyword();
             if let Some(prev) = seen.insert(kw, opt.span) {
                 self.diags.push(
-                    Diag::error("duplicate-clause", opt.span, format!("`{kw}` is given twice in one rule"), "given again here")
-                        .with_related(prev, "first given here")
-                        .with_help("to match several values use a list: `{ a, b }`"),
+                    Diag::error(
+                        "duplicate-clause",
+                        opt.span,
+                        format!("`{kw}` is given twice in one rule"),
+                        "given again here",
+                    )
+                    .with_related(prev, "first given here")
+                    .with_help("to match several values use a list: `{ a, b }`"),
                 );
                 continue;
             }
@@ -478,18 +547,31 @@ impl<'a> Lowerer<'a> {
 
     /// `in on IF` / `out on IF`: not in a rule of the `wrong` direction, which
     /// has no such interface.
-    fn directed_iface(&mut self, v: &Value, span: Span, direction: &Spanned<Direction>, wrong: Direction) -> Option<(Vec<String>, Span)> {
+    fn directed_iface(
+        &mut self,
+        v: &Value,
+        span: Span,
+        direction: &Spanned<Direction>,
+        wrong: Direction,
+    ) -> Option<(Vec<String>, Span)> {
         if direction.node != wrong {
             return self.ifaces(v).map(|i| (i, span));
         }
         let (rule, missing, other, instead) = match wrong {
-            Direction::Out => ("out", "input", "outgoing", "`on IFACE` (the output interface) or make this an `in` rule"),
+            Direction::Out => {
+                ("out", "input", "outgoing", "`on IFACE` (the output interface) or make this an `in` rule")
+            }
             _ => ("in", "output", "incoming", "`on IFACE` (the input interface) or make this a `forward` rule"),
         };
         self.diags.push(
-            Diag::error("iface-direction", span, format!("an `{rule}` rule has no {missing} interface"), format!("not known on {}", if rule == "in" { "input" } else { "output" }))
-                .with_related(direction.span, format!("rule is for {other} packets"))
-                .with_help(format!("use {instead}")),
+            Diag::error(
+                "iface-direction",
+                span,
+                format!("an `{rule}` rule has no {missing} interface"),
+                format!("not known on {}", if rule == "in" { "input" } else { "output" }),
+            )
+            .with_related(direction.span, format!("rule is for {other} packets"))
+            .with_help(format!("use {instead}")),
         );
         None
     }
@@ -504,7 +586,11 @@ impl<'a> Lowerer<'a> {
                         .with_help(format!("Linux interface names have at most {MAX_IFNAME} characters")),
                 ),
                 other => {
-                    let d = r.diag("type-mismatch", format!("expected an interface name, found {}", other.kind()), "not an interface");
+                    let d = r.diag(
+                        "type-mismatch",
+                        format!("expected an interface name, found {}", other.kind()),
+                        "not an interface",
+                    );
                     self.diags.push(d);
                 }
             }
@@ -532,9 +618,17 @@ impl<'a> Lowerer<'a> {
                     }
                 },
                 Item::Number(n) if *n <= 255 => out.push((*n as u8, r.span)),
-                Item::Number(n) => self.diags.push(r.diag("bad-proto", format!("protocol number {n} is out of range"), "must be 0-255")),
+                Item::Number(n) => self.diags.push(r.diag(
+                    "bad-proto",
+                    format!("protocol number {n} is out of range"),
+                    "must be 0-255",
+                )),
                 other => {
-                    let d = r.diag("type-mismatch", format!("expected a protocol, found {}", other.kind()), "not a protocol");
+                    let d = r.diag(
+                        "type-mismatch",
+                        format!("expected a protocol, found {}", other.kind()),
+                        "not a protocol",
+                    );
                     self.diags.push(d);
                 }
             }
@@ -555,7 +649,8 @@ impl<'a> Lowerer<'a> {
                 Item::Number(n) => (n, n),
                 Item::PortRange(a, b) => (u64::from(a), u64::from(b)),
                 Item::Name(n) => {
-                    let mut d = r.diag("type-mismatch", format!("expected a port number, found name `{n}`"), "not a port");
+                    let mut d =
+                        r.diag("type-mismatch", format!("expected a port number, found name `{n}`"), "not a port");
                     if let Some(p) = well_known_port(&n) {
                         d = d.with_help(format!("write the number: `{n}` is port {p}"));
                     }
@@ -570,7 +665,8 @@ impl<'a> Lowerer<'a> {
             };
             if hi > 65535 {
                 self.diags.push(
-                    r.diag("bad-port", format!("port {hi} is out of range"), "ports are 0-65535").with_help("the largest port is 65535"),
+                    r.diag("bad-port", format!("port {hi} is out of range"), "ports are 0-65535")
+                        .with_help("the largest port is 65535"),
                 );
                 continue;
             }
@@ -599,7 +695,9 @@ impl<'a> Lowerer<'a> {
                         let mut d = r.diag("unknown-set", format!("set `<{name}>` is not declared"), "unknown set");
                         d = match names::suggest(name, self.sets.keys().map(String::as_str)) {
                             Some(s) => d.with_help(format!("did you mean `<{s}>`?")),
-                            None => d.with_help(format!("declare it: `set {name} = {{ ... }}`, `set {name} dynamic` or `feed {name} {{ ... }}`")),
+                            None => d.with_help(format!(
+                                "declare it: `set {name} = {{ ... }}`, `set {name} dynamic` or `feed {name} {{ ... }}`"
+                            )),
                         };
                         self.diags.push(d);
                     } else if set.is_some() {
@@ -616,7 +714,11 @@ impl<'a> Lowerer<'a> {
                         .with_help("host names are not resolved at compile time; write the address or a define"),
                 ),
                 other => {
-                    let d = r.diag("type-mismatch", format!("expected an address, found {}", other.kind()), "not an address");
+                    let d = r.diag(
+                        "type-mismatch",
+                        format!("expected an address, found {}", other.kind()),
+                        "not an address",
+                    );
                     self.diags.push(d);
                 }
             }
@@ -624,8 +726,13 @@ impl<'a> Lowerer<'a> {
         match set {
             Some((name, span)) if !nets.is_empty() => {
                 self.diags.push(
-                    Diag::error("set-list", span, "a set cannot be mixed with addresses in one list", "set in an address list")
-                        .with_help(format!("add the addresses to set `{name}`, or write two rules")),
+                    Diag::error(
+                        "set-list",
+                        span,
+                        "a set cannot be mixed with addresses in one list",
+                        "set in an address list",
+                    )
+                    .with_help(format!("add the addresses to set `{name}`, or write two rules")),
                 );
                 AddrSpec::Any
             }
@@ -659,7 +766,8 @@ impl<'a> Lowerer<'a> {
         match spec {
             AddrSpec::Any => AddrMatch::Any,
             AddrSpec::Nets { negated, nets } => {
-                let of_family: Vec<IpNet> = nets.iter().map(|(n, _)| *n).filter(|n| Family::of(&n.addr()) == family).collect();
+                let of_family: Vec<IpNet> =
+                    nets.iter().map(|(n, _)| *n).filter(|n| Family::of(&n.addr()) == family).collect();
                 if of_family.is_empty() {
                     // `from ! 10.0.0.0/8` says nothing about IPv6 sources.
                     AddrMatch::Any
@@ -668,7 +776,11 @@ impl<'a> Lowerer<'a> {
                 }
             }
             // `! <admins>` where admins holds no address of this family matches all of it.
-            AddrSpec::Set { negated: true, name } if self.sets.get(name).is_some_and(|s| !s.families.contains(&family)) => AddrMatch::Any,
+            AddrSpec::Set { negated: true, name }
+                if self.sets.get(name).is_some_and(|s| !s.families.contains(&family)) =>
+            {
+                AddrMatch::Any
+            }
             AddrSpec::Set { negated, name } => AddrMatch::Set { negated: *negated, set: nft_set_name(name, family) },
         }
     }
@@ -680,7 +792,8 @@ impl<'a> Lowerer<'a> {
                 Item::Name(n) => match names::ct_state_bit(n) {
                     Some(b) => bits |= b,
                     None => {
-                        let mut d = r.diag("unknown-state", format!("unknown connection state `{n}`"), "not a ct state");
+                        let mut d =
+                            r.diag("unknown-state", format!("unknown connection state `{n}`"), "not a ct state");
                         d = match names::suggest(n, names::CT_STATES.iter().map(|(n, _)| *n)) {
                             Some(s) => d.with_help(format!("did you mean `{s}`?")),
                             None => d.with_help("states are new, established, related, invalid and untracked"),
@@ -689,7 +802,11 @@ impl<'a> Lowerer<'a> {
                     }
                 },
                 other => {
-                    let d = r.diag("type-mismatch", format!("expected a connection state, found {}", other.kind()), "not a ct state");
+                    let d = r.diag(
+                        "type-mismatch",
+                        format!("expected a connection state, found {}", other.kind()),
+                        "not a ct state",
+                    );
                     self.diags.push(d);
                 }
             }
@@ -707,9 +824,16 @@ impl<'a> Lowerer<'a> {
                     None => {
                         let other = names::icmp_table(if proto == ICMP { ICMPV6 } else { ICMP });
                         let pname = if proto == ICMP { "icmp" } else { "icmpv6" };
-                        let mut d = r.diag("unknown-icmp-type", format!("`{n}` is not an {pname} type"), format!("unknown for {pname}"));
+                        let mut d = r.diag(
+                            "unknown-icmp-type",
+                            format!("`{n}` is not an {pname} type"),
+                            format!("unknown for {pname}"),
+                        );
                         d = if other.iter().any(|(name, _)| name == n) {
-                            d.with_help(format!("`{n}` is a type of {}, not {pname}", if proto == ICMP { "icmpv6" } else { "icmp" }))
+                            d.with_help(format!(
+                                "`{n}` is a type of {}, not {pname}",
+                                if proto == ICMP { "icmpv6" } else { "icmp" }
+                            ))
                         } else if let Some(s) = names::suggest(n, table.iter().map(|(n, _)| *n)) {
                             d.with_help(format!("did you mean `{s}`?"))
                         } else {
@@ -720,7 +844,11 @@ impl<'a> Lowerer<'a> {
                 },
                 Item::Number(n) if *n <= 255 => out.push(*n as u8),
                 other => {
-                    let d = r.diag("type-mismatch", format!("expected an ICMP type, found {}", other.kind()), "not an ICMP type");
+                    let d = r.diag(
+                        "type-mismatch",
+                        format!("expected an ICMP type, found {}", other.kind()),
+                        "not an ICMP type",
+                    );
                     self.diags.push(d);
                 }
             }
@@ -753,8 +881,13 @@ impl<'a> Lowerer<'a> {
         let label = c.label.map(|(l, span)| {
             if origin.id.len() + 1 + l.len() > MAX_COMMENT {
                 self.diags.push(
-                    Diag::error("long-label", span, "label is too long for an nft comment", format!("{} characters", l.len()))
-                        .with_help(format!("origin and label together must fit in {MAX_COMMENT} bytes")),
+                    Diag::error(
+                        "long-label",
+                        span,
+                        "label is too long for an nft comment",
+                        format!("{} characters", l.len()),
+                    )
+                    .with_help(format!("origin and label together must fit in {MAX_COMMENT} bytes")),
                 );
             }
             l.to_string()
@@ -827,9 +960,14 @@ impl<'a> Lowerer<'a> {
                     for it in items {
                         if let Some(p) = it.proto.filter(|p| !list.iter().any(|(q, _)| q == p)) {
                             self.diags.push(
-                                Diag::error("proto-conflict", it.span, format!("service is {} but the rule is for another protocol", names::proto_name(p)), "protocol not in `proto`")
-                                    .with_related(c.proto.map_or(span, |v| v.span), "rule's protocols")
-                                    .with_help("add the protocol to `proto`, or drop `proto` and let the services decide"),
+                                Diag::error(
+                                    "proto-conflict",
+                                    it.span,
+                                    format!("service is {} but the rule is for another protocol", names::proto_name(p)),
+                                    "protocol not in `proto`",
+                                )
+                                .with_related(c.proto.map_or(span, |v| v.span), "rule's protocols")
+                                .with_help("add the protocol to `proto`, or drop `proto` and let the services decide"),
                             );
                         }
                     }
@@ -847,8 +985,13 @@ impl<'a> Lowerer<'a> {
                 }
                 if let Some((_, ispan)) = &icmp_items {
                     self.diags.push(
-                        Diag::error("icmp-without-proto", *ispan, "`icmp-type` needs `proto icmp` or `proto icmpv6`", "which ICMP?")
-                            .with_help("add `proto icmp` for IPv4 or `proto icmpv6` for IPv6"),
+                        Diag::error(
+                            "icmp-without-proto",
+                            *ispan,
+                            "`icmp-type` needs `proto icmp` or `proto icmpv6`",
+                            "which ICMP?",
+                        )
+                        .with_help("add `proto icmp` for IPv4 or `proto icmpv6` for IPv6"),
                     );
                     return None;
                 }
@@ -862,9 +1005,14 @@ impl<'a> Lowerer<'a> {
             if let Some(p) = proto.filter(|p| !names::has_ports(*p)) {
                 if let Some(pspan) = port_span(&sports).or(port_span(&dports)) {
                     self.diags.push(
-                        Diag::error("port-on-portless", pspan, format!("{} has no ports", names::proto_name(p)), "port given here")
-                            .with_related(c.proto.map_or(span, |v| v.span), "protocol chosen here")
-                            .with_help("ports exist for tcp, udp, sctp and udplite only"),
+                        Diag::error(
+                            "port-on-portless",
+                            pspan,
+                            format!("{} has no ports", names::proto_name(p)),
+                            "port given here",
+                        )
+                        .with_related(c.proto.map_or(span, |v| v.span), "protocol chosen here")
+                        .with_help("ports exist for tcp, udp, sctp and udplite only"),
                     );
                     return None;
                 }
@@ -885,8 +1033,13 @@ impl<'a> Lowerer<'a> {
                 (Some((items, _)), Some(p @ (ICMP | ICMPV6))) => Some(self.icmp_types(items, p)),
                 (Some((_, ispan)), p) => {
                     self.diags.push(
-                        Diag::error("icmp-on-non-icmp", *ispan, format!("`icmp-type` on {}", p.map_or("any protocol".into(), names::proto_name)), "only for icmp/icmpv6")
-                            .with_help("use `proto icmp` or `proto icmpv6` with `icmp-type`"),
+                        Diag::error(
+                            "icmp-on-non-icmp",
+                            *ispan,
+                            format!("`icmp-type` on {}", p.map_or("any protocol".into(), names::proto_name)),
+                            "only for icmp/icmpv6",
+                        )
+                        .with_help("use `proto icmp` or `proto icmpv6` with `icmp-type`"),
                     );
                     return None;
                 }
@@ -914,8 +1067,13 @@ impl<'a> Lowerer<'a> {
         if out.is_empty() {
             let pspan = sports.as_ref().or(dports.as_ref()).map_or(span, |(_, _, s)| *s);
             self.diags.push(
-                Diag::error("no-port-for-proto", pspan, "no port in this list fits the rule's protocols", "ports of other protocols")
-                    .with_help("each service's protocol must be one of the rule's `proto`"),
+                Diag::error(
+                    "no-port-for-proto",
+                    pspan,
+                    "no port in this list fits the rule's protocols",
+                    "ports of other protocols",
+                )
+                .with_help("each service's protocol must be one of the rule's `proto`"),
             );
             return None;
         }
@@ -924,7 +1082,14 @@ impl<'a> Lowerer<'a> {
 
     /// Address families a rule is expanded to: `[None]` when nothing in it
     /// depends on the family, else each family all its clauses allow.
-    fn families(&mut self, c: &Clauses<'_>, proto: Option<u8>, src: &AddrSpec, dst: &AddrSpec, span: Span) -> Option<Vec<Option<Family>>> {
+    fn families(
+        &mut self,
+        c: &Clauses<'_>,
+        proto: Option<u8>,
+        src: &AddrSpec,
+        dst: &AddrSpec,
+        span: Span,
+    ) -> Option<Vec<Option<Family>>> {
         let proto_family = match proto {
             Some(ICMP) => Some(Family::V4),
             Some(ICMPV6) => Some(Family::V6),
@@ -962,7 +1127,10 @@ impl<'a> Lowerer<'a> {
                 let mut d = Diag::error(
                     "family-mismatch",
                     cspan,
-                    format!("{what} in a rule that can only be {}", before.iter().map(|f| f.name()).collect::<Vec<_>>().join("/")),
+                    format!(
+                        "{what} in a rule that can only be {}",
+                        before.iter().map(|f| f.name()).collect::<Vec<_>>().join("/")
+                    ),
                     format!("{what} here"),
                 )
                 .with_help("IPv4 and IPv6 never match the same packet; split this into two rules or fix the address");
@@ -989,16 +1157,28 @@ impl<'a> Lowerer<'a> {
                 ("out", "source NAT happens as packets leave (postrouting)")
             };
             self.diags.push(
-                Diag::error("nat-direction", n.direction.span, format!("{} must be an `{w}` rule", nat_keyword(kind)), format!("should be `{w}`"))
-                    .with_help(why),
+                Diag::error(
+                    "nat-direction",
+                    n.direction.span,
+                    format!("{} must be an `{w}` rule", nat_keyword(kind)),
+                    format!("should be `{w}`"),
+                )
+                .with_help(why),
             );
             return;
         }
         for opt in &n.opts {
             if matches!(opt.node, RuleOpt::State(_) | RuleOpt::Limit(_) | RuleOpt::Log(_) | RuleOpt::IcmpType(_)) {
                 self.diags.push(
-                    Diag::error("nat-option", opt.span, format!("`{}` is not available on NAT rules", opt.node.keyword()), "not for NAT")
-                        .with_help("NAT rules only choose packets (interfaces, protocol, addresses, ports) and a translation"),
+                    Diag::error(
+                        "nat-option",
+                        opt.span,
+                        format!("`{}` is not available on NAT rules", opt.node.keyword()),
+                        "not for NAT",
+                    )
+                    .with_help(
+                        "NAT rules only choose packets (interfaces, protocol, addresses, ports) and a translation",
+                    ),
                 );
                 return;
             }
@@ -1008,16 +1188,26 @@ impl<'a> Lowerer<'a> {
         let target = match (&n.target, kind) {
             (Some(t), NatKind::Masquerade) => {
                 self.diags.push(
-                    Diag::error("nat-target", t.span, "masquerade takes no target address", "remove this")
-                        .with_help("masquerade uses the outgoing interface's address; use `snat ... -> ADDR` for a fixed one"),
+                    Diag::error("nat-target", t.span, "masquerade takes no target address", "remove this").with_help(
+                        "masquerade uses the outgoing interface's address; use `snat ... -> ADDR` for a fixed one",
+                    ),
                 );
                 return;
             }
             (None, NatKind::Masquerade) => None,
             (None, _) => {
                 self.diags.push(
-                    Diag::error("nat-target", n.span, format!("{} needs a target", nat_keyword(kind)), "no `-> address`")
-                        .with_help(if kind == NatKind::Dnat { "add `-> 192.168.1.10 port 80`" } else { "add `-> 203.0.113.7`" }),
+                    Diag::error(
+                        "nat-target",
+                        n.span,
+                        format!("{} needs a target", nat_keyword(kind)),
+                        "no `-> address`",
+                    )
+                    .with_help(if kind == NatKind::Dnat {
+                        "add `-> 192.168.1.10 port 80`"
+                    } else {
+                        "add `-> 203.0.113.7`"
+                    }),
                 );
                 return;
             }
@@ -1034,8 +1224,13 @@ impl<'a> Lowerer<'a> {
                 shapes.retain(|s| s.family.is_none_or(|f| f == fam));
                 if port.is_some() && shapes.iter().any(|s| !s.proto.is_some_and(names::has_ports)) {
                     self.diags.push(
-                        Diag::error("nat-port", n.target.as_ref().map_or(n.span, |t| t.span), "a port translation needs a protocol with ports", "port without protocol")
-                            .with_help("add `proto tcp` (or udp) to the rule"),
+                        Diag::error(
+                            "nat-port",
+                            n.target.as_ref().map_or(n.span, |t| t.span),
+                            "a port translation needs a protocol with ports",
+                            "port without protocol",
+                        )
+                        .with_help("add `proto tcp` (or udp) to the rule"),
                     );
                     return;
                 }
@@ -1051,8 +1246,13 @@ impl<'a> Lowerer<'a> {
         };
         if shapes.is_empty() {
             self.diags.push(
-                Diag::error("family-mismatch", n.span, "the NAT target's family matches none of the rule's addresses", "no family fits")
-                    .with_help("an IPv4 target can only translate IPv4 packets"),
+                Diag::error(
+                    "family-mismatch",
+                    n.span,
+                    "the NAT target's family matches none of the rule's addresses",
+                    "no family fits",
+                )
+                .with_help("an IPv4 target can only translate IPv4 packets"),
             );
             return;
         }
@@ -1067,9 +1267,11 @@ impl<'a> Lowerer<'a> {
             [r] => match &r.item {
                 Item::Net(n) if n.prefix_len() == n.max_prefix_len() => n.addr(),
                 other => {
-                    self.diags.push(
-                        r.diag("nat-target", format!("a NAT target is one address, found {}", other.kind()), "not a single address"),
-                    );
+                    self.diags.push(r.diag(
+                        "nat-target",
+                        format!("a NAT target is one address, found {}", other.kind()),
+                        "not a single address",
+                    ));
                     return None;
                 }
             },
@@ -1086,7 +1288,12 @@ impl<'a> Lowerer<'a> {
                     [p] if p.lo == p.hi => Some(p.lo),
                     [] => return None,
                     _ => {
-                        self.diags.push(Diag::error("nat-target", v.span, "a NAT target has one port", "several ports"));
+                        self.diags.push(Diag::error(
+                            "nat-target",
+                            v.span,
+                            "a NAT target has one port",
+                            "several ports",
+                        ));
                         return None;
                     }
                 }

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use crate::policy::ast::{Action, Family, Hook, TimeUnit};
 use crate::diag::Span;
+pub use crate::policy::ast::{Action, Family, Hook, TimeUnit};
 pub use lower::{compile, compile_file, lower, nft_set_name, Compiled, Unused};
 
 /// Where an IR rule came from in the policy.

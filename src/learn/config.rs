@@ -174,7 +174,13 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         let t = &self.trw;
-        let prob = |name: &str, v: f64| if v > 0.0 && v < 1.0 { Ok(()) } else { Err(format!("trw.{name} must be between 0 and 1 (exclusive), got {v}")) };
+        let prob = |name: &str, v: f64| {
+            if v > 0.0 && v < 1.0 {
+                Ok(())
+            } else {
+                Err(format!("trw.{name} must be between 0 and 1 (exclusive), got {v}"))
+            }
+        };
         prob("theta0", t.theta0)?;
         prob("theta1", t.theta1)?;
         prob("detection", t.detection)?;

@@ -19,8 +19,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer, NlasIterator, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer, NlasIterator, NLA_TYPE_MASK,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Status, Tuple,
@@ -269,7 +269,8 @@ pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, Con
             e.start_ns = e.start_ns.or(known.start_ns);
         }
     }
-    let mut expired: Vec<CtEntry> = open.into_values().map(|(e, last_ns)| CtEntry { stop_ns: Some(last_ns), ..e }).collect();
+    let mut expired: Vec<CtEntry> =
+        open.into_values().map(|(e, last_ns)| CtEntry { stop_ns: Some(last_ns), ..e }).collect();
     expired.sort_by_key(|e| (e.stop_ns, e.proto, e.orig));
     watched.destroyed.extend(expired);
     Ok(watched)
@@ -358,7 +359,9 @@ fn parse_datagram(buf: &[u8], out: &mut dyn FnMut(Event, CtEntry)) -> Result<Rep
                     ConntrackMessage::Delete(attrs) => (Event::Destroyed, attrs),
                     _ => (Event::Exists, Vec::new()),
                 };
-                if let Some(entry) = entry_from(&attrs).map_err(|reason| ConntrackError::Malformed { offset, reason })? {
+                if let Some(entry) =
+                    entry_from(&attrs).map_err(|reason| ConntrackError::Malformed { offset, reason })?
+                {
                     out(event, entry);
                 }
             }
@@ -597,7 +600,12 @@ fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
         (None, None) => now_us,
     };
     let first_seen_us = e.start_ns.map_or(last_seen_us, |ns| (ns / 1000).min(last_seen_us));
-    let mut flow = Flow::new(e.proto, SocketAddr::new(e.orig.src, e.orig.sport), SocketAddr::new(e.orig.dst, e.orig.dport), first_seen_us);
+    let mut flow = Flow::new(
+        e.proto,
+        SocketAddr::new(e.orig.src, e.orig.sport),
+        SocketAddr::new(e.orig.dst, e.orig.dport),
+        first_seen_us,
+    );
     flow.last_seen_us = last_seen_us;
     // Conntrack creates an entry for the originator's first packet.
     flow.attempt_seen = true;
@@ -612,10 +620,12 @@ fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
     flow.state = state;
     flow.history = history.into();
     // Without accounting: at least the first packet, and one answer if seen.
-    flow.orig = e.orig_counters.map_or(FlowCounters { packets: 1, bytes: 0 }, |c| FlowCounters { packets: c.packets, bytes: c.bytes });
-    flow.resp = e
-        .reply_counters
-        .map_or(FlowCounters { packets: u64::from(e.seen_reply), bytes: 0 }, |c| FlowCounters { packets: c.packets, bytes: c.bytes });
+    flow.orig = e
+        .orig_counters
+        .map_or(FlowCounters { packets: 1, bytes: 0 }, |c| FlowCounters { packets: c.packets, bytes: c.bytes });
+    flow.resp = e.reply_counters.map_or(FlowCounters { packets: u64::from(e.seen_reply), bytes: 0 }, |c| {
+        FlowCounters { packets: c.packets, bytes: c.bytes }
+    });
     flow
 }
 
@@ -650,8 +660,15 @@ mod tests {
 
     fn tuple(src: &str, dst: &str, sport: u16, dport: u16, proto: Protocol) -> Vec<Tuple> {
         vec![
-            Tuple::Ip(vec![IPTuple::SourceAddress(src.parse().unwrap()), IPTuple::DestinationAddress(dst.parse().unwrap())]),
-            Tuple::Proto(vec![ProtoTuple::Protocol(proto), ProtoTuple::SourcePort(sport), ProtoTuple::DestinationPort(dport)]),
+            Tuple::Ip(vec![
+                IPTuple::SourceAddress(src.parse().unwrap()),
+                IPTuple::DestinationAddress(dst.parse().unwrap()),
+            ]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(proto),
+                ProtoTuple::SourcePort(sport),
+                ProtoTuple::DestinationPort(dport),
+            ]),
         ]
     }
 
@@ -701,13 +718,22 @@ mod tests {
             ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(vec![ProtoInfoTCP::State(3)])]),
             ConntrackAttribute::Other(nested(
                 CTA_COUNTERS_ORIG,
-                &[(CTA_COUNTERS_PACKETS, 7u64.to_be_bytes().to_vec()), (CTA_COUNTERS_BYTES, 512u64.to_be_bytes().to_vec())],
+                &[
+                    (CTA_COUNTERS_PACKETS, 7u64.to_be_bytes().to_vec()),
+                    (CTA_COUNTERS_BYTES, 512u64.to_be_bytes().to_vec()),
+                ],
             )),
             ConntrackAttribute::Other(nested(
                 CTA_COUNTERS_REPLY,
-                &[(CTA_COUNTERS_PACKETS, 5u64.to_be_bytes().to_vec()), (CTA_COUNTERS_BYTES, 900u64.to_be_bytes().to_vec())],
+                &[
+                    (CTA_COUNTERS_PACKETS, 5u64.to_be_bytes().to_vec()),
+                    (CTA_COUNTERS_BYTES, 900u64.to_be_bytes().to_vec()),
+                ],
             )),
-            ConntrackAttribute::Other(nested(CTA_TIMESTAMP, &[(CTA_TIMESTAMP_START, 1_700_000_000_000_000_000u64.to_be_bytes().to_vec())])),
+            ConntrackAttribute::Other(nested(
+                CTA_TIMESTAMP,
+                &[(CTA_TIMESTAMP_START, 1_700_000_000_000_000_000u64.to_be_bytes().to_vec())],
+            )),
         ];
         let udp = vec![
             ConntrackAttribute::CtaTupleOrig(tuple("2001:db8::9", "2001:db8::1", 5353, 53, Protocol::Udp)),

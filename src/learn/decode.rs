@@ -55,7 +55,11 @@ impl Decoded {
     /// The packet's source and destination (an ICMP error's: the quoted packet's).
     pub fn endpoints(&self) -> (SocketAddr, SocketAddr) {
         let (lo, hi) = self.key.socket_addrs();
-        if self.from_lo { (lo, hi) } else { (hi, lo) }
+        if self.from_lo {
+            (lo, hi)
+        } else {
+            (hi, lo)
+        }
     }
 
     pub fn shard(&self, shards: usize) -> usize {
@@ -171,7 +175,14 @@ fn plain_tcp_udp(ip: &[u8]) -> Option<Result<Headers, Skip>> {
                 return None;
             }
             // Cut short by the snaplen: the payload is what was captured.
-            (ip[9], Endpoint::v4(&ip[12..16]), Endpoint::v4(&ip[16..20]), total_len as u32, header_len, total_len.min(ip.len()))
+            (
+                ip[9],
+                Endpoint::v4(&ip[12..16]),
+                Endpoint::v4(&ip[16..20]),
+                total_len as u32,
+                header_len,
+                total_len.min(ip.len()),
+            )
         }
         6 => {
             let end = 40 + usize::from(be16(ip, 4)?);
@@ -305,16 +316,30 @@ mod tests {
     #[test]
     fn plain_path_agrees_with_etherparse() {
         let mut compared = [0u64; 2];
-        for name in ["formats/wireshark_samples-test.pcapng", "scans/port_scan.pcap", "scans/multiport_scan.pcap", "formats/ntp.pcap", "formats/test010-le.pcapng"] {
+        for name in [
+            "formats/wireshark_samples-test.pcapng",
+            "scans/port_scan.pcap",
+            "scans/multiport_scan.pcap",
+            "formats/ntp.pcap",
+            "formats/test010-le.pcapng",
+        ] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/learn").join(name);
             super::super::reader::read_capture(&path, |f| {
-                let Some(ip) = (f.linktype == linktype::ETHERNET).then(|| be16(f.data, 12).and_then(|t| after_ether_type(t, f.data.get(14..)).ok())).flatten() else {
+                let Some(ip) = (f.linktype == linktype::ETHERNET)
+                    .then(|| be16(f.data, 12).and_then(|t| after_ether_type(t, f.data.get(14..)).ok()))
+                    .flatten()
+                else {
                     return;
                 };
                 for cut in 0..=ip.len() {
                     if let Some(fast) = plain_tcp_udp(&ip[..cut]) {
                         let pack = |h: Result<Headers, Skip>| h.map(|h| h.pack(f.ts_us));
-                        assert_eq!(pack(fast), pack(careful_ip(&ip[..cut])), "{name}: packet at byte {} cut to {cut}", f.end_offset);
+                        assert_eq!(
+                            pack(fast),
+                            pack(careful_ip(&ip[..cut])),
+                            "{name}: packet at byte {} cut to {cut}",
+                            f.end_offset
+                        );
                         compared[usize::from(ip[0] >> 4 == 6)] += 1;
                     }
                 }

@@ -125,7 +125,10 @@ fn trw(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     Some(Finding {
         source: src,
         detector: Detector::Trw,
-        threshold: format!("likelihood ratio {ratio:.0} >= {upper:.0} after {after} first contacts (P_D {}, P_F {})", t.detection, t.false_positive),
+        threshold: format!(
+            "likelihood ratio {ratio:.0} >= {upper:.0} after {after} first contacts (P_D {}, P_F {})",
+            t.detection, t.false_positive
+        ),
         counts: format!("{} hosts contacted, {} first contacts failed", first_contacts.len(), failures.len()),
         first_seen_us: first,
         last_seen_us: last,
@@ -255,7 +258,11 @@ fn syn_flood(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
 fn brute_force(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     let c = &cfg.brute_force;
     let mut per_service: BTreeMap<(u8, SocketAddr), Vec<&Flow>> = BTreeMap::new();
-    for f in fs.iter().copied().filter(|f| f.proto == TCP && f.handshake_completed() && f.duration_us() <= c.max_duration_secs * 1_000_000) {
+    for f in fs
+        .iter()
+        .copied()
+        .filter(|f| f.proto == TCP && f.handshake_completed() && f.duration_us() <= c.max_duration_secs * 1_000_000)
+    {
         per_service.entry((f.proto, f.server)).or_default().push(f);
     }
     let window_us = c.window_secs * 1_000_000;
@@ -293,7 +300,8 @@ fn brute_force(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
 
 fn udp_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     let need = cfg.udp_scan.min_unreachable;
-    let hits: Vec<&Flow> = fs.iter().copied().filter(|f| f.proto == UDP && f.icmp_error.is_some_and(|e| e.port_unreachable())).collect();
+    let hits: Vec<&Flow> =
+        fs.iter().copied().filter(|f| f.proto == UDP && f.icmp_error.is_some_and(|e| e.port_unreachable())).collect();
     let distinct: BTreeSet<SocketAddr> = hits.iter().map(|f| f.server).collect();
     (distinct.len() >= need).then(|| {
         let (first, last) = span(&hits);
@@ -334,16 +342,22 @@ mod tests {
 
     #[test]
     fn syn_flood_needs_many_fast_half_open_attempts() {
-        let flood: Vec<Flow> = (0..500).map(|i| flow(&format!("10.0.0.66:{}", 1024 + i), "10.0.0.1:80", TCP, ConnState::S0, "S", i * 5)).collect();
+        let flood: Vec<Flow> = (0..500)
+            .map(|i| flow(&format!("10.0.0.66:{}", 1024 + i), "10.0.0.1:80", TCP, ConnState::S0, "S", i * 5))
+            .collect();
         assert_eq!(detectors(&flood), [("10.0.0.66".to_string(), Detector::SynFlood)]);
         // The same attempts spread over an hour are not a flood.
-        let slow: Vec<Flow> = (0..500).map(|i| flow(&format!("10.0.0.66:{}", 1024 + i), "10.0.0.1:80", TCP, ConnState::S0, "S", i * 7_200)).collect();
+        let slow: Vec<Flow> = (0..500)
+            .map(|i| flow(&format!("10.0.0.66:{}", 1024 + i), "10.0.0.1:80", TCP, ConnState::S0, "S", i * 7_200))
+            .collect();
         assert_eq!(detectors(&slow), []);
     }
 
     #[test]
     fn brute_force_is_many_short_connections_to_one_service() {
-        let guesses: Vec<Flow> = (0..30).map(|i| flow(&format!("10.0.0.7:{}", 2000 + i), "10.0.0.1:22", TCP, ConnState::SF, "ShADadFf", i * 1000)).collect();
+        let guesses: Vec<Flow> = (0..30)
+            .map(|i| flow(&format!("10.0.0.7:{}", 2000 + i), "10.0.0.1:22", TCP, ConnState::SF, "ShADadFf", i * 1000))
+            .collect();
         let found = detect(&guesses, &Config::default());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].detector, Detector::BruteForce);
@@ -356,7 +370,8 @@ mod tests {
     fn udp_scan_from_port_unreachable_replies() {
         let probes: Vec<Flow> = (0..8u16)
             .map(|i| {
-                let mut f = flow("10.0.0.9:5353", &format!("10.0.0.1:{}", 100 + i), UDP, ConnState::S0, "D", u64::from(i));
+                let mut f =
+                    flow("10.0.0.9:5353", &format!("10.0.0.1:{}", 100 + i), UDP, ConnState::S0, "D", u64::from(i));
                 f.icmp_error = Some(IcmpError { icmp_type: 3, code: 3, from: "10.0.0.1".parse().unwrap() });
                 f
             })
@@ -367,10 +382,13 @@ mod tests {
 
     #[test]
     fn trw_flags_failures_and_spares_a_busy_benign_client() {
-        let scan: Vec<Flow> = (0..6).map(|i| flow("10.0.0.5:4000", &format!("10.0.1.{i}:445"), TCP, ConnState::S0, "S", i)).collect();
+        let scan: Vec<Flow> =
+            (0..6).map(|i| flow("10.0.0.5:4000", &format!("10.0.1.{i}:445"), TCP, ConnState::S0, "S", i)).collect();
         assert_eq!(detectors(&scan), [("10.0.0.5".to_string(), Detector::Trw)]);
         // Twenty hosts that answer, then three that do not: benign.
-        let mut busy: Vec<Flow> = (0..20).map(|i| flow("10.0.0.6:4000", &format!("10.0.2.{i}:443"), TCP, ConnState::SF, "ShADadFf", i)).collect();
+        let mut busy: Vec<Flow> = (0..20)
+            .map(|i| flow("10.0.0.6:4000", &format!("10.0.2.{i}:443"), TCP, ConnState::SF, "ShADadFf", i))
+            .collect();
         busy.extend((20..23).map(|i| flow("10.0.0.6:4000", &format!("10.0.2.{i}:443"), TCP, ConnState::S0, "S", i)));
         assert_eq!(detectors(&busy), []);
     }

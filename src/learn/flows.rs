@@ -7,8 +7,8 @@
 //! (`attempt_seen == false`) so detectors do not count them as attempts.
 
 use std::collections::hash_map::{Entry, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
@@ -138,7 +138,10 @@ impl Flow {
         if self.icmp_error.is_some() && self.resp.packets == 0 {
             return false;
         }
-        matches!(self.state, ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR)
+        matches!(
+            self.state,
+            ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR
+        )
     }
 
     /// The originator's attempt was seen and got no useful answer.
@@ -304,7 +307,12 @@ impl FlowKey {
         for v in [word(&self.lo.addr, 0), word(&self.lo.addr, 1), word(&self.hi.addr, 0), word(&self.hi.addr, 1)] {
             h.add(v);
         }
-        h.add(u64::from(self.lo.port) << 32 | u64::from(self.hi.port) << 16 | u64::from(self.proto) << 8 | u64::from(self.v6));
+        h.add(
+            u64::from(self.lo.port) << 32
+                | u64::from(self.hi.port) << 16
+                | u64::from(self.proto) << 8
+                | u64::from(self.v6),
+        );
         h.finish()
     }
 }
@@ -394,7 +402,13 @@ pub struct FlowLimits {
 impl Default for FlowLimits {
     fn default() -> Self {
         // Zeek's inactivity timeouts: tcp 5 min, udp and icmp 1 min.
-        FlowLimits { tcp_idle_secs: 300, udp_idle_secs: 60, other_idle_secs: 60, max_open: 1_000_000, max_closed: 500_000 }
+        FlowLimits {
+            tcp_idle_secs: 300,
+            udp_idle_secs: 60,
+            other_idle_secs: 60,
+            max_open: 1_000_000,
+            max_closed: 500_000,
+        }
     }
 }
 
@@ -498,7 +512,8 @@ impl OpenFlow {
     }
 
     fn note(&mut self, dir: usize, ev: u8) {
-        const ORDER: [(u8, char); 6] = [(EV_SYN, 'S'), (EV_SYNACK, 'H'), (EV_ACK, 'A'), (EV_DATA, 'D'), (EV_FIN, 'F'), (EV_RST, 'R')];
+        const ORDER: [(u8, char); 6] =
+            [(EV_SYN, 'S'), (EV_SYNACK, 'H'), (EV_ACK, 'A'), (EV_DATA, 'D'), (EV_FIN, 'F'), (EV_RST, 'R')];
         for (bit, ch) in ORDER {
             if ev & bit != 0 && self.ev[dir] & bit == 0 {
                 self.flow.history.push(if dir == 0 { ch } else { ch.to_ascii_lowercase() });
@@ -544,7 +559,13 @@ fn tcp_events(flags: u8, payload_len: u32) -> u8 {
 fn conn_state(proto: u8, orig: u8, resp: u8, resp_packets: u64) -> ConnState {
     use ConnState::*;
     if proto != TCP {
-        return if resp_packets > 0 && orig != 0 { SF } else if orig != 0 { S0 } else { OTH };
+        return if resp_packets > 0 && orig != 0 {
+            SF
+        } else if orig != 0 {
+            S0
+        } else {
+            OTH
+        };
     }
     let syn = orig & EV_SYN != 0;
     let synack = resp & EV_SYNACK != 0;
@@ -606,7 +627,9 @@ impl FlowShard {
             Entry::Occupied(mut slot) => {
                 let open = slot.get_mut();
                 let restart = p.ts_us > open.flow.last_seen_us + limits.idle_us(p.key.proto)
-                    || (p.key.proto == TCP && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && open.closed());
+                    || (p.key.proto == TCP
+                        && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+                        && open.closed());
                 if !restart {
                     open.update(p);
                     return;
@@ -631,7 +654,8 @@ impl FlowShard {
 
     fn sweep(&mut self, limits: &FlowLimits) {
         let now = self.clock_us;
-        let mut cutoff: Box<dyn Fn(&OpenFlow) -> bool> = Box::new(|f: &OpenFlow| f.flow.last_seen_us + limits.idle_us(f.flow.proto) < now);
+        let mut cutoff: Box<dyn Fn(&OpenFlow) -> bool> =
+            Box::new(|f: &OpenFlow| f.flow.last_seen_us + limits.idle_us(f.flow.proto) < now);
         if self.open.len() > limits.max_open {
             // Too many open flows: close the older half, whatever their timeouts.
             let mut seen: Vec<u64> = self.open.values().map(|f| f.flow.last_seen_us).collect();
@@ -646,7 +670,8 @@ impl FlowShard {
             self.close(f.finish(), limits);
         }
         // Sweeping walks every open flow: do it once per shortest timeout.
-        self.next_sweep_us = now + 1_000_000 * limits.tcp_idle_secs.min(limits.udp_idle_secs).min(limits.other_idle_secs).max(1);
+        self.next_sweep_us =
+            now + 1_000_000 * limits.tcp_idle_secs.min(limits.udp_idle_secs).min(limits.other_idle_secs).max(1);
     }
 
     fn close(&mut self, flow: Flow, limits: &FlowLimits) {
@@ -803,7 +828,8 @@ impl FlowTable {
     /// The limits are for the whole table; each shard gets its part.
     pub fn new(shards: usize, limits: FlowLimits) -> FlowTable {
         let n = shards.max(1);
-        let per_shard = FlowLimits { max_open: (limits.max_open / n).max(1), max_closed: (limits.max_closed / n).max(1), ..limits };
+        let per_shard =
+            FlowLimits { max_open: (limits.max_open / n).max(1), max_closed: (limits.max_closed / n).max(1), ..limits };
         FlowTable { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard }
     }
 
@@ -852,7 +878,19 @@ pub struct FlowSet {
 
 pub fn sort_flows(flows: &mut [Flow]) {
     // The key is complete enough that only identical records tie.
-    let key = |f: &Flow| (f.first_seen_us, f.proto, f.client, f.server, f.last_seen_us, f.state, f.connections, f.orig.packets, f.resp.packets);
+    let key = |f: &Flow| {
+        (
+            f.first_seen_us,
+            f.proto,
+            f.client,
+            f.server,
+            f.last_seen_us,
+            f.state,
+            f.connections,
+            f.orig.packets,
+            f.resp.packets,
+        )
+    };
     if flows.is_sorted_by(|a, b| key(a) <= key(b)) {
         return;
     }
@@ -860,7 +898,9 @@ pub fn sort_flows(flows: &mut [Flow]) {
     // breaking ties, then move each record once. Stable, like
     // `sort_by_cached_key`, without its copy of every key.
     let mut order: Vec<(u64, u32)> = flows.iter().zip(0u32..).map(|(f, i)| (f.first_seen_us, i)).collect();
-    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(&flows[a.1 as usize]).cmp(&key(&flows[b.1 as usize]))).then(a.1.cmp(&b.1)));
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| key(&flows[a.1 as usize]).cmp(&key(&flows[b.1 as usize]))).then(a.1.cmp(&b.1))
+    });
     // Apply the permutation in place: position `i` takes the record that
     // belongs there, following earlier swaps to where it went.
     for i in 0..order.len() {
@@ -909,7 +949,10 @@ mod tests {
     }
 
     fn states(pkts: &[Decoded]) -> Vec<(ConnState, String, String)> {
-        run(pkts, FlowLimits::default()).into_iter().map(|f| (f.state, f.client.to_string(), f.history.to_string())).collect()
+        run(pkts, FlowLimits::default())
+            .into_iter()
+            .map(|f| (f.state, f.client.to_string(), f.history.to_string()))
+            .collect()
     }
 
     #[test]
@@ -938,7 +981,13 @@ mod tests {
     #[test]
     fn roles_ignore_port_numbers() {
         // A "server" on a high port and a client on port 80: the SYN decides.
-        let f = &run(&[pkt(1, "10.0.0.9:80", "10.0.0.1:50000", TCP, SYN, 0), pkt(1, "10.0.0.1:50000", "10.0.0.9:80", TCP, SYN | ACK, 0)], FlowLimits::default())[0];
+        let f = &run(
+            &[
+                pkt(1, "10.0.0.9:80", "10.0.0.1:50000", TCP, SYN, 0),
+                pkt(1, "10.0.0.1:50000", "10.0.0.9:80", TCP, SYN | ACK, 0),
+            ],
+            FlowLimits::default(),
+        )[0];
         assert_eq!(f.client.to_string(), "10.0.0.9:80");
         assert_eq!(f.server.to_string(), "10.0.0.1:50000");
     }
@@ -947,7 +996,8 @@ mod tests {
     fn udp_is_confirmed_only_with_both_directions() {
         let one = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 30)], FlowLimits::default());
         assert_eq!((one[0].state, one[0].answered()), (ConnState::S0, false));
-        let both = run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 30), pkt(1, "10.0.0.1:53", C, UDP, 0, 90)], FlowLimits::default());
+        let both =
+            run(&[pkt(1, C, "10.0.0.1:53", UDP, 0, 30), pkt(1, "10.0.0.1:53", C, UDP, 0, 90)], FlowLimits::default());
         assert_eq!((both[0].state, both[0].answered()), (ConnState::SF, true));
     }
 
@@ -960,7 +1010,12 @@ mod tests {
         assert_eq!(udp.len(), 1);
         // A closed TCP connection, then a new SYN on the same ports: two flows.
         let tcp = run(
-            &[pkt(1, C, S, TCP, SYN, 0), pkt(1, S, C, TCP, RST | ACK, 0), pkt(2, C, S, TCP, SYN, 0), pkt(2, C, S, TCP, SYN, 0)],
+            &[
+                pkt(1, C, S, TCP, SYN, 0),
+                pkt(1, S, C, TCP, RST | ACK, 0),
+                pkt(2, C, S, TCP, SYN, 0),
+                pkt(2, C, S, TCP, SYN, 0),
+            ],
             limits,
         );
         assert_eq!(tcp.iter().map(|f| f.state).collect::<Vec<_>>(), [ConnState::REJ, ConnState::S0]);
@@ -971,7 +1026,9 @@ mod tests {
         // 10,000 one-packet UDP flows from one client: open flows are closed
         // early beyond max_open, and identical closed ones are merged.
         let limits = FlowLimits { max_open: 100, max_closed: 50, ..FlowLimits::default() };
-        let pkts: Vec<Decoded> = (0..10_000u64).map(|i| pkt(1 + i / 1000, &format!("10.0.0.2:{}", 1024 + i), "10.0.0.1:53", UDP, 0, 1)).collect();
+        let pkts: Vec<Decoded> = (0..10_000u64)
+            .map(|i| pkt(1 + i / 1000, &format!("10.0.0.2:{}", 1024 + i), "10.0.0.1:53", UDP, 0, 1))
+            .collect();
         let mut t = FlowTable::new(1, limits);
         let mut peak = 0;
         for chunk in pkts.chunks(100) {

@@ -131,7 +131,11 @@ impl Report {
 pub fn analyze(flows: Vec<Flow>, cfg: &Config) -> Report {
     let mut flows = flows;
     flows::sort_flows(&mut flows);
-    let sources = flows.iter().map(|f| f.client.ip()).collect::<std::collections::HashSet<_, BuildHasherDefault<flows::KeyHasher>>>().len();
+    let sources = flows
+        .iter()
+        .map(|f| f.client.ip())
+        .collect::<std::collections::HashSet<_, BuildHasherDefault<flows::KeyHasher>>>()
+        .len();
     let (findings, ranking) = rayon::join(|| detect::detect(&flows, cfg), || score::rank(&flows, &cfg.score));
     let flagged = findings.iter().map(|f| f.source).collect();
     let services = services::services(&flows, &flagged, &cfg.propose);

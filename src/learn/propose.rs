@@ -76,7 +76,12 @@ fn anchors(p: &policy::Policy, set_name: &str) -> Anchors {
 }
 
 /// Build the proposal for `policy_path` from a report.
-pub fn propose(policy_path: &Path, report: &Report, cfg: &Config, capture_name: &str) -> Result<Proposal, ProposeError> {
+pub fn propose(
+    policy_path: &Path,
+    report: &Report,
+    cfg: &Config,
+    capture_name: &str,
+) -> Result<Proposal, ProposeError> {
     let parsed = policy::load(policy_path)?;
     let old_text = parsed.sources.file(0).text.to_string();
     let before = ir::compile_file(policy_path)?.ruleset;
@@ -118,7 +123,10 @@ pub fn propose(policy_path: &Path, report: &Report, cfg: &Config, capture_name: 
     let passes = pass_rules(&before, &report.services, cfg);
     if !passes.is_empty() {
         let body: String = passes.iter().map(|r| format!("{r}\n")).collect();
-        inserts.push((old_text.len(), format!("\n# Learned by `phantomc learn` from {capture_name}: services used.\n{body}")));
+        inserts.push((
+            old_text.len(),
+            format!("\n# Learned by `phantomc learn` from {capture_name}: services used.\n{body}"),
+        ));
     }
 
     // Apply from the end so earlier offsets stay valid; equal offsets keep their order.
@@ -207,7 +215,11 @@ fn pass_rules(rs: &Ruleset, services: &[Service], cfg: &Config) -> Vec<String> {
         if missing.is_empty() {
             continue;
         }
-        let nets = if cfg.propose.any_source { Vec::new() } else { Service { clients: missing.clone(), ..s.clone() }.client_nets(&cfg.propose) };
+        let nets = if cfg.propose.any_source {
+            Vec::new()
+        } else {
+            Service { clients: missing.clone(), ..s.clone() }.client_nets(&cfg.propose)
+        };
         // Without an "established" rule, a `state new` rule would pass only the first packet.
         let c = *missing.first().expect("not empty");
         let srv = *s.servers.first().expect("a service has a server");
@@ -245,7 +257,8 @@ fn check(after: &Ruleset, report: &Report, blocked: &[IpAddr], cfg: &Config) -> 
         let target = if f.source.is_ipv4() { "192.0.2.1" } else { "2001:db8::1" };
         let p = new_packet(f.source, target.parse().expect("literal"), names::TCP, 22, "new");
         if passes(after, &p) {
-            warnings.push(format!("{} is in set {} but an earlier rule still passes it", f.source, cfg.propose.block_set));
+            warnings
+                .push(format!("{} is in set {} but an earlier rule still passes it", f.source, cfg.propose.block_set));
         }
     }
     for s in &report.services {

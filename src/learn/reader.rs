@@ -66,7 +66,13 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Re
     let file_bytes = file.metadata()?.len();
     let mut summary = ReadSummary { file_bytes, ..Default::default() };
     let handover = read_classic(&mut file, &mut summary, &mut sink);
-    read_with_pcap_parser(Cursor::new(handover.pending).chain(file), handover.offset, summary, Blocks::PlainPacketsByHand, sink)
+    read_with_pcap_parser(
+        Cursor::new(handover.pending).chain(file),
+        handover.offset,
+        summary,
+        Blocks::PlainPacketsByHand,
+        sink,
+    )
 }
 
 /// Classic pcap records up to this size are read by [`read_classic`].
@@ -107,7 +113,11 @@ fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMu
     };
     let u32_at = |b: &[u8], at: usize| {
         let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if big_endian { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) }
+        if big_endian {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        }
     };
     let header: [u8; PCAP_HEADER] = buf[..PCAP_HEADER].try_into().expect("24 bytes");
     let linktype = u32_at(&header, 20) as i32;
@@ -126,7 +136,12 @@ fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMu
             let frac = u64::from(u32_at(&buf, pos + 4)) * 1_000_000 / resolution;
             let end = pos + RECORD_HEADER + caplen;
             summary.packets += 1;
-            sink(Frame { linktype, ts_us: ts_sec * 1_000_000 + frac, data: &buf[pos + RECORD_HEADER..end], end_offset: base + end as u64 });
+            sink(Frame {
+                linktype,
+                ts_us: ts_sec * 1_000_000 + frac,
+                data: &buf[pos + RECORD_HEADER..end],
+                end_offset: base + end as u64,
+            });
             pos = end;
         }
         if filled - pos >= RECORD_HEADER && u32_at(&buf, pos + 8) as usize > CLASSIC_MAX_RECORD {
@@ -197,14 +212,21 @@ fn plain_epb(buf: &[u8], big_endian: bool) -> Option<(usize, &[u8], u32, u64)> {
 
 /// A pcapng timestamp in microseconds since the epoch.
 fn ng_time_us(raw: u64, iface: Interface) -> u64 {
-    let us = (u128::from(raw) * 1_000_000 / u128::from(iface.resolution)) as i128 + i128::from(iface.offset_secs) * 1_000_000;
+    let us = (u128::from(raw) * 1_000_000 / u128::from(iface.resolution)) as i128
+        + i128::from(iface.offset_secs) * 1_000_000;
     us.clamp(0, i128::from(u64::MAX)) as u64
 }
 
 /// Every block of `source` through pcap-parser (but see [`Blocks`]);
 /// `source` starts at file offset `start` (plus its own header, for a
 /// classic pcap handed over).
-fn read_with_pcap_parser(source: impl Read, start: u64, mut summary: ReadSummary, blocks: Blocks, mut sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
+fn read_with_pcap_parser(
+    source: impl Read,
+    start: u64,
+    mut summary: ReadSummary,
+    blocks: Blocks,
+    mut sink: impl FnMut(Frame<'_>),
+) -> std::io::Result<ReadSummary> {
     let file_bytes = summary.file_bytes;
     // Small files get a small buffer; a larger block grows it (BufferTooSmall).
     let capacity = (file_bytes as usize).clamp(64 << 10, 1 << 20);
@@ -215,7 +237,8 @@ fn read_with_pcap_parser(source: impl Read, start: u64, mut summary: ReadSummary
             return Ok(summary);
         }
         Err(e) => {
-            summary.damage = Some(Damage { offset: 0, reason: format!("not a pcap or pcapng capture ({})", describe(&e)) });
+            summary.damage =
+                Some(Damage { offset: 0, reason: format!("not a pcap or pcapng capture ({})", describe(&e)) });
             return Ok(summary);
         }
     };
@@ -226,7 +249,8 @@ fn read_with_pcap_parser(source: impl Read, start: u64, mut summary: ReadSummary
     loop {
         let offset = start + reader.consumed() as u64;
         if let Some(big_endian) = section_big_endian.filter(|_| blocks == Blocks::PlainPacketsByHand) {
-            let plain = plain_epb(reader.data(), big_endian).and_then(|(len, data, if_id, raw)| Some((len, data, *interfaces.get(if_id as usize)?, raw)));
+            let plain = plain_epb(reader.data(), big_endian)
+                .and_then(|(len, data, if_id, raw)| Some((len, data, *interfaces.get(if_id as usize)?, raw)));
             if let Some((len, data, iface, raw)) = plain {
                 last_ts = ng_time_us(raw, iface);
                 summary.packets += 1;
@@ -250,7 +274,12 @@ fn read_with_pcap_parser(source: impl Read, start: u64, mut summary: ReadSummary
                         let frac = u64::from(b.ts_usec) * 1_000_000 / iface.resolution;
                         last_ts = u64::from(b.ts_sec) * 1_000_000 + frac;
                         summary.packets += 1;
-                        sink(Frame { linktype: iface.linktype, ts_us: last_ts, data: b.data, end_offset: offset + len as u64 });
+                        sink(Frame {
+                            linktype: iface.linktype,
+                            ts_us: last_ts,
+                            data: b.data,
+                            end_offset: offset + len as u64,
+                        });
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                         section_big_endian = Some(shb.big_endian());
@@ -260,32 +289,60 @@ fn read_with_pcap_parser(source: impl Read, start: u64, mut summary: ReadSummary
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
                         let Some(resolution) = idb.ts_resolution() else {
-                            summary.damage = Some(Damage { offset, reason: format!("interface {} has an invalid timestamp resolution {}", interfaces.len(), idb.if_tsresol) });
+                            summary.damage = Some(Damage {
+                                offset,
+                                reason: format!(
+                                    "interface {} has an invalid timestamp resolution {}",
+                                    interfaces.len(),
+                                    idb.if_tsresol
+                                ),
+                            });
                             break;
                         };
-                        interfaces.push(Interface { linktype: idb.linktype.0, resolution, offset_secs: idb.ts_offset() });
+                        interfaces.push(Interface {
+                            linktype: idb.linktype.0,
+                            resolution,
+                            offset_secs: idb.ts_offset(),
+                        });
                         summary.linktypes.push(idb.linktype.0);
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
                             summary.damage = Some(Damage {
                                 offset,
-                                reason: format!("packet on interface {} but this section declares {} interface(s)", epb.if_id, interfaces.len()),
+                                reason: format!(
+                                    "packet on interface {} but this section declares {} interface(s)",
+                                    epb.if_id,
+                                    interfaces.len()
+                                ),
                             });
                             break;
                         };
                         last_ts = ng_time_us((u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low), iface);
                         summary.packets += 1;
-                        sink(Frame { linktype: iface.linktype, ts_us: last_ts, data: epb.data, end_offset: offset + len as u64 });
+                        sink(Frame {
+                            linktype: iface.linktype,
+                            ts_us: last_ts,
+                            data: epb.data,
+                            end_offset: offset + len as u64,
+                        });
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                         // No timestamp of its own: keep the clock where it was.
                         let Some(iface) = interfaces.first().copied() else {
-                            summary.damage = Some(Damage { offset, reason: "simple packet block before any interface description".into() });
+                            summary.damage = Some(Damage {
+                                offset,
+                                reason: "simple packet block before any interface description".into(),
+                            });
                             break;
                         };
                         summary.packets += 1;
-                        sink(Frame { linktype: iface.linktype, ts_us: last_ts, data: spb.data, end_offset: offset + len as u64 });
+                        sink(Frame {
+                            linktype: iface.linktype,
+                            ts_us: last_ts,
+                            data: spb.data,
+                            end_offset: offset + len as u64,
+                        });
                     }
                     PcapBlockOwned::NG(_) => {}
                 }
@@ -301,7 +358,10 @@ fn read_with_pcap_parser(source: impl Read, start: u64, mut summary: ReadSummary
             Err(PcapError::BufferTooSmall) => {
                 let wanted = reader.data().len().max(1 << 20) * 2;
                 if wanted > MAX_BLOCK || !reader.grow(wanted) {
-                    summary.damage = Some(Damage { offset, reason: format!("block larger than {} MiB: length field damaged", MAX_BLOCK >> 20) });
+                    summary.damage = Some(Damage {
+                        offset,
+                        reason: format!("block larger than {} MiB: length field damaged", MAX_BLOCK >> 20),
+                    });
                     break;
                 }
                 if let Err(e) = reader.refill() {
@@ -351,7 +411,9 @@ mod tests {
             let ours = through(|sink| read_capture(&path, sink).unwrap());
             let file_bytes = cut as u64;
             let summary = ReadSummary { file_bytes, ..Default::default() };
-            let theirs = through(|sink| read_with_pcap_parser(File::open(&path).unwrap(), 0, summary, Blocks::AllByPcapParser, sink).unwrap());
+            let theirs = through(|sink| {
+                read_with_pcap_parser(File::open(&path).unwrap(), 0, summary, Blocks::AllByPcapParser, sink).unwrap()
+            });
             assert_eq!(ours, theirs, "cut at {cut}");
         }
     }
@@ -365,7 +427,16 @@ mod tests {
     /// damaged file, each cut at every length (the large one at ~97 points).
     #[test]
     fn plain_pcapng_packets_agree_with_pcap_parser() {
-        for name in ["test001-be.pcapng", "test001-le.pcapng", "test010-le.pcapng", "test016-be.pcapng", "test016-le.pcapng", "test017-be.pcapng", "test017-le.pcapng", "err-buffertoosmall.pcapng"] {
+        for name in [
+            "test001-be.pcapng",
+            "test001-le.pcapng",
+            "test010-le.pcapng",
+            "test016-be.pcapng",
+            "test016-le.pcapng",
+            "test017-be.pcapng",
+            "test017-le.pcapng",
+            "err-buffertoosmall.pcapng",
+        ] {
             let bytes = data(&format!("formats/{name}"));
             same_as_pcap_parser(&bytes, 0..=bytes.len());
         }

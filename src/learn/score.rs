@@ -15,8 +15,16 @@ use serde::Serialize;
 use super::config::Score;
 use super::flows::{Flow, TCP};
 
-pub const FEATURES: [&str; 8] =
-    ["attempts", "hosts", "ports", "failed_ratio", "half_open_ratio", "rate_per_sec", "bytes_per_conn", "icmp_error_ratio"];
+pub const FEATURES: [&str; 8] = [
+    "attempts",
+    "hosts",
+    "ports",
+    "failed_ratio",
+    "half_open_ratio",
+    "rate_per_sec",
+    "bytes_per_conn",
+    "icmp_error_ratio",
+];
 
 /// One source's place in the ranking.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -100,7 +108,11 @@ pub fn rank(flows: &[Flow], cfg: &Score) -> Vec<Ranked> {
     let std = x.std_axis(Axis(0), 0.0).mapv(|s| if s > 1e-12 { s } else { 1.0 });
     let z = (&x - &mean) / &std;
 
-    let clusters = Dbscan::params(cfg.dbscan_min_points).tolerance(cfg.dbscan_eps).transform(&z).map(|c| c.to_vec()).unwrap_or_else(|_| vec![None; n]);
+    let clusters = Dbscan::params(cfg.dbscan_min_points)
+        .tolerance(cfg.dbscan_eps)
+        .transform(&z)
+        .map(|c| c.to_vec())
+        .unwrap_or_else(|_| vec![None; n]);
     let index = CommonNearestNeighbour::KdTree.from_batch(&z, L2Dist).expect("non-empty, finite features");
     let mut ranked: Vec<Ranked> = (0..n)
         .map(|i| {
@@ -113,7 +125,8 @@ pub fn rank(flows: &[Flow], cfg: &Score) -> Vec<Ranked> {
                 .map(|(p, _)| p.iter().zip(row.iter()).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt())
                 .collect();
             let knn_distance = dists.iter().sum::<f64>() / dists.len().max(1) as f64;
-            let mut top: Vec<(&'static str, f64)> = FEATURES.iter().copied().zip(row.iter().copied()).filter(|(_, v)| v.abs() >= 1.0).collect();
+            let mut top: Vec<(&'static str, f64)> =
+                FEATURES.iter().copied().zip(row.iter().copied()).filter(|(_, v)| v.abs() >= 1.0).collect();
             top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(b.0)));
             top.truncate(3);
             Ranked { source: sources[i], knn_distance, noise: clusters[i].is_none(), top_features: top }

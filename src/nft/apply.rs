@@ -80,7 +80,10 @@ pub fn load(nft: &Nft, p: &Prepared) -> Result<usize, ApplyError> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Status {
     NotLoaded,
-    InSync { rules: usize, entries: usize },
+    InSync {
+        rules: usize,
+        entries: usize,
+    },
     /// A unified diff, compiled policy first, live kernel second.
     Drifted(String),
 }

@@ -68,11 +68,21 @@ pub fn nft_set_for(set: &str, net: &IpNet) -> String {
 }
 
 /// Adds (`block`) or removes `net` in the policy set `set` of the live table.
-pub fn change(nft: &Nft, table: &str, set: &str, net: IpNet, timeout: Option<u32>, block: bool) -> Result<Change, BlockError> {
+pub fn change(
+    nft: &Nft,
+    table: &str,
+    set: &str,
+    net: IpNet,
+    timeout: Option<u32>,
+    block: bool,
+) -> Result<Change, BlockError> {
     let nft_set = nft_set_for(set, &net);
     let listing = nft.list_table_json(table)?;
     let live_set = listing.as_ref().and_then(|v| {
-        objects(v).filter_map(|o| o.get("set")).find(|s| s.get("name").and_then(|n| n.as_str()) == Some(nft_set.as_str())).cloned()
+        objects(v)
+            .filter_map(|o| o.get("set"))
+            .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(nft_set.as_str()))
+            .cloned()
     });
     let Some(live_set) = live_set else {
         return Err(BlockError::NoSuchSet { set: set.to_string(), nft_set, table: table.to_string() });

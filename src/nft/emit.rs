@@ -13,7 +13,9 @@ use nftables::stmt::{self, Counter, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::ir::names::{self, ICMP, ICMPV6, TCP};
-use crate::ir::{Action, AddrMatch, DefaultPolicy, Family, Hook, Match as IrMatch, NatAction, PortMatch, Rule, Ruleset, SetKind};
+use crate::ir::{
+    Action, AddrMatch, DefaultPolicy, Family, Hook, Match as IrMatch, NatAction, PortMatch, Rule, Ruleset, SetKind,
+};
 
 /// Elements that are not part of the policy text: feed contents and
 /// run-time entries (with their remaining timeout) carried across a reload.
@@ -26,7 +28,14 @@ impl Elements {
     /// These elements without the contents of `rs`'s feed sets.
     pub fn without_feeds(&self, rs: &Ruleset) -> Elements {
         let is_feed = |name: &str| rs.sets.iter().any(|s| s.nft_name == name && matches!(s.kind, SetKind::Feed { .. }));
-        Elements { by_set: self.by_set.iter().filter(|(name, _)| !is_feed(name)).map(|(k, v)| (k.clone(), v.clone())).collect() }
+        Elements {
+            by_set: self
+                .by_set
+                .iter()
+                .filter(|(name, _)| !is_feed(name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     }
 }
 
@@ -100,9 +109,14 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
         let mut rules: Vec<schema::Rule<'static>> = ch.rules.iter().map(|r| rule(t, ch.hook.name(), r)).collect();
         rules.extend(default_rule(t, ch.hook, &ch.policy));
         let policy = if ch.policy.action == Action::Pass { NfChainPolicy::Accept } else { NfChainPolicy::Drop };
-        chains.push(NftChain { chain: base_chain(t, ch.hook.name(), NfChainType::Filter, hook_of(ch.hook), 0, Some(policy)), rules });
+        chains.push(NftChain {
+            chain: base_chain(t, ch.hook.name(), NfChainType::Filter, hook_of(ch.hook), 0, Some(policy)),
+            rules,
+        });
     }
-    for (name, hook, prio) in [("nat_prerouting", NfHook::Prerouting, -100), ("nat_postrouting", NfHook::Postrouting, 100)] {
+    for (name, hook, prio) in
+        [("nat_prerouting", NfHook::Prerouting, -100), ("nat_postrouting", NfHook::Postrouting, 100)]
+    {
         let rules: Vec<_> = rs
             .nat
             .iter()
@@ -114,7 +128,10 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
             })
             .collect();
         if !rules.is_empty() {
-            chains.push(NftChain { chain: base_chain(t, name, NfChainType::NAT, hook, prio, Some(NfChainPolicy::Accept)), rules });
+            chains.push(NftChain {
+                chain: base_chain(t, name, NfChainType::NAT, hook, prio, Some(NfChainPolicy::Accept)),
+                rules,
+            });
         }
     }
     NftTable { name: rs.table.clone(), sets, chains }
@@ -128,7 +145,14 @@ fn hook_of(h: Hook) -> NfHook {
     }
 }
 
-fn base_chain(t: &str, name: &str, kind: NfChainType, hook: NfHook, prio: i32, policy: Option<NfChainPolicy>) -> schema::Chain<'static> {
+fn base_chain(
+    t: &str,
+    name: &str,
+    kind: NfChainType,
+    hook: NfHook,
+    prio: i32,
+    policy: Option<NfChainPolicy>,
+) -> schema::Chain<'static> {
     schema::Chain {
         family: NfFamily::INet,
         table: t.to_string().into(),
@@ -142,7 +166,12 @@ fn base_chain(t: &str, name: &str, kind: NfChainType, hook: NfHook, prio: i32, p
 }
 
 fn rule_base(t: &str, chain: &str) -> schema::Rule<'static> {
-    schema::Rule { family: NfFamily::INet, table: t.to_string().into(), chain: chain.to_string().into(), ..Default::default() }
+    schema::Rule {
+        family: NfFamily::INet,
+        table: t.to_string().into(),
+        chain: chain.to_string().into(),
+        ..Default::default()
+    }
 }
 
 fn set(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) -> schema::Set<'static> {
@@ -230,7 +259,9 @@ fn tail(counter: bool, log: Option<&str>, action: Action, proto: Option<u8>) -> 
     out.push(match action {
         Action::Pass => Statement::Accept(None),
         Action::Block => Statement::Drop(None),
-        Action::Reject if proto == Some(TCP) => Statement::Reject(Some(stmt::Reject::new(Some(stmt::RejectType::TCPReset), None))),
+        Action::Reject if proto == Some(TCP) => {
+            Statement::Reject(Some(stmt::Reject::new(Some(stmt::RejectType::TCPReset), None)))
+        }
         Action::Reject => Statement::Reject(None),
     });
     out
@@ -243,14 +274,23 @@ fn default_rule(t: &str, hook: Hook, p: &DefaultPolicy) -> Option<schema::Rule<'
         return None;
     }
     let comment = p.origin.as_ref().map_or_else(|| format!("policy {}", hook.name()), |o| format!("{} policy", o.id));
-    Some(schema::Rule { expr: tail(p.counter, p.log.as_deref(), p.action, None).into(), comment: Some(comment.into()), ..rule_base(t, hook.name()) })
+    Some(schema::Rule {
+        expr: tail(p.counter, p.log.as_deref(), p.action, None).into(),
+        comment: Some(comment.into()),
+        ..rule_base(t, hook.name())
+    })
 }
 
 fn nat_stmt(a: &NatAction) -> Statement<'static> {
     let fam = |addr: &std::net::IpAddr| Some(if addr.is_ipv4() { stmt::NATFamily::IP } else { stmt::NATFamily::IP6 });
     match a {
         NatAction::Masquerade => Statement::Masquerade(None),
-        NatAction::Snat { addr } => Statement::SNAT(Some(stmt::NAT { addr: Some(Expression::String(addr.to_string().into())), family: fam(addr), port: None, flags: None })),
+        NatAction::Snat { addr } => Statement::SNAT(Some(stmt::NAT {
+            addr: Some(Expression::String(addr.to_string().into())),
+            family: fam(addr),
+            port: None,
+            flags: None,
+        })),
         NatAction::Dnat { addr, port } => Statement::DNAT(Some(stmt::NAT {
             addr: Some(Expression::String(addr.to_string().into())),
             family: fam(addr),
@@ -265,7 +305,10 @@ fn m(left: Expression<'static>, right: Expression<'static>, op: Operator) -> Sta
 }
 
 fn payload(proto: &str, field: &str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField { protocol: proto.to_string().into(), field: field.to_string().into() })))
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+        protocol: proto.to_string().into(),
+        field: field.to_string().into(),
+    })))
 }
 
 fn meta(key: MetaKey) -> Expression<'static> {
@@ -315,7 +358,11 @@ pub fn matches(mm: &IrMatch) -> Vec<Statement<'static>> {
                 out.push(m(addr_field(family, field), one_or_set(items), eq_or_neq(*negated)));
             }
             AddrMatch::Set { negated, set } => {
-                out.push(m(addr_field(family, field), Expression::String(format!("@{set}").into()), eq_or_neq(*negated)));
+                out.push(m(
+                    addr_field(family, field),
+                    Expression::String(format!("@{set}").into()),
+                    eq_or_neq(*negated),
+                ));
             }
         }
     }
@@ -337,9 +384,18 @@ pub fn matches(mm: &IrMatch) -> Vec<Statement<'static>> {
         }
     }
     if let Some(states) = mm.ct_state {
-        let names: Vec<Expression<'static>> = states.names().into_iter().map(|s| Expression::String(s.into())).collect();
-        let right = if names.len() == 1 { names.into_iter().next().unwrap_or(Expression::Number(0)) } else { Expression::List(names) };
-        out.push(m(Expression::Named(NamedExpression::CT(expr::CT { key: "state".into(), family: None, dir: None })), right, Operator::IN));
+        let names: Vec<Expression<'static>> =
+            states.names().into_iter().map(|s| Expression::String(s.into())).collect();
+        let right = if names.len() == 1 {
+            names.into_iter().next().unwrap_or(Expression::Number(0))
+        } else {
+            Expression::List(names)
+        };
+        out.push(m(
+            Expression::Named(NamedExpression::CT(expr::CT { key: "state".into(), family: None, dir: None })),
+            right,
+            Operator::IN,
+        ));
     }
     out
 }
@@ -359,7 +415,9 @@ fn ports_expr(pm: &PortMatch) -> Expression<'static> {
             if lo == hi {
                 Expression::Number(u32::from(lo))
             } else {
-                Expression::Range(Box::new(expr::Range { range: [Expression::Number(u32::from(lo)), Expression::Number(u32::from(hi))] }))
+                Expression::Range(Box::new(expr::Range {
+                    range: [Expression::Number(u32::from(lo)), Expression::Number(u32::from(hi))],
+                }))
             }
         })
         .collect();

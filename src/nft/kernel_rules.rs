@@ -65,7 +65,9 @@ fn dump_request(table: &str) -> Vec<u8> {
 
 /// Counts the rule messages of `table` in one datagram of the reply.
 fn count_datagram(buf: &[u8], table: &str) -> std::io::Result<Reply> {
-    let malformed = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed nf_tables netlink reply: {what}"));
+    let malformed = |what: &str| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed nf_tables netlink reply: {what}"))
+    };
     let mut rules = 0;
     let mut offset = 0;
     while offset + NLMSG_HDRLEN <= buf.len() {
@@ -78,7 +80,10 @@ fn count_datagram(buf: &[u8], table: &str) -> std::io::Result<Reply> {
         match kind {
             NLMSG_DONE => return Ok(Reply::Done(rules)),
             NLMSG_ERROR => {
-                let errno = body.get(..4).map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes"))).ok_or_else(|| malformed("error message"))?;
+                let errno = body
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                    .ok_or_else(|| malformed("error message"))?;
                 // An acknowledgement (errno 0) ends nothing in a dump; a missing table is no rules.
                 if errno == -libc::ENOENT {
                     return Ok(Reply::Done(0));
@@ -88,7 +93,8 @@ fn count_datagram(buf: &[u8], table: &str) -> std::io::Result<Reply> {
                 }
             }
             k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE
-                && rule_table(body.get(NFGENMSG_LEN..).ok_or_else(|| malformed("rule message"))?) == Some(table.as_bytes()) =>
+                && rule_table(body.get(NFGENMSG_LEN..).ok_or_else(|| malformed("rule message"))?)
+                    == Some(table.as_bytes()) =>
             {
                 rules += 1;
             }

@@ -71,7 +71,8 @@ fn parse_net(v: &serde_json::Value) -> Option<IpNet> {
 /// came from (every rule carries its origin as a comment).
 pub fn locate_script_error(stderr: &str, script: &str, rs: &Ruleset) -> Option<Diag> {
     // nft reports `/dev/stdin:LINE:COL-COL: Error: message`.
-    let (pos, message) = stderr.lines().find_map(|l| l.strip_prefix("/dev/stdin:")).and_then(|rest| rest.split_once(": Error: "))?;
+    let (pos, message) =
+        stderr.lines().find_map(|l| l.strip_prefix("/dev/stdin:")).and_then(|rest| rest.split_once(": Error: "))?;
     let line: usize = pos.split(':').next()?.parse().ok()?;
     let text = script.lines().nth(line.checked_sub(1)?)?;
     let comment = text.rsplit_once("comment \"")?.1.trim_end_matches('"');
@@ -92,10 +93,21 @@ pub fn locate_script_error(stderr: &str, script: &str, rs: &Ruleset) -> Option<D
 pub fn element_batch(add: bool, table: &str, set: &str, net: IpNet, timeout: Option<u32>) -> Nftables<'static> {
     let val = emit::net_expr(net);
     let elem = match timeout {
-        Some(t) => Expression::Named(NamedExpression::Elem(Elem { val: Box::new(val), timeout: Some(t), expires: None, comment: None, counter: None })),
+        Some(t) => Expression::Named(NamedExpression::Elem(Elem {
+            val: Box::new(val),
+            timeout: Some(t),
+            expires: None,
+            comment: None,
+            counter: None,
+        })),
         None => val,
     };
-    let obj = NfListObject::Element(Element { family: NfFamily::INet, table: table.to_string().into(), name: set.to_string().into(), elem: vec![elem].into() });
+    let obj = NfListObject::Element(Element {
+        family: NfFamily::INet,
+        table: table.to_string().into(),
+        name: set.to_string().into(),
+        elem: vec![elem].into(),
+    });
     let cmd = if add { NfCmd::Add(obj) } else { NfCmd::Delete(obj) };
     Nftables { objects: vec![NfObject::CmdObject(cmd)].into() }
 }

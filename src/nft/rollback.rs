@@ -76,7 +76,12 @@ fn lock(state: &Path) -> Result<Locked, RollbackError> {
     let dir = state.parent().unwrap_or(Path::new(STATE_DIR));
     fs::create_dir_all(dir).map_err(|e| RollbackError::Io(dir.to_path_buf(), e))?;
     let path = state.with_extension("lock");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| RollbackError::Io(path.clone(), e))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| RollbackError::Io(path.clone(), e))?;
     // SAFETY: flock on an open descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(RollbackError::Io(path, std::io::Error::last_os_error()));

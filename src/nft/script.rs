@@ -42,7 +42,13 @@ pub fn script(t: &NftTable, header: &str) -> String {
                 Some(NfChainPolicy::Drop) => "drop",
                 _ => "accept",
             };
-            let _ = writeln!(out, "\t\ttype {} hook {} priority {}; policy {policy};", chain_type(kind), hook_name(hook), prio_name(kind, prio));
+            let _ = writeln!(
+                out,
+                "\t\ttype {} hook {} priority {}; policy {policy};",
+                chain_type(kind),
+                hook_name(hook),
+                prio_name(kind, prio)
+            );
         }
         for r in &c.rules {
             let _ = writeln!(out, "\t\t{}", rule(r));

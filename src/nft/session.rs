@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 use crate::diag::Span;
-use crate::ir::{names, Action, AddrMatch, Chain, DefaultPolicy, Family, Hook, Match, Origin, PortMatch, Rule, Ruleset};
+use crate::ir::{
+    names, Action, AddrMatch, Chain, DefaultPolicy, Family, Hook, Match, Origin, PortMatch, Rule, Ruleset,
+};
 
 /// A TCP connection seen from this host: the client is remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -82,7 +82,10 @@ impl Family {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
     /// `tcp 80`, `udp 5000-5100`, `tcp $port`.
-    Service { proto: String, port: Box<Spanned<Item>> },
+    Service {
+        proto: String,
+        port: Box<Spanned<Item>>,
+    },
     /// `$name`
     Macro(String),
     /// `<name>`
@@ -240,7 +243,9 @@ pub struct NatAst {
 pub enum SetBody {
     Static(Value),
     /// Filled at run time (`phantomc block`); elements may expire.
-    Dynamic { timeout: Option<Spanned<u64>> },
+    Dynamic {
+        timeout: Option<Spanned<u64>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,14 +265,41 @@ pub struct Expect {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stmt {
     Table(Spanned<String>),
-    Define { name: Spanned<String>, value: Value },
-    Include { path: Spanned<String>, span: Span },
-    Policy { hook: Spanned<Hook>, action: Spanned<Action>, log: Option<Option<String>>, counter: bool, span: Span },
-    Set { name: Spanned<String>, body: SetBody, span: Span },
-    Feed { name: Spanned<String>, opts: Vec<(Spanned<String>, Spanned<FeedValue>)>, span: Span },
+    Define {
+        name: Spanned<String>,
+        value: Value,
+    },
+    Include {
+        path: Spanned<String>,
+        span: Span,
+    },
+    Policy {
+        hook: Spanned<Hook>,
+        action: Spanned<Action>,
+        log: Option<Option<String>>,
+        counter: bool,
+        span: Span,
+    },
+    Set {
+        name: Spanned<String>,
+        body: SetBody,
+        span: Span,
+    },
+    Feed {
+        name: Spanned<String>,
+        opts: Vec<(Spanned<String>, Spanned<FeedValue>)>,
+        span: Span,
+    },
     /// `allow-always { ... }`: addresses removed from every block feed.
-    AllowAlways { value: Value, span: Span },
+    AllowAlways {
+        value: Value,
+        span: Span,
+    },
     Rule(RuleAst),
     Nat(NatAst),
-    Test { name: Spanned<String>, expects: Vec<Expect>, span: Span },
+    Test {
+        name: Spanned<String>,
+        expects: Vec<Expect>,
+        span: Span,
+    },
 }

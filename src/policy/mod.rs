@@ -101,7 +101,10 @@ impl Loader {
             Err(e) => {
                 self.diags.push(
                     Diag::error("include-missing", path_span, format!("cannot include `{rel}`"), format!("{e}"))
-                        .with_help(format!("include paths are relative to the including file's folder: looked for {}", path.display())),
+                        .with_help(format!(
+                            "include paths are relative to the including file's folder: looked for {}",
+                            path.display()
+                        )),
                 );
                 return;
             }
@@ -113,19 +116,34 @@ impl Loader {
                 .chain(std::iter::once(rel.clone()))
                 .collect();
             self.diags.push(
-                Diag::error("include-cycle", stmt_span, format!("include cycle: `{rel}` is already being read"), "this include closes the cycle")
-                    .with_help(format!("cycle: {}", chain.join(" -> "))),
+                Diag::error(
+                    "include-cycle",
+                    stmt_span,
+                    format!("include cycle: `{rel}` is already being read"),
+                    "this include closes the cycle",
+                )
+                .with_help(format!("cycle: {}", chain.join(" -> "))),
             );
             return;
         }
         if self.stack.len() >= MAX_INCLUDE_DEPTH {
-            self.diags.push(Diag::error("include-depth", stmt_span, "includes nested too deeply", format!("more than {MAX_INCLUDE_DEPTH} levels")));
+            self.diags.push(Diag::error(
+                "include-depth",
+                stmt_span,
+                "includes nested too deeply",
+                format!("more than {MAX_INCLUDE_DEPTH} levels"),
+            ));
             return;
         }
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                self.diags.push(Diag::error("include-missing", path_span, format!("cannot read `{rel}`"), format!("{e}")));
+                self.diags.push(Diag::error(
+                    "include-missing",
+                    path_span,
+                    format!("cannot read `{rel}`"),
+                    format!("{e}"),
+                ));
                 return;
             }
         };

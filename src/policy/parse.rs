@@ -85,7 +85,9 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::host_spec | Rule::kw_any => "an address or `any`",
             Rule::port_clause => "`port`",
             Rule::set_dynamic => "`= { ... }` or `dynamic`",
-            Rule::feed_opt | Rule::feed_key => "a feed option (source, format, refresh, max-entries, max-shrink, column)",
+            Rule::feed_opt | Rule::feed_key => {
+                "a feed option (source, format, refresh, max-entries, max-shrink, column)"
+            }
             Rule::nat_target => "`-> address`",
             Rule::expect => "`expect`",
             Rule::EOI => "end of file",
@@ -110,7 +112,9 @@ fn syntax_help(found: &str) -> Option<String> {
         "allow" | "accept" | "permit" => "rules start with `pass`, `block` or `reject`".into(),
         "drop" | "deny" => "to drop traffic write `block`".into(),
         "dport" | "sport" => "ports follow the address: `to any port 22` or `from 10.0.0.0/8 port 1024-65535`".into(),
-        "established" | "new" | "related" => "connection states follow `state`: `state { established, related }`".into(),
+        "established" | "new" | "related" => {
+            "connection states follow `state`: `state { established, related }`".into()
+        }
         _ if found.contains(':') && found.chars().all(|c| c.is_ascii_digit() || c == ':') => {
             "port ranges are written with a dash: `1024-65535`".into()
         }
@@ -388,8 +392,13 @@ impl Builder {
                         "IPv6 addresses look like `2001:db8::1` or `fd00::/8`"
                     };
                     self.errors.push(
-                        Diag::error("bad-address", span, format!("`{addr_text}` is not a valid IPv6 address"), "invalid IPv6 address")
-                            .with_help(help),
+                        Diag::error(
+                            "bad-address",
+                            span,
+                            format!("`{addr_text}` is not a valid IPv6 address"),
+                            "invalid IPv6 address",
+                        )
+                        .with_help(help),
                     );
                     return None;
                 }
@@ -400,8 +409,13 @@ impl Builder {
                 Err(_) => {
                     let bad = addr_text.split('.').find(|o| o.parse::<u8>().is_err()).unwrap_or(addr_text);
                     self.errors.push(
-                        Diag::error("bad-address", span, format!("`{addr_text}` is not a valid IPv4 address"), format!("`{bad}` is not an octet (0-255)"))
-                            .with_help("each of the four parts of an IPv4 address is a number from 0 to 255"),
+                        Diag::error(
+                            "bad-address",
+                            span,
+                            format!("`{addr_text}` is not a valid IPv4 address"),
+                            format!("`{bad}` is not an octet (0-255)"),
+                        )
+                        .with_help("each of the four parts of an IPv4 address is a number from 0 to 255"),
                     );
                     return None;
                 }
@@ -414,8 +428,16 @@ impl Builder {
                 Ok(n) if n <= max => n,
                 _ => {
                     self.errors.push(
-                        Diag::error("bad-prefix", span, format!("prefix length `/{l}` is out of range"), format!("must be 0 to {max}"))
-                            .with_help(format!("an {} prefix has at most {max} bits", if max == 32 { "IPv4" } else { "IPv6" })),
+                        Diag::error(
+                            "bad-prefix",
+                            span,
+                            format!("prefix length `/{l}` is out of range"),
+                            format!("must be 0 to {max}"),
+                        )
+                        .with_help(format!(
+                            "an {} prefix has at most {max} bits",
+                            if max == 32 { "IPv4" } else { "IPv6" }
+                        )),
                     );
                     return None;
                 }
@@ -424,8 +446,13 @@ impl Builder {
         let net = ipnet::IpNet::new(addr, len).ok()?;
         if net.network() != addr {
             self.errors.push(
-                Diag::error("host-bits", span, format!("`{text}` has host bits set"), "address is not the start of its network")
-                    .with_help(format!("did you mean `{}`? (or `{addr}` for the single host)", net.trunc())),
+                Diag::error(
+                    "host-bits",
+                    span,
+                    format!("`{text}` has host bits set"),
+                    "address is not the start of its network",
+                )
+                .with_help(format!("did you mean `{}`? (or `{addr}` for the single host)", net.trunc())),
             );
             return None;
         }
@@ -442,7 +469,12 @@ impl Builder {
     fn number(&mut self, p: &Pair<'_, Rule>) -> u64 {
         let span = self.span(p);
         p.as_str().parse::<u64>().unwrap_or_else(|_| {
-            self.errors.push(Diag::error("bad-number", span, format!("`{}` is too large", p.as_str()), "number out of range"));
+            self.errors.push(Diag::error(
+                "bad-number",
+                span,
+                format!("`{}` is too large", p.as_str()),
+                "number out of range",
+            ));
             0
         })
     }
@@ -460,7 +492,12 @@ impl Builder {
             Some(secs) => secs,
             None => {
                 let span = self.span(p);
-                self.errors.push(Diag::error("bad-number", span, format!("duration `{text}` is too large"), "out of range"));
+                self.errors.push(Diag::error(
+                    "bad-number",
+                    span,
+                    format!("duration `{text}` is too large"),
+                    "out of range",
+                ));
                 0
             }
         }

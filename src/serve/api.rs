@@ -15,7 +15,10 @@ use crate::nft::block::{self, parse_duration, parse_net, BlockError};
 
 type Answer = Result<Json<Value>, ApiError>;
 
-async fn blocking(state: Arc<ApiState>, f: impl FnOnce(&ApiState) -> Result<Value, ApiError> + Send + 'static) -> Answer {
+async fn blocking(
+    state: Arc<ApiState>,
+    f: impl FnOnce(&ApiState) -> Result<Value, ApiError> + Send + 'static,
+) -> Answer {
     let v = tokio::task::spawn_blocking(move || f(&state)).await.map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(Json(v))
 }
@@ -59,12 +62,18 @@ pub async fn threats(State(state): State<Arc<ApiState>>) -> Answer {
 pub async fn proposals(State(state): State<Arc<ApiState>>) -> Answer {
     blocking(state, |s| {
         let Some(path) = &s.proposals else {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "no proposals file configured (start with --proposals FILE)"));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no proposals file configured (start with --proposals FILE)",
+            ));
         };
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no proposals yet: {} does not exist", path.display())));
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no proposals yet: {} does not exist", path.display()),
+                ));
             }
             Err(e) => return Err(ApiError::internal(format!("cannot read {}: {e}", path.display()))),
         };
@@ -73,7 +82,8 @@ pub async fn proposals(State(state): State<Arc<ApiState>>) -> Answer {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs());
-        let count = |sign: char, header: &str| text.lines().filter(|l| l.starts_with(sign) && !l.starts_with(header)).count();
+        let count =
+            |sign: char, header: &str| text.lines().filter(|l| l.starts_with(sign) && !l.starts_with(header)).count();
         Ok(json!({
             "path": path,
             "modified": modified,
@@ -114,7 +124,9 @@ pub async fn block(State(state): State<Arc<ApiState>>, headers: HeaderMap, body:
     let req: BlockRequest = parse_body(&body)?;
     let timeout = match req.timeout {
         None => None,
-        Some(Timeout::Seconds(n)) => Some(u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| bad(format!("timeout {n} is out of range")))?),
+        Some(Timeout::Seconds(n)) => {
+            Some(u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| bad(format!("timeout {n} is out of range")))?)
+        }
         Some(Timeout::Text(t)) => Some(parse_duration(&t).map_err(bad)?),
     };
     change(state, &req.address, req.set, timeout, true).await
@@ -128,7 +140,9 @@ pub async fn unblock(State(state): State<Arc<ApiState>>, headers: HeaderMap, bod
 
 /// Checks the token, and leaves a trace of every refused write.
 fn authorize(state: &ApiState, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
-    auth::require(state.token.as_ref(), headers).inspect_err(|e| tracing::warn!(endpoint = what, status = e.status.as_u16(), reason = %e.message, "write refused"))
+    auth::require(state.token.as_ref(), headers).inspect_err(
+        |e| tracing::warn!(endpoint = what, status = e.status.as_u16(), reason = %e.message, "write refused"),
+    )
 }
 
 async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeout: Option<u32>, add: bool) -> Answer {

@@ -45,9 +45,13 @@ fn digest(s: &str) -> [u8; 32] {
 /// wrong ones or when the server has no token (writes disabled).
 pub fn require(token: Option<&Token>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = token else {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "writes are disabled: start the server with --token-file or PHANTOMC_TOKEN"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "writes are disabled: start the server with --token-file or PHANTOMC_TOKEN",
+        ));
     };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer TOKEN`")),
         Some(g) if token.matches(g.trim()) => Ok(()),
@@ -72,7 +76,10 @@ mod tests {
         let t = Token::new("s3cret\n").expect("token");
         assert!(require(Some(&t), &headers(Some("Bearer s3cret"))).is_ok());
         assert_eq!(require(Some(&t), &headers(None)).map_err(|e| e.status), Err(StatusCode::UNAUTHORIZED));
-        assert_eq!(require(Some(&t), &headers(Some("Basic s3cret"))).map_err(|e| e.status), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            require(Some(&t), &headers(Some("Basic s3cret"))).map_err(|e| e.status),
+            Err(StatusCode::UNAUTHORIZED)
+        );
         assert_eq!(require(Some(&t), &headers(Some("Bearer s3cre"))).map_err(|e| e.status), Err(StatusCode::FORBIDDEN));
         assert_eq!(require(None, &headers(Some("Bearer s3cret"))).map_err(|e| e.status), Err(StatusCode::FORBIDDEN));
         assert!(Token::new(" \n").is_err());

@@ -56,7 +56,18 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(policy: PathBuf, table: String, health: Arc<RwLock<Health>>, health_source: HealthSource) -> ApiState {
-        ApiState { policy, nft: Nft::default(), table, token: None, proposals: None, feed_cache: None, health, health_source, last_good: Mutex::new(None), local_hosts_only: true }
+        ApiState {
+            policy,
+            nft: Nft::default(),
+            table,
+            token: None,
+            proposals: None,
+            feed_cache: None,
+            health,
+            health_source,
+            last_good: Mutex::new(None),
+            local_hosts_only: true,
+        }
     }
 
     /// Compiles the policy; on failure the last good compile and the error.
@@ -98,7 +109,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
 async fn guard_host(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
     if state.local_hosts_only && !host.is_none_or(is_local_host) {
-        return ApiError::new(StatusCode::MISDIRECTED_REQUEST, "use http://127.0.0.1:PORT/ or http://localhost:PORT/ (other host names are refused)").into_response();
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "use http://127.0.0.1:PORT/ or http://localhost:PORT/ (other host names are refused)",
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -138,7 +153,6 @@ impl IntoResponse for ApiError {
         (self.status, body).into_response()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -84,13 +84,14 @@ pub fn rows(compiled: &Compiled, listing: Option<&Value>) -> Vec<RuleRow> {
         }
     }
     for n in &rs.nat {
-        let action = serde_json::to_value(&n.action).ok().and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_string));
+        let action = serde_json::to_value(&n.action)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_string));
         push(&n.origin, "nat", n.chain_name(), action.unwrap_or_default(), None, false);
     }
     out.sort_by_key(|(stmt, _)| *stmt);
     out.into_iter().map(|(_, r)| r).collect()
 }
-
 
 /// A live rule that no line of the policy compiles to: added by hand, or
 /// left from another ruleset (`panic`). Its presence means drift.
@@ -104,7 +105,9 @@ pub struct OtherRule {
 }
 
 pub fn other_rules(rows: &[RuleRow], listing: Option<&Value>) -> Vec<OtherRule> {
-    let known = |comment: Option<&str>| comment.and_then(|c| c.split(' ').next()).is_some_and(|id| rows.iter().any(|r| r.id == id));
+    let known = |comment: Option<&str>| {
+        comment.and_then(|c| c.split(' ').next()).is_some_and(|id| rows.iter().any(|r| r.id == id))
+    };
     listing
         .into_iter()
         .flat_map(objects)
@@ -158,7 +161,11 @@ mod tests {
         let ids: Vec<_> = rows.iter().map(|r| (r.id.as_str(), r.kind, r.nft_rules, r.packets, r.bytes)).collect();
         assert_eq!(
             ids,
-            [("p.pf:2", "policy", 1, Some(7), Some(420)), ("p.pf:3", "rule", 1, Some(4), Some(240)), ("p.pf:4", "rule", 2, None, None)]
+            [
+                ("p.pf:2", "policy", 1, Some(7), Some(420)),
+                ("p.pf:3", "rule", 1, Some(4), Some(240)),
+                ("p.pf:4", "rule", 2, None, None)
+            ]
         );
         assert_eq!(rows[1].text, "pass in proto tcp to port { 22, 80 } counter label \"ssh+web\"");
         assert_eq!((rows[1].label.as_deref(), rows[1].counter, rows[2].counter), (Some("ssh+web"), true, false));
@@ -167,7 +174,10 @@ mod tests {
         assert!(other_rules(&rows, Some(&listing)).is_empty());
         let extra = json!({"nftables": [live_rule("p.pf:3 ssh+web", None), json!({"rule": {"chain": "input", "handle": 9, "expr": [{"counter": {"packets": 2, "bytes": 80}}, {"accept": null}]}})]});
         let others = other_rules(&rows, Some(&extra));
-        assert_eq!(others, [OtherRule { chain: "input".into(), handle: Some(9), comment: None, packets: Some(2), bytes: Some(80) }]);
+        assert_eq!(
+            others,
+            [OtherRule { chain: "input".into(), handle: Some(9), comment: None, packets: Some(2), bytes: Some(80) }]
+        );
 
         let unloaded = super::rows(&c, None);
         assert!(unloaded.iter().all(|r| r.nft_rules == 0 && r.packets.is_none()));

@@ -48,12 +48,20 @@ pub struct Freshness {
 /// Reads `FEEDS_DIR/NAME.meta.json`, the feed updater's record of a feed,
 /// field by field so the API does not depend on the updater's version.
 pub fn freshness(feeds_dir: &Path, feed: &str, now: u64) -> Freshness {
-    let Some(meta) = std::fs::read_to_string(feeds_dir.join(format!("{feed}.meta.json"))).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok()) else {
+    let Some(meta) = std::fs::read_to_string(feeds_dir.join(format!("{feed}.meta.json")))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    else {
         return Freshness::default();
     };
     let fetched_at = meta.get("fetched_at").and_then(Value::as_u64).filter(|&t| t > 0);
     let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
-    Freshness { fetched_at, age_seconds: fetched_at.map(|t| now.saturating_sub(t)), status: text("status"), message: text("message") }
+    Freshness {
+        fetched_at,
+        age_seconds: fetched_at.map(|t| now.saturating_sub(t)),
+        status: text("status"),
+        message: text("message"),
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize)]
@@ -80,7 +88,11 @@ pub struct Blocked {
 /// `feeds_dir` is the feed cache, if there is one; `now` is Unix time.
 pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, now: u64) -> Threats {
     let live_elems = |nft_name: &str| -> Option<Vec<Value>> {
-        let set = listing.into_iter().flat_map(objects).filter_map(|o| o.get("set")).find(|s| s.get("name").and_then(Value::as_str) == Some(nft_name))?;
+        let set = listing
+            .into_iter()
+            .flat_map(objects)
+            .filter_map(|o| o.get("set"))
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(nft_name))?;
         Some(set.get("elem").and_then(Value::as_array).cloned().unwrap_or_default())
     };
     let mut out = Threats::default();
@@ -148,7 +160,10 @@ mod tests {
         std::fs::write(cache.path().join("bad.meta.json"), meta).expect("meta");
         let t = threats(&c.ruleset, Some(&listing), Some(cache.path()), 1600);
         let f = &t.feeds[0].freshness;
-        assert_eq!((f.fetched_at, f.age_seconds, f.status.as_deref(), f.message.as_deref()), (Some(1000), Some(600), Some("kept-last-good"), Some("shrank by 80%")));
+        assert_eq!(
+            (f.fetched_at, f.age_seconds, f.status.as_deref(), f.message.as_deref()),
+            (Some(1000), Some(600), Some("kept-last-good"), Some("shrank by 80%"))
+        );
         assert_eq!(freshness(cache.path(), "never-fetched", 1600), Freshness::default());
         let feeds: Vec<_> = t.feeds.iter().map(|f| (f.nft_set.as_str(), f.elements, f.refresh_seconds)).collect();
         assert_eq!(feeds, [("bad_v4", Some(2), Some(3600)), ("bad_v6", Some(0), Some(3600))]);

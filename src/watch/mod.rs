@@ -108,7 +108,8 @@ pub fn write_health(path: &Path, health: &Health) -> std::io::Result<()> {
 /// Reads a health file written by a service (maybe in another process).
 pub fn read_health(path: &Path) -> std::io::Result<Health> {
     let text = std::fs::read_to_string(path)?;
-    serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    serde_json::from_str(&text)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
 }
 
 /// Seconds since the Unix epoch.
@@ -130,7 +131,8 @@ mod tests {
         h.last_error = Some("policy.pf:3: unknown keyword".into());
         write_health(&path, &h).expect("rewrite");
         assert_eq!(read_health(&path).expect("read"), h);
-        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("health-phantomc.json")], "no temporary file left behind");
     }
 
@@ -159,7 +161,11 @@ mod tests {
         assert!(s.starts_with(&format!("watch: running (pid {})", h.pid)), "{s}");
         assert!(s.ends_with("watch: LAST RELOAD FAILED at Mon, 23 Nov 2026 17:41:40 GMT; the last good ruleset stays loaded:\n  syntax\n    × unexpected `bogus`\n"), "{s}");
         h.stopped_at = Some(1_795_455_800);
-        assert!(h.summary().starts_with("watch: stopped at Mon, 23 Nov 2026 17:43:20 GMT (the ruleset stays loaded)"), "{}", h.summary());
+        assert!(
+            h.summary().starts_with("watch: stopped at Mon, 23 Nov 2026 17:43:20 GMT (the ruleset stays loaded)"),
+            "{}",
+            h.summary()
+        );
     }
 
     #[test]

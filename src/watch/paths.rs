@@ -116,7 +116,11 @@ mod tests {
     fn policy_includes_and_local_feeds_are_watched_but_urls_are_not() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().canonicalize().unwrap();
-        write(&root, "hosts/lan.pf", "set lan = { 10.0.0.0/8 }\nfeed local { source \"feeds/drop.txt\"; format plain }\n");
+        write(
+            &root,
+            "hosts/lan.pf",
+            "set lan = { 10.0.0.0/8 }\nfeed local { source \"feeds/drop.txt\"; format plain }\n",
+        );
         let policy = write(
             &root,
             "main.pf",
@@ -126,7 +130,10 @@ mod tests {
         let set = WatchSet::resolve(&policy, Some(&compiled.sources), &compiled.ruleset.feeds);
         let files: Vec<_> = set.files().cloned().collect();
         assert_eq!(files, vec![root.join("feeds/drop.txt"), root.join("hosts/lan.pf"), root.join("main.pf")]);
-        assert_eq!(set.dirs().into_iter().collect::<Vec<_>>(), vec![root.clone(), root.join("feeds"), root.join("hosts")]);
+        assert_eq!(
+            set.dirs().into_iter().collect::<Vec<_>>(),
+            vec![root.clone(), root.join("feeds"), root.join("hosts")]
+        );
         assert_eq!(set.role(&root.join("feeds/drop.txt")), Some(Role::Feed));
         assert_eq!(set.role(&root.join("hosts/lan.pf")), Some(Role::Policy));
         assert_eq!(set.role(&root.join("hosts/other.pf")), None);

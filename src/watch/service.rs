@@ -21,9 +21,9 @@ use super::paths::{Role, WatchSet};
 use super::systemd::{monotonic_usec, Notifier};
 use super::{unix_now, write_health, Health, SharedHealth};
 use crate::diag::render_plain;
+use crate::feeds;
 use crate::ir::{self, Compiled};
 use crate::nft::apply::{self as loader, ApplyError};
-use crate::feeds;
 use crate::nft::{self, Nft};
 use crate::policy::LoadError;
 
@@ -73,7 +73,12 @@ enum Trigger {
 
 /// What a successful reload attempt did.
 enum Outcome {
-    Loaded { table: String, hash: String, rules: usize, kept: usize },
+    Loaded {
+        table: String,
+        hash: String,
+        rules: usize,
+        kept: usize,
+    },
     /// The policy compiles to the ruleset already loaded.
     Unchanged,
 }
@@ -98,7 +103,15 @@ impl Service {
             h.pid = std::process::id();
         }
         let watch_set = WatchSet::resolve(&opts.policy, None, &[]);
-        Service { opts, health, feed_timer, watch_set, watched_dirs: BTreeSet::new(), last_good: None, systemd: Notifier::from_env() }
+        Service {
+            opts,
+            health,
+            feed_timer,
+            watch_set,
+            watched_dirs: BTreeSet::new(),
+            last_good: None,
+            systemd: Notifier::from_env(),
+        }
     }
 
     /// Loads the policy, then reloads on every change until SIGTERM or
@@ -148,7 +161,8 @@ impl Service {
                     break;
                 }
                 Trigger::Changed(paths) => {
-                    let roles: Vec<(PathBuf, Role)> = paths.into_iter().filter_map(|p| self.watch_set.role(&p).map(|r| (p, r))).collect();
+                    let roles: Vec<(PathBuf, Role)> =
+                        paths.into_iter().filter_map(|p| self.watch_set.role(&p).map(|r| (p, r))).collect();
                     let Some((first, _)) = roles.first() else { continue };
                     info!(file = %first.display(), events = roles.len(), "change detected");
                     self.reload(false, &mut watcher);
@@ -176,7 +190,9 @@ impl Service {
         let watched: Vec<PathBuf> = self.watch_set.files().cloned().collect();
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
-            Ok(Outcome::Loaded { hash, rules, kept, .. }) => info!(hash = %&hash[..12], rules, kept_entries = kept, ms, "ruleset reloaded atomically"),
+            Ok(Outcome::Loaded { hash, rules, kept, .. }) => {
+                info!(hash = %&hash[..12], rules, kept_entries = kept, ms, "ruleset reloaded atomically")
+            }
             Ok(Outcome::Unchanged) => info!(ms, "policy compiles to the loaded ruleset; nothing to reload"),
             Err(diagnostic) => error!(diagnostic = %diagnostic, "reload failed; the last good ruleset stays loaded"),
         }
@@ -324,7 +340,8 @@ fn lock_beside(state_file: &Path) -> Result<File, WatchError> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
-        let holder = if holder.trim().is_empty() { "pid unknown".to_string() } else { format!("pid {}", holder.trim()) };
+        let holder =
+            if holder.trim().is_empty() { "pid unknown".to_string() } else { format!("pid {}", holder.trim()) };
         return Err(WatchError::AlreadyRunning { lock, holder });
     }
     file.set_len(0).map_err(io)?;
@@ -361,7 +378,9 @@ fn forward_events(tx: Sender<Trigger>) -> impl FnMut(DebounceEventResult) + Send
 /// One line for `systemctl status`.
 fn status_line(h: &Health) -> String {
     let loaded = match (&h.ruleset_hash, &h.table) {
-        (Some(hash), Some(table)) => format!("table inet {table} loaded ({} rules, ruleset {}, {} reloads)", h.rules, &hash[..12], h.reloads),
+        (Some(hash), Some(table)) => {
+            format!("table inet {table} loaded ({} rules, ruleset {}, {} reloads)", h.rules, &hash[..12], h.reloads)
+        }
         _ => "no ruleset loaded by this service yet".to_string(),
     };
     match &h.last_error {

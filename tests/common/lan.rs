@@ -192,7 +192,8 @@ pub fn dns_lookup(ns: &Netns, server: &str, name: &str) -> Option<[u8; 4]> {
             s.send_to(&query, &server).ok()?;
             let n = s.recv(&mut buf).ok()?;
             let r = &buf[..n];
-            (n >= query.len() + 16 && r[..2] == query[..2] && r[2] & 0x80 != 0).then(|| r[n - 4..].try_into().expect("4 bytes"))
+            (n >= query.len() + 16 && r[..2] == query[..2] && r[2] & 0x80 != 0)
+                .then(|| r[n - 4..].try_into().expect("4 bytes"))
         })
     })
 }

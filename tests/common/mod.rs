@@ -22,15 +22,13 @@ pub fn require_tools() {
     for tool in ["nft", "ip", "ping"] {
         require_tool(tool);
     }
-    assert!(
-        std::path::Path::new("/proc/self/ns/net").exists(),
-        "kernel tests need network namespaces"
-    );
+    assert!(std::path::Path::new("/proc/self/ns/net").exists(), "kernel tests need network namespaces");
 }
 
 /// Fails (never skips) when one more tool a test drives is missing.
 pub fn require_tool(tool: &str) {
-    let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
     assert!(found, "this kernel test needs `{tool}` (see the apt list in .ci/run)");
 }
 
@@ -312,7 +310,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub fn udp_echo(ns: &Netns, addr: &str, port: u16) -> bool {
     let ip: IpAddr = addr.parse().expect("address");
     ns.run_in(move || {
-        let bind: SocketAddr = if ip.is_ipv4() { "0.0.0.0:0".parse().expect("v4") } else { "[::]:0".parse().expect("v6") };
+        let bind: SocketAddr =
+            if ip.is_ipv4() { "0.0.0.0:0".parse().expect("v4") } else { "[::]:0".parse().expect("v6") };
         let s = UdpSocket::bind(bind).expect("bind");
         s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
         let mut buf = [0u8; 16];
