@@ -76,7 +76,7 @@ fn test_table() {
 fn exit_codes_for_ci() {
     assert_eq!(phantomc(&["lint", "policies/webserver.pf"]).0, 0);
     assert_eq!(phantomc(&["lint", "testdata/analyze/findings.pf"]).0, 1, "errors fail lint");
-    for p in ["webserver", "bastion", "router"] {
+    for p in ["webserver", "bastion", "router", "feed-blocklist"] {
         let (code, out, err) = phantomc(&["test", &format!("policies/{p}.pf")]);
         assert_eq!(code, 0, "{p}: {out}{err}");
         assert!(out.contains(" passed, 0 failed"), "{out}");

@@ -9,7 +9,7 @@ use phantomc::diag::render_plain;
 use phantomc::ir;
 use phantomc::policy::LoadError;
 
-const EXAMPLES: &[&str] = &["webserver", "bastion", "router"];
+const EXAMPLES: &[&str] = &["webserver", "bastion", "router", "feed-blocklist"];
 
 fn phantomc(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_phantomc")).args(args).output().expect("run phantomc")

@@ -85,3 +85,28 @@ fn router_forwards_nats_and_publishes_one_port() {
     assert!(!udp_echo(&wan, "203.0.113.1", 53), "no DNS for the internet");
     assert!(ping(&wan, "203.0.113.1"), "ping the router");
 }
+
+#[test]
+fn feed_blocklist_example_drops_listed_sources_offline() {
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[22, 80], &[]);
+    let state = tempfile::tempdir().expect("tempdir");
+    let state = state.path().to_str().expect("path");
+    let policy = "policies/feed-blocklist.pf";
+    // The feed's source is a file in testdata: no network needed.
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let v6 = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "attackers_v6"]));
+    assert!(v6.contains("2001:db8:bad::/48"), "{v6}");
+
+    let (p, a) = (&lab.publ, &lab.adm);
+    assert_eq!(tcp_connect(p, "198.51.100.1", 80), Tcp::TimedOut, "198.51.100.2 is listed: dropped");
+    assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::Connected, "its IPv6 address is not listed");
+    assert_eq!(tcp_connect(a, "10.10.0.1", 22), Tcp::Connected, "ssh from the admin network");
+    assert_eq!(tcp_connect(p, "2001:db8:1::1", 22), Tcp::TimedOut, "no ssh from elsewhere");
+    // The same policy's offline tests pass against what was applied.
+    let out = lab.srv.phantomc(&["test", policy]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
