@@ -132,6 +132,8 @@ struct Lowerer<'a> {
     policies: BTreeMap<Hook, (DefaultPolicy, Span)>,
     out: Ruleset,
     meters: usize,
+    /// Where the adaptive block names its set (for messages).
+    adaptive_set_span: Span,
 }
 
 impl<'a> Lowerer<'a> {
@@ -156,8 +158,10 @@ impl<'a> Lowerer<'a> {
                 feeds: Vec::new(),
                 allow_always: Vec::new(),
                 tests: Vec::new(),
+                adaptive: None,
             },
             meters: 0,
+            adaptive_set_span: Span::default(),
         }
     }
 
@@ -246,6 +250,7 @@ impl<'a> Lowerer<'a> {
             }
             Stmt::Set { name, body, span } => self.set_stmt(idx, name, body, *span),
             Stmt::Feed { name, opts, span } => self.feed_stmt(idx, name, opts, *span),
+            Stmt::Adaptive { opts, span } => self.adaptive_stmt(idx, opts, *span),
             Stmt::AllowAlways { value, .. } => self.allow_always(value),
             Stmt::Rule(r) => self.rule(idx, r),
             Stmt::Nat(n) => self.nat(idx, n),
@@ -478,6 +483,142 @@ impl<'a> Lowerer<'a> {
             });
         }
         self.out.feeds.push(FeedDef { name: name.node.clone(), options, origin });
+    }
+
+    fn adaptive_stmt(&mut self, idx: usize, opts: &[(Spanned<String>, Spanned<ast::FeedValue>)], span: Span) {
+        use ast::FeedValue as V;
+        if let Some(prev) = &self.out.adaptive {
+            let d = Diag::error("duplicate-adaptive", span, "`adaptive` is given twice", "given again here")
+                .with_related(prev.origin.span, "first given here");
+            self.diags.push(d);
+            return;
+        }
+        let mut a = Adaptive {
+            mode: AdaptiveMode::Observe,
+            set: "blocklist".into(),
+            thresholds: None,
+            timeout: 600,
+            max_timeout: 86_400,
+            max_blocks: 10,
+            window: 600,
+            min_confidence: 50,
+            origin: self.origin(span, idx),
+        };
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        let mut set_span = span;
+        for (k, v) in opts {
+            if let Some(prev) = seen.insert(&k.node, k.span) {
+                self.diags.push(
+                    Diag::error(
+                        "duplicate-option",
+                        k.span,
+                        format!("adaptive option `{}` is given twice", k.node),
+                        "given again here",
+                    )
+                    .with_related(prev, "first given here"),
+                );
+                continue;
+            }
+            let problem: Option<(&str, &str)> = match (k.node.as_str(), &v.node) {
+                ("mode", V::Name(m)) if m == "observe" => {
+                    a.mode = AdaptiveMode::Observe;
+                    None
+                }
+                ("mode", V::Name(m)) if m == "block" => {
+                    a.mode = AdaptiveMode::Block;
+                    None
+                }
+                ("mode", _) => Some((
+                    "expected `observe` or `block`",
+                    "`mode observe;` reports findings, `mode block;` also blocks",
+                )),
+                ("set", V::Name(n)) => {
+                    set_span = v.span;
+                    a.set = n.clone();
+                    None
+                }
+                ("set", _) => {
+                    Some(("expected a set name", "name a `set NAME dynamic` of this policy: `set attackers;`"))
+                }
+                ("thresholds", V::Str(p)) if !p.trim().is_empty() => {
+                    a.thresholds = Some(p.clone());
+                    None
+                }
+                ("thresholds", _) => {
+                    Some(("expected a quoted path", "`thresholds \"detectors.yaml\";` (relative to this policy)"))
+                }
+                ("timeout" | "max-timeout" | "window", V::Seconds(0)) => Some(("must be longer than 0s", "e.g. `10m`")),
+                ("timeout", V::Seconds(t)) => {
+                    a.timeout = *t;
+                    None
+                }
+                ("max-timeout", V::Seconds(t)) => {
+                    a.max_timeout = *t;
+                    None
+                }
+                ("window", V::Seconds(t)) => {
+                    a.window = *t;
+                    None
+                }
+                ("timeout" | "max-timeout" | "window", _) => Some(("expected a duration", "e.g. `10m`, `1h`, `1d`")),
+                ("max-blocks", V::Number(n)) => {
+                    a.max_blocks = *n;
+                    None
+                }
+                ("max-blocks", _) => Some(("expected a number", "new blocks per minute, e.g. `max-blocks 10;`")),
+                ("min-confidence", V::Number(n @ 50..=99)) => {
+                    a.min_confidence = *n as u8;
+                    None
+                }
+                ("min-confidence", _) => Some((
+                    "expected a percentage from 50 to 99",
+                    "50 blocks at the detector's threshold, 90 only far beyond it",
+                )),
+                _ => Some(("unknown option", "see docs/guide/adaptive.md")),
+            };
+            if let Some((label, help)) = problem {
+                self.diags.push(
+                    Diag::error("adaptive-option", v.span, format!("bad adaptive option `{}`", k.node), label)
+                        .with_help(help),
+                );
+            }
+        }
+        // A week caps a block: the address may be reassigned to someone else.
+        const MAX_BLOCK: u64 = 7 * 86_400;
+        if a.timeout > a.max_timeout || a.max_timeout > MAX_BLOCK {
+            let at = seen.get("max-timeout").or(seen.get("timeout")).copied().unwrap_or(span);
+            self.diags.push(
+                Diag::error("adaptive-option", at, "block timeouts out of range", "timeout > max-timeout, or over 7d")
+                    .with_help("a first block lasts `timeout`, repeats double it up to `max-timeout` (at most 7d)"),
+            );
+        }
+        self.adaptive_set_span = set_span;
+        self.out.adaptive = Some(a);
+    }
+
+    /// The adaptive set must be a dynamic set that a rule matches sources
+    /// against; otherwise blocks would change nothing.
+    fn check_adaptive_set(&mut self) {
+        let Some(a) = &self.out.adaptive else { return };
+        let dynamic = self.out.sets.iter().any(|s| s.name == a.set && matches!(s.kind, SetKind::Dynamic { .. }));
+        let nft_names = [nft_set_name(&a.set, Family::V4), nft_set_name(&a.set, Family::V6)];
+        let matched = self.out.chains.iter().flat_map(|c| &c.rules).any(|r| {
+            r.action != Action::Pass
+                && matches!(&r.matches.src, AddrMatch::Set { negated: false, set } if nft_names.contains(set))
+        });
+        let problem = if !dynamic {
+            Some((format!("no dynamic set `{}` for adaptive blocks", a.set), "not a `set NAME dynamic`"))
+        } else if !matched {
+            Some((format!("no rule blocks sources in `<{}>`", a.set), "adaptive blocks would change nothing"))
+        } else {
+            None
+        };
+        if let Some((message, label)) = problem {
+            self.diags.push(
+                Diag::error("adaptive-set", self.adaptive_set_span, message, label)
+                    .with_help(format!("declare `set {0} dynamic` and add `block in from <{0}>`", a.set)),
+            );
+        }
     }
 
     fn allow_always(&mut self, value: &Value) {
@@ -1321,6 +1462,7 @@ impl<'a> Lowerer<'a> {
     }
 
     fn finish(mut self) -> Result<(Ruleset, Vec<Unused>), Vec<Diag>> {
+        self.check_adaptive_set();
         for ch in &mut self.out.chains {
             if let Some((p, _)) = self.policies.remove(&ch.hook) {
                 ch.policy = p;
@@ -1415,5 +1557,45 @@ mod tests {
     fn merges_adjacent_and_overlapping_port_ranges() {
         assert_eq!(merge_ranges(vec![(80, 80), (81, 90), (443, 443), (85, 100)]), vec![(80, 100), (443, 443)]);
         assert_eq!(merge_ranges(vec![(65535, 65535), (0, 0)]), vec![(0, 0), (65535, 65535)]);
+    }
+}
+
+#[cfg(test)]
+mod adaptive_tests {
+    use super::*;
+
+    const BASE: &str = "set attackers dynamic\nblock in from <attackers>\npass in proto tcp to port 22\n";
+
+    #[test]
+    fn adaptive_block_with_defaults_and_options() {
+        let c = compile("p.pf", &format!("{BASE}adaptive {{ set attackers; }}\n")).expect("compiles");
+        let a = c.ruleset.adaptive.expect("adaptive");
+        assert_eq!(
+            (a.mode, a.set.as_str(), a.timeout, a.max_timeout),
+            (AdaptiveMode::Observe, "attackers", 600, 86_400)
+        );
+        assert_eq!((a.max_blocks, a.window, a.min_confidence, a.thresholds), (10, 600, 50, None));
+        assert_eq!(a.origin.id, "p.pf:4");
+        let text = format!(
+            "{BASE}adaptive {{\n mode block; set attackers; thresholds \"t.yaml\"; timeout 1m; max-timeout 1h;\n max-blocks 3; window 2m; min-confidence 80;\n}}\n"
+        );
+        let a = compile("p.pf", &text).expect("compiles").ruleset.adaptive.expect("adaptive");
+        assert_eq!((a.mode, a.timeout, a.max_timeout, a.max_blocks), (AdaptiveMode::Block, 60, 3600, 3));
+        assert_eq!((a.window, a.min_confidence, a.thresholds.as_deref()), (120, 80, Some("t.yaml")));
+        // Without the block, nothing adaptive.
+        assert!(compile("p.pf", BASE).expect("compiles").ruleset.adaptive.is_none());
+    }
+
+    #[test]
+    fn adaptive_needs_a_dynamic_set_that_a_rule_blocks() {
+        let codes =
+            |text: &str| compile("p.pf", text).err().map(|e| e.diags.iter().map(|d| d.code).collect::<Vec<_>>());
+        assert_eq!(codes("adaptive { mode block; }\npass in on lo\n"), Some(vec!["adaptive-set"]));
+        assert_eq!(codes("set a = { 10.0.0.1 }\nblock in from <a>\nadaptive { set a; }\n"), Some(vec!["adaptive-set"]));
+        assert_eq!(
+            codes(&format!("{BASE}adaptive {{ set attackers; }}\nadaptive {{ }}\n")),
+            Some(vec!["duplicate-adaptive"])
+        );
+        assert_eq!(codes(&format!("{BASE}adaptive {{ window 0s; }}\n")), Some(vec!["adaptive-set", "adaptive-option"]));
     }
 }

@@ -43,6 +43,9 @@ pub struct Ruleset {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_always: Vec<IpNet>,
     pub tests: Vec<TestCase>,
+    /// `adaptive { ... }`: what `watch` does with what its detectors find.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<Adaptive>,
 }
 
 impl Ruleset {
@@ -84,6 +87,45 @@ pub struct FeedDef {
     pub name: String,
     pub options: BTreeMap<String, String>,
     pub origin: Origin,
+}
+
+/// Continuous learning in `watch` (see docs/guide/adaptive.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Adaptive {
+    pub mode: AdaptiveMode,
+    /// The policy's dynamic set that receives blocked sources.
+    pub set: String,
+    /// Detector thresholds (YAML, as `learn --config`), as written: a
+    /// relative path is relative to the policy file.
+    pub thresholds: Option<String>,
+    /// Seconds a first block lasts; each repeat doubles it up to `max_timeout`.
+    pub timeout: u64,
+    pub max_timeout: u64,
+    /// At most this many new blocks per minute; findings beyond are reported only.
+    pub max_blocks: u64,
+    /// Seconds of flows the detectors look at.
+    pub window: u64,
+    /// A finding blocks only at this confidence (percent) or above; a
+    /// detector's finding just at its threshold has 50.
+    pub min_confidence: u8,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdaptiveMode {
+    /// Findings are reported, nothing is blocked.
+    Observe,
+    Block,
+}
+
+impl AdaptiveMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdaptiveMode::Observe => "observe",
+            AdaptiveMode::Block => "block",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

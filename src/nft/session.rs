@@ -115,6 +115,7 @@ pub fn panic_ruleset(table: &str, keep: &Session) -> Ruleset {
         feeds: Vec::new(),
         allow_always: Vec::new(),
         tests: Vec::new(),
+        adaptive: None,
     }
 }
 

@@ -248,6 +248,7 @@ pub enum SetBody {
     },
 }
 
+/// The value of a `key value;` option inside a `feed` or `adaptive` block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedValue {
     Str(String),
@@ -287,6 +288,11 @@ pub enum Stmt {
     },
     Feed {
         name: Spanned<String>,
+        opts: Vec<(Spanned<String>, Spanned<FeedValue>)>,
+        span: Span,
+    },
+    /// `adaptive { mode block; ... }`: continuous learning in `watch`.
+    Adaptive {
         opts: Vec<(Spanned<String>, Spanned<FeedValue>)>,
         span: Span,
     },

@@ -72,6 +72,10 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::set_stmt => "`set`",
             Rule::feed_stmt => "`feed`",
             Rule::allow_stmt | Rule::kw_allow_always => "`allow-always`",
+            Rule::adaptive_stmt | Rule::kw_adaptive => "`adaptive`",
+            Rule::adaptive_opt | Rule::adaptive_key => {
+                "an adaptive option (mode, set, thresholds, timeout, max-timeout, max-blocks, window, min-confidence)"
+            }
             Rule::policy_stmt => "`policy`",
             Rule::test_stmt => "`test`",
             Rule::direction => "a direction (in, out, forward)",
@@ -189,20 +193,9 @@ impl Builder {
             Rule::feed_stmt => {
                 let n = inner.next()?;
                 let name = self.spanned(&n, n.as_str().to_string());
-                let mut opts = Vec::new();
-                for opt in inner {
-                    let mut kv = opt.into_inner();
-                    let (k, v) = (kv.next()?, kv.next()?);
-                    let value = match v.as_rule() {
-                        Rule::string => FeedValue::Str(string_text(&v)),
-                        Rule::duration => FeedValue::Seconds(self.duration(&v)),
-                        Rule::number => FeedValue::Number(self.number(&v)),
-                        _ => FeedValue::Name(v.as_str().to_string()),
-                    };
-                    opts.push((self.spanned(&k, k.as_str().to_string()), self.spanned(&v, value)));
-                }
-                Stmt::Feed { name, opts, span }
+                Stmt::Feed { name, opts: self.block_opts(inner)?, span }
             }
+            Rule::adaptive_stmt => Stmt::Adaptive { opts: self.block_opts(inner.skip(1))?, span },
             Rule::allow_stmt => Stmt::AllowAlways { value: self.value(inner.nth(1)?), span },
             Rule::rule_stmt => {
                 let a = inner.next()?;
@@ -464,6 +457,26 @@ impl Builder {
             self.errors.push(Diag::error("bad-number", span, format!("`{s}` is too large"), "number out of range"));
             0
         })
+    }
+
+    /// The `key value;` options of a `feed` or `adaptive` block.
+    fn block_opts<'i>(
+        &mut self,
+        opts: impl Iterator<Item = Pair<'i, Rule>>,
+    ) -> Option<Vec<(Spanned<String>, Spanned<FeedValue>)>> {
+        let mut out = Vec::new();
+        for opt in opts {
+            let mut kv = opt.into_inner();
+            let (k, v) = (kv.next()?, kv.next()?);
+            let value = match v.as_rule() {
+                Rule::string => FeedValue::Str(string_text(&v)),
+                Rule::duration => FeedValue::Seconds(self.duration(&v)),
+                Rule::number => FeedValue::Number(self.number(&v)),
+                _ => FeedValue::Name(v.as_str().to_string()),
+            };
+            out.push((self.spanned(&k, k.as_str().to_string()), self.spanned(&v, value)));
+        }
+        Some(out)
     }
 
     fn number(&mut self, p: &Pair<'_, Rule>) -> u64 {
