@@ -30,13 +30,15 @@ fn set_elements(ns: &Netns, set: &str) -> String {
     stdout(&ns.nft(&["list", "set", "inet", "phantomc", set]))
 }
 
-/// Packets counted by the `counter` rule (the established one).
+/// Packets counted by the established rule (line 15 of the policy).
 fn established_packets(ns: &Netns) -> u64 {
     table_json(ns)["nftables"]
         .as_array()
         .expect("array")
         .iter()
-        .filter_map(|o| o.get("rule")?.get("expr")?.as_array())
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r.get("comment").and_then(|c| c.as_str()) == Some("feeds.pf:15"))
+        .filter_map(|r| r.get("expr")?.as_array())
         .flatten()
         .find_map(|e| e.get("counter")?.get("packets")?.as_u64())
         .expect("a counter rule")

@@ -55,7 +55,7 @@ fn status_reports_hash_and_drift() {
     assert_eq!(s["state"], "in-sync", "{s}");
     assert_eq!(s["loaded"], true);
     assert_eq!(s["table"], "phantomc");
-    assert_eq!(s["nft_rules"], 13);
+    assert_eq!(s["nft_rules"], 15, "12 rules and a counted catch-all per default policy");
     assert_eq!(s["last_error"], Value::Null);
     assert_eq!(s["health_source"], "live-table", "no watcher state file in the namespace test");
     let hash = s["ruleset_hash"].as_str().expect("hash of the loaded ruleset");
@@ -114,11 +114,12 @@ fn rules_carry_live_counters_per_policy_line() {
     assert!((4..=6).contains(&packets), "3 SYNs and 1-3 udp probes: {web}");
     assert!(web["bytes"].as_u64().expect("bytes") >= 3 * 60, "{web}");
 
-    // Lines without `counter` have no counts; every statement of the policy is listed once.
+    // Every line counts by default (nothing reached ssh from the public side);
+    // every statement of the policy is listed once.
     let ssh = rule(&after, "webserver.pf:21");
     assert_eq!(
-        (ssh["counter"].as_bool(), &ssh["packets"], ssh["nft_rules"].as_u64()),
-        (Some(false), &Value::Null, Some(2)),
+        (ssh["counter"].as_bool(), ssh["packets"].as_u64(), ssh["nft_rules"].as_u64()),
+        (Some(true), Some(0), Some(2)),
         "{ssh}"
     );
     assert_eq!(after["other_rules"], serde_json::json!([]), "every live rule comes from the policy");

@@ -105,8 +105,10 @@ fn statements(ch: &Chain) -> Vec<Statement> {
 }
 
 /// Side effects besides the verdict: removing such a rule is never a no-op.
+/// Counters are not one: every rule has one by default, and a rule that
+/// never decides a packet counts nothing worth keeping.
 fn has_side_effects(r: &Rule) -> bool {
-    r.log.is_some() || r.counter
+    r.log.is_some()
 }
 
 fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<Diag> {
@@ -251,7 +253,7 @@ fn redundant_by_later(
     }
     let policy = &ch.policy;
     let to_default = !rem.is_empty();
-    if to_default && (policy.action != action || policy.log.is_some() || policy.counter) {
+    if to_default && (policy.action != action || policy.log.is_some()) {
         return None;
     }
     let mut who: Vec<String> = dedup_origins(ch, &deciders).iter().map(|r| r.origin.id.clone()).collect();

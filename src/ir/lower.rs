@@ -116,7 +116,7 @@ struct Clauses<'a> {
     state: Option<&'a Value>,
     limit: Option<(&'a ast::LimitSpec, Span)>,
     log: Option<(Option<&'a str>, Span)>,
-    counter: bool,
+    counter: Option<bool>,
     label: Option<(&'a str, Span)>,
 }
 
@@ -647,12 +647,15 @@ impl<'a> Lowerer<'a> {
         let mut seen: HashMap<&'static str, Span> = HashMap::new();
         for opt in opts {
             let kw = opt.node.keyword();
-            if let Some(prev) = seen.insert(kw, opt.span) {
+            // `counter` and `nocounter` fill one slot: both in a rule contradict.
+            let slot = if matches!(opt.node, RuleOpt::Counter(_)) { "counter" } else { kw };
+            if let Some(prev) = seen.insert(slot, opt.span) {
+                let what = if slot == kw { format!("`{kw}`") } else { "`counter`/`nocounter`".to_string() };
                 self.diags.push(
                     Diag::error(
                         "duplicate-clause",
                         opt.span,
-                        format!("`{kw}` is given twice in one rule"),
+                        format!("{what} is given twice in one rule"),
                         "given again here",
                     )
                     .with_related(prev, "first given here")
@@ -679,7 +682,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::State(v) => c.state = Some(v),
                 RuleOpt::Limit(l) => c.limit = Some((l, opt.span)),
                 RuleOpt::Log(s) => c.log = Some((s.as_deref(), opt.span)),
-                RuleOpt::Counter => c.counter = true,
+                RuleOpt::Counter(on) => c.counter = Some(*on),
                 RuleOpt::Label(s) => c.label = Some((s.as_str(), opt.span)),
             }
         }
@@ -1066,7 +1069,7 @@ impl<'a> Lowerer<'a> {
                     action: r.action.node,
                     limit,
                     log: log.clone(),
-                    counter: c.counter,
+                    counter: c.counter.unwrap_or(true),
                     label: label.clone(),
                 },
             );
@@ -1490,9 +1493,10 @@ impl<'a> Lowerer<'a> {
 }
 
 /// Input and forward drop by default, output passes: the usual server stance.
+/// Counted like every rule, so `hits` shows what the default decided.
 fn builtin_policy(hook: Hook) -> DefaultPolicy {
     let action = if hook == Hook::Output { Action::Pass } else { Action::Block };
-    DefaultPolicy { action, log: None, counter: false, origin: None }
+    DefaultPolicy { action, log: None, counter: true, origin: None }
 }
 
 fn log_tail(verb: &str, custom: Option<&str>) -> String {

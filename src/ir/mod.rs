@@ -155,6 +155,14 @@ pub struct DefaultPolicy {
     pub origin: Option<Origin>,
 }
 
+impl DefaultPolicy {
+    /// The id its nft rule and counters go by: the policy line's
+    /// `file:line`, or `default:HOOK` for a built-in default.
+    pub fn id(&self, hook: Hook) -> String {
+        self.origin.as_ref().map_or_else(|| format!("default:{}", hook.name()), |o| o.id.clone())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rule {
     pub origin: Origin,

@@ -123,6 +123,7 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
             .filter(|n| n.chain_name() == name)
             .map(|n| {
                 let mut expr = matches(&n.matches);
+                expr.push(Statement::Counter(Counter::Anonymous(None)));
                 expr.push(nat_stmt(&n.action));
                 schema::Rule { expr: expr.into(), comment: Some(n.origin.id.clone().into()), ..rule_base(t, name) }
             })
@@ -268,12 +269,13 @@ fn tail(counter: bool, log: Option<&str>, action: Action, proto: Option<u8>) -> 
 }
 
 /// A default policy that needs more than the chain's accept/drop (log,
-/// counter or reject) becomes a final catch-all rule.
+/// counter or reject) becomes a final catch-all rule. Its comment starts
+/// with the policy line's id, or `default:HOOK` for a built-in default.
 fn default_rule(t: &str, hook: Hook, p: &DefaultPolicy) -> Option<schema::Rule<'static>> {
     if p.log.is_none() && !p.counter && p.action != Action::Reject {
         return None;
     }
-    let comment = p.origin.as_ref().map_or_else(|| format!("policy {}", hook.name()), |o| format!("{} policy", o.id));
+    let comment = format!("{} policy", p.id(hook));
     Some(schema::Rule {
         expr: tail(p.counter, p.log.as_deref(), p.action, None).into(),
         comment: Some(comment.into()),

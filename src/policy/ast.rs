@@ -176,7 +176,8 @@ pub enum RuleOpt {
     State(Value),
     Limit(LimitSpec),
     Log(Option<String>),
-    Counter,
+    /// `counter` (the default, `true`) or `nocounter`.
+    Counter(bool),
     Label(String),
 }
 
@@ -195,7 +196,8 @@ impl RuleOpt {
             RuleOpt::State(_) => "state",
             RuleOpt::Limit(_) => "limit",
             RuleOpt::Log(_) => "log",
-            RuleOpt::Counter => "counter",
+            RuleOpt::Counter(true) => "counter",
+            RuleOpt::Counter(false) => "nocounter",
             RuleOpt::Label(_) => "label",
         }
     }

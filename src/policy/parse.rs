@@ -165,11 +165,11 @@ impl Builder {
                 let a = inner.next()?;
                 let action = self.spanned(&a, parse_action(a.as_str()));
                 let mut log = None;
-                let mut counter = false;
+                let mut counter = true;
                 for p in inner {
                     match p.as_rule() {
                         Rule::log_opt => log = Some(p.into_inner().next().map(|s| string_text(&s))),
-                        Rule::counter_opt => counter = true,
+                        Rule::counter_opt => counter = p.as_str() == "counter",
                         _ => {}
                     }
                 }
@@ -290,7 +290,7 @@ impl Builder {
                 RuleOpt::Limit(LimitSpec { rate: count, unit, per_source, burst })
             }
             Rule::log_opt => RuleOpt::Log(inner.next().map(|s| string_text(&s))),
-            Rule::counter_opt => RuleOpt::Counter,
+            Rule::counter_opt => RuleOpt::Counter(text == "counter"),
             Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             _ => return None,
         };

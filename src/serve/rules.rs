@@ -57,13 +57,17 @@ pub fn rows(compiled: &Compiled, listing: Option<&Value>) -> Vec<RuleRow> {
             return;
         }
         let l = live.get(origin.id.as_str());
-        let (line, _) = compiled.sources.line_col(origin.span);
+        let (line, text) = if origin.id.starts_with("default:") {
+            (0, format!("policy {chain} {action} (built-in default)"))
+        } else {
+            (compiled.sources.line_col(origin.span).0, compiled.sources.snippet(origin.span).trim().to_string())
+        };
         out.push((
             origin.stmt,
             RuleRow {
                 id: origin.id.clone(),
                 line,
-                text: compiled.sources.snippet(origin.span).trim().to_string(),
+                text,
                 kind,
                 chain: chain.to_string(),
                 action,
@@ -79,15 +83,14 @@ pub fn rows(compiled: &Compiled, listing: Option<&Value>) -> Vec<RuleRow> {
         for r in &chain.rules {
             push(&r.origin, "rule", chain.hook.name(), r.action.keyword().to_string(), r.label.as_ref(), r.counter);
         }
-        if let Some(o) = &chain.policy.origin {
-            push(o, "policy", chain.hook.name(), chain.policy.action.keyword().to_string(), None, chain.policy.counter);
-        }
-    }
-    for n in &rs.nat {
-        let action = serde_json::to_value(&n.action)
-            .ok()
-            .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_string));
-        push(&n.origin, "nat", n.chain_name(), action.unwrap_or_default(), None, false);
+        let p = &chain.policy;
+        // A built-in default sorts after every statement of the policy.
+        let origin = p.origin.clone().unwrap_or_else(|| Origin {
+            id: p.id(chain.hook),
+            span: Default::default(),
+            stmt: usize::MAX,
+        });
+        push(&origin, "policy", chain.hook.name(), p.action.keyword().to_string(), None, p.counter);
     }
     out.sort_by_key(|(stmt, _)| *stmt);
     out.into_iter().map(|(_, r)| r).collect()
@@ -138,7 +141,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const POLICY: &str = "table t\npolicy input block counter\npass in proto tcp to port { 22, 80 } counter label \"ssh+web\"\npass in proto { tcp, udp } to port 53\n";
+    const POLICY: &str = "table t\npolicy input block counter\npass in proto tcp to port { 22, 80 } counter label \"ssh+web\"\npass in proto { tcp, udp } to port 53 nocounter\n";
 
     fn live_rule(comment: &str, counter: Option<(u64, u64)>) -> Value {
         let mut expr = vec![json!({"accept": null})];
@@ -164,12 +167,15 @@ mod tests {
             [
                 ("p.pf:2", "policy", 1, Some(7), Some(420)),
                 ("p.pf:3", "rule", 1, Some(4), Some(240)),
-                ("p.pf:4", "rule", 2, None, None)
+                ("p.pf:4", "rule", 2, None, None),
+                ("default:forward", "policy", 0, None, None),
+                ("default:output", "policy", 0, None, None)
             ]
         );
         assert_eq!(rows[1].text, "pass in proto tcp to port { 22, 80 } counter label \"ssh+web\"");
         assert_eq!((rows[1].label.as_deref(), rows[1].counter, rows[2].counter), (Some("ssh+web"), true, false));
         assert_eq!(rows[0].action, "block");
+        assert_eq!(rows[4].text, "policy output pass (built-in default)");
 
         assert!(other_rules(&rows, Some(&listing)).is_empty());
         let extra = json!({"nftables": [live_rule("p.pf:3 ssh+web", None), json!({"rule": {"chain": "input", "handle": 9, "expr": [{"counter": {"packets": 2, "bytes": 80}}, {"accept": null}]}})]});
