@@ -1558,6 +1558,22 @@ mod tests {
     use super::merge_ranges;
 
     #[test]
+    fn rules_and_default_policies_count_unless_nocounter() {
+        let c = crate::ir::compile(
+            "c.pf",
+            "policy input block nocounter\npass in proto tcp\npass in proto udp nocounter\n",
+        )
+        .expect("compiles");
+        let input = c.ruleset.chain(crate::ir::Hook::Input);
+        assert_eq!(input.rules.iter().map(|r| r.counter).collect::<Vec<_>>(), [true, false]);
+        assert!(!input.policy.counter);
+        assert!(c.ruleset.chain(crate::ir::Hook::Output).policy.counter, "built-in defaults count");
+        let err = crate::ir::compile("c.pf", "pass in proto tcp counter nocounter\n").expect_err("contradiction");
+        assert_eq!(err.diags[0].code, "duplicate-clause");
+        assert!(err.diags[0].message.contains("`counter`/`nocounter`"), "{}", err.diags[0].message);
+    }
+
+    #[test]
     fn merges_adjacent_and_overlapping_port_ranges() {
         assert_eq!(merge_ranges(vec![(80, 80), (81, 90), (443, 443), (85, 100)]), vec![(80, 100), (443, 443)]);
         assert_eq!(merge_ranges(vec![(65535, 65535), (0, 0)]), vec![(0, 0), (65535, 65535)]);
