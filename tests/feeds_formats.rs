@@ -16,15 +16,7 @@ fn nets(p: &Parsed) -> Vec<String> {
 }
 
 fn cfg(max_entries: usize) -> FeedConfig {
-    FeedConfig {
-        name: "t".into(),
-        source: "t".into(),
-        format: Format::Plain,
-        refresh: std::time::Duration::from_secs(3600),
-        max_entries,
-        max_shrink_percent: 50,
-        column: 1,
-    }
+    FeedConfig { max_entries, ..FeedConfig::new("t", "t", Format::Plain) }
 }
 
 #[test]

@@ -82,15 +82,7 @@ impl FeedServer {
 }
 
 fn feed(source: String, max_shrink_percent: u64) -> FeedConfig {
-    FeedConfig {
-        name: "drop".into(),
-        source,
-        format: Format::Spamhaus,
-        refresh: std::time::Duration::from_secs(3600),
-        max_entries: 1000,
-        max_shrink_percent,
-        column: 1,
-    }
+    FeedConfig { max_entries: 1000, max_shrink_percent, ..FeedConfig::new("drop", &source, Format::Spamhaus) }
 }
 
 /// `n` Spamhaus DROP lines of distinct, non-adjacent /24s.

@@ -31,6 +31,19 @@ pub struct Meta {
     /// A local source's modification time (ns) at the latest attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_mtime_ns: Option<u128>,
+    /// The provider preset the feed uses, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Unix seconds before which the source must not be asked again (its
+    /// `Retry-After`, or backing off after repeated 429/503 answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<u64>,
+    /// Failed attempts since the last good one.
+    #[serde(default)]
+    pub failures: u32,
+    /// Unix seconds of the next scheduled attempt (0: unknown).
+    #[serde(default)]
+    pub next_at: u64,
 }
 
 impl Meta {

@@ -10,6 +10,7 @@ use nftables::types::NfFamily;
 use super::cache::{Cache, Meta};
 use super::fetch::{self, Fetched, Validators};
 use super::normalize::{self, Parsed};
+use super::provider::{self, Download};
 use super::FeedConfig;
 use crate::ir::{nft_set_name, Family, Ruleset};
 use crate::nft::emit::net_expr;
@@ -71,31 +72,58 @@ pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, Stri
     base.checked_at = now;
     // Read before the file itself: an edit in between is seen as a change next time.
     base.source_mtime_ns = local_mtime_ns(&cfg.source);
-    let (outcome, warnings) = match fetch::fetch(&cfg.source, &known) {
-        Err(e) => (Outcome::Kept { reason: format!("download failed: {e}") }, Vec::new()),
-        Ok(Fetched::NotModified) => (Outcome::NotModified, Vec::new()),
-        Ok(Fetched::Body { text, validators }) => match normalize::parse(&text, cfg.format, cfg.column) {
-            Err(e) => (Outcome::Kept { reason: e.to_string() }, Vec::new()),
-            Ok(parsed) => {
-                let warnings = warnings(&parsed);
-                match validate(&parsed, prev_total, cfg) {
-                    Err(reason) => (Outcome::Kept { reason }, warnings),
-                    Ok(()) => {
-                        let meta = good_meta(cfg, base.clone(), &parsed, validators, now);
-                        cache.store(&cfg.name, &parsed.nets().collect::<Vec<_>>(), &meta)?;
-                        return Ok(Report { outcome: Outcome::Updated, meta, warnings });
+    base.provider = cfg.provider_name().map(str::to_string);
+    base.retry_at = None;
+    let (outcome, warnings) = match provider::download(cfg, &known, now) {
+        Err(e) => {
+            base.retry_at = backoff(cfg, &e, base.failures + 1, now);
+            (Outcome::Kept { reason: format!("download failed: {e}") }, Vec::new())
+        }
+        Ok(Download { fetched: Fetched::NotModified, .. }) => (Outcome::NotModified, Vec::new()),
+        Ok(Download { fetched: Fetched::Body { text, validators }, notes }) => {
+            match normalize::parse(&text, cfg.format, cfg.column) {
+                Err(e) => (Outcome::Kept { reason: e.to_string() }, notes),
+                Ok(parsed) => {
+                    let mut warnings = warnings(&parsed);
+                    warnings.extend(notes);
+                    match validate(&parsed, prev_total, cfg) {
+                        Err(reason) => (Outcome::Kept { reason }, warnings),
+                        Ok(()) => {
+                            let mut meta = good_meta(cfg, base.clone(), &parsed, validators, now);
+                            meta.failures = 0;
+                            meta.next_at = now + cfg.refresh.as_secs();
+                            cache.store(&cfg.name, &parsed.nets().collect::<Vec<_>>(), &meta)?;
+                            return Ok(Report { outcome: Outcome::Updated, meta, warnings });
+                        }
                     }
                 }
             }
-        },
+        }
     };
     base.status = outcome.status().to_string();
     base.message = match &outcome {
         Outcome::Kept { reason } => Some(reason.clone()),
         _ => None,
     };
+    base.failures = if matches!(outcome, Outcome::Kept { .. }) { base.failures + 1 } else { 0 };
+    base.next_at = (now + cfg.refresh.as_secs()).max(base.retry_at.unwrap_or(0));
     cache.store_meta(&cfg.name, &base)?;
     Ok(Report { outcome, meta: base, warnings })
+}
+
+/// Longest wait after repeated 429/503 answers.
+const MAX_BACKOFF_SECS: u64 = 86400;
+
+/// When a busy provider may be asked again: not before its `Retry-After`,
+/// and after `failures` busy answers in a row not before `refresh` times
+/// 2^(failures-1) (at most a day). Other failures keep the usual schedule.
+fn backoff(cfg: &FeedConfig, e: &provider::DownloadError, failures: u32, now: u64) -> Option<u64> {
+    if !e.busy {
+        return None;
+    }
+    let doubled = cfg.refresh.as_secs().saturating_mul(1u64 << (failures.saturating_sub(1)).min(20));
+    let wait = doubled.min(MAX_BACKOFF_SECS).max(e.retry_after.unwrap_or(0));
+    Some(now + wait)
 }
 
 fn good_meta(cfg: &FeedConfig, base: Meta, parsed: &Parsed, v: Validators, now: u64) -> Meta {
@@ -161,6 +189,9 @@ pub fn validate(p: &Parsed, prev_total: usize, cfg: &FeedConfig) -> Result<(), S
 /// passed, or (for a local file) the file changed since the last check.
 pub fn is_due(cfg: &FeedConfig, last: Option<&Meta>, now: u64) -> bool {
     let Some(m) = last else { return true };
+    if m.retry_at.is_some_and(|t| now < t) {
+        return false; // the provider asked for a pause
+    }
     if now >= m.checked_at + cfg.refresh.as_secs() {
         return true;
     }
@@ -284,15 +315,7 @@ mod tests {
     use crate::feeds::Format;
 
     fn cfg(max_entries: usize, max_shrink_percent: u64) -> FeedConfig {
-        FeedConfig {
-            name: "t".into(),
-            source: "x".into(),
-            format: Format::Plain,
-            refresh: super::super::DEFAULT_REFRESH,
-            max_entries,
-            max_shrink_percent,
-            column: 1,
-        }
+        FeedConfig { max_entries, max_shrink_percent, ..FeedConfig::new("t", "x", Format::Plain) }
     }
 
     fn parsed(text: &str) -> Parsed {

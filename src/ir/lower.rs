@@ -422,7 +422,8 @@ impl<'a> Lowerer<'a> {
         let mut options = BTreeMap::new();
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for (k, v) in opts {
-            if let Some(prev) = seen.insert(&k.node, k.span) {
+            let key = crate::feeds::canonical_key(&k.node);
+            if let Some(prev) = seen.insert(key, k.span) {
                 self.diags.push(
                     Diag::error(
                         "duplicate-option",
@@ -436,7 +437,7 @@ impl<'a> Lowerer<'a> {
             }
             match crate::feeds::check_option(&k.node, &v.node) {
                 Ok(text) => {
-                    options.insert(k.node.clone(), text);
+                    options.insert(key.to_string(), text);
                 }
                 Err(bad) => self.diags.push(
                     Diag::error(
@@ -462,16 +463,12 @@ impl<'a> Lowerer<'a> {
                 .with_help("add `format csv;` or remove `column`"),
             );
         }
-        if !options.contains_key("source") {
-            self.diags.push(
-                Diag::error(
-                    "feed-source",
-                    name.span,
-                    format!("feed `{}` has no source", name.node),
-                    "missing `source`",
-                )
-                .with_help("add `source \"/path/to/list.txt\"` or `source \"https://...\"`"),
-            );
+        for p in crate::feeds::check_feed(&name.node, &options) {
+            let at = p
+                .option
+                .and_then(|o| opts.iter().find(|(k, _)| crate::feeds::canonical_key(&k.node) == o))
+                .map_or(name.span, |(k, _)| k.span);
+            self.diags.push(Diag::error(p.code, at, p.bad.message, p.bad.label).with_help(p.bad.help));
         }
         for family in [Family::V4, Family::V6] {
             self.out.sets.push(SetDef {

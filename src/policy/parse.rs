@@ -71,6 +71,7 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::include_stmt => "`include`",
             Rule::set_stmt => "`set`",
             Rule::feed_stmt => "`feed`",
+            Rule::provider_stmt => "`provider`",
             Rule::allow_stmt | Rule::kw_allow_always => "`allow-always`",
             Rule::adaptive_stmt | Rule::kw_adaptive => "`adaptive`",
             Rule::adaptive_opt | Rule::adaptive_key => {
@@ -90,7 +91,8 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::port_clause => "`port`",
             Rule::set_dynamic => "`= { ... }` or `dynamic`",
             Rule::feed_opt | Rule::feed_key => {
-                "a feed option (source, format, refresh, max-entries, max-shrink, column)"
+                "a feed option (source, format, refresh, max-entries, max-shrink, column, provider, key-file, \
+                 key-env, key-credential, key-header, min-confidence, max-age, pulses)"
             }
             Rule::nat_target => "`-> address`",
             Rule::expect => "`expect`",
@@ -190,10 +192,19 @@ impl Builder {
                 };
                 Stmt::Set { name, body, span }
             }
-            Rule::feed_stmt => {
+            Rule::feed_stmt | Rule::provider_stmt => {
                 let n = inner.next()?;
                 let name = self.spanned(&n, n.as_str().to_string());
-                Stmt::Feed { name, opts: self.block_opts(inner)?, span }
+                let mut opts = Vec::new();
+                if rule == Rule::provider_stmt {
+                    // `provider NAME { ... }`: a feed named after its preset.
+                    opts.push((
+                        self.spanned(&n, "provider".to_string()),
+                        self.spanned(&n, FeedValue::Name(name.node.clone())),
+                    ));
+                }
+                opts.extend(self.block_opts(inner)?);
+                Stmt::Feed { name, opts, span }
             }
             Rule::adaptive_stmt => Stmt::Adaptive { opts: self.block_opts(inner.skip(1))?, span },
             Rule::allow_stmt => Stmt::AllowAlways { value: self.value(inner.nth(1)?), span },
