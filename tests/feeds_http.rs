@@ -146,7 +146,7 @@ fn a_failing_server_keeps_the_last_good_copy() {
     server.serve("/drop.txt", 500, "Internal Server Error", None);
     let r = refresh(&cfg, &cache, 1000).unwrap();
     assert!(
-        matches!(&r.outcome, Outcome::Kept { reason } if reason.ends_with("drop.txt: HTTP 500")),
+        matches!(&r.outcome, Outcome::Kept { reason } if reason.ends_with("drop.txt: HTTP 500: Internal Server Error")),
         "{:?}",
         r.outcome
     );

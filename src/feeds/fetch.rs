@@ -129,7 +129,7 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Retry {
-        Retry { attempts: 3, base: Duration::from_secs(2), max_wait: Duration::from_secs(30) }
+        Retry { attempts: 3, base: Duration::from_secs(1), max_wait: Duration::from_secs(30) }
     }
 }
 
@@ -144,7 +144,7 @@ pub fn fetch(source: &str, known: &Validators) -> Result<Fetched, FetchError> {
 }
 
 /// One GET with retries: 429 and 503 (honouring `Retry-After`) and network
-/// errors are tried again after 2 s, 4 s, ...; other statuses are final.
+/// errors are tried again after 1 s, 2 s, ...; other statuses are final.
 pub fn http(req: &Request, known: &Validators) -> Result<Fetched, FetchError> {
     let mut attempt = 1;
     loop {
