@@ -13,7 +13,7 @@ fn data(rel: &str) -> PathBuf {
 
 fn learn_file(path: &Path, cfg: &Config) -> (learn::Capture, Report) {
     let mut capture = learn::read_flows(path, cfg, &|_| {}).expect("capture opens");
-    let report = learn::analyze(std::mem::take(&mut capture.flows), cfg);
+    let report = learn::analyze(std::mem::take(&mut capture.flows), cfg, &[]);
     (capture, report)
 }
 
@@ -46,8 +46,11 @@ fn port_scan_is_vertical_and_address_scans_are_caught_by_trw() {
     assert_eq!(detectors("scans/port_scan.pcap"), vec![learn::Detector::VerticalScan]);
     assert!(detectors("scans/445_scan.pcap").contains(&learn::Detector::Trw));
     assert!(detectors("scans/multiport_scan.pcap").contains(&learn::Detector::Trw));
-    let zero = detectors("scans/scan_with_zero_windows.pcap");
-    assert!(zero.contains(&learn::Detector::HorizontalScan) && zero.contains(&learn::Detector::Trw), "{zero:?}");
+    // One label per source: the specific scan, with TRW folded into it.
+    let (_, zero) = learn_file(&data("scans/scan_with_zero_windows.pcap"), &cfg);
+    assert_eq!(zero.findings.len(), 1);
+    assert_eq!(zero.findings[0].detector, learn::Detector::HorizontalScan);
+    assert_eq!(zero.findings[0].also, vec![learn::Detector::Trw]);
 }
 
 #[test]
@@ -336,7 +339,7 @@ fn corrupted_captures_never_panic() {
             if let Some(d) = &capture.read.damage {
                 assert!(d.offset <= bytes.len() as u64);
             }
-            learn::analyze(capture.flows, &cfg);
+            learn::analyze(capture.flows, &cfg, &[]);
         }
     }
 }
@@ -355,7 +358,8 @@ fn proposals_compile_and_drop_the_scanners() {
     ] {
         let (_, report) = learn_file(&data(file), &cfg);
         for policy in ["webserver.pf", "bastion.pf", "router.pf"] {
-            let p = propose::propose(&example_policy(policy), &report, &cfg, file).unwrap();
+            let p =
+                propose::propose(&example_policy(policy), &report, &cfg, file, &propose::Context::default()).unwrap();
             assert!(!p.diff.is_empty(), "{file} {policy}");
             assert_eq!(p.blocked, vec![ip(scanner)]);
             assert!(p.warnings.is_empty(), "{file} {policy}: {:?}", p.warnings);
@@ -393,7 +397,8 @@ fn pass_rules_cover_exactly_the_services_used() {
     // webserver.pf; HTTP/HTTPS are, and the rest are ephemeral or unanswered.
     let cfg = Config::default();
     let (_, report) = learn_file(&data("formats/wireshark_samples-test.pcapng"), &cfg);
-    let p = propose::propose(&example_policy("webserver.pf"), &report, &cfg, "sample").unwrap();
+    let p = propose::propose(&example_policy("webserver.pf"), &report, &cfg, "sample", &propose::Context::default())
+        .unwrap();
     assert_eq!(
         p.passes,
         vec!["pass in proto udp from 192.168.152.0/24 to port { 53, 123 } state new label \"learned\"".to_string()]
@@ -427,7 +432,8 @@ fn pass_rules_cover_exactly_the_services_used() {
     // Asked for it explicitly: any source.
     let mut any = cfg.clone();
     any.propose.any_source = true;
-    let p = propose::propose(&example_policy("webserver.pf"), &report, &any, "sample").unwrap();
+    let p = propose::propose(&example_policy("webserver.pf"), &report, &any, "sample", &propose::Context::default())
+        .unwrap();
     assert_eq!(p.passes, vec!["pass in proto udp to port { 53, 123 } state new label \"learned\"".to_string()]);
 }
 
@@ -440,18 +446,25 @@ fn proposal_for_a_policy_without_input_rules_or_final_newline() {
     let (_, scans) = learn_file(&data("scans/port_scan.pcap"), &cfg);
     let (_, office) = learn_file(&data("formats/wireshark_samples-test.pcapng"), &cfg);
     for report in [scans, office] {
-        let p = propose::propose(&policy, &report, &cfg, "capture").unwrap();
+        let p = propose::propose(&policy, &report, &cfg, "capture", &propose::Context::default()).unwrap();
         assert!(p.new_text.starts_with("policy input block\n"), "{}", p.new_text);
         ir::compile(&policy.display().to_string(), &p.new_text).unwrap();
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 }
 
+/// Learn ran at 2026-01-01T00:00:00Z: review dates count from there.
+fn learned_on_new_year() -> propose::Context {
+    propose::Context { now_us: 1_767_225_600_000_000, ..Default::default() }
+}
+
 #[test]
 fn proposal_snapshot_port_scan() {
     let cfg = Config::default();
     let (_, report) = learn_file(&data("scans/port_scan.pcap"), &cfg);
-    let p = propose::propose(Path::new("policies/webserver.pf"), &report, &cfg, "port_scan.pcap").unwrap();
+    let p =
+        propose::propose(Path::new("policies/webserver.pf"), &report, &cfg, "port_scan.pcap", &learned_on_new_year())
+            .unwrap();
     insta::assert_snapshot!(p.diff);
 }
 

@@ -37,6 +37,12 @@ pub struct LearnArgs {
     /// Learn from the packets before the damage of a damaged capture.
     #[arg(long)]
     pub allow_damaged: bool,
+    /// An address of the host the policy is for (repeatable): only its
+    /// inbound services get pass rules, and it is never proposed for
+    /// blocking. Default: this machine's addresses, and for a capture the
+    /// address at one end of nearly every flow.
+    #[arg(long = "host", value_name = "ADDR")]
+    pub hosts: Vec<std::net::IpAddr>,
 }
 
 pub fn run(args: &LearnArgs) -> CmdResult {
@@ -67,7 +73,7 @@ pub fn run(args: &LearnArgs) -> CmdResult {
         eprintln!("phantomc: warning: {msg}");
     }
     let flows = capture.flows.len();
-    let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg);
+    let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg, &args.hosts);
     let elapsed = started.elapsed().as_secs_f64();
     eprint!("{}", summary(&capture, flows, &report, elapsed));
     let name = capture_path
@@ -107,7 +113,12 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
     let mut flows = conntrack::to_flows(&watched.destroyed, &timeouts, now_us);
     flows.extend(conntrack::to_flows(&watched.live, &timeouts, now_us));
     let flow_count = flows.len();
-    let report = learn::analyze(flows, cfg);
+    // Conntrack is this host's own table: its addresses are the host.
+    let mut hosts = args.hosts.clone();
+    if hosts.is_empty() {
+        hosts = local_addresses().unwrap_or_default().into_iter().filter(|a| !a.is_loopback()).collect();
+    }
+    let report = learn::analyze(flows, cfg, &hosts);
     let entries = format!("{} live, {} destroyed while watching", watched.live.len(), watched.destroyed.len());
     eprint!("{}", table(&[("entries", entries)], &flow_count.to_string(), &report, started.elapsed().as_secs_f64()));
     propose_from(args, cfg, &report, "the conntrack table")
@@ -126,10 +137,20 @@ fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &s
             eprintln!("  {:<40} {:<8} {}", r.source, mark, learn::score::explain(r, i, report.ranking.len()));
         }
     }
-    let proposal = propose::propose(&args.policy, report, cfg, name).map_err(|e| match e {
+    let ctx = context(args, report);
+    let proposal = propose::propose(&args.policy, report, cfg, name, &ctx).map_err(|e| match e {
         propose::ProposeError::Load(l) => Failure::from(l),
         broken => Failure::System(broken.to_string()),
     })?;
+    for s in &proposal.spared {
+        eprintln!("not proposed {} {}: protected ({})", s.source, s.detector, s.why);
+    }
+    for f in &report.floods {
+        eprintln!(
+            "flood on tcp {}: {} half-open from {} sources at {:.1}/s: proposed as a rate limit, not {} blocks",
+            f.target, f.half_open, f.sources, f.rate, f.sources
+        );
+    }
     for w in &proposal.warnings {
         eprintln!("phantomc: warning: {w}");
     }
@@ -190,4 +211,61 @@ fn table(input: &[(&str, String)], flows: &str, report: &learn::Report, secs: f6
         ("time", format!("{secs:.3}s")),
     ];
     input.iter().chain(&rows).map(|(k, v)| format!("{k:<11} {v}\n")).collect()
+}
+
+/// What is never proposed for blocking beyond the built-ins and the policy's
+/// trusted sources, and when learn ran.
+fn context(args: &LearnArgs, report: &learn::Report) -> propose::Context {
+    let mut protected = propose::Protected::default();
+    for h in &args.hosts {
+        protected.add((*h).into(), "--host");
+    }
+    // The address in every flow is this host only if it served someone: a
+    // capture of one scanner has the scanner in every flow.
+    if let Some(h) = report.capture_host.filter(|h| report.services.iter().any(|s| s.servers.contains(h))) {
+        protected.add(h.into(), "the capture's host");
+    }
+    for a in local_addresses().unwrap_or_default() {
+        protected.add(a.into(), "an address of this host");
+    }
+    for g in default_gateways() {
+        protected.add(g.into(), "the default gateway");
+    }
+    // SSH_CONNECTION = "client port server port"
+    for var in ["SSH_CONNECTION", "SSH_CLIENT"] {
+        if let Some(ip) = std::env::var(var).ok().and_then(|v| v.split_whitespace().next()?.parse().ok()) {
+            protected.add(std::net::IpAddr::into(ip), "your SSH client");
+        }
+    }
+    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    propose::Context { protected, now_us }
+}
+
+/// `ip -j ARGS` as JSON objects; empty when `ip` is missing or fails.
+fn ip_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("ip").arg("-j").args(args).output();
+    out.ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok())
+        .unwrap_or_default()
+}
+
+/// This network namespace's interface addresses.
+fn local_addresses() -> Option<Vec<std::net::IpAddr>> {
+    let links = ip_json(&["addr", "show"]);
+    let addrs = links
+        .iter()
+        .flat_map(|l| l.get("addr_info").and_then(|a| a.as_array()).cloned().unwrap_or_default())
+        .filter_map(|a| a.get("local")?.as_str()?.parse().ok())
+        .collect();
+    Some(addrs)
+}
+
+/// The next hops of the default routes.
+fn default_gateways() -> Vec<std::net::IpAddr> {
+    ["-4", "-6"]
+        .iter()
+        .flat_map(|fam| ip_json(&[fam, "route", "show", "default"]))
+        .filter_map(|r| r.get("gateway")?.as_str()?.parse().ok())
+        .collect()
 }

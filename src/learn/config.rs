@@ -1,6 +1,7 @@
 //! Detector thresholds and proposal options, read from YAML. Every field has
 //! a default (see `learn/detectors.yaml`), so a file only lists what it changes.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,10 @@ pub struct Config {
     pub syn_flood: SynFlood,
     pub brute_force: BruteForce,
     pub udp_scan: UdpScan,
+    pub icmp_flood: IcmpFlood,
+    pub ping_sweep: PingSweep,
+    pub service_probe: ServiceProbe,
+    pub spoofed_flood: SpoofedFlood,
     pub score: Score,
     pub propose: Propose,
 }
@@ -69,27 +74,128 @@ pub struct SynFlood {
     pub half_open_ratio: f64,
     /// Attempts per second over the source's active period.
     pub min_rate: f64,
+    /// Attempts per distinct target (host and port): a flood hammers a few
+    /// services, a port scan touches each once.
+    pub min_per_target: f64,
 }
 
 impl Default for SynFlood {
     fn default() -> Self {
-        SynFlood { min_half_open: 100, half_open_ratio: 0.9, min_rate: 20.0 }
+        SynFlood { min_half_open: 100, half_open_ratio: 0.9, min_rate: 20.0, min_per_target: 10.0 }
     }
 }
 
+/// Failed logins against authentication services (Zeek's SSH guessing
+/// heuristic at flow level: many short sessions that never moved enough
+/// data for a successful login, over a long window).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BruteForce {
-    /// Connections from one source to one service within the window.
-    pub min_connections: u64,
+    /// Authentication services by TCP port, each with the server bytes (IP
+    /// bytes per connection) below which a completed session counts as a
+    /// failed login. Other ports are never brute-forced.
+    pub services: BTreeMap<u16, u64>,
+    /// Failed logins from one source to one service within the window.
+    pub min_failures: u64,
     pub window_secs: u64,
-    /// A connection counts when it lasts at most this long.
+    /// A session longer than this is a working login, whatever its size.
     pub max_duration_secs: u64,
 }
 
 impl Default for BruteForce {
     fn default() -> Self {
-        BruteForce { min_connections: 20, window_secs: 60, max_duration_secs: 30 }
+        let services = [
+            (21, 1_200),    // ftp
+            (22, 5_500),    // ssh (Zeek's old authentication_data_size)
+            (23, 1_500),    // telnet
+            (110, 1_200),   // pop3
+            (143, 1_500),   // imap
+            (389, 1_200),   // ldap
+            (445, 3_000),   // smb
+            (465, 8_000),   // smtps (TLS handshake included)
+            (587, 1_500),   // submission
+            (636, 8_000),   // ldaps
+            (993, 8_000),   // imaps
+            (995, 8_000),   // pop3s
+            (1433, 1_500),  // mssql
+            (1521, 1_500),  // oracle
+            (2222, 5_500),  // ssh, alternative port
+            (3306, 1_200),  // mysql
+            (3389, 8_000),  // rdp
+            (5432, 1_200),  // postgresql
+            (5900, 1_200),  // vnc
+            (6379, 400),    // redis AUTH
+            (27017, 1_500), // mongodb
+        ]
+        .into_iter()
+        .collect();
+        BruteForce { services, min_failures: 10, window_secs: 1800, max_duration_secs: 30 }
+    }
+}
+
+/// Echo floods from one source.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IcmpFlood {
+    pub min_packets: u64,
+    /// Packets per second over the source's ICMP activity.
+    pub min_rate: f64,
+}
+
+impl Default for IcmpFlood {
+    fn default() -> Self {
+        IcmpFlood { min_packets: 100, min_rate: 50.0 }
+    }
+}
+
+/// ICMP to many hosts (a ping sweep).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PingSweep {
+    pub min_hosts: usize,
+    pub window_secs: u64,
+}
+
+impl Default for PingSweep {
+    fn default() -> Self {
+        PingSweep { min_hosts: 10, window_secs: 300 }
+    }
+}
+
+/// Version probing (`nmap -sV`): a port probe (a handshake reset or left
+/// without data), then a burst of short one-request connections to the same
+/// service, nearly each with a different request.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceProbe {
+    pub min_probes: u64,
+    /// Distinct request sizes as a share of the probes.
+    pub distinct_ratio: f64,
+    /// A probe connection lasts at most this long.
+    pub max_duration_ms: u64,
+    /// Probes count within this many seconds after the port probe.
+    pub window_secs: u64,
+}
+
+impl Default for ServiceProbe {
+    fn default() -> Self {
+        ServiceProbe { min_probes: 4, distinct_ratio: 0.5, max_duration_ms: 1000, window_secs: 30 }
+    }
+}
+
+/// SYN floods from many (spoofed) sources against one service: proposed as
+/// a rate limit, never as one block per source.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoofedFlood {
+    pub min_half_open: u64,
+    pub min_sources: usize,
+    pub min_rate: f64,
+}
+
+impl Default for SpoofedFlood {
+    fn default() -> Self {
+        SpoofedFlood { min_half_open: 200, min_sources: 50, min_rate: 50.0 }
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Serialize;
 
 use super::config::Config;
-use super::flows::{Flow, KeyHasher, TCP, UDP};
+use super::flows::{ConnState, Flow, KeyHasher, ICMP, ICMPV6, TCP, UDP};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -19,6 +19,9 @@ pub enum Detector {
     SynFlood,
     BruteForce,
     UdpScan,
+    IcmpFlood,
+    PingSweep,
+    ServiceProbe,
 }
 
 impl Detector {
@@ -30,6 +33,25 @@ impl Detector {
             Detector::SynFlood => "syn-flood",
             Detector::BruteForce => "brute-force",
             Detector::UdpScan => "udp-scan",
+            Detector::IcmpFlood => "icmp-flood",
+            Detector::PingSweep => "ping-sweep",
+            Detector::ServiceProbe => "service-probe",
+        }
+    }
+
+    /// Which label a source gets when several detectors fire: floods and
+    /// brute force say more than a scan, a specific scan more than TRW.
+    fn precedence(self) -> u8 {
+        match self {
+            Detector::SynFlood => 0,
+            Detector::IcmpFlood => 1,
+            Detector::BruteForce => 2,
+            Detector::ServiceProbe => 3,
+            Detector::UdpScan => 4,
+            Detector::VerticalScan => 5,
+            Detector::HorizontalScan => 6,
+            Detector::PingSweep => 7,
+            Detector::Trw => 8,
         }
     }
 }
@@ -49,6 +71,9 @@ pub struct Finding {
     pub examples: Vec<String>,
     /// 0.5 at the threshold, towards 1 the further beyond it.
     pub confidence: f64,
+    /// Other detectors that fired on the same source (their findings are
+    /// folded into this one: one label per source).
+    pub also: Vec<Detector>,
 }
 
 /// How far beyond its threshold a value is, as a confidence in [0.5, 0.99].
@@ -60,11 +85,13 @@ fn confidence(value: f64, threshold: f64) -> f64 {
 /// A detector's verdict on one source's attempts, sorted by time.
 type DetectorFn = fn(IpAddr, &[&Flow], &Config) -> Option<Finding>;
 
-/// Every detector, in the order their findings are listed.
-const DETECTORS: [DetectorFn; 6] = [trw, vertical_scan, horizontal_scan, syn_flood, brute_force, udp_scan];
+/// Every per-source detector.
+const DETECTORS: [DetectorFn; 9] =
+    [trw, vertical_scan, horizontal_scan, syn_flood, brute_force, udp_scan, icmp_flood, ping_sweep, service_probe];
 
-/// Run every detector; findings sorted by source, then detector. Sources
-/// and detectors run in parallel (a few sources often hold most flows).
+/// Run every detector; one finding per source (the most telling label, the
+/// others listed in [`Finding::also`]), sorted by source. Sources run in
+/// parallel (a few sources often hold most flows).
 pub fn detect(flows: &[Flow], cfg: &Config) -> Vec<Finding> {
     use rayon::prelude::*;
     let mut by_source: BTreeMap<IpAddr, Vec<&Flow>> = BTreeMap::new();
@@ -73,13 +100,42 @@ pub fn detect(flows: &[Flow], cfg: &Config) -> Vec<Finding> {
     }
     let mut sources: Vec<(IpAddr, Vec<&Flow>)> = by_source.into_iter().collect();
     sources.par_iter_mut().for_each(|(_, fs)| fs.sort_by_key(|f| (f.first_seen_us, f.server, f.client)));
-    (0..sources.len() * DETECTORS.len())
-        .into_par_iter()
-        .filter_map(|job| {
-            let (src, fs) = &sources[job / DETECTORS.len()];
-            DETECTORS[job % DETECTORS.len()](*src, fs, cfg)
+    sources
+        .par_iter()
+        .filter_map(|(src, fs)| {
+            let mut found: Vec<Finding> = DETECTORS.iter().filter_map(|d| d(*src, fs, cfg)).collect();
+            found.sort_by_key(|f| f.detector.precedence());
+            let mut iter = found.into_iter();
+            let mut first = iter.next()?;
+            first.also = iter.map(|f| f.detector).collect();
+            Some(first)
         })
         .collect()
+}
+
+/// Events per second between the first and the last of `n` events, exact
+/// to the microsecond; `None` when they all fell in the same microsecond.
+pub fn rate(n: u64, first_us: u64, last_us: u64) -> Option<f64> {
+    let span = last_us.saturating_sub(first_us);
+    (span > 0 && n > 1).then(|| (n - 1) as f64 * 1e6 / span as f64)
+}
+
+/// `31562.4/s over 0.095s` (or `all within 1 µs`).
+pub fn fmt_rate(n: u64, first_us: u64, last_us: u64) -> String {
+    match rate(n, first_us, last_us) {
+        Some(r) => format!("{r:.1}/s over {}", fmt_secs(last_us - first_us)),
+        None => "all within 1 µs".into(),
+    }
+}
+
+/// `0.095s`, `66.2s`, `20m05s`.
+pub fn fmt_secs(us: u64) -> String {
+    let s = us as f64 / 1e6;
+    if s < 600.0 {
+        format!("{s:.3}s").replace(".000s", "s")
+    } else {
+        format!("{}m{:02}s", us / 60_000_000, us / 1_000_000 % 60)
+    }
 }
 
 fn examples(fs: &[&Flow]) -> Vec<String> {
@@ -134,6 +190,7 @@ fn trw(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
         last_seen_us: last,
         examples: examples(&failures),
         confidence: confidence(ratio, upper),
+        also: Vec::new(),
     })
 }
 
@@ -205,6 +262,7 @@ fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
             last_seen_us: last,
             examples: examples(&window),
             confidence: confidence(count as f64, need as f64),
+            also: Vec::new(),
         }
     })
 }
@@ -223,6 +281,7 @@ fn horizontal_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
             last_seen_us: last,
             examples: examples(&window),
             confidence: confidence(count as f64, need as f64),
+            also: Vec::new(),
         }
     })
 }
@@ -236,39 +295,61 @@ fn syn_flood(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     if half_open < c.min_half_open || attempts == 0 {
         return None;
     }
+    let targets: BTreeSet<SocketAddr> = half.iter().map(|f| f.server).collect();
+    let per_target = half_open as f64 / targets.len() as f64;
     let ratio = half_open as f64 / attempts as f64;
-    let (first, last) = span(&tcp);
-    let secs = ((last - first) as f64 / 1e6).max(1.0);
-    let rate = attempts as f64 / secs;
-    (ratio >= c.half_open_ratio && rate >= c.min_rate).then(|| Finding {
+    let (first, last) = (half[0].first_seen_us, half.iter().map(|f| f.first_seen_us).max().unwrap_or(0));
+    let rate = rate(half_open, first, last).unwrap_or(f64::INFINITY);
+    (ratio >= c.half_open_ratio && rate >= c.min_rate && per_target >= c.min_per_target).then(|| Finding {
         source: src,
         detector: Detector::SynFlood,
         threshold: format!(
-            "{half_open} half-open >= {}, ratio {ratio:.2} >= {}, {rate:.1}/s >= {}/s",
-            c.min_half_open, c.half_open_ratio, c.min_rate
+            "{half_open} half-open >= {}, ratio {ratio:.2} >= {}, {rate:.1}/s >= {}/s, {per_target:.0} per target >= {}",
+            c.min_half_open, c.half_open_ratio, c.min_rate, c.min_per_target
         ),
-        counts: format!("{attempts} TCP attempts, {half_open} never completed the handshake"),
+        counts: format!(
+            "{attempts} TCP attempts to {} target(s), {half_open} never completed the handshake ({})",
+            targets.len(),
+            fmt_rate(half_open, first, last)
+        ),
         first_seen_us: first,
         last_seen_us: last,
         examples: examples(&half),
         confidence: confidence(half_open as f64, c.min_half_open as f64).min(confidence(rate, c.min_rate)),
+        also: Vec::new(),
     })
+}
+
+/// A completed session to an authentication service that ended before a
+/// login could have worked: refused or reset by the server, or short and
+/// with fewer server bytes than a successful login sends.
+fn failed_login(f: &Flow, cfg: &Config) -> bool {
+    let c = &cfg.brute_force;
+    let Some(&success_bytes) = c.services.get(&f.server.port()) else { return false };
+    if f.proto != TCP {
+        return false;
+    }
+    if f.state == ConnState::REJ || (f.state == ConnState::RSTR && f.handshake_completed()) {
+        return true;
+    }
+    // Without byte counters (conntrack without accounting) a session says nothing.
+    let per_conn = f.resp.bytes / f.connections.max(1);
+    f.handshake_completed()
+        && f.resp.bytes > 0
+        && per_conn < success_bytes
+        && f.duration_us() / f.connections.max(1) <= c.max_duration_secs * 1_000_000
 }
 
 fn brute_force(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     let c = &cfg.brute_force;
-    let mut per_service: BTreeMap<(u8, SocketAddr), Vec<&Flow>> = BTreeMap::new();
-    for f in fs
-        .iter()
-        .copied()
-        .filter(|f| f.proto == TCP && f.handshake_completed() && f.duration_us() <= c.max_duration_secs * 1_000_000)
-    {
-        per_service.entry((f.proto, f.server)).or_default().push(f);
+    let mut per_service: BTreeMap<SocketAddr, Vec<&Flow>> = BTreeMap::new();
+    for f in fs.iter().copied().filter(|f| failed_login(f, cfg)) {
+        per_service.entry(f.server).or_default().push(f);
     }
     let window_us = c.window_secs * 1_000_000;
     let mut best: Option<(u64, SocketAddr, Vec<&Flow>)> = None;
-    for ((_, server), flows) in per_service {
-        // Connections (merged records count several) inside the densest window.
+    for (server, flows) in per_service {
+        // Failures (merged records count several) inside the densest window.
         let mut lo = 0;
         let mut sum = 0u64;
         for hi in 0..flows.len() {
@@ -283,17 +364,31 @@ fn brute_force(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
         }
     }
     let (count, server, window) = best?;
-    (count >= c.min_connections).then(|| {
+    (count >= c.min_failures).then(|| {
         let (first, last) = span(&window);
+        let refused: u64 = window.iter().filter(|f| f.state == ConnState::REJ).map(|f| f.connections).sum();
+        let success = c.services[&server.port()];
+        let total: u64 = fs
+            .iter()
+            .filter(|f| f.server == server && f.first_seen_us >= first && f.first_seen_us <= last)
+            .map(|f| f.connections)
+            .sum();
+        let starts = window.iter().map(|f| f.first_seen_us).max().unwrap_or(first);
         Finding {
             source: src,
             detector: Detector::BruteForce,
-            threshold: format!("{count} short connections >= {} within {}s", c.min_connections, c.window_secs),
-            counts: format!("{count} connections to tcp {server}, each under {}s", c.max_duration_secs),
+            threshold: format!("{count} failed logins >= {} within {}s", c.min_failures, c.window_secs),
+            counts: format!(
+                "{count} of {total} sessions to tcp {server} failed ({refused} refused or reset, {} ended under {success} server bytes and {}s; {})",
+                count - refused,
+                c.max_duration_secs,
+                fmt_rate(count, first, starts).replace("/s", " per second")
+            ),
             first_seen_us: first,
             last_seen_us: last,
             examples: examples(&window),
-            confidence: confidence(count as f64, c.min_connections as f64),
+            confidence: confidence(count as f64, c.min_failures as f64),
+            also: Vec::new(),
         }
     })
 }
@@ -315,8 +410,209 @@ fn udp_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
             last_seen_us: last,
             examples: examples(&hits),
             confidence: confidence(distinct.len() as f64, need as f64),
+            also: Vec::new(),
         }
     })
+}
+
+fn is_icmp(f: &Flow) -> bool {
+    f.proto == ICMP || f.proto == ICMPV6
+}
+
+fn icmp_flood(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+    let c = &cfg.icmp_flood;
+    let icmp: Vec<&Flow> = fs.iter().copied().filter(|f| is_icmp(f)).collect();
+    let packets: u64 = icmp.iter().map(|f| f.orig.packets).sum();
+    if packets < c.min_packets {
+        return None;
+    }
+    // The busiest flow (one ping run) decides the rate; a slow ping left
+    // running all day next to it does not dilute it.
+    let busiest = icmp.iter().max_by_key(|f| f.orig.packets)?;
+    let n = busiest.orig.packets;
+    let r = rate(n, busiest.first_seen_us, busiest.last_seen_us).unwrap_or(f64::INFINITY);
+    let hosts: BTreeSet<IpAddr> = icmp.iter().map(|f| f.server.ip()).collect();
+    (n >= c.min_packets && r >= c.min_rate).then(|| Finding {
+        source: src,
+        detector: Detector::IcmpFlood,
+        threshold: format!("{n} packets >= {} at {r:.1}/s >= {}/s", c.min_packets, c.min_rate),
+        counts: format!(
+            "{packets} ICMP packets to {} host(s); busiest run {n} packets to {} ({})",
+            hosts.len(),
+            busiest.server.ip(),
+            fmt_rate(n, busiest.first_seen_us, busiest.last_seen_us)
+        ),
+        first_seen_us: busiest.first_seen_us,
+        last_seen_us: busiest.last_seen_us,
+        examples: examples(&[busiest]),
+        confidence: confidence(r, c.min_rate).min(confidence(n as f64, c.min_packets as f64)),
+        also: Vec::new(),
+    })
+}
+
+fn ping_sweep(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+    let c = &cfg.ping_sweep;
+    let events: Vec<Event<IpAddr>> =
+        fs.iter().copied().filter(|f| is_icmp(f)).map(|f| (f.first_seen_us, f.server.ip(), f)).collect();
+    let (count, window) = densest_window(&events, c.window_secs * 1_000_000);
+    (count >= c.min_hosts).then(|| {
+        let (first, last) = span(&window);
+        let answered = window.iter().filter(|f| f.resp.packets > 0).count();
+        Finding {
+            source: src,
+            detector: Detector::PingSweep,
+            threshold: format!("{count} hosts pinged >= {} within {}s", c.min_hosts, c.window_secs),
+            counts: format!("{count} distinct hosts sent ICMP, {answered} answered ({})", fmt_secs(last - first)),
+            first_seen_us: first,
+            last_seen_us: last,
+            examples: examples(&window),
+            confidence: confidence(count as f64, c.min_hosts as f64),
+            also: Vec::new(),
+        }
+    })
+}
+
+/// Port discovery before a version probe: a handshake the client reset or
+/// left without sending anything (`nmap -sS` / `-sT`).
+fn discovery(f: &Flow) -> bool {
+    f.proto == TCP && f.answered() && !f.history.contains('D') && f.history.contains('R')
+}
+
+/// A version probe's connection: answered, short, one request.
+fn probe_connection(f: &Flow, max_us: u64) -> bool {
+    f.handshake_completed() && f.connections == 1 && f.history.contains('D') && f.duration_us() <= max_us
+}
+
+fn service_probe(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+    let c = &cfg.service_probe;
+    let window_us = c.window_secs * 1_000_000;
+    let mut per_service: BTreeMap<SocketAddr, Vec<&Flow>> = BTreeMap::new();
+    for f in fs.iter().copied().filter(|f| f.proto == TCP) {
+        per_service.entry(f.server).or_default().push(f);
+    }
+    per_service
+        .into_iter()
+        .filter_map(|(server, flows)| {
+            let found = flows.iter().copied().find(|d| discovery(d))?;
+            // The probes: short one-request connections in the window after discovery.
+            let probes: Vec<&Flow> = flows
+                .iter()
+                .copied()
+                .filter(|f| {
+                    f.first_seen_us >= found.first_seen_us
+                        && f.first_seen_us - found.first_seen_us <= window_us
+                        && probe_connection(f, c.max_duration_ms * 1000)
+                })
+                .collect();
+            let sizes: BTreeSet<u64> = probes.iter().map(|f| f.orig.bytes).collect();
+            let n = probes.len() as u64;
+            // Every probe different: a client repeating its request is not probing.
+            let distinct = sizes.len();
+            (n >= c.min_probes && distinct as f64 >= c.distinct_ratio * n as f64)
+                .then_some((server, found, probes, distinct))
+        })
+        .max_by_key(|(_, _, probes, _)| probes.len())
+        .map(|(server, found, probes, distinct)| {
+            let last = probes.iter().map(|f| f.last_seen_us).max().unwrap_or(found.last_seen_us);
+            let n = probes.len();
+            let mut ex = vec![found];
+            ex.extend(probes.iter().take(2));
+            Finding {
+                source: src,
+                detector: Detector::ServiceProbe,
+                threshold: format!(
+                    "{n} one-request connections >= {} with {distinct} distinct requests (>= {:.0}%) within {}s of a port probe",
+                    c.min_probes,
+                    c.distinct_ratio * 100.0,
+                    c.window_secs
+                ),
+                counts: format!(
+                    "port probe of tcp {server} ({}), then {n} probes in {}",
+                    found.history,
+                    fmt_secs(last - found.first_seen_us)
+                ),
+                first_seen_us: found.first_seen_us,
+                last_seen_us: last,
+                examples: examples(&ex),
+                confidence: confidence(n as f64, c.min_probes as f64),
+                also: Vec::new(),
+            }
+        })
+}
+
+/// A SYN flood on one service from many sources, each too small to flag
+/// (spoofed addresses). The answer is a rate limit on the service.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SpoofedFlood {
+    pub target: SocketAddr,
+    pub half_open: u64,
+    pub sources: usize,
+    /// Half-open attempts per second, exact.
+    pub rate: f64,
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+    /// New connections per second that the service's real clients made at most.
+    pub benign_rate: f64,
+    pub threshold: String,
+}
+
+/// Services flooded with half-open attempts from many sources.
+pub fn spoofed_floods(flows: &[Flow], cfg: &Config) -> Vec<SpoofedFlood> {
+    let c = &cfg.spoofed_flood;
+    let mut per_target: BTreeMap<SocketAddr, Vec<&Flow>> = BTreeMap::new();
+    for f in flows.iter().filter(|f| f.proto == TCP && f.attempt_seen) {
+        per_target.entry(f.server).or_default().push(f);
+    }
+    let mut out = Vec::new();
+    for (target, fs) in per_target {
+        let half: Vec<&Flow> = fs.iter().copied().filter(|f| !f.handshake_completed()).collect();
+        let half_open: u64 = half.iter().map(|f| f.connections).sum();
+        let sources: BTreeSet<IpAddr> = half.iter().map(|f| f.client.ip()).collect();
+        if half_open < c.min_half_open || sources.len() < c.min_sources {
+            continue;
+        }
+        let first = half.iter().map(|f| f.first_seen_us).min().unwrap_or(0);
+        let last = half.iter().map(|f| f.first_seen_us).max().unwrap_or(0);
+        let r = rate(half_open, first, last).unwrap_or(f64::INFINITY);
+        if r < c.min_rate {
+            continue;
+        }
+        let done: Vec<&Flow> = fs.iter().copied().filter(|f| f.handshake_completed()).collect();
+        let benign_rate = busiest_second(&done);
+        out.push(SpoofedFlood {
+            target,
+            half_open,
+            sources: sources.len(),
+            rate: r,
+            first_seen_us: first,
+            last_seen_us: last,
+            benign_rate,
+            threshold: format!(
+                "{half_open} half-open >= {}, {} sources >= {}, {r:.1}/s >= {}/s",
+                c.min_half_open,
+                sources.len(),
+                c.min_sources,
+                c.min_rate
+            ),
+        });
+    }
+    out
+}
+
+/// The most connections that started within any one second.
+fn busiest_second(fs: &[&Flow]) -> f64 {
+    let mut starts: Vec<(u64, u64)> = fs.iter().map(|f| (f.first_seen_us, f.connections)).collect();
+    starts.sort_unstable();
+    let (mut lo, mut sum, mut best) = (0, 0u64, 0u64);
+    for hi in 0..starts.len() {
+        sum += starts[hi].1;
+        while starts[hi].0 - starts[lo].0 >= 1_000_000 {
+            sum -= starts[lo].1;
+            lo += 1;
+        }
+        best = best.max(sum);
+    }
+    best as f64
 }
 
 #[cfg(test)]
@@ -341,7 +637,7 @@ mod tests {
     }
 
     #[test]
-    fn syn_flood_needs_many_fast_half_open_attempts() {
+    fn syn_flood_needs_many_fast_half_open_attempts_to_few_targets() {
         let flood: Vec<Flow> = (0..500)
             .map(|i| flow(&format!("10.0.0.66:{}", 1024 + i), "10.0.0.1:80", TCP, ConnState::S0, "S", i * 5))
             .collect();
@@ -354,16 +650,118 @@ mod tests {
     }
 
     #[test]
-    fn brute_force_is_many_short_connections_to_one_service() {
-        let guesses: Vec<Flow> = (0..30)
-            .map(|i| flow(&format!("10.0.0.7:{}", 2000 + i), "10.0.0.1:22", TCP, ConnState::SF, "ShADadFf", i * 1000))
+    fn brute_force_is_failed_logins_to_an_authentication_service() {
+        // hydra -t 1: one guess every 20 s for 20 minutes (60 guesses).
+        let guesses: Vec<Flow> = (0..60)
+            .map(|i| flow(&format!("10.0.0.7:{}", 2000 + i), "10.0.0.1:22", TCP, ConnState::SF, "ShADadFf", i * 20_000))
             .collect();
         let found = detect(&guesses, &Config::default());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].detector, Detector::BruteForce);
-        assert!(found[0].counts.starts_with("30 connections to tcp 10.0.0.1:22"), "{}", found[0].counts);
-        // A handful of sessions is a user, not a brute force.
+        assert!(found[0].counts.starts_with("60 of 60 sessions to tcp 10.0.0.1:22 failed"), "{}", found[0].counts);
+        // Exact rate: 59 intervals of 20 s.
+        assert!(found[0].counts.contains("0.1 per second over 19m40s"), "{}", found[0].counts);
+        // A handful of failed logins is a user who mistyped.
         assert_eq!(detectors(&guesses[..5]), []);
+        // The same sessions moving enough data are logins that worked.
+        let admin: Vec<Flow> = guesses
+            .iter()
+            .cloned()
+            .map(|mut f| {
+                f.resp.bytes = 40_000;
+                f
+            })
+            .collect();
+        assert_eq!(detectors(&admin), []);
+    }
+
+    #[test]
+    fn many_short_web_or_api_connections_are_never_brute_force() {
+        // A web client without keep-alive: 10 requests a second for a minute.
+        let web: Vec<Flow> = (0..600)
+            .map(|i| flow(&format!("10.0.0.8:{}", 2000 + i), "10.0.0.1:80", TCP, ConnState::SF, "ShADadFf", i * 100))
+            .collect();
+        assert_eq!(detectors(&web), []);
+    }
+
+    #[test]
+    fn syn_flood_rate_is_exact_and_a_port_scan_is_only_a_scan() {
+        // 3000 SYNs 10 µs apart: 100,000/s, not 3000/s.
+        let flood: Vec<Flow> = (0..3000)
+            .map(|i| {
+                let mut f = flow(&format!("10.0.0.66:{}", 1024 + i), "10.0.0.1:80", TCP, ConnState::S0, "S", 0);
+                f.first_seen_us = i * 10;
+                f.last_seen_us = f.first_seen_us;
+                f
+            })
+            .collect();
+        let found = detect(&flood, &Config::default());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].counts.contains("(100000.0/s over 0.030s)"), "{}", found[0].counts);
+        // nmap -sS over 1000 ports in a second: one label, vertical-scan.
+        let scan: Vec<Flow> = (0..1000)
+            .map(|i| {
+                let mut f = flow("10.0.0.67:4444", &format!("10.0.0.1:{}", i + 1), TCP, ConnState::REJ, "Sr", 0);
+                f.first_seen_us = i * 1000;
+                f
+            })
+            .collect();
+        let found = detect(&scan, &Config::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].detector, Detector::VerticalScan);
+        assert!(found[0].also.contains(&Detector::Trw) || found[0].also.is_empty(), "{:?}", found[0].also);
+        assert!(!found[0].also.contains(&Detector::SynFlood));
+    }
+
+    #[test]
+    fn icmp_flood_and_ping_sweep() {
+        // ping -f: 120 echo requests in 18 ms, one flow.
+        let mut flood = flow("10.0.0.20:77", "10.0.0.1:0", ICMP, ConnState::SF, "DD", 0);
+        flood.orig.packets = 120;
+        flood.last_seen_us = 18_000;
+        assert_eq!(detectors(&[flood.clone()]), [("10.0.0.20".to_string(), Detector::IcmpFlood)]);
+        // ping -c 120 at 1/s: not a flood.
+        flood.last_seen_us = 119_000_000;
+        assert_eq!(detectors(&[flood]), []);
+        let sweep: Vec<Flow> =
+            (0..20).map(|i| flow("10.0.0.21:9", &format!("10.0.1.{i}:0"), ICMP, ConnState::S0, "D", i * 50)).collect();
+        assert_eq!(detectors(&sweep), [("10.0.0.21".to_string(), Detector::PingSweep)]);
+        assert!(!detectors(&sweep[..5]).iter().any(|(_, d)| *d == Detector::PingSweep));
+    }
+
+    #[test]
+    fn spoofed_syn_flood_is_one_finding_for_the_service_not_per_source() {
+        let flood: Vec<Flow> = (0..2000u64)
+            .map(|i| {
+                let src = format!("{}.{}.{}.{}:{}", 11 + i % 200, i / 200 % 256, i % 251, 1 + i % 250, 1024 + i);
+                let mut f = flow(&src, "10.0.0.1:80", TCP, ConnState::S0, "S", 0);
+                f.first_seen_us = i * 100;
+                f
+            })
+            .collect();
+        assert_eq!(detectors(&flood), []);
+        let floods = spoofed_floods(&flood, &Config::default());
+        assert_eq!(floods.len(), 1);
+        assert_eq!(floods[0].target, "10.0.0.1:80".parse().unwrap());
+        assert_eq!(floods[0].half_open, 2000);
+        assert!((floods[0].rate - 10_000.0).abs() < 1.0, "{}", floods[0].rate);
+    }
+
+    #[test]
+    fn service_probe_needs_a_port_probe_then_different_requests() {
+        let mut fs = vec![flow("10.0.0.30:4000", "10.0.0.1:80", TCP, ConnState::RSTO, "ShR", 0)];
+        for i in 0..6u64 {
+            let mut f = flow(&format!("10.0.0.30:{}", 5000 + i), "10.0.0.1:80", TCP, ConnState::SF, "ShADadFf", 10 + i);
+            f.orig.bytes = 200 + i * 37;
+            f.last_seen_us = f.first_seen_us + 20_000;
+            fs.push(f);
+        }
+        assert_eq!(detectors(&fs), [("10.0.0.30".to_string(), Detector::ServiceProbe)]);
+        // The same request again and again is a client, not a probe.
+        for f in &mut fs[1..] {
+            f.orig.bytes = 200;
+        }
+        assert_eq!(detectors(&fs), []);
     }
 
     #[test]

@@ -110,12 +110,16 @@ pub struct Report {
     pub flows: usize,
     /// Distinct originating addresses.
     pub sources: usize,
-    /// Detector findings, sorted by source then detector.
+    /// Detector findings, one per flagged source, sorted by source.
     pub findings: Vec<Finding>,
+    /// SYN floods from many sources against one service (a rate limit, not blocks).
+    pub floods: Vec<detect::SpoofedFlood>,
     /// Services used by sources that were not flagged.
     pub services: Vec<services::Service>,
     /// Advisory ML ranking of all sources, most unusual first.
     pub ranking: Vec<score::Ranked>,
+    /// The address at one end of (nearly) every flow: the capture's host.
+    pub capture_host: Option<std::net::IpAddr>,
 }
 
 impl Report {
@@ -128,7 +132,10 @@ impl Report {
 }
 
 /// The pipeline after the flow table: detectors, ranking, services.
-pub fn analyze(flows: Vec<Flow>, cfg: &Config) -> Report {
+/// `hosts` are the addresses of the host whose inbound services are learned
+/// (`--host`); when empty, the capture host is inferred from the flows, and
+/// without one (a capture of a whole network) every server counts.
+pub fn analyze(flows: Vec<Flow>, cfg: &Config, hosts: &[std::net::IpAddr]) -> Report {
     let mut flows = flows;
     flows::sort_flows(&mut flows);
     let sources = flows
@@ -137,9 +144,15 @@ pub fn analyze(flows: Vec<Flow>, cfg: &Config) -> Report {
         .collect::<std::collections::HashSet<_, BuildHasherDefault<flows::KeyHasher>>>()
         .len();
     let (findings, ranking) = rayon::join(|| detect::detect(&flows, cfg), || score::rank(&flows, &cfg.score));
+    let floods = detect::spoofed_floods(&flows, cfg);
     let flagged = findings.iter().map(|f| f.source).collect();
-    let services = services::services(&flows, &flagged, &cfg.propose);
-    Report { flows: flows.len(), sources, findings, services, ranking }
+    let mut host_set: std::collections::BTreeSet<std::net::IpAddr> = hosts.iter().copied().collect();
+    let capture_host = services::capture_host(&flows);
+    if host_set.is_empty() {
+        host_set.extend(capture_host);
+    }
+    let services = services::services(&flows, &flagged, &host_set, &cfg.propose);
+    Report { flows: flows.len(), sources, findings, floods, services, ranking, capture_host }
 }
 
 /// `2009-04-30T19:36:38Z` from microseconds since the Unix epoch (UTC).

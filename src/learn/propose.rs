@@ -13,6 +13,7 @@ use super::config::Config;
 use super::detect::Finding;
 use super::services::Service;
 use super::{fmt_time, Report};
+use crate::feeds::allow::trusted;
 use crate::ir::eval::{decide, Packet, SetContents};
 use crate::ir::{self, names, Action, Hook, Ruleset, SetKind};
 use crate::policy::ast::{Direction, SetBody, Stmt};
@@ -27,10 +28,66 @@ pub struct Proposal {
     pub diff: String,
     /// Sources added to the learned set.
     pub blocked: Vec<IpAddr>,
+    /// Flagged sources that were not proposed, each with why.
+    pub spared: Vec<Spared>,
+    /// Rate limits proposed for services flooded from many sources.
+    pub limits: Vec<String>,
     /// The pass rules added, as written.
     pub passes: Vec<String>,
     /// Things the reviewer should know (e.g. a rule shadowing a learned pass).
     pub warnings: Vec<String>,
+}
+
+/// A flagged source that is never proposed for blocking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spared {
+    pub source: IpAddr,
+    pub detector: &'static str,
+    /// `loopback`, `allow-always`, `pass rule policy.pf:12`, `--host`, ...
+    pub why: String,
+}
+
+/// Networks that are never proposed for blocking, each with why.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Protected {
+    entries: Vec<(IpNet, String)>,
+}
+
+impl Protected {
+    /// Always protected: loopback, link-local, unspecified.
+    pub fn builtin() -> Protected {
+        let mut p = Protected::default();
+        for (net, why) in [
+            ("127.0.0.0/8", "loopback"),
+            ("::1/128", "loopback"),
+            ("169.254.0.0/16", "link-local"),
+            ("fe80::/10", "link-local"),
+            ("0.0.0.0/32", "unspecified address"),
+            ("::/128", "unspecified address"),
+        ] {
+            p.add(net.parse().expect("valid network"), why);
+        }
+        p
+    }
+
+    pub fn add(&mut self, net: IpNet, why: &str) {
+        self.entries.push((net.trunc(), why.to_string()));
+    }
+
+    /// Why `ip` is protected, if it is.
+    pub fn protecting(&self, ip: IpAddr) -> Option<&str> {
+        self.entries.iter().find(|(n, _)| n.contains(&ip)).map(|(_, why)| why.as_str())
+    }
+}
+
+/// What the proposal is made for, besides the report.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    /// Protected beyond the built-ins and what the policy trusts: this
+    /// host's addresses, the gateway, the operator's SSH client.
+    pub protected: Protected,
+    /// When `learn` ran (µs since the epoch): review dates count from it.
+    pub now_us: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +103,9 @@ pub enum ProposeError {
 struct Anchors {
     /// Start of the line of the first input filter rule (or end of file).
     first_input_rule: usize,
+    /// Where a block rule goes: after the leading `pass in on lo`,
+    /// `state invalid` and established/related rules (or the first input rule).
+    block_rule_at: usize,
     /// The existing learned set: byte offset of its closing `}` and its elements.
     learned_set: Option<(usize, Vec<IpNet>)>,
     /// A rule already blocks `<learned set>`.
@@ -55,13 +115,24 @@ struct Anchors {
 fn anchors(p: &policy::Policy, set_name: &str) -> Anchors {
     let text = &p.sources.file(0).text;
     let line_start = |at: usize| text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let mut a = Anchors { first_input_rule: text.len(), learned_set: None, has_block_rule: false };
+    let line_end = |at: usize| text[at..].find('\n').map_or(text.len(), |i| at + i + 1);
+    let mut a =
+        Anchors { first_input_rule: text.len(), block_rule_at: text.len(), learned_set: None, has_block_rule: false };
     let reference = format!("<{set_name}>");
+    let mut in_preamble = true;
     for stmt in &p.stmts {
         match stmt {
             Stmt::Rule(r) if r.span.file == 0 => {
                 if r.direction.node == Direction::In && a.first_input_rule == text.len() {
                     a.first_input_rule = line_start(r.span.start);
+                    a.block_rule_at = a.first_input_rule;
+                }
+                if r.direction.node == Direction::In && in_preamble {
+                    if preamble_rule(p.sources.snippet(r.span)) {
+                        a.block_rule_at = line_end(r.span.end);
+                    } else {
+                        in_preamble = false;
+                    }
                 }
                 a.has_block_rule |= p.sources.snippet(r.span).contains(&reference) && r.action.node != Action::Pass;
             }
@@ -75,12 +146,22 @@ fn anchors(p: &policy::Policy, set_name: &str) -> Anchors {
     a
 }
 
+/// Rules that must stay above any learned block: loopback, invalid packets,
+/// and the replies of established connections.
+fn preamble_rule(snippet: &str) -> bool {
+    let words: Vec<&str> =
+        snippet.split(|c: char| c.is_whitespace() || matches!(c, '{' | '}' | ',')).filter(|w| !w.is_empty()).collect();
+    let has = |w: &str| words.contains(&w);
+    (has("on") && has("lo")) || (has("state") && (has("established") || has("related") || has("invalid")))
+}
+
 /// Build the proposal for `policy_path` from a report.
 pub fn propose(
     policy_path: &Path,
     report: &Report,
     cfg: &Config,
     capture_name: &str,
+    ctx: &Context,
 ) -> Result<Proposal, ProposeError> {
     let parsed = policy::load(policy_path)?;
     let old_text = parsed.sources.file(0).text.to_string();
@@ -96,19 +177,28 @@ pub fn propose(
     }
     let already = anchors.learned_set.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
 
+    let mut protected = Protected::builtin();
+    for t in trusted(&before) {
+        protected.add(t.net, &t.why);
+    }
+    protected.entries.extend(ctx.protected.entries.iter().cloned());
     let mut by_source: BTreeMap<IpAddr, Vec<&Finding>> = BTreeMap::new();
+    let mut spared = Vec::new();
     for f in report.findings.iter().filter(|f| !already.iter().any(|n| n.contains(&f.source))) {
-        by_source.entry(f.source).or_default().push(f);
+        match protected.protecting(f.source) {
+            Some(why) => spared.push(Spared { source: f.source, detector: f.detector.name(), why: why.to_string() }),
+            None => by_source.entry(f.source).or_default().push(f),
+        }
     }
     let blocked: Vec<IpAddr> = by_source.keys().copied().collect();
-    let entries: String = by_source.iter().map(|(ip, fs)| block_entry(*ip, fs, report, cfg)).collect();
+    let entries: String = by_source.iter().map(|(ip, fs)| block_entry(*ip, fs, report, cfg, ctx.now_us)).collect();
 
     let mut inserts: Vec<(usize, String)> = Vec::new();
     if !entries.is_empty() {
         match anchors.learned_set {
             Some((close, _)) => inserts.push((close, entries)),
             None => inserts.push((
-                anchors.first_input_rule,
+                anchors.block_rule_at,
                 format!(
                     "# Learned by `phantomc learn` from {capture_name}: sources flagged by its detectors.\n\
                      # Each entry carries its evidence; remove it after its review date if it is not seen again.\nset {set_name} = {{\n{entries}}}\n"
@@ -116,8 +206,20 @@ pub fn propose(
             )),
         }
         if !anchors.has_block_rule {
-            inserts.push((anchors.first_input_rule, format!("block in from <{set_name}> log \"learned\"\n\n")));
+            inserts.push((anchors.block_rule_at, format!("block in from <{set_name}> log \"learned\"\n\n")));
         }
+    }
+
+    let limits = flood_limits(&old_text, report, cfg);
+    if !limits.is_empty() {
+        let body: String = limits.iter().map(|r| format!("{r}\n")).collect();
+        inserts.push((
+            anchors.block_rule_at,
+            format!(
+                "# Learned by `phantomc learn` from {capture_name}: SYN floods from many sources; new\n\
+                 # connections over the limit are dropped (also keep net.ipv4.tcp_syncookies=1).\n{body}\n"
+            ),
+        ));
     }
 
     let passes = pass_rules(&before, &report.services, cfg);
@@ -153,17 +255,18 @@ pub fn propose(
             .header(&format!("a/{name}"), &format!("b/{name}"))
             .to_string()
     };
-    Ok(Proposal { old_text, new_text, diff, blocked, passes, warnings })
+    Ok(Proposal { old_text, new_text, diff, blocked, spared, limits, passes, warnings })
 }
 
 /// One element of the learned set with its evidence as comments.
-fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config) -> String {
+fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config, now_us: u64) -> String {
     let last = findings.iter().map(|f| f.last_seen_us).max().unwrap_or(0);
     let first = findings.iter().map(|f| f.first_seen_us).min().unwrap_or(0);
-    let review = last + cfg.propose.block_expiry_days * 86_400 * 1_000_000;
+    // From when learn ran: a proposal from an old capture is not born expired.
+    let review = now_us + cfg.propose.block_expiry_days * 86_400 * 1_000_000;
     let confidence = findings.iter().map(|f| f.confidence).fold(0.0, f64::max);
     let mut out = format!(
-        "    # {ip}: {} (confidence {confidence:.2}); seen {} .. {}; expires {}\n",
+        "    # {ip}: {} (confidence {confidence:.2}); seen {} .. {}; review by {}\n",
         findings.iter().map(|f| f.detector.name()).collect::<Vec<_>>().join(", "),
         fmt_time(first),
         fmt_time(last),
@@ -171,6 +274,10 @@ fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config)
     );
     for f in findings {
         out.push_str(&format!("    #   {}: {}; {}\n", f.detector.name(), f.threshold, f.counts));
+        if !f.also.is_empty() {
+            let also: Vec<&str> = f.also.iter().map(|d| d.name()).collect();
+            out.push_str(&format!("    #   also matched: {}\n", also.join(", ")));
+        }
         for e in &f.examples {
             out.push_str(&format!("    #     e.g. {e}\n"));
         }
@@ -179,6 +286,34 @@ fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config)
         out.push_str(&format!("    #   ml (advisory): {}\n", super::score::explain(r, i, report.ranking.len())));
     }
     out.push_str(&format!("    {ip},\n"));
+    out
+}
+
+/// A rate limit per flooded service: new connections up to twice the
+/// busiest second its completed clients needed (at least the configured
+/// floor) pass; the rest of the flood is dropped.
+fn flood_limits(old_text: &str, report: &Report, cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &report.floods {
+        let rate = ((f.benign_rate * 2.0).ceil() as u64).max(cfg.spoofed_flood.min_rate.ceil() as u64);
+        let port = f.target.port();
+        let evidence = format!(
+            "{} half-open from {} sources at {:.1}/s, {} .. {}",
+            f.half_open,
+            f.sources,
+            f.rate,
+            fmt_time(f.first_seen_us),
+            fmt_time(f.last_seen_us)
+        );
+        let rule = format!(
+            "pass  in proto tcp to port {port} state new limit {rate}/second burst {} label \"learned\"",
+            rate * 2
+        );
+        if old_text.contains(&rule) {
+            continue;
+        }
+        out.push(format!("# tcp {}: {evidence}\n{rule}\nblock in proto tcp to port {port} state new", f.target));
+    }
     out
 }
 

@@ -35,9 +35,26 @@ impl Service {
     }
 }
 
-/// Services used by clients that were not flagged, sorted by protocol and port.
-/// Ephemeral server ports never count (they are the far end of some other flow).
-pub fn services(flows: &[Flow], flagged: &BTreeSet<IpAddr>, cfg: &Propose) -> Vec<Service> {
+/// The address every flow (nine in ten at least) has at one end: the host
+/// the capture was taken on. `None` for a capture of a whole network.
+pub fn capture_host(flows: &[Flow]) -> Option<IpAddr> {
+    let mut seen: std::collections::HashMap<IpAddr, u64> = std::collections::HashMap::new();
+    for f in flows {
+        *seen.entry(f.client.ip()).or_default() += 1;
+        if f.server.ip() != f.client.ip() {
+            *seen.entry(f.server.ip()).or_default() += 1;
+        }
+    }
+    let (ip, n) = seen.into_iter().max_by_key(|(ip, n)| (*n, std::cmp::Reverse(*ip)))?;
+    (n * 10 >= flows.len() as u64 * 9 && flows.len() > 1).then_some(ip)
+}
+
+/// Inbound services used by clients that were not flagged, sorted by
+/// protocol and port: servers among `hosts` (every server when `hosts` is
+/// empty, for a capture of a whole network). Ephemeral server ports never
+/// count (they are the far end of some other flow), nor do the hosts' own
+/// outbound connections.
+pub fn services(flows: &[Flow], flagged: &BTreeSet<IpAddr>, hosts: &BTreeSet<IpAddr>, cfg: &Propose) -> Vec<Service> {
     let mut by_port: BTreeMap<(u8, u16), Service> = BTreeMap::new();
     for f in flows {
         let used = match f.proto {
@@ -46,6 +63,9 @@ pub fn services(flows: &[Flow], flagged: &BTreeSet<IpAddr>, cfg: &Propose) -> Ve
             _ => false,
         };
         if !used || flagged.contains(&f.client.ip()) || f.server.port() >= cfg.ephemeral_from || f.server.port() == 0 {
+            continue;
+        }
+        if !hosts.is_empty() && (!hosts.contains(&f.server.ip()) || hosts.contains(&f.client.ip())) {
             continue;
         }
         let s = by_port.entry((f.proto, f.server.port())).or_insert_with(|| Service {

@@ -1,0 +1,145 @@
+//! What the learner proposes on labelled captures: real brute force is
+//! caught, benign logins and clients are not, protected sources are never
+//! proposed (and the output says why), the block rule goes after loopback
+//! and established traffic, and a host's outbound connections never become
+//! inbound pass rules.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use phantomc::ir::{self, eval};
+use phantomc::learn::{self, propose, Config, Detector, Report};
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/learn").join(rel)
+}
+
+fn report(rel: &str, hosts: &[IpAddr]) -> Report {
+    let cfg = Config::default();
+    let capture = learn::read_flows(&data(rel), &cfg, &|_| ()).unwrap();
+    learn::analyze(capture.flows, &cfg, hosts)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn labels(r: &Report) -> Vec<(IpAddr, Detector)> {
+    r.findings.iter().map(|f| (f.source, f.detector)).collect()
+}
+
+#[test]
+fn zeek_brute_force_traces_are_brute_force_and_benign_logins_are_not() {
+    // Zeek flags both (btest baselines next to the traces).
+    let ssh = report("zeek/ssh-sshguess.pcap", &[]);
+    assert_eq!(labels(&ssh), [(ip("192.168.56.1"), Detector::BruteForce)]);
+    let f = &ssh.findings[0];
+    assert!(f.counts.starts_with("11 of 11 sessions to tcp 192.168.56.103:22 failed"), "{}", f.counts);
+    assert!(f.counts.contains("over 66.348s"), "exact span, not rounded: {}", f.counts);
+    let ftp = report("zeek/ftp-bruteforce.pcap", &[]);
+    assert_eq!(labels(&ftp), [(ip("192.168.56.1"), Detector::BruteForce)]);
+    // Benign SSH and FTP sessions: nothing flagged, the services are learned.
+    // ftp-ipv4 was captured at the client: the server is named.
+    for (benign, hosts) in [
+        ("zeek/ssh-ssh.pcap", vec![]),
+        ("zeek/ssh-single-conn.pcap", vec![]),
+        ("zeek/ftp-ipv4.pcap", vec![ip("199.233.217.249")]),
+    ] {
+        let r = report(benign, &hosts);
+        assert_eq!(labels(&r), [], "{benign}");
+        assert!(!r.services.is_empty(), "{benign}");
+    }
+}
+
+const CLOSED: &str = "table phantomc
+policy input block
+pass in on lo
+block in state invalid
+pass in state { established, related }
+";
+
+fn propose_with(policy: &str, r: &Report, ctx: &propose::Context) -> propose::Proposal {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.pf");
+    std::fs::write(&path, policy).unwrap();
+    propose::propose(&path, r, &Config::default(), "capture", ctx).unwrap()
+}
+
+#[test]
+fn block_rule_goes_after_loopback_and_established_and_drops_the_guesser() {
+    let r = report("zeek/ssh-sshguess.pcap", &[]);
+    let p = propose_with(CLOSED, &r, &propose::Context::default());
+    assert_eq!(p.blocked, [ip("192.168.56.1")]);
+    let text = &p.new_text;
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} in {text}"));
+    assert!(at("pass in on lo") < at("block in from <learned_block>"), "{text}");
+    assert!(at("pass in state { established, related }") < at("block in from <learned_block>"), "{text}");
+    let after = ir::compile("p.pf", text).unwrap().ruleset;
+    let packet = |src: &str, state| eval::Packet {
+        hook: ir::Hook::Input,
+        iif: Some("lo".into()),
+        oif: None,
+        src: ip(src),
+        dst: ip("192.168.56.103"),
+        proto: 6,
+        sport: Some(40000),
+        dport: Some(22),
+        icmp_type: None,
+        ct_state: state,
+    };
+    let sets = eval::SetContents::new();
+    // Loopback still passes; the guesser's new connections are dropped.
+    assert_eq!(eval::decide(&after, &packet("127.0.0.1", 1 << 3), &sets).verdict, ir::Action::Pass);
+    let mut guess = packet("192.168.56.1", 1 << 3);
+    guess.iif = Some("eth0".into());
+    assert_eq!(eval::decide(&after, &guess, &sets).verdict, ir::Action::Block);
+    // No pass rule for the attacker's network: the only client was flagged.
+    assert!(p.passes.is_empty(), "{:?}", p.passes);
+}
+
+#[test]
+fn protected_sources_are_never_proposed_and_the_reason_is_given() {
+    let r = report("zeek/ssh-sshguess.pcap", &[]);
+    let cases = [
+        (
+            format!("{CLOSED}pass in proto tcp from 192.168.56.0/24 to port 22\n"),
+            propose::Context::default(),
+            "pass rule",
+        ),
+        (format!("allow-always {{ 192.168.56.0/24 }}\n{CLOSED}"), propose::Context::default(), "allow-always"),
+    ];
+    for (policy, ctx, why) in cases {
+        let p = propose_with(&policy, &r, &ctx);
+        assert!(p.blocked.is_empty(), "{policy}");
+        assert_eq!(p.spared.len(), 1);
+        assert!(p.spared[0].why.contains(why), "{:?}", p.spared);
+        assert!(!p.new_text.contains("learned_block"), "{}", p.new_text);
+    }
+    let mut ctx = propose::Context::default();
+    ctx.protected.add(ip("192.168.56.1").into(), "your SSH client");
+    let p = propose_with(CLOSED, &r, &ctx);
+    assert!(p.blocked.is_empty());
+    assert_eq!(p.spared[0].why, "your SSH client");
+    assert_eq!(p.spared[0].detector, "brute-force");
+}
+
+#[test]
+fn outbound_connections_of_the_host_never_become_inbound_pass_rules() {
+    // 192.168.1.32 serves SSH to 192.168.1.31 and connects out to SSH
+    // servers elsewhere: only its inbound service is learned.
+    let r = report("zeek/ssh-ssh.pcap", &[ip("192.168.1.32")]);
+    let servers: Vec<(u16, Vec<IpAddr>)> =
+        r.services.iter().map(|s| (s.port, s.servers.iter().copied().collect())).collect();
+    assert_eq!(servers, [(22, vec![ip("192.168.1.32")])]);
+    let p = propose_with(CLOSED, &r, &propose::Context::default());
+    assert_eq!(p.passes, ["pass in proto tcp from 192.168.1.0/24 to port 22 state new label \"learned\""]);
+}
+
+#[test]
+fn review_dates_count_from_when_learn_ran() {
+    let r = report("zeek/ftp-bruteforce.pcap", &[]);
+    // The capture is from 2014; learn "ran" on 2026-01-01.
+    let ctx = propose::Context { now_us: 1_767_225_600_000_000, ..Default::default() };
+    let p = propose_with(CLOSED, &r, &ctx);
+    assert!(p.new_text.contains("review by 2026-01-31T00:00:00Z"), "{}", p.new_text);
+}
