@@ -560,6 +560,12 @@ fn webserver_kernel_verdicts_equal_explain() {
     run(host_scenario(WEB), 0x5eed_0001);
 }
 
+/// Exclusions, expired rules and entries (testdata/language/constructs.pf).
+#[test]
+fn language_constructs_kernel_verdicts_equal_explain() {
+    run(host_scenario("testdata/language/constructs.pf"), 0x5eed_0004);
+}
+
 #[test]
 fn bastion_kernel_verdicts_equal_explain() {
     run(host_scenario("policies/bastion.pf"), 0x5eed_0002);

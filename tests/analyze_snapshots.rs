@@ -22,7 +22,8 @@ fn phantomc(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn lint_findings_text_and_github() {
-    let (c, d) = lint::lint_file(Path::new("testdata/analyze/findings.pf")).expect("compiles");
+    let (c, d) =
+        lint::lint_file(Path::new("testdata/analyze/findings.pf"), &lint::Options::default()).expect("compiles");
     insta::assert_snapshot!("lint-findings.txt", report::render(&d, &c.sources, report::Format::Text, false));
     insta::assert_snapshot!("lint-findings.github", report::render(&d, &c.sources, report::Format::Github, false));
     let codes: Vec<&str> = d.iter().map(|x| x.code).collect();

@@ -31,6 +31,52 @@ fn example_policies_compile_to_stable_nft_and_json() {
     }
 }
 
+/// The language constructs of docs/language.md (exclusions, expiry, ...) in one policy.
+#[test]
+fn language_constructs_compile_to_stable_nft_and_json() {
+    let path = "testdata/language/constructs.pf";
+    for format in ["nft", "json", "ir"] {
+        let out = phantomc(&["compile", "--format", format, path]);
+        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        insta::assert_snapshot!(format!("constructs.{format}"), String::from_utf8(out.stdout).expect("utf-8"));
+        // The expired rule and entry are named on stderr, and left out.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("rule constructs.pf:26 expired on 2020-01-01 and is left out"), "{err}");
+        assert!(err.contains("entry 198.51.100.7 expired on 2020-01-01 and is left out"), "{err}");
+    }
+}
+
+#[test]
+fn lint_expired_lists_what_expired_and_warns_ahead() {
+    let path = "testdata/language/constructs.pf";
+    let out = phantomc(&["lint", "--expired", path]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "expired entries fail `lint --expired`: {err}");
+    assert_eq!(err.matches("expired on 2020-01-01").count(), 2, "{err}");
+    // 14 days before 2099-12-31 the dated entry and rule are announced; 15 days before they are not.
+    let at = |today: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_phantomc"))
+            .args(args)
+            .env("PHANTOMC_TODAY", today)
+            .output()
+            .expect("run phantomc");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let soon = at("2099-12-17", &["lint", path]);
+    assert!(soon.contains("entry 198.51.100.8 expires on 2099-12-31 (14 days left)"), "{soon}");
+    assert!(soon.contains("rule constructs.pf:27 expires on 2099-12-31 (14 days left)"), "{soon}");
+    assert!(!at("2099-12-16", &["lint", path]).contains("expires-soon"));
+    assert!(at("2099-12-01", &["lint", "--expires-within", "30", path]).contains("(30 days left)"));
+    // After its day the rule is gone from the compiled ruleset.
+    let after = Command::new(env!("CARGO_BIN_EXE_phantomc"))
+        .args(["compile", path])
+        .env("PHANTOMC_TODAY", "2100-01-01")
+        .output()
+        .expect("run phantomc");
+    let nft = String::from_utf8_lossy(&after.stdout);
+    assert!(!nft.contains("8080") && !nft.contains("198.51.100.8"), "{nft}");
+}
+
 #[test]
 fn every_compiled_rule_names_its_policy_line() {
     for name in EXAMPLES {

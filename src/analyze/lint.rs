@@ -8,6 +8,8 @@
 //! | `redundant` | warning | earlier rules with the same verdict decide all its packets, or without it later rules (or the default policy) would give them the same verdict |
 //! | `unused-define`, `unused-set` | warning | declared but never used |
 //! | `overlapping-entries`, `feed-overlaps-allow` | warning | see [`super::entries`] |
+//! | `expired` | warning | a rule or entry is past its `expires` date and was left out |
+//! | `expires-soon` | warning | a rule or entry expires within [`Options::expiry_warn_days`] |
 //!
 //! Rules with a rate limit or a run-time (dynamic or feed) set may not match
 //! a packet their header clauses match, so they never shadow anything.
@@ -15,14 +17,28 @@
 use std::collections::BTreeSet;
 
 use crate::diag::{Diag, SourceMap, Span};
+use crate::ir::expiry::{self, Date};
 use crate::ir::{Chain, Compiled, Rule, Ruleset};
 use crate::policy::{LoadError, PolicyError};
 
 use super::index::CubeIndex;
 use super::space::{condition, subtract_all, Cube, Universe};
 
+/// What lint checks against: today's date and how far ahead expiry is announced.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub today: Date,
+    pub expiry_warn_days: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { today: expiry::today(), expiry_warn_days: expiry::DEFAULT_WARN_DAYS }
+    }
+}
+
 /// Lints a policy file: its rules (on the IR) and its address lists (on the syntax tree).
-pub fn lint_file(path: &std::path::Path) -> Result<(Compiled, Vec<Diag>), LoadError> {
+pub fn lint_file(path: &std::path::Path, opts: &Options) -> Result<(Compiled, Vec<Diag>), LoadError> {
     let p = crate::policy::load(path)?;
     let mut out = super::entries::overlapping_entries(&p.stmts);
     let (ruleset, unused) = match crate::ir::lower(&p) {
@@ -30,13 +46,17 @@ pub fn lint_file(path: &std::path::Path) -> Result<(Compiled, Vec<Diag>), LoadEr
         Err(diags) => return Err(LoadError::Policy(PolicyError { sources: p.sources, diags })),
     };
     let c = Compiled { sources: p.sources, ruleset, unused };
-    out.extend(lint(&c));
+    out.extend(lint_with(&c, opts));
     out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
     Ok((c, out))
 }
 
 /// Lints a compiled policy (everything but the address-list checks, which need the syntax tree).
 pub fn lint(c: &Compiled) -> Vec<Diag> {
+    lint_with(c, &Options::default())
+}
+
+pub fn lint_with(c: &Compiled, opts: &Options) -> Vec<Diag> {
     let rs = &c.ruleset;
     let u = Universe::new(&[rs]);
     let mut out: Vec<Diag> =
@@ -54,7 +74,35 @@ pub fn lint(c: &Compiled) -> Vec<Diag> {
         );
     }
     out.extend(super::entries::feed_overlaps(rs, &c.sources));
+    out.extend(expiry_findings(rs, opts).into_iter().map(|d| tighten(d, &c.sources)));
     out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
+    out
+}
+
+/// Expired rules and entries, and those that expire within the warning window.
+pub fn expiry_findings(rs: &Ruleset, opts: &Options) -> Vec<Diag> {
+    let mut out = Vec::new();
+    for e in &rs.expiries {
+        let left = e.days_left(opts.today);
+        if e.expired {
+            out.push(e.expired_warning());
+        } else if left <= opts.expiry_warn_days {
+            let when = match left {
+                0 => "today is its last day".to_string(),
+                1 => "1 day left".to_string(),
+                n => format!("{n} days left"),
+            };
+            out.push(
+                Diag::warning(
+                    "expires-soon",
+                    e.origin.span,
+                    format!("{} {} expires on {} ({when})", e.kind, e.what, e.date),
+                    format!("expires {}", e.date),
+                )
+                .with_help("after that day it is left out of the compiled ruleset; move the date or remove it"),
+            );
+        }
+    }
     out
 }
 

@@ -21,119 +21,8 @@ use ipnet::IpNet;
 
 use crate::ir::eval::iface_matches;
 use crate::ir::names::{self, ICMP, ICMPV6};
+pub use crate::ir::ranges::{family_max, ip_value, net_range, Ranges};
 use crate::ir::{AddrMatch, Family, Match, PortMatch, Rule, Ruleset, SetKind};
-
-/// A set of integers as sorted, disjoint, non-adjacent inclusive ranges.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ranges(pub Vec<(u128, u128)>);
-
-impl Ranges {
-    pub fn span(lo: u128, hi: u128) -> Ranges {
-        Ranges(vec![(lo, hi)])
-    }
-
-    pub fn empty() -> Ranges {
-        Ranges(Vec::new())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// From any ranges (unsorted, overlapping).
-    pub fn of(it: impl IntoIterator<Item = (u128, u128)>) -> Ranges {
-        let mut v: Vec<(u128, u128)> = it.into_iter().collect();
-        v.sort_unstable();
-        let mut out: Vec<(u128, u128)> = Vec::with_capacity(v.len());
-        for (lo, hi) in v {
-            match out.last_mut() {
-                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
-                _ => out.push((lo, hi)),
-            }
-        }
-        Ranges(out)
-    }
-
-    pub fn intersect(&self, o: &Ranges) -> Ranges {
-        let (mut i, mut j, mut out) = (0, 0, Vec::new());
-        while i < self.0.len() && j < o.0.len() {
-            let (a, b) = (self.0[i], o.0[j]);
-            let (lo, hi) = (a.0.max(b.0), a.1.min(b.1));
-            if lo <= hi {
-                out.push((lo, hi));
-            }
-            if a.1 < b.1 {
-                i += 1;
-            } else {
-                j += 1;
-            }
-        }
-        Ranges(out)
-    }
-
-    pub fn intersects(&self, o: &Ranges) -> bool {
-        let (mut i, mut j) = (0, 0);
-        while i < self.0.len() && j < o.0.len() {
-            let (a, b) = (self.0[i], o.0[j]);
-            if a.0.max(b.0) <= a.1.min(b.1) {
-                return true;
-            }
-            if a.1 < b.1 {
-                i += 1;
-            } else {
-                j += 1;
-            }
-        }
-        false
-    }
-
-    /// `self` minus `o`.
-    pub fn subtract(&self, o: &Ranges) -> Ranges {
-        let mut out = Vec::new();
-        let mut j = 0;
-        for &(lo, hi) in &self.0 {
-            let mut cur = lo;
-            let mut done = false;
-            while j < o.0.len() && o.0[j].1 < cur {
-                j += 1;
-            }
-            let mut k = j;
-            while k < o.0.len() && o.0[k].0 <= hi {
-                let (blo, bhi) = o.0[k];
-                if blo > cur {
-                    out.push((cur, blo - 1));
-                }
-                if bhi >= hi {
-                    done = true;
-                    break;
-                }
-                cur = bhi + 1;
-                k += 1;
-            }
-            if !done {
-                out.push((cur, hi));
-            }
-        }
-        Ranges(out)
-    }
-
-    pub fn union(&self, o: &Ranges) -> Ranges {
-        Ranges::of(self.0.iter().chain(&o.0).copied())
-    }
-
-    pub fn contains(&self, x: u128) -> bool {
-        self.0.iter().any(|&(lo, hi)| lo <= x && x <= hi)
-    }
-
-    /// Number of values (saturating).
-    pub fn count(&self) -> u128 {
-        self.0.iter().fold(0u128, |n, &(lo, hi)| n.saturating_add(hi - lo).saturating_add(1))
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = u128> + '_ {
-        self.0.iter().flat_map(|&(lo, hi)| lo..=hi)
-    }
-}
 
 /// The fields of a cube, in the order subtraction splits them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -239,24 +128,6 @@ impl Kind {
             Kind::Other => Ranges::span(0, 255).subtract(&ported).subtract(&icmp),
         }
     }
-}
-
-fn family_max(f: Family) -> u128 {
-    match f {
-        Family::V4 => u32::MAX as u128,
-        Family::V6 => u128::MAX,
-    }
-}
-
-fn ip_value(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u32::from(a) as u128,
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-pub fn net_range(n: &IpNet) -> (u128, u128) {
-    (ip_value(n.network()), ip_value(n.broadcast()))
 }
 
 /// The header space of one or more rulesets: the interface classes their

@@ -81,6 +81,7 @@ pub fn failure(e: ApplyError, compiled: &Compiled) -> Failure {
 
 pub fn apply(args: &ApplyArgs) -> CmdResult {
     let compiled = ir::compile_file(&args.policy)?;
+    super::warn_expired(&compiled);
     let nft = Nft::default();
     // Feed sets get their cached copies, so a reload never empties them.
     let kept = super::feeds::apply_elements(&nft, &compiled.ruleset, args.state_dir.as_deref())?;

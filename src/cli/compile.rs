@@ -31,6 +31,7 @@ pub enum Format {
 
 pub fn run(args: &CompileArgs) -> CmdResult {
     let compiled = ir::compile_file(&args.policy)?;
+    super::warn_expired(&compiled);
     let extra = match &args.state_dir {
         Some(dir) => {
             let cache = feeds::cache::Cache::new(feeds::state_dir(Some(dir)));

@@ -93,6 +93,13 @@ impl From<LoadError> for Failure {
 
 pub type CmdResult = Result<ExitCode, Failure>;
 
+/// Expired rules and entries were left out of `c`: say which, on stderr.
+fn warn_expired(c: &crate::ir::Compiled) {
+    let diags: Vec<_> =
+        c.ruleset.expiries.iter().filter(|e| e.expired).map(crate::ir::expiry::Expiry::expired_warning).collect();
+    eprint!("{}", render_terminal(&diags, &c.sources));
+}
+
 pub fn main() -> ExitCode {
     // Like other Unix tools, end quietly when a pipe reader (`| head`) goes away.
     // SAFETY: called first, before any thread exists.

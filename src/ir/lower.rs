@@ -7,7 +7,9 @@ use std::path::Path;
 
 use ipnet::IpNet;
 
+use super::expiry::{self, Date, Expiry};
 use super::names::{self, ICMP, ICMPV6};
+use super::ranges::{self, Ranges};
 use super::*;
 use crate::diag::{Diag, SourceMap, Span};
 use crate::policy::ast::{self, Direction, HostSpec, Item, NatKind, RuleOpt, SetBody, Spanned, Stmt, Value};
@@ -118,6 +120,7 @@ struct Clauses<'a> {
     log: Option<(Option<&'a str>, Span)>,
     counter: Option<bool>,
     label: Option<(&'a str, Span)>,
+    expires: Option<Date>,
 }
 
 struct Lowerer<'a> {
@@ -134,6 +137,10 @@ struct Lowerer<'a> {
     meters: usize,
     /// Where the adaptive block names its set (for messages).
     adaptive_set_span: Span,
+    /// Rules and entries dated before this day are left out.
+    today: Date,
+    /// Index of the statement being lowered (for the origins of expiring entries).
+    stmt: usize,
 }
 
 impl<'a> Lowerer<'a> {
@@ -159,9 +166,12 @@ impl<'a> Lowerer<'a> {
                 allow_always: Vec::new(),
                 tests: Vec::new(),
                 adaptive: None,
+                expiries: Vec::new(),
             },
             meters: 0,
             adaptive_set_span: Span::default(),
+            today: expiry::today(),
+            stmt: 0,
         }
     }
 
@@ -208,6 +218,7 @@ impl<'a> Lowerer<'a> {
     }
 
     fn stmt(&mut self, idx: usize, stmt: &Stmt) {
+        self.stmt = idx;
         match stmt {
             Stmt::Table(name) => self.table_stmt(name),
             Stmt::Define { name, value } => {
@@ -319,10 +330,32 @@ impl<'a> Lowerer<'a> {
                     self.used.insert(format!("<{name}>"));
                     out.push(Resolved { item: it.node.clone(), span: it.span, via: None });
                 }
+                Item::Except(inner) => {
+                    let inner = Value { items: vec![(**inner).clone()], span: inner.span };
+                    for r in self.expand(&inner) {
+                        let span = r.span;
+                        out.push(Resolved { item: Item::Except(Box::new(Spanned::new(r.item, span))), ..r });
+                    }
+                }
+                Item::Expiring { item, date } => {
+                    let what = self.sources.snippet(item.span).to_string();
+                    if self.expiry("entry", what, date.node, it.span) {
+                        let inner = Value { items: vec![(**item).clone()], span: item.span };
+                        out.extend(self.expand(&inner));
+                    }
+                }
                 other => out.push(Resolved { item: other.clone(), span: it.span, via: None }),
             }
         }
         out
+    }
+
+    /// Records an `expires` date; false when it has passed (the rule or entry is left out).
+    fn expiry(&mut self, kind: &'static str, what: String, date: Date, span: Span) -> bool {
+        let expired = date < self.today;
+        let origin = self.origin(span, self.stmt);
+        self.out.expiries.push(Expiry { kind, what, date, expired, origin });
+        !expired
     }
 
     fn unknown_macro(&mut self, name: &str, span: Span) {
@@ -362,13 +395,15 @@ impl<'a> Lowerer<'a> {
                 }
             }
             SetBody::Static(value) => {
+                let errors_before = self.diags.len();
+                let expiries_before = self.out.expiries.len();
                 let items = self.expand(value);
-                let mut v4 = Vec::new();
-                let mut v6 = Vec::new();
+                let mut nets = Vec::new();
+                let mut excluded = Vec::new();
                 for r in items {
                     match r.item {
-                        Item::Net(n @ IpNet::V4(_)) => v4.push(n),
-                        Item::Net(n @ IpNet::V6(_)) => v6.push(n),
+                        Item::Net(n) => nets.push((n, r.span)),
+                        Item::Except(ref inner) => excluded.extend(self.excluded_net(&r, inner)),
                         ref other => {
                             let d = r
                                 .diag(
@@ -381,15 +416,23 @@ impl<'a> Lowerer<'a> {
                         }
                     }
                 }
-                if v4.is_empty() && v6.is_empty() {
+                if !excluded.is_empty() {
+                    nets = self.exclude(nets, &excluded);
+                }
+                let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
+                    nets.into_iter().map(|(n, _)| n).partition(|n| Family::of(&n.addr()) == Family::V4);
+                // Every entry expired: the set stays, empty, so its rules match nothing.
+                let all_expired = self.out.expiries[expiries_before..].iter().any(|e| e.expired);
+                if v4.is_empty() && v6.is_empty() && self.diags.len() == errors_before && !all_expired {
                     self.diags.push(
                         Diag::error("empty-set", value.span, format!("set `{}` is empty", name.node), "no elements")
                             .with_help("for a set filled at run time write `set NAME dynamic`"),
                     );
                 }
                 let mut families = Vec::new();
+                let keep_empty = v4.is_empty() && v6.is_empty();
                 for (family, nets) in [(Family::V4, v4), (Family::V6, v6)] {
-                    if nets.is_empty() {
+                    if nets.is_empty() && !keep_empty {
                         continue;
                     }
                     families.push(family);
@@ -681,6 +724,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::Log(s) => c.log = Some((s.as_deref(), opt.span)),
                 RuleOpt::Counter(on) => c.counter = Some(*on),
                 RuleOpt::Label(s) => c.label = Some((s.as_str(), opt.span)),
+                RuleOpt::Expires(d) => c.expires = Some(*d),
             }
         }
         c
@@ -824,13 +868,28 @@ impl<'a> Lowerer<'a> {
     }
 
     fn addrs(&mut self, spec: &HostSpec) -> AddrSpec {
-        let Some(value) = &spec.addr else { return AddrSpec::Any };
-        let items = self.expand(value);
+        let (negated, items) = match (&spec.addr, &spec.except) {
+            // `any except X` is everything but X.
+            (None, Some(except)) => (!spec.negated, self.expand(except)),
+            (addr, except) => {
+                let mut items = addr.as_ref().map_or_else(Vec::new, |v| self.expand(v));
+                for r in except.as_ref().map_or_else(Vec::new, |v| self.expand(v)) {
+                    let span = r.span;
+                    items.push(Resolved { item: Item::Except(Box::new(Spanned::new(r.item, span))), ..r });
+                }
+                (spec.negated, items)
+            }
+        };
+        if items.is_empty() {
+            return AddrSpec::Any;
+        }
         let mut nets = Vec::new();
+        let mut excluded = Vec::new();
         let mut set: Option<(String, Span)> = None;
         for r in &items {
             match &r.item {
                 Item::Net(n) => nets.push((*n, r.span)),
+                Item::Except(inner) => excluded.extend(self.excluded_net(r, inner)),
                 Item::SetRef(name) => {
                     if !self.sets.contains_key(name) {
                         let mut d = r.diag("unknown-set", format!("set `<{name}>` is not declared"), "unknown set");
@@ -877,10 +936,82 @@ impl<'a> Lowerer<'a> {
                 );
                 AddrSpec::Any
             }
-            Some((name, _)) => AddrSpec::Set { negated: spec.negated, name },
-            None if nets.is_empty() => AddrSpec::Any,
-            None => AddrSpec::Nets { negated: spec.negated, nets },
+            Some((name, span)) if !excluded.is_empty() => {
+                self.diags.push(
+                    Diag::error("set-list", span, "a set cannot be matched with exclusions", "set with `except`/`!`")
+                        .with_help(format!("take the addresses out of set `{name}` itself, or write a rule for the exceptions before this one")),
+                );
+                AddrSpec::Any
+            }
+            Some((name, _)) => AddrSpec::Set { negated, name },
+            None if nets.is_empty() && excluded.is_empty() => AddrSpec::Any,
+            None => {
+                if !excluded.is_empty() {
+                    nets = self.exclude(nets, &excluded);
+                }
+                AddrSpec::Nets { negated, nets }
+            }
         }
+    }
+
+    /// The network an `!entry` or `except` entry takes out of its list.
+    fn excluded_net(&mut self, r: &Resolved, inner: &Spanned<Item>) -> Option<(IpNet, Span)> {
+        match &inner.node {
+            Item::Net(n) => Some((*n, r.span)),
+            other => {
+                let d = r
+                    .diag("bad-exclusion", format!("only addresses can be excluded, found {}", other.kind()), "not an address")
+                    .with_help("exclusions are networks: `{ 10.0.0.0/8, !10.1.0.0/16 }` or `from 10.0.0.0/8 except 10.1.0.0/16`");
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    /// `nets` with every excluded network taken out, as the exact CIDR difference.
+    fn exclude(&mut self, nets: Vec<(IpNet, Span)>, excluded: &[(IpNet, Span)]) -> Vec<(IpNet, Span)> {
+        for (x, span) in excluded {
+            if !nets.iter().any(|(n, _)| n.contains(x) || x.contains(n)) {
+                let help = if nets.is_empty() {
+                    "a list of exclusions only excludes from nothing: list the addresses to include, or write `! NET` to match all others".to_string()
+                } else {
+                    "an exclusion must overlap an included network of the same list; check the address".to_string()
+                };
+                self.diags.push(
+                    Diag::error(
+                        "bad-exclusion",
+                        *span,
+                        format!("excluding {x} removes nothing"),
+                        "no included network contains it",
+                    )
+                    .with_help(help),
+                );
+            }
+        }
+        let had_nets = !nets.is_empty();
+        let mut out = Vec::new();
+        for (n, span) in nets {
+            let family = Family::of(&n.addr());
+            let cut = Ranges::of(
+                excluded.iter().filter(|(x, _)| Family::of(&x.addr()) == family).map(|(x, _)| ranges::net_range(x)),
+            );
+            let left = Ranges::of([ranges::net_range(&n)]).subtract(&cut);
+            out.extend(ranges::to_nets(&left, family).into_iter().map(|m| (m, span)));
+        }
+        if out.is_empty() && had_nets {
+            if let Some((_, span)) = excluded.first() {
+                self.diags.push(
+                    Diag::error(
+                        "bad-exclusion",
+                        *span,
+                        "the exclusions take out every address of the list",
+                        "excludes everything",
+                    )
+                    .with_help("a list that matches no address is almost surely a mistake; remove the exclusion"),
+                );
+            }
+        }
+        out
     }
 
     /// Families an address clause can match, and the span to blame.
@@ -1046,6 +1177,9 @@ impl<'a> Lowerer<'a> {
                         .with_help("use `block` to drop all such packets, or a positive rate"),
                 );
             }
+        }
+        if c.expires.is_some_and(|d| !self.expiry("rule", origin.id.clone(), d, r.span)) {
+            return;
         }
         for shape in shapes {
             let limit = c.limit.map(|(l, _)| Limit {
@@ -1397,6 +1531,9 @@ impl<'a> Lowerer<'a> {
             );
             return;
         }
+        if c.expires.is_some_and(|d| !self.expiry("rule", origin.id.clone(), d, n.span)) {
+            return;
+        }
         for matches in shapes {
             self.out.nat.push(NatRule { origin: origin.clone(), matches, action: action.clone() });
         }
@@ -1553,6 +1690,39 @@ fn well_known_port(name: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::merge_ranges;
+    use crate::ir::{compile, AddrMatch, SetKind};
+
+    #[test]
+    fn a_set_whose_entries_all_expired_is_kept_empty() {
+        let c = compile("t.pf", "set old = { 192.0.2.1 expires 2020-01-01 }\nblock in from <old>\n").expect("compiles");
+        let kinds: Vec<_> = c.ruleset.sets.iter().map(|s| (s.nft_name.as_str(), &s.kind)).collect();
+        let empty = SetKind::Static { elements: vec![] };
+        assert_eq!(kinds, vec![("old_v4", &empty), ("old_v6", &empty)]);
+        assert_eq!(c.ruleset.chains[0].rules.len(), 2, "the rule stays, matching nothing");
+    }
+
+    #[test]
+    fn exclusions_lower_to_the_exact_difference() {
+        let nets = |text: &str| {
+            let c = compile("t.pf", text).expect("compiles");
+            match &c.ruleset.chains[0].rules[0].matches.src {
+                AddrMatch::Nets { negated, nets } => {
+                    (*negated, nets.iter().map(ToString::to_string).collect::<Vec<_>>())
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let want = (
+            false,
+            vec!["10.0.0.0/9".to_string(), "10.128.0.0/10".into(), "10.192.0.0/11".into(), "10.224.0.0/12".into()],
+        );
+        assert_eq!(nets("pass in from { 10.0.0.0/8, !10.240.0.0/12 }\n"), want);
+        assert_eq!(nets("pass in from 10.0.0.0/8 except 10.240.0.0/12\n"), want);
+        assert_eq!(nets("define x = { 10.0.0.0/8, !10.240.0.0/12 }\npass in from $x\n"), want);
+        // `any except X` is `! X`; `! A except B` negates the difference.
+        assert_eq!(nets("pass in from any except 10.0.0.0/8\n"), (true, vec!["10.0.0.0/8".into()]));
+        assert!(nets("pass in from ! 10.0.0.0/8 except 10.240.0.0/12\n").0);
+    }
 
     #[test]
     fn rules_and_default_policies_count_unless_nocounter() {

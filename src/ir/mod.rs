@@ -7,8 +7,10 @@
 //! each IR rule maps to exactly one nft rule and has one family and protocol.
 
 pub mod eval;
+pub mod expiry;
 mod lower;
 pub mod names;
+pub mod ranges;
 
 use std::collections::BTreeMap;
 
@@ -46,6 +48,9 @@ pub struct Ruleset {
     /// `adaptive { ... }`: what `watch` does with what its detectors find.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<Adaptive>,
+    /// Rules and entries with an `expires` date, the expired ones left out above.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expiries: Vec<expiry::Expiry>,
 }
 
 impl Ruleset {

@@ -116,6 +116,7 @@ pub fn panic_ruleset(table: &str, keep: &Session) -> Ruleset {
         allow_always: Vec::new(),
         tests: Vec::new(),
         adaptive: None,
+        expiries: Vec::new(),
     }
 }
 

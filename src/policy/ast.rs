@@ -97,6 +97,13 @@ pub enum Item {
     Number(u64),
     /// Interface, protocol, ICMP type or ct state name.
     Name(String),
+    /// `!10.1.0.0/16` in a list: addresses taken out of the list's other entries.
+    Except(Box<Spanned<Item>>),
+    /// `10.0.0.7 expires 2026-12-31`: an entry left out after that day.
+    Expiring {
+        item: Box<Spanned<Item>>,
+        date: Spanned<Date>,
+    },
 }
 
 impl Item {
@@ -111,7 +118,69 @@ impl Item {
             Item::PortRange(..) => "a port range",
             Item::Number(_) => "a number",
             Item::Name(_) => "a name",
+            Item::Except(_) => "an exclusion",
+            Item::Expiring { item, .. } => item.node.kind(),
         }
+    }
+}
+
+/// A calendar day (UTC), as written in `expires 2026-12-31`; checked valid by the parser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl Date {
+    /// The date if it exists in the Gregorian calendar.
+    pub fn new(year: u16, month: u8, day: u8) -> Option<Date> {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let days_in_month = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        (day >= 1 && day <= days_in_month).then_some(Date { year, month, day })
+    }
+
+    /// Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+    pub fn days(self) -> i64 {
+        let (m, d) = (i64::from(self.month), i64::from(self.day));
+        let y = i64::from(self.year) - i64::from(m <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// The day `days` after 1970-01-01 (civil_from_days).
+    pub fn from_days(days: i64) -> Date {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
+        Date { year, month, day }
+    }
+}
+
+impl serde::Serialize for Date {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
     }
 }
 
@@ -126,6 +195,8 @@ pub struct HostSpec {
     pub negated: bool,
     /// `None` means any address.
     pub addr: Option<Value>,
+    /// `except VALUE`: addresses taken out of `addr`.
+    pub except: Option<Value>,
     pub port: Option<PortSpec>,
 }
 
@@ -179,6 +250,7 @@ pub enum RuleOpt {
     /// `counter` (the default, `true`) or `nocounter`.
     Counter(bool),
     Label(String),
+    Expires(Date),
 }
 
 impl RuleOpt {
@@ -199,6 +271,7 @@ impl RuleOpt {
             RuleOpt::Counter(true) => "counter",
             RuleOpt::Counter(false) => "nocounter",
             RuleOpt::Label(_) => "label",
+            RuleOpt::Expires(_) => "expires",
         }
     }
 }

@@ -86,6 +86,8 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::string => "a quoted string",
             Rule::number => "a number",
             Rule::duration => "a duration (30s, 5m, 1h, 1d)",
+            Rule::date => "a date (2026-12-31)",
+            Rule::except_clause => "`except`",
             Rule::rate => "a rate (10/minute)",
             Rule::host_spec | Rule::kw_any => "an address or `any`",
             Rule::port_clause => "`port`",
@@ -101,6 +103,10 @@ fn describe_expected(rules: &[Rule]) -> String {
             _ => "a rule option",
         })
         .collect();
+    // After a list entry, `expires` is possible but `,` or `}` is what was missing.
+    if rules.contains(&Rule::list_sep) {
+        words.retain(|w| *w != "a rule option");
+    }
     words.sort_unstable();
     words.dedup();
     match words.len() {
@@ -303,13 +309,14 @@ impl Builder {
             Rule::log_opt => RuleOpt::Log(inner.next().map(|s| string_text(&s))),
             Rule::counter_opt => RuleOpt::Counter(text == "counter"),
             Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
+            Rule::expires => RuleOpt::Expires(self.date(&inner.next()?)?.node),
             _ => return None,
         };
         Some(Spanned::new(opt, span))
     }
 
     fn host_spec(&mut self, inner: pest::iterators::Pairs<'_, Rule>) -> HostSpec {
-        let mut spec = HostSpec { negated: false, addr: None, port: None };
+        let mut spec = HostSpec { negated: false, addr: None, except: None, port: None };
         for p in inner {
             match p.as_rule() {
                 Rule::host_spec => {
@@ -317,6 +324,7 @@ impl Builder {
                         match h.as_rule() {
                             Rule::negation => spec.negated = true,
                             Rule::value => spec.addr = Some(self.value(h)),
+                            Rule::except_clause => spec.except = h.into_inner().next().map(|v| self.value(v)),
                             _ => {} // `any`
                         }
                     }
@@ -376,9 +384,50 @@ impl Builder {
             }
             Rule::number => Item::Number(self.number(&p)),
             Rule::name => Item::Name(text.to_string()),
+            Rule::entry => return self.entry(p),
             _ => return None,
         };
         Some(Spanned::new(item, span))
+    }
+
+    /// A list entry: an item, maybe excluded (`!net`), maybe expiring.
+    fn entry(&mut self, p: Pair<'_, Rule>) -> Option<Spanned<Item>> {
+        let span = self.span(&p);
+        let (mut negated, mut item, mut date) = (false, None, None);
+        for part in p.into_inner() {
+            match part.as_rule() {
+                Rule::negation => negated = true,
+                Rule::expires => date = Some(self.date(&part.into_inner().next()?)?),
+                _ => item = Some(self.item(part)?),
+            }
+        }
+        let mut item = item?;
+        if negated {
+            item = Spanned::new(Item::Except(Box::new(item)), span);
+        }
+        Some(match date {
+            Some(date) => Spanned::new(Item::Expiring { item: Box::new(item), date }, span),
+            None => item,
+        })
+    }
+
+    fn date(&mut self, p: &Pair<'_, Rule>) -> Option<Spanned<Date>> {
+        let span = self.span(p);
+        let text = p.as_str();
+        let field = |range: std::ops::Range<usize>| text.get(range).and_then(|t| t.parse::<u16>().ok());
+        let parsed = match (field(0..4), field(5..7), field(8..10)) {
+            (Some(y), Some(m), Some(d)) => {
+                u8::try_from(m).ok().zip(u8::try_from(d).ok()).and_then(|(m, d)| Date::new(y, m, d))
+            }
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.errors.push(
+                Diag::error("bad-date", span, format!("`{text}` is not a date"), "no such day")
+                    .with_help("dates are YEAR-MONTH-DAY and must exist, e.g. `expires 2026-12-31`"),
+            );
+        }
+        parsed.map(|d| Spanned::new(d, span))
     }
 
     fn net(&mut self, text: &str, span: Span) -> Option<ipnet::IpNet> {

@@ -244,6 +244,9 @@ impl Service {
             Err(e @ LoadError::Io(..)) => return Err(e.to_string()),
         };
         self.watch_set = WatchSet::resolve(&self.opts.policy, Some(&compiled.sources), &compiled.ruleset.feeds);
+        for e in compiled.ruleset.expiries.iter().filter(|e| e.expired) {
+            tracing::warn!(kind = e.kind, what = %e.what, date = %e.date, origin = %e.origin.id, "expired, left out of the ruleset");
+        }
         let rs = &compiled.ruleset;
         let (owned, loaded_hash) = {
             let h = self.health.read().expect("health lock");
