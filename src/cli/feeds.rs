@@ -156,15 +156,34 @@ pub fn apply_elements(nft: &Nft, rs: &Ruleset, state_dir: Option<&Path>) -> Resu
     Ok(kept)
 }
 
+/// One `feeds list` row: a feed of the policy, or a cached feed.
+struct ListRow {
+    name: String,
+    source: String,
+    provider: Option<String>,
+    meta: Option<Meta>,
+    /// Unix time of the next update, if known.
+    next: Option<u64>,
+}
+
 fn list(a: &ListArgs) -> CmdResult {
     let cache = Cache::new(feeds::state_dir(a.state_dir.as_deref()));
-    let rows: Vec<(String, String, Option<Meta>)> = match &a.policy {
+    let rows: Vec<ListRow> = match &a.policy {
         Some(p) => {
             let compiled = ir::compile_file(p)?;
             let configs: Vec<FeedConfig> = feeds::configs(&compiled.ruleset, p);
             configs
                 .into_iter()
-                .map(|c| Ok((c.name.clone(), c.source, cache.meta(&c.name)?)))
+                .map(|c| {
+                    let meta = cache.meta(&c.name)?;
+                    Ok(ListRow {
+                        next: meta.as_ref().map(|m| update::next_attempt(&c, m)),
+                        provider: c.provider_name().map(str::to_string),
+                        name: c.name,
+                        source: c.source,
+                        meta,
+                    })
+                })
                 .collect::<Result<_, String>>()
                 .map_err(Failure::System)?
         }
@@ -173,7 +192,16 @@ fn list(a: &ListArgs) -> CmdResult {
             .and_then(|names| {
                 names
                     .into_iter()
-                    .map(|n| cache.meta(&n).map(|m| (n, m.clone().map(|m| m.source).unwrap_or_default(), m)))
+                    .map(|name| {
+                        let meta = cache.meta(&name)?;
+                        Ok(ListRow {
+                            source: meta.as_ref().map(|m| m.source.clone()).unwrap_or_default(),
+                            provider: meta.as_ref().and_then(|m| m.provider.clone()),
+                            next: meta.as_ref().map(|m| m.next_at).filter(|&t| t > 0),
+                            name,
+                            meta,
+                        })
+                    })
                     .collect()
             })
             .map_err(Failure::System)?,
@@ -183,35 +211,34 @@ fn list(a: &ListArgs) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
     let now = update::now();
-    let mut table = vec![["NAME", "SOURCE", "IPV4", "IPV6", "UPDATED", "AGE", "STATUS"].map(String::from).to_vec()];
-    for (name, source, meta) in rows {
-        let row = match meta {
-            None => vec![name, source, "-".into(), "-".into(), "never".into(), "-".into(), "not fetched".into()],
+    let header = ["NAME", "SOURCE", "IPV4", "IPV6", "PROVIDER", "LAST SUCCESS", "NEXT UPDATE", "STATUS"];
+    let mut table = vec![header.map(String::from).to_vec()];
+    for row in rows {
+        let provider = row.provider.unwrap_or_else(|| "-".into());
+        let next = row.next.map_or_else(|| "due".to_string(), |t| until(now, t));
+        let cells = match row.meta {
+            None => vec!["-".into(), "-".into(), provider, "never".into(), "due".into(), "not fetched".into()],
             Some(m) => {
-                let fetched = m.fetched_at > 0;
                 let status = match &m.message {
                     Some(why) => format!("{}: {why}", m.status),
                     None => m.status.clone(),
                 };
-                vec![
-                    name,
-                    source,
-                    m.v4.to_string(),
-                    m.v6.to_string(),
-                    if fetched {
-                        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.fetched_at))
-                    } else {
-                        "never".into()
-                    },
-                    if fetched { age(now, m.fetched_at) } else { "-".into() },
-                    status,
-                ]
+                let last = if m.fetched_at > 0 { age(now, m.fetched_at) } else { "never".into() };
+                vec![m.v4.to_string(), m.v6.to_string(), provider, last, next, status]
             }
         };
-        table.push(row);
+        table.push([row.name, row.source].into_iter().chain(cells).collect());
     }
     print!("{}", columns(&table));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `in 5h`, or `due` when the time has come.
+fn until(now: u64, then: u64) -> String {
+    match then.saturating_sub(now) {
+        0 => "due".into(),
+        s => format!("in {}", age(s, 0).trim_end_matches(" ago")),
+    }
 }
 
 /// Left-aligned columns, two spaces apart; the last column is not padded.

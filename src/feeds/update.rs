@@ -91,7 +91,7 @@ pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, Stri
                         Ok(()) => {
                             let mut meta = good_meta(cfg, base.clone(), &parsed, validators, now);
                             meta.failures = 0;
-                            meta.next_at = now + cfg.refresh.as_secs();
+                            meta.next_at = next_attempt(cfg, &meta);
                             cache.store(&cfg.name, &parsed.nets().collect::<Vec<_>>(), &meta)?;
                             return Ok(Report { outcome: Outcome::Updated, meta, warnings });
                         }
@@ -106,7 +106,7 @@ pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, Stri
         _ => None,
     };
     base.failures = if matches!(outcome, Outcome::Kept { .. }) { base.failures + 1 } else { 0 };
-    base.next_at = (now + cfg.refresh.as_secs()).max(base.retry_at.unwrap_or(0));
+    base.next_at = next_attempt(cfg, &base);
     cache.store_meta(&cfg.name, &base)?;
     Ok(Report { outcome, meta: base, warnings })
 }
@@ -192,10 +192,16 @@ pub fn is_due(cfg: &FeedConfig, last: Option<&Meta>, now: u64) -> bool {
     if m.retry_at.is_some_and(|t| now < t) {
         return false; // the provider asked for a pause
     }
-    if now >= m.checked_at + cfg.refresh.as_secs() {
+    if now >= next_attempt(cfg, m) {
         return true;
     }
     local_mtime_ns(&cfg.source).is_some_and(|t| m.source_mtime_ns != Some(t))
+}
+
+/// Unix time of a feed's next scheduled update: its refresh interval after
+/// the latest attempt, or later if the provider asked for a pause.
+pub fn next_attempt(cfg: &FeedConfig, last: &Meta) -> u64 {
+    (last.checked_at + cfg.refresh.as_secs()).max(last.retry_at.unwrap_or(0))
 }
 
 /// A local source file's modification time, in ns (`None` for URLs).

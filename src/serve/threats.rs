@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::feeds::FeedConfig;
 use crate::ir::{Ruleset, SetKind};
 use crate::nft::{objects, parse_live_elem};
 
@@ -24,8 +25,12 @@ pub struct FeedSet {
     pub nft_set: String,
     pub family: &'static str,
     pub source: Option<String>,
-    /// The feed's refresh interval in seconds.
+    /// The provider preset (`provider NAME`), if the feed uses one.
+    pub provider: Option<String>,
+    /// The feed's refresh interval in seconds (its own, its preset's or the default).
     pub refresh_seconds: Option<u64>,
+    /// Unix time of the next scheduled update (`null`: never tried, due now).
+    pub next_update_at: Option<u64>,
     /// Entries in the live set; `None` when the set is not loaded.
     pub elements: Option<usize>,
     #[serde(flatten)]
@@ -43,6 +48,12 @@ pub struct Freshness {
     pub status: Option<String>,
     /// Why the latest attempt was refused, if it was.
     pub message: Option<String>,
+    /// Entries (IPv4 + IPv6) in the cached copy.
+    pub cached_entries: Option<usize>,
+    /// Unix time of the latest attempt, good or not.
+    pub checked_at: Option<u64>,
+    /// Unix time before which the provider asked not to be polled (429/503).
+    pub retry_at: Option<u64>,
 }
 
 /// Reads `FEEDS_DIR/NAME.meta.json`, the feed updater's record of a feed,
@@ -56,11 +67,18 @@ pub fn freshness(feeds_dir: &Path, feed: &str, now: u64) -> Freshness {
     };
     let fetched_at = meta.get("fetched_at").and_then(Value::as_u64).filter(|&t| t > 0);
     let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+    let num = |k: &str| meta.get(k).and_then(Value::as_u64);
     Freshness {
         fetched_at,
         age_seconds: fetched_at.map(|t| now.saturating_sub(t)),
         status: text("status"),
         message: text("message"),
+        cached_entries: match (num("v4"), num("v6")) {
+            (Some(a), Some(b)) => Some((a + b) as usize),
+            _ => None,
+        },
+        checked_at: num("checked_at").filter(|&t| t > 0),
+        retry_at: num("retry_at"),
     }
 }
 
@@ -100,17 +118,23 @@ pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, 
         match &def.kind {
             SetKind::Static { .. } => {}
             SetKind::Feed { feed } => {
-                let opts = rs.feeds.iter().find(|f| &f.name == feed).map(|f| &f.options);
-                let opt = |k: &str| opts.and_then(|o| o.get(k)).cloned();
+                let cfg = rs.feeds.iter().find(|f| &f.name == feed).map(|f| FeedConfig::from_def(f, Path::new("")));
+                let freshness = feeds_dir.map(|d| freshness(d, feed, now)).unwrap_or_default();
+                let refresh = cfg.as_ref().map(|c| c.refresh.as_secs());
                 out.feeds.push(FeedSet {
                     feed: feed.clone(),
                     set: def.name.clone(),
                     nft_set: def.nft_name.clone(),
                     family: def.family.name(),
-                    source: opt("source"),
-                    refresh_seconds: opt("refresh").and_then(|r| r.parse().ok()),
+                    source: cfg.as_ref().map(|c| c.source.clone()).filter(|s| !s.is_empty()),
+                    provider: cfg.as_ref().and_then(|c| c.provider_name()).map(str::to_string),
+                    refresh_seconds: refresh,
+                    next_update_at: freshness
+                        .checked_at
+                        .zip(refresh)
+                        .map(|(t, r)| (t + r).max(freshness.retry_at.unwrap_or(0))),
                     elements: live_elems(&def.nft_name).map(|e| e.len()),
-                    freshness: feeds_dir.map(|d| freshness(d, feed, now)).unwrap_or_default(),
+                    freshness,
                 });
             }
             SetKind::Dynamic { timeout } => {
@@ -148,7 +172,7 @@ mod tests {
 
     #[test]
     fn feed_sizes_and_blocked_entries_come_from_the_live_sets() {
-        let text = "table t\nfeed bad { source \"file:///x.txt\"; refresh 1h }\nset blocklist dynamic timeout 1d\nblock in from <bad>\nblock in from <blocklist>\n";
+        let text = "table t\nfeed bad { source \"file:///x.txt\"; refresh 1h }\nset blocklist dynamic timeout 1d\nblock in from <bad>\nblock in from <blocklist>\nprovider tor-exits {}\nblock in from <tor-exits>\n";
         let c = crate::ir::compile("p.pf", text).expect("compiles");
         let listing = json!({"nftables": [
             {"set": {"name": "bad_v4", "elem": ["192.0.2.1", {"prefix": {"addr": "198.51.100.0", "len": 24}}]}},
@@ -166,7 +190,24 @@ mod tests {
         );
         assert_eq!(freshness(cache.path(), "never-fetched", 1600), Freshness::default());
         let feeds: Vec<_> = t.feeds.iter().map(|f| (f.nft_set.as_str(), f.elements, f.refresh_seconds)).collect();
-        assert_eq!(feeds, [("bad_v4", Some(2), Some(3600)), ("bad_v6", Some(0), Some(3600))]);
+        assert_eq!(
+            feeds,
+            [
+                ("bad_v4", Some(2), Some(3600)),
+                ("bad_v6", Some(0), Some(3600)),
+                ("tor-exits_v4", None, Some(3600)),
+                ("tor-exits_v6", None, Some(3600))
+            ]
+        );
+        assert_eq!(t.feeds[0].next_update_at, Some(1500 + 3600), "an hour after the latest attempt");
+        assert_eq!(t.feeds[0].provider, None);
+        let busy = r#"{"source": "https://check.torproject.org/torbulkexitlist", "fetched_at": 0, "checked_at": 1500, "v4": 0, "v6": 0, "status": "kept-last-good", "message": "HTTP 429", "retry_at": 9000, "provider": "tor-exits"}"#;
+        std::fs::write(cache.path().join("tor-exits.meta.json"), busy).expect("meta");
+        let t = threats(&c.ruleset, Some(&listing), Some(cache.path()), 1600);
+        let tor = &t.feeds[2];
+        assert_eq!(tor.provider.as_deref(), Some("tor-exits"));
+        assert_eq!(tor.source.as_deref(), Some("https://check.torproject.org/torbulkexitlist"));
+        assert_eq!((tor.next_update_at, tor.freshness.fetched_at), (Some(9000), None), "the provider's pause wins");
         let blocked: Vec<_> = t.blocked.iter().map(|b| (b.address.as_str(), b.expires_in, b.timeout)).collect();
         assert_eq!(blocked, [("203.0.113.1/32", None, None), ("203.0.113.9/32", Some(3500), Some(3600))]);
         let sets: Vec<_> = t.dynamic_sets.iter().map(|s| (s.nft_set.as_str(), s.entries, s.default_timeout)).collect();
