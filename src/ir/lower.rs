@@ -506,7 +506,12 @@ impl<'a> Lowerer<'a> {
                 .with_help("add `format csv;` or remove `column`"),
             );
         }
+        // A provider that was refused above leaves no source; that is not a second error.
+        let bad_provider = opts.iter().any(|(k, _)| k.node == "provider") && !options.contains_key("provider");
         for p in crate::feeds::check_feed(&name.node, &options) {
+            if bad_provider && p.code == "feed-source" {
+                continue;
+            }
             let at = p
                 .option
                 .and_then(|o| opts.iter().find(|(k, _)| crate::feeds::canonical_key(&k.node) == o))
