@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::ir::{Action, Chain, Compiled, Hook, Ruleset};
+use crate::ir::{Action, Chain, Compiled, Hook, RejectWith, Ruleset};
 
 use super::space::{condition, subtract_all, Cube, Universe};
 
@@ -20,6 +20,9 @@ use super::space::{condition, subtract_all, Cube, Universe};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Step {
     pub verdict: Action,
+    /// How a reject answers (`icmpx admin-prohibited`), when the rule chose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
     /// Why it may not apply (rate limit, run-time set); `None` on the final step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
@@ -86,7 +89,12 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
             next.extend(outside.into_iter().map(|o| (o, path.clone())));
             for inside in cubes.iter().filter_map(|c| piece.intersect(c)) {
                 let mut path = path.clone();
-                path.push(Step { verdict: rule.action, condition: cond.clone(), rule: rule.origin.id.clone() });
+                path.push(Step {
+                    verdict: rule.action,
+                    answer: rule.reject.map(|r| r.to_string()),
+                    condition: cond.clone(),
+                    rule: rule.origin.id.clone(),
+                });
                 if cond.is_some() {
                     next.push((inside, path));
                 } else {
@@ -98,6 +106,7 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
     }
     let policy = Step {
         verdict: ch.policy.action,
+        answer: None,
         condition: None,
         rule: ch.policy.origin.as_ref().map_or_else(|| format!("built-in {} policy", ch.hook.name()), |o| o.id.clone()),
     };
@@ -109,8 +118,8 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
 }
 
 /// What an outcome means, without rule locations (which move between versions).
-fn meaning(steps: &[Step]) -> Vec<(Action, Option<&str>)> {
-    steps.iter().map(|s| (s.verdict, s.condition.as_deref())).collect()
+fn meaning(steps: &[Step]) -> Vec<(Action, Option<&str>, Option<&str>)> {
+    steps.iter().map(|s| (s.verdict, s.answer.as_deref(), s.condition.as_deref())).collect()
 }
 
 /// (finally passes, may pass at all)
@@ -131,10 +140,10 @@ fn classify(old: &[Step], new: &[Step]) -> Change {
 }
 
 /// What a rule does to the packets it may match, comparable across policies.
-type RuleKey = (Vec<Cube>, Action, Option<String>);
+type RuleKey = (Vec<Cube>, Action, Option<RejectWith>, Option<String>);
 
 fn keys(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<RuleKey> {
-    ch.rules.iter().map(|r| (u.cubes(rs, &r.matches), r.action, condition(rs, r))).collect()
+    ch.rules.iter().map(|r| (u.cubes(rs, &r.matches), r.action, r.reject, condition(rs, r))).collect()
 }
 
 /// Where the two chains may differ at all, as disjoint cubes. Rules both
@@ -229,9 +238,15 @@ fn merge(mut cubes: Vec<Cube>) -> Vec<Cube> {
 fn outcome_text(steps: &[Step]) -> String {
     steps
         .iter()
-        .map(|s| match &s.condition {
-            Some(c) => format!("{} ({}) if {c}", s.verdict.keyword(), s.rule),
-            None => format!("{} ({})", s.verdict.keyword(), s.rule),
+        .map(|s| {
+            let verdict = match &s.answer {
+                Some(a) => format!("{} with {a}", s.verdict.keyword()),
+                None => s.verdict.keyword().to_string(),
+            };
+            match &s.condition {
+                Some(c) => format!("{verdict} ({}) if {c}", s.rule),
+                None => format!("{verdict} ({})", s.rule),
+            }
         })
         .collect::<Vec<_>>()
         .join(", else ")
@@ -296,6 +311,20 @@ mod tests {
         assert_eq!(outcome_text(&r.new), "pass (new.pf:2)");
         assert!(d.widens());
         assert!(diff(&new, &old).regions.iter().all(|r| r.change == Change::Narrow));
+    }
+
+    #[test]
+    fn another_reject_answer_is_a_change_of_handling() {
+        let old = compile("reject in proto udp to port 53\n", "old.pf");
+        let new = compile("reject in proto udp to port 53 with icmpx admin-prohibited\n", "new.pf");
+        let d = diff(&old, &new);
+        let packets: Vec<&str> = d.regions.iter().map(|r| r.packets.as_str()).collect();
+        assert_eq!(packets, ["ipv4 proto udp to port 53", "ipv6 proto udp to port 53"], "{}", render(&d));
+        for r in &d.regions {
+            assert_eq!(r.change, Change::Change);
+            assert_eq!(outcome_text(&r.old), "reject (old.pf:1)");
+            assert_eq!(outcome_text(&r.new), "reject with icmpx admin-prohibited (new.pf:1)");
+        }
     }
 
     #[test]

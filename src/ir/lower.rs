@@ -121,6 +121,8 @@ struct Clauses<'a> {
     counter: Option<bool>,
     label: Option<(&'a str, Span)>,
     expires: Option<Date>,
+    /// `with KIND CODE`: the kind (`icmp`, `icmpv6`, `icmpx`, `tcp reset`) and code.
+    reject_with: Option<(&'a str, Option<&'a str>, Span)>,
 }
 
 struct Lowerer<'a> {
@@ -730,6 +732,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::Counter(on) => c.counter = Some(*on),
                 RuleOpt::Label(s) => c.label = Some((s.as_str(), opt.span)),
                 RuleOpt::Expires(d) => c.expires = Some(*d),
+                RuleOpt::RejectWith { kind, code } => c.reject_with = Some((kind, code.as_deref(), opt.span)),
             }
         }
         c
@@ -1183,6 +1186,13 @@ impl<'a> Lowerer<'a> {
                 );
             }
         }
+        let reject = match c.reject_with {
+            None => None,
+            Some((kind, code, span)) => match self.reject_with(r.action.node, kind, code, span, &shapes) {
+                Some(how) => Some(how),
+                None => return,
+            },
+        };
         if c.expires.is_some_and(|d| !self.expiry("rule", origin.id.clone(), d, r.span)) {
             return;
         }
@@ -1207,9 +1217,76 @@ impl<'a> Lowerer<'a> {
                     log: log.clone(),
                     counter: c.counter.unwrap_or(true),
                     label: label.clone(),
+                    reject,
                 },
             );
         }
+    }
+
+    /// Checks `with ...` against the rule's verdict, protocols and families.
+    fn reject_with(
+        &mut self,
+        action: Action,
+        kind: &str,
+        code: Option<&str>,
+        span: Span,
+        shapes: &[Match],
+    ) -> Option<RejectWith> {
+        let fail = |message: String, label: &str, help: &str| {
+            Diag::error("reject-with", span, message, label.to_string()).with_help(help.to_string())
+        };
+        if action != Action::Reject {
+            self.diags.push(fail(
+                format!("`with {kind}` on a {} rule", action.keyword()),
+                "only reject rules answer",
+                "make it a `reject` rule, or remove `with ...`",
+            ));
+            return None;
+        }
+        let Some(code) = code else {
+            if shapes.iter().all(|s| s.proto == Some(names::TCP)) {
+                return Some(RejectWith::TcpReset);
+            }
+            self.diags.push(fail(
+                "`with tcp reset` on a rule that is not TCP-only".into(),
+                "only TCP can be reset",
+                "add `proto tcp`, or answer other protocols with `with icmpx port-unreachable`",
+            ));
+            return None;
+        };
+        let codes = names::reject_codes(kind);
+        let Some(code) = codes.iter().copied().find(|c| *c == code) else {
+            let hint = match names::suggest(code, codes.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? {kind} codes: {}", codes.join(", ")),
+                None => format!("{kind} codes: {}", codes.join(", ")),
+            };
+            self.diags.push(fail(format!("`{code}` is not an {kind} reject code"), "unknown code", &hint));
+            return None;
+        };
+        let only = match kind {
+            "icmp" => Some(Family::V4),
+            "icmpv6" => Some(Family::V6),
+            _ => None,
+        };
+        if let Some(family) = only {
+            if shapes.iter().any(|s| s.family != Some(family)) {
+                let other = if family == Family::V4 { "IPv6" } else { "IPv4" };
+                self.diags.push(fail(
+                    format!(
+                        "`with {kind}` answers {} only, but this rule also matches {other}",
+                        if family == Family::V4 { "IPv4" } else { "IPv6" }
+                    ),
+                    "family-specific answer",
+                    &format!("add `{}` to the rule, or use `icmpx`, which answers both families", family.name()),
+                ));
+                return None;
+            }
+        }
+        Some(match kind {
+            "icmp" => RejectWith::Icmp(code),
+            "icmpv6" => RejectWith::Icmpv6(code),
+            _ => RejectWith::Icmpx(code),
+        })
     }
 
     fn out_rule(&mut self, hook: Hook, rule: Rule) {
@@ -1448,7 +1525,14 @@ impl<'a> Lowerer<'a> {
             return;
         }
         for opt in &n.opts {
-            if matches!(opt.node, RuleOpt::State(_) | RuleOpt::Limit(_) | RuleOpt::Log(_) | RuleOpt::IcmpType(_)) {
+            if matches!(
+                opt.node,
+                RuleOpt::State(_)
+                    | RuleOpt::Limit(_)
+                    | RuleOpt::Log(_)
+                    | RuleOpt::IcmpType(_)
+                    | RuleOpt::RejectWith { .. }
+            ) {
                 self.diags.push(
                     Diag::error(
                         "nat-option",

@@ -178,6 +178,35 @@ pub struct Rule {
     pub log: Option<String>,
     pub counter: bool,
     pub label: Option<String>,
+    /// How a reject answers; `None` is nft's default (a TCP reset for TCP-only
+    /// rules, else ICMP port unreachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject: Option<RejectWith>,
+}
+
+/// `reject with ...`: the answer a reject sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase", tag = "type", content = "code")]
+pub enum RejectWith {
+    /// ICMP (IPv4 only) with this code name.
+    Icmp(&'static str),
+    /// ICMPv6 (IPv6 only).
+    Icmpv6(&'static str),
+    /// nft's family-independent ICMP code, sent as ICMP or ICMPv6.
+    Icmpx(&'static str),
+    #[serde(rename = "tcp reset")]
+    TcpReset,
+}
+
+impl std::fmt::Display for RejectWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectWith::Icmp(c) => write!(f, "icmp {c}"),
+            RejectWith::Icmpv6(c) => write!(f, "icmpv6 {c}"),
+            RejectWith::Icmpx(c) => write!(f, "icmpx {c}"),
+            RejectWith::TcpReset => f.write_str("tcp reset"),
+        }
+    }
 }
 
 impl Rule {

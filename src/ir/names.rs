@@ -88,6 +88,28 @@ pub fn icmp_type_name(proto: u8, t: u8) -> String {
     icmp_table(proto).iter().find(|(_, n)| *n == t).map_or_else(|| t.to_string(), |(n, _)| n.to_string())
 }
 
+/// ICMP codes a `reject with` can send, per kind (as nft names them).
+pub const REJECT_CODES: &[(&str, &[&str])] = &[
+    (
+        "icmp",
+        &[
+            "net-unreachable",
+            "host-unreachable",
+            "prot-unreachable",
+            "port-unreachable",
+            "net-prohibited",
+            "host-prohibited",
+            "admin-prohibited",
+        ],
+    ),
+    ("icmpv6", &["no-route", "admin-prohibited", "addr-unreachable", "port-unreachable"]),
+    ("icmpx", &["port-unreachable", "admin-prohibited", "no-route", "host-unreachable"]),
+];
+
+pub fn reject_codes(kind: &str) -> &'static [&'static str] {
+    REJECT_CODES.iter().find(|(k, _)| *k == kind).map_or(&[], |(_, codes)| codes)
+}
+
 /// Bits of [`super::CtStates`], in nft's order.
 pub const CT_STATES: &[(&str, u8)] =
     &[("invalid", 1), ("established", 2), ("related", 4), ("new", 8), ("untracked", 16)];

@@ -10,11 +10,12 @@ use ipnet::IpNet;
 use nftables::expr::{self, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem};
 use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables, SetFlag, SetType, SetTypeValue};
 use nftables::stmt::{self, Counter, Match, Operator, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
 use crate::ir::names::{self, ICMP, ICMPV6, TCP};
 use crate::ir::{
-    Action, AddrMatch, DefaultPolicy, Family, Hook, Match as IrMatch, NatAction, PortMatch, Rule, Ruleset, SetKind,
+    Action, AddrMatch, DefaultPolicy, Family, Hook, Match as IrMatch, NatAction, PortMatch, RejectWith, Rule, Ruleset,
+    SetKind,
 };
 
 /// Elements that are not part of the policy text: feed contents and
@@ -242,12 +243,18 @@ fn rule(t: &str, chain: &str, r: &Rule) -> schema::Rule<'static> {
             None => expr.push(Statement::Limit(limit)),
         }
     }
-    expr.extend(tail(r.counter, r.log.as_deref(), r.action, r.matches.proto));
+    expr.extend(tail(r.counter, r.log.as_deref(), r.action, r.matches.proto, r.reject));
     schema::Rule { expr: expr.into(), comment: Some(r.comment().into()), ..rule_base(t, chain) }
 }
 
 /// Counter, log and verdict: the end of every filter rule.
-fn tail(counter: bool, log: Option<&str>, action: Action, proto: Option<u8>) -> Vec<Statement<'static>> {
+fn tail(
+    counter: bool,
+    log: Option<&str>,
+    action: Action,
+    proto: Option<u8>,
+    reject: Option<RejectWith>,
+) -> Vec<Statement<'static>> {
     let mut out = Vec::new();
     if counter {
         out.push(Statement::Counter(Counter::Anonymous(None)));
@@ -260,12 +267,36 @@ fn tail(counter: bool, log: Option<&str>, action: Action, proto: Option<u8>) -> 
     out.push(match action {
         Action::Pass => Statement::Accept(None),
         Action::Block => Statement::Drop(None),
+        Action::Reject if reject.is_some() => Statement::Reject(reject.map(reject_stmt)),
         Action::Reject if proto == Some(TCP) => {
             Statement::Reject(Some(stmt::Reject::new(Some(stmt::RejectType::TCPReset), None)))
         }
         Action::Reject => Statement::Reject(None),
     });
     out
+}
+
+fn reject_stmt(how: RejectWith) -> stmt::Reject {
+    let code = |name: &str| {
+        Some(match name {
+            "admin-prohibited" => RejectCode::AdminProhibited,
+            "port-unreachable" => RejectCode::PortUnreach,
+            "no-route" => RejectCode::NoRoute,
+            "host-unreachable" => RejectCode::HostUnreach,
+            "net-unreachable" => RejectCode::NetUnreach,
+            "prot-unreachable" => RejectCode::ProtUnreach,
+            "net-prohibited" => RejectCode::NetProhibited,
+            "host-prohibited" => RejectCode::HostProhibited,
+            "addr-unreachable" => RejectCode::AddrUnreach,
+            _ => return None, // lowering only lets nft's names through
+        })
+    };
+    match how {
+        RejectWith::TcpReset => stmt::Reject::new(Some(stmt::RejectType::TCPReset), None),
+        RejectWith::Icmp(c) => stmt::Reject::new(Some(stmt::RejectType::ICMP), code(c)),
+        RejectWith::Icmpv6(c) => stmt::Reject::new(Some(stmt::RejectType::ICMPv6), code(c)),
+        RejectWith::Icmpx(c) => stmt::Reject::new(Some(stmt::RejectType::ICMPX), code(c)),
+    }
 }
 
 /// A default policy that needs more than the chain's accept/drop (log,
@@ -277,7 +308,7 @@ fn default_rule(t: &str, hook: Hook, p: &DefaultPolicy) -> Option<schema::Rule<'
     }
     let comment = format!("{} policy", p.id(hook));
     Some(schema::Rule {
-        expr: tail(p.counter, p.log.as_deref(), p.action, None).into(),
+        expr: tail(p.counter, p.log.as_deref(), p.action, None, None).into(),
         comment: Some(comment.into()),
         ..rule_base(t, hook.name())
     })

@@ -160,6 +160,12 @@ fn statement(s: &Statement<'_>) -> String {
         Statement::Accept(_) => "accept".into(),
         Statement::Drop(_) => "drop".into(),
         Statement::Reject(Some(r)) if r._type == Some(RejectType::TCPReset) => "reject with tcp reset".into(),
+        // nft's JSON names of the type and code are its script keywords.
+        Statement::Reject(Some(nftables::stmt::Reject { _type: Some(t), expr: Some(code) })) => {
+            let word = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let (t, code) = (serde_json::to_value(t), serde_json::to_value(code));
+            format!("reject with {} {}", word(t.unwrap_or_default()), word(code.unwrap_or_default()))
+        }
         Statement::Reject(_) => "reject".into(),
         Statement::Masquerade(_) => "masquerade".into(),
         Statement::SNAT(Some(n)) | Statement::DNAT(Some(n)) => {

@@ -84,6 +84,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         log: None,
         counter: true,
         label: None,
+        reject: None,
     }
 }
 

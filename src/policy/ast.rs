@@ -251,6 +251,11 @@ pub enum RuleOpt {
     Counter(bool),
     Label(String),
     Expires(Date),
+    /// `with icmp CODE` / `with icmpv6 CODE` / `with icmpx CODE` / `with tcp reset`.
+    RejectWith {
+        kind: String,
+        code: Option<String>,
+    },
 }
 
 impl RuleOpt {
@@ -272,6 +277,7 @@ impl RuleOpt {
             RuleOpt::Counter(false) => "nocounter",
             RuleOpt::Label(_) => "label",
             RuleOpt::Expires(_) => "expires",
+            RuleOpt::RejectWith { .. } => "with",
         }
     }
 }

@@ -88,6 +88,7 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::duration => "a duration (30s, 5m, 1h, 1d)",
             Rule::date => "a date (2026-12-31)",
             Rule::except_clause => "`except`",
+            Rule::reject_icmp | Rule::tcp_reset => "`icmp`, `icmpv6`, `icmpx` or `tcp reset`",
             Rule::rate => "a rate (10/minute)",
             Rule::host_spec | Rule::kw_any => "an address or `any`",
             Rule::port_clause => "`port`",
@@ -310,6 +311,16 @@ impl Builder {
             Rule::counter_opt => RuleOpt::Counter(text == "counter"),
             Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             Rule::expires => RuleOpt::Expires(self.date(&inner.next()?)?.node),
+            Rule::reject_with => {
+                let how = inner.next()?;
+                match how.as_rule() {
+                    Rule::tcp_reset => RuleOpt::RejectWith { kind: "tcp reset".into(), code: None },
+                    _ => RuleOpt::RejectWith {
+                        kind: how.as_str().to_string(),
+                        code: inner.next().map(|c| c.as_str().to_string()),
+                    },
+                }
+            }
             _ => return None,
         };
         Some(Spanned::new(opt, span))
