@@ -90,7 +90,7 @@ fn feed_update_swaps_the_set_in_place() {
 
     // The new list drops the old source and adds a new one.
     std::fs::write(&list, "2001:db8:1::2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
-    let out = lab.srv.phantomc(&["feeds", "update", "bad", policy, "--state-dir", state]);
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "bad", "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(
         stdout(&out).contains("sets bad_v4 and bad_v6 of table inet phantomc replaced in one transaction"),

@@ -22,8 +22,8 @@ const EXIT_ROLLED_BACK: u8 = 4;
 
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
-    /// The policy file.
-    pub policy: PathBuf,
+    #[command(flatten)]
+    pub policy: super::args::PolicyArg,
     /// Check everything and show what would change, but load nothing.
     #[arg(long, conflicts_with = "confirm")]
     pub dry_run: bool,
@@ -42,15 +42,14 @@ pub struct ApplyArgs {
     /// Apply even if the policy would drop your own connection.
     #[arg(long)]
     pub force: bool,
-    /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: super::args::StateDirArg,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
-    /// The policy the live table should match.
-    pub policy: PathBuf,
+    #[command(flatten)]
+    pub policy: super::args::PolicyArg,
     /// The health file of `phantomc watch`, shown when it exists
     /// [default: /run/phantomc/health-<table>.json].
     #[arg(long)]
@@ -80,11 +79,12 @@ pub fn failure(e: ApplyError, compiled: &Compiled) -> Failure {
 }
 
 pub fn apply(args: &ApplyArgs) -> CmdResult {
-    let compiled = ir::compile_file(&args.policy)?;
+    let policy = args.policy.path();
+    let compiled = ir::compile_file(&policy)?;
     super::warn_expired(&compiled);
     let nft = Nft::default();
     // Feed sets get their cached copies, so a reload never empties them.
-    let kept = super::feeds::apply_elements(&nft, &compiled.ruleset, args.state_dir.as_deref())?;
+    let kept = super::feeds::apply_elements(&nft, &compiled.ruleset, args.state_dir.given())?;
     let prepared = loader::prepare_with(&nft, &compiled, kept).map_err(|e| failure(e, &compiled))?;
     let table = &prepared.table.name;
     if let Some(session) = Session::current(args.keep.as_deref()).map_err(Failure::System)? {
@@ -126,7 +126,7 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     let kept: usize = prepared.kept.by_set.values().map(Vec::len).sum();
     println!(
         "applied {}: table inet {table} replaced atomically ({rules} rules, {} sets{})",
-        args.policy.display(),
+        policy.display(),
         prepared.table.sets.len(),
         if kept > 0 { format!(", {kept} run-time set entries kept") } else { String::new() }
     );
@@ -251,7 +251,7 @@ fn main_file(c: &Compiled) -> String {
 }
 
 pub fn status(args: &StatusArgs) -> CmdResult {
-    let compiled = ir::compile_file(&args.policy);
+    let compiled = ir::compile_file(&args.policy.path());
     // A watch service's state comes first: it also explains a policy that
     // no longer compiles.
     let table = compiled.as_ref().map_or("phantomc", |c| c.ruleset.table.as_str());

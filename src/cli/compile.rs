@@ -1,4 +1,3 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{CmdResult, Failure};
@@ -8,15 +7,15 @@ use crate::nft;
 
 #[derive(clap::Args, Debug)]
 pub struct CompileArgs {
-    /// The policy file.
-    pub policy: PathBuf,
+    #[command(flatten)]
+    pub policy: super::args::PolicyArg,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Nft)]
     pub format: Format,
-    /// Fill feed sets from the feed caches in this state directory
+    /// With --state-dir: feed sets are filled from its feed caches
     /// (without it, feed sets are printed empty).
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: super::args::StateDirArg,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,11 +29,11 @@ pub enum Format {
 }
 
 pub fn run(args: &CompileArgs) -> CmdResult {
-    let compiled = ir::compile_file(&args.policy)?;
+    let compiled = ir::compile_file(&args.policy.path())?;
     super::warn_expired(&compiled);
-    let extra = match &args.state_dir {
-        Some(dir) => {
-            let cache = feeds::cache::Cache::new(feeds::state_dir(Some(dir)));
+    let extra = match args.state_dir.given() {
+        Some(_) => {
+            let cache = feeds::cache::Cache::new(args.state_dir.feeds_dir());
             let (elements, warnings) = feeds::cached_elements(&compiled.ruleset, &cache).map_err(Failure::System)?;
             warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             elements

@@ -1,16 +1,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::args::resolve_policy;
 use super::{CmdResult, Failure};
 use crate::analyze::{explain, packet};
 use crate::ir;
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
-    /// The policy file.
-    pub policy: PathBuf,
-    /// The packet, e.g. "tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new".
-    pub packet: String,
+    /// `[POLICY] PACKET`: the policy file [default: $PHANTOMC_POLICY, else
+    /// /etc/phantomc/policy.pf], then the packet, e.g.
+    /// "tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new".
+    #[arg(value_name = "[POLICY] PACKET", num_args = 1..=2, required = true)]
+    pub args: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     pub format: TextOrJson,
@@ -23,10 +25,15 @@ pub enum TextOrJson {
 }
 
 pub fn run(args: &ExplainArgs) -> CmdResult {
-    let compiled = ir::compile_file(&args.policy)?;
-    let p = packet::parse(&args.packet).map_err(|e| {
+    let (policy, packet_text) = match args.args.as_slice() {
+        [packet] => (resolve_policy(None), packet),
+        [policy, packet] => (PathBuf::from(policy), packet),
+        _ => return Err(Failure::System("usage: phantomc explain [POLICY] PACKET".into())),
+    };
+    let compiled = ir::compile_file(&policy)?;
+    let p = packet::parse(packet_text).map_err(|e| {
         let caret = format!("{}{}", " ".repeat(e.offset), "^".repeat(e.len));
-        Failure::System(format!("bad packet: {}\n  {}\n  {caret}\n  help: {}", e.message, args.packet, e.help))
+        Failure::System(format!("bad packet: {}\n  {packet_text}\n  {caret}\n  help: {}", e.message, e.help))
     })?;
     let e = explain::explain(&compiled.ruleset, &compiled.sources, &p);
     match args.format {

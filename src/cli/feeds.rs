@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use super::args::resolve_policy;
 use super::{CmdResult, Failure};
 use crate::feeds::cache::{Cache, Meta};
 use crate::feeds::update::{self, Outcome, SetLoad};
@@ -25,8 +26,10 @@ pub enum FeedsCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct UpdateArgs {
-    /// `[NAME] POLICY`: the policy file, optionally preceded by one feed's name.
-    #[arg(value_name = "[NAME] POLICY", num_args = 0..=2)]
+    /// `[POLICY] [NAME]`: the policy file [default: $PHANTOMC_POLICY, else
+    /// /etc/phantomc/policy.pf], optionally followed by one feed's name.
+    /// The old order `NAME POLICY` still works (with a deprecation note).
+    #[arg(value_name = "[POLICY] [NAME]", num_args = 0..=2)]
     pub args: Vec<String>,
     /// The policy file (then the only positional argument is the feed name).
     #[arg(long)]
@@ -35,17 +38,16 @@ pub struct UpdateArgs {
     /// (or whose local file changed since).
     #[arg(long)]
     pub due: bool,
-    /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: super::args::StateDirArg,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
     /// A policy: list its feeds, also those never fetched (default: every cached feed).
     pub policy: Option<PathBuf>,
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: super::args::StateDirArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,14 +71,23 @@ pub fn run(cmd: &FeedsCommand) -> CmdResult {
     }
 }
 
-/// `[NAME] POLICY` or `--policy POLICY [NAME]`.
+/// `[POLICY] [NAME]`, `--policy POLICY [NAME]`, or the old `NAME POLICY`.
+/// A lone word is the policy when it names a file (or looks like a path),
+/// else a feed of the default policy.
 fn policy_and_name(a: &UpdateArgs) -> Result<(PathBuf, Option<String>), Failure> {
-    let usage = || Failure::System("usage: phantomc feeds update [NAME] POLICY (or --policy POLICY [NAME])".into());
+    let usage = || Failure::System("usage: phantomc feeds update [POLICY] [NAME] (or --policy POLICY [NAME])".into());
+    let is_policy = |s: &str| Path::new(s).is_file() || s.contains('/') || s.ends_with(".pf");
     match (&a.policy, a.args.as_slice()) {
         (Some(p), []) => Ok((p.clone(), None)),
         (Some(p), [name]) => Ok((p.clone(), Some(name.clone()))),
-        (None, [p]) => Ok((PathBuf::from(p), None)),
-        (None, [name, p]) => Ok((PathBuf::from(p), Some(name.clone()))),
+        (None, []) => Ok((resolve_policy(None), None)),
+        (None, [p]) if is_policy(p) => Ok((PathBuf::from(p), None)),
+        (None, [name]) => Ok((resolve_policy(None), Some(name.clone()))),
+        (None, [name, p]) if is_policy(p) && !is_policy(name) => {
+            eprintln!("phantomc: note: `feeds update NAME POLICY` is deprecated; write `feeds update {p} {name}`");
+            Ok((PathBuf::from(p), Some(name.clone())))
+        }
+        (None, [p, name]) => Ok((PathBuf::from(p), Some(name.clone()))),
         _ => Err(usage()),
     }
 }
@@ -97,7 +108,7 @@ fn update(a: &UpdateArgs) -> CmdResult {
             )));
         }
     }
-    let cache = Cache::new(feeds::state_dir(a.state_dir.as_deref()));
+    let cache = Cache::new(a.state_dir.feeds_dir());
     let now = update::now();
     let runs = update::update_feeds(&Nft::default(), rs, &configs, &cache, now, a.due).map_err(Failure::System)?;
     let mut refused = 0;
@@ -167,7 +178,7 @@ struct ListRow {
 }
 
 fn list(a: &ListArgs) -> CmdResult {
-    let cache = Cache::new(feeds::state_dir(a.state_dir.as_deref()));
+    let cache = Cache::new(a.state_dir.feeds_dir());
     let rows: Vec<ListRow> = match &a.policy {
         Some(p) => {
             let compiled = ir::compile_file(p)?;
@@ -297,4 +308,29 @@ fn parse(a: &ParseArgs) -> CmdResult {
         eprintln!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update_args(args: &[&str]) -> UpdateArgs {
+        UpdateArgs {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            policy: None,
+            due: false,
+            state_dir: Default::default(),
+        }
+    }
+
+    #[test]
+    fn update_takes_policy_then_name_and_the_old_order() {
+        let p = |args: &[&str]| policy_and_name(&update_args(args)).ok();
+        let name = Some("bad".to_string());
+        assert_eq!(p(&["x/p.pf", "bad"]), Some((PathBuf::from("x/p.pf"), name.clone())));
+        assert_eq!(p(&["bad", "x/p.pf"]), Some((PathBuf::from("x/p.pf"), name.clone())), "old order");
+        assert_eq!(p(&["p.pf"]), Some((PathBuf::from("p.pf"), None)));
+        assert_eq!(p(&["bad"]).map(|(_, n)| n), Some(name), "a lone name is a feed of the default policy");
+        assert!(p(&["a", "b", "c"]).is_none());
+    }
 }

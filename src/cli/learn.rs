@@ -25,9 +25,10 @@ pub struct LearnArgs {
     /// a refused connection leaves the table at once.
     #[arg(long, requires = "conntrack", value_parser = super::block::parse_duration)]
     pub watch: Option<u32>,
-    /// The policy the proposal is a diff against.
+    /// The policy the proposal is a diff against
+    /// [default: $PHANTOMC_POLICY, else /etc/phantomc/policy.pf].
     #[arg(long)]
-    pub policy: PathBuf,
+    pub policy: Option<PathBuf>,
     /// Detector thresholds and proposal options (YAML; see learn/detectors.yaml).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -138,7 +139,8 @@ fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &s
         }
     }
     let ctx = context(args, report);
-    let proposal = propose::propose(&args.policy, report, cfg, name, &ctx).map_err(|e| match e {
+    let policy = super::args::resolve_policy(args.policy.as_deref());
+    let proposal = propose::propose(&policy, report, cfg, name, &ctx).map_err(|e| match e {
         propose::ProposeError::Load(l) => Failure::from(l),
         broken => Failure::System(broken.to_string()),
     })?;
@@ -155,13 +157,13 @@ fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &s
         eprintln!("phantomc: warning: {w}");
     }
     if proposal.diff.is_empty() {
-        eprintln!("nothing to propose: {} already covers this traffic", args.policy.display());
+        eprintln!("nothing to propose: {} already covers this traffic", policy.display());
     } else if args.write {
-        std::fs::write(&args.policy, &proposal.new_text)
-            .map_err(|e| Failure::System(format!("{}: {e}", args.policy.display())))?;
+        std::fs::write(&policy, &proposal.new_text)
+            .map_err(|e| Failure::System(format!("{}: {e}", policy.display())))?;
         eprintln!(
             "wrote {}: {} source(s) blocked, {} pass rule(s) added",
-            args.policy.display(),
+            policy.display(),
             proposal.blocked.len(),
             proposal.passes.len()
         );

@@ -1,4 +1,3 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::CmdResult;
@@ -8,8 +7,8 @@ use crate::ir::expiry;
 
 #[derive(clap::Args, Debug)]
 pub struct LintArgs {
-    /// The policy file.
-    pub policy: PathBuf,
+    #[command(flatten)]
+    pub policy: super::args::PolicyArg,
     /// Output format (`github` prints workflow commands that annotate a pull request).
     #[arg(long, value_enum, default_value_t = report::Format::Text)]
     pub format: report::Format,
@@ -27,7 +26,7 @@ pub struct LintArgs {
 /// Exit 0 when clean (or only warnings), 1 when a finding is an error.
 pub fn run(args: &LintArgs) -> CmdResult {
     let opts = lint::Options { expiry_warn_days: args.expires_within, ..lint::Options::default() };
-    let (compiled, mut diags) = lint::lint_file(&args.policy, &opts)?;
+    let (compiled, mut diags) = lint::lint_file(&args.policy.path(), &opts)?;
     if args.expired {
         diags.retain(|d| matches!(d.code, "expired" | "expires-soon"));
     }

@@ -9,11 +9,13 @@ use crate::diag::render_terminal;
 use crate::policy::LoadError;
 
 mod apply;
+mod args;
 mod block;
 mod compile;
 mod diff;
 mod explain;
 mod feeds;
+mod hits;
 mod learn;
 mod lint;
 mod safety;
@@ -42,6 +44,8 @@ pub enum Command {
     Block(block::BlockArgs),
     /// Remove an address from a run-time block set.
     Unblock(block::UnblockArgs),
+    /// Packets and bytes per policy line from the live counters, busiest first.
+    Hits(hits::HitsArgs),
     /// Threat feeds: update sets in place, list, parse.
     #[command(subcommand)]
     Feeds(feeds::FeedsCommand),
@@ -122,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Disable(args) => apply::disable(&args),
         Command::Block(args) => block::block(&args),
         Command::Unblock(args) => block::unblock(&args),
+        Command::Hits(args) => hits::run(&args),
         Command::Feeds(cmd) => feeds::run(&cmd),
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),

@@ -13,7 +13,8 @@ use crate::watch::{default_state_file, Health};
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// The policy the live table was loaded from.
-    pub policy: PathBuf,
+    #[command(flatten)]
+    pub policy: super::args::PolicyArg,
     /// Address and port to listen on.
     #[arg(long, default_value = "127.0.0.1:9180")]
     pub listen: SocketAddr,
@@ -22,10 +23,9 @@ pub struct ServeArgs {
     /// phantomc's table; default: the policy's `table`.
     #[arg(long)]
     pub table: Option<String>,
-    /// phantomc's state directory; feed ages come from its `feeds` cache
-    /// [default: $PHANTOMC_STATE_DIR, else /var/lib/phantomc].
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    /// Feed ages come from its `feeds` cache.
+    #[command(flatten)]
+    pub state_dir: super::args::StateDirArg,
     /// The health file of a `phantomc watch` in another process
     /// [default: /run/phantomc/health-<table>.json]; read if present.
     #[arg(long)]
@@ -81,16 +81,9 @@ pub fn api_state(
     let mut state = ApiState::new(policy.to_path_buf(), table.to_string(), health, source);
     state.token = token;
     state.proposals = opts.proposals.clone();
-    state.feed_cache = Some(feed_cache(None));
+    state.feed_cache = Some(crate::feeds::state_dir(None));
     state.local_hosts_only = !opts.allow_remote;
     Ok(state)
-}
-
-/// The feed cache: `STATE_DIR/feeds`, the state directory being the given
-/// one, else $PHANTOMC_STATE_DIR, else /var/lib/phantomc.
-fn feed_cache(state_dir: Option<&Path>) -> PathBuf {
-    let dir = state_dir.map(Path::to_path_buf).or_else(|| std::env::var_os("PHANTOMC_STATE_DIR").map(PathBuf::from));
-    dir.unwrap_or_else(|| PathBuf::from("/var/lib/phantomc")).join("feeds")
 }
 
 /// A note for the start-up message.
@@ -112,13 +105,14 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
-    let compiled = crate::ir::compile_file(&args.policy)?;
+    let policy = args.policy.path();
+    let compiled = crate::ir::compile_file(&policy)?;
     let table = args.table.clone().unwrap_or_else(|| compiled.ruleset.table.clone());
-    let health = Arc::new(RwLock::new(Health { policy: args.policy.clone(), ..Health::default() }));
+    let health = Arc::new(RwLock::new(Health { policy: policy.clone(), ..Health::default() }));
     let state_file = args.state_file.clone().unwrap_or_else(|| default_state_file(&table));
     let mut state =
-        api_state(&args.policy, &table, args.listen, &args.api, health, HealthSource::Standalone { state_file })?;
-    state.feed_cache = Some(feed_cache(args.state_dir.as_deref()));
+        api_state(&policy, &table, args.listen, &args.api, health, HealthSource::Standalone { state_file })?;
+    state.feed_cache = Some(args.state_dir.feeds_dir());
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = writes_note(&state);
     let runtime = tokio::runtime::Builder::new_multi_thread()

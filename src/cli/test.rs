@@ -9,8 +9,8 @@ use crate::ir;
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
-    /// The policy file. Its own `test` blocks run, and those of POLICY.pftest beside it.
-    pub policy: PathBuf,
+    #[command(flatten)]
+    pub policy: super::args::PolicyArg,
     /// More `.pftest` files (test blocks only).
     pub tests: Vec<PathBuf>,
     /// Output format.
@@ -24,10 +24,11 @@ fn companion(policy: &Path) -> Option<PathBuf> {
 }
 
 pub fn run(args: &TestArgs) -> CmdResult {
-    let compiled = ir::compile_file(&args.policy)?;
+    let policy = args.policy.path();
+    let compiled = ir::compile_file(&policy)?;
     let mut results = cases::run(&compiled, &compiled.sources, &cases::inline(&compiled));
     let mut failures = render_failures(&results, &compiled.sources);
-    let files: Vec<PathBuf> = companion(&args.policy).into_iter().chain(args.tests.iter().cloned()).collect();
+    let files: Vec<PathBuf> = companion(&policy).into_iter().chain(args.tests.iter().cloned()).collect();
     for file in &files {
         let suite = cases::load_pftest(file)?;
         let more = cases::run(&compiled, &suite.sources, &suite.cases);
@@ -37,8 +38,8 @@ pub fn run(args: &TestArgs) -> CmdResult {
     if results.is_empty() {
         return Err(Failure::Policy(format!(
             "no tests: {} has no `test` blocks and there is no {}\n",
-            args.policy.display(),
-            args.policy.with_extension("pftest").display()
+            policy.display(),
+            policy.with_extension("pftest").display()
         )));
     }
     match args.format {

@@ -19,8 +19,9 @@ use crate::watch::{self, FeedTimer, Health, Options, Service, SharedHealth};
 
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
-    /// The policy file; it, its includes and its local feed files are watched.
-    pub policy: PathBuf,
+    /// It, its includes and its local feed files are watched.
+    #[command(flatten)]
+    pub policy: super::args::PolicyArg,
     /// Quiet time (milliseconds) after the last change before reloading.
     #[arg(long, default_value_t = 150)]
     pub debounce_ms: u64,
@@ -28,9 +29,8 @@ pub struct WatchArgs {
     /// [default: /run/phantomc/health-<table>.json].
     #[arg(long)]
     pub state_file: Option<PathBuf>,
-    /// Where feed caches live (default $PHANTOMC_STATE_DIR or /var/lib/phantomc).
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: super::args::StateDirArg,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -58,18 +58,19 @@ pub fn watch(args: &WatchArgs) -> CmdResult {
     init_logs(args);
     // The table names the state file and the API's table; a policy that
     // does not compile yet gets the default table.
-    let table = ir::compile_file(&args.policy).map_or_else(|_| "phantomc".to_string(), |c| c.ruleset.table);
+    let policy = args.policy.path();
+    let table = ir::compile_file(&policy).map_or_else(|_| "phantomc".to_string(), |c| c.ruleset.table);
     let state_file = args.state_file.clone().unwrap_or_else(|| watch::default_state_file(&table));
     let opts = Options {
-        policy: args.policy.clone(),
+        policy: policy.clone(),
         debounce: Duration::from_millis(args.debounce_ms),
         state_file,
-        feed_state_dir: args.state_dir.clone(),
+        feed_state_dir: args.state_dir.given().map(Path::to_path_buf),
         nft: Nft::default(),
     };
     let health = Arc::new(RwLock::new(Health::default()));
     let api = args.listen.map(|listen| start_api(args, listen, &table, health.clone())).transpose()?;
-    let service = Service::new(opts, health, Some(feed_timer(&args.policy, args.state_dir.clone())));
+    let service = Service::new(opts, health, Some(feed_timer(&policy, args.state_dir.given().map(Path::to_path_buf))));
     let result = service.run().map_err(|e| Failure::System(e.to_string()));
     if let Some(runtime) = api {
         runtime.shutdown_timeout(Duration::from_secs(1));
@@ -113,7 +114,8 @@ fn start_api(
     table: &str,
     health: SharedHealth,
 ) -> Result<tokio::runtime::Runtime, Failure> {
-    let state = serve::api_state(&args.policy, table, listen, &args.api, health, HealthSource::Watcher)?;
+    let mut state = serve::api_state(&args.policy.path(), table, listen, &args.api, health, HealthSource::Watcher)?;
+    state.feed_cache = Some(args.state_dir.feeds_dir());
     let system = |what: &str, e: std::io::Error| Failure::System(format!("{what}: {e}"));
     let listener = std::net::TcpListener::bind(listen).map_err(|e| system(&format!("cannot listen on {listen}"), e))?;
     listener.set_nonblocking(true).map_err(|e| system("listener", e))?;

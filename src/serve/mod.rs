@@ -7,7 +7,7 @@
 mod api;
 mod auth;
 mod health;
-mod rules;
+pub mod rules;
 mod threats;
 
 use std::path::PathBuf;

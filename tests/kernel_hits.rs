@@ -1,0 +1,71 @@
+//! Kernel test: every rule counts by default, and `phantomc hits` reports the
+//! live counters per policy line (default policy included), busiest first,
+//! with the policy path taken from $PHANTOMC_POLICY.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// The fields `hits --format json` documents for each rule (docs/guide/hits-log.md).
+const RULE_FIELDS: [&str; 11] =
+    ["id", "line", "text", "kind", "chain", "action", "label", "counter", "nft_rules", "packets", "bytes"];
+
+fn hits_json(lab: &WebLab, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["env", "PHANTOMC_POLICY=policies/webserver.pf", env!("CARGO_BIN_EXE_phantomc"), "hits"];
+    args.extend_from_slice(&["--format", "json"]);
+    args.extend_from_slice(extra);
+    let out = lab.srv.exec(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).lines().map(|l| serde_json::from_str(l).expect("one JSON document per line")).collect()
+}
+
+fn packets(doc: &Value, id: &str) -> u64 {
+    let rule = doc["rules"].as_array().expect("rules").iter().find(|r| r["id"] == id).expect("rule listed");
+    rule["packets"].as_u64().unwrap_or_else(|| panic!("{id} is counted: {rule}"))
+}
+
+#[test]
+fn hits_count_every_line_on_live_traffic() {
+    let lab = web_lab();
+    apply(&lab.srv, WEB);
+    let _servers = Servers::start(&lab.srv, &[80, 22], &[]);
+    for _ in 0..3 {
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);
+    }
+    // SSH from the public side is not allowed: the default input policy
+    // (line 12) drops it, and counts it.
+    assert_ne!(tcp_connect(&lab.publ, "198.51.100.1", 22), Tcp::Connected);
+
+    let docs = hits_json(&lab, &[]);
+    let doc = &docs[0];
+    assert_eq!((doc["table"].as_str(), doc["loaded"].as_bool()), (Some("phantomc"), Some(true)), "{doc}");
+    assert_eq!(packets(doc, "webserver.pf:20"), 3, "one SYN per connection: {doc}");
+    assert!(packets(doc, "webserver.pf:12") >= 1, "the dropped SSH SYN: {doc}");
+    assert!(packets(doc, "webserver.pf:18") >= 3, "the rest of each connection: {doc}");
+    let rules = doc["rules"].as_array().expect("rules");
+    for r in rules {
+        let keys: Vec<&str> = r.as_object().expect("object").keys().map(String::as_str).collect();
+        let mut expected = RULE_FIELDS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "documented fields only: {r}");
+    }
+    let counts: Vec<u64> = rules.iter().map(|r| r["packets"].as_u64().expect("all counted")).collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "busiest first: {counts:?}");
+    assert_eq!(rules.len(), 12, "every statement of the policy, once");
+
+    // The text form names the line and shows its policy text.
+    let out = lab.srv.phantomc(&["hits", WEB]);
+    let text = stdout(&out);
+    let web = text.lines().find(|l| l.contains("webserver.pf:20")).expect("web line");
+    assert!(
+        web.trim_start().starts_with("3 ") && web.ends_with("pass   in to port $web state new counter label \"web\""),
+        "{text}"
+    );
+
+    // --watch refreshes; counters only grow.
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);
+    let docs = hits_json(&lab, &["--watch", "1", "--iterations", "2"]);
+    assert_eq!(docs.len(), 2);
+    assert_eq!(packets(&docs[1], "webserver.pf:20"), 4);
+}
