@@ -18,6 +18,7 @@ mod feeds;
 mod hits;
 mod learn;
 mod lint;
+mod manpages;
 mod safety;
 mod serve;
 mod test;
@@ -75,6 +76,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// (packaging) Write a man page for every command into a directory.
+    #[command(hide = true)]
+    Manpages(manpages::ManpagesArgs),
 }
 
 /// Why a command failed; decides the exit code.
@@ -142,6 +146,7 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Manpages(args) => manpages::run(&args),
     };
     match result {
         Ok(code) => code,
