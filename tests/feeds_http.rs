@@ -2,11 +2,12 @@
 //! with ETag (304), a failing server, a shrinking feed, an HTML error page.
 //! In every bad case the last good copy stays cached.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+use common::stand_in::{Reply, StandIn};
 use phantomc::feeds::cache::Cache;
 use phantomc::feeds::update::{refresh, Outcome};
 use phantomc::feeds::{FeedConfig, Format};
@@ -18,66 +19,45 @@ struct Route {
     etag: Option<&'static str>,
 }
 
-/// Serves `routes` until the test ends; records each request's headers.
+/// A feed server on 127.0.0.1 serving `routes`, conditional on the ETag.
 struct FeedServer {
     base: String,
     routes: Arc<Mutex<HashMap<String, Route>>>,
-    requests: Arc<Mutex<Vec<String>>>,
+    stand_in: StandIn,
 }
 
 impl FeedServer {
     fn start() -> FeedServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
         let routes: Arc<Mutex<HashMap<String, Route>>> = Arc::default();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (r, log) = (routes.clone(), requests.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+        let r = routes.clone();
+        let stand_in = StandIn::start(move |req, _| {
+            let Some(route) = r.lock().unwrap().get(&req.target).cloned() else {
+                return Reply::text(404, "");
+            };
+            match route.etag {
+                Some(tag) if req.header("if-none-match") == Some(tag) => Reply::text(304, "").with("etag", tag),
+                etag => {
+                    let reply =
+                        Reply::text(route.status, route.body).with("last-modified", "Mon, 23 Nov 2026 14:02:11 GMT");
+                    match etag {
+                        Some(tag) => reply.with("etag", tag),
+                        None => reply,
                     }
-                    head.push_str(&line);
                 }
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                log.lock().unwrap().push(head.clone());
-                let route = r.lock().unwrap().get(&path).cloned();
-                let reply = match route {
-                    None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
-                    Some(Route { etag: Some(tag), .. })
-                        if head
-                            .to_ascii_lowercase()
-                            .contains(&format!("if-none-match: {}", tag.to_ascii_lowercase())) =>
-                    {
-                        format!("HTTP/1.1 304 Not Modified\r\netag: {tag}\r\nconnection: close\r\n\r\n")
-                    }
-                    Some(route) => {
-                        let etag = route.etag.map_or_else(String::new, |t| format!("etag: {t}\r\n"));
-                        format!(
-                            "HTTP/1.1 {} X\r\n{etag}last-modified: Mon, 23 Nov 2026 14:02:11 GMT\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                            route.status,
-                            route.body.len(),
-                            route.body
-                        )
-                    }
-                };
-                let _ = stream.write_all(reply.as_bytes());
             }
         });
-        FeedServer { base, routes, requests }
+        FeedServer { base: stand_in.base.clone(), routes, stand_in }
     }
 
     fn serve(&self, path: &str, status: u16, body: &str, etag: Option<&'static str>) {
         self.routes.lock().unwrap().insert(path.to_string(), Route { status, body: body.to_string(), etag });
     }
 
+    /// The headers of the latest request, one `name: value` a line.
     fn last_request(&self) -> String {
-        self.requests.lock().unwrap().last().cloned().unwrap_or_default()
+        let seen = self.stand_in.requests();
+        let Some(last) = seen.last() else { return String::new() };
+        last.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect()
     }
 }
 
@@ -193,7 +173,7 @@ fn an_html_page_or_a_dead_server_never_replaces_a_feed() {
     assert!(matches!(&r.outcome, Outcome::Kept { reason } if reason.contains("HTML page")), "{:?}", r.outcome);
 
     // Nobody listens on this port any more.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let gone = FeedConfig { source: format!("http://{closed}/drop.txt"), ..cfg.clone() };
     let r = refresh(&gone, &cache, 3000).unwrap();
     assert!(matches!(&r.outcome, Outcome::Kept { reason } if reason.starts_with("download failed")), "{:?}", r.outcome);

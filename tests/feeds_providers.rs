@@ -275,3 +275,20 @@ fn cut_off_json_and_a_renamed_field_keep_the_last_good_copy() {
     assert!(reason.contains("AbuseIPDB response is not complete JSON"), "{reason}");
     assert_eq!(cached(&cache, "abuseipdb"), ["198.51.100.7/32", "198.51.100.8/32", "2001:db8::66/128"]);
 }
+
+#[test]
+fn a_stalled_provider_times_out() {
+    use phantomc::feeds::fetch::{self, FetchError, Request, Retry, Validators};
+    // Accepts the connection, never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/api/v2/blacklist", listener.local_addr().expect("addr"));
+    let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let req = Request {
+        timeout: std::time::Duration::from_secs(1),
+        retry: Retry { attempts: 1, ..Retry::default() },
+        ..Request::get(&url)
+    };
+    let err = fetch::http(&req, &Validators::default()).expect_err("a stalled server is an error");
+    assert!(matches!(&err, FetchError::Http { message, .. } if message.to_lowercase().contains("timeout")), "{err}");
+    drop(held);
+}

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::policy::ast::Date;
+
 /// Drops entries a provider rates or dates below the feed's limits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -159,9 +161,10 @@ pub fn otx_page(text: &str, filter: &Filter) -> Result<Page, SchemaError> {
 pub fn unix_time(s: &str) -> Option<u64> {
     let s = s.trim();
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let date =
+        Date::new(u16::try_from(num(0..4)?).ok()?, u8::try_from(num(5..7)?).ok()?, u8::try_from(num(8..10)?).ok()?)?;
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if s.get(4..5)? != "-" || s.get(10..11).is_some_and(|t| t != "T" && t != " ") || !(1..=12).contains(&mo) {
+    if s.get(4..5)? != "-" || s.get(10..11).is_some_and(|t| t != "T" && t != " ") {
         return None;
     }
     let mut rest = s.get(19..)?;
@@ -180,32 +183,14 @@ pub fn unix_time(s: &str) -> Option<u64> {
             sign * (oh * 3600 + om * 60)
         }
     };
-    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86400 + h * 3600 + mi * 60 + sec - offset).ok()
+    u64::try_from(date.days() * 86400 + h * 3600 + mi * 60 + sec - offset).ok()
 }
 
 /// Unix seconds as `2026-11-23T14:02:11Z`.
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
+    let d = Date::from_days((secs / 86400) as i64);
     let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", d.year, d.month, d.day, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
