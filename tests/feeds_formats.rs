@@ -179,6 +179,13 @@ fn feeds_parse_prints_the_aggregate_and_counts() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("error_page.html: not a feed: looks like an HTML page"));
     let out = phantomc(&["feeds", "parse", "testdata/feeds/abuse.csv", "--format", "xml"]);
     assert_eq!(out.status.code(), Some(2), "unknown format is a usage error");
+    // Only comments: nothing to block is an error, not a success.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "# no addresses today\n\n").unwrap();
+    let out = phantomc(&["feeds", "parse", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "no entries: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty.txt: no addresses found (check --format)"));
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub struct ApplyArgs {
     /// Check everything and show what would change, but load nothing.
     #[arg(long, conflicts_with = "confirm")]
     pub dry_run: bool,
-    /// Keep the new ruleset only if confirmed (type `yes`, or run `phantomc
+    /// Keep the new ruleset only if confirmed (type `y` or `yes`, or run `phantomc
     /// confirm`) before the timeout; otherwise a detached guard restores the
     /// previous one, even if this process or its terminal dies.
     #[arg(long)]
@@ -138,12 +138,12 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
 
 /// Waits for `yes` on stdin or `phantomc confirm`, until the guard decides.
 fn await_confirmation(state: &Path, table: &str, timeout: u32) -> CmdResult {
-    println!("type `yes` within {timeout}s to keep it (or run `phantomc confirm`); otherwise the previous ruleset comes back");
+    println!("type `y` or `yes` within {timeout}s to keep it (or run `phantomc confirm`); otherwise the previous ruleset comes back");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
         while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-            if line.trim().eq_ignore_ascii_case("yes") {
+            if is_yes(&line) {
                 let _ = tx.send(());
                 return;
             }
@@ -187,6 +187,11 @@ fn await_confirmation(state: &Path, table: &str, timeout: u32) -> CmdResult {
             Err(Failure::System("the rollback guard did not answer; check `nft list table inet` by hand".into()))
         }
     }
+}
+
+/// `y` or `yes`, any case: the answer that keeps a ruleset.
+fn is_yes(line: &str) -> bool {
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 /// Would the policy drop the operator's own established connection? Returns
@@ -290,4 +295,17 @@ pub fn disable(args: &DisableArgs) -> CmdResult {
     nft.load_json(&nft::delete_batch(&args.table)).map_err(system)?;
     println!("deleted table inet {}; other tables are untouched", args.table);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn y_and_yes_confirm() {
+        for answer in ["y\n", "Y\n", "yes\n", " YES \r\n"] {
+            assert!(super::is_yes(answer), "{answer:?}");
+        }
+        for answer in ["", "n\n", "ye\n", "yes please\n"] {
+            assert!(!super::is_yes(answer), "{answer:?}");
+        }
+    }
 }

@@ -307,6 +307,15 @@ fn parse(a: &ParseArgs) -> CmdResult {
     if let Some(w) = p.junk.warning() {
         eprintln!("warning: {w}");
     }
+    if p.v4.is_empty() && p.v6.is_empty() {
+        // A feed with no address would empty its set: most likely the
+        // wrong file, format or column.
+        return Err(Failure::System(format!(
+            "{}: no addresses found (check --format{})",
+            a.file.display(),
+            if a.format == Format::Csv { " and --column" } else { "" }
+        )));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

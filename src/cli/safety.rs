@@ -45,15 +45,24 @@ pub fn confirm(args: &ConfirmArgs) -> CmdResult {
 }
 
 pub fn panic(args: &PanicArgs) -> CmdResult {
-    let keep = Session::current(args.keep.as_deref())
-        .map_err(Failure::System)?
-        .ok_or_else(|| Failure::System("no session to keep: not in an SSH session ($SSH_CONNECTION is unset); give --keep \"CLIENT:PORT -> SERVER:PORT\"".into()))?;
-    let compiled =
-        Compiled { sources: Default::default(), ruleset: panic_ruleset(&args.table, &keep), unused: Vec::new() };
+    // At a console (no $SSH_CONNECTION, no --keep) there is no session to
+    // keep: panic keeps loopback only, and says so.
+    let keep = Session::current(args.keep.as_deref()).map_err(Failure::System)?;
+    let compiled = Compiled {
+        sources: Default::default(),
+        ruleset: panic_ruleset(&args.table, keep.as_ref()),
+        unused: Vec::new(),
+    };
     let nft = Nft::default();
     let prepared = loader::prepare_with(&nft, &compiled, Default::default()).map_err(sys)?;
     loader::load(&nft, &prepared).map_err(sys)?;
-    println!("panic: table inet {} drops everything except loopback and {keep}", args.table);
+    match keep {
+        Some(keep) => println!("panic: table inet {} drops everything except loopback and {keep}", args.table),
+        None => println!(
+            "panic: table inet {} drops everything except loopback (no SSH session to keep: $SSH_CONNECTION is unset and no --keep given; run this at a console)",
+            args.table
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

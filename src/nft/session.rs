@@ -88,10 +88,10 @@ fn rule(id: &str, matches: Match) -> Rule {
     }
 }
 
-/// Everything dropped in every direction, except loopback and `keep`.
-pub fn panic_ruleset(table: &str, keep: &Session) -> Ruleset {
-    let id = format!("panic keeps {keep}");
-    let tcp = |src: SocketAddr, dst: SocketAddr| Match {
+/// Everything dropped in every direction, except loopback and `keep` (at a
+/// console there is no session to keep: loopback only).
+pub fn panic_ruleset(table: &str, keep: Option<&Session>) -> Ruleset {
+    let tcp = |keep: &Session, src: SocketAddr, dst: SocketAddr| Match {
         family: Some(keep.family()),
         proto: Some(names::TCP),
         src: host(src.ip()),
@@ -100,18 +100,19 @@ pub fn panic_ruleset(table: &str, keep: &Session) -> Ruleset {
         dport: port(dst.port()),
         ..Match::default()
     };
-    let lo_in = Match { iif: Some(vec!["lo".into()]), ..Match::default() };
-    let lo_out = Match { oif: Some(vec!["lo".into()]), ..Match::default() };
+    let mut input = vec![rule("panic loopback", Match { iif: Some(vec!["lo".into()]), ..Match::default() })];
+    let mut output = vec![rule("panic loopback", Match { oif: Some(vec!["lo".into()]), ..Match::default() })];
+    if let Some(keep) = keep {
+        let id = format!("panic keeps {keep}");
+        input.push(rule(&id, tcp(keep, keep.client, keep.server)));
+        output.push(rule(&id, tcp(keep, keep.server, keep.client)));
+    }
     let drop = DefaultPolicy { action: Action::Block, log: None, counter: false, origin: None };
     let chain = |hook, rules| Chain { hook, policy: drop.clone(), rules };
     Ruleset {
         table: table.to_string(),
         sets: Vec::new(),
-        chains: vec![
-            chain(Hook::Input, vec![rule("panic loopback", lo_in), rule(&id, tcp(keep.client, keep.server))]),
-            chain(Hook::Forward, Vec::new()),
-            chain(Hook::Output, vec![rule("panic loopback", lo_out), rule(&id, tcp(keep.server, keep.client))]),
-        ],
+        chains: vec![chain(Hook::Input, input), chain(Hook::Forward, Vec::new()), chain(Hook::Output, output)],
         nat: Vec::new(),
         feeds: Vec::new(),
         allow_always: Vec::new(),
