@@ -277,18 +277,24 @@ fn cut_off_json_and_a_renamed_field_keep_the_last_good_copy() {
 }
 
 #[test]
-fn a_stalled_provider_times_out() {
-    use phantomc::feeds::fetch::{self, FetchError, Request, Retry, Validators};
-    // Accepts the connection, never answers.
+fn a_stalled_provider_times_out_and_is_not_retried() {
+    use phantomc::feeds::fetch::{self, FetchError, Request, Validators};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Accepts connections, never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/api/v2/blacklist", listener.local_addr().expect("addr"));
-    let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
-    let req = Request {
-        timeout: std::time::Duration::from_secs(1),
-        retry: Retry { attempts: 1, ..Retry::default() },
-        ..Request::get(&url)
-    };
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let req = Request { timeout: std::time::Duration::from_secs(1), ..Request::get(&url) };
     let err = fetch::http(&req, &Validators::default()).expect_err("a stalled server is an error");
-    assert!(matches!(&err, FetchError::Http { message, .. } if message.to_lowercase().contains("timeout")), "{err}");
-    drop(held);
+    assert!(matches!(&err, FetchError::Timeout { message, .. } if message.to_lowercase().contains("timeout")), "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "a timeout is not tried again within the update");
 }

@@ -47,6 +47,10 @@ pub enum FetchError {
     Busy { url: String, status: u16, attempts: usize, retry_after: Option<u64> },
     #[error("{url}: {message}")]
     Http { url: String, message: String },
+    /// The request ran out of time: not tried again within this update (a
+    /// stalled server would hold `feeds update` and `watch` for minutes).
+    #[error("{url}: {message}")]
+    Timeout { url: String, message: String },
     #[error("{url}: {message}; the key is sent only to {origin}")]
     OffHost { url: String, origin: String, message: String },
     #[error("{0}: not valid UTF-8 text")]
@@ -144,7 +148,8 @@ pub fn fetch(source: &str, known: &Validators) -> Result<Fetched, FetchError> {
 }
 
 /// One GET with retries: 429 and 503 (honouring `Retry-After`) and network
-/// errors are tried again after 1 s, 2 s, ...; other statuses are final.
+/// errors are tried again after 1 s, 2 s, ...; timeouts and other statuses
+/// are final.
 pub fn http(req: &Request, known: &Validators) -> Result<Fetched, FetchError> {
     let mut attempt = 1;
     loop {
@@ -199,7 +204,10 @@ fn http_once(req: &Request, known: &Validators) -> Result<Fetched, FetchError> {
         if let Some(lm) = &known.last_modified {
             get = get.header("If-Modified-Since", lm);
         }
-        let err = |e: ureq::Error| FetchError::Http { url: url.clone(), message: redact(e.to_string()) };
+        let err = |e: ureq::Error| match e {
+            ureq::Error::Timeout(_) => FetchError::Timeout { url: url.clone(), message: redact(e.to_string()) },
+            e => FetchError::Http { url: url.clone(), message: redact(e.to_string()) },
+        };
         let mut resp = get.call().map_err(err)?;
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
