@@ -44,6 +44,10 @@ pub struct LearnArgs {
     /// address at one end of nearly every flow.
     #[arg(long = "host", value_name = "ADDR")]
     pub hosts: Vec<std::net::IpAddr>,
+    /// Also write every flow record as a line of JSON to this file (to check
+    /// what the detectors saw, or to score the flows with another model).
+    #[arg(long, value_name = "PATH")]
+    pub dump_flows: Option<PathBuf>,
 }
 
 pub fn run(args: &LearnArgs) -> CmdResult {
@@ -74,6 +78,7 @@ pub fn run(args: &LearnArgs) -> CmdResult {
         eprintln!("phantomc: warning: {msg}");
     }
     let flows = capture.flows.len();
+    dump_flows(args, &capture.flows)?;
     let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg, &args.hosts);
     let elapsed = started.elapsed().as_secs_f64();
     eprint!("{}", summary(&capture, flows, &report, elapsed));
@@ -119,6 +124,7 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
     if hosts.is_empty() {
         hosts = local_addresses().unwrap_or_default().into_iter().filter(|a| !a.is_loopback()).collect();
     }
+    dump_flows(args, &flows)?;
     let report = learn::analyze(flows, cfg, &hosts);
     let entries = format!("{} live, {} destroyed while watching", watched.live.len(), watched.destroyed.len());
     eprint!("{}", table(&[("entries", entries)], &flow_count.to_string(), &report, started.elapsed().as_secs_f64()));
@@ -270,4 +276,16 @@ fn default_gateways() -> Vec<std::net::IpAddr> {
         .flat_map(|fam| ip_json(&[fam, "route", "show", "default"]))
         .filter_map(|r| r.get("gateway")?.as_str()?.parse().ok())
         .collect()
+}
+
+/// `--dump-flows`: one JSON object per flow.
+fn dump_flows(args: &LearnArgs, flows: &[learn::Flow]) -> Result<(), Failure> {
+    let Some(path) = &args.dump_flows else { return Ok(()) };
+    let fail = |e: &dyn std::fmt::Display| Failure::System(format!("{}: {e}", path.display()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| fail(&e))?);
+    for f in flows {
+        serde_json::to_writer(&mut out, f).map_err(|e| fail(&e))?;
+        std::io::Write::write_all(&mut out, b"\n").map_err(|e| fail(&e))?;
+    }
+    std::io::Write::flush(&mut out).map_err(|e| fail(&e))
 }

@@ -29,7 +29,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessa
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::Socket;
 
-use super::flows::{ConnState, Counters as FlowCounters, Flow, TCP, UDP};
+use super::flows::{ConnState, Counters as FlowCounters, Flow, ICMP, ICMPV6, TCP, UDP};
 
 // include/uapi/linux/netfilter/nfnetlink.h
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
@@ -523,6 +523,7 @@ pub struct StateTimeouts {
     tcp: Vec<(TcpState, u32)>,
     udp: u32,
     udp_stream: u32,
+    icmp: u32,
     other: u32,
 }
 
@@ -543,6 +544,7 @@ impl Default for StateTimeouts {
             ],
             udp: 30,
             udp_stream: 120,
+            icmp: 30,
             other: 600,
         }
     }
@@ -572,6 +574,7 @@ impl StateTimeouts {
             tcp: d.tcp.iter().map(|&(state, secs)| (state, get(sysctl(state), secs))).collect(),
             udp: get("udp_timeout", d.udp),
             udp_stream: get("udp_timeout_stream", d.udp_stream),
+            icmp: get("icmp_timeout", d.icmp),
             other: get("generic_timeout", d.other),
         }
     }
@@ -581,6 +584,7 @@ impl StateTimeouts {
             (TCP, Some(state)) => self.tcp.iter().find(|(s, _)| *s == state).map_or(self.other, |(_, t)| *t),
             (UDP, _) if e.assured => self.udp_stream,
             (UDP, _) => self.udp,
+            (ICMP | ICMPV6, _) => self.icmp,
             _ => self.other,
         }
     }
@@ -626,8 +630,22 @@ fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
     flow.resp = e.reply_counters.map_or(FlowCounters { packets: u64::from(e.seen_reply), bytes: 0 }, |c| {
         FlowCounters { packets: c.packets, bytes: c.bytes }
     });
+    if e.proto == TCP && flow.history.contains('A') {
+        // Conntrack has no data flags: more bytes than bare headers is data.
+        let header = if e.orig.src.is_ipv4() { TCP_HEADERS_V4 } else { TCP_HEADERS_V4 + 20 };
+        let carries_data = |c: &FlowCounters| c.bytes > c.packets * header + 8;
+        if carries_data(&flow.orig) {
+            flow.history.push('D');
+        }
+        if carries_data(&flow.resp) {
+            flow.history.push('d');
+        }
+    }
     flow
 }
+
+/// IPv4 and TCP headers with the timestamp option, as Linux sends them.
+const TCP_HEADERS_V4: u64 = 52;
 
 /// Zeek's conn_state and history from conntrack's TCP state. Conntrack does
 /// not say who closed or reset, so those are attributed to the originator.

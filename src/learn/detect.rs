@@ -435,7 +435,12 @@ fn icmp_flood(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     (n >= c.min_packets && r >= c.min_rate).then(|| Finding {
         source: src,
         detector: Detector::IcmpFlood,
-        threshold: format!("{n} packets >= {} at {r:.1}/s >= {}/s", c.min_packets, c.min_rate),
+        threshold: format!(
+            "{n} packets >= {} at {} >= {}/s",
+            c.min_packets,
+            if r.is_finite() { format!("{r:.1}/s") } else { "no measurable interval".into() },
+            c.min_rate
+        ),
         counts: format!(
             "{packets} ICMP packets to {} host(s); busiest run {n} packets to {} ({})",
             hosts.len(),
