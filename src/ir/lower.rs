@@ -123,6 +123,7 @@ struct Clauses<'a> {
     expires: Option<Date>,
     /// `with KIND CODE`: the kind (`icmp`, `icmpv6`, `icmpx`, `tcp reset`) and code.
     reject_with: Option<(&'a str, Option<&'a str>, Span)>,
+    early: Option<Span>,
 }
 
 struct Lowerer<'a> {
@@ -733,6 +734,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::Label(s) => c.label = Some((s.as_str(), opt.span)),
                 RuleOpt::Expires(d) => c.expires = Some(*d),
                 RuleOpt::RejectWith { kind, code } => c.reject_with = Some((kind, code.as_deref(), opt.span)),
+                RuleOpt::Early => c.early = Some(opt.span),
             }
         }
         c
@@ -1147,6 +1149,11 @@ impl<'a> Lowerer<'a> {
         let c = self.clauses(&r.direction, &r.opts);
         let origin = self.origin(r.span, idx);
         let Some(shapes) = self.shapes(&c, r.span) else { return };
+        if let Some(span) = c.early {
+            if !self.early_allowed(r, &c, span) {
+                return;
+            }
+        }
 
         let state = c.state.and_then(|v| self.ct_states(v));
         let verb = match r.action.node {
@@ -1207,19 +1214,56 @@ impl<'a> Lowerer<'a> {
                 }),
             });
             let matches = Match { ct_state: state, ..shape };
-            self.out_rule(
-                hook,
-                Rule {
-                    origin: origin.clone(),
-                    matches,
-                    action: r.action.node,
-                    limit,
-                    log: log.clone(),
-                    counter: c.counter.unwrap_or(true),
-                    label: label.clone(),
-                    reject,
-                },
-            );
+            let rule = Rule {
+                origin: origin.clone(),
+                matches,
+                action: r.action.node,
+                limit,
+                log: log.clone(),
+                counter: c.counter.unwrap_or(true),
+                label: label.clone(),
+                reject,
+                early: c.early.is_some(),
+            };
+            if rule.early {
+                // Before routing: the packet may be for this host or forwarded.
+                self.out_rule(Hook::Input, rule.clone());
+                self.out_rule(Hook::Forward, rule);
+            } else {
+                self.out_rule(hook, rule);
+            }
+        }
+    }
+
+    /// `early` rules drop in prerouting: no conntrack state and no output interface yet.
+    fn early_allowed(&mut self, r: &ast::RuleAst, c: &Clauses<'_>, span: Span) -> bool {
+        let problem = if r.action.node != Action::Block {
+            Some((
+                "an early rule can only `block`",
+                "packets an early rule accepts still meet the filter chains; write `block`",
+            ))
+        } else if r.direction.node == Direction::Out {
+            Some(("an `out` rule cannot be early", "early rules see arriving packets (in and forward) before routing"))
+        } else if c.state.is_some() {
+            Some((
+                "an early rule cannot match `state`",
+                "early rules run before conntrack, so no packet has a state yet",
+            ))
+        } else if c.oif.is_some() {
+            Some(("an early rule cannot match `out on`", "early rules run before routing chooses an output interface"))
+        } else {
+            None
+        };
+        match problem {
+            None => true,
+            Some((message, help)) => {
+                self.diags.push(
+                    Diag::error("early-rule", span, message, "early here")
+                        .with_related(r.action.span, "rule")
+                        .with_help(help),
+                );
+                false
+            }
         }
     }
 
@@ -1289,9 +1333,12 @@ impl<'a> Lowerer<'a> {
         })
     }
 
+    /// Appends to a chain; early rules go after the chain's other early rules,
+    /// before every rule that is not early (the prerouting chain runs first).
     fn out_rule(&mut self, hook: Hook, rule: Rule) {
         if let Some(ch) = self.out.chains.iter_mut().find(|c| c.hook == hook) {
-            ch.rules.push(rule);
+            let at = if rule.early { ch.rules.iter().take_while(|r| r.early).count() } else { ch.rules.len() };
+            ch.rules.insert(at, rule);
         }
     }
 
@@ -1532,6 +1579,7 @@ impl<'a> Lowerer<'a> {
                     | RuleOpt::Log(_)
                     | RuleOpt::IcmpType(_)
                     | RuleOpt::RejectWith { .. }
+                    | RuleOpt::Early
             ) {
                 self.diags.push(
                     Diag::error(

@@ -182,6 +182,11 @@ pub struct Rule {
     /// rules, else ICMP port unreachable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject: Option<RejectWith>,
+    /// `early`: runs in the prerouting chain before conntrack and routing, so
+    /// the same rule sits first in both the input and the forward chain here
+    /// (the order the analyzer sees packets meet it); nft gets it once.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub early: bool,
 }
 
 /// `reject with ...`: the answer a reject sends.

@@ -106,8 +106,26 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
     let t = rs.table.as_str();
     let sets = rs.sets.iter().map(|s| set(rs, s, extra.by_set.get(&s.nft_name))).collect();
     let mut chains = Vec::new();
+    // Early rules sit first in the input and forward chains of the IR; nft
+    // runs them once, in prerouting at raw priority (before conntrack).
+    let early: Vec<schema::Rule<'static>> =
+        rs.chain(Hook::Input).rules.iter().filter(|r| r.early).map(|r| rule(t, EARLY_CHAIN, r)).collect();
+    if !early.is_empty() {
+        chains.push(NftChain {
+            chain: base_chain(
+                t,
+                EARLY_CHAIN,
+                NfChainType::Filter,
+                NfHook::Prerouting,
+                RAW_PRIORITY,
+                Some(NfChainPolicy::Accept),
+            ),
+            rules: early,
+        });
+    }
     for ch in &rs.chains {
-        let mut rules: Vec<schema::Rule<'static>> = ch.rules.iter().map(|r| rule(t, ch.hook.name(), r)).collect();
+        let mut rules: Vec<schema::Rule<'static>> =
+            ch.rules.iter().filter(|r| !r.early).map(|r| rule(t, ch.hook.name(), r)).collect();
         rules.extend(default_rule(t, ch.hook, &ch.policy));
         let policy = if ch.policy.action == Action::Pass { NfChainPolicy::Accept } else { NfChainPolicy::Drop };
         chains.push(NftChain {
@@ -138,6 +156,10 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
     }
     NftTable { name: rs.table.clone(), sets, chains }
 }
+
+/// The prerouting chain of `early` rules, and its priority (nft's `raw`, before conntrack at -200).
+pub const EARLY_CHAIN: &str = "early";
+const RAW_PRIORITY: i32 = -300;
 
 fn hook_of(h: Hook) -> NfHook {
     match h {

@@ -17,7 +17,7 @@ use nftables::expr::{Elem, Expression, NamedExpression};
 use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables};
 use nftables::types::NfFamily;
 
-pub use emit::{build, Elements, NftTable, SetElem};
+pub use emit::{build, Elements, NftTable, SetElem, EARLY_CHAIN};
 pub use run::{objects, to_json, to_json_value, write_to_child, Nft, NftError};
 
 use crate::diag::Diag;

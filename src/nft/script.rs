@@ -120,6 +120,7 @@ fn hook_name(h: NfHook) -> &'static str {
 fn prio_name(kind: NfChainType, prio: i32) -> String {
     match (kind, prio) {
         (NfChainType::Filter, 0) => "filter".into(),
+        (NfChainType::Filter, -300) => "raw".into(),
         (NfChainType::NAT, -100) => "dstnat".into(),
         (NfChainType::NAT, 100) => "srcnat".into(),
         _ => prio.to_string(),

@@ -85,6 +85,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         counter: true,
         label: None,
         reject: None,
+        early: false,
     }
 }
 

@@ -256,6 +256,8 @@ pub enum RuleOpt {
         kind: String,
         code: Option<String>,
     },
+    /// `early`: decided in prerouting, before conntrack.
+    Early,
 }
 
 impl RuleOpt {
@@ -278,6 +280,7 @@ impl RuleOpt {
             RuleOpt::Label(_) => "label",
             RuleOpt::Expires(_) => "expires",
             RuleOpt::RejectWith { .. } => "with",
+            RuleOpt::Early => "early",
         }
     }
 }

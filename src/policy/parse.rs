@@ -311,6 +311,7 @@ impl Builder {
             Rule::counter_opt => RuleOpt::Counter(text == "counter"),
             Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             Rule::expires => RuleOpt::Expires(self.date(&inner.next()?)?.node),
+            Rule::early => RuleOpt::Early,
             Rule::reject_with => {
                 let how = inner.next()?;
                 match how.as_rule() {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::ir::{Compiled, Origin};
+use crate::ir::{Compiled, Hook, Origin};
 use crate::nft::objects;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -81,7 +81,13 @@ pub fn rows(compiled: &Compiled, listing: Option<&Value>) -> Vec<RuleRow> {
     };
     for chain in &rs.chains {
         for r in &chain.rules {
-            push(&r.origin, "rule", chain.hook.name(), r.action.keyword().to_string(), r.label.as_ref(), r.counter);
+            // An early rule is in the input and the forward chain of the IR, once in nft.
+            let name = match (r.early, chain.hook) {
+                (true, Hook::Input) => crate::nft::EARLY_CHAIN,
+                (true, _) => continue,
+                (false, hook) => hook.name(),
+            };
+            push(&r.origin, "rule", name, r.action.keyword().to_string(), r.label.as_ref(), r.counter);
         }
         let p = &chain.policy;
         // A built-in default sorts after every statement of the policy.

@@ -1,0 +1,65 @@
+//! Kernel tests of language constructs whose effect the analyzer-vs-kernel
+//! test cannot see: `early` drops before conntrack, for local and forwarded
+//! packets alike.
+
+mod common;
+
+use common::*;
+
+const POLICY: &str = "table phantomc
+policy input block
+policy forward pass
+pass in on lo
+pass in state { established, related }
+block in from 198.51.100.2 early
+pass in proto tcp to port 80
+";
+
+/// Counts, after conntrack (priority -150), the packets from 198.51.100.2.
+const AFTER_CONNTRACK: &str = "table inet seen {
+  chain pre { type filter hook prerouting priority -150; policy accept;
+    ip saddr 198.51.100.2 counter
+  }
+}
+";
+
+fn packets_after_conntrack(ns: &Netns) -> u64 {
+    let out = stdout(&ns.nft(&["-j", "list", "table", "inet", "seen"]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("nft json");
+    let exprs = v["nftables"].as_array().expect("array").iter().filter_map(|o| o.get("rule")?.get("expr")?.as_array());
+    exprs.flatten().find_map(|e| e.get("counter")?.get("packets")?.as_u64()).expect("counter")
+}
+
+#[test]
+fn early_rules_drop_before_conntrack_for_local_and_forwarded_packets() {
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let adm_web = Servers::start(&lab.adm, &[80], &[]);
+    lab.srv.sysctl("net.ipv4.ip_forward=1");
+    lab.publ.route(&["10.10.0.0/24", "via", "198.51.100.1"]);
+    lab.adm.route(&["198.51.100.0/24", "via", "10.10.0.1"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (policy, seen) = (dir.path().join("early.pf"), dir.path().join("seen.nft"));
+    std::fs::write(&policy, POLICY).expect("policy");
+    std::fs::write(&seen, AFTER_CONNTRACK).expect("observer");
+    apply(&lab.srv, policy.to_str().expect("path"));
+    let out = lab.srv.nft(&["-f", seen.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::Connected, "other sources pass");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "listed source, to this host");
+    assert_eq!(tcp_connect(&lab.publ, "10.10.0.2", 80), Tcp::TimedOut, "listed source, forwarded");
+    assert!(adm_web.peers.lock().expect("peers").is_empty(), "nothing was forwarded");
+    // Dropped at raw priority: nothing reached conntrack, nothing is tracked.
+    assert_eq!(packets_after_conntrack(&lab.srv), 0);
+    let tracked = lab.srv.exec(&["conntrack", "-L", "-s", "198.51.100.2"]);
+    assert!(stdout(&tracked).trim().is_empty(), "{}", stdout(&tracked));
+    // The same policy without `early` tracks the attempt.
+    std::fs::write(&policy, POLICY.replace(" early", "")).expect("policy");
+    apply(&lab.srv, policy.to_str().expect("path"));
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut);
+    assert!(packets_after_conntrack(&lab.srv) > 0);
+    // And only an early rule stops forwarded packets: the input rule does not.
+    assert_eq!(tcp_connect(&lab.publ, "10.10.0.2", 80), Tcp::Connected, "forwarded without early");
+    assert_eq!(adm_web.peers.lock().expect("peers").len(), 1);
+}
