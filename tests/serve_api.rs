@@ -175,6 +175,16 @@ fn threats_show_feed_sizes_and_blocked_entries() {
     let left = blocked[0]["expires_in"].as_u64().expect("expiry");
     assert!((590..=600).contains(&left), "{left}");
 
+    // The same facts as metrics.
+    let m = scrape(&svc);
+    assert_eq!(m.value(r#"phantomc_feed_entries{feed="spamhaus",nft_set="spamhaus_v4"}"#), 2.0);
+    assert_eq!(m.value(r#"phantomc_feed_entries{feed="spamhaus",nft_set="spamhaus_v6"}"#), 0.0);
+    let age = m.value(r#"phantomc_feed_age_seconds{feed="spamhaus"}"#);
+    assert!((300.0..=310.0).contains(&age), "{age}");
+    assert_eq!(m.value(r#"phantomc_feed_refresh_failed{feed="spamhaus"}"#), 0.0);
+    assert_eq!(m.value(r#"phantomc_set_entries{set="blocklist",nft_set="blocklist_v6"}"#), 1.0);
+    assert_eq!(m.value(r#"phantomc_set_entries{set="blocklist",nft_set="blocklist_v4"}"#), 0.0);
+
     // A feed set is not a run-time set: the API refuses to edit it.
     let (code, err) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "198.51.100.9", "set": "spamhaus"}"#);
     assert_eq!(code, 409, "{err}");
@@ -294,7 +304,15 @@ fn proposals_and_docs() {
     paths.sort_unstable();
     assert_eq!(
         paths,
-        ["/api/v1/block", "/api/v1/proposals", "/api/v1/rules", "/api/v1/status", "/api/v1/threats", "/api/v1/unblock"]
+        [
+            "/api/v1/block",
+            "/api/v1/proposals",
+            "/api/v1/rules",
+            "/api/v1/status",
+            "/api/v1/threats",
+            "/api/v1/unblock",
+            "/metrics"
+        ]
     );
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("operations") {
@@ -351,6 +369,11 @@ fn status_reads_a_running_watchers_state_file() {
         assert_eq!(s["reloads"], 1, "{s}");
         assert!(s["last_reload"].as_u64().is_some(), "{s}");
         assert_eq!(s["ruleset_hash"], s["policy_hash"], "the watcher and the API hash the same way: {s}");
+        let m = scrape(&svc);
+        assert_eq!(m.value("phantomc_reloads_total"), 1.0);
+        assert_eq!(m.value("phantomc_reload_failures_total"), 0.0);
+        assert_eq!(m.value("phantomc_reload_duration_seconds_count"), 1.0, "the watcher's first load was timed");
+        assert_eq!(m.value(r#"phantomc_reload_duration_seconds_bucket{le="+Inf"}"#), 1.0);
     });
     let _ = watch.kill();
     let _ = watch.wait();
@@ -399,4 +422,100 @@ fn status_answers_when_the_drift_check_cannot_run() {
         12,
         "other endpoints do not need it"
     );
+}
+
+/// A `/metrics` scrape: the exposition text, by sample name and labels.
+struct Scrape(String);
+
+impl Scrape {
+    /// The value of the one sample written exactly as `name{labels}`.
+    fn value(&self, sample: &str) -> f64 {
+        let found: Vec<f64> = self
+            .0
+            .lines()
+            .filter_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .map(|v| v.parse().unwrap_or_else(|e| panic!("{sample}: {v}: {e}")))
+            .collect();
+        assert_eq!(found.len(), 1, "one sample {sample} in:\n{}", self.0);
+        found[0]
+    }
+}
+
+fn scrape(svc: &Service) -> Scrape {
+    let (code, text) = svc.get("/metrics");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF:\n{text}");
+    Scrape(text)
+}
+
+fn web_rule(line: u32, action: &str, label: &str) -> String {
+    format!(r#"{{rule="webserver.pf:{line}",chain="input",action="{action}",label="{label}"}}"#)
+}
+
+#[test]
+fn metrics_move_with_traffic_and_match_phantomc_hits() {
+    let ApiLab { lab, svc, dir } = api_lab(WEB);
+    let _servers = Servers::start(&lab.srv, &[80, 443], &[443]);
+    let web = web_rule(20, "pass", "web");
+    let before = scrape(&svc);
+    assert_eq!(before.value(&format!("phantomc_rule_packets_total{web}")), 0.0);
+    assert_eq!(before.value(r#"phantomc_ruleset_state{state="in-sync"}"#), 1.0);
+    assert_eq!(before.value(r#"phantomc_ruleset_state{state="drifted"}"#), 0.0);
+    assert_eq!(before.value("phantomc_reloads_total"), 0.0, "no watcher runs");
+    assert!(before.0.contains("# TYPE phantomc_rule_packets counter"), "{}", before.0);
+
+    // Three connections (one SYN each in state new) and a blocked address.
+    for port in [80, 80, 443] {
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", port), Tcp::Connected);
+    }
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 22), Tcp::TimedOut, "ssh is for the admin network only");
+    let blocked = lab.srv.phantomc(&["block", "203.0.113.77", "--timeout", "1h"]);
+    assert!(blocked.status.success(), "{}", stderr(&blocked));
+    let after = scrape(&svc);
+    assert_eq!(after.value(&format!("phantomc_rule_packets_total{web}")), 3.0);
+    assert!(after.value(&format!("phantomc_rule_bytes_total{web}")) >= 3.0 * 60.0);
+    let dropped = after.value(&format!("phantomc_rule_packets_total{}", web_rule(12, "block", "")));
+    assert!(dropped >= 1.0, "the ssh SYN (and its retries) fell to the default policy: {dropped}");
+    assert_eq!(after.value(r#"phantomc_set_entries{set="blocklist",nft_set="blocklist_v4"}"#), 1.0);
+
+    // `phantomc hits` reads the same counters: every policy line agrees.
+    let hits = lab.srv.phantomc(&["hits", WEB, "--format", "json"]);
+    assert!(hits.status.success(), "{}", stderr(&hits));
+    let hits: Value = serde_json::from_slice(&hits.stdout).expect("hits JSON");
+    let mut compared = 0;
+    for row in hits["rules"].as_array().expect("rules") {
+        let (Some(id), Some(packets)) = (row["id"].as_str(), row["packets"].as_u64()) else { continue };
+        if row["nft_rules"].as_u64() == Some(0) {
+            continue;
+        }
+        let labels = format!(
+            r#"{{rule="{id}",chain="{}",action="{}",label="{}"}}"#,
+            row["chain"].as_str().expect("chain"),
+            row["action"].as_str().expect("action"),
+            row["label"].as_str().unwrap_or("")
+        );
+        let metric = after.value(&format!("phantomc_rule_packets_total{labels}"));
+        // The scrapes themselves are loopback traffic: they keep counting on
+        // `pass in on lo`, established replies and the output policy.
+        if ["webserver.pf:14", "webserver.pf:16", "webserver.pf:18"].contains(&id) {
+            assert!(packets as f64 >= metric, "{id}: loopback and replies grow with every scrape");
+        } else {
+            assert_eq!(packets as f64, metric, "{id}: hits and /metrics disagree");
+            let bytes = row["bytes"].as_u64().expect("bytes") as f64;
+            assert_eq!(bytes, after.value(&format!("phantomc_rule_bytes_total{labels}")), "{id}");
+        }
+        compared += 1;
+    }
+    assert!(compared >= 10, "{hits}");
+
+    // Drift and the learner's pending findings.
+    let out = lab.srv.nft(&["add", "rule", "inet", "phantomc", "input", "tcp", "dport", "9999", "accept"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let diff = "+set learned_block = {\n+    # 192.0.2.1: trw-scan, syn-flood (confidence 0.99); seen x\n+    #   trw-scan: ratio\n+    192.0.2.1,\n+    # 192.0.2.2: syn-flood (confidence 0.6); seen y\n+}\n";
+    std::fs::write(dir.path().join("proposals.diff"), diff).expect("write proposals");
+    let drifted = scrape(&svc);
+    assert_eq!(drifted.value(r#"phantomc_ruleset_state{state="drifted"}"#), 1.0);
+    assert_eq!(drifted.value(r#"phantomc_ruleset_state{state="in-sync"}"#), 0.0);
+    assert_eq!(drifted.value(r#"phantomc_learner_findings{detector="syn-flood"}"#), 2.0);
+    assert_eq!(drifted.value(r#"phantomc_learner_findings{detector="trw-scan"}"#), 1.0);
 }

@@ -82,6 +82,7 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
         "last_reload": health.last_reload,
         "reloads": health.reloads,
         "failures": health.failures,
+        "reload_duration": health.reload_duration,
         "last_error": health.last_error,
         "last_error_at": health.last_error_at,
         "policy_error": policy_error,

@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod health;
+mod metrics;
 pub mod rules;
 mod threats;
 
@@ -86,8 +87,8 @@ impl ApiState {
     }
 }
 
-/// The API under `/api/v1`, its OpenAPI document under `/api/docs`, and
-/// the dashboard at `/`.
+/// The API under `/api/v1`, its OpenAPI document under `/api/docs`,
+/// Prometheus metrics at `/metrics`, and the dashboard at `/`.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(DASHBOARD) }))
@@ -99,6 +100,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/proposals", get(api::proposals))
         .route("/api/v1/block", post(api::block))
         .route("/api/v1/unblock", post(api::unblock))
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/docs") })
         .layer(middleware::from_fn_with_state(state.clone(), guard_host))
         .with_state(state)

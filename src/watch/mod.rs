@@ -47,6 +47,32 @@ pub struct Health {
     pub pid: u32,
     /// Unix time (seconds) the service stopped; the ruleset stays loaded.
     pub stopped_at: Option<u64>,
+    /// How long reload attempts took (loaded or failed): a histogram with
+    /// the upper bounds [`RELOAD_BUCKETS_MS`], for `/metrics`.
+    pub reload_duration: ReloadDurations,
+}
+
+/// Upper bounds (milliseconds) of the reload duration buckets; one more
+/// bucket counts everything slower.
+pub const RELOAD_BUCKETS_MS: [u64; 9] = [25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// Reload attempts by duration, per bucket (not cumulative), and their sum.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReloadDurations {
+    pub buckets: Vec<u64>,
+    pub sum_ms: u64,
+    pub count: u64,
+}
+
+impl ReloadDurations {
+    pub fn observe(&mut self, ms: u64) {
+        self.buckets.resize(RELOAD_BUCKETS_MS.len() + 1, 0);
+        let at = RELOAD_BUCKETS_MS.iter().position(|&bound| ms <= bound).unwrap_or(RELOAD_BUCKETS_MS.len());
+        self.buckets[at] += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+        self.count += 1;
+    }
 }
 
 impl Health {

@@ -198,8 +198,12 @@ impl Service {
         }
         // A new ruleset may declare new feeds, and starts with what the old one had.
         let loaded = matches!(result, Ok(Outcome::Loaded { .. }));
+        let attempted = !matches!(result, Ok(Outcome::Unchanged));
         self.update_health(|h| {
             h.watched = watched;
+            if attempted {
+                h.reload_duration.observe(ms);
+            }
             match result {
                 Ok(Outcome::Loaded { table, hash, rules, .. }) => {
                     h.table = Some(table);
