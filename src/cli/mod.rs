@@ -41,10 +41,12 @@ pub enum Command {
     Status(apply::StatusArgs),
     /// Remove phantomc's table (and nothing else).
     Disable(apply::DisableArgs),
-    /// Add an address to a run-time block set, without a reload.
+    /// Add addresses to a run-time block set, without a reload.
     Block(block::BlockArgs),
-    /// Remove an address from a run-time block set.
+    /// Remove addresses from a run-time block set.
     Unblock(block::UnblockArgs),
+    /// List run-time block entries with their set, reason and time left.
+    Blocked(block::BlockedArgs),
     /// Packets and bytes per policy line from the live counters, busiest first.
     Hits(hits::HitsArgs),
     /// Threat feeds: update sets in place, list, parse.
@@ -130,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Disable(args) => apply::disable(&args),
         Command::Block(args) => block::block(&args),
         Command::Unblock(args) => block::unblock(&args),
+        Command::Blocked(args) => block::blocked(&args),
         Command::Hits(args) => hits::run(&args),
         Command::Feeds(cmd) => feeds::run(&cmd),
         Command::Confirm(args) => safety::confirm(&args),

@@ -525,7 +525,7 @@ pub fn cached_elements(rs: &Ruleset, cache: &cache::Cache) -> Result<(Elements, 
             let elems = nets
                 .iter()
                 .filter(|n| n.addr().is_ipv4() == (family == Family::V4))
-                .map(|&net| SetElem { net, timeout: None })
+                .map(|&net| SetElem { net, timeout: None, comment: None })
                 .collect();
             out.by_set.insert(nft_set_name(&feed.name, family), elems);
         }

@@ -4,7 +4,7 @@
 
 use ipnet::IpNet;
 
-use super::{element_batch, objects, Nft, NftError};
+use super::{elements_batch, objects, parse_live_elem, Nft, NftError, SetElem};
 
 /// Why a block or unblock did not happen. The live ruleset is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +15,14 @@ pub enum BlockError {
     NotRuntime { nft_set: String },
     #[error("{net} is not in set {nft_set}")]
     NotBlocked { net: IpNet, nft_set: String },
+    #[error("a reason is at most {MAX_REASON} bytes (nft element comments), this one is {0}")]
+    LongReason(usize),
     #[error(transparent)]
     Nft(#[from] NftError),
 }
+
+/// nft's limit on element comments (NFT_USERDATA_MAXLEN).
+pub const MAX_REASON: usize = 128;
 
 /// A change that was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +44,49 @@ impl std::fmt::Display for Change {
             None => Ok(()),
         }
     }
+}
+
+/// What a block or unblock of several entries did, besides its changes:
+/// said in phantomc's words, never nft's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// `10.1.2.3/24` was given: the network `10.1.2.0/24` is what is stored.
+    HostBits { given: IpNet, stored: IpNet },
+    /// Already blocked by an entry that covers it: nothing to do.
+    AlreadyBlocked { net: IpNet, by: IpNet },
+    /// The new entry covers existing ones, which it replaces.
+    Replaces { net: IpNet, covered: Vec<IpNet> },
+    /// Unblock of an address that is not an entry.
+    NotBlocked { net: IpNet },
+    /// Unblock of a part of a blocked network.
+    InsideBlocked { net: IpNet, by: IpNet },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::HostBits { given, stored } => {
+                write!(f, "{given} has host bits set: blocking the whole network {stored}")
+            }
+            Note::AlreadyBlocked { net, by } if net == by => write!(f, "{net} is already blocked"),
+            Note::AlreadyBlocked { net, by } => write!(f, "{net} is already blocked as part of {by}"),
+            Note::Replaces { net, covered } => {
+                let list: Vec<String> = covered.iter().map(IpNet::to_string).collect();
+                write!(f, "{net} replaces the entries it covers: {}", list.join(", "))
+            }
+            Note::NotBlocked { net } => write!(f, "{net} is not blocked"),
+            Note::InsideBlocked { net, by } => {
+                write!(f, "{net} is blocked as part of {by}: unblock {by} (and block the rest again) to free it")
+            }
+        }
+    }
+}
+
+/// The outcome of [`block_many`] / [`unblock_many`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub changes: Vec<Change>,
+    pub notes: Vec<Note>,
 }
 
 /// An address (`192.0.2.7`) or a network (`192.0.2.0/24`).
@@ -67,7 +115,131 @@ pub fn nft_set_for(set: &str, net: &IpNet) -> String {
     format!("{set}_{}", if net.addr().is_ipv4() { "v4" } else { "v6" })
 }
 
-/// Adds (`block`) or removes `net` in the policy set `set` of the live table.
+/// Checks that `set` is a run-time set of the live table and returns the
+/// entries of its halves.
+fn live_entries(nft: &Nft, table: &str, set: &str) -> Result<Vec<(String, SetElem)>, BlockError> {
+    let listing = nft.list_table_json(table)?;
+    let mut out = Vec::new();
+    let mut found = false;
+    for nft_set in [format!("{set}_v4"), format!("{set}_v6")] {
+        let live_set = listing.as_ref().and_then(|v| {
+            objects(v)
+                .filter_map(|o| o.get("set"))
+                .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(nft_set.as_str()))
+                .cloned()
+        });
+        let Some(live_set) = live_set else { continue };
+        found = true;
+        // Dynamic sets are the ones with the timeout flag; static and feed sets
+        // are owned by the policy and its feeds, and a reload would undo an edit.
+        let flags = live_set.get("flags").and_then(|f| f.as_array());
+        if !flags.is_some_and(|f| f.iter().any(|x| x.as_str() == Some("timeout"))) {
+            return Err(BlockError::NotRuntime { nft_set });
+        }
+        let elems = live_set.get("elem").and_then(|e| e.as_array()).into_iter().flatten();
+        out.extend(elems.filter_map(parse_live_elem).map(|e| (nft_set.clone(), e)));
+    }
+    if !found {
+        let nft_set = format!("{set}_v4");
+        return Err(BlockError::NoSuchSet { set: set.to_string(), nft_set, table: table.to_string() });
+    }
+    Ok(out)
+}
+
+/// Blocks every network of `nets` in the policy set `set`, in one
+/// transaction. Host bits are cleared (and noted); an entry already covered
+/// by a live or earlier one is noted and skipped; a network that covers live
+/// entries replaces them (noted), so nft never sees an overlap.
+pub fn block_many(
+    nft: &Nft,
+    table: &str,
+    set: &str,
+    nets: &[IpNet],
+    timeout: Option<u32>,
+    reason: Option<&str>,
+) -> Result<Outcome, BlockError> {
+    if let Some(r) = reason.filter(|r| r.len() > MAX_REASON) {
+        return Err(BlockError::LongReason(r.len()));
+    }
+    let live = live_entries(nft, table, set)?;
+    let mut out = Outcome::default();
+    let mut wanted: Vec<IpNet> = Vec::new();
+    for &given in nets {
+        let net = given.trunc();
+        if net != given {
+            out.notes.push(Note::HostBits { given, stored: net });
+        }
+        wanted.push(net);
+    }
+    // Widest first, so a network given with its own addresses absorbs them.
+    let mut order: Vec<IpNet> = wanted.clone();
+    order.sort_by_key(|n| (n.prefix_len(), *n));
+    order.dedup();
+    let mut kept: Vec<IpNet> = Vec::new();
+    for net in order {
+        let by = live.iter().map(|(_, e)| e.net).chain(kept.iter().copied()).find(|b| b.contains(&net));
+        match by {
+            Some(by) => out.notes.push(Note::AlreadyBlocked { net, by }),
+            None => kept.push(net),
+        }
+    }
+    let mut deletes = Vec::new();
+    let mut adds = Vec::new();
+    for net in &kept {
+        let covered: Vec<&(String, SetElem)> = live.iter().filter(|(_, e)| net.contains(&e.net)).collect();
+        if !covered.is_empty() {
+            out.notes.push(Note::Replaces { net: *net, covered: covered.iter().map(|(_, e)| e.net).collect() });
+            deletes.extend(covered.iter().map(|(s, e)| (s.clone(), e.net)));
+        }
+        let nft_set = nft_set_for(set, net);
+        let elem = SetElem { net: *net, timeout, comment: reason.map(str::to_string) };
+        adds.push((nft_set.clone(), elem));
+        out.changes.push(Change { blocked: true, net: *net, nft_set, table: table.to_string(), timeout });
+    }
+    if !adds.is_empty() {
+        nft.load_json(&elements_batch(table, &deletes, &adds))?;
+    }
+    // Report in the order given.
+    out.changes.sort_by_key(|c| wanted.iter().position(|w| *w == c.net));
+    Ok(out)
+}
+
+/// Removes every network of `nets` from the policy set `set`, in one
+/// transaction; ones that are not entries are noted, not errors.
+pub fn unblock_many(nft: &Nft, table: &str, set: &str, nets: &[IpNet]) -> Result<Outcome, BlockError> {
+    let live = live_entries(nft, table, set)?;
+    let mut out = Outcome::default();
+    let mut deletes: Vec<(String, IpNet)> = Vec::new();
+    for &given in nets {
+        let net = given.trunc();
+        if deletes.iter().any(|(_, n)| *n == net) {
+            continue;
+        }
+        match live.iter().find(|(_, e)| e.net == net) {
+            Some((nft_set, _)) => {
+                deletes.push((nft_set.clone(), net));
+                out.changes.push(Change {
+                    blocked: false,
+                    net,
+                    nft_set: nft_set.clone(),
+                    table: table.to_string(),
+                    timeout: None,
+                });
+            }
+            None => match live.iter().find(|(_, e)| e.net.contains(&net)) {
+                Some((_, e)) => out.notes.push(Note::InsideBlocked { net, by: e.net }),
+                None => out.notes.push(Note::NotBlocked { net }),
+            },
+        }
+    }
+    if !deletes.is_empty() {
+        nft.load_json(&elements_batch(table, &deletes, &[]))?;
+    }
+    Ok(out)
+}
+
+/// Adds (`block`) or removes `net` in the policy set `set` of the live table
+/// (the REST API's one-address form).
 pub fn change(
     nft: &Nft,
     table: &str,
@@ -76,32 +248,23 @@ pub fn change(
     timeout: Option<u32>,
     block: bool,
 ) -> Result<Change, BlockError> {
-    let nft_set = nft_set_for(set, &net);
-    let listing = nft.list_table_json(table)?;
-    let live_set = listing.as_ref().and_then(|v| {
-        objects(v)
-            .filter_map(|o| o.get("set"))
-            .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(nft_set.as_str()))
-            .cloned()
-    });
-    let Some(live_set) = live_set else {
-        return Err(BlockError::NoSuchSet { set: set.to_string(), nft_set, table: table.to_string() });
+    let outcome = if block {
+        block_many(nft, table, set, &[net], timeout, None)?
+    } else {
+        unblock_many(nft, table, set, &[net])?
     };
-    // Dynamic sets are the ones with the timeout flag; static and feed sets
-    // are owned by the policy and its feeds, and a reload would undo an edit.
-    let flags = live_set.get("flags").and_then(|f| f.as_array());
-    if !flags.is_some_and(|f| f.iter().any(|x| x.as_str() == Some("timeout"))) {
-        return Err(BlockError::NotRuntime { nft_set });
+    match outcome.changes.into_iter().next() {
+        Some(c) => Ok(c),
+        // Blocking what is already blocked changes nothing, and that is fine.
+        None if block => Ok(Change {
+            blocked: true,
+            net: net.trunc(),
+            nft_set: nft_set_for(set, &net),
+            table: table.to_string(),
+            timeout,
+        }),
+        None => Err(BlockError::NotBlocked { net: net.trunc(), nft_set: nft_set_for(set, &net) }),
     }
-    let net = net.trunc();
-    let batch = element_batch(block, table, &nft_set, net, timeout);
-    match nft.load_json(&batch) {
-        Err(NftError::Refused { stderr }) if !block && stderr.contains("does not exist") => {
-            return Err(BlockError::NotBlocked { net, nft_set });
-        }
-        other => other?,
-    }
-    Ok(Change { blocked: block, net, nft_set, table: table.to_string(), timeout: timeout.filter(|_| block) })
 }
 
 #[cfg(test)]

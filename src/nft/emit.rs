@@ -40,11 +40,34 @@ impl Elements {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SetElem {
     pub net: IpNet,
     /// Seconds left for a run-time entry; `None` never expires.
     pub timeout: Option<u32>,
+    /// The element's comment: a block entry's `--reason`.
+    pub comment: Option<String>,
+}
+
+impl SetElem {
+    pub fn expr(&self) -> Expression<'static> {
+        elem_expr(self.net, self.timeout, self.comment.as_deref())
+    }
+}
+
+/// A set element: a bare address or prefix, or an `elem` carrying a
+/// timeout and/or comment.
+pub fn elem_expr(net: IpNet, timeout: Option<u32>, comment: Option<&str>) -> Expression<'static> {
+    if timeout.is_none() && comment.is_none() {
+        return net_expr(net);
+    }
+    Expression::Named(NamedExpression::Elem(expr::Elem {
+        val: Box::new(net_expr(net)),
+        timeout,
+        expires: None,
+        comment: comment.map(|c| c.to_string().into()),
+        counter: None,
+    }))
 }
 
 /// One chain with its rules, in order.
@@ -211,16 +234,7 @@ fn set(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) -> sch
         SetKind::Feed { .. } => Vec::new(),
     };
     if let Some(extra) = extra {
-        elems.extend(extra.iter().map(|e| match e.timeout {
-            None => net_expr(e.net),
-            Some(t) => Expression::Named(NamedExpression::Elem(expr::Elem {
-                val: Box::new(net_expr(e.net)),
-                timeout: Some(t),
-                expires: None,
-                comment: None,
-                counter: None,
-            })),
-        }));
+        elems.extend(extra.iter().map(SetElem::expr));
     }
     schema::Set {
         family: NfFamily::INet,

@@ -13,7 +13,7 @@ pub mod session;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{Elem, Expression, NamedExpression};
+use nftables::expr::Expression;
 use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables};
 use nftables::types::NfFamily;
 
@@ -51,9 +51,10 @@ pub fn parse_live_elem(v: &serde_json::Value) -> Option<SetElem> {
     if let Some(e) = v.get("elem") {
         let net = parse_net(e.get("val")?)?;
         let timeout = e.get("expires").and_then(|x| x.as_u64()).map(|x| u32::try_from(x.max(1)).unwrap_or(u32::MAX));
-        return Some(SetElem { net, timeout });
+        let comment = e.get("comment").and_then(|c| c.as_str()).map(str::to_string);
+        return Some(SetElem { net, timeout, comment });
     }
-    Some(SetElem { net: parse_net(v)?, timeout: None })
+    Some(SetElem { net: parse_net(v)?, timeout: None, comment: None })
 }
 
 fn parse_net(v: &serde_json::Value) -> Option<IpNet> {
@@ -89,27 +90,21 @@ pub fn locate_script_error(stderr: &str, script: &str, rs: &Ruleset) -> Option<D
     )
 }
 
-/// A run-time block entry: `phantomc block` / `unblock`.
-pub fn element_batch(add: bool, table: &str, set: &str, net: IpNet, timeout: Option<u32>) -> Nftables<'static> {
-    let val = emit::net_expr(net);
-    let elem = match timeout {
-        Some(t) => Expression::Named(NamedExpression::Elem(Elem {
-            val: Box::new(val),
-            timeout: Some(t),
-            expires: None,
-            comment: None,
-            counter: None,
-        })),
-        None => val,
+/// Run-time block entries changed in one transaction (`phantomc block` /
+/// `unblock`): `deletes` go first, so a network can replace the entries it covers.
+pub fn elements_batch(table: &str, deletes: &[(String, IpNet)], adds: &[(String, SetElem)]) -> Nftables<'static> {
+    let obj = |set: &str, elem: Expression<'static>| {
+        NfListObject::Element(Element {
+            family: NfFamily::INet,
+            table: table.to_string().into(),
+            name: set.to_string().into(),
+            elem: vec![elem].into(),
+        })
     };
-    let obj = NfListObject::Element(Element {
-        family: NfFamily::INet,
-        table: table.to_string().into(),
-        name: set.to_string().into(),
-        elem: vec![elem].into(),
-    });
-    let cmd = if add { NfCmd::Add(obj) } else { NfCmd::Delete(obj) };
-    Nftables { objects: vec![NfObject::CmdObject(cmd)].into() }
+    let mut objects: Vec<NfObject<'static>> =
+        deletes.iter().map(|(set, net)| NfObject::CmdObject(NfCmd::Delete(obj(set, emit::net_expr(*net))))).collect();
+    objects.extend(adds.iter().map(|(set, e)| NfObject::CmdObject(NfCmd::Add(obj(set, e.expr())))));
+    Nftables { objects: objects.into() }
 }
 
 /// sha256 (hex) of a policy's compiled nft JSON without run-time or feed

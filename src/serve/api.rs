@@ -156,6 +156,7 @@ async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeou
             let code = match e {
                 BlockError::NoSuchSet { .. } | BlockError::NotBlocked { .. } => StatusCode::NOT_FOUND,
                 BlockError::NotRuntime { .. } => StatusCode::CONFLICT,
+                BlockError::LongReason(_) => StatusCode::BAD_REQUEST,
                 BlockError::Nft(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             ApiError::new(code, e.to_string())

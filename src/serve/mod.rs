@@ -9,7 +9,7 @@ mod auth;
 mod health;
 mod metrics;
 pub mod rules;
-mod threats;
+pub mod threats;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};

@@ -101,6 +101,8 @@ pub struct Blocked {
     pub expires_in: Option<u32>,
     /// The timeout the entry was added with.
     pub timeout: Option<u64>,
+    /// `block --reason`, stored as the element's comment.
+    pub reason: Option<String>,
 }
 
 /// `feeds_dir` is the feed cache, if there is one; `now` is Unix time.
@@ -147,6 +149,7 @@ pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, 
                         address: parsed.net.to_string(),
                         expires_in: parsed.timeout,
                         timeout: e.get("elem").and_then(|x| x.get("timeout")).and_then(Value::as_u64),
+                        reason: parsed.comment,
                     });
                 }
                 out.dynamic_sets.push(DynamicSet {
