@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 const POLICY: &str = "table phantomc
-policy input block
+policy input block priority 10
 policy forward pass
 pass in on lo
 pass in state { established, related }
@@ -46,6 +46,9 @@ fn early_rules_drop_before_conntrack_for_local_and_forwarded_packets() {
     let out = lab.srv.nft(&["-f", seen.to_str().expect("path")]);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // `priority 10` is the input chain's nft priority.
+    let chain = stdout(&lab.srv.nft(&["-j", "list", "chain", "inet", "phantomc", "input"]));
+    assert!(chain.contains("\"prio\": 10"), "{chain}");
     assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::Connected, "other sources pass");
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "listed source, to this host");
     assert_eq!(tcp_connect(&lab.publ, "10.10.0.2", 80), Tcp::TimedOut, "listed source, forwarded");

@@ -162,7 +162,7 @@ impl<'a> Lowerer<'a> {
                 sets: Vec::new(),
                 chains: Hook::ALL
                     .iter()
-                    .map(|&hook| Chain { hook, policy: builtin_policy(hook), rules: Vec::new() })
+                    .map(|&hook| Chain { hook, policy: builtin_policy(hook), rules: Vec::new(), priority: 0 })
                     .collect(),
                 nat: Vec::new(),
                 feeds: Vec::new(),
@@ -241,7 +241,7 @@ impl<'a> Lowerer<'a> {
                 self.defines.insert(name.node.clone(), (name.span, items));
             }
             Stmt::Include { .. } => {} // resolved by the loader
-            Stmt::Policy { hook, action, log, counter, span } => {
+            Stmt::Policy { hook, action, log, counter, priority, span } => {
                 if let Some((_, prev)) = self.policies.get(&hook.node) {
                     let d = Diag::error(
                         "duplicate-policy",
@@ -261,6 +261,9 @@ impl<'a> Lowerer<'a> {
                 let log = log.map(|l| self.log_prefix_from(l, *span));
                 let policy = DefaultPolicy { action: action.node, log, counter: *counter, origin: Some(origin) };
                 self.policies.insert(hook.node, (policy, *span));
+                if let Some(p) = priority {
+                    self.chain_priority(hook.node, p);
+                }
             }
             Stmt::Set { name, body, span } => self.set_stmt(idx, name, body, *span),
             Stmt::Feed { name, opts, span } => self.feed_stmt(idx, name, opts, *span),
@@ -278,6 +281,22 @@ impl<'a> Lowerer<'a> {
                     });
                 }
             }
+        }
+    }
+
+    /// `priority N`: after conntrack (-200) and, for input, within nft's
+    /// sensible range; before conntrack `state` would never see a state.
+    fn chain_priority(&mut self, hook: Hook, p: &Spanned<i64>) {
+        const RANGE: std::ops::RangeInclusive<i64> = -199..=1000;
+        if !RANGE.contains(&p.node) {
+            self.diags.push(
+                Diag::error("bad-priority", p.span, format!("priority {} is out of range", p.node), "must be -199 to 1000")
+                    .with_help("chains at -200 or lower run before conntrack, where `state` matches nothing; to drop before conntrack write `early` rules"),
+            );
+            return;
+        }
+        if let Some(ch) = self.out.chains.iter_mut().find(|c| c.hook == hook) {
+            ch.priority = p.node as i32;
         }
     }
 

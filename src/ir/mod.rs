@@ -148,6 +148,14 @@ pub struct Chain {
     pub hook: Hook,
     pub policy: DefaultPolicy,
     pub rules: Vec<Rule>,
+    /// nft priority of the hook chain (0 is `filter`); orders phantomc's
+    /// chain against other tables' chains on the same hook, not its own rules.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// What happens to a packet no rule decided.

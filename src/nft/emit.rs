@@ -152,7 +152,7 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
         rules.extend(default_rule(t, ch.hook, &ch.policy));
         let policy = if ch.policy.action == Action::Pass { NfChainPolicy::Accept } else { NfChainPolicy::Drop };
         chains.push(NftChain {
-            chain: base_chain(t, ch.hook.name(), NfChainType::Filter, hook_of(ch.hook), 0, Some(policy)),
+            chain: base_chain(t, ch.hook.name(), NfChainType::Filter, hook_of(ch.hook), ch.priority, Some(policy)),
             rules,
         });
     }

@@ -109,7 +109,7 @@ pub fn panic_ruleset(table: &str, keep: Option<&Session>) -> Ruleset {
         output.push(rule(&id, tcp(keep, keep.server, keep.client)));
     }
     let drop = DefaultPolicy { action: Action::Block, log: None, counter: false, origin: None };
-    let chain = |hook, rules| Chain { hook, policy: drop.clone(), rules };
+    let chain = |hook, rules| Chain { hook, policy: drop.clone(), rules, priority: 0 };
     Ruleset {
         table: table.to_string(),
         sets: Vec::new(),

@@ -363,6 +363,8 @@ pub enum Stmt {
         action: Spanned<Action>,
         log: Option<Option<String>>,
         counter: bool,
+        /// `priority N`: the hook chain's nft priority.
+        priority: Option<Spanned<i64>>,
         span: Span,
     },
     Set {

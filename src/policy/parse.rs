@@ -87,6 +87,8 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::number => "a number",
             Rule::duration => "a duration (30s, 5m, 1h, 1d)",
             Rule::date => "a date (2026-12-31)",
+            Rule::priority => "`priority`",
+            Rule::signed => "a number",
             Rule::except_clause => "`except`",
             Rule::reject_icmp | Rule::tcp_reset => "`icmp`, `icmpv6`, `icmpx` or `tcp reset`",
             Rule::rate => "a rate (10/minute)",
@@ -175,14 +177,20 @@ impl Builder {
                 let action = self.spanned(&a, parse_action(a.as_str()));
                 let mut log = None;
                 let mut counter = true;
+                let mut priority = None;
                 for p in inner {
                     match p.as_rule() {
                         Rule::log_opt => log = Some(p.into_inner().next().map(|s| string_text(&s))),
                         Rule::counter_opt => counter = p.as_str() == "counter",
+                        Rule::priority => {
+                            let n = p.into_inner().next()?;
+                            // Out of i64 range: far outside the allowed priorities, reported by lowering.
+                            priority = Some(self.spanned(&n, n.as_str().parse::<i64>().unwrap_or(i64::MAX)));
+                        }
                         _ => {}
                     }
                 }
-                Stmt::Policy { hook, action, log, counter, span }
+                Stmt::Policy { hook, action, log, counter, priority, span }
             }
             Rule::set_stmt => {
                 let n = inner.next()?;
