@@ -305,6 +305,7 @@ fn proposals_and_docs() {
     assert_eq!(
         paths,
         [
+            "/api/v1/alerts",
             "/api/v1/block",
             "/api/v1/proposals",
             "/api/v1/rules",
@@ -518,4 +519,35 @@ fn metrics_move_with_traffic_and_match_phantomc_hits() {
     assert_eq!(drifted.value(r#"phantomc_ruleset_state{state="in-sync"}"#), 0.0);
     assert_eq!(drifted.value(r#"phantomc_learner_findings{detector="syn-flood"}"#), 2.0);
     assert_eq!(drifted.value(r#"phantomc_learner_findings{detector="trw-scan"}"#), 1.0);
+}
+
+#[test]
+fn alerts_come_from_the_adaptive_state_directory() {
+    let t = api_lab(WEB);
+    let (code, body) = t.svc.get("/api/v1/alerts");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((v["alerts"].as_array().map(Vec::len), &v["adaptive"]), (Some(0), &Value::Null), "nothing yet: {v}");
+    let dir = t.dir.path().join("adaptive");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let line = |src: &str, action: &str| {
+        format!(
+            r#"{{"time":1796500000,"source":"{src}","detector":"vertical-scan","confidence":0.75,"threshold":"t","counts":"c","examples":[],"baseline":null,"action":"{action}"}}"#
+        )
+    };
+    let text = format!(
+        "{}\n{}\nnot json\n{}\n",
+        line("203.0.113.1", "observed"),
+        line("203.0.113.2", "blocked"),
+        line("203.0.113.3", "protected")
+    );
+    std::fs::write(dir.join("alerts.jsonl"), text).expect("alerts");
+    std::fs::write(dir.join("status.json"), r#"{"mode":"observe","set":"attackers","findings":3}"#).expect("status");
+    let v = t.svc.get_json("/api/v1/alerts?last=2");
+    let sources: Vec<&str> =
+        v["alerts"].as_array().expect("alerts").iter().filter_map(|a| a["source"].as_str()).collect();
+    assert_eq!(sources, ["203.0.113.2", "203.0.113.3"], "the latest two, oldest first: {v}");
+    assert_eq!((v["damaged_lines"].as_u64(), v["adaptive"]["mode"].as_str()), (Some(1), Some("observe")), "{v}");
+    let (code, _) = t.svc.get("/api/v1/alerts?last=many");
+    assert_eq!(code, 400, "a bad query is refused");
 }

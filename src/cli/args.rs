@@ -29,10 +29,11 @@ pub fn resolve_policy(given: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY))
 }
 
-/// `--state-dir DIR`: where feed caches live.
+/// `--state-dir DIR`: where feed caches and the adaptive mode's state live.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct StateDirArg {
-    /// phantomc's state directory; feed caches live in its `feeds` directory
+    /// phantomc's state directory; feed caches live in its `feeds` directory,
+    /// the adaptive mode's baseline and alerts in `adaptive`
     /// [default: $PHANTOMC_STATE_DIR, else /var/lib/phantomc].
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -47,6 +48,11 @@ impl StateDirArg {
     /// The feed cache directory, defaults applied.
     pub fn feeds_dir(&self) -> PathBuf {
         crate::feeds::state_dir(self.given())
+    }
+
+    /// The adaptive mode's state directory, defaults applied.
+    pub fn adaptive_dir(&self) -> PathBuf {
+        crate::watch::adaptive::state_dir(&crate::feeds::state_root(self.given()))
     }
 }
 

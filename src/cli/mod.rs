@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::diag::render_terminal;
 use crate::policy::LoadError;
 
+mod alerts;
 mod apply;
 mod args;
 mod block;
@@ -73,6 +74,8 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Propose policy changes (pass rules, blocks with evidence) from a capture.
     Learn(learn::LearnArgs),
+    /// What watch's adaptive mode found and did (alerts.jsonl); --follow for new ones.
+    Alerts(alerts::AlertsArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -145,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(&args),
         Command::Watch(args) => watch::watch(&args),
         Command::Learn(args) => learn::run(&args),
+        Command::Alerts(args) => alerts::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

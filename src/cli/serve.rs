@@ -82,6 +82,7 @@ pub fn api_state(
     state.token = token;
     state.proposals = opts.proposals.clone();
     state.feed_cache = Some(crate::feeds::state_dir(None));
+    state.adaptive_dir = Some(crate::cli::args::StateDirArg::default().adaptive_dir());
     state.local_hosts_only = !opts.allow_remote;
     Ok(state)
 }
@@ -113,6 +114,7 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
     let mut state =
         api_state(&policy, &table, args.listen, &args.api, health, HealthSource::Standalone { state_file })?;
     state.feed_cache = Some(args.state_dir.feeds_dir());
+    state.adaptive_dir = Some(args.state_dir.adaptive_dir());
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = writes_note(&state);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -15,7 +15,7 @@ use crate::feeds::{self, cache::Cache, update};
 use crate::ir::{self, Compiled};
 use crate::nft::Nft;
 use crate::serve::HealthSource;
-use crate::watch::{self, FeedTimer, Health, Options, Service, SharedHealth};
+use crate::watch::{self, adaptive, FeedTimer, Health, Options, Service, SharedHealth};
 
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
@@ -70,7 +70,9 @@ pub fn watch(args: &WatchArgs) -> CmdResult {
     };
     let health = Arc::new(RwLock::new(Health::default()));
     let api = args.listen.map(|listen| start_api(args, listen, &table, health.clone())).transpose()?;
-    let service = Service::new(opts, health, Some(feed_timer(&policy, args.state_dir.given().map(Path::to_path_buf))));
+    let engine = adaptive::Handle::start(args.state_dir.adaptive_dir(), health.clone());
+    let service = Service::new(opts, health, Some(feed_timer(&policy, args.state_dir.given().map(Path::to_path_buf))))
+        .with_adaptive(engine);
     let result = service.run().map_err(|e| Failure::System(e.to_string()));
     if let Some(runtime) = api {
         runtime.shutdown_timeout(Duration::from_secs(1));
@@ -116,6 +118,7 @@ fn start_api(
 ) -> Result<tokio::runtime::Runtime, Failure> {
     let mut state = serve::api_state(&args.policy.path(), table, listen, &args.api, health, HealthSource::Watcher)?;
     state.feed_cache = Some(args.state_dir.feeds_dir());
+    state.adaptive_dir = Some(args.state_dir.adaptive_dir());
     let system = |what: &str, e: std::io::Error| Failure::System(format!("{what}: {e}"));
     let listener = std::net::TcpListener::bind(listen).map_err(|e| system(&format!("cannot listen on {listen}"), e))?;
     listener.set_nonblocking(true).map_err(|e| system("listener", e))?;

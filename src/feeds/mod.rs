@@ -471,10 +471,15 @@ fn max_shrink(v: &FeedValue) -> Result<u64, BadOption> {
 /// Where feed caches live: `--state-dir`, else $PHANTOMC_STATE_DIR, else
 /// /var/lib/phantomc; feeds go in its `feeds` directory.
 pub fn state_dir(arg: Option<&Path>) -> PathBuf {
+    state_root(arg).join("feeds")
+}
+
+/// phantomc's state directory (feed caches, the adaptive mode's state):
+/// `--state-dir`, else $PHANTOMC_STATE_DIR, else /var/lib/phantomc.
+pub fn state_root(arg: Option<&Path>) -> PathBuf {
     arg.map(Path::to_path_buf)
         .or_else(|| std::env::var_os("PHANTOMC_STATE_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/lib/phantomc"))
-        .join("feeds")
 }
 
 /// A feed's networks as they go into its sets: trusted networks are cut out

@@ -154,7 +154,7 @@ impl CtEntry {
         self.timeout = later.timeout.or(self.timeout);
     }
 
-    fn key(&self) -> (Option<u32>, u8, CtTuple) {
+    pub fn key(&self) -> (Option<u32>, u8, CtTuple) {
         (self.id, self.proto, self.orig)
     }
 }
@@ -190,6 +190,58 @@ pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
     Ok(entries)
 }
 
+/// Asks the kernel for single entries: event messages carry the counters
+/// only when an entry is destroyed, which a closed TCP connection is only
+/// seconds (CLOSE) or minutes (TIME_WAIT) later.
+pub struct Lookup {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl Lookup {
+    pub fn open() -> Result<Lookup, ConntrackError> {
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
+        socket.bind_auto().map_err(ConntrackError::Socket)?;
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0)).map_err(ConntrackError::Socket)?;
+        Ok(Lookup { socket, buf: Vec::with_capacity(1 << 12) })
+    }
+
+    /// The entry with `proto` and original tuple `orig` as the kernel has it
+    /// now (counters and all); `None` when it is gone.
+    pub fn get(&mut self, proto: u8, orig: CtTuple) -> Result<Option<CtEntry>, ConntrackError> {
+        let family = if orig.src.is_ipv4() { NetfilterProtoFamily::IPv4 } else { NetfilterProtoFamily::IPv6 };
+        let tuple = vec![
+            Tuple::Ip(vec![IPTuple::SourceAddress(orig.src), IPTuple::DestinationAddress(orig.dst)]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(proto.into()),
+                ProtoTuple::SourcePort(orig.sport),
+                ProtoTuple::DestinationPort(orig.dport),
+            ]),
+        ];
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        let mut msg = NetlinkMessage::new(
+            header,
+            NetlinkPayload::from(NetfilterMessage::new(
+                NetfilterHeader::new(family, 0, 0),
+                ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleOrig(tuple)]),
+            )),
+        );
+        msg.finalize();
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.serialize(&mut bytes);
+        self.socket.send(&bytes, 0).map_err(ConntrackError::Kernel)?;
+        self.buf.clear();
+        self.socket.recv(&mut self.buf, 0).map_err(ConntrackError::Kernel)?;
+        let mut found = None;
+        match parse_datagram(&self.buf, &mut |_, e| found = Some(e)) {
+            Ok(_) => Ok(found),
+            Err(ConntrackError::Kernel(e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Entries seen by [`watch`]: those that ended while watching (in event
 /// order), then the live table at the end.
 #[derive(Debug, Default)]
@@ -211,69 +263,138 @@ const EVENT_BUFFER_BYTES: libc::c_int = 16 << 20;
 /// neither destroyed nor live at the end expired unreaped; they count as
 /// ended at their last event.
 pub fn watch(duration: Duration, stop: &dyn Fn() -> bool) -> Result<Watched, ConntrackError> {
-    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
-    socket.bind_auto().map_err(ConntrackError::Socket)?;
-    for group in [NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY] {
-        socket.add_membership(group).map_err(ConntrackError::Socket)?;
-    }
-    force_receive_buffer(&socket, EVENT_BUFFER_BYTES);
-
+    let mut events = Events::subscribe()?;
+    let mut tracker = Tracker::default();
     let mut watched = Watched::default();
-    // Entries known from new/update events, by key, with their last event time.
-    let mut open: HashMap<(Option<u32>, u8, CtTuple), (CtEntry, u64)> = HashMap::new();
     let deadline = Instant::now() + duration;
-    let mut buf = Vec::with_capacity(1 << 16);
     while !stop() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        if !readable(&socket, left.min(Duration::from_millis(200))) {
-            continue;
-        }
-        buf.clear();
-        match socket.recv(&mut buf, 0) {
-            Ok(_) => {
-                let now_ns = unix_ns();
-                parse_datagram(&buf, &mut |event, mut e| {
-                    let known = open.remove(&e.key());
-                    if event == Event::Destroyed {
-                        if let Some((mut earlier, _)) = known {
-                            earlier.absorb(e);
-                            e = earlier;
-                        }
-                        // Without kernel timestamps: the event comes as it happens.
-                        e.stop_ns = e.stop_ns.or(Some(now_ns));
-                        watched.destroyed.push(e);
-                    } else {
-                        let entry = match known {
-                            Some((mut earlier, _)) => {
-                                earlier.absorb(e);
-                                earlier
-                            }
-                            None if event == Event::Created => CtEntry { start_ns: e.start_ns.or(Some(now_ns)), ..e },
-                            // Created before the watch: its start stays unknown.
-                            None => e,
-                        };
-                        open.insert(entry.key(), (entry, now_ns));
-                    }
-                })?;
+        events.next(left.min(Duration::from_millis(200)), &mut |event, e, now_ns| {
+            if let Some(ended) = tracker.absorb(event, e, now_ns) {
+                watched.destroyed.push(ended);
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => watched.lost_overruns += 1,
-            Err(e) => return Err(ConntrackError::Kernel(e)),
-        }
+        })?;
     }
+    watched.lost_overruns = events.lost_overruns;
     watched.live = dump()?;
     for e in &mut watched.live {
-        if let Some((known, _)) = open.remove(&e.key()) {
-            e.start_ns = e.start_ns.or(known.start_ns);
+        if let Some(known) = tracker.open.remove(&e.key()) {
+            e.start_ns = e.start_ns.or(known.0.start_ns);
         }
     }
     let mut expired: Vec<CtEntry> =
-        open.into_values().map(|(e, last_ns)| CtEntry { stop_ns: Some(last_ns), ..e }).collect();
+        tracker.open.into_values().map(|(e, last_ns)| CtEntry { stop_ns: Some(last_ns), ..e }).collect();
     expired.sort_by_key(|e| (e.stop_ns, e.proto, e.orig));
     watched.destroyed.extend(expired);
     Ok(watched)
+}
+
+/// A subscription to the conntrack event groups (new, update, destroy) of
+/// the calling thread's network namespace.
+pub struct Events {
+    socket: Socket,
+    buf: Vec<u8>,
+    /// Event datagrams the kernel dropped because we read too slowly (ENOBUFS).
+    pub lost_overruns: u64,
+}
+
+impl Events {
+    pub fn subscribe() -> Result<Events, ConntrackError> {
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
+        socket.bind_auto().map_err(ConntrackError::Socket)?;
+        for group in [NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY] {
+            socket.add_membership(group).map_err(ConntrackError::Socket)?;
+        }
+        force_receive_buffer(&socket, EVENT_BUFFER_BYTES);
+        Ok(Events { socket, buf: Vec::with_capacity(1 << 16), lost_overruns: 0 })
+    }
+
+    /// Waits up to `timeout` for one datagram and hands each event in it to
+    /// `out` with the time it was read (ns since the epoch). Returns whether
+    /// a datagram came.
+    pub fn next(
+        &mut self,
+        timeout: Duration,
+        out: &mut dyn FnMut(Event, CtEntry, u64),
+    ) -> Result<bool, ConntrackError> {
+        if !readable(&self.socket, timeout) {
+            return Ok(false);
+        }
+        self.buf.clear();
+        match self.socket.recv(&mut self.buf, 0) {
+            Ok(_) => {
+                let now_ns = unix_ns();
+                parse_datagram(&self.buf, &mut |event, e| out(event, e, now_ns))?;
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                self.lost_overruns += 1;
+                Ok(true)
+            }
+            Err(e) => Err(ConntrackError::Kernel(e)),
+        }
+    }
+}
+
+/// The entries known from events, merged: update events carry only what
+/// changed, so each event is folded into what earlier ones said.
+#[derive(Default)]
+pub struct Tracker {
+    /// Open entries by key, with the time of their last event (ns).
+    open: HashMap<(Option<u32>, u8, CtTuple), (CtEntry, u64)>,
+}
+
+impl Tracker {
+    /// Folds one event in; returns the whole entry when it ended.
+    pub fn absorb(&mut self, event: Event, mut e: CtEntry, now_ns: u64) -> Option<CtEntry> {
+        let known = self.open.remove(&e.key());
+        if event == Event::Destroyed {
+            if let Some((mut earlier, _)) = known {
+                earlier.absorb(e);
+                e = earlier;
+            }
+            // Without kernel timestamps: the event comes as it happens.
+            e.stop_ns = e.stop_ns.or(Some(now_ns));
+            return Some(e);
+        }
+        let entry = match known {
+            Some((mut earlier, _)) => {
+                earlier.absorb(e);
+                earlier
+            }
+            None if event == Event::Created => CtEntry { start_ns: e.start_ns.or(Some(now_ns)), ..e },
+            // Created before the watch: its start stays unknown.
+            None => e,
+        };
+        self.open.insert(entry.key(), (entry, now_ns));
+        None
+    }
+
+    /// The open entry with this key, as merged so far.
+    pub fn get_key(&self, key: &(Option<u32>, u8, CtTuple)) -> Option<&CtEntry> {
+        self.open.get(key).map(|(e, _)| e)
+    }
+
+    /// Forgets entries whose last event is older than `before_ns` (they
+    /// expired without a destroy event) and returns them as ended then.
+    pub fn expire(&mut self, before_ns: u64) -> Vec<CtEntry> {
+        let old: Vec<_> = self.open.iter().filter(|(_, (_, at))| *at < before_ns).map(|(k, _)| *k).collect();
+        old.into_iter()
+            .filter_map(|k| self.open.remove(&k))
+            .map(|(e, last_ns)| CtEntry { stop_ns: e.stop_ns.or(Some(last_ns)), ..e })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
 }
 
 fn unix_ns() -> u64 {
@@ -322,7 +443,7 @@ fn dump_request() -> Vec<u8> {
 
 /// What a message says about its entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Event {
+pub enum Event {
     /// A dump line or an update event.
     Exists,
     /// A new-connection event.
@@ -597,7 +718,8 @@ pub fn to_flows(entries: &[CtEntry], timeouts: &StateTimeouts, now_us: u64) -> V
     entries.iter().map(|e| to_flow(e, timeouts, now_us)).collect()
 }
 
-fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
+/// One conntrack entry as a learner flow (see [`to_flows`]).
+pub fn to_flow(e: &CtEntry, timeouts: &StateTimeouts, now_us: u64) -> Flow {
     let last_seen_us = match (e.stop_ns, e.timeout) {
         (Some(stop), _) => stop / 1000,
         (None, Some(left)) => now_us.saturating_sub(u64::from(timeouts.full(e).saturating_sub(left)) * 1_000_000),

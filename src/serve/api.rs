@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
@@ -92,6 +92,31 @@ pub async fn proposals(State(state): State<Arc<ApiState>>) -> Answer {
             "removals": count('-', "---"),
             "text": text,
         }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct AlertsQuery {
+    last: Option<usize>,
+}
+
+/// The adaptive mode's latest alerts (oldest first) and its state.
+pub async fn alerts(State(state): State<Arc<ApiState>>, Query(q): Query<AlertsQuery>) -> Answer {
+    blocking(state, move |s| {
+        let Some(dir) = &s.adaptive_dir else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "no adaptive state directory configured"));
+        };
+        let last = q.last.unwrap_or(200).min(10_000);
+        let (alerts, damaged) = crate::watch::adaptive::alerts::read(dir, last)
+            .map_err(|e| ApiError::internal(format!("cannot read alerts in {}: {e}", dir.display())))?;
+        // The watcher in this process knows its state; otherwise its file.
+        let in_process = s.health.read().unwrap_or_else(std::sync::PoisonError::into_inner).adaptive.clone();
+        let adaptive = in_process.or_else(|| {
+            let text = std::fs::read_to_string(dir.join(crate::watch::adaptive::STATUS_FILE)).ok()?;
+            serde_json::from_str::<crate::watch::adaptive::Status>(&text).ok()
+        });
+        Ok(json!({ "alerts": alerts, "damaged_lines": damaged, "adaptive": adaptive }))
     })
     .await
 }

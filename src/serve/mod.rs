@@ -44,6 +44,8 @@ pub struct ApiState {
     pub proposals: Option<PathBuf>,
     /// The feed cache directory (`NAME.meta.json` per feed), for feed ages.
     pub feed_cache: Option<PathBuf>,
+    /// The adaptive mode's state directory (alerts.jsonl, status.json).
+    pub adaptive_dir: Option<PathBuf>,
     pub health: Arc<RwLock<Health>>,
     pub health_source: HealthSource,
     /// The last policy that compiled, so a broken edit on disk does not
@@ -64,6 +66,7 @@ impl ApiState {
             token: None,
             proposals: None,
             feed_cache: None,
+            adaptive_dir: None,
             health,
             health_source,
             last_good: Mutex::new(None),
@@ -98,6 +101,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/rules", get(api::rules))
         .route("/api/v1/threats", get(api::threats))
         .route("/api/v1/proposals", get(api::proposals))
+        .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/block", post(api::block))
         .route("/api/v1/unblock", post(api::unblock))
         .route("/metrics", get(metrics::metrics))

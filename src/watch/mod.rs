@@ -5,6 +5,7 @@
 //! the service tells the world: kept in memory for an in-process API and
 //! written as JSON to a state file for other processes.
 
+pub mod adaptive;
 pub mod paths;
 pub mod service;
 pub mod systemd;
@@ -47,6 +48,9 @@ pub struct Health {
     pub pid: u32,
     /// Unix time (seconds) the service stopped; the ruleset stays loaded.
     pub stopped_at: Option<u64>,
+    /// The adaptive mode's state, when the service runs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<adaptive::Status>,
     /// How long reload attempts took (loaded or failed): a histogram with
     /// the upper bounds [`RELOAD_BUCKETS_MS`], for `/metrics`.
     pub reload_duration: ReloadDurations,
@@ -122,11 +126,17 @@ pub fn write_health(path: &Path, health: &Health) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let mut json = serde_json::to_string_pretty(health).expect("health always serializes");
+    json.push('\n');
+    write_atomic(path, json.as_bytes())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// reader sees the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
-    let json = serde_json::to_string_pretty(health).expect("health always serializes");
-    f.write_all(json.as_bytes())?;
-    f.write_all(b"\n")?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
 }

@@ -17,6 +17,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{debug, error, info, warn};
 
+use super::adaptive;
 use super::paths::{Role, WatchSet};
 use super::systemd::{monotonic_usec, Notifier};
 use super::{unix_now, write_health, Health, SharedHealth};
@@ -93,6 +94,8 @@ pub struct Service {
     last_good: Option<Compiled>,
     /// systemd's notification socket, when run as a `Type=notify` unit.
     systemd: Option<Notifier>,
+    /// The adaptive engine, told about every policy that loads.
+    adaptive: Option<adaptive::Handle>,
 }
 
 impl Service {
@@ -111,7 +114,15 @@ impl Service {
             watched_dirs: BTreeSet::new(),
             last_good: None,
             systemd: Notifier::from_env(),
+            adaptive: None,
         }
+    }
+
+    /// Runs the adaptive mode beside the reloads (it acts only when the
+    /// policy has an `adaptive` block).
+    pub fn with_adaptive(mut self, engine: adaptive::Handle) -> Service {
+        self.adaptive = Some(engine);
+        self
     }
 
     /// Loads the policy, then reloads on every change until SIGTERM or
@@ -177,6 +188,9 @@ impl Service {
         self.tell_systemd(&["STOPPING=1"]);
         signal_handle.close();
         watcher.stop();
+        if let Some(engine) = self.adaptive.take() {
+            engine.stop();
+        }
         self.update_health(|h| h.stopped_at = Some(unix_now()));
         Ok(())
     }
@@ -199,6 +213,11 @@ impl Service {
         // A new ruleset may declare new feeds, and starts with what the old one had.
         let loaded = matches!(result, Ok(Outcome::Loaded { .. }));
         let attempted = !matches!(result, Ok(Outcome::Unchanged));
+        if let (Ok(_), Some(engine), Some(compiled)) = (&result, &self.adaptive, &self.last_good) {
+            if let Err(e) = engine.update(compiled, &self.opts.policy) {
+                error!(error = %e, "adaptive settings refused; the previous ones stay");
+            }
+        }
         self.update_health(|h| {
             h.watched = watched;
             if attempted {
@@ -265,6 +284,8 @@ impl Service {
         let hash = nft::policy_hash(rs);
         let nft = &self.opts.nft;
         if !force && loaded_hash.as_ref() == Some(&hash) && nft.table_exists(&rs.table).map_err(|e| e.to_string())? {
+            // The same ruleset; settings beside it (adaptive) may have changed.
+            self.last_good = Some(compiled);
             return Ok(Outcome::Unchanged);
         }
         let (kept, warnings) = feeds::load_elements(nft, rs, self.opts.feed_state_dir.as_deref())?;
