@@ -74,6 +74,7 @@ pub fn lint_with(c: &Compiled, opts: &Options) -> Vec<Diag> {
         );
     }
     out.extend(super::entries::feed_overlaps(rs, &c.sources));
+    out.extend(super::lockout::findings(rs));
     out.extend(expiry_findings(rs, opts).into_iter().map(|d| tighten(d, &c.sources)));
     out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
     out
@@ -326,6 +327,12 @@ fn redundant_by_later(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The findings about rules only: these small policies lock out on
+    /// purpose (the lockout findings have their own tests).
+    fn lint(c: &Compiled) -> Vec<Diag> {
+        super::lint(c).into_iter().filter(|d| !crate::analyze::lockout::CODES.contains(&d.code)).collect()
+    }
 
     fn codes(policy: &str) -> Vec<(String, &'static str)> {
         let c = crate::ir::compile("t.pf", policy).expect("compiles");

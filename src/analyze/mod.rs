@@ -11,6 +11,7 @@ pub mod entries;
 pub mod explain;
 pub mod index;
 pub mod lint;
+pub mod lockout;
 pub mod packet;
 pub mod report;
 pub mod space;
