@@ -406,6 +406,10 @@ fn run(sc: Scenario, seed: u64) {
         "net.ipv4.ip_forward=1",
         "net.ipv4.icmp_ratelimit=0",
         "net.ipv6.icmp.ratelimit=0",
+        // The global ICMP (and ICMPv6) error budget: a few hundred rejects
+        // sent in a burst would otherwise lose answers under load.
+        "net.ipv4.icmp_msgs_per_sec=1000000",
+        "net.ipv4.icmp_msgs_burst=1000000",
     ] {
         srv.sysctl(key);
     }
