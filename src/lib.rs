@@ -9,6 +9,7 @@ pub mod diag;
 pub mod feeds;
 pub mod ir;
 pub mod learn;
+pub mod netlink;
 pub mod nft;
 pub mod policy;
 pub mod serve;

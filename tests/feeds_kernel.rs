@@ -193,10 +193,17 @@ fn apply_reloads_a_big_feed_and_verifies_it() {
     assert_eq!(element_count(&ns, "big_v4"), HOSTS as usize);
     assert!(stdout(&ns.nft(&["list", "set", "inet", "phantomc", "blocked_v4"])).contains("192.0.2.7"));
 
+    // status reads rules and set definitions over netlink and leaves the
+    // feed's contents alone; the run-time entry is read back exactly.
+    let out = ns.phantomc(&["status", policy]);
+    assert!(stdout(&out).contains("in sync") && stdout(&out).contains("1 run-time set entries"), "{}", stdout(&out));
+    let live = ns.run_in(|| phantomc::nft::kernel::set_elements("phantomc", "blocked_v4").expect("elements"));
+    assert_eq!(live.iter().map(|e| e.net.to_string()).collect::<Vec<_>>(), ["192.0.2.7/32"]);
+
     // The verification's own count agrees with nft's listing, and sees a change.
-    assert_eq!(ns.run_in(|| phantomc::nft::kernel_rules::count("phantomc").expect("count")), rules);
+    assert_eq!(ns.run_in(|| phantomc::nft::kernel::count("phantomc").expect("count")), rules);
     let out = ns.nft(&["add", "rule", "inet", "phantomc", "input", "counter"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(ns.run_in(|| phantomc::nft::kernel_rules::count("phantomc").expect("count")), rules + 1);
-    assert_eq!(ns.run_in(|| phantomc::nft::kernel_rules::count("nosuchtable").expect("count")), 0);
+    assert_eq!(ns.run_in(|| phantomc::nft::kernel::count("phantomc").expect("count")), rules + 1);
+    assert_eq!(ns.run_in(|| phantomc::nft::kernel::count("nosuchtable").expect("count")), 0);
 }

@@ -10,6 +10,7 @@ use crate::diag::{render_terminal, Diag};
 use crate::ir::eval::{self, SetContents};
 use crate::ir::{self, Action, Compiled, Hook};
 use crate::nft::apply::{self as loader, ApplyError, Status};
+use crate::nft::kernel::{self, Snapshot};
 use crate::nft::rollback::{self, Phase};
 use crate::nft::session::Session;
 use crate::nft::{self, Nft, NftError};
@@ -84,8 +85,8 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     super::warn_expired(&compiled);
     let nft = Nft::default();
     // Feed sets get their cached copies, so a reload never empties them.
-    let kept = super::feeds::apply_elements(&nft, &compiled.ruleset, args.state_dir.given())?;
-    let prepared = loader::prepare_with(&nft, &compiled, kept).map_err(|e| failure(e, &compiled))?;
+    let kept = super::feeds::apply_elements(&compiled.ruleset, args.state_dir.given())?;
+    let prepared = loader::prepare_with(&compiled, kept);
     let table = &prepared.table.name;
     if let Some(session) = Session::current(args.keep.as_deref()).map_err(Failure::System)? {
         match lockout(&compiled, &session, &prepared.kept) {
@@ -100,9 +101,10 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         }
     }
     if args.dry_run {
-        let live = nft.list_table(table).map_err(system)?;
-        let new = nft.scratch_listing(&prepared.batch, table).map_err(system)?;
-        print_change(&compiled, live.as_deref(), &new);
+        // The scratch load also proves that nft takes the ruleset.
+        let new = loader::expected_snapshot(&nft, &compiled).map_err(|e| failure(e, &compiled))?;
+        let live = loader::live_snapshot(&compiled.ruleset).map_err(system)?;
+        print_change(&compiled, &prepared, live.as_ref(), &new);
         return Ok(ExitCode::SUCCESS);
     }
     let armed = if args.confirm {
@@ -113,7 +115,7 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     } else {
         None
     };
-    let rules = match loader::load(&nft, &prepared) {
+    let rules = match loader::load(&nft, &compiled, &prepared) {
         Ok(rules) => rules,
         Err(e) => {
             if let Some(state) = &armed {
@@ -231,22 +233,25 @@ fn route_dev(ip: std::net::IpAddr) -> Option<String> {
     words.find(|w| *w == "dev").and(words.next()).map(str::to_string)
 }
 
-fn print_change(c: &Compiled, live: Option<&str>, new: &str) {
+fn print_change(c: &Compiled, prepared: &loader::Prepared, live: Option<&Snapshot>, new: &Snapshot) {
     let rs = &c.ruleset;
-    let new = loader::strip_runtime_elements(new, rs);
     match live {
         None => {
             println!("table inet {} is not loaded; apply would create it:", rs.table);
-            print!("{new}");
+            let without_entries = nft::build(rs, &nft::Elements::default());
+            print!("{}", nft::script::script(&without_entries, ""));
+            let kept: usize = prepared.kept.by_set.values().map(Vec::len).sum();
+            if kept > 0 {
+                println!("(and {kept} feed and run-time set entries)");
+            }
+        }
+        Some(live) if live == new => {
+            println!("table inet {} already matches {}; apply would change nothing", rs.table, main_file(c));
         }
         Some(live) => {
-            let live = loader::strip_runtime_elements(live, rs);
-            if live == new {
-                println!("table inet {} already matches {}; apply would change nothing", rs.table, main_file(c));
-            } else {
-                println!("apply would change table inet {}:", rs.table);
-                print!("{}", loader::unified(&live, &new, "live kernel", "after apply"));
-            }
+            println!("apply would change table inet {}:", rs.table);
+            let (l, n) = (kernel::describe(live), kernel::describe(new));
+            print!("{}", loader::unified(&l, &n, "live kernel", "after apply"));
         }
     }
 }
@@ -266,7 +271,7 @@ pub fn status(args: &StatusArgs) -> CmdResult {
     }
     let compiled = compiled?;
     let table = &compiled.ruleset.table;
-    match loader::status(&Nft::default(), &compiled).map_err(system)? {
+    match loader::status(&Nft::default(), &compiled).map_err(|e| failure(e, &compiled))? {
         Status::NotLoaded => {
             println!("table inet {table}: not loaded");
             Ok(ExitCode::from(EXIT_DRIFT))

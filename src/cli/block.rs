@@ -12,7 +12,8 @@ use super::explain::TextOrJson;
 use super::{CmdResult, Failure};
 pub use crate::nft::block::parse_duration;
 use crate::nft::block::{self, parse_net, Outcome};
-use crate::nft::Nft;
+use crate::nft::{Nft, NftError};
+use crate::serve::LiveRead;
 
 /// Where the addresses come from: arguments, `--file`, or stdin (`-`).
 #[derive(clap::Args, Debug)]
@@ -147,14 +148,16 @@ pub fn unblock(args: &UnblockArgs) -> CmdResult {
 pub fn blocked(args: &BlockedArgs) -> CmdResult {
     let compiled = crate::ir::compile_file(&args.policy.path())?;
     let table = &compiled.ruleset.table;
-    let listing = Nft::default().list_table_json(table).map_err(sys)?;
-    let threats = crate::serve::threats::threats(&compiled.ruleset, listing.as_ref(), None, 0);
+    let runtime_sets = LiveRead::runtime_sets(&compiled.ruleset);
+    let live = LiveRead::read(table, runtime_sets).map_err(|e| sys(NftError::Kernel(e)))?;
+    let threats = crate::serve::threats::threats(&compiled.ruleset, &live, None, 0);
+    let loaded = live.rules.is_some();
     match args.format {
         TextOrJson::Json => {
-            let doc = serde_json::json!({"table": table, "loaded": listing.is_some(), "blocked": threats.blocked});
+            let doc = serde_json::json!({"table": table, "loaded": loaded, "blocked": threats.blocked});
             println!("{doc}");
         }
-        TextOrJson::Text if listing.is_none() => println!("table inet {table} is not loaded"),
+        TextOrJson::Text if !loaded => println!("table inet {table} is not loaded"),
         TextOrJson::Text if threats.blocked.is_empty() => println!("nothing blocked in table inet {table}"),
         TextOrJson::Text => {
             println!("{:<40} {:<12} {:>10}  REASON", "ADDRESS", "SET", "EXPIRES");

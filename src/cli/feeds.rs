@@ -159,8 +159,8 @@ fn update(a: &UpdateArgs) -> CmdResult {
 
 /// Live feed sets from the kernel, overridden by each feed's cached copy:
 /// what `apply` loads, so a reload never empties a feed set.
-pub fn apply_elements(nft: &Nft, rs: &Ruleset, state_dir: Option<&Path>) -> Result<Elements, Failure> {
-    let (kept, warnings) = feeds::load_elements(nft, rs, state_dir).map_err(Failure::System)?;
+pub fn apply_elements(rs: &Ruleset, state_dir: Option<&Path>) -> Result<Elements, Failure> {
+    let (kept, warnings) = feeds::load_elements(rs, state_dir).map_err(Failure::System)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }

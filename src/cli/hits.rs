@@ -11,7 +11,7 @@ use super::args::PolicyArg;
 use super::explain::TextOrJson;
 use super::{CmdResult, Failure};
 use crate::ir::{self, Compiled};
-use crate::nft::Nft;
+use crate::nft::{kernel, NftError};
 use crate::serve::rules::{self, RuleRow};
 
 #[derive(clap::Args, Debug)]
@@ -40,9 +40,8 @@ struct Hits<'a> {
 
 pub fn run(args: &HitsArgs) -> CmdResult {
     let compiled = ir::compile_file(&args.policy.path())?;
-    let nft = Nft::default();
     let Some(every) = args.watch else {
-        return print_once(&nft, &compiled, args.format);
+        return print_once(&compiled, args.format);
     };
     let clear = std::io::stdout().is_terminal() && args.format == TextOrJson::Text;
     let mut done = 0;
@@ -50,7 +49,7 @@ pub fn run(args: &HitsArgs) -> CmdResult {
         if clear {
             print!("\x1b[H\x1b[2J");
         }
-        print_once(&nft, &compiled, args.format)?;
+        print_once(&compiled, args.format)?;
         let _ = std::io::stdout().flush();
         done += 1;
         if args.iterations.is_some_and(|n| done >= n) {
@@ -60,16 +59,18 @@ pub fn run(args: &HitsArgs) -> CmdResult {
     }
 }
 
-fn print_once(nft: &Nft, compiled: &Compiled, format: TextOrJson) -> CmdResult {
+fn print_once(compiled: &Compiled, format: TextOrJson) -> CmdResult {
     let table = &compiled.ruleset.table;
-    let listing = nft.list_table_json(table).map_err(|e| Failure::System(e.to_string()))?;
-    let rows = sorted(rules::rows(compiled, listing.as_ref()));
+    // Counters come with the rules of a netlink rule dump; nft would read
+    // every feed set element first.
+    let live = kernel::rules(table).map_err(|e| Failure::System(NftError::Kernel(e).to_string()))?;
+    let rows = sorted(rules::rows(compiled, live.as_deref()));
     match format {
         TextOrJson::Json => {
-            let doc = Hits { table, loaded: listing.is_some(), rules: rows };
+            let doc = Hits { table, loaded: live.is_some(), rules: rows };
             println!("{}", serde_json::to_string(&doc).expect("hits serialize"));
         }
-        TextOrJson::Text if listing.is_none() => {
+        TextOrJson::Text if live.is_none() => {
             println!("table inet {table} is not loaded: nothing counted (apply the policy first)");
         }
         TextOrJson::Text => print!("{}", render(&rows)),

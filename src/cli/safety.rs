@@ -54,8 +54,8 @@ pub fn panic(args: &PanicArgs) -> CmdResult {
         unused: Vec::new(),
     };
     let nft = Nft::default();
-    let prepared = loader::prepare_with(&nft, &compiled, Default::default()).map_err(sys)?;
-    loader::load(&nft, &prepared).map_err(sys)?;
+    let prepared = loader::prepare_with(&compiled, Default::default());
+    loader::load(&nft, &compiled, &prepared).map_err(sys)?;
     match keep {
         Some(keep) => println!("panic: table inet {} drops everything except loopback and {keep}", args.table),
         None => println!(

@@ -25,7 +25,7 @@ pub use formats::Format;
 use ipnet::IpNet;
 
 use crate::ir::{nft_set_name, Family, FeedDef, Ruleset};
-use crate::nft::{Elements, Nft, SetElem};
+use crate::nft::{Elements, SetElem};
 use crate::policy::ast::FeedValue;
 
 /// Entries a feed may have unless `max-entries` says otherwise.
@@ -541,13 +541,13 @@ pub fn cached_elements(rs: &Ruleset, cache: &cache::Cache) -> Result<(Elements, 
 /// What a (re)load carries into the new table: the live run-time and feed
 /// sets, with each feed's cached copy in place of its live set, so a reload
 /// never empties a feed set. Also returns the allowlist warnings.
-pub fn load_elements(nft: &Nft, rs: &Ruleset, dir: Option<&Path>) -> Result<(Elements, Vec<String>), String> {
+pub fn load_elements(rs: &Ruleset, dir: Option<&Path>) -> Result<(Elements, Vec<String>), String> {
     let (cached, warnings) = cached_elements(rs, &cache::Cache::new(state_dir(dir)))?;
     // Listing a big set is slow (about a minute per 800k elements with nft
     // 1.0.6): read only the sets the cache does not cover.
     let mut uncached = rs.clone();
     uncached.sets.retain(|s| !cached.by_set.contains_key(&s.nft_name));
-    let mut kept = crate::nft::live_elements(nft, &uncached).map_err(|e| e.to_string())?;
+    let mut kept = crate::nft::live_elements(&uncached).map_err(|e| e.to_string())?;
     kept.by_set.extend(cached.by_set);
     Ok((kept, warnings))
 }

@@ -2,8 +2,7 @@
 //! with what a policy says. Shared by `apply`, `status`, `watch` and the
 //! confirm-or-rollback machinery.
 
-use nftables::schema::Nftables;
-
+use super::kernel::{self, Snapshot};
 use super::{build, live_elements, locate_script_error, script_for, Elements, Nft, NftError, NftTable};
 use crate::diag::Diag;
 use crate::ir::{Compiled, Ruleset, SetKind};
@@ -24,56 +23,53 @@ pub enum ApplyError {
     Verify { table: String, found: usize, expected: usize },
 }
 
-/// A checked batch, ready to load.
+/// A built ruleset, ready to load.
 pub struct Prepared {
     pub table: NftTable,
-    pub batch: Nftables<'static>,
+    /// The nft script that loads it: nft parses a script faster than the
+    /// same ruleset as JSON, and its errors name a line, which maps back to
+    /// the policy rule through the rule's comment.
+    pub script: String,
     /// Run-time and feed set entries carried over from the live table.
     pub kept: Elements,
 }
 
-/// Reads run-time entries, builds the batch and has nft check it.
-pub fn prepare(nft: &Nft, compiled: &Compiled) -> Result<Prepared, ApplyError> {
-    prepare_with(nft, compiled, live_elements(nft, &compiled.ruleset)?)
+/// Reads run-time entries and builds the ruleset.
+pub fn prepare(compiled: &Compiled) -> Result<Prepared, ApplyError> {
+    Ok(prepare_with(compiled, live_elements(&compiled.ruleset)?))
 }
 
 /// Like [`prepare`] with explicit extra elements (feeds, saved entries).
-pub fn prepare_with(nft: &Nft, compiled: &Compiled, kept: Elements) -> Result<Prepared, ApplyError> {
+pub fn prepare_with(compiled: &Compiled, kept: Elements) -> Prepared {
     let table = build(&compiled.ruleset, &kept);
-    let batch = table.replace_batch();
-    // nft checks the policy's own objects. Feed entries were parsed,
-    // aggregated and capped by the feeds module; nft checking 800k of them
-    // again costs as long as loading them, and a load that refuses one still
-    // changes nothing (one transaction).
-    let checked = build(&compiled.ruleset, &kept.without_feeds(&compiled.ruleset));
-    if let Err(e) = nft.check_json(&checked.replace_batch()) {
-        // The script form's errors name a line, which maps back to the
-        // policy rule through the rule's comment.
-        let script = script_for(compiled, &checked);
-        return Err(match nft.check_script(&script) {
-            Err(NftError::Refused { stderr }) => match locate_script_error(&stderr, &script, &compiled.ruleset) {
-                Some(d) => ApplyError::RuleRefused(Box::new(d)),
-                None => ApplyError::Refused(stderr),
-            },
-            _ => ApplyError::Nft(e),
-        });
-    }
-    Ok(Prepared { table, batch, kept })
+    let script = script_for(compiled, &table);
+    Prepared { table, script, kept }
 }
 
-/// Loads a prepared batch in one transaction and checks the result.
-/// Returns the number of rules loaded.
-pub fn load(nft: &Nft, p: &Prepared) -> Result<usize, ApplyError> {
-    nft.load_json(&p.batch)?;
+/// Loads a prepared ruleset in one transaction and checks the result.
+/// Returns the number of rules loaded. There is no separate check pass: a
+/// transaction nft or the kernel refuses changes nothing, and its error
+/// already names the script line.
+pub fn load(nft: &Nft, compiled: &Compiled, p: &Prepared) -> Result<usize, ApplyError> {
+    nft.run(&["-f", "-"], Some(&p.script)).map_err(|e| refused(e, &p.script, compiled))?;
     let name = &p.table.name;
-    // Asked of the kernel directly: `nft list` would first read every feed
-    // set element (about a minute with an 800k-entry feed, nft 1.0.6).
-    let found = super::kernel_rules::count(name).map_err(|e| ApplyError::Count(name.clone(), e))?;
+    let found = super::kernel::count(name).map_err(|e| ApplyError::Count(name.clone(), e))?;
     let expected = p.table.rule_count();
     if found != expected {
         return Err(ApplyError::Verify { table: name.clone(), found, expected });
     }
     Ok(found)
+}
+
+/// An nft error about `script`, pointing at the policy line when it can.
+pub fn refused(e: NftError, script: &str, compiled: &Compiled) -> ApplyError {
+    match e {
+        NftError::Refused { stderr } => match locate_script_error(&stderr, script, &compiled.ruleset) {
+            Some(d) => ApplyError::RuleRefused(Box::new(d)),
+            None => ApplyError::Refused(stderr),
+        },
+        other => ApplyError::Nft(other),
+    }
 }
 
 /// What the live table looks like next to a policy.
@@ -88,51 +84,52 @@ pub enum Status {
     Drifted(String),
 }
 
-/// Compares the live table with the policy, exactly: the policy is loaded
-/// into a throwaway namespace and both are listed by the kernel.
-pub fn status(nft: &Nft, compiled: &Compiled) -> Result<Status, NftError> {
+/// Is `name` a set whose elements are not the policy's own (run-time and
+/// feed sets)? Their contents are read or recorded elsewhere, never compared.
+pub fn runtime_set(rs: &Ruleset, name: &str) -> bool {
+    rs.set(name).is_some_and(|s| !matches!(s.kind, SetKind::Static { .. }))
+}
+
+/// The policy as the kernel would hold it: loaded without run-time or
+/// feed entries into a throwaway namespace and read back over netlink.
+pub fn expected_snapshot(nft: &Nft, compiled: &Compiled) -> Result<Snapshot, ApplyError> {
     let rs = &compiled.ruleset;
-    let Some(live) = nft.list_table(&rs.table)? else { return Ok(Status::NotLoaded) };
-    let kept = live_elements(nft, rs)?;
-    let table = build(rs, &kept);
-    let expected = strip_runtime_elements(&nft.scratch_listing(&table.replace_batch(), &rs.table)?, rs);
-    let live = strip_runtime_elements(&live, rs);
-    if expected == live {
-        Ok(Status::InSync { rules: table.rule_count(), entries: kept.by_set.values().map(Vec::len).sum() })
-    } else {
-        Ok(Status::Drifted(unified(&expected, &live, "compiled policy", "live kernel")))
+    let script = script_for(compiled, &build(rs, &Elements::default()));
+    let snap = super::in_scratch_netns(|| {
+        nft.run(&["-f", "-"], Some(&script)).map_err(|e| refused(e, &script, compiled))?;
+        kernel::snapshot(&rs.table, &|name| runtime_set(rs, name)).map_err(|e| ApplyError::Nft(NftError::Kernel(e)))
+    })??;
+    Ok(snap.unwrap_or_default())
+}
+
+/// The live table read over netlink, `None` when it is not loaded.
+pub fn live_snapshot(rs: &Ruleset) -> Result<Option<Snapshot>, NftError> {
+    kernel::snapshot(&rs.table, &|name| runtime_set(rs, name)).map_err(NftError::Kernel)
+}
+
+/// Compares the live table with the policy, exactly: the policy is loaded
+/// into a throwaway namespace and both are read from their kernels over
+/// netlink: chains, rules, set definitions and the elements of the policy's
+/// own sets. Feed and run-time set contents are not compared, so the cost
+/// does not grow with a feed.
+pub fn status(nft: &Nft, compiled: &Compiled) -> Result<Status, ApplyError> {
+    let Some(live) = live_snapshot(&compiled.ruleset)? else { return Ok(Status::NotLoaded) };
+    compare(&compiled.ruleset, &live, &expected_snapshot(nft, compiled)?)
+}
+
+/// The live table next to what the policy compiles to in the kernel.
+pub fn compare(rs: &Ruleset, live: &Snapshot, expected: &Snapshot) -> Result<Status, ApplyError> {
+    if expected != live {
+        let (e, l) = (kernel::describe(expected), kernel::describe(live));
+        return Ok(Status::Drifted(unified(&e, &l, "compiled policy", "live kernel")));
     }
+    let mut entries = 0;
+    for s in rs.sets.iter().filter(|s| matches!(s.kind, SetKind::Dynamic { .. })) {
+        entries += kernel::set_elements(&rs.table, &s.nft_name).map_err(NftError::Kernel)?.len();
+    }
+    Ok(Status::InSync { rules: live.rules.len(), entries })
 }
 
 pub fn unified(a: &str, b: &str, a_name: &str, b_name: &str) -> String {
     similar::TextDiff::from_lines(a, b).unified_diff().context_radius(2).header(a_name, b_name).to_string()
-}
-
-/// Removes the element lists of run-time and feed sets from an
-/// `nft list table` text, so drift checks compare only what the policy fixes.
-pub fn strip_runtime_elements(listing: &str, rs: &Ruleset) -> String {
-    let mut out = String::new();
-    let mut in_runtime_set = false;
-    let mut skipping = false;
-    for line in listing.lines() {
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix("set ").and_then(|r| r.strip_suffix(" {")) {
-            in_runtime_set = rs.set(name).is_some_and(|s| !matches!(s.kind, SetKind::Static { .. }));
-        }
-        if in_runtime_set && t.starts_with("elements = {") {
-            skipping = true;
-        }
-        if skipping {
-            if t.ends_with('}') {
-                skipping = false;
-            }
-            continue;
-        }
-        if t == "}" {
-            in_runtime_set = false;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }

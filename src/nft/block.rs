@@ -4,7 +4,7 @@
 
 use ipnet::IpNet;
 
-use super::{elements_batch, objects, parse_live_elem, Nft, NftError, SetElem};
+use super::{elements_batch, kernel, Nft, NftError, SetElem};
 
 /// Why a block or unblock did not happen. The live ruleset is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -117,27 +117,20 @@ pub fn nft_set_for(set: &str, net: &IpNet) -> String {
 
 /// Checks that `set` is a run-time set of the live table and returns the
 /// entries of its halves.
-fn live_entries(nft: &Nft, table: &str, set: &str) -> Result<Vec<(String, SetElem)>, BlockError> {
-    let listing = nft.list_table_json(table)?;
+fn live_entries(table: &str, set: &str) -> Result<Vec<(String, SetElem)>, BlockError> {
     let mut out = Vec::new();
     let mut found = false;
     for nft_set in [format!("{set}_v4"), format!("{set}_v6")] {
-        let live_set = listing.as_ref().and_then(|v| {
-            objects(v)
-                .filter_map(|o| o.get("set"))
-                .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(nft_set.as_str()))
-                .cloned()
-        });
-        let Some(live_set) = live_set else { continue };
+        // Read over netlink: nft would list every feed set element first.
+        let Some(flags) = kernel::set_flags(table, &nft_set).map_err(NftError::Kernel)? else { continue };
         found = true;
         // Dynamic sets are the ones with the timeout flag; static and feed sets
         // are owned by the policy and its feeds, and a reload would undo an edit.
-        let flags = live_set.get("flags").and_then(|f| f.as_array());
-        if !flags.is_some_and(|f| f.iter().any(|x| x.as_str() == Some("timeout"))) {
+        if flags & kernel::NFT_SET_TIMEOUT == 0 {
             return Err(BlockError::NotRuntime { nft_set });
         }
-        let elems = live_set.get("elem").and_then(|e| e.as_array()).into_iter().flatten();
-        out.extend(elems.filter_map(parse_live_elem).map(|e| (nft_set.clone(), e)));
+        let elems = kernel::set_elements(table, &nft_set).map_err(NftError::Kernel)?;
+        out.extend(elems.into_iter().map(|e| (nft_set.clone(), e)));
     }
     if !found {
         let nft_set = format!("{set}_v4");
@@ -161,7 +154,7 @@ pub fn block_many(
     if let Some(r) = reason.filter(|r| r.len() > MAX_REASON) {
         return Err(BlockError::LongReason(r.len()));
     }
-    let live = live_entries(nft, table, set)?;
+    let live = live_entries(table, set)?;
     let mut out = Outcome::default();
     let mut wanted: Vec<IpNet> = Vec::new();
     for &given in nets {
@@ -207,7 +200,7 @@ pub fn block_many(
 /// Removes every network of `nets` from the policy set `set`, in one
 /// transaction; ones that are not entries are noted, not errors.
 pub fn unblock_many(nft: &Nft, table: &str, set: &str, nets: &[IpNet]) -> Result<Outcome, BlockError> {
-    let live = live_entries(nft, table, set)?;
+    let live = live_entries(table, set)?;
     let mut out = Outcome::default();
     let mut deletes: Vec<(String, IpNet)> = Vec::new();
     for &given in nets {

@@ -4,13 +4,11 @@
 pub mod apply;
 pub mod block;
 pub mod emit;
-pub mod kernel_rules;
+pub mod kernel;
 pub mod rollback;
 mod run;
 pub mod script;
 pub mod session;
-
-use std::net::IpAddr;
 
 use ipnet::IpNet;
 use nftables::expr::Expression;
@@ -18,54 +16,25 @@ use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables};
 use nftables::types::NfFamily;
 
 pub use emit::{build, Elements, NftTable, SetElem, EARLY_CHAIN};
-pub use run::{objects, to_json, to_json_value, write_to_child, Nft, NftError};
+pub use run::{in_scratch_netns, objects, to_json, to_json_value, write_to_child, Nft, NftError};
 
 use crate::diag::Diag;
 use crate::ir::{Compiled, Ruleset, SetKind};
 
 /// Elements of the live run-time and feed sets, so a reload keeps what
-/// `phantomc block` and feed updates put there.
-pub fn live_elements(nft: &Nft, rs: &Ruleset) -> Result<Elements, NftError> {
+/// `phantomc block` and feed updates put there. Read over netlink; a set the
+/// live table does not have yet (new in this policy) is empty.
+pub fn live_elements(rs: &Ruleset) -> Result<Elements, NftError> {
     let mut out = Elements::default();
-    if !nft.table_exists(&rs.table)? {
+    if !kernel::table_exists(&rs.table).map_err(NftError::Kernel)? {
         return Ok(out);
     }
     let runtime = rs.sets.iter().filter(|s| matches!(s.kind, SetKind::Dynamic { .. } | SetKind::Feed { .. }));
     for def in runtime {
-        // A set the live table does not have yet (new in this policy) is empty.
-        let Ok(listing) = nft.run(&["-j", "list", "set", "inet", &rs.table, &def.nft_name], None) else { continue };
-        let v: serde_json::Value = serde_json::from_str(&listing).map_err(|e| NftError::BadOutput(e.to_string()))?;
-        let elems = objects(&v)
-            .filter_map(|o| o.get("set"))
-            .flat_map(|s| s.get("elem").and_then(|e| e.as_array()).into_iter().flatten())
-            .filter_map(parse_live_elem)
-            .collect();
+        let elems = kernel::set_elements(&rs.table, &def.nft_name).map_err(NftError::Kernel)?;
         out.by_set.insert(def.nft_name.clone(), elems);
     }
     Ok(out)
-}
-
-/// One element of `nft -j list`: `"1.2.3.4"`, `{"prefix": ...}`, `{"range": ...}`
-/// (kept only if it is one prefix) or `{"elem": {"val": ..., "expires": N}}`.
-pub fn parse_live_elem(v: &serde_json::Value) -> Option<SetElem> {
-    if let Some(e) = v.get("elem") {
-        let net = parse_net(e.get("val")?)?;
-        let timeout = e.get("expires").and_then(|x| x.as_u64()).map(|x| u32::try_from(x.max(1)).unwrap_or(u32::MAX));
-        let comment = e.get("comment").and_then(|c| c.as_str()).map(str::to_string);
-        return Some(SetElem { net, timeout, comment });
-    }
-    Some(SetElem { net: parse_net(v)?, timeout: None, comment: None })
-}
-
-fn parse_net(v: &serde_json::Value) -> Option<IpNet> {
-    if let Some(s) = v.as_str() {
-        return s.parse::<IpAddr>().ok().map(IpNet::from);
-    }
-    if let Some(p) = v.get("prefix") {
-        let addr: IpAddr = p.get("addr")?.as_str()?.parse().ok()?;
-        return IpNet::new(addr, u8::try_from(p.get("len")?.as_u64()?).ok()?).ok();
-    }
-    None
 }
 
 /// Maps an nft error about a script line back to the policy rule that line

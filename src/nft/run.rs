@@ -15,9 +15,29 @@ pub enum NftError {
     Refused { stderr: String },
     #[error("nft output is not valid JSON: {0}")]
     BadOutput(String),
+    #[error("cannot read nf_tables over netlink: {0}")]
+    Kernel(std::io::Error),
+    #[error("cannot make a scratch network namespace for the exact drift check: {0}")]
+    Scratch(std::io::Error),
 }
 
-/// How to call nft (and, for scratch listings, `unshare`).
+/// Runs `f` on a thread of its own in a new, empty network namespace (nft
+/// started from that thread and netlink sockets opened there live in it
+/// too); the namespace goes away with the thread.
+pub fn in_scratch_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, NftError> {
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            // SAFETY: unshare only changes this thread's network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(NftError::Scratch(std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        });
+        worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// How to call nft.
 #[derive(Clone, Debug)]
 pub struct Nft {
     pub program: PathBuf,
@@ -40,58 +60,10 @@ impl Nft {
         self.run(&["-j", "-f", "-"], Some(&to_json(batch))).map(drop)
     }
 
-    /// `nft -c -j -f -`: would the kernel take this batch?
-    pub fn check_json(&self, batch: &Nftables<'_>) -> Result<(), NftError> {
-        self.run(&["-c", "-j", "-f", "-"], Some(&to_json(batch))).map(drop)
-    }
-
-    /// `nft -c -f -` of a script: errors carry the script's line numbers.
-    pub fn check_script(&self, script: &str) -> Result<(), NftError> {
-        self.run(&["-c", "-f", "-"], Some(script)).map(drop)
-    }
-
+    /// Asked of the kernel over netlink: nft 1.0.6 reads every set element
+    /// to list even the tables.
     pub fn table_exists(&self, table: &str) -> Result<bool, NftError> {
-        // `list chains` first: nft 1.0.6 reads every set element for `list
-        // tables` (seconds with a big feed set); only a table without chains
-        // needs the slow listing.
-        Ok(self.lists_table(&["-j", "list", "chains", "inet"], "chain", "table", table)?
-            || self.lists_table(&["-j", "list", "tables", "inet"], "table", "name", table)?)
-    }
-
-    /// Does the listing `args` hold a `kind` object whose `key` is `table`?
-    fn lists_table(&self, args: &[&str], kind: &str, key: &str, table: &str) -> Result<bool, NftError> {
-        let out = self.run(args, None)?;
-        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| NftError::BadOutput(e.to_string()))?;
-        let found = objects(&v).any(|o| o.get(kind).and_then(|t| t.get(key)).and_then(|n| n.as_str()) == Some(table));
-        Ok(found)
-    }
-
-    /// `nft -s list table inet NAME` (stateless: no counter values), if the table exists.
-    pub fn list_table(&self, table: &str) -> Result<Option<String>, NftError> {
-        if !self.table_exists(table)? {
-            return Ok(None);
-        }
-        self.run(&["-s", "list", "table", "inet", table], None).map(Some)
-    }
-
-    /// `nft -j list table inet NAME` parsed, if the table exists.
-    pub fn list_table_json(&self, table: &str) -> Result<Option<serde_json::Value>, NftError> {
-        if !self.table_exists(table)? {
-            return Ok(None);
-        }
-        let out = self.run(&["-j", "list", "table", "inet", table], None)?;
-        serde_json::from_str(&out).map(Some).map_err(|e| NftError::BadOutput(e.to_string()))
-    }
-
-    /// Loads a batch into a private, throwaway network namespace and lists
-    /// the table back: the kernel's own canonical form of a ruleset, got
-    /// without touching the live one.
-    pub fn scratch_listing(&self, batch: &Nftables<'_>, table: &str) -> Result<String, NftError> {
-        let nft = self.program.to_string_lossy().into_owned();
-        let script = r#""$0" -j -f - && exec "$0" -s list table inet "$1""#;
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--net", "--", "sh", "-c", script, &nft, table]);
-        run_program(&mut cmd, &[], Some(&to_json(batch)))
+        super::kernel::table_exists(table).map_err(NftError::Kernel)
     }
 }
 

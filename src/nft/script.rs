@@ -209,10 +209,16 @@ fn value(e: &Expression<'_>) -> String {
                 other => unreachable!("emit never uses meta {other:?}"),
             },
             NamedExpression::CT(ct) => format!("ct {}", ct.key),
-            NamedExpression::Elem(el) => match el.timeout {
-                Some(t) => format!("{} timeout {t}s", value(&el.val)),
-                None => value(&el.val),
-            },
+            NamedExpression::Elem(el) => {
+                let mut out = value(&el.val);
+                if let Some(t) = el.timeout {
+                    out += &format!(" timeout {t}s");
+                }
+                if let Some(c) = &el.comment {
+                    out += &format!(" comment {}", quote(c));
+                }
+                out
+            }
             other => unreachable!("emit never produces {other:?}"),
         },
         other => unreachable!("emit never produces {other:?}"),

@@ -31,13 +31,13 @@ pub async fn rules(State(state): State<Arc<ApiState>>) -> Answer {
     blocking(state, |s| {
         let (compiled, policy_error) = s.compiled();
         let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.clone().unwrap_or_default()))?;
-        let listing = s.nft.list_table_json(&s.table).map_err(|e| ApiError::internal(e.to_string()))?;
-        let rows = rules::rows(&compiled, listing.as_ref());
+        let live = s.live(&compiled).map_err(|e| ApiError::internal(e.to_string()))?;
+        let rows = rules::rows(&compiled, live.rules.as_deref());
         Ok(json!({
             "table": s.table,
-            "loaded": listing.is_some(),
+            "loaded": live.rules.is_some(),
             "policy_error": policy_error,
-            "other_rules": rules::other_rules(&rows, listing.as_ref()),
+            "other_rules": rules::other_rules(&rows, live.rules.as_deref()),
             "rules": rows,
         }))
     })
@@ -48,11 +48,11 @@ pub async fn threats(State(state): State<Arc<ApiState>>) -> Answer {
     blocking(state, |s| {
         let (compiled, policy_error) = s.compiled();
         let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.unwrap_or_default()))?;
-        let listing = s.nft.list_table_json(&s.table).map_err(|e| ApiError::internal(e.to_string()))?;
-        let t = threats::threats(&compiled.ruleset, listing.as_ref(), s.feed_cache.as_deref(), unix_now());
+        let live = s.live(&compiled).map_err(|e| ApiError::internal(e.to_string()))?;
+        let t = threats::threats(&compiled.ruleset, &live, s.feed_cache.as_deref(), unix_now());
         let mut v = serde_json::to_value(t).map_err(|e| ApiError::internal(e.to_string()))?;
         v["table"] = json!(s.table);
-        v["loaded"] = json!(listing.is_some());
+        v["loaded"] = json!(live.rules.is_some());
         Ok(v)
     })
     .await

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
 use crate::diag::render_plain;
-use crate::nft::apply::{self, Status};
+use crate::nft::apply::Status;
 use crate::nft::policy_hash;
 use crate::policy::LoadError;
 use crate::watch::{read_health, Health};
@@ -34,7 +34,8 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
     // The exact drift check loads the policy into a scratch namespace; where
     // that is not allowed (a service without CAP_SYS_ADMIN) the rest of the
     // status still answers.
-    let (live, check_error) = match compiled.as_deref().map(|c| apply::status(&state.nft, c)) {
+    let hash = compiled.as_ref().map(|c| policy_hash(&c.ruleset));
+    let (live, check_error) = match compiled.as_deref().zip(hash.as_deref()).map(|(c, h)| state.status_of(c, h)) {
         Some(Ok(s)) => (Some(s), None),
         Some(Err(e)) => (None, Some(e.to_string())),
         None => (None, None),
@@ -43,7 +44,6 @@ pub fn report(state: &ApiState) -> Result<Value, ApiError> {
         Some(s) => *s != Status::NotLoaded,
         None => state.nft.table_exists(&state.table).map_err(|e| ApiError::internal(e.to_string()))?,
     };
-    let hash = compiled.as_ref().map(|c| policy_hash(&c.ruleset));
     let in_sync = matches!(live, Some(Status::InSync { .. }));
     let (health, source, watcher) = match &state.health_source {
         HealthSource::Watcher => (read(state), "watch", Some("running")),

@@ -1,5 +1,6 @@
 //! `/metrics`: the facts of the JSON API in the OpenMetrics text format, for
-//! Prometheus. Every scrape reads the live table, the watcher's health and
+//! Prometheus. Every scrape reads the live table (over netlink, a read shared
+//! with requests waiting at the same time), the watcher's health and
 //! the feed cache afresh (like the API), so a standalone `serve` and one
 //! inside `watch` give the same numbers; counters are the kernel's own.
 
@@ -40,17 +41,14 @@ fn internal(e: impl ToString) -> ApiError {
 pub fn render(state: &ApiState) -> Result<String, ApiError> {
     let status = health::report(state)?;
     let (compiled, _) = state.compiled();
-    let listing = state.nft.list_table_json(&state.table).map_err(internal)?;
     let mut registry = Registry::with_prefix("phantomc");
 
     ruleset_metrics(&mut registry, &status);
     if let Some(compiled) = &compiled {
-        rule_metrics(&mut registry, &rules::rows(compiled, listing.as_ref()));
+        let live = state.live(compiled).map_err(internal)?;
+        rule_metrics(&mut registry, &rules::rows(compiled, live.rules.as_deref()));
         let now = unix_now();
-        set_metrics(
-            &mut registry,
-            &threats::threats(&compiled.ruleset, listing.as_ref(), state.feed_cache.as_deref(), now),
-        );
+        set_metrics(&mut registry, &threats::threats(&compiled.ruleset, &live, state.feed_cache.as_deref(), now));
     }
     let proposals = state.proposals.as_deref().and_then(|p| std::fs::read_to_string(p).ok());
     let findings = Gauges::default();

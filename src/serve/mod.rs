@@ -9,8 +9,10 @@ mod auth;
 mod health;
 mod metrics;
 pub mod rules;
+mod shared;
 pub mod threats;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -24,8 +26,10 @@ use axum::{Json, Router};
 pub use auth::Token;
 pub use health::HealthSource;
 
-use crate::ir::Compiled;
-use crate::nft::Nft;
+use crate::ir::{Compiled, Ruleset, SetKind};
+use crate::nft::apply::{self, ApplyError, Status};
+use crate::nft::kernel::{self, KernelRule, Snapshot};
+use crate::nft::{Nft, SetElem};
 use crate::watch::{unix_now, Health};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -55,6 +59,46 @@ pub struct ApiState {
     /// web page cannot reach the API through DNS rebinding. Off when the API
     /// is deliberately offered beyond loopback (`--allow-remote`).
     pub local_hosts_only: bool,
+    /// The live table's rules and run-time entries, read over netlink.
+    pub live: shared::Shared<Vec<String>, LiveRead>,
+    /// The live table for the drift check, by policy hash.
+    pub live_table: shared::Shared<String, Option<Snapshot>>,
+    /// What each policy compiles to in the kernel, by policy hash.
+    pub expected: shared::Memo<String, Snapshot>,
+}
+
+/// What the rules and threats endpoints read of the live table.
+#[derive(Debug, Default)]
+pub struct LiveRead {
+    /// `None` when the table is not loaded.
+    pub rules: Option<Vec<KernelRule>>,
+    /// Entries of the policy's run-time sets by nft set name, with the
+    /// timeout each was added with.
+    pub runtime: BTreeMap<String, Vec<(SetElem, Option<u64>)>>,
+    /// Element counts of every set, as the kernel reports them.
+    pub counts: BTreeMap<String, u32>,
+}
+
+impl LiveRead {
+    /// The nft names of a policy's run-time sets.
+    pub fn runtime_sets(rs: &Ruleset) -> Vec<String> {
+        rs.sets.iter().filter(|s| matches!(s.kind, SetKind::Dynamic { .. })).map(|s| s.nft_name.clone()).collect()
+    }
+
+    /// Rules, set counts and the entries of `runtime_sets`, over netlink.
+    pub fn read(table: &str, runtime_sets: Vec<String>) -> std::io::Result<LiveRead> {
+        let rules = kernel::rules(table)?;
+        let mut runtime = BTreeMap::new();
+        let mut counts = BTreeMap::new();
+        if rules.is_some() {
+            counts = kernel::set_counts(table)?;
+            for name in runtime_sets {
+                let entries = kernel::timed_elements(table, &name)?;
+                runtime.insert(name, entries);
+            }
+        }
+        Ok(LiveRead { rules, runtime, counts })
+    }
 }
 
 impl ApiState {
@@ -71,7 +115,26 @@ impl ApiState {
             health_source,
             last_good: Mutex::new(None),
             local_hosts_only: true,
+            live: Default::default(),
+            live_table: Default::default(),
+            expected: Default::default(),
         }
+    }
+
+    /// The live rules and run-time entries: one netlink read, shared.
+    fn live(&self, compiled: &Compiled) -> Result<Arc<LiveRead>, std::io::Error> {
+        let runtime_sets = LiveRead::runtime_sets(&compiled.ruleset);
+        self.live.get(runtime_sets.clone(), || LiveRead::read(&self.table, runtime_sets))
+    }
+
+    /// The drift check, with the live read shared and the policy's own
+    /// kernel form kept per policy.
+    fn status_of(&self, compiled: &Compiled, hash: &str) -> Result<Status, ApplyError> {
+        let rs = &compiled.ruleset;
+        let live = self.live_table.get(hash.to_string(), || apply::live_snapshot(rs))?;
+        let Some(live) = live.as_ref() else { return Ok(Status::NotLoaded) };
+        let expected = self.expected.get(hash.to_string(), || apply::expected_snapshot(&self.nft, compiled))?;
+        apply::compare(rs, live, &expected)
     }
 
     /// Compiles the policy; on failure the last good compile and the error.

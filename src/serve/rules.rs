@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::ir::{Compiled, Hook, Origin};
-use crate::nft::objects;
+use crate::nft::kernel::KernelRule;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleRow {
@@ -38,13 +37,13 @@ struct Live {
     counted: Option<(u64, u64)>,
 }
 
-pub fn rows(compiled: &Compiled, listing: Option<&Value>) -> Vec<RuleRow> {
+pub fn rows(compiled: &Compiled, live_rules: Option<&[KernelRule]>) -> Vec<RuleRow> {
     let mut live: BTreeMap<&str, Live> = BTreeMap::new();
-    for rule in listing.into_iter().flat_map(objects).filter_map(|o| o.get("rule")) {
-        let Some(id) = rule.get("comment").and_then(Value::as_str).and_then(|c| c.split(' ').next()) else { continue };
+    for rule in live_rules.into_iter().flatten() {
+        let Some(id) = rule.comment.as_deref().and_then(|c| c.split(' ').next()) else { continue };
         let entry = live.entry(id).or_default();
         entry.rules += 1;
-        if let Some((p, b)) = counter_of(rule) {
+        if let Some((p, b)) = rule.counter {
             let (p0, b0) = entry.counted.unwrap_or((0, 0));
             entry.counted = Some((p0 + p, b0 + b));
         }
@@ -113,59 +112,50 @@ pub struct OtherRule {
     pub bytes: Option<u64>,
 }
 
-pub fn other_rules(rows: &[RuleRow], listing: Option<&Value>) -> Vec<OtherRule> {
+pub fn other_rules(rows: &[RuleRow], live_rules: Option<&[KernelRule]>) -> Vec<OtherRule> {
     let known = |comment: Option<&str>| {
         comment.and_then(|c| c.split(' ').next()).is_some_and(|id| rows.iter().any(|r| r.id == id))
     };
-    listing
+    live_rules
         .into_iter()
-        .flat_map(objects)
-        .filter_map(|o| o.get("rule"))
-        .filter(|r| !known(r.get("comment").and_then(Value::as_str)))
-        .map(|r| {
-            let counted = counter_of(r);
-            OtherRule {
-                chain: r.get("chain").and_then(Value::as_str).unwrap_or_default().to_string(),
-                handle: r.get("handle").and_then(Value::as_u64),
-                comment: r.get("comment").and_then(Value::as_str).map(str::to_string),
-                packets: counted.map(|c| c.0),
-                bytes: counted.map(|c| c.1),
-            }
+        .flatten()
+        .filter(|r| !known(r.comment.as_deref()))
+        .map(|r| OtherRule {
+            chain: r.chain.clone(),
+            handle: r.handle,
+            comment: r.comment.clone(),
+            packets: r.counter.map(|c| c.0),
+            bytes: r.counter.map(|c| c.1),
         })
         .collect()
-}
-
-/// `(packets, bytes)` of a live rule's counter statement, if it has one.
-fn counter_of(rule: &Value) -> Option<(u64, u64)> {
-    let c = rule.get("expr").and_then(Value::as_array).into_iter().flatten().find_map(|e| e.get("counter"))?;
-    let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Some((n("packets"), n("bytes")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     const POLICY: &str = "table t\npolicy input block counter\npass in proto tcp to port { 22, 80 } counter label \"ssh+web\"\npass in proto { tcp, udp } to port 53 nocounter\n";
 
-    fn live_rule(comment: &str, counter: Option<(u64, u64)>) -> Value {
-        let mut expr = vec![json!({"accept": null})];
-        if let Some((p, b)) = counter {
-            expr.insert(0, json!({"counter": {"packets": p, "bytes": b}}));
+    fn live_rule(comment: Option<&str>, handle: u64, counter: Option<(u64, u64)>) -> KernelRule {
+        KernelRule {
+            chain: "input".into(),
+            comment: comment.map(str::to_string),
+            body: Vec::new(),
+            exprs: Vec::new(),
+            handle: Some(handle),
+            counter,
         }
-        json!({"rule": {"chain": "input", "comment": comment, "expr": expr}})
     }
 
     #[test]
     fn counters_are_summed_per_policy_line() {
         let c = crate::ir::compile("p.pf", POLICY).expect("compiles");
-        let listing = json!({"nftables": [
-            live_rule("p.pf:3 ssh+web", Some((4, 240))),
-            live_rule("p.pf:4", None),
-            live_rule("p.pf:4", None),
-            live_rule("p.pf:2 policy", Some((7, 420))),
-        ]});
+        let listing = [
+            live_rule(Some("p.pf:3 ssh+web"), 1, Some((4, 240))),
+            live_rule(Some("p.pf:4"), 2, None),
+            live_rule(Some("p.pf:4"), 3, None),
+            live_rule(Some("p.pf:2 policy"), 4, Some((7, 420))),
+        ];
         let rows = rows(&c, Some(&listing));
         let ids: Vec<_> = rows.iter().map(|r| (r.id.as_str(), r.kind, r.nft_rules, r.packets, r.bytes)).collect();
         assert_eq!(
@@ -184,7 +174,7 @@ mod tests {
         assert_eq!(rows[4].text, "policy output pass (built-in default)");
 
         assert!(other_rules(&rows, Some(&listing)).is_empty());
-        let extra = json!({"nftables": [live_rule("p.pf:3 ssh+web", None), json!({"rule": {"chain": "input", "handle": 9, "expr": [{"counter": {"packets": 2, "bytes": 80}}, {"accept": null}]}})]});
+        let extra = [live_rule(Some("p.pf:3 ssh+web"), 5, None), live_rule(None, 9, Some((2, 80)))];
         let others = other_rules(&rows, Some(&extra));
         assert_eq!(
             others,

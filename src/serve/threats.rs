@@ -6,9 +6,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::LiveRead;
 use crate::feeds::FeedConfig;
-use crate::ir::{Ruleset, SetKind};
-use crate::nft::{objects, parse_live_elem};
+use crate::ir::{Family, Ruleset, SetKind};
 
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Threats {
@@ -31,7 +31,10 @@ pub struct FeedSet {
     pub refresh_seconds: Option<u64>,
     /// Unix time of the next scheduled update (`null`: never tried, due now).
     pub next_update_at: Option<u64>,
-    /// Entries in the live set; `None` when the set is not loaded.
+    /// Entries in the live set as the kernel counts them, or where the
+    /// kernel does not report counts (before Linux 6.x), the feed cache's
+    /// record (listing an 800k-entry set takes about a minute); `None` when
+    /// the table is not loaded or neither knows.
     pub elements: Option<usize>,
     #[serde(flatten)]
     pub freshness: Freshness,
@@ -59,12 +62,7 @@ pub struct Freshness {
 /// Reads `FEEDS_DIR/NAME.meta.json`, the feed updater's record of a feed,
 /// field by field so the API does not depend on the updater's version.
 pub fn freshness(feeds_dir: &Path, feed: &str, now: u64) -> Freshness {
-    let Some(meta) = std::fs::read_to_string(feeds_dir.join(format!("{feed}.meta.json")))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-    else {
-        return Freshness::default();
-    };
+    let Some(meta) = meta(feeds_dir, feed) else { return Freshness::default() };
     let fetched_at = meta.get("fetched_at").and_then(Value::as_u64).filter(|&t| t > 0);
     let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
     let num = |k: &str| meta.get(k).and_then(Value::as_u64);
@@ -80,6 +78,16 @@ pub fn freshness(feeds_dir: &Path, feed: &str, now: u64) -> Freshness {
         checked_at: num("checked_at").filter(|&t| t > 0),
         retry_at: num("retry_at"),
     }
+}
+
+fn meta(feeds_dir: &Path, feed: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(feeds_dir.join(format!("{feed}.meta.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The feed cache's count of a feed's entries of one family (`v4`, `v6`).
+fn recorded_entries(feeds_dir: &Path, feed: &str, family: &str) -> Option<usize> {
+    meta(feeds_dir, feed)?.get(family).and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok())
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize)]
@@ -106,15 +114,8 @@ pub struct Blocked {
 }
 
 /// `feeds_dir` is the feed cache, if there is one; `now` is Unix time.
-pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, now: u64) -> Threats {
-    let live_elems = |nft_name: &str| -> Option<Vec<Value>> {
-        let set = listing
-            .into_iter()
-            .flat_map(objects)
-            .filter_map(|o| o.get("set"))
-            .find(|s| s.get("name").and_then(Value::as_str) == Some(nft_name))?;
-        Some(set.get("elem").and_then(Value::as_array).cloned().unwrap_or_default())
-    };
+pub fn threats(rs: &Ruleset, live: &LiveRead, feeds_dir: Option<&Path>, now: u64) -> Threats {
+    let loaded = live.rules.is_some();
     let mut out = Threats::default();
     for def in &rs.sets {
         match &def.kind {
@@ -123,6 +124,7 @@ pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, 
                 let cfg = rs.feeds.iter().find(|f| &f.name == feed).map(|f| FeedConfig::from_def(f, Path::new("")));
                 let freshness = feeds_dir.map(|d| freshness(d, feed, now)).unwrap_or_default();
                 let refresh = cfg.as_ref().map(|c| c.refresh.as_secs());
+                let family = if def.family == Family::V4 { "v4" } else { "v6" };
                 out.feeds.push(FeedSet {
                     feed: feed.clone(),
                     set: def.name.clone(),
@@ -135,21 +137,24 @@ pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, 
                         .checked_at
                         .zip(refresh)
                         .map(|(t, r)| (t + r).max(freshness.retry_at.unwrap_or(0))),
-                    elements: live_elems(&def.nft_name).map(|e| e.len()),
+                    elements: live
+                        .counts
+                        .get(&def.nft_name)
+                        .map(|&n| n as usize)
+                        .or_else(|| feeds_dir.filter(|_| loaded).and_then(|d| recorded_entries(d, feed, family))),
                     freshness,
                 });
             }
             SetKind::Dynamic { timeout } => {
-                let elems = live_elems(&def.nft_name);
-                for e in elems.iter().flatten() {
-                    let Some(parsed) = parse_live_elem(e) else { continue };
+                let elems = live.runtime.get(&def.nft_name);
+                for (e, added_with) in elems.into_iter().flatten() {
                     out.blocked.push(Blocked {
                         set: def.name.clone(),
                         nft_set: def.nft_name.clone(),
-                        address: parsed.net.to_string(),
-                        expires_in: parsed.timeout,
-                        timeout: e.get("elem").and_then(|x| x.get("timeout")).and_then(Value::as_u64),
-                        reason: parsed.comment,
+                        address: e.net.to_string(),
+                        expires_in: e.timeout,
+                        timeout: *added_with,
+                        reason: e.comment.clone(),
                     });
                 }
                 out.dynamic_sets.push(DynamicSet {
@@ -157,7 +162,7 @@ pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, 
                     nft_set: def.nft_name.clone(),
                     family: def.family.name(),
                     default_timeout: *timeout,
-                    entries: elems.map(|e| e.len()),
+                    entries: elems.map(Vec::len),
                 });
             }
         }
@@ -171,21 +176,26 @@ pub fn threats(rs: &Ruleset, listing: Option<&Value>, feeds_dir: Option<&Path>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::nft::SetElem;
 
     #[test]
     fn feed_sizes_and_blocked_entries_come_from_the_live_sets() {
         let text = "table t\nfeed bad { source \"file:///x.txt\"; refresh 1h }\nset blocklist dynamic timeout 1d\nblock in from <bad>\nblock in from <blocklist>\nprovider tor-exits {}\nblock in from <tor-exits>\n";
         let c = crate::ir::compile("p.pf", text).expect("compiles");
-        let listing = json!({"nftables": [
-            {"set": {"name": "bad_v4", "elem": ["192.0.2.1", {"prefix": {"addr": "198.51.100.0", "len": 24}}]}},
-            {"set": {"name": "bad_v6"}},
-            {"set": {"name": "blocklist_v4", "elem": [{"elem": {"val": "203.0.113.9", "timeout": 3600, "expires": 3500}}, "203.0.113.1"]}},
-        ]});
+        let elem = |net: &str, left| SetElem { net: net.parse().expect("net"), timeout: left, comment: None };
+        let live = LiveRead {
+            rules: Some(Vec::new()),
+            runtime: [(
+                "blocklist_v4".to_string(),
+                vec![(elem("203.0.113.9/32", Some(3500)), Some(3600)), (elem("203.0.113.1/32", None), None)],
+            )]
+            .into(),
+            counts: [("bad_v6".to_string(), 0)].into(),
+        };
         let cache = tempfile::tempdir().expect("tempdir");
-        let meta = r#"{"source": "file:///x.txt", "fetched_at": 1000, "checked_at": 1500, "status": "kept-last-good", "message": "shrank by 80%"}"#;
+        let meta = r#"{"source": "file:///x.txt", "fetched_at": 1000, "checked_at": 1500, "v4": 2, "v6": 5, "status": "kept-last-good", "message": "shrank by 80%"}"#;
         std::fs::write(cache.path().join("bad.meta.json"), meta).expect("meta");
-        let t = threats(&c.ruleset, Some(&listing), Some(cache.path()), 1600);
+        let t = threats(&c.ruleset, &live, Some(cache.path()), 1600);
         let f = &t.feeds[0].freshness;
         assert_eq!(
             (f.fetched_at, f.age_seconds, f.status.as_deref(), f.message.as_deref()),
@@ -206,7 +216,7 @@ mod tests {
         assert_eq!(t.feeds[0].provider, None);
         let busy = r#"{"source": "https://check.torproject.org/torbulkexitlist", "fetched_at": 0, "checked_at": 1500, "v4": 0, "v6": 0, "status": "kept-last-good", "message": "HTTP 429", "retry_at": 9000, "provider": "tor-exits"}"#;
         std::fs::write(cache.path().join("tor-exits.meta.json"), busy).expect("meta");
-        let t = threats(&c.ruleset, Some(&listing), Some(cache.path()), 1600);
+        let t = threats(&c.ruleset, &live, Some(cache.path()), 1600);
         let tor = &t.feeds[2];
         assert_eq!(tor.provider.as_deref(), Some("tor-exits"));
         assert_eq!(tor.source.as_deref(), Some("https://check.torproject.org/torbulkexitlist"));

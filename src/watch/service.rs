@@ -288,12 +288,12 @@ impl Service {
             self.last_good = Some(compiled);
             return Ok(Outcome::Unchanged);
         }
-        let (kept, warnings) = feeds::load_elements(nft, rs, self.opts.feed_state_dir.as_deref())?;
+        let (kept, warnings) = feeds::load_elements(rs, self.opts.feed_state_dir.as_deref())?;
         for w in warnings {
             warn!(warning = %w, "feed entry left out");
         }
-        let prepared = loader::prepare_with(nft, &compiled, kept).map_err(|e| describe(e, &compiled))?;
-        let rules = loader::load(nft, &prepared).map_err(|e| describe(e, &compiled))?;
+        let prepared = loader::prepare_with(&compiled, kept);
+        let rules = loader::load(nft, &compiled, &prepared).map_err(|e| describe(e, &compiled))?;
         let kept = prepared.kept.by_set.values().map(Vec::len).sum();
         let table = rs.table.clone();
         self.last_good = Some(compiled);

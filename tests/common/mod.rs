@@ -425,28 +425,31 @@ pub struct Service {
 
 impl Service {
     pub fn start(ns: &Netns, port: u16, args: &[&str]) -> Service {
-        Service::start_with_env(ns, port, args, &[])
-    }
-
-    pub fn start_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
-        let listen = format!("127.0.0.1:{port}");
-        let mut full = vec!["serve", "--listen", &listen];
-        full.extend_from_slice(args);
-        Service::launch_with_env(ns, port, &full, env)
+        Service::start_wrapped(ns, port, &[], args)
     }
 
     /// Runs `phantomc ARGS`, which must serve the API on 127.0.0.1:`port`
     /// (`serve`, `watch --listen`).
     pub fn launch(ns: &Netns, port: u16, args: &[&str]) -> Service {
-        Service::launch_with_env(ns, port, args, &[])
+        Service::launch_wrapped(ns, port, &[], args)
     }
 
-    fn launch_with_env(ns: &Netns, port: u16, args: &[&str], env: &[(&str, &str)]) -> Service {
+    /// `phantomc serve` started through `wrapper` (a command that runs the
+    /// rest of its arguments, such as `setpriv ... --`).
+    pub fn start_wrapped(ns: &Netns, port: u16, wrapper: &[&str], args: &[&str]) -> Service {
+        let listen = format!("127.0.0.1:{port}");
+        let mut full = vec!["serve", "--listen", &listen];
+        full.extend_from_slice(args);
+        Service::launch_wrapped(ns, port, wrapper, &full)
+    }
+
+    fn launch_wrapped(ns: &Netns, port: u16, wrapper: &[&str], args: &[&str]) -> Service {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc")])
+            .args(["netns", "exec", &ns.name])
+            .args(wrapper)
+            .arg(env!("CARGO_BIN_EXE_phantomc"))
             .args(args)
-            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -1,0 +1,209 @@
+//! The one netlink layer for the netfilter subsystems phantomc reads
+//! (nf_tables objects in `nft`, conntrack in `learn`): requests, the dump
+//! loop and attribute walking, on netlink-packet-core's buffer types. Each
+//! subsystem decodes its own attributes on top of it.
+
+use std::io;
+
+use netlink_packet_core::{NetlinkBuffer, NlasIterator, NLA_F_NESTED, NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_sys::Socket;
+
+// include/uapi/linux/netlink.h
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+/// struct nfgenmsg: family, version, resource id.
+pub const NFGENMSG_LEN: usize = 4;
+
+/// A netfilter netlink socket of the calling thread's network namespace.
+pub fn socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+/// One netfilter request: `kind` is `subsystem << 8 | message`, `family` the
+/// nfgenmsg family, then the attributes (kind, value).
+pub fn request(kind: u16, flags: u16, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut body = vec![family, 0, 0, 0];
+    for (k, v) in attrs {
+        push_attr(&mut body, *k, v);
+    }
+    let mut msg = vec![0; NLMSG_HDRLEN + body.len()];
+    msg[NLMSG_HDRLEN..].copy_from_slice(&body);
+    let mut buf = NetlinkBuffer::new(&mut msg[..]);
+    buf.set_length(u32::try_from(NLMSG_HDRLEN + body.len()).unwrap_or(u32::MAX));
+    buf.set_message_type(kind);
+    buf.set_flags(flags | NLM_F_REQUEST);
+    msg
+}
+
+/// A dump request (`NLM_F_DUMP`).
+pub fn dump_request(kind: u16, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    request(kind, NLM_F_DUMP, family, attrs)
+}
+
+/// Appends one attribute, padded to 4 bytes.
+pub fn push_attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    out.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len() + (len.next_multiple_of(4) - len), 0);
+}
+
+/// Appends a nested attribute built by `inner`.
+pub fn push_nested(out: &mut Vec<u8>, kind: u16, inner: impl FnOnce(&mut Vec<u8>)) {
+    let mut value = Vec::new();
+    inner(&mut value);
+    push_attr(out, kind | NLA_F_NESTED, &value);
+}
+
+/// Sends `request` and hands every reply message (type, and the payload
+/// after the nfgenmsg header) to `each`, until the dump is done. A kernel
+/// error ends it as an `io::Error` with the kernel's errno.
+pub fn dump(request: &[u8], each: &mut dyn FnMut(u16, &[u8]) -> io::Result<()>) -> io::Result<()> {
+    let socket = socket()?;
+    socket.send(request, 0)?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    loop {
+        buf.clear();
+        socket.recv(&mut buf, 0)?;
+        if walk_datagram(&buf, each)? == Reply::Done {
+            return Ok(());
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    More,
+    Done,
+}
+
+pub fn malformed(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("malformed netfilter netlink reply: {what}"))
+}
+
+/// The messages of one datagram (several netlink messages, 4-byte aligned).
+pub fn walk_datagram(buf: &[u8], each: &mut dyn FnMut(u16, &[u8]) -> io::Result<()>) -> io::Result<Reply> {
+    let mut offset = 0;
+    while offset + NLMSG_HDRLEN <= buf.len() {
+        let msg = NetlinkBuffer::new_checked(&buf[offset..]).map_err(|e| malformed(&e.to_string()))?;
+        let len = msg.length() as usize;
+        let payload = &buf[offset + NLMSG_HDRLEN..offset + len];
+        match msg.message_type() {
+            NLMSG_DONE => return Ok(Reply::Done),
+            NLMSG_ERROR => {
+                let errno = payload
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                    .ok_or_else(|| malformed("error message"))?;
+                // An acknowledgement (errno 0) ends nothing in a dump.
+                if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+            }
+            kind => each(kind, payload.get(NFGENMSG_LEN..).ok_or_else(|| malformed("short message"))?)?,
+        }
+        offset += len.next_multiple_of(4);
+    }
+    Ok(Reply::More)
+}
+
+/// The attributes of `bytes` as (kind without flags, value).
+pub fn attrs(bytes: &[u8]) -> impl Iterator<Item = io::Result<(u16, &[u8])>> {
+    NlasIterator::new(bytes).map(|a| {
+        let a = a.map_err(|e| malformed(&e.to_string()))?;
+        let (kind, len) = (a.kind() & NLA_TYPE_MASK, usize::from(a.length()));
+        // The value borrows from `bytes`, not from the iterator's buffer.
+        let whole: &[u8] = a.into_inner();
+        Ok((kind, whole.get(4..len).ok_or_else(|| malformed("attribute length"))?))
+    })
+}
+
+/// The value of the first attribute of kind `kind`.
+pub fn attr(bytes: &[u8], kind: u16) -> io::Result<Option<&[u8]>> {
+    for a in attrs(bytes) {
+        let (k, v) = a?;
+        if k == kind {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// A NUL-terminated string attribute.
+pub fn str_value(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned()
+}
+
+pub fn be_u32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+pub fn be_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// One netlink message of `kind` around `body` (which starts with its nfgenmsg).
+    pub fn message(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = request(kind, 0, 0, &[]);
+        m.truncate(NLMSG_HDRLEN);
+        m.extend_from_slice(body);
+        let len = u32::try_from(m.len()).unwrap();
+        m[..4].copy_from_slice(&len.to_ne_bytes());
+        m.resize(m.len().next_multiple_of(4), 0);
+        m
+    }
+
+    #[test]
+    fn requests_round_trip_through_the_attribute_walk() {
+        let req = dump_request(10 << 8 | 7, 1, &[(1, b"phantomc\0"), (2, b"in")]);
+        assert_eq!(req.len() % 4, 0);
+        assert_eq!(u32::from_ne_bytes(req[..4].try_into().unwrap()) as usize, req.len());
+        let body = &req[NLMSG_HDRLEN + NFGENMSG_LEN..];
+        let found: Vec<(u16, Vec<u8>)> =
+            attrs(body).map(|a| a.map(|(k, v)| (k, v.to_vec()))).collect::<Result<_, _>>().unwrap();
+        assert_eq!(found, vec![(1, b"phantomc\0".to_vec()), (2, b"in".to_vec())]);
+        assert_eq!(attr(body, 2).unwrap(), Some(&b"in"[..]));
+        assert_eq!(str_value(attr(body, 1).unwrap().unwrap()), "phantomc");
+    }
+
+    #[test]
+    fn datagrams_end_at_done_and_report_kernel_errors() {
+        let mut seen = Vec::new();
+        let mut dgram = [message(0x0a06, &[1, 0, 0, 0, 9]), message(0x0a06, &[1, 0, 0, 0])].concat();
+        let r = walk_datagram(&dgram, &mut |k, p| {
+            seen.push((k, p.len()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(r, Reply::More);
+        assert_eq!(seen, vec![(0x0a06, 1), (0x0a06, 0)]);
+        dgram.extend(message(NLMSG_DONE, &[0; 4]));
+        dgram.extend(message(0x0a06, &[1, 0, 0, 0]));
+        seen.clear();
+        assert_eq!(
+            walk_datagram(&dgram, &mut |k, p| {
+                seen.push((k, p.len()));
+                Ok(())
+            })
+            .unwrap(),
+            Reply::Done
+        );
+        assert_eq!(seen.len(), 2, "nothing after DONE belongs to the dump");
+        let eperm = message(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
+        let err = walk_datagram(&eperm, &mut |_, _| Ok(())).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        let mut cut = message(0x0a06, &[1, 0, 0, 0]);
+        cut[0] = 200; // claims more bytes than the datagram holds
+        assert!(walk_datagram(&cut, &mut |_, _| Ok(())).is_err());
+    }
+}
