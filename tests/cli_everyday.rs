@@ -44,3 +44,36 @@ fn without_environment_the_service_policy_path_is_used() {
         assert!(text(&out).contains("/etc/phantomc/policy.pf"), "{args:?} names the default path: {}", text(&out));
     }
 }
+
+#[test]
+fn feeds_list_json_has_the_documented_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().to_str().expect("path");
+    let out = phantomc(&["feeds", "list", "policies/feed-blocklist.pf", "--state-dir", state, "--format", "json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = v.as_array().expect("array");
+    assert!(!rows.is_empty(), "the policy declares a feed");
+    for r in rows {
+        let mut keys: Vec<&str> = r.as_object().expect("object").keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "checked_at",
+                "fetched_at",
+                "ipv4",
+                "ipv6",
+                "message",
+                "name",
+                "next_update_at",
+                "provider",
+                "source",
+                "status"
+            ]
+        );
+        assert_eq!((r["status"].as_str(), &r["ipv4"]), (Some("not-fetched"), &serde_json::Value::Null), "{r}");
+    }
+    let out = phantomc(&["feeds", "list", "--state-dir", state, "--format", "json"], &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n", "an empty cache is an empty list");
+}

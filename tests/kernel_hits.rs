@@ -63,6 +63,15 @@ fn hits_count_every_line_on_live_traffic() {
         "{text}"
     );
 
+    // status --format json: the documented fields, exit 0 in sync.
+    let out = lab.srv.phantomc(&["status", WEB, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    let mut keys: Vec<&str> = status.as_object().expect("object").keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["drift", "entries", "policy", "rules", "state", "table", "watch"]);
+    assert_eq!((status["state"].as_str(), status["rules"].as_u64()), (Some("in-sync"), Some(15)), "{status}");
+
     // --watch refreshes; counters only grow.
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);
     let docs = hits_json(&lab, &["--watch", "1", "--iterations", "2"]);

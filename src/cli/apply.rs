@@ -55,6 +55,9 @@ pub struct StatusArgs {
     /// [default: /run/phantomc/health-<table>.json].
     #[arg(long)]
     pub state_file: Option<PathBuf>,
+    /// Output format (JSON fields in docs/guide/compile-apply-status.md).
+    #[arg(long, value_enum, default_value_t = super::explain::TextOrJson::Text)]
+    pub format: super::explain::TextOrJson,
 }
 
 #[derive(clap::Args, Debug)]
@@ -261,6 +264,9 @@ fn main_file(c: &Compiled) -> String {
 }
 
 pub fn status(args: &StatusArgs) -> CmdResult {
+    if args.format == super::explain::TextOrJson::Json {
+        return status_json(args);
+    }
     let compiled = ir::compile_file(&args.policy.path());
     // A watch service's state comes first: it also explains a policy that
     // no longer compiles.
@@ -289,6 +295,30 @@ pub fn status(args: &StatusArgs) -> CmdResult {
             Ok(ExitCode::from(EXIT_DRIFT))
         }
     }
+}
+
+/// `status --format json`: one object, same exit codes as the text form.
+fn status_json(args: &StatusArgs) -> CmdResult {
+    let compiled = ir::compile_file(&args.policy.path())?;
+    let table = &compiled.ruleset.table;
+    let health_file = args.state_file.clone().unwrap_or_else(|| watch::default_state_file(table));
+    let health = watch::read_health(&health_file).ok();
+    let (state, rules, entries, drift) = match loader::status(&Nft::default(), &compiled).map_err(system)? {
+        Status::NotLoaded => ("not-loaded", None, None, None),
+        Status::InSync { rules, entries } => ("in-sync", Some(rules), Some(entries), None),
+        Status::Drifted(diff) => ("drifted", None, None, Some(diff)),
+    };
+    let doc = serde_json::json!({
+        "table": table,
+        "policy": main_file(&compiled),
+        "state": state,
+        "rules": rules,
+        "entries": entries,
+        "drift": drift,
+        "watch": health,
+    });
+    println!("{doc}");
+    Ok(if state == "in-sync" { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DRIFT) })
 }
 
 pub fn disable(args: &DisableArgs) -> CmdResult {

@@ -46,6 +46,9 @@ pub struct UpdateArgs {
 pub struct ListArgs {
     /// A policy: list its feeds, also those never fetched (default: every cached feed).
     pub policy: Option<PathBuf>,
+    /// Output format (JSON fields in docs/guide/feeds.md).
+    #[arg(long, value_enum, default_value_t = super::explain::TextOrJson::Text)]
+    pub format: super::explain::TextOrJson,
     #[command(flatten)]
     pub state_dir: super::args::StateDirArg,
 }
@@ -217,6 +220,28 @@ fn list(a: &ListArgs) -> CmdResult {
             })
             .map_err(Failure::System)?,
     };
+    if a.format == super::explain::TextOrJson::Json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let m = r.meta.as_ref();
+                serde_json::json!({
+                    "name": r.name,
+                    "source": r.source,
+                    "provider": r.provider,
+                    "ipv4": m.map(|m| m.v4),
+                    "ipv6": m.map(|m| m.v6),
+                    "fetched_at": m.map(|m| m.fetched_at).filter(|&t| t > 0),
+                    "checked_at": m.map(|m| m.checked_at).filter(|&t| t > 0),
+                    "status": m.map_or("not-fetched", |m| m.status.as_str()),
+                    "message": m.and_then(|m| m.message.clone()),
+                    "next_update_at": r.next,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(ExitCode::SUCCESS);
+    }
     if rows.is_empty() {
         println!("no feeds cached in {}", cache.dir.display());
         return Ok(ExitCode::SUCCESS);
