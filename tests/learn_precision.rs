@@ -143,3 +143,47 @@ fn review_dates_count_from_when_learn_ran() {
     let p = propose_with(CLOSED, &r, &ctx);
     assert!(p.new_text.contains("review by 2026-01-31T00:00:00Z"), "{}", p.new_text);
 }
+
+#[test]
+fn baseline_is_learned_then_compared_and_a_bad_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.pf");
+    std::fs::write(&policy, CLOSED).unwrap();
+    let baseline = dir.path().join("state/learn/baseline.json");
+    let learn = |capture: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_phantomc"))
+            .arg("learn")
+            .arg(data(capture))
+            .arg("--policy")
+            .arg(&policy)
+            .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The learning phase: benign SSH sessions become the baseline.
+    let out = learn("zeek/ssh-ssh.pcap", &["--update-baseline"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&baseline).unwrap()).unwrap();
+    assert_eq!(saved["version"], 1);
+    assert_eq!(saved["services"]["tcp/22"]["clients"].as_array().unwrap().len(), 4);
+    // The guesser is stated against it.
+    let out = learn("zeek/ssh-sshguess.pcap", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("  compared: tcp/22: this source 9.9/min, 3211 server bytes per connection, 100% failed"),
+        "{err}"
+    );
+    assert!(err.contains("baseline (1 updates, 4 clients)"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("#   compared: tcp/22"), "the evidence carries it");
+    // A damaged baseline is refused with its path and why; nothing is proposed.
+    std::fs::write(&baseline, "{\"version\": 1, \"updates\": 3, \"serv").unwrap();
+    let out = learn("zeek/ssh-sshguess.pcap", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}: not a phantomc baseline", baseline.display())), "{err}");
+    assert!(out.stdout.is_empty());
+    std::fs::write(&baseline, "{\"version\": 2}").unwrap();
+    let err = String::from_utf8_lossy(&learn("zeek/ssh-sshguess.pcap", &[]).stderr).to_string();
+    assert!(err.contains("baseline format version 2, this phantomc reads version 1"), "{err}");
+}

@@ -48,6 +48,15 @@ pub struct LearnArgs {
     /// what the detectors saw, or to score the flows with another model).
     #[arg(long, value_name = "PATH")]
     pub dump_flows: Option<PathBuf>,
+    /// Behaviour baseline to compare flagged sources with
+    /// [default: <state-dir>/learn/baseline.json, when it exists].
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
+    /// Add this run's unflagged clients to the baseline and save it.
+    #[arg(long)]
+    pub update_baseline: bool,
+    #[command(flatten)]
+    pub state_dir: super::args::StateDirArg,
 }
 
 pub fn run(args: &LearnArgs) -> CmdResult {
@@ -79,13 +88,14 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     }
     let flows = capture.flows.len();
     dump_flows(args, &capture.flows)?;
+    let observed = learn::baseline::observe(&capture.flows, &cfg);
     let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg, &args.hosts);
     let elapsed = started.elapsed().as_secs_f64();
     eprint!("{}", summary(&capture, flows, &report, elapsed));
     let name = capture_path
         .file_name()
         .map_or_else(|| capture_path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    propose_from(args, &cfg, &report, &name)
+    propose_from(args, &cfg, &report, &observed, &name)
 }
 
 /// `learn --conntrack`: this namespace's conntrack table, plus with --watch
@@ -125,16 +135,34 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
         hosts = local_addresses().unwrap_or_default().into_iter().filter(|a| !a.is_loopback()).collect();
     }
     dump_flows(args, &flows)?;
+    let observed = learn::baseline::observe(&flows, cfg);
     let report = learn::analyze(flows, cfg, &hosts);
     let entries = format!("{} live, {} destroyed while watching", watched.live.len(), watched.destroyed.len());
     eprint!("{}", table(&[("entries", entries)], &flow_count.to_string(), &report, started.elapsed().as_secs_f64()));
-    propose_from(args, cfg, &report, "the conntrack table")
+    propose_from(args, cfg, &report, &observed, "the conntrack table")
 }
 
 /// Findings on stderr, then the proposal printed or written.
-fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &str) -> CmdResult {
+fn propose_from(
+    args: &LearnArgs,
+    cfg: &Config,
+    report: &learn::Report,
+    observed: &learn::baseline::Observations,
+    name: &str,
+) -> CmdResult {
+    let baseline_path = args.baseline.clone().unwrap_or_else(|| {
+        // The state directory's root: the feed cache's parent.
+        let feeds = args.state_dir.feeds_dir();
+        feeds.parent().unwrap_or(&feeds).join("learn").join("baseline.json")
+    });
+    let mut baseline = learn::baseline::Baseline::load(&baseline_path).map_err(|e| Failure::System(e.to_string()))?;
+    let mut ctx = context(args, report);
     for f in &report.findings {
         eprintln!("flagged {} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold);
+        if let Some(vs) = baseline.compare(f.source, observed) {
+            eprintln!("  compared: {vs}");
+            ctx.notes.insert(f.source, vs);
+        }
     }
     if !report.ranking.is_empty() {
         eprintln!("ML ranking (advisory, never blocks on its own): most unusual sources");
@@ -144,7 +172,6 @@ fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &s
             eprintln!("  {:<40} {:<8} {}", r.source, mark, learn::score::explain(r, i, report.ranking.len()));
         }
     }
-    let ctx = context(args, report);
     let policy = super::args::resolve_policy(args.policy.as_deref());
     let proposal = propose::propose(&policy, report, cfg, name, &ctx).map_err(|e| match e {
         propose::ProposeError::Load(l) => Failure::from(l),
@@ -161,6 +188,11 @@ fn propose_from(args: &LearnArgs, cfg: &Config, report: &learn::Report, name: &s
     }
     for w in &proposal.warnings {
         eprintln!("phantomc: warning: {w}");
+    }
+    if args.update_baseline {
+        baseline.update(observed, &report.flagged().into_iter().collect());
+        baseline.save(&baseline_path).map_err(|e| Failure::System(e.to_string()))?;
+        eprintln!("baseline {} updated ({} updates)", baseline_path.display(), baseline.updates);
     }
     if proposal.diff.is_empty() {
         eprintln!("nothing to propose: {} already covers this traffic", policy.display());
@@ -246,7 +278,7 @@ fn context(args: &LearnArgs, report: &learn::Report) -> propose::Context {
         }
     }
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-    propose::Context { protected, now_us }
+    propose::Context { protected, now_us, notes: Default::default() }
 }
 
 /// `ip -j ARGS` as JSON objects; empty when `ip` is missing or fails.

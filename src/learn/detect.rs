@@ -323,7 +323,7 @@ fn syn_flood(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
 /// A completed session to an authentication service that ended before a
 /// login could have worked: refused or reset by the server, or short and
 /// with fewer server bytes than a successful login sends.
-fn failed_login(f: &Flow, cfg: &Config) -> bool {
+pub(crate) fn failed_login(f: &Flow, cfg: &Config) -> bool {
     let c = &cfg.brute_force;
     let Some(&success_bytes) = c.services.get(&f.server.port()) else { return false };
     if f.proto != TCP {

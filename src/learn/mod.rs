@@ -7,6 +7,7 @@
 //! [`propose`] (the policy diff). Other flow sources (conntrack) enter at
 //! [`analyze`] with the same [`Flow`] records.
 
+pub mod baseline;
 pub mod config;
 pub mod conntrack;
 pub mod decode;

@@ -88,6 +88,8 @@ pub struct Context {
     pub protected: Protected,
     /// When `learn` ran (µs since the epoch): review dates count from it.
     pub now_us: u64,
+    /// Extra evidence per source (the baseline comparison), one line each.
+    pub notes: BTreeMap<IpAddr, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +193,7 @@ pub fn propose(
         }
     }
     let blocked: Vec<IpAddr> = by_source.keys().copied().collect();
-    let entries: String = by_source.iter().map(|(ip, fs)| block_entry(*ip, fs, report, cfg, ctx.now_us)).collect();
+    let entries: String = by_source.iter().map(|(ip, fs)| block_entry(*ip, fs, report, cfg, ctx)).collect();
 
     let mut inserts: Vec<(usize, String)> = Vec::new();
     if !entries.is_empty() {
@@ -259,11 +261,11 @@ pub fn propose(
 }
 
 /// One element of the learned set with its evidence as comments.
-fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config, now_us: u64) -> String {
+fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config, ctx: &Context) -> String {
     let last = findings.iter().map(|f| f.last_seen_us).max().unwrap_or(0);
     let first = findings.iter().map(|f| f.first_seen_us).min().unwrap_or(0);
     // From when learn ran: a proposal from an old capture is not born expired.
-    let review = now_us + cfg.propose.block_expiry_days * 86_400 * 1_000_000;
+    let review = ctx.now_us + cfg.propose.block_expiry_days * 86_400 * 1_000_000;
     let confidence = findings.iter().map(|f| f.confidence).fold(0.0, f64::max);
     let mut out = format!(
         "    # {ip}: {} (confidence {confidence:.2}); seen {} .. {}; review by {}\n",
@@ -281,6 +283,9 @@ fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config,
         for e in &f.examples {
             out.push_str(&format!("    #     e.g. {e}\n"));
         }
+    }
+    if let Some(note) = ctx.notes.get(&ip) {
+        out.push_str(&format!("    #   compared: {note}\n"));
     }
     if let Some((i, r)) = report.ranking.iter().enumerate().find(|(_, r)| r.source == ip) {
         out.push_str(&format!("    #   ml (advisory): {}\n", super::score::explain(r, i, report.ranking.len())));
