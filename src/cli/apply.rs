@@ -303,11 +303,12 @@ fn status_json(args: &StatusArgs) -> CmdResult {
     let table = &compiled.ruleset.table;
     let health_file = args.state_file.clone().unwrap_or_else(|| watch::default_state_file(table));
     let health = watch::read_health(&health_file).ok();
-    let (state, rules, entries, drift) = match loader::status(&Nft::default(), &compiled).map_err(|e| failure(e, &compiled))? {
-        Status::NotLoaded => ("not-loaded", None, None, None),
-        Status::InSync { rules, entries } => ("in-sync", Some(rules), Some(entries), None),
-        Status::Drifted(diff) => ("drifted", None, None, Some(diff)),
-    };
+    let (state, rules, entries, drift) =
+        match loader::status(&Nft::default(), &compiled).map_err(|e| failure(e, &compiled))? {
+            Status::NotLoaded => ("not-loaded", None, None, None),
+            Status::InSync { rules, entries } => ("in-sync", Some(rules), Some(entries), None),
+            Status::Drifted(diff) => ("drifted", None, None, Some(diff)),
+        };
     let doc = serde_json::json!({
         "table": table,
         "policy": main_file(&compiled),

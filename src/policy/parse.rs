@@ -122,6 +122,43 @@ fn describe_expected(rules: &[Rule]) -> String {
     }
 }
 
+/// Words that start a statement or a rule clause, for "did you mean".
+const KEYWORDS: [&str; 33] = [
+    "pass",
+    "block",
+    "reject",
+    "in",
+    "out",
+    "forward",
+    "on",
+    "ipv4",
+    "ipv6",
+    "proto",
+    "from",
+    "to",
+    "port",
+    "icmp-type",
+    "state",
+    "limit",
+    "burst",
+    "per-source",
+    "log",
+    "counter",
+    "nocounter",
+    "label",
+    "define",
+    "include",
+    "set",
+    "feed",
+    "policy",
+    "table",
+    "test",
+    "masquerade",
+    "snat",
+    "dnat",
+    "allow-always",
+];
+
 fn syntax_help(found: &str) -> Option<String> {
     Some(match found {
         "allow" | "accept" | "permit" => "rules start with `pass`, `block` or `reject`".into(),
@@ -133,7 +170,9 @@ fn syntax_help(found: &str) -> Option<String> {
         _ if found.contains(':') && found.chars().all(|c| c.is_ascii_digit() || c == ':') => {
             "port ranges are written with a dash: `1024-65535`".into()
         }
-        _ => return None,
+        // A keyword in the wrong place is not a typo.
+        _ if KEYWORDS.contains(&found) => return None,
+        _ => format!("did you mean `{}`?", crate::diag::suggest(found, KEYWORDS.iter().copied())?),
     })
 }
 
