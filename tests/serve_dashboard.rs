@@ -114,6 +114,7 @@ fn dashboard_renders_live_counts_blocks_and_proposals() {
         "get/api/v1/proposals",
         "post/api/v1/block",
         "post/api/v1/unblock",
+        "get/metrics",
     ] {
         assert!(docs.contains(&format!(r#"id="{op}""#)), "{op} on the docs page: {docs}");
     }
