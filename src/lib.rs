@@ -7,6 +7,8 @@ pub mod analyze;
 pub mod cli;
 pub mod diag;
 pub mod feeds;
+pub mod guard;
+pub mod host;
 pub mod ir;
 pub mod learn;
 pub mod netlink;

@@ -70,7 +70,7 @@ fn feed_update_swaps_the_set_in_place() {
     let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(
-        stderr(&out).contains("10.10.0.0/24 not blocked, it is trusted by allow-always (feed entry 10.10.0.0/16"),
+        stderr(&out).contains("10.10.0.0/24 not blocked, it is protected: allow-always (feed entry 10.10.0.0/16"),
         "{}",
         stderr(&out)
     );

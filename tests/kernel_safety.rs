@@ -150,7 +150,8 @@ fn a_policy_that_would_cut_the_operator_session_is_refused() {
     let cut = write_policy("cut", "policy input block\npass in on lo\npass in proto tcp to port 80\n");
     let out = lab.srv.phantomc(&["apply", "--keep", &keep, &cut]);
     assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
-    assert!(stderr(&out).contains("would cut your own connection"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("would cut off your session tcp 10.10.0.2:"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("would cut off new logins from 10.10.0.2 to port 22"), "{}", stderr(&out));
     assert!(stderr(&out).contains("the default input policy drops its incoming packets"), "{}", stderr(&out));
     assert!(in_sync_with(&lab.srv, WEB), "nothing was applied");
     assert!(ssh.round_trip(b"still here"));

@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use phantomc::guard::Kind;
 use phantomc::ir::{self, eval};
 use phantomc::learn::{self, propose, Config, Detector, Report};
 
@@ -116,7 +117,7 @@ fn protected_sources_are_never_proposed_and_the_reason_is_given() {
         assert!(!p.new_text.contains("learned_block"), "{}", p.new_text);
     }
     let mut ctx = propose::Context::default();
-    ctx.protected.add(ip("192.168.56.1").into(), "your SSH client");
+    ctx.protected.add(ip("192.168.56.1").into(), Kind::Operator, "your SSH client");
     let p = propose_with(CLOSED, &r, &ctx);
     assert!(p.blocked.is_empty());
     assert_eq!(p.spared[0].why, "your SSH client");

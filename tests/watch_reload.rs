@@ -276,7 +276,7 @@ fn fifty_reloads_under_a_live_stream_lose_nothing() {
         latencies.push(time_until_live(&lab.srv, marker(generation), since));
     }
     let h = lab.wait_health("all reloads counted", |h| h.reloads == 1 + RELOADS as u64);
-    assert_eq!((h.failures, h.last_error.as_deref()), (1, None), "a good edit clears the error");
+    assert_eq!((h.failures, h.last_error.as_deref()), (1, None), "a good edit clears the error; log:\n{}", lab.log());
 
     // The same text again compiles to the loaded ruleset: nothing reloads.
     save(&policy_path, &policy(RELOADS), false);
@@ -334,7 +334,7 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     std::fs::create_dir(lab.path("feeds")).unwrap();
     std::fs::write(lab.path("feeds/drop.txt"), "192.0.2.0/24\n").unwrap();
     let with = |inc: &str| {
-        format!("include \"{inc}\"\nfeed drop {{ source \"feeds/drop.txt\"; format plain }}\nblock in from <drop>\n")
+        format!("pass in on lo\ninclude \"{inc}\"\nfeed drop {{ source \"feeds/drop.txt\"; format plain }}\nblock in from <drop>\n")
     };
     std::fs::write(&main, with("a.pf")).unwrap();
     // The feed's cached copy (from `feeds update`) fills its set on load.

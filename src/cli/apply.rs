@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{CmdResult, Failure};
-use crate::diag::{render_terminal, Diag};
-use crate::ir::eval::{self, SetContents};
-use crate::ir::{self, Action, Compiled, Hook};
+use crate::diag::render_terminal;
+use crate::guard::{self, Operator, Protected, SSH_PORT};
+use crate::ir::{self, Compiled};
 use crate::nft::apply::{self as loader, ApplyError, Status};
 use crate::nft::kernel::{self, Snapshot};
 use crate::nft::rollback::{self, Phase};
-use crate::nft::session::Session;
 use crate::nft::{self, Nft, NftError};
 use crate::watch;
 
@@ -88,20 +87,27 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     super::warn_expired(&compiled);
     let nft = Nft::default();
     // Feed sets get their cached copies, so a reload never empties them.
-    let kept = super::feeds::apply_elements(&compiled.ruleset, args.state_dir.given())?;
+    let operator = Operator::discover(args.keep.as_deref(), SSH_PORT).map_err(Failure::System)?;
+    let protected = Protected::gather(Some(&compiled.ruleset), &operator);
+    let kept = super::feeds::apply_elements(&compiled.ruleset, &protected, args.state_dir.given())?;
     let prepared = loader::prepare_with(&compiled, kept);
     let table = &prepared.table.name;
-    if let Some(session) = Session::current(args.keep.as_deref()).map_err(Failure::System)? {
-        match lockout(&compiled, &session, &prepared.kept) {
-            Some(diag) if !args.force => {
-                return Err(Failure::Policy(format!(
-                    "{}refused: nothing was changed (use --force to apply anyway)\n",
-                    render_terminal(&[diag], &compiled.sources)
-                )))
+    match guard::check(&compiled.ruleset, &prepared.kept.contents(), &operator) {
+        Ok(checked) => {
+            for kept in &checked.kept {
+                println!("checked: the new policy keeps {kept}, and new logins from its client");
             }
-            Some(_) => eprintln!("warning: {session} would be dropped; applying anyway (--force)"),
-            None => println!("checked: the new policy keeps {session}"),
+            if let Some(note) = checked.unchecked {
+                eprintln!("warning: {note}");
+            }
         }
+        Err(refusal) if !args.force => {
+            return Err(Failure::Policy(format!(
+                "{}refused: nothing was changed (use --force to apply anyway)\n",
+                render_terminal(&refusal.diags(&compiled.ruleset), &compiled.sources)
+            )))
+        }
+        Err(refusal) => eprintln!("warning: {refusal}; applying anyway (--force)"),
     }
     if args.dry_run {
         // The scratch load also proves that nft takes the ruleset.
@@ -197,43 +203,6 @@ fn await_confirmation(state: &Path, table: &str, timeout: u32) -> CmdResult {
 /// `y` or `yes`, any case: the answer that keeps a ruleset.
 fn is_yes(line: &str) -> bool {
     matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
-}
-
-/// Would the policy drop the operator's own established connection? Returns
-/// the reason, pointing at the deciding rule (or default policy).
-fn lockout(compiled: &Compiled, session: &Session, kept: &nft::Elements) -> Option<Diag> {
-    let rs = &compiled.ruleset;
-    let dev = route_dev(session.client.ip());
-    let sets: SetContents = kept.by_set.iter().map(|(k, v)| (k.clone(), v.iter().map(|e| e.net).collect())).collect();
-    for packet in eval::established_tcp(session.client, session.server, dev.clone(), dev.clone()) {
-        let d = eval::decide(rs, &packet, &sets);
-        if d.verdict == Action::Pass && !d.rate_limited {
-            continue;
-        }
-        let way = if packet.hook == Hook::Input { "incoming" } else { "outgoing" };
-        let (span, who) = match eval::deciding_rule(rs, &packet, &d) {
-            Some(rule) => (Some(rule.origin.span), format!("rule {}", rule.origin.id)),
-            None => (
-                rs.chain(packet.hook).policy.origin.as_ref().map(|o| o.span),
-                format!("the default {} policy", packet.hook.name()),
-            ),
-        };
-        let what = if d.verdict == Action::Pass { "passes only while under its rate limit" } else { "drops" };
-        let message = format!("this policy would cut your own connection {session}");
-        let label = format!("{who} {what} its {way} packets");
-        let help = "fix the policy, give the right session with --keep, or use --force (with --confirm, to be safe)";
-        // A built-in default policy has no line: point at the top of the file.
-        return Some(Diag::error("lockout", span.unwrap_or_default(), message, label).with_help(help));
-    }
-    None
-}
-
-/// The interface the kernel would use to reach `ip` (`ip route get`).
-fn route_dev(ip: std::net::IpAddr) -> Option<String> {
-    let out = std::process::Command::new("ip").args(["route", "get", &ip.to_string()]).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    words.find(|w| *w == "dev").and(words.next()).map(str::to_string)
 }
 
 fn print_change(c: &Compiled, prepared: &loader::Prepared, live: Option<&Snapshot>, new: &Snapshot) {

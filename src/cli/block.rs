@@ -10,6 +10,8 @@ use ipnet::IpNet;
 use super::args::PolicyArg;
 use super::explain::TextOrJson;
 use super::{CmdResult, Failure};
+use crate::guard::{Operator, Protected, SSH_PORT};
+use crate::ir;
 pub use crate::nft::block::parse_duration;
 use crate::nft::block::{self, parse_net, Outcome};
 use crate::nft::{Nft, NftError};
@@ -43,6 +45,17 @@ pub struct BlockArgs {
     /// phantomc's table.
     #[arg(long, default_value = "phantomc")]
     pub table: String,
+    /// The policy, so its `allow-always` networks and passed sources are
+    /// protected too (loopback, this host, its gateways and your session
+    /// always are).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Your own connection, `CLIENT:PORT -> SERVER:PORT`; default: $SSH_CONNECTION.
+    #[arg(long)]
+    pub keep: Option<String>,
+    /// Block even a protected address or an over-broad network.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -128,6 +141,20 @@ fn report(outcome: &Outcome, reason: Option<&str>) -> CmdResult {
 
 pub fn block(args: &BlockArgs) -> CmdResult {
     let nets = args.addresses.read()?;
+    let operator = Operator::discover(args.keep.as_deref(), SSH_PORT).map_err(Failure::System)?;
+    let compiled = args.policy.as_deref().map(ir::compile_file).transpose()?;
+    let protected = Protected::gather(compiled.as_ref().map(|c| &c.ruleset), &operator);
+    let refusals: Vec<String> =
+        nets.iter().filter_map(|&n| protected.check_block(n).err()).map(|r| r.to_string()).collect();
+    if !refusals.is_empty() {
+        if !args.force {
+            return Err(Failure::Policy(format!(
+                "refused: {}; nothing was changed (use --force to block anyway)\n",
+                refusals.join("; ")
+            )));
+        }
+        eprintln!("warning: {}; blocking anyway (--force)", refusals.join("; "));
+    }
     let reason = args.reason.as_deref();
     let outcome =
         block::block_many(&Nft::default(), &args.table, &args.set, &nets, args.timeout, reason).map_err(sys)?;

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use super::{CmdResult, Failure};
 use crate::feeds;
+use crate::guard::Protected;
 use crate::ir::{self, Compiled};
 use crate::nft;
 
@@ -34,7 +35,9 @@ pub fn run(args: &CompileArgs) -> CmdResult {
     let extra = match args.state_dir.given() {
         Some(_) => {
             let cache = feeds::cache::Cache::new(args.state_dir.feeds_dir());
-            let (elements, warnings) = feeds::cached_elements(&compiled.ruleset, &cache).map_err(Failure::System)?;
+            let (elements, warnings) =
+                feeds::cached_elements(&compiled.ruleset, &Protected::of_policy(&compiled.ruleset), &cache)
+                    .map_err(Failure::System)?;
             warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             elements
         }

@@ -10,6 +10,7 @@ use super::{CmdResult, Failure};
 use crate::feeds::cache::{Cache, Meta};
 use crate::feeds::update::{self, Outcome, SetLoad};
 use crate::feeds::{self, normalize, FeedConfig, Format};
+use crate::guard::{Operator, Protected, SSH_PORT};
 use crate::ir::{self, nft_set_name, Family, Ruleset};
 use crate::nft::{Elements, Nft};
 
@@ -113,7 +114,12 @@ fn update(a: &UpdateArgs) -> CmdResult {
     }
     let cache = Cache::new(a.state_dir.feeds_dir());
     let now = update::now();
-    let runs = update::update_feeds(&Nft::default(), rs, &configs, &cache, now, a.due).map_err(Failure::System)?;
+    let operator = Operator::discover(None, SSH_PORT).map_err(Failure::System)?;
+    let runs =
+        update::update_feeds(&Nft::default(), rs, &configs, &cache, now, a.due, &operator).map_err(Failure::System)?;
+    if let Some(note) = operator.unchecked_note() {
+        eprintln!("note: {note}");
+    }
     let mut refused = 0;
     for (cfg, run) in configs.iter().zip(&runs) {
         let Some(report) = &run.report else {
@@ -162,8 +168,8 @@ fn update(a: &UpdateArgs) -> CmdResult {
 
 /// Live feed sets from the kernel, overridden by each feed's cached copy:
 /// what `apply` loads, so a reload never empties a feed set.
-pub fn apply_elements(rs: &Ruleset, state_dir: Option<&Path>) -> Result<Elements, Failure> {
-    let (kept, warnings) = feeds::load_elements(rs, state_dir).map_err(Failure::System)?;
+pub fn apply_elements(rs: &Ruleset, protected: &Protected, state_dir: Option<&Path>) -> Result<Elements, Failure> {
+    let (kept, warnings) = feeds::load_elements(rs, protected, state_dir).map_err(Failure::System)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }

@@ -1,13 +1,16 @@
 //! `learn`: replay a capture through the learner and propose a policy diff.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{CmdResult, Failure};
+use crate::guard::{self, Kind, Operator, Protected, SSH_PORT};
+use crate::host;
+use crate::ir;
 use crate::learn::conntrack::{self, StateTimeouts, Watched};
 use crate::learn::{self, propose, Config};
 
@@ -132,7 +135,8 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
     // Conntrack is this host's own table: its addresses are the host.
     let mut hosts = args.hosts.clone();
     if hosts.is_empty() {
-        hosts = local_addresses().unwrap_or_default().into_iter().filter(|a| !a.is_loopback()).collect();
+        hosts =
+            host::addresses().unwrap_or_default().into_iter().map(|a| a.addr).filter(|a| !a.is_loopback()).collect();
     }
     dump_flows(args, &flows)?;
     let observed = learn::baseline::observe(&flows, cfg);
@@ -197,6 +201,7 @@ fn propose_from(
     if proposal.diff.is_empty() {
         eprintln!("nothing to propose: {} already covers this traffic", policy.display());
     } else if args.write {
+        refuse_lockout(&policy, &proposal)?;
         std::fs::write(&policy, &proposal.new_text)
             .map_err(|e| Failure::System(format!("{}: {e}", policy.display())))?;
         eprintln!(
@@ -209,6 +214,24 @@ fn propose_from(
         print!("{}", proposal.diff);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lockout guard on a proposal about to be written: a learned block of
+/// a protected source, or a rewrite that would cut off loopback or the
+/// operator, writes nothing.
+fn refuse_lockout(policy: &Path, proposal: &propose::Proposal) -> Result<(), Failure> {
+    let before = ir::compile_file(policy)?.ruleset;
+    let after = ir::compile_text_at(policy, proposal.new_text.clone())
+        .map_err(|e| Failure::System(format!("the proposed policy does not compile: {e}")))?
+        .ruleset;
+    let operator = Operator::discover(None, SSH_PORT).map_err(Failure::System)?;
+    guard::check_rewrite(&before, &after, &proposal.blocked, &operator).map(drop).map_err(|reasons| {
+        Failure::Policy(format!(
+            "refused to write {}: {}\nnothing was written; review the proposal without --write\n",
+            policy.display(),
+            reasons.join("; ")
+        ))
+    })
 }
 
 /// A progress bar on stderr, only when stderr is a terminal.
@@ -254,62 +277,22 @@ fn table(input: &[(&str, String)], flows: &str, report: &learn::Report, secs: f6
 }
 
 /// What is never proposed for blocking beyond the built-ins and the policy's
-/// trusted sources, and when learn ran.
+/// trusted sources (this host, its gateways, the operator's SSH clients,
+/// `--host`), and when learn ran.
 fn context(args: &LearnArgs, report: &learn::Report) -> propose::Context {
-    let mut protected = propose::Protected::default();
+    let operator = Operator::discover(None, SSH_PORT).unwrap_or_else(|_| Operator::nobody());
+    let mut protected = Protected::gather(None, &operator);
     for h in &args.hosts {
-        protected.add((*h).into(), "--host");
+        protected.add((*h).into(), Kind::ThisHost, "--host");
     }
     // The address in every flow is this host only if it served someone: a
     // capture of one scanner has the scanner in every flow.
     if let Some(h) = report.capture_host.filter(|h| report.services.iter().any(|s| s.servers.contains(h))) {
-        protected.add(h.into(), "the capture's host");
-    }
-    for a in local_addresses().unwrap_or_default() {
-        protected.add(a.into(), "an address of this host");
-    }
-    for g in default_gateways() {
-        protected.add(g.into(), "the default gateway");
-    }
-    // SSH_CONNECTION = "client port server port"
-    for var in ["SSH_CONNECTION", "SSH_CLIENT"] {
-        if let Some(ip) = std::env::var(var).ok().and_then(|v| v.split_whitespace().next()?.parse().ok()) {
-            protected.add(std::net::IpAddr::into(ip), "your SSH client");
-        }
+        protected.add(h.into(), Kind::ThisHost, "the capture's host");
     }
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
     propose::Context { protected, now_us, notes: Default::default() }
 }
-
-/// `ip -j ARGS` as JSON objects; empty when `ip` is missing or fails.
-fn ip_json(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = std::process::Command::new("ip").arg("-j").args(args).output();
-    out.ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok())
-        .unwrap_or_default()
-}
-
-/// This network namespace's interface addresses.
-fn local_addresses() -> Option<Vec<std::net::IpAddr>> {
-    let links = ip_json(&["addr", "show"]);
-    let addrs = links
-        .iter()
-        .flat_map(|l| l.get("addr_info").and_then(|a| a.as_array()).cloned().unwrap_or_default())
-        .filter_map(|a| a.get("local")?.as_str()?.parse().ok())
-        .collect();
-    Some(addrs)
-}
-
-/// The next hops of the default routes.
-fn default_gateways() -> Vec<std::net::IpAddr> {
-    ["-4", "-6"]
-        .iter()
-        .flat_map(|fam| ip_json(&[fam, "route", "show", "default"]))
-        .filter_map(|r| r.get("gateway")?.as_str()?.parse().ok())
-        .collect()
-}
-
 /// `--dump-flows`: one JSON object per flow.
 fn dump_flows(args: &LearnArgs, flows: &[learn::Flow]) -> Result<(), Failure> {
     let Some(path) = &args.dump_flows else { return Ok(()) };

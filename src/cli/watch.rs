@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use super::serve::{self, ApiOptions};
 use super::{CmdResult, Failure};
 use crate::feeds::{self, cache::Cache, update};
+use crate::guard::{Operator, SSH_PORT};
 use crate::ir::{self, Compiled};
 use crate::nft::Nft;
 use crate::serve::HealthSource;
@@ -87,7 +88,9 @@ fn feed_timer(policy: &Path, state_dir: Option<PathBuf>) -> FeedTimer {
     let refresh = move |nft: &Nft, compiled: &Compiled| {
         let rs = &compiled.ruleset;
         let cache = Cache::new(feeds::state_dir(state_dir.as_deref()));
-        let runs = update::update_feeds(nft, rs, &feeds::configs(rs, &policy), &cache, update::now(), true)?;
+        let operator = Operator::discover(None, SSH_PORT)?;
+        let configs = feeds::configs(rs, &policy);
+        let runs = update::update_feeds(nft, rs, &configs, &cache, update::now(), true, &operator)?;
         for run in runs {
             let Some(report) = run.report else { continue };
             let entries = report.meta.v4 + report.meta.v6;

@@ -2,7 +2,8 @@
 //! sets `NAME_v4` / `NAME_v6` of a `feed NAME { ... }` declaration.
 //!
 //! fetch (http(s), file) -> normalize (parse, aggregate) -> validate against
-//! the cached last good copy -> cache -> subtract the allowlist -> replace the
+//! the cached last good copy -> cache -> cut out protected addresses
+//! ([`crate::guard::Protected`]) -> replace the
 //! set's elements in one nft transaction.
 
 pub mod allow;
@@ -24,6 +25,7 @@ pub use formats::Format;
 
 use ipnet::IpNet;
 
+use crate::guard::{show, Protected};
 use crate::ir::{nft_set_name, Family, FeedDef, Ruleset};
 use crate::nft::{Elements, SetElem};
 use crate::policy::ast::FeedValue;
@@ -482,25 +484,26 @@ pub fn state_root(arg: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/phantomc"))
 }
 
-/// A feed's networks as they go into its sets: trusted networks are cut out
-/// of feeds that block. Returns the warnings about what was cut.
-pub fn protect(rs: &Ruleset, feed: &str, nets: Vec<IpNet>) -> (Vec<IpNet>, Vec<String>) {
+/// A feed's networks as they go into its sets: protected networks (see
+/// [`Protected`]) are cut out of feeds that block. Returns the warnings
+/// about what was cut.
+pub fn protect(rs: &Ruleset, protected: &Protected, feed: &str, nets: Vec<IpNet>) -> (Vec<IpNet>, Vec<String>) {
     if !allow::blocking_feeds(rs).contains(feed) {
         return (nets, Vec::new());
     }
-    let (nets, cuts) = allow::subtract(nets, &allow::trusted(rs));
+    let (nets, cuts) = protected.cut(nets);
     let warnings = cuts
         .iter()
         .map(|c| {
-            let rest = if c.entry.contains(&c.trusted.net) && c.entry != c.trusted.net {
+            let rest = if c.entry.contains(&c.protected.net) && c.entry != c.protected.net {
                 "; the rest of it stays blocked"
             } else {
                 ""
             };
             format!(
-                "feed {feed}: {} not blocked, it is trusted by {} (feed entry {}{rest})",
-                show(c.trusted.net),
-                c.trusted.why,
+                "feed {feed}: {} not blocked, it is protected: {} (feed entry {}{rest})",
+                show(c.protected.net),
+                c.protected.why,
                 show(c.entry)
             )
         })
@@ -508,23 +511,18 @@ pub fn protect(rs: &Ruleset, feed: &str, nets: Vec<IpNet>) -> (Vec<IpNet>, Vec<S
     (nets, warnings)
 }
 
-/// A host as a plain address, a network in CIDR notation.
-fn show(n: IpNet) -> String {
-    if n.prefix_len() == n.max_prefix_len() {
-        n.addr().to_string()
-    } else {
-        n.to_string()
-    }
-}
-
 /// Set elements of every feed that has a cached copy, protected by the
-/// allowlist; feeds never fetched are left out (the caller keeps what is live).
-pub fn cached_elements(rs: &Ruleset, cache: &cache::Cache) -> Result<(Elements, Vec<String>), String> {
+/// protected set; feeds never fetched are left out (the caller keeps what is live).
+pub fn cached_elements(
+    rs: &Ruleset,
+    protected: &Protected,
+    cache: &cache::Cache,
+) -> Result<(Elements, Vec<String>), String> {
     let mut out = Elements::default();
     let mut warnings = Vec::new();
     for feed in &rs.feeds {
         let Some(nets) = cache.nets(&feed.name)? else { continue };
-        let (nets, w) = protect(rs, &feed.name, nets);
+        let (nets, w) = protect(rs, protected, &feed.name, nets);
         warnings.extend(w);
         for family in [Family::V4, Family::V6] {
             let elems = nets
@@ -540,9 +538,13 @@ pub fn cached_elements(rs: &Ruleset, cache: &cache::Cache) -> Result<(Elements, 
 
 /// What a (re)load carries into the new table: the live run-time and feed
 /// sets, with each feed's cached copy in place of its live set, so a reload
-/// never empties a feed set. Also returns the allowlist warnings.
-pub fn load_elements(rs: &Ruleset, dir: Option<&Path>) -> Result<(Elements, Vec<String>), String> {
-    let (cached, warnings) = cached_elements(rs, &cache::Cache::new(state_dir(dir)))?;
+/// never empties a feed set. Also returns the warnings about protected cuts.
+pub fn load_elements(
+    rs: &Ruleset,
+    protected: &Protected,
+    dir: Option<&Path>,
+) -> Result<(Elements, Vec<String>), String> {
+    let (cached, warnings) = cached_elements(rs, protected, &cache::Cache::new(state_dir(dir)))?;
     // Listing a big set is slow (about a minute per 800k elements with nft
     // 1.0.6): read only the sets the cache does not cover.
     let mut uncached = rs.clone();
@@ -633,7 +635,7 @@ mod tests {
             ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"].iter().map(|n| n.parse().unwrap()).collect();
         cache.store("bad", &nets, &cache::Meta::default()).unwrap();
         cache.store("good", &nets, &cache::Meta::default()).unwrap();
-        let (elements, warnings) = cached_elements(rs, &cache).unwrap();
+        let (elements, warnings) = cached_elements(rs, &Protected::of_policy(rs), &cache).unwrap();
         let set = |name: &str| elements.by_set[name].iter().map(|e| e.net.to_string()).collect::<Vec<_>>();
         assert_eq!(
             set("bad_v4"),
@@ -652,6 +654,6 @@ mod tests {
         assert_eq!(set("bad_v6"), ["2001:db8::/32"]);
         assert_eq!(set("good_v4"), ["192.0.2.0/24", "198.51.100.0/24"], "a feed only passed on is not cut");
         assert_eq!(warnings.len(), 2);
-        assert!(warnings[1].contains("198.51.100.7 not blocked, it is trusted by pass rule p.pf:6"), "{warnings:?}");
+        assert!(warnings[1].contains("198.51.100.7 not blocked, it is protected: pass rule p.pf:6"), "{warnings:?}");
     }
 }

@@ -12,6 +12,7 @@ use super::fetch::{self, Fetched, Validators};
 use super::normalize::{self, Parsed};
 use super::provider::{self, Download};
 use super::FeedConfig;
+use crate::guard::{self, Operator, Protected};
 use crate::ir::{nft_set_name, Family, Ruleset};
 use crate::nft::emit::net_expr;
 use crate::nft::{Nft, NftError};
@@ -51,9 +52,15 @@ pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Fetches a feed and, if the new copy is good, makes it the cached copy.
-/// Errors are only about the cache directory itself.
-pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, String> {
+/// Fetches a feed and, if the new copy is good and `accept` takes it (the
+/// lockout guard), makes it the cached copy; a refused copy never becomes
+/// the last good one. Errors are only about the cache directory itself.
+pub fn refresh(
+    cfg: &FeedConfig,
+    cache: &Cache,
+    now: u64,
+    accept: &mut dyn FnMut(&[IpNet]) -> Result<(), String>,
+) -> Result<Report, String> {
     // `meta.source` is where the cached copy came from. Only a copy of this
     // same source counts for the shrink check and the conditional request;
     // a copy of an older source still stays in force until a good new one.
@@ -86,13 +93,14 @@ pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, Stri
                 Ok(parsed) => {
                     let mut warnings = warnings(&parsed);
                     warnings.extend(notes);
-                    match validate(&parsed, prev_total, cfg) {
+                    let nets: Vec<IpNet> = parsed.nets().collect();
+                    match validate(&parsed, prev_total, cfg).and_then(|()| accept(&nets)) {
                         Err(reason) => (Outcome::Kept { reason }, warnings),
                         Ok(()) => {
                             let mut meta = good_meta(cfg, base.clone(), &parsed, validators, now);
                             meta.failures = 0;
                             meta.next_at = next_attempt(cfg, &meta);
-                            cache.store(&cfg.name, &parsed.nets().collect::<Vec<_>>(), &meta)?;
+                            cache.store(&cfg.name, &nets, &meta)?;
                             return Ok(Report { outcome: Outcome::Updated, meta, warnings });
                         }
                     }
@@ -239,7 +247,9 @@ pub struct FeedRun {
 }
 
 /// Updates the given feeds of a compiled policy (only the due ones with
-/// `due_only`) and swaps the live sets of those whose copy changed.
+/// `due_only`) and swaps the live sets of those whose copy changed. Each new
+/// copy has the protected addresses cut out and must pass the lockout guard
+/// (with the other feeds' cached copies) before it is cached or loaded.
 pub fn update_feeds(
     nft: &Nft,
     rs: &Ruleset,
@@ -247,18 +257,31 @@ pub fn update_feeds(
     cache: &Cache,
     now: u64,
     due_only: bool,
+    operator: &Operator,
 ) -> Result<Vec<FeedRun>, String> {
+    let protected = Protected::gather(Some(rs), operator);
+    let mut contents = super::cached_elements(rs, &protected, cache)?.0.contents();
     let mut runs = Vec::new();
     for cfg in configs {
         let mut run =
             FeedRun { name: cfg.name.clone(), source: cfg.source.clone(), report: None, load: None, cuts: Vec::new() };
         if !due_only || is_due(cfg, cache.meta(&cfg.name)?.as_ref(), now) {
-            let report = refresh(cfg, cache, now)?;
-            if report.outcome == Outcome::Updated {
-                let nets = cache.nets(&cfg.name)?.unwrap_or_default();
-                let (nets, cuts) = super::protect(rs, &cfg.name, nets);
+            let mut accepted = None;
+            let report = refresh(cfg, cache, now, &mut |nets| {
+                let (nets, cuts) = super::protect(rs, &protected, &cfg.name, nets.to_vec());
+                let mut trial = contents.clone();
+                for family in [Family::V4, Family::V6] {
+                    let half = nets.iter().filter(|n| n.addr().is_ipv4() == (family == Family::V4)).copied();
+                    trial.insert(nft_set_name(&cfg.name, family), half.collect());
+                }
+                guard::check(rs, &trial, operator).map_err(|r| r.to_string())?;
+                accepted = Some((nets, cuts, trial));
+                Ok(())
+            })?;
+            if let (Outcome::Updated, Some((nets, cuts, trial))) = (&report.outcome, accepted) {
                 run.cuts = cuts;
                 run.load = Some(load_set(nft, &rs.table, &cfg.name, &nets)?);
+                contents = trial;
             }
             run.report = Some(report);
         }

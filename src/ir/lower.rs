@@ -49,6 +49,12 @@ pub fn compile(name: &str, text: &str) -> Result<Compiled, PolicyError> {
     finish(policy)
 }
 
+/// Lowers new text for the policy at `path` (its includes resolve from
+/// there): a rewrite checked before it is written.
+pub fn compile_text_at(path: &Path, text: String) -> Result<Compiled, PolicyError> {
+    finish(policy::load_str(&path.display().to_string(), path, text)?)
+}
+
 fn finish(policy: Policy) -> Result<Compiled, PolicyError> {
     match lower(&policy) {
         Ok((ruleset, unused)) => Ok(Compiled { sources: policy.sources, ruleset, unused }),

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::diag::Span;
 pub use crate::policy::ast::{Action, Family, Hook, TimeUnit};
-pub use lower::{compile, compile_file, lower, nft_set_name, Compiled, Unused};
+pub use lower::{compile, compile_file, compile_text_at, lower, nft_set_name, Compiled, Unused};
 
 /// Where an IR rule came from in the policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

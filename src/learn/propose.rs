@@ -13,7 +13,7 @@ use super::config::Config;
 use super::detect::Finding;
 use super::services::Service;
 use super::{fmt_time, Report};
-use crate::feeds::allow::trusted;
+use crate::guard::Protected;
 use crate::ir::eval::{decide, Packet, SetContents};
 use crate::ir::{self, names, Action, Hook, Ruleset, SetKind};
 use crate::policy::ast::{Direction, SetBody, Stmt};
@@ -45,39 +45,6 @@ pub struct Spared {
     pub detector: &'static str,
     /// `loopback`, `allow-always`, `pass rule policy.pf:12`, `--host`, ...
     pub why: String,
-}
-
-/// Networks that are never proposed for blocking, each with why.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Protected {
-    entries: Vec<(IpNet, String)>,
-}
-
-impl Protected {
-    /// Always protected: loopback, link-local, unspecified.
-    pub fn builtin() -> Protected {
-        let mut p = Protected::default();
-        for (net, why) in [
-            ("127.0.0.0/8", "loopback"),
-            ("::1/128", "loopback"),
-            ("169.254.0.0/16", "link-local"),
-            ("fe80::/10", "link-local"),
-            ("0.0.0.0/32", "unspecified address"),
-            ("::/128", "unspecified address"),
-        ] {
-            p.add(net.parse().expect("valid network"), why);
-        }
-        p
-    }
-
-    pub fn add(&mut self, net: IpNet, why: &str) {
-        self.entries.push((net.trunc(), why.to_string()));
-    }
-
-    /// Why `ip` is protected, if it is.
-    pub fn protecting(&self, ip: IpAddr) -> Option<&str> {
-        self.entries.iter().find(|(n, _)| n.contains(&ip)).map(|(_, why)| why.as_str())
-    }
 }
 
 /// What the proposal is made for, besides the report.
@@ -179,16 +146,13 @@ pub fn propose(
     }
     let already = anchors.learned_set.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
 
-    let mut protected = Protected::builtin();
-    for t in trusted(&before) {
-        protected.add(t.net, &t.why);
-    }
-    protected.entries.extend(ctx.protected.entries.iter().cloned());
+    let mut protected = Protected::of_policy(&before);
+    protected.merge(&ctx.protected);
     let mut by_source: BTreeMap<IpAddr, Vec<&Finding>> = BTreeMap::new();
     let mut spared = Vec::new();
     for f in report.findings.iter().filter(|f| !already.iter().any(|n| n.contains(&f.source))) {
         match protected.protecting(f.source) {
-            Some(why) => spared.push(Spared { source: f.source, detector: f.detector.name(), why: why.to_string() }),
+            Some(e) => spared.push(Spared { source: f.source, detector: f.detector.name(), why: e.why.clone() }),
             None => by_source.entry(f.source).or_default().push(f),
         }
     }

@@ -38,6 +38,11 @@ impl Elements {
                 .collect(),
         }
     }
+
+    /// The networks of every set, as [`crate::ir::eval`] takes them.
+    pub fn contents(&self) -> crate::ir::eval::SetContents {
+        self.by_set.iter().map(|(k, v)| (k.clone(), v.iter().map(|e| e.net).collect())).collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{auth, health, rules, threats, unix_now, ApiError, ApiState};
+use crate::guard::{Operator, Protected, SSH_PORT};
 use crate::nft::block::{self, parse_duration, parse_net, BlockError};
 
 type Answer = Result<Json<Value>, ApiError>;
@@ -177,6 +178,9 @@ async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeou
         return Err(bad(format!("`{set}` is not a set name")));
     }
     blocking(state, move |s| {
+        if add {
+            refuse_protected(s, net)?;
+        }
         let done = block::change(&s.nft, &s.table, &set, net, timeout, add).map_err(|e| {
             let code = match e {
                 BlockError::NoSuchSet { .. } | BlockError::NotBlocked { .. } => StatusCode::NOT_FOUND,
@@ -198,6 +202,18 @@ async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeou
         }))
     })
     .await
+}
+
+/// 422 for a block the lockout guard refuses: /0, an over-broad network, or
+/// one covering a protected address (an API caller can never override it).
+fn refuse_protected(s: &ApiState, net: ipnet::IpNet) -> Result<(), ApiError> {
+    let operator = Operator::discover(None, SSH_PORT).map_err(ApiError::internal)?;
+    let compiled = s.compiled().0;
+    let protected = Protected::gather(compiled.as_ref().map(|c| &c.ruleset), &operator);
+    protected.check_block(net).map_err(|refusal| {
+        tracing::warn!(address = %net, reason = %refusal, "block refused by the lockout guard");
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {refusal}"))
+    })
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

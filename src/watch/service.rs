@@ -23,6 +23,7 @@ use super::systemd::{monotonic_usec, Notifier};
 use super::{unix_now, write_health, Health, SharedHealth};
 use crate::diag::render_plain;
 use crate::feeds;
+use crate::guard::{self, Operator, Protected, SSH_PORT};
 use crate::ir::{self, Compiled};
 use crate::nft::apply::{self as loader, ApplyError};
 use crate::nft::{self, Nft};
@@ -208,6 +209,11 @@ impl Service {
                 info!(hash = %&hash[..12], rules, kept_entries = kept, ms, "ruleset reloaded atomically")
             }
             Ok(Outcome::Unchanged) => info!(ms, "policy compiles to the loaded ruleset; nothing to reload"),
+            Err(diagnostic) if !force && self.same_failure(diagnostic) => {
+                // A second event for the same broken save: already reported.
+                debug!("the same reload failure again; the last good ruleset stays loaded");
+                return;
+            }
             Err(diagnostic) => error!(diagnostic = %diagnostic, "reload failed; the last good ruleset stays loaded"),
         }
         // A new ruleset may declare new feeds, and starts with what the old one had.
@@ -246,6 +252,11 @@ impl Service {
         if loaded {
             self.refresh_feeds("ruleset loaded");
         }
+    }
+
+    /// Is `diagnostic` the failure already reported (nothing loaded since)?
+    fn same_failure(&self, diagnostic: &str) -> bool {
+        self.health.read().expect("health lock").last_error.as_deref() == Some(diagnostic)
     }
 
     /// Compiles, checks and loads; the error is the rendered diagnostic.
@@ -288,9 +299,16 @@ impl Service {
             self.last_good = Some(compiled);
             return Ok(Outcome::Unchanged);
         }
-        let (kept, warnings) = feeds::load_elements(rs, self.opts.feed_state_dir.as_deref())?;
+        let operator = Operator::discover(None, SSH_PORT)?;
+        let protected = Protected::gather(Some(rs), &operator);
+        let (kept, warnings) = feeds::load_elements(rs, &protected, self.opts.feed_state_dir.as_deref())?;
         for w in warnings {
             warn!(warning = %w, "feed entry left out");
+        }
+        // An automatic reload never overrides the lockout guard.
+        let checked = guard::check(rs, &kept.contents(), &operator).map_err(|r| r.to_string())?;
+        if let Some(note) = checked.unchecked {
+            debug!(note, "lockout guard");
         }
         let prepared = loader::prepare_with(&compiled, kept);
         let rules = loader::load(nft, &compiled, &prepared).map_err(|e| describe(e, &compiled))?;

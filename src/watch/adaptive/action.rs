@@ -8,26 +8,22 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::feeds::allow::trusted;
+use crate::guard::Kind;
+pub use crate::guard::Protected;
 use crate::ir::{Adaptive, Ruleset};
-pub use crate::learn::propose::Protected;
 
 /// What adaptive blocking never touches: the learner's protected sources
 /// (loopback, link-local, unspecified), what the policy trusts
 /// (`allow-always`, sources passed by address), this host's addresses and
-/// the operator's SSH clients, each with the reason.
-///
-/// The library's lockout guard (issue 13) takes this place when it lands.
+/// the operator's SSH clients, each with the reason: the lockout guard's
+/// [`Protected`] set.
 pub fn protected(rs: &Ruleset, own: &[IpAddr], ssh_clients: &[IpAddr]) -> Protected {
-    let mut p = Protected::builtin();
-    for t in trusted(rs) {
-        p.add(t.net, &t.why);
-    }
+    let mut p = Protected::of_policy(rs);
     for a in own {
-        p.add((*a).into(), "an address of this host");
+        p.add((*a).into(), Kind::ThisHost, "an address of this host");
     }
     for a in ssh_clients {
-        p.add((*a).into(), "the operator's SSH client");
+        p.add((*a).into(), Kind::Operator, "the operator's SSH client");
     }
     p
 }
@@ -145,8 +141,8 @@ impl Blocker {
         confidence: f64,
         now: u64,
     ) -> Decision {
-        if let Some(why) = protected.protecting(source) {
-            return Decision::Protected(why.to_string());
+        if let Some(e) = protected.protecting(source) {
+            return Decision::Protected(e.why.clone());
         }
         if plan.mode == crate::ir::AdaptiveMode::Observe {
             return Decision::Observe;
@@ -201,7 +197,7 @@ mod tests {
         .expect("compiles")
         .ruleset;
         let p = protected(&rs, &["10.0.0.1".parse().unwrap()], &["203.0.113.5".parse().unwrap()]);
-        let why = |a: &str| p.protecting(a.parse().unwrap()).map(str::to_string);
+        let why = |a: &str| p.protecting(a.parse().unwrap()).map(|e| e.why.clone());
         assert_eq!(why("127.0.0.9").as_deref(), Some("loopback"));
         assert_eq!(why("::1").as_deref(), Some("loopback"));
         assert_eq!(why("fe80::1").as_deref(), Some("link-local"));
