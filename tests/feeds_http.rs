@@ -86,7 +86,7 @@ fn with_good_copy(entries: u32) -> (FeedServer, tempfile::TempDir, Cache, FeedCo
     let (dir, cache) = cache();
     let cfg = feed(format!("{}/drop.txt", server.base), 50);
     server.serve("/drop.txt", 200, &drop_list(entries), None);
-    assert_eq!(refresh(&cfg, &cache, 1000, &mut |_| Ok(())).unwrap().outcome, Outcome::Updated);
+    assert_eq!(refresh(&cfg, &cache, 1000).unwrap().outcome, Outcome::Updated);
     (server, dir, cache, cfg)
 }
 
@@ -97,13 +97,13 @@ fn etag_makes_the_second_fetch_a_304() {
     let (_dir, cache) = cache();
     let cfg = feed(format!("{}/drop.txt", server.base), 50);
 
-    let first = refresh(&cfg, &cache, 1000, &mut |_| Ok(())).unwrap();
+    let first = refresh(&cfg, &cache, 1000).unwrap();
     assert_eq!(first.outcome, Outcome::Updated);
     assert_eq!((first.meta.v4, first.meta.etag.as_deref()), (5, Some("\"v1\"")));
     assert_eq!(first.meta.last_modified.as_deref(), Some("Mon, 23 Nov 2026 14:02:11 GMT"));
     assert!(!server.last_request().to_ascii_lowercase().contains("if-none-match"));
 
-    let second = refresh(&cfg, &cache, 2000, &mut |_| Ok(())).unwrap();
+    let second = refresh(&cfg, &cache, 2000).unwrap();
     assert_eq!(second.outcome, Outcome::NotModified);
     let req = server.last_request().to_ascii_lowercase();
     assert!(req.contains("if-none-match: \"v1\""), "{req}");
@@ -112,7 +112,7 @@ fn etag_makes_the_second_fetch_a_304() {
     assert_eq!(cache.nets("drop").unwrap().unwrap().len(), 5);
 
     server.serve("/drop.txt", 200, &drop_list(7), Some("\"v2\""));
-    let third = refresh(&cfg, &cache, 3000, &mut |_| Ok(())).unwrap();
+    let third = refresh(&cfg, &cache, 3000).unwrap();
     assert_eq!((third.outcome, third.meta.v4), (Outcome::Updated, 7));
 }
 
@@ -124,7 +124,7 @@ fn a_failing_server_keeps_the_last_good_copy() {
 
     // Never fetched: nothing to keep, and nothing is cached.
     server.serve("/drop.txt", 500, "Internal Server Error", None);
-    let r = refresh(&cfg, &cache, 1000, &mut |_| Ok(())).unwrap();
+    let r = refresh(&cfg, &cache, 1000).unwrap();
     assert!(
         matches!(&r.outcome, Outcome::Kept { reason } if reason.ends_with("drop.txt: HTTP 500: Internal Server Error")),
         "{:?}",
@@ -133,11 +133,11 @@ fn a_failing_server_keeps_the_last_good_copy() {
     assert_eq!(cache.nets("drop").unwrap(), None);
 
     server.serve("/drop.txt", 200, &drop_list(4), None);
-    assert_eq!(refresh(&cfg, &cache, 2000, &mut |_| Ok(())).unwrap().outcome, Outcome::Updated);
+    assert_eq!(refresh(&cfg, &cache, 2000).unwrap().outcome, Outcome::Updated);
     let good = cache.nets("drop").unwrap().unwrap();
 
     server.serve("/drop.txt", 500, "Internal Server Error", None);
-    let r = refresh(&cfg, &cache, 3000, &mut |_| Ok(())).unwrap();
+    let r = refresh(&cfg, &cache, 3000).unwrap();
     assert!(matches!(r.outcome, Outcome::Kept { .. }));
     assert_eq!(cache.nets("drop").unwrap().unwrap(), good);
     let meta = cache.meta("drop").unwrap().unwrap();
@@ -150,7 +150,7 @@ fn a_feed_that_shrinks_too_much_is_refused() {
     let (server, _dir, cache, cfg) = with_good_copy(10);
 
     server.serve("/drop.txt", 200, &drop_list(3), None);
-    let r = refresh(&cfg, &cache, 2000, &mut |_| Ok(())).unwrap();
+    let r = refresh(&cfg, &cache, 2000).unwrap();
     assert_eq!(
         r.outcome,
         Outcome::Kept { reason: "shrank from 10 to 3 entries (-70%), more than max-shrink 50%".into() }
@@ -159,7 +159,7 @@ fn a_feed_that_shrinks_too_much_is_refused() {
 
     // A smaller shrink is a normal update.
     server.serve("/drop.txt", 200, &drop_list(6), None);
-    assert_eq!(refresh(&cfg, &cache, 3000, &mut |_| Ok(())).unwrap().outcome, Outcome::Updated);
+    assert_eq!(refresh(&cfg, &cache, 3000).unwrap().outcome, Outcome::Updated);
     assert_eq!(cache.nets("drop").unwrap().unwrap().len(), 6);
 }
 
@@ -169,13 +169,13 @@ fn an_html_page_or_a_dead_server_never_replaces_a_feed() {
 
     let page = std::fs::read_to_string("testdata/feeds/error_page.html").unwrap();
     server.serve("/drop.txt", 200, &page, None);
-    let r = refresh(&cfg, &cache, 2000, &mut |_| Ok(())).unwrap();
+    let r = refresh(&cfg, &cache, 2000).unwrap();
     assert!(matches!(&r.outcome, Outcome::Kept { reason } if reason.contains("HTML page")), "{:?}", r.outcome);
 
     // Nobody listens on this port any more.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let gone = FeedConfig { source: format!("http://{closed}/drop.txt"), ..cfg.clone() };
-    let r = refresh(&gone, &cache, 3000, &mut |_| Ok(())).unwrap();
+    let r = refresh(&gone, &cache, 3000).unwrap();
     assert!(matches!(&r.outcome, Outcome::Kept { reason } if reason.starts_with("download failed")), "{:?}", r.outcome);
     assert_eq!(cache.nets("drop").unwrap().unwrap().len(), 5);
 }

@@ -52,10 +52,16 @@ pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// [`refresh_with`] without a lockout check: for tests and tools that load
+/// nothing ([`update_feeds`], which loads, goes through the guard).
+pub fn refresh(cfg: &FeedConfig, cache: &Cache, now: u64) -> Result<Report, String> {
+    refresh_with(cfg, cache, now, &mut |_| Ok(()))
+}
+
 /// Fetches a feed and, if the new copy is good and `accept` takes it (the
 /// lockout guard), makes it the cached copy; a refused copy never becomes
 /// the last good one. Errors are only about the cache directory itself.
-pub fn refresh(
+pub fn refresh_with(
     cfg: &FeedConfig,
     cache: &Cache,
     now: u64,
@@ -267,7 +273,7 @@ pub fn update_feeds(
             FeedRun { name: cfg.name.clone(), source: cfg.source.clone(), report: None, load: None, cuts: Vec::new() };
         if !due_only || is_due(cfg, cache.meta(&cfg.name)?.as_ref(), now) {
             let mut accepted = None;
-            let report = refresh(cfg, cache, now, &mut |nets| {
+            let report = refresh_with(cfg, cache, now, &mut |nets| {
                 let (nets, cuts) = super::protect(rs, &protected, &cfg.name, nets.to_vec());
                 let mut trial = contents.clone();
                 for family in [Family::V4, Family::V6] {
