@@ -168,9 +168,7 @@ fn feeds_parse_prints_the_aggregate_and_counts() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with(
-            "testdata/feeds/abuse.csv: 5 entries, 0 junk, 0 host-bits; aggregated to 3 IPv4 + 1 IPv6 networks in "
-        ),
+        err.starts_with("testdata/feeds/abuse.csv: 5 entries, 0 junk; aggregated to 3 IPv4 + 1 IPv6 networks in "),
         "{err}"
     );
 

@@ -327,11 +327,10 @@ fn parse(a: &ParseArgs) -> CmdResult {
         }
     }
     eprintln!(
-        "{}: {} entries, {} junk, {} host-bits; aggregated to {} IPv4 + {} IPv6 networks in {ms} ms",
+        "{}: {} entries, {} junk; aggregated to {} IPv4 + {} IPv6 networks in {ms} ms",
         a.file.display(),
         p.entries,
         p.junk.count,
-        p.host_bits,
         p.v4.len(),
         p.v6.len()
     );

@@ -20,12 +20,11 @@ pub struct Parsed {
     pub v6: Vec<Ipv6Net>,
     /// Address entries read, before aggregation.
     pub entries: usize,
-    /// Entries written with host bits set (`10.1.2.3/24`), taken as their network.
-    pub host_bits: usize,
     pub junk: Junk,
     /// A CSV header line that was skipped.
     pub header: Option<usize>,
-    /// The last line, when it is junk and has no newline: a cut-off download.
+    /// The last line, when it has no newline and is junk or could be the
+    /// start of a longer entry (`198.51.0.0/1` of `198.51.0.0/16`): a cut-off download.
     pub truncated: Option<(usize, String)>,
 }
 
@@ -73,25 +72,12 @@ impl Junk {
     }
 }
 
-/// One address entry, or why it is not one.
-enum Entry {
-    Net { net: IpNet, host_bits: bool },
-    Junk,
-}
-
-fn entry(token: &str) -> Entry {
-    let (net, host_bits) = if let Ok(n) = token.parse::<IpNet>() {
-        (n.trunc(), n.trunc() != n)
-    } else if let Ok(a) = token.parse::<IpAddr>() {
-        (IpNet::from(a), false)
-    } else {
-        return Entry::Junk;
-    };
+/// The exact network a token says, `None` when it is not one. Host bits
+/// set (`198.51.0.1/16`) make a line junk: the feed does not say what it means.
+fn entry(token: &str) -> Option<IpNet> {
+    let net = if let Ok(n) = token.parse::<IpNet>() { n } else { IpNet::from(token.parse::<IpAddr>().ok()?) };
     // A /0 would block the whole address family: never a real feed entry.
-    if net.prefix_len() == 0 {
-        return Entry::Junk;
-    }
-    Entry::Net { net, host_bits }
+    (net.trunc() == net && net.prefix_len() > 0).then_some(net)
 }
 
 /// What one chunk of lines produced (line numbers relative to the chunk).
@@ -100,7 +86,6 @@ struct ChunkOut {
     v4: Vec<Ipv4Net>,
     v6: Vec<Ipv6Net>,
     entries: usize,
-    host_bits: usize,
     junk: Junk,
     lines: usize,
 }
@@ -108,15 +93,14 @@ struct ChunkOut {
 impl ChunkOut {
     fn take(&mut self, line: usize, token: &str, raw: &str) {
         match entry(token) {
-            Entry::Net { net, host_bits } => {
+            Some(net) => {
                 self.entries += 1;
-                self.host_bits += usize::from(host_bits);
                 match net {
                     IpNet::V4(n) => self.v4.push(n),
                     IpNet::V6(n) => self.v6.push(n),
                 }
             }
-            Entry::Junk => self.junk.add(line, raw.trim()),
+            None => self.junk.add(line, raw.trim()),
         }
     }
 }
@@ -124,6 +108,8 @@ impl ChunkOut {
 /// Parses and aggregates a feed. Refuses text that is not a feed at all;
 /// junk lines inside a feed are dropped and counted.
 pub fn parse(text: &str, format: Format, column: usize) -> Result<Parsed, FormatError> {
+    // A byte order mark is an editor's, not part of the first entry.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     formats::sniff(text)?;
     let mut out = match format {
         Format::Otx => {
@@ -171,14 +157,24 @@ fn parse_lines(text: &str, format: Format, column: usize) -> Parsed {
     p
 }
 
-/// The last line when the text stops mid-line on something that is not an address.
+/// Characters that can continue an address or prefix length.
+const ADDRESS_CHARS: &str = "0123456789abcdefABCDEF:./";
+
+/// The last line when the text stops mid-line on something that is not an
+/// address, or on an address the line ends with that one more character
+/// would make into another (`198.51.0.0/1` is `198.51.0.0/16` cut short).
 fn cut_off_tail(text: &str, format: Format, column: usize, lines: usize) -> Option<(usize, String)> {
     if text.is_empty() || text.ends_with('\n') {
         return None;
     }
     let last = text.rsplit('\n').next()?;
     let token = formats::line_token(format, last, column)?;
-    matches!(entry(token), Entry::Junk).then(|| (lines, last.trim().to_string()))
+    let ends_line = last.trim_end().ends_with(token);
+    let cut = match entry(token) {
+        None => true,
+        Some(_) => ends_line && ADDRESS_CHARS.chars().any(|c| entry(&format!("{token}{c}")).is_some()),
+    };
+    cut.then(|| (lines, last.trim().to_string()))
 }
 
 fn finish(outs: Vec<ChunkOut>, header: Option<usize>) -> Parsed {
@@ -187,7 +183,6 @@ fn finish(outs: Vec<ChunkOut>, header: Option<usize>) -> Parsed {
         p.v4.extend(c.v4);
         p.v6.extend(c.v6);
         p.entries += c.entries;
-        p.host_bits += c.host_bits;
         p.junk.merge(c.junk);
     }
     p
@@ -218,8 +213,8 @@ fn csv_header(text: &str, column: usize) -> (Option<usize>, usize, usize) {
         offset += raw.len();
         if let Some(token) = formats::line_token(Format::Csv, raw, column) {
             return match entry(token) {
-                Entry::Junk => (Some(i + 1), offset, i + 2),
-                Entry::Net { .. } => (None, 0, 1),
+                None => (Some(i + 1), offset, i + 2),
+                Some(_) => (None, 0, 1),
             };
         }
     }
@@ -240,10 +235,37 @@ mod tests {
     }
 
     #[test]
-    fn host_bits_are_cleared_and_counted() {
-        let p = parse("192.0.2.77/24\n", Format::Plain, 1).unwrap();
+    fn host_bits_make_the_line_junk_with_its_number() {
+        let p = parse("192.0.2.0/24\n198.51.0.1/16\n2001:db8::1/32\n", Format::Plain, 1).unwrap();
         assert_eq!(p.v4, vec!["192.0.2.0/24".parse::<Ipv4Net>().unwrap()]);
-        assert_eq!(p.host_bits, 1);
+        assert!(p.v6.is_empty());
+        assert_eq!(p.entries, 1);
+        let lines: Vec<usize> = p.junk.examples.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_last_line_cut_short_is_flagged() {
+        // `198.51.0.0/16` cut to `198.51.0.0/1`: host bits, and no newline.
+        let cut = parse("192.0.2.0/24\n198.51.0.0/1", Format::Plain, 1).unwrap();
+        assert_eq!(cut.truncated, Some((2, "198.51.0.0/1".to_string())));
+        // A valid network that one more digit would change is as suspect.
+        let cut = parse("192.0.2.0/24\n0.0.0.0/1", Format::Plain, 1).unwrap();
+        assert_eq!(cut.truncated, Some((2, "0.0.0.0/1".to_string())));
+        let cut = parse("192.0.2.0/24\n2001:db8::/3", Format::Plain, 1).unwrap();
+        assert!(cut.truncated.is_some());
+        // Complete: a newline, a trailing comment, or nothing could follow.
+        for whole in ["198.51.0.0/16\n", "198.51.0.0/16 ; SBL1", "192.0.2.255/32", "2001:db8::/128"] {
+            assert_eq!(parse(whole, Format::Spamhaus, 1).unwrap().truncated, None, "{whole}");
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_junk() {
+        let p = parse("\u{feff}192.0.2.0/24\n198.51.100.7\n", Format::Plain, 1).unwrap();
+        assert_eq!((p.entries, p.junk.count), (2, 0));
+        let csv = parse("\u{feff}ip,reason\n192.0.2.1,scan\n", Format::Csv, 1).unwrap();
+        assert_eq!((csv.entries, csv.header), (1, Some(1)));
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct Report {
     pub outcome: Outcome,
     /// What the cache holds now.
     pub meta: Meta,
-    /// Junk lines, host bits, skipped header.
+    /// Junk lines (host bits set among them), skipped header.
     pub warnings: Vec<String>,
 }
 
@@ -158,12 +158,6 @@ fn good_meta(cfg: &FeedConfig, base: Meta, parsed: &Parsed, v: Validators, now: 
 
 fn warnings(p: &Parsed) -> Vec<String> {
     let mut out: Vec<String> = p.junk.warning().into_iter().collect();
-    if p.host_bits > 0 {
-        out.push(format!(
-            "{} entries had host bits set (like 10.1.2.3/24) and were taken as their network",
-            p.host_bits
-        ));
-    }
     if let Some(line) = p.header {
         out.push(format!("line {line} taken as the CSV header"));
     }
