@@ -209,6 +209,13 @@ fn writes_need_the_token_and_well_formed_input() {
     }
     let (code, _) = svc.request("POST", "/api/v1/block", &[("Authorization", &format!("Basic {TOKEN}"))], Some(body));
     assert_eq!(code, 401, "not a bearer token");
+    // The scheme is case-insensitive (RFC 7235): past authentication, the unknown set answers 404.
+    let probe = r#"{"address": "198.51.100.2", "set": "nosuchset"}"#;
+    for scheme in ["bearer", "BEARER"] {
+        let auth = format!("{scheme} {TOKEN}");
+        let (code, err) = svc.request("POST", "/api/v1/block", &[("Authorization", &auth)], Some(probe));
+        assert_eq!(code, 404, "{scheme} scheme is accepted: {err}");
+    }
 
     let bad = [
         (r#"{"address": "198.51.100.2""#, 400, "EOF while parsing"),
@@ -217,6 +224,8 @@ fn writes_need_the_token_and_well_formed_input() {
         (r#"{"address": "www.example.org"}"#, 400, "not an IPv4/IPv6 address"),
         (r#"{"address": "198.51.100.2", "timeout": "1w"}"#, 400, "unknown unit"),
         (r#"{"address": "198.51.100.2", "timeout": 0}"#, 400, "out of range"),
+        (r#"{"address": "198.51.100.2", "timeout": "31d"}"#, 422, "longer than the maximum of 2592000s"),
+        (r#"{"address": "198.51.100.2", "timeout": 4294967295}"#, 422, "longer than the maximum"),
         (r#"{"address": "198.51.100.2", "set": "x y"}"#, 400, "not a set name"),
         (r#"{"address": "198.51.100.2", "set": "nosuchset"}"#, 404, "no set nosuchset_v4"),
     ];

@@ -148,14 +148,29 @@ struct UnblockRequest {
 pub async fn block(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {
     authorize(&state, &headers, "block")?;
     let req: BlockRequest = parse_body(&body)?;
-    let timeout = match req.timeout {
-        None => None,
-        Some(Timeout::Seconds(n)) => {
-            Some(u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| bad(format!("timeout {n} is out of range")))?)
-        }
-        Some(Timeout::Text(t)) => Some(parse_duration(&t).map_err(bad)?),
-    };
+    let timeout = req.timeout.map(block_timeout).transpose()?;
     change(state, &req.address, req.set, timeout, true).await
+}
+
+/// The longest block the API accepts: a longer one is almost always a typo
+/// (or a stolen token making a ban permanent), so it is refused, not clamped.
+pub const MAX_BLOCK_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
+/// Seconds of a request's timeout: 400 when malformed or zero, 422 above
+/// [`MAX_BLOCK_TIMEOUT_SECS`].
+fn block_timeout(timeout: Timeout) -> Result<u32, ApiError> {
+    let seconds = match timeout {
+        Timeout::Seconds(0) => return Err(bad("timeout 0 is out of range".into())),
+        Timeout::Seconds(n) => n,
+        Timeout::Text(t) => u64::from(parse_duration(&t).map_err(bad)?),
+    };
+    if seconds > MAX_BLOCK_TIMEOUT_SECS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("timeout {seconds}s is longer than the maximum of {MAX_BLOCK_TIMEOUT_SECS}s (30 days)"),
+        ));
+    }
+    Ok(seconds as u32)
 }
 
 pub async fn unblock(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {

@@ -50,13 +50,19 @@ pub fn require(token: Option<&Token>, headers: &HeaderMap) -> Result<(), ApiErro
             "writes are disabled: start the server with --token-file or PHANTOMC_TOKEN",
         ));
     };
-    let given =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_credentials);
     match given {
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer TOKEN`")),
         Some(g) if token.matches(g.trim()) => Ok(()),
         Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong token")),
     }
+}
+
+/// The credentials of a `Bearer` header; the scheme name is case-insensitive
+/// (RFC 7235, section 2.1).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest)
 }
 
 #[cfg(test)]
@@ -82,6 +88,13 @@ mod tests {
         );
         assert_eq!(require(Some(&t), &headers(Some("Bearer s3cre"))).map_err(|e| e.status), Err(StatusCode::FORBIDDEN));
         assert_eq!(require(None, &headers(Some("Bearer s3cret"))).map_err(|e| e.status), Err(StatusCode::FORBIDDEN));
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            assert!(require(Some(&t), &headers(Some(&format!("{scheme} s3cret")))).is_ok(), "{scheme}");
+        }
+        assert_eq!(
+            require(Some(&t), &headers(Some("Bearers3cret"))).map_err(|e| e.status),
+            Err(StatusCode::UNAUTHORIZED)
+        );
         assert!(Token::new(" \n").is_err());
         assert!(Token::new("two words").is_err());
     }
