@@ -8,6 +8,7 @@
 
 pub mod allow;
 pub mod cache;
+pub mod coverage;
 pub mod fetch;
 pub mod formats;
 pub mod keys;
@@ -47,6 +48,8 @@ pub struct FeedConfig {
     pub refresh: Duration,
     pub max_entries: usize,
     pub max_shrink_percent: u64,
+    /// The feed may cover at most a /N's worth of public IPv4 (/N+8 of IPv6).
+    pub max_coverage_prefix: u8,
     /// 1-based CSV column of the address.
     pub column: usize,
     /// The preset this feed uses (`provider NAME`).
@@ -72,6 +75,7 @@ impl FeedConfig {
             refresh: DEFAULT_REFRESH,
             max_entries: DEFAULT_MAX_ENTRIES,
             max_shrink_percent: DEFAULT_MAX_SHRINK_PERCENT,
+            max_coverage_prefix: coverage::DEFAULT_MAX_COVERAGE_PREFIX,
             column: 1,
             provider: None,
             more_sources: Vec::new(),
@@ -119,6 +123,9 @@ impl FeedConfig {
             refresh: num("refresh").map(Duration::from_secs).or(provider.map(|p| p.refresh)).unwrap_or(DEFAULT_REFRESH),
             max_entries: num("max-entries").map_or(DEFAULT_MAX_ENTRIES, |n| usize::try_from(n).unwrap_or(usize::MAX)),
             max_shrink_percent: num("max-shrink").unwrap_or(DEFAULT_MAX_SHRINK_PERCENT),
+            max_coverage_prefix: num("max-coverage")
+                .and_then(|n| u8::try_from(n).ok())
+                .unwrap_or(coverage::DEFAULT_MAX_COVERAGE_PREFIX),
             column: num("column").map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)),
             provider,
             more_sources: sources,
@@ -192,6 +199,7 @@ pub fn check_option(key: &str, value: &FeedValue) -> Result<String, BadOption> {
             Err(bad("max-entries must be a positive whole number", "expected a number", "e.g. `max-entries 500000`"))
         }
         ("max-shrink", v) => max_shrink(v).map(|p| p.to_string()),
+        ("max-coverage", v) => max_coverage(v).map(|p| p.to_string()),
         ("column", FeedValue::Number(n)) if *n >= 1 => Ok(n.to_string()),
         ("column", _) => {
             Err(bad("column must be a number from 1", "expected a column number", "columns count from 1: `column 2`"))
@@ -241,12 +249,13 @@ pub fn check_option(key: &str, value: &FeedValue) -> Result<String, BadOption> {
 }
 
 /// Every feed option, for the diagnostics.
-pub const OPTIONS: [&str; 15] = [
+pub const OPTIONS: [&str; 16] = [
     "source",
     "format",
     "refresh",
     "max-entries",
     "max-shrink",
+    "max-coverage",
     "column",
     "provider",
     "key-file",
@@ -470,6 +479,22 @@ fn max_shrink(v: &FeedValue) -> Result<u64, BadOption> {
     }
 }
 
+/// `max-coverage "/4"`: the feed may cover a /4's worth of public IPv4
+/// addresses (and a /12's worth of IPv6 global unicast).
+fn max_coverage(v: &FeedValue) -> Result<u8, BadOption> {
+    let help = "the most address space the feed may cover, as a prefix: `max-coverage \"/6\"` \
+                (default /8; IPv6 gets 8 bits more, /16)";
+    let prefix = match v {
+        FeedValue::Str(s) => s.trim().strip_prefix('/').and_then(|p| p.parse::<u8>().ok()),
+        _ => None,
+    };
+    match prefix {
+        Some(p) if (1..=32).contains(&p) => Ok(p),
+        Some(_) => Err(bad("max-coverage must be a prefix from /1 to /32", "out of range", help)),
+        None => Err(bad("max-coverage is a prefix length like \"/6\"", "expected \"/N\"", help)),
+    }
+}
+
 /// Where feed caches live: `--state-dir`, else $PHANTOMC_STATE_DIR, else
 /// /var/lib/phantomc; feeds go in its `feeds` directory.
 pub fn state_dir(arg: Option<&Path>) -> PathBuf {
@@ -570,6 +595,10 @@ mod tests {
         assert_eq!(check_option("max-shrink", &FeedValue::Str("0.25".into())), Ok("25".into()));
         assert_eq!(check_option("max-shrink", &FeedValue::Str("30%".into())), Ok("30".into()));
         assert!(check_option("max-shrink", &FeedValue::Number(150)).is_err());
+        assert_eq!(check_option("max-coverage", &FeedValue::Str("/6".into())), Ok("6".into()));
+        for wrong in [FeedValue::Str("/0".into()), FeedValue::Str("/33".into()), FeedValue::Number(6)] {
+            assert!(check_option("max-coverage", &wrong).is_err(), "{wrong:?}");
+        }
         assert!(check_option("source", &FeedValue::Str("ftp://x/y".into())).is_err());
     }
 

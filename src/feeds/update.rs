@@ -182,6 +182,7 @@ pub fn validate(p: &Parsed, prev_total: usize, cfg: &FeedConfig) -> Result<(), S
     if total > cfg.max_entries {
         return Err(format!("too big: {total} entries after aggregation, max-entries is {}", cfg.max_entries));
     }
+    super::coverage::check(&p.v4, &p.v6, cfg.max_coverage_prefix)?;
     let floor = prev_total as u128 * u128::from(100 - cfg.max_shrink_percent.min(100)) / 100;
     if (total as u128) < floor {
         let lost = 100 - total * 100 / prev_total;
@@ -367,6 +368,26 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_copy_never_becomes_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("list.txt");
+        let c = FeedConfig { source: file.to_string_lossy().into_owned(), ..cfg(10, 50) };
+        let cache = Cache::new(dir.path().join("cache"));
+        std::fs::write(&file, "192.0.2.0/24\n").unwrap();
+        assert_eq!(refresh(&c, &cache, 1_000).unwrap().outcome, Outcome::Updated);
+        for poison in ["0.0.0.0/1\n128.0.0.0/1\n", "192.0.2.0/24\n198.51.0.0/1", "::/1\n8000::/1\n"] {
+            std::fs::write(&file, poison).unwrap();
+            let report = refresh(&c, &cache, 2_000).unwrap();
+            assert!(matches!(report.outcome, Outcome::Kept { .. }), "{poison:?}: {:?}", report.outcome);
+            assert_eq!(
+                cache.nets(&c.name).unwrap(),
+                Some(vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]),
+                "{poison:?}"
+            );
+        }
+    }
+
+    #[test]
     fn validation_reasons() {
         let three = parsed("192.0.2.1\n192.0.2.3\n192.0.2.5\n");
         assert_eq!(validate(&three, 0, &cfg(10, 50)), Ok(()));
@@ -375,5 +396,11 @@ mod tests {
         assert_eq!(validate(&three, 6, &cfg(10, 50)), Ok(()), "exactly at the limit");
         assert!(validate(&parsed("# nothing\n"), 0, &cfg(10, 50)).unwrap_err().starts_with("empty"));
         assert!(validate(&parsed("a\nb\n192.0.2.1\n"), 0, &cfg(10, 50)).unwrap_err().starts_with("garbage: 2 of 3"));
+        let halves = parsed("0.0.0.0/1\n128.0.0.0/1\n");
+        assert!(validate(&halves, 0, &cfg(10, 50)).unwrap_err().starts_with("too broad: covers"));
+        let two_eights = parsed("8.0.0.0/8\n11.0.0.0/8\n");
+        assert!(validate(&two_eights, 0, &cfg(10, 50)).unwrap_err().starts_with("too broad: covers 33554432"));
+        let wide = FeedConfig { max_coverage_prefix: 7, ..cfg(10, 50) };
+        assert_eq!(validate(&two_eights, 0, &wide), Ok(()), "max-coverage raises the bound");
     }
 }

@@ -96,7 +96,7 @@ fn describe_expected(rules: &[Rule]) -> String {
             Rule::port_clause => "`port`",
             Rule::set_dynamic => "`= { ... }` or `dynamic`",
             Rule::feed_opt | Rule::feed_key => {
-                "a feed option (source, format, refresh, max-entries, max-shrink, column, provider, key-file, \
+                "a feed option (source, format, refresh, max-entries, max-shrink, max-coverage, column, provider, key-file, \
                  key-env, key-credential, key-header, min-confidence, max-age, pulses)"
             }
             Rule::nat_target => "`-> address`",
