@@ -38,10 +38,20 @@ fn block_many_overlaps_reasons_and_listing() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "blocked 10.10.0.5/32 in set blocklist_v4 of table inet phantomc (ssh brute force)\n");
 
+    // The admin network holds this host's own address: the lockout guard refuses it without --force.
+    let (code, _, err) = run(&lab, &["block", "10.10.0.0/24"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("covers 10.10.0.1, which is protected: an address of this host"), "{err}");
+    assert_eq!(addresses(&blocked(&lab)), ["10.10.0.5/32"], "nothing was changed");
+
     // A network over an existing entry: merged, never nft's "interval overlaps".
-    let (code, out, err) = run(&lab, &["block", "10.10.0.0/24"]);
+    let (code, out, err) = run(&lab, &["block", "10.10.0.0/24", "--force"]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(err, "note: 10.10.0.0/24 replaces the entries it covers: 10.10.0.5/32\n");
+    assert_eq!(
+        err,
+        "warning: 10.10.0.0/24 covers 10.10.0.1, which is protected: an address of this host (eth1); \
+         blocking anyway (--force)\nnote: 10.10.0.0/24 replaces the entries it covers: 10.10.0.5/32\n"
+    );
     assert_eq!(out, "blocked 10.10.0.0/24 in set blocklist_v4 of table inet phantomc\n");
     assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::TimedOut, "the admin network is blocked now");
     // An address inside a blocked network: nothing to do, said so.
