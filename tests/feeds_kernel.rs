@@ -135,6 +135,49 @@ fn feed_update_swaps_the_set_in_place() {
     assert_eq!((cells[0], cells[2], cells[3]), ("bad", "2", "1"), "{row}");
 }
 
+/// A feed poisoned with the two halves of IPv4 (no single line is /0, but
+/// they aggregate into everything) is refused by its coverage bound: the
+/// loaded set stays as it was, the public client still reaches the server's
+/// pass'd port and loopback still works.
+#[test]
+fn a_feed_poisoned_with_two_halves_is_refused() {
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("feeds.pf");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let list = dir.path().join("bad.txt");
+    let state = dir.path().join("state");
+    let (policy, state) = (policy.to_str().expect("path"), state.to_str().expect("path"));
+
+    std::fs::write(&list, "203.0.113.0/24\n").expect("list");
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let before = set_elements(&lab.srv, "bad_v4");
+    assert!(before.contains("203.0.113.0/24"), "{before}");
+
+    std::fs::write(&list, "0.0.0.0/1\n128.0.0.0/1\n").expect("list");
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("bad: REFUSED: too broad: covers 3702258688 public IPv4 addresses")
+            && stdout(&out).contains("more than max-coverage /8 (16777216); kept the last good copy"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(set_elements(&lab.srv, "bad_v4"), before, "the loaded set is unchanged");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "the client still gets in");
+    assert_eq!(tcp_connect(&lab.srv, "127.0.0.1", 80), Tcp::Connected, "loopback still works");
+
+    // The refused copy did not become the last good one: a re-apply loads the old list.
+    let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(set_elements(&lab.srv, "bad_v4"), before);
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);
+}
+
 /// Rules of table inet phantomc as `nft list` sees them.
 fn listed_rules(ns: &Netns) -> usize {
     table_json(ns)["nftables"].as_array().expect("array").iter().filter(|o| o.get("rule").is_some()).count()
