@@ -20,9 +20,14 @@ fn write_policy(name: &str, text: &str) -> String {
 }
 
 fn spawn_phantomc(ns: &Netns, args: &[&str]) -> Child {
+    spawn_phantomc_with(ns, args, &[])
+}
+
+fn spawn_phantomc_with(ns: &Netns, args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
     Command::new("ip")
         .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc")])
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -75,6 +80,34 @@ fn rollback_still_happens_when_the_applying_process_is_killed() {
 
     eventually_within(Duration::from_secs(10), "rollback by the detached guard", || in_sync_with(&lab.srv, WEB));
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "old policy enforced again");
+}
+
+#[test]
+fn a_second_apply_confirm_is_refused_while_one_is_pending() {
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    let run_dir = tempfile::tempdir().expect("run dir");
+    let env = [("PHANTOMC_RUN_DIR", run_dir.path())];
+    let closed = write_policy("closed-first", CLOSED);
+    let mut first = spawn_phantomc_with(&lab.srv, &["apply", "--confirm", "--timeout", "3s", &closed], &env);
+    wait_live(&lab.srv, "closed-first.pf:4");
+
+    let other = write_policy("closed-second", CLOSED);
+    let second = spawn_phantomc_with(&lab.srv, &["apply", "--confirm", "--timeout", "3s", &other], &env);
+    let out = second.wait_with_output().expect("second apply");
+    assert_eq!(out.status.code(), Some(2), "the second apply --confirm is refused: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("another `apply --confirm` of table inet phantomc is waiting"), "{err}");
+    assert!(err.contains(&run_dir.path().display().to_string()), "the message names the pending record: {err}");
+    assert!(!stdout(&out).contains("confirmed"), "{}", stdout(&out));
+    assert!(in_sync_with(&lab.srv, &closed), "the second policy was not loaded");
+
+    let status = wait_exit(&mut first, Duration::from_secs(15));
+    let out = first.wait_with_output().expect("first apply");
+    assert_eq!(status.code(), Some(4), "the first, unconfirmed, rolls back: {}{}", stdout(&out), stderr(&out));
+    assert!(in_sync_with(&lab.srv, WEB), "the table before both applies is back");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);
 }
 
 #[test]

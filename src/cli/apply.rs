@@ -171,17 +171,20 @@ fn await_confirmation(state: &Path, table: &str, timeout: u32) -> CmdResult {
             }
         }
         match rollback::read(state).map_err(sys)?.map(|p| (p.phase, p.deadline_ms)) {
-            Some((Phase::Confirmed, _)) | None => {
+            Some((Phase::Confirmed, _)) => {
+                let _ = rollback::disarm(state); // reported; the record is no longer needed
                 println!("confirmed: keeping the new ruleset of table inet {table}");
                 return Ok(ExitCode::SUCCESS);
             }
+            None => return Err(sys(rollback::RollbackError::Vanished(state.to_path_buf(), table.to_string()))),
             Some((Phase::Pending, deadline)) if rollback::now_ms() > deadline => break,
             Some((Phase::Pending, _)) => std::thread::sleep(Duration::from_millis(100)),
             Some(_) => break,
         }
     }
-    match rollback::wait_outcome(state).map_err(sys)? {
+    match rollback::wait_outcome(state, table).map_err(sys)? {
         Phase::Confirmed => {
+            let _ = rollback::disarm(state);
             println!("confirmed: keeping the new ruleset of table inet {table}");
             Ok(ExitCode::SUCCESS)
         }

@@ -6,7 +6,9 @@
 //! The guard and `phantomc confirm` meet in a state file under
 //! `/run/phantomc`, keyed by network namespace and table; both hold an
 //! exclusive lock while they read and change it, so a confirmation and a
-//! rollback cannot both win.
+//! rollback cannot both win. One confirmation per table is pending at a
+//! time: `arm` refuses while another waits, since a second one would record
+//! the first's unconfirmed table as the one to come back.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -21,6 +23,11 @@ use serde::{Deserialize, Serialize};
 use super::{Nft, NftError};
 
 const STATE_DIR: &str = "/run/phantomc";
+
+/// The folder of confirmation records: $PHANTOMC_RUN_DIR, else /run/phantomc.
+fn state_dir() -> PathBuf {
+    std::env::var_os("PHANTOMC_RUN_DIR").map_or_else(|| PathBuf::from(STATE_DIR), PathBuf::from)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -53,6 +60,10 @@ pub enum RollbackError {
     NothingPending(String),
     #[error("too late: the deadline passed and table inet {0} was rolled back")]
     TooLate(String),
+    #[error("another `apply --confirm` of table inet {table} is waiting for confirmation ({state}, deadline {when}): confirm it with `phantomc confirm` or let it roll back first; nothing was changed")]
+    AlreadyPending { table: String, state: PathBuf, when: String },
+    #[error("the confirmation record {0} disappeared: check `nft list table inet {1}` by hand")]
+    Vanished(PathBuf, String),
     #[error(transparent)]
     Nft(#[from] NftError),
 }
@@ -64,7 +75,7 @@ pub fn now_ms() -> u64 {
 /// The state file of `table` in this process's network namespace.
 pub fn state_path(table: &str) -> Result<PathBuf, RollbackError> {
     let ns = fs::metadata("/proc/self/ns/net").map_err(|e| RollbackError::Io("/proc/self/ns/net".into(), e))?.ino();
-    Ok(Path::new(STATE_DIR).join(format!("confirm-{ns}-{table}.json")))
+    Ok(state_dir().join(format!("confirm-{ns}-{table}.json")))
 }
 
 /// An exclusive lock on a state file, released on drop.
@@ -113,6 +124,18 @@ fn write(state: &Path, p: &Pending) -> Result<(), RollbackError> {
 pub fn arm(nft: &Nft, table: &str, timeout: Duration) -> Result<PathBuf, RollbackError> {
     let state = state_path(table)?;
     let _lock = lock(&state)?;
+    if let Some(p) = read(&state)?.filter(|p| p.phase == Phase::Pending) {
+        let now = now_ms();
+        let when = if p.deadline_ms >= now {
+            format!("in {}s", (p.deadline_ms - now).div_ceil(1000))
+        } else {
+            format!(
+                "passed {}s ago; if its guard died, check the table and remove the record",
+                (now - p.deadline_ms) / 1000
+            )
+        };
+        return Err(RollbackError::AlreadyPending { table: table.to_string(), state, when });
+    }
     let previous = nft.run(&["list", "table", "inet", table], None).ok();
     let deadline_ms = now_ms() + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     write(&state, &Pending { table: table.to_string(), previous, deadline_ms, phase: Phase::Pending, message: None })?;
@@ -165,12 +188,9 @@ pub fn confirm(state: &Path, table: &str) -> Result<(), RollbackError> {
 pub fn guard(nft: &Nft, state: &Path) -> Result<Phase, RollbackError> {
     loop {
         let _lock = lock(state)?;
-        let Some(mut p) = read(state)? else { return Ok(Phase::Confirmed) }; // disarmed
-        if p.phase == Phase::Confirmed {
-            // Done; a rollback record stays for the applying process to report.
-            let _ = fs::remove_file(state);
-            return Ok(p.phase);
-        }
+        // Gone: disarmed after a failed load, nothing new is live.
+        let Some(mut p) = read(state)? else { return Ok(Phase::RolledBack) };
+        // A decided record stays for the applying process to report and remove.
         if p.phase != Phase::Pending {
             return Ok(p.phase);
         }
@@ -202,11 +222,12 @@ fn restore(nft: &Nft, p: &Pending) -> Result<(), NftError> {
 }
 
 /// Waits until the guard has decided (bounded by the deadline plus grace).
-pub fn wait_outcome(state: &Path) -> Result<Phase, RollbackError> {
+/// A missing record is never read as confirmed.
+pub fn wait_outcome(state: &Path, table: &str) -> Result<Phase, RollbackError> {
     let give_up = read(state)?.map_or(0, |p| p.deadline_ms) + 10_000;
     loop {
         match read(state)? {
-            None => return Ok(Phase::Confirmed),
+            None => return Err(RollbackError::Vanished(state.to_path_buf(), table.to_string())),
             Some(p) if p.phase != Phase::Pending => return Ok(p.phase),
             Some(_) if now_ms() > give_up => return Ok(Phase::Pending),
             Some(_) => std::thread::sleep(Duration::from_millis(100)),
