@@ -388,6 +388,19 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
         set.contains("198.51.100.0/24") && !set.contains("192.0.2.0/24")
     });
 
+    // A poisoned copy (the two halves of IPv4) is refused by the refresh
+    // too, and never becomes the last good copy: the set keeps the old one.
+    std::fs::write(lab.path("feeds/drop.txt"), "0.0.0.0/1\n128.0.0.0/1\n").unwrap();
+    lab.wait_health("poisoned feed change seen", |h| h.unchanged == 2);
+    let meta = state_dir.join("feeds/drop.meta.json");
+    eventually("the refresh refused the poisoned copy", || {
+        std::fs::read_to_string(&meta).is_ok_and(|m| m.contains("kept-last-good") && m.contains("too broad: covers"))
+    });
+    let set = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "drop_v4"]));
+    assert!(set.contains("198.51.100.0/24") && !set.contains("0.0.0.0/1"), "{set}");
+    let cached = std::fs::read_to_string(state_dir.join("feeds/drop.nets")).unwrap();
+    assert_eq!(cached, "198.51.100.0/24\n", "the last good copy is still cached");
+
     // `git checkout` style: the policy disappears for a moment, then comes back.
     std::fs::remove_file(&main).unwrap();
     let h = lab.wait_health("missing policy recorded", |h| h.failures == 1);
@@ -399,7 +412,7 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     assert!(h.last_error.as_deref().is_some_and(|e| e.contains("is empty")), "{h:?}");
     assert!(lab.input_chain().contains("from-b2"), "the last good ruleset stays loaded");
     std::fs::write(&main, with("b.pf")).unwrap();
-    let h = lab.wait_health("policy back", |h| h.unchanged == 2);
+    let h = lab.wait_health("policy back", |h| h.unchanged == 3);
     assert_eq!((h.reloads, h.last_error), (4, None), "the same ruleset again: nothing to reload");
 
     // SIGHUP reloads even an unchanged policy.
