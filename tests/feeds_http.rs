@@ -179,3 +179,33 @@ fn an_html_page_or_a_dead_server_never_replaces_a_feed() {
     assert!(matches!(&r.outcome, Outcome::Kept { reason } if reason.starts_with("download failed")), "{:?}", r.outcome);
     assert_eq!(cache.nets("drop").unwrap().unwrap().len(), 5);
 }
+
+#[test]
+fn a_poisoned_or_cut_download_never_becomes_the_last_good_copy() {
+    let (server, _dir, cache, cfg) = with_good_copy(5);
+
+    // Two halves of an address family: no /0 on any line, everything after aggregation.
+    for (poison, family) in [("0.0.0.0/1 ; SBL1\n128.0.0.0/1 ; SBL2\n", "IPv4"), ("::/1\n8000::/1\n", "IPv6")] {
+        server.serve("/drop.txt", 200, poison, Some("\"poisoned\""));
+        let r = refresh(&cfg, &cache, 2000).unwrap();
+        assert!(
+            matches!(&r.outcome, Outcome::Kept { reason } if reason.starts_with("too broad: covers") && reason.contains(family)),
+            "{:?}",
+            r.outcome
+        );
+        assert_eq!(cache.nets("drop").unwrap().unwrap().len(), 5);
+    }
+    // `198.51.0.0/16` cut mid-line to `198.51.0.0/1`.
+    let cut = format!("{}198.51.0.0/1", drop_list(5));
+    server.serve("/drop.txt", 200, &cut, Some("\"cut\""));
+    let r = refresh(&cfg, &cache, 3000).unwrap();
+    assert!(
+        matches!(&r.outcome, Outcome::Kept { reason } if reason.starts_with("truncated: the last line (8: \"198.51.0.0/1\")")),
+        "{:?}",
+        r.outcome
+    );
+    // The refused copies' ETags were not kept: the next request is unconditional.
+    server.serve("/drop.txt", 200, &drop_list(5), None);
+    assert_eq!(refresh(&cfg, &cache, 4000).unwrap().outcome, Outcome::Updated);
+    assert!(!server.last_request().to_ascii_lowercase().contains("if-none-match"), "{}", server.last_request());
+}
