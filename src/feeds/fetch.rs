@@ -13,6 +13,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest body read (a million-line feed is ~20 MB).
 const MAX_BODY: u64 = 512 << 20;
+/// Bytes a local feed file may hold (documented in docs/guide/feeds.md).
+const MAX_LOCAL_FILE: u64 = 256 << 20;
 /// Redirects followed by hand for keyed requests.
 const MAX_REDIRECTS: usize = 5;
 
@@ -142,7 +144,10 @@ pub fn fetch(source: &str, known: &Validators) -> Result<Fetched, FetchError> {
         return http(&Request::get(source), known);
     }
     let path = source.strip_prefix("file://").unwrap_or(source);
-    let bytes = std::fs::read(Path::new(path)).map_err(|e| FetchError::Io { path: path.to_string(), source: e })?;
+    let bytes = crate::input::read_regular(Path::new(path), MAX_LOCAL_FILE).map_err(|e| match e {
+        crate::input::InputError::Io(source) => FetchError::Io { path: path.to_string(), source },
+        other => FetchError::Io { path: path.to_string(), source: std::io::Error::other(other.to_string()) },
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| FetchError::NotText(path.to_string()))?;
     Ok(Fetched::Body { text, validators: Validators::default() })
 }
@@ -296,6 +301,21 @@ pub fn resolve(base: &str, location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_feed_must_be_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("feed.txt");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer ever opens the FIFO: a blocking open would hang here.
+        let err = fetch(&format!("file://{}", fifo.display()), &Validators::default()).unwrap_err();
+        assert!(err.to_string().contains("it is a FIFO, not a regular file"), "{err}");
+        let err = fetch("/dev/zero", &Validators::default()).unwrap_err();
+        assert!(err.to_string().contains("character device"), "{err}");
+        std::fs::write(fifo.with_extension("ok"), "192.0.2.1\n").unwrap();
+        assert!(fetch(fifo.with_extension("ok").to_str().unwrap(), &Validators::default()).is_ok());
+    }
 
     #[test]
     fn origins_compare_scheme_host_and_port() {

@@ -69,15 +69,14 @@ impl KeySource {
 }
 
 fn read_file(path: &std::path::Path) -> Result<String, String> {
-    use std::io::Read;
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read key file {shown}: {e}"))?;
-    let mut text = String::new();
-    file.take(MAX_KEY_BYTES + 1).read_to_string(&mut text).map_err(|e| format!("cannot read key file {shown}: {e}"))?;
-    if text.len() as u64 > MAX_KEY_BYTES {
-        return Err(format!("key file {shown} is larger than {MAX_KEY_BYTES} bytes: not a key"));
-    }
-    Ok(text)
+    let bytes = crate::input::read_regular(path, MAX_KEY_BYTES).map_err(|e| match e {
+        crate::input::InputError::TooLarge { .. } => {
+            format!("key file {shown} is larger than {MAX_KEY_BYTES} bytes: not a key")
+        }
+        other => format!("cannot read key file {shown}: {other}"),
+    })?;
+    String::from_utf8(bytes).map_err(|_| format!("cannot read key file {shown}: not UTF-8 text"))
 }
 
 /// A key. `Debug` and `Display` print a placeholder; only [`Secret::expose`]

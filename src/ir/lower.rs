@@ -67,6 +67,9 @@ pub fn lower(policy: &Policy) -> Result<(Ruleset, Vec<Unused>), Vec<Diag>> {
     let mut l = Lowerer::new(&policy.sources);
     l.declare(&policy.stmts);
     for (idx, stmt) in policy.stmts.iter().enumerate() {
+        if l.elements_left.is_none() {
+            break; // over the element budget: the rest would only repeat it
+        }
         l.stmt(idx, stmt);
     }
     l.finish()
@@ -150,6 +153,9 @@ struct Lowerer<'a> {
     today: Date,
     /// Index of the statement being lowered (for the origins of expiring entries).
     stmt: usize,
+    /// Set and list elements that may still be produced by expanding defines;
+    /// `None` once the budget is spent (and reported).
+    elements_left: Option<u64>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -181,6 +187,7 @@ impl<'a> Lowerer<'a> {
             adaptive_set_span: Span::default(),
             today: expiry::today(),
             stmt: 0,
+            elements_left: Some(crate::policy::max_elements()),
         }
     }
 
@@ -332,10 +339,30 @@ impl<'a> Lowerer<'a> {
         self.table = Some(name.clone());
     }
 
+    /// Takes `n` elements from the budget; false (reported once) when it is spent.
+    fn spend_elements(&mut self, n: usize, span: Span) -> bool {
+        let Some(left) = self.elements_left else { return false };
+        if n as u64 <= left {
+            self.elements_left = Some(left - n as u64);
+            return true;
+        }
+        self.elements_left = None;
+        let what = format!("{} elements", crate::policy::max_elements());
+        self.diags.push(crate::policy::expansion_limit(span, what));
+        false
+    }
+
     /// Expands macros (recursively, already expanded at their define) and flattens lists.
     fn expand(&mut self, value: &Value) -> Vec<Resolved> {
         let mut out = Vec::new();
         for it in &value.items {
+            let n = match &it.node {
+                Item::Macro(name) => self.defines.get(name).map_or(0, |(_, items)| items.len()),
+                _ => 1,
+            };
+            if !self.spend_elements(n, it.span) {
+                return out;
+            }
             match &it.node {
                 Item::Macro(name) => match self.defines.get(name) {
                     Some((_, items)) => {

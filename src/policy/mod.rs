@@ -15,6 +15,20 @@ use ast::Stmt;
 /// Include nesting deeper than this is almost surely a mistake.
 const MAX_INCLUDE_DEPTH: usize = 16;
 
+/// Bytes one policy file (main or include) may hold; `PHANTOMC_MAX_INCLUDE_BYTES` overrides.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Bytes of all policy text together, includes repeated as often as they are
+/// included; `PHANTOMC_MAX_POLICY_BYTES` overrides.
+const MAX_POLICY_BYTES: u64 = 64 << 20;
+/// Statements after expanding includes (repeated includes grow exponentially);
+/// `PHANTOMC_MAX_ELEMENTS` overrides, the same budget as defines' elements.
+pub const MAX_ELEMENTS: u64 = 1_000_000;
+
+/// The element budget of one compile (statements here, set and list elements in `ir`).
+pub fn max_elements() -> u64 {
+    crate::input::cap_from_env("PHANTOMC_MAX_ELEMENTS", MAX_ELEMENTS)
+}
+
 /// A parsed policy: every statement of the main file and its includes, in order.
 #[derive(Debug)]
 pub struct Policy {
@@ -39,15 +53,29 @@ impl std::error::Error for PolicyError {}
 
 /// Reads and parses a policy file and everything it includes.
 pub fn load(path: &Path) -> Result<Policy, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io(path.to_path_buf(), e))?;
+    let io = |e| LoadError::Io(path.to_path_buf(), e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    let bytes = crate::input::read_capped(file, file_cap()).map_err(|e| match e {
+        crate::input::InputError::Io(e) => io(e),
+        other => io(std::io::Error::other(other.to_string())),
+    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| io(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8")))?;
     Ok(load_str(&path.display().to_string(), path, text)?)
 }
 
 /// Parses policy text; `path` anchors relative includes.
 pub fn load_str(name: &str, path: &Path, text: String) -> Result<Policy, PolicyError> {
-    let mut loader = Loader { sources: SourceMap::default(), stmts: Vec::new(), diags: Vec::new(), stack: Vec::new() };
+    let mut loader = Loader {
+        sources: SourceMap::default(),
+        stmts: Vec::new(),
+        diags: Vec::new(),
+        stack: Vec::new(),
+        bytes_left: crate::input::cap_from_env("PHANTOMC_MAX_POLICY_BYTES", MAX_POLICY_BYTES),
+        stmts_left: max_elements(),
+    };
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    loader.file(name.to_string(), path.to_path_buf(), canonical, text);
+    loader.file(name.to_string(), path.to_path_buf(), canonical, text, None);
     if loader.diags.is_empty() {
         Ok(Policy { sources: loader.sources, stmts: loader.stmts })
     } else {
@@ -69,10 +97,27 @@ struct Loader {
     diags: Vec<Diag>,
     /// Files being read, outermost first (for cycle detection).
     stack: Vec<PathBuf>,
+    /// What is left of the total text and statement budgets.
+    bytes_left: u64,
+    stmts_left: u64,
+}
+
+fn file_cap() -> u64 {
+    crate::input::cap_from_env("PHANTOMC_MAX_INCLUDE_BYTES", MAX_FILE_BYTES)
+}
+
+/// The error for a policy that grows past a budget once includes and defines are expanded.
+pub fn expansion_limit(span: Span, what: String) -> Diag {
+    Diag::error("expansion-limit", span, format!("the policy grows past {what}"), "the limit is crossed here")
+        .with_help(
+            "includes and defines are expanded in full; repeated includes or doubling defines grow exponentially \
+         (see docs/language.md, Limits)",
+        )
 }
 
 impl Loader {
-    fn file(&mut self, name: String, path: PathBuf, canonical: PathBuf, text: String) {
+    /// Reads one file's statements; `included_at` is the include statement that brought it in.
+    fn file(&mut self, name: String, path: PathBuf, canonical: PathBuf, text: String, included_at: Option<Span>) {
         let id = self.sources.add(name, path.clone(), text);
         let text = self.sources.file(id).text.clone();
         let stmts = match parse::parse_file(id, &text) {
@@ -82,8 +127,17 @@ impl Loader {
                 return;
             }
         };
+        if stmts.len() as u64 > self.stmts_left {
+            let at = included_at.unwrap_or(Span::new(id, 0, 0));
+            self.diags.push(expansion_limit(at, format!("{} statements", max_elements())));
+            return;
+        }
+        self.stmts_left -= stmts.len() as u64;
         self.stack.push(canonical);
         for stmt in stmts {
+            if self.diags.iter().any(|d| d.code == "expansion-limit") {
+                break; // one report; the rest would only repeat it
+            }
             if let Stmt::Include { path: inc, span } = &stmt {
                 self.include(&path, inc.node.clone(), inc.span, *span);
             } else {
@@ -135,21 +189,43 @@ impl Loader {
             ));
             return;
         }
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let cap = file_cap();
+        let text = match crate::input::read_regular(&path, cap.min(self.bytes_left)) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(_) => {
+                    self.diags.push(Diag::error(
+                        "include-unreadable",
+                        path_span,
+                        format!("cannot read `{rel}`"),
+                        "not UTF-8 text",
+                    ));
+                    return;
+                }
+            },
+            Err(crate::input::InputError::TooLarge { .. }) if self.bytes_left < cap => {
+                let total = crate::input::cap_from_env("PHANTOMC_MAX_POLICY_BYTES", MAX_POLICY_BYTES);
+                self.diags.push(expansion_limit(stmt_span, format!("{total} bytes of included text")));
+                return;
+            }
             Err(e) => {
-                self.diags.push(Diag::error(
-                    "include-missing",
-                    path_span,
-                    format!("cannot read `{rel}`"),
-                    format!("{e}"),
-                ));
+                let code = match e {
+                    crate::input::InputError::Io(_) => "include-missing",
+                    _ => "include-unreadable",
+                };
+                self.diags.push(
+                    Diag::error(code, path_span, format!("cannot include `{rel}`"), format!("{e}")).with_help(
+                        "an include must be a regular file of at most PHANTOMC_MAX_INCLUDE_BYTES \
+                         (default 16 MiB)",
+                    ),
+                );
                 return;
             }
         };
+        self.bytes_left -= text.len() as u64;
         let name = Path::new(&self.sources.file(stmt_span.file).name)
             .parent()
             .map_or_else(|| rel.clone(), |p| p.join(&rel).display().to_string());
-        self.file(name, path, canonical, text);
+        self.file(name, path, canonical, text, Some(stmt_span));
     }
 }
