@@ -112,3 +112,13 @@ fn doubling_defines_stop_at_the_element_budget() {
     assert!(err.contains("grows past 1000000 elements"), "{err}");
     assert!(err.contains("91-doubling-defines.pf:20:21"), "{err}");
 }
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inc.pf"), "\u{feff}pass in proto tcp to port 80\n").unwrap();
+    let main = dir.path().join("main.pf");
+    std::fs::write(&main, "\u{feff}pass in proto tcp to port 22\ninclude \"inc.pf\"\n").unwrap();
+    let out = compile(&main, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -118,6 +118,11 @@ pub fn expansion_limit(span: Span, what: String) -> Diag {
 impl Loader {
     /// Reads one file's statements; `included_at` is the include statement that brought it in.
     fn file(&mut self, name: String, path: PathBuf, canonical: PathBuf, text: String, included_at: Option<Span>) {
+        // Editors on Windows save a byte-order mark; it is not part of the first statement.
+        let text = match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
         let id = self.sources.add(name, path.clone(), text);
         let text = self.sources.file(id).text.clone();
         let stmts = match parse::parse_file(id, &text) {
