@@ -136,11 +136,11 @@ impl Diag {
     pub fn to_report(&self, sources: &SourceMap) -> Report {
         let file = sources.file(self.span.file);
         let mut labels =
-            vec![LabeledSpan::new_primary_with_span(Some(self.label.clone()), self.span.start..self.span.end)];
-        let mut help = self.help.clone();
+            vec![LabeledSpan::new_primary_with_span(Some(visible(&self.label)), self.span.start..self.span.end)];
+        let mut help = self.help.as_deref().map(visible);
         for (span, label) in &self.related {
             if span.file == self.span.file {
-                labels.push(LabeledSpan::new_with_span(Some(label.clone()), span.start..span.end));
+                labels.push(LabeledSpan::new_with_span(Some(visible(label)), span.start..span.end));
             } else {
                 let (line, col) = sources.line_col(*span);
                 let note = format!("{label}: {}:{line}:{col}", sources.file(span.file).name);
@@ -153,12 +153,38 @@ impl Diag {
         Report {
             code: self.code,
             severity: self.severity,
-            message: self.message.clone(),
+            message: visible(&self.message),
             help,
             labels,
-            source: NamedSource::new(file.name.clone(), file.text.clone()),
+            source: NamedSource::new(visible(&file.name), {
+                let shown = visible(&file.text);
+                if shown == *file.text {
+                    file.text.clone()
+                } else {
+                    Arc::new(shown)
+                }
+            }),
         }
     }
+}
+
+/// `text` with control characters (but newline, tab, carriage return) and
+/// bidirectional overrides replaced by a visible mark of the same UTF-8 length,
+/// so a diagnostic cannot drive the terminal or reorder what it shows, and
+/// spans stay valid.
+pub fn visible(text: &str) -> String {
+    let hidden = |c: char| {
+        (c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    text.chars()
+        .map(|c| match (hidden(c), c.len_utf8()) {
+            (false, _) => c,
+            (true, 1) => '?',
+            (true, 2) => '\u{bf}',
+            (true, _) => '\u{fffd}',
+        })
+        .collect()
 }
 
 /// A [`Diag`] with its source attached, in miette's terms.
@@ -255,4 +281,21 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod visible_tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_never_echo_terminal_escapes_or_bidi_overrides() {
+        let mut sources = SourceMap::default();
+        let text = "pass in from $ab\u{202e}cd\u{1b}[31m\n".to_string();
+        let id = sources.add("x.pf".into(), "x.pf".into(), text.clone());
+        let d = Diag::error("syntax", Span::new(id, 13, text.len() - 1), "unexpected `ab\u{202e}\u{1b}`", "here");
+        let out = render_plain(&[d], &sources);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'), "{out}");
+        assert!(out.contains("$ab\u{fffd}cd?[31m"), "{out}");
+        assert_eq!(visible("a\tb\u{85}\u{2066}"), "a\tb\u{bf}\u{fffd}");
+    }
 }
