@@ -411,6 +411,11 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     let h = lab.wait_health("empty policy refused", |h| h.failures == 2);
     assert!(h.last_error.as_deref().is_some_and(|e| e.contains("is empty")), "{h:?}");
     assert!(lab.input_chain().contains("from-b2"), "the last good ruleset stays loaded");
+    // A single newline compiles, to a ruleset that passes nothing: refused too.
+    std::fs::write(&main, "\n").unwrap();
+    let h = lab.wait_health("blank policy refused", |h| h.failures == 3);
+    assert!(h.last_error.as_deref().is_some_and(|e| e.contains("the policy passes nothing")), "{h:?}");
+    assert!(lab.input_chain().contains("from-b2"), "the last good ruleset stays loaded");
     std::fs::write(&main, with("b.pf")).unwrap();
     let h = lab.wait_health("policy back", |h| h.unchanged == 3);
     assert_eq!((h.reloads, h.last_error), (4, None), "the same ruleset again: nothing to reload");

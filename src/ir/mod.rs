@@ -61,6 +61,13 @@ impl Ruleset {
     pub fn set(&self, nft_name: &str) -> Option<&SetDef> {
         self.sets.iter().find(|s| s.nft_name == nft_name)
     }
+
+    /// No input rule and an input default that does not pass: nothing
+    /// reaches this host, loopback included (a blank or comment-only policy).
+    pub fn passes_nothing(&self) -> bool {
+        let input = self.chain(Hook::Input);
+        input.rules.is_empty() && input.policy.action != Action::Pass
+    }
 }
 
 /// One nft set: a policy set is split into an IPv4 and an IPv6 half.

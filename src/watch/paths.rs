@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::diag::SourceMap;
 use crate::feeds::fetch::is_url;
@@ -100,10 +101,44 @@ fn lexical(path: &Path) -> PathBuf {
     out
 }
 
+/// Waits (at most `limit`) until `path`'s size and modification time stay
+/// the same for `interval`, so a save still being written is not read half-way.
+pub fn wait_settled(path: &Path, interval: Duration, limit: Duration) {
+    let stamp = || std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
+    let give_up = Instant::now() + limit;
+    let mut last = stamp();
+    while Instant::now() < give_up {
+        std::thread::sleep(interval);
+        let now = stamp();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ir;
+
+    #[test]
+    fn wait_settled_returns_after_the_writes_stop() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.pf");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let writer = std::thread::spawn(move || {
+            for _ in 0..20 {
+                file.write_all(b"pass in on lo\n").unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        wait_settled(&path, Duration::from_millis(300), Duration::from_secs(10));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 20 * 14, "read only once the writes stopped");
+        writer.join().unwrap();
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);

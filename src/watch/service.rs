@@ -18,7 +18,7 @@ use signal_hook::iterator::Signals;
 use tracing::{debug, error, info, warn};
 
 use super::adaptive;
-use super::paths::{Role, WatchSet};
+use super::paths::{wait_settled, Role, WatchSet};
 use super::systemd::{monotonic_usec, Notifier};
 use super::{unix_now, write_health, Health, SharedHealth};
 use crate::diag::render_plain;
@@ -28,6 +28,11 @@ use crate::ir::{self, Compiled};
 use crate::nft::apply::{self as loader, ApplyError};
 use crate::nft::{self, Nft};
 use crate::policy::LoadError;
+
+/// A reload reads the policy once its size and mtime held still this long
+/// (editors that write in steps), waiting at most `SETTLE_LIMIT`.
+const SETTLE_INTERVAL: Duration = Duration::from_millis(150);
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
 type Watcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
 
@@ -261,6 +266,7 @@ impl Service {
 
     /// Compiles, checks and loads; the error is the rendered diagnostic.
     fn try_reload(&mut self, force: bool) -> Result<Outcome, String> {
+        wait_settled(&self.opts.policy, SETTLE_INTERVAL, SETTLE_LIMIT);
         // An empty policy compiles (to "drop everything"), but here it is
         // almost surely a save caught half-way or a truncated file.
         if std::fs::metadata(&self.opts.policy).is_ok_and(|m| m.len() == 0) {
@@ -278,6 +284,12 @@ impl Service {
             Err(e @ LoadError::Io(..)) => return Err(e.to_string()),
         };
         self.watch_set = WatchSet::resolve(&self.opts.policy, Some(&compiled.sources), &compiled.ruleset.feeds);
+        if compiled.ruleset.passes_nothing() {
+            return Err(format!(
+                "{}: the policy passes nothing (no input rule, and the default input policy drops): refusing to load it, loopback and every session would be cut (write the whole policy, or `phantomc disable`)",
+                self.opts.policy.display()
+            ));
+        }
         for e in compiled.ruleset.expiries.iter().filter(|e| e.expired) {
             tracing::warn!(kind = e.kind, what = %e.what, date = %e.date, origin = %e.origin.id, "expired, left out of the ruleset");
         }
