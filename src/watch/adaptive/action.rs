@@ -8,63 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::guard::Kind;
 pub use crate::guard::Protected;
-use crate::ir::{Adaptive, Ruleset};
-
-/// What adaptive blocking never touches: the learner's protected sources
-/// (loopback, link-local, unspecified), what the policy trusts
-/// (`allow-always`, sources passed by address), this host's addresses and
-/// the operator's SSH clients, each with the reason: the lockout guard's
-/// [`Protected`] set.
-pub fn protected(rs: &Ruleset, own: &[IpAddr], ssh_clients: &[IpAddr]) -> Protected {
-    let mut p = Protected::of_policy(rs);
-    for a in own {
-        p.add((*a).into(), Kind::ThisHost, "an address of this host");
-    }
-    for a in ssh_clients {
-        p.add((*a).into(), Kind::Operator, "the operator's SSH client");
-    }
-    p
-}
-
-/// The addresses of this network namespace's interfaces.
-pub fn own_addresses() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free below; each sockaddr is read
-    // according to its family.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return out;
-        }
-        let mut cur = list;
-        while !cur.is_null() {
-            let addr = (*cur).ifa_addr;
-            if !addr.is_null() {
-                match i32::from((*addr).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(addr as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(addr as *const libc::sockaddr_in6);
-                        out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(list);
-    }
-    out
-}
-
-/// The client of `$SSH_CONNECTION` (`client port server port`), if set.
-pub fn ssh_connection_client() -> Option<IpAddr> {
-    std::env::var("SSH_CONNECTION").ok()?.split_whitespace().next()?.parse().ok()
-}
+use crate::ir::Adaptive;
 
 /// A source's record of blocks.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -196,15 +141,14 @@ mod tests {
         )
         .expect("compiles")
         .ruleset;
-        let p = protected(&rs, &["10.0.0.1".parse().unwrap()], &["203.0.113.5".parse().unwrap()]);
+        // Host addresses and operator sessions are added by guard::Protected::gather (tested there).
+        let p = Protected::of_policy(&rs);
         let why = |a: &str| p.protecting(a.parse().unwrap()).map(|e| e.why.clone());
         assert_eq!(why("127.0.0.9").as_deref(), Some("loopback"));
         assert_eq!(why("::1").as_deref(), Some("loopback"));
         assert_eq!(why("fe80::1").as_deref(), Some("link-local"));
-        assert_eq!(why("10.0.0.1").as_deref(), Some("an address of this host"));
         assert_eq!(why("192.0.2.77").as_deref(), Some("allow-always"));
         assert_eq!(why("198.51.100.7").as_deref(), Some("pass rule p.pf:2"));
-        assert_eq!(why("203.0.113.5").as_deref(), Some("the operator's SSH client"));
         assert_eq!(why("203.0.113.6"), None);
     }
 

@@ -28,6 +28,8 @@ use self::baseline::Baseline;
 use self::window::FlowWindow;
 pub(crate) use super::write_atomic;
 use super::{unix_now, SharedHealth};
+use crate::guard;
+use crate::host;
 use crate::ir::{Adaptive, Compiled};
 use crate::learn::conntrack::{self, Events, StateTimeouts, TcpState, Tracker};
 use crate::learn::{self, Detector, Finding, Flow};
@@ -70,27 +72,12 @@ impl Plan {
             }
             None => learn::Config::default(),
         };
-        let own = action::own_addresses();
-        let ssh: Vec<IpAddr> = action::ssh_connection_client().into_iter().chain(ssh_sessions(&own)).collect();
-        let protected = action::protected(rs, &own, &ssh);
+        // The library's one protected set: policy, this host, gateways and the operator's sessions.
+        let operator = guard::Operator::discover(None, guard::SSH_PORT)?;
+        let protected = Protected::gather(Some(rs), &operator);
+        let own = host::addresses().map(|a| a.into_iter().map(|a| a.addr).collect()).unwrap_or_default();
         Ok(Some(Plan { table: rs.table.clone(), adaptive, cfg, protected, own }))
     }
-}
-
-/// Clients with an established TCP session to this host's port 22 now:
-/// the operator's sessions when the service (re)loads.
-fn ssh_sessions(own: &[IpAddr]) -> Vec<IpAddr> {
-    let entries = conntrack::dump().unwrap_or_default();
-    entries
-        .iter()
-        .filter(|e| {
-            e.proto == 6
-                && e.orig.dport == 22
-                && own.contains(&e.orig.dst)
-                && e.tcp_state == Some(TcpState::Established)
-        })
-        .map(|e| e.orig.src)
-        .collect()
 }
 
 /// Turns on conntrack's byte counters and timestamps in this namespace:
