@@ -13,13 +13,56 @@ pub mod names;
 pub mod ranges;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::diag::Span;
+use crate::diag::{SourceMap, Span};
 pub use crate::policy::ast::{Action, Family, Hook, TimeUnit};
-pub use lower::{compile, compile_file, compile_text_at, lower, nft_set_name, Compiled, Unused};
+use crate::policy::{self, LoadError, Policy, PolicyError};
+pub use lower::{lower, nft_set_name};
+
+/// A compiled policy: its sources (for messages) and its IR.
+#[derive(Debug)]
+pub struct Compiled {
+    pub sources: SourceMap,
+    pub ruleset: Ruleset,
+    /// Defines and sets that no rule used (for `lint`).
+    pub unused: Vec<Unused>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unused {
+    pub kind: &'static str,
+    pub name: String,
+    pub span: Span,
+}
+
+/// Reads, parses and lowers a policy file.
+pub fn compile_file(path: &Path) -> Result<Compiled, LoadError> {
+    let policy = policy::load(path)?;
+    Ok(finish(policy)?)
+}
+
+/// Parses and lowers policy text (tests, fuzzing, `explain` on stdin).
+pub fn compile(name: &str, text: &str) -> Result<Compiled, PolicyError> {
+    let policy = policy::load_str(name, Path::new(name), text.to_string())?;
+    finish(policy)
+}
+
+/// Lowers new text for the policy at `path` (its includes resolve from
+/// there): a rewrite checked before it is written.
+pub fn compile_text_at(path: &Path, text: String) -> Result<Compiled, PolicyError> {
+    finish(policy::load_str(&path.display().to_string(), path, text)?)
+}
+
+fn finish(policy: Policy) -> Result<Compiled, PolicyError> {
+    match lower(&policy) {
+        Ok((ruleset, unused)) => Ok(Compiled { sources: policy.sources, ruleset, unused }),
+        Err(diags) => Err(PolicyError { sources: policy.sources, diags }),
+    }
+}
 
 /// Where an IR rule came from in the policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,0 +1,510 @@
+//! Filter rules: clauses, the `early`/`reject with` checks and the expansion
+//! of one policy rule into IR rules per protocol and family.
+
+use super::values::merge_ranges;
+use super::*;
+
+impl<'a> Lowerer<'a> {
+    pub(super) fn clauses<'b>(&mut self, direction: &Spanned<Direction>, opts: &'b [Spanned<RuleOpt>]) -> Clauses<'b> {
+        let mut c = Clauses::default();
+        let mut seen: HashMap<&'static str, Span> = HashMap::new();
+        for opt in opts {
+            let kw = opt.node.keyword();
+            // `counter` and `nocounter` fill one slot: both in a rule contradict.
+            let slot = if matches!(opt.node, RuleOpt::Counter(_)) { "counter" } else { kw };
+            if let Some(prev) = seen.insert(slot, opt.span) {
+                let what = if slot == kw { format!("`{kw}`") } else { "`counter`/`nocounter`".to_string() };
+                self.diags.push(
+                    Diag::error(
+                        "duplicate-clause",
+                        opt.span,
+                        format!("{what} is given twice in one rule"),
+                        "given again here",
+                    )
+                    .with_related(prev, "first given here")
+                    .with_help("to match several values use a list: `{ a, b }`"),
+                );
+                continue;
+            }
+            match &opt.node {
+                RuleOpt::On(v) => match direction.node {
+                    Direction::In => c.iif = self.ifaces(v).map(|i| (i, opt.span)),
+                    Direction::Out => c.oif = self.ifaces(v).map(|i| (i, opt.span)),
+                    Direction::Forward => self.diags.push(
+                        Diag::error("iface-direction", opt.span, "`on` is ambiguous in a forward rule", "input or output interface?")
+                            .with_help("write `in on IFACE` for the interface packets arrive on, `out on IFACE` for the one they leave by"),
+                    ),
+                },
+                RuleOpt::InOn(v) => c.iif = self.directed_iface(v, opt.span, direction, Direction::Out),
+                RuleOpt::OutOn(v) => c.oif = self.directed_iface(v, opt.span, direction, Direction::In),
+                RuleOpt::Family(f) => c.family = Some((*f, opt.span)),
+                RuleOpt::Proto(v) => c.proto = Some(v),
+                RuleOpt::From(h) => c.from = Some((h, opt.span)),
+                RuleOpt::To(h) => c.to = Some((h, opt.span)),
+                RuleOpt::IcmpType(v) => c.icmp = Some(v),
+                RuleOpt::State(v) => c.state = Some(v),
+                RuleOpt::Limit(l) => c.limit = Some((l, opt.span)),
+                RuleOpt::Log(s) => c.log = Some((s.as_deref(), opt.span)),
+                RuleOpt::Counter(on) => c.counter = Some(*on),
+                RuleOpt::Label(s) => c.label = Some((s.as_str(), opt.span)),
+                RuleOpt::Expires(d) => c.expires = Some(*d),
+                RuleOpt::RejectWith { kind, code } => c.reject_with = Some((kind, code.as_deref(), opt.span)),
+                RuleOpt::Early => c.early = Some(opt.span),
+            }
+        }
+        c
+    }
+
+    /// `in on IF` / `out on IF`: not in a rule of the `wrong` direction, which
+    /// has no such interface.
+    pub(super) fn directed_iface(
+        &mut self,
+        v: &Value,
+        span: Span,
+        direction: &Spanned<Direction>,
+        wrong: Direction,
+    ) -> Option<(Vec<String>, Span)> {
+        if direction.node != wrong {
+            return self.ifaces(v).map(|i| (i, span));
+        }
+        let (rule, missing, other, instead) = match wrong {
+            Direction::Out => {
+                ("out", "input", "outgoing", "`on IFACE` (the output interface) or make this an `in` rule")
+            }
+            _ => ("in", "output", "incoming", "`on IFACE` (the input interface) or make this a `forward` rule"),
+        };
+        self.diags.push(
+            Diag::error(
+                "iface-direction",
+                span,
+                format!("an `{rule}` rule has no {missing} interface"),
+                format!("not known on {}", if rule == "in" { "input" } else { "output" }),
+            )
+            .with_related(direction.span, format!("rule is for {other} packets"))
+            .with_help(format!("use {instead}")),
+        );
+        None
+    }
+
+    pub(super) fn rule(&mut self, idx: usize, r: &ast::RuleAst) {
+        let hook = match r.direction.node {
+            Direction::In => Hook::Input,
+            Direction::Out => Hook::Output,
+            Direction::Forward => Hook::Forward,
+        };
+        let c = self.clauses(&r.direction, &r.opts);
+        let origin = self.origin(r.span, idx);
+        let Some(shapes) = self.shapes(&c, r.span) else { return };
+        if let Some(span) = c.early {
+            if !self.early_allowed(r, &c, span) {
+                return;
+            }
+        }
+
+        let state = c.state.and_then(|v| self.ct_states(v));
+        let verb = match r.action.node {
+            Action::Pass => "accept",
+            Action::Block => "drop",
+            Action::Reject => "reject",
+        };
+        let log = c.log.map(|(custom, span)| {
+            let prefix = format!("{} {}", origin.id, log_tail(verb, custom));
+            self.log_prefix_from(prefix, span)
+        });
+        let label = c.label.map(|(l, span)| {
+            if origin.id.len() + 1 + l.len() > MAX_COMMENT {
+                self.diags.push(
+                    Diag::error(
+                        "long-label",
+                        span,
+                        "label is too long for an nft comment",
+                        format!("{} characters", l.len()),
+                    )
+                    .with_help(format!("origin and label together must fit in {MAX_COMMENT} bytes")),
+                );
+            }
+            l.to_string()
+        });
+        if let Some((l, span)) = c.limit {
+            if l.burst == Some(0) {
+                self.diags.push(
+                    Diag::error("bad-limit", span, "a burst of 0 lets no packet through", "burst is 0")
+                        .with_help("leave `burst` out for nft's default (5), or give at least 1"),
+                );
+            }
+            if l.rate == 0 {
+                self.diags.push(
+                    Diag::error("bad-limit", span, "a rate limit of 0 never matches", "rate is 0")
+                        .with_help("use `block` to drop all such packets, or a positive rate"),
+                );
+            }
+        }
+        let reject = match c.reject_with {
+            None => None,
+            Some((kind, code, span)) => match self.reject_with(r.action.node, kind, code, span, &shapes) {
+                Some(how) => Some(how),
+                None => return,
+            },
+        };
+        if c.expires.is_some_and(|d| !self.expiry("rule", origin.id.clone(), d, r.span)) {
+            return;
+        }
+        for shape in shapes {
+            let limit = c.limit.map(|(l, _)| Limit {
+                rate: l.rate,
+                unit: l.unit,
+                burst: l.burst,
+                per_source: l.per_source.then(|| {
+                    self.meters += 1;
+                    format!("rl{}_{}", self.meters, shape.family.map_or("all", family_suffix))
+                }),
+            });
+            let matches = Match { ct_state: state, ..shape };
+            let rule = Rule {
+                origin: origin.clone(),
+                matches,
+                action: r.action.node,
+                limit,
+                log: log.clone(),
+                counter: c.counter.unwrap_or(true),
+                label: label.clone(),
+                reject,
+                early: c.early.is_some(),
+            };
+            if rule.early {
+                // Before routing: the packet may be for this host or forwarded.
+                self.out_rule(Hook::Input, rule.clone());
+                self.out_rule(Hook::Forward, rule);
+            } else {
+                self.out_rule(hook, rule);
+            }
+        }
+    }
+
+    /// `early` rules drop in prerouting: no conntrack state and no output interface yet.
+    pub(super) fn early_allowed(&mut self, r: &ast::RuleAst, c: &Clauses<'_>, span: Span) -> bool {
+        let problem = if r.action.node != Action::Block {
+            Some((
+                "an early rule can only `block`",
+                "packets an early rule accepts still meet the filter chains; write `block`",
+            ))
+        } else if r.direction.node == Direction::Out {
+            Some(("an `out` rule cannot be early", "early rules see arriving packets (in and forward) before routing"))
+        } else if c.state.is_some() {
+            Some((
+                "an early rule cannot match `state`",
+                "early rules run before conntrack, so no packet has a state yet",
+            ))
+        } else if c.oif.is_some() {
+            Some(("an early rule cannot match `out on`", "early rules run before routing chooses an output interface"))
+        } else {
+            None
+        };
+        match problem {
+            None => true,
+            Some((message, help)) => {
+                self.diags.push(
+                    Diag::error("early-rule", span, message, "early here")
+                        .with_related(r.action.span, "rule")
+                        .with_help(help),
+                );
+                false
+            }
+        }
+    }
+
+    /// Checks `with ...` against the rule's verdict, protocols and families.
+    pub(super) fn reject_with(
+        &mut self,
+        action: Action,
+        kind: &str,
+        code: Option<&str>,
+        span: Span,
+        shapes: &[Match],
+    ) -> Option<RejectWith> {
+        let fail = |message: String, label: &str, help: &str| {
+            Diag::error("reject-with", span, message, label.to_string()).with_help(help.to_string())
+        };
+        if action != Action::Reject {
+            self.diags.push(fail(
+                format!("`with {kind}` on a {} rule", action.keyword()),
+                "only reject rules answer",
+                "make it a `reject` rule, or remove `with ...`",
+            ));
+            return None;
+        }
+        let Some(code) = code else {
+            if shapes.iter().all(|s| s.proto == Some(names::TCP)) {
+                return Some(RejectWith::TcpReset);
+            }
+            self.diags.push(fail(
+                "`with tcp reset` on a rule that is not TCP-only".into(),
+                "only TCP can be reset",
+                "add `proto tcp`, or answer other protocols with `with icmpx port-unreachable`",
+            ));
+            return None;
+        };
+        let codes = names::reject_codes(kind);
+        let Some(code) = codes.iter().copied().find(|c| *c == code) else {
+            let hint = match names::suggest(code, codes.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? {kind} codes: {}", codes.join(", ")),
+                None => format!("{kind} codes: {}", codes.join(", ")),
+            };
+            self.diags.push(fail(format!("`{code}` is not an {kind} reject code"), "unknown code", &hint));
+            return None;
+        };
+        let only = match kind {
+            "icmp" => Some(Family::V4),
+            "icmpv6" => Some(Family::V6),
+            _ => None,
+        };
+        if let Some(family) = only {
+            if shapes.iter().any(|s| s.family != Some(family)) {
+                let other = if family == Family::V4 { "IPv6" } else { "IPv4" };
+                self.diags.push(fail(
+                    format!(
+                        "`with {kind}` answers {} only, but this rule also matches {other}",
+                        if family == Family::V4 { "IPv4" } else { "IPv6" }
+                    ),
+                    "family-specific answer",
+                    &format!("add `{}` to the rule, or use `icmpx`, which answers both families", family.name()),
+                ));
+                return None;
+            }
+        }
+        Some(match kind {
+            "icmp" => RejectWith::Icmp(code),
+            "icmpv6" => RejectWith::Icmpv6(code),
+            _ => RejectWith::Icmpx(code),
+        })
+    }
+
+    /// Appends to a chain; early rules go after the chain's other early rules,
+    /// before every rule that is not early (the prerouting chain runs first).
+    pub(super) fn out_rule(&mut self, hook: Hook, rule: Rule) {
+        if let Some(ch) = self.out.chains.iter_mut().find(|c| c.hook == hook) {
+            let at = if rule.early { ch.rules.iter().take_while(|r| r.early).count() } else { ch.rules.len() };
+            ch.rules.insert(at, rule);
+        }
+    }
+
+    /// The header matches of a rule, one per protocol and family it expands to.
+    pub(super) fn shapes(&mut self, c: &Clauses<'_>, span: Span) -> Option<Vec<Match>> {
+        let errors_before = self.diags.len();
+        let proto_list = c.proto.map(|v| self.protos(v));
+        let src = c.from.map_or(AddrSpec::Any, |(h, _)| self.addrs(h));
+        let dst = c.to.map_or(AddrSpec::Any, |(h, _)| self.addrs(h));
+        let sports = c.from.and_then(|(h, _)| h.port.as_ref()).map(|p| (p.negated, self.ports(&p.value), p.value.span));
+        let dports = c.to.and_then(|(h, _)| h.port.as_ref()).map(|p| (p.negated, self.ports(&p.value), p.value.span));
+        let icmp_items = c.icmp.map(|v| (self.expand(v), v.span));
+        if self.diags.len() > errors_before {
+            return None;
+        }
+
+        // Protocols: the proto clause, else the services named in port lists.
+        let service_protos: BTreeSet<u8> =
+            sports.iter().chain(dports.iter()).flat_map(|(_, items, _)| items.iter().filter_map(|p| p.proto)).collect();
+        let protos: Vec<Option<u8>> = match &proto_list {
+            Some(list) => {
+                for (_, items, _) in sports.iter().chain(dports.iter()) {
+                    for it in items {
+                        if let Some(p) = it.proto.filter(|p| !list.iter().any(|(q, _)| q == p)) {
+                            self.diags.push(
+                                Diag::error(
+                                    "proto-conflict",
+                                    it.span,
+                                    format!("service is {} but the rule is for another protocol", names::proto_name(p)),
+                                    "protocol not in `proto`",
+                                )
+                                .with_related(c.proto.map_or(span, |v| v.span), "rule's protocols")
+                                .with_help("add the protocol to `proto`, or drop `proto` and let the services decide"),
+                            );
+                        }
+                    }
+                }
+                list.iter().map(|(p, _)| Some(*p)).collect()
+            }
+            None if !service_protos.is_empty() => service_protos.iter().map(|p| Some(*p)).collect(),
+            None => {
+                if let Some((_, _, pspan)) = sports.as_ref().or(dports.as_ref()) {
+                    self.diags.push(
+                        Diag::error("port-without-proto", *pspan, "a port needs a protocol", "which protocol?")
+                            .with_help("add `proto tcp` (or udp, sctp), or name services: `port { tcp 80, udp 53 }`"),
+                    );
+                    return None;
+                }
+                if let Some((_, ispan)) = &icmp_items {
+                    self.diags.push(
+                        Diag::error(
+                            "icmp-without-proto",
+                            *ispan,
+                            "`icmp-type` needs `proto icmp` or `proto icmpv6`",
+                            "which ICMP?",
+                        )
+                        .with_help("add `proto icmp` for IPv4 or `proto icmpv6` for IPv6"),
+                    );
+                    return None;
+                }
+                vec![None]
+            }
+        };
+
+        let mut out = Vec::new();
+        for proto in protos {
+            let port_span = |list: &Option<(bool, Vec<PortItem>, Span)>| list.as_ref().map(|(_, _, s)| *s);
+            if let Some(p) = proto.filter(|p| !names::has_ports(*p)) {
+                if let Some(pspan) = port_span(&sports).or(port_span(&dports)) {
+                    self.diags.push(
+                        Diag::error(
+                            "port-on-portless",
+                            pspan,
+                            format!("{} has no ports", names::proto_name(p)),
+                            "port given here",
+                        )
+                        .with_related(c.proto.map_or(span, |v| v.span), "protocol chosen here")
+                        .with_help("ports exist for tcp, udp, sctp and udplite only"),
+                    );
+                    return None;
+                }
+            }
+            let pick = |list: &Option<(bool, Vec<PortItem>, Span)>| -> Option<Option<PortMatch>> {
+                let Some((negated, items, _)) = list else { return Some(None) };
+                let ranges: Vec<(u16, u16)> =
+                    items.iter().filter(|i| i.proto.is_none() || i.proto == proto).map(|i| (i.lo, i.hi)).collect();
+                if ranges.is_empty() {
+                    return None; // no port of this protocol in the list
+                }
+                Some(Some(PortMatch { negated: *negated, ranges: merge_ranges(ranges) }))
+            };
+            let (Some(sport), Some(dport)) = (pick(&sports), pick(&dports)) else { continue };
+
+            let icmp_types = match (&icmp_items, proto) {
+                (None, _) => None,
+                (Some((items, _)), Some(p @ (ICMP | ICMPV6))) => Some(self.icmp_types(items, p)),
+                (Some((_, ispan)), p) => {
+                    self.diags.push(
+                        Diag::error(
+                            "icmp-on-non-icmp",
+                            *ispan,
+                            format!("`icmp-type` on {}", p.map_or("any protocol".into(), names::proto_name)),
+                            "only for icmp/icmpv6",
+                        )
+                        .with_help("use `proto icmp` or `proto icmpv6` with `icmp-type`"),
+                    );
+                    return None;
+                }
+            };
+
+            let families = self.families(c, proto, &src, &dst, span)?;
+            for family in families {
+                out.push(Match {
+                    family,
+                    iif: c.iif.as_ref().map(|(i, _)| i.clone()),
+                    oif: c.oif.as_ref().map(|(i, _)| i.clone()),
+                    proto,
+                    src: family.map_or(AddrMatch::Any, |f| self.addr_match(&src, f)),
+                    dst: family.map_or(AddrMatch::Any, |f| self.addr_match(&dst, f)),
+                    sport: sport.clone(),
+                    dport: dport.clone(),
+                    icmp_types: icmp_types.clone(),
+                    ct_state: None,
+                });
+            }
+        }
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        if out.is_empty() {
+            let pspan = sports.as_ref().or(dports.as_ref()).map_or(span, |(_, _, s)| *s);
+            self.diags.push(
+                Diag::error(
+                    "no-port-for-proto",
+                    pspan,
+                    "no port in this list fits the rule's protocols",
+                    "ports of other protocols",
+                )
+                .with_help("each service's protocol must be one of the rule's `proto`"),
+            );
+            return None;
+        }
+        Some(out)
+    }
+
+    /// Address families a rule is expanded to: `[None]` when nothing in it
+    /// depends on the family, else each family all its clauses allow.
+    pub(super) fn families(
+        &mut self,
+        c: &Clauses<'_>,
+        proto: Option<u8>,
+        src: &AddrSpec,
+        dst: &AddrSpec,
+        span: Span,
+    ) -> Option<Vec<Option<Family>>> {
+        let proto_family = match proto {
+            Some(ICMP) => Some(Family::V4),
+            Some(ICMPV6) => Some(Family::V6),
+            _ => None,
+        };
+        let per_source = c.limit.is_some_and(|(l, _)| l.per_source);
+        let constrained = c.family.is_some()
+            || proto_family.is_some()
+            || per_source
+            || !matches!(src, AddrSpec::Any)
+            || !matches!(dst, AddrSpec::Any);
+        if !constrained {
+            return Some(vec![None]);
+        }
+        let mut allowed = vec![Family::V4, Family::V6];
+        let mut reasons: Vec<(Span, String)> = Vec::new();
+        if let Some((f, fspan)) = c.family {
+            allowed.retain(|x| *x == f);
+            reasons.push((fspan, format!("rule is {} only", f.name())));
+        }
+        if let Some(f) = proto_family {
+            allowed.retain(|x| *x == f);
+            reasons.push((c.proto.map_or(span, |v| v.span), format!("protocol is {} only", f.name())));
+        }
+        for (spec, clause) in [(src, c.from), (dst, c.to)] {
+            let fams = self.addr_families(spec);
+            let Some((_, cspan)) = clause else { continue };
+            let before = allowed.clone();
+            allowed.retain(|x| fams.contains(x));
+            if allowed.is_empty() {
+                let what = match fams.as_slice() {
+                    [f] => format!("{} addresses", f.name()),
+                    _ => "no addresses".to_string(),
+                };
+                let mut d = Diag::error(
+                    "family-mismatch",
+                    cspan,
+                    format!(
+                        "{what} in a rule that can only be {}",
+                        before.iter().map(|f| f.name()).collect::<Vec<_>>().join("/")
+                    ),
+                    format!("{what} here"),
+                )
+                .with_help("IPv4 and IPv6 never match the same packet; split this into two rules or fix the address");
+                for (rspan, why) in &reasons {
+                    d = d.with_related(*rspan, why.clone());
+                }
+                self.diags.push(d);
+                return None;
+            }
+            if fams.len() == 1 {
+                reasons.push((cspan, format!("{} addresses", fams[0].name())));
+            }
+        }
+        Some(allowed.into_iter().map(Some).collect())
+    }
+
+    pub(super) fn log_prefix_from(&mut self, prefix: String, span: Span) -> String {
+        let full = format!("{} {prefix}", self.out.table);
+        if full.len() > MAX_LOG_PREFIX {
+            self.diags.push(
+                Diag::error("long-log-prefix", span, "log prefix is too long", format!("{} bytes", full.len()))
+                    .with_help(format!("nft log prefixes are at most {MAX_LOG_PREFIX} bytes; shorten the log text")),
+            );
+        }
+        full
+    }
+}
