@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::flows::FlowLimits;
+use super::flow_table::FlowLimits;
 
 /// The commented default configuration shipped with phantomc.
 pub const DEFAULT_YAML: &str = include_str!("../../learn/detectors.yaml");

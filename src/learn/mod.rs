@@ -12,11 +12,13 @@ pub mod config;
 pub mod conntrack;
 pub mod decode;
 pub mod detect;
+pub mod flow_table;
 pub mod flows;
 pub mod propose;
 pub mod reader;
 pub mod score;
 pub mod services;
+mod tcp_state;
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasherDefault;
@@ -29,7 +31,7 @@ pub use detect::{Detector, Finding};
 pub use flows::{ConnState, Flow};
 
 use decode::Skip;
-use flows::FlowTable;
+use flow_table::FlowTable;
 use reader::ReadSummary;
 
 /// Flows read from a capture file, with what reading and decoding saw.
@@ -138,7 +140,7 @@ impl Report {
 /// without one (a capture of a whole network) every server counts.
 pub fn analyze(flows: Vec<Flow>, cfg: &Config, hosts: &[std::net::IpAddr]) -> Report {
     let mut flows = flows;
-    flows::sort_flows(&mut flows);
+    flow_table::sort_flows(&mut flows);
     let sources = flows
         .iter()
         .map(|f| f.client.ip())
