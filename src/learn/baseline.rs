@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Config;
 use super::detect::failed_login;
-use super::flows::{proto_label, Flow, TCP};
+use super::flows::{proto_label, Flow, KeyHasher, TCP};
+
+type Fast = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// The file format this phantomc reads and writes.
 pub const VERSION: u32 = 1;
@@ -49,10 +51,12 @@ pub fn observe(flows: &[Flow], cfg: &Config) -> Observations {
         first: u64,
         last: u64,
     }
-    let mut acc: BTreeMap<String, HashMap<IpAddr, Acc>> = BTreeMap::new();
+    // Keyed by (protocol, port) while counting: a string per flow would cost
+    // an allocation each on captures of millions of flows.
+    let mut acc: HashMap<(u8, u16), HashMap<IpAddr, Acc, Fast>, Fast> = HashMap::default();
     for f in flows.iter().filter(|f| f.attempt_seen && f.server.port() != 0) {
         let a = acc
-            .entry(service_key(f))
+            .entry((f.proto, f.server.port()))
             .or_default()
             .entry(f.client.ip())
             .or_insert_with(|| Acc { first: u64::MAX, ..Acc::default() });
@@ -64,7 +68,8 @@ pub fn observe(flows: &[Flow], cfg: &Config) -> Observations {
         a.last = a.last.max(f.first_seen_us);
     }
     acc.into_iter()
-        .map(|(svc, clients)| {
+        .map(|((proto, port), clients)| {
+            let svc = format!("{}/{port}", proto_label(proto));
             let stats = clients
                 .into_iter()
                 .map(|(ip, a)| {
@@ -82,10 +87,6 @@ pub fn observe(flows: &[Flow], cfg: &Config) -> Observations {
             (svc, stats)
         })
         .collect()
-}
-
-fn service_key(f: &Flow) -> String {
-    format!("{}/{}", proto_label(f.proto), f.server.port())
 }
 
 /// Median and median absolute deviation.

@@ -564,8 +564,14 @@ pub struct SpoofedFlood {
 /// Services flooded with half-open attempts from many sources.
 pub fn spoofed_floods(flows: &[Flow], cfg: &Config) -> Vec<SpoofedFlood> {
     let c = &cfg.spoofed_flood;
+    // Only targets with enough half-open attempts are worth grouping.
+    let mut half_open: HashMap<SocketAddr, u64, BuildHasherDefault<KeyHasher>> = HashMap::default();
+    for f in flows.iter().filter(|f| f.proto == TCP && f.attempt_seen && !f.handshake_completed()) {
+        *half_open.entry(f.server).or_default() += f.connections;
+    }
+    half_open.retain(|_, n| *n >= c.min_half_open);
     let mut per_target: BTreeMap<SocketAddr, Vec<&Flow>> = BTreeMap::new();
-    for f in flows.iter().filter(|f| f.proto == TCP && f.attempt_seen) {
+    for f in flows.iter().filter(|f| f.proto == TCP && f.attempt_seen && half_open.contains_key(&f.server)) {
         per_target.entry(f.server).or_default().push(f);
     }
     let mut out = Vec::new();

@@ -38,7 +38,8 @@ impl Service {
 /// The address every flow (nine in ten at least) has at one end: the host
 /// the capture was taken on. `None` for a capture of a whole network.
 pub fn capture_host(flows: &[Flow]) -> Option<IpAddr> {
-    let mut seen: std::collections::HashMap<IpAddr, u64> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<IpAddr, u64, std::hash::BuildHasherDefault<super::flows::KeyHasher>> =
+        Default::default();
     for f in flows {
         *seen.entry(f.client.ip()).or_default() += 1;
         if f.server.ip() != f.client.ip() {
