@@ -71,6 +71,10 @@ fn the_unit_is_hardened() {
         assert_eq!(values(key), [value], "{key}");
     }
     assert!(values("SystemCallFilter").contains(&"@system-service"));
+    // `@resources` is filtered (no setrlimit), so the unit itself must give
+    // the API's connection cap room beside the 256 descriptors for reloads.
+    let nofile: u64 = values("LimitNOFILE").first().and_then(|v| v.parse().ok()).expect("LimitNOFILE=N");
+    assert!(nofile >= 256 + phantomc::serve::listen::FD_RESERVE, "LimitNOFILE={nofile}");
 }
 
 #[test]

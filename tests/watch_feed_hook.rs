@@ -35,6 +35,7 @@ fn start(ns: &Netns, policy: &Path, every: Duration, fail_first: bool) -> (Calls
         state_file: policy.with_file_name("health.json"),
         feed_state_dir: Some(policy.with_file_name("state")),
         nft: Nft::default(),
+        recheck: Duration::from_secs(30),
     };
     let handle = ns.spawn(move || {
         let health = Arc::new(RwLock::new(Health::default()));

@@ -2,7 +2,9 @@
 //! TCP stream (no reset, no lost or corrupted byte), a broken edit that keeps
 //! the last good ruleset enforced, reload latency, include re-resolution,
 //! missing and empty policy files, systemd notifications, `--listen`, and a
-//! clean SIGTERM that leaves the table loaded.
+//! clean SIGTERM that leaves the table loaded; an edit no file event reported
+//! (picked up by the periodic check) and reloads while the API is flooded by
+//! idle half-sent requests (slowloris).
 
 mod common;
 
@@ -75,9 +77,14 @@ impl Lab {
     /// Starts `phantomc watch` in the server namespace, logging JSON to a
     /// file, with systemd's notification socket at `notify` if given.
     fn watch(&self, policy: &Path, notify: Option<&Path>) -> Child {
+        self.watch_with(policy, notify, &[], &[])
+    }
+
+    fn watch_with(&self, policy: &Path, notify: Option<&Path>, extra: &[&str], env: &[(&str, &Path)]) -> Child {
         let log = File::create(self.path("watch.log")).expect("log file");
         let state = self.path("health.json");
         let mut cmd = Command::new("ip");
+        cmd.envs(env.iter().copied());
         if let Some(socket) = notify {
             cmd.env("NOTIFY_SOCKET", socket);
         }
@@ -88,6 +95,7 @@ impl Lab {
             .arg("--state-dir")
             .arg(self.path("state"))
             .args(["--debounce-ms", "50", "--log-format", "json", "-v"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -476,4 +484,126 @@ fn watch_listen_serves_the_live_health() {
     let (code, page) = api.get("/");
     assert_eq!(code, 200);
     assert!(page.to_lowercase().starts_with("<!doctype html>"), "the dashboard is served too: {page}");
+}
+
+#[test]
+fn an_edit_no_event_reported_is_picked_up_by_the_periodic_check() {
+    let lab = Lab::new();
+    let policy_path = lab.path("watch.pf");
+    save(&policy_path, &policy(0), false);
+    // A second name for the same file in a folder the service does not
+    // watch: a write through it raises no event on the policy's folder.
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let alias = elsewhere.path().join("alias.pf");
+    std::fs::hard_link(&policy_path, &alias).expect("hard link");
+    // An nft that fails while `nft-broken` exists, as when out of descriptors.
+    let (nft, broken) = (lab.path("nft"), lab.path("nft-broken"));
+    std::fs::write(
+        &nft,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && {{ echo 'Too many open files' >&2; exit 1; }}\nexec nft \"$@\"\n",
+            broken.display()
+        ),
+    )
+    .expect("nft wrapper");
+    std::fs::set_permissions(&nft, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::write(&broken, "").expect("flag");
+    let mut watcher = lab.watch_with(&policy_path, None, &["--recheck-secs", "1"], &[("PHANTOMC_NFT", &nft)]);
+    let h = lab.wait_health("first load failed", |h| h.failures == 1);
+    assert!(h.last_error.as_deref().is_some_and(|e| e.contains("Too many open files")), "{h:?}");
+    // Not the policy's fault: the periodic check retries without an edit.
+    std::fs::remove_file(&broken).expect("unflag");
+    lab.wait_health("the retry loads it", |h| h.reloads == 1 && h.last_error.is_none());
+    assert!(lab.log().contains("retrying the reload that failed"), "{}", lab.log());
+    std::fs::write(&alias, policy(1)).expect("write through the alias");
+    let h = lab.wait_health("the periodic check reloads", |h| h.reloads == 2);
+    assert_eq!(h.failures, 1, "{h:?}");
+    assert!(lab.input_chain().contains(&marker(1)), "{}", lab.input_chain());
+    assert!(lab.log().contains("change found by the periodic check"), "{}", lab.log());
+    // Nothing changed since: the check stays quiet and reloads nothing.
+    std::thread::sleep(Duration::from_millis(2500));
+    let h = lab.health();
+    assert_eq!((h.reloads, h.unchanged, h.failures), (2, 0, 1), "{h:?}");
+    assert_eq!(unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(wait_exit(&mut watcher, Duration::from_secs(10)).code(), Some(0), "log:\n{}", lab.log());
+}
+
+/// Opens `count` connections to the API that each send half a request and
+/// then nothing, as a slowloris attacker does.
+fn half_sent_requests(ns: &Netns, port: u16, count: usize) -> Vec<std::net::TcpStream> {
+    ns.run_in(move || {
+        (0..count)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                let _ = s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+                s
+            })
+            .collect()
+    })
+}
+
+/// What the server said before it closed the connection (empty when it
+/// closed without a word); panics when it is still open after `limit`.
+fn closed_by_server(mut s: std::net::TcpStream, limit: Duration) -> String {
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut said = Vec::new();
+    match s.read_to_end(&mut said) {
+        Ok(_) => String::from_utf8_lossy(&said).into_owned(),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => String::from_utf8_lossy(&said).into_owned(),
+        Err(e) => {
+            panic!("the connection is still open ({e}) after {limit:?}; it said {:?}", String::from_utf8_lossy(&said))
+        }
+    }
+}
+
+#[test]
+fn a_slowloris_flood_on_the_api_does_not_stop_reloads() {
+    require_tool("prlimit");
+    let lab = Lab::new();
+    let policy_path = lab.path("watch.pf");
+    save(&policy_path, &policy(0), false);
+    let (path, state) = (policy_path.to_str().expect("utf-8"), lab.path("health.json"));
+    // 512 descriptors, as a small LimitNOFILE: 1,100 idle connections
+    // would take them all without the connection cap.
+    let api = Service::launch_wrapped(
+        &lab.srv,
+        9182,
+        &["prlimit", "--nofile=512:512", "--"],
+        &[
+            "watch",
+            path,
+            "--listen",
+            "127.0.0.1:9182",
+            "--max-connections",
+            "100",
+            "--request-timeout",
+            "5",
+            "--state-file",
+            state.to_str().expect("utf-8"),
+            "--debounce-ms",
+            "50",
+        ],
+    );
+    lab.wait_health("first load", |h| h.reloads == 1);
+    let flood = half_sent_requests(&lab.srv, 9182, 1100);
+    // A whole request now: answered 503 and closed (the close may reset the
+    // connection, as the server did not read the request).
+    let mut late = half_sent_requests(&lab.srv, 9182, 1).pop().expect("one");
+    let _ = late.write_all(b"\r\n");
+    let answer = closed_by_server(late, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 503 "), "over the connection cap: {answer}");
+    assert!(answer.contains("too many open API connections"), "{answer}");
+
+    save(&policy_path, &policy(1), true);
+    let h = lab.wait_health("the reload during the flood", |h| h.reloads == 2);
+    assert_eq!((h.failures, h.last_error), (0, None));
+    assert!(lab.input_chain().contains(&marker(1)), "{}", lab.input_chain());
+
+    // Every flood connection is closed by the server: at once when over
+    // the cap (with a 503, unless the close reset it first), after the
+    // header timeout otherwise; none was ever served.
+    let answers: Vec<String> = flood.into_iter().map(|s| closed_by_server(s, Duration::from_secs(15))).collect();
+    let busy = answers.iter().filter(|a| a.starts_with("HTTP/1.1 503 ")).count();
+    assert!(busy > 0 && answers.iter().all(|a| a.is_empty() || a.starts_with("HTTP/1.1 503 ")), "{answers:?}");
+    assert_eq!(api.get_json("/api/v1/status")["reloads"], 2, "the API answers again");
 }

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use super::{CmdResult, Failure};
+use crate::serve::listen::{self, Limits};
 use crate::serve::{self, ApiState, HealthSource, Token};
 use crate::watch::{default_state_file, Health};
 
@@ -46,6 +48,28 @@ pub struct ApiOptions {
     /// The learner's latest proposal diff, shown by /api/v1/proposals.
     #[arg(long)]
     pub proposals: Option<PathBuf>,
+    /// Most API connections open at once; more are answered 503 and closed
+    /// (lowered to leave 256 of the open-file limit to reloads).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers (also how long a
+    /// kept-alive connection may idle) and then its body.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+}
+
+impl ApiOptions {
+    /// The connection limits, after raising the open-file limit as far as
+    /// this process may.
+    pub fn limits(&self) -> Limits {
+        let fd_limit = listen::raise_fd_limit();
+        let (limits, note) =
+            Limits::fit(self.max_connections as usize, Duration::from_secs(self.request_timeout), fd_limit);
+        if let Some(note) = note {
+            tracing::warn!("{note}");
+        }
+        limits
+    }
 }
 
 /// The API's state for `table`, after checking the address and reading the token.
@@ -117,6 +141,7 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
     state.adaptive_dir = Some(args.state_dir.adaptive_dir());
     *state.last_good.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(compiled));
     let writes = writes_note(&state);
+    let limits = args.api.limits();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -130,10 +155,8 @@ pub fn serve(args: &ServeArgs) -> CmdResult {
         eprintln!(
             "phantomc serve: http://{addr}/ (API under /api/v1, docs at /api/docs) for table inet {table}; {writes}"
         );
-        axum::serve(listener, serve::router(Arc::new(state)))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .map_err(|e| Failure::System(format!("server failed: {e}")))
+        listen::serve(listener, serve::router(Arc::new(state)), limits, shutdown()).await;
+        Ok::<(), Failure>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

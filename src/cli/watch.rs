@@ -15,7 +15,7 @@ use crate::feeds::{self, cache::Cache, update};
 use crate::guard::{Operator, SSH_PORT};
 use crate::ir::{self, Compiled};
 use crate::nft::Nft;
-use crate::serve::HealthSource;
+use crate::serve::{listen, HealthSource};
 use crate::watch::{self, adaptive, FeedTimer, Health, Options, Service, SharedHealth};
 
 #[derive(clap::Args, Debug)]
@@ -41,6 +41,11 @@ pub struct WatchArgs {
     /// Less log detail (-q warnings and errors, -qq errors only).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub quiet: u8,
+    /// Every this many seconds, check the watched files for a change no file
+    /// event reported, and retry a reload that failed for a reason other
+    /// than the policy (out of file descriptors, nft).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub recheck_secs: u64,
     /// Also serve the REST API and dashboard (as `phantomc serve`) on this
     /// address, with the service's live health.
     #[arg(long)]
@@ -68,6 +73,7 @@ pub fn watch(args: &WatchArgs) -> CmdResult {
         state_file,
         feed_state_dir: args.state_dir.given().map(Path::to_path_buf),
         nft: Nft::default(),
+        recheck: Duration::from_secs(args.recheck_secs),
     };
     let health = Arc::new(RwLock::new(Health::default()));
     let api = args.listen.map(|listen| start_api(args, listen, &table, health.clone())).transpose()?;
@@ -123,6 +129,7 @@ fn start_api(
     state.feed_cache = Some(args.state_dir.feeds_dir());
     state.adaptive_dir = Some(args.state_dir.adaptive_dir());
     let system = |what: &str, e: std::io::Error| Failure::System(format!("{what}: {e}"));
+    let limits = args.api.limits();
     let listener = std::net::TcpListener::bind(listen).map_err(|e| system(&format!("cannot listen on {listen}"), e))?;
     listener.set_nonblocking(true).map_err(|e| system("listener", e))?;
     let addr = listener.local_addr().map_err(|e| system("listener", e))?;
@@ -133,12 +140,9 @@ fn start_api(
         .map_err(|e| system("cannot start the async runtime", e))?;
     tracing::info!(url = %format!("http://{addr}/"), api = "/api/v1", docs = "/api/docs", writes = serve::writes_note(&state), "API and dashboard listening");
     runtime.spawn(async move {
-        let served = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => axum::serve(l, crate::serve::router(Arc::new(state))).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the API stopped");
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => listen::serve(l, crate::serve::router(Arc::new(state)), limits, std::future::pending()).await,
+            Err(e) => tracing::error!(error = %e, "the API stopped"),
         }
     });
     Ok(runtime)

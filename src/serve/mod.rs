@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod health;
+pub mod listen;
 mod metrics;
 pub mod rules;
 mod shared;

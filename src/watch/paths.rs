@@ -3,7 +3,8 @@
 //! save by writing a new file and renaming it over the old one, which a watch
 //! on the old file's inode would miss.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -117,10 +118,64 @@ pub fn wait_settled(path: &Path, interval: Duration, limit: Duration) {
     }
 }
 
+/// What the watched files looked like when the policy was last read, so a
+/// periodic check can notice an edit whose file event was missed (events
+/// dropped, a write through a hard link in an unwatched folder).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fingerprint(BTreeMap<PathBuf, Option<Stamp>>);
+
+/// Device, inode, size, modification and change times (ns); a rename over
+/// the file changes the inode, an edit in place the times.
+type Stamp = (u64, u64, u64, i128, i128);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+    Some((m.dev(), m.ino(), m.size(), ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec())))
+}
+
+impl Fingerprint {
+    pub fn of<'a>(files: impl IntoIterator<Item = &'a PathBuf>) -> Fingerprint {
+        Fingerprint(files.into_iter().map(|f| (f.clone(), stamp(f))).collect())
+    }
+
+    /// Adds the files it does not know yet, as they are now.
+    pub fn add_new<'a>(&mut self, files: impl IntoIterator<Item = &'a PathBuf>) {
+        for f in files {
+            self.0.entry(f.clone()).or_insert_with(|| stamp(f));
+        }
+    }
+
+    /// The first file that is not as it was (changed, created or removed).
+    pub fn changed(&self) -> Option<&Path> {
+        self.0.iter().find(|(path, then)| stamp(path) != **then).map(|(path, _)| path.as_path())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ir;
+
+    #[test]
+    fn a_fingerprint_notices_edits_in_place_renames_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.pf"), dir.path().join("b.pf"));
+        std::fs::write(&a, "pass in on lo\n").unwrap();
+        let seen = Fingerprint::of([&a, &b]);
+        assert_eq!(seen.changed(), None);
+        // (Another size: two writes within one clock tick can share their times.)
+        std::fs::write(&a, "pass in on lo0\n").unwrap();
+        assert_eq!(seen.changed(), Some(a.as_path()));
+        let seen = Fingerprint::of([&a, &b]);
+        std::fs::write(&b, "").unwrap();
+        assert_eq!(seen.changed(), Some(b.as_path()), "a file that appeared");
+        let mut seen = Fingerprint::of([&a]);
+        seen.add_new([&a, &b]);
+        assert_eq!(seen.changed(), None);
+        std::fs::rename(&b, &a).unwrap();
+        assert_eq!(seen.changed(), Some(a.as_path()), "renamed over");
+    }
 
     #[test]
     fn wait_settled_returns_after_the_writes_stop() {

@@ -18,7 +18,7 @@ use signal_hook::iterator::Signals;
 use tracing::{debug, error, info, warn};
 
 use super::adaptive;
-use super::paths::{wait_settled, Role, WatchSet};
+use super::paths::{wait_settled, Fingerprint, Role, WatchSet};
 use super::systemd::{monotonic_usec, Notifier};
 use super::{unix_now, write_health, Health, SharedHealth};
 use crate::diag::render_plain;
@@ -46,6 +46,9 @@ pub struct Options {
     /// feed sets on every load, as with `apply`.
     pub feed_state_dir: Option<PathBuf>,
     pub nft: Nft,
+    /// How often to check the watched files for a change no event reported,
+    /// and to retry a reload that failed for a reason other than the policy.
+    pub recheck: Duration,
 }
 
 /// The hook for refreshing remote feeds on an interval. The service has no
@@ -78,6 +81,24 @@ enum Trigger {
     Signal(i32),
 }
 
+/// Why a reload attempt failed: the rendered diagnostic, and whether trying
+/// again with the same files may succeed (the system, not the policy, failed:
+/// out of file descriptors, nft, reading a file).
+struct Failed {
+    message: String,
+    transient: bool,
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Failed {
+        Failed { message, transient: false }
+    }
+}
+
+fn transient(message: impl ToString) -> Failed {
+    Failed { message: message.to_string(), transient: true }
+}
+
 /// What a successful reload attempt did.
 enum Outcome {
     Loaded {
@@ -102,6 +123,10 @@ pub struct Service {
     systemd: Option<Notifier>,
     /// The adaptive engine, told about every policy that loads.
     adaptive: Option<adaptive::Handle>,
+    /// The watched files as the last reload attempt read them.
+    seen: Fingerprint,
+    /// The last attempt failed for a reason other than the policy.
+    retry: bool,
 }
 
 impl Service {
@@ -121,6 +146,8 @@ impl Service {
             last_good: None,
             systemd: Notifier::from_env(),
             adaptive: None,
+            seen: Fingerprint::default(),
+            retry: false,
         }
     }
 
@@ -150,16 +177,20 @@ impl Service {
         self.reload(true, &mut watcher);
         self.tell_systemd(&["READY=1"]);
         let mut next_feed_refresh = self.feed_timer.as_ref().map(|t| Instant::now() + t.every);
+        let mut next_recheck = Instant::now() + self.opts.recheck;
         loop {
-            let received = match next_feed_refresh {
-                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            let trigger = match received {
+            let wake = next_feed_refresh.map_or(next_recheck, |at| at.min(next_recheck));
+            let trigger = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(t) => t,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.refresh_feeds("timer");
-                    next_feed_refresh = self.feed_timer.as_ref().map(|t| Instant::now() + t.every);
+                    if next_feed_refresh.is_some_and(|at| at <= Instant::now()) {
+                        self.refresh_feeds("timer");
+                        next_feed_refresh = self.feed_timer.as_ref().map(|t| Instant::now() + t.every);
+                    }
+                    if next_recheck <= Instant::now() {
+                        self.recheck(&mut watcher);
+                        next_recheck = Instant::now() + self.opts.recheck;
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -201,11 +232,34 @@ impl Service {
         Ok(())
     }
 
+    /// The periodic check: reloads when a watched file changed without an
+    /// event, or when the last attempt failed for a reason other than the policy.
+    fn recheck(&mut self, watcher: &mut Watcher) {
+        let changed = self.seen.changed().map(|f| (f.to_path_buf(), self.watch_set.role(f)));
+        match &changed {
+            Some((file, _)) => info!(file = %file.display(), "change found by the periodic check"),
+            None if self.retry => info!("retrying the reload that failed"),
+            None => return,
+        }
+        self.reload(false, watcher);
+        self.tell_systemd(&[]);
+        if changed.is_some_and(|(_, role)| role == Some(Role::Feed)) {
+            self.refresh_feeds("local feed file changed");
+        }
+    }
+
     /// One reload attempt; `force` reloads even an unchanged ruleset
     /// (SIGHUP, start-up: it also repairs drift).
     fn reload(&mut self, force: bool, watcher: &mut Watcher) {
         let started = Instant::now();
-        let result = self.try_reload(force);
+        let result = self.try_reload(force).map_err(|failed| {
+            self.retry = failed.transient;
+            failed.message
+        });
+        if result.is_ok() {
+            self.retry = false;
+        }
+        self.seen.add_new(self.watch_set.files());
         self.rewatch(watcher);
         let watched: Vec<PathBuf> = self.watch_set.files().cloned().collect();
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -265,12 +319,13 @@ impl Service {
     }
 
     /// Compiles, checks and loads; the error is the rendered diagnostic.
-    fn try_reload(&mut self, force: bool) -> Result<Outcome, String> {
+    fn try_reload(&mut self, force: bool) -> Result<Outcome, Failed> {
         wait_settled(&self.opts.policy, SETTLE_INTERVAL, SETTLE_LIMIT);
+        self.seen = Fingerprint::of(self.watch_set.files());
         // An empty policy compiles (to "drop everything"), but here it is
         // almost surely a save caught half-way or a truncated file.
         if std::fs::metadata(&self.opts.policy).is_ok_and(|m| m.len() == 0) {
-            return Err(format!("{} is empty; refusing to load a policy that drops everything (write the whole policy, or `phantomc disable`)", self.opts.policy.display()));
+            return Err(Failed::from(format!("{} is empty; refusing to load a policy that drops everything (write the whole policy, or `phantomc disable`)", self.opts.policy.display())));
         }
         let compiled = match ir::compile_file(&self.opts.policy) {
             Ok(c) => c,
@@ -279,16 +334,16 @@ impl Service {
                 // no longer reaches may be what fixes it.
                 let now = WatchSet::resolve(&self.opts.policy, Some(&e.sources), &[]);
                 self.watch_set.policy_files.extend(now.policy_files);
-                return Err(render_plain(&e.diags, &e.sources));
+                return Err(render_plain(&e.diags, &e.sources).into());
             }
-            Err(e @ LoadError::Io(..)) => return Err(e.to_string()),
+            Err(e @ LoadError::Io(..)) => return Err(transient(e)),
         };
         self.watch_set = WatchSet::resolve(&self.opts.policy, Some(&compiled.sources), &compiled.ruleset.feeds);
         if compiled.ruleset.passes_nothing() {
-            return Err(format!(
+            return Err(Failed::from(format!(
                 "{}: the policy passes nothing (no input rule, and the default input policy drops): refusing to load it, loopback and every session would be cut (write the whole policy, or `phantomc disable`)",
                 self.opts.policy.display()
-            ));
+            )));
         }
         for e in compiled.ruleset.expiries.iter().filter(|e| e.expired) {
             tracing::warn!(kind = e.kind, what = %e.what, date = %e.date, origin = %e.origin.id, "expired, left out of the ruleset");
@@ -299,26 +354,27 @@ impl Service {
             (h.table.clone(), h.ruleset_hash.clone())
         };
         if let Some(owned) = owned.filter(|t| *t != rs.table) {
-            return Err(format!(
+            return Err(Failed::from(format!(
                 "the policy now names table inet {}, but this service owns table inet {owned}; restart the service to switch tables",
                 rs.table
-            ));
+            )));
         }
         let hash = nft::policy_hash(rs);
         let nft = &self.opts.nft;
-        if !force && loaded_hash.as_ref() == Some(&hash) && nft.table_exists(&rs.table).map_err(|e| e.to_string())? {
+        if !force && loaded_hash.as_ref() == Some(&hash) && nft.table_exists(&rs.table).map_err(transient)? {
             // The same ruleset; settings beside it (adaptive) may have changed.
             self.last_good = Some(compiled);
             return Ok(Outcome::Unchanged);
         }
-        let operator = Operator::discover(None, SSH_PORT)?;
+        let operator = Operator::discover(None, SSH_PORT).map_err(transient)?;
         let protected = Protected::gather(Some(rs), &operator);
-        let (kept, warnings) = feeds::load_elements(rs, &protected, self.opts.feed_state_dir.as_deref())?;
+        let (kept, warnings) =
+            feeds::load_elements(rs, &protected, self.opts.feed_state_dir.as_deref()).map_err(transient)?;
         for w in warnings {
             warn!(warning = %w, "feed entry left out");
         }
         // An automatic reload never overrides the lockout guard.
-        let checked = guard::check(rs, &kept.contents(), &operator).map_err(|r| r.to_string())?;
+        let checked = guard::check(rs, &kept.contents(), &operator).map_err(|r| Failed::from(r.to_string()))?;
         if let Some(note) = checked.unchecked {
             debug!(note, "lockout guard");
         }
@@ -447,9 +503,11 @@ fn status_line(h: &Health) -> String {
     }
 }
 
-fn describe(e: ApplyError, compiled: &Compiled) -> String {
+/// A rule the kernel refuses is the policy's fault; anything else (nft
+/// missing, out of descriptors) may pass on a retry.
+fn describe(e: ApplyError, compiled: &Compiled) -> Failed {
     match e {
-        ApplyError::RuleRefused(d) => render_plain(&[*d], &compiled.sources),
-        other => other.to_string(),
+        ApplyError::RuleRefused(d) => render_plain(&[*d], &compiled.sources).into(),
+        other => transient(other),
     }
 }

@@ -443,7 +443,9 @@ impl Service {
         Service::launch_wrapped(ns, port, wrapper, &full)
     }
 
-    fn launch_wrapped(ns: &Netns, port: u16, wrapper: &[&str], args: &[&str]) -> Service {
+    /// `phantomc ARGS` started through `wrapper` (`prlimit ... --`), serving
+    /// the API on 127.0.0.1:`port`.
+    pub fn launch_wrapped(ns: &Netns, port: u16, wrapper: &[&str], args: &[&str]) -> Service {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
