@@ -1,9 +1,12 @@
 //! The one netlink layer for the netfilter subsystems phantomc reads
-//! (nf_tables objects in `nft`, conntrack in `learn`): requests, the dump
-//! loop and attribute walking, on netlink-packet-core's buffer types. Each
-//! subsystem decodes its own attributes on top of it.
+//! (nf_tables objects in `nft`, conntrack in `host`): sockets and event
+//! subscriptions, requests, the dump loop, message framing and attribute
+//! walking, on netlink-packet-core's buffer types. Each subsystem decodes its
+//! own attributes on top of it.
 
 use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use netlink_packet_core::{NetlinkBuffer, NlasIterator, NLA_F_NESTED, NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_sys::protocols::NETLINK_NETFILTER;
@@ -24,13 +27,57 @@ pub fn socket() -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// A socket subscribed to the multicast `groups` of a netfilter subsystem
+/// (conntrack events, later NFLOG), with a receive buffer of `buffer_bytes`.
+pub fn subscribe(groups: &[u32], buffer_bytes: libc::c_int) -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    for &group in groups {
+        socket.add_membership(group)?;
+    }
+    force_receive_buffer(&socket, buffer_bytes);
+    Ok(socket)
+}
+
+/// SO_RCVBUFFORCE (CAP_NET_ADMIN, which reading netfilter needs anyway)
+/// goes past net.core.rmem_max; a smaller buffer only risks ENOBUFS, which
+/// the reader counts.
+fn force_receive_buffer(socket: &Socket, bytes: libc::c_int) {
+    // SAFETY: setsockopt with a valid fd and a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Waits up to `timeout` for `socket` to have a datagram.
+pub fn readable(socket: &Socket, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+    n > 0
+}
+
 /// One netfilter request: `kind` is `subsystem << 8 | message`, `family` the
 /// nfgenmsg family, then the attributes (kind, value).
 pub fn request(kind: u16, flags: u16, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut body = vec![family, 0, 0, 0];
+    let mut body = Vec::new();
     for (k, v) in attrs {
         push_attr(&mut body, *k, v);
     }
+    request_with(kind, flags, family, &body)
+}
+
+/// A request whose attributes are already encoded (by a subsystem's own
+/// netlink-packet types).
+pub fn request_with(kind: u16, flags: u16, family: u8, attrs: &[u8]) -> Vec<u8> {
+    let mut body = vec![family, 0, 0, 0];
+    body.extend_from_slice(attrs);
     let mut msg = vec![0; NLMSG_HDRLEN + body.len()];
     msg[NLMSG_HDRLEN..].copy_from_slice(&body);
     let mut buf = NetlinkBuffer::new(&mut msg[..]);
@@ -61,10 +108,19 @@ pub fn push_nested(out: &mut Vec<u8>, kind: u16, inner: impl FnOnce(&mut Vec<u8>
     push_attr(out, kind | NLA_F_NESTED, &value);
 }
 
-/// Sends `request` and hands every reply message (type, and the payload
-/// after the nfgenmsg header) to `each`, until the dump is done. A kernel
-/// error ends it as an `io::Error` with the kernel's errno.
-pub fn dump(request: &[u8], each: &mut dyn FnMut(u16, &[u8]) -> io::Result<()>) -> io::Result<()> {
+/// One reply message: its type (`subsystem << 8 | message`), flags, where it
+/// starts in its datagram, and its attributes (after the nfgenmsg header).
+#[derive(Clone, Copy, Debug)]
+pub struct Message<'a> {
+    pub kind: u16,
+    pub flags: u16,
+    pub offset: usize,
+    pub body: &'a [u8],
+}
+
+/// Sends `request` and hands every reply message to `each`, until the dump
+/// is done. A kernel error ends it as an `io::Error` with the kernel's errno.
+pub fn dump(request: &[u8], each: &mut dyn FnMut(Message<'_>) -> io::Result<()>) -> io::Result<()> {
     let socket = socket()?;
     socket.send(request, 0)?;
     let mut buf = Vec::with_capacity(1 << 16);
@@ -83,15 +139,48 @@ pub enum Reply {
     Done,
 }
 
+/// A reply that does not parse: where in its datagram and why. Carried
+/// inside an `io::Error` of kind `InvalidData` (see [`Malformed::of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    /// Where the message starts in its datagram (unknown inside an attribute).
+    pub offset: Option<usize>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.offset {
+            Some(at) => write!(f, "malformed netfilter netlink reply at byte {at}: {}", self.reason),
+            None => write!(f, "malformed netfilter netlink reply: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+impl Malformed {
+    /// The malformed-reply details of `e`, if that is what it is.
+    pub fn of(e: &io::Error) -> Option<&Malformed> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<Malformed>())
+    }
+}
+
+/// A malformed-reply error at byte `offset` of its datagram.
+pub fn malformed_at(offset: usize, what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, Malformed { offset: Some(offset), reason: what.to_string() })
+}
+
+/// A malformed-reply error inside an attribute.
 pub fn malformed(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("malformed netfilter netlink reply: {what}"))
+    io::Error::new(io::ErrorKind::InvalidData, Malformed { offset: None, reason: what.to_string() })
 }
 
 /// The messages of one datagram (several netlink messages, 4-byte aligned).
-pub fn walk_datagram(buf: &[u8], each: &mut dyn FnMut(u16, &[u8]) -> io::Result<()>) -> io::Result<Reply> {
+pub fn walk_datagram(buf: &[u8], each: &mut dyn FnMut(Message<'_>) -> io::Result<()>) -> io::Result<Reply> {
     let mut offset = 0;
     while offset + NLMSG_HDRLEN <= buf.len() {
-        let msg = NetlinkBuffer::new_checked(&buf[offset..]).map_err(|e| malformed(&e.to_string()))?;
+        let msg = NetlinkBuffer::new_checked(&buf[offset..]).map_err(|e| malformed_at(offset, &e.to_string()))?;
         let len = msg.length() as usize;
         let payload = &buf[offset + NLMSG_HDRLEN..offset + len];
         match msg.message_type() {
@@ -100,13 +189,16 @@ pub fn walk_datagram(buf: &[u8], each: &mut dyn FnMut(u16, &[u8]) -> io::Result<
                 let errno = payload
                     .get(..4)
                     .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
-                    .ok_or_else(|| malformed("error message"))?;
+                    .ok_or_else(|| malformed_at(offset, "error message"))?;
                 // An acknowledgement (errno 0) ends nothing in a dump.
                 if errno != 0 {
                     return Err(io::Error::from_raw_os_error(-errno));
                 }
             }
-            kind => each(kind, payload.get(NFGENMSG_LEN..).ok_or_else(|| malformed("short message"))?)?,
+            kind => {
+                let body = payload.get(NFGENMSG_LEN..).ok_or_else(|| malformed_at(offset, "short message"))?;
+                each(Message { kind, flags: msg.flags(), offset, body })?;
+            }
         }
         offset += len.next_multiple_of(4);
     }
@@ -180,8 +272,8 @@ pub mod tests {
     fn datagrams_end_at_done_and_report_kernel_errors() {
         let mut seen = Vec::new();
         let mut dgram = [message(0x0a06, &[1, 0, 0, 0, 9]), message(0x0a06, &[1, 0, 0, 0])].concat();
-        let r = walk_datagram(&dgram, &mut |k, p| {
-            seen.push((k, p.len()));
+        let r = walk_datagram(&dgram, &mut |m| {
+            seen.push((m.kind, m.body.len()));
             Ok(())
         })
         .unwrap();
@@ -191,8 +283,8 @@ pub mod tests {
         dgram.extend(message(0x0a06, &[1, 0, 0, 0]));
         seen.clear();
         assert_eq!(
-            walk_datagram(&dgram, &mut |k, p| {
-                seen.push((k, p.len()));
+            walk_datagram(&dgram, &mut |m| {
+                seen.push((m.kind, m.body.len()));
                 Ok(())
             })
             .unwrap(),
@@ -200,10 +292,12 @@ pub mod tests {
         );
         assert_eq!(seen.len(), 2, "nothing after DONE belongs to the dump");
         let eperm = message(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
-        let err = walk_datagram(&eperm, &mut |_, _| Ok(())).unwrap_err();
+        let err = walk_datagram(&eperm, &mut |_| Ok(())).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
-        let mut cut = message(0x0a06, &[1, 0, 0, 0]);
-        cut[0] = 200; // claims more bytes than the datagram holds
-        assert!(walk_datagram(&cut, &mut |_, _| Ok(())).is_err());
+        let mut cut = [message(0x0a06, &[1, 0, 0, 0]), message(0x0a06, &[1, 0, 0, 0])].concat();
+        let second = cut.len() / 2;
+        cut[second] = 200; // claims more bytes than the datagram holds
+        let err = walk_datagram(&cut, &mut |_| Ok(())).unwrap_err();
+        assert_eq!(Malformed::of(&err).and_then(|m| m.offset), Some(second), "{err}");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use phantomc::learn::conntrack::{self, Counters, CtEntry, TcpState, Watched};
+use phantomc::host::conntrack::{self, Counters, CtEntry, TcpState, Watched};
 
 fn find<'a>(entries: &'a [CtEntry], proto: u8, src: &str, dport: u16) -> &'a CtEntry {
     let src: IpAddr = src.parse().unwrap();

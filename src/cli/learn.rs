@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{CmdResult, Failure};
 use crate::guard::{self, Kind, Operator, Protected, SSH_PORT};
 use crate::host;
+use crate::host::conntrack::{self, Watched};
 use crate::ir;
-use crate::learn::conntrack::{self, StateTimeouts, Watched};
+use crate::learn::conntrack::{to_flows, StateTimeouts};
 use crate::learn::{self, propose, Config};
 
 #[derive(clap::Args, Debug)]
@@ -129,8 +130,8 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
     }
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
     let timeouts = StateTimeouts::read();
-    let mut flows = conntrack::to_flows(&watched.destroyed, &timeouts, now_us);
-    flows.extend(conntrack::to_flows(&watched.live, &timeouts, now_us));
+    let mut flows = to_flows(&watched.destroyed, &timeouts, now_us);
+    flows.extend(to_flows(&watched.live, &timeouts, now_us));
     let flow_count = flows.len();
     // Conntrack is this host's own table: its addresses are the host.
     let mut hosts = args.hosts.clone();

@@ -3,6 +3,7 @@
 //! Read in the network namespace of the calling process; used by the lockout
 //! guard and the learner.
 
+pub mod conntrack;
 pub mod session;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

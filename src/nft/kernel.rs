@@ -89,7 +89,7 @@ fn name_value(name: &str) -> Vec<u8> {
 /// hands each `new` reply to `each`. A missing table or set is no objects.
 fn dump(get: u16, new: u16, filter: &[(u16, &[u8])], each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     let request = netlink::dump_request(kind(get), NFPROTO_INET, filter);
-    let result = netlink::dump(&request, &mut |k, body| if k == kind(new) { each(body) } else { Ok(()) });
+    let result = netlink::dump(&request, &mut |m| if m.kind == kind(new) { each(m.body) } else { Ok(()) });
     match result {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
@@ -586,8 +586,8 @@ mod tests {
         msg_body.extend(body(1, 1));
         let dgram = message(kind(NFT_MSG_NEWRULE), &msg_body);
         let mut seen = Vec::new();
-        netlink::walk_datagram(&dgram, &mut |_, b| {
-            seen.push(rule_from(b)?);
+        netlink::walk_datagram(&dgram, &mut |m| {
+            seen.push(rule_from(m.body)?);
             Ok(())
         })
         .unwrap();

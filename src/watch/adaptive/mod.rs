@@ -30,8 +30,9 @@ pub(crate) use super::write_atomic;
 use super::{unix_now, SharedHealth};
 use crate::guard;
 use crate::host;
+use crate::host::conntrack::{self, Events, TcpState, Tracker};
 use crate::ir::{Adaptive, Compiled};
-use crate::learn::conntrack::{self, Events, StateTimeouts, TcpState, Tracker};
+use crate::learn::conntrack::{to_flow, StateTimeouts};
 use crate::learn::{self, Detector, Finding, Flow};
 use crate::nft::{block, Nft};
 
@@ -292,11 +293,11 @@ impl Engine {
         let now_us = now_ns / 1000;
         let was_closed = self.tracker.get_key(&key).is_some_and(closed);
         let (flow, ended) = match self.tracker.absorb(event, entry, now_ns) {
-            Some(ended) => (conntrack::to_flow(&ended, &self.timeouts, now_us), true),
+            Some(ended) => (to_flow(&ended, &self.timeouts, now_us), true),
             None => {
                 self.fetch_counters(plan, &key, was_closed, now_ns);
                 match self.tracker.get_key(&key) {
-                    Some(open) => (conntrack::to_flow(open, &self.timeouts, now_us), closed(open)),
+                    Some(open) => (to_flow(open, &self.timeouts, now_us), closed(open)),
                     None => return,
                 }
             }

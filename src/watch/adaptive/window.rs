@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::learn::conntrack::CtTuple;
+use crate::host::conntrack::CtTuple;
 use crate::learn::Flow;
 
 /// A conntrack entry's identity: kernel id, protocol, original tuple.
