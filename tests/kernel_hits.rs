@@ -78,3 +78,43 @@ fn hits_count_every_line_on_live_traffic() {
     assert_eq!(docs.len(), 2);
     assert_eq!(packets(&docs[1], "webserver.pf:20"), 4);
 }
+
+/// Lines the optimizer merged into one nft rule (a port set) still count
+/// one by one: each set element carries its line and its own counter.
+#[test]
+fn merged_lines_count_one_by_one() {
+    let lab = web_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("merged.pf");
+    std::fs::write(
+        &policy,
+        "table phantomc\npolicy input block\npass in on lo\npass in state { established, related }\npass in proto tcp to port 80\npass in proto tcp to port 22\npass in proto tcp to port 8080\nblock in from 192.0.2.1\nblock in from 192.0.2.2\n",
+    )
+    .expect("write policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    apply(&lab.srv, policy);
+    let script = stdout(&lab.srv.phantomc(&["compile", policy]));
+    assert!(script.contains("tcp dport @opt_input_1 accept comment \"merged.pf:5 +2 merged\""), "{script}");
+    assert!(script.contains("ip saddr @opt_input_2 drop comment \"merged.pf:8 +1 merged\""), "{script}");
+
+    let _servers = Servers::start(&lab.srv, &[80, 22], &[]);
+    for _ in 0..3 {
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);
+    }
+    for _ in 0..2 {
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 22), Tcp::Connected);
+    }
+    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("hits json");
+    let rule = |id: &str| doc["rules"].as_array().expect("rules").iter().find(|r| r["id"] == id).cloned().expect(id);
+    for (id, syns) in [("merged.pf:5", 3), ("merged.pf:6", 2), ("merged.pf:7", 0), ("merged.pf:8", 0)] {
+        let r = rule(id);
+        assert_eq!((r["packets"].as_u64(), r["nft_rules"].as_u64()), (Some(syns), Some(1)), "{id}: {doc}");
+    }
+
+    // The drift check reads the merged sets like any other: in sync.
+    let out = lab.srv.phantomc(&["status", policy, "--format", "json"]);
+    let status: Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    assert_eq!(status["state"].as_str(), Some("in-sync"), "{status}");
+}

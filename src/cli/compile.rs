@@ -17,6 +17,12 @@ pub struct CompileArgs {
     /// (without it, feed sets are printed empty).
     #[command(flatten)]
     pub state_dir: super::args::StateDirArg,
+    /// Emit one nft rule per IR rule: no runs of rules merged into set lookups.
+    #[arg(long)]
+    pub no_optimize: bool,
+    /// Print which rules the optimizer merges, instead of the ruleset.
+    #[arg(long, conflicts_with_all = ["no_optimize", "format"])]
+    pub explain_optimize: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,13 +49,18 @@ pub fn run(args: &CompileArgs) -> CmdResult {
         }
         None => nft::Elements::default(),
     };
-    print!("{}", render(&compiled, args.format, &extra));
+    if args.explain_optimize {
+        print!("{}", ir::optimize::explain(&ir::optimize::optimize(&compiled.ruleset)));
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render(&compiled, args.format, &extra, !args.no_optimize));
     Ok(ExitCode::SUCCESS)
 }
 
-/// The compiled policy in one of the output formats (deterministic).
-pub fn render(c: &Compiled, format: Format, extra: &nft::Elements) -> String {
-    let table = nft::build(&c.ruleset, extra);
+/// The compiled policy in one of the output formats (deterministic); the
+/// IR is always the policy's own, the nft formats optimized if asked.
+pub fn render(c: &Compiled, format: Format, extra: &nft::Elements, optimize: bool) -> String {
+    let table = if optimize { nft::build(&c.ruleset, extra) } else { nft::emit::build_with(&c.ruleset, extra) };
     match format {
         Format::Nft => nft::script_for(c, &table),
         Format::Json => {

@@ -63,8 +63,10 @@ fn print_once(compiled: &Compiled, format: TextOrJson) -> CmdResult {
     let table = &compiled.ruleset.table;
     // Counters come with the rules of a netlink rule dump; nft would read
     // every feed set element first.
-    let live = kernel::rules(table).map_err(|e| Failure::System(NftError::Kernel(e).to_string()))?;
-    let rows = sorted(rules::rows(compiled, live.as_deref()));
+    let system = |e| Failure::System(NftError::Kernel(e).to_string());
+    let live = kernel::rules(table).map_err(system)?;
+    let elements = kernel::merged_counters(table).map_err(system)?;
+    let rows = sorted(rules::rows(compiled, live.as_deref(), &elements));
     match format {
         TextOrJson::Json => {
             let doc = Hits { table, loaded: live.is_some(), rules: rows };

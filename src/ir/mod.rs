@@ -10,6 +10,7 @@ pub mod eval;
 pub mod expiry;
 mod lower;
 pub mod names;
+pub mod optimize;
 pub mod ranges;
 
 use std::collections::BTreeMap;
@@ -245,6 +246,10 @@ pub struct Rule {
     /// (the order the analyzer sees packets meet it); nft gets it once.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub early: bool,
+    /// Set by [`optimize`]: the adjacent rules this one stands for; nft
+    /// looks the merged field up in a named set with a counter per element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<optimize::Merged>,
 }
 
 /// `reject with ...`: the answer a reject sends.

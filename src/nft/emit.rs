@@ -13,6 +13,7 @@ use nftables::stmt::{self, Counter, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
 use crate::ir::names::{self, ICMP, ICMPV6, TCP};
+use crate::ir::optimize::{self, MergeField, Merged, Values};
 use crate::ir::{
     Action, AddrMatch, DefaultPolicy, Family, Hook, Match as IrMatch, NatAction, PortMatch, RejectWith, Rule, Ruleset,
     SetKind,
@@ -129,10 +130,18 @@ pub fn table(name: &str) -> schema::Table<'static> {
     schema::Table { family: NfFamily::INet, name: name.to_string().into(), handle: None }
 }
 
-/// Translates a ruleset; `extra` supplies feed and run-time set elements.
+/// Translates a ruleset, optimized (see [`crate::ir::optimize`]); `extra`
+/// supplies feed and run-time set elements.
 pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
+    build_with(&optimize::optimize(rs), extra)
+}
+
+/// Translates a ruleset as it is (`compile --no-optimize`).
+pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     let t = rs.table.as_str();
-    let sets = rs.sets.iter().map(|s| set(rs, s, extra.by_set.get(&s.nft_name))).collect();
+    let mut sets: Vec<schema::Set<'static>> =
+        rs.sets.iter().map(|s| set(rs, s, extra.by_set.get(&s.nft_name))).collect();
+    sets.extend(optimize::merged_rules(rs).map(|(_, r, m)| merged_set(t, m, r.counter)));
     let mut chains = Vec::new();
     // Early rules sit first in the input and forward chains of the IR; nft
     // runs them once, in prerouting at raw priority (before conntrack).
@@ -169,7 +178,7 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
             .iter()
             .filter(|n| n.chain_name() == name)
             .map(|n| {
-                let mut expr = matches(&n.matches);
+                let mut expr = matches(&n.matches, None);
                 expr.push(Statement::Counter(Counter::Anonymous(None)));
                 expr.push(nat_stmt(&n.action));
                 schema::Rule { expr: expr.into(), comment: Some(n.origin.id.clone().into()), ..rule_base(t, name) }
@@ -264,8 +273,49 @@ pub fn net_expr(n: IpNet) -> Expression<'static> {
     }
 }
 
+/// The set a merged rule looks up: each element carries its policy line's
+/// id as comment and, if the rules counted, a counter of its own (the rule
+/// itself then has none, so `hits` sums each line exactly once).
+fn merged_set(t: &str, m: &Merged, counter: bool) -> schema::Set<'static> {
+    let elem = |val: Expression<'static>, id: &str| {
+        Expression::Named(NamedExpression::Elem(expr::Elem {
+            val: Box::new(val),
+            timeout: None,
+            expires: None,
+            comment: Some(id.to_string().into()),
+            counter: counter.then_some(Counter::Anonymous(None)),
+        }))
+    };
+    let mut elems = Vec::new();
+    for p in &m.parts {
+        let id = p.origin.id.as_str();
+        match &p.values {
+            Values::Nets(nets) => elems.extend(nets.iter().map(|n| elem(net_expr(*n), id))),
+            Values::Ports(ranges) => elems.extend(ranges.iter().map(|r| elem(port_expr(*r), id))),
+            Values::Interfaces(names) => {
+                elems.extend(names.iter().map(|n| elem(Expression::String(n.clone().into()), id)))
+            }
+        }
+    }
+    let (set_type, interval) = match (&m.parts[0].values, m.family) {
+        (Values::Nets(_), Some(Family::V6)) => (SetType::Ipv6Addr, true),
+        (Values::Nets(_), _) => (SetType::Ipv4Addr, true),
+        (Values::Ports(_), _) => (SetType::InetService, true),
+        (Values::Interfaces(_), _) => (SetType::Ifname, false),
+    };
+    schema::Set {
+        family: NfFamily::INet,
+        table: t.to_string().into(),
+        name: m.set.clone().into(),
+        set_type: SetTypeValue::Single(set_type),
+        flags: interval.then(|| HashSet::from([SetFlag::Interval])),
+        elem: Some(elems.into()),
+        ..Default::default()
+    }
+}
+
 fn rule(t: &str, chain: &str, r: &Rule) -> schema::Rule<'static> {
-    let mut expr = matches(&r.matches);
+    let mut expr = matches(&r.matches, r.merged.as_ref());
     if let Some(l) = &r.limit {
         let limit = stmt::Limit {
             rate: u32::try_from(l.rate).unwrap_or(u32::MAX),
@@ -284,8 +334,14 @@ fn rule(t: &str, chain: &str, r: &Rule) -> schema::Rule<'static> {
             None => expr.push(Statement::Limit(limit)),
         }
     }
-    expr.extend(tail(r.counter, r.log.as_deref(), r.action, r.matches.proto, r.reject));
-    schema::Rule { expr: expr.into(), comment: Some(r.comment().into()), ..rule_base(t, chain) }
+    let counter = r.counter && r.merged.is_none();
+    expr.extend(tail(counter, r.log.as_deref(), r.action, r.matches.proto, r.reject));
+    let comment = match &r.merged {
+        // Starts with the first line's id, like every rule's comment.
+        Some(m) => format!("{} +{} merged", r.comment(), m.parts.len() - 1),
+        None => r.comment(),
+    };
+    schema::Rule { expr: expr.into(), comment: Some(comment.into()), ..rule_base(t, chain) }
 }
 
 /// Counter, log and verdict: the end of every filter rule.
@@ -410,11 +466,20 @@ fn eq_or_neq(negated: bool) -> Operator {
     }
 }
 
-/// The header matches of an IR rule, in nft's customary order.
-pub fn matches(mm: &IrMatch) -> Vec<Statement<'static>> {
+/// The header matches of an IR rule, in nft's customary order; a merged
+/// rule's field is looked up in its set.
+fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
+    let lookup = |field: MergeField| {
+        merged.filter(|m| m.field == field).map(|m| Expression::String(format!("@{}", m.set).into()))
+    };
     let mut out = Vec::new();
-    for (names, key) in [(&mm.iif, MetaKey::Iifname), (&mm.oif, MetaKey::Oifname)] {
-        if let Some(names) = names {
+    for (names, key, field) in [
+        (&mm.iif, MetaKey::Iifname, MergeField::InputInterface),
+        (&mm.oif, MetaKey::Oifname, MergeField::OutputInterface),
+    ] {
+        if let Some(set) = lookup(field) {
+            out.push(m(meta(key), set, Operator::EQ));
+        } else if let Some(names) = names {
             let items = names.iter().map(|n| Expression::String(n.clone().into())).collect();
             out.push(m(meta(key), one_or_set(items), Operator::EQ));
         }
@@ -423,8 +488,12 @@ pub fn matches(mm: &IrMatch) -> Vec<Statement<'static>> {
     if let (Some(f), false) = (mm.family, addr_given) {
         out.push(m(meta(MetaKey::Nfproto), Expression::String(f.name().into()), Operator::EQ));
     }
-    for (a, field) in [(&mm.src, "saddr"), (&mm.dst, "daddr")] {
+    for (a, field, merge) in [(&mm.src, "saddr", MergeField::Source), (&mm.dst, "daddr", MergeField::Destination)] {
         let family = mm.family.unwrap_or(Family::V4);
+        if let Some(set) = lookup(merge) {
+            out.push(m(addr_field(family, field), set, Operator::EQ));
+            continue;
+        }
         match a {
             AddrMatch::Any => {}
             AddrMatch::Nets { negated, nets } => {
@@ -447,8 +516,12 @@ pub fn matches(mm: &IrMatch) -> Vec<Statement<'static>> {
             out.push(m(meta(MetaKey::L4proto), proto_expr(p), Operator::EQ));
         }
         let pname = names::proto_name(p);
-        for (ports, field) in [(&mm.sport, "sport"), (&mm.dport, "dport")] {
-            if let Some(pm) = ports {
+        for (ports, field, merge) in
+            [(&mm.sport, "sport", MergeField::SourcePort), (&mm.dport, "dport", MergeField::DestinationPort)]
+        {
+            if let Some(set) = lookup(merge) {
+                out.push(m(payload(&pname, field), set, Operator::EQ));
+            } else if let Some(pm) = ports {
                 out.push(m(payload(&pname, field), ports_expr(pm), eq_or_neq(pm.negated)));
             }
         }
@@ -482,18 +555,15 @@ fn proto_expr(p: u8) -> Expression<'static> {
 }
 
 fn ports_expr(pm: &PortMatch) -> Expression<'static> {
-    let items = pm
-        .ranges
-        .iter()
-        .map(|&(lo, hi)| {
-            if lo == hi {
-                Expression::Number(u32::from(lo))
-            } else {
-                Expression::Range(Box::new(expr::Range {
-                    range: [Expression::Number(u32::from(lo)), Expression::Number(u32::from(hi))],
-                }))
-            }
-        })
-        .collect();
-    one_or_set(items)
+    one_or_set(pm.ranges.iter().map(|r| port_expr(*r)).collect())
+}
+
+fn port_expr((lo, hi): (u16, u16)) -> Expression<'static> {
+    if lo == hi {
+        Expression::Number(u32::from(lo))
+    } else {
+        Expression::Range(Box::new(expr::Range {
+            range: [Expression::Number(u32::from(lo)), Expression::Number(u32::from(hi))],
+        }))
+    }
 }

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 use super::SetElem;
+use crate::ir::optimize::SET_PREFIX;
 use crate::netlink::{self, attr, attrs, be_u64, str_value};
 
 // include/uapi/linux/netfilter/nfnetlink.h, nf_tables.h
@@ -359,6 +360,59 @@ fn each_element(table: &str, set: &str, each: &mut dyn FnMut(&[u8]) -> io::Resul
         }
         Ok(())
     })
+}
+
+/// The counter of one element of a merged rule's set, by its policy line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementCounter {
+    /// The element's comment: the id (`file:line`) of the line it came from.
+    pub id: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The element counters of every merged rule's set in table `inet NAME`
+/// (sets named [`SET_PREFIX`]...; empty when the table does not exist).
+pub fn merged_counters(table: &str) -> io::Result<Vec<ElementCounter>> {
+    let mut out = Vec::new();
+    for set in set_counts(table)?.keys().filter(|s| s.starts_with(SET_PREFIX)) {
+        out.extend(element_counters(table, set)?);
+    }
+    Ok(out)
+}
+
+/// The counters of the elements of set `set` that have one and a comment
+/// (the interval end elements carry neither).
+pub fn element_counters(table: &str, set: &str) -> io::Result<Vec<ElementCounter>> {
+    let mut out = Vec::new();
+    each_element(table, set, &mut |e| {
+        let Some(comment) = attr(e, NFTA_SET_ELEM_USERDATA)?.and_then(|u| comment(u, NFTNL_UDATA_SET_ELEM_COMMENT))
+        else {
+            return Ok(());
+        };
+        let mut exprs: Vec<&[u8]> = attr(e, NFTA_SET_ELEM_EXPR)?.into_iter().collect();
+        if let Some(list) = attr(e, NFTA_SET_ELEM_EXPRESSIONS)? {
+            for item in attrs(list) {
+                let (k, v) = item?;
+                if k == NFTA_LIST_ELEM {
+                    exprs.push(v);
+                }
+            }
+        }
+        for ex in exprs {
+            if attr(ex, NFTA_EXPR_NAME)?.map(str_value).as_deref() == Some("counter") {
+                let data = attr(ex, NFTA_EXPR_DATA)?.unwrap_or_default();
+                let n = |k| attr(data, k).ok().flatten().and_then(be_u64).unwrap_or(0);
+                out.push(ElementCounter {
+                    id: comment.clone(),
+                    packets: n(NFTA_COUNTER_PACKETS),
+                    bytes: n(NFTA_COUNTER_BYTES),
+                });
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The entries of an address interval set, as the networks they cover,

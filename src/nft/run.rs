@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use nftables::schema::Nftables;
+use nftables::expr::{Expression, NamedExpression};
+use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Set};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -76,7 +77,32 @@ pub fn to_json(batch: &Nftables<'_>) -> String {
 pub fn to_json_value(batch: &Nftables<'_>) -> serde_json::Value {
     let mut v = serde_json::to_value(batch).expect("nftables schema always serializes");
     sort_flags(&mut v);
+    declare_element_counters(batch, &mut v);
     v
+}
+
+/// Whether a set's elements carry counters: nft then wants the set to
+/// declare a `counter` statement.
+pub fn counts_elements(s: &Set<'_>) -> bool {
+    s.elem
+        .iter()
+        .flat_map(|e| e.iter())
+        .any(|e| matches!(e, Expression::Named(NamedExpression::Elem(el)) if el.counter.is_some()))
+}
+
+/// Adds `"stmt": [{"counter": null}]` to the sets whose elements count (the
+/// crate's `Set` has no field for it).
+fn declare_element_counters(batch: &Nftables<'_>, v: &mut serde_json::Value) {
+    let Some(objects) = v.get_mut("nftables").and_then(|o| o.as_array_mut()) else { return };
+    for (obj, json) in batch.objects.iter().zip(objects.iter_mut()) {
+        if let NfObject::CmdObject(NfCmd::Add(NfListObject::Set(s))) = obj {
+            if counts_elements(s) {
+                if let Some(set) = json.pointer_mut("/add/set").and_then(|s| s.as_object_mut()) {
+                    set.insert("stmt".into(), serde_json::json!([{ "counter": null }]));
+                }
+            }
+        }
+    }
 }
 
 fn sort_flags(v: &mut serde_json::Value) {

@@ -63,6 +63,8 @@ fn set(out: &mut String, s: &schema::Set<'_>) {
     let _ = writeln!(out, "\tset {} {{", s.name);
     let ty = match &s.set_type {
         SetTypeValue::Single(SetType::Ipv6Addr) => "ipv6_addr",
+        SetTypeValue::Single(SetType::InetService) => "inet_service",
+        SetTypeValue::Single(SetType::Ifname) => "ifname",
         _ => "ipv4_addr",
     };
     let _ = writeln!(out, "\t\ttype {ty}");
@@ -85,8 +87,13 @@ fn set(out: &mut String, s: &schema::Set<'_>) {
     if let Some(c) = &s.comment {
         let _ = writeln!(out, "\t\tcomment {}", quote(c));
     }
+    if super::run::counts_elements(s) {
+        let _ = writeln!(out, "\t\tcounter");
+    }
     if let Some(elems) = &s.elem {
-        let items: Vec<String> = elems.iter().map(value).collect();
+        // Interface names are strings to nft: quoted like in a rule.
+        let names = matches!(s.set_type, SetTypeValue::Single(SetType::Ifname));
+        let items: Vec<String> = elems.iter().map(|e| element(e, names)).collect();
         let _ = writeln!(out, "\t\telements = {{ {} }}", wrap_elements(&items));
     }
     out.push_str("\t}\n");
@@ -209,19 +216,31 @@ fn value(e: &Expression<'_>) -> String {
                 other => unreachable!("emit never uses meta {other:?}"),
             },
             NamedExpression::CT(ct) => format!("ct {}", ct.key),
-            NamedExpression::Elem(el) => {
-                let mut out = value(&el.val);
-                if let Some(t) = el.timeout {
-                    out += &format!(" timeout {t}s");
-                }
-                if let Some(c) = &el.comment {
-                    out += &format!(" comment {}", quote(c));
-                }
-                out
-            }
+            NamedExpression::Elem(_) => element(e, false),
             other => unreachable!("emit never produces {other:?}"),
         },
         other => unreachable!("emit never produces {other:?}"),
+    }
+}
+
+/// A set element, with its timeout, counter and comment.
+fn element(e: &Expression<'_>, quoted: bool) -> String {
+    let text = |v: &Expression<'_>| if quoted { quoted_value(v) } else { value(v) };
+    match e {
+        Expression::Named(NamedExpression::Elem(el)) => {
+            let mut out = text(&el.val);
+            if let Some(t) = el.timeout {
+                out += &format!(" timeout {t}s");
+            }
+            if el.counter.is_some() {
+                out += " counter";
+            }
+            if let Some(c) = &el.comment {
+                out += &format!(" comment {}", quote(c));
+            }
+            out
+        }
+        other => text(other),
     }
 }
 
@@ -234,7 +253,7 @@ fn set_item(i: &SetItem<'_>) -> String {
 
 fn quoted_value(e: &Expression<'_>) -> String {
     match e {
-        Expression::String(s) => quote(s),
+        Expression::String(s) if !s.starts_with('@') => quote(s),
         Expression::Named(NamedExpression::Set(items)) => {
             let items: Vec<String> = items
                 .iter()

@@ -29,6 +29,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         label: None,
         reject: None,
         early: false,
+        merged: None,
     }
 }
 

@@ -33,7 +33,7 @@ pub async fn rules(State(state): State<Arc<ApiState>>) -> Answer {
         let (compiled, policy_error) = s.compiled();
         let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.clone().unwrap_or_default()))?;
         let live = s.live(&compiled).map_err(|e| ApiError::internal(e.to_string()))?;
-        let rows = rules::rows(&compiled, live.rules.as_deref());
+        let rows = rules::rows(&compiled, live.rules.as_deref(), &live.element_counters);
         Ok(json!({
             "table": s.table,
             "loaded": live.rules.is_some(),

@@ -27,6 +27,7 @@ use axum::{Json, Router};
 pub use auth::Token;
 pub use health::HealthSource;
 
+use crate::ir::optimize::SET_PREFIX;
 use crate::ir::{Compiled, Ruleset, SetKind};
 use crate::nft::apply::{self, ApplyError, Status};
 use crate::nft::kernel::{self, KernelRule, Snapshot};
@@ -78,6 +79,8 @@ pub struct LiveRead {
     pub runtime: BTreeMap<String, Vec<(SetElem, Option<u64>)>>,
     /// Element counts of every set, as the kernel reports them.
     pub counts: BTreeMap<String, u32>,
+    /// Per-line counters of merged rules (their sets' elements).
+    pub element_counters: Vec<kernel::ElementCounter>,
 }
 
 impl LiveRead {
@@ -91,14 +94,18 @@ impl LiveRead {
         let rules = kernel::rules(table)?;
         let mut runtime = BTreeMap::new();
         let mut counts = BTreeMap::new();
+        let mut element_counters = Vec::new();
         if rules.is_some() {
             counts = kernel::set_counts(table)?;
             for name in runtime_sets {
                 let entries = kernel::timed_elements(table, &name)?;
                 runtime.insert(name, entries);
             }
+            for name in counts.keys().filter(|n| n.starts_with(SET_PREFIX)) {
+                element_counters.extend(kernel::element_counters(table, name)?);
+            }
         }
-        Ok(LiveRead { rules, runtime, counts })
+        Ok(LiveRead { rules, runtime, counts, element_counters })
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::ir::{Compiled, Hook, Origin};
-use crate::nft::kernel::KernelRule;
+use crate::nft::kernel::{ElementCounter, KernelRule};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleRow {
@@ -37,16 +37,34 @@ struct Live {
     counted: Option<(u64, u64)>,
 }
 
-pub fn rows(compiled: &Compiled, live_rules: Option<&[KernelRule]>) -> Vec<RuleRow> {
+impl Live {
+    fn add(&mut self, (packets, bytes): (u64, u64)) {
+        let (p0, b0) = self.counted.unwrap_or((0, 0));
+        self.counted = Some((p0 + packets, b0 + bytes));
+    }
+}
+
+/// One row per policy line. A line merged into another's nft rule by the
+/// optimizer is counted by its elements in the merged rule's set
+/// (`element_counters`), and that shared rule is its one nft rule.
+pub fn rows(
+    compiled: &Compiled,
+    live_rules: Option<&[KernelRule]>,
+    element_counters: &[ElementCounter],
+) -> Vec<RuleRow> {
     let mut live: BTreeMap<&str, Live> = BTreeMap::new();
     for rule in live_rules.into_iter().flatten() {
         let Some(id) = rule.comment.as_deref().and_then(|c| c.split(' ').next()) else { continue };
         let entry = live.entry(id).or_default();
         entry.rules += 1;
-        if let Some((p, b)) = rule.counter {
-            let (p0, b0) = entry.counted.unwrap_or((0, 0));
-            entry.counted = Some((p0 + p, b0 + b));
+        if let Some(counter) = rule.counter {
+            entry.add(counter);
         }
+    }
+    for e in element_counters {
+        let entry = live.entry(e.id.as_str()).or_default();
+        entry.rules = entry.rules.max(1);
+        entry.add((e.packets, e.bytes));
     }
 
     let rs = &compiled.ruleset;
@@ -156,7 +174,7 @@ mod tests {
             live_rule(Some("p.pf:4"), 3, None),
             live_rule(Some("p.pf:2 policy"), 4, Some((7, 420))),
         ];
-        let rows = rows(&c, Some(&listing));
+        let rows = rows(&c, Some(&listing), &[]);
         let ids: Vec<_> = rows.iter().map(|r| (r.id.as_str(), r.kind, r.nft_rules, r.packets, r.bytes)).collect();
         assert_eq!(
             ids,
@@ -181,7 +199,7 @@ mod tests {
             [OtherRule { chain: "input".into(), handle: Some(9), comment: None, packets: Some(2), bytes: Some(80) }]
         );
 
-        let unloaded = super::rows(&c, None);
+        let unloaded = super::rows(&c, None, &[]);
         assert!(unloaded.iter().all(|r| r.nft_rules == 0 && r.packets.is_none()));
     }
 }

@@ -170,6 +170,7 @@ impl<'a> Lowerer<'a> {
                 label: label.clone(),
                 reject,
                 early: c.early.is_some(),
+                merged: None,
             };
             if rule.early {
                 // Before routing: the packet may be for this host or forwarded.
