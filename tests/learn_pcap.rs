@@ -4,6 +4,9 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::pcapng::{segment, PcapNg};
 use phantomc::ir::{self, eval};
 use phantomc::learn::{self, propose, reader, Config, Report};
 
@@ -158,64 +161,6 @@ fn multi_section_pcapng_with_both_byte_orders_reads_every_section() {
     assert_eq!((s.sections, s.packets, s.damage.clone()), (3, 12, None), "{s:?}");
 }
 
-/// A little-endian pcapng writer for captures the shared corpus lacks.
-struct PcapNg(Vec<u8>);
-
-impl PcapNg {
-    fn block(&mut self, kind: u32, body: &[u8]) {
-        let pad = (4 - body.len() % 4) % 4;
-        let len = (12 + body.len() + pad) as u32;
-        self.0.extend(kind.to_le_bytes());
-        self.0.extend(len.to_le_bytes());
-        self.0.extend(body);
-        self.0.extend(std::iter::repeat_n(0u8, pad));
-        self.0.extend(len.to_le_bytes());
-    }
-
-    fn section() -> PcapNg {
-        let mut w = PcapNg(Vec::new());
-        let mut body = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
-        body.extend(1u16.to_le_bytes());
-        body.extend(0u16.to_le_bytes());
-        body.extend((-1i64).to_le_bytes());
-        w.block(0x0A0D_0D0A, &body);
-        w
-    }
-
-    /// An interface; `tsresol` is the if_tsresol option (6 = microseconds).
-    fn interface(&mut self, linktype: u16, snaplen: u32, tsresol: u8) {
-        let mut body = linktype.to_le_bytes().to_vec();
-        body.extend(0u16.to_le_bytes());
-        body.extend(snaplen.to_le_bytes());
-        body.extend([9, 0, 1, 0, tsresol, 0, 0, 0]); // if_tsresol
-        body.extend([0, 0, 0, 0]); // opt_endofopt
-        self.block(1, &body);
-    }
-
-    fn packet(&mut self, iface: u32, ts: u64, frame: &[u8], origlen: usize) {
-        let mut body = iface.to_le_bytes().to_vec();
-        body.extend(((ts >> 32) as u32).to_le_bytes());
-        body.extend((ts as u32).to_le_bytes());
-        body.extend((frame.len() as u32).to_le_bytes());
-        body.extend((origlen as u32).to_le_bytes());
-        body.extend(frame);
-        self.block(6, &body);
-    }
-}
-
-fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn: bool, ack: bool) -> Vec<u8> {
-    let mut b = etherparse::PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1000, 64000);
-    if syn {
-        b = b.syn();
-    }
-    if ack {
-        b = b.ack(1);
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, &[]).unwrap();
-    out
-}
-
 #[test]
 fn interfaces_with_different_link_types_and_clocks_make_one_flow_table() {
     let mut w = PcapNg::section();
@@ -226,11 +171,11 @@ fn interfaces_with_different_link_types_and_clocks_make_one_flow_table() {
     let (client, server) = ([10, 1, 0, 2], [10, 1, 0, 1]);
     // Ethernet + 802.1Q VLAN: the client's SYN.
     let mut eth = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00];
-    eth.extend(tcp4(client, server, 40000, 5432, true, false));
+    eth.extend(segment(client, server, 40000, 5432, "S", &[]));
     w.packet(0, 1_700_000_000_000_000, &eth, eth.len());
     // Linux SLL: the server's SYN-ACK, 1 ms later on a nanosecond clock.
     let mut sll = vec![0, 4, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
-    sll.extend(tcp4(server, client, 5432, 40000, true, true));
+    sll.extend(segment(server, client, 5432, 40000, "SA", &[]));
     w.packet(1, 1_700_000_000_001_000_000, &sll, sll.len());
     // Raw IP, cut by the snaplen after the TCP flags: the client's ACK with 1000 bytes.
     let mut ack = Vec::new();

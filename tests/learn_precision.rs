@@ -4,8 +4,12 @@
 //! and established traffic, and a host's outbound connections never become
 //! inbound pass rules.
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+use common::pcapng::TcpCapture;
 
 use phantomc::guard::Kind;
 use phantomc::ir::{self, eval};
@@ -187,4 +191,91 @@ fn baseline_is_learned_then_compared_and_a_bad_file_is_refused() {
     std::fs::write(&baseline, "{\"version\": 2}").unwrap();
     let err = String::from_utf8_lossy(&learn("zeek/ssh-sshguess.pcap", &[]).stderr).to_string();
     assert!(err.contains("baseline format version 2, this phantomc reads version 1"), "{err}");
+}
+
+/// A new TCP connection from `src` to `dst:port` arriving on eth0.
+fn new_tcp(src: IpAddr, dst: IpAddr, port: u16) -> eval::Packet {
+    eval::Packet {
+        hook: ir::Hook::Input,
+        iif: Some("eth0".into()),
+        oif: None,
+        src,
+        dst,
+        proto: 6,
+        sport: Some(40000),
+        dport: Some(port),
+        icmp_type: None,
+        ct_state: 1 << 3,
+    }
+}
+
+#[test]
+fn a_slow_scan_split_between_quiet_sources_is_blocked_and_every_client_still_served() {
+    // A public web server with SSH for its LAN. Four scanners from four
+    // networks divide 24 ports between them, 6 each, one probe a minute,
+    // starting 10 minutes apart: each is under every per-source threshold.
+    let server = ([10, 50, 0, 1], 0);
+    let to = |port: u16| (server.0, port);
+    let scanners: [[u8; 4]; 4] = [[198, 51, 100, 7], [203, 0, 113, 9], [192, 0, 2, 33], [198, 51, 100, 200]];
+    let closed: Vec<u16> = [21, 23, 25, 110, 111, 135, 139, 143, 389, 445, 465, 587]
+        .into_iter()
+        .chain([993, 995, 1433, 1521, 2049, 3306, 3389, 5900, 6379, 8080, 8443, 27017])
+        .collect();
+    let minute = 60_000_000;
+    let start = 1_764_000_000_000_000;
+    let mut capture = TcpCapture::default();
+    for (i, scanner) in scanners.iter().enumerate() {
+        for (j, port) in closed[i * 6..i * 6 + 6].iter().enumerate() {
+            let at = start + (i as u64 * 10 + j as u64) * minute;
+            capture.refused(at, (*scanner, 41000 + j as u16), to(*port));
+        }
+    }
+    // Benign: web clients inside and outside the LAN, an admin over SSH,
+    // and a client that tried the old port 8080 three times before using 80.
+    let web: [[u8; 4]; 4] = [[10, 50, 0, 11], [10, 50, 0, 12], [192, 0, 2, 80], [203, 0, 113, 44]];
+    for (i, client) in web.iter().enumerate() {
+        for k in 0..30u64 {
+            let at = start + k * 2 * minute + i as u64 * 7_000_000;
+            capture.session(at, (*client, 50000 + k as u16), to(80), 300, 4000);
+        }
+    }
+    let admin = [10, 50, 0, 20];
+    for k in 0..3u64 {
+        capture.session(start + k * 20 * minute, (admin, 52000 + k as u16), to(22), 3000, 40_000);
+    }
+    let moved = [10, 50, 0, 30];
+    for k in 0..3u16 {
+        capture.refused(start + u64::from(k) * 1_000_000, (moved, 53000 + k), to(8080));
+    }
+    for k in 0..20u64 {
+        capture.session(start + 5_000_000 + k * minute, (moved, 54000 + k as u16), to(80), 300, 4000);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("distributed.pcapng");
+    capture.write(&path);
+
+    let cfg = Config::default();
+    let flows = learn::read_flows(&path, &cfg, &|_| ()).unwrap().flows;
+    let r = learn::analyze(flows, &cfg, &[ip("10.50.0.1")]);
+    let mut expected: Vec<(IpAddr, Detector)> =
+        scanners.iter().map(|s| (IpAddr::from(*s), Detector::DistributedScan)).collect();
+    expected.sort();
+    assert_eq!(labels(&r), expected);
+    assert!(r.findings[0].threshold.starts_with("4 sources >= 2 failed against 24 distinct targets of 10.50.0.0/24"));
+
+    // Judged by what the learned policy does.
+    let public_web = format!("{CLOSED}pass in proto tcp to port 80\n");
+    let p = propose_with(&public_web, &r, &propose::Context::default());
+    let after = ir::compile("p.pf", &p.new_text).unwrap().ruleset;
+    let sets = eval::SetContents::new();
+    let verdict = |src: [u8; 4], port| eval::decide(&after, &new_tcp(src.into(), ip("10.50.0.1"), port), &sets).verdict;
+    for scanner in scanners {
+        for port in [22, 80] {
+            assert_eq!(verdict(scanner, port), ir::Action::Block, "{scanner:?} to {port}:\n{}", p.new_text);
+        }
+    }
+    for client in web.into_iter().chain([moved]) {
+        assert_eq!(verdict(client, 80), ir::Action::Pass, "{client:?} still gets the web site:\n{}", p.new_text);
+    }
+    assert_eq!(verdict(admin, 22), ir::Action::Pass, "the admin still logs in:\n{}", p.new_text);
 }

@@ -24,6 +24,7 @@ pub struct Config {
     pub ping_sweep: PingSweep,
     pub service_probe: ServiceProbe,
     pub spoofed_flood: SpoofedFlood,
+    pub distributed_scan: DistributedScan,
     pub score: Score,
     pub propose: Propose,
 }
@@ -199,6 +200,43 @@ impl Default for SpoofedFlood {
     }
 }
 
+/// A scan split between several sources, each too quiet to flag alone
+/// (see `learn::distributed`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedScan {
+    /// Distinct failed targets (protocol, host, port) the group covers together.
+    pub min_targets: usize,
+    /// Sources in the group.
+    pub min_sources: usize,
+    /// Distinct failed targets a source needs to count as a prober.
+    pub min_per_source: usize,
+    /// Share of a prober's attempts to the network that failed.
+    pub min_failed_share: f64,
+    /// Distinct targets as a share of all the members' targets together.
+    pub min_distinct_share: f64,
+    /// Probers whose failures chain together with gaps up to this long form a group.
+    pub window_secs: u64,
+    /// The scanned network: servers' addresses cut to these prefix lengths.
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+}
+
+impl Default for DistributedScan {
+    fn default() -> Self {
+        DistributedScan {
+            min_targets: 12,
+            min_sources: 2,
+            min_per_source: 3,
+            min_failed_share: 0.8,
+            min_distinct_share: 0.8,
+            window_secs: 3600,
+            prefix_v4: 24,
+            prefix_v6: 64,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UdpScan {
@@ -296,6 +334,10 @@ impl Config {
         }
         if self.propose.client_prefix_v4 > 32 || self.propose.client_prefix_v6 > 128 {
             return Err("propose.client_prefix_v4 must be <= 32 and client_prefix_v6 <= 128".into());
+        }
+        let d = &self.distributed_scan;
+        if d.prefix_v4 > 32 || d.prefix_v6 > 128 {
+            return Err("distributed_scan.prefix_v4 must be <= 32 and prefix_v6 <= 128".into());
         }
         if self.score.k == 0 {
             return Err("score.k must be at least 1".into());

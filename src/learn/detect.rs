@@ -22,6 +22,7 @@ pub enum Detector {
     IcmpFlood,
     PingSweep,
     ServiceProbe,
+    DistributedScan,
 }
 
 impl Detector {
@@ -36,6 +37,7 @@ impl Detector {
             Detector::IcmpFlood => "icmp-flood",
             Detector::PingSweep => "ping-sweep",
             Detector::ServiceProbe => "service-probe",
+            Detector::DistributedScan => "distributed-scan",
         }
     }
 
@@ -52,6 +54,7 @@ impl Detector {
             Detector::HorizontalScan => 6,
             Detector::PingSweep => 7,
             Detector::Trw => 8,
+            Detector::DistributedScan => 9,
         }
     }
 }
@@ -77,7 +80,7 @@ pub struct Finding {
 }
 
 /// How far beyond its threshold a value is, as a confidence in [0.5, 0.99].
-fn confidence(value: f64, threshold: f64) -> f64 {
+pub(crate) fn confidence(value: f64, threshold: f64) -> f64 {
     let r = (value / threshold.max(f64::MIN_POSITIVE)).max(1.0);
     (1.0 - 0.5 / r).min(0.99)
 }
@@ -100,7 +103,7 @@ pub fn detect(flows: &[Flow], cfg: &Config) -> Vec<Finding> {
     }
     let mut sources: Vec<(IpAddr, Vec<&Flow>)> = by_source.into_iter().collect();
     sources.par_iter_mut().for_each(|(_, fs)| fs.sort_by_key(|f| (f.first_seen_us, f.server, f.client)));
-    sources
+    let mut findings: Vec<Finding> = sources
         .par_iter()
         .filter_map(|(src, fs)| {
             let mut found: Vec<Finding> = DETECTORS.iter().filter_map(|d| d(*src, fs, cfg)).collect();
@@ -110,7 +113,12 @@ pub fn detect(flows: &[Flow], cfg: &Config) -> Vec<Finding> {
             first.also = iter.map(|f| f.detector).collect();
             Some(first)
         })
-        .collect()
+        .collect();
+    // Sources quiet on their own may still be splitting a scan between them.
+    let flagged: BTreeSet<IpAddr> = findings.iter().map(|f| f.source).collect();
+    findings.extend(super::distributed::distributed_scans(&sources, &flagged, cfg));
+    findings.sort_by_key(|f| f.source);
+    findings
 }
 
 /// Events per second between the first and the last of `n` events, exact
@@ -138,7 +146,7 @@ pub fn fmt_secs(us: u64) -> String {
     }
 }
 
-fn examples(fs: &[&Flow]) -> Vec<String> {
+pub(crate) fn examples(fs: &[&Flow]) -> Vec<String> {
     fs.iter().take(3).map(|f| f.describe()).collect()
 }
 
@@ -627,12 +635,12 @@ fn busiest_second(fs: &[&Flow]) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::learn::flows::{ConnState, Counters, IcmpError};
 
     /// A flow as a conntrack reader would build it.
-    fn flow(client: &str, server: &str, proto: u8, state: ConnState, history: &str, t_ms: u64) -> Flow {
+    pub(crate) fn flow(client: &str, server: &str, proto: u8, state: ConnState, history: &str, t_ms: u64) -> Flow {
         let mut f = Flow::new(proto, client.parse().unwrap(), server.parse().unwrap(), t_ms * 1000);
         f.state = state;
         f.history = history.into();
@@ -643,7 +651,7 @@ mod tests {
         f
     }
 
-    fn detectors(flows: &[Flow]) -> Vec<(String, Detector)> {
+    pub(crate) fn detectors(flows: &[Flow]) -> Vec<(String, Detector)> {
         detect(flows, &Config::default()).into_iter().map(|f| (f.source.to_string(), f.detector)).collect()
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Stages, one module each: [`reader`] (pcap/pcapng) -> [`decode`] (link and
 //! IP headers) -> [`flows`] (bidirectional flow table) -> [`detect`]
-//! (explainable detectors) and [`score`] (linfa ranking) -> [`services`] and
-//! [`propose`] (the policy diff). Other flow sources (conntrack) enter at
+//! (explainable detectors; [`distributed`] scans across sources) and
+//! [`score`] (linfa ranking) -> [`services`] and [`propose`] (the policy diff). Other flow sources (conntrack) enter at
 //! [`analyze`] with the same [`Flow`] records.
 
 pub mod baseline;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod conntrack;
 pub mod decode;
 pub mod detect;
+pub mod distributed;
 pub mod flow_table;
 pub mod flows;
 pub mod propose;

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses a different part of this kit
 
 pub mod lan;
+pub mod pcapng;
 pub mod stand_in;
 
 use std::io::{ErrorKind, Read, Write};
