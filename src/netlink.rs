@@ -113,6 +113,8 @@ pub fn push_nested(out: &mut Vec<u8>, kind: u16, inner: impl FnOnce(&mut Vec<u8>
 #[derive(Clone, Copy, Debug)]
 pub struct Message<'a> {
     pub kind: u16,
+    /// The nfgenmsg family: a dump of `NFPROTO_UNSPEC` answers for every family.
+    pub family: u8,
     pub flags: u16,
     pub offset: usize,
     pub body: &'a [u8],
@@ -197,7 +199,8 @@ pub fn walk_datagram(buf: &[u8], each: &mut dyn FnMut(Message<'_>) -> io::Result
             }
             kind => {
                 let body = payload.get(NFGENMSG_LEN..).ok_or_else(|| malformed_at(offset, "short message"))?;
-                each(Message { kind, flags: msg.flags(), offset, body })?;
+                let family = payload.first().copied().unwrap_or(0);
+                each(Message { kind, family, flags: msg.flags(), offset, body })?;
             }
         }
         offset += len.next_multiple_of(4);
@@ -234,6 +237,10 @@ pub fn str_value(v: &[u8]) -> String {
 
 pub fn be_u32(v: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+pub fn be_i32(v: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(v.get(..4)?.try_into().ok()?))
 }
 
 pub fn be_u64(v: &[u8]) -> Option<u64> {

@@ -41,7 +41,13 @@ pub struct Explanation {
 
 /// Explains one packet. Run-time and feed sets are taken as empty.
 pub fn explain(rs: &Ruleset, sources: &SourceMap, p: &Packet) -> Explanation {
-    let d = eval::decide(rs, p, &SetContents::new());
+    explain_with(rs, sources, p, &SetContents::new())
+}
+
+/// Explains one packet with the given contents of run-time and feed sets
+/// (the live ones, for `explain --live`).
+pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &SetContents) -> Explanation {
+    let d = eval::decide(rs, p, contents);
     let rules = &rs.chain(p.hook).rules;
     let rule_step =
         |r: &Rule, why: Option<String>| Step { rule: r.origin.id.clone(), text: rule_text(sources, r), why };
@@ -87,18 +93,24 @@ pub fn explain(rs: &Ruleset, sources: &SourceMap, p: &Packet) -> Explanation {
         verdict: d.verdict,
         decided_by,
         tried: tried.into_iter().map(|(_, s, _)| s).collect(),
-        over_limit: over_limit(rs, sources, p, &d).map(Box::new),
+        over_limit: over_limit(rs, sources, p, &d, contents).map(Box::new),
         runtime_sets,
     }
 }
 
 /// The verdict for a packet over the deciding rule's rate limit: the same
 /// ruleset without that rule decides.
-fn over_limit(rs: &Ruleset, sources: &SourceMap, p: &Packet, d: &Decision) -> Option<Explanation> {
+fn over_limit(
+    rs: &Ruleset,
+    sources: &SourceMap,
+    p: &Packet,
+    d: &Decision,
+    contents: &SetContents,
+) -> Option<Explanation> {
     let i = d.rule.filter(|_| d.rate_limited)?;
     let mut without = rs.clone();
     without.chains.iter_mut().find(|c| c.hook == p.hook)?.rules.remove(i);
-    Some(explain(&without, sources, p))
+    Some(explain_with(&without, sources, p, contents))
 }
 
 /// The verdicts the kernel may give: the decision, and when the deciding rule

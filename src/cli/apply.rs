@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{CmdResult, Failure};
+use crate::analyze::coexist::{self, Coexistence};
 use crate::diag::render_terminal;
 use crate::guard::{self, Operator, Protected, SSH_PORT};
 use crate::ir::{self, Compiled};
@@ -19,6 +20,9 @@ use crate::watch;
 const EXIT_DRIFT: u8 = 3;
 /// Exit code of `apply --confirm` when nobody confirmed and the old ruleset is back.
 const EXIT_ROLLED_BACK: u8 = 4;
+/// Exit code of `status` when phantomc's table is in sync but another
+/// table's chain on the same hooks can drop or reject what it passes.
+const EXIT_OVERRIDDEN: u8 = 6;
 
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
@@ -114,6 +118,7 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         let new = loader::expected_snapshot(&nft, &compiled).map_err(|e| failure(e, &compiled))?;
         let live = loader::live_snapshot(&compiled.ruleset).map_err(system)?;
         print_change(&compiled, &prepared, live.as_ref(), &new);
+        print!("{}", coexist::render(&others(&compiled.ruleset)?));
         return Ok(ExitCode::SUCCESS);
     }
     let armed = if args.confirm {
@@ -141,6 +146,7 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         prepared.table.sets.len(),
         if kept > 0 { format!(", {kept} run-time set entries kept") } else { String::new() }
     );
+    print!("{}", coexist::render(&others(&compiled.ruleset)?));
     match armed {
         Some(state) => await_confirmation(&state, table, args.timeout),
         None => Ok(ExitCode::SUCCESS),
@@ -231,6 +237,22 @@ fn print_change(c: &Compiled, prepared: &loader::Prepared, live: Option<&Snapsho
     }
 }
 
+/// The other firewalls' chains on phantomc's hooks, read from the kernel.
+fn others(rs: &ir::Ruleset) -> Result<Coexistence, Failure> {
+    coexist::read(rs).map_err(|e| Failure::System(format!("cannot read the other tables over netlink: {e}")))
+}
+
+/// `status`'s exit code: drift first, then another table overriding phantomc.
+fn status_code(in_sync: bool, others: &Coexistence) -> ExitCode {
+    if !in_sync {
+        ExitCode::from(EXIT_DRIFT)
+    } else if others.overriding().next().is_some() {
+        ExitCode::from(EXIT_OVERRIDDEN)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main_file(c: &Compiled) -> String {
     c.sources.files().first().map_or_else(String::new, |f| f.name.clone())
 }
@@ -249,24 +271,27 @@ pub fn status(args: &StatusArgs) -> CmdResult {
     }
     let compiled = compiled?;
     let table = &compiled.ruleset.table;
-    match loader::status(&Nft::default(), &compiled).map_err(|e| failure(e, &compiled))? {
+    let in_sync = match loader::status(&Nft::default(), &compiled).map_err(|e| failure(e, &compiled))? {
         Status::NotLoaded => {
             println!("table inet {table}: not loaded");
-            Ok(ExitCode::from(EXIT_DRIFT))
+            false
         }
         Status::InSync { rules, entries } => {
             println!(
                 "table inet {table}: loaded, in sync with {} ({rules} rules, {entries} run-time set entries)",
                 main_file(&compiled)
             );
-            Ok(ExitCode::SUCCESS)
+            true
         }
         Status::Drifted(diff) => {
             println!("table inet {table}: loaded, DRIFTED from {}", main_file(&compiled));
             print!("{diff}");
-            Ok(ExitCode::from(EXIT_DRIFT))
+            false
         }
-    }
+    };
+    let others = others(&compiled.ruleset)?;
+    print!("{}", coexist::render(&others));
+    Ok(status_code(in_sync, &others))
 }
 
 /// `status --format json`: one object, same exit codes as the text form.
@@ -281,6 +306,7 @@ fn status_json(args: &StatusArgs) -> CmdResult {
             Status::InSync { rules, entries } => ("in-sync", Some(rules), Some(entries), None),
             Status::Drifted(diff) => ("drifted", None, None, Some(diff)),
         };
+    let others = others(&compiled.ruleset)?;
     let doc = serde_json::json!({
         "table": table,
         "policy": main_file(&compiled),
@@ -289,9 +315,12 @@ fn status_json(args: &StatusArgs) -> CmdResult {
         "entries": entries,
         "drift": drift,
         "watch": health,
+        "overridden": others.overriding().next().is_some(),
+        "chains": others.chains,
+        "notes": others.notes,
     });
     println!("{doc}");
-    Ok(if state == "in-sync" { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DRIFT) })
+    Ok(status_code(state == "in-sync", &others))
 }
 
 pub fn disable(args: &DisableArgs) -> CmdResult {

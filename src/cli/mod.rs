@@ -38,7 +38,7 @@ pub enum Command {
     Compile(compile::CompileArgs),
     /// Check and load a policy in one transaction that replaces only phantomc's table.
     Apply(apply::ApplyArgs),
-    /// Is phantomc's table loaded, and does it match the policy? (exit 3 if not)
+    /// Is phantomc's table loaded and in sync (exit 3 if not), and can another table override it (exit 6)?
     Status(apply::StatusArgs),
     /// Remove phantomc's table (and nothing else).
     Disable(apply::DisableArgs),

@@ -4,11 +4,14 @@
 pub mod apply;
 pub mod block;
 pub mod emit;
+pub mod iptables_save;
 pub mod kernel;
+pub mod legacy;
 pub mod rollback;
 mod run;
 pub mod script;
 pub mod session;
+pub mod tables;
 
 use ipnet::IpNet;
 use nftables::expr::Expression;
