@@ -76,7 +76,13 @@ pub fn request(kind: u16, flags: u16, family: u8, attrs: &[(u16, &[u8])]) -> Vec
 /// A request whose attributes are already encoded (by a subsystem's own
 /// netlink-packet types).
 pub fn request_with(kind: u16, flags: u16, family: u8, attrs: &[u8]) -> Vec<u8> {
-    let mut body = vec![family, 0, 0, 0];
+    request_for(kind, flags, family, 0, attrs)
+}
+
+/// A request whose nfgenmsg names a resource (an NFLOG group, a queue).
+pub fn request_for(kind: u16, flags: u16, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
+    let mut body = vec![family, 0];
+    body.extend_from_slice(&res_id.to_be_bytes());
     body.extend_from_slice(attrs);
     let mut msg = vec![0; NLMSG_HDRLEN + body.len()];
     msg[NLMSG_HDRLEN..].copy_from_slice(&body);
@@ -247,6 +253,115 @@ pub fn be_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
 }
 
+// include/uapi/linux/netfilter/nfnetlink_log.h
+const NFNL_SUBSYS_ULOG: u16 = 4;
+const NFULNL_MSG_PACKET: u16 = 0;
+const NFULNL_MSG_CONFIG: u16 = 1;
+const NFULA_CFG_CMD: u16 = 1;
+const NFULA_CFG_MODE: u16 = 2;
+const NFULNL_CFG_CMD_BIND: u8 = 1;
+const NFULNL_COPY_PACKET: u8 = 2;
+const NFULA_PACKET_HDR: u16 = 1;
+const NFULA_MARK: u16 = 2;
+const NFULA_IFINDEX_INDEV: u16 = 4;
+const NFULA_IFINDEX_OUTDEV: u16 = 5;
+const NFULA_PAYLOAD: u16 = 9;
+const NFULA_PREFIX: u16 = 10;
+const NLM_F_ACK: u16 = 4;
+
+/// One packet an nft `log group N` rule sent to userspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NflogPacket {
+    /// The rule's log prefix.
+    pub prefix: String,
+    /// Ethertype of the payload (0x0800 IPv4, 0x86dd IPv6).
+    pub hw_protocol: u16,
+    /// Netfilter hook number the packet was logged at.
+    pub hook: u8,
+    pub mark: Option<u32>,
+    /// Interface indexes.
+    pub indev: Option<u32>,
+    pub outdev: Option<u32>,
+    /// The packet from its network header on, cut at the copy range.
+    pub payload: Vec<u8>,
+}
+
+/// A netlink socket bound to NFLOG groups of this network namespace: the
+/// kernel sends it every packet logged with `log group N` there.
+pub struct Nflog {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl Nflog {
+    /// Binds `groups`, asking for the first `copy` bytes of each packet. Only
+    /// one listener may hold a group (another gets EBUSY).
+    pub fn bind(groups: &[u16], copy: u32) -> io::Result<Nflog> {
+        let socket = socket()?;
+        force_receive_buffer(&socket, 4 << 20);
+        let mut nflog = Nflog { socket, buf: Vec::with_capacity(1 << 16) };
+        let config = NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG;
+        let mut mode = copy.to_be_bytes().to_vec();
+        mode.extend([NFULNL_COPY_PACKET, 0]);
+        let unspec = libc::AF_UNSPEC as u8;
+        for &group in groups {
+            for (kind, value) in [(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND][..]), (NFULA_CFG_MODE, &mode[..])] {
+                let mut attr = Vec::new();
+                push_attr(&mut attr, kind, value);
+                nflog.ack(&request_for(config, NLM_F_ACK, unspec, group, &attr))?;
+            }
+        }
+        Ok(nflog)
+    }
+
+    /// Sends a configuration request and waits for the kernel's answer.
+    fn ack(&mut self, request: &[u8]) -> io::Result<()> {
+        self.socket.send(request, 0)?;
+        self.buf.clear();
+        self.socket.recv(&mut self.buf, 0)?;
+        walk_datagram(&self.buf, &mut |_| Ok(())).map(|_| ())
+    }
+
+    /// Waits up to `timeout` for the next datagram and returns the packets
+    /// in it (none when the wait ran out).
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Vec<NflogPacket>> {
+        if !readable(&self.socket, timeout) {
+            return Ok(Vec::new());
+        }
+        self.buf.clear();
+        self.socket.recv(&mut self.buf, 0)?;
+        let mut out = Vec::new();
+        walk_datagram(&self.buf, &mut |m| {
+            if m.kind == NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_PACKET {
+                out.push(nflog_packet(m.body)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// The attributes of one NFULNL_MSG_PACKET (after its nfgenmsg).
+pub fn nflog_packet(body: &[u8]) -> io::Result<NflogPacket> {
+    let mut p = NflogPacket::default();
+    for a in attrs(body) {
+        let (kind, v) = a?;
+        match kind {
+            NFULA_PACKET_HDR => {
+                p.hw_protocol = v.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                p.hook = v.get(2).copied().unwrap_or(0);
+            }
+            NFULA_MARK => p.mark = be_u32(v),
+            NFULA_IFINDEX_INDEV => p.indev = be_u32(v),
+            NFULA_IFINDEX_OUTDEV => p.outdev = be_u32(v),
+            NFULA_PAYLOAD => p.payload = v.to_vec(),
+            NFULA_PREFIX => p.prefix = str_value(v),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
@@ -306,5 +421,33 @@ pub mod tests {
         cut[second] = 200; // claims more bytes than the datagram holds
         let err = walk_datagram(&cut, &mut |_| Ok(())).unwrap_err();
         assert_eq!(Malformed::of(&err).and_then(|m| m.offset), Some(second), "{err}");
+    }
+
+    #[test]
+    fn nflog_packets_carry_prefix_interfaces_and_payload() {
+        let mut body = vec![libc::AF_INET as u8, 0, 0, 5];
+        push_attr(&mut body, NFULA_PACKET_HDR, &[0x08, 0x00, 1, 0]);
+        push_attr(&mut body, NFULA_IFINDEX_INDEV, &7u32.to_be_bytes());
+        push_attr(&mut body, NFULA_PREFIX, b"phantomc web.pf:3 drop \0");
+        push_attr(&mut body, NFULA_PAYLOAD, &[0x45, 0, 0, 20]);
+        let dgram = message(NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_PACKET, &body);
+        let mut got = Vec::new();
+        walk_datagram(&dgram, &mut |m| {
+            got.push(nflog_packet(m.body)?);
+            Ok(())
+        })
+        .unwrap();
+        let want = NflogPacket {
+            prefix: "phantomc web.pf:3 drop ".into(),
+            hw_protocol: 0x0800,
+            hook: 1,
+            mark: None,
+            indev: Some(7),
+            outdev: None,
+            payload: vec![0x45, 0, 0, 20],
+        };
+        assert_eq!(got, vec![want]);
+        let req = request_for(NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG, NLM_F_ACK, 0, 513, &[]);
+        assert_eq!(&req[NLMSG_HDRLEN + 2..NLMSG_HDRLEN + 4], &[2, 1], "the group goes big-endian in res_id");
     }
 }

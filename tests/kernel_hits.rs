@@ -70,7 +70,7 @@ fn hits_count_every_line_on_live_traffic() {
     let mut keys: Vec<&str> = status.as_object().expect("object").keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["drift", "entries", "policy", "rules", "state", "table", "watch"]);
-    assert_eq!((status["state"].as_str(), status["rules"].as_u64()), (Some("in-sync"), Some(15)), "{status}");
+    assert_eq!((status["state"].as_str(), status["rules"].as_u64()), (Some("in-sync"), Some(18)), "{status}");
 
     // --watch refreshes; counters only grow.
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);

@@ -55,7 +55,7 @@ fn status_reports_hash_and_drift() {
     assert_eq!(s["state"], "in-sync", "{s}");
     assert_eq!(s["loaded"], true);
     assert_eq!(s["table"], "phantomc");
-    assert_eq!(s["nft_rules"], 15, "12 rules and a counted catch-all per default policy");
+    assert_eq!(s["nft_rules"], 18, "12 rules, a counted catch-all per default policy, 3 rate-limited log rules");
     assert_eq!(s["last_error"], Value::Null);
     assert_eq!(s["health_source"], "live-table", "no watcher state file in the namespace test");
     let hash = s["ruleset_hash"].as_str().expect("hash of the loaded ruleset");

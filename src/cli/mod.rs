@@ -19,6 +19,7 @@ mod feeds;
 mod hits;
 mod learn;
 mod lint;
+mod log;
 mod manpages;
 mod safety;
 mod serve;
@@ -50,6 +51,8 @@ pub enum Command {
     Blocked(block::BlockedArgs),
     /// Packets and bytes per policy line from the live counters, busiest first.
     Hits(hits::HitsArgs),
+    /// Logged packets (kernel log or NFLOG), each mapped to its policy line; --follow for new ones.
+    Log(log::LogArgs),
     /// Threat feeds: update sets in place, list, parse.
     #[command(subcommand)]
     Feeds(feeds::FeedsCommand),
@@ -137,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Unblock(args) => block::unblock(&args),
         Command::Blocked(args) => block::blocked(&args),
         Command::Hits(args) => hits::run(&args),
+        Command::Log(args) => log::run(&args),
         Command::Feeds(cmd) => feeds::run(&cmd),
         Command::Confirm(args) => safety::confirm(&args),
         Command::Panic(args) => safety::panic(&args),

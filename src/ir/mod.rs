@@ -213,7 +213,7 @@ fn is_zero(n: &i32) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DefaultPolicy {
     pub action: Action,
-    pub log: Option<String>,
+    pub log: Option<Log>,
     pub counter: bool,
     /// `None` when the policy relied on the built-in default.
     pub origin: Option<Origin>,
@@ -233,8 +233,7 @@ pub struct Rule {
     pub matches: Match,
     pub action: Action,
     pub limit: Option<Limit>,
-    /// Full nft log prefix, carrying the rule id.
-    pub log: Option<String>,
+    pub log: Option<Log>,
     pub counter: bool,
     pub label: Option<String>,
     /// How a reject answers; `None` is nft's default (a TCP reset for TCP-only
@@ -285,6 +284,20 @@ impl Rule {
             None => self.origin.id.clone(),
         }
     }
+}
+
+/// `log`: where a decided packet is logged, and how often.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Log {
+    /// Full nft log prefix, `<table> <file:line> <verdict> [text] `: every
+    /// line names the rule that logged it.
+    pub prefix: String,
+    /// Rate of the log lines; packets over it are decided all the same, only not logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
+    /// NFLOG group: packets go to userspace (`phantomc log`) instead of the kernel log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

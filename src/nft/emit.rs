@@ -15,8 +15,8 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 use crate::ir::names::{self, ICMP, ICMPV6, TCP};
 use crate::ir::optimize::{self, MergeField, Merged, Values};
 use crate::ir::{
-    Action, AddrMatch, DefaultPolicy, Family, Hook, Match as IrMatch, NatAction, PortMatch, RejectWith, Rule, Ruleset,
-    SetKind,
+    Action, AddrMatch, DefaultPolicy, Family, Hook, Limit, Log, Match as IrMatch, NatAction, PortMatch, RejectWith,
+    Rule, Ruleset, SetKind,
 };
 
 /// Elements that are not part of the policy text: feed contents and
@@ -146,7 +146,7 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     // Early rules sit first in the input and forward chains of the IR; nft
     // runs them once, in prerouting at raw priority (before conntrack).
     let early: Vec<schema::Rule<'static>> =
-        rs.chain(Hook::Input).rules.iter().filter(|r| r.early).map(|r| rule(t, EARLY_CHAIN, r)).collect();
+        rs.chain(Hook::Input).rules.iter().filter(|r| r.early).flat_map(|r| rule(t, EARLY_CHAIN, r)).collect();
     if !early.is_empty() {
         chains.push(NftChain {
             chain: base_chain(
@@ -162,8 +162,8 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     }
     for ch in &rs.chains {
         let mut rules: Vec<schema::Rule<'static>> =
-            ch.rules.iter().filter(|r| !r.early).map(|r| rule(t, ch.hook.name(), r)).collect();
-        rules.extend(default_rule(t, ch.hook, &ch.policy));
+            ch.rules.iter().filter(|r| !r.early).flat_map(|r| rule(t, ch.hook.name(), r)).collect();
+        rules.extend(default_rules(t, ch.hook, &ch.policy));
         let policy = if ch.policy.action == Action::Pass { NfChainPolicy::Accept } else { NfChainPolicy::Drop };
         chains.push(NftChain {
             chain: base_chain(t, ch.hook.name(), NfChainType::Filter, hook_of(ch.hook), ch.priority, Some(policy)),
@@ -314,40 +314,67 @@ fn merged_set(t: &str, m: &Merged, counter: bool) -> schema::Set<'static> {
     }
 }
 
-fn rule(t: &str, chain: &str, r: &Rule) -> schema::Rule<'static> {
+/// The nft rules of one IR rule: itself, after a log rule when its log is
+/// rate-limited (a `limit` in the rule itself would stop the verdict too).
+/// The optimizer never merges a rule that logs.
+fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
     let mut expr = matches(&r.matches, r.merged.as_ref());
+    let log_rule = limited_log(expr.clone(), r.log.as_ref()).map(|expr| schema::Rule {
+        expr: expr.into(),
+        comment: Some(r.comment().into()),
+        ..rule_base(t, chain)
+    });
     if let Some(l) = &r.limit {
-        let limit = stmt::Limit {
-            rate: u32::try_from(l.rate).unwrap_or(u32::MAX),
-            rate_unit: None,
-            per: Some(l.unit.name().into()),
-            burst: l.burst.map(|b| u32::try_from(b).unwrap_or(u32::MAX)),
-            burst_unit: None,
-            inv: None,
-        };
         match &l.per_source {
             Some(meter) => expr.push(Statement::Meter(stmt::Meter {
                 name: meter.clone().into(),
                 key: addr_field(r.matches.family.unwrap_or(Family::V4), "saddr"),
-                stmt: Box::new(Statement::Limit(limit)),
+                stmt: Box::new(Statement::Limit(limit_stmt(l))),
             })),
-            None => expr.push(Statement::Limit(limit)),
+            None => expr.push(Statement::Limit(limit_stmt(l))),
         }
     }
     let counter = r.counter && r.merged.is_none();
-    expr.extend(tail(counter, r.log.as_deref(), r.action, r.matches.proto, r.reject));
+    expr.extend(tail(counter, r.log.as_ref(), r.action, r.matches.proto, r.reject));
     let comment = match &r.merged {
         // Starts with the first line's id, like every rule's comment.
         Some(m) => format!("{} +{} merged", r.comment(), m.parts.len() - 1),
         None => r.comment(),
     };
-    schema::Rule { expr: expr.into(), comment: Some(comment.into()), ..rule_base(t, chain) }
+    let main = schema::Rule { expr: expr.into(), comment: Some(comment.into()), ..rule_base(t, chain) };
+    log_rule.into_iter().chain([main]).collect()
 }
 
-/// Counter, log and verdict: the end of every filter rule.
+fn limit_stmt(l: &Limit) -> stmt::Limit<'static> {
+    stmt::Limit {
+        rate: u32::try_from(l.rate).unwrap_or(u32::MAX),
+        rate_unit: None,
+        per: Some(l.unit.name().into()),
+        burst: l.burst.map(|b| u32::try_from(b).unwrap_or(u32::MAX)),
+        burst_unit: None,
+        inv: None,
+    }
+}
+
+/// `matches limit log`, without a verdict, for a rate-limited log; `None` otherwise.
+fn limited_log(mut matches: Vec<Statement<'static>>, log: Option<&Log>) -> Option<Vec<Statement<'static>>> {
+    let log = log?;
+    matches.push(Statement::Limit(limit_stmt(log.limit.as_ref()?)));
+    matches.push(log_stmt(log));
+    Some(matches)
+}
+
+fn log_stmt(log: &Log) -> Statement<'static> {
+    let mut l = stmt::Log::new(log.group.map(u32::from));
+    l.prefix = Some(log.prefix.clone().into());
+    Statement::Log(Some(l))
+}
+
+/// Counter, log and verdict: the end of every filter rule. A rate-limited
+/// log has its own rule before this one.
 fn tail(
     counter: bool,
-    log: Option<&str>,
+    log: Option<&Log>,
     action: Action,
     proto: Option<u8>,
     reject: Option<RejectWith>,
@@ -356,10 +383,8 @@ fn tail(
     if counter {
         out.push(Statement::Counter(Counter::Anonymous(None)));
     }
-    if let Some(prefix) = log {
-        let mut l = stmt::Log::new(None);
-        l.prefix = Some(prefix.to_string().into());
-        out.push(Statement::Log(Some(l)));
+    if let Some(log) = log.filter(|l| l.limit.is_none()) {
+        out.push(log_stmt(log));
     }
     out.push(match action {
         Action::Pass => Statement::Accept(None),
@@ -397,18 +422,25 @@ fn reject_stmt(how: RejectWith) -> stmt::Reject {
 }
 
 /// A default policy that needs more than the chain's accept/drop (log,
-/// counter or reject) becomes a final catch-all rule. Its comment starts
-/// with the policy line's id, or `default:HOOK` for a built-in default.
-fn default_rule(t: &str, hook: Hook, p: &DefaultPolicy) -> Option<schema::Rule<'static>> {
+/// counter or reject) becomes a final catch-all rule (after its log rule
+/// when the log is rate-limited). Its comment starts with the policy
+/// line's id, or `default:HOOK` for a built-in default.
+fn default_rules(t: &str, hook: Hook, p: &DefaultPolicy) -> Vec<schema::Rule<'static>> {
     if p.log.is_none() && !p.counter && p.action != Action::Reject {
-        return None;
+        return Vec::new();
     }
-    let comment = format!("{} policy", p.id(hook));
-    Some(schema::Rule {
-        expr: tail(p.counter, p.log.as_deref(), p.action, None, None).into(),
-        comment: Some(comment.into()),
+    let comment: Option<std::borrow::Cow<'static, str>> = Some(format!("{} policy", p.id(hook)).into());
+    let log_rule = limited_log(Vec::new(), p.log.as_ref()).map(|expr| schema::Rule {
+        expr: expr.into(),
+        comment: comment.clone(),
         ..rule_base(t, hook.name())
-    })
+    });
+    let main = schema::Rule {
+        expr: tail(p.counter, p.log.as_ref(), p.action, None, None).into(),
+        comment,
+        ..rule_base(t, hook.name())
+    };
+    log_rule.into_iter().chain([main]).collect()
 }
 
 fn nat_stmt(a: &NatAction) -> Statement<'static> {

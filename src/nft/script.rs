@@ -161,10 +161,16 @@ fn statement(s: &Statement<'_>) -> String {
             s
         }
         Statement::Meter(mt) => format!("meter {} {{ {} {} }}", mt.name, value(&mt.key), statement(&mt.stmt)),
-        Statement::Log(Some(l)) => match &l.prefix {
-            Some(p) => format!("log prefix {}", quote(p)),
-            None => "log".into(),
-        },
+        Statement::Log(Some(l)) => {
+            let mut s = "log".to_string();
+            if let Some(p) = &l.prefix {
+                let _ = write!(s, " prefix {}", quote(p));
+            }
+            if let Some(g) = l.group {
+                let _ = write!(s, " group {g}");
+            }
+            s
+        }
         Statement::Accept(_) => "accept".into(),
         Statement::Drop(_) => "drop".into(),
         Statement::Reject(Some(r)) if r._type == Some(RejectType::TCPReset) => "reject with tcp reset".into(),

@@ -234,6 +234,16 @@ pub struct LimitSpec {
     pub burst: Option<u64>,
 }
 
+/// `log ["text"] [limit N/unit [burst N]] [group N]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSpec {
+    pub text: Option<String>,
+    /// Rate of the log lines (the rule itself is not limited).
+    pub limit: Option<Spanned<LimitSpec>>,
+    /// NFLOG group: packets go to userspace instead of the kernel log.
+    pub group: Option<Spanned<u64>>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleOpt {
     On(Value),
@@ -246,7 +256,7 @@ pub enum RuleOpt {
     IcmpType(Value),
     State(Value),
     Limit(LimitSpec),
-    Log(Option<String>),
+    Log(LogSpec),
     /// `counter` (the default, `true`) or `nocounter`.
     Counter(bool),
     Label(String),
@@ -361,7 +371,7 @@ pub enum Stmt {
     Policy {
         hook: Spanned<Hook>,
         action: Spanned<Action>,
-        log: Option<Option<String>>,
+        log: Option<LogSpec>,
         counter: bool,
         /// `priority N`: the hook chain's nft priority.
         priority: Option<Spanned<i64>>,

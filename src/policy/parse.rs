@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use pest::iterators::Pair;
+use pest::iterators::{Pair, Pairs};
 use pest::Parser;
 
 use super::ast::*;
@@ -186,6 +186,14 @@ impl Builder {
         Span::from_pest(self.file, p.as_span())
     }
 
+    /// The span of a pair that ends in optional parts, without the
+    /// whitespace pest leaves after its last part.
+    fn trimmed_span(&self, p: &Pair<'_, Rule>, keyword: &str) -> Span {
+        let mut span = self.span(p);
+        span.end = p.clone().into_inner().last().map_or(span.start + keyword.len(), |last| self.span(&last).end);
+        span
+    }
+
     fn spanned<T>(&self, p: &Pair<'_, Rule>, node: T) -> Spanned<T> {
         Spanned::new(node, self.span(p))
     }
@@ -219,7 +227,7 @@ impl Builder {
                 let mut priority = None;
                 for p in inner {
                     match p.as_rule() {
-                        Rule::log_opt => log = Some(p.into_inner().next().map(|s| string_text(&s))),
+                        Rule::log_opt => log = Some(self.log_spec(p.into_inner())),
                         Rule::counter_opt => counter = p.as_str() == "counter",
                         Rule::priority => {
                             let n = p.into_inner().next()?;
@@ -318,7 +326,7 @@ impl Builder {
     }
 
     fn rule_opt(&mut self, p: Pair<'_, Rule>) -> Option<Spanned<RuleOpt>> {
-        let span = self.span(&p);
+        let span = if p.as_rule() == Rule::log_opt { self.trimmed_span(&p, "log") } else { self.span(&p) };
         let rule = p.as_rule();
         let text = p.as_str();
         let mut inner = p.into_inner();
@@ -332,29 +340,8 @@ impl Builder {
             Rule::to => RuleOpt::To(self.host_spec(inner)),
             Rule::icmp_type => RuleOpt::IcmpType(self.value(inner.next()?)),
             Rule::state => RuleOpt::State(self.value(inner.next()?)),
-            Rule::limit => {
-                let rate = inner.next()?;
-                let mut r = rate.clone().into_inner();
-                let n = r.next()?;
-                let count = self.number(&n);
-                let unit = match r.next()?.as_str() {
-                    "second" => TimeUnit::Second,
-                    "minute" => TimeUnit::Minute,
-                    "hour" => TimeUnit::Hour,
-                    _ => TimeUnit::Day,
-                };
-                let mut per_source = false;
-                let mut burst = None;
-                for q in inner {
-                    match q.as_rule() {
-                        Rule::per_source => per_source = true,
-                        Rule::number => burst = Some(self.number(&q)),
-                        _ => {}
-                    }
-                }
-                RuleOpt::Limit(LimitSpec { rate: count, unit, per_source, burst })
-            }
-            Rule::log_opt => RuleOpt::Log(inner.next().map(|s| string_text(&s))),
+            Rule::limit => RuleOpt::Limit(self.limit_spec(inner)?),
+            Rule::log_opt => RuleOpt::Log(self.log_spec(inner)),
             Rule::counter_opt => RuleOpt::Counter(text == "counter"),
             Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             Rule::expires => RuleOpt::Expires(self.date(&inner.next()?)?.node),
@@ -596,6 +583,48 @@ impl Builder {
             out.push((self.spanned(&k, k.as_str().to_string()), self.spanned(&v, value)));
         }
         Some(out)
+    }
+
+    /// `limit N/unit [per-source] [burst N]` (also the log's, which has no per-source).
+    fn limit_spec(&mut self, mut inner: Pairs<'_, Rule>) -> Option<LimitSpec> {
+        let rate = inner.next()?;
+        let mut r = rate.into_inner();
+        let n = r.next()?;
+        let count = self.number(&n);
+        let unit = match r.next()?.as_str() {
+            "second" => TimeUnit::Second,
+            "minute" => TimeUnit::Minute,
+            "hour" => TimeUnit::Hour,
+            _ => TimeUnit::Day,
+        };
+        let mut per_source = false;
+        let mut burst = None;
+        for q in inner {
+            match q.as_rule() {
+                Rule::per_source => per_source = true,
+                Rule::number => burst = Some(self.number(&q)),
+                _ => {}
+            }
+        }
+        Some(LimitSpec { rate: count, unit, per_source, burst })
+    }
+
+    /// `log ["text"] [limit N/unit [burst N]] [group N]`.
+    fn log_spec(&mut self, inner: Pairs<'_, Rule>) -> LogSpec {
+        let mut spec = LogSpec::default();
+        for p in inner {
+            let span = self.trimmed_span(&p, "");
+            match p.as_rule() {
+                Rule::string => spec.text = Some(string_text(&p)),
+                Rule::log_limit => spec.limit = self.limit_spec(p.into_inner()).map(|l| Spanned::new(l, span)),
+                Rule::log_group => {
+                    let n = p.into_inner().next().map_or(0, |n| self.number(&n));
+                    spec.group = Some(Spanned::new(n, span));
+                }
+                _ => {}
+            }
+        }
+        spec
     }
 
     fn number(&mut self, p: &Pair<'_, Rule>) -> u64 {

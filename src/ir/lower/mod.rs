@@ -93,7 +93,7 @@ struct Clauses<'a> {
     icmp: Option<&'a Value>,
     state: Option<&'a Value>,
     limit: Option<(&'a ast::LimitSpec, Span)>,
-    log: Option<(Option<&'a str>, Span)>,
+    log: Option<(&'a ast::LogSpec, Span)>,
     counter: Option<bool>,
     label: Option<(&'a str, Span)>,
     expires: Option<Date>,
@@ -196,11 +196,12 @@ impl<'a> Lowerer<'a> {
                     return;
                 }
                 let origin = self.origin(*span, idx);
-                let log = log.as_ref().map(|custom| {
+                let log = log.as_ref().map(|spec| {
                     let verb = if action.node == Action::Pass { "accept" } else { "drop" };
-                    format!("{} policy-{} {}", origin.id, hook.node.name(), log_tail(verb, custom.as_deref()))
+                    let prefix =
+                        format!("{} policy-{} {}", origin.id, hook.node.name(), log_tail(verb, spec.text.as_deref()));
+                    self.log(prefix, spec, *span)
                 });
-                let log = log.map(|l| self.log_prefix_from(l, *span));
                 let policy = DefaultPolicy { action: action.node, log, counter: *counter, origin: Some(origin) };
                 self.policies.insert(hook.node, (policy, *span));
                 if let Some(p) = priority {

@@ -44,7 +44,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::IcmpType(v) => c.icmp = Some(v),
                 RuleOpt::State(v) => c.state = Some(v),
                 RuleOpt::Limit(l) => c.limit = Some((l, opt.span)),
-                RuleOpt::Log(s) => c.log = Some((s.as_deref(), opt.span)),
+                RuleOpt::Log(s) => c.log = Some((s, opt.span)),
                 RuleOpt::Counter(on) => c.counter = Some(*on),
                 RuleOpt::Label(s) => c.label = Some((s.as_str(), opt.span)),
                 RuleOpt::Expires(d) => c.expires = Some(*d),
@@ -107,9 +107,20 @@ impl<'a> Lowerer<'a> {
             Action::Block => "drop",
             Action::Reject => "reject",
         };
-        let log = c.log.map(|(custom, span)| {
-            let prefix = format!("{} {}", origin.id, log_tail(verb, custom));
-            self.log_prefix_from(prefix, span)
+        let log = c.log.map(|(spec, span)| {
+            let prefix = format!("{} {}", origin.id, log_tail(verb, spec.text.as_deref()));
+            if let (Some(_), Some(log_limit)) = (c.limit, &spec.limit) {
+                self.diags.push(
+                    Diag::error(
+                        "log-limit",
+                        log_limit.span,
+                        "a rate-limited rule cannot limit its log too",
+                        "second limit",
+                    )
+                    .with_help("the rule's `limit` already bounds what it logs; drop the `limit` after `log`"),
+                );
+            }
+            self.log(prefix, spec, span)
         });
         let label = c.label.map(|(l, span)| {
             if origin.id.len() + 1 + l.len() > MAX_COMMENT {
@@ -126,18 +137,7 @@ impl<'a> Lowerer<'a> {
             l.to_string()
         });
         if let Some((l, span)) = c.limit {
-            if l.burst == Some(0) {
-                self.diags.push(
-                    Diag::error("bad-limit", span, "a burst of 0 lets no packet through", "burst is 0")
-                        .with_help("leave `burst` out for nft's default (5), or give at least 1"),
-                );
-            }
-            if l.rate == 0 {
-                self.diags.push(
-                    Diag::error("bad-limit", span, "a rate limit of 0 never matches", "rate is 0")
-                        .with_help("use `block` to drop all such packets, or a positive rate"),
-                );
-            }
+            self.check_limit(l, span);
         }
         let reject = match c.reject_with {
             None => None,
@@ -496,6 +496,41 @@ impl<'a> Lowerer<'a> {
             }
         }
         Some(allowed.into_iter().map(Some).collect())
+    }
+
+    /// A rate that lets packets through: not 0, and a burst of at least 1.
+    fn check_limit(&mut self, l: &ast::LimitSpec, span: Span) {
+        if l.burst == Some(0) {
+            self.diags.push(
+                Diag::error("bad-limit", span, "a burst of 0 lets no packet through", "burst is 0")
+                    .with_help("leave `burst` out for nft's default (5), or give at least 1"),
+            );
+        }
+        if l.rate == 0 {
+            self.diags.push(
+                Diag::error("bad-limit", span, "a rate limit of 0 never matches", "rate is 0")
+                    .with_help("use `block` to drop all such packets, or a positive rate"),
+            );
+        }
+    }
+
+    /// A `log` clause: its prefix (checked for length), line rate and NFLOG group.
+    pub(super) fn log(&mut self, prefix: String, spec: &ast::LogSpec, span: Span) -> Log {
+        let limit = spec.limit.as_ref().map(|l| {
+            self.check_limit(&l.node, l.span);
+            Limit { rate: l.node.rate, unit: l.node.unit, burst: l.node.burst, per_source: None }
+        });
+        let group = spec.group.as_ref().and_then(|g| match u16::try_from(g.node) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.diags.push(
+                    Diag::error("bad-log-group", g.span, "NFLOG groups are 0 to 65535", format!("group {}", g.node))
+                        .with_help("pick the group `phantomc log` (or ulogd) listens on, e.g. `log group 1`"),
+                );
+                None
+            }
+        });
+        Log { prefix: self.log_prefix_from(prefix, span), limit, group }
     }
 
     pub(super) fn log_prefix_from(&mut self, prefix: String, span: Span) -> String {
