@@ -69,7 +69,10 @@ fn hits_count_every_line_on_live_traffic() {
     let status: Value = serde_json::from_str(&stdout(&out)).expect("status json");
     let mut keys: Vec<&str> = status.as_object().expect("object").keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["drift", "entries", "policy", "rules", "state", "table", "watch"]);
+    assert_eq!(
+        keys,
+        ["chains", "drift", "entries", "notes", "overridden", "policy", "rules", "state", "table", "watch"]
+    );
     assert_eq!((status["state"].as_str(), status["rules"].as_u64()), (Some("in-sync"), Some(18)), "{status}");
 
     // --watch refreshes; counters only grow.
