@@ -234,6 +234,28 @@ impl Diagnostic for Report {
 
 /// Renders diagnostics as plain text (no colour), the form used in snapshots
 /// and when stderr is not a terminal.
+/// Diagnostics as JSON objects (for the API): code, severity, where, what,
+/// and the plain rendering a terminal would show.
+pub fn to_json(diags: &[Diag], sources: &SourceMap) -> Vec<serde_json::Value> {
+    diags
+        .iter()
+        .map(|d| {
+            let (line, column) = sources.line_col(d.span);
+            serde_json::json!({
+                "code": d.code,
+                "severity": d.severity,
+                "message": d.message,
+                "file": sources.file(d.span.file).name,
+                "line": line,
+                "column": column,
+                "label": d.label,
+                "help": d.help,
+                "rendered": render_plain(std::slice::from_ref(d), sources),
+            })
+        })
+        .collect()
+}
+
 pub fn render_plain(diags: &[Diag], sources: &SourceMap) -> String {
     render_with(diags, sources, GraphicalTheme::unicode_nocolor())
 }

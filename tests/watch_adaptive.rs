@@ -241,6 +241,21 @@ fn adaptive_watch_blocks_attackers_spares_benign_expires_and_remembers() {
     assert!(observed.iter().all(|a| a["action"] == "observed"), "{observed:?}");
     assert!(lab.blocked().is_empty(), "observe blocks nothing: {:?}", lab.blocked());
 
+    // What observe mode did not block becomes a reviewable proposal.
+    let state = lab.path("state");
+    let proposals = || {
+        let out = lab.srv().phantomc(&["proposals", "--state-dir", state.to_str().expect("utf-8"), "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect::<Vec<serde_json::Value>>()
+    };
+    eventually_within(Duration::from_secs(10), "the observed guesser is proposed", || {
+        proposals().iter().any(|p| p["subject"] == GUESSER)
+    });
+    let proposal = proposals().into_iter().find(|p| p["subject"] == GUESSER).expect("proposal");
+    let diff = proposal["diff"].as_str().expect("diff");
+    assert!(diff.contains(&format!("+    {GUESSER},")) && diff.contains("brute-force"), "{proposal}");
+    assert!(proposals().iter().all(|p| p["subject"] != SCANNER), "blocked once or twice: not proposed yet");
+
     stop_benign.store(true, Ordering::Relaxed);
     for h in benign {
         h.join().expect("benign client");
@@ -248,7 +263,6 @@ fn adaptive_watch_blocks_attackers_spares_benign_expires_and_remembers() {
     stop(watch);
     assert_eq!(*failures.lock().unwrap(), Vec::<String>::new(), "benign clients were never cut off");
     let all = lab.alerts();
-    let state = lab.path("state");
     let cli = lab.srv().phantomc(&["alerts", "--state-dir", state.to_str().expect("utf-8"), "--format", "json"]);
     assert!(cli.status.success(), "{}", stderr(&cli));
     assert_eq!(stdout(&cli).lines().count(), all.len(), "`phantomc alerts` prints every alert");

@@ -39,7 +39,15 @@ impl Default for Options {
 
 /// Lints a policy file: its rules (on the IR) and its address lists (on the syntax tree).
 pub fn lint_file(path: &std::path::Path, opts: &Options) -> Result<(Compiled, Vec<Diag>), LoadError> {
-    let p = crate::policy::load(path)?;
+    lint_policy(crate::policy::load(path)?, opts)
+}
+
+/// Lints policy text that would live at `path` (its includes resolve from there).
+pub fn lint_text_at(path: &std::path::Path, text: String, opts: &Options) -> Result<(Compiled, Vec<Diag>), LoadError> {
+    lint_policy(crate::policy::load_str(&path.display().to_string(), path, text)?, opts)
+}
+
+fn lint_policy(p: crate::policy::Policy, opts: &Options) -> Result<(Compiled, Vec<Diag>), LoadError> {
     let mut out = super::entries::overlapping_entries(&p.stmts);
     let (ruleset, unused) = match crate::ir::lower(&p) {
         Ok(lowered) => lowered,

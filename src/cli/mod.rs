@@ -21,6 +21,7 @@ mod learn;
 mod lint;
 mod log;
 mod manpages;
+mod proposals;
 mod safety;
 mod serve;
 mod test;
@@ -79,6 +80,8 @@ pub enum Command {
     Learn(learn::LearnArgs),
     /// What watch's adaptive mode found and did (alerts.jsonl); --follow for new ones.
     Alerts(alerts::AlertsArgs),
+    /// What watch's adaptive mode proposes to make permanent; --accept or --reject one.
+    Proposals(proposals::ProposalsArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -153,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Watch(args) => watch::watch(&args),
         Command::Learn(args) => learn::run(&args),
         Command::Alerts(args) => alerts::run(&args),
+        Command::Proposals(args) => proposals::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ pub mod detect;
 pub mod distributed;
 pub mod flow_table;
 pub mod flows;
+pub mod patch;
 pub mod propose;
 pub mod reader;
 pub mod score;

@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::Propose;
 use super::flows::{Flow, TCP, UDP};
 
 /// One service (protocol + port) and who used it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub proto: u8,
     pub port: u16,
@@ -55,7 +55,12 @@ pub fn capture_host(flows: &[Flow]) -> Option<IpAddr> {
 /// empty, for a capture of a whole network). Ephemeral server ports never
 /// count (they are the far end of some other flow), nor do the hosts' own
 /// outbound connections.
-pub fn services(flows: &[Flow], flagged: &BTreeSet<IpAddr>, hosts: &BTreeSet<IpAddr>, cfg: &Propose) -> Vec<Service> {
+pub fn services<'a>(
+    flows: impl IntoIterator<Item = &'a Flow>,
+    flagged: &BTreeSet<IpAddr>,
+    hosts: &BTreeSet<IpAddr>,
+    cfg: &Propose,
+) -> Vec<Service> {
     let mut by_port: BTreeMap<(u8, u16), Service> = BTreeMap::new();
     for f in flows {
         let used = match f.proto {

@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{auth, health, rules, threats, unix_now, ApiError, ApiState};
+use super::{auth, health, rules, submit, threats, unix_now, ApiError, ApiState, HealthSource};
 use crate::guard::{Operator, Protected, SSH_PORT};
 use crate::nft::block::{self, parse_duration, parse_net, BlockError};
+use crate::watch::adaptive::proposals::{self, ReviewError};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -59,42 +60,143 @@ pub async fn threats(State(state): State<Arc<ApiState>>) -> Answer {
     .await
 }
 
-/// The learner's latest diff; 404 while there is none.
+/// Adaptive mode's pending proposals (`items`, each with its id, diff and
+/// evidence) and the learner's latest diff file (`text`, with `--proposals`).
 pub async fn proposals(State(state): State<Arc<ApiState>>) -> Answer {
     blocking(state, |s| {
-        let Some(path) = &s.proposals else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no proposals file configured (start with --proposals FILE)",
-            ));
+        let (items, items_error) = match &s.adaptive_dir {
+            Some(dir) => match proposals::pending(dir) {
+                Ok(items) => (items, None),
+                Err(e) => (Vec::new(), Some(e)),
+            },
+            None => (Vec::new(), None),
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("no proposals yet: {} does not exist", path.display()),
-                ));
-            }
-            Err(e) => return Err(ApiError::internal(format!("cannot read {}: {e}", path.display()))),
+        let mut out = json!({ "items": items, "items_error": items_error, "text": null });
+        let file_error = match &s.proposals {
+            None => Some("no proposals file configured (start with --proposals FILE)".to_string()),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let modified = std::fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs());
+                    let count = |sign: char, header: &str| {
+                        text.lines().filter(|l| l.starts_with(sign) && !l.starts_with(header)).count()
+                    };
+                    out["path"] = json!(path);
+                    out["modified"] = json!(modified);
+                    out["age_seconds"] = json!(modified.map(|m| unix_now().saturating_sub(m)));
+                    out["additions"] = json!(count('+', "+++"));
+                    out["removals"] = json!(count('-', "---"));
+                    out["text"] = json!(text);
+                    None
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some(format!("no proposals yet: {} does not exist", path.display()))
+                }
+                Err(e) => return Err(ApiError::internal(format!("cannot read {}: {e}", path.display()))),
+            },
         };
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs());
-        let count =
-            |sign: char, header: &str| text.lines().filter(|l| l.starts_with(sign) && !l.starts_with(header)).count();
-        Ok(json!({
-            "path": path,
-            "modified": modified,
-            "age_seconds": modified.map(|m| unix_now().saturating_sub(m)),
-            "additions": count('+', "+++"),
-            "removals": count('-', "---"),
-            "text": text,
-        }))
+        out["file_error"] = json!(file_error);
+        Ok(out)
     })
     .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AcceptRequest {
+    /// `git commit` the policy with the evidence as message.
+    #[serde(default)]
+    git: bool,
+}
+
+fn review_error(e: ReviewError) -> ApiError {
+    let code = match &e {
+        ReviewError::NotFound(_) => StatusCode::NOT_FOUND,
+        ReviewError::Decided { .. } | ReviewError::OtherPolicy { .. } | ReviewError::Stale { .. } => {
+            StatusCode::CONFLICT
+        }
+        ReviewError::Broken { .. } | ReviewError::Lockout(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ReviewError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut err = ApiError::new(code, format!("{e}; nothing was changed"));
+    if let ReviewError::Lockout(reasons) = &e {
+        err = err.with("reasons", json!(reasons));
+    }
+    err
+}
+
+/// Applies a proposal's diff to the policy file (a `watch` reloads it).
+pub async fn accept(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    authorize(&state, &headers, "accept")?;
+    let req: AcceptRequest = if body.is_empty() { AcceptRequest::default() } else { parse_body(&body)? };
+    blocking(state, move |s| {
+        let dir = s.adaptive_dir.as_deref().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no adaptive state directory configured"))?;
+        let operator = Operator::discover(None, SSH_PORT).map_err(ApiError::internal)?;
+        let done = proposals::accept(dir, &s.policy, &id, &operator, req.git, unix_now()).map_err(review_error)?;
+        tracing::info!(proposal = %id, policy = %done.policy.display(), commit = ?done.commit, "proposal accepted through the API");
+        let reload = match s.health_source {
+            HealthSource::Watcher => "the watcher in this process reloads the policy",
+            HealthSource::Standalone { .. } => "a running `phantomc watch` reloads the policy; without one, run `phantomc apply`",
+        };
+        Ok(json!({ "accepted": id, "policy": done.policy, "backup": done.backup, "commit": done.commit, "diff": done.diff, "reload": reload }))
+    })
+    .await
+}
+
+/// Remembers that a proposal was rejected: it is not proposed again.
+pub async fn reject(State(state): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap) -> Answer {
+    authorize(&state, &headers, "reject")?;
+    blocking(state, move |s| {
+        let dir = s
+            .adaptive_dir
+            .as_deref()
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no adaptive state directory configured"))?;
+        let item = proposals::reject(dir, &id, unix_now()).map_err(review_error)?;
+        tracing::info!(proposal = %id, subject = %item.subject, "proposal rejected through the API");
+        Ok(json!({ "rejected": id, "subject": item.subject }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesRequest {
+    /// The whole policy text.
+    policy: String,
+    /// How long the new ruleset waits for `POST /api/v1/rules/confirm`.
+    confirm_timeout: Option<Timeout>,
+}
+
+/// A whole policy: checked, then loaded until confirmed (see [`submit`]).
+pub async fn submit_rules(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Answer {
+    authorize(&state, &headers, "rules")?;
+    let req: RulesRequest = parse_body(&body)?;
+    let secs = match req.confirm_timeout {
+        None => submit::DEFAULT_CONFIRM_SECS,
+        Some(Timeout::Seconds(n)) => n,
+        Some(Timeout::Text(t)) => u64::from(parse_duration(&t).map_err(bad)?),
+    };
+    if !(5..=submit::MAX_CONFIRM_SECS).contains(&secs) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("confirm_timeout {secs}s is out of range (5 to {} seconds)", submit::MAX_CONFIRM_SECS),
+        ));
+    }
+    let shared = state.clone();
+    blocking(state, move |_| submit::submit(&shared, req.policy, std::time::Duration::from_secs(secs))).await
+}
+
+pub async fn confirm_rules(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Answer {
+    authorize(&state, &headers, "rules/confirm")?;
+    blocking(state, submit::confirm).await
 }
 
 #[derive(Deserialize)]
@@ -179,9 +281,10 @@ pub async fn unblock(State(state): State<Arc<ApiState>>, headers: HeaderMap, bod
     change(state, &req.address, req.set, None, false).await
 }
 
-/// Checks the token, and leaves a trace of every refused write.
+/// Checks that the write is same-origin JSON and carries the token, and
+/// leaves a trace of every refused write.
 fn authorize(state: &ApiState, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
-    auth::require(state.token.as_ref(), headers).inspect_err(
+    auth::same_origin(headers).and_then(|()| auth::require(state.token.as_ref(), headers)).inspect_err(
         |e| tracing::warn!(endpoint = what, status = e.status.as_u16(), reason = %e.message, "write refused"),
     )
 }

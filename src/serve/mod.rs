@@ -11,6 +11,7 @@ pub mod listen;
 mod metrics;
 pub mod rules;
 mod shared;
+pub mod submit;
 pub mod threats;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub token: Option<Token>,
     /// The learner's latest proposal diff.
     pub proposals: Option<PathBuf>,
+    /// A policy submitted through `POST /api/v1/rules`, waiting for its confirmation.
+    pub pending_rules: Mutex<Option<submit::Pending>>,
     /// The feed cache directory (`NAME.meta.json` per feed), for feed ages.
     pub feed_cache: Option<PathBuf>,
     /// The adaptive mode's state directory (alerts.jsonl, status.json).
@@ -117,6 +120,7 @@ impl ApiState {
             table,
             token: None,
             proposals: None,
+            pending_rules: Mutex::new(None),
             feed_cache: None,
             adaptive_dir: None,
             health,
@@ -169,9 +173,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/docs", get(|| async { Html(DOCS) }))
         .route("/api/docs/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/api/v1/status", get(api::status))
-        .route("/api/v1/rules", get(api::rules))
+        .route("/api/v1/rules", get(api::rules).post(api::submit_rules))
+        .route("/api/v1/rules/confirm", post(api::confirm_rules))
         .route("/api/v1/threats", get(api::threats))
         .route("/api/v1/proposals", get(api::proposals))
+        .route("/api/v1/proposals/{id}/accept", post(api::accept))
+        .route("/api/v1/proposals/{id}/reject", post(api::reject))
         .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/block", post(api::block))
         .route("/api/v1/unblock", post(api::unblock))
@@ -209,11 +216,19 @@ fn is_local_host(host: &str) -> bool {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// More fields of the answer beside `error` (diagnostics, reasons).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), details: serde_json::Map::new() }
+    }
+
+    /// Adds a field to the answer.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> ApiError {
+        self.details.insert(key.to_string(), value);
+        self
     }
 
     fn internal(message: impl Into<String>) -> ApiError {
@@ -223,7 +238,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": self.message }));
+        let mut fields = self.details;
+        fields.insert("error".into(), serde_json::Value::String(self.message));
+        let body = Json(serde_json::Value::Object(fields));
         if self.status == StatusCode::UNAUTHORIZED {
             return (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
         }

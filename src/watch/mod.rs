@@ -141,6 +141,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Replaces a policy file atomically with `text`, keeping its permissions
+/// and its previous text as `POLICY.bak`; the backup's path.
+pub fn replace_policy(path: &Path, text: &str) -> std::io::Result<PathBuf> {
+    let old = std::fs::read(path)?;
+    let permissions = std::fs::metadata(path)?.permissions();
+    let mut backup = path.as_os_str().to_owned();
+    backup.push(".bak");
+    let backup = PathBuf::from(backup);
+    std::fs::write(&backup, old)?;
+    write_atomic(path, text.as_bytes())?;
+    std::fs::set_permissions(path, permissions)?;
+    Ok(backup)
+}
+
 /// Reads a health file written by a service (maybe in another process).
 pub fn read_health(path: &Path) -> std::io::Result<Health> {
     let text = std::fs::read_to_string(path)?;

@@ -474,6 +474,17 @@ impl Service {
 
     /// One HTTP/1.1 request from inside the namespace: (status, body).
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+        self.send(method, path, headers, body.map(|b| ("application/json", b)))
+    }
+
+    /// A request with a body of the given content type: (status, body).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &str)>,
+    ) -> (u16, String) {
         let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             req.push_str("Host: 127.0.0.1\r\n");
@@ -481,11 +492,11 @@ impl Service {
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
-        if let Some(b) = body {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        if let Some((kind, b)) = body {
+            req.push_str(&format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", b.len()));
         }
         req.push_str("\r\n");
-        req.push_str(body.unwrap_or(""));
+        req.push_str(body.map_or("", |(_, b)| b));
         let (path, port) = (self.ns_path.clone(), self.port);
         let raw = std::thread::spawn(move || {
             enter(&path);

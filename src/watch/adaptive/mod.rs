@@ -10,6 +10,7 @@
 pub mod action;
 pub mod alerts;
 pub mod baseline;
+pub mod proposals;
 pub mod window;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -25,6 +26,7 @@ use tracing::{error, info, warn};
 use self::action::{Blocker, Decision, Protected};
 use self::alerts::{Alert, AlertLog};
 use self::baseline::Baseline;
+use self::proposals::Store;
 use self::window::FlowWindow;
 pub(crate) use super::write_atomic;
 use super::{unix_now, SharedHealth};
@@ -43,6 +45,9 @@ const DETECT_EVERY: Duration = Duration::from_millis(200);
 /// How often the window is pruned and the status published.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
 const SAVE_EVERY: Duration = Duration::from_secs(30);
+/// How often proposals are remade when their evidence or the policy changed,
+/// and services used are looked for.
+const PROPOSE_EVERY: Duration = Duration::from_secs(5);
 /// A closed connection teaches the baseline only this long after it
 /// closed, and only if no detector flagged its source meanwhile: an
 /// attack's first connections must not become "normal".
@@ -53,6 +58,8 @@ const MAX_PENDING: usize = 20_000;
 /// What the engine works with; rebuilt by the service on every load.
 pub struct Plan {
     pub table: String,
+    /// The policy file: proposals are diffs against it.
+    pub policy: PathBuf,
     pub adaptive: Adaptive,
     pub cfg: learn::Config,
     pub protected: Protected,
@@ -77,7 +84,7 @@ impl Plan {
         let operator = guard::Operator::discover(None, guard::SSH_PORT)?;
         let protected = Protected::gather(Some(rs), &operator);
         let own = host::addresses().map(|a| a.into_iter().map(|a| a.addr).collect()).unwrap_or_default();
-        Ok(Some(Plan { table: rs.table.clone(), adaptive, cfg, protected, own }))
+        Ok(Some(Plan { table: rs.table.clone(), policy: policy.to_path_buf(), adaptive, cfg, protected, own }))
     }
 }
 
@@ -125,6 +132,8 @@ pub struct Status {
     pub baseline_services: usize,
     pub baseline_connections: u64,
     pub offenders: usize,
+    /// Proposals waiting for a review.
+    pub proposals: usize,
     pub error: Option<String>,
     pub state_dir: PathBuf,
 }
@@ -201,6 +210,7 @@ struct Engine {
     pending: VecDeque<(u64, Flow)>,
     /// For counters of single entries, opened when first needed.
     lookup: Option<conntrack::Lookup>,
+    proposals: Store,
     status: Status,
 }
 
@@ -222,6 +232,12 @@ impl Engine {
             status.error = Some(format!("offenders refused: {e}"));
             Blocker::load(None).expect("an empty record")
         });
+        let proposals = Store::load(&dir).unwrap_or_else(|e| {
+            let kept = set_aside(&dir.join(proposals::FILE));
+            error!(error = %e, kept_as = %kept.display(), "proposals refused; starting afresh");
+            status.error = Some(format!("proposals refused: {e}"));
+            Store::empty(&dir)
+        });
         info!(dir = %dir.display(), baseline_services = baseline.services.len(), learned = baseline.learned, "adaptive state loaded");
         Engine {
             alerts: AlertLog::new(&dir),
@@ -236,6 +252,7 @@ impl Engine {
             flagged: HashMap::new(),
             pending: VecDeque::new(),
             lookup: None,
+            proposals,
             status,
         }
     }
@@ -243,6 +260,7 @@ impl Engine {
     fn run(mut self, plan: &Mutex<Option<Arc<Plan>>>, stop: &AtomicBool) {
         let mut events: Option<Events> = None;
         let (mut last_detect, mut last_house, mut last_save) = (Instant::now(), Instant::now(), Instant::now());
+        let mut last_propose = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let current = plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             let Some(plan) = current else {
@@ -278,6 +296,10 @@ impl Engine {
             if last_house.elapsed() >= HOUSEKEEPING_EVERY {
                 self.housekeeping(&plan);
                 last_house = Instant::now();
+            }
+            if last_propose.elapsed() >= PROPOSE_EVERY {
+                self.propose(&plan);
+                last_propose = Instant::now();
             }
             if last_save.elapsed() >= SAVE_EVERY {
                 self.save();
@@ -373,6 +395,7 @@ impl Engine {
             if alert.action != "blocked" {
                 self.reported.insert((f.source, f.detector), now_us + window_us);
             }
+            self.proposals.finding(&f, &alert.action, alert.offence, alert.baseline.clone(), alert.time);
             self.record(&alert);
         }
         for src in blocked_now {
@@ -468,6 +491,17 @@ impl Engine {
         self.publish(Some(plan));
     }
 
+    /// Services unflagged clients used lately, then the proposals remade
+    /// where their evidence or the policy changed.
+    fn propose(&mut self, plan: &Plan) {
+        let flagged: std::collections::BTreeSet<IpAddr> = self.flagged.keys().copied().collect();
+        let hosts = plan.own.iter().copied().filter(|a| !a.is_loopback()).collect();
+        let used = learn::services::services(self.window.flows(), &flagged, &hosts, &plan.cfg.propose);
+        let now = unix_now();
+        self.proposals.services(used, now);
+        self.proposals.refresh(&plan.policy, &plan.cfg, &plan.protected, now);
+    }
+
     fn save(&mut self) {
         if let Err(e) = self.baseline.save(&self.dir) {
             error!(error = %e, dir = %self.dir.display(), "cannot save the baseline");
@@ -488,6 +522,7 @@ impl Engine {
         s.baseline_services = self.baseline.services.len();
         s.baseline_connections = self.baseline.learned;
         s.offenders = self.blocker.offenders().len();
+        s.proposals = self.proposals.pending();
         let snapshot = s.clone();
         if self.health.read().expect("health lock").adaptive.as_ref() != Some(&snapshot) {
             self.health.write().expect("health lock").adaptive = Some(snapshot.clone());

@@ -63,6 +63,11 @@ impl FlowWindow {
         out
     }
 
+    /// Every flow in the window.
+    pub fn flows(&self) -> impl Iterator<Item = &Flow> {
+        self.by_source.values().flat_map(HashMap::values)
+    }
+
     pub fn source_flows(&self, src: IpAddr) -> Vec<Flow> {
         self.by_source.get(&src).map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
