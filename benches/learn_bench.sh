@@ -5,6 +5,9 @@
 #
 #   benches/learn_bench.sh [SIZE_MB=1000] [SOURCE=testdata/learn/formats/wireshark_samples-test.pcapng]
 #
+# BEFORE=path/to/an/older/phantomc adds that binary's learn, run alternately
+# with this one, and prints the time and memory ratios (the issue's 1.1x).
+#
 # Needs editcap, mergecap, capinfos (wireshark-common), tcpdump, tshark and
 # GNU time (/usr/bin/time). The big file lives under /tmp and is removed.
 set -euo pipefail
@@ -16,8 +19,11 @@ THREADS=${THREADS:-2}
 for tool in editcap mergecap capinfos tcpdump tshark /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wireshark-common tshark tcpdump time)" >&2; exit 2; }
 done
-cargo build --release --quiet
-BIN=target/release/phantomc
+# BIN=path/to/phantomc measures that binary instead of building this tree.
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet
+    BIN=target/release/phantomc
+fi
 WORK=$(mktemp -d /tmp/learn_bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -54,6 +60,7 @@ row() {
     wall=$(echo "$results" | awk -v n="$runs" 'NR == int((n + 1) / 2) { print $1 }')
     LAST_WALL=$wall
     rss=$(echo "$results" | awk '$2 > m { m = $2 } END { print m }')
+    LAST_RSS=$rss
     printf "| %-46s | %8.2f | %12.0f | %8.1f | %10.1f |\n" "$name" "$wall" "$(echo "$PACKETS / $wall" | bc -l)" \
         "$(echo "$BYTES / 1000000 / $wall" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
 }
@@ -64,7 +71,13 @@ echo "median of $RUNS runs (tshark: 1 run); load average before: $(cut -d' ' -f1
 printf "| %-46s | %8s | %12s | %8s | %10s |\n" tool seconds packets/s MB/s "peak MB"
 printf "|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..48})" "----------" "--------------" "----------" "------------"
 row "phantomc learn (flows, detectors, proposal)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy policies/webserver.pf
-LEARN_WALL=$LAST_WALL
+LEARN_WALL=$LAST_WALL LEARN_RSS=$LAST_RSS
+if [ -n "${BEFORE:-}" ]; then
+    row "older phantomc learn (\$BEFORE, peer)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BEFORE" learn "$FILE" --policy policies/webserver.pf
+    BEFORE_WALL=$LAST_WALL BEFORE_RSS=$LAST_RSS
+    row "phantomc learn again (after the older one)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy policies/webserver.pf
+    AGAIN_WALL=$LAST_WALL
+fi
 row "phantomc learn pinned to 1 core (taskset)" "$RUNS" taskset -c 0 env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy policies/webserver.pf
 row "tcpdump -nr FILE -w /dev/null (peer)" "$RUNS" tcpdump -nr "$FILE" -w /dev/null
 TCPDUMP_WALL=$LAST_WALL
@@ -81,3 +94,7 @@ editcap -F pcap -r "$FILE" "$WORK/half.pcap" 1-$((PACKETS / 2))
 BYTES=$(stat -c %s "$WORK/half.pcap") PACKETS=$((PACKETS / 2))
 row "phantomc learn, first half (flat memory check)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy policies/webserver.pf
 printf "learn takes %.2fx tcpdump's time (target: below 1.00 on 2 cores)\n" "$(echo "$LEARN_WALL / $TCPDUMP_WALL" | bc -l)"
+if [ -n "${BEFORE:-}" ]; then
+    printf "learn vs the older binary: %.2fx and %.2fx its time (before and after it), %.2fx its peak memory (target: within 1.10)\n" \
+        "$(echo "$LEARN_WALL / $BEFORE_WALL" | bc -l)" "$(echo "$AGAIN_WALL / $BEFORE_WALL" | bc -l)" "$(echo "$LEARN_RSS / $BEFORE_RSS" | bc -l)"
+fi

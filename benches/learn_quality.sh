@@ -8,8 +8,8 @@
 #   LAB=0 benches/learn_quality.sh         # public captures only
 #
 # Captures and labels: testdata/learn/scans (NCSA scan traces, Zeek notices
-# next to them), testdata/learn/zeek (Zeek btest SSH/FTP brute force and
-# benign traces, see its README), the office capture in testdata/learn/formats
+# next to them), testdata/learn/zeek (Zeek btest SSH/FTP brute force, an nmap
+# version scan and benign traces, see its README), the office capture in testdata/learn/formats
 # (no attack), and the LAN lab of tests/learn_lab.rs (12 attackers).
 # "Flagged by phantomc" means proposed for blocking in the learned policy.
 set -euo pipefail
@@ -53,6 +53,12 @@ capture zeek_ftp_bruteforce "$Z/ftp-bruteforce.pcap" 192.168.56.1 192.168.56.1
 capture zeek_ssh_benign "$Z/ssh-ssh.pcap" "" -
 capture zeek_ssh_single "$Z/ssh-single-conn.pcap" "" -
 capture zeek_ftp_benign "$Z/ftp-ipv4.pcap" "" - --host 199.233.217.249
+# Zeek's nmap version scan of a /24 (port 80), and protocol test traces with
+# no attack in them (DNS, web, SMTP, DCE-RPC, IGMP, neighbour discovery, ESP).
+capture zeek_nmap_vsn "$Z/nmap-vsn.pcap" 192.168.1.71 -
+for benign in dns-edns-ecs cisco-fabric-path igmp-many-sources igmp-many-groups icmp6-nd-options ip6-esp wikipedia smtp dce-rpc-mapi; do
+    capture "zeek_$benign" "$Z/$benign.pcap" "" -
+done
 capture office "testdata/learn/formats/wireshark_samples-test.pcapng" "" -
 
 if [ "${LAB:-1}" = 1 ]; then

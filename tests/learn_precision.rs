@@ -56,6 +56,32 @@ fn zeek_brute_force_traces_are_brute_force_and_benign_logins_are_not() {
     }
 }
 
+#[test]
+fn zeek_protocol_traces_flag_nobody_and_its_nmap_version_scan_is_caught() {
+    // No attack in these (DNS, web, SMTP, DCE-RPC, IGMP joins to 150 groups,
+    // neighbour discovery, ESP tunnels): 255 sources, none flagged.
+    let mut sources = 0;
+    for benign in [
+        "dns-edns-ecs",
+        "cisco-fabric-path",
+        "igmp-many-sources",
+        "igmp-many-groups",
+        "icmp6-nd-options",
+        "ip6-esp",
+        "wikipedia",
+        "smtp",
+        "dce-rpc-mapi",
+    ] {
+        let r = report(&format!("zeek/{benign}.pcap"), &[]);
+        assert_eq!(labels(&r), [], "{benign}");
+        sources += r.sources;
+    }
+    assert_eq!(sources, 255);
+    // nmap -sV against port 80 of a /24: the scanner alone.
+    let r = report("zeek/nmap-vsn.pcap", &[]);
+    assert_eq!(labels(&r), [(ip("192.168.1.71"), Detector::Trw)]);
+}
+
 const CLOSED: &str = "table phantomc
 policy input block
 pass in on lo

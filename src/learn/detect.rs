@@ -156,6 +156,21 @@ fn span(fs: &[&Flow]) -> (u64, u64) {
     (first, last)
 }
 
+/// Multicast and broadcast destinations are announcements, not contacts.
+pub(crate) fn unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
+        IpAddr::V6(v6) => !v6.is_multicast(),
+    }
+}
+
+/// An attempt that could have been answered by the host it went to: TCP,
+/// UDP or ICMP to a unicast address. (IGMP group joins, neighbour
+/// discovery and one-way tunnels such as ESP never get an answer.)
+fn contact(f: &Flow) -> bool {
+    matches!(f.proto, TCP | UDP | ICMP | ICMPV6) && unicast(f.server.ip())
+}
+
 /// Sequential hypothesis test over first contacts to new hosts. After a
 /// "benign" decision the walk restarts, so a source that behaves first and
 /// scans later is still caught.
@@ -168,7 +183,7 @@ fn trw(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     let mut first_contacts: Vec<&Flow> = Vec::new();
     // (ratio, first contacts so far) when the walk crossed the upper bound.
     let mut decided: Option<(f64, usize)> = None;
-    for f in fs {
+    for f in fs.iter().filter(|f| contact(f)) {
         if !seen.insert(f.server.ip()) {
             continue;
         }
@@ -808,5 +823,22 @@ pub(crate) mod tests {
             .collect();
         busy.extend((20..23).map(|i| flow("10.0.0.6:4000", &format!("10.0.2.{i}:443"), TCP, ConnState::S0, "S", i)));
         assert_eq!(detectors(&busy), []);
+    }
+
+    #[test]
+    fn trw_counts_no_multicast_and_no_one_way_protocols() {
+        // IGMP joins to 150 groups (Zeek's igmp-many-groups trace) and ESP
+        // to 12 peers (ip6_esp): never answered, never a scan.
+        let joins: Vec<Flow> =
+            (0..150).map(|i| flow("10.0.0.7:0", &format!("239.1.0.{i}:0"), 2, ConnState::S0, "D", i)).collect();
+        assert_eq!(detectors(&joins), []);
+        let esp: Vec<Flow> =
+            (0..12).map(|i| flow("[3ffe::1]:0", &format!("[3ffe::{}]:0", i + 2), 50, ConnState::S0, "D", i)).collect();
+        assert_eq!(detectors(&esp), []);
+        // Unanswered SYNs to unicast hosts are a scan.
+        let syns: Vec<Flow> = (0..8)
+            .map(|i| flow("[3ffe::1]:4000", &format!("[3ffe::{}]:22", i + 2), TCP, ConnState::S0, "S", i))
+            .collect();
+        assert_eq!(detectors(&syns), [("3ffe::1".to_string(), Detector::Trw)]);
     }
 }

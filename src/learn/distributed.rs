@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::config::{Config, DistributedScan};
-use super::detect::{examples, Detector, Finding};
+use super::detect::{examples, unicast, Detector, Finding};
 use super::flows::{proto_label, Flow, TCP, UDP};
 
 /// A place a scan probes: protocol, host, port.
@@ -45,14 +45,6 @@ struct Prober<'a> {
 fn network(ip: IpAddr, c: &DistributedScan) -> IpNet {
     let prefix = if ip.is_ipv4() { c.prefix_v4 } else { c.prefix_v6 };
     IpNet::new(ip, prefix).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
-}
-
-/// Multicast and broadcast destinations are announcements, not targets.
-fn unicast(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
-        IpAddr::V6(v6) => !v6.is_multicast(),
-    }
 }
 
 /// Findings for the members of every distributed scan, one per member.
