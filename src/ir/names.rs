@@ -37,6 +37,80 @@ pub fn has_ports(p: u8) -> bool {
     matches!(p, TCP | UDP | SCTP | 136)
 }
 
+/// Service names accepted in `port` (`port ssh`, `port { https, domain }`)
+/// with the protocols each is served on, as IANA's registry and Debian's
+/// /etc/services list them. Embedded, so a policy means the same on every
+/// machine, whatever /etc/services the build or the firewall host has.
+pub const SERVICES: &[(&str, u16, &[u8])] = &[
+    ("ftp-data", 20, &[TCP]),
+    ("ftp", 21, &[TCP]),
+    ("ssh", 22, &[TCP]),
+    ("telnet", 23, &[TCP]),
+    ("smtp", 25, &[TCP]),
+    ("whois", 43, &[TCP]),
+    ("domain", 53, &[TCP, UDP]),
+    ("dns", 53, &[TCP, UDP]),
+    ("bootps", 67, &[UDP]),
+    ("bootpc", 68, &[UDP]),
+    ("tftp", 69, &[UDP]),
+    ("http", 80, &[TCP]),
+    ("www", 80, &[TCP]),
+    ("kerberos", 88, &[TCP, UDP]),
+    ("pop3", 110, &[TCP]),
+    ("sunrpc", 111, &[TCP, UDP]),
+    ("auth", 113, &[TCP]),
+    ("ident", 113, &[TCP]),
+    ("nntp", 119, &[TCP]),
+    ("ntp", 123, &[UDP]),
+    ("imap", 143, &[TCP]),
+    ("imap2", 143, &[TCP]),
+    ("snmp", 161, &[TCP, UDP]),
+    ("snmp-trap", 162, &[TCP, UDP]),
+    ("bgp", 179, &[TCP]),
+    ("ldap", 389, &[TCP, UDP]),
+    ("https", 443, &[TCP, UDP]),
+    ("microsoft-ds", 445, &[TCP]),
+    ("isakmp", 500, &[UDP]),
+    ("syslog", 514, &[UDP]),
+    ("submissions", 465, &[TCP]),
+    ("smtps", 465, &[TCP]),
+    ("submission", 587, &[TCP]),
+    ("ldaps", 636, &[TCP, UDP]),
+    ("domain-s", 853, &[TCP, UDP]),
+    ("rsync", 873, &[TCP]),
+    ("ftps", 990, &[TCP]),
+    ("imaps", 993, &[TCP]),
+    ("pop3s", 995, &[TCP]),
+    ("openvpn", 1194, &[TCP, UDP]),
+    ("ms-sql-s", 1433, &[TCP]),
+    ("nfs", 2049, &[TCP, UDP]),
+    ("mysql", 3306, &[TCP]),
+    ("ms-wbt-server", 3389, &[TCP]),
+    ("rdp", 3389, &[TCP]),
+    ("ipsec-nat-t", 4500, &[UDP]),
+    ("sip", 5060, &[TCP, UDP]),
+    ("sip-tls", 5061, &[TCP, UDP]),
+    ("xmpp-client", 5222, &[TCP]),
+    ("xmpp-server", 5269, &[TCP]),
+    ("mdns", 5353, &[UDP]),
+    ("postgresql", 5432, &[TCP]),
+    ("postgres", 5432, &[TCP]),
+    ("amqp", 5672, &[TCP]),
+    ("redis", 6379, &[TCP]),
+    ("http-alt", 8080, &[TCP]),
+    ("webcache", 8080, &[TCP]),
+    ("git", 9418, &[TCP]),
+    ("zabbix-agent", 10050, &[TCP]),
+    ("zabbix-trapper", 10051, &[TCP]),
+    ("memcache", 11211, &[TCP, UDP]),
+    ("mongodb", 27017, &[TCP]),
+];
+
+/// The port and protocols of a service name.
+pub fn service(name: &str) -> Option<(u16, &'static [u8])> {
+    SERVICES.iter().find(|(n, ..)| *n == name).map(|(_, port, protos)| (*port, *protos))
+}
+
 pub const ICMP_TYPES: &[(&str, u8)] = &[
     ("echo-reply", 0),
     ("destination-unreachable", 3),

@@ -80,6 +80,9 @@ struct PortItem {
     lo: u16,
     hi: u16,
     span: Span,
+    /// From a service name (`port domain`): one item per protocol it is
+    /// served on; a `proto` clause picks among them.
+    named: bool,
 }
 
 #[derive(Default)]
@@ -331,6 +334,25 @@ mod tests {
         let err = crate::ir::compile("c.pf", "pass in proto tcp counter nocounter\n").expect_err("contradiction");
         assert_eq!(err.diags[0].code, "duplicate-clause");
         assert!(err.diags[0].message.contains("`counter`/`nocounter`"), "{}", err.diags[0].message);
+    }
+
+    #[test]
+    fn service_names_are_their_ports_on_their_protocols() {
+        let matches = |text: &str| {
+            let c = compile("s.pf", text).expect("compiles");
+            c.ruleset.chains[0].rules.iter().map(|r| (r.matches.proto, r.matches.dport.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            matches("pass in to port { ssh, domain, https }\n"),
+            matches("pass in to port { tcp 22, tcp 53, udp 53, tcp 443, udp 443 }\n")
+        );
+        // `proto` picks among a name's protocols.
+        assert_eq!(matches("pass in proto udp to port domain\n"), matches("pass in proto udp to port 53\n"));
+        let codes =
+            |text: &str| compile("s.pf", text).expect_err("refused").diags.iter().map(|d| d.code).collect::<Vec<_>>();
+        assert_eq!(codes("pass in to port sshh\n"), ["unknown-service"]);
+        assert_eq!(codes("pass in proto udp to port ssh\n"), ["proto-conflict"]);
+        assert_eq!(codes("pass in proto sctp to port domain\n"), ["proto-conflict"], "one error per name");
     }
 
     #[test]

@@ -307,14 +307,25 @@ impl<'a> Lowerer<'a> {
             sports.iter().chain(dports.iter()).flat_map(|(_, items, _)| items.iter().filter_map(|p| p.proto)).collect();
         let protos: Vec<Option<u8>> = match &proto_list {
             Some(list) => {
+                let listed = |p: Option<u8>| p.is_some_and(|p| list.iter().any(|(q, _)| *q == p));
                 for (_, items, _) in sports.iter().chain(dports.iter()) {
                     for it in items {
-                        if let Some(p) = it.proto.filter(|p| !list.iter().any(|(q, _)| q == p)) {
+                        // A service name served on several protocols conflicts only if none is listed.
+                        let reported = items.iter().take_while(|o| !std::ptr::eq(*o, it)).any(|o| o.span == it.span);
+                        if it.named && (reported || items.iter().any(|o| o.span == it.span && listed(o.proto))) {
+                            continue;
+                        }
+                        if it.proto.is_some() && !listed(it.proto) {
+                            let served: Vec<String> = items
+                                .iter()
+                                .filter(|o| o.span == it.span)
+                                .filter_map(|o| o.proto.map(names::proto_name))
+                                .collect();
                             self.diags.push(
                                 Diag::error(
                                     "proto-conflict",
                                     it.span,
-                                    format!("service is {} but the rule is for another protocol", names::proto_name(p)),
+                                    format!("service is {} but the rule is for another protocol", served.join(" and ")),
                                     "protocol not in `proto`",
                                 )
                                 .with_related(c.proto.map_or(span, |v| v.span), "rule's protocols")

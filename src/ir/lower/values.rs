@@ -165,13 +165,27 @@ impl<'a> Lowerer<'a> {
             let (lo, hi) = match item {
                 Item::Number(n) => (n, n),
                 Item::PortRange(a, b) => (u64::from(a), u64::from(b)),
-                Item::Name(n) => {
-                    let mut d =
-                        r.diag("type-mismatch", format!("expected a port number, found name `{n}`"), "not a port");
-                    if let Some(p) = well_known_port(&n) {
-                        d = d.with_help(format!("write the number: `{n}` is port {p}"));
+                Item::Name(n) if proto.is_none() => {
+                    match names::service(&n) {
+                        Some((port, protos)) => out.extend(protos.iter().map(|&p| PortItem {
+                            proto: Some(p),
+                            lo: port,
+                            hi: port,
+                            span,
+                            named: true,
+                        })),
+                        None => {
+                            let mut d =
+                                r.diag("unknown-service", format!("unknown service name `{n}`"), "not a service");
+                            d = match crate::diag::suggest(&n, names::SERVICES.iter().map(|(name, ..)| *name)) {
+                                Some(s) => d.with_help(format!("did you mean `{s}`?")),
+                                None => d.with_help(
+                                    "write the port number; the service names phantomc knows are listed in docs/language.md",
+                                ),
+                            };
+                            self.diags.push(d);
+                        }
                     }
-                    self.diags.push(d);
                     continue;
                 }
                 other => {
@@ -194,7 +208,7 @@ impl<'a> Lowerer<'a> {
                 );
                 continue;
             }
-            out.push(PortItem { proto, lo: lo as u16, hi: hi as u16, span });
+            out.push(PortItem { proto, lo: lo as u16, hi: hi as u16, span, named: false });
         }
         out
     }
@@ -473,20 +487,4 @@ pub(super) fn merge_ranges(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
         }
     }
     out
-}
-
-pub(super) fn well_known_port(name: &str) -> Option<u16> {
-    Some(match name {
-        "ssh" => 22,
-        "smtp" => 25,
-        "dns" | "domain" => 53,
-        "http" | "www" => 80,
-        "ntp" => 123,
-        "https" => 443,
-        "imaps" => 993,
-        "mysql" => 3306,
-        "postgres" | "postgresql" => 5432,
-        "redis" => 6379,
-        _ => return None,
-    })
 }
