@@ -144,8 +144,10 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Waits until `expression` is true (the page may still be loading: an exception is false).
     fn wait_for(&mut self, what: &str, expression: &str) {
-        eventually_within(Duration::from_secs(20), what, || self.eval(expression) == json!(true));
+        let guarded = format!("(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()");
+        eventually_within(Duration::from_secs(20), what, || self.eval(&guarded) == json!(true));
     }
 
     /// A real mouse click in the middle of the element `selector` shows.
