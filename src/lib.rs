@@ -9,6 +9,7 @@ pub mod diag;
 pub mod feeds;
 pub mod guard;
 pub mod host;
+pub mod import;
 pub mod input;
 pub mod ir;
 pub mod learn;

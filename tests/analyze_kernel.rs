@@ -36,16 +36,12 @@ use phantomc::ir::{self, names, Action, Hook};
 
 const PACKETS: usize = 2000;
 
-/// Deterministic pseudo-random numbers (splitmix64).
-struct Rng(u64);
+/// Deterministic pseudo-random numbers: the library's splitmix64.
+struct Rng(phantomc::import::verify::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -424,7 +420,7 @@ fn run(sc: Scenario, seed: u64) {
 
     let compiled = ir::compile_file(std::path::Path::new(sc.policy)).expect("policy compiles");
     let locals: Vec<IpAddr> = sc.sides.iter().flat_map(|s| &s.srv_addrs).map(|a| net(a).addr()).collect();
-    let mut rng = Rng(seed);
+    let mut rng = Rng(phantomc::import::verify::Rng(seed));
     let links: Vec<([u8; 6], [u8; 6], i32)> = sc
         .sides
         .iter()

@@ -152,7 +152,7 @@ pub fn owner<'a>(family: u8, table: &str, mut chains: impl Iterator<Item = &'a s
 
 /// Can a packet in base chain `c` end in a drop or reject (through jumps
 /// and gotos within its table)?
-fn reaches_drop(c: &Chain, table: &[&Chain]) -> bool {
+pub fn reaches_drop(c: &Chain, table: &[&Chain]) -> bool {
     let mut seen = BTreeSet::new();
     let mut todo = vec![c.name.as_str()];
     while let Some(name) = todo.pop() {
@@ -163,7 +163,7 @@ fn reaches_drop(c: &Chain, table: &[&Chain]) -> bool {
         for e in chain.rules.iter().flat_map(|r| &r.exprs) {
             match e {
                 Expr::Verdict(Verdict::Drop) | Expr::Reject => return true,
-                Expr::Xt { target: true, name } if matches!(name.as_str(), "REJECT" | "DROP") => return true,
+                Expr::Xt { target: true, name, .. } if matches!(name.as_str(), "REJECT" | "DROP") => return true,
                 Expr::Verdict(Verdict::Jump(to) | Verdict::Goto(to)) => todo.push(to),
                 _ => {}
             }

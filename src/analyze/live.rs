@@ -109,7 +109,8 @@ pub fn explain_live(
                 continue;
             }
             let table: Vec<&Chain> = kernel.iter().filter(|c| c.is_in(chain.family, &chain.table)).collect();
-            let mut machine = Machine { packet: p, headers: Headers::of(p), table: &table, sets, depth: 0 };
+            let mut machine =
+                Machine { packet: p, headers: Headers::of(p), table: &table, sets, depth: 0, decided: None };
             machine.base_chain(chain)
         };
         let ends = matches!(outcome, Outcome::Drop | Outcome::Reject);
@@ -138,6 +139,68 @@ pub fn explain_live(
         (None, None) => ("pass", None),
     };
     LiveExplanation { packet: ours.packet.clone(), path: hooks, steps, verdict, decided_by, phantomc: ours }
+}
+
+/// The outcome of `kernel`'s base chains alone for `p` (the first drop or
+/// reject, else accept; unknown when an unevaluable chain comes first),
+/// with the deciding chain and rule.
+pub fn kernel_verdict(p: &Packet, kernel: &[Chain], sets: &mut SetReader) -> KernelVerdict {
+    let hooks = path(p.hook);
+    let v6 = matches!(p.src, IpAddr::V6(_));
+    let mut on_path: Vec<(usize, i32, &Chain)> = kernel
+        .iter()
+        .filter_map(|c| {
+            let b = c.base.as_ref()?;
+            let rank = hooks.iter().position(|h| *h == b.hook)?;
+            let family_ok = match c.family {
+                NFPROTO_IPV4 => !v6,
+                NFPROTO_IPV6 => v6,
+                _ => true,
+            };
+            family_ok.then_some((rank, b.priority, c))
+        })
+        .collect();
+    on_path.sort_by_key(|(rank, priority, _)| (*rank, *priority));
+    let mut first_unknown = None;
+    let mut accepted_by = Vec::new();
+    let mut accepted_text = Vec::new();
+    for (_, _, chain) in on_path {
+        let table: Vec<&Chain> = kernel.iter().filter(|c| c.is_in(chain.family, &chain.table)).collect();
+        let mut machine = Machine { packet: p, headers: Headers::of(p), table: &table, sets, depth: 0, decided: None };
+        let (outcome, by) = machine.base_chain(chain);
+        let rule = machine.decided.take().map(|(c, i)| (chain.table.clone(), c, i));
+        let verdict = KernelVerdict {
+            outcome,
+            by: format!("{} {} {}", tables::family_name(chain.family), chain.table, by),
+            rules: rule.clone().into_iter().collect(),
+        };
+        match verdict.outcome {
+            Outcome::Accept => {
+                accepted_by.extend(rule);
+                accepted_text.push(verdict.by);
+            }
+            Outcome::Unknown => {
+                first_unknown.get_or_insert(verdict);
+            }
+            Outcome::Drop | Outcome::Reject => return verdict,
+        }
+    }
+    first_unknown.unwrap_or(KernelVerdict {
+        outcome: Outcome::Accept,
+        by: format!("every chain accepts: {}", accepted_text.join("; ")),
+        rules: accepted_by,
+    })
+}
+
+/// What [`kernel_verdict`] found.
+#[derive(Clone, Debug)]
+pub struct KernelVerdict {
+    pub outcome: Outcome,
+    /// In words: table, chain, rule.
+    pub by: String,
+    /// The deciding rule as (table, chain, 0-based index); for an accept,
+    /// every chain's accepting rule (chain policies are not listed).
+    pub rules: Vec<(String, String, usize)>,
 }
 
 /// The packet's network and transport headers as the kernel sees them.
@@ -212,6 +275,8 @@ struct Machine<'a, 'b> {
     table: &'a [&'a Chain],
     sets: &'a mut SetReader<'b>,
     depth: usize,
+    /// The chain and index (0-based) of the rule that gave the verdict.
+    decided: Option<(String, usize)>,
 }
 
 /// Byte offset of register `reg` in the register file (NFT_REG_1..4 are
@@ -226,6 +291,14 @@ const REGS: usize = 4 * 20;
 impl Machine<'_, '_> {
     fn base_chain(&mut self, chain: &Chain) -> (Outcome, String) {
         match self.chain(chain) {
+            // Whatever it could not evaluate, a chain that can reach no drop accepts.
+            End::Verdict(Outcome::Unknown, by)
+                if !chain.base.as_ref().is_some_and(|b| b.policy_drops)
+                    && !coexist::reaches_drop(chain, self.table) =>
+            {
+                self.decided = None;
+                (Outcome::Accept, format!("{by}; but the chain reaches no drop or reject, so it accepts"))
+            }
             End::Verdict(o, by) => (o, by),
             End::Return => {
                 let drops = chain.base.as_ref().is_some_and(|b| b.policy_drops);
@@ -253,6 +326,7 @@ impl Machine<'_, '_> {
                 }
                 Step::Verdict(Outcome::Unknown) => unreachable!("rules end in a verdict, not Unknown"),
                 Step::Verdict(o) => {
+                    self.decided = Some((chain.name.clone(), i));
                     end = End::Verdict(o, at());
                     break;
                 }
@@ -398,15 +472,19 @@ impl Machine<'_, '_> {
                 }))
             }
             Expr::Reject => return Ok(Some(Step::Verdict(Outcome::Reject))),
-            Expr::Xt { target: true, name } => match name.as_str() {
+            Expr::Xt { target: true, name, .. } => match name.as_str() {
                 "REJECT" => return Ok(Some(Step::Verdict(Outcome::Reject))),
                 "MASQUERADE" | "SNAT" | "DNAT" | "REDIRECT" => return Ok(Some(Step::Verdict(Outcome::Accept))),
                 "LOG" | "NFLOG" | "MARK" | "CONNMARK" | "TCPMSS" | "CHECKSUM" | "CT" | "DSCP" | "TOS" | "CLASSIFY"
                 | "AUDIT" | "TRACE" => {}
                 other => return Err(format!("iptables target {other}")),
             },
-            Expr::Xt { target: false, name } if name == "comment" => {}
-            Expr::Xt { target: false, name } => return Err(format!("iptables match `-m {name}`")),
+            Expr::Xt { target: false, name, .. } if name == "comment" => {}
+            Expr::Xt { target: false, name, rev, info } => {
+                if !xt_match(name, *rev, info, p)? {
+                    return Ok(Some(Step::NoMatch));
+                }
+            }
             Expr::Meta { dreg: None, .. } | Expr::Ct { dreg: None, .. } => {}
             Expr::Other(name) => match name.as_str() {
                 "counter" | "log" | "notrack" | "nat" | "masq" | "redir" | "dynset" | "objref" | "last" => {}
@@ -415,6 +493,81 @@ impl Machine<'_, '_> {
             },
         }
         Ok(None)
+    }
+}
+
+/// iptables matches iptables-nft keeps as x_tables blobs, from their info:
+/// `-m state`, `-m conntrack --ctstate` (state only), `-m icmp` / `-m icmp6`.
+/// Others, and conntrack matches on anything but the state, cannot be evaluated.
+fn xt_match(name: &str, rev: u32, info: &[u8], p: &Packet) -> Result<bool, String> {
+    let ct_state = p.ct_state;
+    // XT_STATE_BIT / XT_CONNTRACK_STATE_BIT: invalid 1, established 2,
+    // related 4, new 8; untracked 1 << 10 (conntrack) or 1 << 11 (state).
+    let bit = |untracked: u32| match ct_state {
+        16 => untracked,
+        s => u32::from(s),
+    };
+    let u16_at = |at: usize| info.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    match (name, rev) {
+        // struct ipt_icmp / ip6t_icmp: type, code range, invert flag.
+        ("icmp" | "icmp6", _) => {
+            let [kind, lo, hi, inv, ..] = info else { return Err("a short icmp match".into()) };
+            if (*lo, *hi) != (0, 255) {
+                return Err("an ICMP code match".into());
+            }
+            let hit = *kind == 0xff || p.icmp_type == Some(*kind);
+            Ok(hit != (inv & 1 != 0))
+        }
+        // struct xt_multiport_v1: flags (0 source, 1 destination, 2 either),
+        // count, ports[15] (u16), pflags[15] (1: a range starts here), invert.
+        ("multiport", 1) => {
+            if info.len() < 48 {
+                return Err("a short multiport match".into());
+            }
+            let port = |i: usize| u16::from_ne_bytes([info[2 + 2 * i], info[3 + 2 * i]]);
+            let count = usize::from(info[1]).min(15);
+            let mut ranges = Vec::new();
+            let mut i = 0;
+            while i < count {
+                if info[32 + i] != 0 && i + 1 < count {
+                    ranges.push((port(i), port(i + 1)));
+                    i += 2;
+                } else {
+                    ranges.push((port(i), port(i)));
+                    i += 1;
+                }
+            }
+            let inside = |x: Option<u16>| x.is_some_and(|x| ranges.iter().any(|&(lo, hi)| lo <= x && x <= hi));
+            let hit = match info[0] {
+                0 => inside(p.sport),
+                1 => inside(p.dport),
+                2 => inside(p.sport) || inside(p.dport),
+                f => return Err(format!("multiport flags {f}")),
+            };
+            Ok(hit != (info[47] != 0))
+        }
+        ("state", _) => {
+            let mask =
+                info.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).ok_or("a short state match")?;
+            Ok(mask & bit(1 << 11) != 0)
+        }
+        // struct xt_conntrack_mtinfo2/3: match_flags at 146, invert_flags at
+        // 148, state_mask at 150 (after eight 16-byte addresses, two u32
+        // expiry bounds and five u16 protocol and ports).
+        ("conntrack", 2 | 3) => {
+            let (flags, invert, mask) = (u16_at(146), u16_at(148), u16_at(150));
+            let (Some(flags), Some(invert), Some(mask)) = (flags, invert, mask) else {
+                return Err("a short conntrack match".into());
+            };
+            // XT_CONNTRACK_STATE, optionally with XT_CONNTRACK_STATE_ALIAS
+            // (1 << 13: `-m state` as iptables-nft loads it).
+            if flags & !(1 << 13) != 1 {
+                return Err("iptables match `-m conntrack` on more than the state".into());
+            }
+            let hit = u32::from(mask) & bit(1 << 10) != 0;
+            Ok(hit != (invert & 1 != 0))
+        }
+        _ => Err(format!("iptables match `-m {name}`")),
     }
 }
 
@@ -494,7 +647,7 @@ pub fn describe(exprs: &[Expr]) -> String {
                 other => format!("{other:?}").to_lowercase(),
             }),
             Expr::Reject => out.push("reject".into()),
-            Expr::Xt { target, name } => out.push(format!("{} {name}", if *target { "-j" } else { "-m" })),
+            Expr::Xt { target, name, .. } => out.push(format!("{} {name}", if *target { "-j" } else { "-m" })),
             Expr::Other(name) if name != "counter" => out.push(name.clone()),
             _ => {}
         }
@@ -652,7 +805,10 @@ mod tests {
         let xt = base(
             "filter",
             false,
-            vec![vec![Expr::Xt { target: false, name: "addrtype".into() }, Expr::Verdict(Verdict::Drop)]],
+            vec![vec![
+                Expr::Xt { target: false, name: "addrtype".into(), rev: 0, info: vec![] },
+                Expr::Verdict(Verdict::Drop),
+            ]],
         );
         let e = live(std::slice::from_ref(&xt), "tcp 192.0.2.1:40000 -> 192.0.2.2:80 in eth0 new");
         assert_eq!(e.verdict, "unknown");

@@ -17,6 +17,7 @@ mod diff;
 mod explain;
 mod feeds;
 mod hits;
+mod import;
 mod learn;
 mod lint;
 mod log;
@@ -76,6 +77,10 @@ pub enum Command {
     Test(test::TestArgs),
     /// Keep the policy loaded: reload atomically when it, an include or a local feed changes.
     Watch(watch::WatchArgs),
+    /// Write a phantomc policy from iptables-save, ufw or the old product's YAML rules (--verify: compare verdicts).
+    Import(import::ImportArgs),
+    /// (compatibility) `config --import FILE`: the old product's rules YAML as a policy.
+    Config(import::ConfigArgs),
     /// Propose policy changes (pass rules, blocks with evidence) from a capture.
     Learn(learn::LearnArgs),
     /// What watch's adaptive mode found and did (alerts.jsonl); --follow for new ones.
@@ -155,6 +160,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(&args),
         Command::Watch(args) => watch::watch(&args),
         Command::Learn(args) => learn::run(&args),
+        Command::Import(args) => import::run(&args),
+        Command::Config(args) => import::config(&args),
         Command::Alerts(args) => alerts::run(&args),
         Command::Proposals(args) => proposals::run(&args),
         Command::Completions { shell } => {

@@ -94,6 +94,11 @@ pub fn parse(text: &str) -> Result<SaveFile, SaveError> {
         let line = i + 1;
         last = line;
         let l = raw.trim();
+        // `iptables-save -c` puts each rule's counters first: `[12:3456] -A ...`.
+        let l = match l.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+            Some((counters, rest)) if counters.contains(':') => rest.trim_start(),
+            _ => l,
+        };
         if l.is_empty() || l.starts_with('#') {
             continue;
         }

@@ -160,6 +160,9 @@ pub enum Expr {
     Xt {
         target: bool,
         name: String,
+        /// Its revision and x_tables info blob (NFTA_MATCH_REV, NFTA_MATCH_INFO).
+        rev: u32,
+        info: Vec<u8>,
     },
     Other(String),
 }
@@ -290,9 +293,12 @@ fn expr_from(e: &[u8]) -> io::Result<Expr> {
             }
         }
         "reject" => Expr::Reject,
-        "match" | "target" => {
-            Expr::Xt { target: name == "target", name: attr(data, 1)?.map(str_value).unwrap_or_default() }
-        }
+        "match" | "target" => Expr::Xt {
+            target: name == "target",
+            name: attr(data, 1)?.map(str_value).unwrap_or_default(),
+            rev: num(2)?,
+            info: attr(data, 3)?.unwrap_or_default().to_vec(),
+        },
         _ => Expr::Other(name),
     })
 }
@@ -463,7 +469,7 @@ mod tests {
             rule.exprs,
             vec![
                 Expr::Cmp { sreg: 1, op: 0, data: vec![0, 80] },
-                Expr::Xt { target: false, name: "addrtype".into() },
+                Expr::Xt { target: false, name: "addrtype".into(), rev: 0, info: vec![] },
                 Expr::Other("counter".into()),
                 Expr::Verdict(Verdict::Jump("ufw-user-input".into())),
             ]

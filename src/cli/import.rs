@@ -1,0 +1,192 @@
+//! `import`: another firewall's rules as a phantomc policy (and the old
+//! product's `config --import`), optionally verified packet by packet.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{CmdResult, Failure};
+use crate::diag::render_terminal;
+use crate::import::{iptables, phantom, verify, ImportError, Imported};
+use crate::ir;
+use crate::nft::iptables_save::{self, SaveFile};
+
+/// Exit code of `import --verify` when a generated packet gets a different
+/// verdict from the original and from the imported policy.
+const EXIT_NOT_EQUIVALENT: u8 = 7;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// iptables-save / ip6tables-save output (IPv4 and IPv6 files may be mixed).
+    Iptables,
+    /// ufw's user rules files (/etc/ufw/user.rules, user6.rules).
+    Ufw,
+    /// The YAML rules file of the product phantomc replaces (`phantom: rules:`).
+    Phantom,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The source format.
+    #[arg(long = "from", value_enum)]
+    pub from: Source,
+    /// The files to import.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write the policy here (default: standard output); never half-written.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Overwrite OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Load the original into a throwaway network namespace and compare
+    /// verdicts on generated packets (iptables only; needs root).
+    #[arg(long)]
+    pub verify: bool,
+    /// Random packets for --verify, besides every rule's boundary values.
+    #[arg(long, default_value_t = 2000)]
+    pub packets: usize,
+    /// Seed of --verify's packet generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigArgs {
+    /// Import the old product's rules YAML (`import --from phantom`).
+    #[arg(long = "import", value_name = "FILE")]
+    pub import: PathBuf,
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn bad(e: ImportError) -> Failure {
+    Failure::Policy(format!("error[import]: {}: {}\nnothing was written\n", e.at, e.message))
+}
+
+pub fn config(args: &ConfigArgs) -> CmdResult {
+    run(&ImportArgs {
+        from: Source::Phantom,
+        files: vec![args.import.clone()],
+        output: args.output.clone(),
+        force: args.force,
+        verify: false,
+        packets: 0,
+        seed: 1,
+    })
+}
+
+pub fn run(args: &ImportArgs) -> CmdResult {
+    if let Some(out) = &args.output {
+        if out.exists() && !args.force {
+            return Err(Failure::System(format!("{} exists; use --force to replace it", out.display())));
+        }
+    }
+    let mut files = Vec::new();
+    for f in &args.files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
+        files.push((f.display().to_string(), text));
+    }
+    let imported: Imported = match args.from {
+        Source::Iptables => iptables::import(&files, iptables::Dialect::Iptables).map_err(bad)?,
+        Source::Ufw => iptables::import(&files, iptables::Dialect::Ufw).map_err(bad)?,
+        Source::Phantom => {
+            let [(name, text)] = files.as_slice() else {
+                return Err(Failure::System("--from phantom takes one file".into()));
+            };
+            phantom::import(name, text).map_err(bad)?
+        }
+    };
+    let policy = imported.policy();
+    let name = args.output.as_ref().map_or_else(|| "imported.pf".to_string(), |p| p.display().to_string());
+    let compiled = ir::compile(&name, &policy).map_err(|e| {
+        Failure::Policy(format!(
+            "{}the imported policy does not compile (a bug in import; please report it with the input)\nnothing was written\n",
+            render_terminal(&e.diags, &e.sources)
+        ))
+    })?;
+    let mut code = ExitCode::SUCCESS;
+    if args.verify {
+        code = verify_against(args, &files, &compiled.ruleset, &imported)?;
+    }
+    match &args.output {
+        Some(out) => write_atomically(out, &policy)?,
+        None => print!("{policy}"),
+    }
+    eprintln!(
+        "imported {} rules from {}; {} not translated{}",
+        imported.rules.len(),
+        args.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+        imported.untranslated.len(),
+        if imported.untranslated.is_empty() { "" } else { " (listed at the end of the policy):" }
+    );
+    for u in &imported.untranslated {
+        eprintln!("  {}: {}\n    {}", u.at, u.text, u.reason);
+    }
+    Ok(code)
+}
+
+fn verify_against(
+    args: &ImportArgs,
+    files: &[(String, String)],
+    rs: &ir::Ruleset,
+    imported: &Imported,
+) -> Result<ExitCode, Failure> {
+    if args.from != Source::Iptables {
+        return Err(Failure::System("--verify compares iptables-save input only".into()));
+    }
+    let mut code = ExitCode::SUCCESS;
+    let tagged: Vec<(String, String, bool)> =
+        files.iter().map(|(n, t)| (n.clone(), t.clone(), iptables::is_ipv6(n, t))).collect();
+    let original = verify::load_original(&tagged).map_err(Failure::System)?;
+    for v6 in [false, true] {
+        if !tagged.iter().any(|f| f.2 == v6) {
+            continue;
+        }
+        let saves: Vec<(String, SaveFile)> = tagged
+            .iter()
+            .filter(|f| f.2 == v6)
+            .filter_map(|(n, t, _)| iptables_save::parse(t).ok().map(|s| (n.clone(), s)))
+            .collect();
+        let untranslated = |table: &str, chain: &str, index: usize| -> Option<String> {
+            saves.iter().find_map(|(name, save)| {
+                let t = save.tables.iter().find(|t| t.name == table)?;
+                let rule = t.rules_of(chain).nth(index)?;
+                let at = format!("{name}:{}", rule.line);
+                imported.untranslated.iter().any(|u| u.at == at).then_some(at)
+            })
+        };
+        let r = verify::compare(&original, rs, v6, args.packets, args.seed, &untranslated);
+        eprintln!(
+            "verify {}: {} packets, {} differ, {} more differ where the original's deciding rule was not translated; \
+             {} decided by an expression the model cannot evaluate, {} by a rate-limited rule (not compared)",
+            if v6 { "IPv6" } else { "IPv4" },
+            r.packets,
+            r.differing.len(),
+            r.explained.len(),
+            r.unknown,
+            r.rate_limited
+        );
+        if let Some(example) = &r.unknown_example {
+            eprintln!("  not evaluated, e.g.: {example}");
+        }
+        for d in r.differing.iter().chain(r.explained.iter()).take(20) {
+            eprintln!(
+                "  {}: original {} ({}), imported {} ({})",
+                d.packet, d.original, d.original_rule, d.imported, d.imported_rule
+            );
+        }
+        if !r.differing.is_empty() {
+            code = ExitCode::from(EXIT_NOT_EQUIVALENT);
+        }
+    }
+    Ok(code)
+}
+
+/// Writes the policy in one rename: never half-written.
+fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
+    crate::watch::write_atomic(path, text.as_bytes())
+        .map_err(|e| Failure::System(format!("cannot write {}: {e}", path.display())))
+}
