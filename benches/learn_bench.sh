@@ -39,6 +39,9 @@ while [ "$(stat -c %s "$WORK/big.pcap")" -lt $((SIZE_MB * 1000000)) ]; do
     shift=$((shift * 2))
 done
 FILE="$WORK/big.pcap"
+# A closed policy that every phantomc version reads (BEFORE may be older).
+POLICY="$WORK/closed.pf"
+printf 'table phantomc\npolicy input block\npass in on lo\npass in state { established, related }\n' >"$POLICY"
 BYTES=$(stat -c %s "$FILE")
 PACKETS=$(capinfos -c -M "$FILE" | awk '/Number of packets/ { print $4 }')
 cat "$FILE" >/dev/null # warm the page cache so every tool reads from memory
@@ -70,15 +73,15 @@ echo "capture: $(basename "$SOURCE") repeated to $((BYTES / 1000000)) MB, $PACKE
 echo "median of $RUNS runs (tshark: 1 run); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf "| %-46s | %8s | %12s | %8s | %10s |\n" tool seconds packets/s MB/s "peak MB"
 printf "|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..48})" "----------" "--------------" "----------" "------------"
-row "phantomc learn (flows, detectors, proposal)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy policies/webserver.pf
+row "phantomc learn (flows, detectors, proposal)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
 LEARN_WALL=$LAST_WALL LEARN_RSS=$LAST_RSS
 if [ -n "${BEFORE:-}" ]; then
-    row "older phantomc learn (\$BEFORE, peer)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BEFORE" learn "$FILE" --policy policies/webserver.pf
+    row "older phantomc learn (\$BEFORE, peer)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BEFORE" learn "$FILE" --policy "$POLICY"
     BEFORE_WALL=$LAST_WALL BEFORE_RSS=$LAST_RSS
-    row "phantomc learn again (after the older one)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy policies/webserver.pf
+    row "phantomc learn again (after the older one)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
     AGAIN_WALL=$LAST_WALL
 fi
-row "phantomc learn pinned to 1 core (taskset)" "$RUNS" taskset -c 0 env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy policies/webserver.pf
+row "phantomc learn pinned to 1 core (taskset)" "$RUNS" taskset -c 0 env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy "$POLICY"
 row "tcpdump -nr FILE -w /dev/null (peer)" "$RUNS" tcpdump -nr "$FILE" -w /dev/null
 TCPDUMP_WALL=$LAST_WALL
 row "tshark -r FILE (peer)" 1 tshark -n -r "$FILE"
@@ -86,13 +89,13 @@ row "tshark -r FILE (peer)" 1 tshark -n -r "$FILE"
 editcap -F pcapng "$FILE" "$WORK/big.pcapng"
 cat "$WORK/big.pcapng" >/dev/null
 BYTES=$(stat -c %s "$WORK/big.pcapng")
-row "phantomc learn, same packets as pcapng" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/big.pcapng" --policy policies/webserver.pf
+row "phantomc learn, same packets as pcapng" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/big.pcapng" --policy "$POLICY"
 row "tcpdump -nr FILE.pcapng -w /dev/null (peer)" "$RUNS" tcpdump -nr "$WORK/big.pcapng" -w /dev/null
 rm "$WORK/big.pcapng"
 # Learn on the first half of the file: flat memory means the same peak.
 editcap -F pcap -r "$FILE" "$WORK/half.pcap" 1-$((PACKETS / 2))
 BYTES=$(stat -c %s "$WORK/half.pcap") PACKETS=$((PACKETS / 2))
-row "phantomc learn, first half (flat memory check)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy policies/webserver.pf
+row "phantomc learn, first half (flat memory check)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy "$POLICY"
 printf "learn takes %.2fx tcpdump's time (target: below 1.00 on 2 cores)\n" "$(echo "$LEARN_WALL / $TCPDUMP_WALL" | bc -l)"
 if [ -n "${BEFORE:-}" ]; then
     printf "learn vs the older binary: %.2fx and %.2fx its time (before and after it), %.2fx its peak memory (target: within 1.10)\n" \
