@@ -170,3 +170,35 @@ fn bad_input_fails_with_its_line_and_writes_nothing() {
     let again = phantomc(&["import", "--from", "ufw", "testdata/import/ufw-user.rules", "-o", out_s]);
     assert_eq!(again.status.code(), Some(2));
 }
+
+#[test]
+fn an_nft_ruleset_imports_with_its_sets_and_verifies_for_both_families() {
+    let (policy, report) = imported(&["import", "--from", "nft", "testdata/coexist/drops-http.nft", "--verify"]);
+    for line in [
+        "set bad = { 198.51.100.0/25 }",
+        "policy forward pass",
+        "block in proto tcp to any port 80",
+        "reject in ipv4 proto tcp from <bad> to any port 443 with icmp port-unreachable",
+    ] {
+        assert!(policy.lines().any(|l| l.starts_with(line)), "{line}: {policy}");
+    }
+    assert!(policy.contains("# testdata/coexist/drops-http.nft: inet other chain input rule 2 (handle 4)"), "{policy}");
+    for family in ["IPv4", "IPv6"] {
+        let line =
+            report.lines().find(|l| l.starts_with(&format!("verify {family}"))).unwrap_or_else(|| panic!("{report}"));
+        assert!(line.contains(" 0 differ, 0 more differ") && line.contains("; 0 decided by an expression"), "{line}");
+    }
+    // nft parses a script: its error names the line; nothing is written.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.nft");
+    std::fs::write(
+        &bad,
+        "table inet t {\n  chain c { type filter hook input priority 0; }\n  chain d { tcp dport eighty drop }\n}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.pf");
+    let o = phantomc(&["import", "--from", "nft", bad.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(":3:"), "nft names line 3: {}", stderr(&o));
+    assert!(!out.exists());
+}

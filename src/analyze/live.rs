@@ -187,7 +187,11 @@ pub fn kernel_verdict(p: &Packet, kernel: &[Chain], sets: &mut SetReader) -> Ker
     }
     first_unknown.unwrap_or(KernelVerdict {
         outcome: Outcome::Accept,
-        by: format!("every chain accepts: {}", accepted_text.join("; ")),
+        by: if accepted_text.is_empty() {
+            "no base chain on its path".into()
+        } else {
+            format!("every chain accepts: {}", accepted_text.join("; "))
+        },
         rules: accepted_by,
     })
 }

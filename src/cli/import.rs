@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::{CmdResult, Failure};
 use crate::diag::render_terminal;
-use crate::import::{iptables, phantom, verify, ImportError, Imported};
+use crate::import::{iptables, nft as nft_import, phantom, verify, ImportError, Imported};
 use crate::ir;
 use crate::nft::iptables_save::{self, SaveFile};
 
@@ -22,6 +22,10 @@ pub enum Source {
     Ufw,
     /// The YAML rules file of the product phantomc replaces (`phantom: rules:`).
     Phantom,
+    /// An nftables ruleset: an nft script, `nft -j list ruleset` JSON, or
+    /// `live` for this host's ruleset (scripts are parsed by nft in a throwaway
+    /// network namespace; needs root).
+    Nft,
 }
 
 #[derive(clap::Args, Debug)]
@@ -39,7 +43,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub force: bool,
     /// Load the original into a throwaway network namespace and compare
-    /// verdicts on generated packets (iptables only; needs root).
+    /// verdicts on generated packets (iptables and nft; needs root).
     #[arg(long)]
     pub verify: bool,
     /// Random packets for --verify, besides every rule's boundary values.
@@ -48,6 +52,9 @@ pub struct ImportArgs {
     /// Seed of --verify's packet generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// --from nft: the table to import, when several have filter base chains.
+    #[arg(long)]
+    pub table: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -74,6 +81,7 @@ pub fn config(args: &ConfigArgs) -> CmdResult {
         verify: false,
         packets: 0,
         seed: 1,
+        table: None,
     })
 }
 
@@ -84,6 +92,9 @@ pub fn run(args: &ImportArgs) -> CmdResult {
         }
     }
     let mut files = Vec::new();
+    if args.from == Source::Nft {
+        return run_nft(args);
+    }
     for f in &args.files {
         let text =
             std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
@@ -98,19 +109,28 @@ pub fn run(args: &ImportArgs) -> CmdResult {
             };
             phantom::import(name, text).map_err(bad)?
         }
+        Source::Nft => unreachable!("read by run_nft"),
     };
-    let policy = imported.policy();
+    let compiled = compile(args, &imported)?;
+    let code =
+        if args.verify { verify_against(args, &files, &compiled.ruleset, &imported)? } else { ExitCode::SUCCESS };
+    finish(args, &imported, code)
+}
+
+/// The imported policy compiled: a policy import writes always compiles.
+fn compile(args: &ImportArgs, imported: &Imported) -> Result<ir::Compiled, Failure> {
     let name = args.output.as_ref().map_or_else(|| "imported.pf".to_string(), |p| p.display().to_string());
-    let compiled = ir::compile(&name, &policy).map_err(|e| {
+    ir::compile(&name, &imported.policy()).map_err(|e| {
         Failure::Policy(format!(
             "{}the imported policy does not compile (a bug in import; please report it with the input)\nnothing was written\n",
             render_terminal(&e.diags, &e.sources)
         ))
-    })?;
-    let mut code = ExitCode::SUCCESS;
-    if args.verify {
-        code = verify_against(args, &files, &compiled.ruleset, &imported)?;
-    }
+    })
+}
+
+/// Writes the policy and reports what was not translated.
+fn finish(args: &ImportArgs, imported: &Imported, code: ExitCode) -> CmdResult {
+    let policy = imported.policy();
     match &args.output {
         Some(out) => write_atomically(out, &policy)?,
         None => print!("{policy}"),
@@ -128,6 +148,48 @@ pub fn run(args: &ImportArgs) -> CmdResult {
     Ok(code)
 }
 
+/// `--from nft`: a script or JSON file, or `live`.
+fn run_nft(args: &ImportArgs) -> CmdResult {
+    let [file] = args.files.as_slice() else {
+        return Err(Failure::System("--from nft takes one file (or `live`)".into()));
+    };
+    let name = file.display().to_string();
+    let (json, original) = if name == "live" {
+        let json = crate::nft::Nft::default()
+            .run(&["-j", "list", "ruleset"], None)
+            .map_err(|e| Failure::System(format!("nft -j list ruleset: {e}")))?;
+        (json, None)
+    } else {
+        let text = std::fs::read_to_string(file).map_err(|e| Failure::System(format!("cannot read {name}: {e}")))?;
+        if text.trim().is_empty() {
+            return Err(bad(ImportError { at: format!("{name}:1"), message: "an empty ruleset".into() }));
+        }
+        // nft itself parses the script, in a throwaway namespace; its errors name the line.
+        let (chains, json) = verify::load_nft(&text).map_err(|e| bad(ImportError { at: name.clone(), message: e }))?;
+        (json, Some(chains))
+    };
+    let imported = nft_import::import(&name, &json, args.table.as_deref()).map_err(bad)?;
+    let compiled = compile(args, &imported)?;
+    let mut code = ExitCode::SUCCESS;
+    if args.verify {
+        let chains = match original {
+            Some(c) => c,
+            None => verify::load_nft(&json).map_err(Failure::System)?.0,
+        };
+        let untranslated = |table: &str, chain: &str, index: usize| -> Option<String> {
+            let tail = format!(" {table} chain {chain} rule {}", index + 1);
+            imported.untranslated.iter().find(|u| u.at.ends_with(&tail)).map(|u| u.at.clone())
+        };
+        for v6 in [false, true] {
+            let r = verify::compare(&chains, &compiled.ruleset, v6, args.packets, args.seed, &untranslated);
+            if report_verify(v6, &r) {
+                code = ExitCode::from(EXIT_NOT_EQUIVALENT);
+            }
+        }
+    }
+    finish(args, &imported, code)
+}
+
 fn verify_against(
     args: &ImportArgs,
     files: &[(String, String)],
@@ -135,7 +197,7 @@ fn verify_against(
     imported: &Imported,
 ) -> Result<ExitCode, Failure> {
     if args.from != Source::Iptables {
-        return Err(Failure::System("--verify compares iptables-save input only".into()));
+        return Err(Failure::System("--verify compares iptables-save and nft input only".into()));
     }
     let mut code = ExitCode::SUCCESS;
     let tagged: Vec<(String, String, bool)> =
@@ -159,30 +221,35 @@ fn verify_against(
             })
         };
         let r = verify::compare(&original, rs, v6, args.packets, args.seed, &untranslated);
-        eprintln!(
-            "verify {}: {} packets, {} differ, {} more differ where the original's deciding rule was not translated; \
-             {} decided by an expression the model cannot evaluate, {} by a rate-limited rule (not compared)",
-            if v6 { "IPv6" } else { "IPv4" },
-            r.packets,
-            r.differing.len(),
-            r.explained.len(),
-            r.unknown,
-            r.rate_limited
-        );
-        if let Some(example) = &r.unknown_example {
-            eprintln!("  not evaluated, e.g.: {example}");
-        }
-        for d in r.differing.iter().chain(r.explained.iter()).take(20) {
-            eprintln!(
-                "  {}: original {} ({}), imported {} ({})",
-                d.packet, d.original, d.original_rule, d.imported, d.imported_rule
-            );
-        }
-        if !r.differing.is_empty() {
+        if report_verify(v6, &r) {
             code = ExitCode::from(EXIT_NOT_EQUIVALENT);
         }
     }
     Ok(code)
+}
+
+/// Prints one family's comparison; true when a difference is unexplained.
+fn report_verify(v6: bool, r: &verify::Report) -> bool {
+    eprintln!(
+        "verify {}: {} packets, {} differ, {} more differ where the original's deciding rule was not translated; \
+         {} decided by an expression the model cannot evaluate, {} by a rate-limited rule (not compared)",
+        if v6 { "IPv6" } else { "IPv4" },
+        r.packets,
+        r.differing.len(),
+        r.explained.len(),
+        r.unknown,
+        r.rate_limited
+    );
+    if let Some(example) = &r.unknown_example {
+        eprintln!("  not evaluated, e.g.: {example}");
+    }
+    for d in r.differing.iter().chain(r.explained.iter()).take(20) {
+        eprintln!(
+            "  {}: original {} ({}), imported {} ({})",
+            d.packet, d.original, d.original_rule, d.imported, d.imported_rule
+        );
+    }
+    !r.differing.is_empty()
 }
 
 /// Writes the policy in one rename: never half-written.

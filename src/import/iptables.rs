@@ -158,6 +158,15 @@ pub fn import(files: &[(String, String)], dialect: Dialect) -> Result<Imported, 
         });
     }
     super::sort_by_line(&mut out.untranslated);
+    if dialect == Dialect::Iptables {
+        // Without a filter chain on a hook the kernel accepts; phantomc's
+        // built-in defaults for input and forward block.
+        for hook in ["input", "forward", "output"] {
+            if !policies.iter().any(|p| p.0 == hook) {
+                policies.push((hook, "pass", format!("no filter {} chain: the kernel accepts", hook.to_uppercase())));
+            }
+        }
+    }
     let mut seen = BTreeSet::new();
     for (hook, action, origin) in policies {
         if seen.insert(hook) {
@@ -260,22 +269,24 @@ struct FileImport<'a> {
 
 /// Matches of one rule (or of a chain of jumps, conjoined).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Cond {
-    proto: Option<String>,
-    src: Option<(bool, String)>,
-    dst: Option<(bool, String)>,
-    sport: Option<(bool, String)>,
-    dport: Option<(bool, String)>,
-    iif: Option<String>,
-    oif: Option<String>,
-    state: Option<String>,
-    icmp_type: Option<String>,
-    limit: Option<String>,
+pub(super) struct Cond {
+    pub proto: Option<String>,
+    pub src: Option<(bool, String)>,
+    pub dst: Option<(bool, String)>,
+    pub sport: Option<(bool, String)>,
+    pub dport: Option<(bool, String)>,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub state: Option<String>,
+    pub icmp_type: Option<String>,
+    pub limit: Option<String>,
+    /// `ipv4` or `ipv6` when the rule is for one family only.
+    pub family: Option<&'static str>,
 }
 
 impl Cond {
     /// Both at once; `None` when both constrain the same field.
-    fn and(&self, other: &Cond) -> Option<Cond> {
+    pub fn and(&self, other: &Cond) -> Option<Cond> {
         fn one<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Result<Option<T>, ()> {
             match (a, b) {
                 (Some(x), Some(y)) if x != y => Err(()),
@@ -295,13 +306,19 @@ impl Cond {
                 state: one(&self.state, &other.state)?,
                 icmp_type: one(&self.icmp_type, &other.icmp_type)?,
                 limit: one(&self.limit, &other.limit)?,
+                family: one(&self.family, &other.family)?,
             })
         };
         f().ok()
     }
 
+    /// Matches nothing but (maybe) the family: every packet of the chain.
+    pub fn is_unconditional(&self) -> bool {
+        Cond { family: None, ..self.clone() } == Cond::default()
+    }
+
     /// The rule's options after its direction.
-    fn options(&self, hook: &str, fam: Fam) -> String {
+    pub fn options(&self, hook: &str) -> String {
         let mut w: Vec<String> = Vec::new();
         match hook {
             "input" => w.extend(self.iif.as_ref().map(|i| format!("on {i}"))),
@@ -311,7 +328,7 @@ impl Cond {
                 w.extend(self.oif.as_ref().map(|i| format!("out on {i}")));
             }
         }
-        w.push(fam.keyword().into());
+        w.extend(self.family.map(String::from));
         w.extend(self.proto.as_ref().map(|p| format!("proto {p}")));
         let side = |w: &mut Vec<String>, word: &str, host: &Option<(bool, String)>, port: &Option<(bool, String)>| {
             if host.is_none() && port.is_none() {
@@ -376,7 +393,7 @@ impl FileImport<'_> {
             }
             match target {
                 Target::Verdict { action, with } => {
-                    let mut s = format!("{action} {} {}", dir(hook), all.options(hook, self.fam));
+                    let mut s = format!("{action} {} {}", dir(hook), all.options(hook));
                     if let Some(w) = with {
                         s.push_str(&format!(" with {w}"));
                     }
@@ -392,7 +409,7 @@ impl FileImport<'_> {
                     self.chain(t, &to, hook, &all, &v, depth + 1);
                 }
                 Target::Jump(_) => self.skip(r, "jumps nest deeper than 16 chains"),
-                Target::Return if cond.0 == Cond::default() => return,
+                Target::Return if cond.0.is_unconditional() => return,
                 Target::Return => self.skip(
                     r,
                     "a conditional RETURN: phantomc rules cannot skip the rest of an inlined chain (the rules after it are imported as if it were absent)",
@@ -424,11 +441,11 @@ impl FileImport<'_> {
                 (Target::Nat(n), "postrouting") if !n.starts_with("dnat") => {
                     let (word, to) = n.split_once(' ').unwrap_or((n, ""));
                     let arrow = if to.is_empty() { String::new() } else { format!(" -> {to}") };
-                    format!("{word} out {}{arrow}", cond.0.options("output", self.fam))
+                    format!("{word} out {}{arrow}", cond.0.options("output"))
                 }
                 (Target::Nat(n), "prerouting") if n.starts_with("dnat") => {
                     let to = n.trim_start_matches("dnat ");
-                    format!("dnat in {} -> {to}", cond.0.options("input", self.fam))
+                    format!("dnat in {} -> {to}", cond.0.options("input"))
                 }
                 _ => {
                     self.skip(r, "not a masquerade/SNAT in POSTROUTING or a DNAT in PREROUTING");
@@ -440,7 +457,7 @@ impl FileImport<'_> {
     }
 }
 
-fn dir(hook: &str) -> &'static str {
+pub(super) fn dir(hook: &str) -> &'static str {
     match hook {
         "input" => "in",
         "output" => "out",
@@ -451,7 +468,7 @@ fn dir(hook: &str) -> &'static str {
 /// The matches and target of one rule, and the ipset it uses; `Err` names
 /// the first thing without a phantomc translation.
 fn rule(r: &SaveRule, t: &SaveTable, fam: Fam) -> Result<((Cond, Option<String>), Target), String> {
-    let mut c = Cond::default();
+    let mut c = Cond { family: Some(fam.keyword()), ..Cond::default() };
     let mut set = None;
     let mut target: Option<Target> = None;
     let mut neg = false;

@@ -5,6 +5,7 @@
 //! is compiled before it is handed back, so an import is always a policy.
 
 pub mod iptables;
+pub mod nft;
 pub mod phantom;
 pub mod verify;
 

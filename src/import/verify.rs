@@ -44,7 +44,7 @@ pub struct Report {
 
 /// Loads `files` (IPv4 and IPv6 save files) with `iptables-restore` /
 /// `ip6tables-restore` into a scratch namespace and reads every chain back.
-pub fn load_original(files: &[(String, String, bool)]) -> Result<Vec<Chain>, String> {
+pub fn load_original(files: &[(String, String, bool)]) -> Result<Original, String> {
     crate::nft::in_scratch_netns(|| {
         for (name, text, v6) in files {
             let tool = if *v6 { "ip6tables-restore" } else { "iptables-restore" };
@@ -61,7 +61,48 @@ pub fn load_original(files: &[(String, String, bool)]) -> Result<Vec<Chain>, Str
                 return Err(format!("{tool} refused {name}: {}", String::from_utf8_lossy(&out.stderr).trim()));
             }
         }
-        tables::chains().map_err(|e| format!("cannot read the loaded original back: {e}"))
+        read_back()
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// The original as loaded in a scratch namespace: its chains and the keys
+/// of every set its rules look up (read there, before the namespace goes).
+pub struct Original {
+    pub chains: Vec<Chain>,
+    pub sets: std::collections::BTreeMap<(u8, String, String), tables::SetKeys>,
+}
+
+/// Reads the calling thread's namespace's chains and looked-up sets.
+fn read_back() -> Result<Original, String> {
+    let chains = tables::chains().map_err(|e| format!("cannot read the loaded ruleset back: {e}"))?;
+    let mut sets = std::collections::BTreeMap::new();
+    for c in &chains {
+        for e in c.rules.iter().flat_map(|r| &r.exprs) {
+            if let tables::Expr::Lookup { set, .. } = e {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    sets.entry((c.family, c.table.clone(), set.clone()))
+                {
+                    if let Some(keys) = tables::set_keys(c.family, &c.table, set).map_err(|e| e.to_string())? {
+                        slot.insert(keys);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Original { chains, sets })
+}
+
+/// Loads an nft ruleset (a script, or JSON when it starts with `{`) into
+/// a scratch namespace; returns every chain and the ruleset as
+/// `nft -j list ruleset` prints it there.
+pub fn load_nft(text: &str) -> Result<(Original, String), String> {
+    crate::nft::in_scratch_netns(|| {
+        let nft = crate::nft::Nft::default();
+        let args: &[&str] = if text.trim_start().starts_with('{') { &["-j", "-f", "-"] } else { &["-f", "-"] };
+        nft.run(args, Some(text)).map_err(|e| format!("nft refused the ruleset: {e}"))?;
+        let json = nft.run(&["-j", "list", "ruleset"], None).map_err(|e| e.to_string())?;
+        Ok((read_back()?, json))
     })
     .map_err(|e| e.to_string())?
 }
@@ -70,7 +111,7 @@ pub fn load_original(files: &[(String, String, bool)]) -> Result<Vec<Chain>, Str
 /// of `rs`'s rules; `untranslated(table, chain, index)` says whether the
 /// original's deciding rule is one the import reported as not translated.
 pub fn compare(
-    original: &[Chain],
+    original: &Original,
     rs: &Ruleset,
     v6: bool,
     count: usize,
@@ -78,10 +119,11 @@ pub fn compare(
     untranslated: &dyn Fn(&str, &str, usize) -> Option<String>,
 ) -> Report {
     let mut report = Report::default();
-    let mut sets = |family: u8, table: &str, set: &str| tables::set_keys(family, table, set).ok().flatten();
+    let mut sets =
+        |family: u8, table: &str, set: &str| original.sets.get(&(family, table.to_string(), set.to_string())).cloned();
     for p in packets(rs, v6, count, seed) {
         report.packets += 1;
-        let kv = live::kernel_verdict(&p, original, &mut sets);
+        let kv = live::kernel_verdict(&p, &original.chains, &mut sets);
         let (outcome, by) = (kv.outcome, kv.by);
         let d = eval::decide(rs, &p, &SetContents::new());
         if d.rate_limited {
