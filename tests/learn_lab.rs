@@ -284,6 +284,7 @@ fn assert_learned(what: &str, out: &Output, policy: &Path, from_conntrack: bool)
         "{what} rate-limits the flooded service:\n{text}"
     );
     assert!(!text.contains("10.77.64."), "{what}: no spoofed address is blocked:\n{text}");
+    assert!(text.contains("tcp_syncookies=1") && text.contains("nft `synproxy`"), "{what}: SYN flood advice:\n{text}");
 }
 
 fn phantomc(args: &[&str]) -> Output {

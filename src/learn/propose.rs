@@ -183,7 +183,9 @@ pub fn propose(
             anchors.block_rule_at,
             format!(
                 "# Learned by `phantomc learn` from {capture_name}: SYN floods from many sources; new\n\
-                 # connections over the limit are dropped (also keep net.ipv4.tcp_syncookies=1).\n{body}\n"
+                 # connections over the limit are dropped (also keep net.ipv4.tcp_syncookies=1).\n\
+                 # If real clients must keep connecting during a flood, a SYN proxy (nft `synproxy`\n\
+                 # in a table of its own; phantomc's language has none) answers handshakes first.\n{body}\n"
             ),
         ));
     }
