@@ -202,3 +202,42 @@ fn an_nft_ruleset_imports_with_its_sets_and_verifies_for_both_families() {
     assert!(stderr(&o).contains(":3:"), "nft names line 3: {}", stderr(&o));
     assert!(!out.exists());
 }
+
+#[test]
+fn a_firewalld_public_zone_imports_in_firewallds_order() {
+    let file = "testdata/import/firewalld-public.xml";
+    let (policy, report) = imported(&["import", "--from", "firewalld", file]);
+    let rules: Vec<&str> = policy
+        .lines()
+        .filter(|l| ["pass", "block", "reject"].iter().any(|a| l.starts_with(a)))
+        .map(|l| l.split("  #").next().unwrap().trim())
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            "pass in state { established, related }",
+            "block in state invalid",
+            "pass in on lo",
+            "reject in proto icmp icmp-type timestamp-request with icmpx admin-prohibited",
+            "block in ipv4 from 192.0.2.0/24",
+            "pass in proto tcp to port 22",
+            "pass in proto udp to port 546",
+            "pass in proto tcp to port 80",
+            "pass in proto tcp to port 443",
+            "pass in proto tcp to port 8080-8081",
+            "pass in ipv4 proto tcp from 10.10.0.0/24 to any port 5432",
+            "pass in proto { icmp, icmpv6 }",
+            "reject in with icmpx admin-prohibited",
+        ]
+    );
+    assert!(policy.contains(&format!("# {file}:5: <service name=\"ssh\"/> (service ssh)")), "{policy}");
+    for (line, tag) in [(20, "<masquerade/>"), (21, "<forward/>")] {
+        assert!(report.contains(&format!("{file}:{line}: {tag}")), "{report}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.xml");
+    std::fs::write(&bad, "<zone>\n  <service name=\"ssh\">\n</zone>\n").unwrap();
+    let o = phantomc(&["import", "--from", "firewalld", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("bad.xml:3:"), "{}", stderr(&o));
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::{CmdResult, Failure};
 use crate::diag::render_terminal;
-use crate::import::{iptables, nft as nft_import, phantom, verify, ImportError, Imported};
+use crate::import::{firewalld, iptables, nft as nft_import, phantom, verify, ImportError, Imported};
 use crate::ir;
 use crate::nft::iptables_save::{self, SaveFile};
 
@@ -22,6 +22,8 @@ pub enum Source {
     Ufw,
     /// The YAML rules file of the product phantomc replaces (`phantom: rules:`).
     Phantom,
+    /// A firewalld zone file (/etc/firewalld/zones/NAME.xml).
+    Firewalld,
     /// An nftables ruleset: an nft script, `nft -j list ruleset` JSON, or
     /// `live` for this host's ruleset (scripts are parsed by nft in a throwaway
     /// network namespace; needs root).
@@ -55,6 +57,10 @@ pub struct ImportArgs {
     /// --from nft: the table to import, when several have filter base chains.
     #[arg(long)]
     pub table: Option<String>,
+    /// --from firewalld: a directory of service files (/usr/lib/firewalld/services);
+    /// without it, a built-in table of common services.
+    #[arg(long, value_name = "DIR")]
+    pub services: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,6 +88,7 @@ pub fn config(args: &ConfigArgs) -> CmdResult {
         packets: 0,
         seed: 1,
         table: None,
+        services: None,
     })
 }
 
@@ -108,6 +115,12 @@ pub fn run(args: &ImportArgs) -> CmdResult {
                 return Err(Failure::System("--from phantom takes one file".into()));
             };
             phantom::import(name, text).map_err(bad)?
+        }
+        Source::Firewalld => {
+            let [(name, text)] = files.as_slice() else {
+                return Err(Failure::System("--from firewalld takes one zone file".into()));
+            };
+            firewalld::import(name, text, args.services.as_deref()).map_err(bad)?
         }
         Source::Nft => unreachable!("read by run_nft"),
     };

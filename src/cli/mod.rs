@@ -77,7 +77,7 @@ pub enum Command {
     Test(test::TestArgs),
     /// Keep the policy loaded: reload atomically when it, an include or a local feed changes.
     Watch(watch::WatchArgs),
-    /// Write a phantomc policy from iptables-save, nft, ufw or the old product's YAML rules (--verify: compare verdicts).
+    /// Write a phantomc policy from iptables-save, nft, ufw, firewalld or the old product's YAML rules (--verify: compare verdicts).
     Import(import::ImportArgs),
     /// (compatibility) `config --import FILE`: the old product's rules YAML as a policy.
     Config(import::ConfigArgs),

@@ -4,6 +4,7 @@
 //! what could not be translated (by line, never silently dropped). The text
 //! is compiled before it is handed back, so an import is always a policy.
 
+pub mod firewalld;
 pub mod iptables;
 pub mod nft;
 pub mod phantom;
