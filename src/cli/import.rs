@@ -45,7 +45,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub force: bool,
     /// Load the original into a throwaway network namespace and compare
-    /// verdicts on generated packets (iptables and nft; needs root).
+    /// verdicts on generated packets (iptables, ufw and nft; needs root).
     #[arg(long)]
     pub verify: bool,
     /// Random packets for --verify, besides every rule's boundary values.
@@ -209,13 +209,17 @@ fn verify_against(
     rs: &ir::Ruleset,
     imported: &Imported,
 ) -> Result<ExitCode, Failure> {
-    if args.from != Source::Iptables {
-        return Err(Failure::System("--verify compares iptables-save and nft input only".into()));
+    if !matches!(args.from, Source::Iptables | Source::Ufw) {
+        return Err(Failure::System("--verify compares iptables-save, ufw and nft input only".into()));
     }
     let mut code = ExitCode::SUCCESS;
     let tagged: Vec<(String, String, bool)> =
         files.iter().map(|(n, t)| (n.clone(), t.clone(), iptables::is_ipv6(n, t))).collect();
-    let original = verify::load_original(&tagged).map_err(Failure::System)?;
+    let loaded: Vec<(String, String, bool)> = match args.from {
+        Source::Ufw => tagged.iter().map(|(n, t, v6)| (n.clone(), iptables::ufw_as_loaded(t, *v6), *v6)).collect(),
+        _ => tagged.clone(),
+    };
+    let original = verify::load_original(&loaded).map_err(Failure::System)?;
     for v6 in [false, true] {
         if !tagged.iter().any(|f| f.2 == v6) {
             continue;

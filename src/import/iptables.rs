@@ -49,6 +49,39 @@ fn family_of(name: &str, text: &str, save: &SaveFile) -> Fam {
     }
 }
 
+/// A ufw user rules file as ufw loads it: its chains under INPUT, FORWARD
+/// and OUTPUT with ufw's defaults and the before rules the import assumes
+/// (loopback, established and related, invalid), for `--verify`.
+pub fn ufw_as_loaded(text: &str, v6: bool) -> String {
+    let prefix = if v6 { "ufw6" } else { "ufw" };
+    let mut out = String::new();
+    let mut in_filter = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l == "COMMIT" && in_filter {
+            for rule in [
+                "-A INPUT -i lo -j ACCEPT".to_string(),
+                "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".into(),
+                "-A INPUT -m conntrack --ctstate INVALID -j DROP".into(),
+                format!("-A INPUT -j {prefix}-user-input"),
+                format!("-A FORWARD -j {prefix}-user-forward"),
+                format!("-A OUTPUT -j {prefix}-user-output"),
+            ] {
+                out.push_str(&rule);
+                out.push('\n');
+            }
+            in_filter = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if l == "*filter" {
+            in_filter = true;
+            out.push_str(":INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+        }
+    }
+    out
+}
+
 /// Is this save file IPv6 (ip6tables-save, user6.rules)?
 pub fn is_ipv6(name: &str, text: &str) -> bool {
     iptables_save::parse(text).is_ok_and(|save| family_of(name, text, &save) == Fam::V6)
