@@ -489,3 +489,58 @@ fn shipped_config_is_the_default_and_errors_name_the_line() {
     assert_eq!(cfg.scan.vertical_ports, 5);
     assert_eq!(cfg.scan.horizontal_hosts, Config::default().scan.horizontal_hosts);
 }
+
+/// `learn --format json`: one document on stdout with the fields
+/// docs/guide/learn.md documents, the same diff as the text form, and
+/// nothing on stderr.
+#[test]
+fn learn_summary_json_has_the_documented_fields() {
+    let run = |format: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_phantomc"))
+            .arg("learn")
+            .arg(data("scans/port_scan.pcap"))
+            .arg("--policy")
+            .arg(example_policy("webserver.pf"))
+            .args(["--format", format])
+            .output()
+            .unwrap()
+    };
+    let (json, text) = (run("json"), run("text"));
+    assert!(json.status.success() && text.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    assert!(json.stderr.is_empty(), "{}", String::from_utf8_lossy(&json.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
+    let keys = |v: &serde_json::Value| v.as_object().expect("object").keys().cloned().collect::<Vec<_>>();
+    let mut top = keys(&doc);
+    top.sort();
+    let want = [
+        "destroyed",
+        "entries",
+        "findings",
+        "floods",
+        "flows",
+        "input",
+        "name",
+        "not_decoded",
+        "packets",
+        "proposal",
+        "ranking",
+        "seconds",
+        "sources",
+        "spared",
+        "warnings",
+    ];
+    assert_eq!(top, want);
+    assert_eq!((doc["input"].as_str(), doc["name"].as_str()), (Some("capture"), Some("port_scan.pcap")));
+    assert!(doc["packets"].as_u64().unwrap() > 0 && doc["flows"].as_u64().unwrap() > 0, "{doc}");
+    let finding = &doc["findings"][0];
+    let mut fk = keys(finding);
+    fk.sort();
+    assert_eq!(fk, ["compared", "confidence", "counts", "detector", "examples", "source", "threshold"]);
+    assert_eq!(finding["source"], "192.168.2.154");
+    let mut pk = keys(&doc["proposal"]);
+    pk.sort();
+    assert_eq!(pk, ["blocked", "diff", "limits", "passes", "policy", "written"]);
+    assert_eq!(doc["proposal"]["blocked"], serde_json::json!(["192.168.2.154"]));
+    assert_eq!(doc["proposal"]["written"], false);
+    assert_eq!(doc["proposal"]["diff"].as_str(), Some(String::from_utf8_lossy(&text.stdout).as_ref()));
+}

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
+
+use super::explain::TextOrJson;
 use super::{CmdResult, Failure};
 use crate::guard::{self, Kind, Operator, Protected, SSH_PORT};
 use crate::host;
@@ -61,6 +64,84 @@ pub struct LearnArgs {
     pub update_baseline: bool,
     #[command(flatten)]
     pub state_dir: super::args::StateDirArg,
+    /// Output format: `json` prints the summary, findings and proposal as one
+    /// JSON document on stdout (fields in docs/guide/learn.md) instead of
+    /// the text summary on stderr and the diff on stdout.
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    pub format: TextOrJson,
+}
+
+/// What was read: the first fields of `learn --format json`.
+#[derive(Serialize)]
+struct Read {
+    /// `capture` or `conntrack`.
+    input: &'static str,
+    name: String,
+    packets: Option<u64>,
+    not_decoded: Option<u64>,
+    /// conntrack: live entries and entries destroyed while watching.
+    entries: Option<usize>,
+    destroyed: Option<usize>,
+    flows: usize,
+    sources: usize,
+    seconds: f64,
+}
+
+/// `learn --format json` (documented in docs/guide/learn.md).
+#[derive(Serialize)]
+struct Summary<'a> {
+    #[serde(flatten)]
+    read: Read,
+    findings: Vec<FindingJson<'a>>,
+    ranking: Vec<RankedJson>,
+    spared: Vec<SparedJson<'a>>,
+    floods: Vec<FloodJson>,
+    warnings: &'a [String],
+    proposal: ProposalJson<'a>,
+}
+
+#[derive(Serialize)]
+struct FindingJson<'a> {
+    source: std::net::IpAddr,
+    detector: &'static str,
+    counts: &'a str,
+    threshold: &'a str,
+    confidence: f64,
+    examples: &'a [String],
+    /// The comparison with the source's peers and the baseline, if any.
+    compared: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SparedJson<'a> {
+    source: std::net::IpAddr,
+    detector: &'a str,
+    why: &'a str,
+}
+
+#[derive(Serialize)]
+struct RankedJson {
+    source: std::net::IpAddr,
+    flagged: bool,
+    explanation: String,
+}
+
+#[derive(Serialize)]
+struct FloodJson {
+    target: std::net::SocketAddr,
+    half_open: u64,
+    sources: usize,
+    rate: f64,
+}
+
+#[derive(Serialize)]
+struct ProposalJson<'a> {
+    policy: String,
+    diff: &'a str,
+    blocked: &'a [std::net::IpAddr],
+    passes: &'a [String],
+    limits: &'a [String],
+    written: bool,
 }
 
 pub fn run(args: &LearnArgs) -> CmdResult {
@@ -95,11 +176,24 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     let observed = learn::baseline::observe(&capture.flows, &cfg);
     let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg, &args.hosts);
     let elapsed = started.elapsed().as_secs_f64();
-    eprint!("{}", summary(&capture, flows, &report, elapsed));
+    if args.format == TextOrJson::Text {
+        eprint!("{}", summary(&capture, flows, &report, elapsed));
+    }
     let name = capture_path
         .file_name()
         .map_or_else(|| capture_path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    propose_from(args, &cfg, &report, &observed, &name)
+    let read = Read {
+        input: "capture",
+        name: name.clone(),
+        packets: Some(capture.read.packets),
+        not_decoded: Some(capture.skipped.values().sum()),
+        entries: None,
+        destroyed: None,
+        flows,
+        sources: report.sources,
+        seconds: elapsed,
+    };
+    propose_from(args, &cfg, &report, &observed, read)
 }
 
 /// `learn --conntrack`: this namespace's conntrack table, plus with --watch
@@ -143,8 +237,22 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
     let observed = learn::baseline::observe(&flows, cfg);
     let report = learn::analyze(flows, cfg, &hosts);
     let entries = format!("{} live, {} destroyed while watching", watched.live.len(), watched.destroyed.len());
-    eprint!("{}", table(&[("entries", entries)], &flow_count.to_string(), &report, started.elapsed().as_secs_f64()));
-    propose_from(args, cfg, &report, &observed, "the conntrack table")
+    let elapsed = started.elapsed().as_secs_f64();
+    if args.format == TextOrJson::Text {
+        eprint!("{}", table(&[("entries", entries)], &flow_count.to_string(), &report, elapsed));
+    }
+    let read = Read {
+        input: "conntrack",
+        name: "the conntrack table".into(),
+        packets: None,
+        not_decoded: None,
+        entries: Some(watched.live.len()),
+        destroyed: Some(watched.destroyed.len()),
+        flows: flow_count,
+        sources: report.sources,
+        seconds: elapsed,
+    };
+    propose_from(args, cfg, &report, &observed, read)
 }
 
 /// Findings on stderr, then the proposal printed or written.
@@ -153,8 +261,15 @@ fn propose_from(
     cfg: &Config,
     report: &learn::Report,
     observed: &learn::baseline::Observations,
-    name: &str,
+    read: Read,
 ) -> CmdResult {
+    let text = args.format == TextOrJson::Text;
+    // In JSON mode the document on stdout says it all; stderr stays quiet.
+    let say = |line: String| {
+        if text {
+            eprintln!("{line}");
+        }
+    };
     let baseline_path = args.baseline.clone().unwrap_or_else(|| {
         // The state directory's root: the feed cache's parent.
         let feeds = args.state_dir.feeds_dir();
@@ -163,56 +278,109 @@ fn propose_from(
     let mut baseline = learn::baseline::Baseline::load(&baseline_path).map_err(|e| Failure::System(e.to_string()))?;
     let mut ctx = context(args, report);
     for f in &report.findings {
-        eprintln!("flagged {} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold);
+        say(format!("flagged {} {}: {} ({})", f.source, f.detector.name(), f.counts, f.threshold));
         if let Some(vs) = baseline.compare(f.source, observed) {
-            eprintln!("  compared: {vs}");
+            say(format!("  compared: {vs}"));
             ctx.notes.insert(f.source, vs);
         }
     }
-    if !report.ranking.is_empty() {
-        eprintln!("ML ranking (advisory, never blocks on its own): most unusual sources");
-        let flagged = report.flagged();
-        for (i, r) in report.ranking.iter().take(cfg.score.top).enumerate() {
-            let mark = if flagged.contains(&r.source) { "flagged" } else { "-" };
-            eprintln!("  {:<40} {:<8} {}", r.source, mark, learn::score::explain(r, i, report.ranking.len()));
+    let flagged = report.flagged();
+    let ranking: Vec<RankedJson> = report
+        .ranking
+        .iter()
+        .take(cfg.score.top)
+        .enumerate()
+        .map(|(i, r)| RankedJson {
+            source: r.source,
+            flagged: flagged.contains(&r.source),
+            explanation: learn::score::explain(r, i, report.ranking.len()),
+        })
+        .collect();
+    if !ranking.is_empty() {
+        say("ML ranking (advisory, never blocks on its own): most unusual sources".into());
+        for r in &ranking {
+            let mark = if r.flagged { "flagged" } else { "-" };
+            say(format!("  {:<40} {:<8} {}", r.source, mark, r.explanation));
         }
     }
     let policy = super::args::resolve_policy(args.policy.as_deref());
-    let proposal = propose::propose(&policy, report, cfg, name, &ctx).map_err(|e| match e {
+    let proposal = propose::propose(&policy, report, cfg, &read.name, &ctx).map_err(|e| match e {
         propose::ProposeError::Load(l) => Failure::from(l),
         broken => Failure::System(broken.to_string()),
     })?;
     for s in &proposal.spared {
-        eprintln!("not proposed {} {}: protected ({})", s.source, s.detector, s.why);
+        say(format!("not proposed {} {}: protected ({})", s.source, s.detector, s.why));
     }
     for f in &report.floods {
-        eprintln!(
+        say(format!(
             "flood on tcp {}: {} half-open from {} sources at {:.1}/s: proposed as a rate limit, not {} blocks",
             f.target, f.half_open, f.sources, f.rate, f.sources
-        );
+        ));
     }
     for w in &proposal.warnings {
-        eprintln!("phantomc: warning: {w}");
+        say(format!("phantomc: warning: {w}"));
     }
     if args.update_baseline {
-        baseline.update(observed, &report.flagged().into_iter().collect());
+        baseline.update(observed, &flagged.iter().copied().collect());
         baseline.save(&baseline_path).map_err(|e| Failure::System(e.to_string()))?;
-        eprintln!("baseline {} updated ({} updates)", baseline_path.display(), baseline.updates);
+        say(format!("baseline {} updated ({} updates)", baseline_path.display(), baseline.updates));
     }
+    let written = !proposal.diff.is_empty() && args.write;
     if proposal.diff.is_empty() {
-        eprintln!("nothing to propose: {} already covers this traffic", policy.display());
-    } else if args.write {
+        say(format!("nothing to propose: {} already covers this traffic", policy.display()));
+    } else if written {
         refuse_lockout(&policy, &proposal)?;
         std::fs::write(&policy, &proposal.new_text)
             .map_err(|e| Failure::System(format!("{}: {e}", policy.display())))?;
-        eprintln!(
+        say(format!(
             "wrote {}: {} source(s) blocked, {} pass rule(s) added",
             policy.display(),
             proposal.blocked.len(),
             proposal.passes.len()
-        );
-    } else {
+        ));
+    } else if text {
         print!("{}", proposal.diff);
+    }
+    if !text {
+        let findings = report
+            .findings
+            .iter()
+            .map(|f| FindingJson {
+                source: f.source,
+                detector: f.detector.name(),
+                counts: &f.counts,
+                threshold: &f.threshold,
+                confidence: f.confidence,
+                examples: &f.examples,
+                compared: ctx.notes.get(&f.source).cloned(),
+            })
+            .collect();
+        let floods = report
+            .floods
+            .iter()
+            .map(|f| FloodJson { target: f.target, half_open: f.half_open, sources: f.sources, rate: f.rate })
+            .collect();
+        let doc = Summary {
+            read,
+            findings,
+            ranking,
+            spared: proposal
+                .spared
+                .iter()
+                .map(|s| SparedJson { source: s.source, detector: s.detector, why: &s.why })
+                .collect(),
+            floods,
+            warnings: &proposal.warnings,
+            proposal: ProposalJson {
+                policy: policy.display().to_string(),
+                diff: &proposal.diff,
+                blocked: &proposal.blocked,
+                passes: &proposal.passes,
+                limits: &proposal.limits,
+                written,
+            },
+        };
+        println!("{}", serde_json::to_string(&doc).expect("learn summary serializes"));
     }
     Ok(ExitCode::SUCCESS)
 }
