@@ -58,11 +58,13 @@ pub struct Scan {
     pub horizontal_hosts: usize,
     /// Only attempts within this many seconds of each other count together.
     pub window_secs: u64,
+    /// Vertical scans also count within this longer window (slow scans).
+    pub slow_window_secs: u64,
 }
 
 impl Default for Scan {
     fn default() -> Self {
-        Scan { vertical_ports: 10, horizontal_hosts: 10, window_secs: 300 }
+        Scan { vertical_ports: 10, horizontal_hosts: 10, window_secs: 300, slow_window_secs: 86_400 }
     }
 }
 
@@ -334,6 +336,9 @@ impl Config {
         }
         if self.propose.client_prefix_v4 > 32 || self.propose.client_prefix_v6 > 128 {
             return Err("propose.client_prefix_v4 must be <= 32 and client_prefix_v6 <= 128".into());
+        }
+        if self.scan.slow_window_secs < self.scan.window_secs {
+            return Err("scan.slow_window_secs must be at least scan.window_secs".into());
         }
         let d = &self.distributed_scan;
         if d.prefix_v4 > 32 || d.prefix_v6 > 128 {

@@ -256,7 +256,7 @@ fn densest_window<'a, K: Eq + Hash + Copy>(events: &[Event<'a, K>], window_us: u
 /// (ties: the lowest target), its count and that window's flows.
 fn densest_scan<'a, T: Ord + Copy, K: Eq + Hash + Copy>(
     fs: &[&'a Flow],
-    cfg: &Config,
+    window_secs: u64,
     target: impl Fn(&Flow) -> T,
     varied: impl Fn(&Flow) -> K,
 ) -> Option<(T, usize, Vec<&'a Flow>)> {
@@ -266,20 +266,32 @@ fn densest_scan<'a, T: Ord + Copy, K: Eq + Hash + Copy>(
     }
     groups
         .into_iter()
-        .map(|(t, ev)| (t, densest_window(&ev, cfg.scan.window_secs * 1_000_000)))
+        .map(|(t, ev)| (t, densest_window(&ev, window_secs * 1_000_000)))
         .max_by_key(|(t, (n, _))| (*n, std::cmp::Reverse(*t)))
         .map(|(t, (count, window))| (t, count, window))
 }
 
+/// Failed ports of one host within the scan window, or, for a slow scan
+/// (`nmap -T1`, a port every few minutes), within the slow window.
 fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     let need = cfg.scan.vertical_ports;
-    let (host, count, window) = densest_scan(fs, cfg, |f| f.server.ip(), |f| (f.proto, f.server.port()))?;
+    let ports = |f: &Flow| (f.proto, f.server.port());
+    // The slow window holds at least as many as the short one: when it
+    // misses, so does the short one, and a benign source costs one pass.
+    let slow = densest_scan(fs, cfg.scan.slow_window_secs, |f| f.server.ip(), ports)?;
+    if slow.1 < need {
+        return None;
+    }
+    let (secs, (host, count, window)) = match densest_scan(fs, cfg.scan.window_secs, |f| f.server.ip(), ports) {
+        Some(fast) if fast.1 >= need => (cfg.scan.window_secs, fast),
+        _ => (cfg.scan.slow_window_secs, slow),
+    };
     (count >= need).then(|| {
         let (first, last) = span(&window);
         Finding {
             source: src,
             detector: Detector::VerticalScan,
-            threshold: format!("{count} failed ports on one host >= {need} within {}s", cfg.scan.window_secs),
+            threshold: format!("{count} failed ports on one host >= {need} within {secs}s"),
             counts: format!("{count} distinct ports of {host} failed"),
             first_seen_us: first,
             last_seen_us: last,
@@ -292,7 +304,8 @@ fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
 
 fn horizontal_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     let need = cfg.scan.horizontal_hosts;
-    let ((proto, port), count, window) = densest_scan(fs, cfg, |f| (f.proto, f.server.port()), |f| f.server.ip())?;
+    let ((proto, port), count, window) =
+        densest_scan(fs, cfg.scan.window_secs, |f| (f.proto, f.server.port()), |f| f.server.ip())?;
     (count >= need).then(|| {
         let (first, last) = span(&window);
         Finding {
@@ -823,6 +836,25 @@ pub(crate) mod tests {
             .collect();
         busy.extend((20..23).map(|i| flow("10.0.0.6:4000", &format!("10.0.2.{i}:443"), TCP, ConnState::S0, "S", i)));
         assert_eq!(detectors(&busy), []);
+    }
+
+    #[test]
+    fn a_slow_vertical_scan_is_caught_in_the_slow_window() {
+        // nmap -T1 style: a closed port every 10 minutes, 12 ports in 2 hours.
+        let slow: Vec<Flow> = (0..12u64)
+            .map(|i| flow("10.0.0.40:4000", &format!("10.0.0.1:{}", 100 + i), TCP, ConnState::REJ, "Sr", i * 600_000))
+            .collect();
+        let found = detect(&slow, &Config::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].detector, Detector::VerticalScan);
+        assert_eq!(found[0].threshold, "12 failed ports on one host >= 10 within 86400s");
+        // Fast, it is reported in the short window.
+        let fast: Vec<Flow> = (0..12u64)
+            .map(|i| flow("10.0.0.40:4000", &format!("10.0.0.1:{}", 100 + i), TCP, ConnState::REJ, "Sr", i * 1000))
+            .collect();
+        assert_eq!(detect(&fast, &Config::default())[0].threshold, "12 failed ports on one host >= 10 within 300s");
+        // Nine ports over the day stay under the threshold.
+        assert_eq!(detectors(&slow[..9]), []);
     }
 
     #[test]
