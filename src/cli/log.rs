@@ -2,7 +2,7 @@
 //! each mapped back to the policy line that logged it. Every log prefix is
 //! `<table> <file:line> [policy-HOOK] <verdict> [text] ` (see ir::Log).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -132,9 +132,7 @@ pub fn run(args: &LogArgs) -> CmdResult {
 const NFLOG_COPY: u32 = 128;
 
 fn nflog_groups(c: &Compiled) -> Vec<u16> {
-    let rs = &c.ruleset;
-    let logs = rs.chains.iter().flat_map(|ch| ch.rules.iter().filter_map(|r| r.log.as_ref()).chain(&ch.policy.log));
-    logs.filter_map(|l| l.group).collect::<BTreeSet<_>>().into_iter().collect()
+    c.ruleset.nflog_groups(|_, _| true)
 }
 
 /// Line number and text of every policy line by its id.

@@ -106,6 +106,21 @@ impl Ruleset {
         self.sets.iter().find(|s| s.nft_name == nft_name)
     }
 
+    /// The NFLOG groups (`log group N`) of the rules and default policies
+    /// `wanted` picks by hook and action, sorted and once each.
+    pub fn nflog_groups(&self, wanted: impl Fn(Hook, Action) -> bool) -> Vec<u16> {
+        let mut groups = std::collections::BTreeSet::new();
+        for ch in &self.chains {
+            let rules = ch.rules.iter().map(|r| (r.action, r.log.as_ref()));
+            for (action, log) in rules.chain(std::iter::once((ch.policy.action, ch.policy.log.as_ref()))) {
+                if wanted(ch.hook, action) {
+                    groups.extend(log.and_then(|l| l.group));
+                }
+            }
+        }
+        groups.into_iter().collect()
+    }
+
     /// No input rule and an input default that does not pass: nothing
     /// reaches this host, loopback included (a blank or comment-only policy).
     pub fn passes_nothing(&self) -> bool {

@@ -10,6 +10,7 @@
 pub mod action;
 pub mod alerts;
 pub mod baseline;
+pub mod dropped;
 pub mod proposals;
 pub mod window;
 
@@ -26,6 +27,7 @@ use tracing::{error, info, warn};
 use self::action::{Blocker, Decision, Protected};
 use self::alerts::{Alert, AlertLog};
 use self::baseline::Baseline;
+use self::dropped::Dropped;
 use self::proposals::Store;
 use self::window::FlowWindow;
 pub(crate) use super::write_atomic;
@@ -65,6 +67,8 @@ pub struct Plan {
     pub protected: Protected,
     /// This host's addresses: connections to them are its services.
     pub own: Vec<IpAddr>,
+    /// NFLOG groups of the input rules and default policy that drop.
+    pub nflog_groups: Vec<u16>,
 }
 
 impl Plan {
@@ -84,7 +88,17 @@ impl Plan {
         let operator = guard::Operator::discover(None, guard::SSH_PORT)?;
         let protected = Protected::gather(Some(rs), &operator);
         let own = host::addresses().map(|a| a.into_iter().map(|a| a.addr).collect()).unwrap_or_default();
-        Ok(Some(Plan { table: rs.table.clone(), policy: policy.to_path_buf(), adaptive, cfg, protected, own }))
+        let nflog_groups =
+            rs.nflog_groups(|hook, action| hook == crate::ir::Hook::Input && action != crate::ir::Action::Pass);
+        Ok(Some(Plan {
+            table: rs.table.clone(),
+            policy: policy.to_path_buf(),
+            nflog_groups,
+            adaptive,
+            cfg,
+            protected,
+            own,
+        }))
     }
 }
 
@@ -134,6 +148,9 @@ pub struct Status {
     pub offenders: usize,
     /// Proposals waiting for a review.
     pub proposals: usize,
+    /// NFLOG groups followed, and the dropped packets read from them.
+    pub nflog_groups: Vec<u16>,
+    pub dropped_packets: u64,
     pub error: Option<String>,
     pub state_dir: PathBuf,
 }
@@ -211,6 +228,10 @@ struct Engine {
     /// For counters of single entries, opened when first needed.
     lookup: Option<conntrack::Lookup>,
     proposals: Store,
+    /// The policy's dropped packets (NFLOG), when it logs them to a group.
+    dropped: Option<Dropped>,
+    /// When binding the NFLOG groups last failed.
+    dropped_failed: Option<Instant>,
     status: Status,
 }
 
@@ -253,6 +274,8 @@ impl Engine {
             pending: VecDeque::new(),
             lookup: None,
             proposals,
+            dropped: None,
+            dropped_failed: None,
             status,
         }
     }
@@ -283,12 +306,13 @@ impl Engine {
                 }
             }
             let ev = events.as_mut().expect("subscribed");
-            if let Err(e) = ev
-                .next(Duration::from_millis(100), &mut |event, entry, now_ns| self.absorb(&plan, event, entry, now_ns))
-            {
+            // With NFLOG to read too, conntrack is waited on for less.
+            let wait = Duration::from_millis(if self.dropped.is_some() { 20 } else { 100 });
+            if let Err(e) = ev.next(wait, &mut |event, entry, now_ns| self.absorb(&plan, event, entry, now_ns)) {
                 warn!(error = %e, "conntrack event skipped");
             }
             self.status.lost_overruns = ev.lost_overruns;
+            self.follow_drops(&plan);
             if self.window.has_dirty() && last_detect.elapsed() >= DETECT_EVERY {
                 self.detect(&plan);
                 last_detect = Instant::now();
@@ -334,6 +358,41 @@ impl Engine {
             }
         }
         self.window.upsert(key, flow);
+    }
+
+    /// Reads the packets the policy dropped (NFLOG) into the window, as the
+    /// unanswered attempts they are; (re)binds the groups when the policy's change.
+    fn follow_drops(&mut self, plan: &Plan) {
+        if self.dropped.as_ref().map_or(&[][..], Dropped::groups) != plan.nflog_groups.as_slice() {
+            self.dropped = None;
+            let retry = self.dropped_failed.is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+            if !plan.nflog_groups.is_empty() && retry {
+                match Dropped::bind(&plan.nflog_groups) {
+                    Ok(d) => {
+                        info!(groups = ?plan.nflog_groups, "following the policy's dropped packets through NFLOG");
+                        self.dropped = Some(d);
+                        self.dropped_failed = None;
+                    }
+                    Err(e) => {
+                        warn!(groups = ?plan.nflog_groups, error = %e, "cannot read the NFLOG groups (is `phantomc log --follow` holding them?); retrying in 30s");
+                        self.status.error = Some(format!("NFLOG groups {:?}: {e}", plan.nflog_groups));
+                        self.dropped_failed = Some(Instant::now());
+                    }
+                }
+            }
+            self.status.nflog_groups = self.dropped.as_ref().map(|d| d.groups().to_vec()).unwrap_or_default();
+        }
+        let Some(dropped) = self.dropped.as_mut() else { return };
+        let now_ns = unix_now_ns();
+        let mut attempts = Vec::new();
+        match dropped.drain(64, now_ns, &mut |e| attempts.push(e)) {
+            Ok(n) => self.status.dropped_packets += n,
+            Err(e) => warn!(error = %e, "NFLOG read failed"),
+        }
+        for e in attempts {
+            let flow = to_flow(&e, &self.timeouts, now_ns / 1000);
+            self.window.upsert((None, e.proto, e.orig), flow);
+        }
     }
 
     /// A connection to an authentication service that just closed: its
@@ -547,4 +606,8 @@ fn set_aside(path: &Path) -> PathBuf {
 /// The adaptive state directory under phantomc's state directory.
 pub fn state_dir(root: &Path) -> PathBuf {
     root.join("adaptive")
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
