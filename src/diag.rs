@@ -5,9 +5,12 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
+use miette::{
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents, SourceCode,
+    SourceSpan, SpanContents,
+};
 
 pub type FileId = usize;
 
@@ -37,7 +40,24 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub text: Arc<String>,
     /// Byte offset of each line's start, for fast line lookups.
-    line_starts: Vec<usize>,
+    line_starts: Arc<Vec<usize>>,
+    /// The text as diagnostics show it ([`visible`]), made once per file.
+    shown: OnceLock<Arc<String>>,
+}
+
+impl SourceFile {
+    fn shown(&self) -> Arc<String> {
+        self.shown
+            .get_or_init(|| {
+                let shown = visible(&self.text);
+                if shown == *self.text {
+                    self.text.clone()
+                } else {
+                    Arc::new(shown)
+                }
+            })
+            .clone()
+    }
 }
 
 /// All files read while loading one policy (the main file and its includes).
@@ -49,7 +69,13 @@ pub struct SourceMap {
 impl SourceMap {
     pub fn add(&mut self, name: String, path: PathBuf, text: String) -> FileId {
         let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        self.files.push(SourceFile { name, path, text: Arc::new(text), line_starts });
+        self.files.push(SourceFile {
+            name,
+            path,
+            text: Arc::new(text),
+            line_starts: Arc::new(line_starts),
+            shown: OnceLock::new(),
+        });
         self.files.len() - 1
     }
 
@@ -156,14 +182,7 @@ impl Diag {
             message: visible(&self.message),
             help,
             labels,
-            source: NamedSource::new(visible(&file.name), {
-                let shown = visible(&file.text);
-                if shown == *file.text {
-                    file.text.clone()
-                } else {
-                    Arc::new(shown)
-                }
-            }),
+            source: Excerpt { name: visible(&file.name), text: file.shown(), line_starts: file.line_starts.clone() },
         }
     }
 }
@@ -187,6 +206,48 @@ pub fn visible(text: &str) -> String {
         .collect()
 }
 
+/// A file's text for miette that reads only the lines around a span:
+/// miette's own reader scans the text from its start for every label, which
+/// made rendering many findings of a large policy quadratic.
+#[derive(Debug)]
+struct Excerpt {
+    name: String,
+    text: Arc<String>,
+    line_starts: Arc<Vec<usize>>,
+}
+
+impl SourceCode for Excerpt {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let line_of = |offset: usize| self.line_starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let (start, end) = (span.offset(), span.offset() + span.len());
+        if end > self.text.len() {
+            return Err(MietteError::OutOfBounds);
+        }
+        // Whole lines from one before the context to two after it: miette's
+        // reader gives the same answer on them as on the whole text.
+        let first = line_of(start).saturating_sub(context_lines_before + 1);
+        let past = line_of(end) + context_lines_after + 3;
+        let (from, to) = (self.line_starts[first], self.line_starts.get(past).copied().unwrap_or(self.text.len()));
+        let window = &self.text.as_bytes()[from..to];
+        let local = SourceSpan::new((start - from).into(), span.len());
+        let found = window.read_span(&local, context_lines_before, context_lines_after)?;
+        let data: &'a [u8] = found.data();
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            data,
+            SourceSpan::new((found.span().offset() + from).into(), found.span().len()),
+            found.line() + first,
+            found.column(),
+            found.line_count() + first,
+        )))
+    }
+}
+
 /// A [`Diag`] with its source attached, in miette's terms.
 #[derive(Debug)]
 pub struct Report {
@@ -195,7 +256,7 @@ pub struct Report {
     message: String,
     help: Option<String>,
     labels: Vec<LabeledSpan>,
-    source: NamedSource<Arc<String>>,
+    source: Excerpt,
 }
 
 impl fmt::Display for Report {
@@ -319,5 +380,43 @@ mod visible_tests {
         assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'), "{out}");
         assert!(out.contains("$ab\u{fffd}cd?[31m"), "{out}");
         assert_eq!(visible("a\tb\u{85}\u{2066}"), "a\tb\u{bf}\u{fffd}");
+    }
+}
+
+#[cfg(test)]
+mod excerpt_tests {
+    use super::*;
+
+    #[test]
+    fn an_excerpt_reads_what_miette_reads_from_the_whole_text() {
+        for text in [
+            "pass in on lo\npass in state { established, related }\n\nblock in from 10.0.0.0/8\npass in proto tcp to port 22",
+            "a\r\nbb\r\n\r\nccc\r\nd\n",
+            "only one line",
+            "\n\n\nx\n\n\n",
+        ] {
+            let mut sources = SourceMap::default();
+            sources.add("t.pf".into(), "t.pf".into(), text.to_string());
+            let file = sources.file(0);
+            let excerpt = Excerpt { name: "t.pf".into(), text: file.shown(), line_starts: file.line_starts.clone() };
+            for start in 0..=text.len() {
+                for len in [0, 1, 3, 9, 40] {
+                    if start + len > text.len() {
+                        continue;
+                    }
+                    for (before, after) in [(0, 0), (1, 1), (2, 3), (5, 0)] {
+                        let span = SourceSpan::new(start.into(), len);
+                        let whole = text.as_bytes().read_span(&span, before, after).expect("in bounds");
+                        let part = excerpt.read_span(&span, before, after).expect("in bounds");
+                        let facts = |c: &dyn SpanContents<'_>| {
+                            (c.data().to_vec(), *c.span(), c.line(), c.column(), c.line_count())
+                        };
+                        assert_eq!(facts(&*part), facts(&*whole), "{text:?} {start}+{len} ({before}, {after})");
+                    }
+                }
+            }
+            let past = SourceSpan::new(text.len().into(), 1);
+            assert!(excerpt.read_span(&past, 1, 1).is_err());
+        }
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! Feeds fetched from the network are unknown offline and not checked.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -41,11 +42,20 @@ pub fn overlapping_entries(stmts: &[Stmt]) -> Vec<Diag> {
                 _ => None,
             })
             .collect();
+        // Networks are nested or disjoint (and have no host bits), so an
+        // entry's containers are its own network at shorter prefix lengths,
+        // or itself written earlier: a lookup per prefix length, not a scan.
+        let mut first: HashMap<IpNet, usize> = HashMap::with_capacity(nets.len());
+        for (j, (n, _)) in nets.iter().enumerate() {
+            first.entry(*n).or_insert(j);
+        }
         for (i, (inner, ispan)) in nets.iter().enumerate() {
-            // Networks are nested or disjoint; report each entry once, against the first container.
-            let outer =
-                nets.iter().enumerate().find(|(j, (o, _))| *j != i && o.contains(inner) && (o != inner || *j < i));
-            if let Some((_, (o, ospan))) = outer {
+            // Report each entry once, against the first container.
+            let wider = (0..inner.prefix_len())
+                .filter_map(|len| IpNet::new(inner.addr(), len).ok().and_then(|n| first.get(&n.trunc())));
+            let earlier_copy = first.get(inner).filter(|&&j| j < i);
+            let outer = wider.chain(earlier_copy).min().map(|&j| &nets[j]);
+            if let Some((o, ospan)) = outer {
                 out.push(
                     Diag::warning(
                         "overlapping-entries",

@@ -15,11 +15,11 @@
 //! finitely many classes (`eth0`, "other `eth*`", "any other name"); a cube
 //! holds a set of class numbers.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::ir::eval::iface_matches;
 use crate::ir::names::{self, ICMP, ICMPV6};
 pub use crate::ir::ranges::{family_max, ip_value, net_range, Ranges};
 use crate::ir::{AddrMatch, Family, Match, PortMatch, Rule, Ruleset, SetKind};
@@ -85,6 +85,15 @@ impl Cube {
         out
     }
 
+    /// Its lowest and highest points (one cube of one point each).
+    pub fn corners(&self) -> [Cube; 2] {
+        let point = |pick: fn(&Ranges) -> Option<u128>| Cube {
+            family: self.family,
+            dims: std::array::from_fn(|i| pick(&self.dims[i]).map_or_else(Ranges::empty, |v| Ranges::span(v, v))),
+        };
+        [point(|r| r.0.first().map(|x| x.0)), point(|r| r.0.last().map(|x| x.1))]
+    }
+
     /// If `self` and `o` differ in at most one field, their union as one cube.
     pub fn merge(&self, o: &Cube) -> Option<Cube> {
         if self.family != o.family {
@@ -132,9 +141,19 @@ impl Kind {
 
 /// The header space of one or more rulesets: the interface classes their
 /// rules' interface names create, and each rule as cubes.
+///
+/// Each exact name the rules use is a class; so is, for each prefix `p` of
+/// a `p*` pattern (and the empty prefix), "the other names whose longest
+/// pattern prefix is `p`". Classes are numbered in the order of their
+/// labels, so the classes a `q*` pattern matches (every name or prefix that
+/// starts with `q`) are one run of numbers, found by binary search.
 pub struct Universe {
-    /// Interface names and `prefix*` patterns the rules use.
-    patterns: Vec<String>,
+    /// Class of each exact name.
+    exact: HashMap<String, u128>,
+    /// Class of each prefix (`""` included).
+    prefixes: HashMap<String, u128>,
+    /// Per class, the exact name or the prefix it stands for.
+    keys: Vec<String>,
     /// One representative name per interface class.
     pub ifaces: Vec<String>,
     /// How a class is shown: `eth0`, `eth*` (other names starting so), `*` (any other).
@@ -143,48 +162,66 @@ pub struct Universe {
 
 impl Universe {
     pub fn new(rulesets: &[&Ruleset]) -> Universe {
-        let mut patterns: Vec<String> = rulesets
+        let patterns: BTreeSet<&str> = rulesets
             .iter()
             .flat_map(|rs| rs.chains.iter().flat_map(|c| &c.rules))
-            .flat_map(|r| r.matches.iif.iter().chain(r.matches.oif.iter()).flatten().cloned())
+            .flat_map(|r| r.matches.iif.iter().chain(r.matches.oif.iter()).flatten())
+            .map(String::as_str)
             .collect();
-        patterns.sort();
-        patterns.dedup();
-        let exact: Vec<&str> = patterns.iter().filter(|p| !p.ends_with('*')).map(String::as_str).collect();
-        let prefixes: Vec<&str> =
+        // (label, key, representative, is a prefix class)
+        let mut classes: Vec<(String, String, String, bool)> = Vec::new();
+        let prefixes: BTreeSet<&str> =
             std::iter::once("").chain(patterns.iter().filter_map(|p| p.strip_suffix('*'))).collect();
-        // Each exact name is a class; so is "other names whose longest pattern
-        // prefix is p", for each prefix p (a representative is p plus a tail
-        // that no longer prefix and no exact name covers).
-        let mut classes: Vec<(Vec<bool>, String, String)> = Vec::new();
-        let signature = |name: &str| patterns.iter().map(|p| iface_matches(p, name)).collect::<Vec<bool>>();
-        for name in &exact {
-            classes.push((signature(name), name.to_string(), name.to_string()));
+        for name in patterns.iter().filter(|p| !p.ends_with('*')) {
+            classes.push((name.to_string(), name.to_string(), name.to_string(), false));
         }
-        for p in &prefixes {
-            let rep = (0..)
-                .map(|n| format!("{p}~{n}"))
-                .find(|cand| {
-                    !exact.contains(&cand.as_str())
-                        && !prefixes.iter().any(|q| q.len() > p.len() && cand.starts_with(q))
-                })
-                .expect("some tail is free");
+        for p in prefixes {
+            // `~` is no name character, so `p~0` is no exact name and has no longer pattern prefix.
             let label = if p.is_empty() { "*".to_string() } else { format!("{p}*") };
-            classes.push((signature(&rep), rep, label));
+            classes.push((label, p.to_string(), format!("{p}~0"), true));
         }
-        // Classes with the same signature are one class for every rule.
-        classes.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-        classes.dedup_by(|a, b| a.0 == b.0);
-        classes.sort_by(|a, b| a.2.cmp(&b.2));
-        let ifaces = classes.iter().map(|c| c.1.clone()).collect();
-        Universe { ifaces, iface_labels: classes.into_iter().map(|c| c.2).collect(), patterns }
+        classes.sort();
+        let mut u = Universe {
+            exact: HashMap::new(),
+            prefixes: HashMap::new(),
+            keys: Vec::with_capacity(classes.len()),
+            ifaces: Vec::with_capacity(classes.len()),
+            iface_labels: Vec::with_capacity(classes.len()),
+        };
+        for (i, (label, key, rep, is_prefix)) in classes.into_iter().enumerate() {
+            let by_key = if is_prefix { &mut u.prefixes } else { &mut u.exact };
+            by_key.insert(key.clone(), i as u128);
+            u.keys.push(key);
+            u.ifaces.push(rep);
+            u.iface_labels.push(label);
+        }
+        u
     }
 
     /// The class of an interface name (a missing interface counts as the empty name).
     fn iface_class(&self, name: Option<&str>) -> u128 {
-        let signature = |n: &str| self.patterns.iter().map(|p| iface_matches(p, n)).collect::<Vec<bool>>();
-        let want = signature(name.unwrap_or(""));
-        self.ifaces.iter().position(|rep| signature(rep) == want).expect("every name is in a class") as u128
+        let name = name.unwrap_or("");
+        if let Some(&c) = self.exact.get(name) {
+            return c;
+        }
+        let mut cuts: Vec<usize> = name.char_indices().map(|(i, _)| i).collect();
+        cuts.push(name.len());
+        cuts.iter().rev().find_map(|&at| self.prefixes.get(&name[..at]).copied()).expect("the empty prefix is a class")
+    }
+
+    /// The classes a pattern matches.
+    fn pattern_classes(&self, pattern: &str) -> Vec<u128> {
+        let Some(q) = pattern.strip_suffix('*') else {
+            return self.exact.get(pattern).copied().into_iter().collect();
+        };
+        // Every matching class's label starts with `q`; a label that does but
+        // whose key does not (`eth*` for the pattern `eth**`) is left out.
+        let from = self.iface_labels.partition_point(|l| l.as_str() < q);
+        (from..self.iface_labels.len())
+            .take_while(|&i| self.iface_labels[i].starts_with(q))
+            .filter(|&i| self.keys[i].starts_with(q))
+            .map(|i| i as u128)
+            .collect()
     }
 
     /// One concrete packet as a cube of one point (fields it lacks are full).
@@ -215,13 +252,7 @@ impl Universe {
     fn iface_set(&self, want: &Option<Vec<String>>) -> Ranges {
         match want {
             None => self.iface_full(),
-            Some(pats) => Ranges::of(
-                self.ifaces
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| pats.iter().any(|p| iface_matches(p, n)))
-                    .map(|(i, _)| (i as u128, i as u128)),
-            ),
+            Some(pats) => Ranges::of(pats.iter().flat_map(|p| self.pattern_classes(p)).map(|c| (c, c))),
         }
     }
 
@@ -521,6 +552,32 @@ mod tests {
         assert!(!rest.is_empty() && rest.iter().all(|x| !x.intersects(&b[0])));
         let total: u128 = rest.iter().map(|x| x.get(Dim::Src).count() * x.get(Dim::Dport).count()).sum();
         assert_eq!(total, (1u128 << 24) * 100 - (1u128 << 16));
+    }
+
+    #[test]
+    fn interface_classes_agree_with_the_matcher() {
+        use crate::ir::eval::iface_matches;
+        let pats = ["eth*", "eth0", "eth1*", "eth10", "eth1", "e*", "lo", "wg*", "eth**", "ethx*x"];
+        let text: String = pats.iter().map(|p| format!("pass in on {p} proto tcp to port 22\n")).collect();
+        let c = crate::ir::compile("t.pf", &text).expect("compiles");
+        let u = Universe::new(&[&c.ruleset]);
+        let names =
+            ["", "eth0", "eth1", "eth10", "eth100", "eth2", "e", "lo", "lo0", "wg0", "eth*", "eth*0", "ethx*x", "x"];
+        for name in names {
+            let class = u.iface_class(Some(name));
+            for p in pats {
+                // A name matches a pattern exactly when its class is among the pattern's classes.
+                assert_eq!(
+                    u.pattern_classes(p).contains(&class),
+                    iface_matches(p, name),
+                    "{name:?} (class {}) vs {p}",
+                    u.iface_labels[class as usize]
+                );
+            }
+            // Its class's representative matches the same patterns.
+            let rep = &u.ifaces[class as usize];
+            assert!(pats.iter().all(|p| iface_matches(p, rep) == iface_matches(p, name)), "{name} ~ {rep}");
+        }
     }
 
     #[test]
