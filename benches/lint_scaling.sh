@@ -12,10 +12,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 rules=${2:-20000}
 addrs=${3:-200000}
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=target/release/phantomc
-fi
+# now, median, ms, time_cmd
+source benches/lib.sh
+[ -n "${BIN:-}" ] || { cargo build --release --quiet; BIN=target/release/phantomc; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -33,15 +32,6 @@ gen_define() { # one define of N single addresses (every other one, so none aggr
     print " }" }'
   head_lines
   echo 'block in from $many'
-}
-
-now() { date +%s%N; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-ms() { awk -v ns="$1" 'BEGIN { printf "%.1f", ns / 1e6 }'; }
-time_cmd() { # runs "$@" $runs times (any exit code), prints the median in ns
-  for _ in $(seq "$runs"); do
-    t0=$(now); "$@" > /dev/null 2>&1 || true; t1=$(now); echo $((t1 - t0))
-  done | median
 }
 
 declare -A t size findings
