@@ -66,3 +66,34 @@ fn early_rules_drop_before_conntrack_for_local_and_forwarded_packets() {
     assert_eq!(tcp_connect(&lab.publ, "10.10.0.2", 80), Tcp::Connected, "forwarded without early");
     assert_eq!(adm_web.peers.lock().expect("peers").len(), 1);
 }
+
+/// `quota`: the rule matches until its bytes are used, then packets fall
+/// through to the default policy, which drops (and counts) them.
+#[test]
+fn a_used_up_quota_lets_packets_fall_through_to_the_drop() {
+    let lab = web_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("quota.pf");
+    std::fs::write(&policy, "pass in on lo\npass in ipv4 proto udp to port 5000 quota 2 kbytes\n").expect("write");
+    let policy = policy.to_str().expect("utf-8 path");
+    apply(&lab.srv, policy);
+    let _servers = Servers::start(&lab.srv, &[], &[5000]);
+    assert!(udp_echo(&lab.publ, "198.51.100.1", 5000), "under the quota the echo gets through");
+    // 20 datagrams of 228 IP bytes: 4560 bytes, more than the 2048 left.
+    lab.publ.run_in(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+        for _ in 0..20 {
+            s.send_to(&[0u8; 200], "198.51.100.1:5000").expect("send");
+        }
+    });
+    assert!(!udp_echo(&lab.publ, "198.51.100.1", 5000), "the quota is used up: dropped");
+    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
+    let hits: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("hits json");
+    let row = |id: &str| {
+        let rows = hits["rules"].as_array().expect("rules");
+        rows.iter().find(|r| r["id"] == id).expect("row")["packets"].as_u64().expect("counted")
+    };
+    let passed = row("quota.pf:2");
+    assert!((2..=12).contains(&passed), "about 2 KiB of datagrams passed: {passed}");
+    assert!(row("default:input") >= 10, "the rest met the default drop: {hits}");
+}

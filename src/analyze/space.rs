@@ -435,6 +435,9 @@ pub fn condition(rs: &Ruleset, r: &Rule) -> Option<String> {
         let per = if l.per_source.is_some() { " per source" } else { "" };
         parts.push(format!("under limit {}/{}{burst}{per}", l.rate, l.unit.name()));
     }
+    if let Some(bytes) = r.quota {
+        parts.push(format!("under quota {bytes} bytes"));
+    }
     (!parts.is_empty()).then(|| parts.join(" and "))
 }
 

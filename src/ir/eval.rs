@@ -86,7 +86,12 @@ pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
     for (i, rule) in chain.rules.iter().enumerate() {
         match check(rs, &rule.matches, p, sets) {
             Ok(()) => {
-                return Decision { verdict: rule.action, rule: Some(i), tried, rate_limited: rule.limit.is_some() }
+                return Decision {
+                    verdict: rule.action,
+                    rule: Some(i),
+                    tried,
+                    rate_limited: rule.limit.is_some() || rule.quota.is_some(),
+                }
             }
             Err(field) => tried.push((i, field)),
         }

@@ -248,6 +248,9 @@ pub struct Rule {
     pub matches: Match,
     pub action: Action,
     pub limit: Option<Limit>,
+    /// `quota`: bytes the rule matches in all; after them packets fall through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
     pub log: Option<Log>,
     pub counter: bool,
     pub label: Option<String>,

@@ -275,7 +275,7 @@ fn merge_chain(chain: &Chain) -> Vec<Rule> {
 
 /// Whether a rule may be part of a merged rule at all.
 fn mergeable(r: &Rule) -> bool {
-    r.limit.is_none() && r.log.is_none() && !r.early && r.merged.is_none()
+    r.limit.is_none() && r.quota.is_none() && r.log.is_none() && !r.early && r.merged.is_none()
 }
 
 /// The field on which `rule` joins the run starting at `first`, if it can.

@@ -334,6 +334,9 @@ fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
             None => expr.push(Statement::Limit(limit_stmt(l))),
         }
     }
+    if let Some(bytes) = r.quota {
+        expr.push(Statement::Quota(stmt::QuotaOrQuotaRef::Quota(quota_stmt(bytes))));
+    }
     let counter = r.counter && r.merged.is_none();
     expr.extend(tail(counter, r.log.as_ref(), r.action, r.matches.proto, r.reject));
     let comment = match &r.merged {
@@ -343,6 +346,17 @@ fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
     };
     let main = schema::Rule { expr: expr.into(), comment: Some(comment.into()), ..rule_base(t, chain) };
     log_rule.into_iter().chain([main]).collect()
+}
+
+/// `quota until N UNIT`: the largest unit nft takes (up to mbytes) that
+/// states `bytes` exactly in 32 bits (lowering refuses any other quota).
+fn quota_stmt(bytes: u64) -> stmt::Quota<'static> {
+    let (val, unit) = [(20, "mbytes"), (10, "kbytes"), (0, "bytes")]
+        .into_iter()
+        .map(|(shift, unit)| (bytes >> shift, bytes & ((1u64 << shift) - 1), unit))
+        .find(|(val, rest, _)| *rest == 0 && u32::try_from(*val).is_ok())
+        .map_or((u32::MAX, "mbytes"), |(val, _, unit)| (val as u32, unit));
+    stmt::Quota { val, val_unit: unit.into(), used: None, used_unit: None, inv: None }
 }
 
 fn limit_stmt(l: &Limit) -> stmt::Limit<'static> {

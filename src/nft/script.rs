@@ -160,6 +160,7 @@ fn statement(s: &Statement<'_>) -> String {
             }
             s
         }
+        Statement::Quota(nftables::stmt::QuotaOrQuotaRef::Quota(q)) => format!("quota until {} {}", q.val, q.val_unit),
         Statement::Meter(mt) => format!("meter {} {{ {} {} }}", mt.name, value(&mt.key), statement(&mt.stmt)),
         Statement::Log(Some(l)) => {
             let mut s = "log".to_string();

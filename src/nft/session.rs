@@ -28,6 +28,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         counter: true,
         label: None,
         reject: None,
+        quota: None,
         early: false,
         merged: None,
     }

@@ -256,6 +256,8 @@ pub enum RuleOpt {
     IcmpType(Value),
     State(Value),
     Limit(LimitSpec),
+    /// `quota N mbytes`: matches until that many bytes matched.
+    Quota(u64),
     Log(LogSpec),
     /// `counter` (the default, `true`) or `nocounter`.
     Counter(bool),
@@ -284,6 +286,7 @@ impl RuleOpt {
             RuleOpt::IcmpType(_) => "icmp-type",
             RuleOpt::State(_) => "state",
             RuleOpt::Limit(_) => "limit",
+            RuleOpt::Quota(_) => "quota",
             RuleOpt::Log(_) => "log",
             RuleOpt::Counter(true) => "counter",
             RuleOpt::Counter(false) => "nocounter",

@@ -341,6 +341,17 @@ impl Builder {
             Rule::icmp_type => RuleOpt::IcmpType(self.value(inner.next()?)),
             Rule::state => RuleOpt::State(self.value(inner.next()?)),
             Rule::limit => RuleOpt::Limit(self.limit_spec(inner)?),
+            Rule::quota => {
+                let n = inner.next()?;
+                let count = self.number(&n);
+                let scale: u64 = match inner.next()?.as_str() {
+                    "kbytes" => 1 << 10,
+                    "mbytes" => 1 << 20,
+                    "gbytes" => 1 << 30,
+                    _ => 1,
+                };
+                RuleOpt::Quota(count.saturating_mul(scale))
+            }
             Rule::log_opt => RuleOpt::Log(self.log_spec(inner)),
             Rule::counter_opt => RuleOpt::Counter(text == "counter"),
             Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),

@@ -96,6 +96,7 @@ struct Clauses<'a> {
     icmp: Option<&'a Value>,
     state: Option<&'a Value>,
     limit: Option<(&'a ast::LimitSpec, Span)>,
+    quota: Option<(u64, Span)>,
     log: Option<(&'a ast::LogSpec, Span)>,
     counter: Option<bool>,
     label: Option<(&'a str, Span)>,

@@ -28,6 +28,7 @@ impl<'a> Lowerer<'a> {
                 opt.node,
                 RuleOpt::State(_)
                     | RuleOpt::Limit(_)
+                    | RuleOpt::Quota(_)
                     | RuleOpt::Log(_)
                     | RuleOpt::IcmpType(_)
                     | RuleOpt::RejectWith { .. }

@@ -44,6 +44,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::IcmpType(v) => c.icmp = Some(v),
                 RuleOpt::State(v) => c.state = Some(v),
                 RuleOpt::Limit(l) => c.limit = Some((l, opt.span)),
+                RuleOpt::Quota(q) => c.quota = Some((*q, opt.span)),
                 RuleOpt::Log(s) => c.log = Some((s, opt.span)),
                 RuleOpt::Counter(on) => c.counter = Some(*on),
                 RuleOpt::Label(s) => c.label = Some((s.as_str(), opt.span)),
@@ -139,6 +140,30 @@ impl<'a> Lowerer<'a> {
         if let Some((l, span)) = c.limit {
             self.check_limit(l, span);
         }
+        if let Some((bytes, span)) = c.quota {
+            // One budget: a rule that becomes several nft rules would get one quota each.
+            let problem = if bytes == 0 {
+                Some(("a quota of 0 bytes never matches", "use `block` to drop these packets, or a positive quota"))
+            } else if bytes > u64::from(u32::MAX) << 20 {
+                Some(("a quota is at most 4294967295 mbytes", "give a smaller quota"))
+            } else if bytes > u64::from(u32::MAX) && bytes % 1024 != 0 {
+                Some((
+                    "nft states a quota in 32 bits of its unit",
+                    "write a quota above 4 GiB in kbytes, mbytes or gbytes",
+                ))
+            } else if shapes.len() > 1 {
+                Some((
+                    "this rule compiles to several nft rules (protocols or address families), each with its own quota",
+                    "write one rule per protocol and family (`ipv4 proto tcp ...`) so one quota counts all its bytes",
+                ))
+            } else {
+                None
+            };
+            if let Some((message, help)) = problem {
+                self.diags.push(Diag::error("bad-quota", span, message, "quota here").with_help(help));
+                return;
+            }
+        }
         let reject = match c.reject_with {
             None => None,
             Some((kind, code, span)) => match self.reject_with(r.action.node, kind, code, span, &shapes) {
@@ -165,6 +190,7 @@ impl<'a> Lowerer<'a> {
                 matches,
                 action: r.action.node,
                 limit,
+                quota: c.quota.map(|(q, _)| q),
                 log: log.clone(),
                 counter: c.counter.unwrap_or(true),
                 label: label.clone(),
