@@ -259,6 +259,36 @@ fn truncated_captures_keep_the_packets_before_the_cut() {
 }
 
 #[test]
+fn a_record_longer_than_the_snapshot_length_is_a_damaged_length_not_a_cut() {
+    // ntp.pcap with the 7th record's captured length set past the file's
+    // snapshot length (and past its end): 6 packets, then the 7th's offset.
+    let mut bytes = std::fs::read(data("formats/ntp.pcap")).unwrap();
+    let snaplen = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
+    let mut offset = 24;
+    for _ in 0..6 {
+        let caplen = u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
+        offset += 16 + caplen;
+    }
+    for lie in [snaplen + 1, 0x00ff_ffff, u32::MAX] {
+        bytes[offset + 8..offset + 12].copy_from_slice(&lie.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lie.pcap");
+        std::fs::write(&path, &bytes).unwrap();
+        let s = reader::read_capture(&path, |_| {}).unwrap();
+        assert_eq!(s.packets, 6, "{lie}");
+        let d = s.damage.expect("damage reported");
+        assert_eq!(d.offset, offset as u64, "{d}");
+        assert!(
+            d.reason.contains(&format!("record 7 claims {lie} captured bytes"))
+                && d.reason.contains(&format!("snapshot length {snaplen}"))
+                && d.reason.contains("length field damaged")
+                && !d.reason.contains("truncated"),
+            "{d}"
+        );
+    }
+}
+
+#[test]
 fn corrupted_captures_never_panic() {
     // Seeded byte flips over real captures of both formats.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;

@@ -66,6 +66,9 @@ pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Re
     let file_bytes = file.metadata()?.len();
     let mut summary = ReadSummary { file_bytes, ..Default::default() };
     let handover = read_classic(&mut file, &mut summary, &mut sink);
+    if summary.damage.is_some() {
+        return Ok(summary);
+    }
     read_with_pcap_parser(
         Cursor::new(handover.pending).chain(file),
         handover.offset,
@@ -121,6 +124,7 @@ fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMu
     };
     let header: [u8; PCAP_HEADER] = buf[..PCAP_HEADER].try_into().expect("24 bytes");
     let linktype = u32_at(&header, 20) as i32;
+    let snaplen = u32_at(&header, 16) as usize;
     summary.format = "pcap";
     summary.linktypes = vec![linktype];
     let mut pos = PCAP_HEADER;
@@ -129,6 +133,18 @@ fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMu
     loop {
         while filled - pos >= RECORD_HEADER {
             let caplen = u32_at(&buf, pos + 8) as usize;
+            // A record longer than the file's snapshot length is a lie, not a
+            // cut: say so, where, and read no further.
+            if snaplen > 0 && caplen > snaplen {
+                summary.damage = Some(Damage {
+                    offset: base + pos as u64,
+                    reason: format!(
+                        "record {} claims {caplen} captured bytes, more than the file's snapshot length {snaplen}: length field damaged",
+                        summary.packets + 1
+                    ),
+                });
+                return Handover { pending: Vec::new(), offset: 0 };
+            }
             if caplen > CLASSIC_MAX_RECORD || filled - pos - RECORD_HEADER < caplen {
                 break;
             }
