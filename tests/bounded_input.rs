@@ -83,14 +83,14 @@ fn repeated_includes(dir: &Path, levels: usize) -> std::path::PathBuf {
 fn repeated_includes_stop_at_the_statement_budget() {
     let dir = tempfile::tempdir().unwrap();
     let top = repeated_includes(dir.path(), 10);
-    let out = compile(&top, &[("PHANTOMC_MAX_ELEMENTS", "5000")]);
+    let out = compile(&top, &[("PHANTOMC_MAX_STATEMENTS", "5000")]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("expansion-limit") && err.contains("grows past 5000 statements"), "{err}");
     assert_eq!(err.matches("expansion-limit").count(), 1, "reported once: {err}");
     // Three levels (512 rules) are within the same budget.
     let small = repeated_includes(dir.path(), 3);
-    let out = compile(&small, &[("PHANTOMC_MAX_ELEMENTS", "5000")]);
+    let out = compile(&small, &[("PHANTOMC_MAX_STATEMENTS", "5000")]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 

@@ -21,10 +21,21 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 /// included; `PHANTOMC_MAX_POLICY_BYTES` overrides.
 const MAX_POLICY_BYTES: u64 = 64 << 20;
 /// Statements after expanding includes (repeated includes grow exponentially);
-/// `PHANTOMC_MAX_ELEMENTS` overrides, the same budget as defines' elements.
+/// `PHANTOMC_MAX_STATEMENTS` overrides. Release build, 2 cores: 200,000 rules
+/// compile in 3.5 s and 690 MB (100,000: 1.8 s, 349 MB; 1,000,000: 10.7 s, 2 GB).
+pub const MAX_STATEMENTS: u64 = 200_000;
+
+/// Set and list elements after expanding defines (`ir`);
+/// `PHANTOMC_MAX_ELEMENTS` overrides. A define of 1,000,000 addresses
+/// compiles in 1.7 s (324 MB).
 pub const MAX_ELEMENTS: u64 = 1_000_000;
 
-/// The element budget of one compile (statements here, set and list elements in `ir`).
+/// The statement budget of one compile.
+pub fn max_statements() -> u64 {
+    crate::input::cap_from_env("PHANTOMC_MAX_STATEMENTS", MAX_STATEMENTS)
+}
+
+/// The element budget of one compile (set and list elements in `ir`).
 pub fn max_elements() -> u64 {
     crate::input::cap_from_env("PHANTOMC_MAX_ELEMENTS", MAX_ELEMENTS)
 }
@@ -72,7 +83,7 @@ pub fn load_str(name: &str, path: &Path, text: String) -> Result<Policy, PolicyE
         diags: Vec::new(),
         stack: Vec::new(),
         bytes_left: crate::input::cap_from_env("PHANTOMC_MAX_POLICY_BYTES", MAX_POLICY_BYTES),
-        stmts_left: max_elements(),
+        stmts_left: max_statements(),
     };
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     loader.file(name.to_string(), path.to_path_buf(), canonical, text, None);
@@ -134,7 +145,7 @@ impl Loader {
         };
         if stmts.len() as u64 > self.stmts_left {
             let at = included_at.unwrap_or(Span::new(id, 0, 0));
-            self.diags.push(expansion_limit(at, format!("{} statements", max_elements())));
+            self.diags.push(expansion_limit(at, format!("{} statements", max_statements())));
             return;
         }
         self.stmts_left -= stmts.len() as u64;
