@@ -563,3 +563,27 @@ fn alerts_come_from_the_adaptive_state_directory() {
     let (code, _) = t.svc.get("/api/v1/alerts?last=many");
     assert_eq!(code, 400, "a bad query is refused");
 }
+
+/// Issue 13: one API request could block everything. Blocks of the whole
+/// address space, half of it, the server's own addresses, loopback and the
+/// admin network are refused with 422 and the reason; the kernel's sets stay
+/// as they were, and an ordinary block still works.
+#[test]
+fn blocks_that_would_lock_everyone_out_are_refused_and_change_nothing() {
+    let ApiLab { lab, svc, .. } = api_lab(WEB);
+    let set = |family: &str| stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", &format!("blocklist_{family}")]));
+    let before = (set("v4"), set("v6"));
+    for address in
+        ["0.0.0.0/0", "::/0", "0.0.0.0/1", "198.51.100.1", "2001:db8:1::1", "127.0.0.1", "::1", "10.10.0.0/24"]
+    {
+        let (code, err) = svc.post("/api/v1/block", Some(TOKEN), &format!(r#"{{"address": "{address}"}}"#));
+        assert_eq!(code, 422, "{address}: {err}");
+        let reason = err["error"].as_str().expect("error");
+        assert!(reason.starts_with("refused: ") && reason.len() > "refused: ".len() + 10, "{address}: {reason}");
+    }
+    assert_eq!((set("v4"), set("v6")), before, "nothing changed in the kernel");
+    let (code, done) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "203.0.113.9"}"#);
+    assert_eq!(code, 200, "{done}");
+    let after = set("v4");
+    assert!(after.contains("203.0.113.9") && !after.contains("0.0.0.0"), "{after}");
+}
