@@ -574,3 +574,133 @@ fn learn_summary_json_has_the_documented_fields() {
     assert_eq!(doc["proposal"]["written"], false);
     assert_eq!(doc["proposal"]["diff"].as_str(), Some(String::from_utf8_lossy(&text.stdout).as_ref()));
 }
+
+/// A classic pcap (raw IPv4) in which each of the admin network's 10.10.0.5,
+/// 127.0.0.1, the server's own 198.51.100.1 (all spoofed) and a real scanner
+/// 203.0.113.66 SYNs 300 ports of 198.51.100.1, each answered with a reset.
+fn spoofed_scan_capture(path: &Path) {
+    let server = [198, 51, 100, 1];
+    let scanners: [[u8; 4]; 4] = [[10, 10, 0, 5], [127, 0, 0, 1], server, [203, 0, 113, 66]];
+    let mut cap = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 101] {
+        cap.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut t_us = 1_700_000_000_000_000u64;
+    let mut record = |cap: &mut Vec<u8>, frame: &[u8]| {
+        t_us += 1000;
+        for v in [(t_us / 1_000_000) as u32, (t_us % 1_000_000) as u32, frame.len() as u32, frame.len() as u32] {
+            cap.extend_from_slice(&v.to_le_bytes());
+        }
+        cap.extend_from_slice(frame);
+    };
+    for src in scanners {
+        for port in 1000..1300u16 {
+            let mut syn = Vec::new();
+            etherparse::PacketBuilder::ipv4(src, server, 64)
+                .tcp(40000, port, 1, 1024)
+                .syn()
+                .write(&mut syn, &[])
+                .unwrap();
+            record(&mut cap, &syn);
+            let mut rst = Vec::new();
+            etherparse::PacketBuilder::ipv4(server, src, 64)
+                .tcp(port, 40000, 0, 0)
+                .rst()
+                .ack(2)
+                .write(&mut rst, &[])
+                .unwrap();
+            record(&mut cap, &rst);
+        }
+    }
+    std::fs::write(path, &cap).unwrap();
+}
+
+/// `phantomc learn CAPTURE --policy POLICY --write --host 198.51.100.1`,
+/// in `ns` when given; its stderr.
+fn learn_write(ns: Option<&common::Netns>, capture: &Path, policy: &Path, state_dir: &Path) -> String {
+    let args = [
+        "learn",
+        capture.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--write",
+        "--host",
+        "198.51.100.1",
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+    ];
+    let out = match ns {
+        Some(ns) => ns.phantomc(&args),
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_phantomc")).args(args).output().unwrap(),
+    };
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    err
+}
+
+/// The written policy's lines that are not comments (the server's address
+/// shows in the evidence comments, as the target).
+fn assert_only_the_real_scanner_blocked(text: &str, err: &str) {
+    let code: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    assert!(code.iter().any(|l| l.contains("203.0.113.66")), "the real scanner is blocked:\n{text}\n{err}");
+    for spared in ["10.10.0.5", "127.0.0.1", "198.51.100.1"] {
+        assert!(!code.iter().any(|l| l.contains(spared)), "{spared} is never proposed:\n{text}");
+        assert!(err.contains(&format!("not proposed {spared} ")), "{spared}: the reason is said:\n{err}");
+    }
+}
+
+/// Issue 13: spoofed scan packets from the admin network, loopback and the
+/// server's own address never become proposed blocks; the real scanner
+/// beside them is still blocked. Through `learn --write`.
+#[test]
+fn learn_write_never_blocks_spoofed_protected_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (capture, policy) = (dir.path().join("spoofed.pcap"), dir.path().join("policy.pf"));
+    spoofed_scan_capture(&capture);
+    std::fs::copy(example_policy("webserver.pf"), &policy).unwrap();
+    let err = learn_write(None, &capture, &policy, dir.path());
+    assert_only_the_real_scanner_blocked(&std::fs::read_to_string(&policy).unwrap(), &err);
+}
+
+/// The same under `watch`, in namespaces: the admin's established session
+/// to port 22 (an echo server) survives the reload of the learned policy,
+/// and a new one from the admin network still connects.
+#[test]
+fn under_watch_the_learned_policy_keeps_the_admin_session() {
+    use common::*;
+    let lab = web_lab();
+    let _ssh = echo_server(&lab.srv, 22);
+    let dir = tempfile::tempdir().unwrap();
+    let (capture, policy, health) =
+        (dir.path().join("spoofed.pcap"), dir.path().join("policy.pf"), dir.path().join("health.json"));
+    spoofed_scan_capture(&capture);
+    std::fs::copy(example_policy("webserver.pf"), &policy).unwrap();
+    let mut watcher = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.srv.name, env!("CARGO_BIN_EXE_phantomc"), "watch"])
+        .arg(&policy)
+        .arg("--state-file")
+        .arg(&health)
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["--debounce-ms", "50"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("phantomc watch");
+    let reloads = || phantomc::watch::read_health(&health).map_or(0, |h| h.reloads);
+    eventually("first load", || reloads() == 1);
+    let mut session = Conn::open(&lab.adm, "10.10.0.1", 22);
+    assert!(session.round_trip(b"before"), "the admin session works");
+
+    let err = learn_write(Some(&lab.srv), &capture, &policy, dir.path());
+    assert_only_the_real_scanner_blocked(&std::fs::read_to_string(&policy).unwrap(), &err);
+    eventually("the learned policy loaded", || reloads() == 2);
+    let chain = stdout(&lab.srv.nft(&["list", "table", "inet", "phantomc"]));
+    assert!(chain.contains("203.0.113.66"), "{chain}");
+    assert!(session.round_trip(b"after the reload"), "the admin session survives");
+    assert!(Conn::open(&lab.adm, "10.10.0.1", 22).round_trip(b"new"), "a new admin session connects");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(wait_exit(&mut watcher, std::time::Duration::from_secs(10)).code(), Some(0));
+}
