@@ -12,6 +12,7 @@ mod alerts;
 mod apply;
 mod args;
 mod block;
+mod codes;
 mod compile;
 mod diff;
 mod explain;
@@ -87,6 +88,8 @@ pub enum Command {
     Alerts(alerts::AlertsArgs),
     /// What watch's adaptive mode proposes to make permanent; --accept or --reject one.
     Proposals(proposals::ProposalsArgs),
+    /// Explain a diagnostic code (e.g. `phantomc codes host-bits`), or list them all.
+    Codes(codes::CodesArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -164,6 +167,7 @@ pub fn main() -> ExitCode {
         Command::Config(args) => import::config(&args),
         Command::Alerts(args) => alerts::run(&args),
         Command::Proposals(args) => proposals::run(&args),
+        Command::Codes(args) => codes::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "phantomc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
