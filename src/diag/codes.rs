@@ -229,6 +229,18 @@ catalog! {
     NatPort = "nat-port", Error, "109-nat-port.pf", "phantomc compile testdata/errors/109-nat-port.pf",
         r#"a port translation without a protocol with ports"#,
         r#"`-> ADDRESS port N` rewrites a port, so the rule must match `proto tcp` or `udp`."#;
+    LogLimit = "log-limit", Error, "92-log-limit-twice.pf", "phantomc compile testdata/errors/92-log-limit-twice.pf",
+        r#"a rate-limited rule that also limits its log"#,
+        r#"A rule's `limit` already bounds how often it matches and so what it logs; nft cannot put a second limit on the log of the same rule. Drop the `limit` after `log`."#;
+    BadLogGroup = "bad-log-group", Error, "93-bad-log-group.pf", "phantomc compile testdata/errors/93-bad-log-group.pf",
+        r#"an NFLOG group outside 0-65535"#,
+        r#"`log group N` sends the rule's log to NFLOG group N (for `phantomc log` or ulogd); groups are 16-bit numbers."#;
+    UnknownService = "unknown-service", Error, "94-unknown-service.pf", "phantomc compile testdata/errors/94-unknown-service.pf",
+        r#"a service name phantomc does not know"#,
+        r#"Ports may be written as service names (`ssh`, `https`, `domain`, ...); names outside phantomc's table get a "did you mean", or write the port number."#;
+    BadQuota = "bad-quota", Error, "96-quota-split.pf", "phantomc compile testdata/errors/96-quota-split.pf",
+        r#"a quota that would not be one budget, or out of range"#,
+        r#"A quota counts bytes for one nft rule: a rule that expands to several (protocols or address families) would get one quota each, so write one rule per protocol and family; a quota of 0 never matches, and nft states a quota in 32 bits of its unit."#;
     NeverMatches = "never-matches", Error, "lint-never-matches.pf", "phantomc lint testdata/errors/lint-never-matches.pf",
         r#"a rule no packet can match"#,
         r#"Its clauses contradict each other (an IPv4 rule from `! 0.0.0.0/0`, a port list that excludes every port): decided exactly in header space."#;
