@@ -45,7 +45,9 @@ feed bench {
     max-entries 2000000
     max-shrink 100
 }
+set blocklist dynamic
 block in from <bench>
+block in from <blocklist>
 EOF
 state="$work/state"
 ip netns exec "$ns" "$bin" apply "$work/bench.pf" --state-dir "$state" > /dev/null
@@ -75,6 +77,12 @@ apply_pc=$(time_cmd ip netns exec "$ns" "$bin" apply "$work/bench.pf" --state-di
   ip netns exec "$ns" nft list table inet phantomc
 } > "$work/table.nft"
 apply_nft=$(time_cmd ip netns exec "$ns" nft -f "$work/table.nft")
+# Reads that must not grow with the feed (netlink, no listing of the table).
+ip netns exec "$ns" "$bin" block 192.0.2.7 --timeout 1h --reason bench > /dev/null
+status_pc=$(time_cmd ip netns exec "$ns" "$bin" status "$work/bench.pf")
+dry_pc=$(time_cmd ip netns exec "$ns" "$bin" apply --dry-run "$work/bench.pf" --state-dir "$state")
+hits_pc=$(time_cmd ip netns exec "$ns" "$bin" hits "$work/bench.pf")
+blocked_pc=$(time_cmd ip netns exec "$ns" "$bin" blocked "$work/bench.pf")
 live=$(ip netns exec "$ns" nft -j list set inet phantomc bench_v4 | python3 -c 'import json, sys; print(sum(len(o["set"].get("elem", [])) for o in json.load(sys.stdin)["nftables"] if "set" in o))')
 
 echo
@@ -87,6 +95,11 @@ row "iprange FILE (peer: read, parse, optimize)" "$(ms "$parse_ir")"
 row "phantomc feeds update (fetch, parse, validate, cache, load)" "$(ms "$update")"
 row "  of which the flush+add nft transaction (JSON)" "$load_ms"
 row "nft -f flush+add script of the same set (peer)" "$(ms "$nft_f")"
-row "phantomc apply (reload, feed kept, check, load, verify)" "$(ms "$apply_pc")"
+row "phantomc apply (reload, feed kept, load, verify)" "$(ms "$apply_pc")"
 row "nft -f of the same table replaced by a script (peer)" "$(ms "$apply_nft")"
+row "phantomc status (exact drift check over netlink)" "$(ms "$status_pc")"
+row "phantomc apply --dry-run" "$(ms "$dry_pc")"
+row "phantomc hits (rule counters; the API's /rules read)" "$(ms "$hits_pc")"
+row "phantomc blocked (run-time entries; the API's /threats read)" "$(ms "$blocked_pc")"
 echo "live set after the run: $live elements"
+echo "status said: $(ip netns exec "$ns" "$bin" status "$work/bench.pf" | head -1)"
