@@ -119,19 +119,6 @@ pub enum Values {
 }
 
 impl Values {
-    fn overlaps(&self, other: &Values) -> bool {
-        match (self, other) {
-            (Values::Nets(a), Values::Nets(b)) => {
-                a.iter().any(|x| b.iter().any(|y| x.contains(&y.network()) || y.contains(&x.network())))
-            }
-            (Values::Ports(a), Values::Ports(b)) => {
-                a.iter().any(|&(lo, hi)| b.iter().any(|&(lo2, hi2)| lo <= hi2 && lo2 <= hi))
-            }
-            (Values::Interfaces(a), Values::Interfaces(b)) => a.iter().any(|n| b.contains(n)),
-            _ => true,
-        }
-    }
-
     fn union(parts: &[MergedPart]) -> Values {
         match &parts[0].values {
             Values::Nets(_) => {
@@ -241,35 +228,21 @@ pub fn merged_rules(rs: &Ruleset) -> impl Iterator<Item = (&Chain, &Rule, &Merge
 fn merge_chain(chain: &Chain) -> Vec<Rule> {
     let mut out: Vec<Rule> = Vec::with_capacity(chain.rules.len());
     let mut sets = 0;
-    let mut run: Vec<&Rule> = Vec::new();
-    let mut field: Option<MergeField> = None;
-    let mut flush = |run: &mut Vec<&Rule>, field: Option<MergeField>, out: &mut Vec<Rule>| {
-        match (field, run.len()) {
-            (Some(f), n) if n >= 2 => {
-                sets += 1;
-                out.push(merge(run, f, format!("{SET_PREFIX}{}_{sets}", chain.hook.name())));
-            }
-            _ => out.extend(run.iter().map(|r| (*r).clone())),
+    let mut finish = |run: Run<'_>, out: &mut Vec<Rule>| match (run.field, run.rules.len()) {
+        (Some(f), n) if n >= 2 => {
+            sets += 1;
+            out.push(merge(&run.rules, f, format!("{SET_PREFIX}{}_{sets}", chain.hook.name())));
         }
-        run.clear();
+        _ => out.extend(run.rules.iter().map(|r| (*r).clone())),
     };
+    let mut run = Run::default();
     for rule in &chain.rules {
-        match run.first() {
-            Some(first) => match joins(first, &run, field, rule) {
-                Some(f) => {
-                    field = Some(f);
-                    run.push(rule);
-                }
-                None => {
-                    flush(&mut run, field, &mut out);
-                    field = None;
-                    run.push(rule);
-                }
-            },
-            None => run.push(rule),
+        if !run.join(rule) {
+            finish(std::mem::take(&mut run), &mut out);
+            run.join(rule);
         }
     }
-    flush(&mut run, field, &mut out);
+    finish(run, &mut out);
     out
 }
 
@@ -278,25 +251,101 @@ fn mergeable(r: &Rule) -> bool {
     r.limit.is_none() && r.quota.is_none() && r.log.is_none() && !r.early && r.merged.is_none()
 }
 
-/// The field on which `rule` joins the run starting at `first`, if it can.
-fn joins(first: &Rule, run: &[&Rule], field: Option<MergeField>, rule: &Rule) -> Option<MergeField> {
-    if !mergeable(first) || !mergeable(rule) {
-        return None;
+/// A run of adjacent rules being merged.
+#[derive(Default)]
+struct Run<'a> {
+    rules: Vec<&'a Rule>,
+    /// The field the run differs in, once it has two rules.
+    field: Option<MergeField>,
+    /// The first rule's matches without `field`: what every rule shares.
+    rest: Option<Match>,
+    /// The values the run holds so far.
+    taken: Taken,
+}
+
+impl<'a> Run<'a> {
+    /// Adds `rule` if it extends the run: same tail, everything but one
+    /// field the same, and values disjoint from the run's.
+    fn join(&mut self, rule: &'a Rule) -> bool {
+        let Some(&first) = self.rules.first() else {
+            self.rules.push(rule);
+            return true;
+        };
+        if !mergeable(first) || !mergeable(rule) {
+            return false;
+        }
+        let same_tail = (first.action, first.counter, &first.label, first.reject)
+            == (rule.action, rule.counter, &rule.label, rule.reject);
+        if !same_tail {
+            return false;
+        }
+        let candidates = match self.field {
+            Some(f) => vec![f],
+            None => MergeField::ALL.to_vec(),
+        };
+        for f in candidates {
+            let Some(new) = f.values(&rule.matches) else { continue };
+            let rest = f.cleared(&rule.matches);
+            if self.field.is_none() {
+                let Some(old) = f.values(&first.matches) else { continue };
+                if f.cleared(&first.matches) != rest {
+                    continue;
+                }
+                let mut taken = Taken::default();
+                taken.insert(&old);
+                if taken.overlaps(&new) {
+                    continue;
+                }
+                taken.insert(&new);
+                (self.field, self.rest, self.taken) = (Some(f), Some(rest), taken);
+            } else {
+                if self.rest.as_ref() != Some(&rest) || self.taken.overlaps(&new) {
+                    continue;
+                }
+                self.taken.insert(&new);
+            }
+            self.rules.push(rule);
+            return true;
+        }
+        false
     }
-    let same_tail = (first.action, first.counter, &first.label, first.reject)
-        == (rule.action, rule.counter, &rule.label, rule.reject);
-    if !same_tail {
-        return None;
+}
+
+/// Values already in a run: disjoint inclusive intervals (networks as
+/// address ranges, port ranges) by start, and interface names. Checking a
+/// new rule costs a lookup, not a pass over the run.
+#[derive(Default)]
+struct Taken {
+    intervals: std::collections::BTreeMap<u128, u128>,
+    names: std::collections::HashSet<String>,
+}
+
+impl Taken {
+    fn intervals(v: &Values) -> Vec<(u128, u128)> {
+        let span = |n: &IpNet| match n {
+            IpNet::V4(n) => (u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
+            IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+        };
+        match v {
+            Values::Nets(nets) => nets.iter().map(span).collect(),
+            Values::Ports(ranges) => ranges.iter().map(|&(lo, hi)| (u128::from(lo), u128::from(hi))).collect(),
+            Values::Interfaces(_) => Vec::new(),
+        }
     }
-    let candidates: Vec<MergeField> = match field {
-        Some(f) => vec![f],
-        None => MergeField::ALL.to_vec(),
-    };
-    candidates.into_iter().find(|&f| {
-        let Some(new) = f.values(&rule.matches) else { return false };
-        f.cleared(&first.matches) == f.cleared(&rule.matches)
-            && run.iter().all(|r| f.values(&r.matches).is_some_and(|old| !old.overlaps(&new)))
-    })
+
+    fn overlaps(&self, v: &Values) -> bool {
+        let hit = |(start, end): (u128, u128)| {
+            // The interval starting last at or before `end` is the only one
+            // that can reach back to `start` (they are disjoint).
+            self.intervals.range(..=end).next_back().is_some_and(|(_, &e)| e >= start)
+        };
+        Taken::intervals(v).into_iter().any(hit) || v.interfaces().iter().any(|n| self.names.contains(n))
+    }
+
+    fn insert(&mut self, v: &Values) {
+        self.intervals.extend(Taken::intervals(v));
+        self.names.extend(v.interfaces().iter().cloned());
+    }
 }
 
 fn merge(run: &[&Rule], field: MergeField, set: String) -> Rule {
