@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Benchmark: what a ruleset costs the packets that cross it. Each ruleset
+# sits in its own server namespace, linked by a veth pair to its own client
+# namespace; rounds go through the rulesets in turn (interleaved), and each
+# measurement is the median over the rounds, printed as a ratio to the pair
+# with no ruleset:
+#   new conn/s  SYNs to a port nothing listens on (hping3 --flood, a new
+#               source port each packet, so every one is a new conntrack
+#               entry that walks the input chain), counted as the server's
+#               IpInDelivers over SECS seconds;
+#   bulk TCP    iperf3 -c for SECS seconds (established: the first rules);
+#   ping        average round trip of 10 pings (0.2 s apart).
+# Rulesets: none; policies/webserver.pf; the same plus a feed of FEED lines;
+# a hand-written nft chain of RULES `ip saddr X drop` rules; RULES addresses
+# in one nft set; the webserver policy with RULES `block in from X` lines,
+# as phantomc emits it by default (optimized) and with --no-optimize.
+# Usage: benches/packet_path.sh [RULES=10000] [FEED=1000000] [ROUNDS=3] [SECS=3]
+# (root; needs nft, ip, hping3, iperf3, nstat, ping)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rules=${1:-10000}
+feed_lines=${2:-1000000}
+rounds=${3:-3}
+secs=${4:-3}
+. benches/lib.sh
+bench_setup
+
+names=(none webserver webserver+feed nft-chain nft-set phantomc-optimized phantomc-unoptimized)
+pairs=()
+cleanup() {
+  for f in "$work"/iperf-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for p in "${pairs[@]}"; do ip netns del "$p-s" 2>/dev/null || true; ip netns del "$p-c" 2>/dev/null || true; done
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Addresses the blocking rules hold: none of them is the client's.
+awk -v n="$rules" 'BEGIN { for (i = 0; i < n; i++) printf "172.%d.%d.%d\n", 16 + int(i / 65536) % 16, int(i / 256) % 256, i % 256 }' > "$work/addrs"
+
+# The webserver policy with LINES inserted after its blocklist rule (line 19),
+# so new connections meet them before the rule that accepts them.
+web_with() { sed "19r $1" policies/webserver.pf > "$2"; }
+
+# A feed like feeds_bench.sh's: mostly hosts, some /24, /22 and /16 networks.
+awk -v n="$feed_lines" 'BEGIN {
+  srand(42)
+  for (i = 0; i < n; i++) {
+    a = 1 + int(rand() * 222); b = int(rand() * 256); c = int(rand() * 256); d = int(rand() * 256)
+    if (a == 198 || a == 10 || a == 127) a = 11
+    k = rand()
+    if (k < 0.90) printf "%d.%d.%d.%d\n", a, b, c, d
+    else if (k < 0.97) printf "%d.%d.%d.0/24\n", a, b, c
+    else if (k < 0.99) printf "%d.%d.%d.0/22\n", a, b, c - c % 4
+    else printf "%d.%d.0.0/16\n", a, b
+  }
+}' > "$work/feed.txt"
+printf 'block in from <bench>\n' > "$work/feed.lines"
+web_with "$work/feed.lines" "$work/feed.pf"
+printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n' >> "$work/feed.pf"
+sed 's/^/block in from /' "$work/addrs" > "$work/block.lines"
+web_with "$work/block.lines" "$work/blocks.pf"
+
+nft_head() {
+  printf 'table inet hand\ndelete table inet hand\ntable inet hand {\n'
+}
+nft_chain() { # the rules of $1 between the usual first rules and the accepts
+  printf '\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n'
+  printf '\t\tiifname "lo" accept\n\t\tct state invalid drop\n\t\tct state established,related accept\n'
+  cat "$1"
+  printf '\t\ttcp dport { 80, 443 } ct state new accept\n\t\ticmp type echo-request accept\n\t}\n}\n'
+}
+{ nft_head; sed 's/^/\t\tip saddr /; s/$/ drop/' "$work/addrs" > "$work/chain.rules"; nft_chain "$work/chain.rules"; } > "$work/chain.nft"
+{
+  nft_head
+  printf '\tset hand {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { '
+  paste -sd, "$work/addrs"
+  printf ' }\n\t}\n'
+  echo '		ip saddr @hand drop' > "$work/set.rules"
+  nft_chain "$work/set.rules"
+} > "$work/set.nft"
+"$bin" compile --no-optimize "$work/blocks.pf" > "$work/unoptimized.nft"
+
+i=0
+for name in "${names[@]}"; do
+  p="pp$$-$i"
+  pairs+=("$p")
+  ip netns add "$p-s"
+  ip netns add "$p-c"
+  ip link add s0 netns "$p-s" type veth peer name c0 netns "$p-c"
+  ip -n "$p-s" addr add 198.51.100.1/24 dev s0
+  ip -n "$p-c" addr add 198.51.100.2/24 dev c0
+  for n in "$p-s" "$p-c"; do ip -n "$n" link set lo up; done
+  ip -n "$p-s" link set s0 up
+  ip -n "$p-c" link set c0 up
+  # A SYN flood fills conntrack with entries that never get an answer: let them go at once.
+  ip netns exec "$p-s" sh -c 'for t in syn_recv syn_sent close; do echo 1 > /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_$t 2>/dev/null || true; done' || true
+  s=(ip netns exec "$p-s")
+  case "$name" in
+    none) ;;
+    webserver) "${s[@]}" "$bin" apply policies/webserver.pf > /dev/null ;;
+    webserver+feed)
+      "${s[@]}" "$bin" apply "$work/feed.pf" --state-dir "$work/state-$i" > /dev/null 2>&1 || true
+      feed_said=$("${s[@]}" "$bin" feeds update "$work/feed.pf" --state-dir "$work/state-$i" 2>&1)
+      ;;
+    nft-chain) "${s[@]}" nft -f "$work/chain.nft" ;;
+    nft-set) "${s[@]}" nft -f "$work/set.nft" ;;
+    phantomc-optimized) "${s[@]}" "$bin" apply "$work/blocks.pf" > /dev/null ;;
+    phantomc-unoptimized) "${s[@]}" nft -f "$work/unoptimized.nft" ;;
+  esac
+  "${s[@]}" iperf3 -s -p 80 -D --logfile /dev/null -I "$work/iperf-$i.pid"
+  i=$((i + 1))
+done
+delivered() { ip netns exec "$1-s" nstat -asz IpInDelivers | awk '/IpInDelivers/ { print $2 }'; }
+
+for round in $(seq "$rounds"); do
+  for i in "${!names[@]}"; do
+    p=${pairs[$i]}
+    before=$(delivered "$p")
+    timeout "$secs" ip netns exec "$p-c" hping3 -q -S -p 443 --flood 198.51.100.1 > /dev/null 2>&1 || true
+    after=$(delivered "$p")
+    echo "$i conn $(( (after - before) / secs ))" >> "$work/results"
+    bps=$(ip netns exec "$p-c" iperf3 -c 198.51.100.1 -p 80 -t "$secs" -J | python3 -c 'import json, sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]))')
+    echo "$i bulk $bps" >> "$work/results"
+    rtt=$(ip netns exec "$p-c" ping -q -c 10 -i 0.2 198.51.100.1 | awk -F/ '/^rtt/ { print $5 * 1000 }')
+    echo "$i ping ${rtt:-0}" >> "$work/results"
+  done
+done
+
+med() { awk -v i="$1" -v k="$2" '$1 == i && $2 == k { print $3 }' "$work/results" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+base_conn=$(med 0 conn); base_bulk=$(med 0 bulk); base_ping=$(med 0 ping)
+
+echo
+echo "packet path: $rules rules/addresses; median of $rounds interleaved rounds, $secs s each"
+echo "feed: $feed_lines lines; feeds update said: $(echo "$feed_said" | tail -1)"
+nft_rules() { grep -cP '^\t\t(?!elements)[a-z].* comment "' "$@"; }
+echo "nft rules: webserver $(nft_rules <("$bin" compile policies/webserver.pf)); with $rules block lines: optimized $(nft_rules <("$bin" compile "$work/blocks.pf")), unoptimized $(nft_rules "$work/unoptimized.nft")"
+printf '| %-36s | %12s | %7s | %11s | %7s | %9s | %7s |\n' "ruleset" "new conn/s" "ratio" "bulk Mbit/s" "ratio" "ping us" "ratio"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------" "--------------" "---------" "-------------" "---------" "-----------" "---------"
+for i in "${!names[@]}"; do
+  c=$(med "$i" conn); b=$(med "$i" bulk); l=$(med "$i" ping)
+  printf '| %-36s | %12s | %7s | %11s | %7s | %9s | %7s |\n' "${names[$i]}" "$c" "$(ratio "$c" "$base_conn")" \
+    "$(awk -v b="$b" 'BEGIN { printf "%.0f", b / 1e6 }')" "$(ratio "$b" "$base_bulk")" "$l" "$(ratio "$base_ping" "$l")"
+done
+echo "ping ratio: no-ruleset round trip / this one (higher is better, like the others)"
