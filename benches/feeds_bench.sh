@@ -44,6 +44,7 @@ feed bench {
     source "feed.txt"
     max-entries 2000000
     max-shrink 100
+    max-coverage "/1"
 }
 set blocklist dynamic
 block in from <bench>
