@@ -47,6 +47,9 @@ feed bench {
     max-coverage "/1"
 }
 set blocklist dynamic
+# The lockout guard refuses a policy that cuts loopback and SSH.
+pass in on lo
+pass in proto tcp to port 22
 block in from <bench>
 block in from <blocklist>
 EOF
