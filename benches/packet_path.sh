@@ -10,7 +10,8 @@
 #               IpInDelivers over SECS seconds;
 #   bulk TCP    iperf3 -c for SECS seconds (established: the first rules);
 #   ping        average round trip of 10 pings (0.2 s apart).
-# Rulesets: none; policies/webserver.pf; the same plus a feed of FEED lines;
+# Rulesets: none; policies/webserver.pf; the same compiled without its
+# counters (what counting every rule costs); the same plus a feed of FEED lines;
 # a hand-written nft chain of RULES `ip saddr X drop` rules; RULES addresses
 # in one nft set; the webserver policy with RULES `block in from X` lines,
 # as phantomc emits it by default (optimized) and with --no-optimize.
@@ -25,7 +26,7 @@ secs=${4:-3}
 . benches/lib.sh
 bench_setup
 
-names=(none webserver webserver+feed nft-chain nft-set phantomc-optimized phantomc-unoptimized)
+names=(none webserver webserver-nocounter webserver+feed nft-chain nft-set phantomc-optimized phantomc-unoptimized)
 pairs=()
 cleanup() {
   for f in "$work"/iperf-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
@@ -80,6 +81,8 @@ nft_chain() { # the rules of $1 between the usual first rules and the accepts
   nft_chain "$work/set.rules"
 } > "$work/set.nft"
 "$bin" compile --no-optimize "$work/blocks.pf" > "$work/unoptimized.nft"
+# phantomc counts every rule by default; this copy of webserver.pf counts nothing.
+"$bin" compile policies/webserver.pf | sed -E 's/\bcounter (packets [0-9]+ bytes [0-9]+ )?//' > "$work/nocounter.nft"
 
 i=0
 for name in "${names[@]}"; do
@@ -99,6 +102,7 @@ for name in "${names[@]}"; do
   case "$name" in
     none) ;;
     webserver) "${s[@]}" "$bin" apply policies/webserver.pf > /dev/null ;;
+    webserver-nocounter) "${s[@]}" nft -f "$work/nocounter.nft" ;;
     webserver+feed)
       "${s[@]}" "$bin" apply "$work/feed.pf" --state-dir "$work/state-$i" > /dev/null 2>&1 || true
       feed_said=$("${s[@]}" "$bin" feeds update "$work/feed.pf" --state-dir "$work/state-$i" 2>&1)
