@@ -19,3 +19,22 @@ time_cmd() { # runs "$@" $runs times (output discarded), prints the median in ns
     t0=$(now); "$@" > /dev/null 2>&1; t1=$(now); echo $((t1 - t0))
   done | median
 }
+
+bench_feed() { # N [FIRST-OCTETS...]: a FireHOL-like feed of N lines on stdout: mostly
+  # single hosts, some /24../16 networks (which overlap hosts), a comment. Networks
+  # whose first octet is listed move to 11.x (keeps a bench's own addresses out).
+  awk -v n="$1" -v avoid="${*:2}" 'BEGIN {
+    srand(42)
+    split(avoid, skip, " "); for (j in skip) skipped[skip[j]] = 1
+    print "# generated feed for the benches"
+    for (i = 0; i < n; i++) {
+      a = 1 + int(rand() * 222); b = int(rand() * 256); c = int(rand() * 256); d = int(rand() * 256)
+      if (a in skipped) a = 11
+      k = rand()
+      if (k < 0.90) printf "%d.%d.%d.%d\n", a, b, c, d
+      else if (k < 0.97) printf "%d.%d.%d.0/24\n", a, b, c
+      else if (k < 0.99) printf "%d.%d.%d.0/22\n", a, b, c - c % 4
+      else printf "%d.%d.0.0/16\n", a, b
+    }
+  }'
+}

@@ -43,19 +43,8 @@ awk -v n="$rules" 'BEGIN { for (i = 0; i < n; i++) printf "172.%d.%d.%d\n", 16 +
 # so new connections meet them before the rule that accepts them.
 web_with() { sed "19r $1" policies/webserver.pf > "$2"; }
 
-# A feed like feeds_bench.sh's: mostly hosts, some /24, /22 and /16 networks.
-awk -v n="$feed_lines" 'BEGIN {
-  srand(42)
-  for (i = 0; i < n; i++) {
-    a = 1 + int(rand() * 222); b = int(rand() * 256); c = int(rand() * 256); d = int(rand() * 256)
-    if (a == 198 || a == 10 || a == 127) a = 11
-    k = rand()
-    if (k < 0.90) printf "%d.%d.%d.%d\n", a, b, c, d
-    else if (k < 0.97) printf "%d.%d.%d.0/24\n", a, b, c
-    else if (k < 0.99) printf "%d.%d.%d.0/22\n", a, b, c - c % 4
-    else printf "%d.%d.0.0/16\n", a, b
-  }
-}' > "$work/feed.txt"
+# The feed of feeds_bench.sh, without the client (198.x), 10.x and loopback.
+bench_feed "$feed_lines" 198 10 127 > "$work/feed.txt"
 printf 'block in from <bench>\n' > "$work/feed.lines"
 web_with "$work/feed.lines" "$work/feed.pf"
 printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n' >> "$work/feed.pf"
