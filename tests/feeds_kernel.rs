@@ -44,17 +44,31 @@ fn established_packets(ns: &Netns) -> u64 {
         .expect("a counter rule")
 }
 
+/// A tempdir holding POLICY, the path of its local feed list and a state dir.
+struct FeedFiles {
+    _dir: tempfile::TempDir,
+    policy: String,
+    list: std::path::PathBuf,
+    state: String,
+}
+
+impl FeedFiles {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |name: &str| dir.path().join(name).to_str().expect("path").to_string();
+        let (policy, state) = (path("feeds.pf"), path("state"));
+        std::fs::write(&policy, POLICY).expect("policy");
+        FeedFiles { list: dir.path().join("bad.txt"), policy, state, _dir: dir }
+    }
+}
+
 #[test]
 fn feed_update_swaps_the_set_in_place() {
     let lab = web_lab();
     let _web = Servers::start(&lab.srv, &[80], &[]);
     let _echo = echo_server(&lab.srv, 9000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = dir.path().join("feeds.pf");
-    std::fs::write(&policy, POLICY).expect("policy");
-    let list = dir.path().join("bad.txt");
-    let state = dir.path().join("state");
-    let (policy, state) = (policy.to_str().expect("path"), state.to_str().expect("path"));
+    let files = FeedFiles::new();
+    let (policy, list, state) = (files.policy.as_str(), &files.list, files.state.as_str());
 
     // The admin LAN is inside a listed /16, but allow-always protects it.
     std::fs::write(&list, "# bad hosts\n198.51.100.2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
@@ -143,12 +157,8 @@ fn feed_update_swaps_the_set_in_place() {
 fn a_feed_poisoned_with_two_halves_is_refused() {
     let lab = web_lab();
     let _web = Servers::start(&lab.srv, &[80], &[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = dir.path().join("feeds.pf");
-    std::fs::write(&policy, POLICY).expect("policy");
-    let list = dir.path().join("bad.txt");
-    let state = dir.path().join("state");
-    let (policy, state) = (policy.to_str().expect("path"), state.to_str().expect("path"));
+    let files = FeedFiles::new();
+    let (policy, list, state) = (files.policy.as_str(), &files.list, files.state.as_str());
 
     std::fs::write(&list, "203.0.113.0/24\n").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
