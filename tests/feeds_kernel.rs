@@ -71,7 +71,7 @@ fn feed_update_swaps_the_set_in_place() {
     let (policy, list, state) = (files.policy.as_str(), &files.list, files.state.as_str());
 
     // The admin LAN is inside a listed /16, but allow-always protects it.
-    std::fs::write(&list, "# bad hosts\n198.51.100.2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
+    std::fs::write(list, "# bad hosts\n198.51.100.2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(
@@ -103,7 +103,7 @@ fn feed_update_swaps_the_set_in_place() {
     assert!(counted > 0);
 
     // The new list drops the old source and adds a new one.
-    std::fs::write(&list, "2001:db8:1::2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
+    std::fs::write(list, "2001:db8:1::2\n10.10.0.0/16\n203.0.113.0/24\n").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "bad", "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(
@@ -124,7 +124,7 @@ fn feed_update_swaps_the_set_in_place() {
     assert_eq!(stdout(&out), "bad: not due (refresh 3600s)\n", "{}", stderr(&out));
 
     // A bad list (empty) is refused and the set keeps the last good copy.
-    std::fs::write(&list, "").expect("list");
+    std::fs::write(list, "").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
     assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
     assert!(
@@ -160,7 +160,7 @@ fn a_feed_poisoned_with_two_halves_is_refused() {
     let files = FeedFiles::new();
     let (policy, list, state) = (files.policy.as_str(), &files.list, files.state.as_str());
 
-    std::fs::write(&list, "203.0.113.0/24\n").expect("list");
+    std::fs::write(list, "203.0.113.0/24\n").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
@@ -168,7 +168,7 @@ fn a_feed_poisoned_with_two_halves_is_refused() {
     let before = set_elements(&lab.srv, "bad_v4");
     assert!(before.contains("203.0.113.0/24"), "{before}");
 
-    std::fs::write(&list, "0.0.0.0/1\n128.0.0.0/1\n").expect("list");
+    std::fs::write(list, "0.0.0.0/1\n128.0.0.0/1\n").expect("list");
     let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
     assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
     assert!(
