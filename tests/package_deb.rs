@@ -1,9 +1,10 @@
-//! The Debian package: `dist/build-deb.sh` builds it (here around the test's
-//! own binary, so the normal test run needs no release build), `dpkg` installs
-//! it into a throwaway root, and the installed files work: the binary runs,
-//! `man -w` finds a page for every command, the completions load, the unit
-//! verifies, the starter policy keeps SSH open, and the policy is a conffile
-//! that an upgrade keeps and a purge removes.
+//! The Debian packages: `dist/build-deb.sh` builds them (here around the
+//! test's own binary, so the normal test run needs no release build), `dpkg`
+//! installs them into a throwaway root, and the installed files work: the
+//! binary runs and carries no debug info, its debug info is in the -dbgsym
+//! package under its build id, `man -w` finds a page for every command, the
+//! completions load, the unit verifies, the starter policy keeps SSH open,
+//! and the policy is a conffile that an upgrade keeps and a purge removes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,7 +24,8 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn build_deb(out_dir: &Path) -> PathBuf {
+/// The package and its -dbgsym package.
+fn build_debs(out_dir: &Path) -> (PathBuf, PathBuf) {
     let out = run(Command::new("bash")
         .args([
             "dist/build-deb.sh",
@@ -35,7 +37,21 @@ fn build_deb(out_dir: &Path) -> PathBuf {
             "none",
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR")));
-    PathBuf::from(text(&out).trim())
+    let printed = text(&out);
+    let paths: Vec<PathBuf> = printed.lines().map(PathBuf::from).collect();
+    assert_eq!(paths.len(), 2, "the test binary has debug info: a .deb and a -dbgsym .deb:\n{printed}");
+    (paths[0].clone(), paths[1].clone())
+}
+
+/// The names of an ELF file's sections.
+fn sections(file: &Path) -> Vec<String> {
+    let out = text(&run(Command::new("readelf").args(["-S", "--wide"]).arg(file)));
+    out.lines().filter_map(|l| Some(l.split_once(']')?.1.split_whitespace().next()?.to_string())).collect()
+}
+
+/// `file:line` of a function address, from the debug info in `file`.
+fn source_line(file: &Path, address: &str) -> String {
+    text(&run(Command::new("addr2line").arg("-e").arg(file).arg(address))).trim().to_string()
 }
 
 /// An empty dpkg database under `root`, as `dpkg --root` expects it.
@@ -75,7 +91,7 @@ fn subcommands(phantomc: &Path) -> Vec<String> {
 #[test]
 fn the_deb_installs_into_a_throwaway_root_and_everything_in_it_works() {
     let work = tempfile::tempdir().unwrap();
-    let deb = build_deb(work.path());
+    let (deb, dbgsym) = build_debs(work.path());
     let fields = text(&run(Command::new("dpkg-deb").args(["--field"]).arg(&deb)));
     for field in ["Package: phantomc", "Depends: nftables", "Version: 0.1.0"] {
         assert!(fields.contains(field), "control lacks {field}:\n{fields}");
@@ -91,6 +107,34 @@ fn the_deb_installs_into_a_throwaway_root_and_everything_in_it_works() {
     // The binary.
     let phantomc = r.join("usr/bin/phantomc");
     assert_eq!(text(&run(Command::new(&phantomc).arg("--version"))).trim(), "phantomc 0.1.0");
+
+    // No debug info in the package; it is in the -dbgsym package, named by
+    // the binary's build id, and it still maps the binary's code to its source.
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_phantomc"));
+    assert!(sections(&built).contains(&".debug_line".to_string()), "the test binary has line tables");
+    let installed = sections(&phantomc);
+    assert!(!installed.iter().any(|s| s.starts_with(".debug_") && s != ".debug_gdb_scripts"), "{installed:?}");
+    assert!(installed.contains(&".symtab".to_string()) && installed.contains(&".gnu_debuglink".to_string()));
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&phantomc) < size(&built), "{} vs {} bytes", size(&phantomc), size(&built));
+    let fields = text(&run(Command::new("dpkg-deb").args(["--field"]).arg(&dbgsym)));
+    for field in ["Package: phantomc-dbgsym", "Depends: phantomc (= 0.1.0)", "Section: debug"] {
+        assert!(fields.contains(field), "dbgsym control lacks {field}:\n{fields}");
+    }
+    dpkg(r, &["-i", dbgsym.to_str().unwrap()]);
+    let notes = text(&run(Command::new("readelf").arg("-n").arg(&phantomc)));
+    let build_id = notes.lines().find_map(|l| l.trim().strip_prefix("Build ID: ")).expect("a build id").to_string();
+    let debug_file = r.join(format!("usr/lib/debug/.build-id/{}/{}.debug", &build_id[..2], &build_id[2..]));
+    assert!(sections(&debug_file).contains(&".debug_line".to_string()), "{}", debug_file.display());
+    let symbols = text(&run(Command::new("nm").arg("--demangle").arg(&phantomc)));
+    let main = symbols
+        .lines()
+        .find_map(|l| l.strip_suffix(" t phantomc::main").or_else(|| l.strip_suffix(" T phantomc::main")))
+        .expect("phantomc::main in the symbol table");
+    let address = format!("0x{main}");
+    assert!(source_line(&phantomc, &address).starts_with("??"), "no line tables left in the package's binary");
+    let line = source_line(&debug_file, &address);
+    assert!(line.contains("src/main.rs:"), "the debug file maps main to its source: {line}");
 
     // A man page for phantomc and every subcommand, found by man-db in the installed tree.
     let man_dir = r.join("usr/share/man");
@@ -144,6 +188,7 @@ fn the_deb_installs_into_a_throwaway_root_and_everything_in_it_works() {
     std::fs::write(&policy, "# edited by the admin\npolicy input pass\n").unwrap();
     dpkg(r, &["--force-confold", "-i", deb.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&policy).unwrap(), "# edited by the admin\npolicy input pass\n");
-    dpkg(r, &["--purge", "phantomc"]);
+    dpkg(r, &["--purge", "phantomc-dbgsym", "phantomc"]);
     assert!(!phantomc.exists() && !policy.exists() && !r.join("var/lib/phantomc").exists());
+    assert!(!debug_file.exists());
 }

@@ -146,7 +146,7 @@ fn threats_show_feed_sizes_and_blocked_entries() {
     // Feed sizes come from this record, not from listing the live set (a
     // minute of kernel time for 800k entries).
     let meta = format!(
-        r#"{{"source": "file:///var/lib/phantomc/drop.txt", "fetched_at": {fetched}, "v4": 2, "v6": 0, "status": "ok"}}"#
+        r#"{{"source": "file:///var/lib/phantomc/drop.txt", "fetched_at": {fetched}, "v4": 2, "v6": 0, "status": "ok", "failures_total": 3}}"#
     );
     std::fs::write(state.path().join("feeds/spamhaus.meta.json"), meta).expect("feed meta");
     let out = lab.srv.nft(&["add", "element", "inet", "phantomc", "spamhaus_v4", "{ 192.0.2.0/24, 203.0.113.50 }"]);
@@ -187,6 +187,12 @@ fn threats_show_feed_sizes_and_blocked_entries() {
     let age = m.value(r#"phantomc_feed_age_seconds{feed="spamhaus"}"#);
     assert!((300.0..=310.0).contains(&age), "{age}");
     assert_eq!(m.value(r#"phantomc_feed_refresh_failed{feed="spamhaus"}"#), 0.0);
+    assert_eq!(
+        m.value(r#"phantomc_feed_refresh_failures_total{feed="spamhaus"}"#),
+        3.0,
+        "once per feed, not per family"
+    );
+    assert!(m.0.contains("# TYPE phantomc_feed_refresh_failures counter"), "{}", m.0);
     assert_eq!(m.value(r#"phantomc_set_entries{set="blocklist",nft_set="blocklist_v6"}"#), 1.0);
     assert_eq!(m.value(r#"phantomc_set_entries{set="blocklist",nft_set="blocklist_v4"}"#), 0.0);
 
@@ -554,12 +560,21 @@ fn alerts_come_from_the_adaptive_state_directory() {
         line("203.0.113.3", "protected")
     );
     std::fs::write(dir.join("alerts.jsonl"), text).expect("alerts");
-    std::fs::write(dir.join("status.json"), r#"{"mode":"observe","set":"attackers","findings":3}"#).expect("status");
+    let status = r#"{"mode":"observe","set":"attackers","findings":3,"proposals":2,
+        "findings_by_detector":{"vertical-scan":{"observed":1,"blocked":1,"protected":1}}}"#;
+    std::fs::write(dir.join("status.json"), status).expect("status");
     let v = t.svc.get_json("/api/v1/alerts?last=2");
     let sources: Vec<&str> =
         v["alerts"].as_array().expect("alerts").iter().filter_map(|a| a["source"].as_str()).collect();
     assert_eq!(sources, ["203.0.113.2", "203.0.113.3"], "the latest two, oldest first: {v}");
     assert_eq!((v["damaged_lines"].as_u64(), v["adaptive"]["mode"].as_str()), (Some(1), Some("observe")), "{v}");
+    // The watcher's counts by detector and action, as Prometheus counters.
+    let m = scrape(&t.svc);
+    for (action, n) in [("observed", 1.0), ("blocked", 1.0), ("protected", 1.0)] {
+        let sample = format!(r#"phantomc_adaptive_findings_total{{detector="vertical-scan",action="{action}"}}"#);
+        assert_eq!(m.value(&sample), n);
+    }
+    assert_eq!(m.value("phantomc_adaptive_proposals"), 2.0);
     let (code, _) = t.svc.get("/api/v1/alerts?last=many");
     assert_eq!(code, 400, "a bad query is refused");
 }

@@ -225,6 +225,16 @@ fn adaptive_watch_blocks_attackers_spares_benign_expires_and_remembers() {
         lab.status()["baseline_connections"].as_u64() > Some(0)
     });
     let learned = lab.status()["baseline_connections"].as_u64().unwrap_or(0);
+    // The status (and /metrics' phantomc_adaptive_findings_total) counts the alerts by detector and action.
+    let mut by_detector = serde_json::Map::new();
+    for a in lab.alerts() {
+        let (detector, action) = (a["detector"].as_str().expect("detector"), a["action"].as_str().expect("action"));
+        let actions = by_detector.entry(detector).or_insert_with(|| serde_json::json!({}));
+        actions[action] = serde_json::json!(actions[action].as_u64().unwrap_or(0) + 1);
+    }
+    assert!(by_detector["brute-force"]["blocked"].as_u64() >= Some(1), "{by_detector:?}");
+    let by_detector = serde_json::Value::Object(by_detector);
+    eventually("the status counts the alerts by detector", || lab.status()["findings_by_detector"] == by_detector);
     stop(watch);
     let saved: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(lab.path("state/adaptive/baseline.json")).expect("baseline saved"),

@@ -41,6 +41,10 @@ pub struct Meta {
     /// Failed attempts since the last good one.
     #[serde(default)]
     pub failures: u32,
+    /// Failed or refused attempts ever: a counter for `/metrics` that a
+    /// good copy does not reset.
+    #[serde(default)]
+    pub failures_total: u64,
     /// Unix seconds of the next scheduled attempt (0: unknown).
     #[serde(default)]
     pub next_at: u64,

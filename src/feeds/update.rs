@@ -119,7 +119,9 @@ pub fn refresh_with(
         Outcome::Kept { reason } => Some(reason.clone()),
         _ => None,
     };
-    base.failures = if matches!(outcome, Outcome::Kept { .. }) { base.failures + 1 } else { 0 };
+    let failed = matches!(outcome, Outcome::Kept { .. });
+    base.failures = if failed { base.failures + 1 } else { 0 };
+    base.failures_total += u64::from(failed);
     base.next_at = next_attempt(cfg, &base);
     cache.store_meta(&cfg.name, &base)?;
     Ok(Report { outcome, meta: base, warnings })
@@ -385,6 +387,10 @@ mod tests {
                 "{poison:?}"
             );
         }
+        // The failure counter of /metrics: three refusals, and a good copy does not reset it.
+        std::fs::write(&file, "192.0.2.0/24\n198.51.100.0/24\n").unwrap();
+        let report = refresh(&c, &cache, 3_000).unwrap();
+        assert_eq!((report.outcome, report.meta.failures, report.meta.failures_total), (Outcome::Updated, 0, 3));
     }
 
     #[test]

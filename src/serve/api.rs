@@ -214,11 +214,7 @@ pub async fn alerts(State(state): State<Arc<ApiState>>, Query(q): Query<AlertsQu
         let (alerts, damaged) = crate::watch::adaptive::alerts::read(dir, last)
             .map_err(|e| ApiError::internal(format!("cannot read alerts in {}: {e}", dir.display())))?;
         // The watcher in this process knows its state; otherwise its file.
-        let in_process = s.health.read().unwrap_or_else(std::sync::PoisonError::into_inner).adaptive.clone();
-        let adaptive = in_process.or_else(|| {
-            let text = std::fs::read_to_string(dir.join(crate::watch::adaptive::STATUS_FILE)).ok()?;
-            serde_json::from_str::<crate::watch::adaptive::Status>(&text).ok()
-        });
+        let adaptive = s.adaptive_status();
         Ok(json!({ "alerts": alerts, "damaged_lines": damaged, "adaptive": adaptive }))
     })
     .await

@@ -50,6 +50,7 @@ pub fn render(state: &ApiState) -> Result<String, ApiError> {
         let now = unix_now();
         set_metrics(&mut registry, &threats::threats(&compiled.ruleset, &live, state.feed_cache.as_deref(), now));
     }
+    adaptive_metrics(&mut registry, state.adaptive_status().as_ref());
     let proposals = state.proposals.as_deref().and_then(|p| std::fs::read_to_string(p).ok());
     let findings = Gauges::default();
     for (detector, n) in findings_by_detector(proposals.as_deref().unwrap_or("")) {
@@ -98,6 +99,28 @@ fn ruleset_metrics(registry: &mut Registry, status: &Value) {
     );
 }
 
+/// What adaptive mode found, by detector and by what it did about it
+/// (counted since the watcher started: a restart resets them, as Prometheus
+/// expects of a counter), and the proposals waiting for a review.
+fn adaptive_metrics(registry: &mut Registry, status: Option<&crate::watch::adaptive::Status>) {
+    let findings = Counters::default();
+    let pending = Gauge::<i64>::default();
+    if let Some(s) = status {
+        for (detector, by_action) in &s.findings_by_detector {
+            for (action, n) in by_action {
+                findings.get_or_create(&vec![("detector", detector.clone()), ("action", action.clone())]).inc_by(*n);
+            }
+        }
+        pending.set(s.proposals as i64);
+    }
+    registry.register(
+        "adaptive_findings",
+        "Findings of adaptive mode's detectors since the watcher started, by detector and action (blocked, observed, protected, rate-capped, low-confidence, block-failed)",
+        findings,
+    );
+    registry.register("adaptive_proposals", "Adaptive mode's proposals waiting for a review", pending);
+}
+
 /// Packets and bytes per policy line (the sum over the nft rules compiled from it).
 fn rule_metrics(registry: &mut Registry, rows: &[rules::RuleRow]) {
     let packets = Counters::default();
@@ -129,6 +152,7 @@ fn set_metrics(registry: &mut Registry, t: &threats::Threats) {
     let feed_entries = Gauges::default();
     let age = Gauges::default();
     let failing = Gauges::default();
+    let failures = Counters::default();
     let last_attempt = Gauges::default();
     for f in &t.feeds {
         let labels = vec![("feed", f.feed.clone()), ("nft_set", f.nft_set.clone())];
@@ -140,6 +164,10 @@ fn set_metrics(registry: &mut Registry, t: &threats::Threats) {
         if let Some(s) = &f.freshness.status {
             failing.get_or_create(&feed).set(i64::from(s == "kept-last-good"));
         }
+        // One feed has a row per family: its counter is added once.
+        if let Some(n) = f.freshness.failures_total.filter(|_| f.family == "ipv4") {
+            failures.get_or_create(&feed).inc_by(n);
+        }
         if let Some(at) = f.freshness.checked_at {
             last_attempt.get_or_create(&feed).set(at as i64);
         }
@@ -150,6 +178,11 @@ fn set_metrics(registry: &mut Registry, t: &threats::Threats) {
         "feed_refresh_failed",
         "1 when a feed's latest refresh was refused and its last good copy kept",
         failing,
+    );
+    registry.register(
+        "feed_refresh_failures",
+        "Refreshes of each feed that failed or were refused, ever (kept in the feed cache, so it survives restarts)",
+        failures,
     );
     registry.register_with_unit(
         "feed_last_attempt_timestamp",

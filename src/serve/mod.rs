@@ -133,6 +133,17 @@ impl ApiState {
         }
     }
 
+    /// The adaptive mode's state: the engine's in this process, else the
+    /// `status.json` a watcher wrote in the adaptive state directory.
+    fn adaptive_status(&self) -> Option<crate::watch::adaptive::Status> {
+        let in_process = self.health.read().unwrap_or_else(std::sync::PoisonError::into_inner).adaptive.clone();
+        in_process.or_else(|| {
+            let text =
+                std::fs::read_to_string(self.adaptive_dir.as_ref()?.join(crate::watch::adaptive::STATUS_FILE)).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+    }
+
     /// The live rules and run-time entries: one netlink read, shared.
     fn live(&self, compiled: &Compiled) -> Result<Arc<LiveRead>, std::io::Error> {
         let runtime_sets = LiveRead::runtime_sets(&compiled.ruleset);

@@ -57,6 +57,8 @@ pub struct Freshness {
     pub checked_at: Option<u64>,
     /// Unix time before which the provider asked not to be polled (429/503).
     pub retry_at: Option<u64>,
+    /// Attempts that failed or were refused, ever (a counter).
+    pub failures_total: Option<u64>,
 }
 
 /// Reads `FEEDS_DIR/NAME.meta.json`, the feed updater's record of a feed,
@@ -77,6 +79,7 @@ pub fn freshness(feeds_dir: &Path, feed: &str, now: u64) -> Freshness {
         },
         checked_at: num("checked_at").filter(|&t| t > 0),
         retry_at: num("retry_at"),
+        failures_total: num("failures_total"),
     }
 }
 

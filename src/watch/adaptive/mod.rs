@@ -14,7 +14,7 @@ pub mod dropped;
 pub mod proposals;
 pub mod window;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +142,9 @@ pub struct Status {
     pub lost_overruns: u64,
     pub findings: u64,
     pub blocks: u64,
+    /// Findings since the engine started, by detector, then by what was
+    /// done (`blocked`, `observed`, `protected`, ...): `findings` split up.
+    pub findings_by_detector: BTreeMap<String, BTreeMap<String, u64>>,
     pub last_alert: Option<u64>,
     pub baseline_services: usize,
     pub baseline_connections: u64,
@@ -529,6 +532,8 @@ impl Engine {
             error!(error = %e, dir = %self.dir.display(), "cannot write alerts.jsonl");
         }
         self.status.findings += 1;
+        let by_action = self.status.findings_by_detector.entry(alert.detector.clone()).or_default();
+        *by_action.entry(alert.action.clone()).or_insert(0) += 1;
         self.status.blocks += u64::from(alert.action == "blocked");
         self.status.last_alert = Some(alert.time);
     }
