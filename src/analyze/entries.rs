@@ -113,10 +113,11 @@ pub fn feed_overlaps(rs: &Ruleset, sources: &SourceMap) -> Vec<Diag> {
     let allows = allowed(rs);
     let mut out = Vec::new();
     for feed in &rs.feeds {
-        let plain = feed.options.get("format").is_none_or(|f| f == "plain");
+        let plain = feed.options.format.is_none_or(|f| f == crate::ir::feed_options::Format::Plain);
         let Some(path) = feed
             .options
-            .get("source")
+            .source
+            .as_ref()
             .filter(|_| plain)
             .and_then(|s| local_source(s, &sources.file(feed.origin.span.file).path))
         else {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::keys::Secret;
+pub use crate::ir::feed_options::{is_url, Origin};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whole-request limit: a stalled server must not hang `feeds update`.
@@ -17,10 +18,6 @@ const MAX_BODY: u64 = 512 << 20;
 const MAX_LOCAL_FILE: u64 = 256 << 20;
 /// Redirects followed by hand for keyed requests.
 const MAX_REDIRECTS: usize = 5;
-
-pub fn is_url(source: &str) -> bool {
-    ["http://", "https://", "file://"].iter().any(|p| source.starts_with(p))
-}
 
 /// What the last successful fetch said, for a conditional request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,34 +63,6 @@ impl FetchError {
             FetchError::Busy { retry_after, .. } => *retry_after,
             _ => None,
         }
-    }
-}
-
-/// scheme://host:port of a URL: the unit a key is confined to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    pub scheme: String,
-    pub host: String,
-    pub port: u16,
-}
-
-impl Origin {
-    pub fn of(url: &str) -> Option<Origin> {
-        let uri: ureq::http::Uri = url.parse().ok()?;
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-        Some(Origin { host: uri.host()?.to_ascii_lowercase(), scheme, port })
-    }
-
-    pub fn is_loopback(&self) -> bool {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-    }
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
     }
 }
 

@@ -3,51 +3,7 @@
 //! Line formats hand [`super::normalize`] one candidate token per line; the
 //! OTX pulse JSON is parsed whole and yields its IP indicators.
 
-use std::str::FromStr;
-
-/// How a feed's text is laid out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// One address or CIDR per line; `#` and `;` start comments.
-    Plain,
-    /// Spamhaus DROP/EDROP: `1.2.3.0/24 ; SBL123` with `;` header lines, or
-    /// the newer `drop_v4.json` lines `{"cidr":"1.2.3.0/24","sblid":...}`.
-    Spamhaus,
-    /// FireHOL `.netset`: `#` header block, one CIDR per line.
-    Netset,
-    /// Comma-separated values; the address is in the chosen column.
-    Csv,
-    /// AlienVault OTX pulse JSON; indicators of type IPv4, IPv6 and CIDR.
-    Otx,
-}
-
-impl Format {
-    pub const NAMES: [&'static str; 5] = ["plain", "spamhaus", "netset", "csv", "otx"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Plain => "plain",
-            Format::Spamhaus => "spamhaus",
-            Format::Netset => "netset",
-            Format::Csv => "csv",
-            Format::Otx => "otx",
-        }
-    }
-}
-
-impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "plain" => Format::Plain,
-            "spamhaus" => Format::Spamhaus,
-            "netset" => Format::Netset,
-            "csv" => Format::Csv,
-            "otx" => Format::Otx,
-            _ => return Err(format!("unknown feed format `{s}` (use {})", Format::NAMES.join(", "))),
-        })
-    }
-}
+pub use crate::ir::feed_options::Format;
 
 /// The address token of one line of a line format, `None` for blank and
 /// comment lines. `column` is 1-based (CSV only).

@@ -8,12 +8,13 @@
 
 pub mod eval;
 pub mod expiry;
+pub mod feed_options;
 mod lower;
 pub mod names;
 pub mod optimize;
+pub mod providers;
 pub mod ranges;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use ipnet::IpNet;
@@ -152,11 +153,11 @@ pub enum SetKind {
     Feed { feed: String },
 }
 
-/// A threat feed declaration (loaded by [`crate::feeds`]).
+/// A threat feed declaration (loaded by the `feeds` module).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FeedDef {
     pub name: String,
-    pub options: BTreeMap<String, String>,
+    pub options: feed_options::FeedOptions,
     pub origin: Origin,
 }
 

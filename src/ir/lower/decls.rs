@@ -1,6 +1,7 @@
 //! Declarations: table, chain priorities, sets, feeds, `adaptive` and `allow-always`.
 
 use super::*;
+use crate::ir::feed_options::{canonical_key, check_feed, FeedOptions, Format};
 
 impl<'a> Lowerer<'a> {
     /// First pass: names that may be used before their statement (sets, feeds)
@@ -172,10 +173,10 @@ impl<'a> Lowerer<'a> {
             return; // a duplicate, already reported
         }
         let origin = self.origin(span, idx);
-        let mut options = BTreeMap::new();
+        let mut options = FeedOptions::default();
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for (k, v) in opts {
-            let key = crate::feeds::canonical_key(&k.node);
+            let key = canonical_key(&k.node);
             if let Some(prev) = seen.insert(key, k.span) {
                 self.diags.push(
                     Diag::error(
@@ -188,11 +189,8 @@ impl<'a> Lowerer<'a> {
                 );
                 continue;
             }
-            match crate::feeds::check_option(&k.node, &v.node) {
-                Ok(text) => {
-                    options.insert(key.to_string(), text);
-                }
-                Err(bad) => self.diags.push(
+            if let Err(bad) = options.set(&k.node, &v.node) {
+                self.diags.push(
                     Diag::error(
                         "feed-option",
                         v.span,
@@ -200,11 +198,11 @@ impl<'a> Lowerer<'a> {
                         bad.label,
                     )
                     .with_help(bad.help),
-                ),
+                );
             }
         }
         if let (Some((k, _)), false) =
-            (opts.iter().find(|(k, _)| k.node == "column"), options.get("format").is_some_and(|f| f == "csv"))
+            (opts.iter().find(|(k, _)| k.node == "column"), options.format == Some(Format::Csv))
         {
             self.diags.push(
                 Diag::error(
@@ -217,14 +215,14 @@ impl<'a> Lowerer<'a> {
             );
         }
         // A provider that was refused above leaves no source; that is not a second error.
-        let bad_provider = opts.iter().any(|(k, _)| k.node == "provider") && !options.contains_key("provider");
-        for p in crate::feeds::check_feed(&name.node, &options) {
+        let bad_provider = opts.iter().any(|(k, _)| k.node == "provider") && options.provider.is_none();
+        for p in check_feed(&name.node, &options) {
             if bad_provider && p.code == "feed-source" {
                 continue;
             }
             let at = p
                 .option
-                .and_then(|o| opts.iter().find(|(k, _)| crate::feeds::canonical_key(&k.node) == o))
+                .and_then(|o| opts.iter().find(|(k, _)| canonical_key(&k.node) == o))
                 .map_or(name.span, |(k, _)| k.span);
             self.diags.push(Diag::error(p.code, at, p.bad.message, p.bad.label).with_help(p.bad.help));
         }
