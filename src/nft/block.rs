@@ -96,18 +96,16 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{s}` is not an IPv4/IPv6 address or network"))
 }
 
-/// `30s`, `10m`, `1h`, `1d` or plain seconds, as seconds (never zero).
+/// `30s`, `10m`, `1h`, `1d` or plain seconds, as seconds (never zero, and
+/// within nft's 32-bit timeouts). The syntax is [`crate::policy::duration`]'s.
 pub fn parse_duration(s: &str) -> Result<u32, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u32 = digits.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 10m, 1h, 1d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use s, m, h or d)")),
-    };
-    n.checked_mul(mult).filter(|&t| t > 0).ok_or_else(|| format!("`{s}` is out of range"))
+    use crate::policy::duration::{seconds, DurationError};
+    match seconds(s) {
+        Ok(secs) => u32::try_from(secs).ok().filter(|&t| t > 0).ok_or_else(|| format!("`{s}` is out of range")),
+        Err(DurationError::NoNumber) => Err(format!("`{s}` is not a duration like 30s, 10m, 1h, 1d")),
+        Err(DurationError::UnknownUnit(unit)) => Err(format!("unknown unit `{unit}` in `{s}` (use s, m, h or d)")),
+        Err(DurationError::TooLarge) => Err(format!("`{s}` is out of range")),
+    }
 }
 
 /// The nft half of a policy set that holds `net`: `NAME_v4` or `NAME_v6`.
@@ -268,8 +266,14 @@ mod tests {
     fn durations_and_addresses() {
         assert_eq!(parse_duration("90"), Ok(90));
         assert_eq!(parse_duration("2h"), Ok(7200));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("1w").is_err());
+        assert_eq!(parse_duration("10m"), Ok(600));
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        assert_eq!(parse_duration("45s"), Ok(45));
+        assert_eq!(parse_duration("4294967295"), Ok(u32::MAX));
+        assert_eq!(parse_duration("0s"), Err("`0s` is out of range".into()));
+        assert_eq!(parse_duration("4294967296"), Err("`4294967296` is out of range".into()));
+        assert_eq!(parse_duration("1w"), Err("unknown unit `w` in `1w` (use s, m, h or d)".into()));
+        assert_eq!(parse_duration("soon"), Err("`soon` is not a duration like 30s, 10m, 1h, 1d".into()));
         assert_eq!(parse_net("192.0.2.7"), Ok("192.0.2.7/32".parse().expect("net")));
         assert_eq!(parse_net("2001:db8::/48"), Ok("2001:db8::/48".parse().expect("net")));
         assert!(parse_net("example.org").is_err());

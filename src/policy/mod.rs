@@ -2,6 +2,7 @@
 //! an AST. Meaning is given to the AST by [`crate::ir::lower`].
 
 pub mod ast;
+pub mod duration;
 mod parse;
 
 use std::fmt;

@@ -653,26 +653,17 @@ impl Builder {
 
     fn duration(&mut self, p: &Pair<'_, Rule>) -> u64 {
         let text = p.as_str();
-        let (digits, unit) = text.split_at(text.len() - 1);
-        let mult = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            _ => 86400,
-        };
-        match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
-            Some(secs) => secs,
-            None => {
-                let span = self.span(p);
-                self.errors.push(Diag::error(
-                    "bad-number",
-                    span,
-                    format!("duration `{text}` is too large"),
-                    "out of range",
-                ));
-                0
-            }
-        }
+        // The grammar admits only a number and a unit: too large is the one way left to fail.
+        super::duration::seconds(text).unwrap_or_else(|_| {
+            let span = self.span(p);
+            self.errors.push(Diag::error(
+                "bad-number",
+                span,
+                format!("duration `{text}` is too large"),
+                "out of range",
+            ));
+            0
+        })
     }
 }
 
