@@ -140,6 +140,7 @@ one_case_per_code! {
     bad_exclusion => BadExclusion,
     reject_with => RejectWith,
     early_rule => EarlyRule,
+    notrack_rule => NotrackRule,
     bad_priority => BadPriority,
     adaptive_option => AdaptiveOption,
     adaptive_set => AdaptiveSet,

@@ -1,6 +1,6 @@
 //! Kernel tests of language constructs whose effect the analyzer-vs-kernel
 //! test cannot see: `early` drops before conntrack, for local and forwarded
-//! packets alike.
+//! packets alike; `notrack` passes that leave no connection entry.
 
 mod common;
 
@@ -96,4 +96,58 @@ fn a_used_up_quota_lets_packets_fall_through_to_the_drop() {
     let passed = row("quota.pf:2");
     assert!((2..=12).contains(&passed), "about 2 KiB of datagrams passed: {passed}");
     assert!(row("default:input") >= 10, "the rest met the default drop: {hits}");
+}
+
+/// Connection entries in `ns` for UDP port `port` (either direction).
+fn tracked_udp(ns: &Netns, port: u16) -> usize {
+    let p = port.to_string();
+    let listed = |dir: &str| stdout(&ns.exec(&["conntrack", "-L", "-p", "udp", dir, &p])).lines().count();
+    listed("--dport") + listed("--sport")
+}
+
+const NOTRACK: &str = "table phantomc
+policy input block
+pass in on lo
+pass in state { established, related }
+pass in proto udp to port 5353 early notrack
+pass out proto udp from port 5353 early notrack
+pass in proto udp to port 5354
+pass in proto icmpv6 icmp-type { nd-neighbor-solicit, nd-neighbor-advert }
+";
+
+/// `notrack`: DNS-like UDP passes without a conntrack entry (both ways),
+/// while the same traffic to a plain `pass` rule is tracked; the script and
+/// the JSON output load alike.
+#[test]
+fn notrack_passes_udp_without_a_connection_entry() {
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[], &[5353, 5354, 5355]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("notrack.pf");
+    std::fs::write(&policy, NOTRACK).expect("policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    let script = stdout(&lab.srv.phantomc(&["compile", "--format", "nft", policy]));
+    for load in ["json", "nft"] {
+        if load == "json" {
+            apply(&lab.srv, policy);
+        } else {
+            let file = dir.path().join("notrack.nft");
+            std::fs::write(&file, &script).expect("script");
+            let out = lab.srv.nft(&["-f", file.to_str().expect("path")]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        lab.srv.exec(&["conntrack", "-F"]);
+        assert!(udp_echo(&lab.publ, "198.51.100.1", 5353), "{load}: notrack rule passes");
+        assert!(udp_echo(&lab.adm, "fd00:10::1", 5353), "{load}: and over IPv6");
+        assert_eq!(tracked_udp(&lab.srv, 5353), 0, "{load}: no entry for untracked traffic");
+        assert!(udp_echo(&lab.publ, "198.51.100.1", 5354), "{load}: plain pass");
+        assert!(tracked_udp(&lab.srv, 5354) > 0, "{load}: the plain pass is tracked");
+        assert!(!udp_echo(&lab.publ, "198.51.100.1", 5355), "{load}: no rule: the default drops");
+    }
+    // The notrack rule counted its packets in the input chain (4 datagrams: 2 echoes, v4 and v6).
+    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
+    let hits: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("hits json");
+    let row = hits["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "notrack.pf:5").expect("row").clone();
+    assert_eq!(row["chain"], "early", "{row}");
+    assert!(row["packets"].as_u64().expect("counted") >= 2, "{row}");
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::ir::{Action, Chain, Compiled, Hook, RejectWith, Ruleset};
+use crate::ir::{Action, Chain, Compiled, Hook, Rule, Ruleset};
 
 use super::space::{condition, subtract_all, Cube, Universe};
 
@@ -20,7 +20,8 @@ use super::space::{condition, subtract_all, Cube, Universe};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Step {
     pub verdict: Action,
-    /// How a reject answers (`icmpx admin-prohibited`), when the rule chose.
+    /// How a reject answers (`icmpx admin-prohibited`), when the rule chose;
+    /// `notrack` for an early pass that conntrack never sees.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
     /// Why it may not apply (rate limit, run-time set); `None` on the final step.
@@ -91,7 +92,7 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
                 let mut path = path.clone();
                 path.push(Step {
                     verdict: rule.action,
-                    answer: rule.reject.map(|r| r.to_string()),
+                    answer: answer(rule),
                     condition: cond.clone(),
                     rule: rule.origin.id.clone(),
                 });
@@ -117,6 +118,12 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
     done
 }
 
+/// How a rule handles what it decides beyond its verdict: a reject's answer,
+/// or `notrack` for a pass that conntrack never sees.
+fn answer(r: &Rule) -> Option<String> {
+    r.reject.map(|r| r.to_string()).or_else(|| r.notrack.then(|| "notrack".to_string()))
+}
+
 /// What an outcome means, without rule locations (which move between versions).
 fn meaning(steps: &[Step]) -> Vec<(Action, Option<&str>, Option<&str>)> {
     steps.iter().map(|s| (s.verdict, s.answer.as_deref(), s.condition.as_deref())).collect()
@@ -140,10 +147,10 @@ fn classify(old: &[Step], new: &[Step]) -> Change {
 }
 
 /// What a rule does to the packets it may match, comparable across policies.
-type RuleKey = (Vec<Cube>, Action, Option<RejectWith>, Option<String>);
+type RuleKey = (Vec<Cube>, Action, Option<String>, Option<String>);
 
 fn keys(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<RuleKey> {
-    ch.rules.iter().map(|r| (u.cubes(rs, &r.matches), r.action, r.reject, condition(rs, r))).collect()
+    ch.rules.iter().map(|r| (u.cubes(rs, &r.matches), r.action, answer(r), condition(rs, r))).collect()
 }
 
 /// Where the two chains may differ at all, as disjoint cubes. Rules both
@@ -240,6 +247,7 @@ fn outcome_text(steps: &[Step]) -> String {
         .iter()
         .map(|s| {
             let verdict = match &s.answer {
+                Some(a) if s.verdict == Action::Pass => format!("pass {a}"),
                 Some(a) => format!("{} with {a}", s.verdict.keyword()),
                 None => s.verdict.keyword().to_string(),
             };

@@ -37,6 +37,9 @@ pub struct Explanation {
     pub over_limit: Option<Box<Explanation>>,
     /// Run-time sets the packet was tested against; they are empty offline.
     pub runtime_sets: Vec<String>,
+    /// Decided by an early `notrack` pass: conntrack never sees the packet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
 }
 
 /// Explains one packet. Run-time and feed sets are taken as empty.
@@ -95,6 +98,7 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         tried: tried.into_iter().map(|(_, s, _)| s).collect(),
         over_limit: over_limit(rs, sources, p, &d, contents).map(Box::new),
         runtime_sets,
+        untracked: eval::deciding_rule(rs, p, &d).is_some_and(|r| r.notrack),
     }
 }
 
@@ -233,6 +237,9 @@ fn render_decision(out: &mut String, e: &Explanation) {
                 s.why.as_deref().unwrap_or("")
             );
         }
+    }
+    if e.untracked {
+        let _ = writeln!(out, "untracked: passed before conntrack (notrack), so it has no connection entry");
     }
     if !e.runtime_sets.is_empty() {
         let _ = writeln!(out, "note: run-time sets are empty offline: {}", e.runtime_sets.join(", "));

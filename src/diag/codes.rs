@@ -200,8 +200,11 @@ catalog! {
         r#"a `with` that does not fit the verdict, protocol or family"#,
         r#"`with` belongs to `reject`; `tcp reset` needs TCP, `icmp` codes need IPv4, `icmpv6` codes IPv6 and `icmpx` fits both."#;
     EarlyRule = "early-rule", Error, "53-early-pass.pf", "phantomc compile testdata/errors/53-early-pass.pf",
-        r#"an `early` rule that is not a stateless block"#,
-        r#"Early rules run before conntrack, so they can only `block`, and cannot use `state`, `out on` or outgoing rules."#;
+        r#"an `early` rule that is not a stateless block or a `notrack` pass"#,
+        r#"Early rules run before conntrack, so they can only `block` (or `pass ... notrack`), and cannot use `state`; arriving packets have no `out on` yet, and an `out` rule can be early only with `notrack`."#;
+    NotrackRule = "notrack-rule", Error, "130-notrack-without-early.pf", "phantomc compile testdata/errors/130-notrack-without-early.pf",
+        r#"`notrack` outside an early `in` or `out` pass"#,
+        r#"`notrack` keeps packets from conntrack, so it needs `early` (the raw-priority chain before conntrack), a `pass` verdict, no `limit` or `quota`, and an `in` or `out` rule (forwarded packets stay tracked)."#;
     BadPriority = "bad-priority", Error, "55-priority-before-conntrack.pf", "phantomc compile testdata/errors/55-priority-before-conntrack.pf",
         r#"a chain priority outside -199..1000"#,
         r#"A chain at -200 or lower runs before conntrack, where `state` matches nothing; use `early` rules to drop before conntrack."#;

@@ -264,6 +264,12 @@ pub struct Rule {
     /// (the order the analyzer sees packets meet it); nft gets it once.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub early: bool,
+    /// `notrack` (an early `in` or `out` pass): the early chain keeps the
+    /// packet from conntrack (arriving ones only when addressed to this
+    /// host) and nft passes it again at this rule's place in the input or
+    /// output chain, so it is decided here like any other pass.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub notrack: bool,
     /// Set by [`optimize`]: the adjacent rules this one stands for; nft
     /// looks the merged field up in a named set with a counter per element.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -143,26 +143,25 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
         rs.sets.iter().map(|s| set(rs, s, extra.by_set.get(&s.nft_name))).collect();
     sets.extend(optimize::merged_rules(rs).map(|(_, r, m)| merged_set(t, m, r.counter)));
     let mut chains = Vec::new();
-    // Early rules sit first in the input and forward chains of the IR; nft
-    // runs them once, in prerouting at raw priority (before conntrack).
-    let early: Vec<schema::Rule<'static>> =
-        rs.chain(Hook::Input).rules.iter().filter(|r| r.early).flat_map(|r| rule(t, EARLY_CHAIN, r)).collect();
-    if !early.is_empty() {
-        chains.push(NftChain {
-            chain: base_chain(
-                t,
-                EARLY_CHAIN,
-                NfChainType::Filter,
-                NfHook::Prerouting,
-                RAW_PRIORITY,
-                Some(NfChainPolicy::Accept),
-            ),
-            rules: early,
-        });
+    // Early rules sit first in the input and forward chains of the IR (the
+    // output chain for `out` ones); nft runs them once, in prerouting (or
+    // output) at raw priority, before conntrack.
+    for (name, hook, from) in
+        [(EARLY_CHAIN, NfHook::Prerouting, Hook::Input), (EARLY_OUT_CHAIN, NfHook::Output, Hook::Output)]
+    {
+        let early: Vec<schema::Rule<'static>> =
+            rs.chain(from).rules.iter().filter(|r| r.early).flat_map(|r| early_rule(t, name, r)).collect();
+        if !early.is_empty() {
+            chains.push(NftChain {
+                chain: base_chain(t, name, NfChainType::Filter, hook, RAW_PRIORITY, Some(NfChainPolicy::Accept)),
+                rules: early,
+            });
+        }
     }
     for ch in &rs.chains {
+        // An early pass (`notrack`) passes again in the filter chain, where it counts and logs.
         let mut rules: Vec<schema::Rule<'static>> =
-            ch.rules.iter().filter(|r| !r.early).flat_map(|r| rule(t, ch.hook.name(), r)).collect();
+            ch.rules.iter().filter(|r| !r.early || r.notrack).flat_map(|r| rule(t, ch.hook.name(), r)).collect();
         rules.extend(default_rules(t, ch.hook, &ch.policy));
         let policy = if ch.policy.action == Action::Pass { NfChainPolicy::Accept } else { NfChainPolicy::Drop };
         chains.push(NftChain {
@@ -194,8 +193,10 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     NftTable { name: rs.table.clone(), sets, chains }
 }
 
-/// The prerouting chain of `early` rules, and its priority (nft's `raw`, before conntrack at -200).
+/// The prerouting chain of `early` rules, the output chain of `out ... early
+/// notrack` rules, and their priority (nft's `raw`, before conntrack at -200).
 pub const EARLY_CHAIN: &str = "early";
+pub const EARLY_OUT_CHAIN: &str = "early_out";
 const RAW_PRIORITY: i32 = -300;
 
 fn hook_of(h: Hook) -> NfHook {
@@ -346,6 +347,26 @@ fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
     };
     let main = schema::Rule { expr: expr.into(), comment: Some(comment.into()), ..rule_base(t, chain) };
     log_rule.into_iter().chain([main]).collect()
+}
+
+/// An early rule in the raw-priority chain: a block drops there; a
+/// `notrack` pass keeps the packet from conntrack and ends the early chain
+/// (its counter, log and verdict are in the input or output chain).
+fn early_rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
+    if !r.notrack {
+        return rule(t, chain, r);
+    }
+    let mut expr = matches(&r.matches, None);
+    if chain == EARLY_CHAIN {
+        // Before routing: only packets for this host (the input chain passes them).
+        let fib = expr::Fib { result: expr::FibResult::Type, flags: HashSet::from([expr::FibFlag::Daddr]) };
+        expr.insert(
+            0,
+            m(Expression::Named(NamedExpression::Fib(fib)), Expression::String("local".into()), Operator::EQ),
+        );
+    }
+    expr.extend([Statement::Notrack, Statement::Accept(None)]);
+    vec![schema::Rule { expr: expr.into(), comment: Some(r.comment().into()), ..rule_base(t, chain) }]
 }
 
 /// `quota until N UNIT`: the largest unit nft takes (up to mbytes) that

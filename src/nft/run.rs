@@ -78,7 +78,20 @@ pub fn to_json_value(batch: &Nftables<'_>) -> serde_json::Value {
     let mut v = serde_json::to_value(batch).expect("nftables schema always serializes");
     sort_flags(&mut v);
     declare_element_counters(batch, &mut v);
+    notrack_objects(&mut v);
     v
+}
+
+/// The crate writes the `notrack` statement as the bare string `"notrack"`,
+/// which nft refuses ("expected object"); nft's JSON form is `{"notrack": null}`.
+/// Only a rule's statements change (an interface may be called `notrack`).
+fn notrack_objects(v: &mut serde_json::Value) {
+    for obj in v.get_mut("nftables").and_then(|o| o.as_array_mut()).into_iter().flatten() {
+        let stmts = obj.pointer_mut("/add/rule/expr").and_then(|e| e.as_array_mut());
+        for stmt in stmts.into_iter().flatten().filter(|s| s.as_str() == Some("notrack")) {
+            *stmt = serde_json::json!({ "notrack": null });
+        }
+    }
 }
 
 /// Whether a set's elements carry counters: nft then wants the set to

@@ -172,6 +172,7 @@ fn statement(s: &Statement<'_>) -> String {
             }
             s
         }
+        Statement::Notrack => "notrack".into(),
         Statement::Accept(_) => "accept".into(),
         Statement::Drop(_) => "drop".into(),
         Statement::Reject(Some(r)) if r._type == Some(RejectType::TCPReset) => "reject with tcp reset".into(),
@@ -223,6 +224,11 @@ fn value(e: &Expression<'_>) -> String {
                 other => unreachable!("emit never uses meta {other:?}"),
             },
             NamedExpression::CT(ct) => format!("ct {}", ct.key),
+            NamedExpression::Fib(f) => {
+                let mut flags: Vec<String> = f.flags.iter().map(|x| format!("{x:?}").to_lowercase()).collect();
+                flags.sort();
+                format!("fib {} {:?}", flags.join(" . "), f.result).to_lowercase()
+            }
             NamedExpression::Elem(_) => element(e, false),
             other => unreachable!("emit never produces {other:?}"),
         },

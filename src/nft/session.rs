@@ -30,6 +30,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         reject: None,
         quota: None,
         early: false,
+        notrack: false,
         merged: None,
     }
 }

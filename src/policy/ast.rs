@@ -270,6 +270,8 @@ pub enum RuleOpt {
     },
     /// `early`: decided in prerouting, before conntrack.
     Early,
+    /// `notrack`: an early pass that conntrack never sees.
+    Notrack,
 }
 
 impl RuleOpt {
@@ -294,6 +296,7 @@ impl RuleOpt {
             RuleOpt::Expires(_) => "expires",
             RuleOpt::RejectWith { .. } => "with",
             RuleOpt::Early => "early",
+            RuleOpt::Notrack => "notrack",
         }
     }
 }

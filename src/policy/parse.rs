@@ -357,6 +357,7 @@ impl Builder {
             Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             Rule::expires => RuleOpt::Expires(self.date(&inner.next()?)?.node),
             Rule::early => RuleOpt::Early,
+            Rule::notrack => RuleOpt::Notrack,
             Rule::reject_with => {
                 let how = inner.next()?;
                 match how.as_rule() {

@@ -101,6 +101,7 @@ pub fn rows(
             // An early rule is in the input and the forward chain of the IR, once in nft.
             let name = match (r.early, chain.hook) {
                 (true, Hook::Input) => crate::nft::EARLY_CHAIN,
+                (true, Hook::Output) => crate::nft::EARLY_OUT_CHAIN,
                 (true, _) => continue,
                 (false, hook) => hook.name(),
             };

@@ -104,6 +104,7 @@ struct Clauses<'a> {
     /// `with KIND CODE`: the kind (`icmp`, `icmpv6`, `icmpx`, `tcp reset`) and code.
     reject_with: Option<(&'a str, Option<&'a str>, Span)>,
     early: Option<Span>,
+    notrack: Option<Span>,
 }
 
 struct Lowerer<'a> {

@@ -33,6 +33,7 @@ impl<'a> Lowerer<'a> {
                     | RuleOpt::IcmpType(_)
                     | RuleOpt::RejectWith { .. }
                     | RuleOpt::Early
+                    | RuleOpt::Notrack
             ) {
                 self.diags.push(
                     Diag::error(

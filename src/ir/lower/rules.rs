@@ -51,6 +51,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::Expires(d) => c.expires = Some(*d),
                 RuleOpt::RejectWith { kind, code } => c.reject_with = Some((kind, code.as_deref(), opt.span)),
                 RuleOpt::Early => c.early = Some(opt.span),
+                RuleOpt::Notrack => c.notrack = Some(opt.span),
             }
         }
         c
@@ -96,6 +97,9 @@ impl<'a> Lowerer<'a> {
         let c = self.clauses(&r.direction, &r.opts);
         let origin = self.origin(r.span, idx);
         let Some(shapes) = self.shapes(&c, r.span) else { return };
+        if c.notrack.is_some_and(|span| !self.notrack_allowed(r, &c, span)) {
+            return;
+        }
         if let Some(span) = c.early {
             if !self.early_allowed(r, &c, span) {
                 return;
@@ -196,9 +200,10 @@ impl<'a> Lowerer<'a> {
                 label: label.clone(),
                 reject,
                 early: c.early.is_some(),
+                notrack: c.notrack.is_some(),
                 merged: None,
             };
-            if rule.early {
+            if rule.early && hook != Hook::Output && !rule.notrack {
                 // Before routing: the packet may be for this host or forwarded.
                 self.out_rule(Hook::Input, rule.clone());
                 self.out_rule(Hook::Forward, rule);
@@ -208,36 +213,70 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    /// `early` rules drop in prerouting: no conntrack state and no output interface yet.
+    /// `early` rules drop in prerouting (or, with `notrack`, pass in
+    /// prerouting or output): no conntrack state, and arriving packets have
+    /// no output interface yet.
     pub(super) fn early_allowed(&mut self, r: &ast::RuleAst, c: &Clauses<'_>, span: Span) -> bool {
-        let problem = if r.action.node != Action::Block {
+        let problem = if r.action.node != Action::Block && c.notrack.is_none() {
             Some((
-                "an early rule can only `block`",
-                "packets an early rule accepts still meet the filter chains; write `block`",
+                "an early rule can only `block`, or `pass ... notrack`",
+                "packets an early rule accepts still meet the filter chains; write `block`, or `pass ... early notrack` to pass them untracked",
             ))
-        } else if r.direction.node == Direction::Out {
-            Some(("an `out` rule cannot be early", "early rules see arriving packets (in and forward) before routing"))
+        } else if r.direction.node == Direction::Out && c.notrack.is_none() {
+            Some((
+                "an `out` rule can be early only with `notrack`",
+                "early rules see arriving packets (in and forward) before routing; `pass out ... early notrack` leaves outgoing packets untracked",
+            ))
         } else if c.state.is_some() {
             Some((
                 "an early rule cannot match `state`",
                 "early rules run before conntrack, so no packet has a state yet",
             ))
-        } else if c.oif.is_some() {
+        } else if c.oif.is_some() && r.direction.node != Direction::Out {
             Some(("an early rule cannot match `out on`", "early rules run before routing chooses an output interface"))
         } else {
             None
         };
-        match problem {
-            None => true,
-            Some((message, help)) => {
-                self.diags.push(
-                    Diag::error("early-rule", span, message, "early here")
-                        .with_related(r.action.span, "rule")
-                        .with_help(help),
-                );
-                false
-            }
-        }
+        self.clause_fits("early-rule", span, r.action.span, problem)
+    }
+
+    /// `notrack` marks an early `pass`: the raw-priority chain keeps the
+    /// packet from conntrack, and the same rule passes it in the filter chain.
+    /// A limit or quota there would let the excess fall through untracked
+    /// past the other early rules, so it is refused.
+    pub(super) fn notrack_allowed(&mut self, r: &ast::RuleAst, c: &Clauses<'_>, span: Span) -> bool {
+        let problem = if c.early.is_none() {
+            Some((
+                "`notrack` needs `early`",
+                "conntrack has seen the packet before the filter chains run; add `early` so the rule runs in the raw-priority chain before it",
+            ))
+        } else if r.action.node != Action::Pass {
+            Some(("`notrack` on a rule that does not pass", "a dropped packet is never tracked; remove `notrack`"))
+        } else if r.direction.node == Direction::Forward {
+            Some((
+                "`notrack` is for this host's own traffic",
+                "write `pass in ... early notrack` or `pass out ... early notrack`; forwarded packets stay tracked",
+            ))
+        } else if c.limit.is_some() || c.quota.is_some() {
+            Some((
+                "a `notrack` rule cannot have a `limit` or `quota`",
+                "packets over it would skip conntrack without being passed; rate-limit in a later rule instead",
+            ))
+        } else {
+            None
+        };
+        self.clause_fits("notrack-rule", span, r.action.span, problem)
+    }
+
+    /// True without a problem; else reports it at the clause (`code`, e.g.
+    /// `early-rule` for the `early` clause), with the rule's verb as context.
+    fn clause_fits(&mut self, code: &'static str, span: Span, verb: Span, problem: Option<(&str, &str)>) -> bool {
+        let Some((message, help)) = problem else { return true };
+        let clause = code.trim_end_matches("-rule");
+        self.diags.push(
+            Diag::error(code, span, message, format!("{clause} here")).with_related(verb, "rule").with_help(help),
+        );
+        false
     }
 
     /// Checks `with ...` against the rule's verdict, protocols and families.
