@@ -246,7 +246,7 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
         let is_icmp = matches!(proto, names::ICMP | names::ICMPV6);
         let (mut src, mut dst) = (rng.pick(&addrs), rng.pick(&addrs));
         if let Some(a) = addr {
-            if rng.next_u64() % 2 == 0 {
+            if rng.next_u64().is_multiple_of(2) {
                 src = a;
             } else {
                 dst = a;

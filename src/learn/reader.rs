@@ -215,7 +215,12 @@ fn plain_epb(buf: &[u8], big_endian: bool) -> Option<(usize, &[u8], u32, u64)> {
     const EPB: u32 = 6;
     const HEADER: usize = 28;
     let len = u32_at(4)? as usize;
-    if u32_at(0)? != EPB || len < HEADER + 4 || len % 4 != 0 || buf.len() < len || u32_at(len - 4)? as usize != len {
+    if u32_at(0)? != EPB
+        || len < HEADER + 4
+        || !len.is_multiple_of(4)
+        || buf.len() < len
+        || u32_at(len - 4)? as usize != len
+    {
         return None;
     }
     let padded = (u32_at(20)? as usize).checked_add(3)? & !3;

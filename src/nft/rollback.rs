@@ -12,7 +12,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -93,10 +92,8 @@ fn lock(state: &Path) -> Result<Locked, RollbackError> {
         .write(true)
         .open(&path)
         .map_err(|e| RollbackError::Io(path.clone(), e))?;
-    // SAFETY: flock on an open descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(RollbackError::Io(path, std::io::Error::last_os_error()));
-    }
+    // An flock(2) lock on Linux, waited for: one rollback state writer at a time.
+    file.lock().map_err(|e| RollbackError::Io(path, e))?;
     Ok(Locked { _file: file })
 }
 

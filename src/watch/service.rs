@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -450,13 +449,17 @@ fn lock_beside(state_file: &Path) -> Result<File, WatchError> {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let holder =
-            if holder.trim().is_empty() { "pid unknown".to_string() } else { format!("pid {}", holder.trim()) };
-        return Err(WatchError::AlreadyRunning { lock, holder });
+    // An flock(2) lock on Linux: released when the file closes, also when the process dies.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder =
+                if holder.trim().is_empty() { "pid unknown".to_string() } else { format!("pid {}", holder.trim()) };
+            return Err(WatchError::AlreadyRunning { lock, holder });
+        }
     }
     file.set_len(0).map_err(io)?;
     file.write_all(std::process::id().to_string().as_bytes()).map_err(io)?;
