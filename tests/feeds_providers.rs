@@ -298,3 +298,149 @@ fn a_stalled_provider_times_out_and_is_not_retried() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "a timeout is not tried again within the update");
 }
+
+/// A sample of Spamhaus DROP (`v4` or `v6`) with `extra` networks added.
+fn drop_sample(family: &str, extra: &[&str]) -> String {
+    let path = format!("{}/testdata/providers/spamhaus-drop_{family}.json", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(path).expect("sample");
+    for net in extra {
+        text.push_str(&format!("{{\"cidr\":\"{net}\",\"sblid\":\"SBL1\",\"rir\":\"ripencc\"}}\n"));
+    }
+    text
+}
+
+/// A stand-in URL's answer: 304 when the request carries `etag`, else `body` with it.
+fn conditional(req: &stand_in::Seen, etag: &str, body: &str) -> Reply {
+    match req.header("if-none-match") {
+        Some(sent) if sent == etag => Reply::text(304, ""),
+        _ => Reply::json(200, body).with("etag", etag),
+    }
+}
+
+/// The spamhaus-drop preset's two URLs, moved to a stand-in.
+fn spamhaus_drop(base: &str) -> FeedConfig {
+    let preset = feeds::presets::find("spamhaus-drop").expect("preset");
+    let local: Vec<String> =
+        preset.urls.iter().map(|u| format!("{base}{}", &u["https://www.spamhaus.org".len()..])).collect();
+    FeedConfig {
+        provider: Some(preset),
+        more_sources: local[1..].to_vec(),
+        refresh: preset.refresh,
+        ..FeedConfig::new("spamhaus", &local[0], preset.format)
+    }
+}
+
+/// Issue 20: a feed of several URLs (Spamhaus DROP's v4 and v6 lists) keeps
+/// ETags per URL, joins a 304 of one with a 200 of the other, and keeps the
+/// last good copy and the error of a URL that fails while the other updates.
+#[test]
+fn spamhaus_drop_urls_are_conditional_and_fail_on_their_own() {
+    let (dir, _) = setup();
+    let cache = Cache::new(dir.path().join("state/feeds"));
+    let server = StandIn::start(|_, _| Reply::text(500, "starting"));
+    let cfg = spamhaus_drop(&server.base);
+    let is_v4 = |req: &stand_in::Seen| req.target.starts_with("/drop/drop_v4.json");
+    let v4_0 = ["1.10.16.0/20", "1.19.0.0/16", "1.32.128.0/18", "2.56.192.0/22", "5.134.128.0/19", "45.135.232.0/23"];
+    let v6_0 = ["2001:67c:1b48::/48", "2a06:f7c0::/29", "2a0f:5b80::/29"];
+    let want = |extra: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = v4_0.iter().chain(&v6_0).chain(extra).map(|s| s.to_string()).collect();
+        all.sort_by_key(|n| (n.contains(':'), n.parse::<ipnet::IpNet>().expect("net")));
+        all
+    };
+
+    // The v6 list fails before there is any copy of it: nothing is cached.
+    server.answer(
+        move |req, _| if is_v4(req) { Reply::json(200, drop_sample("v4", &[])) } else { Reply::text(500, "oops") },
+    );
+    let r = refresh(&cfg, &cache, NOW).unwrap();
+    let Outcome::Kept { reason } = &r.outcome else { panic!("{r:?}") };
+    assert!(reason.contains("/drop/drop_v6.json: HTTP 500"), "{reason}");
+    assert_eq!(cache.nets("spamhaus").unwrap(), None);
+
+    // Both answer: the union, each URL with its own ETag.
+    server.forget();
+    server.answer(move |req, _| {
+        if is_v4(req) {
+            conditional(req, "\"v4-1\"", &drop_sample("v4", &[]))
+        } else {
+            conditional(req, "\"v6-1\"", &drop_sample("v6", &[]))
+        }
+    });
+    let r = refresh(&cfg, &cache, NOW + 60).unwrap();
+    assert_eq!(r.outcome, Outcome::Updated, "{r:?}");
+    assert_eq!(cached(&cache, "spamhaus"), want(&[]));
+    let sent: Vec<Option<String>> =
+        server.requests().iter().map(|r| r.header("if-none-match").map(str::to_string)).collect();
+    assert_eq!(sent, [None, None], "no copy yet, nothing to be conditional on");
+
+    // 304 for v4, a new v6 list: the cached v4 part joined with the new v6 one.
+    server.forget();
+    server.answer(move |req, _| {
+        if is_v4(req) {
+            conditional(req, "\"v4-1\"", "must not be read")
+        } else {
+            conditional(req, "\"v6-2\"", &drop_sample("v6", &["2a0e:1d80::/29"]))
+        }
+    });
+    let r = refresh(&cfg, &cache, NOW + 12 * 3600).unwrap();
+    assert_eq!(r.outcome, Outcome::Updated, "{r:?}");
+    assert_eq!(cached(&cache, "spamhaus"), want(&["2a0e:1d80::/29"]));
+    let seen = server.requests();
+    assert_eq!(
+        seen.iter().map(|r| (is_v4(r), r.header("if-none-match"))).collect::<Vec<_>>(),
+        [(true, Some("\"v4-1\"")), (false, Some("\"v6-1\""))],
+        "each URL is asked with its own ETag"
+    );
+    assert_eq!(
+        (r.meta.parts[0].etag.as_deref(), r.meta.parts[1].etag.as_deref()),
+        (Some("\"v4-1\""), Some("\"v6-2\""))
+    );
+
+    // v4 updates, v6 is rate-limited for an hour: new v4 joined with v6's last good copy.
+    server.forget();
+    server.answer(move |req, _| {
+        if is_v4(req) {
+            conditional(req, "\"v4-2\"", &drop_sample("v4", &["23.94.0.0/15"]))
+        } else {
+            Reply::text(429, "Too Many Requests").with("retry-after", "3600")
+        }
+    });
+    let at = NOW + 24 * 3600;
+    let r = refresh(&cfg, &cache, at).unwrap();
+    assert_eq!(r.outcome, Outcome::Updated, "{r:?}");
+    assert_eq!(cached(&cache, "spamhaus"), want(&["23.94.0.0/15", "2a0e:1d80::/29"]));
+    let message = r.meta.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("partly updated, the last good copy kept for ")
+            && message.contains("/drop/drop_v6.json: HTTP 429")
+            && message.contains("the server asks to wait 3600s"),
+        "{message}"
+    );
+    assert_eq!((r.meta.status.as_str(), r.meta.last_error_at), ("ok", Some(at)));
+    let (v4, v6) = (&r.meta.parts[0], &r.meta.parts[1]);
+    assert_eq!((v4.error.as_deref(), v4.fetched_at, v6.fetched_at), (None, at, NOW + 12 * 3600));
+    assert!(v6.error.as_deref().is_some_and(|e| e.contains("HTTP 429")), "{v6:?}");
+    // Its pause: the later of Retry-After and the refresh interval.
+    assert_eq!(v6.retry_at, Some(at + 12 * 3600));
+
+    // `feeds list` shows the partial update and the v6 list's error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phantomc"))
+        .args(["feeds", "list", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .output()
+        .expect("feeds list");
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(list.lines().next().is_some_and(|h| h.ends_with("STATUS      LAST ERROR")), "{list}");
+    let row = list.lines().find(|l| l.starts_with("spamhaus ")).expect("row");
+    assert!(row.contains(" ok, partly ") && row.contains("drop_v6.json: HTTP 429"), "{row}");
+
+    // Later, within the pause: v4 is asked (304), v6 is not; nothing changes,
+    // and the v6 error stays the feed's last error.
+    server.forget();
+    let r = refresh(&cfg, &cache, at + 6 * 3600).unwrap();
+    assert_eq!(r.outcome, Outcome::NotModified, "{r:?}");
+    assert_eq!(server.requests().iter().map(is_v4).collect::<Vec<_>>(), [true], "v6 is paused");
+    assert_eq!(cached(&cache, "spamhaus"), want(&["23.94.0.0/15", "2a0e:1d80::/29"]));
+    assert!(r.meta.last_error.as_deref().is_some_and(|e| e.contains("HTTP 429")), "{:?}", r.meta);
+    assert_eq!(r.meta.failures_total, 2, "the first attempt and the 429 (a pause is no new failure)");
+}

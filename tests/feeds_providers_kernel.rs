@@ -2,7 +2,7 @@
 //! file and a systemd credential, loads their entries from loopback
 //! stand-ins (inside the namespace) into its named sets; wrong keys, a 429
 //! and a broken answer keep the last good copy in the sets; and no output
-//! of any command, cache file or API answer ever holds a key.
+//! of any command, cache file, API answer, dashboard or metric ever holds a key.
 
 mod common;
 
@@ -129,7 +129,8 @@ fn presets_fill_their_sets_survive_bad_answers_and_never_leak_a_key() {
     let header = list.lines().next().unwrap_or_default();
     assert!(header.contains("PROVIDER") && header.contains("LAST SUCCESS") && header.contains("NEXT UPDATE"), "{list}");
     let otx_row = list.lines().find(|l| l.starts_with("otx ")).expect("otx row");
-    assert!(otx_row.contains(" otx ") && otx_row.contains("kept-last-good: download failed: API key"), "{otx_row}");
+    assert!(otx_row.contains(" otx ") && otx_row.contains(" kept-last-good "), "{otx_row}");
+    assert!(otx_row.contains("s ago: download failed: API key"), "the last error, with its age: {otx_row}");
     run(&["feeds", "list", "--state-dir", s]);
     run(&["status", p, "--state-file", dir.path().join("none.json").to_str().expect("path")]);
     run(&["compile", p, "--state-dir", s]);
@@ -145,7 +146,16 @@ fn presets_fill_their_sets_survive_bad_answers_and_never_leak_a_key() {
     assert_eq!(abuse_feed["provider"], "abuseipdb", "{abuse_feed}");
     assert!(abuse_feed["message"].as_str().is_some_and(|m| m.contains("not complete JSON")), "{abuse_feed}");
     outputs.push_str(&threats.to_string());
-    outputs.push_str(&svc.get("/").1);
+    // The dashboard (its page, and the JSON it shows), the status and the metrics.
+    for path in ["/", "/api/v1/status", "/metrics", "/api/v1/rules"] {
+        let (code, body) = svc.get(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        outputs.push_str(&body);
+    }
+    assert!(
+        outputs.contains(r#"phantomc_feed_refresh_failures_total{feed="otx"} 2"#),
+        "the 429 and the missing credential"
+    );
 
     let mut cache = String::new();
     for e in std::fs::read_dir(state.join("feeds")).expect("cache dir").flatten() {

@@ -241,6 +241,9 @@ fn list(a: &ListArgs) -> CmdResult {
                     "checked_at": m.map(|m| m.checked_at).filter(|&t| t > 0),
                     "status": m.map_or("not-fetched", |m| m.status.as_str()),
                     "message": m.and_then(|m| m.message.clone()),
+                    "last_error": m.and_then(|m| m.last_error.clone()),
+                    "last_error_at": m.and_then(|m| m.last_error_at),
+                    "urls": m.map(|m| &m.parts),
                     "next_update_at": r.next,
                 })
             })
@@ -253,20 +256,28 @@ fn list(a: &ListArgs) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
     let now = update::now();
-    let header = ["NAME", "SOURCE", "IPV4", "IPV6", "PROVIDER", "LAST SUCCESS", "NEXT UPDATE", "STATUS"];
+    let header = ["NAME", "SOURCE", "IPV4", "IPV6", "PROVIDER", "LAST SUCCESS", "NEXT UPDATE", "STATUS", "LAST ERROR"];
     let mut table = vec![header.map(String::from).to_vec()];
     for row in rows {
         let provider = row.provider.unwrap_or_else(|| "-".into());
         let next = row.next.map_or_else(|| "due".to_string(), |t| until(now, t));
         let cells = match row.meta {
-            None => vec!["-".into(), "-".into(), provider, "never".into(), "due".into(), "not fetched".into()],
+            None => {
+                vec!["-".into(), "-".into(), provider, "never".into(), "due".into(), "not fetched".into(), "-".into()]
+            }
             Some(m) => {
+                // A good copy with a URL that failed is `ok, partly`; the error says which.
                 let status = match &m.message {
-                    Some(why) => format!("{}: {why}", m.status),
-                    None => m.status.clone(),
+                    Some(_) if m.status == "ok" => "ok, partly".to_string(),
+                    _ => m.status.clone(),
                 };
                 let last = if m.fetched_at > 0 { age(now, m.fetched_at) } else { "never".into() };
-                vec![m.v4.to_string(), m.v6.to_string(), provider, last, next, status]
+                let error = match (&m.last_error, m.last_error_at) {
+                    (Some(e), Some(at)) => format!("{}: {e}", age(now, at)),
+                    (Some(e), None) => e.clone(),
+                    (None, _) => "-".into(),
+                };
+                vec![m.v4.to_string(), m.v6.to_string(), provider, last, next, status, error]
             }
         };
         table.push([row.name, row.source].into_iter().chain(cells).collect());

@@ -48,6 +48,38 @@ pub struct Meta {
     /// Unix seconds of the next scheduled attempt (0: unknown).
     #[serde(default)]
     pub next_at: u64,
+    /// The latest error of any attempt, kept after later successes, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<u64>,
+    /// A feed of several URLs: each one's own record (see [`super::parts`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+}
+
+/// One URL of a feed of several: its HTTP validators, its last good copy's
+/// time (the copy is `NAME.partN`) and its latest error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Part {
+    pub url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Unix seconds when its cached copy was fetched (0: never).
+    pub fetched_at: u64,
+    /// Failed attempts since its last good one, and when it may be asked again.
+    pub failures: u32,
+    pub retry_at: Option<u64>,
+    /// Why its latest attempt failed (`None` once it succeeds again), and when.
+    pub error: Option<String>,
+    pub error_at: Option<u64>,
+}
+
+impl Part {
+    pub fn validators(&self) -> Validators {
+        Validators { etag: self.etag.clone(), last_modified: self.last_modified.clone() }
+    }
 }
 
 impl Meta {
@@ -96,6 +128,25 @@ impl Cache {
             .map(|(i, l)| l.parse::<IpNet>().map_err(|_| format!("{}:{}: not a network: {l:?}", path.display(), i + 1)))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
+    }
+
+    fn part_path(&self, name: &str, index: usize) -> PathBuf {
+        self.dir.join(format!("{name}.part{index}"))
+    }
+
+    /// The last good text of URL `index` of a feed of several.
+    pub fn part(&self, name: &str, index: usize) -> Result<Option<String>, String> {
+        let path = self.part_path(name, index);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Saves the text of URL `index` (before the metadata that names its validators).
+    pub fn store_part(&self, name: &str, index: usize, text: &str) -> Result<(), String> {
+        write_atomic(&self.part_path(name, index), text.as_bytes())
     }
 
     /// Saves a new good copy, then its metadata.

@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod formats;
 pub mod keys;
 pub mod normalize;
+pub mod parts;
 pub mod presets;
 pub mod provider;
 pub mod responses;

@@ -1,7 +1,7 @@
 //! Downloading one feed the way its provider wants it: the key in its
-//! header (read fresh, sent only to the feed's own host), every URL of the
-//! preset, every page, each response checked and filtered, joined into the
-//! line text the normalizer reads.
+//! header (read fresh, sent only to the feed's own host), every page, each
+//! response checked and filtered, joined into the line text the normalizer
+//! reads. One URL at a time: [`super::parts`] joins a preset's several.
 
 use std::collections::HashSet;
 
@@ -68,9 +68,10 @@ fn key_header(cfg: &FeedConfig) -> Result<Option<(String, Secret)>, DownloadErro
     }))
 }
 
-/// Downloads a feed. `known` makes the request conditional when the feed is
-/// one plain request (no pages, one URL).
-pub fn download(cfg: &FeedConfig, known: &Validators, now: u64) -> Result<Download, DownloadError> {
+/// Downloads one of a feed's URLs (`cfg.source`, or one of
+/// `cfg.more_sources`) with its pages. `known` makes the request conditional
+/// when the URL is one plain request (no pages).
+pub fn download(cfg: &FeedConfig, url: &str, known: &Validators, now: u64) -> Result<Download, DownloadError> {
     let key = key_header(cfg)?;
     let redact = |m: String| key.as_ref().map_or(m.clone(), |(_, k)| k.redact(&m));
     let decode = cfg.provider.map_or(Decode::Lines, |p| p.decode);
@@ -79,12 +80,12 @@ pub fn download(cfg: &FeedConfig, known: &Validators, now: u64) -> Result<Downlo
         not_before: cfg.max_age.map(|a| now.saturating_sub(a.as_secs())),
         now,
     };
-    if key.is_none() && decode == Decode::Lines && cfg.more_sources.is_empty() {
-        return fetch::fetch(&cfg.source, known)
+    if key.is_none() && decode == Decode::Lines {
+        return fetch::fetch(url, known)
             .map(|fetched| Download { fetched, notes: Vec::new() })
             .map_err(|e| DownloadError::from_fetch(e, None));
     }
-    let origin = Origin::of(&cfg.source);
+    let origin = Origin::of(url);
     let template = Request {
         headers: cfg
             .provider
@@ -93,34 +94,32 @@ pub fn download(cfg: &FeedConfig, known: &Validators, now: u64) -> Result<Downlo
             .into_iter()
             .collect(),
         key: key.clone(),
-        ..Request::get(&cfg.source)
+        ..Request::get(url)
     };
-    let conditional = decode != Decode::OtxPulses && cfg.more_sources.is_empty();
-    let mut first = cfg.source.clone();
+    let conditional = decode != Decode::OtxPulses;
+    let mut first = url.to_string();
     if let (Decode::OtxPulses, Some(nb)) = (decode, filter.not_before) {
         first = presets::add_query(&first, &[("modified_since".into(), responses::rfc3339(nb))]);
     }
-    let mut queue: Vec<String> = std::iter::once(first).chain(cfg.more_sources.iter().cloned()).collect();
-    queue.reverse();
+    let mut queue = vec![first];
     let mut seen = HashSet::new();
     let (mut text, mut filtered, mut pages) = (String::new(), 0, 0);
     let mut validators = Validators::default();
-    while let Some(url) = queue.pop() {
+    while let Some(page_url) = queue.pop() {
         pages += 1;
-        if pages > MAX_PAGES || !seen.insert(url.clone()) {
+        if pages > MAX_PAGES || !seen.insert(page_url.clone()) {
             return Err(DownloadError::plain(format!(
-                "{url}: pagination does not end (more than {MAX_PAGES} pages, or a page links back)"
+                "{page_url}: pagination does not end (more than {MAX_PAGES} pages, or a page links back)"
             )));
         }
-        if key.is_some() && Origin::of(&url) != origin {
-            let to = Origin::of(&url).map_or(url.clone(), |o| o.to_string());
+        if key.is_some() && Origin::of(&page_url) != origin {
+            let to = Origin::of(&page_url).map_or(page_url.clone(), |o| o.to_string());
             let home = origin.as_ref().map_or_else(String::new, Origin::to_string);
             return Err(DownloadError::plain(format!(
-                "{}: the next page is on another host ({to}); the key is sent only to {home}",
-                cfg.source
+                "{url}: the next page is on another host ({to}); the key is sent only to {home}"
             )));
         }
-        let req = Request { url: url.clone(), ..template.clone() };
+        let req = Request { url: page_url.clone(), ..template.clone() };
         let none = Validators::default();
         let body = match fetch::http(&req, if conditional { known } else { &none }) {
             Ok(Fetched::NotModified) => return Ok(Download { fetched: Fetched::NotModified, notes: Vec::new() }),
@@ -135,7 +134,7 @@ pub fn download(cfg: &FeedConfig, known: &Validators, now: u64) -> Result<Downlo
             Decode::AbuseIpdb => responses::abuseipdb(&body, &filter),
             Decode::OtxPulses => responses::otx_page(&body, &filter),
         }
-        .map_err(|e| DownloadError::plain(redact(format!("{url}: {e}"))))?;
+        .map_err(|e| DownloadError::plain(redact(format!("{page_url}: {e}"))))?;
         filtered += page.filtered;
         // Documents are joined by a newline; a cut-off last line stays visible as one.
         if !text.is_empty() && !text.ends_with('\n') {

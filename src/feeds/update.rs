@@ -10,6 +10,7 @@ use nftables::types::NfFamily;
 use super::cache::{Cache, Meta};
 use super::fetch::{self, Fetched, Validators};
 use super::normalize::{self, Parsed};
+use super::parts;
 use super::provider::{self, Download};
 use super::FeedConfig;
 use crate::guard::{self, Operator, Protected};
@@ -76,6 +77,8 @@ pub fn refresh_with(
     });
     let known = same.map(Meta::validators).unwrap_or_default();
     let prev_total = same.map_or(0, |m| m.v4 + m.v6);
+    // A URL's pause holds even before the feed's first good copy.
+    let prev_parts = prev.as_ref().filter(|m| m.source == cfg.source).map(|m| m.parts.clone()).unwrap_or_default();
     let mut base = prev.unwrap_or_else(|| Meta {
         source: cfg.source.clone(),
         format: cfg.format.name().to_string(),
@@ -87,9 +90,19 @@ pub fn refresh_with(
     base.source_mtime_ns = local_mtime_ns(&cfg.source);
     base.provider = cfg.provider_name().map(str::to_string);
     base.retry_at = None;
-    let (outcome, warnings) = match provider::download(cfg, &known, now) {
+    // A feed of several URLs pauses, and is conditional, per URL.
+    let several = !cfg.more_sources.is_empty();
+    let pause = |e: &provider::DownloadError, failures: u32| backoff(cfg, e, failures, now);
+    let (downloaded, mut parts) = match several {
+        true => {
+            let (d, records) = parts::download(cfg, cache, &prev_parts, now, &pause)?;
+            (d, Some(records))
+        }
+        false => (provider::download(cfg, &cfg.source, &known, now), None),
+    };
+    let (outcome, warnings) = match downloaded {
         Err(e) => {
-            base.retry_at = backoff(cfg, &e, base.failures + 1, now);
+            base.retry_at = if several { None } else { pause(&e, base.failures + 1) };
             (Outcome::Kept { reason: format!("download failed: {e}") }, Vec::new())
         }
         Ok(Download { fetched: Fetched::NotModified, .. }) => (Outcome::NotModified, Vec::new()),
@@ -106,6 +119,9 @@ pub fn refresh_with(
                             let mut meta = good_meta(cfg, base.clone(), &parsed, validators, now);
                             meta.failures = 0;
                             meta.next_at = next_attempt(cfg, &meta);
+                            if let Some(p) = parts.take() {
+                                p.accepted(cache, &cfg.name, &mut meta, now)?;
+                            }
                             cache.store(&cfg.name, &nets, &meta)?;
                             return Ok(Report { outcome: Outcome::Updated, meta, warnings });
                         }
@@ -119,6 +135,12 @@ pub fn refresh_with(
         Outcome::Kept { reason } => Some(reason.clone()),
         _ => None,
     };
+    if let Some(p) = parts {
+        base.parts = p.if_refused;
+    }
+    if let Outcome::Kept { reason } = &outcome {
+        (base.last_error, base.last_error_at) = (Some(reason.clone()), Some(now));
+    }
     let failed = matches!(outcome, Outcome::Kept { .. });
     base.failures = if failed { base.failures + 1 } else { 0 };
     base.failures_total += u64::from(failed);

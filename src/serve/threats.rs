@@ -59,6 +59,21 @@ pub struct Freshness {
     pub retry_at: Option<u64>,
     /// Attempts that failed or were refused, ever (a counter).
     pub failures_total: Option<u64>,
+    /// The latest error of any attempt (kept after later successes), and when.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+    /// A feed of several URLs: each URL's latest error (`null` when it
+    /// succeeded) and the time of its cached copy.
+    pub urls: Vec<UrlState>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UrlState {
+    pub url: Option<String>,
+    pub fetched_at: Option<u64>,
+    pub error: Option<String>,
+    pub error_at: Option<u64>,
+    pub retry_at: Option<u64>,
 }
 
 /// Reads `FEEDS_DIR/NAME.meta.json`, the feed updater's record of a feed,
@@ -80,6 +95,20 @@ pub fn freshness(feeds_dir: &Path, feed: &str, now: u64) -> Freshness {
         checked_at: num("checked_at").filter(|&t| t > 0),
         retry_at: num("retry_at"),
         failures_total: num("failures_total"),
+        last_error: text("last_error"),
+        last_error_at: num("last_error_at"),
+        urls: meta.get("parts").and_then(Value::as_array).map_or_else(Vec::new, |parts| {
+            parts
+                .iter()
+                .map(|p| UrlState {
+                    url: p.get("url").and_then(Value::as_str).map(str::to_string),
+                    fetched_at: p.get("fetched_at").and_then(Value::as_u64).filter(|&t| t > 0),
+                    error: p.get("error").and_then(Value::as_str).map(str::to_string),
+                    error_at: p.get("error_at").and_then(Value::as_u64),
+                    retry_at: p.get("retry_at").and_then(Value::as_u64),
+                })
+                .collect()
+        }),
     }
 }
 
