@@ -44,10 +44,15 @@ pub struct ImportArgs {
     /// Overwrite OUTPUT if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Load the original into a throwaway network namespace and compare
-    /// verdicts on generated packets (iptables, ufw and nft; needs root).
+    /// Load the original and the imported policy into two throwaway network
+    /// namespaces and send the same generated packets through both (needs
+    /// root; firewalld and phantom input need --reference).
     #[arg(long)]
     pub verify: bool,
+    /// --verify: the original as an nft script (or iptables-save file) to
+    /// load, for formats phantomc cannot load as they are (firewalld, phantom).
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub reference: Option<PathBuf>,
     /// Random packets for --verify, besides every rule's boundary values.
     #[arg(long, default_value_t = 2000)]
     pub packets: usize,
@@ -85,6 +90,7 @@ pub fn config(args: &ConfigArgs) -> CmdResult {
         output: args.output.clone(),
         force: args.force,
         verify: false,
+        reference: None,
         packets: 0,
         seed: 1,
         table: None,
@@ -97,6 +103,9 @@ pub fn run(args: &ImportArgs) -> CmdResult {
         if out.exists() && !args.force {
             return Err(Failure::System(format!("{} exists; use --force to replace it", out.display())));
         }
+    }
+    if args.verify {
+        needs_root()?;
     }
     let mut files = Vec::new();
     if args.from == Source::Nft {
@@ -125,8 +134,7 @@ pub fn run(args: &ImportArgs) -> CmdResult {
         Source::Nft => unreachable!("read by run_nft"),
     };
     let compiled = compile(args, &imported)?;
-    let code =
-        if args.verify { verify_against(args, &files, &compiled.ruleset, &imported)? } else { ExitCode::SUCCESS };
+    let code = if args.verify { verify_against(args, &files, &compiled, &imported)? } else { ExitCode::SUCCESS };
     finish(args, &imported, code)
 }
 
@@ -167,7 +175,7 @@ fn run_nft(args: &ImportArgs) -> CmdResult {
         return Err(Failure::System("--from nft takes one file (or `live`)".into()));
     };
     let name = file.display().to_string();
-    let (json, original) = if name == "live" {
+    let (json, text) = if name == "live" {
         let json = crate::nft::Nft::default()
             .run(&["-j", "list", "ruleset"], None)
             .map_err(|e| Failure::System(format!("nft -j list ruleset: {e}")))?;
@@ -178,67 +186,108 @@ fn run_nft(args: &ImportArgs) -> CmdResult {
             return Err(bad(ImportError { at: format!("{name}:1"), message: "an empty ruleset".into() }));
         }
         // nft itself parses the script, in a throwaway namespace; its errors name the line.
-        let (chains, json) = verify::load_nft(&text).map_err(|e| bad(ImportError { at: name.clone(), message: e }))?;
-        (json, Some(chains))
+        let (_, json) = verify::load_nft(&text).map_err(|e| bad(ImportError { at: name.clone(), message: e }))?;
+        (json, Some(text))
     };
     let imported = nft_import::import(&name, &json, args.table.as_deref()).map_err(bad)?;
     let compiled = compile(args, &imported)?;
-    let mut code = ExitCode::SUCCESS;
-    if args.verify {
-        let chains = match original {
-            Some(c) => c,
-            None => verify::load_nft(&json).map_err(Failure::System)?.0,
+    let code = if args.verify {
+        let original = match &args.reference {
+            Some(_) => reference(args)?,
+            None => verify::OriginalRules::Nft(text.unwrap_or(json)),
         };
-        let untranslated = |table: &str, chain: &str, index: usize| -> Option<String> {
+        let untranslated = |_v6: bool, table: &str, chain: &str, index: usize| -> Option<String> {
             let tail = format!(" {table} chain {chain} rule {}", index + 1);
             imported.untranslated.iter().find(|u| u.at.ends_with(&tail)).map(|u| u.at.clone())
         };
-        for v6 in [false, true] {
-            let r = verify::compare(&chains, &compiled.ruleset, v6, args.packets, args.seed, &untranslated);
-            if report_verify(v6, &r) {
-                code = ExitCode::from(EXIT_NOT_EQUIVALENT);
-            }
-        }
-    }
+        run_verify(args, &original, &compiled, &[false, true], &untranslated)?
+    } else {
+        ExitCode::SUCCESS
+    };
     finish(args, &imported, code)
 }
 
 fn verify_against(
     args: &ImportArgs,
     files: &[(String, String)],
-    rs: &ir::Ruleset,
+    compiled: &ir::Compiled,
     imported: &Imported,
 ) -> Result<ExitCode, Failure> {
-    if !matches!(args.from, Source::Iptables | Source::Ufw) {
-        return Err(Failure::System("--verify compares iptables-save, ufw and nft input only".into()));
-    }
-    let mut code = ExitCode::SUCCESS;
     let tagged: Vec<(String, String, bool)> =
         files.iter().map(|(n, t)| (n.clone(), t.clone(), iptables::is_ipv6(n, t))).collect();
-    let loaded: Vec<(String, String, bool)> = match args.from {
-        Source::Ufw => tagged.iter().map(|(n, t, v6)| (n.clone(), iptables::ufw_as_loaded(t, *v6), *v6)).collect(),
-        _ => tagged.clone(),
-    };
-    let original = verify::load_original(&loaded).map_err(Failure::System)?;
-    for v6 in [false, true] {
-        if !tagged.iter().any(|f| f.2 == v6) {
-            continue;
+    let original = match (args.from, &args.reference) {
+        (_, Some(_)) => reference(args)?,
+        (Source::Ufw, None) => verify::OriginalRules::Iptables(
+            tagged.iter().map(|(n, t, v6)| (n.clone(), iptables::ufw_as_loaded(t, *v6), *v6)).collect(),
+        ),
+        (Source::Iptables, None) => verify::OriginalRules::Iptables(tagged.clone()),
+        _ => {
+            return Err(Failure::System(
+                "--verify needs the original as a ruleset: give --reference FILE (an nft script or iptables-save \
+                 output that does what the imported file means)"
+                    .into(),
+            ))
         }
-        let saves: Vec<(String, SaveFile)> = tagged
-            .iter()
-            .filter(|f| f.2 == v6)
-            .filter_map(|(n, t, _)| iptables_save::parse(t).ok().map(|s| (n.clone(), s)))
-            .collect();
-        let untranslated = |table: &str, chain: &str, index: usize| -> Option<String> {
-            saves.iter().find_map(|(name, save)| {
-                let t = save.tables.iter().find(|t| t.name == table)?;
-                let rule = t.rules_of(chain).nth(index)?;
-                let at = format!("{name}:{}", rule.line);
-                imported.untranslated.iter().any(|u| u.at == at).then_some(at)
-            })
-        };
-        let r = verify::compare(&original, rs, v6, args.packets, args.seed, &untranslated);
-        if report_verify(v6, &r) {
+    };
+    let saves: Vec<(String, SaveFile, bool)> =
+        tagged.iter().filter_map(|(n, t, v6)| iptables_save::parse(t).ok().map(|s| (n.clone(), s, *v6))).collect();
+    let untranslated = |v6: bool, table: &str, chain: &str, index: usize| -> Option<String> {
+        saves.iter().filter(|s| s.2 == v6).find_map(|(name, save, _)| {
+            let t = save.tables.iter().find(|t| t.name == table)?;
+            let rule = t.rules_of(chain).nth(index)?;
+            let at = format!("{name}:{}", rule.line);
+            imported.untranslated.iter().any(|u| u.at == at).then_some(at)
+        })
+    };
+    let families: Vec<bool> = match args.from {
+        Source::Iptables | Source::Ufw if args.reference.is_none() => {
+            [false, true].into_iter().filter(|v6| tagged.iter().any(|f| f.2 == *v6)).collect()
+        }
+        _ => vec![false, true],
+    };
+    run_verify(args, &original, compiled, &families, &untranslated)
+}
+
+/// `--reference FILE`: an iptables-save file when it looks like one, else an nft ruleset.
+fn reference(args: &ImportArgs) -> Result<verify::OriginalRules, Failure> {
+    let path = args.reference.as_ref().expect("called with --reference");
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::System(format!("cannot read {name}: {e}")))?;
+    let is_save =
+        text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).is_some_and(|l| l.starts_with('*'));
+    Ok(if is_save {
+        let v6 = iptables::is_ipv6(&name, &text);
+        verify::OriginalRules::Iptables(vec![(name, text, v6)])
+    } else {
+        verify::OriginalRules::Nft(text)
+    })
+}
+
+/// --verify creates network namespaces and sends raw packets.
+fn needs_root() -> Result<(), Failure> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Failure::System(
+            "--verify loads both rulesets into throwaway network namespaces and sends packets through them, \
+             which needs root (CAP_NET_ADMIN and CAP_NET_RAW): run it as root, or import without --verify"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn run_verify(
+    args: &ImportArgs,
+    original: &verify::OriginalRules,
+    compiled: &ir::Compiled,
+    families: &[bool],
+    untranslated: &dyn Fn(bool, &str, &str, usize) -> Option<String>,
+) -> Result<ExitCode, Failure> {
+    let reports = verify::verify(original, compiled, families, args.packets, args.seed, untranslated)
+        .map_err(|e| Failure::System(format!("--verify: {e}")))?;
+    let mut code = ExitCode::SUCCESS;
+    for (v6, r) in &reports {
+        if report_verify(*v6, r) {
             code = ExitCode::from(EXIT_NOT_EQUIVALENT);
         }
     }
@@ -248,19 +297,22 @@ fn verify_against(
 /// Prints one family's comparison; true when a difference is unexplained.
 fn report_verify(v6: bool, r: &verify::Report) -> bool {
     eprintln!(
-        "verify {}: {} packets, {} differ, {} more differ where the original's deciding rule was not translated; \
-         {} decided by an expression the model cannot evaluate, {} by a rate-limited rule (not compared)",
+        "verify {}: {} packets through both kernels ({} input, {} forward; the original accepted {}, rejected {}, \
+         dropped {}), {} differ, {} more differ where the original's deciding rule was not translated; {} meet a \
+         rate-limited rule (not compared), {} not sent (on loopback)",
         if v6 { "IPv6" } else { "IPv4" },
         r.packets,
+        r.input,
+        r.forward,
+        r.original_fates[0],
+        r.original_fates[1],
+        r.original_fates[2],
         r.differing.len(),
         r.explained.len(),
-        r.unknown,
-        r.rate_limited
+        r.rate_limited,
+        r.not_sent
     );
-    if let Some(example) = &r.unknown_example {
-        eprintln!("  not evaluated, e.g.: {example}");
-    }
-    for d in r.differing.iter().chain(r.explained.iter()).take(20) {
+    for d in r.differing.iter().chain(r.explained.iter()) {
         eprintln!(
             "  {}: original {} ({}), imported {} ({})",
             d.packet, d.original, d.original_rule, d.imported, d.imported_rule

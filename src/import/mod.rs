@@ -6,6 +6,7 @@
 
 pub mod firewalld;
 pub mod iptables;
+pub mod lab;
 pub mod nft;
 pub mod phantom;
 pub mod verify;
