@@ -138,6 +138,7 @@ one_case_per_code! {
     feed_refresh => FeedRefresh,
     bad_date => BadDate,
     bad_exclusion => BadExclusion,
+    entry_timeout => EntryTimeout,
     reject_with => RejectWith,
     early_rule => EarlyRule,
     notrack_rule => NotrackRule,

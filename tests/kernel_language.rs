@@ -151,3 +151,42 @@ fn notrack_passes_udp_without_a_connection_entry() {
     assert_eq!(row["chain"], "early", "{row}");
     assert!(row["packets"].as_u64().expect("counted") >= 2, "{row}");
 }
+
+/// A static set entry with its own timeout: blocked once loaded, then the
+/// kernel removes the entry on its own and the source passes again.
+#[test]
+fn a_timed_set_entry_blocks_until_the_kernel_removes_it() {
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("timed.pf");
+    let text = "set temp = { 198.51.100.2 timeout 3s, 192.0.2.0/24 }
+pass in on lo
+block in from <temp>
+pass in proto tcp to port 80
+";
+    std::fs::write(&policy, text).expect("write");
+    let policy = policy.to_str().expect("utf-8 path");
+    // The analyzer sees the set as loaded: the entry is there.
+    let explained = lab.srv.phantomc(&["explain", policy, "tcp 198.51.100.2:40000 -> 198.51.100.1:80"]);
+    assert!(stdout(&explained).contains("block"), "{}", stdout(&explained));
+    let started = std::time::Instant::now();
+    apply(&lab.srv, policy);
+    let listed = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "temp_v4"]));
+    assert!(listed.contains("198.51.100.2 timeout 3s") && listed.contains("flags interval,timeout"), "{listed}");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "blocked while the entry lasts");
+    // Poll: the kernel's garbage collection removes it some time after 3 s.
+    let mut passed = false;
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        if tcp_connect(&lab.publ, "198.51.100.1", 80) == Tcp::Connected {
+            passed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(passed, "the timed entry never expired");
+    let listed = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "temp_v4"]));
+    assert!(!listed.contains("198.51.100.2") && listed.contains("192.0.2.0/24"), "{listed}");
+    // The drift check does not count the entry's absence as drift.
+    assert_eq!(lab.srv.phantomc(&["status", policy]).status.code(), Some(0), "in sync");
+}

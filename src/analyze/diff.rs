@@ -59,6 +59,10 @@ pub struct Diff {
     pub regions: Vec<Region>,
     /// NAT rules are compared as written, not analysed.
     pub nat_changed: bool,
+    /// Sets whose timed entries (which time out, or when) differ; verdicts
+    /// are compared for the sets as loaded, before anything times out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeouts_changed: Vec<String>,
 }
 
 impl Diff {
@@ -213,7 +217,24 @@ pub fn diff(old: &Compiled, new: &Compiled) -> Diff {
         (x.hook, x.change, &x.packets, &x.old, &x.new).cmp(&(y.hook, y.change, &y.packets, &y.old, &y.new))
     });
     let nat = |c: &Compiled| c.ruleset.nat.iter().map(|n| (n.matches.clone(), n.action.clone())).collect::<Vec<_>>();
-    Diff { regions, nat_changed: nat(old) != nat(new) }
+    Diff { regions, nat_changed: nat(old) != nat(new), timeouts_changed: timeouts_changed(&old.ruleset, &new.ruleset) }
+}
+
+/// The policy sets whose timed entries differ between `old` and `new`.
+fn timeouts_changed(old: &Ruleset, new: &Ruleset) -> Vec<String> {
+    let timed = |rs: &Ruleset, name: &str| -> Vec<crate::ir::TimedNet> {
+        let halves = rs.sets.iter().filter(|s| s.name == name);
+        halves
+            .flat_map(|s| match &s.kind {
+                crate::ir::SetKind::Static { timed, .. } => timed.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    let mut names: Vec<&str> = old.sets.iter().chain(&new.sets).map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.into_iter().filter(|n| timed(old, n) != timed(new, n)).map(str::to_string).collect()
 }
 
 /// Unions cubes that differ in one field, until none do.
@@ -291,6 +312,12 @@ pub fn render(d: &Diff) -> String {
     if d.nat_changed {
         out += "note: NAT rules differ (diff compares filter verdicts; NAT is not analysed)\n";
     }
+    if !d.timeouts_changed.is_empty() {
+        out += &format!(
+            "note: entry timeouts differ in set {} (verdicts are compared for the sets as loaded)\n",
+            d.timeouts_changed.join(", ")
+        );
+    }
     out
 }
 
@@ -319,6 +346,17 @@ mod tests {
         assert_eq!(outcome_text(&r.new), "pass (new.pf:2)");
         assert!(d.widens());
         assert!(diff(&new, &old).regions.iter().all(|r| r.change == Change::Narrow));
+    }
+
+    #[test]
+    fn a_timed_entry_counts_as_present_and_a_new_timeout_is_noted() {
+        let set = |entry: &str| format!("set t = {{ {entry}, 10.9.0.0/16 }}\npass in proto tcp from <t> to port 22\n");
+        let (plain, timed) = (compile(&set("192.0.2.1"), "old.pf"), compile(&set("192.0.2.1 timeout 1h"), "new.pf"));
+        let d = diff(&plain, &timed);
+        assert!(d.regions.is_empty(), "{}", render(&d));
+        assert_eq!(d.timeouts_changed, ["t"]);
+        assert!(render(&d).contains("note: entry timeouts differ in set t"), "{}", render(&d));
+        assert!(diff(&timed, &timed).timeouts_changed.is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::diag::{Diag, SourceMap, Span};
-use crate::ir::{Action, AddrMatch, Ruleset, SetKind};
+use crate::ir::{Action, AddrMatch, Ruleset};
 use crate::policy::ast::{Item, RuleOpt, SetBody, Stmt, Value};
 
 /// Most entries named in one finding.
@@ -79,10 +79,7 @@ fn allowed(rs: &Ruleset) -> Vec<(IpNet, &crate::ir::Rule)> {
         for m in [&rule.matches.src, &rule.matches.dst] {
             let nets = match m {
                 AddrMatch::Nets { negated: false, nets } => nets.clone(),
-                AddrMatch::Set { negated: false, set } => match rs.set(set).map(|s| &s.kind) {
-                    Some(SetKind::Static { elements }) => elements.clone(),
-                    _ => Vec::new(),
-                },
+                AddrMatch::Set { negated: false, set } => rs.set(set).and_then(|s| s.kind.loaded()).unwrap_or_default(),
                 _ => Vec::new(),
             };
             out.extend(nets.into_iter().map(|n| (n, rule)));

@@ -40,6 +40,10 @@ pub struct Explanation {
     /// Decided by an early `notrack` pass: conntrack never sees the packet.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub untracked: bool,
+    /// Static sets with timed entries the packet was tested against: taken
+    /// as loaded, before any entry times out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timed_sets: Vec<String>,
 }
 
 /// Explains one packet. Run-time and feed sets are taken as empty.
@@ -85,11 +89,17 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         }
     };
     // A set was tested only when the packet got past the fields before it.
-    let reached = d.tried.iter().map(|&(i, f)| (i, f as u8)).chain(d.rule.map(|i| (i, u8::MAX)));
-    let mut runtime_sets: Vec<String> =
-        reached.flat_map(|(i, got_to)| runtime_sets_of(rs, &rules[i].matches, got_to)).collect();
-    runtime_sets.sort();
-    runtime_sets.dedup();
+    let reached: Vec<(usize, u8)> =
+        d.tried.iter().map(|&(i, f)| (i, f as u8)).chain(d.rule.map(|i| (i, u8::MAX))).collect();
+    let tested = |pick: fn(Option<&SetKind>) -> bool| {
+        let mut sets: Vec<String> =
+            reached.iter().flat_map(|&(i, got_to)| sets_of(rs, &rules[i].matches, got_to, pick)).collect();
+        sets.sort();
+        sets.dedup();
+        sets
+    };
+    let runtime_sets = tested(|k| !matches!(k, Some(SetKind::Static { .. })));
+    let timed_sets = tested(|k| k.is_some_and(SetKind::has_timeouts));
     Explanation {
         packet: packet::format(p),
         hook: p.hook,
@@ -99,6 +109,7 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         over_limit: over_limit(rs, sources, p, &d, contents).map(Box::new),
         runtime_sets,
         untracked: eval::deciding_rule(rs, p, &d).is_some_and(|r| r.notrack),
+        timed_sets,
     }
 }
 
@@ -129,15 +140,13 @@ pub fn possible_verdicts(e: &Explanation) -> Vec<Action> {
     out
 }
 
-/// Run-time sets among the address fields of `m` up to field number `got_to`.
-fn runtime_sets_of(rs: &Ruleset, m: &Match, got_to: u8) -> Vec<String> {
+/// The sets of the kinds `pick` takes among the address fields of `m` up to field number `got_to`.
+fn sets_of(rs: &Ruleset, m: &Match, got_to: u8, pick: fn(Option<&SetKind>) -> bool) -> Vec<String> {
     [(&m.src, Field::Source), (&m.dst, Field::Destination)]
         .into_iter()
         .filter(|(_, f)| *f as u8 <= got_to)
         .filter_map(|(a, _)| match a {
-            AddrMatch::Set { set, .. } if !matches!(rs.set(set).map(|s| &s.kind), Some(SetKind::Static { .. })) => {
-                Some(set.clone())
-            }
+            AddrMatch::Set { set, .. } if pick(rs.set(set).map(|s| &s.kind)) => Some(set.clone()),
             _ => None,
         })
         .collect()
@@ -198,6 +207,9 @@ fn addr_text(rs: &Ruleset, a: &AddrMatch) -> String {
         AddrMatch::Set { negated, set } => {
             let not = if *negated { "not " } else { "" };
             match rs.set(set).map(|s| &s.kind) {
+                Some(k) if k.has_timeouts() => {
+                    format!("{not}in set {set} (as loaded, before its timed entries expire)")
+                }
                 Some(SetKind::Static { .. }) | None => format!("{not}in set {set}"),
                 Some(_) => format!("{not}in run-time set {set} (empty offline)"),
             }
@@ -243,6 +255,9 @@ fn render_decision(out: &mut String, e: &Explanation) {
     }
     if !e.runtime_sets.is_empty() {
         let _ = writeln!(out, "note: run-time sets are empty offline: {}", e.runtime_sets.join(", "));
+    }
+    if !e.timed_sets.is_empty() {
+        let _ = writeln!(out, "note: taken as loaded, before their entries time out: {}", e.timed_sets.join(", "));
     }
     let (mut limited, mut over) = (&e.decided_by.rule, e.over_limit.as_deref());
     while let Some(x) = over {

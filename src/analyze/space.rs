@@ -396,10 +396,10 @@ fn addr_ranges(rs: &Ruleset, a: &AddrMatch, family: Family) -> Ranges {
     let (negated, nets): (bool, Vec<IpNet>) = match a {
         AddrMatch::Any => return all,
         AddrMatch::Nets { negated, nets } => (*negated, nets.clone()),
-        AddrMatch::Set { negated, set } => match rs.set(set).map(|s| &s.kind) {
-            Some(SetKind::Static { elements }) => (*negated, elements.clone()),
+        AddrMatch::Set { negated, set } => match rs.set(set).and_then(|s| s.kind.loaded()) {
+            Some(elements) => (*negated, elements),
             // Unknown contents: any address may or may not be in it.
-            _ => return all,
+            None => return all,
         },
     };
     let inside = Ranges::of(nets.iter().filter(|n| Family::of(&n.addr()) == family).map(net_range));

@@ -196,6 +196,9 @@ catalog! {
     BadExclusion = "bad-exclusion", Error, "46-exclusion-outside.pf", "phantomc compile testdata/errors/46-exclusion-outside.pf",
         r#"an exclusion that does not cut anything sensible"#,
         r#"An excluded network (`!net` in a list, `except`) must lie inside what it is excluded from, must not remove all of it, and must be an address, not a set or name."#;
+    EntryTimeout = "entry-timeout", Error, "120-entry-timeout-in-rule.pf", "phantomc compile testdata/errors/120-entry-timeout-in-rule.pf",
+        r#"an entry `timeout` outside a named set, on an exclusion, or out of range"#,
+        r#"Only the elements of a named set can time out in nft: declare `set NAME = { ADDRESS timeout 1h }` and match `<NAME>`. A timeout is 1s to 4294967295s; an exclusion has none."#;
     RejectWith = "reject-with", Error, "49-with-on-block.pf", "phantomc compile testdata/errors/49-with-on-block.pf",
         r#"a `with` that does not fit the verdict, protocol or family"#,
         r#"`with` belongs to `reject`; `tcp reset` needs TCP, `icmp` codes need IPv4, `icmpv6` codes IPv6 and `icmpx` fits both."#;

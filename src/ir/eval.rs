@@ -139,7 +139,9 @@ fn addr(rs: &Ruleset, m: &AddrMatch, ip: IpAddr, sets: &SetContents) -> bool {
         AddrMatch::Nets { negated, nets } => nets.iter().any(|n| n.contains(&ip)) != *negated,
         AddrMatch::Set { negated, set } => {
             let inside = match rs.set(set).map(|s| &s.kind) {
-                Some(SetKind::Static { elements }) => elements.iter().any(|n| n.contains(&ip)),
+                Some(SetKind::Static { elements, timed }) => {
+                    elements.iter().any(|n| n.contains(&ip)) || timed.iter().any(|t| t.net.contains(&ip))
+                }
                 _ => sets.get(set).is_some_and(|ns| ns.iter().any(|n| n.contains(&ip))),
             };
             inside != *negated

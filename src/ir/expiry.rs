@@ -53,6 +53,15 @@ pub fn today() -> Date {
     Date::from_days(i64::try_from(secs / 86_400).unwrap_or(0))
 }
 
+/// Seconds since the epoch: midnight (UTC) of `PHANTOMC_TODAY` when that is
+/// set, so compiled timeouts are reproducible; else the clock.
+pub fn now() -> u64 {
+    if let Some(d) = std::env::var(TODAY_ENV).ok().as_deref().and_then(parse) {
+        return u64::try_from(d.days()).unwrap_or(0) * 86_400;
+    }
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// `YYYY-MM-DD`, if it is a real day.
 pub fn parse(text: &str) -> Option<Date> {
     let mut parts = text.split('-');

@@ -145,12 +145,44 @@ pub struct SetDef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum SetKind {
-    /// Elements fixed by the policy (aggregated, no overlaps).
-    Static { elements: Vec<IpNet> },
+    /// Elements fixed by the policy (aggregated, no overlaps); `timed` are
+    /// the ones the kernel removes after a while (`timeout`, or `expires` in
+    /// a named set), disjoint from `elements` and from each other.
+    Static {
+        elements: Vec<IpNet>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        timed: Vec<TimedNet>,
+    },
     /// Filled at run time by `phantomc block`; kept across reloads.
     Dynamic { timeout: Option<u64> },
     /// Filled from a threat feed.
     Feed { feed: String },
+}
+
+/// A set element that times out: seconds after the set is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct TimedNet {
+    pub net: IpNet,
+    pub timeout: u64,
+}
+
+impl SetKind {
+    /// A static set's networks as loaded, timed ones included (the analyzer
+    /// sees a set as it is right after a load, before anything timed out).
+    pub fn loaded(&self) -> Option<Vec<IpNet>> {
+        match self {
+            SetKind::Static { elements, timed } if timed.is_empty() => Some(elements.clone()),
+            SetKind::Static { elements, timed } => {
+                Some(IpNet::aggregate(&elements.iter().copied().chain(timed.iter().map(|t| t.net)).collect()))
+            }
+            _ => None,
+        }
+    }
+
+    /// A static set some of whose elements time out.
+    pub fn has_timeouts(&self) -> bool {
+        matches!(self, SetKind::Static { timed, .. } if !timed.is_empty())
+    }
 }
 
 /// A threat feed declaration (loaded by the `feeds` module).

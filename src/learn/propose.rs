@@ -15,7 +15,7 @@ use super::services::Service;
 use super::{fmt_time, Report};
 use crate::guard::Protected;
 use crate::ir::eval::{decide, Packet, SetContents};
-use crate::ir::{self, names, Action, Hook, Ruleset, SetKind};
+use crate::ir::{self, names, Action, Hook, Ruleset};
 use crate::policy::ast::{Direction, SetBody, Stmt};
 use crate::policy::{self, LoadError};
 
@@ -139,8 +139,8 @@ pub fn propose(
     let mut anchors = anchors(&parsed, set_name);
     if let Some((_, elements)) = &mut anchors.learned_set {
         for nft_name in [ir::nft_set_name(set_name, ir::Family::V4), ir::nft_set_name(set_name, ir::Family::V6)] {
-            if let Some(SetKind::Static { elements: e }) = before.set(&nft_name).map(|s| &s.kind) {
-                elements.extend(e.iter().copied());
+            if let Some(e) = before.set(&nft_name).and_then(|s| s.kind.loaded()) {
+                elements.extend(e);
             }
         }
     }

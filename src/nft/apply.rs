@@ -85,9 +85,11 @@ pub enum Status {
 }
 
 /// Is `name` a set whose elements are not the policy's own (run-time and
-/// feed sets)? Their contents are read or recorded elsewhere, never compared.
+/// feed sets), or whose elements time out on their own (a static set with
+/// timed entries: the kernel drops them, and their timeouts count down)?
+/// Their contents are read or recorded elsewhere, never compared.
 pub fn runtime_set(rs: &Ruleset, name: &str) -> bool {
-    rs.set(name).is_some_and(|s| !matches!(s.kind, SetKind::Static { .. }))
+    rs.set(name).is_some_and(|s| !matches!(s.kind, SetKind::Static { .. }) || s.kind.has_timeouts())
 }
 
 /// The policy as the kernel would hold it: loaded without run-time or

@@ -240,7 +240,15 @@ fn set(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) -> sch
     let mut flags = HashSet::from([SetFlag::Interval]);
     let mut timeout = None;
     let mut elems: Vec<Expression<'static>> = match &s.kind {
-        SetKind::Static { elements } => elements.iter().map(|n| net_expr(*n)).collect(),
+        SetKind::Static { elements, timed } => {
+            if !timed.is_empty() {
+                flags.insert(SetFlag::Timeout);
+            }
+            let timed = timed.iter().map(|t| (t.net, Some(u32::try_from(t.timeout).unwrap_or(u32::MAX))));
+            let mut all: Vec<(IpNet, Option<u32>)> = elements.iter().map(|n| (*n, None)).chain(timed).collect();
+            all.sort(); // in address order, as nft lists them
+            all.into_iter().map(|(n, t)| elem_expr(n, t, None)).collect()
+        }
         SetKind::Dynamic { timeout: t } => {
             flags.insert(SetFlag::Timeout);
             timeout = t.map(|t| u32::try_from(t).unwrap_or(u32::MAX));

@@ -243,7 +243,7 @@ fn element(e: &Expression<'_>, quoted: bool) -> String {
         Expression::Named(NamedExpression::Elem(el)) => {
             let mut out = text(&el.val);
             if let Some(t) = el.timeout {
-                out += &format!(" timeout {t}s");
+                out += &format!(" timeout {}", duration(t));
             }
             if el.counter.is_some() {
                 out += " counter";
@@ -255,6 +255,23 @@ fn element(e: &Expression<'_>, quoted: bool) -> String {
         }
         other => text(other),
     }
+}
+
+/// Seconds as nft reads a time: `1h`, `26d16h5s` (each number must fit
+/// nft's 32-bit signed parse, so a long timeout is split into units).
+fn duration(secs: u32) -> String {
+    let mut out = String::new();
+    let mut left = secs;
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if left >= size {
+            out += &format!("{}{unit}", left / size);
+            left %= size;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
 }
 
 fn set_item(i: &SetItem<'_>) -> String {

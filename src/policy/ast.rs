@@ -104,6 +104,12 @@ pub enum Item {
         item: Box<Spanned<Item>>,
         date: Spanned<Date>,
     },
+    /// `192.0.2.1 timeout 1h` in a named set: the kernel removes the entry
+    /// that many seconds after the set is loaded.
+    Timed {
+        item: Box<Spanned<Item>>,
+        seconds: Spanned<u64>,
+    },
 }
 
 impl Item {
@@ -119,7 +125,7 @@ impl Item {
             Item::Number(_) => "a number",
             Item::Name(_) => "a name",
             Item::Except(_) => "an exclusion",
-            Item::Expiring { item, .. } => item.node.kind(),
+            Item::Expiring { item, .. } | Item::Timed { item, .. } => item.node.kind(),
         }
     }
 }

@@ -448,14 +448,18 @@ impl Builder {
         Some(Spanned::new(item, span))
     }
 
-    /// A list entry: an item, maybe excluded (`!net`), maybe expiring.
+    /// A list entry: an item, maybe excluded (`!net`), maybe expiring, maybe timed.
     fn entry(&mut self, p: Pair<'_, Rule>) -> Option<Spanned<Item>> {
         let span = self.span(&p);
-        let (mut negated, mut item, mut date) = (false, None, None);
+        let (mut negated, mut item, mut date, mut timeout) = (false, None, None, None);
         for part in p.into_inner() {
             match part.as_rule() {
                 Rule::negation => negated = true,
                 Rule::expires => date = Some(self.date(&part.into_inner().next()?)?),
+                Rule::entry_timeout => {
+                    let d = part.into_inner().next()?;
+                    timeout = Some(Spanned::new(self.duration(&d), self.span(&d)));
+                }
                 _ => item = Some(self.item(part)?),
             }
         }
@@ -463,8 +467,11 @@ impl Builder {
         if negated {
             item = Spanned::new(Item::Except(Box::new(item)), span);
         }
-        Some(match date {
-            Some(date) => Spanned::new(Item::Expiring { item: Box::new(item), date }, span),
+        if let Some(date) = date {
+            item = Spanned::new(Item::Expiring { item: Box::new(item), date }, span);
+        }
+        Some(match timeout {
+            Some(seconds) => Spanned::new(Item::Timed { item: Box::new(item), seconds }, span),
             None => item,
         })
     }

@@ -108,13 +108,32 @@ impl<'a> Lowerer<'a> {
             SetBody::Static(value) => {
                 let errors_before = self.diags.len();
                 let expiries_before = self.out.expiries.len();
-                let items = self.expand(value);
+                let items = self.expand_entries(value);
                 let mut nets = Vec::new();
                 let mut excluded = Vec::new();
+                let mut timeouts = HashMap::new();
                 for r in items {
                     match r.item {
-                        Item::Net(n) => nets.push((n, r.span)),
-                        Item::Except(ref inner) => excluded.extend(self.excluded_net(&r, inner)),
+                        Item::Net(n) => {
+                            nets.push((n, r.span));
+                            if let Some(t) = r.timeout {
+                                timeouts.insert(r.span, t.seconds);
+                            }
+                        }
+                        Item::Except(ref inner) => {
+                            if let Some(span) = r.timeout.and_then(|t| t.written) {
+                                self.diags.push(
+                                    Diag::error(
+                                        "entry-timeout",
+                                        span,
+                                        "an exclusion cannot time out",
+                                        "timeout on an exclusion",
+                                    )
+                                    .with_help("put the timeout on the entry the exclusion is taken from"),
+                                );
+                            }
+                            excluded.extend(self.excluded_net(&r, inner));
+                        }
                         ref other => {
                             let d = r
                                 .diag(
@@ -130,28 +149,36 @@ impl<'a> Lowerer<'a> {
                 if !excluded.is_empty() {
                     nets = self.exclude(nets, &excluded);
                 }
+                let (timed, nets): (Vec<_>, Vec<_>) =
+                    nets.into_iter().partition(|(_, span)| timeouts.contains_key(span));
+                let timed: Vec<TimedNet> =
+                    timed.into_iter().map(|(net, span)| TimedNet { net, timeout: timeouts[&span] }).collect();
                 let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
                     nets.into_iter().map(|(n, _)| n).partition(|n| Family::of(&n.addr()) == Family::V4);
                 // Every entry expired: the set stays, empty, so its rules match nothing.
                 let all_expired = self.out.expiries[expiries_before..].iter().any(|e| e.expired);
-                if v4.is_empty() && v6.is_empty() && self.diags.len() == errors_before && !all_expired {
+                let is_v4 = |t: &&TimedNet| Family::of(&t.net.addr()) == Family::V4;
+                let (timed_v4, timed_v6): (Vec<&TimedNet>, Vec<&TimedNet>) = timed.iter().partition(is_v4);
+                let empty = v4.is_empty() && v6.is_empty() && timed.is_empty();
+                if empty && self.diags.len() == errors_before && !all_expired {
                     self.diags.push(
                         Diag::error("empty-set", value.span, format!("set `{}` is empty", name.node), "no elements")
                             .with_help("for a set filled at run time write `set NAME dynamic`"),
                     );
                 }
                 let mut families = Vec::new();
-                let keep_empty = v4.is_empty() && v6.is_empty();
-                for (family, nets) in [(Family::V4, v4), (Family::V6, v6)] {
-                    if nets.is_empty() && !keep_empty {
+                for (family, nets, timed) in [(Family::V4, v4, timed_v4), (Family::V6, v6, timed_v6)] {
+                    if nets.is_empty() && timed.is_empty() && !empty {
                         continue;
                     }
                     families.push(family);
+                    let elements = IpNet::aggregate(&nets);
+                    let timed = disjoint_timed(&elements, timed, family);
                     self.out.sets.push(SetDef {
                         name: name.node.clone(),
                         nft_name: nft_set_name(&name.node, family),
                         family,
-                        kind: SetKind::Static { elements: IpNet::aggregate(&nets) },
+                        kind: SetKind::Static { elements, timed },
                         origin: origin.clone(),
                     });
                 }
@@ -399,4 +426,20 @@ impl<'a> Lowerer<'a> {
         }
         self.out.allow_always = IpNet::aggregate(&self.out.allow_always);
     }
+}
+
+/// Timed entries as nft can hold them beside `elements` in one interval set:
+/// no overlaps, and an address covered by several entries stays as long as
+/// the longest-lived of them (a permanent entry wins over any timeout).
+fn disjoint_timed(elements: &[IpNet], mut timed: Vec<&TimedNet>, family: Family) -> Vec<TimedNet> {
+    timed.sort_by_key(|t| std::cmp::Reverse(t.timeout));
+    let mut covered = Ranges::of(elements.iter().map(ranges::net_range));
+    let mut out = Vec::new();
+    for t in timed {
+        let left = Ranges::of([ranges::net_range(&t.net)]).subtract(&covered);
+        out.extend(ranges::to_nets(&left, family).into_iter().map(|net| TimedNet { net, timeout: t.timeout }));
+        covered = covered.union(&left);
+    }
+    out.sort();
+    out
 }

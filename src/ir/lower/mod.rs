@@ -28,6 +28,8 @@ const DEFAULT_TABLE: &str = "phantomc";
 const MAX_IFNAME: usize = 15;
 const MAX_COMMENT: usize = 128;
 const MAX_LOG_PREFIX: usize = 127;
+/// nft states an element's timeout in 32 bits of seconds (about 136 years).
+const MAX_ENTRY_TIMEOUT: u64 = u32::MAX as u64;
 
 /// Gives meaning to a parsed policy.
 pub fn lower(policy: &Policy) -> Result<(Ruleset, Vec<Unused>), Vec<Diag>> {
@@ -48,6 +50,27 @@ struct Resolved {
     item: Item,
     span: Span,
     via: Option<Span>,
+    /// Seconds the entry stays in a named set once loaded; `None` forever.
+    timeout: Option<EntryTimeout>,
+}
+
+/// How long a list entry stays in the kernel: as written (`timeout 1h`), or
+/// until the end of its `expires` day.
+#[derive(Clone, Copy, Debug)]
+struct EntryTimeout {
+    seconds: u64,
+    /// Where `timeout` was written; `None` for the time left to an `expires` date.
+    written: Option<Span>,
+}
+
+impl EntryTimeout {
+    /// The shorter of two timeouts of one entry.
+    fn min(self, other: Option<EntryTimeout>) -> EntryTimeout {
+        match other {
+            Some(o) => EntryTimeout { seconds: self.seconds.min(o.seconds), written: self.written.or(o.written) },
+            None => self,
+        }
+    }
 }
 
 impl Resolved {
@@ -123,6 +146,8 @@ struct Lowerer<'a> {
     adaptive_set_span: Span,
     /// Rules and entries dated before this day are left out.
     today: Date,
+    /// Seconds since the epoch: `expires` entries of named sets time out at the end of their day.
+    now: u64,
     /// Index of the statement being lowered (for the origins of expiring entries).
     stmt: usize,
     /// Set and list elements that may still be produced by expanding defines;
@@ -158,6 +183,7 @@ impl<'a> Lowerer<'a> {
             meters: 0,
             adaptive_set_span: Span::default(),
             today: expiry::today(),
+            now: expiry::now(),
             stmt: 0,
             elements_left: Some(crate::policy::max_elements()),
         }
@@ -184,7 +210,7 @@ impl<'a> Lowerer<'a> {
                     self.diags.push(d);
                     return;
                 }
-                let items = self.expand(value);
+                let items = self.expand_entries(value);
                 self.defines.insert(name.node.clone(), (name.span, items));
             }
             Stmt::Include { .. } => {} // resolved by the loader
@@ -294,9 +320,44 @@ mod tests {
     fn a_set_whose_entries_all_expired_is_kept_empty() {
         let c = compile("t.pf", "set old = { 192.0.2.1 expires 2020-01-01 }\nblock in from <old>\n").expect("compiles");
         let kinds: Vec<_> = c.ruleset.sets.iter().map(|s| (s.nft_name.as_str(), &s.kind)).collect();
-        let empty = SetKind::Static { elements: vec![] };
+        let empty = SetKind::Static { elements: vec![], timed: vec![] };
         assert_eq!(kinds, vec![("old_v4", &empty), ("old_v6", &empty)]);
         assert_eq!(c.ruleset.chains[0].rules.len(), 2, "the rule stays, matching nothing");
+    }
+
+    #[test]
+    fn timed_entries_are_disjoint_and_an_address_stays_as_long_as_its_longest_entry() {
+        let text = "set t = { 10.0.0.0/24 timeout 1h, 10.0.0.0/25 timeout 1d, 10.0.0.64/26, \
+                    10.1.0.0/16 timeout 10m, !10.1.128.0/17, 192.0.2.1 expires 2099-12-31 timeout 2h }\n\
+                    block in from <t>\n";
+        let c = compile("t.pf", text).expect("compiles");
+        let Some(SetKind::Static { elements, timed }) = c.ruleset.set("t_v4").map(|s| &s.kind) else { panic!() };
+        assert_eq!(elements.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.64/26"]);
+        let timed: Vec<_> = timed.iter().map(|t| (t.net.to_string(), t.timeout)).collect();
+        let want = [
+            ("10.0.0.0/26", 86_400),
+            ("10.0.0.128/25", 3600),
+            ("10.1.0.0/17", 600),
+            // The shorter of its timeout and the time left to its date.
+            ("192.0.2.1/32", 7200),
+        ];
+        assert_eq!(timed, want.map(|(n, t)| (n.to_string(), t)));
+        assert_eq!(c.ruleset.set("t_v4").and_then(|s| s.kind.loaded()).map(|l| l.len()), Some(3));
+    }
+
+    #[test]
+    fn a_timeout_outside_a_named_set_is_an_error() {
+        for text in [
+            "block in from { 192.0.2.1 timeout 1h }\n",
+            "define tmp = { 192.0.2.1 timeout 1h }\nblock in from $tmp\n",
+            "set t = { 10.0.0.0/8, !10.1.0.0/16 timeout 1h }\nblock in from <t>\n",
+            "set t = { 10.0.0.0/8 timeout 0s }\nblock in from <t>\n",
+        ] {
+            let err = compile("t.pf", text).expect_err(text);
+            assert!(err.diags.iter().any(|d| d.code == "entry-timeout"), "{text}: {:?}", err.diags);
+        }
+        // A dated entry in a rule's list is only left out when it expires, as before.
+        compile("t.pf", "block in from { 192.0.2.1 expires 2099-12-31 }\n").expect("compiles");
     }
 
     #[test]

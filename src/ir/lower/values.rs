@@ -17,8 +17,28 @@ impl<'a> Lowerer<'a> {
         false
     }
 
-    /// Expands macros (recursively, already expanded at their define) and flattens lists.
+    /// Expands macros (recursively, already expanded at their define) and
+    /// flattens lists, for anything but a named set: entry timeouts are
+    /// refused (only a named set's elements can time out in nft).
     pub(super) fn expand(&mut self, value: &Value) -> Vec<Resolved> {
+        let mut out = self.expand_entries(value);
+        for r in &mut out {
+            if let Some(span) = r.timeout.take().and_then(|t| t.written) {
+                let d = Diag::error(
+                    "entry-timeout",
+                    span,
+                    "a timeout on a list entry needs a named set",
+                    "only a named set's entries can time out",
+                )
+                .with_help("declare `set NAME = { ADDRESS timeout 1h, ... }` and match `<NAME>`");
+                self.diags.push(d);
+            }
+        }
+        out
+    }
+
+    /// [`Self::expand`] keeping each entry's timeout: for named sets and defines.
+    pub(super) fn expand_entries(&mut self, value: &Value) -> Vec<Resolved> {
         let mut out = Vec::new();
         for it in &value.items {
             let n = match &it.node {
@@ -43,16 +63,17 @@ impl<'a> Lowerer<'a> {
                             item: Item::Service { proto: proto.clone(), port: Box::new(Spanned::new(r.item, r.span)) },
                             span: it.span,
                             via: r.via,
+                            timeout: None,
                         });
                     }
                 }
                 Item::SetRef(name) => {
                     self.used.insert(format!("<{name}>"));
-                    out.push(Resolved { item: it.node.clone(), span: it.span, via: None });
+                    out.push(Resolved { item: it.node.clone(), span: it.span, via: None, timeout: None });
                 }
                 Item::Except(inner) => {
                     let inner = Value { items: vec![(**inner).clone()], span: inner.span };
-                    for r in self.expand(&inner) {
+                    for r in self.expand_entries(&inner) {
                         let span = r.span;
                         out.push(Resolved { item: Item::Except(Box::new(Spanned::new(r.item, span))), ..r });
                     }
@@ -60,11 +81,38 @@ impl<'a> Lowerer<'a> {
                 Item::Expiring { item, date } => {
                     let what = self.sources.snippet(item.span).to_string();
                     if self.expiry("entry", what, date.node, it.span) {
+                        // In force to the end of its day (UTC).
+                        let end = u64::try_from(date.node.days() + 1).unwrap_or(0) * 86_400;
+                        let seconds = end.saturating_sub(self.now).clamp(1, MAX_ENTRY_TIMEOUT);
+                        let left = EntryTimeout { seconds, written: None };
                         let inner = Value { items: vec![(**item).clone()], span: item.span };
-                        out.extend(self.expand(&inner));
+                        out.extend(
+                            self.expand_entries(&inner)
+                                .into_iter()
+                                .map(|r| Resolved { timeout: Some(left.min(r.timeout)), ..r }),
+                        );
                     }
                 }
-                other => out.push(Resolved { item: other.clone(), span: it.span, via: None }),
+                Item::Timed { item, seconds } => {
+                    let written = EntryTimeout { seconds: seconds.node, written: Some(seconds.span) };
+                    if seconds.node == 0 || seconds.node > MAX_ENTRY_TIMEOUT {
+                        let d = Diag::error(
+                            "entry-timeout",
+                            seconds.span,
+                            format!("an entry timeout must be 1s to {MAX_ENTRY_TIMEOUT}s"),
+                            "out of range",
+                        )
+                        .with_help("for an entry that never times out, leave `timeout` out");
+                        self.diags.push(d);
+                    }
+                    let inner = Value { items: vec![(**item).clone()], span: item.span };
+                    out.extend(
+                        self.expand_entries(&inner)
+                            .into_iter()
+                            .map(|r| Resolved { timeout: Some(written.min(r.timeout)), ..r }),
+                    );
+                }
+                other => out.push(Resolved { item: other.clone(), span: it.span, via: None, timeout: None }),
             }
         }
         out
