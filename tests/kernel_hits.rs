@@ -121,3 +121,59 @@ fn merged_lines_count_one_by_one() {
     let status: Value = serde_json::from_str(&stdout(&out)).expect("status json");
     assert_eq!(status["state"].as_str(), Some("in-sync"), "{status}");
 }
+
+/// Lines of one shape that other lines separate still merge (into
+/// concatenated sets: source . port, interface . port) and still count one
+/// by one, each from its own set element.
+#[test]
+fn interleaved_lines_merge_into_concatenated_sets_and_count_one_by_one() {
+    let lab = web_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("mixed.pf");
+    std::fs::write(
+        &policy,
+        "table phantomc\npolicy input block\npass in on lo\npass in state { established, related }\n\
+         pass in proto tcp from 198.51.100.0/25 to port 8081\n\
+         block in proto udp to port 9999\n\
+         pass in proto tcp from 10.10.0.0/24 to port 8082\n\
+         reject in proto tcp from 198.51.100.128/25 to port 22 log\n\
+         pass in proto tcp from 198.51.100.128/25 to port 8083\n\
+         pass in on eth0 proto tcp to port 9000\n\
+         block in proto udp to port 9998\n\
+         pass in on eth1 proto tcp to port 9001\n",
+    )
+    .expect("write policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    apply(&lab.srv, policy);
+    let script = stdout(&lab.srv.phantomc(&["compile", policy]));
+    assert!(script.contains("ip saddr . tcp dport @opt_input_1 accept comment \"mixed.pf:5 +2 merged\""), "{script}");
+    assert!(script.contains("udp dport @opt_input_2 drop comment \"mixed.pf:6 +1 merged\""), "{script}");
+    assert!(script.contains("iifname . tcp dport @opt_input_3 accept comment \"mixed.pf:10 +1 merged\""), "{script}");
+    let explained = stdout(&lab.srv.phantomc(&["compile", "--explain-optimize", policy]));
+    assert!(explained.contains("3 merged rule(s), 3 line(s) moved"), "{explained}");
+
+    let _servers = Servers::start(&lab.srv, &[8081, 8082, 9000, 9001], &[]);
+    for _ in 0..3 {
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 8081), Tcp::Connected);
+    }
+    for _ in 0..2 {
+        assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 8082), Tcp::Connected);
+    }
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 9000), Tcp::Connected);
+    assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 9001), Tcp::Connected);
+    // Port 9000 from the admin side and 8082 from the public side are not
+    // allowed: the interface and the source are part of each element's key.
+    assert_ne!(tcp_connect(&lab.adm, "10.10.0.1", 9000), Tcp::Connected);
+    assert_ne!(tcp_connect(&lab.publ, "198.51.100.1", 8082), Tcp::Connected);
+
+    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("hits json");
+    for (id, syns) in [("mixed.pf:5", 3), ("mixed.pf:7", 2), ("mixed.pf:9", 0), ("mixed.pf:10", 1), ("mixed.pf:12", 1)]
+    {
+        assert_eq!(packets(&doc, id), syns, "{id}: {doc}");
+    }
+    let out = lab.srv.phantomc(&["status", policy, "--format", "json"]);
+    let status: Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    assert_eq!(status["state"].as_str(), Some("in-sync"), "{status}");
+}

@@ -79,7 +79,7 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
         if open.is_empty() {
             break;
         }
-        let cubes = u.cubes(rs, &rule.matches);
+        let cubes = u.rule_cubes(rs, rule);
         let cond = condition(rs, rule);
         let mut next = Vec::with_capacity(open.len());
         for (piece, path) in open {
@@ -154,7 +154,7 @@ fn classify(old: &[Step], new: &[Step]) -> Change {
 type RuleKey = (Vec<Cube>, Action, Option<String>, Option<String>);
 
 fn keys(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<RuleKey> {
-    ch.rules.iter().map(|r| (u.cubes(rs, &r.matches), r.action, answer(r), condition(rs, r))).collect()
+    ch.rules.iter().map(|r| (u.rule_cubes(rs, r), r.action, answer(r), condition(rs, r))).collect()
 }
 
 /// Where the two chains may differ at all, as disjoint cubes. Rules both

@@ -172,7 +172,7 @@ fn has_side_effects(r: &Rule) -> bool {
 /// `probe`: skip the exact check for statements one packet proves needed
 /// (off only to test that it changes no finding).
 fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe, probe: bool) -> Vec<Diag> {
-    let cubes: Vec<Vec<Cube>> = ch.rules.iter().map(|r| u.cubes(rs, &r.matches)).collect();
+    let cubes: Vec<Vec<Cube>> = ch.rules.iter().map(|r| u.rule_cubes(rs, r)).collect();
     let sure: Vec<bool> = ch.rules.iter().map(|r| condition(rs, r).is_none()).collect();
     let full = u.full();
     // A catch-all has no field clause, so it has a cube per family and kind.

@@ -286,6 +286,15 @@ impl Universe {
     /// The packets a match may match, as disjoint cubes. Run-time and feed
     /// sets are unknown offline, so they count as "any address" here (see
     /// [`condition`]).
+    /// The packets a rule matches: a merged rule's are its parts' (its own
+    /// matches hold the union of each field, a superset for two fields).
+    pub fn rule_cubes(&self, rs: &Ruleset, r: &Rule) -> Vec<Cube> {
+        match &r.merged {
+            Some(m) => m.part_matches(r).flat_map(|pm| self.cubes(rs, &pm)).collect(),
+            None => self.cubes(rs, &r.matches),
+        }
+    }
+
     pub fn cubes(&self, rs: &Ruleset, m: &Match) -> Vec<Cube> {
         let families = m.family.map_or(vec![Family::V4, Family::V6], |f| vec![f]);
         let mut out = Vec::new();

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use super::optimize::MergeField;
 use super::{names, Action, AddrMatch, Family, Hook, Match, PortMatch, Rule, Ruleset, SetKind};
 
 /// One packet as a hook sees it.
@@ -84,7 +85,7 @@ pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
     let chain = rs.chain(p.hook);
     let mut tried = Vec::new();
     for (i, rule) in chain.rules.iter().enumerate() {
-        match check(rs, &rule.matches, p, sets) {
+        match check_rule(rs, rule, p, sets) {
             Ok(()) => {
                 return Decision {
                     verdict: rule.action,
@@ -102,6 +103,23 @@ pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
 /// The deciding rule of a decision, if any.
 pub fn deciding_rule<'a>(rs: &'a Ruleset, p: &Packet, d: &Decision) -> Option<&'a Rule> {
     d.rule.map(|i| &rs.chain(p.hook).rules[i])
+}
+
+/// [`check`] of a rule's matches; a merged rule (whose matches hold the union
+/// of its parts' values) matches only the packets one of its parts does.
+pub fn check_rule(rs: &Ruleset, rule: &Rule, p: &Packet, sets: &SetContents) -> Result<(), Field> {
+    check(rs, &rule.matches, p, sets)?;
+    match &rule.merged {
+        Some(m) if m.part_for(p).is_none() => Err(match m.fields[0] {
+            MergeField::Source => Field::Source,
+            MergeField::Destination => Field::Destination,
+            MergeField::SourcePort => Field::SourcePort,
+            MergeField::DestinationPort => Field::DestinationPort,
+            MergeField::InputInterface => Field::InputInterface,
+            MergeField::OutputInterface => Field::OutputInterface,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Ok if the packet matches every field of `m`, else the first field that fails.

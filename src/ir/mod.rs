@@ -367,7 +367,7 @@ pub struct Limit {
 }
 
 /// Header matches; a field left at its "any" value does not constrain.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Match {
     pub family: Option<Family>,
     pub iif: Option<Vec<String>>,
@@ -383,7 +383,7 @@ pub struct Match {
     pub ct_state: Option<CtStates>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum AddrMatch {
     #[default]
@@ -394,7 +394,7 @@ pub enum AddrMatch {
     Set { negated: bool, set: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct PortMatch {
     pub negated: bool,
     /// Sorted, merged, inclusive ranges.

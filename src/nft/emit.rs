@@ -284,7 +284,8 @@ pub fn net_expr(n: IpNet) -> Expression<'static> {
 
 /// The set a merged rule looks up: each element carries its policy line's
 /// id as comment and, if the rules counted, a counter of its own (the rule
-/// itself then has none, so `hits` sums each line exactly once).
+/// itself then has none, so `hits` sums each line exactly once). A part
+/// with several values per field has an element per combination.
 fn merged_set(t: &str, m: &Merged, counter: bool) -> schema::Set<'static> {
     let elem = |val: Expression<'static>, id: &str| {
         Expression::Named(NamedExpression::Elem(expr::Elem {
@@ -295,28 +296,47 @@ fn merged_set(t: &str, m: &Merged, counter: bool) -> schema::Set<'static> {
             counter: counter.then_some(Counter::Anonymous(None)),
         }))
     };
+    let items = |v: &Values| -> Vec<Expression<'static>> {
+        match v {
+            Values::Nets(nets) => nets.iter().map(|n| net_expr(*n)).collect(),
+            Values::Ports(ranges) => ranges.iter().map(|r| port_expr(*r)).collect(),
+            Values::Interfaces(names) => names.iter().map(|n| Expression::String(n.clone().into())).collect(),
+        }
+    };
     let mut elems = Vec::new();
     for p in &m.parts {
         let id = p.origin.id.as_str();
-        match &p.values {
-            Values::Nets(nets) => elems.extend(nets.iter().map(|n| elem(net_expr(*n), id))),
-            Values::Ports(ranges) => elems.extend(ranges.iter().map(|r| elem(port_expr(*r), id))),
-            Values::Interfaces(names) => {
-                elems.extend(names.iter().map(|n| elem(Expression::String(n.clone().into()), id)))
-            }
+        let mut keys: Vec<Vec<Expression<'static>>> = vec![Vec::new()];
+        for v in &p.values {
+            let values = items(v);
+            keys =
+                keys.iter().flat_map(|k| values.iter().map(move |x| [k.clone(), vec![x.clone()]].concat())).collect();
+        }
+        for mut k in keys {
+            let val = if k.len() == 1 { k.remove(0) } else { Expression::Named(NamedExpression::Concat(k)) };
+            elems.push(elem(val, id));
         }
     }
-    let (set_type, interval) = match (&m.parts[0].values, m.family) {
-        (Values::Nets(_), Some(Family::V6)) => (SetType::Ipv6Addr, true),
-        (Values::Nets(_), _) => (SetType::Ipv4Addr, true),
-        (Values::Ports(_), _) => (SetType::InetService, true),
-        (Values::Interfaces(_), _) => (SetType::Ifname, false),
+    let types: Vec<SetType> = m
+        .fields
+        .iter()
+        .map(|f| match (f, m.family) {
+            (MergeField::Source | MergeField::Destination, Some(Family::V6)) => SetType::Ipv6Addr,
+            (MergeField::Source | MergeField::Destination, _) => SetType::Ipv4Addr,
+            (MergeField::SourcePort | MergeField::DestinationPort, _) => SetType::InetService,
+            (MergeField::InputInterface | MergeField::OutputInterface, _) => SetType::Ifname,
+        })
+        .collect();
+    let interval = types.iter().any(|t| *t != SetType::Ifname);
+    let set_type = match types.as_slice() {
+        [one] => SetTypeValue::Single(*one),
+        _ => SetTypeValue::Concatenated(types.into()),
     };
     schema::Set {
         family: NfFamily::INet,
         table: t.to_string().into(),
         name: m.set.clone().into(),
-        set_type: SetTypeValue::Single(set_type),
+        set_type,
         flags: interval.then(|| HashSet::from([SetFlag::Interval])),
         elem: Some(elems.into()),
         ..Default::default()
@@ -544,16 +564,23 @@ fn eq_or_neq(negated: bool) -> Operator {
 /// The header matches of an IR rule, in nft's customary order; a merged
 /// rule's field is looked up in its set.
 fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
-    let lookup = |field: MergeField| {
-        merged.filter(|m| m.field == field).map(|m| Expression::String(format!("@{}", m.set).into()))
+    // A merged rule looks its fields up at the place of the first one (a
+    // concatenation of all of them), and matches nothing at the others.
+    let lookup = |field: MergeField| -> Option<Option<Statement<'static>>> {
+        let mg = merged.filter(|mg| mg.fields.contains(&field))?;
+        Some((mg.fields[0] == field).then(|| {
+            let mut keys: Vec<Expression<'static>> = mg.fields.iter().map(|f| field_expr(mm, *f)).collect();
+            let key = if keys.len() == 1 { keys.remove(0) } else { Expression::Named(NamedExpression::Concat(keys)) };
+            m(key, Expression::String(format!("@{}", mg.set).into()), Operator::EQ)
+        }))
     };
     let mut out = Vec::new();
     for (names, key, field) in [
         (&mm.iif, MetaKey::Iifname, MergeField::InputInterface),
         (&mm.oif, MetaKey::Oifname, MergeField::OutputInterface),
     ] {
-        if let Some(set) = lookup(field) {
-            out.push(m(meta(key), set, Operator::EQ));
+        if let Some(merged) = lookup(field) {
+            out.extend(merged);
         } else if let Some(names) = names {
             let items = names.iter().map(|n| Expression::String(n.clone().into())).collect();
             out.push(m(meta(key), one_or_set(items), Operator::EQ));
@@ -565,8 +592,8 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
     }
     for (a, field, merge) in [(&mm.src, "saddr", MergeField::Source), (&mm.dst, "daddr", MergeField::Destination)] {
         let family = mm.family.unwrap_or(Family::V4);
-        if let Some(set) = lookup(merge) {
-            out.push(m(addr_field(family, field), set, Operator::EQ));
+        if let Some(merged) = lookup(merge) {
+            out.extend(merged);
             continue;
         }
         match a {
@@ -594,8 +621,8 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
         for (ports, field, merge) in
             [(&mm.sport, "sport", MergeField::SourcePort), (&mm.dport, "dport", MergeField::DestinationPort)]
         {
-            if let Some(set) = lookup(merge) {
-                out.push(m(payload(&pname, field), set, Operator::EQ));
+            if let Some(merged) = lookup(merge) {
+                out.extend(merged);
             } else if let Some(pm) = ports {
                 out.push(m(payload(&pname, field), ports_expr(pm), eq_or_neq(pm.negated)));
             }
@@ -620,6 +647,20 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
         ));
     }
     out
+}
+
+/// The packet field a merged rule looks up.
+fn field_expr(mm: &IrMatch, f: MergeField) -> Expression<'static> {
+    let family = mm.family.unwrap_or(Family::V4);
+    let pname = || names::proto_name(mm.proto.unwrap_or(TCP));
+    match f {
+        MergeField::Source => addr_field(family, "saddr"),
+        MergeField::Destination => addr_field(family, "daddr"),
+        MergeField::SourcePort => payload(&pname(), "sport"),
+        MergeField::DestinationPort => payload(&pname(), "dport"),
+        MergeField::InputInterface => meta(MetaKey::Iifname),
+        MergeField::OutputInterface => meta(MetaKey::Oifname),
+    }
 }
 
 fn proto_expr(p: u8) -> Expression<'static> {

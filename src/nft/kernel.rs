@@ -68,7 +68,8 @@ const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_SET_ELEM_EXPR: u16 = 7;
-const NFTA_SET_ELEM_EXPRESSIONS: u16 = 10;
+// 8 is PAD, 9 OBJREF, 10 KEY_END (the end of an interval in a concatenated set).
+const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
 pub(super) const NFTA_DATA_VALUE: u16 = 1;
 pub(super) const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 /// libnftnl's user data: TLVs of one-byte type and length; a comment is

@@ -61,12 +61,17 @@ pub fn script(t: &NftTable, header: &str) -> String {
 
 fn set(out: &mut String, s: &schema::Set<'_>) {
     let _ = writeln!(out, "\tset {} {{", s.name);
-    let ty = match &s.set_type {
-        SetTypeValue::Single(SetType::Ipv6Addr) => "ipv6_addr",
-        SetTypeValue::Single(SetType::InetService) => "inet_service",
-        SetTypeValue::Single(SetType::Ifname) => "ifname",
+    let types: Vec<&SetType> = match &s.set_type {
+        SetTypeValue::Single(t) => vec![t],
+        SetTypeValue::Concatenated(ts) => ts.iter().collect(),
+    };
+    let name = |t: &SetType| match t {
+        SetType::Ipv6Addr => "ipv6_addr",
+        SetType::InetService => "inet_service",
+        SetType::Ifname => "ifname",
         _ => "ipv4_addr",
     };
+    let ty = types.iter().map(|t| name(t)).collect::<Vec<_>>().join(" . ");
     let _ = writeln!(out, "\t\ttype {ty}");
     if let Some(flags) = &s.flags {
         let mut names: Vec<&str> = flags
@@ -92,8 +97,8 @@ fn set(out: &mut String, s: &schema::Set<'_>) {
     }
     if let Some(elems) = &s.elem {
         // Interface names are strings to nft: quoted like in a rule.
-        let names = matches!(s.set_type, SetTypeValue::Single(SetType::Ifname));
-        let items: Vec<String> = elems.iter().map(|e| element(e, names)).collect();
+        let quoted: Vec<bool> = types.iter().map(|t| matches!(t, SetType::Ifname)).collect();
+        let items: Vec<String> = elems.iter().map(|e| element(e, &quoted)).collect();
         let _ = writeln!(out, "\t\telements = {{ {} }}", wrap_elements(&items));
     }
     out.push_str("\t}\n");
@@ -229,16 +234,24 @@ fn value(e: &Expression<'_>) -> String {
                 flags.sort();
                 format!("fib {} {:?}", flags.join(" . "), f.result).to_lowercase()
             }
-            NamedExpression::Elem(_) => element(e, false),
+            NamedExpression::Elem(_) => element(e, &[false]),
+            NamedExpression::Concat(items) => items.iter().map(value).collect::<Vec<_>>().join(" . "),
             other => unreachable!("emit never produces {other:?}"),
         },
         other => unreachable!("emit never produces {other:?}"),
     }
 }
 
-/// A set element, with its timeout, counter and comment.
-fn element(e: &Expression<'_>, quoted: bool) -> String {
-    let text = |v: &Expression<'_>| if quoted { quoted_value(v) } else { value(v) };
+/// A set element, with its timeout, counter and comment; `quoted` says per
+/// part of its key (one, or each of a concatenation) whether it is a string.
+fn element(e: &Expression<'_>, quoted: &[bool]) -> String {
+    let part = |v: &Expression<'_>, q: bool| if q { quoted_value(v) } else { value(v) };
+    let text = |v: &Expression<'_>| match v {
+        Expression::Named(NamedExpression::Concat(items)) => {
+            items.iter().zip(quoted).map(|(v, &q)| part(v, q)).collect::<Vec<_>>().join(" . ")
+        }
+        other => part(other, quoted.first().copied().unwrap_or(false)),
+    };
     match e {
         Expression::Named(NamedExpression::Elem(el)) => {
             let mut out = text(&el.val);

@@ -1,22 +1,29 @@
-//! The rule optimizer: a run of adjacent rules that agree on everything but
-//! the values of one field (source or destination networks, source or
-//! destination ports, input or output interfaces) becomes one rule that
-//! looks the field up in a named set. nft then does one set lookup where it
-//! did one comparison per rule.
+//! The rule optimizer: rules that agree on everything but the values of one
+//! field (source or destination networks, source or destination ports,
+//! input or output interfaces) or of two (a concatenated set such as
+//! `ip saddr . tcp dport`) become one rule that looks the values up in a
+//! named set. nft then does one set lookup where it did one comparison per
+//! rule.
 //!
-//! Only runs whose values are disjoint are merged: every packet the merged
-//! rule matches matched exactly one of the original rules, at the same
-//! place in the chain and with the same verdict, so first-match semantics
-//! are unchanged and each set element (which carries its line's id and its
-//! own counter) counts exactly the packets its line counted before.
-//! Rules with a rate limit (one shared budget), a log prefix (it names the
-//! line), an `early` rule or negated values are never merged.
+//! The rules of a group need not be adjacent: a rule moves up to its group
+//! past rules that cannot see the same packets, or that have the same verdict
+//! and no side effects (see [`place`]). The members' values are disjoint, so
+//! every packet the merged rule matches matched exactly one of the original
+//! rules, which the packet met first in the original order too: first-match
+//! semantics are unchanged, and each set element (which carries its line's id
+//! and its own counter) counts exactly the packets its line counted before.
+//! Rules with a rate limit (one shared budget), a quota, a log prefix (it
+//! names the line), an `early` rule or negated values are never merged.
+
+mod overlap;
+mod place;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
 use super::eval::Packet;
 use super::{AddrMatch, Chain, Family, Match, Origin, PortMatch, Rule, Ruleset};
+use place::{Slot, SHAPES};
 
 /// The field a merged rule looks up in its set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -31,15 +38,6 @@ pub enum MergeField {
 }
 
 impl MergeField {
-    const ALL: [MergeField; 6] = [
-        MergeField::Source,
-        MergeField::Destination,
-        MergeField::SourcePort,
-        MergeField::DestinationPort,
-        MergeField::InputInterface,
-        MergeField::OutputInterface,
-    ];
-
     pub fn describe(self) -> &'static str {
         match self {
             MergeField::Source => "source address",
@@ -119,14 +117,14 @@ pub enum Values {
 }
 
 impl Values {
-    fn union(parts: &[MergedPart]) -> Values {
-        match &parts[0].values {
+    fn union(parts: &[&Values]) -> Values {
+        match parts[0] {
             Values::Nets(_) => {
-                let all: Vec<IpNet> = parts.iter().flat_map(|p| p.values.nets()).copied().collect();
+                let all: Vec<IpNet> = parts.iter().flat_map(|p| p.nets()).copied().collect();
                 Values::Nets(IpNet::aggregate(&all))
             }
             Values::Ports(_) => {
-                let mut all: Vec<(u16, u16)> = parts.iter().flat_map(|p| p.values.ports()).copied().collect();
+                let mut all: Vec<(u16, u16)> = parts.iter().flat_map(|p| p.ports()).copied().collect();
                 all.sort_unstable();
                 let mut merged: Vec<(u16, u16)> = Vec::with_capacity(all.len());
                 for (lo, hi) in all {
@@ -138,7 +136,10 @@ impl Values {
                 Values::Ports(merged)
             }
             Values::Interfaces(_) => {
-                Values::Interfaces(parts.iter().flat_map(|p| p.values.interfaces()).cloned().collect())
+                let mut all: Vec<String> = parts.iter().flat_map(|p| p.interfaces()).cloned().collect();
+                all.sort_unstable();
+                all.dedup();
+                Values::Interfaces(all)
             }
         }
     }
@@ -168,29 +169,50 @@ impl Values {
 /// What a merged rule stands for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Merged {
-    pub field: MergeField,
-    /// nft name of the set (`opt_input_1`): one element per value of each part.
+    /// The fields looked up: one (a plain set) or two (a concatenated set).
+    pub fields: Vec<MergeField>,
+    /// nft name of the set (`opt_input_1`): one element per combination of
+    /// each part's values.
     pub set: String,
     /// The address family of a source or destination set.
     pub family: Option<Family>,
-    /// The original rules, in chain order.
+    /// The original rules, in policy order.
     pub parts: Vec<MergedPart>,
 }
 
 impl Merged {
-    /// The original rule a packet that the merged rule matched belongs to:
-    /// the one whose values hold the packet's value of the merged field
-    /// (the parts are disjoint, so there is at most one).
+    /// The original rule a packet that the merged rule's other matches
+    /// accept belongs to: the one whose values hold the packet's (the parts
+    /// are disjoint, so there is at most one). `None`: the merged rule does
+    /// not match the packet.
     pub fn part_for(&self, p: &Packet) -> Option<&MergedPart> {
-        self.parts.iter().find(|part| match (&part.values, self.field) {
+        self.parts.iter().find(|part| self.fields.iter().zip(&part.values).all(|(f, v)| f.holds(v, p)))
+    }
+
+    /// Each part's matches as a rule of its own (`rule` is the merged rule).
+    pub fn part_matches<'a>(&'a self, rule: &'a Rule) -> impl Iterator<Item = Match> + 'a {
+        self.parts.iter().map(move |part| {
+            self.fields.iter().zip(&part.values).fold(rule.matches.clone(), |m, (f, v)| f.with(&m, v.clone()))
+        })
+    }
+
+    /// `source address . destination port`.
+    pub fn describe_fields(&self) -> String {
+        self.fields.iter().map(|f| f.describe()).collect::<Vec<_>>().join(" . ")
+    }
+}
+
+impl MergeField {
+    /// Does the packet's value of this field lie in `v`?
+    fn holds(self, v: &Values, p: &Packet) -> bool {
+        let port = |x: Option<u16>, ranges: &[(u16, u16)]| {
+            x.is_some_and(|x| ranges.iter().any(|&(lo, hi)| lo <= x && x <= hi))
+        };
+        match (v, self) {
             (Values::Nets(nets), MergeField::Source) => nets.iter().any(|n| n.contains(&p.src)),
             (Values::Nets(nets), MergeField::Destination) => nets.iter().any(|n| n.contains(&p.dst)),
-            (Values::Ports(ranges), MergeField::SourcePort) => {
-                p.sport.is_some_and(|x| ranges.iter().any(|&(lo, hi)| lo <= x && x <= hi))
-            }
-            (Values::Ports(ranges), MergeField::DestinationPort) => {
-                p.dport.is_some_and(|x| ranges.iter().any(|&(lo, hi)| lo <= x && x <= hi))
-            }
+            (Values::Ports(ranges), MergeField::SourcePort) => port(p.sport, ranges),
+            (Values::Ports(ranges), MergeField::DestinationPort) => port(p.dport, ranges),
             (Values::Interfaces(names), MergeField::InputInterface) => {
                 p.iif.as_ref().is_some_and(|i| names.contains(i))
             }
@@ -198,14 +220,26 @@ impl Merged {
                 p.oif.as_ref().is_some_and(|o| names.contains(o))
             }
             _ => false,
-        })
+        }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MergedPart {
     pub origin: Origin,
-    pub values: Values,
+    /// One list of values per field of the merged rule.
+    pub values: Vec<Values>,
+    /// Rules that came before it in the policy and now come after the merged rule.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub moved_past: usize,
+    /// Some of them may match the same packets (same verdict, no side
+    /// effects); the others are disjoint from it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub past_same_verdict: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Name prefix of the sets of merged rules (policy sets end in `_v4`/`_v6`).
@@ -226,146 +260,79 @@ pub fn merged_rules(rs: &Ruleset) -> impl Iterator<Item = (&Chain, &Rule, &Merge
 }
 
 fn merge_chain(chain: &Chain) -> Vec<Rule> {
-    let mut out: Vec<Rule> = Vec::with_capacity(chain.rules.len());
+    let slots = place::place(&chain.rules);
+    let moved = moved_past(&slots, chain.rules.len());
+    let mut out: Vec<Rule> = Vec::with_capacity(slots.len());
     let mut sets = 0;
-    let mut finish = |run: Run<'_>, out: &mut Vec<Rule>| match (run.field, run.rules.len()) {
-        (Some(f), n) if n >= 2 => {
-            sets += 1;
-            out.push(merge(&run.rules, f, format!("{SET_PREFIX}{}_{sets}", chain.hook.name())));
-        }
-        _ => out.extend(run.rules.iter().map(|r| (*r).clone())),
-    };
-    let mut run = Run::default();
-    for rule in &chain.rules {
-        if !run.join(rule) {
-            finish(std::mem::take(&mut run), &mut out);
-            run.join(rule);
+    for (slot, moved) in slots.iter().zip(moved) {
+        match slot.shape {
+            Some(shape) if slot.rules.len() >= 2 => {
+                sets += 1;
+                out.push(merge(slot, SHAPES[shape], &moved, format!("{SET_PREFIX}{}_{sets}", chain.hook.name())));
+            }
+            _ => out.push(slot.rules[0].1.clone()),
         }
     }
-    finish(run, &mut out);
     out
 }
 
-/// Whether a rule may be part of a merged rule at all.
-fn mergeable(r: &Rule) -> bool {
-    r.limit.is_none() && r.quota.is_none() && r.log.is_none() && !r.early && r.merged.is_none()
-}
-
-/// A run of adjacent rules being merged.
-#[derive(Default)]
-struct Run<'a> {
-    rules: Vec<&'a Rule>,
-    /// The field the run differs in, once it has two rules.
-    field: Option<MergeField>,
-    /// The first rule's matches without `field`: what every rule shares.
-    rest: Option<Match>,
-    /// The values the run holds so far.
-    taken: Taken,
-}
-
-impl<'a> Run<'a> {
-    /// Adds `rule` if it extends the run: same tail, everything but one
-    /// field the same, and values disjoint from the run's.
-    fn join(&mut self, rule: &'a Rule) -> bool {
-        let Some(&first) = self.rules.first() else {
-            self.rules.push(rule);
-            return true;
-        };
-        if !mergeable(first) || !mergeable(rule) {
-            return false;
-        }
-        let same_tail = (first.action, first.counter, &first.label, first.reject)
-            == (rule.action, rule.counter, &rule.label, rule.reject);
-        if !same_tail {
-            return false;
-        }
-        let candidates = match self.field {
-            Some(f) => vec![f],
-            None => MergeField::ALL.to_vec(),
-        };
-        for f in candidates {
-            let Some(new) = f.values(&rule.matches) else { continue };
-            let rest = f.cleared(&rule.matches);
-            if self.field.is_none() {
-                let Some(old) = f.values(&first.matches) else { continue };
-                if f.cleared(&first.matches) != rest {
-                    continue;
+/// Per place and member: how many rules before it in the policy come after
+/// its place now (a count over a Fenwick tree of original positions).
+fn moved_past(slots: &[Slot<'_>], n: usize) -> Vec<Vec<usize>> {
+    let mut tree = vec![0usize; n + 1];
+    let mut out = vec![Vec::new(); slots.len()];
+    for (s, slot) in slots.iter().enumerate().rev() {
+        out[s] = slot
+            .rules
+            .iter()
+            .map(|&(i, _)| {
+                let (mut sum, mut k) = (0, i);
+                while k > 0 {
+                    sum += tree[k];
+                    k &= k - 1;
                 }
-                let mut taken = Taken::default();
-                taken.insert(&old);
-                if taken.overlaps(&new) {
-                    continue;
-                }
-                taken.insert(&new);
-                (self.field, self.rest, self.taken) = (Some(f), Some(rest), taken);
-            } else {
-                if self.rest.as_ref() != Some(&rest) || self.taken.overlaps(&new) {
-                    continue;
-                }
-                self.taken.insert(&new);
+                sum
+            })
+            .collect();
+        for &(i, _) in &slot.rules {
+            let mut k = i + 1;
+            while k <= n {
+                tree[k] += 1;
+                k += k & k.wrapping_neg();
             }
-            self.rules.push(rule);
-            return true;
-        }
-        false
-    }
-}
-
-/// Values already in a run: disjoint inclusive intervals (networks as
-/// address ranges, port ranges) by start, and interface names. Checking a
-/// new rule costs a lookup, not a pass over the run.
-#[derive(Default)]
-struct Taken {
-    intervals: std::collections::BTreeMap<u128, u128>,
-    names: std::collections::HashSet<String>,
-}
-
-impl Taken {
-    fn intervals(v: &Values) -> Vec<(u128, u128)> {
-        let span = |n: &IpNet| match n {
-            IpNet::V4(n) => (u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
-            IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
-        };
-        match v {
-            Values::Nets(nets) => nets.iter().map(span).collect(),
-            Values::Ports(ranges) => ranges.iter().map(|&(lo, hi)| (u128::from(lo), u128::from(hi))).collect(),
-            Values::Interfaces(_) => Vec::new(),
         }
     }
-
-    fn overlaps(&self, v: &Values) -> bool {
-        let hit = |(start, end): (u128, u128)| {
-            // The interval starting last at or before `end` is the only one
-            // that can reach back to `start` (they are disjoint).
-            self.intervals.range(..=end).next_back().is_some_and(|(_, &e)| e >= start)
-        };
-        Taken::intervals(v).into_iter().any(hit) || v.interfaces().iter().any(|n| self.names.contains(n))
-    }
-
-    fn insert(&mut self, v: &Values) {
-        self.intervals.extend(Taken::intervals(v));
-        self.names.extend(v.interfaces().iter().cloned());
-    }
+    out
 }
 
-fn merge(run: &[&Rule], field: MergeField, set: String) -> Rule {
-    let parts: Vec<MergedPart> = run
+fn merge(slot: &Slot<'_>, fields: &[MergeField], moved: &[usize], set: String) -> Rule {
+    let parts: Vec<MergedPart> = slot
+        .rules
         .iter()
-        .map(|r| MergedPart {
+        .zip(moved)
+        .zip(&slot.past_same_verdict)
+        .map(|((&(_, r), &moved_past), &past_same_verdict)| MergedPart {
             origin: r.origin.clone(),
-            values: field.values(&r.matches).expect("checked when the run was formed"),
+            values: fields.iter().map(|f| f.values(&r.matches).expect("checked when the group was formed")).collect(),
+            moved_past,
+            past_same_verdict,
         })
         .collect();
-    let first = run[0];
-    let matches = field.with(&first.matches, Values::union(&parts));
-    let family = matches!(field, MergeField::Source | MergeField::Destination).then_some(()).and(first.matches.family);
-    Rule { matches, merged: Some(Merged { field, set, family, parts }), ..first.clone() }
+    let first = slot.rules[0].1;
+    let matches = fields.iter().enumerate().fold(first.matches.clone(), |m, (i, f)| {
+        let values: Vec<&Values> = parts.iter().map(|p| &p.values[i]).collect();
+        f.with(&m, Values::union(&values))
+    });
+    let addresses = fields.iter().any(|f| matches!(f, MergeField::Source | MergeField::Destination));
+    let family = addresses.then_some(()).and(first.matches.family);
+    Rule { matches, merged: Some(Merged { fields: fields.to_vec(), set, family, parts }), ..first.clone() }
 }
 
-/// `compile --explain-optimize`: one paragraph per merged rule.
+/// `compile --explain-optimize`: one paragraph per merged rule, each part
+/// with the rules it moved past and why that is safe.
 pub fn explain(rs: &Ruleset) -> String {
     let mut out = String::new();
-    let mut count = 0;
+    let (mut count, mut moved) = (0, 0);
     for (chain, rule, m) in merged_rules(rs) {
         count += 1;
         out += &format!(
@@ -374,14 +341,25 @@ pub fn explain(rs: &Ruleset) -> String {
             m.parts.len(),
             rule.action.keyword(),
             m.set,
-            m.field.describe()
+            m.describe_fields()
         );
         for p in &m.parts {
-            out += &format!("  {:<24} {}\n", p.origin.id, describe_values(&p.values));
+            let values = p.values.iter().map(describe_values).collect::<Vec<_>>().join(" . ");
+            out += &format!("  {:<24} {values}", p.origin.id);
+            if p.moved_past > 0 {
+                moved += 1;
+                let why = if p.past_same_verdict {
+                    "each is disjoint from it or has the same verdict, and neither has side effects"
+                } else {
+                    "no packet matches both"
+                };
+                out += &format!("  (moved up past {} rule(s): {why})", p.moved_past);
+            }
+            out.push('\n');
         }
     }
     let total: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
-    out += &format!("{count} merged rule(s); {total} rules in the optimized chains\n");
+    out += &format!("{count} merged rule(s), {moved} line(s) moved; {total} rules in the optimized chains\n");
     out
 }
 
