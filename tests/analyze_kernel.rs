@@ -566,6 +566,13 @@ fn language_constructs_kernel_verdicts_equal_explain() {
     run(host_scenario("testdata/language/constructs.pf"), 0x5eed_0004);
 }
 
+/// Five interleaved rule shapes that the optimizer merges across the lines
+/// between them, into plain and concatenated sets.
+#[test]
+fn interleaved_shapes_kernel_verdicts_equal_explain() {
+    run(host_scenario("testdata/optimize/interleaved_lab.pf"), 0x5eed_0005);
+}
+
 #[test]
 fn bastion_kernel_verdicts_equal_explain() {
     run(host_scenario("policies/bastion.pf"), 0x5eed_0002);
