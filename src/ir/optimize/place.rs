@@ -76,12 +76,12 @@ enum Meet {
 
 /// Whether a rule may be part of a merged rule at all.
 pub fn mergeable(r: &Rule) -> bool {
-    r.limit.is_none() && r.quota.is_none() && r.log.is_none() && !r.early && r.merged.is_none()
+    r.limit.is_none() && r.quota.is_none() && r.log.is_none() && !r.early && !r.notrack && r.merged.is_none()
 }
 
 /// No side effect tells which of two rules decided a packet.
 fn quiet(r: &Rule) -> bool {
-    !r.counter && r.log.is_none() && r.limit.is_none() && r.quota.is_none() && !r.early
+    !r.counter && r.log.is_none() && r.limit.is_none() && r.quota.is_none() && !r.early && !r.notrack
 }
 
 fn keys(r: &Rule) -> Vec<Key> {
@@ -116,7 +116,7 @@ impl<'a> Slot<'a> {
 
     fn meets(&self, r: &Rule) -> Meet {
         let first = self.rules[0].1;
-        if first.early || r.early {
+        if first.early || r.early || first.notrack || r.notrack {
             return Meet::Interacts;
         }
         let apart = match (&self.rest, self.shape) {
