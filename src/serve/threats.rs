@@ -94,7 +94,8 @@ pub fn freshness(feeds_dir: &Path, feed: &str, now: u64) -> Freshness {
         },
         checked_at: num("checked_at").filter(|&t| t > 0),
         retry_at: num("retry_at"),
-        failures_total: num("failures_total"),
+        // A record from before the counter existed counts from 0.
+        failures_total: Some(num("failures_total").unwrap_or(0)),
         last_error: text("last_error"),
         last_error_at: num("last_error_at"),
         urls: meta.get("parts").and_then(Value::as_array).map_or_else(Vec::new, |parts| {
