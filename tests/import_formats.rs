@@ -208,6 +208,25 @@ fn the_old_products_yaml_imports_by_priority_also_as_config_import() {
     let compat = phantomc(&["config", "--import", file]);
     assert!(compat.status.success());
     assert_eq!(stdout(&compat), policy);
+    // phantomc cannot run the old product: --verify loads a reference
+    // written by hand from the format's meaning.
+    let (_, report) = imported(&[
+        "import",
+        "--from",
+        "phantom",
+        file,
+        "--verify",
+        "--reference",
+        "testdata/import/phantom-default-rules.reference.nft",
+    ]);
+    for family in ["IPv4", "IPv6"] {
+        let [accepted, _, dropped] = fates(verified(&report, family));
+        assert!(accepted > 20 && dropped > 100, "{report}");
+    }
+    // Without a reference, --verify says what it needs.
+    let o = phantomc(&["import", "--from", "phantom", file, "--verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give --reference FILE"), "{}", stderr(&o));
 }
 
 #[test]
@@ -319,4 +338,71 @@ fn a_firewalld_public_zone_imports_in_firewallds_order() {
     let o = phantomc(&["import", "--from", "firewalld", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("bad.xml:3:"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_real_docker_daemons_ruleset_verifies_with_every_difference_put_down_to_a_line_not_translated() {
+    // Made by testdata/import/make-docker-host.sh: dockerd 20.10 in its own
+    // namespaces, a user network and a container publishing 8080 -> 80.
+    let file = "testdata/import/docker-daemon.iptables";
+    let (policy, report) = imported(&["import", "--from", "iptables", file, "--verify"]);
+    assert!(policy.contains("policy forward block"), "{policy}");
+    assert!(policy.lines().any(|l| l.starts_with("pass forward in on docker0 out on docker0 ipv4")), "{policy}");
+    for line in [14, 18, 20, 21, 22, 37, 44] {
+        assert!(report.contains(&format!("{file}:{line}: ")), "line {line} is reported: {report}");
+    }
+    let line = report.lines().find(|l| l.starts_with("verify IPv4:")).unwrap_or_else(|| panic!("{report}"));
+    assert!(line.contains("), 0 differ, "), "{report}");
+    let packets: usize = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(packets >= 2000, "{line}");
+    let [accepted, _, dropped] = fates(line);
+    assert!(accepted > 100 && dropped > 100, "{line}");
+    // Forwarding out of a Docker bridge to elsewhere is Docker's `! -o` rule
+    // (not translated): those packets differ, and each names the line.
+    let explained: Vec<&str> = report.lines().filter(|l| l.contains(", not translated), imported ")).collect();
+    assert!(!explained.is_empty(), "{report}");
+    assert!(explained.iter().all(|l| l.starts_with("  forward ")), "{explained:?}");
+}
+
+#[test]
+fn a_real_ufw_install_verifies_from_its_user_rules_and_from_its_whole_ruleset() {
+    // Made by testdata/import/make-ufw.sh: `ufw allow 22/tcp`, `ufw allow
+    // 80,443/tcp`, `ufw allow from 10.0.0.0/8 to any port 5432`, `ufw enable`.
+    let (policy, report) = imported(&[
+        "import",
+        "--from",
+        "ufw",
+        "testdata/import/ufw-default-user.rules",
+        "testdata/import/ufw-default-user6.rules",
+        "--verify",
+    ]);
+    for rule in [
+        "pass in ipv4 proto tcp to any port 22",
+        "pass in ipv4 proto tcp to any port { 80, 443 }",
+        "pass in ipv4 proto tcp from 10.0.0.0/8 to any port 5432",
+        "pass in ipv4 proto udp from 10.0.0.0/8 to any port 5432",
+        "pass in ipv6 proto tcp to any port 22",
+    ] {
+        assert!(policy.lines().any(|l| l.starts_with(rule)), "{rule}: {policy}");
+    }
+    assert!(report.contains("0 not translated"), "{report}");
+    for family in ["IPv4", "IPv6"] {
+        let [accepted, _, dropped] = fates(verified(&report, family));
+        assert!(accepted > 100 && dropped > 100, "{report}");
+    }
+    // The whole ruleset ufw loaded: what is not translated (LOG, `-m hl`,
+    // `-m addrtype`, a conditional RETURN) is listed, and explains every difference.
+    let (_, report) = imported(&[
+        "import",
+        "--from",
+        "iptables",
+        "testdata/import/ufw-default.iptables",
+        "testdata/import/ufw-default.ip6tables",
+        "--verify",
+    ]);
+    for family in ["IPv4", "IPv6"] {
+        let line = report.lines().find(|l| l.starts_with(&format!("verify {family}:"))).unwrap();
+        assert!(line.contains("), 0 differ, "), "{report}");
+    }
+    assert!(report.contains("testdata/import/ufw-default.ip6tables:83: "), "{report}");
 }

@@ -203,7 +203,8 @@ pub struct KernelVerdict {
     /// In words: table, chain, rule.
     pub by: String,
     /// The deciding rule as (table, chain, 0-based index); for an accept,
-    /// every chain's accepting rule (chain policies are not listed).
+    /// every chain's accepting rule (chain policies are not listed); when
+    /// unknown, the rule that could not be evaluated.
     pub rules: Vec<(String, String, usize)>,
 }
 
@@ -325,6 +326,7 @@ impl Machine<'_, '_> {
             match self.rule(&rule.exprs) {
                 Step::NoMatch => {}
                 Step::Unknown(why) => {
+                    self.decided = Some((chain.name.clone(), i));
                     end = End::Verdict(Outcome::Unknown, format!("{}: cannot evaluate {why}", at()));
                     break;
                 }

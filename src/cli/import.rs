@@ -234,9 +234,20 @@ fn verify_against(
     let untranslated = |v6: bool, table: &str, chain: &str, index: usize| -> Option<String> {
         saves.iter().filter(|s| s.2 == v6).find_map(|(name, save, _)| {
             let t = save.tables.iter().find(|t| t.name == table)?;
+            let not_translated = |line: usize| {
+                let at = format!("{name}:{line}");
+                imported.untranslated.iter().any(|u| u.at == at).then_some(at)
+            };
             let rule = t.rules_of(chain).nth(index)?;
-            let at = format!("{name}:{}", rule.line);
-            imported.untranslated.iter().any(|u| u.at == at).then_some(at)
+            // A rule of a user chain the packet can only have reached
+            // through jumps that were not translated.
+            let into = |r: &&iptables_save::SaveRule| {
+                r.args.windows(2).any(|w| matches!(w[0].as_str(), "-j" | "-g") && w[1] == chain)
+            };
+            not_translated(rule.line).or_else(|| {
+                let jumps: Vec<Option<String>> = t.rules.iter().filter(into).map(|r| not_translated(r.line)).collect();
+                jumps.iter().all(Option::is_some).then(|| jumps.into_iter().next()).flatten().flatten()
+            })
         })
     };
     let families: Vec<bool> = match args.from {

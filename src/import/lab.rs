@@ -86,6 +86,11 @@ fn usable_name(name: &str) -> bool {
 /// The state conntrack will give the probe as the lab sends it.
 fn producible_state(p: &Packet) -> u8 {
     let wanted = p.ct_state;
+    // ICMP of the other family is just another protocol to conntrack.
+    let other_icmp = if p.src.is_ipv6() { names::ICMP } else { names::ICMPV6 };
+    if p.proto == other_icmp {
+        return CT_NEW;
+    }
     match p.proto {
         names::TCP | names::UDP if wanted == CT_ESTABLISHED || wanted == CT_INVALID => wanted,
         names::TCP | names::UDP => CT_NEW,

@@ -413,6 +413,7 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
     ports.dedup();
     icmp.sort_unstable();
     icmp.dedup();
+    protos.retain(|&p| p != if v6 { names::ICMP } else { names::ICMPV6 });
     protos.sort_unstable();
     protos.dedup();
     addrs.sort();
