@@ -298,7 +298,7 @@ fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&m
             .iter()
             .filter(|d| d.name == name || d.nft_name == name)
             .flat_map(|d| match &d.kind {
-                crate::ir::SetKind::Static { elements } => elements.clone(),
+                crate::ir::SetKind::Static { elements, .. } => elements.clone(),
                 _ => Vec::new(),
             })
             .collect()
