@@ -214,7 +214,7 @@ pub fn place(rules: &[Rule]) -> Vec<Slot<'_>> {
                 for k in &keys {
                     open.insert(k.clone(), s);
                 }
-                if s % BLOCK == 0 {
+                if s.is_multiple_of(BLOCK) {
                     blocks.push(RuleBox::NONE);
                 }
                 blocks[s / BLOCK].widen(&rbox);
