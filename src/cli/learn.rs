@@ -296,6 +296,9 @@ fn propose_from(
             explanation: learn::score::explain(r, i, report.ranking.len()),
         })
         .collect();
+    if !learn::score::BUILT_IN {
+        say(learn::score::NOT_BUILT_IN.into());
+    }
     if !ranking.is_empty() {
         say("ML ranking (advisory, never blocks on its own): most unusual sources".into());
         for r in &ranking {

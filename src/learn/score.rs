@@ -2,18 +2,31 @@
 //! features, DBSCAN noise and the mean distance to the k nearest neighbours.
 //! It explains (top features) and ranks; it never blocks anything by itself.
 //! Deterministic: no random initialisation, sources in address order.
+//! Built with the `ml` cargo feature (on by default); without it [`rank`]
+//! ranks nothing and [`BUILT_IN`] is false.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+#[cfg(feature = "ml")]
 use linfa::traits::Transformer;
+#[cfg(feature = "ml")]
 use linfa_clustering::Dbscan;
+#[cfg(feature = "ml")]
 use linfa_nn::{distance::L2Dist, CommonNearestNeighbour, NearestNeighbour};
+#[cfg(feature = "ml")]
 use ndarray::{Array2, Axis};
 use serde::Serialize;
 
 use super::config::Score;
 use super::flows::{Flow, TCP};
+
+/// Whether this build ranks (the `ml` cargo feature).
+pub const BUILT_IN: bool = cfg!(feature = "ml");
+
+/// What `learn` says where the ranking would be, in a build without it.
+pub const NOT_BUILT_IN: &str =
+    "ML ranking (advisory): not built in (phantomc was built without the `ml` cargo feature)";
 
 pub const FEATURES: [&str; 8] = [
     "attempts",
@@ -88,8 +101,15 @@ pub fn features(flows: &[Flow]) -> BTreeMap<IpAddr, [f64; 8]> {
         .collect()
 }
 
+/// Without the `ml` feature nothing is ranked (see [`BUILT_IN`]).
+#[cfg(not(feature = "ml"))]
+pub fn rank(_flows: &[Flow], _cfg: &Score) -> Vec<Ranked> {
+    Vec::new()
+}
+
 /// Rank sources by k-NN distance (most unusual first). Empty when there are
 /// too few sources for k neighbours.
+#[cfg(feature = "ml")]
 pub fn rank(flows: &[Flow], cfg: &Score) -> Vec<Ranked> {
     let feats = features(flows);
     let n = feats.len();
