@@ -2,7 +2,8 @@
 //! that drops what phantomc passes is reported by `status` (exit 6, and in
 //! its JSON), `apply`, `apply --dry-run` and `explain --live`, and real
 //! traffic shows it is right; a foreign table that only accepts is listed
-//! but not reported as a threat.
+//! but not reported as a threat. Legacy iptables (x_tables) rules are read
+//! with iptables-legacy-save and reported the same way.
 
 mod common;
 
@@ -98,4 +99,31 @@ fn a_foreign_table_that_only_accepts_is_listed_but_is_no_threat() {
     // phantomc's own drop still drops: the accepting table cannot undo it.
     let out = lab.srv.phantomc(&["explain", "--live", WEB, "tcp 203.0.113.5:51000 -> 198.51.100.1:22 in eth0 new"]);
     assert!(stdout(&out).contains("verdict: block by inet phantomc input"), "{}", stdout(&out));
+}
+
+#[test]
+fn legacy_iptables_rules_that_drop_what_phantomc_passes_are_reported_by_status() {
+    require_tool("iptables-legacy-restore");
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    // x_tables rules, invisible to nf_tables' netlink: status reads them with iptables-legacy-save.
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 -A INPUT -p tcp -m tcp --dport 80 -j DROP\nCOMMIT\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("legacy.rules");
+    std::fs::write(&file, rules).unwrap();
+    let out = lab.srv.exec(&["iptables-legacy-restore", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "the legacy rule drops http");
+    let out = lab.srv.phantomc(&["status", WEB]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    let row = text.lines().find(|l| l.contains("iptables-legacy")).unwrap_or_else(|| panic!("no legacy row: {text}"));
+    assert!(row.contains("filter") && row.contains("INPUT") && row.contains("CAN DROP what phantomc passes"), "{row}");
+    let out = lab.srv.phantomc(&["status", "--format", "json", WEB]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(doc["overridden"], true);
+    let legacy = doc["chains"].as_array().unwrap().iter().find(|c| c["owner"] == "iptables-legacy").expect("listed");
+    assert_eq!((legacy["chain"].as_str(), legacy["can_drop"].as_bool()), (Some("INPUT"), Some(true)), "{legacy}");
 }
