@@ -356,6 +356,16 @@ fn spamhaus_drop_urls_are_conditional_and_fail_on_their_own() {
     let Outcome::Kept { reason } = &r.outcome else { panic!("{r:?}") };
     assert!(reason.contains("/drop/drop_v6.json: HTTP 500"), "{reason}");
     assert_eq!(cache.nets("spamhaus").unwrap(), None);
+    // A 304 to a request that was not conditional leaves nothing to stand in.
+    server
+        .answer(move |req, _| if is_v4(req) { Reply::json(200, drop_sample("v4", &[])) } else { Reply::text(304, "") });
+    let r = refresh(&cfg, &cache, NOW + 30).unwrap();
+    let Outcome::Kept { reason } = &r.outcome else { panic!("{r:?}") };
+    assert!(
+        reason.contains("/drop/drop_v6.json: answered 304 Not Modified to a request that was not conditional"),
+        "{reason}"
+    );
+    assert_eq!(cache.nets("spamhaus").unwrap(), None);
 
     // Both answer: the union, each URL with its own ETag.
     server.forget();
@@ -442,5 +452,5 @@ fn spamhaus_drop_urls_are_conditional_and_fail_on_their_own() {
     assert_eq!(server.requests().iter().map(is_v4).collect::<Vec<_>>(), [true], "v6 is paused");
     assert_eq!(cached(&cache, "spamhaus"), want(&["23.94.0.0/15", "2a0e:1d80::/29"]));
     assert!(r.meta.last_error.as_deref().is_some_and(|e| e.contains("HTTP 429")), "{:?}", r.meta);
-    assert_eq!(r.meta.failures_total, 2, "the first attempt and the 429 (a pause is no new failure)");
+    assert_eq!(r.meta.failures_total, 3, "the 500, the bad 304 and the 429 (a pause is no new failure)");
 }

@@ -92,15 +92,18 @@ pub fn download(
                 let message = format!("{}; not asked again for {}s", about(url, &why), until - now);
                 a.if_accepted.push(record.clone());
                 a.if_refused.push(record);
-                match &cached {
-                    Some(_) => a.errors.push(message),
-                    None => {
-                        fatal.get_or_insert(DownloadError { message, retry_after: None, busy: false });
-                    }
-                }
+                stand_in(&cached, DownloadError { message, retry_after: None, busy: false }, &mut a.errors, &mut fatal);
                 cached
             }
             None => match provider::download(cfg, url, &known, now) {
+                Ok(Download { fetched: Fetched::NotModified, .. }) if cached.is_none() => {
+                    let message = about(url, "answered 304 Not Modified to a request that was not conditional");
+                    let e = DownloadError { message, retry_after: None, busy: false };
+                    a.if_accepted.push(record.clone());
+                    a.if_refused.push(record);
+                    stand_in(&cached, e, &mut a.errors, &mut fatal);
+                    cached
+                }
                 Ok(Download { fetched: Fetched::NotModified, .. }) => {
                     record.failures = 0;
                     (record.retry_at, record.error) = (None, None);
@@ -128,12 +131,7 @@ pub fn download(
                     (record.error, record.error_at) = (Some(message.clone()), Some(now));
                     a.if_accepted.push(record.clone());
                     a.if_refused.push(record);
-                    match &cached {
-                        Some(_) => a.errors.push(message),
-                        None => {
-                            fatal.get_or_insert(DownloadError { message, ..e });
-                        }
-                    }
+                    stand_in(&cached, DownloadError { message, ..e }, &mut a.errors, &mut fatal);
                     cached
                 }
             },
@@ -153,4 +151,15 @@ pub fn download(
         None => Ok(Download { fetched: Fetched::NotModified, notes: Vec::new() }),
     };
     Ok((result, a))
+}
+
+/// A URL that gave nothing new: its cached copy stands in (its error noted
+/// in `errors`), or without one the feed cannot be complete (`fatal`).
+fn stand_in(cached: &Option<String>, e: DownloadError, errors: &mut Vec<String>, fatal: &mut Option<DownloadError>) {
+    match cached {
+        Some(_) => errors.push(e.message),
+        None => {
+            fatal.get_or_insert(e);
+        }
+    }
 }
