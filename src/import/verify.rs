@@ -297,10 +297,7 @@ fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&m
         rs.sets
             .iter()
             .filter(|d| d.name == name || d.nft_name == name)
-            .flat_map(|d| match &d.kind {
-                crate::ir::SetKind::Static { elements, .. } => elements.clone(),
-                _ => Vec::new(),
-            })
+            .flat_map(|d| d.kind.loaded().unwrap_or_default())
             .collect()
     };
     let nets_of = |a: &AddrMatch| -> Vec<IpNet> {
