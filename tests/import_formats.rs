@@ -258,6 +258,15 @@ fn bad_input_fails_with_its_line_and_writes_nothing() {
         assert!(stderr(&o).contains("nothing was written"));
         assert!(!out.exists(), "{name}: nothing written");
     }
+    // Binary garbage, in any format: its line, exit 1, nothing written.
+    let binary = dir.path().join("binary.in");
+    std::fs::write(&binary, b"*filter\n:INPUT DROP [0:0]\n\x00\x9f\xff garbage\n").unwrap();
+    for from in ["iptables", "ufw", "nft", "firewalld", "phantom"] {
+        let o = phantomc(&["import", "--from", from, binary.to_str().unwrap(), "-o", out_s]);
+        assert_eq!(o.status.code(), Some(1), "{from}: {}", stderr(&o));
+        assert!(stderr(&o).contains("binary.in:3: not text"), "{from}: {}", stderr(&o));
+        assert!(!out.exists(), "{from}: nothing written");
+    }
     let yaml = dir.path().join("bad.yaml");
     std::fs::write(&yaml, "phantom:\n  rules:\n    - name: x\n      port: [\n").unwrap();
     let o = phantomc(&["import", "--from", "phantom", yaml.to_str().unwrap(), "-o", out_s]);

@@ -112,8 +112,7 @@ pub fn run(args: &ImportArgs) -> CmdResult {
         return run_nft(args);
     }
     for f in &args.files {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| Failure::System(format!("cannot read {}: {e}", f.display())))?;
+        let text = read_input(f)?;
         files.push((f.display().to_string(), text));
     }
     let imported: Imported = match args.from {
@@ -169,6 +168,20 @@ fn finish(args: &ImportArgs, imported: &Imported, code: ExitCode) -> CmdResult {
     Ok(code)
 }
 
+/// An input file as text; bytes that are not UTF-8 are bad input, named by line.
+fn read_input(path: &Path) -> Result<String, Failure> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Failure::System(format!("cannot read {name}: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        bad(ImportError {
+            at: format!("{name}:{line}"),
+            message: format!("not text: the byte at offset {at} is not UTF-8 (a binary or garbled file)"),
+        })
+    })
+}
+
 /// `--from nft`: a script or JSON file, or `live`.
 fn run_nft(args: &ImportArgs) -> CmdResult {
     let [file] = args.files.as_slice() else {
@@ -181,7 +194,7 @@ fn run_nft(args: &ImportArgs) -> CmdResult {
             .map_err(|e| Failure::System(format!("nft -j list ruleset: {e}")))?;
         (json, None)
     } else {
-        let text = std::fs::read_to_string(file).map_err(|e| Failure::System(format!("cannot read {name}: {e}")))?;
+        let text = read_input(file)?;
         if text.trim().is_empty() {
             return Err(bad(ImportError { at: format!("{name}:1"), message: "an empty ruleset".into() }));
         }
@@ -263,7 +276,7 @@ fn verify_against(
 fn reference(args: &ImportArgs) -> Result<verify::OriginalRules, Failure> {
     let path = args.reference.as_ref().expect("called with --reference");
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Failure::System(format!("cannot read {name}: {e}")))?;
+    let text = read_input(path)?;
     let is_save =
         text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).is_some_and(|l| l.starts_with('*'));
     Ok(if is_save {
