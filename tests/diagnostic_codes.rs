@@ -142,6 +142,8 @@ one_case_per_code! {
     reject_with => RejectWith,
     early_rule => EarlyRule,
     notrack_rule => NotrackRule,
+    bad_mark => BadMark,
+    match_rule => MatchRule,
     bad_priority => BadPriority,
     adaptive_option => AdaptiveOption,
     adaptive_set => AdaptiveSet,

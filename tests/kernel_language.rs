@@ -1,6 +1,7 @@
 //! Kernel tests of language constructs whose effect the analyzer-vs-kernel
 //! test cannot see: `early` drops before conntrack, for local and forwarded
-//! packets alike; `notrack` passes that leave no connection entry.
+//! packets alike; `notrack` passes that leave no connection entry; marks set
+//! by `match` rules that later rules decide by.
 
 mod common;
 
@@ -189,4 +190,43 @@ pass in proto tcp to port 80
     assert!(!listed.contains("198.51.100.2") && listed.contains("192.0.2.0/24"), "{listed}");
     // The drift check does not count the entry's absence as drift.
     assert_eq!(lab.srv.phantomc(&["status", policy]).status.code(), Some(0), "in sync");
+}
+
+const MARKS: &str = "table phantomc
+policy input block
+pass in on lo
+pass in state { established, related }
+match in on eth1 proto tcp to port 80 set mark 0x50
+pass in proto tcp to port 80 mark 0x50 set mark 9
+";
+
+/// A `match` rule marks TCP to port 80 arriving on eth1 before the filter
+/// chains; the pass rule matches that mark, so the same port is open from
+/// the admin LAN and closed from the public side. Script and JSON alike.
+#[test]
+fn a_mark_set_by_a_match_rule_decides_a_later_rule() {
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("marks.pf");
+    std::fs::write(&policy, MARKS).expect("policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    let script = stdout(&lab.srv.phantomc(&["compile", "--format", "nft", policy]));
+    for load in ["json", "nft"] {
+        if load == "json" {
+            apply(&lab.srv, policy);
+        } else {
+            let file = dir.path().join("marks.nft");
+            std::fs::write(&file, &script).expect("script");
+            let out = lab.srv.nft(&["-f", file.to_str().expect("path")]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::Connected, "{load}: marked on eth1, passed");
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "{load}: unmarked on eth0, dropped");
+    }
+    // The match rule counted both loads' SYNs from the admin LAN only.
+    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
+    let hits: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("hits json");
+    let row = hits["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "marks.pf:5").expect("row").clone();
+    assert!(row["packets"].as_u64().expect("counted") >= 1, "{row}");
 }

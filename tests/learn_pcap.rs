@@ -353,6 +353,7 @@ fn proposals_compile_and_drop_the_scanners() {
                 dport: Some(port),
                 icmp_type: None,
                 ct_state: 1 << 3,
+                mark: 0,
             };
             let sets = eval::SetContents::new();
             assert_eq!(eval::decide(&after, &probe(22), &sets).verdict, ir::Action::Block, "{policy}");
@@ -393,6 +394,7 @@ fn pass_rules_cover_exactly_the_services_used() {
                 dport: Some(s.port),
                 icmp_type: None,
                 ct_state: 1 << 3,
+                mark: 0,
             };
             assert_eq!(
                 eval::decide(&after, &pkt, &eval::SetContents::new()).verdict,

@@ -117,6 +117,7 @@ fn block_rule_goes_after_loopback_and_established_and_drops_the_guesser() {
         dport: Some(22),
         icmp_type: None,
         ct_state: state,
+        mark: 0,
     };
     let sets = eval::SetContents::new();
     // Loopback still passes; the guesser's new connections are dropped.
@@ -232,6 +233,7 @@ fn new_tcp(src: IpAddr, dst: IpAddr, port: u16) -> eval::Packet {
         dport: Some(port),
         icmp_type: None,
         ct_state: 1 << 3,
+        mark: 0,
     }
 }
 

@@ -56,6 +56,7 @@ fn packets() -> Vec<Packet> {
                                 dport: Some(port),
                                 icmp_type: None,
                                 ct_state: names::ct_state_bit(state).unwrap(),
+                                mark: 0,
                             });
                         }
                     }

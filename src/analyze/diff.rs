@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::ir::{Action, Chain, Compiled, Hook, Rule, Ruleset};
 
-use super::space::{condition, subtract_all, Cube, Universe};
+use super::space::{condition, subtract_all, Cube, Dim, Ranges, Universe};
 
 /// One step of an outcome: a conditional rule, or the final verdict.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -128,6 +128,68 @@ fn answer(r: &Rule) -> Option<String> {
     r.reject.map(|r| r.to_string()).or_else(|| r.notrack.then(|| "notrack".to_string()))
 }
 
+/// The packets arriving at `hook`'s chain, cut by the mark its `match`
+/// rules give them (`None`: the mark they arrived with); each rule sees the
+/// marks set before it, the last matching one wins. Cubes are in terms of
+/// the arriving packet.
+fn mark_pieces(rs: &Ruleset, hook: Hook, u: &Universe) -> Vec<(Cube, Option<u32>)> {
+    let mut pieces: Vec<(Cube, Option<u32>)> = u.full().into_iter().map(|c| (c, None)).collect();
+    for mr in rs.marks.iter().filter(|mr| mr.runs_before(hook)) {
+        let cubes = u.cubes(rs, &mr.matches);
+        let mut next = Vec::with_capacity(pieces.len());
+        for (piece, mark) in pieces {
+            let seen = seen_with(&piece, mark);
+            if !cubes.iter().any(|c| seen.intersects(c)) {
+                next.push((piece, mark));
+                continue;
+            }
+            let outside = subtract_all(vec![seen.clone()], &cubes);
+            next.extend(outside.into_iter().map(|c| (arriving(c, &piece, mark), mark)));
+            let inside = cubes.iter().filter_map(|c| seen.intersect(c));
+            next.extend(inside.map(|c| (arriving(c, &piece, mark), Some(mr.mark))).collect::<Vec<_>>());
+        }
+        pieces = next;
+    }
+    pieces
+}
+
+/// A piece as the rules see it: with the mark it was given.
+fn seen_with(piece: &Cube, mark: Option<u32>) -> Cube {
+    let mut c = piece.clone();
+    if let Some(k) = mark {
+        c.dims[Dim::Mark as usize] = Ranges::span(k as u128, k as u128);
+    }
+    c
+}
+
+/// Part of a seen piece back in terms of the arriving packet: its mark was
+/// any of the piece's.
+fn arriving(mut part: Cube, piece: &Cube, mark: Option<u32>) -> Cube {
+    if mark.is_some() {
+        part.dims[Dim::Mark as usize] = piece.get(Dim::Mark).clone();
+    }
+    part
+}
+
+/// The outcome of every arriving packet within `within` (seen cubes) as
+/// disjoint cubes of arriving packets: the chain decides each mark piece
+/// with the mark it was given.
+fn outcomes(
+    rs: &Ruleset,
+    ch: &Chain,
+    u: &Universe,
+    pieces: &[(Cube, Option<u32>)],
+    within: &[Cube],
+) -> Vec<(Cube, Vec<Step>)> {
+    let mut out = Vec::new();
+    for (piece, mark) in pieces {
+        let seen = seen_with(piece, *mark);
+        let parts: Vec<Cube> = within.iter().filter_map(|w| seen.intersect(w)).collect();
+        out.extend(partition(rs, ch, u, parts).into_iter().map(|(c, steps)| (arriving(c, piece, *mark), steps)));
+    }
+    out
+}
+
 /// What an outcome means, without rule locations (which move between versions).
 fn meaning(steps: &[Step]) -> Vec<(Action, Option<&str>, Option<&str>)> {
     steps.iter().map(|s| (s.verdict, s.answer.as_deref(), s.condition.as_deref())).collect()
@@ -185,9 +247,13 @@ pub fn diff(old: &Compiled, new: &Compiled) -> Diff {
     for hook in Hook::ALL {
         let (och, nch) = (old.ruleset.chain(hook), new.ruleset.chain(hook));
         let (ka, kb) = (keys(&old.ruleset, och, &u), keys(&new.ruleset, nch, &u));
-        let within = may_differ(&ka, &kb, och.policy.action != nch.policy.action, &u);
-        let a = partition(&old.ruleset, och, &u, within.clone());
-        let b = partition(&new.ruleset, nch, &u, within);
+        let (ma, mb) = (mark_pieces(&old.ruleset, hook, &u), mark_pieces(&new.ruleset, hook, &u));
+        // Marks move packets between regions of the chain: compare it all then.
+        let marked = ma.iter().chain(&mb).any(|(_, m)| m.is_some());
+        let defaults_differ = och.policy.action != nch.policy.action;
+        let within = if marked { u.full() } else { may_differ(&ka, &kb, defaults_differ, &u) };
+        let a = outcomes(&old.ruleset, och, &u, &ma, &within);
+        let b = outcomes(&new.ruleset, nch, &u, &mb, &within);
         // Pieces with the same old and new steps, merged where possible.
         let mut groups: BTreeMap<(Vec<Step>, Vec<Step>), Vec<Cube>> = BTreeMap::new();
         for (ca, sa) in &a {
@@ -407,6 +473,31 @@ mod tests {
     }
 
     #[test]
+    fn marks_set_by_match_rules_are_followed_into_the_chain() {
+        let old = compile("match in on eth1 proto tcp set mark 1\npass in proto tcp to port 80 mark 1\n", "old.pf");
+        let new = compile("match in on eth1 proto tcp set mark 1\nmatch in from 10.0.0.0/8 set mark 2\npass in proto tcp to port 80 mark 1\npass in mark 3\n", "new.pf");
+        let d = diff(&old, &new);
+        let u = Universe::new(&[&old.ruleset, &new.ruleset]);
+        let mut changed = 0;
+        for src in ["10.1.2.3", "192.0.2.1"] {
+            for iif in ["eth0", "eth1"] {
+                for mark in [0, 1, 2, 3] {
+                    for (proto, port) in [("tcp", ":80"), ("tcp", ":22"), ("udp", ":80")] {
+                        let text = format!("{proto} {src} -> 192.0.2.9{port} in {iif} mark {mark}");
+                        let p = packet::parse(&text).expect("packet");
+                        let verdict = |c: &Compiled| decide(&c.ruleset, &p, &SetContents::new()).verdict;
+                        let inside = d.regions.iter().any(|r| r.hook == Hook::Input && r.cube.intersects(&u.point(&p)));
+                        assert_eq!(verdict(&old) != verdict(&new), inside, "{text}\n{}", render(&d));
+                        changed += usize::from(inside);
+                    }
+                }
+            }
+        }
+        // From 10/8 on eth1: marked 2 now, so port 80 closes; mark 3 opens everything not re-marked.
+        assert!(changed >= 8, "{changed}\n{}", render(&d));
+    }
+
+    #[test]
     fn every_region_agrees_with_the_evaluator() {
         let old = compile("pass in on eth0 proto tcp to port 1-1000\nreject in proto udp\nset bl dynamic\nblock in from <bl>\npass in proto icmp limit 1/second\n", "old.pf");
         let new = compile("block in proto tcp from 10.0.0.0/8\npass in on eth* proto tcp to port 500-2000\npass in proto udp to port 53\nreject in proto udp\n", "new.pf");
@@ -436,6 +527,7 @@ mod tests {
                 dport: crate::ir::names::has_ports(proto).then(|| pick(Dim::Dport) as u16),
                 icmp_type: matches!(proto, 1 | 58).then(|| pick(Dim::Icmp) as u8),
                 ct_state: crate::ir::names::CT_STATES[pick(Dim::Ct) as usize].1,
+                mark: pick(Dim::Mark) as u32,
             };
             let (a, b) = (decide(&old.ruleset, &p, &SetContents::new()), decide(&new.ruleset, &p, &SetContents::new()));
             let last = |s: &[Step]| s.last().map(|x| x.verdict);

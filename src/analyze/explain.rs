@@ -44,6 +44,9 @@ pub struct Explanation {
     /// as loaded, before any entry times out.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timed_sets: Vec<String>,
+    /// The `match` rule that set the mark the chain saw, and that mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marked: Option<(Step, u32)>,
 }
 
 /// Explains one packet. Run-time and feed sets are taken as empty.
@@ -55,6 +58,8 @@ pub fn explain(rs: &Ruleset, sources: &SourceMap, p: &Packet) -> Explanation {
 /// (the live ones, for `explain --live`).
 pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &SetContents) -> Explanation {
     let d = eval::decide(rs, p, contents);
+    // The rules saw the mark the `match` rules gave the packet.
+    let (marked, _) = eval::marked(rs, p, contents);
     let rules = &rs.chain(p.hook).rules;
     let rule_step =
         |r: &Rule, why: Option<String>| Step { rule: r.origin.id.clone(), text: rule_text(sources, r), why };
@@ -64,7 +69,7 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
     let mut tried: Vec<(usize, Step, u8)> = Vec::new();
     for &(i, field) in &d.tried {
         let r = &rules[i];
-        let step = rule_step(r, Some(why_not(rs, &r.matches, field, p)));
+        let step = rule_step(r, Some(why_not(rs, &r.matches, field, &marked)));
         match tried.last_mut() {
             Some(last) if last.0 == r.origin.stmt => {
                 if field as u8 > last.2 {
@@ -110,6 +115,11 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         runtime_sets,
         untracked: eval::deciding_rule(rs, p, &d).is_some_and(|r| r.notrack),
         timed_sets,
+        marked: d.marked_by.map(|i| {
+            let mr = &rs.marks[i];
+            let text = first_line(sources.snippet(mr.origin.span));
+            (Step { rule: mr.origin.id.clone(), text, why: None }, mr.mark)
+        }),
     }
 }
 
@@ -190,6 +200,7 @@ fn why_not(rs: &Ruleset, m: &Match, field: Field, p: &Packet) -> String {
             names::CT_STATES.iter().find(|(_, b)| *b == p.ct_state).map_or("?".into(), |(n, _)| n.to_string()),
             m.ct_state.map_or("any".into(), |s| s.names().join(", ")),
         ),
+        Field::Mark => (p.mark.to_string(), m.mark.map_or("any".into(), |k| k.to_string())),
     };
     format!("{} is {have}, rule wants {want}", field.describe())
 }
@@ -233,6 +244,9 @@ pub fn render(e: &Explanation) -> String {
 }
 
 fn render_decision(out: &mut String, e: &Explanation) {
+    if let Some((by, mark)) = &e.marked {
+        let _ = writeln!(out, "mark:    {mark}, set by {}  `{}`", by.rule, by.text);
+    }
     let _ = writeln!(out, "verdict: {} by {}  `{}`", e.verdict.keyword(), e.decided_by.rule, e.decided_by.text);
     if e.tried.is_empty() {
         let _ = writeln!(out, "no earlier rule in the {} chain", e.hook.name());

@@ -36,6 +36,7 @@ fn tcp(hook: Hook, iif: Option<&str>, src: IpAddr, dst: IpAddr, sport: u16, dpor
         dport: Some(dport),
         icmp_type: None,
         ct_state: state(ct),
+        mark: 0,
     }
 }
 

@@ -36,16 +36,17 @@ pub enum Dim {
     Dport,
     Icmp,
     Ct,
+    Mark,
 }
 
-pub const DIMS: [Dim; 9] =
-    [Dim::Proto, Dim::Iif, Dim::Oif, Dim::Src, Dim::Dst, Dim::Sport, Dim::Dport, Dim::Icmp, Dim::Ct];
+pub const DIMS: [Dim; 10] =
+    [Dim::Proto, Dim::Iif, Dim::Oif, Dim::Src, Dim::Dst, Dim::Sport, Dim::Dport, Dim::Icmp, Dim::Ct, Dim::Mark];
 
 /// A product of one interval set per field, for one address family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cube {
     pub family: Family,
-    pub dims: [Ranges; 9],
+    pub dims: [Ranges; 10],
 }
 
 impl Cube {
@@ -164,8 +165,13 @@ impl Universe {
     pub fn new(rulesets: &[&Ruleset]) -> Universe {
         let patterns: BTreeSet<&str> = rulesets
             .iter()
-            .flat_map(|rs| rs.chains.iter().flat_map(|c| &c.rules))
-            .flat_map(|r| r.matches.iif.iter().chain(r.matches.oif.iter()).flatten())
+            .flat_map(|rs| {
+                rs.chains
+                    .iter()
+                    .flat_map(|c| c.rules.iter().map(|r| &r.matches))
+                    .chain(rs.marks.iter().map(|m| &m.matches))
+            })
+            .flat_map(|m| m.iif.iter().chain(m.oif.iter()).flatten())
             .map(String::as_str)
             .collect();
         // (label, key, representative, is a prefix class)
@@ -242,6 +248,7 @@ impl Universe {
         }
         let bit = names::CT_STATES.iter().position(|(_, b)| *b == p.ct_state).unwrap_or(0);
         c.dims[Dim::Ct as usize] = one(bit as u128);
+        c.dims[Dim::Mark as usize] = one(p.mark as u128);
         c
     }
 
@@ -279,6 +286,7 @@ impl Universe {
             Ranges::span(0, 65535),
             Ranges::span(0, 255),
             Ranges::span(0, names::CT_STATES.len() as u128 - 1),
+            Ranges::span(0, u32::MAX as u128),
         ];
         Cube { family, dims }
     }
@@ -333,6 +341,9 @@ impl Universe {
                         .filter(|(_, (_, b))| s.0 & b != 0)
                         .map(|(i, _)| (i as u128, i as u128));
                     set(Dim::Ct, Ranges::of(bits));
+                }
+                if let Some(k) = m.mark {
+                    set(Dim::Mark, Ranges::span(k as u128, k as u128));
                 }
                 if c.dims.iter().all(|d| !d.is_empty()) {
                     out.push(c);
@@ -394,6 +405,9 @@ impl Universe {
                 "state {}",
                 listed(c.get(Dim::Ct), full.get(Dim::Ct), |v| names::CT_STATES[v as usize].0.to_string())
             ));
+        }
+        if c.get(Dim::Mark) != full.get(Dim::Mark) {
+            parts.push(format!("mark {}", listed(c.get(Dim::Mark), full.get(Dim::Mark), |v| v.to_string())));
         }
         parts.join(" ")
     }

@@ -205,6 +205,12 @@ catalog! {
     EarlyRule = "early-rule", Error, "53-early-pass.pf", "phantomc compile testdata/errors/53-early-pass.pf",
         r#"an `early` rule that is not a stateless block or a `notrack` pass"#,
         r#"Early rules run before conntrack, so they can only `block` (or `pass ... notrack`), and cannot use `state`; arriving packets have no `out on` yet, and an `out` rule can be early only with `notrack`."#;
+    BadMark = "bad-mark", Error, "131-set-mark-on-block.pf", "phantomc compile testdata/errors/131-set-mark-on-block.pf",
+        r#"a mark that does not fit 32 bits, or `set mark` on a rule that drops"#,
+        r#"Packet marks are 0 to 0xffffffff. `set mark` belongs to `pass` rules (the packet leaves with the mark) and `match` rules (the mark is set before the filter chains)."#;
+    MatchRule = "match-rule", Error, "132-match-without-mark.pf", "phantomc compile testdata/errors/132-match-without-mark.pf",
+        r#"a `match` rule without `set mark`, or with an option it cannot have"#,
+        r#"`match in|out` rules run at raw priority before every filter chain and decide nothing: they take header matches, `mark`, `counter` and must `set mark N`; `match in` cannot use `out on` or be `forward`."#;
     NotrackRule = "notrack-rule", Error, "130-notrack-without-early.pf", "phantomc compile testdata/errors/130-notrack-without-early.pf",
         r#"`notrack` outside an early `in` or `out` pass"#,
         r#"`notrack` keeps packets from conntrack, so it needs `early` (the raw-priority chain before conntrack), a `pass` verdict, no `limit` or `quota`, and an `in` or `out` rule (forwarded packets stay tracked)."#;

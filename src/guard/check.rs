@@ -173,6 +173,7 @@ fn related_icmp(client: IpAddr, server: IpAddr, dev: Option<String>) -> [Packet;
         dport: None,
         icmp_type: Some(unreachable),
         ct_state: related,
+        mark: 0,
     };
     [packet(Hook::Input, client, server, dev.clone(), None), packet(Hook::Output, server, client, None, dev)]
 }

@@ -24,6 +24,9 @@ pub struct Packet {
     pub icmp_type: Option<u8>,
     /// One conntrack state bit (see [`names::CT_STATES`]).
     pub ct_state: u8,
+    /// The mark it arrives with (0 unless another program set one); the
+    /// policy's `match` rules may change it before the chain.
+    pub mark: u32,
 }
 
 impl Packet {
@@ -46,6 +49,7 @@ pub enum Field {
     DestinationPort,
     IcmpType,
     CtState,
+    Mark,
 }
 
 impl Field {
@@ -61,6 +65,7 @@ impl Field {
             Field::DestinationPort => "destination port",
             Field::IcmpType => "ICMP type",
             Field::CtState => "connection state",
+            Field::Mark => "mark",
         }
     }
 }
@@ -78,10 +83,28 @@ pub struct Decision {
     pub tried: Vec<(usize, Field)>,
     /// The deciding rule has a rate limit: it decides only while under it.
     pub rate_limited: bool,
+    /// The `match` rule (index in [`Ruleset::marks`]) whose mark the chain saw.
+    pub marked_by: Option<usize>,
 }
 
-/// First match wins; otherwise the default policy.
+/// The packet as its chain sees it: with the mark of the last `match` rule
+/// (of those that run before the chain) that matched, and that rule's index.
+pub fn marked(rs: &Ruleset, p: &Packet, sets: &SetContents) -> (Packet, Option<usize>) {
+    let mut out = p.clone();
+    let mut by = None;
+    for (i, mr) in rs.marks.iter().enumerate().filter(|(_, mr)| mr.runs_before(p.hook)) {
+        if check(rs, &mr.matches, &out, sets).is_ok() {
+            out.mark = mr.mark;
+            by = Some(i);
+        }
+    }
+    (out, by)
+}
+
+/// The `match` rules set marks first; then first match wins, otherwise the
+/// default policy.
 pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
+    let (p, marked_by) = &marked(rs, p, sets);
     let chain = rs.chain(p.hook);
     let mut tried = Vec::new();
     for (i, rule) in chain.rules.iter().enumerate() {
@@ -92,12 +115,13 @@ pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
                     rule: Some(i),
                     tried,
                     rate_limited: rule.limit.is_some() || rule.quota.is_some(),
+                    marked_by: *marked_by,
                 }
             }
             Err(field) => tried.push((i, field)),
         }
     }
-    Decision { verdict: chain.policy.action, rule: None, tried, rate_limited: false }
+    Decision { verdict: chain.policy.action, rule: None, tried, rate_limited: false, marked_by: *marked_by }
 }
 
 /// The deciding rule of a decision, if any.
@@ -134,7 +158,8 @@ pub fn check(rs: &Ruleset, m: &Match, p: &Packet, sets: &SetContents) -> Result<
     test(port(&m.sport, p.sport), Field::SourcePort)?;
     test(port(&m.dport, p.dport), Field::DestinationPort)?;
     test(m.icmp_types.as_ref().is_none_or(|ts| p.icmp_type.is_some_and(|t| ts.contains(&t))), Field::IcmpType)?;
-    test(m.ct_state.is_none_or(|s| s.0 & p.ct_state != 0), Field::CtState)
+    test(m.ct_state.is_none_or(|s| s.0 & p.ct_state != 0), Field::CtState)?;
+    test(m.mark.is_none_or(|k| k == p.mark), Field::Mark)
 }
 
 fn iface(want: &Option<Vec<String>>, have: &Option<String>) -> bool {
@@ -194,6 +219,7 @@ pub fn established_tcp(
         dport: Some(server.port()),
         icmp_type: None,
         ct_state: established,
+        mark: 0,
     };
     let outbound = Packet {
         hook: Hook::Output,
@@ -206,6 +232,7 @@ pub fn established_tcp(
         dport: Some(client.port()),
         icmp_type: None,
         ct_state: established,
+        mark: 0,
     };
     [inbound, outbound]
 }
@@ -230,6 +257,7 @@ mod tests {
             dport: Some(dport),
             icmp_type: None,
             ct_state: names::ct_state_bit(state).expect("state"),
+            mark: 0,
         }
     }
 

@@ -85,6 +85,9 @@ pub struct Ruleset {
     /// Filter chains in hook order: input, forward, output.
     pub chains: Vec<Chain>,
     pub nat: Vec<NatRule>,
+    /// `match ... set mark N`, in order: they run before the filter chains.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<MarkRule>,
     pub feeds: Vec<FeedDef>,
     /// `allow-always` networks, aggregated: never blocked by a feed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -302,6 +305,10 @@ pub struct Rule {
     /// output chain, so it is decided here like any other pass.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub notrack: bool,
+    /// `set mark N` on a pass: the packet leaves with this mark (for routing,
+    /// tc or other tables; phantomc's own chains have decided by then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_mark: Option<u32>,
     /// Set by [`optimize`]: the adjacent rules this one stands for; nft
     /// looks the merged field up in a named set with a counter per element.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -381,6 +388,9 @@ pub struct Match {
     /// ICMP or ICMPv6 type numbers (per `proto`).
     pub icmp_types: Option<Vec<u8>>,
     pub ct_state: Option<CtStates>,
+    /// `mark N`: the packet mark (nft `meta mark`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -408,6 +418,27 @@ pub struct CtStates(pub u8);
 impl CtStates {
     pub fn names(self) -> Vec<&'static str> {
         names::CT_STATES.iter().filter(|(_, bit)| self.0 & bit != 0).map(|(n, _)| *n).collect()
+    }
+}
+
+/// `match in|out ... set mark N`: sets the mark of the packets it matches
+/// and decides nothing. Runs at raw priority before every filter chain, so
+/// the filter rules see the mark; the last matching one wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MarkRule {
+    pub origin: Origin,
+    /// `Input` for `match in` (prerouting: this host's and forwarded
+    /// packets alike), `Output` for `match out`.
+    pub hook: Hook,
+    pub matches: Match,
+    pub mark: u32,
+    pub counter: bool,
+}
+
+impl MarkRule {
+    /// Whether it runs before the chain of `hook`.
+    pub fn runs_before(&self, hook: Hook) -> bool {
+        (self.hook == Hook::Output) == (hook == Hook::Output)
     }
 }
 

@@ -300,6 +300,7 @@ fn new_packet(client: IpAddr, server: IpAddr, proto: u8, port: u16, state: &str)
         dport: Some(port),
         icmp_type: None,
         ct_state: names::ct_state_bit(state).unwrap_or(1),
+        mark: 0,
     }
 }
 

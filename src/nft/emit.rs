@@ -15,8 +15,8 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 use crate::ir::names::{self, ICMP, ICMPV6, TCP};
 use crate::ir::optimize::{self, MergeField, Merged, Values};
 use crate::ir::{
-    Action, AddrMatch, DefaultPolicy, Family, Hook, Limit, Log, Match as IrMatch, NatAction, PortMatch, RejectWith,
-    Rule, Ruleset, SetKind,
+    Action, AddrMatch, DefaultPolicy, Family, Hook, Limit, Log, MarkRule, Match as IrMatch, NatAction, PortMatch,
+    RejectWith, Rule, Ruleset, SetKind,
 };
 
 /// Elements that are not part of the policy text: feed contents and
@@ -146,11 +146,13 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     // Early rules sit first in the input and forward chains of the IR (the
     // output chain for `out` ones); nft runs them once, in prerouting (or
     // output) at raw priority, before conntrack.
+    // `match` rules set marks there first, so every later rule sees them.
     for (name, hook, from) in
         [(EARLY_CHAIN, NfHook::Prerouting, Hook::Input), (EARLY_OUT_CHAIN, NfHook::Output, Hook::Output)]
     {
+        let marks = rs.marks.iter().filter(|mr| mr.hook == from).map(|mr| mark_rule(t, name, mr));
         let early: Vec<schema::Rule<'static>> =
-            rs.chain(from).rules.iter().filter(|r| r.early).flat_map(|r| early_rule(t, name, r)).collect();
+            marks.chain(rs.chain(from).rules.iter().filter(|r| r.early).flat_map(|r| early_rule(t, name, r))).collect();
         if !early.is_empty() {
             chains.push(NftChain {
                 chain: base_chain(t, name, NfChainType::Filter, hook, RAW_PRIORITY, Some(NfChainPolicy::Accept)),
@@ -366,6 +368,7 @@ fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
     if let Some(bytes) = r.quota {
         expr.push(Statement::Quota(stmt::QuotaOrQuotaRef::Quota(quota_stmt(bytes))));
     }
+    expr.extend(r.set_mark.map(set_mark));
     let counter = r.counter && r.merged.is_none();
     expr.extend(tail(counter, r.log.as_ref(), r.action, r.matches.proto, r.reject));
     let comment = match &r.merged {
@@ -395,6 +398,21 @@ fn early_rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
     }
     expr.extend([Statement::Notrack, Statement::Accept(None)]);
     vec![schema::Rule { expr: expr.into(), comment: Some(r.comment().into()), ..rule_base(t, chain) }]
+}
+
+/// A `match` rule: counts and sets the mark, no verdict.
+fn mark_rule(t: &str, chain: &str, mr: &MarkRule) -> schema::Rule<'static> {
+    let mut expr = matches(&mr.matches, None);
+    if mr.counter {
+        expr.push(Statement::Counter(Counter::Anonymous(None)));
+    }
+    expr.push(set_mark(mr.mark));
+    schema::Rule { expr: expr.into(), comment: Some(mr.origin.id.clone().into()), ..rule_base(t, chain) }
+}
+
+/// `meta mark set N`.
+fn set_mark(mark: u32) -> Statement<'static> {
+    Statement::Mangle(stmt::Mangle { key: meta(MetaKey::Mark), value: Expression::Number(mark) })
 }
 
 /// `quota until N UNIT`: the largest unit nft takes (up to mbytes) that
@@ -631,6 +649,9 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
             let items = types.iter().map(|t| Expression::String(names::icmp_type_name(p, *t).into())).collect();
             out.push(m(payload(if p == ICMP { "icmp" } else { "icmpv6" }, "type"), one_or_set(items), Operator::EQ));
         }
+    }
+    if let Some(mark) = mm.mark {
+        out.push(m(meta(MetaKey::Mark), Expression::Number(mark), Operator::EQ));
     }
     if let Some(states) = mm.ct_state {
         let names: Vec<Expression<'static>> =

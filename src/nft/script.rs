@@ -178,6 +178,7 @@ fn statement(s: &Statement<'_>) -> String {
             s
         }
         Statement::Notrack => "notrack".into(),
+        Statement::Mangle(mg) => format!("{} set {}", value(&mg.key), value(&mg.value)),
         Statement::Accept(_) => "accept".into(),
         Statement::Drop(_) => "drop".into(),
         Statement::Reject(Some(r)) if r._type == Some(RejectType::TCPReset) => "reject with tcp reset".into(),
@@ -226,6 +227,7 @@ fn value(e: &Expression<'_>) -> String {
                 MetaKey::Oifname => "oifname".into(),
                 MetaKey::L4proto => "meta l4proto".into(),
                 MetaKey::Nfproto => "meta nfproto".into(),
+                MetaKey::Mark => "meta mark".into(),
                 other => unreachable!("emit never uses meta {other:?}"),
             },
             NamedExpression::CT(ct) => format!("ct {}", ct.key),

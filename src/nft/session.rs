@@ -31,6 +31,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         quota: None,
         early: false,
         notrack: false,
+        set_mark: None,
         merged: None,
     }
 }
@@ -61,6 +62,7 @@ pub fn panic_ruleset(table: &str, keep: Option<&Session>) -> Ruleset {
         sets: Vec::new(),
         chains: vec![chain(Hook::Input, input), chain(Hook::Forward, Vec::new()), chain(Hook::Output, output)],
         nat: Vec::new(),
+        marks: Vec::new(),
         feeds: Vec::new(),
         allow_always: Vec::new(),
         tests: Vec::new(),

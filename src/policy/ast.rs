@@ -278,6 +278,10 @@ pub enum RuleOpt {
     Early,
     /// `notrack`: an early pass that conntrack never sees.
     Notrack,
+    /// `mark N`: the packet's mark is N (as written; checked when lowered).
+    Mark(u64),
+    /// `set mark N`.
+    SetMark(u64),
 }
 
 impl RuleOpt {
@@ -303,6 +307,8 @@ impl RuleOpt {
             RuleOpt::RejectWith { .. } => "with",
             RuleOpt::Early => "early",
             RuleOpt::Notrack => "notrack",
+            RuleOpt::Mark(_) => "mark",
+            RuleOpt::SetMark(_) => "set mark",
         }
     }
 }
@@ -317,6 +323,14 @@ pub enum Direction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleAst {
     pub action: Spanned<Action>,
+    pub direction: Spanned<Direction>,
+    pub opts: Vec<Spanned<RuleOpt>>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchAst {
+    pub keyword: Span,
     pub direction: Spanned<Direction>,
     pub opts: Vec<Spanned<RuleOpt>>,
     pub span: Span,
@@ -411,6 +425,8 @@ pub enum Stmt {
     },
     Rule(RuleAst),
     Nat(NatAst),
+    /// `match in|out ... set mark N`: marks packets before the filter chains.
+    Match(MatchAst),
     Test {
         name: Spanned<String>,
         expects: Vec<Expect>,

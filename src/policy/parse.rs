@@ -278,6 +278,13 @@ impl Builder {
                 let opts = inner.filter_map(|p| self.rule_opt(p)).collect();
                 Stmt::Rule(RuleAst { action, direction, opts, span })
             }
+            Rule::match_stmt => {
+                let keyword = self.span(&inner.next()?);
+                let d = inner.next()?;
+                let direction = self.spanned(&d, parse_direction(d.as_str()));
+                let opts = inner.filter_map(|p| self.rule_opt(p)).collect();
+                Stmt::Match(MatchAst { keyword, direction, opts, span })
+            }
             Rule::nat_stmt => {
                 let k = inner.next()?;
                 let kind = self.spanned(
@@ -358,6 +365,20 @@ impl Builder {
             Rule::expires => RuleOpt::Expires(self.date(&inner.next()?)?.node),
             Rule::early => RuleOpt::Early,
             Rule::notrack => RuleOpt::Notrack,
+            Rule::mark | Rule::set_mark => {
+                let v = inner.next()?.as_str().to_ascii_lowercase();
+                let n = match v.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => v.parse(),
+                };
+                // Too long for u64: certainly too large for a mark (lowering says so).
+                let n = n.unwrap_or(u64::MAX);
+                if rule == Rule::mark {
+                    RuleOpt::Mark(n)
+                } else {
+                    RuleOpt::SetMark(n)
+                }
+            }
             Rule::reject_with => {
                 let how = inner.next()?;
                 match how.as_rule() {

@@ -96,6 +96,10 @@ pub fn rows(
             },
         ));
     };
+    for mr in &rs.marks {
+        let chain = if mr.hook == Hook::Output { crate::nft::EARLY_OUT_CHAIN } else { crate::nft::EARLY_CHAIN };
+        push(&mr.origin, "match", chain, format!("set mark {}", mr.mark), None, mr.counter);
+    }
     for chain in &rs.chains {
         for r in &chain.rules {
             // An early rule is in the input and the forward chain of the IR, once in nft.

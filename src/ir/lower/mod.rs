@@ -6,6 +6,7 @@
 //! ([`rules`]) and NAT ([`nat`]).
 
 mod decls;
+mod marks;
 mod nat;
 mod rules;
 mod values;
@@ -128,6 +129,9 @@ struct Clauses<'a> {
     reject_with: Option<(&'a str, Option<&'a str>, Span)>,
     early: Option<Span>,
     notrack: Option<Span>,
+    /// `mark N` and `set mark N`, checked to fit 32 bits.
+    mark: Option<(u32, Span)>,
+    set_mark: Option<(u32, Span)>,
 }
 
 struct Lowerer<'a> {
@@ -174,6 +178,7 @@ impl<'a> Lowerer<'a> {
                     .map(|&hook| Chain { hook, policy: builtin_policy(hook), rules: Vec::new(), priority: 0 })
                     .collect(),
                 nat: Vec::new(),
+                marks: Vec::new(),
                 feeds: Vec::new(),
                 allow_always: Vec::new(),
                 tests: Vec::new(),
@@ -245,6 +250,7 @@ impl<'a> Lowerer<'a> {
             Stmt::AllowAlways { value, .. } => self.allow_always(value),
             Stmt::Rule(r) => self.rule(idx, r),
             Stmt::Nat(n) => self.nat(idx, n),
+            Stmt::Match(m) => self.match_rule(idx, m),
             Stmt::Test { name, expects, .. } => {
                 for e in expects {
                     self.out.tests.push(TestCase {

@@ -34,6 +34,8 @@ impl<'a> Lowerer<'a> {
                     | RuleOpt::RejectWith { .. }
                     | RuleOpt::Early
                     | RuleOpt::Notrack
+                    | RuleOpt::Mark(_)
+                    | RuleOpt::SetMark(_)
             ) {
                 self.diags.push(
                     Diag::error(

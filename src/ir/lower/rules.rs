@@ -52,6 +52,8 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::RejectWith { kind, code } => c.reject_with = Some((kind, code.as_deref(), opt.span)),
                 RuleOpt::Early => c.early = Some(opt.span),
                 RuleOpt::Notrack => c.notrack = Some(opt.span),
+                RuleOpt::Mark(n) => c.mark = self.mark_value(*n, opt.span),
+                RuleOpt::SetMark(n) => c.set_mark = self.mark_value(*n, opt.span),
             }
         }
         c
@@ -98,6 +100,14 @@ impl<'a> Lowerer<'a> {
         let origin = self.origin(r.span, idx);
         let Some(shapes) = self.shapes(&c, r.span) else { return };
         if c.notrack.is_some_and(|span| !self.notrack_allowed(r, &c, span)) {
+            return;
+        }
+        if let (Some((_, span)), false) = (c.set_mark, r.action.node == Action::Pass) {
+            self.diags.push(
+                Diag::error("bad-mark", span, format!("`set mark` on a {} rule", r.action.node.keyword()), "mark of a dropped packet")
+                    .with_related(r.action.span, "rule")
+                    .with_help("a dropped packet goes nowhere; mark packets with `pass ... set mark N` or `match in ... set mark N`"),
+            );
             return;
         }
         if let Some(span) = c.early {
@@ -201,6 +211,7 @@ impl<'a> Lowerer<'a> {
                 reject,
                 early: c.early.is_some(),
                 notrack: c.notrack.is_some(),
+                set_mark: c.set_mark.map(|(n, _)| n),
                 merged: None,
             };
             if rule.early && hook != Hook::Output && !rule.notrack {
@@ -277,6 +288,20 @@ impl<'a> Lowerer<'a> {
             Diag::error(code, span, message, format!("{clause} here")).with_related(verb, "rule").with_help(help),
         );
         false
+    }
+
+    /// A mark as nft takes it: 32 bits.
+    fn mark_value(&mut self, n: u64, span: Span) -> Option<(u32, Span)> {
+        match u32::try_from(n) {
+            Ok(n) => Some((n, span)),
+            Err(_) => {
+                self.diags.push(
+                    Diag::error("bad-mark", span, "a packet mark has 32 bits", "larger than 0xffffffff")
+                        .with_help("give a mark from 0 to 4294967295 (0xffffffff)"),
+                );
+                None
+            }
+        }
     }
 
     /// Checks `with ...` against the rule's verdict, protocols and families.
@@ -485,6 +510,7 @@ impl<'a> Lowerer<'a> {
                     dport: dport.clone(),
                     icmp_types: icmp_types.clone(),
                     ct_state: None,
+                    mark: c.mark.map(|(n, _)| n),
                 });
             }
         }

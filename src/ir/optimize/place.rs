@@ -45,7 +45,7 @@ const BLOCK: usize = 64;
 const BUDGET: usize = 512;
 
 /// Rules that may form one group: tail, shape, and the matches without the shape's fields.
-type Key = (Action, bool, Option<String>, Option<RejectWith>, usize, Match);
+type Key = (Action, bool, Option<String>, Option<RejectWith>, usize, Match, Option<u32>);
 
 /// One place in the optimized chain: a rule, or a group of rules merged into one.
 pub struct Slot<'a> {
@@ -81,7 +81,13 @@ pub fn mergeable(r: &Rule) -> bool {
 
 /// No side effect tells which of two rules decided a packet.
 fn quiet(r: &Rule) -> bool {
-    !r.counter && r.log.is_none() && r.limit.is_none() && r.quota.is_none() && !r.early && !r.notrack
+    !r.counter
+        && r.log.is_none()
+        && r.limit.is_none()
+        && r.quota.is_none()
+        && !r.early
+        && !r.notrack
+        && r.set_mark.is_none()
 }
 
 fn keys(r: &Rule) -> Vec<Key> {
@@ -95,7 +101,7 @@ fn keys(r: &Rule) -> Vec<Key> {
         .filter(|(_, shape)| shape.iter().all(|f| f.values(m).is_some()))
         .map(|(i, shape)| {
             let rest = shape.iter().fold(m.clone(), |acc, f| f.cleared(&acc));
-            (r.action, r.counter, r.label.clone(), r.reject, i, rest)
+            (r.action, r.counter, r.label.clone(), r.reject, i, rest, r.set_mark)
         })
         .collect()
 }
