@@ -328,7 +328,7 @@ fn a_firewalld_public_zone_imports_in_firewallds_order() {
             "reject in proto icmp icmp-type timestamp-request with icmpx admin-prohibited",
             "block in ipv4 from 192.0.2.0/24",
             "pass in proto tcp to port 22",
-            "pass in proto udp to port 546",
+            "pass in ipv6 proto udp to fe80::/64 port 546",
             "pass in proto tcp to port 80",
             "pass in proto tcp to port 443",
             "pass in proto tcp to port 8080-8081",
@@ -414,4 +414,37 @@ fn a_real_ufw_install_verifies_from_its_user_rules_and_from_its_whole_ruleset() 
         assert!(line.contains("), 0 differ, "), "{report}");
     }
     assert!(report.contains("testdata/import/ufw-default.ip6tables:83: "), "{report}");
+}
+
+#[test]
+fn a_firewalld_zone_made_by_firewall_offline_cmd_is_equivalent_on_input_and_differs_where_forward_is_not_translated() {
+    // Made by testdata/import/make-firewalld-zone.sh (firewall-offline-cmd
+    // 1.3 over a private copy of /etc/firewalld); the reference is written
+    // by hand in firewalld's nftables layout (the daemon needs D-Bus).
+    let file = "testdata/import/firewalld-offline-public.xml";
+    let o = phantomc(&[
+        "import",
+        "--from",
+        "firewalld",
+        file,
+        "--verify",
+        "--reference",
+        "testdata/import/firewalld-offline-public.reference.nft",
+    ]);
+    let report = stderr(&o);
+    assert_eq!(o.status.code(), Some(7), "{report}");
+    assert!(report.contains(&format!("{file}:19: <forward/>")), "{report}");
+    // dhcpv6-client is limited to fe80::/64, as firewalld's service file says.
+    assert!(stdout(&o).contains("pass in ipv6 proto udp to fe80::/64 port 546"), "{}", stdout(&o));
+    let differing: Vec<&str> = report.lines().filter(|l| l.starts_with("  ") && l.contains(": original ")).collect();
+    assert!(!differing.is_empty(), "{report}");
+    for d in &differing {
+        assert!(d.starts_with("  forward ") && d.contains(": original pass ("), "only forwarding differs: {d}");
+        assert!(d.ends_with("imported block (policy forward)"), "{d}");
+    }
+    for family in ["IPv4", "IPv6"] {
+        let line = report.lines().find(|l| l.starts_with(&format!("verify {family}:"))).unwrap();
+        let [accepted, rejected, dropped] = fates(line);
+        assert!(accepted > 100 && rejected > 100 && dropped > 100, "{line}");
+    }
 }

@@ -41,8 +41,15 @@ const SERVICES: &[(&str, &[(&str, &str)])] = &[
     ("openvpn", &[("udp", "1194")]),
 ];
 
-/// A service's ports: from `dir/NAME.xml` when given and present, else the table.
-fn service_ports(name: &str, dir: Option<&Path>) -> Result<Option<Vec<(String, String)>>, String> {
+/// A service: its (protocol, port) pairs and the destinations it is
+/// limited to, as (family keyword, network).
+struct Service {
+    ports: Vec<(String, String)>,
+    destinations: Vec<(&'static str, String)>,
+}
+
+/// A service: from `dir/NAME.xml` when given and present, else the table.
+fn service(name: &str, dir: Option<&Path>) -> Result<Option<Service>, String> {
     if let Some(path) = dir.map(|d| d.join(format!("{name}.xml"))).filter(|p| p.exists()) {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let doc = roxmltree::Document::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -51,12 +58,22 @@ fn service_ports(name: &str, dir: Option<&Path>) -> Result<Option<Vec<(String, S
             .filter(|n| n.has_tag_name("port"))
             .filter_map(|n| Some((n.attribute("protocol")?.to_string(), n.attribute("port")?.to_string())))
             .collect();
-        return Ok(Some(ports));
+        let destinations = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("destination"))
+            .flat_map(|n| {
+                [("ipv4", n.attribute("ipv4")), ("ipv6", n.attribute("ipv6"))]
+                    .into_iter()
+                    .filter_map(|(f, a)| Some((f, a?.to_string())))
+            })
+            .collect();
+        return Ok(Some(Service { ports, destinations }));
     }
-    Ok(SERVICES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, ports)| ports.iter().map(|(p, n)| (p.to_string(), n.to_string())).collect()))
+    Ok(SERVICES.iter().find(|(n, _)| *n == name).map(|(n, ports)| Service {
+        ports: ports.iter().map(|(p, n)| (p.to_string(), n.to_string())).collect(),
+        // As firewalld's dhcpv6-client.xml: replies come to the link-local address.
+        destinations: if *n == "dhcpv6-client" { vec![("ipv6", "fe80::/64".into())] } else { Vec::new() },
+    }))
 }
 
 /// Imports one zone file.
@@ -88,13 +105,21 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
             "interface" => ifaces.extend(n.attribute("name").map(String::from)),
             "service" => {
                 let svc = n.attribute("name").unwrap_or_default();
-                match service_ports(svc, services).map_err(|m| ImportError { at: at(n), message: m })? {
-                    Some(ports) => {
+                match service(svc, services).map_err(|m| ImportError { at: at(n), message: m })? {
+                    Some(Service { ports, destinations }) => {
                         for (proto, port) in ports {
-                            allow.push(Line {
-                                statement: format!("pass in proto {proto} to port {}", port.replace(':', "-")),
-                                origin: format!("{origin} (service {svc})"),
-                            });
+                            let port = port.replace(':', "-");
+                            let statements: Vec<String> = if destinations.is_empty() {
+                                vec![format!("pass in proto {proto} to port {port}")]
+                            } else {
+                                destinations
+                                    .iter()
+                                    .map(|(family, net)| format!("pass in {family} proto {proto} to {net} port {port}"))
+                                    .collect()
+                            };
+                            for statement in statements {
+                                allow.push(Line { statement, origin: format!("{origin} (service {svc})") });
+                            }
                         }
                     }
                     None => skip(&mut out, n, "an unknown service: give its file with --services DIR"),
@@ -208,7 +233,11 @@ fn rich_rule(n: roxmltree::Node, services: Option<&Path>) -> Result<(Vec<String>
             }
             "service" => {
                 let svc = c.attribute("name").unwrap_or_default();
-                ports = service_ports(svc, services)?.ok_or_else(|| format!("unknown service {svc}"))?;
+                let service = service(svc, services)?.ok_or_else(|| format!("unknown service {svc}"))?;
+                if !service.destinations.is_empty() {
+                    return Err(format!("service {svc} has its own destination"));
+                }
+                ports = service.ports;
             }
             "port" => {
                 ports = vec![(

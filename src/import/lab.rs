@@ -235,7 +235,17 @@ impl Lab {
         };
         let batch = format!("route flush table {ROUTE_TABLE}\nroute add {v4} table {ROUTE_TABLE}\n");
         run("ip", &["-force", "-batch", "-"], Some(&batch))?;
-        let batch = format!("route flush table {ROUTE_TABLE}\nroute add {v6} table {ROUTE_TABLE}\n");
+        let mut batch = format!("route flush table {ROUTE_TABLE}\nroute add {v6} table {ROUTE_TABLE}\n");
+        if oif.is_none() {
+            // Link-local destinations are looked up on the arriving interface only.
+            for (n, port) in self.ports.values().enumerate() {
+                batch.push_str(&format!(
+                    "route add local fe80::/10 dev {} table {ROUTE_TABLE} metric {}\n",
+                    port.name,
+                    n + 1
+                ));
+            }
+        }
         run("ip", &["-6", "-force", "-batch", "-"], Some(&batch))
     }
 
