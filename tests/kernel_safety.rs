@@ -71,6 +71,49 @@ fn unconfirmed_apply_rolls_back_after_the_timeout() {
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "the old policy is enforced again");
 }
 
+/// The run-time entries of the live blocklist (address, reason, timeout).
+fn blocked_entries(ns: &Netns) -> Vec<(String, Option<String>, Option<u64>)> {
+    let out = ns.phantomc(&["blocked", WEB, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let entries = doc["blocked"].as_array().cloned().unwrap_or_default();
+    entries
+        .iter()
+        .map(|e| {
+            let address = e["address"].as_str().expect("address").to_string();
+            (address, e["reason"].as_str().map(str::to_string), e["timeout"].as_u64())
+        })
+        .collect()
+}
+
+#[test]
+fn a_rollback_after_the_confirm_timeout_restores_the_rules_and_the_run_time_entries() {
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    let out = lab.srv.phantomc(&["block", "198.51.100.2", "--reason", "scanner", "--timeout", "2h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.srv.phantomc(&["block", "2001:db8:1::2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = blocked_entries(&lab.srv);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "the blocked client is dropped");
+
+    // The closed policy has no blocklist: while it is pending, the entries are gone.
+    let closed = write_policy("closed-entries", CLOSED);
+    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "3s", &closed]);
+    wait_live(&lab.srv, "closed-entries.pf:4");
+    assert!(!stdout(&lab.srv.nft(&["list", "table", "inet", "phantomc"])).contains("198.51.100.2"));
+
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(4), "rolled back: {}{}", stdout(&out), stderr(&out));
+    assert!(in_sync_with(&lab.srv, WEB), "the old rules are back exactly");
+    assert_eq!(blocked_entries(&lab.srv), before, "the run-time entries are back, reasons and timeouts kept");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "and enforced again");
+    assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::Connected, "the rest of the old policy too");
+}
+
 #[test]
 fn rollback_still_happens_when_the_applying_process_is_killed() {
     let (lab, _servers, mut child, _) = pending_closed_apply("closed-kill", "2s");

@@ -74,7 +74,8 @@ impl Coexistence {
 /// iptables) and places phantomc's chains of `rs` among them; phantomc's own
 /// table comes from `rs`, loaded or not.
 pub fn read(rs: &Ruleset) -> std::io::Result<Coexistence> {
-    let kernel = tables::chains()?;
+    // phantomc's own chains come from `rs`: its rules need no decoding.
+    let kernel = tables::chains_beside(tables::NFPROTO_INET, &rs.table)?;
     let (legacy, notes) = crate::nft::legacy::saved();
     Ok(arrange(rs, &kernel, &legacy, notes))
 }

@@ -191,6 +191,19 @@ impl Chain {
 /// Every chain of every table in the calling thread's network namespace,
 /// each with its rules in order.
 pub fn chains() -> io::Result<Vec<Chain>> {
+    read_chains(None)
+}
+
+/// Like [`chains`], but the rules of table `family` `table` are left
+/// undecoded (its chains have none): the other tables next to phantomc's,
+/// read without the cost of phantomc's own rules (a third of `apply` at
+/// 10,000 rules).
+pub fn chains_beside(family: u8, table: &str) -> io::Result<Vec<Chain>> {
+    read_chains(Some((family, table)))
+}
+
+fn read_chains(skip_rules_of: Option<(u8, &str)>) -> io::Result<Vec<Chain>> {
+    let skipped_table = skip_rules_of.map(|(f, t)| (f, name_value(t)));
     let mut chains = Vec::new();
     let request = netlink::dump_request(kind(NFT_MSG_GETCHAIN), NFPROTO_UNSPEC, &[]);
     netlink::dump(&request, &mut |m| {
@@ -205,7 +218,13 @@ pub fn chains() -> io::Result<Vec<Chain>> {
         if m.kind != kind(NFT_MSG_NEWRULE) {
             return Ok(());
         }
-        let table = attr(body, NFTA_RULE_TABLE)?.map(str_value).unwrap_or_default();
+        let table_attr = attr(body, NFTA_RULE_TABLE)?;
+        if let (Some((f, skipped)), Some(t)) = (&skipped_table, table_attr) {
+            if family == *f && t == &skipped[..] {
+                return Ok(());
+            }
+        }
+        let table = table_attr.map(str_value).unwrap_or_default();
         let chain = attr(body, NFTA_RULE_CHAIN)?.map(str_value).unwrap_or_default();
         let rule = rule_from(body)?;
         if let Some(c) = chains.iter_mut().find(|c| c.is_in(family, &table) && c.name == chain) {
