@@ -94,9 +94,8 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     let operator = Operator::discover(args.keep.as_deref(), SSH_PORT).map_err(Failure::System)?;
     let protected = Protected::gather(Some(&compiled.ruleset), &operator);
     let kept = super::feeds::apply_elements(&compiled.ruleset, &protected, args.state_dir.given())?;
-    let prepared = loader::prepare_with(&compiled, kept);
-    let table = &prepared.table.name;
-    match guard::check(&compiled.ruleset, &prepared.kept.contents(), &operator) {
+    let table = &compiled.ruleset.table;
+    match guard::check(&compiled.ruleset, &kept.contents(), &operator) {
         Ok(checked) => {
             for kept in &checked.kept {
                 println!("checked: the new policy keeps {kept}, and new logins from its client");
@@ -117,10 +116,12 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         // The scratch load also proves that nft takes the ruleset.
         let new = loader::expected_snapshot(&nft, &compiled).map_err(|e| failure(e, &compiled))?;
         let live = loader::live_snapshot(&compiled.ruleset).map_err(system)?;
-        print_change(&compiled, &prepared, live.as_ref(), &new);
+        print_change(&compiled, &kept, live.as_ref(), &new);
         print!("{}", coexist::render(&others(&compiled.ruleset)?));
         return Ok(ExitCode::SUCCESS);
     }
+    // Built only to load: a dry run never needs the script of every feed entry.
+    let prepared = loader::prepare_with(&compiled, kept);
     let armed = if args.confirm {
         Some(
             rollback::arm(&nft, table, Duration::from_secs(u64::from(args.timeout)))
@@ -214,14 +215,14 @@ fn is_yes(line: &str) -> bool {
     matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-fn print_change(c: &Compiled, prepared: &loader::Prepared, live: Option<&Snapshot>, new: &Snapshot) {
+fn print_change(c: &Compiled, kept: &nft::Elements, live: Option<&Snapshot>, new: &Snapshot) {
     let rs = &c.ruleset;
     match live {
         None => {
             println!("table inet {} is not loaded; apply would create it:", rs.table);
             let without_entries = nft::build(rs, &nft::Elements::default());
             print!("{}", nft::script::script(&without_entries, ""));
-            let kept: usize = prepared.kept.by_set.values().map(Vec::len).sum();
+            let kept: usize = kept.by_set.values().map(Vec::len).sum();
             if kept > 0 {
                 println!("(and {kept} feed and run-time set entries)");
             }
