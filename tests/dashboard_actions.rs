@@ -269,7 +269,7 @@ fn dashboard_unblocks_and_accepts_a_proposal_with_real_clicks() {
     browser.wait_for("accepted", "document.getElementById('write-status').textContent.startsWith('accepted')");
     let after = std::fs::read_to_string(&policy).expect("policy");
     assert_ne!(before, after);
-    assert!(after.contains(&format!("    {SCANNER},")) && after.contains("vertical-scan"), "{after}");
+    assert!(after.contains(&format!("    {SCANNER} expires ")) && after.contains("vertical-scan"), "{after}");
     eventually_within(Duration::from_secs(10), "watch reloads the accepted policy", || {
         let out = srv.nft(&["list", "set", "inet", "phantomc", "learned_block_v4"]);
         out.status.success() && stdout(&out).contains(SCANNER)

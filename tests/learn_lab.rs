@@ -274,7 +274,10 @@ fn assert_learned(what: &str, out: &Output, policy: &Path, from_conntrack: bool)
         text.lines().filter(|l| l.starts_with("pass in") && l.contains("from 10.77.0.0/24 to port {")).collect();
     let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("pass in proto udp")).collect();
     assert_eq!([passes, udp].concat(), EXPECTED_PASSES, "{what} passes exactly the services used:\n{text}");
-    let blocked: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("    ")?.strip_suffix(',')).collect();
+    let entries: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("    ")?.strip_suffix(',')).collect();
+    // Each learned block ends: `ADDRESS expires DATE` (the kernel removes it then).
+    let blocked: Vec<&str> = entries.iter().filter_map(|e| Some(e.split_once(" expires ")?.0)).collect();
+    assert_eq!(blocked.len(), entries.len(), "{what}: every learned entry expires: {entries:?}");
     let mut sorted = blocked.clone();
     sorted.sort();
     assert_eq!(sorted, attackers, "{what} blocks exactly the attackers:\n{text}");

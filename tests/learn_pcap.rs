@@ -430,7 +430,7 @@ fn proposal_for_a_policy_without_input_rules_or_final_newline() {
     }
 }
 
-/// Learn ran at 2026-01-01T00:00:00Z: review dates count from there.
+/// Learn ran at 2026-01-01T00:00:00Z: expiry dates count from there.
 fn learned_on_new_year() -> propose::Context {
     propose::Context { now_us: 1_767_225_600_000_000, ..Default::default() }
 }
@@ -464,7 +464,7 @@ fn learning_again_after_write_changes_nothing() {
     let first = run("scans/445_scan.pcap");
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let written = std::fs::read_to_string(&policy).unwrap();
-    assert!(written.contains("    176.192.150.3,\n"), "{written}");
+    assert!(written.contains("    176.192.150.3 expires "), "{written}");
     let again = run("scans/445_scan.pcap");
     assert!(again.status.success());
     assert!(
@@ -477,7 +477,7 @@ fn learning_again_after_write_changes_nothing() {
     let other = run("scans/port_scan.pcap");
     assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stderr));
     let both = std::fs::read_to_string(&policy).unwrap();
-    assert!(both.contains("    192.168.2.154,\n") && both.contains("    176.192.150.3,\n"), "{both}");
+    assert!(both.contains("    192.168.2.154 expires ") && both.contains("    176.192.150.3 expires "), "{both}");
     assert_eq!(both.matches("block in from <learned_block>").count(), 1, "{both}");
     ir::compile_file(&policy).unwrap();
 }

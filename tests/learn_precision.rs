@@ -168,12 +168,15 @@ fn outbound_connections_of_the_host_never_become_inbound_pass_rules() {
 }
 
 #[test]
-fn review_dates_count_from_when_learn_ran() {
+fn expiry_dates_count_from_when_learn_ran() {
     let r = report("zeek/ftp-bruteforce.pcap", &[]);
     // The capture is from 2014; learn "ran" on 2026-01-01.
     let ctx = propose::Context { now_us: 1_767_225_600_000_000, ..Default::default() };
     let p = propose_with(CLOSED, &r, &ctx);
-    assert!(p.new_text.contains("review by 2026-01-31T00:00:00Z"), "{}", p.new_text);
+    // The entry ends with 2026-01-31 and the proposal, checked as of then, drops the guesser.
+    assert!(p.new_text.contains(" expires 2026-01-31,\n"), "{}", p.new_text);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert!(!p.blocked.is_empty());
 }
 
 #[test]

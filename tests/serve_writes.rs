@@ -150,7 +150,7 @@ fn proposals_accept_and_reject_need_the_token_and_a_fresh_hunk() {
     let (code, done) = t.svc.post(&accept, Some(TOKEN), "{}");
     assert_eq!(code, 200, "{done}");
     let text = t.text();
-    assert!(text.contains("    203.0.113.50,") && text.contains("block in from <learned_block>"), "{text}");
+    assert!(text.contains("    203.0.113.50 expires ") && text.contains("block in from <learned_block>"), "{text}");
     assert!(text.contains("#   vertical-scan: 10 failed ports"), "the evidence comes along: {text}");
     assert_eq!(std::fs::read_to_string(done["backup"].as_str().expect("backup")).expect("backup"), original);
     assert!(phantomc::ir::compile_file(&t.policy()).is_ok(), "the accepted policy compiles");

@@ -462,7 +462,8 @@ fn context(args: &LearnArgs, report: &learn::Report) -> propose::Context {
     if let Some(h) = report.capture_host.filter(|h| report.services.iter().any(|s| s.servers.contains(h))) {
         protected.add(h.into(), Kind::ThisHost, "the capture's host");
     }
-    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    // The clock expiry is judged by (PHANTOMC_TODAY pins it, as for compile).
+    let now_us = crate::ir::expiry::now() * 1_000_000;
     propose::Context { protected, now_us, notes: Default::default() }
 }
 /// `--dump-flows`: one JSON object per flow.

@@ -44,6 +44,27 @@ impl Expiry {
     }
 }
 
+/// The moment expiry is judged at: the day (which rules and entries are
+/// left out) and the second (what a named set's dated entry has left).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    pub today: Date,
+    /// Seconds since the epoch.
+    pub now: u64,
+}
+
+impl Clock {
+    /// The system clock, or midnight of `PHANTOMC_TODAY`.
+    pub fn system() -> Clock {
+        Clock { today: today(), now: now() }
+    }
+
+    /// `secs` since the epoch (a proposal made as of when `learn` ran).
+    pub fn at(secs: u64) -> Clock {
+        Clock { today: Date::from_days(i64::try_from(secs / 86_400).unwrap_or(0)), now: secs }
+    }
+}
+
 /// Today's date (UTC), or the date in `PHANTOMC_TODAY`.
 pub fn today() -> Date {
     if let Some(d) = std::env::var(TODAY_ENV).ok().as_deref().and_then(parse) {

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::diag::{SourceMap, Span};
 pub use crate::policy::ast::{Action, Family, Hook, TimeUnit};
 use crate::policy::{self, LoadError, Policy, PolicyError};
-pub use lower::{lower, nft_set_name};
+pub use lower::{lower, lower_at, nft_set_name};
 
 /// A compiled policy: its sources (for messages) and its IR.
 #[derive(Debug)]
@@ -59,8 +59,19 @@ pub fn compile_text_at(path: &Path, text: String) -> Result<Compiled, PolicyErro
     finish(policy::load_str(&path.display().to_string(), path, text)?)
 }
 
+/// Parses and lowers policy text with expiry judged at `clock` (a learned
+/// proposal checked as of when `learn` ran).
+pub fn compile_at(name: &str, text: &str, clock: expiry::Clock) -> Result<Compiled, PolicyError> {
+    let policy = policy::load_str(name, Path::new(name), text.to_string())?;
+    finish_at(policy, clock)
+}
+
 fn finish(policy: Policy) -> Result<Compiled, PolicyError> {
-    match lower(&policy) {
+    finish_at(policy, expiry::Clock::system())
+}
+
+fn finish_at(policy: Policy, clock: expiry::Clock) -> Result<Compiled, PolicyError> {
+    match lower_at(&policy, clock) {
         Ok((ruleset, unused)) => Ok(Compiled { sources: policy.sources, ruleset, unused }),
         Err(diags) => Err(PolicyError { sources: policy.sources, diags }),
     }

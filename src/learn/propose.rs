@@ -15,6 +15,7 @@ use super::services::Service;
 use super::{fmt_time, Report};
 use crate::guard::Protected;
 use crate::ir::eval::{decide, Packet, SetContents};
+use crate::ir::expiry::{Clock, Date};
 use crate::ir::{self, names, Action, Hook, Ruleset};
 use crate::policy::ast::{Direction, SetBody, Stmt};
 use crate::policy::{self, LoadError};
@@ -48,15 +49,28 @@ pub struct Spared {
 }
 
 /// What the proposal is made for, besides the report.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Context {
     /// Protected beyond the built-ins and what the policy trusts: this
     /// host's addresses, the gateway, the operator's SSH client.
     pub protected: Protected,
-    /// When `learn` ran (µs since the epoch): review dates count from it.
+    /// When `learn` ran (µs since the epoch): expiry dates count from it,
+    /// and the proposal is checked as of then.
     pub now_us: u64,
     /// Extra evidence per source (the baseline comparison), one line each.
     pub notes: BTreeMap<IpAddr, String>,
+}
+
+impl Default for Context {
+    /// Nothing protected beyond the policy, learn running now.
+    fn default() -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Context {
+            protected: Protected::default(),
+            now_us: now.map_or(0, |d| d.as_micros() as u64),
+            notes: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +181,8 @@ pub fn propose(
                 anchors.block_rule_at,
                 format!(
                     "# Learned by `phantomc learn` from {capture_name}: sources flagged by its detectors.\n\
-                     # Each entry carries its evidence; remove it after its review date if it is not seen again.\nset {set_name} = {{\n{entries}}}\n"
+                     # Each entry carries its evidence and expires {days} days after learn ran (nft removes it then).\nset {set_name} = {{\n{entries}}}\n",
+                    days = cfg.propose.block_expiry_days
                 ),
             )),
         }
@@ -212,7 +227,9 @@ pub fn propose(
         new_text.insert_str(*at, text);
     }
     let name = policy_path.display().to_string();
-    let after = ir::compile(&name, &new_text).map_err(|e| ProposeError::Broken(e.to_string()))?.ruleset;
+    // Checked as of when learn ran, the time its entries' dates count from.
+    let clock = Clock::at(ctx.now_us / 1_000_000);
+    let after = ir::compile_at(&name, &new_text, clock).map_err(|e| ProposeError::Broken(e.to_string()))?.ruleset;
     let warnings = check(&after, report, &blocked, cfg);
     let diff = if new_text == old_text {
         String::new()
@@ -226,19 +243,21 @@ pub fn propose(
     Ok(Proposal { old_text, new_text, diff, blocked, spared, limits, passes, warnings })
 }
 
-/// One element of the learned set with its evidence as comments.
+/// One element of the learned set with its evidence as comments. It
+/// `expires` `block_expiry_days` after learn ran (a proposal from an old
+/// capture is not born expired): the compiled set drops it then, and the
+/// kernel removes it at the end of that day even without a recompile.
 fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config, ctx: &Context) -> String {
     let last = findings.iter().map(|f| f.last_seen_us).max().unwrap_or(0);
     let first = findings.iter().map(|f| f.first_seen_us).min().unwrap_or(0);
-    // From when learn ran: a proposal from an old capture is not born expired.
-    let review = ctx.now_us + cfg.propose.block_expiry_days * 86_400 * 1_000_000;
+    let until_us = ctx.now_us + cfg.propose.block_expiry_days * 86_400 * 1_000_000;
+    let until = Date::from_days(i64::try_from(until_us / 86_400_000_000).unwrap_or(0));
     let confidence = findings.iter().map(|f| f.confidence).fold(0.0, f64::max);
     let mut out = format!(
-        "    # {ip}: {} (confidence {confidence:.2}); seen {} .. {}; review by {}\n",
+        "    # {ip}: {} (confidence {confidence:.2}); seen {} .. {}\n",
         findings.iter().map(|f| f.detector.name()).collect::<Vec<_>>().join(", "),
         fmt_time(first),
         fmt_time(last),
-        fmt_time(review),
     );
     for f in findings {
         out.push_str(&format!("    #   {}: {}; {}\n", f.detector.name(), f.threshold, f.counts));
@@ -256,7 +275,7 @@ fn block_entry(ip: IpAddr, findings: &[&Finding], report: &Report, cfg: &Config,
     if let Some((i, r)) = report.ranking.iter().enumerate().find(|(_, r)| r.source == ip) {
         out.push_str(&format!("    #   ml (advisory): {}\n", super::score::explain(r, i, report.ranking.len())));
     }
-    out.push_str(&format!("    {ip},\n"));
+    out.push_str(&format!("    {ip} expires {until},\n"));
     out
 }
 

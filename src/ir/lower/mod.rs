@@ -34,7 +34,12 @@ const MAX_ENTRY_TIMEOUT: u64 = u32::MAX as u64;
 
 /// Gives meaning to a parsed policy.
 pub fn lower(policy: &Policy) -> Result<(Ruleset, Vec<Unused>), Vec<Diag>> {
-    let mut l = Lowerer::new(&policy.sources);
+    lower_at(policy, expiry::Clock::system())
+}
+
+/// [`lower`] with expiry judged at `clock`.
+pub fn lower_at(policy: &Policy, clock: expiry::Clock) -> Result<(Ruleset, Vec<Unused>), Vec<Diag>> {
+    let mut l = Lowerer::new(&policy.sources, clock);
     l.declare(&policy.stmts);
     for (idx, stmt) in policy.stmts.iter().enumerate() {
         if l.elements_left.is_none() {
@@ -160,7 +165,7 @@ struct Lowerer<'a> {
 }
 
 impl<'a> Lowerer<'a> {
-    fn new(sources: &'a SourceMap) -> Self {
+    fn new(sources: &'a SourceMap, clock: expiry::Clock) -> Self {
         Lowerer {
             sources,
             diags: Vec::new(),
@@ -187,8 +192,8 @@ impl<'a> Lowerer<'a> {
             },
             meters: 0,
             adaptive_set_span: Span::default(),
-            today: expiry::today(),
-            now: expiry::now(),
+            today: clock.today,
+            now: clock.now,
             stmt: 0,
             elements_left: Some(crate::policy::max_elements()),
         }

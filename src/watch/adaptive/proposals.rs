@@ -530,7 +530,7 @@ mod tests {
         // Blocked once: not yet a proposal; loopback is protected; port 80 passes already.
         assert_eq!(subjects, ["203.0.113.9", "tcp/8080"].into());
         let block = items.iter().find(|i| i.kind == Kind::Block).unwrap();
-        assert!(block.diff.contains("+    203.0.113.9,"), "{}", block.diff);
+        assert!(block.diff.contains("+    203.0.113.9 expires 1970-01-31,"), "{}", block.diff);
         assert!(block.diff.contains("vertical-scan"), "evidence in the diff: {}", block.diff);
         assert!(block.diff.contains("compared: tcp/1000: never used"), "{}", block.diff);
         let pass = items.iter().find(|i| i.kind == Kind::Pass).unwrap();
@@ -547,7 +547,10 @@ mod tests {
         let who = Operator::nobody();
         let done = accept(&state, &policy, &block.id, &who, false, 200).expect("accepted");
         let text = std::fs::read_to_string(&policy).unwrap();
-        assert!(text.contains("    203.0.113.9,") && text.contains("block in from <learned_block>"), "{text}");
+        assert!(
+            text.contains("    203.0.113.9 expires 1970-01-31,") && text.contains("block in from <learned_block>"),
+            "{text}"
+        );
         assert_eq!(std::fs::read_to_string(&done.backup).unwrap(), POLICY);
         assert!(matches!(accept(&state, &policy, &block.id, &who, false, 201), Err(ReviewError::Decided { .. })));
 
