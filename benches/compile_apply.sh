@@ -11,19 +11,10 @@ runs=${2:-5}
 bench_setup
 
 # A policy with many rule shapes: per-host ssh, port lists, v4/v6 nets, limits.
-awk -v n="$rules" 'BEGIN {
-  print "table phantomc"; print "set blocklist dynamic"
-  print "policy input block"; print "pass in on lo"; print "pass in state { established, related }"
-  for (i = 0; i < n; i++) {
-    a = int(i / 250) % 250; b = i % 250
-    k = i % 5
-    if (k == 0) printf "pass in proto tcp from 10.%d.%d.0/24 to port %d state new\n", a, b, 1000 + i % 60000
-    else if (k == 1) printf "block in proto udp from 172.16.%d.%d to port { 53, 123, %d }\n", a, b, 2000 + i % 50000
-    else if (k == 2) printf "pass in proto tcp from fd00:%x:%x::/48 to port 22 limit 10/minute\n", a, b
-    else if (k == 3) printf "reject in proto tcp from 192.168.%d.%d to port 1000-2000 log\n", a, b
-    else printf "pass in on eth%d proto udp to port %d counter\n", i % 4, 3000 + i % 60000
-  }
-}' > "$work/big.pf"
+{
+  printf 'table phantomc\nset blocklist dynamic\npolicy input block\npass in on lo\npass in state { established, related }\n'
+  bench_interleaved "$rules"
+} > "$work/big.pf"
 
 compile_nft=$(time_cmd "$bin" compile "$work/big.pf")
 compile_json=$(time_cmd "$bin" compile --format json "$work/big.pf")

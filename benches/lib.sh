@@ -38,3 +38,19 @@ bench_feed() { # N [FIRST-OCTETS...]: a FireHOL-like feed of N lines on stdout: 
     }
   }'
 }
+
+bench_interleaved() { # N: N policy lines of five interleaved shapes (no two adjacent
+  # lines share one): per-network ssh grants, udp blocks, v6 grants with a limit,
+  # logged rejects, per-interface udp ports. compile_apply.sh's policy body.
+  awk -v n="$1" 'BEGIN {
+    for (i = 0; i < n; i++) {
+      a = int(i / 250) % 250; b = i % 250
+      k = i % 5
+      if (k == 0) printf "pass in proto tcp from 10.%d.%d.0/24 to port %d state new\n", a, b, 1000 + i % 60000
+      else if (k == 1) printf "block in proto udp from 172.16.%d.%d to port { 53, 123, %d }\n", a, b, 2000 + i % 50000
+      else if (k == 2) printf "pass in proto tcp from fd00:%x:%x::/48 to port 22 limit 10/minute\n", a, b
+      else if (k == 3) printf "reject in proto tcp from 192.168.%d.%d to port 1000-2000 log\n", a, b
+      else printf "pass in on eth%d proto udp to port %d counter\n", i % 4, 3000 + i % 60000
+    }
+  }'
+}

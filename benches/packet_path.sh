@@ -14,7 +14,9 @@
 # counters (what counting every rule costs); the same plus a feed of FEED lines;
 # a hand-written nft chain of RULES `ip saddr X drop` rules; RULES addresses
 # in one nft set; the webserver policy with RULES `block in from X` lines,
-# as phantomc emits it by default (optimized) and with --no-optimize.
+# as phantomc emits it by default (optimized) and with --no-optimize; the
+# webserver policy with RULES lines of compile_apply.sh's five interleaved
+# shapes (bench_interleaved), optimized and with --no-optimize.
 # Usage: benches/packet_path.sh [RULES=10000] [FEED=1000000] [ROUNDS=3] [SECS=3]
 # (root; needs nft, ip, hping3, iperf3, nstat, ping)
 set -euo pipefail
@@ -26,7 +28,8 @@ secs=${4:-3}
 . benches/lib.sh
 bench_setup
 
-names=(none webserver webserver-nocounter webserver+feed nft-chain nft-set phantomc-optimized phantomc-unoptimized)
+names=(none webserver webserver-nocounter webserver+feed nft-chain nft-set phantomc-optimized phantomc-unoptimized
+  interleaved-optimized interleaved-unoptimized)
 pairs=()
 cleanup() {
   for f in "$work"/iperf-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
@@ -50,6 +53,8 @@ web_with "$work/feed.lines" "$work/feed.pf"
 printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n' >> "$work/feed.pf"
 sed 's/^/block in from /' "$work/addrs" > "$work/block.lines"
 web_with "$work/block.lines" "$work/blocks.pf"
+bench_interleaved "$rules" > "$work/interleaved.lines"
+web_with "$work/interleaved.lines" "$work/interleaved.pf"
 
 nft_head() {
   printf 'table inet hand\ndelete table inet hand\ntable inet hand {\n'
@@ -70,6 +75,7 @@ nft_chain() { # the rules of $1 between the usual first rules and the accepts
   nft_chain "$work/set.rules"
 } > "$work/set.nft"
 "$bin" compile --no-optimize "$work/blocks.pf" > "$work/unoptimized.nft"
+"$bin" compile --no-optimize "$work/interleaved.pf" > "$work/interleaved-unoptimized.nft"
 # phantomc counts every rule by default; this copy of webserver.pf counts nothing.
 "$bin" compile policies/webserver.pf | sed -E 's/\bcounter (packets [0-9]+ bytes [0-9]+ )?//' > "$work/nocounter.nft"
 
@@ -100,6 +106,8 @@ for name in "${names[@]}"; do
     nft-set) "${s[@]}" nft -f "$work/set.nft" ;;
     phantomc-optimized) "${s[@]}" "$bin" apply "$work/blocks.pf" > /dev/null ;;
     phantomc-unoptimized) "${s[@]}" nft -f "$work/unoptimized.nft" ;;
+    interleaved-optimized) "${s[@]}" "$bin" apply "$work/interleaved.pf" > /dev/null ;;
+    interleaved-unoptimized) "${s[@]}" nft -f "$work/interleaved-unoptimized.nft" ;;
   esac
   "${s[@]}" iperf3 -s -p 80 -D --logfile /dev/null -I "$work/iperf-$i.pid"
   i=$((i + 1))
@@ -129,6 +137,8 @@ echo "packet path: $rules rules/addresses; median of $rounds interleaved rounds,
 echo "feed: $feed_lines lines; feeds update said: $(echo "$feed_said" | tail -1)"
 nft_rules() { grep -cP '^\t\t(?!elements)[a-z].* comment "' "$@"; }
 echo "nft rules: webserver $(nft_rules <("$bin" compile policies/webserver.pf)); with $rules block lines: optimized $(nft_rules <("$bin" compile "$work/blocks.pf")), unoptimized $(nft_rules "$work/unoptimized.nft")"
+echo "with $rules interleaved lines: optimized $(nft_rules <("$bin" compile "$work/interleaved.pf")), unoptimized $(nft_rules "$work/interleaved-unoptimized.nft"); $("$bin" compile --explain-optimize "$work/interleaved.pf" | tail -1)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| %-36s | %12s | %7s | %11s | %7s | %9s | %7s |\n' "ruleset" "new conn/s" "ratio" "bulk Mbit/s" "ratio" "ping us" "ratio"
 printf '|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------" "--------------" "---------" "-------------" "---------" "-----------" "---------"
 for i in "${!names[@]}"; do
