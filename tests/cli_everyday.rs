@@ -64,12 +64,15 @@ fn feeds_list_json_has_the_documented_fields() {
                 "fetched_at",
                 "ipv4",
                 "ipv6",
+                "last_error",
+                "last_error_at",
                 "message",
                 "name",
                 "next_update_at",
                 "provider",
                 "source",
-                "status"
+                "status",
+                "urls"
             ]
         );
         assert_eq!((r["status"].as_str(), &r["ipv4"]), (Some("not-fetched"), &serde_json::Value::Null), "{r}");
