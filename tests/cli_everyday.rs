@@ -80,3 +80,29 @@ fn feeds_list_json_has_the_documented_fields() {
     let out = phantomc(&["feeds", "list", "--state-dir", state, "--format", "json"], &[]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n", "an empty cache is an empty list");
 }
+
+#[test]
+fn block_refuses_a_set_whose_entries_the_policy_fixes() {
+    // A static set with `timeout` entries carries nft's timeout flag like a
+    // dynamic one; only the policy tells them apart. Refused before any kernel
+    // access, so the table below need not exist.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("timed.pf");
+    std::fs::write(
+        &policy,
+        "set temporary = { 192.0.2.0/24, 203.0.113.50 timeout 1h }\nset blocklist dynamic\n\
+         block in from <blocklist>\npass in proto tcp from <temporary> to port 8443\n",
+    )
+    .expect("write policy");
+    let policy = policy.to_str().expect("path");
+    let table = format!("phantomc_cli_refuse_{}", std::process::id());
+    let out = phantomc(&["block", "198.51.100.9", "--set", "temporary", "--policy", policy, "--table", &table], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("set `temporary` is not a run-time set"), "{}", text(&out));
+    // The dynamic set is not refused by this check: it gets as far as the
+    // kernel, which has no such table.
+    let out = phantomc(&["block", "198.51.100.9", "--set", "blocklist", "--policy", policy, "--table", &table], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("not a run-time set"), "{}", text(&out));
+    assert!(text(&out).contains("no set blocklist_v4"), "{}", text(&out));
+}

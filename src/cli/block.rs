@@ -143,6 +143,9 @@ pub fn block(args: &BlockArgs) -> CmdResult {
     let nets = args.addresses.read()?;
     let operator = Operator::discover(args.keep.as_deref(), SSH_PORT).map_err(Failure::System)?;
     let compiled = args.policy.as_deref().map(ir::compile_file).transpose()?;
+    if let Some(why) = compiled.as_ref().and_then(|c| c.ruleset.refuse_runtime_entries(&args.set)) {
+        return Err(Failure::Policy(format!("refused: {why}; nothing was changed\n")));
+    }
     let protected = Protected::gather(compiled.as_ref().map(|c| &c.ruleset), &operator);
     let refusals: Vec<String> =
         nets.iter().filter_map(|&n| protected.check_block(n).err()).map(|r| r.to_string()).collect();

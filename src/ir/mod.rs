@@ -121,6 +121,22 @@ impl Ruleset {
         self.sets.iter().find(|s| s.nft_name == nft_name)
     }
 
+    /// Why a run-time block must not go into the policy set `name`: the policy
+    /// fixes its entries (static or feed; a static set with `timeout` entries
+    /// looks like a dynamic one in the kernel), so the next reload would undo it.
+    pub fn refuse_runtime_entries(&self, name: &str) -> Option<String> {
+        let def = self.sets.iter().find(|s| s.name == name)?;
+        let kind = match def.kind {
+            SetKind::Dynamic { .. } => return None,
+            SetKind::Static { .. } => "its entries are written in the policy",
+            SetKind::Feed { .. } => "it is filled by a feed",
+        };
+        Some(format!(
+            "set `{name}` is not a run-time set: {kind}, so the next reload would undo the change; \
+             block into a `set NAME dynamic` instead"
+        ))
+    }
+
     /// The NFLOG groups (`log group N`) of the rules and default policies
     /// `wanted` picks by hook and action, sorted and once each.
     pub fn nflog_groups(&self, wanted: impl Fn(Hook, Action) -> bool) -> Vec<u16> {

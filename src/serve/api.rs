@@ -294,6 +294,7 @@ async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeou
     blocking(state, move |s| {
         if add {
             refuse_protected(s, net)?;
+            refuse_policy_owned(s, &set)?;
         }
         let done = block::change(&s.nft, &s.table, &set, net, timeout, add).map_err(|e| {
             let code = match e {
@@ -328,6 +329,16 @@ fn refuse_protected(s: &ApiState, net: ipnet::IpNet) -> Result<(), ApiError> {
         tracing::warn!(address = %net, reason = %refusal, "block refused by the lockout guard");
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {refusal}"))
     })
+}
+
+/// A block into a set whose entries the policy fixes would be undone by the
+/// next reload.
+fn refuse_policy_owned(s: &ApiState, set: &str) -> Result<(), ApiError> {
+    let compiled = s.compiled().0;
+    match compiled.as_ref().and_then(|c| c.ruleset.refuse_runtime_entries(set)) {
+        Some(why) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {why}"))),
+        None => Ok(()),
+    }
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
