@@ -136,7 +136,8 @@ fn threats_show_feed_sizes_and_blocked_entries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy = dir.path().join("feeds.pf");
     let text = std::fs::read_to_string(WEB).expect("policy")
-        + "feed spamhaus { source \"file:///var/lib/phantomc/drop.txt\"; refresh 1h }\nblock in from <spamhaus>\n";
+        + "feed spamhaus { source \"file:///var/lib/phantomc/drop.txt\"; refresh 1h }\nblock in from <spamhaus>\n"
+        + "set temporary = { 192.0.2.0/24, 203.0.113.50 timeout 1h }\npass in proto tcp from <temporary> to port 8443\n";
     std::fs::write(&policy, text).expect("write policy");
     let ApiLab { lab, svc, dir: state } = api_lab(policy.to_str().expect("path"));
     // The feed updater is not part of this test: fill the feed set and its
@@ -200,6 +201,11 @@ fn threats_show_feed_sizes_and_blocked_entries() {
     let (code, err) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "198.51.100.9", "set": "spamhaus"}"#);
     assert_eq!(code, 409, "{err}");
     assert!(err["error"].as_str().expect("error").contains("not a run-time set"), "{err}");
+    // Nor is a static set with timed entries, though the kernel gives it the
+    // timeout flag of a run-time set.
+    let (code, err) = svc.post("/api/v1/block", Some(TOKEN), r#"{"address": "198.51.100.9", "set": "temporary"}"#);
+    assert_eq!(code, 409, "{err}");
+    assert!(err["error"].as_str().expect("error").contains("set `temporary` is not a run-time set"), "{err}");
 }
 
 #[test]

@@ -336,7 +336,7 @@ fn refuse_protected(s: &ApiState, net: ipnet::IpNet) -> Result<(), ApiError> {
 fn refuse_policy_owned(s: &ApiState, set: &str) -> Result<(), ApiError> {
     let compiled = s.compiled().0;
     match compiled.as_ref().and_then(|c| c.ruleset.refuse_runtime_entries(set)) {
-        Some(why) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {why}"))),
+        Some(why) => Err(ApiError::new(StatusCode::CONFLICT, format!("refused: {why}"))),
         None => Ok(()),
     }
 }
