@@ -142,6 +142,7 @@ one_case_per_code! {
     reject_with => RejectWith,
     early_rule => EarlyRule,
     notrack_rule => NotrackRule,
+    bad_counter_name => BadCounterName,
     bad_mark => BadMark,
     match_rule => MatchRule,
     bad_priority => BadPriority,

@@ -230,3 +230,52 @@ fn a_mark_set_by_a_match_rule_decides_a_later_rule() {
     let row = hits["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "marks.pf:5").expect("row").clone();
     assert!(row["packets"].as_u64().expect("counted") >= 1, "{row}");
 }
+
+const COUNTERS: &str = "table phantomc
+policy input block
+pass in on lo
+pass in state { established, related }
+pass in proto tcp to port 80 counter \"web\"
+pass in proto tcp to port 443 counter \"web\"
+pass in proto tcp to port 22 counter \"ssh\"
+";
+
+/// `counter "name"`: two lines share the named counter `web`; each new
+/// connection's SYN is counted once (the rest of it is `established`), and
+/// `hits` reads the counter by name. Script and JSON alike.
+#[test]
+fn two_rules_count_into_one_named_counter() {
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80, 443, 8080], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("counters.pf");
+    std::fs::write(&policy, COUNTERS).expect("policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    apply(&lab.srv, policy);
+    for port in [80, 80, 80, 443, 443] {
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", port), Tcp::Connected, "port {port}");
+    }
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 8080), Tcp::TimedOut, "no rule: dropped");
+    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
+    let hits: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("hits json");
+    let counters = hits["counters"].as_array().expect("counters").clone();
+    let web = counters.iter().find(|c| c["name"] == "web").expect("web counter");
+    assert_eq!(web["packets"], 5, "{hits}");
+    assert_eq!(web["lines"], serde_json::json!(["counters.pf:5", "counters.pf:6"]));
+    let ssh = counters.iter().find(|c| c["name"] == "ssh").expect("ssh counter");
+    assert_eq!(ssh["packets"], 0, "{hits}");
+    let row =
+        hits["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "counters.pf:6").expect("row").clone();
+    assert_eq!((row["counter_name"].as_str(), row["packets"].as_u64()), (Some("web"), Some(5)), "{row}");
+    let text = stdout(&lab.srv.phantomc(&["hits", policy]));
+    assert!(text.contains("named counters:") && text.contains(" web  (counters.pf:5, counters.pf:6)"), "{text}");
+
+    // The nft script declares the same counter (loading it starts from 0).
+    let script = dir.path().join("counters.nft");
+    std::fs::write(&script, stdout(&lab.srv.phantomc(&["compile", "--format", "nft", policy]))).expect("script");
+    let out = lab.srv.nft(&["-f", script.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 443), Tcp::Connected);
+    let listed = stdout(&lab.srv.nft(&["list", "counter", "inet", "phantomc", "web"]));
+    assert!(listed.contains("packets 1 "), "{listed}");
+}

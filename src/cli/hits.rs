@@ -36,6 +36,8 @@ struct Hits<'a> {
     table: &'a str,
     loaded: bool,
     rules: Vec<RuleRow>,
+    /// Named counters with the lines that count into them.
+    counters: Vec<rules::CounterRow>,
 }
 
 pub fn run(args: &HitsArgs) -> CmdResult {
@@ -66,18 +68,36 @@ fn print_once(compiled: &Compiled, format: TextOrJson) -> CmdResult {
     let system = |e| Failure::System(NftError::Kernel(e).to_string());
     let live = kernel::rules(table).map_err(system)?;
     let elements = kernel::merged_counters(table).map_err(system)?;
-    let rows = sorted(rules::rows(compiled, live.as_deref(), &elements));
+    let named = kernel::named_counters(table).map_err(system)?;
+    let rows = sorted(rules::rows(compiled, live.as_deref(), &elements, &named));
+    let counters = rules::counters(compiled, &named);
     match format {
         TextOrJson::Json => {
-            let doc = Hits { table, loaded: live.is_some(), rules: rows };
+            let doc = Hits { table, loaded: live.is_some(), rules: rows, counters };
             println!("{}", serde_json::to_string(&doc).expect("hits serialize"));
         }
         TextOrJson::Text if live.is_none() => {
             println!("table inet {table} is not loaded: nothing counted (apply the policy first)");
         }
-        TextOrJson::Text => print!("{}", render(&rows)),
+        TextOrJson::Text => print!("{}{}", render(&rows), render_counters(&counters)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The named counters, by name, with their lines.
+fn render_counters(counters: &[rules::CounterRow]) -> String {
+    let mut out = String::new();
+    if !counters.is_empty() {
+        out += "named counters:\n";
+    }
+    for c in counters {
+        let (packets, bytes) = match (c.packets, c.bytes) {
+            (Some(p), Some(b)) => (p.to_string(), human_bytes(b)),
+            _ => ("-".to_string(), "-".to_string()),
+        };
+        out += &format!("{packets:>12} {bytes:>10}  {}  ({})\n", c.name, c.lines.join(", "));
+    }
+    out
 }
 
 /// Busiest first; lines without a count last; ties in policy order.
@@ -133,6 +153,7 @@ mod tests {
             action: "pass".into(),
             label: None,
             counter: packets.is_some(),
+            counter_name: None,
             nft_rules: 1,
             packets,
             bytes: packets.map(|p| p * 1500),

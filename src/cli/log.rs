@@ -137,7 +137,7 @@ fn nflog_groups(c: &Compiled) -> Vec<u16> {
 
 /// Line number and text of every policy line by its id.
 fn policy_lines(c: &Compiled) -> BTreeMap<String, (usize, String)> {
-    rules::rows(c, None, &[]).into_iter().map(|r| (r.id, (r.line, r.text))).collect()
+    rules::rows(c, None, &[], &[]).into_iter().map(|r| (r.id, (r.line, r.text))).collect()
 }
 
 fn render(e: &Entry) -> String {

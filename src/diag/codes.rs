@@ -211,6 +211,9 @@ catalog! {
     MatchRule = "match-rule", Error, "132-match-without-mark.pf", "phantomc compile testdata/errors/132-match-without-mark.pf",
         r#"a `match` rule without `set mark`, or with an option it cannot have"#,
         r#"`match in|out` rules run at raw priority before every filter chain and decide nothing: they take header matches, `mark`, `counter` and must `set mark N`; `match in` cannot use `out on` or be `forward`."#;
+    BadCounterName = "bad-counter-name", Error, "133-bad-counter-name.pf", "phantomc compile testdata/errors/133-bad-counter-name.pf",
+        r#"a `counter "name"` that nft cannot take as a counter name"#,
+        r#"A named counter's name starts with a letter or `_`, continues with letters, digits, `_`, `-` or `.`, and has at most 64 characters."#;
     NotrackRule = "notrack-rule", Error, "130-notrack-without-early.pf", "phantomc compile testdata/errors/130-notrack-without-early.pf",
         r#"`notrack` outside an early `in` or `out` pass"#,
         r#"`notrack` keeps packets from conntrack, so it needs `early` (the raw-priority chain before conntrack), a `pass` verdict, no `limit` or `quota`, and an `in` or `out` rule (forwarded packets stay tracked)."#;

@@ -336,6 +336,10 @@ pub struct Rule {
     /// tc or other tables; phantomc's own chains have decided by then).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub set_mark: Option<u32>,
+    /// `counter "name"`: the rule counts into this named counter (shared by
+    /// every rule that names it) instead of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter_name: Option<String>,
     /// Set by [`optimize`]: the adjacent rules this one stands for; nft
     /// looks the merged field up in a named set with a counter per element.
     #[serde(skip_serializing_if = "Option::is_none")]

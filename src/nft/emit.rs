@@ -88,6 +88,8 @@ pub struct NftChain {
 pub struct NftTable {
     pub name: String,
     pub sets: Vec<schema::Set<'static>>,
+    /// Named counters (`counter "name"`), sorted, once each.
+    pub counters: Vec<String>,
     pub chains: Vec<NftChain>,
 }
 
@@ -112,6 +114,16 @@ impl NftTable {
     pub fn create_objects(&self) -> Vec<NfObject<'static>> {
         let mut objs = vec![add(NfListObject::Table(table(&self.name)))];
         objs.extend(self.sets.iter().map(|s| add(NfListObject::Set(Box::new(s.clone())))));
+        objs.extend(self.counters.iter().map(|c| {
+            add(NfListObject::Counter(schema::Counter {
+                family: NfFamily::INet,
+                table: self.name.clone().into(),
+                name: c.clone().into(),
+                handle: None,
+                packets: None,
+                bytes: None,
+            }))
+        }));
         for c in &self.chains {
             objs.push(add(NfListObject::Chain(c.chain.clone())));
         }
@@ -192,7 +204,9 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
             });
         }
     }
-    NftTable { name: rs.table.clone(), sets, chains }
+    let counters: std::collections::BTreeSet<String> =
+        rs.chains.iter().flat_map(|c| &c.rules).filter_map(|r| r.counter_name.clone()).collect();
+    NftTable { name: rs.table.clone(), sets, counters: counters.into_iter().collect(), chains }
 }
 
 /// The prerouting chain of `early` rules, the output chain of `out ... early
@@ -369,7 +383,9 @@ fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
         expr.push(Statement::Quota(stmt::QuotaOrQuotaRef::Quota(quota_stmt(bytes))));
     }
     expr.extend(r.set_mark.map(set_mark));
-    let counter = r.counter && r.merged.is_none();
+    // A named counter counts for the rule (the optimizer never merges such a rule).
+    expr.extend(r.counter_name.as_ref().map(|n| Statement::Counter(Counter::Named(n.clone().into()))));
+    let counter = r.counter && r.merged.is_none() && r.counter_name.is_none();
     expr.extend(tail(counter, r.log.as_ref(), r.action, r.matches.proto, r.reject));
     let comment = match &r.merged {
         // Starts with the first line's id, like every rule's comment.

@@ -26,6 +26,13 @@ pub(super) const NFT_MSG_NEWSET: u16 = 9;
 pub(super) const NFT_MSG_GETSET: u16 = 10;
 pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
 pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_NEWOBJ: u16 = 18;
+const NFT_MSG_GETOBJ: u16 = 19;
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+const NFT_OBJECT_COUNTER: u32 = 1;
 pub const NFPROTO_INET: u8 = 1;
 /// A set whose elements can expire: phantomc's run-time sets.
 pub const NFT_SET_TIMEOUT: u32 = 0x10;
@@ -370,6 +377,36 @@ pub struct ElementCounter {
     pub id: String,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// A named counter object (`counter "name"` in the policy) as it counts now.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct NamedCounter {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The named counters of table `inet NAME`, sorted by name (empty when the
+/// table does not exist). One dump of the table's counter objects; no set
+/// is listed.
+pub fn named_counters(table: &str) -> io::Result<Vec<NamedCounter>> {
+    let name = name_value(table);
+    let kind = NFT_OBJECT_COUNTER.to_be_bytes();
+    let mut out = Vec::new();
+    dump(NFT_MSG_GETOBJ, NFT_MSG_NEWOBJ, &[(NFTA_OBJ_TABLE, &name), (NFTA_OBJ_TYPE, &kind)], &mut |body| {
+        let is_counter = attr(body, NFTA_OBJ_TYPE)?.is_some_and(|t| t == kind);
+        if attr(body, NFTA_OBJ_TABLE)? != Some(&name[..]) || !is_counter {
+            return Ok(());
+        }
+        let counter = attr(body, NFTA_OBJ_NAME)?.map(str_value).unwrap_or_default();
+        let data = attr(body, NFTA_OBJ_DATA)?.unwrap_or_default();
+        let n = |k| attr(data, k).ok().flatten().and_then(be_u64).unwrap_or(0);
+        out.push(NamedCounter { name: counter, packets: n(NFTA_COUNTER_PACKETS), bytes: n(NFTA_COUNTER_BYTES) });
+        Ok(())
+    })?;
+    out.sort();
+    Ok(out)
 }
 
 /// The element counters of every merged rule's set in table `inet NAME`

@@ -30,6 +30,13 @@ pub fn script(t: &NftTable, header: &str) -> String {
         first = false;
         set(&mut out, s);
     }
+    for c in &t.counters {
+        if !first {
+            out.push('\n');
+        }
+        first = false;
+        let _ = writeln!(out, "\tcounter {c} {{\n\t}}");
+    }
     for c in &t.chains {
         if !first {
             out.push('\n');
@@ -158,6 +165,7 @@ fn statement(s: &Statement<'_>) -> String {
             }
         }
         Statement::Counter(Counter::Anonymous(_)) => "counter".into(),
+        Statement::Counter(Counter::Named(n)) => format!("counter name {}", quote(n)),
         Statement::Limit(l) => {
             let mut s = format!("limit rate {}/{}", l.rate, l.per.as_deref().unwrap_or("second"));
             if let Some(b) = l.burst {

@@ -32,6 +32,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         early: false,
         notrack: false,
         set_mark: None,
+        counter_name: None,
         merged: None,
     }
 }

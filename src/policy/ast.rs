@@ -282,6 +282,8 @@ pub enum RuleOpt {
     Mark(u64),
     /// `set mark N`.
     SetMark(u64),
+    /// `counter "name"`: counts into a named counter.
+    NamedCounter(String),
 }
 
 impl RuleOpt {
@@ -309,6 +311,7 @@ impl RuleOpt {
             RuleOpt::Notrack => "notrack",
             RuleOpt::Mark(_) => "mark",
             RuleOpt::SetMark(_) => "set mark",
+            RuleOpt::NamedCounter(_) => "counter",
         }
     }
 }

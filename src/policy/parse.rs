@@ -365,6 +365,7 @@ impl Builder {
             Rule::expires => RuleOpt::Expires(self.date(&inner.next()?)?.node),
             Rule::early => RuleOpt::Early,
             Rule::notrack => RuleOpt::Notrack,
+            Rule::named_counter => RuleOpt::NamedCounter(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             Rule::mark | Rule::set_mark => {
                 let v = inner.next()?.as_str().to_ascii_lowercase();
                 let n = match v.strip_prefix("0x") {

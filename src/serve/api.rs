@@ -34,12 +34,13 @@ pub async fn rules(State(state): State<Arc<ApiState>>) -> Answer {
         let (compiled, policy_error) = s.compiled();
         let compiled = compiled.ok_or_else(|| ApiError::internal(policy_error.clone().unwrap_or_default()))?;
         let live = s.live(&compiled).map_err(|e| ApiError::internal(e.to_string()))?;
-        let rows = rules::rows(&compiled, live.rules.as_deref(), &live.element_counters);
+        let rows = rules::rows(&compiled, live.rules.as_deref(), &live.element_counters, &live.named_counters);
         Ok(json!({
             "table": s.table,
             "loaded": live.rules.is_some(),
             "policy_error": policy_error,
             "other_rules": rules::other_rules(&rows, live.rules.as_deref()),
+            "counters": rules::counters(&compiled, &live.named_counters),
             "rules": rows,
         }))
     })

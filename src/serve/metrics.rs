@@ -46,7 +46,10 @@ pub fn render(state: &ApiState) -> Result<String, ApiError> {
     ruleset_metrics(&mut registry, &status);
     if let Some(compiled) = &compiled {
         let live = state.live(compiled).map_err(internal)?;
-        rule_metrics(&mut registry, &rules::rows(compiled, live.rules.as_deref(), &live.element_counters));
+        rule_metrics(
+            &mut registry,
+            &rules::rows(compiled, live.rules.as_deref(), &live.element_counters, &live.named_counters),
+        );
         let now = unix_now();
         set_metrics(&mut registry, &threats::threats(&compiled.ruleset, &live, state.feed_cache.as_deref(), now));
     }

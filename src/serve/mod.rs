@@ -84,6 +84,8 @@ pub struct LiveRead {
     pub counts: BTreeMap<String, u32>,
     /// Per-line counters of merged rules (their sets' elements).
     pub element_counters: Vec<kernel::ElementCounter>,
+    /// Named counters (`counter "name"`), shared by the lines that name them.
+    pub named_counters: Vec<kernel::NamedCounter>,
 }
 
 impl LiveRead {
@@ -98,7 +100,9 @@ impl LiveRead {
         let mut runtime = BTreeMap::new();
         let mut counts = BTreeMap::new();
         let mut element_counters = Vec::new();
+        let mut named_counters = Vec::new();
         if rules.is_some() {
+            named_counters = kernel::named_counters(table)?;
             counts = kernel::set_counts(table)?;
             for name in runtime_sets {
                 let entries = kernel::timed_elements(table, &name)?;
@@ -108,7 +112,7 @@ impl LiveRead {
                 element_counters.extend(kernel::element_counters(table, name)?);
             }
         }
-        Ok(LiveRead { rules, runtime, counts, element_counters })
+        Ok(LiveRead { rules, runtime, counts, element_counters, named_counters })
     }
 }
 

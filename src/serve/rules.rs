@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::ir::{Compiled, Hook, Origin};
-use crate::nft::kernel::{ElementCounter, KernelRule};
+use crate::nft::kernel::{ElementCounter, KernelRule, NamedCounter};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleRow {
@@ -23,6 +23,10 @@ pub struct RuleRow {
     pub label: Option<String>,
     /// Whether the policy asks for a counter on this rule.
     pub counter: bool,
+    /// `counter "name"`: the line counts into this named counter, which its
+    /// packets and bytes are (shared with the other lines that name it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter_name: Option<String>,
     /// nft rules from this line in the live table.
     pub nft_rules: usize,
     /// Sums over the live counters; `None` when no live rule counts.
@@ -51,6 +55,7 @@ pub fn rows(
     compiled: &Compiled,
     live_rules: Option<&[KernelRule]>,
     element_counters: &[ElementCounter],
+    named: &[NamedCounter],
 ) -> Vec<RuleRow> {
     let mut live: BTreeMap<&str, Live> = BTreeMap::new();
     for rule in live_rules.into_iter().flatten() {
@@ -90,6 +95,7 @@ pub fn rows(
                 action,
                 label: label.cloned(),
                 counter,
+                counter_name: None,
                 nft_rules: l.map_or(0, |l| l.rules),
                 packets: l.and_then(|l| l.counted).map(|c| c.0),
                 bytes: l.and_then(|l| l.counted).map(|c| c.1),
@@ -120,8 +126,51 @@ pub fn rows(
         });
         push(&origin, "policy", chain.hook.name(), p.action.keyword().to_string(), None, p.counter);
     }
+    // A line with a named counter shows that counter's count.
+    for (_, row) in &mut out {
+        let rule = rs.chains.iter().flat_map(|c| &c.rules).find(|r| r.origin.id == row.id);
+        if let Some(name) = rule.and_then(|r| r.counter_name.clone()) {
+            if let Some(c) = named.iter().find(|c| c.name == name) {
+                (row.packets, row.bytes) = (Some(c.packets), Some(c.bytes));
+            }
+            row.counter_name = Some(name);
+        }
+    }
     out.sort_by_key(|(stmt, _)| *stmt);
     out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// A named counter of the policy, with its live count and the lines that
+/// count into it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CounterRow {
+    pub name: String,
+    /// `file:line` of every line that names it, in policy order.
+    pub lines: Vec<String>,
+    /// `None` when the counter is not in the live table.
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// Every named counter the policy declares (through its rules), by name.
+pub fn counters(compiled: &Compiled, named: &[NamedCounter]) -> Vec<CounterRow> {
+    let mut out: BTreeMap<&str, CounterRow> = BTreeMap::new();
+    for r in compiled.ruleset.chains.iter().flat_map(|c| &c.rules) {
+        let Some(name) = r.counter_name.as_deref() else { continue };
+        let row = out.entry(name).or_insert_with(|| {
+            let live = named.iter().find(|c| c.name == name);
+            CounterRow {
+                name: name.to_string(),
+                lines: Vec::new(),
+                packets: live.map(|c| c.packets),
+                bytes: live.map(|c| c.bytes),
+            }
+        });
+        if !row.lines.contains(&r.origin.id) {
+            row.lines.push(r.origin.id.clone());
+        }
+    }
+    out.into_values().collect()
 }
 
 /// A live rule that no line of the policy compiles to: added by hand, or
@@ -179,7 +228,7 @@ mod tests {
             live_rule(Some("p.pf:4"), 3, None),
             live_rule(Some("p.pf:2 policy"), 4, Some((7, 420))),
         ];
-        let rows = rows(&c, Some(&listing), &[]);
+        let rows = rows(&c, Some(&listing), &[], &[]);
         let ids: Vec<_> = rows.iter().map(|r| (r.id.as_str(), r.kind, r.nft_rules, r.packets, r.bytes)).collect();
         assert_eq!(
             ids,
@@ -204,7 +253,7 @@ mod tests {
             [OtherRule { chain: "input".into(), handle: Some(9), comment: None, packets: Some(2), bytes: Some(80) }]
         );
 
-        let unloaded = super::rows(&c, None, &[]);
+        let unloaded = super::rows(&c, None, &[], &[]);
         assert!(unloaded.iter().all(|r| r.nft_rules == 0 && r.packets.is_none()));
     }
 }

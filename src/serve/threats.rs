@@ -225,6 +225,7 @@ mod tests {
             .into(),
             counts: [("bad_v6".to_string(), 0)].into(),
             element_counters: Vec::new(),
+            named_counters: Vec::new(),
         };
         let cache = tempfile::tempdir().expect("tempdir");
         let meta = r#"{"source": "file:///x.txt", "fetched_at": 1000, "checked_at": 1500, "v4": 2, "v6": 5, "status": "kept-last-good", "message": "shrank by 80%"}"#;

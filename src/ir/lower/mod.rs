@@ -137,6 +137,7 @@ struct Clauses<'a> {
     /// `mark N` and `set mark N`, checked to fit 32 bits.
     mark: Option<(u32, Span)>,
     set_mark: Option<(u32, Span)>,
+    counter_name: Option<(&'a str, Span)>,
 }
 
 struct Lowerer<'a> {

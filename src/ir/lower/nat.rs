@@ -36,6 +36,7 @@ impl<'a> Lowerer<'a> {
                     | RuleOpt::Notrack
                     | RuleOpt::Mark(_)
                     | RuleOpt::SetMark(_)
+                    | RuleOpt::NamedCounter(_)
             ) {
                 self.diags.push(
                     Diag::error(

@@ -11,7 +11,7 @@ impl<'a> Lowerer<'a> {
         for opt in opts {
             let kw = opt.node.keyword();
             // `counter` and `nocounter` fill one slot: both in a rule contradict.
-            let slot = if matches!(opt.node, RuleOpt::Counter(_)) { "counter" } else { kw };
+            let slot = if matches!(opt.node, RuleOpt::Counter(_) | RuleOpt::NamedCounter(_)) { "counter" } else { kw };
             if let Some(prev) = seen.insert(slot, opt.span) {
                 let what = if slot == kw { format!("`{kw}`") } else { "`counter`/`nocounter`".to_string() };
                 self.diags.push(
@@ -47,6 +47,10 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::Quota(q) => c.quota = Some((*q, opt.span)),
                 RuleOpt::Log(s) => c.log = Some((s, opt.span)),
                 RuleOpt::Counter(on) => c.counter = Some(*on),
+                RuleOpt::NamedCounter(name) => {
+                    c.counter = Some(true);
+                    c.counter_name = self.counter_name(name, opt.span).map(|n| (n, opt.span));
+                }
                 RuleOpt::Label(s) => c.label = Some((s.as_str(), opt.span)),
                 RuleOpt::Expires(d) => c.expires = Some(*d),
                 RuleOpt::RejectWith { kind, code } => c.reject_with = Some((kind, code.as_deref(), opt.span)),
@@ -212,6 +216,7 @@ impl<'a> Lowerer<'a> {
                 early: c.early.is_some(),
                 notrack: c.notrack.is_some(),
                 set_mark: c.set_mark.map(|(n, _)| n),
+                counter_name: c.counter_name.map(|(n, _)| n.to_string()),
                 merged: None,
             };
             if rule.early && hook != Hook::Output && !rule.notrack {
@@ -288,6 +293,21 @@ impl<'a> Lowerer<'a> {
             Diag::error(code, span, message, format!("{clause} here")).with_related(verb, "rule").with_help(help),
         );
         false
+    }
+
+    /// A name nft takes for a counter object: a letter or `_`, then
+    /// letters, digits, `_`, `-` or `.`, at most 64 bytes.
+    fn counter_name<'n>(&mut self, name: &'n str, span: Span) -> Option<&'n str> {
+        let mut chars = name.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if first_ok && name.len() <= 64 && chars.all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+            return Some(name);
+        }
+        self.diags.push(
+            Diag::error("bad-counter-name", span, format!("`{name}` cannot name an nft counter"), "counter name")
+                .with_help("start with a letter or `_`, then letters, digits, `_`, `-` or `.` (at most 64)"),
+        );
+        None
     }
 
     /// A mark as nft takes it: 32 bits.

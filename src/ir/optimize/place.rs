@@ -76,7 +76,13 @@ enum Meet {
 
 /// Whether a rule may be part of a merged rule at all.
 pub fn mergeable(r: &Rule) -> bool {
-    r.limit.is_none() && r.quota.is_none() && r.log.is_none() && !r.early && !r.notrack && r.merged.is_none()
+    r.limit.is_none()
+        && r.quota.is_none()
+        && r.log.is_none()
+        && !r.early
+        && !r.notrack
+        && r.merged.is_none()
+        && r.counter_name.is_none()
 }
 
 /// No side effect tells which of two rules decided a packet.
