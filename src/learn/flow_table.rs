@@ -376,21 +376,31 @@ pub fn sort_flows(flows: &mut [Flow]) {
     if flows.is_sorted_by(|a, b| key(a) <= key(b)) {
         return;
     }
-    // Large records: sort small (first seen, index) pairs, the full key only
-    // breaking ties, then move each record once. Stable, like
+    // Large records: sort small (first seen, index) pairs packed in one
+    // integer (a plain integer sort, no comparator), the full key only
+    // breaking ties of first seen, then move each record once. Stable, like
     // `sort_by_cached_key`, without its copy of every key.
-    let mut order: Vec<(u64, u32)> = flows.iter().zip(0u32..).map(|(f, i)| (f.first_seen_us, i)).collect();
-    order.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| key(&flows[a.1 as usize]).cmp(&key(&flows[b.1 as usize]))).then(a.1.cmp(&b.1))
-    });
+    let mut packed: Vec<u128> =
+        flows.iter().zip(0u32..).map(|(f, i)| u128::from(f.first_seen_us) << 32 | u128::from(i)).collect();
+    packed.sort_unstable();
+    let mut order: Vec<u32> = packed.iter().map(|p| *p as u32).collect();
+    drop(packed);
+    let mut start = 0;
+    while start < order.len() {
+        let first_seen = flows[order[start] as usize].first_seen_us;
+        let len = order[start..].iter().take_while(|i| flows[**i as usize].first_seen_us == first_seen).count();
+        // Already by index within the run: the stable sort keeps that for equal keys.
+        order[start..start + len].sort_by(|a, b| key(&flows[*a as usize]).cmp(&key(&flows[*b as usize])));
+        start += len;
+    }
     // Apply the permutation in place: position `i` takes the record that
     // belongs there, following earlier swaps to where it went.
     for i in 0..order.len() {
-        let mut from = order[i].1 as usize;
+        let mut from = order[i] as usize;
         while from < i {
-            from = order[from].1 as usize;
+            from = order[from] as usize;
         }
-        order[i].1 = from as u32;
+        order[i] = from as u32;
         flows.swap(i, from);
     }
 }
