@@ -16,6 +16,38 @@ block in from 198.51.100.2 early
 pass in proto tcp to port 80
 ";
 
+/// The two ways a compiled policy reaches the kernel: `apply` (nft JSON) and
+/// `nft -f` of `phantomc compile --format nft`.
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    Json,
+    Script,
+}
+
+impl Load {
+    fn run(self, ns: &Netns, policy: &str) {
+        match self {
+            Load::Json => apply(ns, policy),
+            Load::Script => {
+                let file = format!("{policy}.nft");
+                std::fs::write(&file, stdout(&ns.phantomc(&["compile", "--format", "nft", policy]))).expect("script");
+                let out = ns.nft(&["-f", &file]);
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+        }
+    }
+}
+
+/// `phantomc hits --format json`'s row for the policy line `id`.
+fn rule_row(hits: &serde_json::Value, id: &str) -> serde_json::Value {
+    hits["rules"].as_array().expect("rules").iter().find(|r| r["id"] == id).expect("row").clone()
+}
+
+fn hits_row(ns: &Netns, policy: &str, id: &str) -> serde_json::Value {
+    let out = ns.phantomc(&["hits", policy, "--format", "json"]);
+    rule_row(&serde_json::from_str(&stdout(&out)).expect("hits json"), id)
+}
+
 /// Counts, after conntrack (priority -150), the packets from 198.51.100.2.
 const AFTER_CONNTRACK: &str = "table inet seen {
   chain pre { type filter hook prerouting priority -150; policy accept;
@@ -127,28 +159,18 @@ fn notrack_passes_udp_without_a_connection_entry() {
     let policy = dir.path().join("notrack.pf");
     std::fs::write(&policy, NOTRACK).expect("policy");
     let policy = policy.to_str().expect("utf-8 path");
-    let script = stdout(&lab.srv.phantomc(&["compile", "--format", "nft", policy]));
-    for load in ["json", "nft"] {
-        if load == "json" {
-            apply(&lab.srv, policy);
-        } else {
-            let file = dir.path().join("notrack.nft");
-            std::fs::write(&file, &script).expect("script");
-            let out = lab.srv.nft(&["-f", file.to_str().expect("path")]);
-            assert!(out.status.success(), "{}", stderr(&out));
-        }
+    for load in [Load::Json, Load::Script] {
+        load.run(&lab.srv, policy);
         lab.srv.exec(&["conntrack", "-F"]);
-        assert!(udp_echo(&lab.publ, "198.51.100.1", 5353), "{load}: notrack rule passes");
-        assert!(udp_echo(&lab.adm, "fd00:10::1", 5353), "{load}: and over IPv6");
-        assert_eq!(tracked_udp(&lab.srv, 5353), 0, "{load}: no entry for untracked traffic");
-        assert!(udp_echo(&lab.publ, "198.51.100.1", 5354), "{load}: plain pass");
-        assert!(tracked_udp(&lab.srv, 5354) > 0, "{load}: the plain pass is tracked");
-        assert!(!udp_echo(&lab.publ, "198.51.100.1", 5355), "{load}: no rule: the default drops");
+        assert!(udp_echo(&lab.publ, "198.51.100.1", 5353), "{load:?}: notrack rule passes");
+        assert!(udp_echo(&lab.adm, "fd00:10::1", 5353), "{load:?}: and over IPv6");
+        assert_eq!(tracked_udp(&lab.srv, 5353), 0, "{load:?}: no entry for untracked traffic");
+        assert!(udp_echo(&lab.publ, "198.51.100.1", 5354), "{load:?}: plain pass");
+        assert!(tracked_udp(&lab.srv, 5354) > 0, "{load:?}: the plain pass is tracked");
+        assert!(!udp_echo(&lab.publ, "198.51.100.1", 5355), "{load:?}: no rule: the default drops");
     }
     // The notrack rule counted its packets in the input chain (4 datagrams: 2 echoes, v4 and v6).
-    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
-    let hits: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("hits json");
-    let row = hits["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "notrack.pf:5").expect("row").clone();
+    let row = hits_row(&lab.srv, policy, "notrack.pf:5");
     assert_eq!(row["chain"], "early", "{row}");
     assert!(row["packets"].as_u64().expect("counted") >= 2, "{row}");
 }
@@ -211,23 +233,13 @@ fn a_mark_set_by_a_match_rule_decides_a_later_rule() {
     let policy = dir.path().join("marks.pf");
     std::fs::write(&policy, MARKS).expect("policy");
     let policy = policy.to_str().expect("utf-8 path");
-    let script = stdout(&lab.srv.phantomc(&["compile", "--format", "nft", policy]));
-    for load in ["json", "nft"] {
-        if load == "json" {
-            apply(&lab.srv, policy);
-        } else {
-            let file = dir.path().join("marks.nft");
-            std::fs::write(&file, &script).expect("script");
-            let out = lab.srv.nft(&["-f", file.to_str().expect("path")]);
-            assert!(out.status.success(), "{}", stderr(&out));
-        }
-        assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::Connected, "{load}: marked on eth1, passed");
-        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "{load}: unmarked on eth0, dropped");
+    for load in [Load::Json, Load::Script] {
+        load.run(&lab.srv, policy);
+        assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::Connected, "{load:?}: marked on eth1, passed");
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "{load:?}: unmarked on eth0, dropped");
     }
     // The match rule counted both loads' SYNs from the admin LAN only.
-    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
-    let hits: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("hits json");
-    let row = hits["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "marks.pf:5").expect("row").clone();
+    let row = hits_row(&lab.srv, policy, "marks.pf:5");
     assert!(row["packets"].as_u64().expect("counted") >= 1, "{row}");
 }
 
@@ -264,17 +276,13 @@ fn two_rules_count_into_one_named_counter() {
     assert_eq!(web["lines"], serde_json::json!(["counters.pf:5", "counters.pf:6"]));
     let ssh = counters.iter().find(|c| c["name"] == "ssh").expect("ssh counter");
     assert_eq!(ssh["packets"], 0, "{hits}");
-    let row =
-        hits["rules"].as_array().expect("rules").iter().find(|r| r["id"] == "counters.pf:6").expect("row").clone();
+    let row = rule_row(&hits, "counters.pf:6");
     assert_eq!((row["counter_name"].as_str(), row["packets"].as_u64()), (Some("web"), Some(5)), "{row}");
     let text = stdout(&lab.srv.phantomc(&["hits", policy]));
     assert!(text.contains("named counters:") && text.contains(" web  (counters.pf:5, counters.pf:6)"), "{text}");
 
     // The nft script declares the same counter (loading it starts from 0).
-    let script = dir.path().join("counters.nft");
-    std::fs::write(&script, stdout(&lab.srv.phantomc(&["compile", "--format", "nft", policy]))).expect("script");
-    let out = lab.srv.nft(&["-f", script.to_str().expect("path")]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    Load::Script.run(&lab.srv, policy);
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 443), Tcp::Connected);
     let listed = stdout(&lab.srv.nft(&["list", "counter", "inet", "phantomc", "web"]));
     assert!(listed.contains("packets 1 "), "{listed}");
