@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::{auth, health, rules, submit, threats, unix_now, ApiError, ApiState, HealthSource};
 use crate::guard::{Operator, Protected, SSH_PORT};
+use crate::ir::Ruleset;
 use crate::nft::block::{self, parse_duration, parse_net, BlockError};
 use crate::watch::adaptive::proposals::{self, ReviewError};
 
@@ -294,8 +295,10 @@ async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeou
     }
     blocking(state, move |s| {
         if add {
-            refuse_protected(s, net)?;
-            refuse_policy_owned(s, &set)?;
+            let compiled = s.compiled().0;
+            let ruleset = compiled.as_ref().map(|c| &c.ruleset);
+            refuse_protected(ruleset, net)?;
+            refuse_policy_owned(ruleset, &set)?;
         }
         let done = block::change(&s.nft, &s.table, &set, net, timeout, add).map_err(|e| {
             let code = match e {
@@ -322,10 +325,9 @@ async fn change(state: Arc<ApiState>, address: &str, set: Option<String>, timeou
 
 /// 422 for a block the lockout guard refuses: /0, an over-broad network, or
 /// one covering a protected address (an API caller can never override it).
-fn refuse_protected(s: &ApiState, net: ipnet::IpNet) -> Result<(), ApiError> {
+fn refuse_protected(ruleset: Option<&Ruleset>, net: ipnet::IpNet) -> Result<(), ApiError> {
     let operator = Operator::discover(None, SSH_PORT).map_err(ApiError::internal)?;
-    let compiled = s.compiled().0;
-    let protected = Protected::gather(compiled.as_ref().map(|c| &c.ruleset), &operator);
+    let protected = Protected::gather(ruleset, &operator);
     protected.check_block(net).map_err(|refusal| {
         tracing::warn!(address = %net, reason = %refusal, "block refused by the lockout guard");
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {refusal}"))
@@ -334,9 +336,8 @@ fn refuse_protected(s: &ApiState, net: ipnet::IpNet) -> Result<(), ApiError> {
 
 /// A block into a set whose entries the policy fixes would be undone by the
 /// next reload.
-fn refuse_policy_owned(s: &ApiState, set: &str) -> Result<(), ApiError> {
-    let compiled = s.compiled().0;
-    match compiled.as_ref().and_then(|c| c.ruleset.refuse_runtime_entries(set)) {
+fn refuse_policy_owned(ruleset: Option<&Ruleset>, set: &str) -> Result<(), ApiError> {
+    match ruleset.and_then(|r| r.refuse_runtime_entries(set)) {
         Some(why) => Err(ApiError::new(StatusCode::CONFLICT, format!("refused: {why}"))),
         None => Ok(()),
     }
