@@ -37,7 +37,7 @@ capture() {
         exit 1
     }
     local blocked
-    blocked=$(sed -n 's/^+    \([0-9a-fA-F:.]*\),$/\1/p' "$WORK/$name.diff" | paste -sd, -)
+    blocked=$(sed -n 's/^+    \([0-9a-fA-F:.]*\)\( expires [0-9-]*\)\{0,1\},$/\1/p' "$WORK/$name.diff" | paste -sd, -)
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$WORK/$name.jsonl" "$attackers" "$blocked" "$zeek" >>"$WORK/manifest.tsv"
 }
 
