@@ -22,14 +22,18 @@ const IFACES: [&str; 4] = ["eth0", "eth1", "lo", "wg0"];
 /// line past a quiet one with the same verdict), so a quiet line is `None`.
 fn deciding_line(rs: &Ruleset, p: &Packet, sets: &SetContents) -> (ir::Action, Option<String>, bool) {
     let d = decide(rs, p, sets);
-    let seen = |r: &ir::Rule| r.counter || r.log.is_some();
-    let line = d.rule.filter(|&i| seen(&rs.chain(p.hook).rules[i])).map(|i| {
-        let rule = &rs.chain(p.hook).rules[i];
-        match &rule.merged {
-            Some(m) => m.part_for(p).expect("a merged rule matches only its parts' values").origin.id.clone(),
-            None => rule.origin.id.clone(),
-        }
-    });
+    let seen = |r: &ir::Rule| r.counter || r.log.is_some() || r.counter_name.is_some();
+    let line = d
+        .rule
+        .map(|i| {
+            let rule = &rs.chain(p.hook).rules[i];
+            match &rule.merged {
+                Some(m) => &m.part_for(p).expect("a merged rule matches only its parts' values").rule,
+                None => rule,
+            }
+        })
+        .filter(|r| seen(r))
+        .map(|r| r.origin.id.clone());
     (d.verdict, line, d.rate_limited)
 }
 
@@ -93,12 +97,19 @@ fn example_policies_decide_alike_optimized() {
 fn runs_of_blocks_ports_and_interfaces_merge_and_decide_alike() {
     let text = "table t\npolicy input block\npass in on lo\nblock in from 10.0.0.1\nblock in from 10.0.0.3\nblock in from 10.0.1.0/24\nblock in from 2001:db8::1\nblock in from 2001:db8::2\npass in proto tcp to port 22\npass in proto tcp to port 80-81\npass in proto tcp to port 443\npass in on eth0 proto udp to port 53\npass in on eth1 proto udp to port 53\nblock in from 10.0.0.0/30 log\nblock in from 10.0.0.0/30\nblock in from 10.0.0.1\npass in proto udp to port 1000 limit 10/second\npass in proto udp to port 8080 limit 10/second\n";
     let c = ir::compile("t.pf", text).unwrap();
-    assert_eq!(assert_equivalent(&c), 4, "v4 blocks, v6 blocks, tcp ports, interfaces");
-    // The logged, the overlapping and the rate-limited rules stay as they were.
+    assert_eq!(assert_equivalent(&c), 5, "v4 blocks, v6 blocks, tcp ports, interfaces, limited udp ports");
+    // The logged and the overlapping rules stay as they were; the two
+    // rate-limited ones keep their own rules behind a verdict map.
     let opt = optimize(&c.ruleset);
     let input = &opt.chain(Hook::Input).rules;
-    assert_eq!(input.len(), 10, "{input:#?}");
-    assert!(input[5..].iter().all(|r| r.merged.is_none()), "{:#?}", &input[5..]);
+    assert_eq!(input.len(), 9, "{input:#?}");
+    assert!(input[5..8].iter().all(|r| r.merged.is_none()), "{:#?}", &input[5..]);
+    let map = input[8].merged.as_ref().unwrap();
+    assert!(map.dispatch && input[1..5].iter().all(|r| !r.merged.as_ref().unwrap().dispatch));
+    let limits: Vec<_> =
+        map.parts.iter().map(|p| (p.origin.id.as_str(), p.rule.limit.as_ref().map(|l| l.rate))).collect();
+    assert_eq!(limits, [("t.pf:17", Some(10)), ("t.pf:18", Some(10))]);
+    assert!(input[8].limit.is_none() && !input[8].counter, "the map rule itself only dispatches");
     let m = input[1].merged.as_ref().unwrap();
     let ids: Vec<&str> = m.parts.iter().map(|p| p.origin.id.as_str()).collect();
     assert_eq!(ids, ["t.pf:4", "t.pf:5", "t.pf:6"]);
@@ -106,7 +117,8 @@ fn runs_of_blocks_ports_and_interfaces_merge_and_decide_alike() {
 
 /// The five interleaved shapes of `benches/compile_apply.sh`: three of them
 /// merge into concatenated sets although no two lines of a shape are
-/// adjacent; the rate-limited and the logged lines stay where they were.
+/// adjacent; the rate-limited and the logged lines each go behind a verdict
+/// map, keeping their own rules.
 #[test]
 fn interleaved_shapes_merge_into_concatenated_sets() {
     let mut text = String::from("table t\npolicy input block\npass in on lo\n");
@@ -123,20 +135,21 @@ fn interleaved_shapes_merge_into_concatenated_sets() {
     // network, so it can neither join that group nor move past it.
     text += "pass in proto tcp from 10.0.0.0/16 to port 1000 state new\nblock in proto udp from 10.0.0.6 to port 53\n";
     let c = ir::compile("t.pf", &text).unwrap();
-    assert_eq!(assert_equivalent(&c), 3);
+    assert_eq!(assert_equivalent(&c), 5);
     let opt = optimize(&c.ruleset);
     let input = &opt.chain(Hook::Input).rules;
-    let fields: Vec<String> = input.iter().filter_map(|r| r.merged.as_ref()).map(|m| m.describe_fields()).collect();
-    assert_eq!(
-        fields,
-        [
-            "source address . destination port",
-            "source address . destination port",
-            "input interface . destination port"
-        ]
-    );
-    // lo, 3 merged, 8 limited, 8 logged, the two overlapping lines at the end.
-    assert_eq!(input.len(), 1 + 3 + 8 + 8 + 2, "{input:#?}");
+    let fields: Vec<(String, bool)> =
+        input.iter().filter_map(|r| r.merged.as_ref()).map(|m| (m.describe_fields(), m.dispatch)).collect();
+    let want = [
+        ("source address . destination port", false),
+        ("source address . destination port", false),
+        ("source address", true),
+        ("source address", true),
+        ("input interface . destination port", false),
+    ];
+    assert_eq!(fields, want.map(|(f, d)| (f.to_string(), d)));
+    // lo, 3 merged, 2 verdict maps (8 limited, 8 logged), the two overlapping lines at the end.
+    assert_eq!(input.len(), 1 + 3 + 2 + 2, "{input:#?}");
     let last: Vec<&str> = input[input.len() - 2..].iter().map(|r| r.origin.id.as_str()).collect();
     assert_eq!(last, ["t.pf:44", "t.pf:45"]);
     let explained = phantomc::ir::optimize::explain(&opt);
@@ -145,7 +158,12 @@ fn interleaved_shapes_merge_into_concatenated_sets() {
         "{explained}"
     );
     assert!(
-        explained.ends_with("3 merged rule(s), 21 line(s) moved; 22 rules in the optimized chains\n"),
+        explained.contains("  t.pf:12                  192.0.2.8/32 : jump opt_input_4_2  (moved up past 1 rule(s)"),
+        "{explained}"
+    );
+    assert!(
+        explained
+            .ends_with("5 merged rule(s) (2 over a verdict map), 28 line(s) moved; 8 rules in the optimized chains\n"),
         "{explained}"
     );
 }
@@ -162,7 +180,23 @@ const SRCS: [&[&str]; 2] = [
 const DSTS: [&[&str]; 2] = [&["any", "10.0.0.1", "10.0.1.7", "10.0.0.0/30"], &["any", "2001:db8::2", "2001:db8::/126"]];
 const SPORTS: [&str; 4] = ["", "1000", "22", "1000-2000"];
 const DPORTS: [&str; 8] = ["", "22", "80", "81", "80-443", "{ 22, 8080 }", "! 22", "53"];
-const EXTRAS: [&str; 7] = ["", "", "", "state new", "nocounter", "log", "limit 5/second"];
+/// Lines that keep their own rule behind a verdict map (limits, a per-source
+/// limit, a quota, logs, a rate-limited log, a named counter), and lines
+/// that share one over a set.
+const EXTRAS: [&str; 12] = [
+    "",
+    "",
+    "",
+    "state new",
+    "nocounter",
+    "log",
+    "limit 5/second",
+    "limit 5/second per-source",
+    "quota 1 mbytes",
+    "log limit 1/second nocounter",
+    "counter \"c\"",
+    "limit 5/second log",
+];
 
 /// A run of policy lines that share every clause but one, which steps
 /// through its pool of values (overlapping ones included), in half the runs
@@ -188,7 +222,8 @@ fn run_text(pick: &[usize; 10], len: usize) -> String {
             DIRS[pick[7] % 3],
             port(sport),
             port(dport),
-            EXTRAS[(pick[8] / 2) % EXTRAS.len()]
+            // In some runs each line has its own extra: a verdict map's lines differ in theirs.
+            EXTRAS[(pick[8] / 2 + if pick[8] >= 40 { i } else { 0 }) % EXTRAS.len()]
         );
     }
     out

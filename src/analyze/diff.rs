@@ -75,11 +75,12 @@ impl Diff {
 pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> Vec<(Cube, Vec<Step>)> {
     let mut open: Vec<(Cube, Vec<Step>)> = within.into_iter().map(|c| (c, Vec::new())).collect();
     let mut done = Vec::new();
-    for rule in &ch.rules {
+    // A merged rule's lines are disjoint: meeting them one by one is meeting it.
+    for rule in ch.rules.iter().flat_map(Rule::lines) {
         if open.is_empty() {
             break;
         }
-        let cubes = u.rule_cubes(rs, rule);
+        let cubes = u.cubes(rs, &rule.matches);
         let cond = condition(rs, rule);
         let mut next = Vec::with_capacity(open.len());
         for (piece, path) in open {
@@ -216,7 +217,11 @@ fn classify(old: &[Step], new: &[Step]) -> Change {
 type RuleKey = (Vec<Cube>, Action, Option<String>, Option<String>);
 
 fn keys(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<RuleKey> {
-    ch.rules.iter().map(|r| (u.rule_cubes(rs, r), r.action, answer(r), condition(rs, r))).collect()
+    ch.rules
+        .iter()
+        .flat_map(Rule::lines)
+        .map(|r| (u.cubes(rs, &r.matches), r.action, answer(r), condition(rs, r)))
+        .collect()
 }
 
 /// Where the two chains may differ at all, as disjoint cubes. Rules both

@@ -110,13 +110,15 @@ pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
     for (i, rule) in chain.rules.iter().enumerate() {
         match check_rule(rs, rule, p, sets) {
             Ok(()) => {
+                // A merged rule decides as the line whose values hold the packet's.
+                let line = rule.merged.as_ref().and_then(|m| m.part_for(p)).map_or(rule, |part| &part.rule);
                 return Decision {
-                    verdict: rule.action,
+                    verdict: line.action,
                     rule: Some(i),
                     tried,
-                    rate_limited: rule.limit.is_some() || rule.quota.is_some(),
+                    rate_limited: line.limit.is_some() || line.quota.is_some(),
                     marked_by: *marked_by,
-                }
+                };
             }
             Err(field) => tried.push((i, field)),
         }

@@ -88,6 +88,9 @@ pub struct NftChain {
 pub struct NftTable {
     pub name: String,
     pub sets: Vec<schema::Set<'static>>,
+    /// Verdict maps of merged lines (`map` is written `verdict` in the
+    /// JSON: the crate has no such type).
+    pub maps: Vec<schema::Map<'static>>,
     /// Named counters (`counter "name"`), sorted, once each.
     pub counters: Vec<String>,
     pub chains: Vec<NftChain>,
@@ -127,6 +130,8 @@ impl NftTable {
         for c in &self.chains {
             objs.push(add(NfListObject::Chain(c.chain.clone())));
         }
+        // A verdict map's elements name chains, which exist by now.
+        objs.extend(self.maps.iter().map(|m| add(NfListObject::Map(Box::new(m.clone())))));
         for c in &self.chains {
             objs.extend(c.rules.iter().map(|r| add(NfListObject::Rule(r.clone()))));
         }
@@ -153,7 +158,10 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     let t = rs.table.as_str();
     let mut sets: Vec<schema::Set<'static>> =
         rs.sets.iter().map(|s| set(rs, s, extra.by_set.get(&s.nft_name))).collect();
-    sets.extend(optimize::merged_rules(rs).map(|(_, r, m)| merged_set(t, m, r.counter)));
+    sets.extend(
+        optimize::merged_rules(rs).filter(|(_, _, m)| !m.dispatch).map(|(_, r, m)| merged_set(t, m, r.counter)),
+    );
+    let maps = optimize::merged_rules(rs).filter(|(_, _, m)| m.dispatch).map(|(_, _, m)| verdict_map(t, m)).collect();
     let mut chains = Vec::new();
     // Early rules sit first in the input and forward chains of the IR (the
     // output chain for `out` ones); nft runs them once, in prerouting (or
@@ -183,6 +191,7 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
             rules,
         });
     }
+    chains.extend(dispatch_chains(t, rs));
     for (name, hook, prio) in
         [("nat_prerouting", NfHook::Prerouting, -100), ("nat_postrouting", NfHook::Postrouting, 100)]
     {
@@ -205,8 +214,26 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
         }
     }
     let counters: std::collections::BTreeSet<String> =
-        rs.chains.iter().flat_map(|c| &c.rules).filter_map(|r| r.counter_name.clone()).collect();
-    NftTable { name: rs.table.clone(), sets, counters: counters.into_iter().collect(), chains }
+        rs.chains.iter().flat_map(|c| &c.rules).flat_map(Rule::lines).filter_map(|r| r.counter_name.clone()).collect();
+    NftTable { name: rs.table.clone(), sets, maps, counters: counters.into_iter().collect(), chains }
+}
+
+/// The chain of each line of a verdict map: the line's own rule(s).
+fn dispatch_chains(t: &str, rs: &Ruleset) -> Vec<NftChain> {
+    let mut out = Vec::new();
+    for (_, _, m) in optimize::merged_rules(rs).filter(|(_, _, m)| m.dispatch) {
+        for (k, part) in m.parts.iter().enumerate() {
+            let name = m.chain(k);
+            let chain = schema::Chain {
+                family: NfFamily::INet,
+                table: t.to_string().into(),
+                name: name.clone().into(),
+                ..Default::default()
+            };
+            out.push(NftChain { chain, rules: rule(t, &name, &part.rule) });
+        }
+    }
+    out
 }
 
 /// The prerouting chain of `early` rules, the output chain of `out ... early
@@ -303,15 +330,62 @@ pub fn net_expr(n: IpNet) -> Expression<'static> {
 /// itself then has none, so `hits` sums each line exactly once). A part
 /// with several values per field has an element per combination.
 fn merged_set(t: &str, m: &Merged, counter: bool) -> schema::Set<'static> {
-    let elem = |val: Expression<'static>, id: &str| {
-        Expression::Named(NamedExpression::Elem(expr::Elem {
-            val: Box::new(val),
-            timeout: None,
-            expires: None,
-            comment: Some(id.to_string().into()),
-            counter: counter.then_some(Counter::Anonymous(None)),
-        }))
-    };
+    let elems = merged_keys(m)
+        .into_iter()
+        .map(|(k, val)| {
+            Expression::Named(NamedExpression::Elem(expr::Elem {
+                val: Box::new(val),
+                timeout: None,
+                expires: None,
+                comment: Some(m.parts[k].origin.id.clone().into()),
+                counter: counter.then_some(Counter::Anonymous(None)),
+            }))
+        })
+        .collect::<Vec<_>>();
+    let (set_type, flags) = merged_type(m);
+    schema::Set {
+        family: NfFamily::INet,
+        table: t.to_string().into(),
+        name: m.set.clone().into(),
+        set_type,
+        flags,
+        elem: Some(elems.into()),
+        ..Default::default()
+    }
+}
+
+/// The verdict map of merged lines that keep their own rules: each part's
+/// elements jump to the part's chain. The parts are disjoint, so no two
+/// elements overlap.
+fn verdict_map(t: &str, m: &Merged) -> schema::Map<'static> {
+    let elems = merged_keys(m)
+        .into_iter()
+        .map(|(k, key)| {
+            let jump = expr::Verdict::Jump(stmt::JumpTarget { target: m.chain(k).into() });
+            Expression::List(vec![key, Expression::Verdict(jump)])
+        })
+        .collect::<Vec<_>>();
+    let (set_type, flags) = merged_type(m);
+    schema::Map {
+        family: NfFamily::INet,
+        table: t.to_string().into(),
+        name: m.set.clone().into(),
+        handle: None,
+        set_type,
+        // Written `verdict` in the JSON (see `run::verdict_maps`).
+        map: SetTypeValue::Single(SetType::Mark),
+        policy: None,
+        flags,
+        elem: Some(elems.into()),
+        timeout: None,
+        gc_interval: None,
+        size: None,
+        comment: None,
+    }
+}
+
+/// Every element key of a merged rule's set, with the index of its part.
+fn merged_keys(m: &Merged) -> Vec<(usize, Expression<'static>)> {
     let items = |v: &Values| -> Vec<Expression<'static>> {
         match v {
             Values::Nets(nets) => nets.iter().map(|n| net_expr(*n)).collect(),
@@ -319,9 +393,8 @@ fn merged_set(t: &str, m: &Merged, counter: bool) -> schema::Set<'static> {
             Values::Interfaces(names) => names.iter().map(|n| Expression::String(n.clone().into())).collect(),
         }
     };
-    let mut elems = Vec::new();
-    for p in &m.parts {
-        let id = p.origin.id.as_str();
+    let mut out = Vec::new();
+    for (i, p) in m.parts.iter().enumerate() {
         let mut keys: Vec<Vec<Expression<'static>>> = vec![Vec::new()];
         for v in &p.values {
             let values = items(v);
@@ -330,9 +403,15 @@ fn merged_set(t: &str, m: &Merged, counter: bool) -> schema::Set<'static> {
         }
         for mut k in keys {
             let val = if k.len() == 1 { k.remove(0) } else { Expression::Named(NamedExpression::Concat(k)) };
-            elems.push(elem(val, id));
+            out.push((i, val));
         }
     }
+    out
+}
+
+/// The key type of a merged rule's set and its flags (intervals unless
+/// every field is an interface name).
+fn merged_type(m: &Merged) -> (SetTypeValue<'static>, Option<HashSet<SetFlag>>) {
     let types: Vec<SetType> = m
         .fields
         .iter()
@@ -348,22 +427,24 @@ fn merged_set(t: &str, m: &Merged, counter: bool) -> schema::Set<'static> {
         [one] => SetTypeValue::Single(*one),
         _ => SetTypeValue::Concatenated(types.into()),
     };
-    schema::Set {
-        family: NfFamily::INet,
-        table: t.to_string().into(),
-        name: m.set.clone().into(),
-        set_type,
-        flags: interval.then(|| HashSet::from([SetFlag::Interval])),
-        elem: Some(elems.into()),
-        ..Default::default()
-    }
+    (set_type, interval.then(|| HashSet::from([SetFlag::Interval])))
 }
 
 /// The nft rules of one IR rule: itself, after a log rule when its log is
 /// rate-limited (a `limit` in the rule itself would stop the verdict too).
-/// The optimizer never merges a rule that logs.
+/// A merged rule whose lines keep their own rules (a verdict map) is only
+/// its shared matches and the map lookup, which must come last: its
+/// verdict ends the rule.
 fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
     let mut expr = matches(&r.matches, r.merged.as_ref());
+    if let Some(m) = r.merged.as_ref().filter(|m| m.dispatch) {
+        expr.push(Statement::VerdictMap(stmt::VerdictMap {
+            key: merged_key(&r.matches, m),
+            data: Expression::String(format!("@{}", m.set).into()),
+        }));
+        let comment = format!("{} +{} dispatched", r.comment(), m.parts.len() - 1);
+        return vec![schema::Rule { expr: expr.into(), comment: Some(comment.into()), ..rule_base(t, chain) }];
+    }
     let log_rule = limited_log(expr.clone(), r.log.as_ref()).map(|expr| schema::Rule {
         expr: expr.into(),
         comment: Some(r.comment().into()),
@@ -600,13 +681,13 @@ fn eq_or_neq(negated: bool) -> Operator {
 fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
     // A merged rule looks its fields up at the place of the first one (a
     // concatenation of all of them), and matches nothing at the others.
+    // A verdict map's lookup is added at the end by the caller.
     let lookup = |field: MergeField| -> Option<Option<Statement<'static>>> {
         let mg = merged.filter(|mg| mg.fields.contains(&field))?;
-        Some((mg.fields[0] == field).then(|| {
-            let mut keys: Vec<Expression<'static>> = mg.fields.iter().map(|f| field_expr(mm, *f)).collect();
-            let key = if keys.len() == 1 { keys.remove(0) } else { Expression::Named(NamedExpression::Concat(keys)) };
-            m(key, Expression::String(format!("@{}", mg.set).into()), Operator::EQ)
-        }))
+        Some(
+            (mg.fields[0] == field && !mg.dispatch)
+                .then(|| m(merged_key(mm, mg), Expression::String(format!("@{}", mg.set).into()), Operator::EQ)),
+        )
     };
     let mut out = Vec::new();
     for (names, key, field) in [
@@ -684,6 +765,16 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
         ));
     }
     out
+}
+
+/// What a merged rule looks up: its field, or the concatenation of its fields.
+fn merged_key(mm: &IrMatch, mg: &Merged) -> Expression<'static> {
+    let mut keys: Vec<Expression<'static>> = mg.fields.iter().map(|f| field_expr(mm, *f)).collect();
+    if keys.len() == 1 {
+        keys.remove(0)
+    } else {
+        Expression::Named(NamedExpression::Concat(keys))
+    }
 }
 
 /// The packet field a merged rule looks up.

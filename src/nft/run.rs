@@ -79,7 +79,18 @@ pub fn to_json_value(batch: &Nftables<'_>) -> serde_json::Value {
     sort_flags(&mut v);
     declare_element_counters(batch, &mut v);
     notrack_objects(&mut v);
+    verdict_maps(&mut v);
     v
+}
+
+/// Every map phantomc emits maps to verdicts; the crate's set types have no
+/// `verdict`, so the map's value type is written here.
+fn verdict_maps(v: &mut serde_json::Value) {
+    for obj in v.get_mut("nftables").and_then(|o| o.as_array_mut()).into_iter().flatten() {
+        if let Some(map) = obj.pointer_mut("/add/map").and_then(|m| m.as_object_mut()) {
+            map.insert("map".into(), "verdict".into());
+        }
+    }
 }
 
 /// The crate writes the `notrack` statement as the bare string `"notrack"`,

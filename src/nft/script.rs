@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, SetItem};
+use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, SetItem, Verdict};
 use nftables::schema::{self, SetFlag, SetType, SetTypeValue};
 use nftables::stmt::{Counter, NATFamily, Operator, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfHook};
@@ -29,6 +29,13 @@ pub fn script(t: &NftTable, header: &str) -> String {
         }
         first = false;
         set(&mut out, s);
+    }
+    for m in &t.maps {
+        if !first {
+            out.push('\n');
+        }
+        first = false;
+        map(&mut out, m);
     }
     for c in &t.counters {
         if !first {
@@ -66,9 +73,9 @@ pub fn script(t: &NftTable, header: &str) -> String {
     out
 }
 
-fn set(out: &mut String, s: &schema::Set<'_>) {
-    let _ = writeln!(out, "\tset {} {{", s.name);
-    let types: Vec<&SetType> = match &s.set_type {
+/// A set's key types, and their nft names joined (`ipv4_addr . inet_service`).
+fn key_types<'a>(t: &'a SetTypeValue<'_>) -> (Vec<&'a SetType>, String) {
+    let types: Vec<&SetType> = match t {
         SetTypeValue::Single(t) => vec![t],
         SetTypeValue::Concatenated(ts) => ts.iter().collect(),
     };
@@ -78,9 +85,12 @@ fn set(out: &mut String, s: &schema::Set<'_>) {
         SetType::Ifname => "ifname",
         _ => "ipv4_addr",
     };
-    let ty = types.iter().map(|t| name(t)).collect::<Vec<_>>().join(" . ");
-    let _ = writeln!(out, "\t\ttype {ty}");
-    if let Some(flags) = &s.flags {
+    let joined = types.iter().map(|t| name(t)).collect::<Vec<_>>().join(" . ");
+    (types, joined)
+}
+
+fn flags_line(out: &mut String, flags: &Option<std::collections::HashSet<SetFlag>>) {
+    if let Some(flags) = flags {
         let mut names: Vec<&str> = flags
             .iter()
             .map(|f| match f {
@@ -93,6 +103,41 @@ fn set(out: &mut String, s: &schema::Set<'_>) {
         names.sort_unstable();
         let _ = writeln!(out, "\t\tflags {}", names.join(","));
     }
+}
+
+/// A verdict map (the only kind of map phantomc emits).
+fn map(out: &mut String, m: &schema::Map<'_>) {
+    let _ = writeln!(out, "\tmap {} {{", m.name);
+    let (types, ty) = key_types(&m.set_type);
+    let _ = writeln!(out, "\t\ttype {ty} : verdict");
+    flags_line(out, &m.flags);
+    if let Some(elems) = &m.elem {
+        let quoted: Vec<bool> = types.iter().map(|t| matches!(t, SetType::Ifname)).collect();
+        let items: Vec<String> = elems
+            .iter()
+            .map(|e| match e {
+                Expression::List(pair) => format!("{} : {}", element(&pair[0], &quoted), verdict(&pair[1])),
+                other => unreachable!("a verdict map element is a key and a verdict, not {other:?}"),
+            })
+            .collect();
+        let _ = writeln!(out, "\t\telements = {{ {} }}", wrap_elements(&items));
+    }
+    out.push_str("\t}\n");
+}
+
+fn verdict(e: &Expression<'_>) -> String {
+    match e {
+        Expression::Verdict(Verdict::Jump(j)) => format!("jump {}", j.target),
+        Expression::Verdict(Verdict::Goto(j)) => format!("goto {}", j.target),
+        other => unreachable!("emit never maps to {other:?}"),
+    }
+}
+
+fn set(out: &mut String, s: &schema::Set<'_>) {
+    let _ = writeln!(out, "\tset {} {{", s.name);
+    let (types, ty) = key_types(&s.set_type);
+    let _ = writeln!(out, "\t\ttype {ty}");
+    flags_line(out, &s.flags);
     if let Some(t) = s.timeout {
         let _ = writeln!(out, "\t\ttimeout {t}s");
     }
@@ -186,6 +231,7 @@ fn statement(s: &Statement<'_>) -> String {
             s
         }
         Statement::Notrack => "notrack".into(),
+        Statement::VerdictMap(v) => format!("{} vmap {}", value(&v.key), value(&v.data)),
         Statement::Mangle(mg) => format!("{} set {}", value(&mg.key), value(&mg.value)),
         Statement::Accept(_) => "accept".into(),
         Statement::Drop(_) => "drop".into(),

@@ -12,8 +12,16 @@
 //! rules, which the packet met first in the original order too: first-match
 //! semantics are unchanged, and each set element (which carries its line's id
 //! and its own counter) counts exactly the packets its line counted before.
-//! Rules with a rate limit (one shared budget), a quota, a log prefix (it
-//! names the line), an `early` rule or negated values are never merged.
+//!
+//! Rules with a rate limit (one budget per line), a quota, a log prefix (it
+//! names the line) or a named counter cannot share one rule over a set: a
+//! group of them becomes one rule over a verdict map instead
+//! (`ip saddr vmap @opt_input_2`), whose element for each line jumps to a
+//! chain of its own holding that line's rule exactly as it was. Over the
+//! limit, the line's chain returns and the packet goes on after the map
+//! rule; such lines only ever move past lines no packet matches as well, so
+//! the packet meets the rest in the original order (see [`place`]).
+//! `early` rules and negated values are never merged.
 
 mod overlap;
 mod place;
@@ -174,6 +182,11 @@ pub struct Merged {
     /// nft name of the set (`opt_input_1`): one element per combination of
     /// each part's values.
     pub set: String,
+    /// The set is a verdict map: each part's elements jump to the chain
+    /// [`Merged::chain`] that holds the part's own rule (limits, logs,
+    /// quotas and named counters stay the line's own).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dispatch: bool,
     /// The address family of a source or destination set.
     pub family: Option<Family>,
     /// The original rules, in policy order.
@@ -194,6 +207,11 @@ impl Merged {
         self.parts.iter().map(move |part| {
             self.fields.iter().zip(&part.values).fold(rule.matches.clone(), |m, (f, v)| f.with(&m, v.clone()))
         })
+    }
+
+    /// The chain a verdict map's part `k` (0-based) jumps to.
+    pub fn chain(&self, k: usize) -> String {
+        format!("{}_{}", self.set, k + 1)
     }
 
     /// `source address . destination port`.
@@ -227,6 +245,9 @@ impl MergeField {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MergedPart {
     pub origin: Origin,
+    /// The policy line's own rule, as it was before merging.
+    #[serde(skip)]
+    pub rule: Rule,
     /// One list of values per field of the merged rule.
     pub values: Vec<Values>,
     /// Rules that came before it in the policy and now come after the merged rule.
@@ -268,7 +289,8 @@ fn merge_chain(chain: &Chain) -> Vec<Rule> {
         match slot.shape {
             Some(shape) if slot.rules.len() >= 2 => {
                 sets += 1;
-                out.push(merge(slot, SHAPES[shape], &moved, format!("{SET_PREFIX}{}_{sets}", chain.hook.name())));
+                let name = format!("{SET_PREFIX}{}_{sets}", chain.hook.name());
+                out.push(merge(slot, SHAPES[shape], &moved, name));
             }
             _ => out.push(slot.rules[0].1.clone()),
         }
@@ -313,6 +335,7 @@ fn merge(slot: &Slot<'_>, fields: &[MergeField], moved: &[usize], set: String) -
         .zip(&slot.past_same_verdict)
         .map(|((&(_, r), &moved_past), &past_same_verdict)| MergedPart {
             origin: r.origin.clone(),
+            rule: r.clone(),
             values: fields.iter().map(|f| f.values(&r.matches).expect("checked when the group was formed")).collect(),
             moved_past,
             past_same_verdict,
@@ -325,26 +348,61 @@ fn merge(slot: &Slot<'_>, fields: &[MergeField], moved: &[usize], set: String) -
     });
     let addresses = fields.iter().any(|f| matches!(f, MergeField::Source | MergeField::Destination));
     let family = addresses.then_some(()).and(first.matches.family);
-    Rule { matches, merged: Some(Merged { fields: fields.to_vec(), set, family, parts }), ..first.clone() }
+    let dispatch = !place::mergeable(first);
+    let merged = Some(Merged { fields: fields.to_vec(), set, dispatch, family, parts });
+    if dispatch {
+        // The lines' own rules decide, in their chains; the map rule itself
+        // only matches what they share and jumps.
+        let quiet = Rule {
+            limit: None,
+            quota: None,
+            log: None,
+            counter: false,
+            counter_name: None,
+            label: None,
+            set_mark: None,
+            ..first.clone()
+        };
+        return Rule { matches, merged, ..quiet };
+    }
+    Rule { matches, merged, ..first.clone() }
+}
+
+impl Rule {
+    /// The policy lines this rule stands for, in policy order: a merged
+    /// rule's parts (disjoint, so meeting them one after another decides
+    /// every packet as the merged rule does), else the rule itself.
+    pub fn lines(&self) -> Box<dyn Iterator<Item = &Rule> + '_> {
+        match &self.merged {
+            Some(m) => Box::new(m.parts.iter().map(|p| &p.rule)),
+            None => Box::new(std::iter::once(self)),
+        }
+    }
 }
 
 /// `compile --explain-optimize`: one paragraph per merged rule, each part
 /// with the rules it moved past and why that is safe.
 pub fn explain(rs: &Ruleset) -> String {
     let mut out = String::new();
-    let (mut count, mut moved) = (0, 0);
+    let (mut count, mut maps, mut moved) = (0, 0, 0);
     for (chain, rule, m) in merged_rules(rs) {
         count += 1;
-        out += &format!(
-            "{} chain: {} rules merged into one `{}` rule over set @{} ({}):\n",
-            chain.hook.name(),
-            m.parts.len(),
-            rule.action.keyword(),
-            m.set,
-            m.describe_fields()
-        );
-        for p in &m.parts {
-            let values = p.values.iter().map(describe_values).collect::<Vec<_>>().join(" . ");
+        let (hook, n, fields) = (chain.hook.name(), m.parts.len(), m.describe_fields());
+        out += &if m.dispatch {
+            maps += 1;
+            format!("{hook} chain: {n} rules dispatched by one rule over verdict map @{} ({fields}), each line in a chain of its own:\n", m.set)
+        } else {
+            format!(
+                "{hook} chain: {n} rules merged into one `{}` rule over set @{} ({fields}):\n",
+                rule.action.keyword(),
+                m.set
+            )
+        };
+        for (k, p) in m.parts.iter().enumerate() {
+            let mut values = p.values.iter().map(describe_values).collect::<Vec<_>>().join(" . ");
+            if m.dispatch {
+                values += &format!(" : jump {}", m.chain(k));
+            }
             out += &format!("  {:<24} {values}", p.origin.id);
             if p.moved_past > 0 {
                 moved += 1;
@@ -359,7 +417,8 @@ pub fn explain(rs: &Ruleset) -> String {
         }
     }
     let total: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
-    out += &format!("{count} merged rule(s), {moved} line(s) moved; {total} rules in the optimized chains\n");
+    let maps = if maps > 0 { format!(" ({maps} over a verdict map)") } else { String::new() };
+    out += &format!("{count} merged rule(s){maps}, {moved} line(s) moved; {total} rules in the optimized chains\n");
     out
 }
 

@@ -9,6 +9,13 @@
 //! decided. Every packet then meets the rules that match it in the original
 //! order, so first-match semantics are unchanged.
 //!
+//! Lines with a limit, quota, log or named counter group into verdict maps
+//! (each keeps its own rule, in its own chain). They have side effects, so
+//! they move only past lines that no packet matches as well, and no line
+//! moves past them otherwise: when such a line's limit lets a packet
+//! through, the lines after the map rule that the packet can match are
+//! exactly those after the line in the policy, in their order.
+//!
 //! Cost: groups are found by hashing the shape, and the rules a mover would
 //! pass are looked at from the end backwards, a block of [`BLOCK`] places at
 //! a time under one bounding box, and at most [`BUDGET`] places one by one;
@@ -44,8 +51,12 @@ const BLOCK: usize = 64;
 /// Places a moving rule is compared with one by one, at most.
 const BUDGET: usize = 512;
 
-/// Rules that may form one group: tail, shape, and the matches without the shape's fields.
-type Key = (Action, bool, Option<String>, Option<RejectWith>, usize, Match, Option<u32>);
+/// Rules that may form one group: the tail they share (`None` for a verdict
+/// map, whose lines keep their own), shape, and the matches without the
+/// shape's fields.
+type Key = (Option<Tail>, usize, Match);
+/// Action, counter, label, reject answer and mark of a set group's lines.
+type Tail = (Action, bool, Option<String>, Option<RejectWith>, Option<u32>);
 
 /// One place in the optimized chain: a rule, or a group of rules merged into one.
 pub struct Slot<'a> {
@@ -74,7 +85,8 @@ enum Meet {
     Interacts,
 }
 
-/// Whether a rule may be part of a merged rule at all.
+/// Whether a rule may be part of a rule over a set (its tail is shared by
+/// the group's lines).
 pub fn mergeable(r: &Rule) -> bool {
     r.limit.is_none()
         && r.quota.is_none()
@@ -85,9 +97,16 @@ pub fn mergeable(r: &Rule) -> bool {
         && r.counter_name.is_none()
 }
 
+/// Whether a rule may be a line of a verdict map: its own rule in a chain
+/// of its own, whatever it does there.
+fn dispatchable(r: &Rule) -> bool {
+    !r.early && !r.notrack && r.merged.is_none()
+}
+
 /// No side effect tells which of two rules decided a packet.
 fn quiet(r: &Rule) -> bool {
     !r.counter
+        && r.counter_name.is_none()
         && r.log.is_none()
         && r.limit.is_none()
         && r.quota.is_none()
@@ -97,18 +116,19 @@ fn quiet(r: &Rule) -> bool {
 }
 
 fn keys(r: &Rule) -> Vec<Key> {
-    if !mergeable(r) {
+    let tail = if mergeable(r) {
+        Some((r.action, r.counter, r.label.clone(), r.reject, r.set_mark))
+    } else if dispatchable(r) {
+        None
+    } else {
         return Vec::new();
-    }
+    };
     let m = &r.matches;
     SHAPES
         .iter()
         .enumerate()
         .filter(|(_, shape)| shape.iter().all(|f| f.values(m).is_some()))
-        .map(|(i, shape)| {
-            let rest = shape.iter().fold(m.clone(), |acc, f| f.cleared(&acc));
-            (r.action, r.counter, r.label.clone(), r.reject, i, rest, r.set_mark)
-        })
+        .map(|(i, shape)| (tail.clone(), i, shape.iter().fold(m.clone(), |acc, f| f.cleared(&acc))))
         .collect()
 }
 
@@ -198,7 +218,7 @@ pub fn place(rules: &[Rule]) -> Vec<Slot<'_>> {
     for (index, rule) in rules.iter().enumerate() {
         let keys = keys(rule);
         let rbox = RuleBox::of(&rule.matches);
-        let candidates: Vec<(usize, usize)> = keys.iter().filter_map(|k| open.get(k).map(|&s| (s, k.4))).collect();
+        let candidates: Vec<(usize, usize)> = keys.iter().filter_map(|k| open.get(k).map(|&s| (s, k.1))).collect();
         let mut joined = None;
         if let Some(lowest) = candidates.iter().map(|c| c.0).min() {
             let (floor, same) = floor(rule, &rbox, &slots, &blocks, lowest);
@@ -216,7 +236,7 @@ pub fn place(rules: &[Rule]) -> Vec<Slot<'_>> {
                 blocks[s / BLOCK].widen(&rbox);
                 // A group has one shape: its member's other keys no longer lead to it.
                 for k in std::mem::take(&mut slots[s].keys) {
-                    if k.4 != si && open.get(&k) == Some(&s) {
+                    if k.1 != si && open.get(&k) == Some(&s) {
                         open.remove(&k);
                     }
                 }
