@@ -177,3 +177,93 @@ fn interleaved_lines_merge_into_concatenated_sets_and_count_one_by_one() {
     let status: Value = serde_json::from_str(&stdout(&out)).expect("status json");
     assert_eq!(status["state"].as_str(), Some("in-sync"), "{status}");
 }
+
+/// Sends `n` UDP datagrams from `ns` to `addr:port`, each from a socket of
+/// its own (a new connection each, so none is `established`), then counts
+/// the echoes that come back.
+fn udp_burst(ns: &Netns, addr: &str, port: u16, n: usize) -> usize {
+    let to: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("address");
+    ns.run_in(move || {
+        let sockets: Vec<std::net::UdpSocket> = (0..n)
+            .map(|_| {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+                s.set_read_timeout(Some(std::time::Duration::from_millis(500))).expect("timeout");
+                s.send_to(b"probe", to).expect("send");
+                s
+            })
+            .collect();
+        let mut buf = [0u8; 16];
+        // A rejected datagram's ICMP error ends its recv early.
+        sockets.iter().filter(|s| s.recv_from(&mut buf).is_ok()).count()
+    })
+}
+
+/// Rate-limited lines of one shape go behind one verdict map, each in a
+/// chain of its own. A packet over a line's limit falls through to the
+/// lines after it in the policy, in their order (the public side to the
+/// logged pass of line 8, the admin side to the reject of line 9), and each
+/// line counts its own packets.
+#[test]
+fn limited_lines_behind_a_verdict_map_fall_through_in_order_and_count_one_by_one() {
+    let lab = web_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("limits.pf");
+    std::fs::write(
+        &policy,
+        "table phantomc\npolicy input block\npass in on lo\npass in state { established, related }\n\
+         pass in proto udp from 198.51.100.2 to port 5000 limit 2/minute burst 2\n\
+         block in proto udp from 10.10.0.2 to port 5001\n\
+         pass in proto udp from 10.10.0.2 to port 5000 limit 2/minute burst 2 log\n\
+         pass in proto udp from 198.51.100.0/24 to port 5000 log\n\
+         reject in proto udp to port 5000\n",
+    )
+    .expect("write policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    apply(&lab.srv, policy);
+    let script = stdout(&lab.srv.phantomc(&["compile", policy]));
+    assert!(
+        script.contains("udp dport 5000 ip saddr vmap @opt_input_1 comment \"limits.pf:5 +1 dispatched\""),
+        "{script}"
+    );
+    assert!(
+        script.contains("elements = { 198.51.100.2 : jump opt_input_1_1, 10.10.0.2 : jump opt_input_1_2 }"),
+        "{script}"
+    );
+    assert!(
+        script.contains("chain opt_input_1_2 {\n\t\tip saddr 10.10.0.2 udp dport 5000 limit rate 2/minute burst 2 packets counter log prefix \"phantomc limits.pf:7 accept \" accept comment \"limits.pf:7\"\n\t}"),
+        "{script}"
+    );
+    let explained = stdout(&lab.srv.phantomc(&["compile", "--explain-optimize", policy]));
+    assert!(
+        explained.contains("limits.pf:7              10.10.0.2/32 : jump opt_input_1_2  (moved up past 1 rule(s)"),
+        "{explained}"
+    );
+    let linear = stdout(&lab.srv.phantomc(&["compile", "--no-optimize", policy]));
+    assert!(!linear.contains("vmap") && !linear.contains("chain opt_"), "{linear}");
+
+    let _servers = Servers::start(&lab.srv, &[], &[5000, 5001]);
+    // Public: every datagram passes, the first ones under line 5's limit, the rest by line 8.
+    assert_eq!(udp_burst(&lab.publ, "198.51.100.1", 5000, 8), 8);
+    // Admin: under line 7's limit they pass, over it line 9 rejects them.
+    let admin_echoed = udp_burst(&lab.adm, "10.10.0.1", 5000, 8);
+    assert_eq!(udp_burst(&lab.adm, "10.10.0.1", 5001, 1), 0, "line 6 blocks port 5001");
+
+    let out = lab.srv.phantomc(&["hits", policy, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("hits json");
+    let (l5, l6, l7, l8, l9) = (
+        packets(&doc, "limits.pf:5"),
+        packets(&doc, "limits.pf:6"),
+        packets(&doc, "limits.pf:7"),
+        packets(&doc, "limits.pf:8"),
+        packets(&doc, "limits.pf:9"),
+    );
+    assert!((1..=4).contains(&l5) && l5 + l8 == 8, "public: line 5 {l5}, then line 8 {l8}: {doc}");
+    assert!((1..=4).contains(&l7) && l7 + l9 == 8, "admin: line 7 {l7}, then line 9 {l9}: {doc}");
+    assert_eq!(admin_echoed as u64, l7, "only what line 7 passed came back");
+    assert_eq!(l6, 1, "{doc}");
+
+    let out = lab.srv.phantomc(&["status", policy, "--format", "json"]);
+    let status: Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    assert_eq!(status["state"].as_str(), Some("in-sync"), "{status}");
+}
