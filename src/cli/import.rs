@@ -245,6 +245,11 @@ fn verify_against(
     let saves: Vec<(String, SaveFile, bool)> =
         tagged.iter().filter_map(|(n, t, v6)| iptables_save::parse(t).ok().map(|s| (n.clone(), s, *v6))).collect();
     let untranslated = |v6: bool, table: &str, chain: &str, index: usize| -> Option<String> {
+        if args.from == Source::Firewalld {
+            // Only firewalld's own reverse-path filter is left out of a zone's import.
+            let rpfilter = imported.untranslated.iter().find(|u| u.text.starts_with(firewalld::RPFILTER_TEXT));
+            return rpfilter.filter(|_| chain == firewalld::RPFILTER_CHAIN).map(|u| u.at.clone());
+        }
         saves.iter().filter(|s| s.2 == v6).find_map(|(name, save, _)| {
             let t = save.tables.iter().find(|t| t.name == table)?;
             let not_translated = |line: usize| {

@@ -1,10 +1,15 @@
 //! `import --from firewalld`: one zone file (`/etc/firewalld/zones/NAME.xml`)
-//! as phantomc rules, in the order firewalld's nftables backend evaluates an
-//! inbound packet: established and related accepted, invalid dropped,
-//! loopback accepted; then the zone's deny rich rules and ICMP blocks, its
-//! allow rich rules, services and ports; ICMP accepted; then the zone target
-//! (`default` rejects with admin-prohibited). Services come from firewalld's
-//! service files (`--services DIR`) or a built-in table of common ones.
+//! as phantomc rules, taken as the default zone and in the order firewalld's
+//! nftables backend evaluates a packet, with firewalld's own rules (which no
+//! zone file holds) in their places: established and related accepted,
+//! loopback accepted, invalid dropped, neighbour discovery accepted; then the
+//! zone's deny rich rules and ICMP blocks, its allow rich rules, services and
+//! ports; ICMP accepted; then the zone target (`default` rejects with
+//! admin-prohibited). Forwarding: the same defaults, 6to4 destinations
+//! rejected, `<forward/>` to the zone's interfaces and sources, the target.
+//! Services come from firewalld's service files (`--services DIR`) or a
+//! built-in table of common ones. The IPv6 reverse-path filter
+//! (`IPv6_rpfilter=yes`) has no translation and is reported.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,6 +81,58 @@ fn service(name: &str, dir: Option<&Path>) -> Result<Option<Service>, String> {
     }))
 }
 
+/// Addresses firewalld rejects on the forward and output hooks when
+/// `RFC3964_IPv4=yes` (its default): IPv4-compatible, IPv4-mapped and the
+/// 6to4 forms of private, loopback, link-local and multicast IPv4.
+const RFC3964_IPV4: &str = "{ ::/96, ::ffff:0.0.0.0/96, 2002::/24, 2002:a00::/24, 2002:7f00::/24, 2002:a9fe::/32, \
+                            2002:ac10::/28, 2002:c0a8::/32, 2002:e000::/19 }";
+
+/// The chain of firewalld's ruleset that holds its IPv6 reverse-path
+/// filter (`IPv6_rpfilter=yes`), which phantomc cannot express.
+pub const RPFILTER_CHAIN: &str = "filter_PREROUTING";
+
+/// What the import reports for the reverse-path filter: its text starts so.
+pub const RPFILTER_TEXT: &str = "IPv6_rpfilter=yes";
+
+/// firewalld's own rules, which no zone file holds: `(hook, statement,
+/// what firewalld's ruleset says)` for each hook, in its order, before
+/// the zones (`RFC3964_IPv4=yes`, its default, adds the 6to4 rejects).
+fn firewalld_rules(hook: &str) -> Vec<(String, String)> {
+    let chain = format!("firewalld filter_{}", hook.to_uppercase());
+    let dir = match hook {
+        "input" => "in",
+        "forward" => "forward",
+        _ => "out",
+    };
+    let lo = if hook == "output" { "oifname" } else { "iifname" };
+    let mut rules = vec![(
+        format!("pass {dir} state {{ established, related }}"),
+        format!("{chain}: ct state {{ established, related }} accept"),
+    )];
+    let on = match hook {
+        "forward" => "in on",
+        _ => "on",
+    };
+    rules.push((format!("pass {dir} {on} lo"), format!("{chain}: {lo} \"lo\" accept")));
+    if hook != "output" {
+        rules.push((format!("block {dir} state invalid"), format!("{chain}: ct state invalid drop")));
+    }
+    if hook != "input" {
+        rules.push((
+            format!("reject {dir} ipv6 to {RFC3964_IPV4} with icmpv6 addr-unreachable"),
+            format!("{chain}: ip6 daddr {{ IPv4-compatible, mapped and 6to4 }} reject (RFC3964_IPv4=yes)"),
+        ));
+    }
+    if hook == "input" {
+        rules.push((
+            "pass in proto icmpv6 icmp-type { nd-neighbor-advert, nd-neighbor-solicit, nd-router-advert, nd-redirect }"
+                .into(),
+            "firewalld policy allow-host-ipv6: neighbour discovery accepted before every zone's rules".into(),
+        ));
+    }
+    rules
+}
+
 /// Imports one zone file.
 pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Imported, ImportError> {
     let doc = roxmltree::Document::parse(text).map_err(|e| ImportError {
@@ -97,12 +154,28 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
     let skip = |out: &mut Imported, n: roxmltree::Node, reason: &str| {
         out.untranslated.push(Untranslated { at: at(n), text: src(n), reason: reason.into() })
     };
-    let mut ifaces = Vec::new();
+    // The zone's interfaces and source networks (what <forward/> lets
+    // packets out to), each with its origin.
+    let mut ifaces: Vec<(String, String)> = Vec::new();
+    let mut sources: Vec<(String, String)> = Vec::new();
+    let mut forward = None;
+    let mut forward_ports = false;
     for n in zone.children().filter(roxmltree::Node::is_element) {
         let origin = format!("{}: {}", at(n), src(n));
         match n.tag_name().name() {
             "short" | "description" => {}
-            "interface" => ifaces.extend(n.attribute("name").map(String::from)),
+            "interface" => match n.attribute("name") {
+                // firewalld's wildcard `eth+` is nft's `eth*`.
+                Some(i) => {
+                    ifaces.push((i.strip_suffix('+').map_or_else(|| i.to_string(), |p| format!("{p}*")), origin))
+                }
+                None => skip(&mut out, n, "an interface without a name"),
+            },
+            "source" => match n.attribute("address") {
+                Some(a) => sources.push((a.to_string(), origin)),
+                None => skip(&mut out, n, "a source by MAC address or ipset"),
+            },
+            "forward" => forward = Some(origin),
             "service" => {
                 let svc = n.attribute("name").unwrap_or_default();
                 match service(svc, services).map_err(|m| ImportError { at: at(n), message: m })? {
@@ -157,38 +230,76 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
                 }
                 Err(reason) => skip(&mut out, n, &reason),
             },
+            "forward-port" => {
+                forward_ports = true;
+                skip(&mut out, n, "no phantomc translation")
+            }
             _ => skip(&mut out, n, "no phantomc translation"),
         }
     }
-    let on = if ifaces.is_empty() { String::new() } else { format!(" (bound to {})", ifaces.join(", ")) };
-    out.header.push(format!("as the only zone: every inbound packet goes through it{on}"));
-    let base = [
-        ("pass in state { established, related }", "firewalld filter_INPUT: ct state established,related accept"),
-        ("block in state invalid", "firewalld filter_INPUT: ct state invalid drop"),
-        ("pass in on lo", "firewalld filter_INPUT: iifname lo accept"),
-    ];
-    out.rules.extend(base.map(|(s, o)| Line { statement: s.into(), origin: o.into() }));
+    let bound: Vec<&str> = ifaces.iter().chain(&sources).map(|(i, _)| i.as_str()).collect();
+    let on = if bound.is_empty() { String::new() } else { format!(" (bound to {})", bound.join(", ")) };
+    out.header.push(format!("as the default zone: every packet goes through it{on}"));
+    out.header.push(format!(
+        "firewalld's own rules (no zone file holds them) come first, as its nftables ruleset has them; its \
+         `ct status dnat accept` lets in what its forward ports translate{}",
+        if forward_ports { ": this zone's are listed below as not translated" } else { " (this zone has none)" }
+    ));
+    let ours = |hook| firewalld_rules(hook).into_iter().map(|(statement, origin)| Line { statement, origin });
+    out.rules.extend(ours("input"));
     out.rules.extend(deny);
     out.rules.extend(allow);
     let target = zone.attribute("target").unwrap_or("default");
     let origin = format!("{}: zone target {target}", at(zone));
-    match target {
-        "default" | "%%REJECT%%" => {
+    // The zone target ends both the zone's input chain and its forward chain.
+    let target_rules = |dir: &str| -> Result<Vec<Line>, ImportError> {
+        let origin = origin.clone();
+        Ok(match target {
+            "default" | "%%REJECT%%" => {
+                let mut rules = Vec::new();
+                if dir == "in" {
+                    rules.push(Line {
+                        statement: "pass in proto { icmp, icmpv6 }".into(),
+                        origin: format!("{origin}: ICMP accepted"),
+                    });
+                }
+                rules.push(Line { statement: format!("reject {dir} with icmpx admin-prohibited"), origin });
+                rules
+            }
+            "DROP" => vec![Line { statement: format!("block {dir}"), origin }],
+            "ACCEPT" => vec![Line { statement: format!("pass {dir}"), origin }],
+            other => {
+                return Err(ImportError {
+                    at: at(zone),
+                    message: format!("zone target `{other}` is not default, ACCEPT, DROP or %%REJECT%%"),
+                })
+            }
+        })
+    };
+    out.rules.extend(target_rules("in")?);
+    out.rules.extend(ours("forward"));
+    // Intra-zone forwarding: firewalld accepts what leaves through one of
+    // the zone's interfaces or to one of its sources (never for the
+    // default zone's catch-all), whatever it came in on.
+    if let Some(forward) = forward {
+        for (iface, bound) in &ifaces {
             out.rules.push(Line {
-                statement: "pass in proto { icmp, icmpv6 }".into(),
-                origin: format!("{origin}: ICMP accepted"),
+                statement: format!("pass forward out on {iface}"),
+                origin: format!("{forward} (intra-zone forwarding, {bound})"),
             });
-            out.rules.push(Line { statement: "reject in with icmpx admin-prohibited".into(), origin });
         }
-        "DROP" => out.rules.push(Line { statement: "block in".into(), origin }),
-        "ACCEPT" => out.rules.push(Line { statement: "pass in".into(), origin }),
-        other => {
-            return Err(ImportError {
-                at: at(zone),
-                message: format!("zone target `{other}` is not default, ACCEPT, DROP or %%REJECT%%"),
-            })
+        for (net, bound) in &sources {
+            out.rules.push(Line {
+                statement: format!("pass forward to {net}"),
+                origin: format!("{forward} (intra-zone forwarding, {bound})"),
+            });
+        }
+        if ifaces.is_empty() && sources.is_empty() {
+            out.header.push("<forward/> forwards nothing: the zone has no interface or source".into());
         }
     }
+    out.rules.extend(target_rules("forward")?);
+    out.rules.extend(ours("output"));
     out.declarations.extend([
         Line {
             statement: "policy input block".into(),
@@ -196,10 +307,23 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
         },
         Line {
             statement: "policy forward block".into(),
-            origin: "firewalld's default: no forwarding between zones".into(),
+            origin: "every packet is decided by the zone's last forward rule".into(),
         },
-        Line { statement: "policy output pass".into(), origin: "firewalld does not filter output".into() },
+        Line { statement: "policy output pass".into(), origin: "firewalld's output chain accepts".into() },
     ]);
+    // firewalld.conf's IPv6_rpfilter=yes (its default) drops, before
+    // everything else, IPv6 packets whose source is not routed back out of
+    // the interface they came in on: phantomc has no such match.
+    out.untranslated.push(Untranslated {
+        at: at(zone),
+        text: format!(
+            "{RPFILTER_TEXT} (firewalld.conf's default): `meta nfproto ipv6 fib saddr . mark . iif oif missing drop` \
+             in {RPFILTER_CHAIN}, after accepting nd-router-advert and nd-neighbor-solicit"
+        ),
+        reason: "phantomc has no reverse-path match: IPv6 packets whose source is not routed back through the \
+                 interface they arrived on, which firewalld drops, are decided by the rules above"
+            .into(),
+    });
     sort_by_line(&mut out.untranslated);
     Ok(out)
 }

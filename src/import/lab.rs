@@ -378,7 +378,11 @@ fn marker(bytes: &[u8]) -> Option<usize> {
 /// The probe an ICMP destination-unreachable or a TCP reset answers.
 fn answered(ip: &[u8], proto: u8, l4: &[u8], probes: &[&Packet]) -> Option<usize> {
     match (proto, l4.first()) {
-        (names::ICMP, Some(3)) | (names::ICMPV6, Some(1)) => marker(l4).filter(|&i| i < probes.len()),
+        // Only an error sent to the probe's sender answers it: the host's
+        // error about its own error (a rejected reply) loops over lo.
+        (names::ICMP, Some(3)) | (names::ICMPV6, Some(1)) => {
+            marker(l4).filter(|&i| probes.get(i).is_some_and(|p| addresses(ip).is_some_and(|(_, dst)| dst == p.src)))
+        }
         (names::TCP, _) if l4.len() >= 20 && l4[13] & 0x04 != 0 => {
             let seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
             let ack = u32::from_be_bytes([l4[8], l4[9], l4[10], l4[11]]);
