@@ -482,3 +482,60 @@ fn a_zone_loaded_by_the_real_firewalld_daemon_verifies_with_no_unexplained_diffe
     }
     assert!(report.contains("1 not translated"), "{report}");
 }
+
+#[test]
+fn the_firewalld_daemons_own_nft_ruleset_imports_through_its_zone_chains_and_verifies() {
+    // The ruleset firewalld loaded (testdata/import/make-firewalld-daemon.sh),
+    // imported as nft: its zone dispatch (`goto`) is followed into the zone
+    // chains, the empty nat and mangle chains change nothing and are left
+    // out, and what has no translation is listed by chain and rule.
+    let file = "testdata/import/firewalld-daemon-public.nft";
+    let (policy, report) = imported(&["import", "--from", "nft", file, "--verify"]);
+    for rule in [
+        "pass in on eth0 proto tcp to any port 22",
+        "pass in ipv4 proto tcp from 10.10.0.0/24 to any port 5432",
+        "reject in on eth0 with icmpx admin-prohibited",
+        "pass forward out on eth0",
+    ] {
+        assert!(policy.lines().any(|l| l.starts_with(rule)), "{rule}: {policy}");
+    }
+    assert!(!policy.contains("  with"), "{policy}");
+    for (at, why) in [
+        ("inet firewalld chain filter_PREROUTING: type filter hook prerouting", "filter chains on input"),
+        ("inet firewalld chain filter_INPUT rule 2: handle", "a match on {\"ct\":{\"key\":\"status\"}}"),
+    ] {
+        assert!(report.contains(&format!("{file}: {at}")) && report.contains(why), "{at}: {report}");
+    }
+    assert!(report.contains("3 not translated"), "{report}");
+    let [accepted, rejected, dropped] = fates(verified(&report, "IPv4"));
+    assert!(accepted > 100 && rejected > 100 && dropped > 100, "{report}");
+    // IPv6: the reverse-path filter's chain is not translated, and explains every difference.
+    let v6 = report.lines().find(|l| l.starts_with("verify IPv6:")).unwrap_or_else(|| panic!("{report}"));
+    assert!(v6.contains("), 0 differ, "), "{report}");
+    let explained: Vec<&str> = report.lines().filter(|l| l.contains(", not translated), imported ")).collect();
+    assert!(!explained.is_empty() && explained.iter().all(|d| d.contains("chain filter_PREROUTING, not translated")));
+
+    // A nat chain that translates addresses, and a conditional goto into a
+    // chain that can fall through, are listed, never silently left out.
+    let dir = tempfile::tempdir().unwrap();
+    let nat = dir.path().join("nat.nft");
+    std::fs::write(
+        &nat,
+        "table inet t {\n  chain pre { type nat hook prerouting priority dstnat; tcp dport 8080 dnat ip to 10.0.0.1; }\n  \
+         chain web { tcp dport 80 accept; }\n  chain input { type filter hook input priority 0; policy drop;\n    \
+         iifname \"eth1\" goto web\n    tcp dport 22 accept\n  }\n}\n",
+    )
+    .unwrap();
+    let (policy, report) = imported(&["import", "--from", "nft", nat.to_str().unwrap()]);
+    assert!(report.contains("inet t chain pre: type nat hook prerouting"), "{report}");
+    assert!(report.contains("inet t chain input rule 1: ") && report.contains("a conditional goto"), "{report}");
+    assert!(policy.lines().any(|l| l.starts_with("pass in proto tcp to any port 22")), "{policy}");
+    // An nft ruleset with no filter chain is empty: the file's error, exit 1, nothing written.
+    let empty = dir.path().join("empty.nft");
+    std::fs::write(&empty, "table inet t {\n}\n").unwrap();
+    let out = dir.path().join("out.pf");
+    let o = phantomc(&["import", "--from", "nft", empty.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("empty.nft:1: an empty ruleset"), "{}", stderr(&o));
+    assert!(!out.exists());
+}

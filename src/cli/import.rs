@@ -202,7 +202,13 @@ fn run_nft(args: &ImportArgs) -> CmdResult {
         let (_, json) = verify::load_nft(&text).map_err(|e| bad(ImportError { at: name.clone(), message: e }))?;
         (json, Some(text))
     };
-    let imported = nft_import::import(&name, &json, args.table.as_deref()).map_err(bad)?;
+    let imported = nft_import::import(&name, &json, args.table.as_deref()).map_err(|mut e| {
+        // What nft loaded is read back as a whole: a file's error is the file's, from its first line.
+        if text.is_some() && e.at == name {
+            e.at = format!("{name}:1");
+        }
+        bad(e)
+    })?;
     let compiled = compile(args, &imported)?;
     let code = if args.verify {
         let original = match &args.reference {
@@ -210,8 +216,10 @@ fn run_nft(args: &ImportArgs) -> CmdResult {
             None => verify::OriginalRules::Nft(text.unwrap_or(json)),
         };
         let untranslated = |_v6: bool, table: &str, chain: &str, index: usize| -> Option<String> {
-            let tail = format!(" {table} chain {chain} rule {}", index + 1);
-            imported.untranslated.iter().find(|u| u.at.ends_with(&tail)).map(|u| u.at.clone())
+            // The rule, or its whole chain (a base chain phantomc has no place for).
+            let (rule, whole) =
+                (format!(" {table} chain {chain} rule {}", index + 1), format!(" {table} chain {chain}"));
+            imported.untranslated.iter().find(|u| u.at.ends_with(&rule) || u.at.ends_with(&whole)).map(|u| u.at.clone())
         };
         run_verify(args, &original, &compiled, &[false, true], &untranslated)?
     } else {

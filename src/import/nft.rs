@@ -69,16 +69,22 @@ pub fn import(source: &str, json: &str, table: Option<&str>) -> Result<Imported,
     };
     imp.out.header.push(format!("{source}: nft table {family} {name}"));
     for c in objects_of(objects, "chain").filter(in_table) {
-        let (Some(hook_name), Some("filter")) = (c["hook"].as_str(), c["type"].as_str()) else { continue };
-        let hook: &'static str = match hook_name {
-            "input" => "input",
-            "forward" => "forward",
-            "output" => "output",
-            other => {
+        let Some(hook_name) = c["hook"].as_str() else { continue };
+        let kind = c["type"].as_str().unwrap_or_default();
+        let hook: &'static str = match (kind, hook_name) {
+            ("filter", "input") => "input",
+            ("filter", "forward") => "forward",
+            ("filter", "output") => "output",
+            // A base chain that can only accept changes no packet's fate
+            // (firewalld's empty nat and mangle chains): nothing is lost.
+            _ if c["policy"].as_str() != Some("drop") && imp.does_nothing(c["name"].as_str().unwrap_or(""), 0) => {
+                continue
+            }
+            (_, other) => {
                 imp.out.untranslated.push(Untranslated {
                     at: format!("{source}: {} chain {}", imp.label, c["name"].as_str().unwrap_or("")),
-                    text: format!("hook {other}"),
-                    reason: "phantomc filters on input, forward and output".into(),
+                    text: format!("type {kind} hook {other}"),
+                    reason: "phantomc imports filter chains on input, forward and output".into(),
                 });
                 continue;
             }
@@ -141,6 +147,7 @@ struct Importer<'a> {
 enum End {
     Verdict(&'static str, Option<String>),
     Jump(String),
+    Goto(String),
     Return,
 }
 
@@ -170,7 +177,7 @@ impl Importer<'_> {
             };
             match end {
                 End::Verdict(action, with) => {
-                    let mut s = format!("{action} {} {}", dir(hook), all.options(hook));
+                    let mut s = format!("{action} {} {}", dir(hook), all.options(hook)).trim_end().to_string();
                     if let Some(prefix) = log {
                         s.push_str(&format!(" log \"{}\"", prefix.replace('"', "'").trim()));
                     }
@@ -179,12 +186,51 @@ impl Importer<'_> {
                     }
                     self.out.rules.push(Line { statement: s.trim_end().to_string(), origin: format!("{at} ({text})") });
                 }
-                End::Jump(to) if depth < 16 => self.chain(&to, hook, &all, depth + 1),
-                End::Jump(_) => skip(&mut self.out, "jumps nest deeper than 16 chains".into()),
+                End::Jump(_) | End::Goto(_) if depth >= 16 => {
+                    skip(&mut self.out, "jumps nest deeper than 16 chains".into())
+                }
+                End::Jump(to) => self.chain(&to, hook, &all, depth + 1),
+                // A goto never comes back: after an unconditional one the
+                // chain ends; a conditional one is a jump when its chain
+                // always decides (firewalld's zone chains end in the target).
+                End::Goto(to) if cond.is_unconditional() => return self.chain(&to, hook, &all, depth + 1),
+                End::Goto(to) if self.always_decides(&to) => self.chain(&to, hook, &all, depth + 1),
+                End::Goto(_) => skip(
+                    &mut self.out,
+                    "a conditional goto into a chain that can end without a verdict: phantomc rules cannot skip \
+                     the rest of the chain"
+                        .into(),
+                ),
                 End::Return if cond.is_unconditional() => return,
                 End::Return => skip(&mut self.out, "a conditional return".into()),
             }
         }
+    }
+
+    /// Whether every packet entering `chain` gets a verdict there: its last
+    /// rule is an unconditional accept, drop or reject.
+    fn always_decides(&mut self, chain: &str) -> bool {
+        let last = self.rules.get(chain).and_then(|r| r.last()).copied();
+        last.is_some_and(
+            |r| matches!(self.rule(r), Ok((c, None, End::Verdict(..))) if c.is_unconditional() && c.limit.is_none()),
+        )
+    }
+
+    /// Whether `chain`, and every chain it jumps or goes to, only matches,
+    /// counts, accepts and returns: run from a base chain whose policy
+    /// accepts, it changes no packet's fate.
+    fn does_nothing(&self, chain: &str, depth: usize) -> bool {
+        depth < 16
+            && self.rules.get(chain).into_iter().flatten().all(|r| {
+                r["expr"].as_array().into_iter().flatten().all(|e| {
+                    let Some((kind, v)) = e.as_object().and_then(|o| o.iter().next()) else { return false };
+                    match kind.as_str() {
+                        "match" | "counter" | "accept" | "return" => true,
+                        "jump" | "goto" => self.does_nothing(v["target"].as_str().unwrap_or_default(), depth + 1),
+                        _ => false,
+                    }
+                })
+            })
     }
 
     /// One rule's matches, log prefix and end; `Err` names what has no translation.
@@ -223,6 +269,7 @@ impl Importer<'_> {
                     return Ok((c, log, End::Verdict("reject", with)));
                 }
                 "jump" => return Ok((c, log, End::Jump(v["target"].as_str().unwrap_or_default().into()))),
+                "goto" => return Ok((c, log, End::Goto(v["target"].as_str().unwrap_or_default().into()))),
                 "return" => return Ok((c, log, End::Return)),
                 other => return Err(format!("the `{other}` statement has no phantomc translation")),
             }
