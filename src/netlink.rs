@@ -16,6 +16,7 @@ use netlink_sys::Socket;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
+const NLM_F_ACK: u16 = 4;
 /// struct nfgenmsg: family, version, resource id.
 pub const NFGENMSG_LEN: usize = 4;
 
@@ -35,20 +36,20 @@ pub fn subscribe(groups: &[u32], buffer_bytes: libc::c_int) -> io::Result<Socket
     for &group in groups {
         socket.add_membership(group)?;
     }
-    force_receive_buffer(&socket, buffer_bytes);
+    force_buffer(&socket, libc::SO_RCVBUFFORCE, buffer_bytes);
     Ok(socket)
 }
 
-/// SO_RCVBUFFORCE (CAP_NET_ADMIN, which reading netfilter needs anyway)
-/// goes past net.core.rmem_max; a smaller buffer only risks ENOBUFS, which
-/// the reader counts.
-fn force_receive_buffer(socket: &Socket, bytes: libc::c_int) {
+/// SO_RCVBUFFORCE or SO_SNDBUFFORCE (CAP_NET_ADMIN, which netfilter needs
+/// anyway) go past net.core.rmem_max/wmem_max; a smaller receive buffer
+/// only risks ENOBUFS, which the reader counts.
+fn force_buffer(socket: &Socket, option: libc::c_int, bytes: libc::c_int) {
     // SAFETY: setsockopt with a valid fd and a c_int option value.
     unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
+            option,
             (&bytes as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
@@ -96,6 +97,76 @@ pub fn request_for(kind: u16, flags: u16, family: u8, res_id: u16, attrs: &[u8])
 /// A dump request (`NLM_F_DUMP`).
 pub fn dump_request(kind: u16, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
     request(kind, NLM_F_DUMP, family, attrs)
+}
+
+// include/uapi/linux/netfilter/nfnetlink.h
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+
+/// Sends `messages` (built by [`request_with`]) as one nfnetlink batch of
+/// `subsystem`: the kernel commits all of them or none. The kernel handles
+/// a batch inside `sendmsg`, so its errors are queued when `send` returns;
+/// the last message asks for an acknowledgement, which proves the commit.
+pub fn batch(subsystem: u16, messages: &[Vec<u8>]) -> io::Result<()> {
+    let unspec = libc::AF_UNSPEC as u8;
+    let mut out = request_for(NFNL_MSG_BATCH_BEGIN, 0, unspec, subsystem, &[]);
+    let mut last_seq = 0;
+    for (i, m) in messages.iter().enumerate() {
+        let at = out.len();
+        out.extend_from_slice(m);
+        let mut buf = NetlinkBuffer::new(&mut out[at..]);
+        last_seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        buf.set_sequence_number(last_seq);
+        if i + 1 == messages.len() {
+            let flags = buf.flags();
+            buf.set_flags(flags | NLM_F_ACK);
+        }
+    }
+    out.extend(request_for(NFNL_MSG_BATCH_END, 0, unspec, subsystem, &[]));
+    let socket = socket()?;
+    let room = libc::c_int::try_from(out.len() + (1 << 20)).unwrap_or(libc::c_int::MAX);
+    force_buffer(&socket, libc::SO_SNDBUFFORCE, room);
+    force_buffer(&socket, libc::SO_RCVBUFFORCE, 4 << 20);
+    socket.send(&out, 0)?;
+    let mut acked = messages.is_empty();
+    let mut buf = Vec::with_capacity(1 << 16);
+    while readable(&socket, Duration::ZERO) {
+        buf.clear();
+        socket.recv(&mut buf, 0)?;
+        let mut offset = 0;
+        while offset + NLMSG_HDRLEN <= buf.len() {
+            let msg = NetlinkBuffer::new_checked(&buf[offset..]).map_err(|e| malformed_at(offset, &e.to_string()))?;
+            if msg.message_type() == NLMSG_ERROR {
+                let payload = msg.payload();
+                let errno = errno_of(payload).ok_or_else(|| malformed_at(offset, "error message"))?;
+                if errno != 0 {
+                    // The refused message's header follows the errno.
+                    let what = match payload.get(4..4 + NLMSG_HDRLEN) {
+                        Some(h) => {
+                            let kind = u16::from_ne_bytes([h[4], h[5]]);
+                            let seq = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
+                            format!(" (message {seq} of {}, type {kind:#06x})", messages.len())
+                        }
+                        None => String::new(),
+                    };
+                    let e = io::Error::from_raw_os_error(-errno);
+                    return Err(io::Error::new(e.kind(), format!("{e}{what}")));
+                }
+                acked |= msg.sequence_number() == last_seq;
+            }
+            offset += (msg.length() as usize).next_multiple_of(4);
+        }
+    }
+    if acked {
+        Ok(())
+    } else {
+        Err(io::Error::other("the kernel did not acknowledge the batch"))
+    }
+}
+
+/// The errno of an NLMSG_ERROR payload (native byte order).
+fn errno_of(payload: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?))
 }
 
 /// Appends one attribute, padded to 4 bytes.
@@ -194,10 +265,7 @@ pub fn walk_datagram(buf: &[u8], each: &mut dyn FnMut(Message<'_>) -> io::Result
         match msg.message_type() {
             NLMSG_DONE => return Ok(Reply::Done),
             NLMSG_ERROR => {
-                let errno = payload
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
-                    .ok_or_else(|| malformed_at(offset, "error message"))?;
+                let errno = errno_of(payload).ok_or_else(|| malformed_at(offset, "error message"))?;
                 // An acknowledgement (errno 0) ends nothing in a dump.
                 if errno != 0 {
                     return Err(io::Error::from_raw_os_error(-errno));
@@ -267,7 +335,6 @@ const NFULA_IFINDEX_INDEV: u16 = 4;
 const NFULA_IFINDEX_OUTDEV: u16 = 5;
 const NFULA_PAYLOAD: u16 = 9;
 const NFULA_PREFIX: u16 = 10;
-const NLM_F_ACK: u16 = 4;
 
 /// One packet an nft `log group N` rule sent to userspace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -298,7 +365,7 @@ impl Nflog {
     /// one listener may hold a group (another gets EBUSY).
     pub fn bind(groups: &[u16], copy: u32) -> io::Result<Nflog> {
         let socket = socket()?;
-        force_receive_buffer(&socket, 4 << 20);
+        force_buffer(&socket, libc::SO_RCVBUFFORCE, 4 << 20);
         let mut nflog = Nflog { socket, buf: Vec::with_capacity(1 << 16) };
         let config = NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG;
         let mut mode = copy.to_be_bytes().to_vec();

@@ -252,3 +252,143 @@ fn a_policy_that_would_cut_the_operator_session_is_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!ssh.round_trip(b"cut"), "the forced policy drops the session, as predicted");
 }
+
+/// A feed set, run-time entries (timed and not), a static set with timed
+/// entries and a merged rule: every kind of table content a rollback restores.
+const FEED_POLICY: &str = r#"table phantomc
+feed bad {
+    source "bad.txt"
+    format plain
+    refresh 1h
+    max-shrink 100
+}
+allow-always { 10.10.0.0/24 }
+set blocklist dynamic timeout 1d
+set temporary = { 192.0.2.0/25, 192.0.2.128/25 timeout 1d }
+
+policy input  block
+policy forward block
+policy output pass
+
+pass  in on lo
+pass  in state { established, related } counter
+block in from <bad>
+block in from <blocklist>
+block in from <temporary>
+pass  in proto tcp from 10.10.0.0/24 to port 22 state new
+pass  in proto tcp to port { 80, 9000 } state new
+"#;
+
+/// `nft list table` with the entries' remaining times cut out (they count
+/// down), and those times in seconds, in listing order.
+fn listing_and_expiries(ns: &Netns) -> (String, Vec<u64>) {
+    let text = stdout(&ns.nft(&["list", "table", "inet", "phantomc"]));
+    let mut expiries = Vec::new();
+    let mut kept = String::new();
+    let mut words = text.split(' ').peekable();
+    while let Some(w) = words.next() {
+        if w.trim_start() == "expires" {
+            let value = words.next().expect("a time after expires");
+            let digits: String = value.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            expiries.push(seconds(&digits));
+            kept.push_str("expires _");
+            kept.push_str(&value[digits.len()..]);
+            kept.push(' ');
+        } else {
+            kept.push_str(w);
+            kept.push(' ');
+        }
+    }
+    (kept, expiries)
+}
+
+/// nft's `1d23h59m58s` (milliseconds dropped) in seconds.
+fn seconds(text: &str) -> u64 {
+    let text = text.strip_suffix("ms").map_or(text, |t| t.trim_end_matches(|c: char| c.is_ascii_digit()));
+    let (mut total, mut n) = (0, 0);
+    for c in text.chars() {
+        match c.to_digit(10) {
+            Some(d) => n = n * 10 + u64::from(d),
+            None => {
+                let unit = match c {
+                    'd' => 86400,
+                    'h' => 3600,
+                    'm' => 60,
+                    's' => 1,
+                    _ => 0,
+                };
+                total += n * unit;
+                n = 0;
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn a_rollback_restores_feed_sets_from_the_cache_and_run_time_entries_with_their_time_left() {
+    let lab = web_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name).to_str().expect("path").to_string();
+    let (policy, state, run_dir) = (path("feeds.pf"), path("state"), dir.path().join("run"));
+    std::fs::write(&policy, FEED_POLICY).expect("policy");
+    // 600 hosts, adjacent networks, and a /16 the allowlist cuts a /24 out of.
+    let mut list: String = (0..600).map(|i| format!("198.18.{}.{}\n", i / 200, (i % 200) + 1)).collect();
+    list.push_str("203.0.113.0/25\n203.0.113.128/26\n10.10.0.0/16\n");
+    std::fs::write(path("bad.txt"), list).expect("feed");
+    let out = lab.srv.phantomc(&["feeds", "update", &policy, "--state-dir", &state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = lab.srv.phantomc(&["apply", &policy, "--state-dir", &state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    for args in [
+        ["block", "198.51.100.2", "--reason", "scanner", "--timeout", "2h"],
+        ["block", "198.51.100.9", "--reason", "forever", "--timeout", "1d"],
+    ] {
+        let out = lab.srv.phantomc(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (before, before_left) = listing_and_expiries(&lab.srv);
+    assert!(before.contains("198.18.2.200") && before.contains("10.10.1.0/24"), "feed loaded and cut: {before}");
+    assert_eq!(before_left.len(), 3, "two blocks and one timed static entry: {before}");
+
+    // The new policy keeps the allowlist, so the feed's cut is the same.
+    let closed = write_policy("feed-closed", &format!("allow-always {{ 10.10.0.0/24 }}\n{CLOSED}"));
+    let env = [("PHANTOMC_RUN_DIR", run_dir.as_path())];
+    let args = ["apply", "--confirm", "--timeout", "3s", &closed, "--state-dir", &state];
+    let mut child = spawn_phantomc_with(&lab.srv, &args, &env);
+    wait_live(&lab.srv, "feed-closed.pf:5");
+    assert!(
+        !stdout(&lab.srv.nft(&["list", "table", "inet", "phantomc"])).contains("198.18."),
+        "the feed is gone while pending"
+    );
+
+    // The record names the feed's cache instead of holding its entries.
+    let record = std::fs::read_dir(&run_dir)
+        .expect("run dir")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with("-phantomc.json"))
+        .expect("the confirmation record");
+    let text = std::fs::read_to_string(record.path()).expect("record");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let previous = &doc["previous"];
+    let feeds = previous["feeds"].as_array().expect("feed sets");
+    assert!(
+        feeds.iter().any(|f| f["feed"] == "bad" && f["set"].as_str().is_some_and(|s| s.contains("bad"))),
+        "{previous}"
+    );
+    let recorded: Vec<&String> = previous["elements"].as_object().expect("elements").keys().collect();
+    assert!(!recorded.iter().any(|s| s.contains("bad")), "no feed set's elements in the record: {recorded:?}");
+    // 198.18.0.1 as it would appear in an element key.
+    assert!(!text.contains("c6120001"), "no feed address in the record");
+    assert!(text.len() < 64 * 1024, "the record does not grow with the feed: {} bytes", text.len());
+
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(4), "rolled back: {}{}", stdout(&out), stderr(&out));
+    let (after, after_left) = listing_and_expiries(&lab.srv);
+    assert_eq!(after, before, "the same rules, sets, feed entries and run-time entries");
+    for (b, a) in before_left.iter().zip(&after_left) {
+        assert!(a <= b && b - a < 60, "an entry keeps its time left, counted down: {before_left:?} -> {after_left:?}");
+    }
+    assert!(in_sync_with(&lab.srv, &policy), "and status agrees");
+}

@@ -120,16 +120,19 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         print!("{}", coexist::render(&others(&compiled.ruleset)?));
         return Ok(ExitCode::SUCCESS);
     }
-    // Built only to load: a dry run never needs the script of every feed entry.
-    let prepared = loader::prepare_with(&compiled, kept);
     let armed = if args.confirm {
+        // The live feed sets were loaded from the feed cache: the record
+        // names it instead of holding their entries.
+        let feeds = crate::feeds::rollback_sources(&protected, args.state_dir.given()).map_err(Failure::System)?;
         Some(
-            rollback::arm(&nft, table, Duration::from_secs(u64::from(args.timeout)))
+            rollback::arm(table, Duration::from_secs(u64::from(args.timeout)), &feeds)
                 .map_err(|e| Failure::System(e.to_string()))?,
         )
     } else {
         None
     };
+    // Built only to load: a dry run never needs the script of every feed entry.
+    let prepared = loader::prepare_with(&compiled, kept);
     let rules = match loader::load(&nft, &compiled, &prepared) {
         Ok(rules) => rules,
         Err(e) => {

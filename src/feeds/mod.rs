@@ -19,6 +19,7 @@ pub mod provider;
 pub mod responses;
 pub mod update;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use ipnet::IpNet;
 use crate::guard::{show, Protected};
 use crate::ir::feed_options::KeyRef;
 use crate::ir::{nft_set_name, Family, FeedDef, Ruleset};
+use crate::nft::record::FeedSource;
 use crate::nft::{Elements, SetElem};
 
 /// Entries a feed may have unless `max-entries` says otherwise.
@@ -206,6 +208,31 @@ pub fn cached_elements(
         }
     }
     Ok((out, warnings))
+}
+
+/// A feed's cached networks of one family, `None` when it was never cached.
+pub fn cached_family(feeds_dir: &Path, feed: &str, v6: bool) -> Result<Option<Vec<IpNet>>, String> {
+    let nets = cache::Cache::new(feeds_dir.to_path_buf()).nets(feed)?;
+    Ok(nets.map(|nets| nets.into_iter().filter(|n| n.addr().is_ipv6() == v6).collect()))
+}
+
+/// Where the entries of the live feed sets may come from, for the confirm
+/// rollback's record: every cached feed's networks per family, as loaded
+/// with and without the cuts of `protected` (the live table may come from
+/// another policy, so either is possible; the kernel's count picks one).
+pub fn rollback_sources(protected: &Protected, dir: Option<&Path>) -> Result<BTreeMap<String, FeedSource>, String> {
+    let feeds_dir = state_dir(dir);
+    let mut out = BTreeMap::new();
+    for feed in cache::Cache::new(feeds_dir.clone()).names()? {
+        for family in [Family::V4, Family::V6] {
+            let Some(cached) = cached_family(&feeds_dir, &feed, family == Family::V6)? else { continue };
+            let cut = protected.cut(cached.clone()).0;
+            let candidates = if cut == cached { vec![cut] } else { vec![cut, cached.clone()] };
+            let source = FeedSource { feed: feed.clone(), cache_dir: feeds_dir.clone(), cached, candidates };
+            out.insert(nft_set_name(&feed, family), source);
+        }
+    }
+    Ok(out)
 }
 
 /// What a (re)load carries into the new table: the live run-time and feed

@@ -16,8 +16,8 @@ use crate::netlink::{self, attr, attrs, be_u64, str_value};
 
 // include/uapi/linux/netfilter/nfnetlink.h, nf_tables.h
 pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
+pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
+pub(super) const NFT_MSG_GETTABLE: u16 = 1;
 pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(super) const NFT_MSG_GETCHAIN: u16 = 4;
 pub(super) const NFT_MSG_NEWRULE: u16 = 6;
@@ -26,9 +26,9 @@ pub(super) const NFT_MSG_NEWSET: u16 = 9;
 pub(super) const NFT_MSG_GETSET: u16 = 10;
 pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
 pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
-const NFT_MSG_NEWOBJ: u16 = 18;
-const NFT_MSG_GETOBJ: u16 = 19;
-const NFTA_OBJ_TABLE: u16 = 1;
+pub(super) const NFT_MSG_NEWOBJ: u16 = 18;
+pub(super) const NFT_MSG_GETOBJ: u16 = 19;
+pub(super) const NFTA_OBJ_TABLE: u16 = 1;
 const NFTA_OBJ_NAME: u16 = 2;
 const NFTA_OBJ_TYPE: u16 = 3;
 const NFTA_OBJ_DATA: u16 = 4;
@@ -37,20 +37,20 @@ pub const NFPROTO_INET: u8 = 1;
 /// A set whose elements can expire: phantomc's run-time sets.
 pub const NFT_SET_TIMEOUT: u32 = 0x10;
 
-const NFTA_TABLE_NAME: u16 = 1;
+pub(super) const NFTA_TABLE_NAME: u16 = 1;
 pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_HANDLE: u16 = 2;
+pub(super) const NFTA_CHAIN_HANDLE: u16 = 2;
 pub(super) const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_USE: u16 = 6;
-const NFTA_CHAIN_COUNTERS: u16 = 8;
-const NFTA_CHAIN_ID: u16 = 11;
+pub(super) const NFTA_CHAIN_USE: u16 = 6;
+pub(super) const NFTA_CHAIN_COUNTERS: u16 = 8;
+pub(super) const NFTA_CHAIN_ID: u16 = 11;
 pub(super) const NFTA_RULE_TABLE: u16 = 1;
 pub(super) const NFTA_RULE_CHAIN: u16 = 2;
 pub(super) const NFTA_RULE_HANDLE: u16 = 3;
 pub(super) const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_POSITION: u16 = 6;
+pub(super) const NFTA_RULE_POSITION: u16 = 6;
 const NFTA_RULE_USERDATA: u16 = 7;
-const NFTA_RULE_ID: u16 = 9;
+pub(super) const NFTA_RULE_ID: u16 = 9;
 pub(super) const NFTA_LIST_ELEM: u16 = 1;
 pub(super) const NFTA_EXPR_NAME: u16 = 1;
 pub(super) const NFTA_EXPR_DATA: u16 = 2;
@@ -59,20 +59,20 @@ const NFTA_COUNTER_PACKETS: u16 = 2;
 pub(super) const NFTA_SET_TABLE: u16 = 1;
 pub(super) const NFTA_SET_NAME: u16 = 2;
 pub(super) const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_KEY_LEN: u16 = 5;
+pub(super) const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_DESC_SIZE: u16 = 1;
-const NFTA_SET_ID: u16 = 10;
-const NFTA_SET_HANDLE: u16 = 16;
+pub(super) const NFTA_SET_ID: u16 = 10;
+pub(super) const NFTA_SET_HANDLE: u16 = 16;
 /// The number of elements (Linux 6.x; older kernels leave it out).
-const NFTA_SET_COUNT: u16 = 20;
+pub(super) const NFTA_SET_COUNT: u16 = 20;
 pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
 pub(super) const NFTA_SET_ELEM_FLAGS: u16 = 3;
-const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
-const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+pub(super) const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+pub(super) const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_SET_ELEM_EXPR: u16 = 7;
 // 8 is PAD, 9 OBJREF, 10 KEY_END (the end of an interval in a concatenated set).
@@ -96,7 +96,12 @@ pub(super) fn name_value(name: &str) -> Vec<u8> {
 
 /// Dumps `get` for family inet, filtered by the kernel to `filter`, and
 /// hands each `new` reply to `each`. A missing table or set is no objects.
-fn dump(get: u16, new: u16, filter: &[(u16, &[u8])], each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+pub(super) fn dump(
+    get: u16,
+    new: u16,
+    filter: &[(u16, &[u8])],
+    each: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let request = netlink::dump_request(kind(get), NFPROTO_INET, filter);
     let result = netlink::dump(&request, &mut |m| if m.kind == kind(new) { each(m.body) } else { Ok(()) });
     match result {
@@ -346,7 +351,7 @@ fn set_definition(body: &[u8]) -> io::Result<Vec<u8>> {
 }
 
 /// The attributes of `body` except those of the kinds in `drop`.
-fn without(body: &[u8], drop: &[u16]) -> io::Result<Vec<u8>> {
+pub(super) fn without(body: &[u8], drop: &[u16]) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len());
     for a in attrs(body) {
         let (k, v) = a?;
@@ -358,7 +363,7 @@ fn without(body: &[u8], drop: &[u16]) -> io::Result<Vec<u8>> {
 }
 
 /// Hands every element (its attributes) of set `set` to `each`.
-fn each_element(table: &str, set: &str, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+pub(super) fn each_element(table: &str, set: &str, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     let (t, s) = (name_value(table), name_value(set));
     let filter = [(NFTA_SET_ELEM_LIST_TABLE, &t[..]), (NFTA_SET_ELEM_LIST_SET, &s[..])];
     dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, &filter, &mut |body| {

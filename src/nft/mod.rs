@@ -7,6 +7,7 @@ pub mod emit;
 pub mod iptables_save;
 pub mod kernel;
 pub mod legacy;
+pub mod record;
 pub mod rollback;
 mod run;
 pub mod script;

@@ -10,6 +10,7 @@
 //! time: `arm` refuses while another waits, since a second one would record
 //! the first's unconfirmed table as the one to come back.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -19,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Nft, NftError};
+use super::record::{self, FeedRecord, FeedSource, TableRecord};
+use super::NftError;
 
 const STATE_DIR: &str = "/run/phantomc";
 
@@ -42,8 +44,9 @@ pub enum Phase {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Pending {
     pub table: String,
-    /// `nft list table` of the table before the apply; `None` if there was none.
-    pub previous: Option<String>,
+    /// The table before the apply, read over netlink (feed sets by
+    /// reference to the feed cache); `None` if there was none.
+    pub previous: Option<TableRecord>,
     pub deadline_ms: u64,
     pub phase: Phase,
     pub message: Option<String>,
@@ -117,8 +120,9 @@ fn write(state: &Path, p: &Pending) -> Result<(), RollbackError> {
 }
 
 /// Records the current table and starts the guard. Call before loading the
-/// new ruleset, so there is never a moment with no way back.
-pub fn arm(nft: &Nft, table: &str, timeout: Duration) -> Result<PathBuf, RollbackError> {
+/// new ruleset, so there is never a moment with no way back. `feeds` says
+/// where the live feed sets' entries come from (by nft set name).
+pub fn arm(table: &str, timeout: Duration, feeds: &BTreeMap<String, FeedSource>) -> Result<PathBuf, RollbackError> {
     let state = state_path(table)?;
     let _lock = lock(&state)?;
     if let Some(p) = read(&state)?.filter(|p| p.phase == Phase::Pending) {
@@ -133,7 +137,7 @@ pub fn arm(nft: &Nft, table: &str, timeout: Duration) -> Result<PathBuf, Rollbac
         };
         return Err(RollbackError::AlreadyPending { table: table.to_string(), state, when });
     }
-    let previous = nft.run(&["list", "table", "inet", table], None).ok();
+    let previous = record::read(table, feeds, now_ms()).map_err(NftError::Kernel)?;
     let deadline_ms = now_ms() + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     write(&state, &Pending { table: table.to_string(), previous, deadline_ms, phase: Phase::Pending, message: None })?;
     spawn_guard(&state)?;
@@ -180,9 +184,12 @@ pub fn confirm(state: &Path, table: &str) -> Result<(), RollbackError> {
     }
 }
 
+/// Reads a recorded feed's cached networks of its family.
+pub type FeedNets<'a> = &'a dyn Fn(&FeedRecord) -> Result<Vec<ipnet::IpNet>, String>;
+
 /// The guard: waits for the deadline, then restores the previous table
 /// unless the apply was confirmed.
-pub fn guard(nft: &Nft, state: &Path) -> Result<Phase, RollbackError> {
+pub fn guard(state: &Path, feed_nets: FeedNets<'_>) -> Result<Phase, RollbackError> {
     loop {
         let _lock = lock(state)?;
         // Gone: disarmed after a failed load, nothing new is live.
@@ -192,7 +199,7 @@ pub fn guard(nft: &Nft, state: &Path) -> Result<Phase, RollbackError> {
             return Ok(p.phase);
         }
         if now_ms() >= p.deadline_ms {
-            match restore(nft, &p) {
+            match record::restore(&p.table, p.previous.as_ref(), now_ms(), feed_nets) {
                 Ok(()) => p.phase = Phase::RolledBack,
                 Err(e) => {
                     p.phase = Phase::Failed;
@@ -205,17 +212,6 @@ pub fn guard(nft: &Nft, state: &Path) -> Result<Phase, RollbackError> {
         drop(_lock);
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Puts the previous table back in one transaction (or removes the table
-/// if there was none before).
-fn restore(nft: &Nft, p: &Pending) -> Result<(), NftError> {
-    let t = &p.table;
-    let script = match &p.previous {
-        Some(listing) => format!("table inet {t}\ndelete table inet {t}\n{listing}"),
-        None => format!("table inet {t}\ndelete table inet {t}\n"),
-    };
-    nft.run(&["-f", "-"], Some(&script)).map(drop)
 }
 
 /// Waits until the guard has decided (bounded by the deadline plus grace).

@@ -41,8 +41,9 @@ fn refused(message: impl Into<String>) -> ApiError {
 
 /// Everything `apply` checks, on text that would be the policy file.
 /// Returns the compiled policy, the run-time and feed set contents to keep,
-/// and what the checks said (warnings, tests, sessions kept).
-fn check(s: &ApiState, text: String) -> Result<(Compiled, Elements, Value), ApiError> {
+/// the lockout guard's protected networks, and what the checks said
+/// (warnings, tests, sessions kept).
+fn check(s: &ApiState, text: String) -> Result<(Compiled, Elements, Protected, Value), ApiError> {
     let (compiled, lints) = match lint::lint_text_at(&s.policy, text, &lint::Options::default()) {
         Ok(done) => done,
         Err(LoadError::Policy(e)) => {
@@ -102,7 +103,7 @@ fn check(s: &ApiState, text: String) -> Result<(Compiled, Elements, Value), ApiE
         "kept_sessions": checked.kept.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "unchecked": checked.unchecked,
     });
-    Ok((compiled, kept, said))
+    Ok((compiled, kept, protected, said))
 }
 
 /// Checks and loads `text`; the caller confirms within `timeout` or it is rolled back.
@@ -118,8 +119,10 @@ pub fn submit(state: &Arc<ApiState>, text: String, timeout: Duration) -> Result<
             ),
         ));
     }
-    let (compiled, kept, said) = check(s, text.clone())?;
-    let record = rollback::arm(&s.nft, &s.table, timeout).map_err(|e| match e {
+    let (compiled, kept, protected, said) = check(s, text.clone())?;
+    let root = s.feed_cache.as_deref().and_then(Path::parent);
+    let feeds = crate::feeds::rollback_sources(&protected, root).map_err(ApiError::internal)?;
+    let record = rollback::arm(&s.table, timeout, &feeds).map_err(|e| match e {
         rollback::RollbackError::AlreadyPending { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         other => ApiError::internal(other.to_string()),
     })?;
