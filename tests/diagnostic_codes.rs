@@ -117,6 +117,7 @@ one_case_per_code! {
     duplicate_policy => DuplicatePolicy,
     type_mismatch => TypeMismatch,
     bad_iface => BadIface,
+    iface_negation => IfaceNegation,
     bad_limit => BadLimit,
     proto_conflict => ProtoConflict,
     no_port_for_proto => NoPortForProto,

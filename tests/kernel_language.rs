@@ -63,14 +63,19 @@ fn packets_after_conntrack(ns: &Netns) -> u64 {
     exprs.flatten().find_map(|e| e.get("counter")?.get("packets")?.as_u64()).expect("counter")
 }
 
+/// The server routes between the public side and the admin LAN.
+fn routed(lab: &WebLab) {
+    lab.srv.sysctl("net.ipv4.ip_forward=1");
+    lab.publ.route(&["10.10.0.0/24", "via", "198.51.100.1"]);
+    lab.adm.route(&["198.51.100.0/24", "via", "10.10.0.1"]);
+}
+
 #[test]
 fn early_rules_drop_before_conntrack_for_local_and_forwarded_packets() {
     let lab = web_lab();
     let _web = Servers::start(&lab.srv, &[80], &[]);
     let adm_web = Servers::start(&lab.adm, &[80], &[]);
-    lab.srv.sysctl("net.ipv4.ip_forward=1");
-    lab.publ.route(&["10.10.0.0/24", "via", "198.51.100.1"]);
-    lab.adm.route(&["198.51.100.0/24", "via", "10.10.0.1"]);
+    routed(&lab);
     let dir = tempfile::tempdir().expect("tempdir");
     let (policy, seen) = (dir.path().join("early.pf"), dir.path().join("seen.nft"));
     std::fs::write(&policy, POLICY).expect("policy");
@@ -286,4 +291,52 @@ fn two_rules_count_into_one_named_counter() {
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 443), Tcp::Connected);
     let listed = stdout(&lab.srv.nft(&["list", "counter", "inet", "phantomc", "web"]));
     assert!(listed.contains("packets 1 "), "{listed}");
+}
+
+const NEGATED: &str = "table phantomc
+policy input block
+policy forward block
+pass in on lo
+pass in state { established, related }
+pass in on !eth0 proto tcp to port 80
+pass forward state { established, related }
+pass forward in on !eth1 out on !{ eth0, lo } proto tcp to port 80
+";
+
+/// Negated interfaces decide real packets: port 80 of this host is open
+/// from every interface but eth0 (so from the admin LAN on eth1), and
+/// forwarding to port 80 passes in from anything but eth1 and out to
+/// anything but eth0 or lo: public to admin passes, admin to public does
+/// not. Script and JSON alike; the same negations without `!` invert it.
+#[test]
+fn negated_interfaces_decide_local_and_forwarded_packets() {
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let adm_web = Servers::start(&lab.adm, &[80], &[]);
+    let _pub_web = Servers::start(&lab.publ, &[80], &[]);
+    routed(&lab);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("negated.pf");
+    let policy_path = policy.to_str().expect("utf-8 path");
+    for load in [Load::Json, Load::Script] {
+        std::fs::write(&policy, NEGATED).expect("policy");
+        load.run(&lab.srv, policy_path);
+        assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::Connected, "{load:?}: eth1 is not eth0");
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "{load:?}: eth0 is excluded");
+        assert_eq!(tcp_connect(&lab.publ, "10.10.0.2", 80), Tcp::Connected, "{load:?}: in eth0, out eth1");
+        assert_eq!(tcp_connect(&lab.adm, "198.51.100.2", 80), Tcp::TimedOut, "{load:?}: in eth1 is excluded");
+        // Without the `!`, the same lines decide the other way round.
+        std::fs::write(&policy, NEGATED.replace("!{ eth0, lo }", "eth0").replace('!', "")).expect("policy");
+        load.run(&lab.srv, policy_path);
+        assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::TimedOut, "{load:?}: only eth0");
+        assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "{load:?}: eth0");
+        assert_eq!(tcp_connect(&lab.publ, "10.10.0.2", 80), Tcp::TimedOut, "{load:?}: only in eth1");
+        assert_eq!(tcp_connect(&lab.adm, "198.51.100.2", 80), Tcp::Connected, "{load:?}: in eth1, out eth0");
+    }
+    assert_eq!(adm_web.peers.lock().expect("peers").len(), 2, "one forwarded connection per load");
+    // `explain` agrees with the kernel about the negated policy.
+    std::fs::write(&policy, NEGATED).expect("policy");
+    let verdict = |packet: &str| stdout(&lab.srv.phantomc(&["explain", policy_path, packet]));
+    assert!(verdict("tcp 198.51.100.2:40000 -> 198.51.100.1:80 in eth0").contains("verdict: block"));
+    assert!(verdict("tcp 10.10.0.2:40000 -> 10.10.0.1:80 in eth1").contains("verdict: pass"));
 }

@@ -115,6 +115,28 @@ fn runs_of_blocks_ports_and_interfaces_merge_and_decide_alike() {
     assert_eq!(ids, ["t.pf:4", "t.pf:5", "t.pf:6"]);
 }
 
+/// A negated interface is no value to merge on: `on !eth0` never joins the
+/// set of `on eth0` and `on eth1`; rules that share one negation merge on
+/// another field and keep it (`iifname != "eth0"` before the set lookup).
+#[test]
+fn negated_interfaces_never_merge_with_plain_ones() {
+    let text = "table t\npolicy input block\npass in on eth0 proto udp to port 53\npass in on !eth0 proto udp to port 53\npass in on eth1 proto udp to port 53\nblock in on !eth0 proto tcp to port 22\nblock in on !eth0 proto tcp to port 80\n";
+    let c = ir::compile("t.pf", text).unwrap();
+    assert_eq!(assert_equivalent(&c), 1, "only the two tcp blocks merge");
+    let opt = optimize(&c.ruleset);
+    let input = &opt.chain(Hook::Input).rules;
+    let merged: Vec<&ir::Rule> = input.iter().filter(|r| r.merged.is_some()).collect();
+    let iif = merged[0].matches.iif.as_ref().expect("the negation stays");
+    assert!(iif.negated && iif.names == ["eth0"], "{iif:?}");
+    assert_eq!(merged[0].merged.as_ref().unwrap().describe_fields(), "destination port");
+    // The three udp lines stay three rules, in their order.
+    let udp: Vec<&str> =
+        input.iter().filter(|r| r.matches.proto == Some(names::UDP)).map(|r| r.origin.id.as_str()).collect();
+    assert_eq!(udp, ["t.pf:3", "t.pf:4", "t.pf:5"]);
+    let script = phantomc::nft::script_for(&c, &phantomc::nft::emit::build(&c.ruleset, &Default::default()));
+    assert!(script.contains("iifname != \"eth0\" tcp dport @"), "{script}");
+}
+
 /// The five interleaved shapes of `benches/compile_apply.sh`: three of them
 /// merge into concatenated sets although no two lines of a shape are
 /// adjacent; the rate-limited and the logged lines each go behind a verdict
@@ -170,7 +192,8 @@ fn interleaved_shapes_merge_into_concatenated_sets() {
 
 const ACTIONS: [&str; 3] = ["pass", "block", "reject"];
 const DIRS: [&str; 3] = ["in", "in", "out"];
-const ON: [&str; 6] = ["", "on eth0", "on eth1", "on eth*", "on lo", "on { eth0, wg0 }"];
+const ON: [&str; 9] =
+    ["", "on eth0", "on eth1", "on eth*", "on lo", "on { eth0, wg0 }", "on !eth0", "on !{ eth1, wg* }", "on !lo"];
 const PROTOS: [&str; 3] = ["", "proto tcp", "proto udp"];
 /// Source and destination pools of one address family each, so that a run compiles.
 const SRCS: [&[&str]; 2] = [

@@ -445,6 +445,33 @@ mod tests {
     }
 
     #[test]
+    fn widening_a_negated_interface_list_narrows_exactly_the_new_names() {
+        let old = compile("pass in on !docker0 proto tcp to port 80\n", "old.pf");
+        let new = compile("pass in on !{ docker0, br-* } proto tcp to port 80\n", "new.pf");
+        let d = diff(&old, &new);
+        let packets: Vec<&str> = d.regions.iter().map(|r| r.packets.as_str()).collect();
+        assert_eq!(
+            packets,
+            ["ipv4 proto tcp in on br-* to port 80", "ipv6 proto tcp in on br-* to port 80"],
+            "{}",
+            render(&d)
+        );
+        assert!(d.regions.iter().all(|r| r.change == Change::Narrow));
+        // The same decision written with a negation or with the names: no difference.
+        let plain =
+            compile("pass in on { docker0, br-* } proto tcp to port 80\nblock in proto tcp to port 80\n", "plain.pf");
+        let negated =
+            compile("block in on !{ docker0, br-* } proto tcp to port 80\npass in proto tcp to port 80\n", "neg.pf");
+        assert!(diff(&plain, &negated).regions.is_empty(), "{}", render(&diff(&plain, &negated)));
+        // Swapped verdicts differ on exactly both sides of the negation.
+        let swapped =
+            compile("pass in on !{ docker0, br-* } proto tcp to port 80\nblock in proto tcp to port 80\n", "swap.pf");
+        let text = render(&diff(&plain, &swapped));
+        assert!(text.contains("ipv4 proto tcp in on ! { br-*, docker0 } to port 80"), "{text}");
+        assert!(text.contains("ipv4 proto tcp in on { br-*, docker0 } to port 80"), "{text}");
+    }
+
+    #[test]
     fn reordering_without_overlap_and_moving_lines_change_nothing() {
         let old = compile("pass in proto tcp to port 22\nblock in proto udp to port 53\n", "a.pf");
         let new = compile("# moved\nblock in proto udp to port 53\n\npass in proto tcp to port 22\n", "b.pf");

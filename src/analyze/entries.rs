@@ -2,7 +2,7 @@
 //!
 //! | code | severity | finding |
 //! |---|---|---|
-//! | `overlapping-entries` | warning | an address list (define, set, rule) holds an entry inside another entry |
+//! | `overlapping-entries` | warning | an address list (define, set, rule) holds an entry inside another entry, or an interface list (`on { eth*, eth0 }`, `on !{ ... }`) a name another pattern covers |
 //! | `feed-overlaps-allow` | warning | a feed read from a local file lists addresses that a `pass` rule allows by name |
 //!
 //! Feeds fetched from the network are unknown offline and not checked.
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::diag::{Diag, SourceMap, Span};
+use crate::ir::eval::pattern_covers;
 use crate::ir::{Action, AddrMatch, Ruleset};
 use crate::policy::ast::{Item, RuleOpt, SetBody, Stmt, Value};
 
@@ -22,17 +23,23 @@ const SHOWN: usize = 5;
 /// Entries written inside another entry of the same list.
 pub fn overlapping_entries(stmts: &[Stmt]) -> Vec<Diag> {
     let mut values: Vec<&Value> = Vec::new();
+    let mut iface_values: Vec<&Value> = Vec::new();
     for stmt in stmts {
         match stmt {
             Stmt::Define { value, .. } | Stmt::Set { body: SetBody::Static(value), .. } => values.push(value),
-            Stmt::Rule(r) => values.extend(r.opts.iter().filter_map(|o| match &o.node {
-                RuleOpt::From(h) | RuleOpt::To(h) => h.addr.as_ref(),
-                _ => None,
-            })),
+            Stmt::Rule(r) => {
+                for o in &r.opts {
+                    match &o.node {
+                        RuleOpt::From(h) | RuleOpt::To(h) => values.extend(h.addr.as_ref()),
+                        RuleOpt::On(i) | RuleOpt::InOn(i) | RuleOpt::OutOn(i) => iface_values.push(&i.value),
+                        _ => {}
+                    }
+                }
+            }
             _ => {}
         }
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Diag> = iface_values.into_iter().flat_map(overlapping_ifaces).collect();
     for v in values {
         let nets: Vec<(IpNet, Span)> = v
             .items
@@ -67,6 +74,40 @@ pub fn overlapping_entries(stmts: &[Stmt]) -> Vec<Diag> {
                     .with_help("remove the covered entry, or narrow the wider one if that was the intent"),
                 );
             }
+        }
+    }
+    out
+}
+
+/// Interface names of one list that an earlier or wider pattern of it
+/// already matches (`eth0` after `eth*`): in a negated list too, where the
+/// entry excludes nothing more.
+fn overlapping_ifaces(v: &Value) -> Vec<Diag> {
+    let names: Vec<(&str, Span)> = v
+        .items
+        .iter()
+        .filter_map(|i| match &i.node {
+            Item::Name(n) => Some((n.as_str(), i.span)),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, (inner, ispan)) in names.iter().enumerate() {
+        let covering = names
+            .iter()
+            .enumerate()
+            .find(|(j, (o, _))| *j != i && pattern_covers(o, inner) && (!pattern_covers(inner, o) || *j < i));
+        if let Some((_, (o, ospan))) = covering {
+            out.push(
+                Diag::warning(
+                    "overlapping-entries",
+                    *ispan,
+                    format!("interface {inner} is already matched by {o} in this list"),
+                    "covered entry",
+                )
+                .with_related(*ospan, "covers it")
+                .with_help("remove the covered entry, or narrow the wider pattern if that was the intent"),
+            );
         }
     }
     out

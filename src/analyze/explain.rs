@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::diag::SourceMap;
 use crate::ir::eval::{self, Decision, Field, Packet, SetContents};
-use crate::ir::{names, Action, AddrMatch, Hook, Match, Rule, Ruleset, SetKind};
+use crate::ir::{names, Action, AddrMatch, Hook, Ifaces, Match, Rule, Ruleset, SetKind};
 
 use super::packet;
 
@@ -170,17 +170,22 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The interfaces a rule wants: `eth0, br-*`, or `not docker0`.
+fn ifaces_text(want: Option<&Ifaces>) -> String {
+    match want {
+        Some(i) if i.negated => format!("not {}", i.names_text()),
+        Some(i) => i.names_text(),
+        None => String::new(),
+    }
+}
+
 /// Why a packet failed `field` of a rule, in words.
 fn why_not(rs: &Ruleset, m: &Match, field: Field, p: &Packet) -> String {
     let have_port = |x: Option<u16>| x.map_or("none".to_string(), |v| v.to_string());
     let (have, want) = match field {
         Field::Family => (p.family().name().to_string(), m.family.map_or("any".into(), |f| f.name().to_string())),
-        Field::InputInterface => {
-            (p.iif.clone().unwrap_or("none".into()), m.iif.as_deref().unwrap_or_default().join(", "))
-        }
-        Field::OutputInterface => {
-            (p.oif.clone().unwrap_or("none".into()), m.oif.as_deref().unwrap_or_default().join(", "))
-        }
+        Field::InputInterface => (p.iif.clone().unwrap_or("none".into()), ifaces_text(m.iif.as_ref())),
+        Field::OutputInterface => (p.oif.clone().unwrap_or("none".into()), ifaces_text(m.oif.as_ref())),
         Field::Protocol => (names::proto_name(p.proto), m.proto.map_or("any".into(), names::proto_name)),
         Field::Source => (p.src.to_string(), addr_text(rs, &m.src)),
         Field::Destination => (p.dst.to_string(), addr_text(rs, &m.dst)),

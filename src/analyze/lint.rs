@@ -459,6 +459,22 @@ mod tests {
     }
 
     #[test]
+    fn negated_interfaces_are_exact() {
+        // eth0 is not docker0: covered by the negation, shadowed.
+        let p = "pass in on !docker0 proto tcp to port 22\nblock in on eth0 proto tcp to port 22\n";
+        assert_eq!(codes(p), vec![("t.pf:2".into(), "shadowed")]);
+        // docker0 (and br-*) are left to the later rule: not shadowed.
+        let p = "pass in on !{ docker0, br-* }\nreject in on { docker0, br-lan }\n";
+        assert_eq!(codes(p), vec![]);
+        // ... unless an earlier rule takes exactly what the negation leaves.
+        let p = "pass in on !{ docker0, br-* }\npass in on { docker0, br-* }\nreject in on br-lan\n";
+        assert_eq!(codes(p), vec![("t.pf:3".into(), "shadowed")]);
+        // A name and its negation: together every interface.
+        let p = "policy input pass\nblock in on lo\nreject in on !lo\npass in proto tcp\n";
+        assert_eq!(codes(p), vec![("t.pf:4".into(), "shadowed")]);
+    }
+
+    #[test]
     fn contradictions_catch_alls_and_unused_names() {
         assert_eq!(codes("pass in ipv4 from ! 0.0.0.0/0\n"), vec![("t.pf:1".into(), "never-matches")]);
         // `! 0.0.0.0/0` says nothing about IPv6: the rule matches every IPv6 packet.
@@ -484,7 +500,8 @@ mod tests {
             let mut text = format!("policy input {}\n", ["pass", "block"][next(2) as usize]);
             for _ in 0..120 {
                 let action = ["pass", "block", "reject"][next(3) as usize];
-                let on = ["", " on eth*", " on eth0", " on eth1*", " on wg0"][next(5) as usize];
+                let on = ["", " on eth*", " on eth0", " on eth1*", " on wg0", " on !eth0", " on !{ eth1*, wg0 }"]
+                    [next(7) as usize];
                 let proto = ["", " proto tcp", " proto udp", " proto icmp"][next(4) as usize];
                 let from =
                     ["", " from 10.0.0.0/8", " from 10.1.0.0/16", " from 10.1.2.3", " from fd00::/8"][next(5) as usize];

@@ -120,7 +120,7 @@ pub fn findings(rs: &Ruleset) -> Vec<Diag> {
 fn ssh_reachable(rs: &Ruleset) -> bool {
     let mut tries = vec![tcp(Hook::Input, None, SOMEWHERE_V4, THIS_HOST, 50000, SSH, "new")];
     // Loopback is no way in from another host.
-    let remote = |r: &&Rule| !r.matches.iif.as_ref().is_some_and(|i| i.iter().all(|n| n == "lo"));
+    let remote = |r: &&Rule| !r.matches.iif.as_ref().is_some_and(|i| !i.negated && i.names.iter().all(|n| n == "lo"));
     let passing = rs.chain(Hook::Input).rules.iter().filter(|r| r.action == Action::Pass);
     let no_sets = SetContents::default();
     tries.extend(
@@ -146,7 +146,7 @@ fn ssh_packet_for(rule: &Rule) -> Packet {
         _ if src.is_ipv6() => SOMEWHERE_V6,
         _ => THIS_HOST,
     };
-    let iif = m.iif.as_ref().and_then(|i| i.first()).map(|i| i.replace('*', "0"));
+    let iif = m.iif.as_ref().and_then(|i| i.example());
     tcp(Hook::Input, iif.as_deref(), src, dst, 50000, SSH, "new")
 }
 

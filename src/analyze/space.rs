@@ -22,7 +22,7 @@ use ipnet::IpNet;
 
 use crate::ir::names::{self, ICMP, ICMPV6};
 pub use crate::ir::ranges::{family_max, ip_value, net_range, Ranges};
-use crate::ir::{AddrMatch, Family, Match, PortMatch, Rule, Ruleset, SetKind};
+use crate::ir::{AddrMatch, Family, Ifaces, Match, PortMatch, Rule, Ruleset, SetKind};
 
 /// The fields of a cube, in the order subtraction splits them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -171,7 +171,7 @@ impl Universe {
                     .flat_map(|c| c.rules.iter().map(|r| &r.matches))
                     .chain(rs.marks.iter().map(|m| &m.matches))
             })
-            .flat_map(|m| m.iif.iter().chain(m.oif.iter()).flatten())
+            .flat_map(|m| m.iif.iter().chain(m.oif.iter()).flat_map(|i| &i.names))
             .map(String::as_str)
             .collect();
         // (label, key, representative, is a prefix class)
@@ -256,10 +256,15 @@ impl Universe {
         Ranges::span(0, self.ifaces.len() as u128 - 1)
     }
 
-    fn iface_set(&self, want: &Option<Vec<String>>) -> Ranges {
-        match want {
-            None => self.iface_full(),
-            Some(pats) => Ranges::of(pats.iter().flat_map(|p| self.pattern_classes(p)).map(|c| (c, c))),
+    /// The classes an interface match accepts: exact, since every name
+    /// and prefix it uses is a class; a negation is the complement.
+    fn iface_set(&self, want: &Option<Ifaces>) -> Ranges {
+        let Some(want) = want else { return self.iface_full() };
+        let named = Ranges::of(want.names.iter().flat_map(|p| self.pattern_classes(p)).map(|c| (c, c)));
+        if want.negated {
+            self.iface_full().subtract(&named)
+        } else {
+            named
         }
     }
 

@@ -133,6 +133,9 @@ catalog! {
     BadIface = "bad-iface", Error, "27-iface-too-long.pf", "phantomc compile testdata/errors/27-iface-too-long.pf",
         r#"an interface name the kernel cannot have"#,
         r#"Interface names are 1 to 15 bytes (IFNAMSIZ)."#;
+    IfaceNegation = "iface-negation", Error, "140-iface-list-exclusion.pf", "phantomc compile testdata/errors/140-iface-list-exclusion.pf",
+        r#"an interface list that excludes one of its entries"#,
+        r#"A packet's interface has one name, so `on { eth0, !docker0 }` cannot mean anything an address list's exclusion would. Negate the whole clause instead: `on !docker0` or `on !{ docker0, br-* }` matches every interface but those."#;
     BadLimit = "bad-limit", Error, "28-rate-zero.pf", "phantomc compile testdata/errors/28-rate-zero.pf",
         r#"a rate limit or burst of zero"#,
         r#"`limit N/unit [burst M]` needs N and M of at least 1; a zero limit would match nothing."#;

@@ -18,7 +18,7 @@ use super::lab::{self, Lab, Seen};
 use crate::analyze::live;
 use crate::analyze::packet;
 use crate::ir::eval::{self, Packet, SetContents};
-use crate::ir::{names, Action, AddrMatch, Compiled, Hook, Ruleset};
+use crate::ir::{names, pattern_example, Action, AddrMatch, Compiled, Hook, Ifaces, Ruleset};
 use crate::nft::tables::{self, Chain};
 
 /// One packet the two kernels treat differently.
@@ -353,11 +353,7 @@ fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&m
                 if let Some(t) = m.icmp_types.as_ref().and_then(|t| t.first()) {
                     p.icmp_type = Some(*t);
                 }
-                let name = |l: &Option<Vec<String>>| {
-                    l.as_ref()
-                        .and_then(|l| l.first())
-                        .map(|i| i.trim_end_matches('*').to_string() + if i.ends_with('*') { "9" } else { "" })
-                };
+                let name = |l: &Option<Ifaces>| l.as_ref().and_then(Ifaces::example);
                 p.iif = name(&m.iif).or(p.iif);
                 p.oif =
                     if p.hook == Hook::Forward { name(&m.oif).or(p.oif).or_else(|| Some("eth0".into())) } else { None };
@@ -400,8 +396,8 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
                 ports.extend([lo, hi, lo.saturating_sub(1), hi.saturating_add(1)]);
             }
         }
-        for i in [&m.iif, &m.oif].into_iter().flatten().flatten() {
-            ifaces.push(i.trim_end_matches('*').to_string() + if i.ends_with('*') { "9" } else { "" });
+        for i in [&m.iif, &m.oif].into_iter().flatten().flat_map(|i| &i.names) {
+            ifaces.push(pattern_example(i));
         }
         protos.extend(m.proto);
         icmp.extend(m.icmp_types.iter().flatten());

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::optimize::MergeField;
-use super::{names, Action, AddrMatch, Family, Hook, Match, PortMatch, Rule, Ruleset, SetKind};
+use super::{names, Action, AddrMatch, Family, Hook, Ifaces, Match, PortMatch, Rule, Ruleset, SetKind};
 
 /// One packet as a hook sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -164,10 +164,8 @@ pub fn check(rs: &Ruleset, m: &Match, p: &Packet, sets: &SetContents) -> Result<
     test(m.mark.is_none_or(|k| k == p.mark), Field::Mark)
 }
 
-fn iface(want: &Option<Vec<String>>, have: &Option<String>) -> bool {
-    let Some(names) = want else { return true };
-    let Some(have) = have else { return false };
-    names.iter().any(|n| iface_matches(n, have))
+fn iface(want: &Option<Ifaces>, have: &Option<String>) -> bool {
+    want.as_ref().is_none_or(|w| w.matches(have.as_deref()))
 }
 
 /// Does interface pattern `pattern` (a name, or a prefix ending in `*`) match `name`?
@@ -175,6 +173,15 @@ pub fn iface_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
+    }
+}
+
+/// Does interface pattern `wide` match every name pattern `narrow` matches?
+pub fn pattern_covers(wide: &str, narrow: &str) -> bool {
+    match (wide.strip_suffix('*'), narrow.strip_suffix('*')) {
+        (Some(q), Some(p)) => p.starts_with(q),
+        (_, None) => iface_matches(wide, narrow),
+        (None, Some(_)) => false,
     }
 }
 

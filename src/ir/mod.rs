@@ -408,8 +408,8 @@ pub struct Limit {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Match {
     pub family: Option<Family>,
-    pub iif: Option<Vec<String>>,
-    pub oif: Option<Vec<String>>,
+    pub iif: Option<Ifaces>,
+    pub oif: Option<Ifaces>,
     /// IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6, ...).
     pub proto: Option<u8>,
     pub src: AddrMatch,
@@ -422,6 +422,65 @@ pub struct Match {
     /// `mark N`: the packet mark (nft `meta mark`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mark: Option<u32>,
+}
+
+/// `on eth0`, `on { eth0, br-* }` or, negated, `on !docker0`: the interface
+/// names a packet's interface is (or is not) one of. `p*` stands for every
+/// name that starts with `p`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Ifaces {
+    pub negated: bool,
+    /// Sorted and deduplicated, never empty.
+    pub names: Vec<String>,
+}
+
+impl Ifaces {
+    pub fn plain(names: Vec<String>) -> Ifaces {
+        Ifaces { negated: false, names }
+    }
+
+    /// Whether a packet's interface matches. A packet without one (an
+    /// output packet's input interface) has the empty name, as in nft: no
+    /// plain name matches it, and only `!*` refuses it.
+    pub fn matches(&self, name: Option<&str>) -> bool {
+        let name = name.unwrap_or("");
+        let named = !name.is_empty() || self.negated;
+        named && (self.names.iter().any(|p| eval::iface_matches(p, name)) != self.negated)
+    }
+
+    /// A name this match accepts, for a probe packet: the first name (a
+    /// pattern's prefix with `0` appended), or for a negation a common name
+    /// it does not exclude.
+    pub fn example(&self) -> Option<String> {
+        if !self.negated {
+            return self.names.first().map(|p| pattern_example(p));
+        }
+        ["eth0", "ens3", "wlan7", "x0"].into_iter().find(|n| self.matches(Some(n))).map(String::from)
+    }
+
+    /// The names written, without `!`: `eth0, br-*`.
+    pub fn names_text(&self) -> String {
+        self.names.join(", ")
+    }
+
+    /// `eth0`, `{ eth0, br-* }`, `!docker0`: as written in a policy.
+    pub fn to_policy(&self) -> String {
+        let list =
+            if self.names.len() == 1 { self.names[0].clone() } else { format!("{{ {} }}", self.names.join(", ")) };
+        if self.negated {
+            format!("!{list}")
+        } else {
+            list
+        }
+    }
+}
+
+/// A name interface pattern `p` matches: itself, or for `br-*` `br-0`.
+pub fn pattern_example(p: &str) -> String {
+    match p.strip_suffix('*') {
+        Some(prefix) => format!("{prefix}0"),
+        None => p.to_string(),
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]

@@ -696,9 +696,9 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
     ] {
         if let Some(merged) = lookup(field) {
             out.extend(merged);
-        } else if let Some(names) = names {
-            let items = names.iter().map(|n| Expression::String(n.clone().into())).collect();
-            out.push(m(meta(key), one_or_set(items), Operator::EQ));
+        } else if let Some(ifaces) = names {
+            let items = ifaces.names.iter().map(|n| Expression::String(n.clone().into())).collect();
+            out.push(m(meta(key), one_or_set(items), eq_or_neq(ifaces.negated)));
         }
     }
     let addr_given = !matches!(mm.src, AddrMatch::Any) || !matches!(mm.dst, AddrMatch::Any);

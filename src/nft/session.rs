@@ -8,7 +8,9 @@ pub use crate::host::session::Session;
 use ipnet::IpNet;
 
 use crate::diag::Span;
-use crate::ir::{names, Action, AddrMatch, Chain, DefaultPolicy, Hook, Match, Origin, PortMatch, Rule, Ruleset};
+use crate::ir::{
+    names, Action, AddrMatch, Chain, DefaultPolicy, Hook, Ifaces, Match, Origin, PortMatch, Rule, Ruleset,
+};
 
 fn host(ip: IpAddr) -> AddrMatch {
     AddrMatch::Nets { negated: false, nets: vec![IpNet::from(ip)] }
@@ -49,8 +51,10 @@ pub fn panic_ruleset(table: &str, keep: Option<&Session>) -> Ruleset {
         dport: port(dst.port()),
         ..Match::default()
     };
-    let mut input = vec![rule("panic loopback", Match { iif: Some(vec!["lo".into()]), ..Match::default() })];
-    let mut output = vec![rule("panic loopback", Match { oif: Some(vec!["lo".into()]), ..Match::default() })];
+    let mut input =
+        vec![rule("panic loopback", Match { iif: Some(Ifaces::plain(vec!["lo".into()])), ..Match::default() })];
+    let mut output =
+        vec![rule("panic loopback", Match { oif: Some(Ifaces::plain(vec!["lo".into()])), ..Match::default() })];
     if let Some(keep) = keep {
         let id = format!("panic keeps {keep}");
         input.push(rule(&id, tcp(keep, keep.client, keep.server)));

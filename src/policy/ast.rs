@@ -212,6 +212,13 @@ pub struct PortSpec {
     pub value: Value,
 }
 
+/// `on [!]VALUE`: interface names or `p*` patterns, maybe negated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfaceSpec {
+    pub negated: bool,
+    pub value: Value,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeUnit {
@@ -252,9 +259,9 @@ pub struct LogSpec {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleOpt {
-    On(Value),
-    InOn(Value),
-    OutOn(Value),
+    On(IfaceSpec),
+    InOn(IfaceSpec),
+    OutOn(IfaceSpec),
     Family(Family),
     Proto(Value),
     From(HostSpec),

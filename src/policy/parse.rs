@@ -338,9 +338,9 @@ impl Builder {
         let text = p.as_str();
         let mut inner = p.into_inner();
         let opt = match rule {
-            Rule::on_iface => RuleOpt::On(self.value(inner.next()?)),
-            Rule::in_on => RuleOpt::InOn(self.value(inner.next()?)),
-            Rule::out_on => RuleOpt::OutOn(self.value(inner.next()?)),
+            Rule::on_iface => RuleOpt::On(self.iface_spec(inner)?),
+            Rule::in_on => RuleOpt::InOn(self.iface_spec(inner)?),
+            Rule::out_on => RuleOpt::OutOn(self.iface_spec(inner)?),
             Rule::family => RuleOpt::Family(if text == "ipv4" { Family::V4 } else { Family::V6 }),
             Rule::proto => RuleOpt::Proto(self.value(inner.next()?)),
             Rule::from => RuleOpt::From(self.host_spec(inner)),
@@ -393,6 +393,17 @@ impl Builder {
             _ => return None,
         };
         Some(Spanned::new(opt, span))
+    }
+
+    fn iface_spec(&mut self, inner: pest::iterators::Pairs<'_, Rule>) -> Option<IfaceSpec> {
+        let mut negated = false;
+        for p in inner {
+            match p.as_rule() {
+                Rule::negation => negated = true,
+                _ => return Some(IfaceSpec { negated, value: self.value(p) }),
+            }
+        }
+        None
     }
 
     fn host_spec(&mut self, inner: pest::iterators::Pairs<'_, Rule>) -> HostSpec {

@@ -21,7 +21,7 @@ use super::names::{self, ICMP, ICMPV6};
 use super::ranges::{self, Ranges};
 use super::*;
 use crate::diag::{Diag, SourceMap, Span};
-use crate::policy::ast::{self, Direction, HostSpec, Item, NatKind, RuleOpt, SetBody, Spanned, Stmt, Value};
+use crate::policy::ast::{self, Direction, HostSpec, IfaceSpec, Item, NatKind, RuleOpt, SetBody, Spanned, Stmt, Value};
 use crate::policy::Policy;
 
 const DEFAULT_TABLE: &str = "phantomc";
@@ -116,8 +116,8 @@ struct PortItem {
 
 #[derive(Default)]
 struct Clauses<'a> {
-    iif: Option<(Vec<String>, Span)>,
-    oif: Option<(Vec<String>, Span)>,
+    iif: Option<(Ifaces, Span)>,
+    oif: Option<(Ifaces, Span)>,
     family: Option<(Family, Span)>,
     proto: Option<&'a Value>,
     from: Option<(&'a HostSpec, Span)>,

@@ -67,11 +67,11 @@ impl<'a> Lowerer<'a> {
     /// has no such interface.
     pub(super) fn directed_iface(
         &mut self,
-        v: &Value,
+        v: &IfaceSpec,
         span: Span,
         direction: &Spanned<Direction>,
         wrong: Direction,
-    ) -> Option<(Vec<String>, Span)> {
+    ) -> Option<(Ifaces, Span)> {
         if direction.node != wrong {
             return self.ifaces(v).map(|i| (i, span));
         }

@@ -141,15 +141,29 @@ impl<'a> Lowerer<'a> {
         self.diags.push(d);
     }
 
-    pub(super) fn ifaces(&mut self, v: &Value) -> Option<Vec<String>> {
-        let mut out = Vec::new();
-        for r in self.expand(v) {
+    /// `on [!]VALUE`. An excluded entry (`on { eth0, !docker0 }`) is refused:
+    /// an interface has one name, so only the whole list can be negated.
+    pub(super) fn ifaces(&mut self, spec: &IfaceSpec) -> Option<Ifaces> {
+        let mut names = Vec::new();
+        for r in self.expand(&spec.value) {
             match &r.item {
-                Item::Name(n) if n.len() <= MAX_IFNAME => out.push(n.clone()),
+                Item::Name(n) if n.len() <= MAX_IFNAME => names.push(n.clone()),
                 Item::Name(n) => self.diags.push(
                     r.diag("bad-iface", format!("interface name `{n}` is too long"), format!("{} characters", n.len()))
                         .with_help(format!("Linux interface names have at most {MAX_IFNAME} characters")),
                 ),
+                Item::Except(inner) => {
+                    let name = match &inner.node {
+                        Item::Name(n) => n.clone(),
+                        _ => "IFACE".to_string(),
+                    };
+                    self.diags.push(
+                        r.diag("iface-negation", "an interface list cannot exclude one of its entries", "excluded entry")
+                            .with_help(format!(
+                                "negate the whole clause instead: `on !{name}` or `on !{{ {name}, ... }}` matches every interface but those"
+                            )),
+                    )
+                }
                 other => {
                     let d = r.diag(
                         "type-mismatch",
@@ -160,10 +174,10 @@ impl<'a> Lowerer<'a> {
                 }
             }
         }
-        (!out.is_empty()).then(|| {
-            out.sort();
-            out.dedup();
-            out
+        (!names.is_empty()).then(|| {
+            names.sort();
+            names.dedup();
+            Ifaces { negated: spec.negated, names }
         })
     }
 

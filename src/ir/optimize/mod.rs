@@ -30,7 +30,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::eval::Packet;
-use super::{AddrMatch, Chain, Family, Match, Origin, PortMatch, Rule, Ruleset};
+use super::{AddrMatch, Chain, Family, Ifaces, Match, Origin, PortMatch, Rule, Ruleset};
 use place::{Slot, SHAPES};
 
 /// The field a merged rule looks up in its set.
@@ -58,7 +58,8 @@ impl MergeField {
     }
 
     /// The field's values in `m`, if it can be merged (given, not negated,
-    /// no interface wildcard).
+    /// no interface wildcard). A negated field stays in the merged rule's
+    /// own matches when the rules merge on another field.
     fn values(self, m: &Match) -> Option<Values> {
         let nets = |a: &AddrMatch| match a {
             AddrMatch::Nets { negated: false, nets } => Some(Values::Nets(nets.clone())),
@@ -68,8 +69,10 @@ impl MergeField {
             Some(PortMatch { negated: false, ranges }) => Some(Values::Ports(ranges.clone())),
             _ => None,
         };
-        let ifaces = |i: &Option<Vec<String>>| match i {
-            Some(names) if names.iter().all(|n| !n.ends_with('*')) => Some(Values::Interfaces(names.clone())),
+        let ifaces = |i: &Option<Ifaces>| match i {
+            Some(Ifaces { negated: false, names }) if names.iter().all(|n| !n.ends_with('*')) => {
+                Some(Values::Interfaces(names.clone()))
+            }
             _ => None,
         };
         match self {
@@ -92,8 +95,8 @@ impl MergeField {
             (MergeField::DestinationPort, Values::Ports(ranges)) => {
                 out.dport = Some(PortMatch { negated: false, ranges })
             }
-            (MergeField::InputInterface, Values::Interfaces(names)) => out.iif = Some(names),
-            (MergeField::OutputInterface, Values::Interfaces(names)) => out.oif = Some(names),
+            (MergeField::InputInterface, Values::Interfaces(names)) => out.iif = Some(Ifaces::plain(names)),
+            (MergeField::OutputInterface, Values::Interfaces(names)) => out.oif = Some(Ifaces::plain(names)),
             _ => unreachable!("values always come from the same field"),
         }
         out

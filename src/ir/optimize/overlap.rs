@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use ipnet::IpNet;
 
-use super::super::eval::iface_matches;
+use super::super::eval::{iface_matches, pattern_covers};
 use super::super::names::{ICMP, ICMPV6};
 use super::super::ranges::{net_range, Ranges};
-use super::super::{AddrMatch, Match, PortMatch};
+use super::super::{AddrMatch, Ifaces, Match, PortMatch};
 use super::Values;
 
 /// No packet matches both `a` and `b` (a product of per-field conditions is
@@ -32,7 +32,7 @@ pub fn disjoint(a: &Match, b: &Match) -> bool {
         || a.mark.zip(b.mark).is_some_and(|(x, y)| x != y)
 }
 
-fn ifaces_disjoint(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
+fn ifaces_disjoint(a: &Option<Ifaces>, b: &Option<Ifaces>) -> bool {
     let (Some(a), Some(b)) = (a, b) else { return false };
     // Two patterns share a name when one is a prefix pattern the other fits.
     let share = |x: &str, y: &str| match (x.strip_suffix('*'), y.strip_suffix('*')) {
@@ -40,7 +40,16 @@ fn ifaces_disjoint(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
         (Some(_), None) => iface_matches(x, y),
         (None, _) => iface_matches(y, x),
     };
-    !a.iter().any(|x| b.iter().any(|y| share(x, y)))
+    // Every name `plain` matches is one a pattern of `excluded` covers.
+    let all_excluded =
+        |plain: &[String], excluded: &[String]| plain.iter().all(|x| excluded.iter().any(|y| pattern_covers(y, x)));
+    match (a.negated, b.negated) {
+        (false, false) => !a.names.iter().any(|x| b.names.iter().any(|y| share(x, y))),
+        (false, true) => all_excluded(&a.names, &b.names),
+        (true, false) => all_excluded(&b.names, &a.names),
+        // Two negations of finitely many patterns leave names to both.
+        (true, true) => false,
+    }
 }
 
 /// Address ranges of networks, IPv4 and IPv6 apart.
