@@ -173,8 +173,7 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     }
     let flows = capture.flows.len();
     dump_flows(args, &capture.flows)?;
-    let observed = learn::baseline::observe(&capture.flows, &cfg);
-    let report = learn::analyze(std::mem::take(&mut capture.flows), &cfg, &args.hosts);
+    let (observed, report) = learn::observe_and_analyze(std::mem::take(&mut capture.flows), &cfg, &args.hosts);
     let elapsed = started.elapsed().as_secs_f64();
     if args.format == TextOrJson::Text {
         eprint!("{}", summary(&capture, flows, &report, elapsed));
@@ -234,8 +233,7 @@ fn learn_conntrack(args: &LearnArgs, cfg: &Config) -> CmdResult {
             host::addresses().unwrap_or_default().into_iter().map(|a| a.addr).filter(|a| !a.is_loopback()).collect();
     }
     dump_flows(args, &flows)?;
-    let observed = learn::baseline::observe(&flows, cfg);
-    let report = learn::analyze(flows, cfg, &hosts);
+    let (observed, report) = learn::observe_and_analyze(flows, cfg, &hosts);
     let entries = format!("{} live, {} destroyed while watching", watched.live.len(), watched.destroyed.len());
     let elapsed = started.elapsed().as_secs_f64();
     if args.format == TextOrJson::Text {

@@ -103,10 +103,14 @@ pub fn detect(flows: &[Flow], cfg: &Config) -> Vec<Finding> {
     }
     let mut sources: Vec<(IpAddr, Vec<&Flow>)> = by_source.into_iter().collect();
     sources.par_iter_mut().for_each(|(_, fs)| fs.sort_by_key(|f| (f.first_seen_us, f.server, f.client)));
-    let mut findings: Vec<Finding> = sources
-        .par_iter()
-        .filter_map(|(src, fs)| {
-            let mut found: Vec<Finding> = DETECTORS.iter().filter_map(|d| d(*src, fs, cfg)).collect();
+    // Every (source, detector) pair is its own task: one source often holds
+    // most flows, and its detectors then still share the cores.
+    let found: Vec<Vec<Option<Finding>>> =
+        sources.par_iter().map(|(src, fs)| DETECTORS.par_iter().map(|d| d(*src, fs, cfg)).collect()).collect();
+    let mut findings: Vec<Finding> = found
+        .into_iter()
+        .filter_map(|found| {
+            let mut found: Vec<Finding> = found.into_iter().flatten().collect();
             found.sort_by_key(|f| f.detector.precedence());
             let mut iter = found.into_iter();
             let mut first = iter.next()?;

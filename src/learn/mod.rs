@@ -140,23 +140,47 @@ impl Report {
 /// `hosts` are the addresses of the host whose inbound services are learned
 /// (`--host`); when empty, the capture host is inferred from the flows, and
 /// without one (a capture of a whole network) every server counts.
-pub fn analyze(flows: Vec<Flow>, cfg: &Config, hosts: &[std::net::IpAddr]) -> Report {
-    let mut flows = flows;
+pub fn analyze(mut flows: Vec<Flow>, cfg: &Config, hosts: &[std::net::IpAddr]) -> Report {
     flow_table::sort_flows(&mut flows);
-    let sources = flows
-        .iter()
-        .map(|f| f.client.ip())
-        .collect::<std::collections::HashSet<_, BuildHasherDefault<flows::KeyHasher>>>()
-        .len();
-    let (findings, ranking) = rayon::join(|| detect::detect(&flows, cfg), || score::rank(&flows, &cfg.score));
-    let floods = detect::spoofed_floods(&flows, cfg);
+    analyze_sorted(&flows, cfg, hosts)
+}
+
+/// [`analyze`] and the baseline's [`baseline::observe`] of the same flows,
+/// side by side.
+pub fn observe_and_analyze(
+    mut flows: Vec<Flow>,
+    cfg: &Config,
+    hosts: &[std::net::IpAddr],
+) -> (baseline::Observations, Report) {
+    flow_table::sort_flows(&mut flows);
+    rayon::join(|| baseline::observe(&flows, cfg), || analyze_sorted(&flows, cfg, hosts))
+}
+
+/// [`analyze`] of flows already in [`flow_table::sort_flows`] order. The
+/// passes that do not depend on each other run in parallel.
+fn analyze_sorted(flows: &[Flow], cfg: &Config, hosts: &[std::net::IpAddr]) -> Report {
+    let count_sources = || {
+        flows
+            .iter()
+            .map(|f| f.client.ip())
+            .collect::<std::collections::HashSet<_, BuildHasherDefault<flows::KeyHasher>>>()
+            .len()
+    };
+    let ((findings, ranking), (floods, (capture_host, sources))) = rayon::join(
+        || rayon::join(|| detect::detect(flows, cfg), || score::rank(flows, &cfg.score)),
+        || {
+            rayon::join(
+                || detect::spoofed_floods(flows, cfg),
+                || rayon::join(|| services::capture_host(flows), count_sources),
+            )
+        },
+    );
     let flagged = findings.iter().map(|f| f.source).collect();
     let mut host_set: std::collections::BTreeSet<std::net::IpAddr> = hosts.iter().copied().collect();
-    let capture_host = services::capture_host(&flows);
     if host_set.is_empty() {
         host_set.extend(capture_host);
     }
-    let services = services::services(&flows, &flagged, &host_set, &cfg.propose);
+    let services = services::services(flows, &flagged, &host_set, &cfg.propose);
     Report { flows: flows.len(), sources, findings, floods, services, ranking, capture_host }
 }
 
