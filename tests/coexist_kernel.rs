@@ -3,7 +3,9 @@
 //! its JSON), `apply`, `apply --dry-run` and `explain --live`, and real
 //! traffic shows it is right; a foreign table that only accepts is listed
 //! but not reported as a threat. Legacy iptables (x_tables) rules are read
-//! with iptables-legacy-save and reported the same way.
+//! with iptables-legacy-save and reported the same way. The ruleset the
+//! real firewalld daemon loads is reported, and explained through its zone
+//! chains.
 
 mod common;
 
@@ -126,4 +128,37 @@ fn legacy_iptables_rules_that_drop_what_phantomc_passes_are_reported_by_status()
     assert_eq!(doc["overridden"], true);
     let legacy = doc["chains"].as_array().unwrap().iter().find(|c| c["owner"] == "iptables-legacy").expect("listed");
     assert_eq!((legacy["chain"].as_str(), legacy["can_drop"].as_bool()), (Some("INPUT"), Some(true)), "{legacy}");
+}
+
+#[test]
+fn the_real_firewalld_ruleset_beside_phantomc_is_reported_and_explained_through_its_zone_chains() {
+    // The ruleset the firewalld daemon loaded for its public zone (http,
+    // https, ssh, eth0 in the zone): testdata/import/make-firewalld-daemon.sh.
+    let lab = web_lab();
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    load(&lab.srv, "testdata/import/firewalld-daemon-public.nft");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "both pass http");
+    let out = lab.srv.phantomc(&["status", WEB]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    let row = text.lines().find(|l| l.contains("inet firewalld") && l.contains("filter_INPUT")).unwrap_or_else(|| {
+        panic!("no firewalld input row: {text}");
+    });
+    assert!(row.contains("firewalld") && row.contains("CAN DROP what phantomc passes"), "{row}");
+    // HTTP/3 (udp 443): phantomc passes it, firewalld's zone has only tcp
+    // services and rejects it at the zone's end. The packet gets past
+    // firewalld's `ct status dnat accept` (a new connection is not DNATed).
+    let out = lab.srv.phantomc(&["explain", "--live", WEB, "udp 203.0.113.5:51000 -> 198.51.100.1:443 in eth0 new"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("verdict: reject by inet firewalld filter_INPUT (firewalld), although phantomc passes it"),
+        "{text}"
+    );
+    assert!(text.contains("reject"), "{text}");
+    let out = lab.srv.phantomc(&["explain", "--live", WEB, HTTP]);
+    assert!(stdout(&out).contains("verdict: pass: every base chain on the path accepts it"), "{}", stdout(&out));
+    // The kernel agrees: firewalld answers udp 443 with admin-prohibited.
+    assert!(!udp_echo(&lab.publ, "198.51.100.1", 443), "udp 443 does not get through");
 }

@@ -182,7 +182,15 @@ pub fn kernel_verdict(p: &Packet, kernel: &[Chain], sets: &mut SetReader) -> Ker
             Outcome::Unknown => {
                 first_unknown.get_or_insert(verdict);
             }
-            Outcome::Drop | Outcome::Reject => return verdict,
+            Outcome::Drop | Outcome::Reject => {
+                // An earlier rule that could not be evaluated may have dropped it first.
+                let mut verdict = verdict;
+                if let Some(unknown) = first_unknown {
+                    verdict.rules.splice(0..0, unknown.rules);
+                    verdict.by = format!("{}; if it did not decide, {}", unknown.by, verdict.by);
+                }
+                return verdict;
+            }
         }
     }
     first_unknown.unwrap_or(KernelVerdict {
@@ -204,7 +212,8 @@ pub struct KernelVerdict {
     pub by: String,
     /// The deciding rule as (table, chain, 0-based index); for an accept,
     /// every chain's accepting rule (chain policies are not listed); when
-    /// unknown, the rule that could not be evaluated.
+    /// unknown, the rule that could not be evaluated; for a drop or reject
+    /// after such a rule, that rule first, then the deciding one.
     pub rules: Vec<(String, String, usize)>,
 }
 
@@ -406,6 +415,11 @@ impl Machine<'_, '_> {
                         bit.to_ne_bytes().to_vec()
                     }
                     1 => vec![0], // direction: the packet is the original direction
+                    2 => match ct_status(p.ct_state) {
+                        Some(status) => status.to_ne_bytes().to_vec(),
+                        // No connection (invalid, untracked): the kernel's rule does not match.
+                        None => return Ok(Some(Step::NoMatch)),
+                    },
                     k => return Err(format!("conntrack key {k}")),
                 };
                 write(regs, *dreg, &value)?;
@@ -587,6 +601,25 @@ enum Step {
 }
 
 /// The value of meta key `key` for the packet (include/uapi nf_tables.h).
+/// The connection's status bits (`ct status`) for a packet in connection
+/// state `state` (phantomc's bits): new is not yet confirmed; established
+/// has seen a reply and is assured and confirmed; related is expected.
+/// A packet is taken as not translated by NAT (no `dnat` or `snat` bit),
+/// as explain describes it: addresses as they are on the hook. None when
+/// the packet has no connection.
+fn ct_status(state: u8) -> Option<u32> {
+    const EXPECTED: u32 = 1;
+    const SEEN_REPLY: u32 = 2;
+    const ASSURED: u32 = 4;
+    const CONFIRMED: u32 = 8;
+    match state {
+        8 => Some(0),
+        2 => Some(SEEN_REPLY | ASSURED | CONFIRMED),
+        4 => Some(EXPECTED),
+        _ => None,
+    }
+}
+
 fn meta(p: &Packet, key: u32) -> Result<Vec<u8>, String> {
     let v6 = matches!(p.src, IpAddr::V6(_));
     let ifname = |name: &Option<String>, which: &str| -> Result<Vec<u8>, String> {
