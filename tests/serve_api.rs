@@ -608,3 +608,60 @@ fn blocks_that_would_lock_everyone_out_are_refused_and_change_nothing() {
     let after = set("v4");
     assert!(after.contains("203.0.113.9") && !after.contains("0.0.0.0"), "{after}");
 }
+
+/// `phantomc_kernel_reads_total{read="live"}` from a scrape.
+fn live_reads(svc: &Service) -> u64 {
+    let (code, text) = svc.get("/metrics");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("phantomc_kernel_reads_total{read=\"live\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no live read counter in {text}"))
+}
+
+/// Sends `paths` as GET requests on connections opened first, so they
+/// arrive together; the status codes.
+fn burst(ns: &Netns, port: u16, paths: Vec<&'static str>) -> Vec<String> {
+    use std::io::{Read, Write};
+    ns.run_in(move || {
+        let mut conns: Vec<_> =
+            paths.iter().map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect")).collect();
+        for (c, path) in conns.iter_mut().zip(&paths) {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+            c.write_all(req.as_bytes()).expect("send");
+        }
+        conns
+            .into_iter()
+            .map(|mut c| {
+                let mut answer = String::new();
+                c.read_to_string(&mut answer).expect("answer");
+                answer.lines().next().unwrap_or_default().to_string()
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn concurrent_requests_share_one_kernel_read() {
+    let ApiLab { lab, svc, dir: _dir } = api_lab(WEB);
+    // Enough run-time entries that one read lasts while the others arrive.
+    let entries: Vec<String> = (0..4000).map(|i| format!("10.{}.{}.1", 100 + i / 250, i % 250)).collect();
+    let out =
+        lab.srv.nft(&["add", "element", "inet", "phantomc", "blocklist_v4", &format!("{{ {} }}", entries.join(", "))]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = live_reads(&svc);
+    let requests = 8;
+    let paths = (0..requests).map(|i| if i % 2 == 0 { "/api/v1/rules" } else { "/api/v1/threats" }).collect();
+    for status in burst(&lab.srv, svc.port, paths) {
+        assert!(status.contains(" 200 "), "{status}");
+    }
+    // The second scrape reads once itself.
+    let reads = live_reads(&svc) - before - 1;
+    assert!(reads >= 1 && reads <= requests / 2, "{requests} concurrent requests made {reads} kernel reads");
+    // One at a time, each request reads afresh: nobody gets an answer older than its request.
+    let before = live_reads(&svc);
+    for _ in 0..3 {
+        svc.get_json("/api/v1/rules");
+    }
+    assert_eq!(live_reads(&svc) - before - 1, 3, "sequential requests read each time");
+}

@@ -54,6 +54,15 @@ pub fn render(state: &ApiState) -> Result<String, ApiError> {
         set_metrics(&mut registry, &threats::threats(&compiled.ruleset, &live, state.feed_cache.as_deref(), now));
     }
     adaptive_metrics(&mut registry, state.adaptive_status().as_ref());
+    let reads = Counters::default();
+    for (name, n) in [("live", state.live.reads()), ("drift", state.live_table.reads())] {
+        reads.get_or_create(&vec![("read", name.to_string())]).inc_by(n);
+    }
+    registry.register(
+        "kernel_reads",
+        "Reads of the live table over netlink since the start, by what they serve (live: rules, threats and counters; drift: the status check); requests waiting at the same time share one",
+        reads,
+    );
     let proposals = state.proposals.as_deref().and_then(|p| std::fs::read_to_string(p).ok());
     let findings = Gauges::default();
     for (detector, n) in findings_by_detector(proposals.as_deref().unwrap_or("")) {

@@ -2,6 +2,7 @@
 //! several endpoints at once), without ever answering with a read older
 //! than the request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -10,11 +11,20 @@ use std::time::Instant;
 /// next one, and nobody sees a state older than their own request.
 pub struct Shared<K, T> {
     slot: Mutex<Option<(Instant, K, Arc<T>)>>,
+    /// Reads made (not shared answers): `/metrics` shows them.
+    reads: AtomicU64,
 }
 
 impl<K, T> Default for Shared<K, T> {
     fn default() -> Self {
-        Shared { slot: Mutex::new(None) }
+        Shared { slot: Mutex::new(None), reads: AtomicU64::new(0) }
+    }
+}
+
+impl<K, T> Shared<K, T> {
+    /// How many reads were made since the start.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 }
 
@@ -28,6 +38,7 @@ impl<K: PartialEq, T> Shared<K, T> {
             }
         }
         let started = Instant::now();
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let v = Arc::new(read()?);
         *slot = Some((started, key, v.clone()));
         Ok(v)
@@ -82,6 +93,7 @@ mod tests {
         });
         // One read for the first request, at most one more for all that waited behind it.
         assert!(reads.load(Ordering::SeqCst) <= 2, "{}", reads.load(Ordering::SeqCst));
+        assert_eq!(shared.reads(), reads.load(Ordering::SeqCst) as u64, "the count /metrics shows");
         let before = reads.load(Ordering::SeqCst);
         assert_eq!(*shared.get("a", read).unwrap(), before + 1, "a later request reads again");
         assert!(shared.get("b", || Err::<usize, ()>(())).is_err(), "another key is another read");
