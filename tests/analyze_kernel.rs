@@ -177,6 +177,7 @@ fn generate(sc: &Scenario, rng: &mut Rng, locals: &[IpAddr]) -> Vec<(usize, Pack
             icmp_type,
             ct_state: names::ct_state_bit(state).expect("state"),
             mark: 0,
+            ct_mark: 0,
         };
         let (sp, dp) = (p.sport.unwrap_or(0), p.dport.unwrap_or(0));
         if replies.contains(&(p.proto, p.src, p.dst, sp, dp)) {

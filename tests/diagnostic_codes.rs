@@ -112,6 +112,7 @@ one_case_per_code! {
     unknown_state => UnknownState,
     iface_direction => IfaceDirection,
     duplicate_clause => DuplicateClause,
+    ct_mark => CtMark,
     nat_direction => NatDirection,
     nat_target => NatTarget,
     duplicate_policy => DuplicatePolicy,

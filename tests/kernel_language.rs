@@ -1,7 +1,8 @@
 //! Kernel tests of language constructs whose effect the analyzer-vs-kernel
 //! test cannot see: `early` drops before conntrack, for local and forwarded
 //! packets alike; `notrack` passes that leave no connection entry; marks set
-//! by `match` rules that later rules decide by.
+//! by `match` rules that later rules decide by; connection marks set by the
+//! first packet of a connection that decide its later packets.
 
 mod common;
 
@@ -246,6 +247,50 @@ fn a_mark_set_by_a_match_rule_decides_a_later_rule() {
     // The match rule counted both loads' SYNs from the admin LAN only.
     let row = hits_row(&lab.srv, policy, "marks.pf:5");
     assert!(row["packets"].as_u64().expect("counted") >= 1, "{row}");
+}
+
+const CT_MARKS: &str = "table phantomc
+policy input block
+pass in on lo
+pass in proto tcp to port 7000 state new set ct mark 0x70
+pass in ct mark 0x70
+pass in proto tcp to port 7001 state new
+pass in proto tcp to port 7002 state new set mark 0x72 set ct mark from mark
+match in ct mark 0x72 set mark from ct mark
+pass in mark 0x72
+pass in proto icmpv6 icmp-type { nd-neighbor-solicit, nd-neighbor-advert }
+";
+
+/// The connection mark, with no `state established` rule: the first packet
+/// of a connection to 7000 sets its ct mark, and the later packets of that
+/// connection pass only by it (data echoes); 7001 passes its first packet
+/// too but marks nothing, so its data is dropped. On 7002 the first packet
+/// saves its packet mark on the connection, and a match rule restores it on
+/// every later packet, which then passes by `mark`. Script and JSON alike.
+#[test]
+fn a_ct_mark_set_on_the_first_packet_decides_the_later_packets() {
+    let lab = web_lab();
+    let _echo: Vec<Servers> = [7000, 7001, 7002].into_iter().map(|port| echo_server(&lab.srv, port)).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("ctmarks.pf");
+    std::fs::write(&policy, CT_MARKS).expect("policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    for load in [Load::Json, Load::Script] {
+        load.run(&lab.srv, policy);
+        lab.srv.exec(&["conntrack", "-F"]);
+        let mut marked = Conn::open(&lab.publ, "198.51.100.1", 7000);
+        assert!(marked.round_trip(b"marked connection"), "{load:?}: later packets pass by the ct mark");
+        let listed = stdout(&lab.srv.exec(&["conntrack", "-L", "-p", "tcp", "--dport", "7000"]));
+        assert!(listed.contains("mark=112"), "{load:?}: the connection carries mark 0x70: {listed}");
+        let mut unmarked = Conn::open(&lab.adm, "10.10.0.1", 7001);
+        assert!(!unmarked.round_trip(b"unmarked"), "{load:?}: no ct mark: later packets dropped");
+        let mut restored = Conn::open(&lab.adm, "fd00:10::1", 7002);
+        assert!(restored.round_trip(b"restored mark"), "{load:?}: mark saved, restored, matched");
+    }
+    // The restoring match rule runs in the connmark chain and counted the later packets.
+    let row = hits_row(&lab.srv, policy, "ctmarks.pf:8");
+    assert_eq!(row["chain"], "connmark", "{row}");
+    assert!(row["packets"].as_u64().expect("counted") >= 2, "{row}");
 }
 
 const COUNTERS: &str = "table phantomc

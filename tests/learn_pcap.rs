@@ -354,6 +354,7 @@ fn proposals_compile_and_drop_the_scanners() {
                 icmp_type: None,
                 ct_state: 1 << 3,
                 mark: 0,
+                ct_mark: 0,
             };
             let sets = eval::SetContents::new();
             assert_eq!(eval::decide(&after, &probe(22), &sets).verdict, ir::Action::Block, "{policy}");
@@ -395,6 +396,7 @@ fn pass_rules_cover_exactly_the_services_used() {
                 icmp_type: None,
                 ct_state: 1 << 3,
                 mark: 0,
+                ct_mark: 0,
             };
             assert_eq!(
                 eval::decide(&after, &pkt, &eval::SetContents::new()).verdict,

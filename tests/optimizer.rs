@@ -61,6 +61,7 @@ fn packets() -> Vec<Packet> {
                                 icmp_type: None,
                                 ct_state: names::ct_state_bit(state).unwrap(),
                                 mark: 0,
+                                ct_mark: ((i + j) % 3) as u32,
                             });
                         }
                     }
@@ -137,6 +138,26 @@ fn negated_interfaces_never_merge_with_plain_ones() {
     assert!(script.contains("iifname != \"eth0\" tcp dport @"), "{script}");
 }
 
+/// Connection marks: rules that match different ct marks are disjoint (the
+/// optimizer may move one past another), a rule that sets one has a side
+/// effect (it never moves or merges); constructs.pf has every mark construct.
+#[test]
+fn connection_mark_rules_decide_alike_optimized() {
+    let text = "table t\npolicy input block\nmatch in on eth0 set ct mark from mark\npass in proto tcp to port 22 ct mark 1 nocounter\nblock in proto udp ct mark 2 nocounter\npass in proto tcp to port 80 ct mark 2 set ct mark 1 nocounter\npass in proto tcp to port 443 ct mark 1 nocounter\npass in proto tcp to port 81 nocounter\npass in proto tcp to port 53 ct mark 1 nocounter\n";
+    let c = ir::compile("t.pf", text).unwrap();
+    assert_eq!(assert_equivalent(&c), 1, "22 and 53 with ct mark 1 merge; the setting rule stays");
+    let opt = optimize(&c.ruleset);
+    // Nothing moves past the line that sets a ct mark, either way.
+    let rules = &opt.chain(Hook::Input).rules;
+    let setter = rules.iter().position(|r| !r.set_marks.is_empty()).unwrap();
+    let line = |r: &ir::Rule| r.origin.id.trim_start_matches("t.pf:").parse::<usize>().unwrap();
+    assert!(
+        rules[..setter].iter().all(|r| line(r) < 6) && rules[setter + 1..].iter().all(|r| line(r) > 6),
+        "{rules:#?}"
+    );
+    assert_equivalent(&ir::compile_file(std::path::Path::new("testdata/language/constructs.pf")).unwrap());
+}
+
 /// The five interleaved shapes of `benches/compile_apply.sh`: three of them
 /// merge into concatenated sets although no two lines of a shape are
 /// adjacent; the rate-limited and the logged lines each go behind a verdict
@@ -205,8 +226,8 @@ const SPORTS: [&str; 4] = ["", "1000", "22", "1000-2000"];
 const DPORTS: [&str; 8] = ["", "22", "80", "81", "80-443", "{ 22, 8080 }", "! 22", "53"];
 /// Lines that keep their own rule behind a verdict map (limits, a per-source
 /// limit, a quota, logs, a rate-limited log, a named counter), and lines
-/// that share one over a set.
-const EXTRAS: [&str; 12] = [
+/// that share one over a set; connection marks.
+const EXTRAS: [&str; 14] = [
     "",
     "",
     "",
@@ -219,6 +240,8 @@ const EXTRAS: [&str; 12] = [
     "log limit 1/second nocounter",
     "counter \"c\"",
     "limit 5/second log",
+    "ct mark 1",
+    "ct mark 2",
 ];
 
 /// A run of policy lines that share every clause but one, which steps

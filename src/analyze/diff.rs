@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::ir::{Action, Chain, Compiled, Hook, Rule, Ruleset};
+use crate::ir::{Action, Chain, Compiled, Hook, Rule, Ruleset, SetMark};
 
-use super::space::{condition, subtract_all, Cube, Dim, Ranges, Universe};
+use super::space::{condition, subtract_all, tracked_states, Cube, Dim, Ranges, Universe};
 
 /// One step of an outcome: a conditional rule, or the final verdict.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -129,64 +129,181 @@ fn answer(r: &Rule) -> Option<String> {
     r.reject.map(|r| r.to_string()).or_else(|| r.notrack.then(|| "notrack".to_string()))
 }
 
-/// The packets arriving at `hook`'s chain, cut by the mark its `match`
-/// rules give them (`None`: the mark they arrived with); each rule sees the
-/// marks set before it, the last matching one wins. Cubes are in terms of
-/// the arriving packet.
-fn mark_pieces(rs: &Ruleset, hook: Hook, u: &Universe) -> Vec<(Cube, Option<u32>)> {
-    let mut pieces: Vec<(Cube, Option<u32>)> = u.full().into_iter().map(|c| (c, None)).collect();
+/// The marks the `match` rules gave a piece of packets: `None` for the one
+/// it arrived with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Marks {
+    mark: Option<u32>,
+    ct_mark: Option<u32>,
+}
+
+impl Marks {
+    fn changed(self) -> bool {
+        self != Marks::default()
+    }
+}
+
+/// Every value a rule of either policy matches or sets a mark to. Rules
+/// tell marks apart only by these, so the other values are one class and
+/// any of them stands for all.
+fn mark_values(rulesets: [&Ruleset; 2]) -> Vec<u128> {
+    let mut out = std::collections::BTreeSet::new();
+    for rs in rulesets {
+        let rules = rs.chains.iter().flat_map(|c| &c.rules);
+        for m in rules.clone().map(|r| &r.matches).chain(rs.marks.iter().map(|mr| &mr.matches)) {
+            out.extend(m.mark.into_iter().chain(m.ct_mark));
+        }
+        for s in rules.flat_map(|r| &r.set_marks).chain(rs.marks.iter().flat_map(|mr| &mr.sets)) {
+            if let SetMark::Mark(k) | SetMark::CtMark(k) = s {
+                out.insert(*k);
+            }
+        }
+    }
+    out.into_iter().map(u128::from).collect()
+}
+
+/// The packets arriving at `hook`'s chain, cut by the marks its `match`
+/// rules give them; each rule sees the marks set before it, the last
+/// matching one wins. Cubes are in terms of the arriving packet.
+fn mark_pieces(rs: &Ruleset, hook: Hook, u: &Universe, values: &[u128]) -> Vec<(Cube, Marks)> {
+    let mut pieces: Vec<(Cube, Marks)> = u.full().into_iter().map(|c| (c, Marks::default())).collect();
     for mr in rs.marks.iter().filter(|mr| mr.runs_before(hook)) {
         let cubes = u.cubes(rs, &mr.matches);
         let mut next = Vec::with_capacity(pieces.len());
-        for (piece, mark) in pieces {
-            let seen = seen_with(&piece, mark);
+        for (piece, marks) in pieces {
+            let seen = seen_with(&piece, marks);
             if !cubes.iter().any(|c| seen.intersects(c)) {
-                next.push((piece, mark));
+                next.push((piece, marks));
                 continue;
             }
             let outside = subtract_all(vec![seen.clone()], &cubes);
-            next.extend(outside.into_iter().map(|c| (arriving(c, &piece, mark), mark)));
-            let inside = cubes.iter().filter_map(|c| seen.intersect(c));
-            next.extend(inside.map(|c| (arriving(c, &piece, mark), Some(mr.mark))).collect::<Vec<_>>());
+            next.extend(outside.into_iter().map(|c| (arriving(c, &piece, marks), marks)));
+            for inside in cubes.iter().filter_map(|c| seen.intersect(c)) {
+                let set = apply_sets(&mr.sets, inside, marks, values);
+                next.extend(set.into_iter().map(|(c, now)| (arriving(c, &piece, marks), now)));
+            }
         }
         pieces = next;
     }
     pieces
 }
 
-/// A piece as the rules see it: with the mark it was given.
-fn seen_with(piece: &Cube, mark: Option<u32>) -> Cube {
+/// A rule's `set [ct] mark`s on the packets of `seen` (seen with `marks`),
+/// in order: the pieces they cut it into (still seen with `marks`) and the
+/// marks each then has. Setting the ct mark of a packet without a
+/// connection does nothing; reading it stops the rule.
+fn apply_sets(sets: &[SetMark], seen: Cube, marks: Marks, values: &[u128]) -> Vec<(Cube, Marks)> {
+    let mut work = vec![(seen, marks)];
+    let mut stopped = Vec::new();
+    for s in sets {
+        let mut next = Vec::with_capacity(work.len());
+        for (c, now) in work {
+            let (with_ct, without) = if s.uses_ct() { split_tracked(c) } else { (Some(c), None) };
+            if let Some(c) = without {
+                if *s == SetMark::MarkFromCtMark {
+                    stopped.push((c, now));
+                } else {
+                    next.push((c, now));
+                }
+            }
+            let Some(c) = with_ct else { continue };
+            let copy = |from: Option<u32>, dim: Dim, c: Cube| -> Vec<(Cube, u32)> {
+                match from {
+                    Some(k) => vec![(c, k)],
+                    None => by_value(c, dim, values),
+                }
+            };
+            match *s {
+                SetMark::Mark(k) => next.push((c, Marks { mark: Some(k), ..now })),
+                SetMark::CtMark(k) => next.push((c, Marks { ct_mark: Some(k), ..now })),
+                SetMark::MarkFromCtMark => next.extend(
+                    copy(now.ct_mark, Dim::CtMark, c).into_iter().map(|(c, k)| (c, Marks { mark: Some(k), ..now })),
+                ),
+                SetMark::CtMarkFromMark => next.extend(
+                    copy(now.mark, Dim::Mark, c).into_iter().map(|(c, k)| (c, Marks { ct_mark: Some(k), ..now })),
+                ),
+            }
+        }
+        work = next;
+    }
+    work.extend(stopped);
+    work
+}
+
+/// A cube cut into the packets with a connection (a ct mark) and those without.
+fn split_tracked(c: Cube) -> (Option<Cube>, Option<Cube>) {
+    let tracked = c.get(Dim::Ct).intersect(&tracked_states());
+    let other = c.get(Dim::Ct).subtract(&tracked_states());
+    let with = |r: Ranges| {
+        (!r.is_empty()).then(|| {
+            let mut part = c.clone();
+            part.dims[Dim::Ct as usize] = r;
+            part
+        })
+    };
+    (with(tracked), with(other))
+}
+
+/// A cube cut by its value in `dim`: one piece per value of `values` it
+/// holds, and the rest, each with the value it stands for.
+fn by_value(c: Cube, dim: Dim, values: &[u128]) -> Vec<(Cube, u32)> {
+    let range = c.get(dim).clone();
+    let mut out = Vec::new();
+    let mut rest = range.clone();
+    for &v in values {
+        let one = Ranges::span(v, v);
+        if range.intersects(&one) {
+            let mut part = c.clone();
+            part.dims[dim as usize] = one.clone();
+            out.push((part, v as u32));
+            rest = rest.subtract(&one);
+        }
+    }
+    if let Some(&(first, _)) = rest.0.first() {
+        let mut part = c;
+        part.dims[dim as usize] = rest;
+        out.push((part, first as u32));
+    }
+    out
+}
+
+/// A piece as the rules see it: with the marks it was given.
+fn seen_with(piece: &Cube, marks: Marks) -> Cube {
     let mut c = piece.clone();
-    if let Some(k) = mark {
-        c.dims[Dim::Mark as usize] = Ranges::span(k as u128, k as u128);
+    for (given, dim) in [(marks.mark, Dim::Mark), (marks.ct_mark, Dim::CtMark)] {
+        if let Some(k) = given {
+            c.dims[dim as usize] = Ranges::span(k as u128, k as u128);
+        }
     }
     c
 }
 
-/// Part of a seen piece back in terms of the arriving packet: its mark was
-/// any of the piece's.
-fn arriving(mut part: Cube, piece: &Cube, mark: Option<u32>) -> Cube {
-    if mark.is_some() {
-        part.dims[Dim::Mark as usize] = piece.get(Dim::Mark).clone();
+/// Part of a seen piece back in terms of the arriving packet: a mark it
+/// was given was any of the piece's.
+fn arriving(mut part: Cube, piece: &Cube, marks: Marks) -> Cube {
+    for (given, dim) in [(marks.mark, Dim::Mark), (marks.ct_mark, Dim::CtMark)] {
+        if given.is_some() {
+            part.dims[dim as usize] = piece.get(dim).clone();
+        }
     }
     part
 }
 
 /// The outcome of every arriving packet within `within` (seen cubes) as
 /// disjoint cubes of arriving packets: the chain decides each mark piece
-/// with the mark it was given.
+/// with the marks it was given.
 fn outcomes(
     rs: &Ruleset,
     ch: &Chain,
     u: &Universe,
-    pieces: &[(Cube, Option<u32>)],
+    pieces: &[(Cube, Marks)],
     within: &[Cube],
 ) -> Vec<(Cube, Vec<Step>)> {
     let mut out = Vec::new();
-    for (piece, mark) in pieces {
-        let seen = seen_with(piece, *mark);
+    for (piece, marks) in pieces {
+        let seen = seen_with(piece, *marks);
         let parts: Vec<Cube> = within.iter().filter_map(|w| seen.intersect(w)).collect();
-        out.extend(partition(rs, ch, u, parts).into_iter().map(|(c, steps)| (arriving(c, piece, *mark), steps)));
+        out.extend(partition(rs, ch, u, parts).into_iter().map(|(c, steps)| (arriving(c, piece, *marks), steps)));
     }
     out
 }
@@ -248,13 +365,14 @@ fn may_differ(a: &[RuleKey], b: &[RuleKey], defaults_differ: bool, u: &Universe)
 
 pub fn diff(old: &Compiled, new: &Compiled) -> Diff {
     let u = Universe::new(&[&old.ruleset, &new.ruleset]);
+    let values = mark_values([&old.ruleset, &new.ruleset]);
     let mut regions = Vec::new();
     for hook in Hook::ALL {
         let (och, nch) = (old.ruleset.chain(hook), new.ruleset.chain(hook));
         let (ka, kb) = (keys(&old.ruleset, och, &u), keys(&new.ruleset, nch, &u));
-        let (ma, mb) = (mark_pieces(&old.ruleset, hook, &u), mark_pieces(&new.ruleset, hook, &u));
+        let (ma, mb) = (mark_pieces(&old.ruleset, hook, &u, &values), mark_pieces(&new.ruleset, hook, &u, &values));
         // Marks move packets between regions of the chain: compare it all then.
-        let marked = ma.iter().chain(&mb).any(|(_, m)| m.is_some());
+        let marked = ma.iter().chain(&mb).any(|(_, m)| m.changed());
         let defaults_differ = och.policy.action != nch.policy.action;
         let within = if marked { u.full() } else { may_differ(&ka, &kb, defaults_differ, &u) };
         let a = outcomes(&old.ruleset, och, &u, &ma, &within);
@@ -530,6 +648,36 @@ mod tests {
     }
 
     #[test]
+    fn connection_marks_saved_and_restored_are_followed_into_the_chain() {
+        let old = compile("pass in proto tcp to port 80 state new set ct mark 1\npass in ct mark 1\n", "old.pf");
+        let new = compile(
+            "match in on eth1 proto tcp set mark 2 set ct mark from mark\nmatch in on eth0 set mark from ct mark\npass in proto tcp to port 80 state new set ct mark 1\npass in ct mark 1\npass in mark 3\npass in proto udp ct mark 2 mark 2\n",
+            "new.pf",
+        );
+        let d = diff(&old, &new);
+        let u = Universe::new(&[&old.ruleset, &new.ruleset]);
+        let mut changed = 0;
+        for iif in ["eth0", "eth1"] {
+            for state in ["new", "established", "invalid", "untracked"] {
+                for (mark, ct_mark) in [(0, 0), (2, 0), (0, 1), (0, 2), (3, 3), (0, 3), (7, 7)] {
+                    for (proto, port) in [("tcp", ":80"), ("tcp", ":22"), ("udp", ":80")] {
+                        let text = format!(
+                            "{proto} 192.0.2.1{port} -> 192.0.2.9{port} in {iif} {state} mark {mark} ct mark {ct_mark}"
+                        );
+                        let p = packet::parse(&text).expect("packet");
+                        let verdict = |c: &Compiled| decide(&c.ruleset, &p, &SetContents::new()).verdict;
+                        let inside = d.regions.iter().any(|r| r.hook == Hook::Input && r.cube.intersects(&u.point(&p)));
+                        assert_eq!(verdict(&old) != verdict(&new), inside, "{text}\n{}", render(&d));
+                        changed += usize::from(inside);
+                    }
+                }
+            }
+        }
+        // eth0 with ct mark 3 is restored to mark 3 and passes; tcp on eth1 saves mark 2 (ct mark 1 lost).
+        assert!(changed >= 10, "{changed}\n{}", render(&d));
+    }
+
+    #[test]
     fn every_region_agrees_with_the_evaluator() {
         let old = compile("pass in on eth0 proto tcp to port 1-1000\nreject in proto udp\nset bl dynamic\nblock in from <bl>\npass in proto icmp limit 1/second\n", "old.pf");
         let new = compile("block in proto tcp from 10.0.0.0/8\npass in on eth* proto tcp to port 500-2000\npass in proto udp to port 53\nreject in proto udp\n", "new.pf");
@@ -560,6 +708,7 @@ mod tests {
                 icmp_type: matches!(proto, 1 | 58).then(|| pick(Dim::Icmp) as u8),
                 ct_state: crate::ir::names::CT_STATES[pick(Dim::Ct) as usize].1,
                 mark: pick(Dim::Mark) as u32,
+                ct_mark: pick(Dim::CtMark) as u32,
             };
             let (a, b) = (decide(&old.ruleset, &p, &SetContents::new()), decide(&new.ruleset, &p, &SetContents::new()));
             let last = |s: &[Step]| s.last().map(|x| x.verdict);

@@ -47,6 +47,9 @@ pub struct Explanation {
     /// The `match` rule that set the mark the chain saw, and that mark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub marked: Option<(Step, u32)>,
+    /// The `match` rule that set the ct mark the chain saw, and that mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_marked: Option<(Step, u32)>,
 }
 
 /// Explains one packet. Run-time and feed sets are taken as empty.
@@ -115,12 +118,15 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         runtime_sets,
         untracked: eval::deciding_rule(rs, p, &d).is_some_and(|r| r.notrack),
         timed_sets,
-        marked: d.marked_by.map(|i| {
-            let mr = &rs.marks[i];
-            let text = first_line(sources.snippet(mr.origin.span));
-            (Step { rule: mr.origin.id.clone(), text, why: None }, mr.mark)
-        }),
+        marked: d.marked_by.mark.map(|i| (mark_step(rs, sources, i), marked.mark)),
+        ct_marked: d.marked_by.ct_mark.map(|i| (mark_step(rs, sources, i), marked.ct_mark)),
     }
+}
+
+/// The `match` rule at `i` of [`Ruleset::marks`], as a step.
+fn mark_step(rs: &Ruleset, sources: &SourceMap, i: usize) -> Step {
+    let mr = &rs.marks[i];
+    Step { rule: mr.origin.id.clone(), text: first_line(sources.snippet(mr.origin.span)), why: None }
 }
 
 /// The verdict for a packet over the deciding rule's rate limit: the same
@@ -206,6 +212,11 @@ fn why_not(rs: &Ruleset, m: &Match, field: Field, p: &Packet) -> String {
             m.ct_state.map_or("any".into(), |s| s.names().join(", ")),
         ),
         Field::Mark => (p.mark.to_string(), m.mark.map_or("any".into(), |k| k.to_string())),
+        Field::CtMark if !p.tracked() => {
+            let state = names::CT_STATES.iter().find(|(_, b)| *b == p.ct_state).map_or("?", |(n, _)| n);
+            (format!("none ({state}: no connection)"), m.ct_mark.map_or("any".into(), |k| k.to_string()))
+        }
+        Field::CtMark => (p.ct_mark.to_string(), m.ct_mark.map_or("any".into(), |k| k.to_string())),
     };
     format!("{} is {have}, rule wants {want}", field.describe())
 }
@@ -251,6 +262,9 @@ pub fn render(e: &Explanation) -> String {
 fn render_decision(out: &mut String, e: &Explanation) {
     if let Some((by, mark)) = &e.marked {
         let _ = writeln!(out, "mark:    {mark}, set by {}  `{}`", by.rule, by.text);
+    }
+    if let Some((by, mark)) = &e.ct_marked {
+        let _ = writeln!(out, "ct mark: {mark}, set by {}  `{}`", by.rule, by.text);
     }
     let _ = writeln!(out, "verdict: {} by {}  `{}`", e.verdict.keyword(), e.decided_by.rule, e.decided_by.text);
     if e.tried.is_empty() {

@@ -164,10 +164,10 @@ fn statements(ch: &Chain) -> Vec<Statement> {
 /// Side effects besides the verdict: removing such a rule is never a no-op.
 /// Counters are not one: every rule has one by default, and a rule that
 /// never decides a packet counts nothing worth keeping. A `notrack` pass
-/// keeps its packets out of conntrack, and `set mark` marks them, which a
+/// keeps its packets out of conntrack, and `set [ct] mark` marks them, which a
 /// later pass would not; a named counter is counting asked for by name.
 fn has_side_effects(r: &Rule) -> bool {
-    r.log.is_some() || r.notrack || r.set_mark.is_some() || r.counter_name.is_some()
+    r.log.is_some() || r.notrack || !r.set_marks.is_empty() || r.counter_name.is_some()
 }
 
 /// `probe`: skip the exact check for statements one packet proves needed

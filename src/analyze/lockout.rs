@@ -37,6 +37,7 @@ fn tcp(hook: Hook, iif: Option<&str>, src: IpAddr, dst: IpAddr, sport: u16, dpor
         icmp_type: None,
         ct_state: state(ct),
         mark: 0,
+        ct_mark: 0,
     }
 }
 

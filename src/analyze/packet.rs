@@ -1,7 +1,7 @@
 //! The packet notation of `explain` and policy tests:
 //!
 //! ```text
-//! [input|forward|output] PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N]
+//! [input|forward|output] PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N]
 //! tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new
 //! udp [2001:db8::5]:5353 -> [2001:db8::1]:53 in eth0
 //! icmp 192.0.2.7 -> 10.0.0.10 echo-request in eth0
@@ -10,8 +10,9 @@
 //!
 //! Without a hook word, `in` and `out` together mean forward, `out` alone
 //! output, anything else input. The state defaults to `new`, a missing source
-//! port to 40000, a missing ICMP type to echo-request and the mark (the one
-//! the packet arrives with, before the policy's `match` rules) to 0.
+//! port to 40000, a missing ICMP type to echo-request, the mark (the one
+//! the packet arrives with, before the policy's `match` rules) to 0 and the
+//! ct mark (its connection's, as an earlier packet left it) to 0.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -38,7 +39,7 @@ impl fmt::Display for PacketError {
 }
 
 pub const NOTATION_HELP: &str =
-    "write it as `PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N]`, e.g. `tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new`";
+    "write it as `PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N]`, e.g. `tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new`";
 
 /// Words of the text with their byte offsets.
 fn words(text: &str) -> Vec<(usize, &str)> {
@@ -99,16 +100,22 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
     }
 
     let (mut iif, mut oif, mut state, mut icmp_type) = (None, None, None, None);
-    let mut mark = 0;
+    let (mut mark, mut ct_mark) = (0, 0);
+    // The number after `mark` / `ct mark`, decimal or 0x hex.
+    let mark_word = |it: &mut dyn Iterator<Item = (usize, &str)>, w: (usize, &str), what: &str| {
+        let v = it.next().ok_or_else(|| err(w, format!("`{what}` needs a number")))?;
+        let n = match v.1.strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => v.1.parse().ok(),
+        };
+        n.ok_or_else(|| err(v, format!("`{}` is not a 32-bit mark", v.1)))
+    };
     while let Some(w) = it.next() {
         match w.1 {
-            "mark" => {
-                let v = it.next().ok_or_else(|| err(w, "`mark` needs a number".into()))?;
-                let n = match v.1.strip_prefix("0x") {
-                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                    None => v.1.parse().ok(),
-                };
-                mark = n.ok_or_else(|| err(v, format!("`{}` is not a 32-bit mark", v.1)))?;
+            "mark" => mark = mark_word(&mut it, w, "mark")?,
+            "ct" => {
+                let m = it.next().filter(|m| m.1 == "mark").ok_or_else(|| err(w, "`ct` needs `mark N`".into()))?;
+                ct_mark = mark_word(&mut it, m, "ct mark")?;
             }
             "in" | "out" => {
                 let name = it.next().ok_or_else(|| err(w, format!("`{}` needs an interface name", w.1)))?;
@@ -155,6 +162,7 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
         icmp_type: is_icmp(proto).then(|| icmp_type.unwrap_or(if proto == ICMP { 8 } else { 128 })),
         ct_state: state.unwrap_or(8),
         mark,
+        ct_mark,
     })
 }
 
@@ -191,6 +199,9 @@ pub fn format(p: &Packet) -> String {
     out = out + " " + state;
     if p.mark != 0 {
         out += &format!(" mark {}", p.mark);
+    }
+    if p.ct_mark != 0 {
+        out += &format!(" ct mark {}", p.ct_mark);
     }
     out
 }

@@ -37,16 +37,28 @@ pub enum Dim {
     Icmp,
     Ct,
     Mark,
+    CtMark,
 }
 
-pub const DIMS: [Dim; 10] =
-    [Dim::Proto, Dim::Iif, Dim::Oif, Dim::Src, Dim::Dst, Dim::Sport, Dim::Dport, Dim::Icmp, Dim::Ct, Dim::Mark];
+pub const DIMS: [Dim; 11] = [
+    Dim::Proto,
+    Dim::Iif,
+    Dim::Oif,
+    Dim::Src,
+    Dim::Dst,
+    Dim::Sport,
+    Dim::Dport,
+    Dim::Icmp,
+    Dim::Ct,
+    Dim::Mark,
+    Dim::CtMark,
+];
 
 /// A product of one interval set per field, for one address family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cube {
     pub family: Family,
-    pub dims: [Ranges; 10],
+    pub dims: [Ranges; 11],
 }
 
 impl Cube {
@@ -249,6 +261,7 @@ impl Universe {
         let bit = names::CT_STATES.iter().position(|(_, b)| *b == p.ct_state).unwrap_or(0);
         c.dims[Dim::Ct as usize] = one(bit as u128);
         c.dims[Dim::Mark as usize] = one(p.mark as u128);
+        c.dims[Dim::CtMark as usize] = one(p.ct_mark as u128);
         c
     }
 
@@ -291,6 +304,7 @@ impl Universe {
             Ranges::span(0, 65535),
             Ranges::span(0, 255),
             Ranges::span(0, names::CT_STATES.len() as u128 - 1),
+            Ranges::span(0, u32::MAX as u128),
             Ranges::span(0, u32::MAX as u128),
         ];
         Cube { family, dims }
@@ -349,6 +363,11 @@ impl Universe {
                 }
                 if let Some(k) = m.mark {
                     set(Dim::Mark, Ranges::span(k as u128, k as u128));
+                }
+                if let Some(k) = m.ct_mark {
+                    // Only a packet with a connection has a ct mark.
+                    set(Dim::Ct, tracked_states());
+                    set(Dim::CtMark, Ranges::span(k as u128, k as u128));
                 }
                 if c.dims.iter().all(|d| !d.is_empty()) {
                     out.push(c);
@@ -414,8 +433,17 @@ impl Universe {
         if c.get(Dim::Mark) != full.get(Dim::Mark) {
             parts.push(format!("mark {}", listed(c.get(Dim::Mark), full.get(Dim::Mark), |v| v.to_string())));
         }
+        if c.get(Dim::CtMark) != full.get(Dim::CtMark) {
+            parts.push(format!("ct mark {}", listed(c.get(Dim::CtMark), full.get(Dim::CtMark), |v| v.to_string())));
+        }
         parts.join(" ")
     }
+}
+
+/// The [`Dim::Ct`] values of the states that have a connection (and a ct mark).
+pub fn tracked_states() -> Ranges {
+    let bits = names::CT_STATES.iter().enumerate().filter(|(_, (_, b))| b & names::CT_TRACKED != 0);
+    Ranges::of(bits.map(|(i, _)| (i as u128, i as u128)))
 }
 
 /// Addresses a match allows in one family.

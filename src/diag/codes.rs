@@ -213,7 +213,10 @@ catalog! {
         r#"Packet marks are 0 to 0xffffffff. `set mark` belongs to `pass` rules (the packet leaves with the mark) and `match` rules (the mark is set before the filter chains)."#;
     MatchRule = "match-rule", Error, "132-match-without-mark.pf", "phantomc compile testdata/errors/132-match-without-mark.pf",
         r#"a `match` rule without `set mark`, or with an option it cannot have"#,
-        r#"`match in|out` rules run at raw priority before every filter chain and decide nothing: they take header matches, `mark`, `counter` and must `set mark N`; `match in` cannot use `out on` or be `forward`."#;
+        r#"`match in|out` rules run before every filter chain (at raw priority; after conntrack when they use the ct mark) and decide nothing: they take header matches, `mark`, `ct mark`, `counter` and must `set mark ...` or `set ct mark ...`; `match in` cannot use `out on` or be `forward`."#;
+    CtMark = "ct-mark", Error, "134-ct-mark-on-early.pf", "phantomc compile testdata/errors/134-ct-mark-on-early.pf",
+        r#"a connection mark used where there is no connection yet, or in an order nft would not run"#,
+        r#"`ct mark N`, `set ct mark ...` and `set mark from ct mark` need conntrack: not on `early` rules; `set mark from ct mark` only on `match` rules (on a pass, nft would skip the verdict of a packet without a connection); a mark is not copied onto itself. Match rules that use the ct mark run after conntrack, so they must follow the plain match rules of their direction, and no early rule may test a `mark` they set."#;
     BadCounterName = "bad-counter-name", Error, "133-bad-counter-name.pf", "phantomc compile testdata/errors/133-bad-counter-name.pf",
         r#"a `counter "name"` that nft cannot take as a counter name"#,
         r#"A named counter's name starts with a letter or `_`, continues with letters, digits, `_`, `-` or `.`, and has at most 64 characters."#;

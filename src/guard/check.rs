@@ -174,6 +174,7 @@ fn related_icmp(client: IpAddr, server: IpAddr, dev: Option<String>) -> [Packet;
         icmp_type: Some(unreachable),
         ct_state: related,
         mark: 0,
+        ct_mark: 0,
     };
     [packet(Hook::Input, client, server, dev.clone(), None), packet(Hook::Output, server, client, None, dev)]
 }

@@ -442,6 +442,7 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
             icmp_type: is_icmp.then(|| rng.pick(&icmp)),
             ct_state: rng.pick(&states),
             mark: 0,
+            ct_mark: 0,
         }
     };
     let mut out: Vec<Packet> = (0..count)

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::optimize::MergeField;
-use super::{names, Action, AddrMatch, Family, Hook, Ifaces, Match, PortMatch, Rule, Ruleset, SetKind};
+use super::{names, Action, AddrMatch, Family, Hook, Ifaces, Match, PortMatch, Rule, Ruleset, SetKind, SetMark};
 
 /// One packet as a hook sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -27,11 +27,20 @@ pub struct Packet {
     /// The mark it arrives with (0 unless another program set one); the
     /// policy's `match` rules may change it before the chain.
     pub mark: u32,
+    /// Its connection's mark as it arrives (set by an earlier packet of the
+    /// connection; 0 for a new one); meaningless without a connection.
+    pub ct_mark: u32,
 }
 
 impl Packet {
     pub fn family(&self) -> Family {
         Family::of(&self.src)
+    }
+
+    /// Whether conntrack gave it a connection (not invalid or untracked),
+    /// so that it has a ct mark.
+    pub fn tracked(&self) -> bool {
+        self.ct_state & names::CT_TRACKED != 0
     }
 }
 
@@ -50,6 +59,7 @@ pub enum Field {
     IcmpType,
     CtState,
     Mark,
+    CtMark,
 }
 
 impl Field {
@@ -66,6 +76,7 @@ impl Field {
             Field::IcmpType => "ICMP type",
             Field::CtState => "connection state",
             Field::Mark => "mark",
+            Field::CtMark => "connection mark",
         }
     }
 }
@@ -83,19 +94,38 @@ pub struct Decision {
     pub tried: Vec<(usize, Field)>,
     /// The deciding rule has a rate limit: it decides only while under it.
     pub rate_limited: bool,
-    /// The `match` rule (index in [`Ruleset::marks`]) whose mark the chain saw.
-    pub marked_by: Option<usize>,
+    /// The `match` rules (indexes in [`Ruleset::marks`]) that last set the
+    /// mark and the ct mark the chain saw.
+    pub marked_by: MarkedBy,
 }
 
-/// The packet as its chain sees it: with the mark of the last `match` rule
-/// (of those that run before the chain) that matched, and that rule's index.
-pub fn marked(rs: &Ruleset, p: &Packet, sets: &SetContents) -> (Packet, Option<usize>) {
+/// Which `match` rules last set a packet's marks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MarkedBy {
+    pub mark: Option<usize>,
+    pub ct_mark: Option<usize>,
+}
+
+/// The packet as its chain sees it: with the marks the `match` rules (of
+/// those that run before the chain) set, in order, and which rules set them.
+pub fn marked(rs: &Ruleset, p: &Packet, sets: &SetContents) -> (Packet, MarkedBy) {
     let mut out = p.clone();
-    let mut by = None;
+    let mut by = MarkedBy::default();
     for (i, mr) in rs.marks.iter().enumerate().filter(|(_, mr)| mr.runs_before(p.hook)) {
-        if check(rs, &mr.matches, &out, sets).is_ok() {
-            out.mark = mr.mark;
-            by = Some(i);
+        if check(rs, &mr.matches, &out, sets).is_err() {
+            continue;
+        }
+        let tracked = out.tracked();
+        for s in &mr.sets {
+            if !s.apply(&mut out.mark, &mut out.ct_mark, tracked) {
+                break;
+            }
+            match s {
+                SetMark::Mark(_) | SetMark::MarkFromCtMark => by.mark = Some(i),
+                SetMark::CtMark(_) | SetMark::CtMarkFromMark if tracked => by.ct_mark = Some(i),
+                // Without a connection there is no ct mark to set.
+                SetMark::CtMark(_) | SetMark::CtMarkFromMark => {}
+            }
         }
     }
     (out, by)
@@ -161,7 +191,8 @@ pub fn check(rs: &Ruleset, m: &Match, p: &Packet, sets: &SetContents) -> Result<
     test(port(&m.dport, p.dport), Field::DestinationPort)?;
     test(m.icmp_types.as_ref().is_none_or(|ts| p.icmp_type.is_some_and(|t| ts.contains(&t))), Field::IcmpType)?;
     test(m.ct_state.is_none_or(|s| s.0 & p.ct_state != 0), Field::CtState)?;
-    test(m.mark.is_none_or(|k| k == p.mark), Field::Mark)
+    test(m.mark.is_none_or(|k| k == p.mark), Field::Mark)?;
+    test(m.ct_mark.is_none_or(|k| p.tracked() && k == p.ct_mark), Field::CtMark)
 }
 
 fn iface(want: &Option<Ifaces>, have: &Option<String>) -> bool {
@@ -229,6 +260,7 @@ pub fn established_tcp(
         icmp_type: None,
         ct_state: established,
         mark: 0,
+        ct_mark: 0,
     };
     let outbound = Packet {
         hook: Hook::Output,
@@ -242,6 +274,7 @@ pub fn established_tcp(
         icmp_type: None,
         ct_state: established,
         mark: 0,
+        ct_mark: 0,
     };
     [inbound, outbound]
 }
@@ -267,6 +300,7 @@ mod tests {
             icmp_type: None,
             ct_state: names::ct_state_bit(state).expect("state"),
             mark: 0,
+            ct_mark: 0,
         }
     }
 

@@ -332,10 +332,12 @@ pub struct Rule {
     /// output chain, so it is decided here like any other pass.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub notrack: bool,
-    /// `set mark N` on a pass: the packet leaves with this mark (for routing,
-    /// tc or other tables; phantomc's own chains have decided by then).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub set_mark: Option<u32>,
+    /// `set mark ...` / `set ct mark ...` on a pass, in the order written:
+    /// the packet leaves with this mark (for routing, tc or other tables;
+    /// phantomc's own chains have decided by then), its connection keeps the
+    /// ct mark for its later packets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set_marks: Vec<SetMark>,
     /// `counter "name"`: the rule counts into this named counter (shared by
     /// every rule that names it) instead of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -422,6 +424,61 @@ pub struct Match {
     /// `mark N`: the packet mark (nft `meta mark`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mark: Option<u32>,
+    /// `ct mark N`: the connection's mark (nft `ct mark`); a packet without
+    /// a connection (invalid, untracked) never matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_mark: Option<u32>,
+}
+
+/// One `set mark ...` or `set ct mark ...` of a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetMark {
+    /// `set mark N` (nft `meta mark set N`).
+    Mark(u32),
+    /// `set ct mark N` (nft `ct mark set N`): later packets of the
+    /// connection arrive with it.
+    CtMark(u32),
+    /// `set mark from ct mark` (nft `meta mark set ct mark`): restores the
+    /// connection's mark on the packet. Without a connection nft stops the
+    /// rule here.
+    MarkFromCtMark,
+    /// `set ct mark from mark` (nft `ct mark set meta mark`): saves the
+    /// packet mark on its connection.
+    CtMarkFromMark,
+}
+
+impl SetMark {
+    /// Whether it reads or writes the connection mark (needs conntrack).
+    pub fn uses_ct(self) -> bool {
+        !matches!(self, SetMark::Mark(_))
+    }
+
+    /// Applies it to a packet's (mark, ct mark); `tracked`: the packet has
+    /// a connection. `false` when nft stops the rule here (no ct mark to read).
+    pub fn apply(self, mark: &mut u32, ct_mark: &mut u32, tracked: bool) -> bool {
+        match self {
+            SetMark::Mark(k) => *mark = k,
+            SetMark::CtMark(k) if tracked => *ct_mark = k,
+            SetMark::MarkFromCtMark if tracked => *mark = *ct_mark,
+            SetMark::MarkFromCtMark => return false,
+            SetMark::CtMarkFromMark if tracked => *ct_mark = *mark,
+            // Setting the mark of no connection does nothing.
+            SetMark::CtMark(_) | SetMark::CtMarkFromMark => {}
+        }
+        true
+    }
+}
+
+impl std::fmt::Display for SetMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetMark::Mark(k) => write!(f, "set mark {k}"),
+            SetMark::CtMark(k) => write!(f, "set ct mark {k}"),
+            SetMark::MarkFromCtMark => f.write_str("set mark from ct mark"),
+            SetMark::CtMarkFromMark => f.write_str("set ct mark from mark"),
+        }
+    }
 }
 
 /// `on eth0`, `on { eth0, br-* }` or, negated, `on !docker0`: the interface
@@ -511,9 +568,10 @@ impl CtStates {
     }
 }
 
-/// `match in|out ... set mark N`: sets the mark of the packets it matches
-/// and decides nothing. Runs at raw priority before every filter chain, so
-/// the filter rules see the mark; the last matching one wins.
+/// `match in|out ... set [ct] mark ...`: sets the marks of the packets it
+/// matches and decides nothing. Runs before every filter chain (at raw
+/// priority, or after conntrack when it uses the connection mark), so the
+/// filter rules see the marks; the last matching one wins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MarkRule {
     pub origin: Origin,
@@ -521,7 +579,8 @@ pub struct MarkRule {
     /// packets alike), `Output` for `match out`.
     pub hook: Hook,
     pub matches: Match,
-    pub mark: u32,
+    /// In the order written.
+    pub sets: Vec<SetMark>,
     pub counter: bool,
 }
 
@@ -529,6 +588,12 @@ impl MarkRule {
     /// Whether it runs before the chain of `hook`.
     pub fn runs_before(&self, hook: Hook) -> bool {
         (self.hook == Hook::Output) == (hook == Hook::Output)
+    }
+
+    /// Whether it reads or writes the connection mark, so it runs after
+    /// conntrack (mangle priority) rather than at raw priority.
+    pub fn uses_ct(&self) -> bool {
+        self.matches.ct_mark.is_some() || self.sets.iter().any(|s| s.uses_ct())
     }
 }
 

@@ -190,6 +190,10 @@ pub const CT_STATES: &[(&str, u8)] =
 
 pub const CT_ALL: u8 = 31;
 
+/// The states of a packet conntrack gave a connection (established,
+/// related, new): only these have a ct mark.
+pub const CT_TRACKED: u8 = 2 | 4 | 8;
+
 pub fn ct_state_bit(name: &str) -> Option<u8> {
     CT_STATES.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
 }

@@ -16,7 +16,7 @@ use crate::ir::names::{self, ICMP, ICMPV6, TCP};
 use crate::ir::optimize::{self, MergeField, Merged, Values};
 use crate::ir::{
     Action, AddrMatch, DefaultPolicy, Family, Hook, Limit, Log, MarkRule, Match as IrMatch, NatAction, PortMatch,
-    RejectWith, Rule, Ruleset, SetKind,
+    RejectWith, Rule, Ruleset, SetKind, SetMark,
 };
 
 /// Elements that are not part of the policy text: feed contents and
@@ -170,13 +170,29 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     for (name, hook, from) in
         [(EARLY_CHAIN, NfHook::Prerouting, Hook::Input), (EARLY_OUT_CHAIN, NfHook::Output, Hook::Output)]
     {
-        let marks = rs.marks.iter().filter(|mr| mr.hook == from).map(|mr| mark_rule(t, name, mr));
+        let marks = rs.marks.iter().filter(|mr| mr.hook == from && !mr.uses_ct()).map(|mr| mark_rule(t, name, mr));
         let early: Vec<schema::Rule<'static>> =
             marks.chain(rs.chain(from).rules.iter().filter(|r| r.early).flat_map(|r| early_rule(t, name, r))).collect();
         if !early.is_empty() {
             chains.push(NftChain {
                 chain: base_chain(t, name, NfChainType::Filter, hook, RAW_PRIORITY, Some(NfChainPolicy::Accept)),
                 rules: early,
+            });
+        }
+    }
+    // `match` rules that use the connection mark need conntrack: they run
+    // after it, still before routing (a route chain on output reroutes a
+    // packet whose mark they change) and before the filter chains.
+    for (name, kind, hook, from) in [
+        (CONNMARK_CHAIN, NfChainType::Filter, NfHook::Prerouting, Hook::Input),
+        (CONNMARK_OUT_CHAIN, NfChainType::Route, NfHook::Output, Hook::Output),
+    ] {
+        let rules: Vec<schema::Rule<'static>> =
+            rs.marks.iter().filter(|mr| mr.hook == from && mr.uses_ct()).map(|mr| mark_rule(t, name, mr)).collect();
+        if !rules.is_empty() {
+            chains.push(NftChain {
+                chain: base_chain(t, name, kind, hook, MANGLE_PRIORITY, Some(NfChainPolicy::Accept)),
+                rules,
             });
         }
     }
@@ -241,6 +257,21 @@ fn dispatch_chains(t: &str, rs: &Ruleset) -> Vec<NftChain> {
 pub const EARLY_CHAIN: &str = "early";
 pub const EARLY_OUT_CHAIN: &str = "early_out";
 const RAW_PRIORITY: i32 = -300;
+/// The chains of `match` rules that use the connection mark, and their
+/// priority (nft's `mangle`: after conntrack at -200, before routing).
+pub const CONNMARK_CHAIN: &str = "connmark";
+pub const CONNMARK_OUT_CHAIN: &str = "connmark_out";
+const MANGLE_PRIORITY: i32 = -150;
+
+/// The nft chain a `match` rule runs in.
+pub fn match_chain(mr: &MarkRule) -> &'static str {
+    match (mr.hook == Hook::Output, mr.uses_ct()) {
+        (false, false) => EARLY_CHAIN,
+        (true, false) => EARLY_OUT_CHAIN,
+        (false, true) => CONNMARK_CHAIN,
+        (true, true) => CONNMARK_OUT_CHAIN,
+    }
+}
 
 fn hook_of(h: Hook) -> NfHook {
     match h {
@@ -463,7 +494,7 @@ fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
     if let Some(bytes) = r.quota {
         expr.push(Statement::Quota(stmt::QuotaOrQuotaRef::Quota(quota_stmt(bytes))));
     }
-    expr.extend(r.set_mark.map(set_mark));
+    expr.extend(r.set_marks.iter().map(|s| set_mark(*s)));
     // A named counter counts for the rule (the optimizer never merges such a rule).
     expr.extend(r.counter_name.as_ref().map(|n| Statement::Counter(Counter::Named(n.clone().into()))));
     let counter = r.counter && r.merged.is_none() && r.counter_name.is_none();
@@ -503,13 +534,24 @@ fn mark_rule(t: &str, chain: &str, mr: &MarkRule) -> schema::Rule<'static> {
     if mr.counter {
         expr.push(Statement::Counter(Counter::Anonymous(None)));
     }
-    expr.push(set_mark(mr.mark));
+    expr.extend(mr.sets.iter().map(|s| set_mark(*s)));
     schema::Rule { expr: expr.into(), comment: Some(mr.origin.id.clone().into()), ..rule_base(t, chain) }
 }
 
-/// `meta mark set N`.
-fn set_mark(mark: u32) -> Statement<'static> {
-    Statement::Mangle(stmt::Mangle { key: meta(MetaKey::Mark), value: Expression::Number(mark) })
+/// `meta mark set ...` or `ct mark set ...`.
+fn set_mark(s: SetMark) -> Statement<'static> {
+    let (key, value) = match s {
+        SetMark::Mark(k) => (meta(MetaKey::Mark), Expression::Number(k)),
+        SetMark::CtMark(k) => (ct("mark"), Expression::Number(k)),
+        SetMark::MarkFromCtMark => (meta(MetaKey::Mark), ct("mark")),
+        SetMark::CtMarkFromMark => (ct("mark"), meta(MetaKey::Mark)),
+    };
+    Statement::Mangle(stmt::Mangle { key, value })
+}
+
+/// `ct KEY` of the packet's connection.
+fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(expr::CT { key: key.into(), family: None, dir: None }))
 }
 
 /// `quota until N UNIT`: the largest unit nft takes (up to mbytes) that
@@ -750,6 +792,9 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
     if let Some(mark) = mm.mark {
         out.push(m(meta(MetaKey::Mark), Expression::Number(mark), Operator::EQ));
     }
+    if let Some(mark) = mm.ct_mark {
+        out.push(m(ct("mark"), Expression::Number(mark), Operator::EQ));
+    }
     if let Some(states) = mm.ct_state {
         let names: Vec<Expression<'static>> =
             states.names().into_iter().map(|s| Expression::String(s.into())).collect();
@@ -758,11 +803,7 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
         } else {
             Expression::List(names)
         };
-        out.push(m(
-            Expression::Named(NamedExpression::CT(expr::CT { key: "state".into(), family: None, dir: None })),
-            right,
-            Operator::IN,
-        ));
+        out.push(m(ct("state"), right, Operator::IN));
     }
     out
 }

@@ -19,7 +19,7 @@ use nftables::expr::Expression;
 use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables};
 use nftables::types::NfFamily;
 
-pub use emit::{build, Elements, NftTable, SetElem, EARLY_CHAIN, EARLY_OUT_CHAIN};
+pub use emit::{build, match_chain, Elements, NftTable, SetElem, EARLY_CHAIN, EARLY_OUT_CHAIN};
 pub use run::{in_scratch_netns, objects, to_json, to_json_value, write_to_child, Nft, NftError};
 
 use crate::diag::Diag;

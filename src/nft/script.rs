@@ -185,6 +185,7 @@ fn prio_name(kind: NfChainType, prio: i32) -> String {
     match (kind, prio) {
         (NfChainType::Filter, 0) => "filter".into(),
         (NfChainType::Filter, -300) => "raw".into(),
+        (NfChainType::Filter | NfChainType::Route, -150) => "mangle".into(),
         (NfChainType::NAT, -100) => "dstnat".into(),
         (NfChainType::NAT, 100) => "srcnat".into(),
         _ => prio.to_string(),

@@ -33,7 +33,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         quota: None,
         early: false,
         notrack: false,
-        set_mark: None,
+        set_marks: Vec::new(),
         counter_name: None,
         merged: None,
     }

@@ -287,10 +287,23 @@ pub enum RuleOpt {
     Notrack,
     /// `mark N`: the packet's mark is N (as written; checked when lowered).
     Mark(u64),
-    /// `set mark N`.
-    SetMark(u64),
+    /// `set mark N` or `set mark from ct mark`.
+    SetMark(MarkSource),
+    /// `ct mark N`: the connection's mark is N.
+    CtMark(u64),
+    /// `set ct mark N` or `set ct mark from mark`.
+    SetCtMark(MarkSource),
     /// `counter "name"`: counts into a named counter.
     NamedCounter(String),
+}
+
+/// What `set mark` / `set ct mark` sets: a number (as written; checked when
+/// lowered), or a copy of one of the two marks (`from mark`, `from ct mark`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkSource {
+    Value(u64),
+    Mark,
+    CtMark,
 }
 
 impl RuleOpt {
@@ -318,6 +331,8 @@ impl RuleOpt {
             RuleOpt::Notrack => "notrack",
             RuleOpt::Mark(_) => "mark",
             RuleOpt::SetMark(_) => "set mark",
+            RuleOpt::CtMark(_) => "ct mark",
+            RuleOpt::SetCtMark(_) => "set ct mark",
             RuleOpt::NamedCounter(_) => "counter",
         }
     }

@@ -366,20 +366,10 @@ impl Builder {
             Rule::early => RuleOpt::Early,
             Rule::notrack => RuleOpt::Notrack,
             Rule::named_counter => RuleOpt::NamedCounter(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
-            Rule::mark | Rule::set_mark => {
-                let v = inner.next()?.as_str().to_ascii_lowercase();
-                let n = match v.strip_prefix("0x") {
-                    Some(hex) => u64::from_str_radix(hex, 16),
-                    None => v.parse(),
-                };
-                // Too long for u64: certainly too large for a mark (lowering says so).
-                let n = n.unwrap_or(u64::MAX);
-                if rule == Rule::mark {
-                    RuleOpt::Mark(n)
-                } else {
-                    RuleOpt::SetMark(n)
-                }
-            }
+            Rule::mark => RuleOpt::Mark(mark_number(inner.next()?.as_str())),
+            Rule::ct_mark => RuleOpt::CtMark(mark_number(inner.nth(1)?.as_str())),
+            Rule::set_mark => RuleOpt::SetMark(mark_source(inner.next()?)),
+            Rule::set_ct_mark => RuleOpt::SetCtMark(mark_source(inner.nth(1)?)),
             Rule::reject_with => {
                 let how = inner.next()?;
                 match how.as_rule() {
@@ -733,5 +723,25 @@ fn parse_direction(s: &str) -> Direction {
         "in" => Direction::In,
         "out" => Direction::Out,
         _ => Direction::Forward,
+    }
+}
+
+/// A mark as written, decimal or `0x` hex; one too long for u64 is
+/// certainly too large for a mark (lowering says so).
+fn mark_number(text: &str) -> u64 {
+    let v = text.to_ascii_lowercase();
+    let n = match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse(),
+    };
+    n.unwrap_or(u64::MAX)
+}
+
+/// The value of `set mark` / `set ct mark`: a number or `from [ct] mark`.
+fn mark_source(p: Pair<'_, Rule>) -> MarkSource {
+    match p.as_rule() {
+        Rule::mark_from if p.clone().into_inner().next().is_some() => MarkSource::CtMark,
+        Rule::mark_from => MarkSource::Mark,
+        _ => MarkSource::Value(mark_number(p.as_str())),
     }
 }

@@ -103,8 +103,8 @@ pub fn rows(
         ));
     };
     for mr in &rs.marks {
-        let chain = if mr.hook == Hook::Output { crate::nft::EARLY_OUT_CHAIN } else { crate::nft::EARLY_CHAIN };
-        push(&mr.origin, "match", chain, format!("set mark {}", mr.mark), None, mr.counter);
+        let sets: Vec<String> = mr.sets.iter().map(ToString::to_string).collect();
+        push(&mr.origin, "match", crate::nft::match_chain(mr), sets.join(" "), None, mr.counter);
     }
     for chain in &rs.chains {
         for r in &chain.rules {

@@ -21,7 +21,9 @@ use super::names::{self, ICMP, ICMPV6};
 use super::ranges::{self, Ranges};
 use super::*;
 use crate::diag::{Diag, SourceMap, Span};
-use crate::policy::ast::{self, Direction, HostSpec, IfaceSpec, Item, NatKind, RuleOpt, SetBody, Spanned, Stmt, Value};
+use crate::policy::ast::{
+    self, Direction, HostSpec, IfaceSpec, Item, MarkSource, NatKind, RuleOpt, SetBody, Spanned, Stmt, Value,
+};
 use crate::policy::Policy;
 
 const DEFAULT_TABLE: &str = "phantomc";
@@ -134,9 +136,11 @@ struct Clauses<'a> {
     reject_with: Option<(&'a str, Option<&'a str>, Span)>,
     early: Option<Span>,
     notrack: Option<Span>,
-    /// `mark N` and `set mark N`, checked to fit 32 bits.
+    /// `mark N` and `ct mark N`, checked to fit 32 bits.
     mark: Option<(u32, Span)>,
-    set_mark: Option<(u32, Span)>,
+    ct_mark: Option<(u32, Span)>,
+    /// `set mark ...` and `set ct mark ...`, in the order written.
+    sets: Vec<(SetMark, Span)>,
     counter_name: Option<(&'a str, Span)>,
 }
 
@@ -272,6 +276,7 @@ impl<'a> Lowerer<'a> {
 
     fn finish(mut self) -> Result<(Ruleset, Vec<Unused>), Vec<Diag>> {
         self.check_adaptive_set();
+        self.check_early_marks();
         for ch in &mut self.out.chains {
             if let Some((p, _)) = self.policies.remove(&ch.hook) {
                 ch.policy = p;

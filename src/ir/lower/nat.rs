@@ -36,6 +36,8 @@ impl<'a> Lowerer<'a> {
                     | RuleOpt::Notrack
                     | RuleOpt::Mark(_)
                     | RuleOpt::SetMark(_)
+                    | RuleOpt::CtMark(_)
+                    | RuleOpt::SetCtMark(_)
                     | RuleOpt::NamedCounter(_)
             ) {
                 self.diags.push(

@@ -57,7 +57,9 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::Early => c.early = Some(opt.span),
                 RuleOpt::Notrack => c.notrack = Some(opt.span),
                 RuleOpt::Mark(n) => c.mark = self.mark_value(*n, opt.span),
-                RuleOpt::SetMark(n) => c.set_mark = self.mark_value(*n, opt.span),
+                RuleOpt::CtMark(n) => c.ct_mark = self.mark_value(*n, opt.span),
+                RuleOpt::SetMark(from) => c.sets.extend(self.set_mark(false, *from, opt.span)),
+                RuleOpt::SetCtMark(from) => c.sets.extend(self.set_mark(true, *from, opt.span)),
             }
         }
         c
@@ -106,12 +108,15 @@ impl<'a> Lowerer<'a> {
         if c.notrack.is_some_and(|span| !self.notrack_allowed(r, &c, span)) {
             return;
         }
-        if let (Some((_, span)), false) = (c.set_mark, r.action.node == Action::Pass) {
+        if let (Some((_, span)), false) = (c.sets.first(), r.action.node == Action::Pass) {
             self.diags.push(
-                Diag::error("bad-mark", span, format!("`set mark` on a {} rule", r.action.node.keyword()), "mark of a dropped packet")
+                Diag::error("bad-mark", *span, format!("`set mark` on a {} rule", r.action.node.keyword()), "mark of a dropped packet")
                     .with_related(r.action.span, "rule")
                     .with_help("a dropped packet goes nowhere; mark packets with `pass ... set mark N` or `match in ... set mark N`"),
             );
+            return;
+        }
+        if !self.ct_mark_allowed(r, &c) {
             return;
         }
         if let Some(span) = c.early {
@@ -215,7 +220,7 @@ impl<'a> Lowerer<'a> {
                 reject,
                 early: c.early.is_some(),
                 notrack: c.notrack.is_some(),
-                set_mark: c.set_mark.map(|(n, _)| n),
+                set_marks: c.sets.iter().map(|(s, _)| *s).collect(),
                 counter_name: c.counter_name.map(|(n, _)| n.to_string()),
                 merged: None,
             };
@@ -322,6 +327,54 @@ impl<'a> Lowerer<'a> {
                 None
             }
         }
+    }
+
+    /// One `set mark` / `set ct mark` (`ct`): a 32-bit value, or a copy of
+    /// the other mark (copying a mark onto itself is refused).
+    fn set_mark(&mut self, ct: bool, from: MarkSource, span: Span) -> Option<(SetMark, Span)> {
+        let set = match (ct, from) {
+            (false, MarkSource::Value(n)) => SetMark::Mark(self.mark_value(n, span)?.0),
+            (true, MarkSource::Value(n)) => SetMark::CtMark(self.mark_value(n, span)?.0),
+            (false, MarkSource::CtMark) => SetMark::MarkFromCtMark,
+            (true, MarkSource::Mark) => SetMark::CtMarkFromMark,
+            (false, MarkSource::Mark) | (true, MarkSource::CtMark) => {
+                self.diags.push(
+                    Diag::error("ct-mark", span, "a mark copied onto itself", "changes nothing")
+                        .with_help("`set ct mark from mark` saves the packet mark on the connection; `set mark from ct mark` restores it"),
+                );
+                return None;
+            }
+        };
+        Some((set, span))
+    }
+
+    /// The connection mark exists once conntrack has seen the packet: not
+    /// in an early rule. Restoring it on a pass rule is refused: nft stops
+    /// a rule that reads the ct mark of a packet without a connection, so
+    /// the pass would not apply to invalid or untracked packets.
+    fn ct_mark_allowed(&mut self, r: &ast::RuleAst, c: &Clauses<'_>) -> bool {
+        let ct_span = c.ct_mark.map(|(_, s)| s).or(c.sets.iter().find(|(s, _)| s.uses_ct()).map(|(_, s)| *s));
+        let problem = match (ct_span, c.early) {
+            (Some(span), Some(_)) => Some((
+                span,
+                "an early rule has no connection mark",
+                "early rules run before conntrack; match or set the ct mark in a later rule or a `match` rule",
+            )),
+            _ => c.sets.iter().find(|(s, _)| *s == SetMark::MarkFromCtMark).map(|(_, span)| {
+                (
+                    *span,
+                    "`set mark from ct mark` on a pass rule",
+                    "a packet without a connection would skip the pass (nft stops the rule where it reads the ct mark); restore the mark in a `match in` rule",
+                )
+            }),
+        };
+        let Some((span, message, help)) = problem else { return true };
+        self.diags.push(
+            Diag::error("ct-mark", span, message, "connection mark here")
+                .with_related(r.action.span, "rule")
+                .with_help(help),
+        );
+        false
     }
 
     /// Checks `with ...` against the rule's verdict, protocols and families.
@@ -531,6 +584,7 @@ impl<'a> Lowerer<'a> {
                     icmp_types: icmp_types.clone(),
                     ct_state: None,
                     mark: c.mark.map(|(n, _)| n),
+                    ct_mark: c.ct_mark.map(|(n, _)| n),
                 });
             }
         }

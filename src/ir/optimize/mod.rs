@@ -363,7 +363,7 @@ fn merge(slot: &Slot<'_>, fields: &[MergeField], moved: &[usize], set: String) -
             counter: false,
             counter_name: None,
             label: None,
-            set_mark: None,
+            set_marks: Vec::new(),
             ..first.clone()
         };
         return Rule { matches, merged, ..quiet };

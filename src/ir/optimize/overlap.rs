@@ -30,6 +30,7 @@ pub fn disjoint(a: &Match, b: &Match) -> bool {
             && a.icmp_types.as_ref().zip(b.icmp_types.as_ref()).is_some_and(|(x, y)| !x.iter().any(|t| y.contains(t))))
         || a.ct_state.zip(b.ct_state).is_some_and(|(x, y)| x.0 & y.0 == 0)
         || a.mark.zip(b.mark).is_some_and(|(x, y)| x != y)
+        || a.ct_mark.zip(b.ct_mark).is_some_and(|(x, y)| x != y)
 }
 
 fn ifaces_disjoint(a: &Option<Ifaces>, b: &Option<Ifaces>) -> bool {

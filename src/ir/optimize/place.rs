@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use super::overlap::{disjoint, RuleBox, Taken};
 use super::{MergeField, Values};
-use crate::ir::{Action, Match, RejectWith, Rule};
+use crate::ir::{Action, Match, RejectWith, Rule, SetMark};
 
 /// The fields a group may differ in, in order of preference: one field (a
 /// plain set), then the pairs that concatenated sets serve.
@@ -56,7 +56,7 @@ const BUDGET: usize = 512;
 /// shape's fields.
 type Key = (Option<Tail>, usize, Match);
 /// Action, counter, label, reject answer and mark of a set group's lines.
-type Tail = (Action, bool, Option<String>, Option<RejectWith>, Option<u32>);
+type Tail = (Action, bool, Option<String>, Option<RejectWith>, Vec<SetMark>);
 
 /// One place in the optimized chain: a rule, or a group of rules merged into one.
 pub struct Slot<'a> {
@@ -112,12 +112,12 @@ fn quiet(r: &Rule) -> bool {
         && r.quota.is_none()
         && !r.early
         && !r.notrack
-        && r.set_mark.is_none()
+        && r.set_marks.is_empty()
 }
 
 fn keys(r: &Rule) -> Vec<Key> {
     let tail = if mergeable(r) {
-        Some((r.action, r.counter, r.label.clone(), r.reject, r.set_mark))
+        Some((r.action, r.counter, r.label.clone(), r.reject, r.set_marks.clone()))
     } else if dispatchable(r) {
         None
     } else {
