@@ -622,27 +622,37 @@ mod tests {
         assert!(checked > 10, "{checked}");
     }
 
+    /// Checks that each input packet lies in a region of the diff exactly
+    /// when its verdict changes; the diff and how many lie in one.
+    fn input_regions_match_verdicts(old: &Compiled, new: &Compiled, packets: &[String]) -> (Diff, usize) {
+        let d = diff(old, new);
+        let u = Universe::new(&[&old.ruleset, &new.ruleset]);
+        let mut changed = 0;
+        for text in packets {
+            let p = packet::parse(text).expect("packet");
+            let verdict = |c: &Compiled| decide(&c.ruleset, &p, &SetContents::new()).verdict;
+            let inside = d.regions.iter().any(|r| r.hook == Hook::Input && r.cube.intersects(&u.point(&p)));
+            assert_eq!(verdict(old) != verdict(new), inside, "{text}\n{}", render(&d));
+            changed += usize::from(inside);
+        }
+        (d, changed)
+    }
+
     #[test]
     fn marks_set_by_match_rules_are_followed_into_the_chain() {
         let old = compile("match in on eth1 proto tcp set mark 1\npass in proto tcp to port 80 mark 1\n", "old.pf");
         let new = compile("match in on eth1 proto tcp set mark 1\nmatch in from 10.0.0.0/8 set mark 2\npass in proto tcp to port 80 mark 1\npass in mark 3\n", "new.pf");
-        let d = diff(&old, &new);
-        let u = Universe::new(&[&old.ruleset, &new.ruleset]);
-        let mut changed = 0;
+        let mut packets = Vec::new();
         for src in ["10.1.2.3", "192.0.2.1"] {
             for iif in ["eth0", "eth1"] {
                 for mark in [0, 1, 2, 3] {
                     for (proto, port) in [("tcp", ":80"), ("tcp", ":22"), ("udp", ":80")] {
-                        let text = format!("{proto} {src} -> 192.0.2.9{port} in {iif} mark {mark}");
-                        let p = packet::parse(&text).expect("packet");
-                        let verdict = |c: &Compiled| decide(&c.ruleset, &p, &SetContents::new()).verdict;
-                        let inside = d.regions.iter().any(|r| r.hook == Hook::Input && r.cube.intersects(&u.point(&p)));
-                        assert_eq!(verdict(&old) != verdict(&new), inside, "{text}\n{}", render(&d));
-                        changed += usize::from(inside);
+                        packets.push(format!("{proto} {src} -> 192.0.2.9{port} in {iif} mark {mark}"));
                     }
                 }
             }
         }
+        let (d, changed) = input_regions_match_verdicts(&old, &new, &packets);
         // From 10/8 on eth1: marked 2 now, so port 80 closes; mark 3 opens everything not re-marked.
         assert!(changed >= 8, "{changed}\n{}", render(&d));
     }
@@ -654,25 +664,19 @@ mod tests {
             "match in on eth1 proto tcp set mark 2 set ct mark from mark\nmatch in on eth0 set mark from ct mark\npass in proto tcp to port 80 state new set ct mark 1\npass in ct mark 1\npass in mark 3\npass in proto udp ct mark 2 mark 2\n",
             "new.pf",
         );
-        let d = diff(&old, &new);
-        let u = Universe::new(&[&old.ruleset, &new.ruleset]);
-        let mut changed = 0;
+        let mut packets = Vec::new();
         for iif in ["eth0", "eth1"] {
             for state in ["new", "established", "invalid", "untracked"] {
                 for (mark, ct_mark) in [(0, 0), (2, 0), (0, 1), (0, 2), (3, 3), (0, 3), (7, 7)] {
                     for (proto, port) in [("tcp", ":80"), ("tcp", ":22"), ("udp", ":80")] {
-                        let text = format!(
+                        packets.push(format!(
                             "{proto} 192.0.2.1{port} -> 192.0.2.9{port} in {iif} {state} mark {mark} ct mark {ct_mark}"
-                        );
-                        let p = packet::parse(&text).expect("packet");
-                        let verdict = |c: &Compiled| decide(&c.ruleset, &p, &SetContents::new()).verdict;
-                        let inside = d.regions.iter().any(|r| r.hook == Hook::Input && r.cube.intersects(&u.point(&p)));
-                        assert_eq!(verdict(&old) != verdict(&new), inside, "{text}\n{}", render(&d));
-                        changed += usize::from(inside);
+                        ));
                     }
                 }
             }
         }
+        let (d, changed) = input_regions_match_verdicts(&old, &new, &packets);
         // eth0 with ct mark 3 is restored to mark 3 and passes; tcp on eth1 saves mark 2 (ct mark 1 lost).
         assert!(changed >= 10, "{changed}\n{}", render(&d));
     }
