@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 
 use super::{ImportError, Imported, Line, Untranslated};
+use crate::ir::Ifaces;
 use crate::nft::iptables_save::{self, SaveFile, SaveRule, SaveTable};
 
 /// Which dialect of the save format.
@@ -308,8 +309,8 @@ pub(super) struct Cond {
     pub dst: Option<(bool, String)>,
     pub sport: Option<(bool, String)>,
     pub dport: Option<(bool, String)>,
-    pub iif: Option<String>,
-    pub oif: Option<String>,
+    pub iif: Option<Ifaces>,
+    pub oif: Option<Ifaces>,
     pub state: Option<String>,
     pub icmp_type: Option<String>,
     pub limit: Option<String>,
@@ -327,6 +328,14 @@ impl Cond {
                 _ => Ok(None),
             }
         }
+        // Interfaces conjoin exactly (`! -o docker0` then `-o br-x` is `out on br-x`).
+        fn ifaces(a: &Option<Ifaces>, b: &Option<Ifaces>) -> Result<Option<Ifaces>, ()> {
+            match (a, b) {
+                (Some(x), Some(y)) => x.and(y).map(Some).ok_or(()),
+                (Some(x), None) | (None, Some(x)) => Ok(Some(x.clone())),
+                (None, None) => Ok(None),
+            }
+        }
         let f = || -> Result<Cond, ()> {
             Ok(Cond {
                 proto: one(&self.proto, &other.proto)?,
@@ -334,8 +343,8 @@ impl Cond {
                 dst: one(&self.dst, &other.dst)?,
                 sport: one(&self.sport, &other.sport)?,
                 dport: one(&self.dport, &other.dport)?,
-                iif: one(&self.iif, &other.iif)?,
-                oif: one(&self.oif, &other.oif)?,
+                iif: ifaces(&self.iif, &other.iif)?,
+                oif: ifaces(&self.oif, &other.oif)?,
                 state: one(&self.state, &other.state)?,
                 icmp_type: one(&self.icmp_type, &other.icmp_type)?,
                 limit: one(&self.limit, &other.limit)?,
@@ -343,6 +352,13 @@ impl Cond {
             })
         };
         f().ok()
+    }
+
+    /// No packet can match both: their input or output interfaces exclude each other.
+    pub fn interfaces_disjoint(&self, other: &Cond) -> bool {
+        let disjoint =
+            |a: &Option<Ifaces>, b: &Option<Ifaces>| a.as_ref().zip(b.as_ref()).is_some_and(|(a, b)| a.disjoint(b));
+        disjoint(&self.iif, &other.iif) || disjoint(&self.oif, &other.oif)
     }
 
     /// Matches nothing but (maybe) the family: every packet of the chain.
@@ -354,11 +370,11 @@ impl Cond {
     pub fn options(&self, hook: &str) -> String {
         let mut w: Vec<String> = Vec::new();
         match hook {
-            "input" => w.extend(self.iif.as_ref().map(|i| format!("on {i}"))),
-            "output" => w.extend(self.oif.as_ref().map(|i| format!("on {i}"))),
+            "input" => w.extend(self.iif.as_ref().map(|i| format!("on {}", i.to_policy()))),
+            "output" => w.extend(self.oif.as_ref().map(|i| format!("on {}", i.to_policy()))),
             _ => {
-                w.extend(self.iif.as_ref().map(|i| format!("in on {i}")));
-                w.extend(self.oif.as_ref().map(|i| format!("out on {i}")));
+                w.extend(self.iif.as_ref().map(|i| format!("in on {}", i.to_policy())));
+                w.extend(self.oif.as_ref().map(|i| format!("out on {}", i.to_policy())));
             }
         }
         w.extend(self.family.map(String::from));
@@ -417,7 +433,17 @@ impl FileImport<'_> {
                 self.sets.insert(set.clone());
             }
             let Some(all) = prefix.and(&cond.0) else {
-                self.skip(r, &format!("reached through {} with a match on the same field", via.join(", ")));
+                let via = via.join(", ");
+                if prefix.interfaces_disjoint(&cond.0) {
+                    self.skip(
+                        r,
+                        &format!(
+                            "never matches: reached through {via}, whose interface match excludes the one it names"
+                        ),
+                    );
+                } else {
+                    self.skip(r, &format!("reached through {via} with a match on the same field"));
+                }
                 continue;
             };
             if (all.sport.is_some() || all.dport.is_some()) && all.proto.is_none() {
@@ -533,14 +559,8 @@ fn rule(r: &SaveRule, t: &SaveTable, fam: Fam) -> Result<((Cond, Option<String>)
                     other => Some(other.to_string()),
                 };
             }
-            "-i" | "--in-interface" => {
-                no_neg("interface")?;
-                c.iif = Some(value(i)?.replace('+', "*"));
-            }
-            "-o" | "--out-interface" => {
-                no_neg("interface")?;
-                c.oif = Some(value(i)?.replace('+', "*"));
-            }
+            "-i" | "--in-interface" => c.iif = Some(Ifaces { negated, names: vec![value(i)?.replace('+', "*")] }),
+            "-o" | "--out-interface" => c.oif = Some(Ifaces { negated, names: vec![value(i)?.replace('+', "*")] }),
             "-m" | "--match" => {
                 let m = value(i)?;
                 if !matches!(

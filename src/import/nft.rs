@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::iptables::{dir, Cond};
 use super::{sort_by_line, ImportError, Imported, Line, Untranslated};
+use crate::ir::Ifaces;
 
 /// Imports table `table` (or the only table with filter base chains) of
 /// the ruleset `json`; `source` names it in comments.
@@ -326,6 +327,21 @@ impl Importer<'_> {
             return Ok(());
         }
         if let Some(key) = left.get("meta").and_then(|m| m["key"].as_str()) {
+            if let "iifname" | "oifname" = key {
+                let names = match right.get("set").and_then(Value::as_array) {
+                    Some(items) => items.iter().map(|v| v.as_str().map(String::from)).collect::<Option<Vec<_>>>(),
+                    None => right.as_str().map(|s| vec![s.to_string()]),
+                };
+                let mut names = names.ok_or_else(|| format!("the interface names {right}"))?;
+                names.sort();
+                let i = Some(Ifaces { negated, names });
+                if key == "iifname" {
+                    c.iif = i;
+                } else {
+                    c.oif = i;
+                }
+                return Ok(());
+            }
             no_neg(&format!("meta {key}"))?;
             match key {
                 "l4proto" => c.proto = Some(values(right, &|v| v.as_str().map(String::from))?),
@@ -336,8 +352,6 @@ impl Importer<'_> {
                         _ => return Err("meta nfproto other than ipv4 or ipv6".into()),
                     }
                 }
-                "iifname" => c.iif = Some(right.as_str().ok_or("a set of interfaces")?.into()),
-                "oifname" => c.oif = Some(right.as_str().ok_or("a set of interfaces")?.into()),
                 other => return Err(format!("a match on meta {other}")),
             }
             return Ok(());

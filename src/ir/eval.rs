@@ -327,3 +327,42 @@ mod tests {
         assert_eq!(decide(&r, &tcp_in("198.51.100.7", 80, "new"), &sets).rule, Some(0), "run-time set contents count");
     }
 }
+
+#[cfg(test)]
+mod iface_tests {
+    use crate::ir::Ifaces;
+
+    fn parse(s: &str) -> Ifaces {
+        let (negated, list) = match s.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        Ifaces { negated, names: list.split(',').map(String::from).collect() }
+    }
+
+    fn and(a: &str, b: &str) -> Option<String> {
+        parse(a).and(&parse(b)).map(|i| i.to_policy())
+    }
+
+    #[test]
+    fn negations_match_every_other_name_and_the_missing_one() {
+        let i = parse("!docker0,br-*");
+        assert!(i.matches(Some("eth0")) && i.matches(None));
+        assert!(!i.matches(Some("docker0")) && !i.matches(Some("br-lan")));
+        assert!(!parse("eth0").matches(None));
+        assert_eq!(i.example().as_deref(), Some("eth0"));
+        assert_eq!(parse("!eth0,ens*,wlan*").example().as_deref(), Some("x0"));
+    }
+
+    #[test]
+    fn conjunctions_are_exact_or_refused() {
+        assert_eq!(and("docker0", "!br-*").as_deref(), Some("docker0"));
+        assert_eq!(and("!docker0", "!br-*").as_deref(), Some("!{ br-*, docker0 }"));
+        assert_eq!(and("br-*", "br-lan,eth0").as_deref(), Some("br-lan"));
+        assert_eq!(and("docker0", "!docker0"), None, "no name is left");
+        assert_eq!(and("br-*", "!br-lan"), None, "br-* without br-lan has no list form");
+        assert!(parse("docker0").disjoint(&parse("!docker0,eth0")));
+        assert!(!parse("br-*").disjoint(&parse("!br-lan")));
+        assert!(!parse("!a").disjoint(&parse("!b")));
+    }
+}

@@ -505,6 +505,69 @@ impl Ifaces {
         named && (self.names.iter().any(|p| eval::iface_matches(p, name)) != self.negated)
     }
 
+    /// The names both matches accept, exactly: `docker0` and `!br-*` is
+    /// `docker0`; `!docker0` and `!br-*` is `!{ br-*, docker0 }`. `None` when
+    /// no name is left, or when the result has no exact form (a plain `br-*`
+    /// of which `!br-lan` takes a part).
+    pub fn and(&self, other: &Ifaces) -> Option<Ifaces> {
+        let sorted = |mut names: Vec<String>| {
+            names.sort();
+            names.dedup();
+            names
+        };
+        let (plain, negated) = match (self.negated, other.negated) {
+            (true, true) => {
+                let names = sorted(self.names.iter().chain(&other.names).cloned().collect());
+                return Some(Ifaces { negated: true, names });
+            }
+            (false, false) => {
+                let kept: Vec<String> = self
+                    .names
+                    .iter()
+                    .filter(|p| other.names.iter().any(|q| eval::pattern_covers(q, p)))
+                    .chain(other.names.iter().filter(|q| self.names.iter().any(|p| eval::pattern_covers(p, q))))
+                    .cloned()
+                    .collect();
+                // Two patterns that share a name are one inside the other: the narrower is the intersection.
+                let kept = sorted(kept);
+                return (!kept.is_empty()).then(|| Ifaces::plain(kept));
+            }
+            (false, true) => (self, other),
+            (true, false) => (other, self),
+        };
+        let mut kept = Vec::new();
+        for p in &plain.names {
+            if negated.names.iter().any(|q| eval::pattern_covers(q, p)) {
+                continue;
+            }
+            if negated.names.iter().any(|q| Ifaces::overlap(p, q)) {
+                return None;
+            }
+            kept.push(p.clone());
+        }
+        (!kept.is_empty()).then(|| Ifaces::plain(kept))
+    }
+
+    /// No name matches both.
+    pub fn disjoint(&self, other: &Ifaces) -> bool {
+        // Every name `plain` matches is one a pattern of `excluded` covers.
+        let all_excluded = |plain: &[String], excluded: &[String]| {
+            plain.iter().all(|x| excluded.iter().any(|y| eval::pattern_covers(y, x)))
+        };
+        match (self.negated, other.negated) {
+            (false, false) => !self.names.iter().any(|x| other.names.iter().any(|y| Ifaces::overlap(x, y))),
+            (false, true) => all_excluded(&self.names, &other.names),
+            (true, false) => all_excluded(&other.names, &self.names),
+            // Two negations of finitely many patterns leave names to both.
+            (true, true) => false,
+        }
+    }
+
+    /// Do two patterns share a name? (Two that do are one inside the other.)
+    fn overlap(a: &str, b: &str) -> bool {
+        eval::pattern_covers(a, b) || eval::pattern_covers(b, a)
+    }
+
     /// A name this match accepts, for a probe packet: the first name (a
     /// pattern's prefix with `0` appended), or for a negation a common name
     /// it does not exclude.

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use ipnet::IpNet;
 
-use super::super::eval::{iface_matches, pattern_covers};
 use super::super::names::{ICMP, ICMPV6};
 use super::super::ranges::{net_range, Ranges};
 use super::super::{AddrMatch, Ifaces, Match, PortMatch};
@@ -34,23 +33,7 @@ pub fn disjoint(a: &Match, b: &Match) -> bool {
 }
 
 fn ifaces_disjoint(a: &Option<Ifaces>, b: &Option<Ifaces>) -> bool {
-    let (Some(a), Some(b)) = (a, b) else { return false };
-    // Two patterns share a name when one is a prefix pattern the other fits.
-    let share = |x: &str, y: &str| match (x.strip_suffix('*'), y.strip_suffix('*')) {
-        (Some(p), Some(q)) => p.starts_with(q) || q.starts_with(p),
-        (Some(_), None) => iface_matches(x, y),
-        (None, _) => iface_matches(y, x),
-    };
-    // Every name `plain` matches is one a pattern of `excluded` covers.
-    let all_excluded =
-        |plain: &[String], excluded: &[String]| plain.iter().all(|x| excluded.iter().any(|y| pattern_covers(y, x)));
-    match (a.negated, b.negated) {
-        (false, false) => !a.names.iter().any(|x| b.names.iter().any(|y| share(x, y))),
-        (false, true) => all_excluded(&a.names, &b.names),
-        (true, false) => all_excluded(&b.names, &a.names),
-        // Two negations of finitely many patterns leave names to both.
-        (true, true) => false,
-    }
+    a.as_ref().zip(b.as_ref()).is_some_and(|(a, b)| a.disjoint(b))
 }
 
 /// Address ranges of networks, IPv4 and IPv6 apart.
