@@ -307,7 +307,11 @@ fn an_nft_ruleset_imports_with_its_sets_and_verifies_for_both_families() {
     ] {
         assert!(policy.lines().any(|l| l.starts_with(line)), "{line}: {policy}");
     }
-    assert!(policy.contains("# testdata/coexist/drops-http.nft: inet other chain input rule 2 (handle 4)"), "{policy}");
+    // The comment names the script's line, then the rule's place in what nft loaded.
+    assert!(
+        policy.contains("# testdata/coexist/drops-http.nft:14: inet other chain input rule 2 (handle 4)"),
+        "{policy}"
+    );
     for family in ["IPv4", "IPv6"] {
         verified(&report, family);
     }
@@ -543,10 +547,11 @@ fn the_firewalld_daemons_own_nft_ruleset_imports_through_its_zone_chains_and_ver
     }
     assert!(!policy.contains("  with"), "{policy}");
     for (at, why) in [
-        ("inet firewalld chain filter_PREROUTING: type filter hook prerouting", "filter chains on input"),
-        ("inet firewalld chain filter_INPUT rule 2: handle", "a match on {\"ct\":{\"key\":\"status\"}}"),
+        ("64: inet firewalld chain filter_PREROUTING: type filter hook prerouting", "filter chains on input"),
+        ("73: inet firewalld chain filter_INPUT rule 2: handle", "a match on {\"ct\":{\"key\":\"status\"}}"),
+        ("83: inet firewalld chain filter_FORWARD rule 2: handle", "a match on {\"ct\":{\"key\":\"status\"}}"),
     ] {
-        assert!(report.contains(&format!("{file}: {at}")) && report.contains(why), "{at}: {report}");
+        assert!(report.contains(&format!("{file}:{at}")) && report.contains(why), "{at}: {report}");
     }
     assert!(report.contains("3 not translated"), "{report}");
     let [accepted, rejected, dropped] = fates(verified(&report, "IPv4"));
@@ -570,7 +575,10 @@ fn the_firewalld_daemons_own_nft_ruleset_imports_through_its_zone_chains_and_ver
     .unwrap();
     let (policy, report) = imported(&["import", "--from", "nft", nat.to_str().unwrap()]);
     assert!(report.contains("inet t chain pre: type nat hook prerouting"), "{report}");
-    assert!(report.contains("inet t chain input rule 1: ") && report.contains("a conditional goto"), "{report}");
+    assert!(
+        report.contains("nat.nft:5: inet t chain input rule 1: ") && report.contains("a conditional goto"),
+        "{report}"
+    );
     assert!(policy.lines().any(|l| l.starts_with("pass in proto tcp to any port 22")), "{policy}");
     // An nft ruleset with no filter chain is empty: the file's error, exit 1, nothing written.
     let empty = dir.path().join("empty.nft");

@@ -202,7 +202,7 @@ fn run_nft(args: &ImportArgs) -> CmdResult {
         let (_, json) = verify::load_nft(&text).map_err(|e| bad(ImportError { at: name.clone(), message: e }))?;
         (json, Some(text))
     };
-    let imported = nft_import::import(&name, &json, args.table.as_deref()).map_err(|mut e| {
+    let imported = nft_import::import(&name, &json, args.table.as_deref(), text.as_deref()).map_err(|mut e| {
         // What nft loaded is read back as a whole: a file's error is the file's, from its first line.
         if text.is_some() && e.at == name {
             e.at = format!("{name}:1");

@@ -13,8 +13,9 @@ use super::{sort_by_line, ImportError, Imported, Line, Untranslated};
 use crate::ir::Ifaces;
 
 /// Imports table `table` (or the only table with filter base chains) of
-/// the ruleset `json`; `source` names it in comments.
-pub fn import(source: &str, json: &str, table: Option<&str>) -> Result<Imported, ImportError> {
+/// the ruleset `json`; `source` names it in comments. `script`, the text
+/// nft loaded when it was a file, gives rules and chains their lines.
+pub fn import(source: &str, json: &str, table: Option<&str>, script: Option<&str>) -> Result<Imported, ImportError> {
     let err = |message: String| ImportError { at: source.to_string(), message };
     let doc: Value = serde_json::from_str(json).map_err(|e| err(format!("not nft JSON: {e}")))?;
     let objects = doc.get("nftables").and_then(Value::as_array).ok_or_else(|| err("no `nftables` array".into()))?;
@@ -60,8 +61,10 @@ pub fn import(source: &str, json: &str, table: Option<&str>) -> Result<Imported,
         "inet" => None,
         other => return Err(err(format!("table family {other} has no phantomc translation"))),
     };
+    let lines = script.map(|t| script_lines(t, &family, &name, &rules)).unwrap_or_default();
     let mut imp = Importer {
         source,
+        lines,
         label: format!("{family} {name}"),
         rules: &rules,
         sets: &sets,
@@ -83,7 +86,7 @@ pub fn import(source: &str, json: &str, table: Option<&str>) -> Result<Imported,
             }
             (_, other) => {
                 imp.out.untranslated.push(Untranslated {
-                    at: format!("{source}: {} chain {}", imp.label, c["name"].as_str().unwrap_or("")),
+                    at: imp.chain_at(c["name"].as_str().unwrap_or("")),
                     text: format!("type {kind} hook {other}"),
                     reason: "phantomc imports filter chains on input, forward and output".into(),
                 });
@@ -137,6 +140,8 @@ pub fn import(source: &str, json: &str, table: Option<&str>) -> Result<Imported,
 
 struct Importer<'a> {
     source: &'a str,
+    /// Per chain: the script line of the chain and of each of its rules.
+    lines: BTreeMap<String, (usize, Vec<usize>)>,
     label: String,
     rules: &'a BTreeMap<String, Vec<&'a Value>>,
     sets: &'a BTreeMap<String, &'a Value>,
@@ -154,7 +159,17 @@ enum End {
 
 impl Importer<'_> {
     fn at(&self, chain: &str, index: usize) -> String {
-        format!("{}: {} chain {chain} rule {}", self.source, self.label, index + 1)
+        match self.lines.get(chain).and_then(|(_, rules)| rules.get(index)) {
+            Some(line) => format!("{}:{line}: {} chain {chain} rule {}", self.source, self.label, index + 1),
+            None => format!("{}: {} chain {chain} rule {}", self.source, self.label, index + 1),
+        }
+    }
+
+    fn chain_at(&self, chain: &str) -> String {
+        match self.lines.get(chain) {
+            Some((line, _)) => format!("{}:{line}: {} chain {chain}", self.source, self.label),
+            None => format!("{}: {} chain {chain}", self.source, self.label),
+        }
     }
 
     fn chain(&mut self, chain: &str, hook: &'static str, prefix: &Cond, depth: usize) {
@@ -377,6 +392,50 @@ impl Importer<'_> {
         }
         values(v, &addr)
     }
+}
+
+/// The lines of table `family name`'s chains and rules in an nft script
+/// written one rule a line (as `nft list ruleset` prints it): per chain,
+/// its line and its rules' lines, kept only where the script's rule lines
+/// are as many as the rules nft loaded (else the chain's rules keep their
+/// place by number only).
+fn script_lines(
+    text: &str,
+    family: &str,
+    name: &str,
+    loaded: &BTreeMap<String, Vec<&Value>>,
+) -> BTreeMap<String, (usize, Vec<usize>)> {
+    let mut out = BTreeMap::new();
+    let mut in_table = false;
+    // The chain being read: its name, line and rule lines.
+    let mut chain: Option<(String, usize, Vec<usize>)> = None;
+    let mut depth = 0usize;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or_default().trim();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let opens = line.matches('{').count();
+        let closes = line.matches('}').count();
+        match (depth, words.as_slice()) {
+            (0, ["table", f, n, "{"]) => in_table = *f == family && *n == name,
+            (0, ["table", n, "{"]) => in_table = family == "ip" && *n == name,
+            (1, ["chain", c, "{", ..]) if in_table => chain = Some((c.to_string(), i + 1, Vec::new())),
+            (2, _) if chain.is_some() && opens == closes && !line.is_empty() => {
+                let setting = ["type", "policy", "comment", "devices"].iter().any(|k| words.first() == Some(k));
+                if !setting {
+                    chain.as_mut().expect("checked").2.push(i + 1);
+                }
+            }
+            _ => {}
+        }
+        depth = (depth + opens).saturating_sub(closes);
+        if depth < 2 {
+            if let Some((c, at, rules)) = chain.take() {
+                let rules = if loaded.get(&c).map_or(0, Vec::len) == rules.len() { rules } else { Vec::new() };
+                out.insert(c, (at, rules));
+            }
+        }
+    }
+    out
 }
 
 /// The objects of one kind (`chain`, `rule`, `set`) in `nft -j` output.
