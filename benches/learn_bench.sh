@@ -109,7 +109,8 @@ fi
 
 # Flow-heavy: a browser's LAN capture (about 4 packets per flow) repeated to
 # the same size, each copy's client ports moved (checksums fixed) and its time
-# shifted past the previous copy, so every copy is new flows.
+# shifted past the previous copy, so every copy is new flows. Then peak memory
+# of learn on the same capture made twice and four times as long.
 FLOW_SOURCE=${FLOW_SOURCE:-testdata/learn/zeek/wikipedia.pcap}
 FILE="$WORK/flows.pcap"
 read -r PACKETS FLOWS < <(python3 benches/flow_heavy_pcap.py "$FLOW_SOURCE" "$FILE" $((SIZE_MB * 1000000)))
@@ -128,4 +129,14 @@ FLOW_TCPDUMP_WALL=$LAST_WALL
 editcap -F pcap -r "$FILE" "$WORK/half.pcap" 1-$((PACKETS / 2))
 BYTES=$(stat -c %s "$WORK/half.pcap") PACKETS=$((PACKETS / 2))
 row "phantomc learn, flow-heavy first half (memory)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy "$POLICY"
+rm "$WORK/half.pcap" "$FILE"
+# Memory against closed flows: the same capture made 2x and 4x as long (one
+# run each; peak memory varies little between runs).
+for times in 2 4; do
+    read -r PACKETS FLOWS < <(python3 benches/flow_heavy_pcap.py "$FLOW_SOURCE" "$FILE" $((times * SIZE_MB * 1000000)))
+    BYTES=$(stat -c %s "$FILE")
+    cat "$FILE" >/dev/null
+    row "phantomc learn, flow-heavy ${times}x ($FLOWS flows)" 1 env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
+    rm "$FILE"
+done
 printf "flow-heavy: learn takes %.2fx tcpdump's time (target: at most 0.60 on 2 cores)\n" "$(echo "$FLOW_LEARN_WALL / $FLOW_TCPDUMP_WALL" | bc -l)"

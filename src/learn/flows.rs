@@ -251,9 +251,11 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn v4(addr: &[u8]) -> Endpoint {
-        let mut e = Endpoint::default();
-        e.addr[..4].copy_from_slice(&addr[..4]);
-        e
+        // The 16 bytes written at once: a 4-byte write into zeroed bytes made
+        // the key's 8-byte reads wait on two stores (a store-forwarding stall,
+        // a fifth of decoding in perf on a flow-heavy capture).
+        let word = u32::from_le_bytes(addr[..4].try_into().expect("4 bytes"));
+        Endpoint { addr: u128::from(word).to_le_bytes(), port: 0 }
     }
 
     pub fn v6(addr: &[u8]) -> Endpoint {
