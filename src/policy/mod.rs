@@ -2,7 +2,9 @@
 //! an AST. Meaning is given to the AST by [`crate::ir::lower`].
 
 pub mod ast;
+mod descent;
 pub mod duration;
+mod literal;
 mod parse;
 
 use std::fmt;
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub use parse::parse_action;
 
-use crate::diag::{render_plain, Diag, SourceMap, Span};
+use crate::diag::{render_plain, Diag, FileId, SourceMap, Span};
 use ast::Stmt;
 
 /// Include nesting deeper than this is almost surely a mistake.
@@ -95,6 +97,23 @@ pub fn load_str(name: &str, path: &Path, text: String) -> Result<Policy, PolicyE
     }
 }
 
+/// One file's statements, or why they cannot be read.
+pub type Parsed = Result<Vec<Stmt>, Vec<Diag>>;
+
+/// One file's statements: the hand-written parser reads valid text; whatever
+/// it does not accept goes to the pest parser, whose diagnostics are shown.
+fn parse_text(file: FileId, text: &str) -> Parsed {
+    descent::parse_file(file, text).map_or_else(|| parse::parse_file(file, text), Ok)
+}
+
+/// The pest parser's reading of `text` and the hand-written parser's (None
+/// where it leaves the text to pest), for `tests/parser_parity.rs`.
+#[doc(hidden)]
+pub fn parse_with_both(text: &str) -> (Parsed, Option<Vec<Stmt>>) {
+    let file = FileId::default();
+    (parse::parse_file(file, text), descent::parse_file(file, text))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {0}: {1}")]
@@ -137,7 +156,7 @@ impl Loader {
         };
         let id = self.sources.add(name, path.clone(), text);
         let text = self.sources.file(id).text.clone();
-        let stmts = match parse::parse_file(id, &text) {
+        let stmts = match parse_text(id, &text) {
             Ok(s) => s,
             Err(mut d) => {
                 self.diags.append(&mut d);

@@ -1,11 +1,10 @@
 //! pest parse tree -> [`ast`](super::ast), with literal validation.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
 use pest::iterators::{Pair, Pairs};
 use pest::Parser;
 
 use super::ast::*;
+use super::literal;
 use crate::diag::{Diag, FileId, Span};
 
 #[derive(pest_derive::Parser)]
@@ -231,8 +230,7 @@ impl Builder {
                         Rule::counter_opt => counter = p.as_str() == "counter",
                         Rule::priority => {
                             let n = p.into_inner().next()?;
-                            // Out of i64 range: far outside the allowed priorities, reported by lowering.
-                            priority = Some(self.spanned(&n, n.as_str().parse::<i64>().unwrap_or(i64::MAX)));
+                            priority = Some(self.spanned(&n, literal::priority(n.as_str())));
                         }
                         _ => {}
                     }
@@ -351,12 +349,7 @@ impl Builder {
             Rule::quota => {
                 let n = inner.next()?;
                 let count = self.number(&n);
-                let scale: u64 = match inner.next()?.as_str() {
-                    "kbytes" => 1 << 10,
-                    "mbytes" => 1 << 20,
-                    "gbytes" => 1 << 30,
-                    _ => 1,
-                };
+                let scale = literal::quota_scale(inner.next()?.as_str());
                 RuleOpt::Quota(count.saturating_mul(scale))
             }
             Rule::log_opt => RuleOpt::Log(self.log_spec(inner)),
@@ -366,8 +359,8 @@ impl Builder {
             Rule::early => RuleOpt::Early,
             Rule::notrack => RuleOpt::Notrack,
             Rule::named_counter => RuleOpt::NamedCounter(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
-            Rule::mark => RuleOpt::Mark(mark_number(inner.next()?.as_str())),
-            Rule::ct_mark => RuleOpt::CtMark(mark_number(inner.nth(1)?.as_str())),
+            Rule::mark => RuleOpt::Mark(literal::mark(inner.next()?.as_str())),
+            Rule::ct_mark => RuleOpt::CtMark(literal::mark(inner.nth(1)?.as_str())),
             Rule::set_mark => RuleOpt::SetMark(mark_source(inner.next()?)),
             Rule::set_ct_mark => RuleOpt::SetCtMark(mark_source(inner.nth(1)?)),
             Rule::reject_with => {
@@ -501,110 +494,21 @@ impl Builder {
 
     fn date(&mut self, p: &Pair<'_, Rule>) -> Option<Spanned<Date>> {
         let span = self.span(p);
-        let text = p.as_str();
-        let field = |range: std::ops::Range<usize>| text.get(range).and_then(|t| t.parse::<u16>().ok());
-        let parsed = match (field(0..4), field(5..7), field(8..10)) {
-            (Some(y), Some(m), Some(d)) => {
-                u8::try_from(m).ok().zip(u8::try_from(d).ok()).and_then(|(m, d)| Date::new(y, m, d))
-            }
-            _ => None,
-        };
-        if parsed.is_none() {
-            self.errors.push(
-                Diag::error("bad-date", span, format!("`{text}` is not a date"), "no such day")
-                    .with_help("dates are YEAR-MONTH-DAY and must exist, e.g. `expires 2026-12-31`"),
-            );
-        }
-        parsed.map(|d| Spanned::new(d, span))
+        let date = self.check(literal::date(p.as_str(), span))?;
+        Some(Spanned::new(date, span))
     }
 
     fn net(&mut self, text: &str, span: Span) -> Option<ipnet::IpNet> {
-        let (addr_text, len_text) = match text.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (text, None),
-        };
-        let addr: IpAddr = if addr_text.contains(':') {
-            match addr_text.parse::<Ipv6Addr>() {
-                Ok(a) => IpAddr::V6(a),
-                Err(_) => {
-                    let help = if addr_text.chars().all(|c| c.is_ascii_digit() || c == ':') {
-                        "port ranges are written with a dash: `1024-2048`"
-                    } else {
-                        "IPv6 addresses look like `2001:db8::1` or `fd00::/8`"
-                    };
-                    self.errors.push(
-                        Diag::error(
-                            "bad-address",
-                            span,
-                            format!("`{addr_text}` is not a valid IPv6 address"),
-                            "invalid IPv6 address",
-                        )
-                        .with_help(help),
-                    );
-                    return None;
-                }
-            }
-        } else {
-            match addr_text.parse::<Ipv4Addr>() {
-                Ok(a) => IpAddr::V4(a),
-                Err(_) => {
-                    let bad = addr_text.split('.').find(|o| o.parse::<u8>().is_err()).unwrap_or(addr_text);
-                    self.errors.push(
-                        Diag::error(
-                            "bad-address",
-                            span,
-                            format!("`{addr_text}` is not a valid IPv4 address"),
-                            format!("`{bad}` is not an octet (0-255)"),
-                        )
-                        .with_help("each of the four parts of an IPv4 address is a number from 0 to 255"),
-                    );
-                    return None;
-                }
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match len_text {
-            None => max,
-            Some(l) => match l.parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => {
-                    self.errors.push(
-                        Diag::error(
-                            "bad-prefix",
-                            span,
-                            format!("prefix length `/{l}` is out of range"),
-                            format!("must be 0 to {max}"),
-                        )
-                        .with_help(format!(
-                            "an {} prefix has at most {max} bits",
-                            if max == 32 { "IPv4" } else { "IPv6" }
-                        )),
-                    );
-                    return None;
-                }
-            },
-        };
-        let net = ipnet::IpNet::new(addr, len).ok()?;
-        if net.network() != addr {
-            self.errors.push(
-                Diag::error(
-                    "host-bits",
-                    span,
-                    format!("`{text}` has host bits set"),
-                    "address is not the start of its network",
-                )
-                .with_help(format!("did you mean `{}`? (or `{addr}` for the single host)", net.trunc())),
-            );
-            return None;
-        }
-        Some(net)
+        self.check(literal::net(text, span))
+    }
+
+    /// The value of a checked literal; its diagnostic is kept.
+    fn check<T>(&mut self, checked: literal::Checked<T>) -> Option<T> {
+        checked.map_err(|d| self.errors.push(*d)).ok()
     }
 
     fn parse_u32(&mut self, s: &str, span: Span) -> u32 {
-        s.parse::<u32>().unwrap_or_else(|_| {
-            self.errors.push(Diag::error("bad-number", span, format!("`{s}` is too large"), "number out of range"));
-            0
-        })
+        self.check(literal::port_bound(s, span)).unwrap_or(0)
     }
 
     /// The `key value;` options of a `feed` or `adaptive` block.
@@ -671,30 +575,12 @@ impl Builder {
 
     fn number(&mut self, p: &Pair<'_, Rule>) -> u64 {
         let span = self.span(p);
-        p.as_str().parse::<u64>().unwrap_or_else(|_| {
-            self.errors.push(Diag::error(
-                "bad-number",
-                span,
-                format!("`{}` is too large", p.as_str()),
-                "number out of range",
-            ));
-            0
-        })
+        self.check(literal::number(p.as_str(), span)).unwrap_or(0)
     }
 
     fn duration(&mut self, p: &Pair<'_, Rule>) -> u64 {
-        let text = p.as_str();
-        // The grammar admits only a number and a unit: too large is the one way left to fail.
-        super::duration::seconds(text).unwrap_or_else(|_| {
-            let span = self.span(p);
-            self.errors.push(Diag::error(
-                "bad-number",
-                span,
-                format!("duration `{text}` is too large"),
-                "out of range",
-            ));
-            0
-        })
+        let span = self.span(p);
+        self.check(literal::duration(p.as_str(), span)).unwrap_or(0)
     }
 }
 
@@ -702,7 +588,7 @@ fn string_text(p: &Pair<'_, Rule>) -> String {
     p.clone().into_inner().next().map_or_else(String::new, |s| s.as_str().to_string())
 }
 
-fn parse_hook(s: &str) -> Hook {
+pub(super) fn parse_hook(s: &str) -> Hook {
     match s {
         "input" => Hook::Input,
         "forward" => Hook::Forward,
@@ -718,7 +604,7 @@ pub fn parse_action(s: &str) -> Action {
     }
 }
 
-fn parse_direction(s: &str) -> Direction {
+pub(super) fn parse_direction(s: &str) -> Direction {
     match s {
         "in" => Direction::In,
         "out" => Direction::Out,
@@ -726,22 +612,11 @@ fn parse_direction(s: &str) -> Direction {
     }
 }
 
-/// A mark as written, decimal or `0x` hex; one too long for u64 is
-/// certainly too large for a mark (lowering says so).
-fn mark_number(text: &str) -> u64 {
-    let v = text.to_ascii_lowercase();
-    let n = match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => v.parse(),
-    };
-    n.unwrap_or(u64::MAX)
-}
-
 /// The value of `set mark` / `set ct mark`: a number or `from [ct] mark`.
 fn mark_source(p: Pair<'_, Rule>) -> MarkSource {
     match p.as_rule() {
         Rule::mark_from if p.clone().into_inner().next().is_some() => MarkSource::CtMark,
         Rule::mark_from => MarkSource::Mark,
-        _ => MarkSource::Value(mark_number(p.as_str())),
+        _ => MarkSource::Value(literal::mark(p.as_str())),
     }
 }
