@@ -230,7 +230,10 @@ fn rule_opt() -> BoxedStrategy<String> {
     prop_oneof![
         host_clause("from"),
         host_clause("to"),
-        seq(vec![pick(&["proto", "state", "on", "in on", "out on", "icmp-type"]), value()]),
+        seq(vec![
+            pick(&["proto", "state", "on", "in on", "out on", "icmp-type", "on !", "in on !", "out on!"]),
+            value()
+        ]),
         log_clause(),
         pick(&[
             "counter",

@@ -485,7 +485,7 @@ impl<'t> Descent<'t> {
                 .or_else(|| self.attempt(|p| p.mark_clause(true, false)))
                 .or_else(|| self.attempt(|p| p.mark_clause(true, true)))?,
             b'o' => self
-                .attempt(|p| p.value_clause("on").map(RuleOpt::On))
+                .attempt(|p| p.iface_clause("on").map(RuleOpt::On))
                 .or_else(|| self.attempt(|p| p.iface_clause("out").map(RuleOpt::OutOn)))?,
             b'i' => self
                 .attempt(|p| p.iface_clause("in").map(RuleOpt::InOn))
@@ -577,11 +577,17 @@ impl<'t> Descent<'t> {
         self.value()
     }
 
-    /// `in on VALUE` / `out on VALUE`.
-    fn iface_clause(&mut self, keyword: &str) -> Option<Value> {
+    /// `on [!]VALUE`, `in on [!]VALUE`, `out on [!]VALUE`.
+    fn iface_clause(&mut self, keyword: &str) -> Option<IfaceSpec> {
         self.lit(keyword)?;
         self.skip();
-        self.value_clause("on")
+        if keyword != "on" {
+            self.lit("on")?;
+            self.skip();
+        }
+        let negated = self.lit("!").is_some();
+        self.skip();
+        Some(IfaceSpec { negated, value: self.value()? })
     }
 
     /// `[set] [ct] mark ...`: `mark N`, `ct mark N`, `set mark N|from [ct] mark`,
