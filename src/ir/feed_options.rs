@@ -281,24 +281,7 @@ fn bad(message: impl Into<String>, label: &str, help: impl Into<String>) -> BadO
 }
 
 /// Every feed option, for the diagnostics.
-pub const OPTIONS: [&str; 16] = [
-    "source",
-    "format",
-    "refresh",
-    "max-entries",
-    "max-shrink",
-    "max-coverage",
-    "column",
-    "provider",
-    "key-file",
-    "key-env",
-    "key-credential",
-    "key-header",
-    "min-confidence",
-    "confidence",
-    "max-age",
-    "pulses",
-];
+pub const OPTIONS: [&str; 16] = crate::policy::ast::FEED_KEYS;
 
 /// The name an option is stored under (`confidence` is `min-confidence`).
 pub fn canonical_key(key: &str) -> &str {

@@ -78,6 +78,26 @@ impl Family {
     }
 }
 
+/// The keys of a `feed` block, in the grammar's order (`feed_key`).
+pub const FEED_KEYS: [&str; 16] = [
+    "source",
+    "format",
+    "refresh",
+    "max-entries",
+    "max-shrink",
+    "max-coverage",
+    "column",
+    "provider",
+    "key-file",
+    "key-env",
+    "key-credential",
+    "key-header",
+    "min-confidence",
+    "confidence",
+    "max-age",
+    "pulses",
+];
+
 /// One element of a value (a define, a list, or a clause's argument).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
@@ -113,6 +133,28 @@ pub enum Item {
 }
 
 impl Item {
+    /// A list entry (spanning `span`): the item, taken out of the list when
+    /// `negated`, left out after `date`, removed by the kernel after `seconds`.
+    pub fn entry(
+        item: Spanned<Item>,
+        negated: bool,
+        date: Option<Spanned<Date>>,
+        seconds: Option<Spanned<u64>>,
+        span: Span,
+    ) -> Spanned<Item> {
+        let mut item = item;
+        if negated {
+            item = Spanned::new(Item::Except(Box::new(item)), span);
+        }
+        if let Some(date) = date {
+            item = Spanned::new(Item::Expiring { item: Box::new(item), date }, span);
+        }
+        match seconds {
+            Some(seconds) => Spanned::new(Item::Timed { item: Box::new(item), seconds }, span),
+            None => item,
+        }
+    }
+
     /// What kind of thing this is, for "expected X, found Y" messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -69,25 +69,6 @@ const RESERVED: [&str; 44] = [
     "ct",
 ];
 
-const FEED_KEYS: [&str; 16] = [
-    "source",
-    "format",
-    "refresh",
-    "max-entries",
-    "max-shrink",
-    "max-coverage",
-    "column",
-    "provider",
-    "key-file",
-    "key-env",
-    "key-credential",
-    "key-header",
-    "min-confidence",
-    "confidence",
-    "max-age",
-    "pulses",
-];
-
 const ADAPTIVE_KEYS: [&str; 8] =
     ["mode", "set", "thresholds", "timeout", "max-timeout", "max-blocks", "window", "min-confidence"];
 
@@ -778,7 +759,7 @@ impl<'t> Descent<'t> {
             let start = p.pos;
             let negated = p.lit("!").is_some();
             p.skip();
-            let mut item = p.item()?;
+            let item = p.item()?;
             p.skip();
             let expires = |p: &mut Self| {
                 p.lit("expires")?;
@@ -800,17 +781,7 @@ impl<'t> Descent<'t> {
                 p.skip();
                 date = p.attempt(expires);
             }
-            let span = p.span(start);
-            if negated {
-                item = Spanned::new(Item::Except(Box::new(item)), span);
-            }
-            if let Some(date) = date {
-                item = Spanned::new(Item::Expiring { item: Box::new(item), date }, span);
-            }
-            Some(match seconds {
-                Some(seconds) => Spanned::new(Item::Timed { item: Box::new(item), seconds }, span),
-                None => item,
-            })
+            Some(Item::entry(item, negated, date, seconds, p.span(start)))
         })
     }
 

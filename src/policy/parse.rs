@@ -479,17 +479,7 @@ impl Builder {
                 _ => item = Some(self.item(part)?),
             }
         }
-        let mut item = item?;
-        if negated {
-            item = Spanned::new(Item::Except(Box::new(item)), span);
-        }
-        if let Some(date) = date {
-            item = Spanned::new(Item::Expiring { item: Box::new(item), date }, span);
-        }
-        Some(match timeout {
-            Some(seconds) => Spanned::new(Item::Timed { item: Box::new(item), seconds }, span),
-            None => item,
-        })
+        Some(Item::entry(item?, negated, date, timeout, span))
     }
 
     fn date(&mut self, p: &Pair<'_, Rule>) -> Option<Spanned<Date>> {
