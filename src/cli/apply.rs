@@ -124,10 +124,15 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         // The live feed sets were loaded from the feed cache: the record
         // names it instead of holding their entries.
         let feeds = crate::feeds::rollback_sources(&protected, args.state_dir.given()).map_err(Failure::System)?;
-        Some(
-            rollback::arm(table, Duration::from_secs(u64::from(args.timeout)), &feeds)
-                .map_err(|e| Failure::System(e.to_string()))?,
-        )
+        let started = std::time::Instant::now();
+        let state = rollback::arm(table, Duration::from_secs(u64::from(args.timeout)), &feeds)
+            .map_err(|e| Failure::System(e.to_string()))?;
+        let took = started.elapsed().as_millis();
+        match rollback::read(&state).ok().flatten().and_then(|p| p.previous) {
+            Some(r) => println!("recorded table inet {table} for the rollback in {took} ms ({})", r.summary()),
+            None => println!("table inet {table} is not loaded: a rollback removes it"),
+        }
+        Some(state)
     } else {
         None
     };
@@ -199,8 +204,10 @@ fn await_confirmation(state: &Path, table: &str, timeout: u32) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         Phase::RolledBack => {
+            let took = rollback::read(state).ok().flatten().and_then(|p| p.restore_ms);
             let _ = rollback::disarm(state); // reported; the record is no longer needed
-            println!("not confirmed in time: the previous ruleset of table inet {table} is back");
+            let took = took.map_or_else(String::new, |ms| format!(" (restored in {ms} ms)"));
+            println!("not confirmed in time: the previous ruleset of table inet {table} is back{took}");
             Ok(ExitCode::from(EXIT_ROLLED_BACK))
         }
         Phase::Failed => Err(Failure::System(format!(

@@ -117,9 +117,15 @@ pub struct TableRecord {
 }
 
 impl TableRecord {
-    /// Elements the record holds itself (all sets but the feed sets).
-    pub fn element_count(&self) -> usize {
-        self.elements.values().map(Vec::len).sum()
+    /// What it holds, for a line of output.
+    pub fn summary(&self) -> String {
+        let entries: usize = self.elements.values().map(Vec::len).sum();
+        let mut out = format!("{} rules, {} sets, {entries} set elements", self.rules.len(), self.sets.len());
+        if !self.feeds.is_empty() {
+            let feeds: Vec<String> = self.feeds.iter().map(|f| format!("{} ({})", f.set, f.elements)).collect();
+            out.push_str(&format!("; feed sets by the feed cache: {}", feeds.join(", ")));
+        }
+        out
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Pending {
     pub deadline_ms: u64,
     pub phase: Phase,
     pub message: Option<String>,
+    /// How long the rollback's restore took, once it ran.
+    #[serde(default)]
+    pub restore_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +142,17 @@ pub fn arm(table: &str, timeout: Duration, feeds: &BTreeMap<String, FeedSource>)
     }
     let previous = record::read(table, feeds, now_ms()).map_err(NftError::Kernel)?;
     let deadline_ms = now_ms() + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    write(&state, &Pending { table: table.to_string(), previous, deadline_ms, phase: Phase::Pending, message: None })?;
+    write(
+        &state,
+        &Pending {
+            table: table.to_string(),
+            previous,
+            deadline_ms,
+            phase: Phase::Pending,
+            message: None,
+            restore_ms: None,
+        },
+    )?;
     spawn_guard(&state)?;
     Ok(state)
 }
@@ -199,7 +212,10 @@ pub fn guard(state: &Path, feed_nets: FeedNets<'_>) -> Result<Phase, RollbackErr
             return Ok(p.phase);
         }
         if now_ms() >= p.deadline_ms {
-            match record::restore(&p.table, p.previous.as_ref(), now_ms(), feed_nets) {
+            let started = now_ms();
+            let restored = record::restore(&p.table, p.previous.as_ref(), started, feed_nets);
+            p.restore_ms = Some(now_ms().saturating_sub(started));
+            match restored {
                 Ok(()) => p.phase = Phase::RolledBack,
                 Err(e) => {
                     p.phase = Phase::Failed;
