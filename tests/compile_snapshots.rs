@@ -31,6 +31,19 @@ fn example_policies_compile_to_stable_nft_and_json() {
     }
 }
 
+/// Flowtables and `offload`, apart from constructs.pf: the kernel of the
+/// analyzer-vs-kernel test has no flowtable support, so this policy is
+/// compiled, never loaded, here.
+#[test]
+fn flowtables_compile_to_stable_nft_and_json() {
+    let path = "testdata/language/flowtable.pf";
+    for format in ["nft", "json", "ir"] {
+        let out = phantomc(&["compile", "--format", format, path]);
+        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        insta::assert_snapshot!(format!("flowtable.{format}"), String::from_utf8(out.stdout).expect("utf-8"));
+    }
+}
+
 /// The language constructs of docs/language.md (exclusions, expiry, ...) in one policy.
 #[test]
 fn language_constructs_compile_to_stable_nft_and_json() {

@@ -293,6 +293,39 @@ fn a_ct_mark_set_on_the_first_packet_decides_the_later_packets() {
     assert!(row["packets"].as_u64().expect("counted") >= 2, "{row}");
 }
 
+/// This kernel has no flowtable support (`# CONFIG_NF_FLOW_TABLE is not
+/// set`): `apply` of a policy with a flowtable is refused before anything
+/// changes, with an error that says so at the flowtable's line; the policy
+/// loaded before stays, and so does its traffic. `--dry-run` says the same.
+#[test]
+fn apply_without_kernel_flowtable_support_fails_cleanly_and_keeps_the_old_ruleset() {
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old, new) = (dir.path().join("old.pf"), dir.path().join("fast.pf"));
+    std::fs::write(&old, POLICY).expect("policy");
+    let flowtable = "flowtable fast { devices { eth0, eth1 } }\npass forward state { established, related } offload\n";
+    std::fs::write(&new, format!("{POLICY}{flowtable}")).expect("policy");
+    let (old, new) = (old.to_str().expect("utf-8"), new.to_str().expect("utf-8"));
+    apply(&lab.srv, old);
+    let before = rule_handles(&lab.srv);
+    for args in [vec!["apply", new], vec!["apply", "--dry-run", new]] {
+        let out = lab.srv.phantomc(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        for needle in
+            ["flowtable-unsupported", "no flowtable support", "CONFIG_NF_FLOW_TABLE", "nf_flow_table", "fast.pf:8"]
+        {
+            assert!(err.contains(needle), "{args:?}: `{needle}` missing: {err}");
+        }
+        assert!(err.contains("nothing was changed"), "{err}");
+    }
+    assert_eq!(rule_handles(&lab.srv), before, "the old ruleset is still the one loaded");
+    let tables = stdout(&lab.srv.nft(&["list", "tables"]));
+    assert_eq!(tables.trim(), "table inet phantomc", "the probe left nothing behind");
+    assert_eq!(tcp_connect(&lab.adm, "10.10.0.1", 80), Tcp::Connected, "old rules still pass port 80");
+}
+
 const COUNTERS: &str = "table phantomc
 policy input block
 pass in on lo

@@ -158,6 +158,18 @@ fn connection_mark_rules_decide_alike_optimized() {
     assert_equivalent(&ir::compile_file(std::path::Path::new("testdata/language/constructs.pf")).unwrap());
 }
 
+/// An `offload` rule has a side effect (its connections leave the chain):
+/// it neither merges nor moves, and the diff of the two IRs is empty.
+#[test]
+fn offload_rules_decide_alike_optimized() {
+    let c = ir::compile_file(std::path::Path::new("testdata/language/flowtable.pf")).unwrap();
+    assert_equivalent(&c);
+    let opt = optimize(&c.ruleset);
+    let forward = &opt.chain(Hook::Forward).rules;
+    assert_eq!(forward[0].offload.as_deref(), Some("fast"), "{forward:#?}");
+    assert!(forward[0].merged.is_none());
+}
+
 /// The five interleaved shapes of `benches/compile_apply.sh`: three of them
 /// merge into concatenated sets although no two lines of a shape are
 /// adjacent; the rate-limited and the logged lines each go behind a verdict

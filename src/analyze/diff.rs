@@ -126,7 +126,9 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
 /// How a rule handles what it decides beyond its verdict: a reject's answer,
 /// or `notrack` for a pass that conntrack never sees.
 fn answer(r: &Rule) -> Option<String> {
-    r.reject.map(|r| r.to_string()).or_else(|| r.notrack.then(|| "notrack".to_string()))
+    let other =
+        || r.notrack.then(|| "notrack".to_string()).or_else(|| r.offload.as_ref().map(|f| format!("offload {f}")));
+    r.reject.map(|r| r.to_string()).or_else(other)
 }
 
 /// The marks the `match` rules gave a piece of packets: `None` for the one
@@ -636,6 +638,15 @@ mod tests {
             changed += usize::from(inside);
         }
         (d, changed)
+    }
+
+    #[test]
+    fn adding_offload_is_a_change_of_handling() {
+        let old = compile("flowtable f { devices { eth0 } }\npass forward in on eth0 proto tcp\n", "old.pf");
+        let new = compile("flowtable f { devices { eth0 } }\npass forward in on eth0 proto tcp offload\n", "new.pf");
+        let d = diff(&old, &new);
+        assert!(!d.regions.is_empty() && d.regions.iter().all(|r| r.change == Change::Change), "{}", render(&d));
+        assert!(render(&d).contains("offload f"), "{}", render(&d));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct Explanation {
     /// The `match` rule that set the mark the chain saw, and that mark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub marked: Option<(Step, u32)>,
+    /// The flowtable the deciding rule offloads the connection to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offloaded: Option<String>,
     /// The `match` rule that set the ct mark the chain saw, and that mark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ct_marked: Option<(Step, u32)>,
@@ -117,6 +120,7 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         over_limit: over_limit(rs, sources, p, &d, contents).map(Box::new),
         runtime_sets,
         untracked: eval::deciding_rule(rs, p, &d).is_some_and(|r| r.notrack),
+        offloaded: eval::deciding_rule(rs, p, &d).and_then(|r| r.offload.clone()),
         timed_sets,
         marked: d.marked_by.mark.map(|i| (mark_step(rs, sources, i), marked.mark)),
         ct_marked: d.marked_by.ct_mark.map(|i| (mark_step(rs, sources, i), marked.ct_mark)),
@@ -285,6 +289,12 @@ fn render_decision(out: &mut String, e: &Explanation) {
     }
     if e.untracked {
         let _ = writeln!(out, "untracked: passed before conntrack (notrack), so it has no connection entry");
+    }
+    if let Some(f) = &e.offloaded {
+        let _ = writeln!(
+            out,
+            "offload: once established, the connection moves to flowtable {f}: its later packets, both directions, skip the forward chain"
+        );
     }
     if !e.runtime_sets.is_empty() {
         let _ = writeln!(out, "note: run-time sets are empty offline: {}", e.runtime_sets.join(", "));

@@ -84,7 +84,46 @@ pub fn lint_with(c: &Compiled, opts: &Options) -> Vec<Diag> {
     out.extend(super::entries::feed_overlaps(rs, &c.sources));
     out.extend(super::lockout::findings(rs));
     out.extend(expiry_findings(rs, opts).into_iter().map(|d| tighten(d, &c.sources)));
+    out.extend(offload_findings(rs).into_iter().map(|d| tighten(d, &c.sources)));
     out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
+    out
+}
+
+/// `offload` rules that name an interface their flowtable does not hook:
+/// the kernel offloads a connection only when both its directions arrive
+/// on devices of the flowtable, so those connections stay in the slow path.
+fn offload_findings(rs: &Ruleset) -> Vec<Diag> {
+    let mut out: Vec<Diag> = Vec::new();
+    for r in rs.chain(crate::ir::Hook::Forward).rules.iter() {
+        let Some(ft) = r.offload.as_ref().and_then(|n| rs.flowtables.iter().find(|f| &f.name == n)) else {
+            continue;
+        };
+        let named = [&r.matches.iif, &r.matches.oif].into_iter().flatten().filter(|i| !i.negated);
+        let mut missing: Vec<&str> = named
+            .flat_map(|i| &i.names)
+            .filter(|n| !n.ends_with('*') && !ft.devices.contains(n))
+            .map(String::as_str)
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() || out.iter().any(|d| d.span == r.origin.span) {
+            continue;
+        }
+        out.push(
+            Diag::warning(
+                "offload-device",
+                r.origin.span,
+                format!(
+                    "flowtable `{}` has no device {}: these connections are not offloaded",
+                    ft.name,
+                    missing.join(", ")
+                ),
+                "offloads through other devices",
+            )
+            .with_related(ft.origin.span, format!("hooks {}", ft.devices.join(", ")))
+            .with_help("add the devices to the flowtable (both directions' input devices), or drop `offload` here"),
+        );
+    }
     out
 }
 
@@ -167,7 +206,7 @@ fn statements(ch: &Chain) -> Vec<Statement> {
 /// keeps its packets out of conntrack, and `set [ct] mark` marks them, which a
 /// later pass would not; a named counter is counting asked for by name.
 fn has_side_effects(r: &Rule) -> bool {
-    r.log.is_some() || r.notrack || !r.set_marks.is_empty() || r.counter_name.is_some()
+    r.log.is_some() || r.notrack || !r.set_marks.is_empty() || r.counter_name.is_some() || r.offload.is_some()
 }
 
 /// `probe`: skip the exact check for statements one packet proves needed

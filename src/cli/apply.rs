@@ -90,6 +90,7 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     let compiled = ir::compile_file(&policy)?;
     super::warn_expired(&compiled);
     let nft = Nft::default();
+    loader::check_kernel(&nft, &compiled).map_err(|e| failure(e, &compiled))?;
     // Feed sets get their cached copies, so a reload never empties them.
     let operator = Operator::discover(args.keep.as_deref(), SSH_PORT).map_err(Failure::System)?;
     let protected = Protected::gather(Some(&compiled.ruleset), &operator);

@@ -214,6 +214,9 @@ catalog! {
     MatchRule = "match-rule", Error, "132-match-without-mark.pf", "phantomc compile testdata/errors/132-match-without-mark.pf",
         r#"a `match` rule without `set mark`, or with an option it cannot have"#,
         r#"`match in|out` rules run before every filter chain (at raw priority; after conntrack when they use the ct mark) and decide nothing: they take header matches, `mark`, `ct mark`, `counter` and must `set mark ...` or `set ct mark ...`; `match in` cannot use `out on` or be `forward`."#;
+    Flowtable = "flowtable", Error, "136-offload-on-input.pf", "phantomc compile testdata/errors/136-offload-on-input.pf",
+        r#"a flowtable or `offload` clause that cannot work"#,
+        r#"`flowtable NAME { devices { ... } }` needs a new name and device names (no patterns); `offload` belongs on `pass forward` rules (a flowtable holds accepted forwarded connections) and names a declared flowtable, or takes the only one."#;
     CtMark = "ct-mark", Error, "134-ct-mark-on-early.pf", "phantomc compile testdata/errors/134-ct-mark-on-early.pf",
         r#"a connection mark used where there is no connection yet, or in an order nft would not run"#,
         r#"`ct mark N`, `set ct mark ...` and `set mark from ct mark` need conntrack: not on `early` rules; `set mark from ct mark` only on `match` rules (on a pass, nft would skip the verdict of a packet without a connection); a mark is not copied onto itself. Match rules that use the ct mark run after conntrack, so they must follow the plain match rules of their direction, and no early rule may test a `mark` they set."#;
@@ -286,6 +289,9 @@ catalog! {
     FeedOverlapsAllow = "feed-overlaps-allow", Warning, "lint-feed-overlaps-allow.pf", "phantomc lint testdata/errors/lint-feed-overlaps-allow.pf",
         r#"a local feed lists addresses a pass rule allows"#,
         r#"Addresses a rule passes by name are also in a block feed: whichever rule comes first wins. Checked for feeds read from local files."#;
+    OffloadDevice = "offload-device", Warning, "lint-offload-device.pf", "phantomc lint testdata/errors/lint-offload-device.pf",
+        r#"an `offload` rule names an interface its flowtable does not hook"#,
+        r#"The kernel offloads a connection only when both its directions arrive on devices of the flowtable; connections through other interfaces stay in the forward chain. Add the devices to the flowtable, or drop `offload` on that rule."#;
     Expired = "expired", Warning, "lint-expired.pf", "phantomc lint testdata/errors/lint-expired.pf",
         r#"a rule or entry past its `expires` date"#,
         r#"It is left out of the compiled ruleset. Remove it from the policy, or move the date. `lint --expired` makes this fail CI."#;
@@ -313,6 +319,9 @@ catalog! {
     Lockout = "lockout", Error, "apply-lockout.pf", "phantomc apply --dry-run testdata/errors/apply-lockout.pf",
         r#"a change that would cut off loopback or your own session"#,
         r#"The lockout guard evaluates the new ruleset against loopback and the operator's SSH sessions before anything is loaded; `--force` overrides it."#;
+    FlowtableUnsupported = "flowtable-unsupported", Error, "apply-flowtable-unsupported.pf", "phantomc apply testdata/errors/apply-flowtable-unsupported.pf",
+        r#"the kernel cannot hold a flowtable the policy declares"#,
+        r#"Before loading, `apply` asks the kernel (`nft --check` of an empty flowtable, which commits nothing) whether it has flowtable support: CONFIG_NF_FLOW_TABLE, module nf_flow_table with nf_flow_table_inet. Without it the policy is refused at its first `flowtable` line and the live ruleset stays as it was. (The example reports this code only on such a kernel.)"#;
     NftRefused = "nft-refused", Error, "nft-refused.pf", "phantomc apply testdata/errors/nft-refused.pf",
         r#"nft refused a compiled rule"#,
         r#"The kernel or nft rejected a rule phantomc compiled (a missing kernel module, an older nft). Nothing was changed; the error names the policy line the rule came from."#;

@@ -99,6 +99,9 @@ pub struct Ruleset {
     /// `match ... set mark N`, in order: they run before the filter chains.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub marks: Vec<MarkRule>,
+    /// `flowtable NAME { devices ... }`: fast paths `offload` rules fill.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flowtables: Vec<Flowtable>,
     pub feeds: Vec<FeedDef>,
     /// `allow-always` networks, aggregated: never blocked by a feed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -338,6 +341,11 @@ pub struct Rule {
     /// ct mark for its later packets.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub set_marks: Vec<SetMark>,
+    /// `offload` on a forward pass: the flowtable its established
+    /// connections go to; their later packets (both directions) then bypass
+    /// the forward chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offload: Option<String>,
     /// `counter "name"`: the rule counts into this named counter (shared by
     /// every rule that names it) instead of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -428,6 +436,16 @@ pub struct Match {
     /// a connection (invalid, untracked) never matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ct_mark: Option<u32>,
+}
+
+/// `flowtable NAME { devices ... }`: an nft flowtable on the ingress hook of
+/// these devices; connections an `offload` rule adds skip the forward chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Flowtable {
+    pub origin: Origin,
+    pub name: String,
+    /// Sorted, deduplicated interface names (no wildcards).
+    pub devices: Vec<String>,
 }
 
 /// One `set mark ...` or `set ct mark ...` of a rule.

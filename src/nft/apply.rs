@@ -51,6 +51,7 @@ pub fn prepare_with(compiled: &Compiled, kept: Elements) -> Prepared {
 /// transaction nft or the kernel refuses changes nothing, and its error
 /// already names the script line.
 pub fn load(nft: &Nft, compiled: &Compiled, p: &Prepared) -> Result<usize, ApplyError> {
+    check_kernel(nft, compiled)?;
     nft.run(&["-f", "-"], Some(&p.script)).map_err(|e| refused(e, &p.script, compiled))?;
     let name = &p.table.name;
     let found = super::kernel::count(name).map_err(|e| ApplyError::Count(name.clone(), e))?;
@@ -59,6 +60,33 @@ pub fn load(nft: &Nft, compiled: &Compiled, p: &Prepared) -> Result<usize, Apply
         return Err(ApplyError::Verify { table: name.clone(), found, expected });
     }
     Ok(found)
+}
+
+/// Refuses a policy the kernel cannot hold, before anything is changed:
+/// flowtables need `nf_flow_table`. The probe is `nft --check` of an empty
+/// flowtable in a table of its own, which the kernel validates and never
+/// commits.
+pub fn check_kernel(nft: &Nft, compiled: &Compiled) -> Result<(), ApplyError> {
+    let Some(first) = compiled.ruleset.flowtables.first() else { return Ok(()) };
+    let probe =
+        "table inet phantomc_flowtable_probe {\n\tflowtable probe {\n\t\thook ingress priority filter;\n\t}\n}\n";
+    match nft.run(&["--check", "-f", "-"], Some(probe)) {
+        Ok(_) => Ok(()),
+        Err(NftError::Refused { stderr }) => {
+            let d = Diag::error(
+                "flowtable-unsupported",
+                first.origin.span,
+                "this kernel has no flowtable support",
+                "the kernel cannot load it",
+            )
+            .with_help(format!(
+                "the kernel needs CONFIG_NF_FLOW_TABLE (module nf_flow_table, and nf_flow_table_inet); nft --check of an empty flowtable said: {}",
+                stderr.lines().find(|l| l.contains("Error")).unwrap_or(stderr.trim())
+            ));
+            Err(ApplyError::RuleRefused(Box::new(d)))
+        }
+        Err(other) => Err(ApplyError::Nft(other)),
+    }
 }
 
 /// An nft error about `script`, pointing at the policy line when it can.

@@ -15,8 +15,8 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 use crate::ir::names::{self, ICMP, ICMPV6, TCP};
 use crate::ir::optimize::{self, MergeField, Merged, Values};
 use crate::ir::{
-    Action, AddrMatch, DefaultPolicy, Family, Hook, Limit, Log, MarkRule, Match as IrMatch, NatAction, PortMatch,
-    RejectWith, Rule, Ruleset, SetKind, SetMark,
+    Action, AddrMatch, DefaultPolicy, Family, Flowtable, Hook, Limit, Log, MarkRule, Match as IrMatch, NatAction,
+    PortMatch, RejectWith, Rule, Ruleset, SetKind, SetMark,
 };
 
 /// Elements that are not part of the policy text: feed contents and
@@ -93,6 +93,8 @@ pub struct NftTable {
     pub maps: Vec<schema::Map<'static>>,
     /// Named counters (`counter "name"`), sorted, once each.
     pub counters: Vec<String>,
+    /// `flowtable NAME { devices ... }`, in policy order.
+    pub flowtables: Vec<schema::FlowTable<'static>>,
     pub chains: Vec<NftChain>,
 }
 
@@ -127,6 +129,7 @@ impl NftTable {
                 bytes: None,
             }))
         }));
+        objs.extend(self.flowtables.iter().map(|f| add(NfListObject::FlowTable(f.clone()))));
         for c in &self.chains {
             objs.push(add(NfListObject::Chain(c.chain.clone())));
         }
@@ -231,7 +234,21 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     }
     let counters: std::collections::BTreeSet<String> =
         rs.chains.iter().flat_map(|c| &c.rules).flat_map(Rule::lines).filter_map(|r| r.counter_name.clone()).collect();
-    NftTable { name: rs.table.clone(), sets, maps, counters: counters.into_iter().collect(), chains }
+    let flowtables = rs.flowtables.iter().map(|f| flowtable(t, f)).collect();
+    NftTable { name: rs.table.clone(), sets, maps, counters: counters.into_iter().collect(), flowtables, chains }
+}
+
+/// A flowtable on the ingress hook of its devices, at priority 0 (`filter`).
+fn flowtable(t: &str, f: &Flowtable) -> schema::FlowTable<'static> {
+    schema::FlowTable {
+        family: NfFamily::INet,
+        table: t.to_string().into(),
+        name: f.name.clone().into(),
+        handle: None,
+        hook: Some(NfHook::Ingress),
+        prio: Some(0),
+        dev: Some(f.devices.iter().map(|d| d.clone().into()).collect()),
+    }
 }
 
 /// The chain of each line of a verdict map: the line's own rule(s).
@@ -495,6 +512,12 @@ fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
         expr.push(Statement::Quota(stmt::QuotaOrQuotaRef::Quota(quota_stmt(bytes))));
     }
     expr.extend(r.set_marks.iter().map(|s| set_mark(*s)));
+    // `flow add @NAME`: nft offloads the connection once it is established.
+    expr.extend(
+        r.offload
+            .as_ref()
+            .map(|f| Statement::Flow(stmt::Flow { op: stmt::SetOp::Add, flowtable: format!("@{f}").into() })),
+    );
     // A named counter counts for the rule (the optimizer never merges such a rule).
     expr.extend(r.counter_name.as_ref().map(|n| Statement::Counter(Counter::Named(n.clone().into()))));
     let counter = r.counter && r.merged.is_none() && r.counter_name.is_none();

@@ -44,6 +44,19 @@ pub fn script(t: &NftTable, header: &str) -> String {
         first = false;
         let _ = writeln!(out, "\tcounter {c} {{\n\t}}");
     }
+    for f in &t.flowtables {
+        if !first {
+            out.push('\n');
+        }
+        first = false;
+        let devices: Vec<String> = f.dev.iter().flat_map(|d| d.iter()).map(|d| quote(d)).collect();
+        let _ = writeln!(
+            out,
+            "\tflowtable {} {{\n\t\thook ingress priority filter; devices = {{ {} }};\n\t}}",
+            f.name,
+            devices.join(", ")
+        );
+    }
     for c in &t.chains {
         if !first {
             out.push('\n');
@@ -232,6 +245,7 @@ fn statement(s: &Statement<'_>) -> String {
             s
         }
         Statement::Notrack => "notrack".into(),
+        Statement::Flow(f) => format!("flow add {}", f.flowtable),
         Statement::VerdictMap(v) => format!("{} vmap {}", value(&v.key), value(&v.data)),
         Statement::Mangle(mg) => format!("{} set {}", value(&mg.key), value(&mg.value)),
         Statement::Accept(_) => "accept".into(),

@@ -34,6 +34,7 @@ fn rule(id: &str, matches: Match) -> Rule {
         early: false,
         notrack: false,
         set_marks: Vec::new(),
+        offload: None,
         counter_name: None,
         merged: None,
     }
@@ -68,6 +69,7 @@ pub fn panic_ruleset(table: &str, keep: Option<&Session>) -> Ruleset {
         chains: vec![chain(Hook::Input, input), chain(Hook::Forward, Vec::new()), chain(Hook::Output, output)],
         nat: Vec::new(),
         marks: Vec::new(),
+        flowtables: Vec::new(),
         feeds: Vec::new(),
         allow_always: Vec::new(),
         tests: Vec::new(),

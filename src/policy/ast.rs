@@ -333,6 +333,8 @@ pub enum RuleOpt {
     SetMark(MarkSource),
     /// `ct mark N`: the connection's mark is N.
     CtMark(u64),
+    /// `offload [FLOWTABLE]`: established connections go to the flowtable.
+    Offload(Option<String>),
     /// `set ct mark N` or `set ct mark from mark`.
     SetCtMark(MarkSource),
     /// `counter "name"`: counts into a named counter.
@@ -374,6 +376,7 @@ impl RuleOpt {
             RuleOpt::Mark(_) => "mark",
             RuleOpt::SetMark(_) => "set mark",
             RuleOpt::CtMark(_) => "ct mark",
+            RuleOpt::Offload(_) => "offload",
             RuleOpt::SetCtMark(_) => "set ct mark",
             RuleOpt::NamedCounter(_) => "counter",
         }
@@ -483,6 +486,12 @@ pub enum Stmt {
     /// `adaptive { mode block; ... }`: continuous learning in `watch`.
     Adaptive {
         opts: Vec<(Spanned<String>, Spanned<FeedValue>)>,
+        span: Span,
+    },
+    /// `flowtable NAME { devices ... }`: a fast path for forwarded connections.
+    Flowtable {
+        name: Spanned<String>,
+        devices: Value,
         span: Span,
     },
     /// `allow-always { ... }`: addresses removed from every block feed.

@@ -22,7 +22,7 @@ pub fn parse_file(file: FileId, text: &str) -> Option<Vec<Stmt>> {
 }
 
 /// `reserved` of the grammar, in its order (the first that matches decides).
-const RESERVED: [&str; 44] = [
+const RESERVED: [&str; 46] = [
     "port",
     "from",
     "to",
@@ -67,6 +67,8 @@ const RESERVED: [&str; 44] = [
     "mark",
     "match",
     "ct",
+    "flowtable",
+    "offload",
 ];
 
 const ADAPTIVE_KEYS: [&str; 8] =
@@ -196,7 +198,7 @@ impl<'t> Descent<'t> {
     // ---- statements ----
 
     fn statement(&mut self) -> Option<Stmt> {
-        let rules: [fn(&mut Self) -> Option<Stmt>; 13] = [
+        let rules: [fn(&mut Self) -> Option<Stmt>; 14] = [
             Self::rule_stmt,
             Self::nat_stmt,
             Self::match_stmt,
@@ -209,6 +211,7 @@ impl<'t> Descent<'t> {
             Self::provider_stmt,
             Self::allow_stmt,
             Self::policy_stmt,
+            Self::flowtable_stmt,
             Self::test_stmt,
         ];
         rules.iter().find_map(|rule| self.attempt(rule))
@@ -384,6 +387,26 @@ impl<'t> Descent<'t> {
         Some(opts)
     }
 
+    /// `flowtable NAME { devices VALUE [;] }`.
+    fn flowtable_stmt(&mut self) -> Option<Stmt> {
+        let start = self.pos;
+        self.keyword(&["flowtable"])?;
+        self.skip();
+        let name = self.name()?;
+        self.skip();
+        self.lit("{")?;
+        self.skip();
+        self.lit("devices")?;
+        self.skip();
+        let devices = self.value()?;
+        self.skip();
+        if self.lit(";").is_some() {
+            self.skip();
+        }
+        self.lit("}")?;
+        Some(Stmt::Flowtable { name, devices, span: self.span(start) })
+    }
+
     fn allow_stmt(&mut self) -> Option<Stmt> {
         let start = self.pos;
         self.keyword(&["allow-always"])?;
@@ -467,7 +490,14 @@ impl<'t> Descent<'t> {
                 .or_else(|| self.attempt(|p| p.mark_clause(true, true)))?,
             b'o' => self
                 .attempt(|p| p.iface_clause("on").map(RuleOpt::On))
-                .or_else(|| self.attempt(|p| p.iface_clause("out").map(RuleOpt::OutOn)))?,
+                .or_else(|| self.attempt(|p| p.iface_clause("out").map(RuleOpt::OutOn)))
+                .or_else(|| {
+                    // `offload [NAME]`: like pest, the skip before the optional name stays.
+                    self.keyword(&["offload"])?;
+                    self.skip();
+                    let name = self.attempt(Self::name);
+                    Some(RuleOpt::Offload(name.map(|n| n.node)))
+                })?,
             b'i' => self
                 .attempt(|p| p.iface_clause("in").map(RuleOpt::InOn))
                 .or_else(|| {

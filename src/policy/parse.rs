@@ -78,6 +78,7 @@ fn describe_expected(rules: &[Rule]) -> String {
             }
             Rule::policy_stmt => "`policy`",
             Rule::test_stmt => "`test`",
+            Rule::flowtable_stmt | Rule::kw_flowtable => "`flowtable`",
             Rule::direction => "a direction (in, out, forward)",
             Rule::hook => "a hook (input, forward, output)",
             Rule::value | Rule::item | Rule::list => "a value",
@@ -268,6 +269,11 @@ impl Builder {
             }
             Rule::adaptive_stmt => Stmt::Adaptive { opts: self.block_opts(inner.skip(1))?, span },
             Rule::allow_stmt => Stmt::AllowAlways { value: self.value(inner.nth(1)?), span },
+            Rule::flowtable_stmt => {
+                let n = inner.nth(1)?;
+                let name = self.spanned(&n, n.as_str().to_string());
+                Stmt::Flowtable { name, devices: self.value(inner.next()?), span }
+            }
             Rule::rule_stmt => {
                 let a = inner.next()?;
                 let action = self.spanned(&a, parse_action(a.as_str()));
@@ -361,6 +367,7 @@ impl Builder {
             Rule::named_counter => RuleOpt::NamedCounter(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             Rule::mark => RuleOpt::Mark(literal::mark(inner.next()?.as_str())),
             Rule::ct_mark => RuleOpt::CtMark(literal::mark(inner.nth(1)?.as_str())),
+            Rule::offload => RuleOpt::Offload(inner.nth(1).map(|n| n.as_str().to_string())),
             Rule::set_mark => RuleOpt::SetMark(mark_source(inner.next()?)),
             Rule::set_ct_mark => RuleOpt::SetCtMark(mark_source(inner.nth(1)?)),
             Rule::reject_with => {

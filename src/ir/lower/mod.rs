@@ -6,6 +6,7 @@
 //! ([`rules`]) and NAT ([`nat`]).
 
 mod decls;
+mod flowtables;
 mod marks;
 mod nat;
 mod rules;
@@ -142,6 +143,8 @@ struct Clauses<'a> {
     /// `set mark ...` and `set ct mark ...`, in the order written.
     sets: Vec<(SetMark, Span)>,
     counter_name: Option<(&'a str, Span)>,
+    /// `offload [NAME]`.
+    offload: Option<(Option<&'a str>, Span)>,
 }
 
 struct Lowerer<'a> {
@@ -156,6 +159,9 @@ struct Lowerer<'a> {
     policies: BTreeMap<Hook, (DefaultPolicy, Span)>,
     out: Ruleset,
     meters: usize,
+    /// `offload` clauses (flowtable named or not), resolved once every
+    /// flowtable is declared.
+    offloads: Vec<(Option<String>, Span)>,
     /// Where the adaptive block names its set (for messages).
     adaptive_set_span: Span,
     /// Rules and entries dated before this day are left out.
@@ -189,6 +195,7 @@ impl<'a> Lowerer<'a> {
                     .collect(),
                 nat: Vec::new(),
                 marks: Vec::new(),
+                flowtables: Vec::new(),
                 feeds: Vec::new(),
                 allow_always: Vec::new(),
                 tests: Vec::new(),
@@ -196,6 +203,7 @@ impl<'a> Lowerer<'a> {
                 expiries: Vec::new(),
             },
             meters: 0,
+            offloads: Vec::new(),
             adaptive_set_span: Span::default(),
             today: clock.today,
             now: clock.now,
@@ -258,6 +266,7 @@ impl<'a> Lowerer<'a> {
             Stmt::Feed { name, opts, span } => self.feed_stmt(idx, name, opts, *span),
             Stmt::Adaptive { opts, span } => self.adaptive_stmt(idx, opts, *span),
             Stmt::AllowAlways { value, .. } => self.allow_always(value),
+            Stmt::Flowtable { name, devices, span } => self.flowtable(idx, name, devices, *span),
             Stmt::Rule(r) => self.rule(idx, r),
             Stmt::Nat(n) => self.nat(idx, n),
             Stmt::Match(m) => self.match_rule(idx, m),
@@ -277,6 +286,7 @@ impl<'a> Lowerer<'a> {
     fn finish(mut self) -> Result<(Ruleset, Vec<Unused>), Vec<Diag>> {
         self.check_adaptive_set();
         self.check_early_marks();
+        self.resolve_offloads();
         for ch in &mut self.out.chains {
             if let Some((p, _)) = self.policies.remove(&ch.hook) {
                 ch.policy = p;

@@ -38,6 +38,7 @@ impl<'a> Lowerer<'a> {
                     | RuleOpt::SetMark(_)
                     | RuleOpt::CtMark(_)
                     | RuleOpt::SetCtMark(_)
+                    | RuleOpt::Offload(_)
                     | RuleOpt::NamedCounter(_)
             ) {
                 self.diags.push(

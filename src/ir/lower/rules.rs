@@ -58,6 +58,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::Notrack => c.notrack = Some(opt.span),
                 RuleOpt::Mark(n) => c.mark = self.mark_value(*n, opt.span),
                 RuleOpt::CtMark(n) => c.ct_mark = self.mark_value(*n, opt.span),
+                RuleOpt::Offload(name) => c.offload = Some((name.as_deref(), opt.span)),
                 RuleOpt::SetMark(from) => c.sets.extend(self.set_mark(false, *from, opt.span)),
                 RuleOpt::SetCtMark(from) => c.sets.extend(self.set_mark(true, *from, opt.span)),
             }
@@ -117,6 +118,9 @@ impl<'a> Lowerer<'a> {
             return;
         }
         if !self.ct_mark_allowed(r, &c) {
+            return;
+        }
+        if c.offload.is_some_and(|(_, span)| !self.offload_allowed(r, span)) {
             return;
         }
         if let Some(span) = c.early {
@@ -221,6 +225,8 @@ impl<'a> Lowerer<'a> {
                 early: c.early.is_some(),
                 notrack: c.notrack.is_some(),
                 set_marks: c.sets.iter().map(|(s, _)| *s).collect(),
+                // Named once every flowtable is known (see `resolve_offloads`).
+                offload: c.offload.map(|(name, _)| name.unwrap_or_default().to_string()),
                 counter_name: c.counter_name.map(|(n, _)| n.to_string()),
                 merged: None,
             };

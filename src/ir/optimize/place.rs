@@ -88,7 +88,8 @@ enum Meet {
 /// Whether a rule may be part of a rule over a set (its tail is shared by
 /// the group's lines).
 pub fn mergeable(r: &Rule) -> bool {
-    r.limit.is_none()
+    r.offload.is_none()
+        && r.limit.is_none()
         && r.quota.is_none()
         && r.log.is_none()
         && !r.early
@@ -113,6 +114,7 @@ fn quiet(r: &Rule) -> bool {
         && !r.early
         && !r.notrack
         && r.set_marks.is_empty()
+        && r.offload.is_none()
 }
 
 fn keys(r: &Rule) -> Vec<Key> {
