@@ -56,7 +56,8 @@ row "apply --confirm: record of the previous table (netlink)" "$record"
 row "apply --confirm: rollback restore (one netlink batch)" "$restore"
 
 # The API, standalone, on the namespace's loopback.
-in_ns "$bin" serve "$work/bench.pf" --listen "127.0.0.1:$port" --state-dir "$state" \
+# Not through in_ns: $! must be the service itself (ip netns exec execs it).
+ip netns exec "$ns" "$bin" serve "$work/bench.pf" --listen "127.0.0.1:$port" --state-dir "$state" \
   --state-file "$work/no-watcher.json" > "$work/serve.log" 2>&1 &
 serve_pid=$!
 trap 'kill "$serve_pid" 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"' EXIT
