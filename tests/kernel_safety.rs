@@ -24,8 +24,7 @@ fn spawn_phantomc(ns: &Netns, args: &[&str]) -> Child {
 }
 
 fn spawn_phantomc_with(ns: &Netns, args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_phantomc")])
+    ns.command(&[env!("CARGO_BIN_EXE_phantomc")])
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())

@@ -40,16 +40,20 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// A network namespace, deleted on drop.
+/// A network namespace, deleted on drop. phantomc run inside it keeps its
+/// confirmation records in a folder of its own, never in the machine's
+/// shared /run/phantomc.
 pub struct Netns {
     pub name: String,
+    run_dir: std::path::PathBuf,
 }
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!("pc{}-{}-{tag}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
+        let run_dir = std::env::temp_dir().join(format!("phantomc-run-{name}"));
+        let ns = Netns { name, run_dir };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }
@@ -59,13 +63,16 @@ impl Netns {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// `ip netns exec NS ARGS...`, with phantomc's run folder set to this namespace's own.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args).env("PHANTOMC_RUN_DIR", &self.run_dir);
+        cmd
+    }
+
     /// Runs a command inside the namespace; returns its output whatever the exit code.
     pub fn exec(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {args:?} in {}: {e}", self.name))
+        self.command(args).output().unwrap_or_else(|e| panic!("cannot run {args:?} in {}: {e}", self.name))
     }
 
     /// Runs phantomc inside the namespace (so nft sees only its ruleset).
@@ -142,6 +149,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
 
