@@ -102,16 +102,18 @@ impl MergeField {
         out
     }
 
-    /// `m` without this field, for comparing the rest.
-    fn cleared(self, m: &Match) -> Match {
+    /// `m` without these fields, for comparing the rest.
+    fn cleared(fields: &[MergeField], m: &Match) -> Match {
         let mut out = m.clone();
-        match self {
-            MergeField::Source => out.src = AddrMatch::Any,
-            MergeField::Destination => out.dst = AddrMatch::Any,
-            MergeField::SourcePort => out.sport = None,
-            MergeField::DestinationPort => out.dport = None,
-            MergeField::InputInterface => out.iif = None,
-            MergeField::OutputInterface => out.oif = None,
+        for field in fields {
+            match field {
+                MergeField::Source => out.src = AddrMatch::Any,
+                MergeField::Destination => out.dst = AddrMatch::Any,
+                MergeField::SourcePort => out.sport = None,
+                MergeField::DestinationPort => out.dport = None,
+                MergeField::InputInterface => out.iif = None,
+                MergeField::OutputInterface => out.oif = None,
+            }
         }
         out
     }

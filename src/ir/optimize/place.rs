@@ -21,7 +21,7 @@
 //! a time under one bounding box, and at most [`BUDGET`] places one by one;
 //! beyond that the rule is treated as unable to move (a new group starts).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::overlap::{disjoint, RuleBox, Taken};
 use super::{MergeField, Values};
@@ -130,7 +130,7 @@ fn keys(r: &Rule) -> Vec<Key> {
         .iter()
         .enumerate()
         .filter(|(_, shape)| shape.iter().all(|f| f.values(m).is_some()))
-        .map(|(i, shape)| (tail.clone(), i, shape.iter().fold(m.clone(), |acc, f| f.cleared(&acc))))
+        .map(|(i, shape)| (tail.clone(), i, MergeField::cleared(shape, m)))
         .collect()
 }
 
@@ -191,7 +191,7 @@ impl<'a> Slot<'a> {
                     })
                     .collect();
                 self.disjoint = vec![true; shape.len()];
-                self.rest = Some(shape.iter().fold(first.clone(), |acc, f| f.cleared(&acc)));
+                self.rest = Some(MergeField::cleared(shape, first));
             }
             Some(cur) if cur != si => return false,
             Some(_) => {}
@@ -216,7 +216,8 @@ impl<'a> Slot<'a> {
 pub fn place(rules: &[Rule]) -> Vec<Slot<'_>> {
     let mut slots: Vec<Slot<'_>> = Vec::with_capacity(rules.len());
     let mut blocks: Vec<RuleBox> = Vec::new();
-    let mut open: HashMap<Key, usize> = HashMap::new();
+    // Keys hold whole matches: FxHash, not SipHash (no untrusted input chooses them).
+    let mut open: FxHashMap<Key, usize> = FxHashMap::default();
     for (index, rule) in rules.iter().enumerate() {
         let keys = keys(rule);
         let rbox = RuleBox::of(&rule.matches);
