@@ -7,6 +7,7 @@
 pub mod lan;
 pub mod pcapng;
 pub mod stand_in;
+pub mod tokens;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
