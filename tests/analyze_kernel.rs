@@ -178,6 +178,7 @@ fn generate(sc: &Scenario, rng: &mut Rng, locals: &[IpAddr]) -> Vec<(usize, Pack
             ct_state: names::ct_state_bit(state).expect("state"),
             mark: 0,
             ct_mark: 0,
+            urpf_failed: route_dev(sc, src) != Some(iif),
         };
         let (sp, dp) = (p.sport.unwrap_or(0), p.dport.unwrap_or(0));
         if replies.contains(&(p.proto, p.src, p.dst, sp, dp)) {
@@ -190,6 +191,18 @@ fn generate(sc: &Scenario, rng: &mut Rng, locals: &[IpAddr]) -> Vec<(usize, Pack
         out.push((side, p));
     }
     out
+}
+
+/// The server interface its routes send `addr` out of (longest prefix of
+/// a side's networks, else the default route's side): a packet from `addr`
+/// arriving elsewhere fails the reverse-path check.
+fn route_dev(sc: &Scenario, addr: IpAddr) -> Option<&'static str> {
+    let connected = sc.sides.iter().flat_map(|s| s.srv_addrs.iter().map(move |a| (net(a).trunc(), s.srv_dev)));
+    let best = connected.filter(|(n, _)| n.contains(&addr)).max_by_key(|(n, _)| n.prefix_len());
+    best.map(|(_, dev)| dev).or_else(|| {
+        let gw = sc.gateways.iter().map(|g| net(g).addr()).find(|g| g.is_ipv4() == addr.is_ipv4())?;
+        route_dev(sc, gw)
+    })
 }
 
 /// The Ethernet frame of a probe; the IPv4 id or IPv6 flow label carries its number.

@@ -113,6 +113,7 @@ one_case_per_code! {
     iface_direction => IfaceDirection,
     duplicate_clause => DuplicateClause,
     ct_mark => CtMark,
+    urpf_rule => UrpfRule,
     flowtable => Flowtable,
     offload_device => OffloadDevice,
     flowtable_unsupported => FlowtableUnsupported,

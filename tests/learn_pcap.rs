@@ -355,6 +355,7 @@ fn proposals_compile_and_drop_the_scanners() {
                 ct_state: 1 << 3,
                 mark: 0,
                 ct_mark: 0,
+                urpf_failed: false,
             };
             let sets = eval::SetContents::new();
             assert_eq!(eval::decide(&after, &probe(22), &sets).verdict, ir::Action::Block, "{policy}");
@@ -397,6 +398,7 @@ fn pass_rules_cover_exactly_the_services_used() {
                 ct_state: 1 << 3,
                 mark: 0,
                 ct_mark: 0,
+                urpf_failed: false,
             };
             assert_eq!(
                 eval::decide(&after, &pkt, &eval::SetContents::new()).verdict,

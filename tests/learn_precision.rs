@@ -119,6 +119,7 @@ fn block_rule_goes_after_loopback_and_established_and_drops_the_guesser() {
         ct_state: state,
         mark: 0,
         ct_mark: 0,
+        urpf_failed: false,
     };
     let sets = eval::SetContents::new();
     // Loopback still passes; the guesser's new connections are dropped.
@@ -239,6 +240,7 @@ fn new_tcp(src: IpAddr, dst: IpAddr, port: u16) -> eval::Packet {
         ct_state: 1 << 3,
         mark: 0,
         ct_mark: 0,
+        urpf_failed: false,
     }
 }
 

@@ -62,6 +62,7 @@ fn packets() -> Vec<Packet> {
                                 ct_state: names::ct_state_bit(state).unwrap(),
                                 mark: 0,
                                 ct_mark: ((i + j) % 3) as u32,
+                                urpf_failed: (i + j) % 4 == 1,
                             });
                         }
                     }
@@ -158,6 +159,27 @@ fn connection_mark_rules_decide_alike_optimized() {
     assert_equivalent(&ir::compile_file(std::path::Path::new("testdata/language/constructs.pf")).unwrap());
 }
 
+/// `from urpf-failed` is part of a rule's match: reverse-path rules merge
+/// only with each other (the nft rule keeps the fib test before the set
+/// lookup), never with the same line without it, and the diff is empty.
+#[test]
+fn reverse_path_rules_merge_only_with_each_other() {
+    let text = "table t\npolicy input block\nblock in from urpf-failed proto tcp to port 22\nblock in proto tcp to port 23\nblock in from urpf-failed proto tcp to port 80\npass in proto tcp to port { 22, 80 }\nblock in from urpf-failed proto tcp to port 443\n";
+    let c = ir::compile("t.pf", text).unwrap();
+    assert_eq!(assert_equivalent(&c), 1, "22, 80 and 443 with urpf-failed merge");
+    let opt = optimize(&c.ruleset);
+    let input = &opt.chain(Hook::Input).rules;
+    let merged: Vec<&ir::Rule> = input.iter().filter(|r| r.merged.is_some()).collect();
+    assert!(merged[0].matches.urpf_failed, "{merged:#?}");
+    let ids: Vec<&str> = merged[0].merged.as_ref().unwrap().parts.iter().map(|p| p.origin.id.as_str()).collect();
+    // 443 moves up past the pass of 22 and 80 (no packet matches both), 80 past port 23.
+    assert_eq!(ids, ["t.pf:3", "t.pf:5", "t.pf:7"]);
+    let plain = input.iter().find(|r| r.origin.id == "t.pf:4").unwrap();
+    assert!(!plain.matches.urpf_failed && plain.merged.is_none(), "{plain:#?}");
+    let script = phantomc::nft::script_for(&c, &phantomc::nft::emit::build(&opt, &Default::default()));
+    assert!(script.contains("fib saddr . mark . iif oif missing tcp dport @"), "{script}");
+}
+
 /// An `offload` rule has a side effect (its connections leave the chain):
 /// it neither merges nor moves, and the diff of the two IRs is empty.
 #[test]
@@ -239,7 +261,7 @@ const DPORTS: [&str; 8] = ["", "22", "80", "81", "80-443", "{ 22, 8080 }", "! 22
 /// Lines that keep their own rule behind a verdict map (limits, a per-source
 /// limit, a quota, logs, a rate-limited log, a named counter), and lines
 /// that share one over a set; connection marks.
-const EXTRAS: [&str; 14] = [
+const EXTRAS: [&str; 15] = [
     "",
     "",
     "",
@@ -254,6 +276,7 @@ const EXTRAS: [&str; 14] = [
     "limit 5/second log",
     "ct mark 1",
     "ct mark 2",
+    "from urpf-failed",
 ];
 
 /// A run of policy lines that share every clause but one, which steps

@@ -724,6 +724,7 @@ mod tests {
                 ct_state: crate::ir::names::CT_STATES[pick(Dim::Ct) as usize].1,
                 mark: pick(Dim::Mark) as u32,
                 ct_mark: pick(Dim::CtMark) as u32,
+                urpf_failed: pick(Dim::Urpf) == 1,
             };
             let (a, b) = (decide(&old.ruleset, &p, &SetContents::new()), decide(&new.ruleset, &p, &SetContents::new()));
             let last = |s: &[Step]| s.last().map(|x| x.verdict);

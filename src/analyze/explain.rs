@@ -53,6 +53,10 @@ pub struct Explanation {
     /// The `match` rule that set the ct mark the chain saw, and that mark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ct_marked: Option<(Step, u32)>,
+    /// A rule the packet reached tests the reverse path (`from urpf-failed`):
+    /// whether the packet fails it, as given (the analyzer knows no routes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub urpf_failed: Option<bool>,
 }
 
 /// Explains one packet. Run-time and feed sets are taken as empty.
@@ -124,6 +128,10 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         timed_sets,
         marked: d.marked_by.mark.map(|i| (mark_step(rs, sources, i), marked.mark)),
         ct_marked: d.marked_by.ct_mark.map(|i| (mark_step(rs, sources, i), marked.ct_mark)),
+        urpf_failed: reached
+            .iter()
+            .any(|&(i, got_to)| rules[i].matches.urpf_failed && got_to >= Field::ReversePath as u8)
+            .then_some(p.urpf_failed),
     }
 }
 
@@ -221,6 +229,7 @@ fn why_not(rs: &Ruleset, m: &Match, field: Field, p: &Packet) -> String {
             (format!("none ({state}: no connection)"), m.ct_mark.map_or("any".into(), |k| k.to_string()))
         }
         Field::CtMark => (p.ct_mark.to_string(), m.ct_mark.map_or("any".into(), |k| k.to_string())),
+        Field::ReversePath => ("passed (the packet is not `urpf-failed`)".into(), "a source that fails it".into()),
     };
     format!("{} is {have}, rule wants {want}", field.describe())
 }
@@ -296,6 +305,18 @@ fn render_decision(out: &mut String, e: &Explanation) {
             "offload: once established, the connection moves to flowtable {f}: its later packets, both directions, skip the forward chain"
         );
     }
+    match e.urpf_failed {
+        Some(true) => {
+            let _ = writeln!(out, "reverse path: fails, as the packet says (`urpf-failed`); explain knows no routes");
+        }
+        Some(false) => {
+            let _ = writeln!(
+                out,
+                "reverse path: taken as passing, since explain knows no routes; add `urpf-failed` to the packet for a source whose route back leaves by another interface"
+            );
+        }
+        None => {}
+    }
     if !e.runtime_sets.is_empty() {
         let _ = writeln!(out, "note: run-time sets are empty offline: {}", e.runtime_sets.join(", "));
     }
@@ -357,5 +378,24 @@ mod tests {
         let e = explain_text("policy input reject\npass in proto udp to port 53\n", "tcp 192.0.2.1 -> 192.0.2.2:22");
         assert_eq!((e.verdict, e.decided_by.rule.as_str()), (Action::Reject, "t.pf:1"));
         assert_eq!(e.tried[0].why.as_deref(), Some("protocol is tcp, rule wants udp"));
+    }
+
+    #[test]
+    fn reverse_path_is_a_given_property_of_the_packet() {
+        let policy = "block in from urpf-failed\npass in proto tcp to port 22\n";
+        let e = explain_text(policy, "tcp 203.0.113.5 -> 10.0.0.10:22 in eth0");
+        assert_eq!((e.verdict, e.decided_by.rule.as_str()), (Action::Pass, "t.pf:2"));
+        assert_eq!(
+            e.tried[0].why.as_deref(),
+            Some("reverse-path check is passed (the packet is not `urpf-failed`), rule wants a source that fails it")
+        );
+        assert_eq!(e.urpf_failed, Some(false));
+        assert!(render(&e).contains("reverse path: taken as passing, since explain knows no routes"), "{}", render(&e));
+        let e = explain_text(policy, "tcp 203.0.113.5 -> 10.0.0.10:22 in eth0 urpf-failed");
+        assert_eq!((e.verdict, e.decided_by.rule.as_str(), e.urpf_failed), (Action::Block, "t.pf:1", Some(true)));
+        assert_eq!(e.packet, "input tcp 203.0.113.5:40000 -> 10.0.0.10:22 in eth0 new urpf-failed");
+        // A rule that failed before the check says nothing about the reverse path.
+        let e = explain_text("block in proto udp from urpf-failed\n", "tcp 203.0.113.5 -> 10.0.0.10:22 in eth0");
+        assert_eq!(e.urpf_failed, None);
     }
 }

@@ -38,6 +38,7 @@ fn tcp(hook: Hook, iif: Option<&str>, src: IpAddr, dst: IpAddr, sport: u16, dpor
         ct_state: state(ct),
         mark: 0,
         ct_mark: 0,
+        urpf_failed: false,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The packet notation of `explain` and policy tests:
 //!
 //! ```text
-//! [input|forward|output] PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N]
+//! [input|forward|output] PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N] [urpf-failed]
 //! tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new
 //! udp [2001:db8::5]:5353 -> [2001:db8::1]:53 in eth0
 //! icmp 192.0.2.7 -> 10.0.0.10 echo-request in eth0
@@ -13,6 +13,9 @@
 //! port to 40000, a missing ICMP type to echo-request, the mark (the one
 //! the packet arrives with, before the policy's `match` rules) to 0 and the
 //! ct mark (its connection's, as an earlier packet left it) to 0.
+//! `urpf-failed` says the source fails the reverse-path check (the route
+//! back to it does not leave by the input interface): the analyzer knows no
+//! routes, so a packet without the word passes it.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -39,7 +42,7 @@ impl fmt::Display for PacketError {
 }
 
 pub const NOTATION_HELP: &str =
-    "write it as `PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N]`, e.g. `tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new`";
+    "write it as `PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N] [urpf-failed]`, e.g. `tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new`";
 
 /// Words of the text with their byte offsets.
 fn words(text: &str) -> Vec<(usize, &str)> {
@@ -100,7 +103,7 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
     }
 
     let (mut iif, mut oif, mut state, mut icmp_type) = (None, None, None, None);
-    let (mut mark, mut ct_mark) = (0, 0);
+    let (mut mark, mut ct_mark, mut urpf_failed) = (0, 0, false);
     // The number after `mark` / `ct mark`, decimal or 0x hex.
     let mark_word = |it: &mut dyn Iterator<Item = (usize, &str)>, w: (usize, &str), what: &str| {
         let v = it.next().ok_or_else(|| err(w, format!("`{what}` needs a number")))?;
@@ -113,6 +116,7 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
     while let Some(w) = it.next() {
         match w.1 {
             "mark" => mark = mark_word(&mut it, w, "mark")?,
+            "urpf-failed" => urpf_failed = true,
             "ct" => {
                 let m = it.next().filter(|m| m.1 == "mark").ok_or_else(|| err(w, "`ct` needs `mark N`".into()))?;
                 ct_mark = mark_word(&mut it, m, "ct mark")?;
@@ -163,6 +167,7 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
         ct_state: state.unwrap_or(8),
         mark,
         ct_mark,
+        urpf_failed,
     })
 }
 
@@ -202,6 +207,9 @@ pub fn format(p: &Packet) -> String {
     }
     if p.ct_mark != 0 {
         out += &format!(" ct mark {}", p.ct_mark);
+    }
+    if p.urpf_failed {
+        out += " urpf-failed";
     }
     out
 }

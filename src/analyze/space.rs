@@ -38,9 +38,11 @@ pub enum Dim {
     Ct,
     Mark,
     CtMark,
+    /// 1: the source fails the reverse-path check (`from urpf-failed`).
+    Urpf,
 }
 
-pub const DIMS: [Dim; 11] = [
+pub const DIMS: [Dim; 12] = [
     Dim::Proto,
     Dim::Iif,
     Dim::Oif,
@@ -52,13 +54,14 @@ pub const DIMS: [Dim; 11] = [
     Dim::Ct,
     Dim::Mark,
     Dim::CtMark,
+    Dim::Urpf,
 ];
 
 /// A product of one interval set per field, for one address family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cube {
     pub family: Family,
-    pub dims: [Ranges; 11],
+    pub dims: [Ranges; 12],
 }
 
 impl Cube {
@@ -262,6 +265,7 @@ impl Universe {
         c.dims[Dim::Ct as usize] = one(bit as u128);
         c.dims[Dim::Mark as usize] = one(p.mark as u128);
         c.dims[Dim::CtMark as usize] = one(p.ct_mark as u128);
+        c.dims[Dim::Urpf as usize] = one(u128::from(p.urpf_failed));
         c
     }
 
@@ -306,6 +310,7 @@ impl Universe {
             Ranges::span(0, names::CT_STATES.len() as u128 - 1),
             Ranges::span(0, u32::MAX as u128),
             Ranges::span(0, u32::MAX as u128),
+            Ranges::span(0, 1),
         ];
         Cube { family, dims }
     }
@@ -368,6 +373,9 @@ impl Universe {
                     // Only a packet with a connection has a ct mark.
                     set(Dim::Ct, tracked_states());
                     set(Dim::CtMark, Ranges::span(k as u128, k as u128));
+                }
+                if m.urpf_failed {
+                    set(Dim::Urpf, Ranges::span(1, 1));
                 }
                 if c.dims.iter().all(|d| !d.is_empty()) {
                     out.push(c);
@@ -435,6 +443,10 @@ impl Universe {
         }
         if c.get(Dim::CtMark) != full.get(Dim::CtMark) {
             parts.push(format!("ct mark {}", listed(c.get(Dim::CtMark), full.get(Dim::CtMark), |v| v.to_string())));
+        }
+        if c.get(Dim::Urpf) != full.get(Dim::Urpf) {
+            let fails = c.get(Dim::Urpf).contains(1);
+            parts.push(if fails { "from urpf-failed" } else { "passing the reverse-path check" }.to_string());
         }
         parts.join(" ")
     }

@@ -226,6 +226,9 @@ catalog! {
     NotrackRule = "notrack-rule", Error, "130-notrack-without-early.pf", "phantomc compile testdata/errors/130-notrack-without-early.pf",
         r#"`notrack` outside an early `in` or `out` pass"#,
         r#"`notrack` keeps packets from conntrack, so it needs `early` (the raw-priority chain before conntrack), a `pass` verdict, no `limit` or `quota`, and an `in` or `out` rule (forwarded packets stay tracked)."#;
+    UrpfRule = "urpf-rule", Error, "137-urpf-on-out.pf", "phantomc compile testdata/errors/137-urpf-on-out.pf",
+        r#"`from urpf-failed` on an `out` rule"#,
+        r#"`from urpf-failed` looks up the route back to an arriving packet's source and compares its interface with the one the packet came in on (nft `fib saddr . mark . iif oif missing`), which exists in prerouting, input and forward only: write it on `in` or `forward` rules (with `early`, before conntrack, for both). NAT and `match` rules do not take it."#;
     BadPriority = "bad-priority", Error, "55-priority-before-conntrack.pf", "phantomc compile testdata/errors/55-priority-before-conntrack.pf",
         r#"a chain priority outside -199..1000"#,
         r#"A chain at -200 or lower runs before conntrack, where `state` matches nothing; use `early` rules to drop before conntrack."#;

@@ -175,6 +175,7 @@ fn related_icmp(client: IpAddr, server: IpAddr, dev: Option<String>) -> [Packet;
         ct_state: related,
         mark: 0,
         ct_mark: 0,
+        urpf_failed: false,
     };
     [packet(Hook::Input, client, server, dev.clone(), None), packet(Hook::Output, server, client, None, dev)]
 }

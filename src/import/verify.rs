@@ -443,6 +443,7 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
             ct_state: rng.pick(&states),
             mark: 0,
             ct_mark: 0,
+            urpf_failed: false,
         }
     };
     let mut out: Vec<Packet> = (0..count)

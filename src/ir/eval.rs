@@ -30,6 +30,11 @@ pub struct Packet {
     /// Its connection's mark as it arrives (set by an earlier packet of the
     /// connection; 0 for a new one); meaningless without a connection.
     pub ct_mark: u32,
+    /// Its source fails the reverse-path check (`urpf-failed` in the
+    /// notation): the kernel's route back to the source does not leave by
+    /// `iif`. The analyzer knows no routes, so this is given, not computed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub urpf_failed: bool,
 }
 
 impl Packet {
@@ -54,6 +59,7 @@ pub enum Field {
     Protocol,
     Source,
     Destination,
+    ReversePath,
     SourcePort,
     DestinationPort,
     IcmpType,
@@ -71,6 +77,7 @@ impl Field {
             Field::Protocol => "protocol",
             Field::Source => "source address",
             Field::Destination => "destination address",
+            Field::ReversePath => "reverse-path check",
             Field::SourcePort => "source port",
             Field::DestinationPort => "destination port",
             Field::IcmpType => "ICMP type",
@@ -187,6 +194,7 @@ pub fn check(rs: &Ruleset, m: &Match, p: &Packet, sets: &SetContents) -> Result<
     test(m.proto.is_none_or(|x| x == p.proto), Field::Protocol)?;
     test(addr(rs, &m.src, p.src, sets), Field::Source)?;
     test(addr(rs, &m.dst, p.dst, sets), Field::Destination)?;
+    test(!m.urpf_failed || p.urpf_failed, Field::ReversePath)?;
     test(port(&m.sport, p.sport), Field::SourcePort)?;
     test(port(&m.dport, p.dport), Field::DestinationPort)?;
     test(m.icmp_types.as_ref().is_none_or(|ts| p.icmp_type.is_some_and(|t| ts.contains(&t))), Field::IcmpType)?;
@@ -261,6 +269,7 @@ pub fn established_tcp(
         ct_state: established,
         mark: 0,
         ct_mark: 0,
+        urpf_failed: false,
     };
     let outbound = Packet {
         hook: Hook::Output,
@@ -275,6 +284,7 @@ pub fn established_tcp(
         ct_state: established,
         mark: 0,
         ct_mark: 0,
+        urpf_failed: false,
     };
     [inbound, outbound]
 }
@@ -301,6 +311,7 @@ mod tests {
             ct_state: names::ct_state_bit(state).expect("state"),
             mark: 0,
             ct_mark: 0,
+            urpf_failed: false,
         }
     }
 

@@ -436,6 +436,11 @@ pub struct Match {
     /// a connection (invalid, untracked) never matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ct_mark: Option<u32>,
+    /// `from urpf-failed`: the source fails the reverse-path check (nft
+    /// `fib saddr . mark . iif oif missing`: no route back to it leaves by
+    /// the interface it arrived on). Offline it is a property of the packet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub urpf_failed: bool,
 }
 
 /// `flowtable NAME { devices ... }`: an nft flowtable on the ingress hook of

@@ -321,6 +321,7 @@ fn new_packet(client: IpAddr, server: IpAddr, proto: u8, port: u16, state: &str)
         ct_state: names::ct_state_bit(state).unwrap_or(1),
         mark: 0,
         ct_mark: 0,
+        urpf_failed: false,
     }
 }
 

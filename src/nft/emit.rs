@@ -791,6 +791,13 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
             }
         }
     }
+    if mm.urpf_failed {
+        // The route back to the source (with the packet's mark, for policy
+        // routing by mark) does not leave by the arriving interface.
+        let flags = HashSet::from([expr::FibFlag::Saddr, expr::FibFlag::Mark, expr::FibFlag::Iif]);
+        let fib = expr::Fib { result: expr::FibResult::Oif, flags };
+        out.push(m(Expression::Named(NamedExpression::Fib(fib)), Expression::Boolean(false), Operator::EQ));
+    }
     if let Some(p) = mm.proto {
         let ports_given = mm.sport.is_some() || mm.dport.is_some();
         let icmp_given = mm.icmp_types.is_some() && matches!(p, ICMP | ICMPV6);

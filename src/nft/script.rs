@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, SetItem, Verdict};
+use nftables::expr::{Expression, FibFlag, MetaKey, NamedExpression, Payload, SetItem, Verdict};
 use nftables::schema::{self, SetFlag, SetType, SetTypeValue};
 use nftables::stmt::{Counter, NATFamily, Operator, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfHook};
@@ -217,7 +217,12 @@ fn statement(s: &Statement<'_>) -> String {
     match s {
         Statement::Match(m) => {
             let quoted = matches!(&m.left, Expression::Named(NamedExpression::Meta(meta)) if matches!(meta.key, MetaKey::Iifname | MetaKey::Oifname));
-            let right = if quoted { quoted_value(&m.right) } else { value(&m.right) };
+            let right = match (&m.left, &m.right) {
+                // nft's word for "no such interface": `fib ... oif missing`.
+                (Expression::Named(NamedExpression::Fib(_)), Expression::Boolean(false)) => "missing".into(),
+                _ if quoted => quoted_value(&m.right),
+                _ => value(&m.right),
+            };
             match m.op {
                 Operator::NEQ => format!("{} != {right}", value(&m.left)),
                 _ => format!("{} {right}", value(&m.left)),
@@ -301,8 +306,10 @@ fn value(e: &Expression<'_>) -> String {
             },
             NamedExpression::CT(ct) => format!("ct {}", ct.key),
             NamedExpression::Fib(f) => {
-                let mut flags: Vec<String> = f.flags.iter().map(|x| format!("{x:?}").to_lowercase()).collect();
-                flags.sort();
+                // nft's own order: the address, the mark, the interface.
+                let order = [FibFlag::Saddr, FibFlag::Daddr, FibFlag::Mark, FibFlag::Iif, FibFlag::Oif];
+                let flags: Vec<String> =
+                    order.iter().filter(|x| f.flags.contains(x)).map(|x| format!("{x:?}").to_lowercase()).collect();
                 format!("fib {} {:?}", flags.join(" . "), f.result).to_lowercase()
             }
             NamedExpression::Elem(_) => element(e, &[false]),

@@ -339,6 +339,8 @@ pub enum RuleOpt {
     SetCtMark(MarkSource),
     /// `counter "name"`: counts into a named counter.
     NamedCounter(String),
+    /// `from urpf-failed`: the source fails the reverse-path check.
+    UrpfFailed,
 }
 
 /// What `set mark` / `set ct mark` sets: a number (as written; checked when
@@ -379,6 +381,7 @@ impl RuleOpt {
             RuleOpt::Offload(_) => "offload",
             RuleOpt::SetCtMark(_) => "set ct mark",
             RuleOpt::NamedCounter(_) => "counter",
+            RuleOpt::UrpfFailed => "from urpf-failed",
         }
     }
 }

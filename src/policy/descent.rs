@@ -22,7 +22,7 @@ pub fn parse_file(file: FileId, text: &str) -> Option<Vec<Stmt>> {
 }
 
 /// `reserved` of the grammar, in its order (the first that matches decides).
-const RESERVED: [&str; 46] = [
+const RESERVED: [&str; 47] = [
     "port",
     "from",
     "to",
@@ -69,6 +69,7 @@ const RESERVED: [&str; 46] = [
     "ct",
     "flowtable",
     "offload",
+    "urpf-failed",
 ];
 
 const ADAPTIVE_KEYS: [&str; 8] =
@@ -481,7 +482,13 @@ impl<'t> Descent<'t> {
         let start = self.pos;
         let opt = match self.peek()? {
             // Clauses by their first letter; in each group the grammar's order.
-            b'f' => self.attempt(|p| p.host_clause("from").map(RuleOpt::From))?,
+            b'f' => self
+                .attempt(|p| {
+                    p.lit("from")?;
+                    p.skip();
+                    p.keyword(&["urpf-failed"]).map(|_| RuleOpt::UrpfFailed)
+                })
+                .or_else(|| self.attempt(|p| p.host_clause("from").map(RuleOpt::From)))?,
             b't' => self.attempt(|p| p.host_clause("to").map(RuleOpt::To))?,
             b'p' => self.attempt(|p| p.value_clause("proto").map(RuleOpt::Proto))?,
             b's' => self

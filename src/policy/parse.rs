@@ -363,6 +363,7 @@ impl Builder {
             Rule::label => RuleOpt::Label(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             Rule::expires => RuleOpt::Expires(self.date(&inner.next()?)?.node),
             Rule::early => RuleOpt::Early,
+            Rule::urpf_failed => RuleOpt::UrpfFailed,
             Rule::notrack => RuleOpt::Notrack,
             Rule::named_counter => RuleOpt::NamedCounter(inner.next().map(|s| string_text(&s)).unwrap_or_default()),
             Rule::mark => RuleOpt::Mark(literal::mark(inner.next()?.as_str())),

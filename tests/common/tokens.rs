@@ -95,4 +95,6 @@ pub const POLICY_TOKENS: &[&str] = &[
     "echo-request",
     "ipv6",
     "lo",
+    "urpf-failed",
+    "urpf-failedx",
 ];

@@ -145,6 +145,8 @@ struct Clauses<'a> {
     counter_name: Option<(&'a str, Span)>,
     /// `offload [NAME]`.
     offload: Option<(Option<&'a str>, Span)>,
+    /// `from urpf-failed`.
+    urpf: Option<Span>,
 }
 
 struct Lowerer<'a> {

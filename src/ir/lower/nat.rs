@@ -40,6 +40,7 @@ impl<'a> Lowerer<'a> {
                     | RuleOpt::SetCtMark(_)
                     | RuleOpt::Offload(_)
                     | RuleOpt::NamedCounter(_)
+                    | RuleOpt::UrpfFailed
             ) {
                 self.diags.push(
                     Diag::error(

@@ -61,6 +61,7 @@ impl<'a> Lowerer<'a> {
                 RuleOpt::Offload(name) => c.offload = Some((name.as_deref(), opt.span)),
                 RuleOpt::SetMark(from) => c.sets.extend(self.set_mark(false, *from, opt.span)),
                 RuleOpt::SetCtMark(from) => c.sets.extend(self.set_mark(true, *from, opt.span)),
+                RuleOpt::UrpfFailed => c.urpf = Some(opt.span),
             }
         }
         c
@@ -127,6 +128,9 @@ impl<'a> Lowerer<'a> {
             if !self.early_allowed(r, &c, span) {
                 return;
             }
+        }
+        if c.urpf.is_some_and(|span| !self.urpf_allowed(r, span)) {
+            return;
         }
 
         let state = c.state.and_then(|v| self.ct_states(v));
@@ -265,6 +269,17 @@ impl<'a> Lowerer<'a> {
             None
         };
         self.clause_fits("early-rule", span, r.action.span, problem)
+    }
+
+    /// `from urpf-failed` looks the source up as the route back to it: only
+    /// an arriving packet has an input interface to compare (nft accepts
+    /// `fib saddr . iif` in prerouting, input and forward, not output).
+    pub(super) fn urpf_allowed(&mut self, r: &ast::RuleAst, span: Span) -> bool {
+        let problem = (r.direction.node == Direction::Out).then_some((
+            "an `out` rule has no reverse path to check",
+            "`from urpf-failed` tests where an arriving packet's source is routed; write it in an `in` or `forward` rule (or `block in from urpf-failed early` for both)",
+        ));
+        self.clause_fits("urpf-rule", span, r.action.span, problem)
     }
 
     /// `notrack` marks an early `pass`: the raw-priority chain keeps the
@@ -591,6 +606,7 @@ impl<'a> Lowerer<'a> {
                     ct_state: None,
                     mark: c.mark.map(|(n, _)| n),
                     ct_mark: c.ct_mark.map(|(n, _)| n),
+                    urpf_failed: c.urpf.is_some(),
                 });
             }
         }
