@@ -441,18 +441,27 @@ fn merged_keys(m: &Merged) -> Vec<(usize, Expression<'static>)> {
             Values::Interfaces(names) => names.iter().map(|n| Expression::String(n.clone().into())).collect(),
         }
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(m.parts.len());
     for (i, p) in m.parts.iter().enumerate() {
-        let mut keys: Vec<Vec<Expression<'static>>> = vec![Vec::new()];
+        if let [one] = p.values.as_slice() {
+            out.extend(items(one).into_iter().map(|x| (i, x)));
+            continue;
+        }
+        let mut keys: Vec<Vec<Expression<'static>>> = vec![Vec::with_capacity(p.values.len())];
         for v in &p.values {
             let values = items(v);
-            keys =
-                keys.iter().flat_map(|k| values.iter().map(move |x| [k.clone(), vec![x.clone()]].concat())).collect();
+            keys = keys
+                .into_iter()
+                .flat_map(|k| {
+                    values.iter().map(move |x| {
+                        let mut k = k.clone();
+                        k.push(x.clone());
+                        k
+                    })
+                })
+                .collect();
         }
-        for mut k in keys {
-            let val = if k.len() == 1 { k.remove(0) } else { Expression::Named(NamedExpression::Concat(k)) };
-            out.push((i, val));
-        }
+        out.extend(keys.into_iter().map(|k| (i, Expression::Named(NamedExpression::Concat(k)))));
     }
     out
 }

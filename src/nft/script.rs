@@ -2,6 +2,8 @@
 //!
 //! Only the statements [`super::emit`] produces are printed; anything else
 //! is a bug in phantomc, reported by a panic in tests rather than printed wrong.
+//! Every piece is written straight into the one output string: a 10,000-rule
+//! policy prints hundreds of thousands of pieces.
 
 use std::fmt::Write;
 
@@ -14,7 +16,7 @@ use super::emit::NftTable;
 
 /// The whole script: replaces phantomc's table atomically when run with `nft -f`.
 pub fn script(t: &NftTable, header: &str) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(4096 + 160 * t.rule_count());
     for line in header.lines() {
         let _ = writeln!(out, "# {line}");
     }
@@ -23,45 +25,37 @@ pub fn script(t: &NftTable, header: &str) -> String {
     // the whole file as one transaction.
     let _ = writeln!(out, "table inet {name}\ndelete table inet {name}\n\ntable inet {name} {{");
     let mut first = true;
-    for s in &t.sets {
+    let mut separate = |out: &mut String| {
         if !first {
             out.push('\n');
         }
         first = false;
+    };
+    for s in &t.sets {
+        separate(&mut out);
         set(&mut out, s);
     }
     for m in &t.maps {
-        if !first {
-            out.push('\n');
-        }
-        first = false;
+        separate(&mut out);
         map(&mut out, m);
     }
     for c in &t.counters {
-        if !first {
-            out.push('\n');
-        }
-        first = false;
+        separate(&mut out);
         let _ = writeln!(out, "\tcounter {c} {{\n\t}}");
     }
     for f in &t.flowtables {
-        if !first {
-            out.push('\n');
+        separate(&mut out);
+        let _ = write!(out, "\tflowtable {} {{\n\t\thook ingress priority filter; devices = {{ ", f.name);
+        for (i, d) in f.dev.iter().flat_map(|d| d.iter()).enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            quote(&mut out, d);
         }
-        first = false;
-        let devices: Vec<String> = f.dev.iter().flat_map(|d| d.iter()).map(|d| quote(d)).collect();
-        let _ = writeln!(
-            out,
-            "\tflowtable {} {{\n\t\thook ingress priority filter; devices = {{ {} }};\n\t}}",
-            f.name,
-            devices.join(", ")
-        );
+        out.push_str(" };\n\t}\n");
     }
     for c in &t.chains {
-        if !first {
-            out.push('\n');
-        }
-        first = false;
+        separate(&mut out);
         let ch = &c.chain;
         let _ = writeln!(out, "\tchain {} {{", ch.name);
         if let (Some(kind), Some(hook), Some(prio)) = (ch._type, ch.hook, ch.prio) {
@@ -78,7 +72,9 @@ pub fn script(t: &NftTable, header: &str) -> String {
             );
         }
         for r in &c.rules {
-            let _ = writeln!(out, "\t\t{}", rule(r));
+            out.push_str("\t\t");
+            rule(&mut out, r);
+            out.push('\n');
         }
         out.push_str("\t}\n");
     }
@@ -126,22 +122,28 @@ fn map(out: &mut String, m: &schema::Map<'_>) {
     flags_line(out, &m.flags);
     if let Some(elems) = &m.elem {
         let quoted: Vec<bool> = types.iter().map(|t| matches!(t, SetType::Ifname)).collect();
-        let items: Vec<String> = elems
-            .iter()
-            .map(|e| match e {
-                Expression::List(pair) => format!("{} : {}", element(&pair[0], &quoted), verdict(&pair[1])),
-                other => unreachable!("a verdict map element is a key and a verdict, not {other:?}"),
-            })
-            .collect();
-        let _ = writeln!(out, "\t\telements = {{ {} }}", wrap_elements(&items));
+        elements(out, elems, |out, e| match e {
+            Expression::List(pair) => {
+                element(out, &pair[0], &quoted);
+                out.push_str(" : ");
+                verdict(out, &pair[1]);
+            }
+            other => unreachable!("a verdict map element is a key and a verdict, not {other:?}"),
+        });
     }
     out.push_str("\t}\n");
 }
 
-fn verdict(e: &Expression<'_>) -> String {
+fn verdict(out: &mut String, e: &Expression<'_>) {
     match e {
-        Expression::Verdict(Verdict::Jump(j)) => format!("jump {}", j.target),
-        Expression::Verdict(Verdict::Goto(j)) => format!("goto {}", j.target),
+        Expression::Verdict(Verdict::Jump(j)) => {
+            out.push_str("jump ");
+            out.push_str(&j.target);
+        }
+        Expression::Verdict(Verdict::Goto(j)) => {
+            out.push_str("goto ");
+            out.push_str(&j.target);
+        }
         other => unreachable!("emit never maps to {other:?}"),
     }
 }
@@ -155,23 +157,31 @@ fn set(out: &mut String, s: &schema::Set<'_>) {
         let _ = writeln!(out, "\t\ttimeout {t}s");
     }
     if let Some(c) = &s.comment {
-        let _ = writeln!(out, "\t\tcomment {}", quote(c));
+        out.push_str("\t\tcomment ");
+        quote(out, c);
+        out.push('\n');
     }
     if super::run::counts_elements(s) {
-        let _ = writeln!(out, "\t\tcounter");
+        out.push_str("\t\tcounter\n");
     }
     if let Some(elems) = &s.elem {
         // Interface names are strings to nft: quoted like in a rule.
         let quoted: Vec<bool> = types.iter().map(|t| matches!(t, SetType::Ifname)).collect();
-        let items: Vec<String> = elems.iter().map(|e| element(e, &quoted)).collect();
-        let _ = writeln!(out, "\t\telements = {{ {} }}", wrap_elements(&items));
+        elements(out, elems, |out, e| element(out, e, &quoted));
     }
     out.push_str("\t}\n");
 }
 
-/// Long element lists are wrapped so the script stays readable.
-fn wrap_elements(items: &[String]) -> String {
-    items.chunks(4).map(|c| c.join(", ")).collect::<Vec<_>>().join(",\n\t\t\t     ")
+/// `elements = { ... }`, four to a line so long lists stay readable.
+fn elements<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+    out.push_str("\t\telements = { ");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(if i % 4 == 0 { ",\n\t\t\t     " } else { ", " });
+        }
+        each(out, item);
+    }
+    out.push_str(" }\n");
 }
 
 fn chain_type(k: NfChainType) -> &'static str {
@@ -205,115 +215,184 @@ fn prio_name(kind: NfChainType, prio: i32) -> String {
     }
 }
 
-pub fn rule(r: &schema::Rule<'_>) -> String {
-    let mut parts: Vec<String> = r.expr.iter().map(statement).collect();
-    if let Some(c) = &r.comment {
-        parts.push(format!("comment {}", quote(c)));
+/// One rule: its statements and its comment, separated by spaces.
+fn rule(out: &mut String, r: &schema::Rule<'_>) {
+    for (i, s) in r.expr.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        statement(out, s);
     }
-    parts.join(" ")
+    if let Some(c) = &r.comment {
+        if !r.expr.is_empty() {
+            out.push(' ');
+        }
+        out.push_str("comment ");
+        quote(out, c);
+    }
 }
 
-fn statement(s: &Statement<'_>) -> String {
+fn statement(out: &mut String, s: &Statement<'_>) {
     match s {
         Statement::Match(m) => {
             let quoted = matches!(&m.left, Expression::Named(NamedExpression::Meta(meta)) if matches!(meta.key, MetaKey::Iifname | MetaKey::Oifname));
-            let right = match (&m.left, &m.right) {
+            value(out, &m.left);
+            if m.op == Operator::NEQ {
+                out.push_str(" != ");
+            } else {
+                out.push(' ');
+            }
+            match (&m.left, &m.right) {
                 // nft's word for "no such interface": `fib ... oif missing`.
-                (Expression::Named(NamedExpression::Fib(_)), Expression::Boolean(false)) => "missing".into(),
-                _ if quoted => quoted_value(&m.right),
-                _ => value(&m.right),
-            };
-            match m.op {
-                Operator::NEQ => format!("{} != {right}", value(&m.left)),
-                _ => format!("{} {right}", value(&m.left)),
+                (Expression::Named(NamedExpression::Fib(_)), Expression::Boolean(false)) => out.push_str("missing"),
+                _ if quoted => quoted_value(out, &m.right),
+                _ => value(out, &m.right),
             }
         }
-        Statement::Counter(Counter::Anonymous(_)) => "counter".into(),
-        Statement::Counter(Counter::Named(n)) => format!("counter name {}", quote(n)),
+        Statement::Counter(Counter::Anonymous(_)) => out.push_str("counter"),
+        Statement::Counter(Counter::Named(n)) => {
+            out.push_str("counter name ");
+            quote(out, n);
+        }
         Statement::Limit(l) => {
-            let mut s = format!("limit rate {}/{}", l.rate, l.per.as_deref().unwrap_or("second"));
+            let _ = write!(out, "limit rate {}/{}", l.rate, l.per.as_deref().unwrap_or("second"));
             if let Some(b) = l.burst {
-                let _ = write!(s, " burst {b} packets");
+                let _ = write!(out, " burst {b} packets");
             }
-            s
         }
-        Statement::Quota(nftables::stmt::QuotaOrQuotaRef::Quota(q)) => format!("quota until {} {}", q.val, q.val_unit),
-        Statement::Meter(mt) => format!("meter {} {{ {} {} }}", mt.name, value(&mt.key), statement(&mt.stmt)),
+        Statement::Quota(nftables::stmt::QuotaOrQuotaRef::Quota(q)) => {
+            let _ = write!(out, "quota until {} {}", q.val, q.val_unit);
+        }
+        Statement::Meter(mt) => {
+            let _ = write!(out, "meter {} {{ ", mt.name);
+            value(out, &mt.key);
+            out.push(' ');
+            statement(out, &mt.stmt);
+            out.push_str(" }");
+        }
         Statement::Log(Some(l)) => {
-            let mut s = "log".to_string();
+            out.push_str("log");
             if let Some(p) = &l.prefix {
-                let _ = write!(s, " prefix {}", quote(p));
+                out.push_str(" prefix ");
+                quote(out, p);
             }
             if let Some(g) = l.group {
-                let _ = write!(s, " group {g}");
+                let _ = write!(out, " group {g}");
             }
-            s
         }
-        Statement::Notrack => "notrack".into(),
-        Statement::Flow(f) => format!("flow add {}", f.flowtable),
-        Statement::VerdictMap(v) => format!("{} vmap {}", value(&v.key), value(&v.data)),
-        Statement::Mangle(mg) => format!("{} set {}", value(&mg.key), value(&mg.value)),
-        Statement::Accept(_) => "accept".into(),
-        Statement::Drop(_) => "drop".into(),
-        Statement::Reject(Some(r)) if r._type == Some(RejectType::TCPReset) => "reject with tcp reset".into(),
+        Statement::Notrack => out.push_str("notrack"),
+        Statement::Flow(f) => {
+            out.push_str("flow add ");
+            out.push_str(&f.flowtable);
+        }
+        Statement::VerdictMap(v) => {
+            value(out, &v.key);
+            out.push_str(" vmap ");
+            value(out, &v.data);
+        }
+        Statement::Mangle(mg) => {
+            value(out, &mg.key);
+            out.push_str(" set ");
+            value(out, &mg.value);
+        }
+        Statement::Accept(_) => out.push_str("accept"),
+        Statement::Drop(_) => out.push_str("drop"),
+        Statement::Reject(Some(r)) if r._type == Some(RejectType::TCPReset) => out.push_str("reject with tcp reset"),
         // nft's JSON names of the type and code are its script keywords.
         Statement::Reject(Some(nftables::stmt::Reject { _type: Some(t), expr: Some(code) })) => {
             let word = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
             let (t, code) = (serde_json::to_value(t), serde_json::to_value(code));
-            format!("reject with {} {}", word(t.unwrap_or_default()), word(code.unwrap_or_default()))
+            let _ = write!(out, "reject with {} {}", word(t.unwrap_or_default()), word(code.unwrap_or_default()));
         }
-        Statement::Reject(_) => "reject".into(),
-        Statement::Masquerade(_) => "masquerade".into(),
+        Statement::Reject(_) => out.push_str("reject"),
+        Statement::Masquerade(_) => out.push_str("masquerade"),
         Statement::SNAT(Some(n)) | Statement::DNAT(Some(n)) => {
-            let verb = if matches!(s, Statement::SNAT(_)) { "snat" } else { "dnat" };
+            out.push_str(if matches!(s, Statement::SNAT(_)) { "snat" } else { "dnat" });
             let fam = match n.family {
                 Some(NATFamily::IP6) => " ip6",
                 Some(NATFamily::IP) => " ip",
                 None => "",
             };
-            let addr = n.addr.as_ref().map(value).unwrap_or_default();
-            let addr = if fam == " ip6" && n.port.is_some() { format!("[{addr}]") } else { addr };
-            match &n.port {
-                Some(p) => format!("{verb}{fam} to {addr}:{}", value(p)),
-                None => format!("{verb}{fam} to {addr}"),
+            out.push_str(fam);
+            out.push_str(" to ");
+            let bracket = fam == " ip6" && n.port.is_some();
+            if bracket {
+                out.push('[');
+            }
+            if let Some(addr) = &n.addr {
+                value(out, addr);
+            }
+            if bracket {
+                out.push(']');
+            }
+            if let Some(p) = &n.port {
+                out.push(':');
+                value(out, p);
             }
         }
         other => unreachable!("emit never produces {other:?}"),
     }
 }
 
-fn value(e: &Expression<'_>) -> String {
+/// `items` written by `each`, with `sep` between them.
+fn joined<T>(out: &mut String, items: &[T], sep: &str, mut each: impl FnMut(&mut String, &T)) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        each(out, item);
+    }
+}
+
+fn value(out: &mut String, e: &Expression<'_>) {
     match e {
-        Expression::String(s) => s.to_string(),
-        Expression::Number(n) => n.to_string(),
-        Expression::Boolean(b) => b.to_string(),
-        Expression::List(items) => items.iter().map(value).collect::<Vec<_>>().join(","),
-        Expression::Range(r) => format!("{}-{}", value(&r.range[0]), value(&r.range[1])),
+        Expression::String(s) => out.push_str(s),
+        Expression::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Expression::Boolean(b) => {
+            let _ = write!(out, "{b}");
+        }
+        Expression::List(items) => joined(out, items, ",", value),
+        Expression::Range(r) => {
+            value(out, &r.range[0]);
+            out.push('-');
+            value(out, &r.range[1]);
+        }
         Expression::Named(n) => match n {
             NamedExpression::Set(items) => {
-                let items: Vec<String> = items.iter().map(set_item).collect();
-                format!("{{ {} }}", items.join(", "))
+                out.push_str("{ ");
+                joined(out, items, ", ", set_item);
+                out.push_str(" }");
             }
-            NamedExpression::Prefix(p) => format!("{}/{}", value(&p.addr), p.len),
-            NamedExpression::Payload(Payload::PayloadField(f)) => format!("{} {}", f.protocol, f.field),
-            NamedExpression::Meta(m) => match m.key {
-                MetaKey::Iifname => "iifname".into(),
-                MetaKey::Oifname => "oifname".into(),
-                MetaKey::L4proto => "meta l4proto".into(),
-                MetaKey::Nfproto => "meta nfproto".into(),
-                MetaKey::Mark => "meta mark".into(),
+            NamedExpression::Prefix(p) => {
+                value(out, &p.addr);
+                let _ = write!(out, "/{}", p.len);
+            }
+            NamedExpression::Payload(Payload::PayloadField(f)) => {
+                let _ = write!(out, "{} {}", f.protocol, f.field);
+            }
+            NamedExpression::Meta(m) => out.push_str(match m.key {
+                MetaKey::Iifname => "iifname",
+                MetaKey::Oifname => "oifname",
+                MetaKey::L4proto => "meta l4proto",
+                MetaKey::Nfproto => "meta nfproto",
+                MetaKey::Mark => "meta mark",
                 other => unreachable!("emit never uses meta {other:?}"),
-            },
-            NamedExpression::CT(ct) => format!("ct {}", ct.key),
+            }),
+            NamedExpression::CT(ct) => {
+                out.push_str("ct ");
+                out.push_str(&ct.key);
+            }
             NamedExpression::Fib(f) => {
                 // nft's own order: the address, the mark, the interface.
                 let order = [FibFlag::Saddr, FibFlag::Daddr, FibFlag::Mark, FibFlag::Iif, FibFlag::Oif];
                 let flags: Vec<String> =
                     order.iter().filter(|x| f.flags.contains(x)).map(|x| format!("{x:?}").to_lowercase()).collect();
-                format!("fib {} {:?}", flags.join(" . "), f.result).to_lowercase()
+                out.push_str(&format!("fib {} {:?}", flags.join(" . "), f.result).to_lowercase());
             }
-            NamedExpression::Elem(_) => element(e, &[false]),
-            NamedExpression::Concat(items) => items.iter().map(value).collect::<Vec<_>>().join(" . "),
+            NamedExpression::Elem(_) => element(out, e, &[false]),
+            NamedExpression::Concat(items) => joined(out, items, " . ", value),
             other => unreachable!("emit never produces {other:?}"),
         },
         other => unreachable!("emit never produces {other:?}"),
@@ -322,73 +401,85 @@ fn value(e: &Expression<'_>) -> String {
 
 /// A set element, with its timeout, counter and comment; `quoted` says per
 /// part of its key (one, or each of a concatenation) whether it is a string.
-fn element(e: &Expression<'_>, quoted: &[bool]) -> String {
-    let part = |v: &Expression<'_>, q: bool| if q { quoted_value(v) } else { value(v) };
-    let text = |v: &Expression<'_>| match v {
+fn element(out: &mut String, e: &Expression<'_>, quoted: &[bool]) {
+    let part = |out: &mut String, v: &Expression<'_>, q: bool| if q { quoted_value(out, v) } else { value(out, v) };
+    let text = |out: &mut String, v: &Expression<'_>| match v {
         Expression::Named(NamedExpression::Concat(items)) => {
-            items.iter().zip(quoted).map(|(v, &q)| part(v, q)).collect::<Vec<_>>().join(" . ")
+            for (i, (v, &q)) in items.iter().zip(quoted).enumerate() {
+                if i > 0 {
+                    out.push_str(" . ");
+                }
+                part(out, v, q);
+            }
         }
-        other => part(other, quoted.first().copied().unwrap_or(false)),
+        other => part(out, other, quoted.first().copied().unwrap_or(false)),
     };
     match e {
         Expression::Named(NamedExpression::Elem(el)) => {
-            let mut out = text(&el.val);
+            text(out, &el.val);
             if let Some(t) = el.timeout {
-                out += &format!(" timeout {}", duration(t));
+                out.push_str(" timeout ");
+                duration(out, t);
             }
             if el.counter.is_some() {
-                out += " counter";
+                out.push_str(" counter");
             }
             if let Some(c) = &el.comment {
-                out += &format!(" comment {}", quote(c));
+                out.push_str(" comment ");
+                quote(out, c);
             }
-            out
         }
-        other => text(other),
+        other => text(out, other),
     }
 }
 
 /// Seconds as nft reads a time: `1h`, `26d16h5s` (each number must fit
 /// nft's 32-bit signed parse, so a long timeout is split into units).
-fn duration(secs: u32) -> String {
-    let mut out = String::new();
+fn duration(out: &mut String, secs: u32) {
     let mut left = secs;
+    let mut any = false;
     for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
         if left >= size {
-            out += &format!("{}{unit}", left / size);
+            let _ = write!(out, "{}{unit}", left / size);
             left %= size;
+            any = true;
         }
     }
-    if out.is_empty() {
+    if !any {
         out.push_str("0s");
     }
-    out
 }
 
-fn set_item(i: &SetItem<'_>) -> String {
+fn set_item(out: &mut String, i: &SetItem<'_>) {
     match i {
-        SetItem::Element(e) => value(e),
+        SetItem::Element(e) => value(out, e),
         other => unreachable!("emit never produces {other:?}"),
     }
 }
 
-fn quoted_value(e: &Expression<'_>) -> String {
+fn quoted_value(out: &mut String, e: &Expression<'_>) {
     match e {
-        Expression::String(s) if !s.starts_with('@') => quote(s),
+        Expression::String(s) if !s.starts_with('@') => quote(out, s),
         Expression::Named(NamedExpression::Set(items)) => {
-            let items: Vec<String> = items
-                .iter()
-                .map(|i| match i {
-                    SetItem::Element(e) => quoted_value(e),
-                    other => set_item(other),
-                })
-                .collect();
-            format!("{{ {} }}", items.join(", "))
+            out.push_str("{ ");
+            joined(out, items, ", ", |out, i| match i {
+                SetItem::Element(e) => quoted_value(out, e),
+                other => set_item(out, other),
+            });
+            out.push_str(" }");
         }
-        other => value(other),
+        other => value(out, other),
     }
 }
 
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+/// `s` in double quotes, its backslashes and quotes escaped.
+fn quote(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }

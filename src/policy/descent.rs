@@ -1015,16 +1015,18 @@ impl<'t> Descent<'t> {
     fn name(&mut self) -> Option<Spanned<String>> {
         let start = self.pos;
         let rest = &self.s[start..];
-        if let Some(word) = RESERVED.iter().find(|w| rest.starts_with(w.as_bytes())) {
-            if !rest.get(word.len()).is_some_and(|&b| is_word_char(b)) {
-                return None;
-            }
-        }
         let first = *rest.first()?;
         if !(first.is_ascii_alphabetic() || first == b'_') {
             return None;
         }
         let n = rest.iter().take_while(|&&b| is_word_char(b)).count();
+        // Reserved words are all word characters, so the first one the text
+        // starts with is a prefix of this word: reserved if it is all of it.
+        let word = &rest[..n];
+        let reserved = RESERVED.iter().find(|w| w.as_bytes()[0] == first && word.starts_with(w.as_bytes()));
+        if reserved.is_some_and(|w| w.len() == n) {
+            return None;
+        }
         self.pos += n;
         Some(Spanned::new(self.slice(start).to_string(), self.span(start)))
     }

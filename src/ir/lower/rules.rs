@@ -7,12 +7,20 @@ use super::*;
 impl<'a> Lowerer<'a> {
     pub(super) fn clauses<'b>(&mut self, direction: &Spanned<Direction>, opts: &'b [Spanned<RuleOpt>]) -> Clauses<'b> {
         let mut c = Clauses::default();
-        let mut seen: HashMap<&'static str, Span> = HashMap::new();
+        // A handful of clauses per rule: a list beats hashing them.
+        let mut seen: Vec<(&'static str, Span)> = Vec::with_capacity(opts.len());
         for opt in opts {
             let kw = opt.node.keyword();
             // `counter` and `nocounter` fill one slot: both in a rule contradict.
             let slot = if matches!(opt.node, RuleOpt::Counter(_) | RuleOpt::NamedCounter(_)) { "counter" } else { kw };
-            if let Some(prev) = seen.insert(slot, opt.span) {
+            let prev = match seen.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, at)) => Some(std::mem::replace(at, opt.span)),
+                None => {
+                    seen.push((slot, opt.span));
+                    None
+                }
+            };
+            if let Some(prev) = prev {
                 let what = if slot == kw { format!("`{kw}`") } else { "`counter`/`nocounter`".to_string() };
                 self.diags.push(
                     Diag::error(

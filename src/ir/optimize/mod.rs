@@ -57,24 +57,13 @@ impl MergeField {
         }
     }
 
-    /// The field's values in `m`, if it can be merged (given, not negated,
-    /// no interface wildcard). A negated field stays in the merged rule's
-    /// own matches when the rules merge on another field.
-    fn values(self, m: &Match) -> Option<Values> {
-        let nets = |a: &AddrMatch| match a {
-            AddrMatch::Nets { negated: false, nets } => Some(Values::Nets(nets.clone())),
-            _ => None,
-        };
-        let ports = |p: &Option<PortMatch>| match p {
-            Some(PortMatch { negated: false, ranges }) => Some(Values::Ports(ranges.clone())),
-            _ => None,
-        };
-        let ifaces = |i: &Option<Ifaces>| match i {
-            Some(Ifaces { negated: false, names }) if names.iter().all(|n| !n.ends_with('*')) => {
-                Some(Values::Interfaces(names.clone()))
-            }
-            _ => None,
-        };
+    /// Whether the field can be merged in `m`: given, not negated, no
+    /// interface wildcard. A negated field stays in the merged rule's own
+    /// matches when the rules merge on another field.
+    fn given(self, m: &Match) -> bool {
+        let nets = |a: &AddrMatch| matches!(a, AddrMatch::Nets { negated: false, .. });
+        let ports = |p: &Option<PortMatch>| matches!(p, Some(PortMatch { negated: false, .. }));
+        let ifaces = |i: &Option<Ifaces>| matches!(i, Some(Ifaces { negated: false, names }) if names.iter().all(|n| !n.ends_with('*')));
         match self {
             MergeField::Source => nets(&m.src),
             MergeField::Destination => nets(&m.dst),
@@ -83,6 +72,24 @@ impl MergeField {
             MergeField::InputInterface => ifaces(&m.iif),
             MergeField::OutputInterface => ifaces(&m.oif),
         }
+    }
+
+    /// The field's values in `m`, if it can be merged (see [`MergeField::given`]).
+    fn values(self, m: &Match) -> Option<Values> {
+        let nets = |a: &AddrMatch| match a {
+            AddrMatch::Nets { nets, .. } => nets.clone(),
+            _ => Vec::new(),
+        };
+        let ports = |p: &Option<PortMatch>| p.as_ref().map_or_else(Vec::new, |p| p.ranges.clone());
+        let ifaces = |i: &Option<Ifaces>| i.as_ref().map_or_else(Vec::new, |i| i.names.clone());
+        self.given(m).then(|| match self {
+            MergeField::Source => Values::Nets(nets(&m.src)),
+            MergeField::Destination => Values::Nets(nets(&m.dst)),
+            MergeField::SourcePort => Values::Ports(ports(&m.sport)),
+            MergeField::DestinationPort => Values::Ports(ports(&m.dport)),
+            MergeField::InputInterface => Values::Interfaces(ifaces(&m.iif)),
+            MergeField::OutputInterface => Values::Interfaces(ifaces(&m.oif)),
+        })
     }
 
     /// `m` with this field set to `v`.
@@ -102,20 +109,27 @@ impl MergeField {
         out
     }
 
-    /// `m` without these fields, for comparing the rest.
+    /// `m` without these fields, for comparing the rest (the cleared
+    /// fields are never copied: they are most of a rule's data).
     fn cleared(fields: &[MergeField], m: &Match) -> Match {
-        let mut out = m.clone();
-        for field in fields {
-            match field {
-                MergeField::Source => out.src = AddrMatch::Any,
-                MergeField::Destination => out.dst = AddrMatch::Any,
-                MergeField::SourcePort => out.sport = None,
-                MergeField::DestinationPort => out.dport = None,
-                MergeField::InputInterface => out.iif = None,
-                MergeField::OutputInterface => out.oif = None,
-            }
+        let keep = |f: MergeField| !fields.contains(&f);
+        let addr = |f: MergeField, a: &AddrMatch| if keep(f) { a.clone() } else { AddrMatch::Any };
+        let port = |f: MergeField, p: &Option<PortMatch>| if keep(f) { p.clone() } else { None };
+        let iface = |f: MergeField, i: &Option<Ifaces>| if keep(f) { i.clone() } else { None };
+        Match {
+            family: m.family,
+            iif: iface(MergeField::InputInterface, &m.iif),
+            oif: iface(MergeField::OutputInterface, &m.oif),
+            proto: m.proto,
+            src: addr(MergeField::Source, &m.src),
+            dst: addr(MergeField::Destination, &m.dst),
+            sport: port(MergeField::SourcePort, &m.sport),
+            dport: port(MergeField::DestinationPort, &m.dport),
+            icmp_types: m.icmp_types.clone(),
+            ct_state: m.ct_state,
+            mark: m.mark,
+            ct_mark: m.ct_mark,
         }
-        out
     }
 }
 
@@ -273,11 +287,25 @@ pub const SET_PREFIX: &str = "opt_";
 
 /// The ruleset with every mergeable run merged (see the module docs).
 pub fn optimize(rs: &Ruleset) -> Ruleset {
-    let mut out = rs.clone();
-    for chain in &mut out.chains {
-        chain.rules = merge_chain(chain);
+    // Field by field: the chains' rules are rebuilt, never copied first.
+    let chains = rs
+        .chains
+        .iter()
+        .map(|c| Chain { hook: c.hook, policy: c.policy.clone(), rules: merge_chain(c), priority: c.priority })
+        .collect();
+    Ruleset {
+        table: rs.table.clone(),
+        sets: rs.sets.clone(),
+        chains,
+        nat: rs.nat.clone(),
+        marks: rs.marks.clone(),
+        flowtables: rs.flowtables.clone(),
+        feeds: rs.feeds.clone(),
+        allow_always: rs.allow_always.clone(),
+        tests: rs.tests.clone(),
+        adaptive: rs.adaptive.clone(),
+        expiries: rs.expiries.clone(),
     }
-    out
 }
 
 /// The merged rules of an optimized ruleset, chain by chain.

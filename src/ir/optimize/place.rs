@@ -129,7 +129,7 @@ fn keys(r: &Rule) -> Vec<Key> {
     SHAPES
         .iter()
         .enumerate()
-        .filter(|(_, shape)| shape.iter().all(|f| f.values(m).is_some()))
+        .filter(|(_, shape)| shape.iter().all(|f| f.given(m)))
         .map(|(i, shape)| (tail.clone(), i, MergeField::cleared(shape, m)))
         .collect()
 }
