@@ -139,7 +139,14 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
     };
     // Built only to load: a dry run never needs the script of every feed entry.
     let prepared = loader::prepare_with(&compiled, kept);
-    let rules = match loader::load(&nft, &compiled, &prepared) {
+    // The other tables' chains are read while nft loads: phantomc's own
+    // table is never part of that reading, so the load cannot change it.
+    let (loaded, others) = std::thread::scope(|s| {
+        let others = s.spawn(|| others(&compiled.ruleset));
+        let loaded = loader::load(&nft, &compiled, &prepared);
+        (loaded, others.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    let rules = match loaded {
         Ok(rules) => rules,
         Err(e) => {
             if let Some(state) = &armed {
@@ -156,7 +163,7 @@ pub fn apply(args: &ApplyArgs) -> CmdResult {
         prepared.table.sets.len(),
         if kept > 0 { format!(", {kept} run-time set entries kept") } else { String::new() }
     );
-    print!("{}", coexist::render(&others(&compiled.ruleset)?));
+    print!("{}", coexist::render(&others?));
     match armed {
         Some(state) => await_confirmation(&state, table, args.timeout),
         None => Ok(ExitCode::SUCCESS),

@@ -502,7 +502,7 @@ fn rule(t: &str, chain: &str, r: &Rule) -> Vec<schema::Rule<'static>> {
         let comment = format!("{} +{} dispatched", r.comment(), m.parts.len() - 1);
         return vec![schema::Rule { expr: expr.into(), comment: Some(comment.into()), ..rule_base(t, chain) }];
     }
-    let log_rule = limited_log(expr.clone(), r.log.as_ref()).map(|expr| schema::Rule {
+    let log_rule = limited_log(&expr, r.log.as_ref()).map(|expr| schema::Rule {
         expr: expr.into(),
         comment: Some(r.comment().into()),
         ..rule_base(t, chain)
@@ -609,11 +609,13 @@ fn limit_stmt(l: &Limit) -> stmt::Limit<'static> {
 }
 
 /// `matches limit log`, without a verdict, for a rate-limited log; `None` otherwise.
-fn limited_log(mut matches: Vec<Statement<'static>>, log: Option<&Log>) -> Option<Vec<Statement<'static>>> {
+fn limited_log(matches: &[Statement<'static>], log: Option<&Log>) -> Option<Vec<Statement<'static>>> {
     let log = log?;
-    matches.push(Statement::Limit(limit_stmt(log.limit.as_ref()?)));
-    matches.push(log_stmt(log));
-    Some(matches)
+    let limit = Statement::Limit(limit_stmt(log.limit.as_ref()?));
+    let mut out = matches.to_vec();
+    out.push(limit);
+    out.push(log_stmt(log));
+    Some(out)
 }
 
 fn log_stmt(log: &Log) -> Statement<'static> {
@@ -682,7 +684,7 @@ fn default_rules(t: &str, hook: Hook, p: &DefaultPolicy) -> Vec<schema::Rule<'st
         return Vec::new();
     }
     let comment: Option<std::borrow::Cow<'static, str>> = Some(format!("{} policy", p.id(hook)).into());
-    let log_rule = limited_log(Vec::new(), p.log.as_ref()).map(|expr| schema::Rule {
+    let log_rule = limited_log(&[], p.log.as_ref()).map(|expr| schema::Rule {
         expr: expr.into(),
         comment: comment.clone(),
         ..rule_base(t, hook.name())

@@ -21,6 +21,8 @@
 //! a time under one bounding box, and at most [`BUDGET`] places one by one;
 //! beyond that the rule is treated as unable to move (a new group starts).
 
+use std::rc::Rc;
+
 use rustc_hash::FxHashMap;
 
 use super::overlap::{disjoint, RuleBox, Taken};
@@ -55,6 +57,8 @@ const BUDGET: usize = 512;
 /// map, whose lines keep their own), shape, and the matches without the
 /// shape's fields.
 type Key = (Option<Tail>, usize, Match);
+/// A key shared by the index and its slot (a key holds a whole `Match`).
+type SharedKey = Rc<Key>;
 /// Action, counter, label, reject answer and mark of a set group's lines.
 type Tail = (Action, bool, Option<String>, Option<RejectWith>, Vec<SetMark>);
 
@@ -67,7 +71,7 @@ pub struct Slot<'a> {
     pub past_same_verdict: Vec<bool>,
     /// Index into [`SHAPES`], once the group has two members.
     pub shape: Option<usize>,
-    keys: Vec<Key>,
+    keys: Vec<SharedKey>,
     /// The first member's matches without the shape's fields.
     rest: Option<Match>,
     /// Per field of the shape: the union of the members' values, and whether
@@ -117,7 +121,7 @@ fn quiet(r: &Rule) -> bool {
         && r.offload.is_none()
 }
 
-fn keys(r: &Rule) -> Vec<Key> {
+fn keys(r: &Rule) -> Vec<SharedKey> {
     let tail = if mergeable(r) {
         Some((r.action, r.counter, r.label.clone(), r.reject, r.set_marks.clone()))
     } else if dispatchable(r) {
@@ -130,12 +134,12 @@ fn keys(r: &Rule) -> Vec<Key> {
         .iter()
         .enumerate()
         .filter(|(_, shape)| shape.iter().all(|f| f.given(m)))
-        .map(|(i, shape)| (tail.clone(), i, MergeField::cleared(shape, m)))
+        .map(|(i, shape)| Rc::new((tail.clone(), i, MergeField::cleared(shape, m))))
         .collect()
 }
 
 impl<'a> Slot<'a> {
-    fn new(index: usize, rule: &'a Rule, keys: Vec<Key>, bbox: RuleBox) -> Slot<'a> {
+    fn new(index: usize, rule: &'a Rule, keys: Vec<SharedKey>, bbox: RuleBox) -> Slot<'a> {
         Slot {
             rules: vec![(index, rule)],
             past_same_verdict: vec![false],
@@ -217,7 +221,7 @@ pub fn place(rules: &[Rule]) -> Vec<Slot<'_>> {
     let mut slots: Vec<Slot<'_>> = Vec::with_capacity(rules.len());
     let mut blocks: Vec<RuleBox> = Vec::new();
     // Keys hold whole matches: FxHash, not SipHash (no untrusted input chooses them).
-    let mut open: FxHashMap<Key, usize> = FxHashMap::default();
+    let mut open: FxHashMap<SharedKey, usize> = FxHashMap::default();
     for (index, rule) in rules.iter().enumerate() {
         let keys = keys(rule);
         let rbox = RuleBox::of(&rule.matches);
@@ -247,7 +251,7 @@ pub fn place(rules: &[Rule]) -> Vec<Slot<'_>> {
             None => {
                 let s = slots.len();
                 for k in &keys {
-                    open.insert(k.clone(), s);
+                    open.insert(Rc::clone(k), s);
                 }
                 if s.is_multiple_of(BLOCK) {
                     blocks.push(RuleBox::NONE);
