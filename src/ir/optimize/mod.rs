@@ -129,6 +129,7 @@ impl MergeField {
             ct_state: m.ct_state,
             mark: m.mark,
             ct_mark: m.ct_mark,
+            urpf_failed: m.urpf_failed,
         }
     }
 }
