@@ -10,6 +10,8 @@
 #               IpInDelivers over SECS seconds;
 #   bulk TCP    iperf3 -c for SECS seconds (established: the first rules);
 #   ping        average round trip of 10 pings (0.2 s apart).
+# new conn/s also shows its lowest and highest round, and the feed's cost is
+# given per round too (webserver+feed over webserver, measured seconds apart).
 # Rulesets: none; policies/webserver.pf; the same compiled without its
 # counters (what counting every rule costs); the same plus a feed of FEED lines;
 # a hand-written nft chain of RULES `ip saddr X drop` rules; RULES addresses
@@ -141,11 +143,16 @@ echo "nft rules: webserver $(nft_rules <("$bin" compile policies/webserver.pf));
 input_rules() { awk '/^\tchain input \{/ { on = 1; next } on && /^\t\}/ { on = 0 } on' "$@" | grep -cP '^\t\t(?!type )[a-z]'; }
 echo "with $rules interleaved lines: optimized $(nft_rules <("$bin" compile "$work/interleaved.pf")) ($(input_rules <("$bin" compile "$work/interleaved.pf")) in the input chain), unoptimized $(nft_rules "$work/interleaved-unoptimized.nft"); $("$bin" compile --explain-optimize "$work/interleaved.pf" | tail -1)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '| %-36s | %12s | %7s | %11s | %7s | %9s | %7s |\n' "ruleset" "new conn/s" "ratio" "bulk Mbit/s" "ratio" "ping us" "ratio"
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------" "--------------" "---------" "-------------" "---------" "-----------" "---------"
+printf '| %-36s | %12s | %15s | %7s | %11s | %7s | %9s | %7s |\n' "ruleset" "new conn/s" "min-max" "ratio" "bulk Mbit/s" "ratio" "ping us" "ratio"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------" "--------------" "-----------------" "---------" "-------------" "---------" "-----------" "---------"
 for i in "${!names[@]}"; do
   c=$(med "$i" conn); b=$(med "$i" bulk); l=$(med "$i" ping)
-  printf '| %-36s | %12s | %7s | %11s | %7s | %9s | %7s |\n' "${names[$i]}" "$c" "$(ratio "$c" "$base_conn")" \
+  spread=$(awk -v i="$i" '$1 == i && $2 == "conn" { print $3 }' "$work/results" | sort -n | sed -n '1p;$p' | paste -sd-)
+  printf '| %-36s | %12s | %15s | %7s | %11s | %7s | %9s | %7s |\n' "${names[$i]}" "$c" "$spread" "$(ratio "$c" "$base_conn")" \
     "$(awk -v b="$b" 'BEGIN { printf "%.0f", b / 1e6 }')" "$(ratio "$b" "$base_bulk")" "$l" "$(ratio "$base_ping" "$l")"
 done
-echo "ping ratio: no-ruleset round trip / this one (higher is better, like the others)"
+# The feed's cost in each round (the two rows ran seconds apart, so a busy machine moves both).
+per_round=$(awk '$2 == "conn" && ($1 == 1 || $1 == 3) { v[$1] = v[$1] " " $3 } END {
+  n = split(v[1], w); split(v[3], f); for (r = 1; r <= n; r++) printf "%.3f\n", f[r] / w[r] }' "$work/results")
+echo "webserver+feed / webserver new conn/s per round: $(echo "$per_round" | paste -sd' '); median $(echo "$per_round" | median)"
+echo "min-max: the lowest and highest new conn/s of the rounds; ping ratio: no-ruleset round trip / this one (higher is better, like the others)"

@@ -260,3 +260,43 @@ fn apply_reloads_a_big_feed_and_verifies_it() {
     assert_eq!(ns.run_in(|| phantomc::nft::kernel::count("phantomc").expect("count")), rules + 1);
     assert_eq!(ns.run_in(|| phantomc::nft::kernel::count("nosuchtable").expect("count")), 0);
 }
+
+/// Whether a TCP connection from `src` (an address of `ns`) to `dst` port 80
+/// is answered: `nc -z` connects and closes, and gives up after a second.
+fn connects_from(ns: &Netns, src: &str, dst: &str) -> bool {
+    ns.exec(&["nc", "-z", "-w", "1", "-s", src, dst, "80"]).status.success()
+}
+
+/// Every kind of feed entry decides real packets: a packet from a listed
+/// single address, from inside a listed prefix and from a listed IPv6
+/// address or prefix is dropped, and the address next to each passes.
+#[test]
+fn each_kind_of_feed_entry_drops_its_sources_and_spares_the_neighbours() {
+    require_tool("nc");
+    let lab = web_lab();
+    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let files = FeedFiles::new();
+    let (policy, state) = (files.policy.as_str(), files.state.as_str());
+    std::fs::write(&files.list, "198.51.100.3\n198.51.100.16/28\n2001:db8:1::3\n2001:db8:1::100/120\n").expect("list");
+    let sources = [
+        ("198.51.100.3", "198.51.100.1", false, "a listed address"),
+        ("198.51.100.4", "198.51.100.1", true, "the address after it"),
+        ("198.51.100.20", "198.51.100.1", false, "inside a listed /28"),
+        ("198.51.100.15", "198.51.100.1", true, "just below the /28"),
+        ("198.51.100.32", "198.51.100.1", true, "just above the /28"),
+        ("2001:db8:1::3", "2001:db8:1::1", false, "a listed IPv6 address"),
+        ("2001:db8:1::4", "2001:db8:1::1", true, "the IPv6 address after it"),
+        ("2001:db8:1::1ff", "2001:db8:1::1", false, "inside a listed IPv6 /120"),
+        ("2001:db8:1::200", "2001:db8:1::1", true, "just above the /120"),
+    ];
+    for (src, _, _, _) in sources {
+        lab.publ.addr("eth0", &format!("{src}/{}", if src.contains(':') { 64 } else { 24 }));
+    }
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    for (src, dst, passes, what) in sources {
+        assert_eq!(connects_from(&lab.publ, src, dst), passes, "{what} ({src})");
+    }
+}

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Benchmark: what a threat feed's set lookup costs each new connection, by
+# the kernel layout of the same feed. Each layout sits in its own server
+# namespace (veth pair to its own client namespace, as in packet_path.sh);
+# rounds visit them in turn. In each round an hping3 SYN flood (a new source
+# port per packet: every SYN walks the input chain up to the accepting rule)
+# runs SECS seconds under `perf record` of the flooding process, whose
+# samples cover the whole path of a SYN (send, veth, the server's input
+# hook). Printed per layout: new connections/s (median, min-max over the
+# rounds) and the share of the samples spent in nft set lookups and in
+# nf_tables as a whole (mean over the rounds); the cost of a layout is its
+# share above the `webserver` row's. Sample shares do not depend on how busy
+# the machine is, rates do.
+# Layouts: webserver.pf without a feed (the peer); the same with a feed of
+# FEED lines blocked before the accepting rules, as phantomc loads it (one
+# interval set per family); its single addresses in a hash set and its
+# prefixes in the interval set (two lookups); every entry in a hash set per
+# prefix length, prefixes widened to /32, /24, /16 or /8 (one masked lookup
+# per non-empty length).
+# Usage: benches/feed_lookup.sh [FEED=1000000] [ROUNDS=3] [SECS=3]
+# (root; needs nft, ip, hping3, nstat, perf, python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+feed_lines=${1:-1000000}
+rounds=${2:-3}
+secs=${3:-3}
+. benches/lib.sh
+bench_setup
+
+names=(webserver interval hash+interval hash-per-length)
+pairs=()
+cleanup() {
+  for p in "${pairs[@]}"; do ip netns del "$p-s" 2>/dev/null || true; ip netns del "$p-c" 2>/dev/null || true; done
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# packet_path.sh's feed policy: webserver.pf blocking the feed after its
+# blocklist rule (line 19), before the accepting rules.
+bench_feed "$feed_lines" 198 10 127 > "$work/feed.txt"
+printf 'block in from <bench>\n' > "$work/feed.lines"
+sed "19r $work/feed.lines" policies/webserver.pf > "$work/feed.pf"
+printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n' >> "$work/feed.pf"
+"$bin" feeds parse --print "$work/feed.txt" 2> /dev/null | grep / > "$work/nets"
+
+# The hand-made layouts: the compiled policy with the feed's v4 rule and set
+# replaced by theirs, then the elements.
+"$bin" compile "$work/feed.pf" > "$work/compiled.nft"
+python3 - "$work" <<'EOF'
+import ipaddress, sys
+work = sys.argv[1]
+nets = [ipaddress.ip_network(l.strip()) for l in open(f"{work}/nets") if l.strip()]
+nets = [n for n in nets if n.version == 4]
+feed_rule = '\t\tip saddr @bench_v4 counter drop comment "feed.pf:20"\n'
+compiled = open(f"{work}/compiled.nft").read()
+assert feed_rule in compiled, "the feed's rule moved: update the bench"
+assert "\tset bench_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n" in compiled
+
+def layout(path, sets):  # sets: (name, flags, mask or None, elements)
+    decls = "".join(f"\tset {n} {{\n\t\ttype ipv4_addr\n{f}\t}}\n\n" for n, f, _, _ in sets)
+    rules = "".join(
+        f'\t\tip saddr{"" if m is None else " & " + m} @{n} counter drop comment "feed.pf:20"\n' for n, _, m, _ in sets)
+    text = compiled.replace(feed_rule, rules).replace("\tset bench_v6 {", decls + "\tset bench_v6 {", 1)
+    text = text.replace("\tset bench_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n\n", "", 1)
+    with open(path, "w") as out:
+        out.write(text)
+        for n, _, _, elems in sets:
+            for i in range(0, len(elems), 100000):
+                out.write(f"add element inet phantomc {n} {{ {', '.join(elems[i:i + 100000])} }}\n")
+    print(" + ".join(f"{n} {len(e)}" for n, _, _, e in sets), file=open(path + ".sizes", "w"))
+
+hosts = [str(n.network_address) for n in nets if n.prefixlen == 32]
+prefixes = [str(n) for n in nets if n.prefixlen < 32]
+layout(f"{work}/hash+interval.nft", [("bench_hosts_v4", "", None, hosts),
+                                     ("bench_v4", "\t\tflags interval\n", None, prefixes)])
+widths = {32: [], 24: [], 16: [], 8: []}
+for n in nets:
+    to = min(w for w in widths if w >= n.prefixlen)
+    widths[to] += [str(s.network_address) for s in n.subnets(new_prefix=to)]
+layout(f"{work}/hash-per-length.nft",
+       [(f"bench_p{w}_v4", "", None if w == 32 else str(ipaddress.ip_network(f"0.0.0.0/{w}").netmask), e)
+        for w, e in widths.items() if e])
+EOF
+
+i=0
+for name in "${names[@]}"; do
+  p="fl$$-$i"
+  pairs+=("$p")
+  ip netns add "$p-s"
+  ip netns add "$p-c"
+  ip link add s0 netns "$p-s" type veth peer name c0 netns "$p-c"
+  ip -n "$p-s" addr add 198.51.100.1/24 dev s0
+  ip -n "$p-c" addr add 198.51.100.2/24 dev c0
+  for n in "$p-s" "$p-c"; do ip -n "$n" link set lo up; done
+  ip -n "$p-s" link set s0 up
+  ip -n "$p-c" link set c0 up
+  ip netns exec "$p-s" sh -c 'for t in syn_recv syn_sent close; do echo 1 > /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_$t 2>/dev/null || true; done' || true
+  s=(ip netns exec "$p-s")
+  case "$name" in
+    webserver) "${s[@]}" "$bin" apply policies/webserver.pf > /dev/null ;;
+    interval)
+      "${s[@]}" "$bin" apply "$work/feed.pf" --state-dir "$work/state-$i" > /dev/null 2>&1 || true
+      feed_said=$("${s[@]}" "$bin" feeds update "$work/feed.pf" --state-dir "$work/state-$i" 2>&1)
+      ;;
+    *) "${s[@]}" nft -f "$work/$name.nft" ;;
+  esac
+  i=$((i + 1))
+done
+delivered() { ip netns exec "$1-s" nstat -asz IpInDelivers | awk '/IpInDelivers/ { print $2 }'; }
+
+# Share (percent) of a profile's samples in set lookups and in nf_tables.
+shares() {
+  perf report -i "$1" --no-children --sort symbol --stdio 2> /dev/null | awk '
+    /^ +[0-9.]+%/ { p = $1; sub("%", "", p); s = $3
+      if (s ~ /^(nft_array|nft_rbtree|nft_rhash|nft_hash|nft_set_do_lookup|nft_lookup_eval|nft_set_catchall|nft_bitwise)|^(bsearch|memcmp|jhash)$/) look += p
+      if (s ~ /^nft_|^(bsearch|memcmp|jhash)$/) nft += p }
+    END { printf "%.2f %.2f\n", look, nft }'
+}
+
+for round in $(seq "$rounds"); do
+  for i in "${!names[@]}"; do
+    p=${pairs[$i]}
+    ip netns exec "$p-c" hping3 -q -S -p 443 --flood 198.51.100.1 > /dev/null 2>&1 &
+    flood=$!
+    sleep 0.3
+    before=$(delivered "$p")
+    perf record -q -o "$work/perf-$i-$round" -p "$flood" -- sleep "$secs" > /dev/null 2>&1 || true
+    after=$(delivered "$p")
+    kill "$flood"
+    wait "$flood" 2> /dev/null || true
+    echo "$i $(( (after - before) / secs )) $(shares "$work/perf-$i-$round")" >> "$work/results"
+    rm -f "$work/perf-$i-$round"
+  done
+done
+
+col() { awk -v i="$1" -v k="$2" '$1 == i { print $k }' "$work/results"; }
+mean() { awk '{ s += $1; n++ } END { printf "%.2f", s / n }'; }
+base_conn=$(col 0 2 | median)
+base_look=$(col 0 3 | mean)
+base_nft=$(col 0 4 | mean)
+
+echo
+echo "feed lookup: $feed_lines feed lines; $rounds interleaved rounds of $secs s"
+echo "feeds update said: $(echo "$feed_said" | tail -1)"
+for name in hash+interval hash-per-length; do echo "$name: $(cat "$work/$name.nft.sizes")"; done
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '| %-16s | %10s | %17s | %6s | %10s | %8s | %8s |\n' layout "new conn/s" "min-max" ratio "lookups %" "nft %" "cost %"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' ------------------ ------------ ------------------- -------- ------------ ---------- ----------
+for i in "${!names[@]}"; do
+  c=$(col "$i" 2 | median)
+  spread="$(col "$i" 2 | sort -n | head -1)-$(col "$i" 2 | sort -n | tail -1)"
+  l=$(col "$i" 3 | mean)
+  n=$(col "$i" 4 | mean)
+  printf '| %-16s | %10s | %17s | %6s | %10s | %8s | %8s |\n' "${names[$i]}" "$c" "$spread" \
+    "$(awk -v a="$c" -v b="$base_conn" 'BEGIN { printf "%.2fx", a / b }')" "$l" "$n" \
+    "$(awk -v n="$n" -v b="$base_nft" 'BEGIN { printf "%+.2f", n - b }')"
+done
+echo "lookups %, nft %: share of the flood's samples in set lookups, in nf_tables (mean over rounds);"
+echo "cost %: nft % above the webserver row's (what the feed adds to a SYN's CPU time)"
