@@ -28,20 +28,14 @@ secs=${3:-3}
 bench_setup
 
 names=(webserver interval hash+interval hash-per-length)
-pairs=()
 cleanup() {
-  for p in "${pairs[@]}"; do ip netns del "$p-s" 2>/dev/null || true; ip netns del "$p-c" 2>/dev/null || true; done
+  bench_pairs_del
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-# packet_path.sh's feed policy: webserver.pf blocking the feed after its
-# blocklist rule (line 19), before the accepting rules.
-bench_feed "$feed_lines" 198 10 127 > "$work/feed.txt"
-printf 'block in from <bench>\n' > "$work/feed.lines"
-sed "19r $work/feed.lines" policies/webserver.pf > "$work/feed.pf"
-printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n' >> "$work/feed.pf"
+bench_feed_policy "$feed_lines"
 "$bin" feeds parse --print "$work/feed.txt" 2> /dev/null | grep / > "$work/nets"
 
 # The hand-made layouts: the compiled policy with the feed's v4 rule and set
@@ -86,22 +80,12 @@ EOF
 i=0
 for name in "${names[@]}"; do
   p="fl$$-$i"
-  pairs+=("$p")
-  ip netns add "$p-s"
-  ip netns add "$p-c"
-  ip link add s0 netns "$p-s" type veth peer name c0 netns "$p-c"
-  ip -n "$p-s" addr add 198.51.100.1/24 dev s0
-  ip -n "$p-c" addr add 198.51.100.2/24 dev c0
-  for n in "$p-s" "$p-c"; do ip -n "$n" link set lo up; done
-  ip -n "$p-s" link set s0 up
-  ip -n "$p-c" link set c0 up
-  ip netns exec "$p-s" sh -c 'for t in syn_recv syn_sent close; do echo 1 > /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_$t 2>/dev/null || true; done' || true
+  bench_pair "$p"
   s=(ip netns exec "$p-s")
   case "$name" in
     webserver) "${s[@]}" "$bin" apply policies/webserver.pf > /dev/null ;;
     interval)
-      "${s[@]}" "$bin" apply "$work/feed.pf" --state-dir "$work/state-$i" > /dev/null 2>&1 || true
-      feed_said=$("${s[@]}" "$bin" feeds update "$work/feed.pf" --state-dir "$work/state-$i" 2>&1)
+      bench_load_feed "$p-s" "$work/state-$i"
       ;;
     *) "${s[@]}" nft -f "$work/$name.nft" ;;
   esac
@@ -120,7 +104,7 @@ shares() {
 
 for round in $(seq "$rounds"); do
   for i in "${!names[@]}"; do
-    p=${pairs[$i]}
+    p=${bench_pairs[$i]}
     ip netns exec "$p-c" hping3 -q -S -p 443 --flood 198.51.100.1 > /dev/null 2>&1 &
     flood=$!
     sleep 0.3

@@ -10,6 +10,41 @@ bench_setup() { # sets $bin, $work, $ns
   ip netns add "$ns"
 }
 
+bench_pair() { # P: namespaces P-s (server, 198.51.100.1 on s0) and P-c (client,
+  # 198.51.100.2 on c0) joined by a veth pair, listed in bench_pairs for bench_pairs_del
+  bench_pairs+=("$1")
+  ip netns add "$1-s"
+  ip netns add "$1-c"
+  ip link add s0 netns "$1-s" type veth peer name c0 netns "$1-c"
+  ip -n "$1-s" addr add 198.51.100.1/24 dev s0
+  ip -n "$1-c" addr add 198.51.100.2/24 dev c0
+  for n in "$1-s" "$1-c"; do ip -n "$n" link set lo up; done
+  ip -n "$1-s" link set s0 up
+  ip -n "$1-c" link set c0 up
+  # A SYN flood fills conntrack with entries that never get an answer: let them go at once.
+  ip netns exec "$1-s" sh -c 'for t in syn_recv syn_sent close; do echo 1 > /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_$t 2>/dev/null || true; done' || true
+}
+
+bench_pairs=()
+bench_pairs_del() {
+  for p in "${bench_pairs[@]}"; do ip netns del "$p-s" 2>/dev/null || true; ip netns del "$p-c" 2>/dev/null || true; done
+}
+
+bench_feed_policy() { # LINES: $work/feed.txt, a bench_feed without the pair's
+  # addresses (198.x), 10.x and loopback, and $work/feed.pf, webserver.pf
+  # blocking it after its blocklist rule (line 19), before the accepting rules
+  bench_feed "$1" 198 10 127 > "$work/feed.txt"
+  printf 'block in from <bench>\n' > "$work/feed.lines"
+  sed "19r $work/feed.lines" policies/webserver.pf > "$work/feed.pf"
+  printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n' >> "$work/feed.pf"
+}
+
+bench_load_feed() { # NETNS STATE-DIR: applies $work/feed.pf there and fills its
+  # feed set; sets $feed_said to what `feeds update` said
+  ip netns exec "$1" "$bin" apply "$work/feed.pf" --state-dir "$2" > /dev/null 2>&1 || true
+  feed_said=$(ip netns exec "$1" "$bin" feeds update "$work/feed.pf" --state-dir "$2" 2>&1)
+}
+
 now() { date +%s%N; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 ms() { awk -v ns="$1" 'BEGIN { printf "%.1f", ns / 1e6 }'; }

@@ -32,10 +32,9 @@ bench_setup
 
 names=(none webserver webserver-nocounter webserver+feed nft-chain nft-set phantomc-optimized phantomc-unoptimized
   interleaved-optimized interleaved-unoptimized)
-pairs=()
 cleanup() {
   for f in "$work"/iperf-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  for p in "${pairs[@]}"; do ip netns del "$p-s" 2>/dev/null || true; ip netns del "$p-c" 2>/dev/null || true; done
+  bench_pairs_del
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -48,11 +47,7 @@ awk -v n="$rules" 'BEGIN { for (i = 0; i < n; i++) printf "172.%d.%d.%d\n", 16 +
 # so new connections meet them before the rule that accepts them.
 web_with() { sed "19r $1" policies/webserver.pf > "$2"; }
 
-# The feed of feeds_bench.sh, without the client (198.x), 10.x and loopback.
-bench_feed "$feed_lines" 198 10 127 > "$work/feed.txt"
-printf 'block in from <bench>\n' > "$work/feed.lines"
-web_with "$work/feed.lines" "$work/feed.pf"
-printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n' >> "$work/feed.pf"
+bench_feed_policy "$feed_lines"
 sed 's/^/block in from /' "$work/addrs" > "$work/block.lines"
 web_with "$work/block.lines" "$work/blocks.pf"
 bench_interleaved "$rules" > "$work/interleaved.lines"
@@ -84,25 +79,14 @@ nft_chain() { # the rules of $1 between the usual first rules and the accepts
 i=0
 for name in "${names[@]}"; do
   p="pp$$-$i"
-  pairs+=("$p")
-  ip netns add "$p-s"
-  ip netns add "$p-c"
-  ip link add s0 netns "$p-s" type veth peer name c0 netns "$p-c"
-  ip -n "$p-s" addr add 198.51.100.1/24 dev s0
-  ip -n "$p-c" addr add 198.51.100.2/24 dev c0
-  for n in "$p-s" "$p-c"; do ip -n "$n" link set lo up; done
-  ip -n "$p-s" link set s0 up
-  ip -n "$p-c" link set c0 up
-  # A SYN flood fills conntrack with entries that never get an answer: let them go at once.
-  ip netns exec "$p-s" sh -c 'for t in syn_recv syn_sent close; do echo 1 > /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_$t 2>/dev/null || true; done' || true
+  bench_pair "$p"
   s=(ip netns exec "$p-s")
   case "$name" in
     none) ;;
     webserver) "${s[@]}" "$bin" apply policies/webserver.pf > /dev/null ;;
     webserver-nocounter) "${s[@]}" nft -f "$work/nocounter.nft" ;;
     webserver+feed)
-      "${s[@]}" "$bin" apply "$work/feed.pf" --state-dir "$work/state-$i" > /dev/null 2>&1 || true
-      feed_said=$("${s[@]}" "$bin" feeds update "$work/feed.pf" --state-dir "$work/state-$i" 2>&1)
+      bench_load_feed "$p-s" "$work/state-$i"
       ;;
     nft-chain) "${s[@]}" nft -f "$work/chain.nft" ;;
     nft-set) "${s[@]}" nft -f "$work/set.nft" ;;
@@ -118,7 +102,7 @@ delivered() { ip netns exec "$1-s" nstat -asz IpInDelivers | awk '/IpInDelivers/
 
 for round in $(seq "$rounds"); do
   for i in "${!names[@]}"; do
-    p=${pairs[$i]}
+    p=${bench_pairs[$i]}
     before=$(delivered "$p")
     timeout "$secs" ip netns exec "$p-c" hping3 -q -S -p 443 --flood 198.51.100.1 > /dev/null 2>&1 || true
     after=$(delivered "$p")
