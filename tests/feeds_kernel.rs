@@ -262,9 +262,11 @@ fn apply_reloads_a_big_feed_and_verifies_it() {
 }
 
 /// Whether a TCP connection from `src` (an address of `ns`) to `dst` port 80
-/// is answered: `nc -z` connects and closes, and gives up after a second.
-fn connects_from(ns: &Netns, src: &str, dst: &str) -> bool {
-    ns.exec(&["nc", "-z", "-w", "1", "-s", src, dst, "80"]).status.success()
+/// is answered: `nc -z` connects and closes. A dropped SYN is never answered;
+/// an answer may be late on a busy machine (neighbour discovery first), so
+/// `tries` attempts of up to 2 s each.
+fn connects_from(ns: &Netns, src: &str, dst: &str, tries: usize) -> bool {
+    (0..tries).any(|_| ns.exec(&["nc", "-z", "-w", "2", "-s", src, dst, "80"]).status.success())
 }
 
 /// Every kind of feed entry decides real packets: a packet from a listed
@@ -297,6 +299,8 @@ fn each_kind_of_feed_entry_drops_its_sources_and_spares_the_neighbours() {
     let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     for (src, dst, passes, what) in sources {
-        assert_eq!(connects_from(&lab.publ, src, dst), passes, "{what} ({src})");
+        // One try shows a drop; a pass may need more on a busy machine.
+        let tries = if passes { 3 } else { 1 };
+        assert_eq!(connects_from(&lab.publ, src, dst, tries), passes, "{what} ({src})");
     }
 }
