@@ -63,10 +63,7 @@ pub fn render(c: &Compiled, format: Format, extra: &nft::Elements, optimize: boo
     let table = if optimize { nft::build(&c.ruleset, extra) } else { nft::emit::build_with(&c.ruleset, extra) };
     match format {
         Format::Nft => nft::script_for(c, &table),
-        Format::Json => {
-            let json = nft::to_json_value(&table.replace_batch());
-            serde_json::to_string_pretty(&json).expect("JSON values always serialize") + "\n"
-        }
+        Format::Json => nft::to_json_pretty(&table.replace_batch()) + "\n",
         Format::Ir => serde_json::to_string_pretty(&c.ruleset).expect("IR always serializes") + "\n",
     }
 }

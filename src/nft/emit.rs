@@ -420,7 +420,7 @@ fn verdict_map(t: &str, m: &Merged) -> schema::Map<'static> {
         name: m.set.clone().into(),
         handle: None,
         set_type,
-        // Written `verdict` in the JSON (see `run::verdict_maps`).
+        // Written `verdict` in the JSON (see `json::VerdictMap`).
         map: SetTypeValue::Single(SetType::Mark),
         policy: None,
         flags,

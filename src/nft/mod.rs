@@ -5,6 +5,7 @@ pub mod apply;
 pub mod block;
 pub mod emit;
 pub mod iptables_save;
+mod json;
 pub mod kernel;
 pub mod legacy;
 pub mod record;
@@ -20,7 +21,8 @@ use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables};
 use nftables::types::NfFamily;
 
 pub use emit::{build, match_chain, Elements, NftTable, SetElem, EARLY_CHAIN, EARLY_OUT_CHAIN};
-pub use run::{in_scratch_netns, objects, to_json, to_json_value, write_to_child, Nft, NftError};
+pub use json::{counts_elements, to_json, to_json_pretty};
+pub use run::{in_scratch_netns, objects, write_to_child, Nft, NftError};
 
 use crate::diag::Diag;
 use crate::ir::{Compiled, Ruleset, SetKind};

@@ -5,8 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use nftables::expr::{Expression, NamedExpression};
-use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Set};
+use nftables::schema::Nftables;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -58,93 +57,13 @@ impl Nft {
 
     /// `nft -j -f -` of a batch: one atomic transaction.
     pub fn load_json(&self, batch: &Nftables<'_>) -> Result<(), NftError> {
-        self.run(&["-j", "-f", "-"], Some(&to_json(batch))).map(drop)
+        self.run(&["-j", "-f", "-"], Some(&super::to_json(batch))).map(drop)
     }
 
     /// Asked of the kernel over netlink: nft 1.0.6 reads every set element
     /// to list even the tables.
     pub fn table_exists(&self, table: &str) -> Result<bool, NftError> {
         super::kernel::table_exists(table).map_err(NftError::Kernel)
-    }
-}
-
-pub fn to_json(batch: &Nftables<'_>) -> String {
-    to_json_value(batch).to_string()
-}
-
-/// The batch as JSON with stable key and flag order (the crate keeps set
-/// flags in a HashSet, whose order changes from run to run).
-pub fn to_json_value(batch: &Nftables<'_>) -> serde_json::Value {
-    let mut v = serde_json::to_value(batch).expect("nftables schema always serializes");
-    sort_flags(&mut v);
-    declare_element_counters(batch, &mut v);
-    notrack_objects(&mut v);
-    verdict_maps(&mut v);
-    v
-}
-
-/// Every map phantomc emits maps to verdicts; the crate's set types have no
-/// `verdict`, so the map's value type is written here.
-fn verdict_maps(v: &mut serde_json::Value) {
-    for obj in v.get_mut("nftables").and_then(|o| o.as_array_mut()).into_iter().flatten() {
-        if let Some(map) = obj.pointer_mut("/add/map").and_then(|m| m.as_object_mut()) {
-            map.insert("map".into(), "verdict".into());
-        }
-    }
-}
-
-/// The crate writes the `notrack` statement as the bare string `"notrack"`,
-/// which nft refuses ("expected object"); nft's JSON form is `{"notrack": null}`.
-/// Only a rule's statements change (an interface may be called `notrack`).
-fn notrack_objects(v: &mut serde_json::Value) {
-    for obj in v.get_mut("nftables").and_then(|o| o.as_array_mut()).into_iter().flatten() {
-        let stmts = obj.pointer_mut("/add/rule/expr").and_then(|e| e.as_array_mut());
-        for stmt in stmts.into_iter().flatten().filter(|s| s.as_str() == Some("notrack")) {
-            *stmt = serde_json::json!({ "notrack": null });
-        }
-    }
-}
-
-/// Whether a set's elements carry counters: nft then wants the set to
-/// declare a `counter` statement.
-pub fn counts_elements(s: &Set<'_>) -> bool {
-    s.elem
-        .iter()
-        .flat_map(|e| e.iter())
-        .any(|e| matches!(e, Expression::Named(NamedExpression::Elem(el)) if el.counter.is_some()))
-}
-
-/// Adds `"stmt": [{"counter": null}]` to the sets whose elements count (the
-/// crate's `Set` has no field for it).
-fn declare_element_counters(batch: &Nftables<'_>, v: &mut serde_json::Value) {
-    let Some(objects) = v.get_mut("nftables").and_then(|o| o.as_array_mut()) else { return };
-    for (obj, json) in batch.objects.iter().zip(objects.iter_mut()) {
-        if let NfObject::CmdObject(NfCmd::Add(NfListObject::Set(s))) = obj {
-            if counts_elements(s) {
-                if let Some(set) = json.pointer_mut("/add/set").and_then(|s| s.as_object_mut()) {
-                    set.insert("stmt".into(), serde_json::json!([{ "counter": null }]));
-                }
-            }
-        }
-    }
-}
-
-fn sort_flags(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            for (k, child) in map.iter_mut() {
-                match child {
-                    serde_json::Value::Array(items) if k == "flags" => {
-                        items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-                    }
-                    // Set elements hold no flags, and a feed's are most of the tree.
-                    _ if k == "elem" => {}
-                    _ => sort_flags(child),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_flags),
-        _ => {}
     }
 }
 

@@ -161,7 +161,7 @@ fn set(out: &mut String, s: &schema::Set<'_>) {
         quote(out, c);
         out.push('\n');
     }
-    if super::run::counts_elements(s) {
+    if super::json::counts_elements(s) {
         out.push_str("\t\tcounter\n");
     }
     if let Some(elems) = &s.elem {
