@@ -252,8 +252,8 @@ impl Writer {
             self.out.push(b'}');
             return;
         }
-        if !fields.windows(2).all(|pair| pair[0].key < pair[1].key) {
-            fields.sort_by(|a, b| a.key.cmp(&b.key));
+        if !fields.windows(2).all(|pair| key_order(&pair[0].key, &pair[1].key).is_lt()) {
+            fields.sort_by(|a, b| key_order(&a.key, &b.key));
             // Of fields with one key, the last written stays.
             let kept = (0..fields.len())
                 .filter(|&i| fields.get(i + 1).is_none_or(|next| next.key != fields[i].key))
@@ -330,6 +330,16 @@ impl Writer {
     }
 }
 
+/// `a.cmp(b)` without a `memcmp` call: keys are short and mostly differ
+/// in their first byte.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    match a.iter().zip(b).find(|(x, y)| x != y) {
+        Some((x, y)) => x.cmp(y),
+        None => a.len().cmp(&b.len()),
+    }
+}
+
 fn newline(out: &mut Vec<u8>, pretty: bool, depth: usize) {
     if pretty {
         out.push(b'\n');
@@ -361,8 +371,14 @@ fn reorder(
 
 /// A string as serde_json escapes it.
 fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if !needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain_from = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -382,6 +398,25 @@ fn write_escaped(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[plain_from..]);
     out.push(b'"');
+}
+
+/// Whether any byte is a control character, `"` or `\`; eight bytes at a
+/// time (most strings need no escape, and this check was a tenth of the
+/// writer's instructions byte by byte).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    // Some byte of `x` is below `n` (n <= 128).
+    let any_below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let any_equal = |x: u64, b: u8| any_below(x ^ (ONES * u64::from(b)), 1);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        if any_below(x, 0x20) || any_equal(x, b'"') || any_equal(x, b'\\') {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -749,10 +784,14 @@ mod tests {
     #[test]
     fn strings_are_escaped_as_serde_json_escapes_them() {
         let all: String = (0..0x80u8).map(char::from).chain("é€😀\u{2028}".chars()).collect();
-        for s in [all.as_str(), "", "plain", "\\\"", "tab\there"] {
+        // Each escape at every place of a string longer than two words.
+        let placed = ['"', '\\', '\n', '\u{1f}', '\u{7f}', '~']
+            .into_iter()
+            .flat_map(|c| (0..20).map(move |at| (0..20).map(|i| if i == at { c } else { 'a' }).collect::<String>()));
+        for s in [all, String::new(), "plain".into(), "\\\"".into(), "tab\there".into()].into_iter().chain(placed) {
             let mut out = Vec::new();
-            write_escaped(&mut out, s);
-            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
+            write_escaped(&mut out, &s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
         }
     }
 
