@@ -225,6 +225,14 @@ impl Writer {
         OpenObject { first_field: self.fields.len(), body_start: self.out.len() }
     }
 
+    /// `{"variant": ` before a tuple or struct variant's body.
+    fn open_variant(&mut self, variant: &'static str) -> (OpenObject, OpenField) {
+        self.take_context();
+        let outer = self.open_object();
+        let field = self.begin_field(&outer, variant.into());
+        (outer, field)
+    }
+
     fn begin_field(&mut self, object: &OpenObject, key: Cow<'static, str>) -> OpenField {
         if self.fields.len() > object.first_field {
             self.out.push(b',');
@@ -464,6 +472,15 @@ impl ArrayWriter<'_> {
     }
 }
 
+/// Integers are written as the widest of their sign.
+macro_rules! forward_integers {
+    ($($($method:ident($t:ty))* => $to:ident;)*) => {$($(
+        fn $method(self, v: $t) -> Result<(), Error> {
+            self.$to(v.into())
+        }
+    )*)*};
+}
+
 impl<'a> Serializer for &'a mut Writer {
     type Ok = ();
     type Error = Error;
@@ -480,34 +497,14 @@ impl<'a> Serializer for &'a mut Writer {
         self.out.extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.serialize_i128(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.serialize_i128(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.serialize_i128(v.into())
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        self.serialize_i128(v.into())
+    forward_integers! {
+        serialize_i8(i8) serialize_i16(i16) serialize_i32(i32) serialize_i64(i64) => serialize_i128;
+        serialize_u8(u8) serialize_u16(u16) serialize_u32(u32) serialize_u64(u64) => serialize_u128;
     }
     fn serialize_i128(self, v: i128) -> Result<(), Error> {
         self.take_context();
         self.signed(v);
         Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.serialize_u128(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.serialize_u128(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.serialize_u128(v.into())
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        self.serialize_u128(v.into())
     }
     fn serialize_u128(self, v: u128) -> Result<(), Error> {
         self.take_context();
@@ -590,12 +587,10 @@ impl<'a> Serializer for &'a mut Writer {
         variant: &'static str,
         _len: usize,
     ) -> Result<ArrayWriter<'a>, Error> {
-        self.take_context();
-        let outer = self.open_object();
-        let field = self.begin_field(&outer, variant.into());
+        let variant = self.open_variant(variant);
         let ctx = self.take_context();
         let array = self.open_array(ctx);
-        Ok(ArrayWriter { w: self, array, variant: Some((outer, field)) })
+        Ok(ArrayWriter { w: self, array, variant: Some(variant) })
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<ObjectWriter<'a>, Error> {
         self.take_context();
@@ -612,62 +607,36 @@ impl<'a> Serializer for &'a mut Writer {
         variant: &'static str,
         _len: usize,
     ) -> Result<ObjectWriter<'a>, Error> {
-        self.take_context();
-        let outer = self.open_object();
-        let field = self.begin_field(&outer, variant.into());
+        let variant = self.open_variant(variant);
         self.take_context();
         let object = self.open_object();
-        Ok(ObjectWriter { w: self, object, key: None, variant: Some((outer, field)) })
+        Ok(ObjectWriter { w: self, object, key: None, variant: Some(variant) })
     }
 }
 
-impl ser::SerializeSeq for ArrayWriter<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.w.item(&mut self.array, value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close();
-        Ok(())
-    }
+/// The array kinds differ only in their method's name.
+macro_rules! array_writer {
+    ($($kind:ident::$method:ident),*) => {$(
+        impl ser::$kind for ArrayWriter<'_> {
+            type Ok = ();
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+                self.w.item(&mut self.array, value)
+            }
+            fn end(self) -> Result<(), Error> {
+                self.close();
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for ArrayWriter<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.w.item(&mut self.array, value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close();
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for ArrayWriter<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.w.item(&mut self.array, value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close();
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for ArrayWriter<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.w.item(&mut self.array, value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close();
-        Ok(())
-    }
-}
+array_writer!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for ObjectWriter<'_> {
     type Ok = ();
@@ -696,29 +665,24 @@ impl ser::SerializeMap for ObjectWriter<'_> {
     }
 }
 
-impl ser::SerializeStruct for ObjectWriter<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
-        self.field(key.into(), value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close();
-        Ok(())
-    }
+/// A struct and a struct variant write their fields alike.
+macro_rules! struct_writer {
+    ($($kind:ident),*) => {$(
+        impl ser::$kind for ObjectWriter<'_> {
+            type Ok = ();
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
+                self.field(key.into(), value)
+            }
+            fn end(self) -> Result<(), Error> {
+                self.close();
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for ObjectWriter<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
-        self.field(key.into(), value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close();
-        Ok(())
-    }
-}
+struct_writer!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {
