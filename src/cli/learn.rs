@@ -155,7 +155,10 @@ pub fn run(args: &LearnArgs) -> CmdResult {
     };
     let size = std::fs::metadata(capture_path).map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(size);
-    let mut capture = learn::read_flows(capture_path, &cfg, &|pos| bar.set_position(pos))
+    // `--dump-flows` writes every flow in time order, so it keeps them all;
+    // otherwise they are summarized as they close.
+    let read = if args.dump_flows.is_some() { learn::read_flows } else { learn::read_summarized };
+    let mut capture = read(capture_path, &cfg, &|pos| bar.set_position(pos))
         .map_err(|e| Failure::System(format!("{}: {e}", capture_path.display())))?;
     bar.finish_and_clear();
     if let Some(d) = &capture.read.damage {
@@ -171,9 +174,9 @@ pub fn run(args: &LearnArgs) -> CmdResult {
         }
         eprintln!("phantomc: warning: {msg}");
     }
-    let flows = capture.flows.len();
+    let flows = capture.flow_count();
     dump_flows(args, &capture.flows)?;
-    let (observed, report) = learn::observe_and_analyze(std::mem::take(&mut capture.flows), &cfg, &args.hosts);
+    let (observed, report) = capture.observe_and_analyze(&cfg, &args.hosts);
     let elapsed = started.elapsed().as_secs_f64();
     if args.format == TextOrJson::Text {
         eprint!("{}", summary(&capture, flows, &report, elapsed));

@@ -43,50 +43,91 @@ pub type Observations = BTreeMap<String, HashMap<IpAddr, ClientStats>>;
 /// connection failed when it was not answered, never completed its
 /// handshake, or was a failed login by the brute-force detector's rules.
 pub fn observe(flows: &[Flow], cfg: &Config) -> Observations {
-    #[derive(Default)]
-    struct Acc {
-        n: u64,
-        failed: u64,
-        bytes: u64,
-        first: u64,
-        last: u64,
+    let mut observer = Observer::default();
+    flows.iter().for_each(|f| observer.add(f, cfg));
+    observer.finish()
+}
+
+/// One client's counts with one service while flows close.
+#[derive(Clone, Copy)]
+struct Acc {
+    n: u64,
+    failed: u64,
+    bytes: u64,
+    first: u64,
+    last: u64,
+}
+
+impl Acc {
+    const EMPTY: Acc = Acc { n: 0, failed: 0, bytes: 0, first: u64::MAX, last: 0 };
+
+    fn absorb(&mut self, b: Acc) {
+        self.n += b.n;
+        self.failed += b.failed;
+        self.bytes += b.bytes;
+        self.first = self.first.min(b.first);
+        self.last = self.last.max(b.last);
     }
+}
+
+/// [`observe`] one flow at a time: one counter set per (service, client),
+/// whatever the number of flows.
+#[derive(Default)]
+pub struct Observer {
     // Keyed by (protocol, port) while counting: a string per flow would cost
     // an allocation each on captures of millions of flows.
-    let mut acc: HashMap<(u8, u16), HashMap<IpAddr, Acc, Fast>, Fast> = HashMap::default();
-    for f in flows.iter().filter(|f| f.attempt_seen && f.server.port() != 0) {
-        let a = acc
-            .entry((f.proto, f.server.port()))
-            .or_default()
-            .entry(f.client.ip())
-            .or_insert_with(|| Acc { first: u64::MAX, ..Acc::default() });
-        a.n += f.connections;
+    acc: HashMap<(u8, u16), HashMap<IpAddr, Acc, Fast>, Fast>,
+}
+
+impl Observer {
+    pub fn add(&mut self, f: &Flow, cfg: &Config) {
+        if !f.attempt_seen || f.server.port() == 0 {
+            return;
+        }
         let failed = f.failed() || (f.proto == TCP && !f.handshake_completed()) || failed_login(f, cfg);
-        a.failed += if failed { f.connections } else { 0 };
-        a.bytes += f.resp.bytes;
-        a.first = a.first.min(f.first_seen_us);
-        a.last = a.last.max(f.first_seen_us);
+        let one = Acc {
+            n: f.connections,
+            failed: if failed { f.connections } else { 0 },
+            bytes: f.resp.bytes,
+            first: f.first_seen_us,
+            last: f.first_seen_us,
+        };
+        self.acc.entry((f.proto, f.server.port())).or_default().entry(f.client.ip()).or_insert(Acc::EMPTY).absorb(one);
     }
-    acc.into_iter()
-        .map(|((proto, port), clients)| {
-            let svc = format!("{}/{port}", proto_label(proto));
-            let stats = clients
-                .into_iter()
-                .map(|(ip, a)| {
-                    // At least a minute: two connections a second apart are not 60/min.
-                    let minutes = ((a.last - a.first) as f64 / 60e6).max(1.0);
-                    let s = ClientStats {
-                        connections: a.n,
-                        per_minute: a.n as f64 / minutes,
-                        server_bytes: a.bytes as f64 / a.n as f64,
-                        failure_ratio: a.failed as f64 / a.n as f64,
-                    };
-                    (ip, s)
-                })
-                .collect();
-            (svc, stats)
-        })
-        .collect()
+
+    /// Adds another observer's counts (another shard of the flow table).
+    pub fn merge(&mut self, other: Observer) {
+        for (svc, clients) in other.acc {
+            let mine = self.acc.entry(svc).or_default();
+            for (ip, b) in clients {
+                mine.entry(ip).or_insert(Acc::EMPTY).absorb(b);
+            }
+        }
+    }
+
+    pub fn finish(self) -> Observations {
+        self.acc
+            .into_iter()
+            .map(|((proto, port), clients)| {
+                let svc = format!("{}/{port}", proto_label(proto));
+                let stats = clients
+                    .into_iter()
+                    .map(|(ip, a)| {
+                        // At least a minute: two connections a second apart are not 60/min.
+                        let minutes = ((a.last - a.first) as f64 / 60e6).max(1.0);
+                        let s = ClientStats {
+                            connections: a.n,
+                            per_minute: a.n as f64 / minutes,
+                            server_bytes: a.bytes as f64 / a.n as f64,
+                            failure_ratio: a.failed as f64 / a.n as f64,
+                        };
+                        (ip, s)
+                    })
+                    .collect();
+                (svc, stats)
+            })
+            .collect()
+    }
 }
 
 /// Median and median absolute deviation.

@@ -1,7 +1,7 @@
 //! Deterministic, explainable detectors over flows. Each finding names its
 //! detector, the threshold it crossed, its counts, when, and example flows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash};
 use std::net::{IpAddr, SocketAddr};
 
@@ -85,44 +85,179 @@ pub(crate) fn confidence(value: f64, threshold: f64) -> f64 {
     (1.0 - 0.5 / r).min(0.99)
 }
 
-/// A detector's verdict on one source's attempts, sorted by time.
-type DetectorFn = fn(IpAddr, &[&Flow], &Config) -> Option<Finding>;
+/// A detector's verdict on one source's attempts.
+type DetectorFn = fn(&Source, &Config) -> Option<Finding>;
 
 /// Every per-source detector.
 const DETECTORS: [DetectorFn; 9] =
     [trw, vertical_scan, horizontal_scan, syn_flood, brute_force, udp_scan, icmp_flood, ping_sweep, service_probe];
 
-/// Run every detector; one finding per source (the most telling label, the
-/// others listed in [`Finding::also`]), sorted by source. Sources run in
-/// parallel (a few sources often hold most flows).
-pub fn detect(flows: &[Flow], cfg: &Config) -> Vec<Finding> {
-    use rayon::prelude::*;
-    let mut by_source: BTreeMap<IpAddr, Vec<&Flow>> = BTreeMap::new();
-    for f in flows.iter().filter(|f| f.attempt_seen) {
-        by_source.entry(f.client.ip()).or_default().push(f);
+/// One source as the detectors see it: the attempts they need one by one
+/// (see [`Attempts::add`]), in time order, and counts over all of them.
+pub struct Source<'a> {
+    pub ip: IpAddr,
+    pub flows: Vec<&'a Flow>,
+    pub counts: SourceCounts,
+}
+
+/// Counts over every attempt of a source, kept or not.
+#[derive(Clone, Debug, Default)]
+pub struct SourceCounts {
+    /// TCP connections attempted (the SYN flood's share of half-open ones).
+    pub tcp_attempts: u64,
+    /// TCP/UDP connections attempted per network (see `learn::distributed`).
+    pub tried: HashMap<ipnet::IpNet, u64, BuildHasherDefault<KeyHasher>>,
+}
+
+impl SourceCounts {
+    fn add(&mut self, f: &Flow, cfg: &Config) {
+        if f.proto == TCP {
+            self.tcp_attempts += f.connections;
+        }
+        if (f.proto == TCP || f.proto == UDP) && unicast(f.server.ip()) {
+            let net = super::distributed::network(f.server.ip(), &cfg.distributed_scan);
+            *self.tried.entry(net).or_default() += f.connections;
+        }
     }
-    let mut sources: Vec<(IpAddr, Vec<&Flow>)> = by_source.into_iter().collect();
-    sources.par_iter_mut().for_each(|(_, fs)| fs.sort_by_key(|f| (f.first_seen_us, f.server, f.client)));
-    // Every (source, detector) pair is its own task: one source often holds
-    // most flows, and its detectors then still share the cores.
-    let found: Vec<Vec<Option<Finding>>> =
-        sources.par_iter().map(|(src, fs)| DETECTORS.par_iter().map(|d| d(*src, fs, cfg)).collect()).collect();
-    let mut findings: Vec<Finding> = found
-        .into_iter()
-        .filter_map(|found| {
-            let mut found: Vec<Finding> = found.into_iter().flatten().collect();
-            found.sort_by_key(|f| f.detector.precedence());
-            let mut iter = found.into_iter();
-            let mut first = iter.next()?;
-            first.also = iter.map(|f| f.detector).collect();
-            Some(first)
-        })
-        .collect();
-    // Sources quiet on their own may still be splitting a scan between them.
-    let flagged: BTreeSet<IpAddr> = findings.iter().map(|f| f.source).collect();
-    findings.extend(super::distributed::distributed_scans(&sources, &flagged, cfg));
-    findings.sort_by_key(|f| f.source);
-    findings
+
+    fn merge(&mut self, other: SourceCounts) {
+        self.tcp_attempts += other.tcp_attempts;
+        for (net, n) in other.tried {
+            *self.tried.entry(net).or_default() += n;
+        }
+    }
+}
+
+/// What the detectors need of a stream of closed flows, gathered as they
+/// close so the flows themselves can go: the counts of every source, the
+/// first contact of each source with each host (TRW), and a yes for each
+/// flow some detector reads one by one ([`needed`]); the caller keeps
+/// those. A source's answered attempts that no detector reads (most of a
+/// busy client's traffic) leave only counts behind.
+#[derive(Default)]
+pub struct Attempts {
+    counts: HashMap<IpAddr, SourceCounts, BuildHasherDefault<KeyHasher>>,
+    /// Per (source, host): its earliest contact among the flows not needed otherwise.
+    first_contacts: HashMap<(IpAddr, IpAddr), Flow, BuildHasherDefault<KeyHasher>>,
+}
+
+/// The order the detectors read a source's flows in: by first packet,
+/// then by endpoints; only identical records tie.
+fn detect_order(f: &Flow) -> impl Ord {
+    (
+        f.first_seen_us,
+        f.server,
+        f.client,
+        f.proto,
+        f.last_seen_us,
+        f.state,
+        f.connections,
+        f.orig.packets,
+        f.resp.packets,
+    )
+}
+
+/// Whether a detector reads `f` itself, not only its source's counts: a
+/// failed attempt (scans, distributed scans), a TCP attempt that never
+/// completed its handshake (SYN flood), anything to an authentication
+/// port (brute force and its session totals), ICMP (floods, sweeps), UDP
+/// answered port unreachable (UDP scan), and a port probe or a short
+/// one-request connection (service probe). Only attempts count.
+pub fn needed(f: &Flow, cfg: &Config) -> bool {
+    f.attempt_seen
+        && (f.failed()
+            || (f.proto == TCP && !f.handshake_completed())
+            || cfg.brute_force.services.contains_key(&f.server.port())
+            || is_icmp(f)
+            || (f.proto == UDP && f.icmp_error.is_some_and(|e| e.port_unreachable()))
+            || (f.proto == TCP && (discovery(f) || probe_connection(f, cfg.service_probe.max_duration_ms * 1000))))
+}
+
+impl Attempts {
+    /// Counts `f`; true when the caller must keep it for [`Attempts::detect`].
+    pub fn add(&mut self, f: &Flow, cfg: &Config) -> bool {
+        if !f.attempt_seen {
+            return false;
+        }
+        let source = f.client.ip();
+        self.counts.entry(source).or_default().add(f, cfg);
+        if needed(f, cfg) {
+            return true;
+        }
+        if contact(f) {
+            self.first_contact(source, f);
+        }
+        false
+    }
+
+    fn first_contact(&mut self, source: IpAddr, f: &Flow) {
+        use std::collections::hash_map::Entry;
+        match self.first_contacts.entry((source, f.server.ip())) {
+            Entry::Vacant(slot) => {
+                slot.insert(f.clone());
+            }
+            Entry::Occupied(mut slot) => {
+                if detect_order(f) < detect_order(slot.get()) {
+                    slot.insert(f.clone());
+                }
+            }
+        }
+    }
+
+    /// Adds another shard's attempts.
+    pub fn merge(&mut self, other: Attempts) {
+        for (ip, c) in other.counts {
+            self.counts.entry(ip).or_default().merge(c);
+        }
+        for ((source, _), f) in other.first_contacts {
+            self.first_contact(source, &f);
+        }
+    }
+
+    /// Run every detector over the kept flows (those [`Attempts::add`] said
+    /// yes to) and the first contacts: one finding per source (the most
+    /// telling label, the others listed in [`Finding::also`]), sorted by
+    /// source. Sources run in parallel (a few sources often hold most flows).
+    pub fn detect<'a>(&'a mut self, kept: impl IntoIterator<Item = &'a Flow>, cfg: &Config) -> Vec<Finding> {
+        use rayon::prelude::*;
+        let mut by_source: BTreeMap<IpAddr, Vec<&Flow>> = BTreeMap::new();
+        for f in kept.into_iter().chain(self.first_contacts.values()).filter(|f| f.attempt_seen) {
+            by_source.entry(f.client.ip()).or_default().push(f);
+        }
+        let counts = &mut self.counts;
+        let mut sources: Vec<Source> = by_source
+            .into_iter()
+            .map(|(ip, flows)| Source { ip, flows, counts: counts.remove(&ip).unwrap_or_default() })
+            .collect();
+        sources.par_iter_mut().for_each(|s| s.flows.sort_by_cached_key(|f| detect_order(f)));
+        // Every (source, detector) pair is its own task: one source often holds
+        // most flows, and its detectors then still share the cores.
+        let found: Vec<Vec<Option<Finding>>> =
+            sources.par_iter().map(|s| DETECTORS.par_iter().map(|d| d(s, cfg)).collect()).collect();
+        let mut findings: Vec<Finding> = found
+            .into_iter()
+            .filter_map(|found| {
+                let mut found: Vec<Finding> = found.into_iter().flatten().collect();
+                found.sort_by_key(|f| f.detector.precedence());
+                let mut iter = found.into_iter();
+                let mut first = iter.next()?;
+                first.also = iter.map(|f| f.detector).collect();
+                Some(first)
+            })
+            .collect();
+        // Sources quiet on their own may still be splitting a scan between them.
+        let flagged: BTreeSet<IpAddr> = findings.iter().map(|f| f.source).collect();
+        findings.extend(super::distributed::distributed_scans(&sources, &flagged, cfg));
+        findings.sort_by_key(|f| f.source);
+        findings
+    }
+}
+
+/// Run every detector over `flows` (see [`Attempts::detect`]).
+pub fn detect(flows: &[Flow], cfg: &Config) -> Vec<Finding> {
+    let mut attempts = Attempts::default();
+    let kept: Vec<&Flow> = flows.iter().filter(|f| attempts.add(f, cfg)).collect();
+    attempts.detect(kept, cfg)
 }
 
 /// Events per second between the first and the last of `n` events, exact
@@ -178,7 +313,8 @@ fn contact(f: &Flow) -> bool {
 /// Sequential hypothesis test over first contacts to new hosts. After a
 /// "benign" decision the walk restarts, so a source that behaves first and
 /// scans later is still caught.
-fn trw(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn trw(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let t = &cfg.trw;
     let upper = t.detection / t.false_positive;
     let lower = (1.0 - t.detection) / (1.0 - t.false_positive);
@@ -277,7 +413,8 @@ fn densest_scan<'a, T: Ord + Copy, K: Eq + Hash + Copy>(
 
 /// Failed ports of one host within the scan window, or, for a slow scan
 /// (`nmap -T1`, a port every few minutes), within the slow window.
-fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn vertical_scan(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let need = cfg.scan.vertical_ports;
     let ports = |f: &Flow| (f.proto, f.server.port());
     // The slow window holds at least as many as the short one: when it
@@ -306,7 +443,8 @@ fn vertical_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     })
 }
 
-fn horizontal_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn horizontal_scan(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let need = cfg.scan.horizontal_hosts;
     let ((proto, port), count, window) =
         densest_scan(fs, cfg.scan.window_secs, |f| (f.proto, f.server.port()), |f| f.server.ip())?;
@@ -326,11 +464,11 @@ fn horizontal_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     })
 }
 
-fn syn_flood(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn syn_flood(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let c = &cfg.syn_flood;
-    let tcp: Vec<&Flow> = fs.iter().copied().filter(|f| f.proto == TCP).collect();
-    let attempts: u64 = tcp.iter().map(|f| f.connections).sum();
-    let half: Vec<&Flow> = tcp.iter().copied().filter(|f| !f.handshake_completed()).collect();
+    let attempts = s.counts.tcp_attempts;
+    let half: Vec<&Flow> = fs.iter().copied().filter(|f| f.proto == TCP && !f.handshake_completed()).collect();
     let half_open: u64 = half.iter().map(|f| f.connections).sum();
     if half_open < c.min_half_open || attempts == 0 {
         return None;
@@ -380,7 +518,8 @@ pub(crate) fn failed_login(f: &Flow, cfg: &Config) -> bool {
         && f.duration_us() / f.connections.max(1) <= c.max_duration_secs * 1_000_000
 }
 
-fn brute_force(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn brute_force(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let c = &cfg.brute_force;
     let mut per_service: BTreeMap<SocketAddr, Vec<&Flow>> = BTreeMap::new();
     for f in fs.iter().copied().filter(|f| failed_login(f, cfg)) {
@@ -433,7 +572,8 @@ fn brute_force(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     })
 }
 
-fn udp_scan(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn udp_scan(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let need = cfg.udp_scan.min_unreachable;
     let hits: Vec<&Flow> =
         fs.iter().copied().filter(|f| f.proto == UDP && f.icmp_error.is_some_and(|e| e.port_unreachable())).collect();
@@ -459,7 +599,8 @@ fn is_icmp(f: &Flow) -> bool {
     f.proto == ICMP || f.proto == ICMPV6
 }
 
-fn icmp_flood(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn icmp_flood(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let c = &cfg.icmp_flood;
     let icmp: Vec<&Flow> = fs.iter().copied().filter(|f| is_icmp(f)).collect();
     let packets: u64 = icmp.iter().map(|f| f.orig.packets).sum();
@@ -495,7 +636,8 @@ fn icmp_flood(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
     })
 }
 
-fn ping_sweep(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn ping_sweep(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let c = &cfg.ping_sweep;
     let events: Vec<Event<IpAddr>> =
         fs.iter().copied().filter(|f| is_icmp(f)).map(|f| (f.first_seen_us, f.server.ip(), f)).collect();
@@ -528,7 +670,8 @@ fn probe_connection(f: &Flow, max_us: u64) -> bool {
     f.handshake_completed() && f.connections == 1 && f.history.contains('D') && f.duration_us() <= max_us
 }
 
-fn service_probe(src: IpAddr, fs: &[&Flow], cfg: &Config) -> Option<Finding> {
+fn service_probe(s: &Source, cfg: &Config) -> Option<Finding> {
+    let (src, fs) = (s.ip, s.flows.as_slice());
     let c = &cfg.service_probe;
     let window_us = c.window_secs * 1_000_000;
     let mut per_service: BTreeMap<SocketAddr, Vec<&Flow>> = BTreeMap::new();
@@ -603,56 +746,93 @@ pub struct SpoofedFlood {
 
 /// Services flooded with half-open attempts from many sources.
 pub fn spoofed_floods(flows: &[Flow], cfg: &Config) -> Vec<SpoofedFlood> {
-    let c = &cfg.spoofed_flood;
-    // Only targets with enough half-open attempts are worth grouping.
-    let mut half_open: HashMap<SocketAddr, u64, BuildHasherDefault<KeyHasher>> = HashMap::default();
-    for f in flows.iter().filter(|f| f.proto == TCP && f.attempt_seen && !f.handshake_completed()) {
-        *half_open.entry(f.server).or_default() += f.connections;
-    }
-    half_open.retain(|_, n| *n >= c.min_half_open);
-    let mut per_target: BTreeMap<SocketAddr, Vec<&Flow>> = BTreeMap::new();
-    for f in flows.iter().filter(|f| f.proto == TCP && f.attempt_seen && half_open.contains_key(&f.server)) {
-        per_target.entry(f.server).or_default().push(f);
-    }
-    let mut out = Vec::new();
-    for (target, fs) in per_target {
-        let half: Vec<&Flow> = fs.iter().copied().filter(|f| !f.handshake_completed()).collect();
-        let half_open: u64 = half.iter().map(|f| f.connections).sum();
-        let sources: BTreeSet<IpAddr> = half.iter().map(|f| f.client.ip()).collect();
-        if half_open < c.min_half_open || sources.len() < c.min_sources {
-            continue;
-        }
-        let first = half.iter().map(|f| f.first_seen_us).min().unwrap_or(0);
-        let last = half.iter().map(|f| f.first_seen_us).max().unwrap_or(0);
-        let r = rate(half_open, first, last).unwrap_or(f64::INFINITY);
-        if r < c.min_rate {
-            continue;
-        }
-        let done: Vec<&Flow> = fs.iter().copied().filter(|f| f.handshake_completed()).collect();
-        let benign_rate = busiest_second(&done);
-        out.push(SpoofedFlood {
-            target,
-            half_open,
-            sources: sources.len(),
-            rate: r,
-            first_seen_us: first,
-            last_seen_us: last,
-            benign_rate,
-            threshold: format!(
-                "{half_open} half-open >= {}, {} sources >= {}, {r:.1}/s >= {}/s",
-                c.min_half_open,
-                sources.len(),
-                c.min_sources,
-                c.min_rate
-            ),
-        });
-    }
-    out
+    let mut floods = Floods::default();
+    flows.iter().for_each(|f| floods.add(f));
+    floods.finish(cfg)
 }
 
-/// The most connections that started within any one second.
-fn busiest_second(fs: &[&Flow]) -> f64 {
-    let mut starts: Vec<(u64, u64)> = fs.iter().map(|f| (f.first_seen_us, f.connections)).collect();
+/// One TCP service's attempts, for [`spoofed_floods`].
+#[derive(Default)]
+struct FloodTarget {
+    half_open: u64,
+    /// Sources of the half-open attempts.
+    sources: HashSet<IpAddr, BuildHasherDefault<KeyHasher>>,
+    /// First and last start of a half-open attempt.
+    first: u64,
+    last: u64,
+    /// Start and connections of every completed handshake (the benign rate).
+    done: Vec<(u64, u64)>,
+}
+
+/// [`spoofed_floods`] one flow at a time: per TCP service, counts, the
+/// half-open attempts' sources (that is what a spoofed flood is made of)
+/// and the start of each completed handshake (16 bytes each: the busiest
+/// second of real clients needs them all).
+#[derive(Default)]
+pub struct Floods {
+    targets: HashMap<SocketAddr, FloodTarget, BuildHasherDefault<KeyHasher>>,
+}
+
+impl Floods {
+    pub fn add(&mut self, f: &Flow) {
+        if f.proto != TCP || !f.attempt_seen {
+            return;
+        }
+        let t = self.targets.entry(f.server).or_insert_with(|| FloodTarget { first: u64::MAX, ..Default::default() });
+        if f.handshake_completed() {
+            t.done.push((f.first_seen_us, f.connections));
+        } else {
+            t.half_open += f.connections;
+            t.sources.insert(f.client.ip());
+            t.first = t.first.min(f.first_seen_us);
+            t.last = t.last.max(f.first_seen_us);
+        }
+    }
+
+    pub fn merge(&mut self, other: Floods) {
+        for (target, o) in other.targets {
+            let t = self.targets.entry(target).or_insert_with(|| FloodTarget { first: u64::MAX, ..Default::default() });
+            t.half_open += o.half_open;
+            t.sources.extend(o.sources);
+            t.first = t.first.min(o.first);
+            t.last = t.last.max(o.last);
+            t.done.extend(o.done);
+        }
+    }
+
+    pub fn finish(self, cfg: &Config) -> Vec<SpoofedFlood> {
+        let c = &cfg.spoofed_flood;
+        let targets: BTreeMap<SocketAddr, FloodTarget> = self.targets.into_iter().collect();
+        let mut out = Vec::new();
+        for (target, t) in targets {
+            let (half_open, sources, first, last) = (t.half_open, t.sources.len(), t.first, t.last);
+            if sources == 0 || half_open < c.min_half_open || sources < c.min_sources {
+                continue;
+            }
+            let r = rate(half_open, first, last).unwrap_or(f64::INFINITY);
+            if r < c.min_rate {
+                continue;
+            }
+            out.push(SpoofedFlood {
+                target,
+                half_open,
+                sources,
+                rate: r,
+                first_seen_us: first,
+                last_seen_us: last,
+                benign_rate: busiest_second(t.done),
+                threshold: format!(
+                    "{half_open} half-open >= {}, {sources} sources >= {}, {r:.1}/s >= {}/s",
+                    c.min_half_open, c.min_sources, c.min_rate
+                ),
+            });
+        }
+        out
+    }
+}
+
+/// The most connections that started within any one second, from (start, connections).
+fn busiest_second(mut starts: Vec<(u64, u64)>) -> f64 {
     starts.sort_unstable();
     let (mut lo, mut sum, mut best) = (0, 0u64, 0u64);
     for hi in 0..starts.len() {

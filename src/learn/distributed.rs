@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::config::{Config, DistributedScan};
-use super::detect::{examples, unicast, Detector, Finding};
+use super::detect::{examples, unicast, Detector, Finding, Source};
 use super::flows::{proto_label, Flow, TCP, UDP};
 
 /// A place a scan probes: protocol, host, port.
@@ -42,24 +42,26 @@ struct Prober<'a> {
 }
 
 /// The network a server belongs to, at the configured prefix lengths.
-fn network(ip: IpAddr, c: &DistributedScan) -> IpNet {
+pub(crate) fn network(ip: IpAddr, c: &DistributedScan) -> IpNet {
     let prefix = if ip.is_ipv4() { c.prefix_v4 } else { c.prefix_v6 };
     IpNet::new(ip, prefix).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
 }
 
 /// Findings for the members of every distributed scan, one per member.
-/// `sources` are each source's attempts sorted by time; `flagged` are the
-/// sources already flagged on their own.
-pub fn distributed_scans(sources: &[(IpAddr, Vec<&Flow>)], flagged: &BTreeSet<IpAddr>, cfg: &Config) -> Vec<Finding> {
+/// `sources` hold each source's failed attempts (at least) sorted by time
+/// and its attempts per network; `flagged` are the sources already flagged
+/// on their own.
+pub fn distributed_scans(sources: &[Source], flagged: &BTreeSet<IpAddr>, cfg: &Config) -> Vec<Finding> {
     let c = &cfg.distributed_scan;
     let mut probers: BTreeMap<IpNet, Vec<Prober>> = BTreeMap::new();
-    for (source, flows) in sources.iter().filter(|(s, _)| !flagged.contains(s)) {
+    for source in sources.iter().filter(|s| !flagged.contains(&s.ip)) {
         let mut by_network: BTreeMap<IpNet, Vec<&Flow>> = BTreeMap::new();
-        for f in flows.iter().copied().filter(|f| (f.proto == TCP || f.proto == UDP) && unicast(f.server.ip())) {
+        for f in source.flows.iter().copied().filter(|f| (f.proto == TCP || f.proto == UDP) && unicast(f.server.ip())) {
             by_network.entry(network(f.server.ip(), c)).or_default().push(f);
         }
         for (net, attempts) in by_network {
-            if let Some(p) = prober(*source, &attempts, c) {
+            let tried = source.counts.tried.get(&net).copied().unwrap_or(0);
+            if let Some(p) = prober(source.ip, &attempts, tried, c) {
                 probers.entry(net).or_default().push(p);
             }
         }
@@ -74,11 +76,11 @@ pub fn distributed_scans(sources: &[(IpAddr, Vec<&Flow>)], flagged: &BTreeSet<Ip
     found
 }
 
-/// `attempts` (one source, one network) as a prober, if it is one.
-fn prober<'a>(source: IpAddr, attempts: &[&'a Flow], c: &DistributedScan) -> Option<Prober<'a>> {
+/// `attempts` (one source, one network, at least the failed ones) as a
+/// prober, if it is one; `tried` counts every attempt there.
+fn prober<'a>(source: IpAddr, attempts: &[&'a Flow], tried: u64, c: &DistributedScan) -> Option<Prober<'a>> {
     let failures: Vec<&Flow> = attempts.iter().copied().filter(|f| f.failed()).collect();
     let targets: BTreeSet<Target> = failures.iter().map(|f| (f.proto, f.server.ip(), f.server.port())).collect();
-    let tried: u64 = attempts.iter().map(|f| f.connections).sum();
     let failed: u64 = failures.iter().map(|f| f.connections).sum();
     if targets.len() < c.min_per_source || (failed as f64) < c.min_failed_share * tried as f64 {
         return None;

@@ -7,8 +7,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::config::Config;
 use super::decode::Decoded;
 use super::flows::{tcp_flags, Flow, FlowKey, IcmpError, KeyHasher, TCP, UDP};
+use super::summary::Summary;
 use super::tcp_state::OpenFlow;
 
 /// A flow key with the hash the reader thread already computed
@@ -78,6 +80,8 @@ pub struct FlowShard {
     /// Latest packet time seen by this shard (captures need not be sorted).
     clock_us: u64,
     next_sweep_us: u64,
+    /// When set, closed flows are summarized and only those it hands back are kept.
+    summary: Option<Box<Summary>>,
 }
 
 impl FlowShard {
@@ -157,7 +161,13 @@ impl FlowShard {
     }
 
     fn close(&mut self, flow: Flow, limits: &FlowLimits) {
-        self.closed.push(flow, limits.max_closed);
+        let kept = match &mut self.summary {
+            Some(summary) => summary.add(flow),
+            None => Some(flow),
+        };
+        if let Some(flow) = kept {
+            self.closed.push(flow, limits.max_closed);
+        }
     }
 
     /// Open and closed records held (for the memory bound).
@@ -165,12 +175,18 @@ impl FlowShard {
         self.open.len() + self.closed.len()
     }
 
-    /// Close every open flow and return all flows of this shard.
-    pub fn finish(self) -> (Vec<Flow>, bool) {
+    /// Close every open flow and return the flows of this shard (with a
+    /// summary: the ones it kept) and the summary.
+    pub fn finish(self) -> (Vec<Flow>, bool, Option<Summary>) {
         let merged = self.closed.compacted();
         let mut flows = self.closed.into_flows(self.open.len());
-        flows.extend(self.open.into_values().map(OpenFlow::finish));
-        (flows, merged)
+        let mut summary = self.summary;
+        let open = self.open.into_values().map(OpenFlow::finish);
+        match &mut summary {
+            Some(s) => flows.extend(open.filter_map(|f| s.add(f))),
+            None => flows.extend(open),
+        }
+        (flows, merged, summary.map(|s| *s))
     }
 }
 
@@ -315,6 +331,16 @@ impl FlowTable {
         FlowTable { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard }
     }
 
+    /// A table that summarizes flows as they close (see [`Summary`]).
+    pub fn summarizing(shards: usize, cfg: &Config) -> FlowTable {
+        let mut table = FlowTable::new(shards, cfg.flows.clone());
+        let cfg = std::sync::Arc::new(cfg.clone());
+        for shard in &mut table.shards {
+            shard.summary = Some(Box::new(Summary::new(cfg.clone())));
+        }
+        table
+    }
+
     /// Feed a batch of decoded packets (in capture order), each shard in parallel.
     pub fn add_batch(&mut self, batch: &[Decoded]) {
         use rayon::prelude::*;
@@ -333,21 +359,28 @@ impl FlowTable {
         });
     }
 
-    /// All flows, sorted by first packet time then by endpoints (deterministic).
+    /// All flows (with a summary: the kept ones), sorted by first packet
+    /// time then by endpoints (deterministic).
     pub fn finish(self) -> FlowSet {
         let mut flows = Vec::new();
         let mut compacted = false;
+        let mut summary: Option<Summary> = None;
         for shard in self.shards {
-            let (f, merged) = shard.finish();
+            let (f, merged, s) = shard.finish();
             if flows.is_empty() {
                 flows = f;
             } else {
                 flows.extend(f);
             }
             compacted |= merged;
+            match (&mut summary, s) {
+                (Some(all), Some(s)) => all.merge(s),
+                (None, s) => summary = s,
+                (_, None) => {}
+            }
         }
         sort_flows(&mut flows);
-        FlowSet { flows, compacted }
+        FlowSet { flows, compacted, summary }
     }
 }
 
@@ -356,6 +389,8 @@ pub struct FlowSet {
     pub flows: Vec<Flow>,
     /// Some flows were merged to bound memory (their client ports are examples).
     pub compacted: bool,
+    /// From [`FlowTable::summarizing`].
+    pub summary: Option<Summary>,
 }
 
 pub fn sort_flows(flows: &mut [Flow]) {

@@ -20,10 +20,10 @@ pub mod propose;
 pub mod reader;
 pub mod score;
 pub mod services;
+pub mod summary;
 mod tcp_state;
 
 use std::collections::BTreeMap;
-use std::hash::BuildHasherDefault;
 use std::path::Path;
 
 use serde::Serialize;
@@ -44,6 +44,29 @@ pub struct Capture {
     pub skipped: BTreeMap<String, u64>,
     /// Some closed flows were merged to bound memory.
     pub compacted: bool,
+    /// From [`read_summarized`]: the closed flows' summaries; `flows` then
+    /// holds only the flows the detectors read one by one.
+    pub summary: Option<summary::Summary>,
+}
+
+impl Capture {
+    /// Flow records read (all of them, also when only a summary was kept).
+    pub fn flow_count(&self) -> usize {
+        self.summary.as_ref().map_or(self.flows.len(), |s| s.flows() as usize)
+    }
+
+    /// [`observe_and_analyze`] of what was read.
+    pub fn observe_and_analyze(
+        &mut self,
+        cfg: &Config,
+        hosts: &[std::net::IpAddr],
+    ) -> (baseline::Observations, Report) {
+        let flows = std::mem::take(&mut self.flows);
+        match self.summary.take() {
+            Some(summary) => summary.report(&flows, hosts),
+            None => observe_and_analyze(flows, cfg, hosts),
+        }
+    }
 }
 
 /// Packets handed from the reader thread to the flow table at a time.
@@ -57,13 +80,27 @@ struct DecodedBatch {
     file_offset: u64,
 }
 
-/// Read a capture into flows. The reader thread parses and decodes; the
-/// flow table runs beside it, sharded by flow key over the remaining rayon
-/// threads. `progress` gets the file offset reached after each batch.
+/// Read a capture into flows, every one of them (`--dump-flows`, tests).
+/// The reader thread parses and decodes; the flow table runs beside it,
+/// sharded by flow key over the remaining rayon threads. `progress` gets
+/// the file offset reached after each batch.
 pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
-    // One core goes to the reader; sharding pays only with cores to spare.
-    let shards = rayon::current_num_threads().saturating_sub(1).max(1);
-    let mut table = FlowTable::new(shards, cfg.flows.clone());
+    read_into(path, FlowTable::new(flow_shards(), cfg.flows.clone()), progress)
+}
+
+/// [`read_flows`], but each flow is summarized as it closes and only the
+/// flows the detectors read one by one are kept (see [`summary`]): memory
+/// does not grow with the number of flows.
+pub fn read_summarized(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
+    read_into(path, FlowTable::summarizing(flow_shards(), cfg), progress)
+}
+
+/// One core goes to the reader; sharding pays only with cores to spare.
+fn flow_shards() -> usize {
+    rayon::current_num_threads().saturating_sub(1).max(1)
+}
+
+fn read_into(path: &Path, mut table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
     let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
     let (tx, rx) = std::sync::mpsc::sync_channel::<DecodedBatch>(4);
     // Used batches go back to the reader, buffers and all.
@@ -106,6 +143,7 @@ pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) ->
         read,
         skipped: skipped.into_iter().map(|(k, v)| (k.name().to_string(), v)).collect(),
         compacted: set.compacted,
+        summary: set.summary,
     })
 }
 
@@ -140,48 +178,19 @@ impl Report {
 /// `hosts` are the addresses of the host whose inbound services are learned
 /// (`--host`); when empty, the capture host is inferred from the flows, and
 /// without one (a capture of a whole network) every server counts.
-pub fn analyze(mut flows: Vec<Flow>, cfg: &Config, hosts: &[std::net::IpAddr]) -> Report {
-    flow_table::sort_flows(&mut flows);
-    analyze_sorted(&flows, cfg, hosts)
+pub fn analyze(flows: Vec<Flow>, cfg: &Config, hosts: &[std::net::IpAddr]) -> Report {
+    observe_and_analyze(flows, cfg, hosts).1
 }
 
 /// [`analyze`] and the baseline's [`baseline::observe`] of the same flows,
-/// side by side.
+/// through the same summaries [`read_summarized`] builds while reading.
 pub fn observe_and_analyze(
-    mut flows: Vec<Flow>,
+    flows: Vec<Flow>,
     cfg: &Config,
     hosts: &[std::net::IpAddr],
 ) -> (baseline::Observations, Report) {
-    flow_table::sort_flows(&mut flows);
-    rayon::join(|| baseline::observe(&flows, cfg), || analyze_sorted(&flows, cfg, hosts))
-}
-
-/// [`analyze`] of flows already in [`flow_table::sort_flows`] order. The
-/// passes that do not depend on each other run in parallel.
-fn analyze_sorted(flows: &[Flow], cfg: &Config, hosts: &[std::net::IpAddr]) -> Report {
-    let count_sources = || {
-        flows
-            .iter()
-            .map(|f| f.client.ip())
-            .collect::<std::collections::HashSet<_, BuildHasherDefault<flows::KeyHasher>>>()
-            .len()
-    };
-    let ((findings, ranking), (floods, (capture_host, sources))) = rayon::join(
-        || rayon::join(|| detect::detect(flows, cfg), || score::rank(flows, &cfg.score)),
-        || {
-            rayon::join(
-                || detect::spoofed_floods(flows, cfg),
-                || rayon::join(|| services::capture_host(flows), count_sources),
-            )
-        },
-    );
-    let flagged = findings.iter().map(|f| f.source).collect();
-    let mut host_set: std::collections::BTreeSet<std::net::IpAddr> = hosts.iter().copied().collect();
-    if host_set.is_empty() {
-        host_set.extend(capture_host);
-    }
-    let services = services::services(flows, &flagged, &host_set, &cfg.propose);
-    Report { flows: flows.len(), sources, findings, floods, services, ranking, capture_host }
+    let (summary, kept) = summary::Summary::of(flows, cfg);
+    summary.report(&kept, hosts)
 }
 
 /// `2009-04-30T19:36:38Z` from microseconds since the Unix epoch (UTC).

@@ -53,22 +53,55 @@ pub struct Ranked {
 
 /// Raw feature vector of each source that originated flows, by address.
 pub fn features(flows: &[Flow]) -> BTreeMap<IpAddr, [f64; 8]> {
-    #[derive(Default)]
-    struct Acc {
-        attempts: u64,
-        failed: u64,
-        tcp: u64,
-        half_open: u64,
-        icmp_errors: u64,
-        bytes: u64,
-        hosts: BTreeSet<IpAddr>,
-        ports: BTreeSet<(u8, u16)>,
-        first: u64,
-        last: u64,
+    let mut acc = Features::default();
+    flows.iter().for_each(|f| acc.add(f));
+    acc.finish()
+}
+
+/// One source's counts behind its features.
+#[derive(Default)]
+struct Acc {
+    attempts: u64,
+    failed: u64,
+    tcp: u64,
+    half_open: u64,
+    icmp_errors: u64,
+    bytes: u64,
+    hosts: BTreeSet<IpAddr>,
+    ports: BTreeSet<(u8, u16)>,
+    first: u64,
+    last: u64,
+}
+
+impl Acc {
+    fn absorb(&mut self, b: Acc) {
+        self.attempts += b.attempts;
+        self.failed += b.failed;
+        self.tcp += b.tcp;
+        self.half_open += b.half_open;
+        self.icmp_errors += b.icmp_errors;
+        self.bytes += b.bytes;
+        self.hosts.extend(b.hosts);
+        self.ports.extend(b.ports);
+        self.first = self.first.min(b.first);
+        self.last = self.last.max(b.last);
     }
-    let mut acc: BTreeMap<IpAddr, Acc> = BTreeMap::new();
-    for f in flows.iter().filter(|f| f.attempt_seen) {
-        let a = acc.entry(f.client.ip()).or_insert_with(|| Acc { first: u64::MAX, ..Default::default() });
+}
+
+/// [`features`] one flow at a time. It holds per source its counts and the
+/// distinct hosts and (protocol, port) pairs it tried: it grows with
+/// sources and what they contacted, never with repeated flows.
+#[derive(Default)]
+pub struct Features {
+    acc: BTreeMap<IpAddr, Acc>,
+}
+
+impl Features {
+    pub fn add(&mut self, f: &Flow) {
+        if !f.attempt_seen {
+            return;
+        }
+        let a = self.acc.entry(f.client.ip()).or_insert_with(|| Acc { first: u64::MAX, ..Default::default() });
         a.attempts += f.connections;
         a.failed += if f.failed() { f.connections } else { 0 };
         if f.proto == TCP {
@@ -82,36 +115,51 @@ pub fn features(flows: &[Flow]) -> BTreeMap<IpAddr, [f64; 8]> {
         a.first = a.first.min(f.first_seen_us);
         a.last = a.last.max(f.last_seen_us);
     }
-    acc.into_iter()
-        .map(|(ip, a)| {
-            let n = a.attempts as f64;
-            let secs = ((a.last - a.first) as f64 / 1e6).max(1.0);
-            let v = [
-                n.ln_1p(),
-                (a.hosts.len() as f64).ln_1p(),
-                (a.ports.len() as f64).ln_1p(),
-                a.failed as f64 / n,
-                if a.tcp > 0 { a.half_open as f64 / a.tcp as f64 } else { 0.0 },
-                (n / secs).ln_1p(),
-                (a.bytes as f64 / n).ln_1p(),
-                a.icmp_errors as f64 / n,
-            ];
-            (ip, v)
-        })
-        .collect()
+
+    /// Adds another shard's counts.
+    pub fn merge(&mut self, other: Features) {
+        for (ip, b) in other.acc {
+            self.acc.entry(ip).or_insert_with(|| Acc { first: u64::MAX, ..Default::default() }).absorb(b);
+        }
+    }
+
+    pub fn finish(self) -> BTreeMap<IpAddr, [f64; 8]> {
+        self.acc
+            .into_iter()
+            .map(|(ip, a)| {
+                let n = a.attempts as f64;
+                let secs = ((a.last - a.first) as f64 / 1e6).max(1.0);
+                let v = [
+                    n.ln_1p(),
+                    (a.hosts.len() as f64).ln_1p(),
+                    (a.ports.len() as f64).ln_1p(),
+                    a.failed as f64 / n,
+                    if a.tcp > 0 { a.half_open as f64 / a.tcp as f64 } else { 0.0 },
+                    (n / secs).ln_1p(),
+                    (a.bytes as f64 / n).ln_1p(),
+                    a.icmp_errors as f64 / n,
+                ];
+                (ip, v)
+            })
+            .collect()
+    }
 }
 
 /// Without the `ml` feature nothing is ranked (see [`BUILT_IN`]).
 #[cfg(not(feature = "ml"))]
-pub fn rank(_flows: &[Flow], _cfg: &Score) -> Vec<Ranked> {
+pub fn rank_features(_feats: BTreeMap<IpAddr, [f64; 8]>, _cfg: &Score) -> Vec<Ranked> {
     Vec::new()
+}
+
+/// Rank the sources of `flows` (see [`rank_features`]).
+pub fn rank(flows: &[Flow], cfg: &Score) -> Vec<Ranked> {
+    rank_features(features(flows), cfg)
 }
 
 /// Rank sources by k-NN distance (most unusual first). Empty when there are
 /// too few sources for k neighbours.
 #[cfg(feature = "ml")]
-pub fn rank(flows: &[Flow], cfg: &Score) -> Vec<Ranked> {
-    let feats = features(flows);
+pub fn rank_features(feats: BTreeMap<IpAddr, [f64; 8]>, cfg: &Score) -> Vec<Ranked> {
     let n = feats.len();
     if n <= cfg.k {
         return Vec::new();

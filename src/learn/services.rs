@@ -1,14 +1,16 @@
 //! Services really used: servers that completed a handshake (TCP) or answered
 //! (UDP) to clients whose own attempt we saw, grouped by protocol and port.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::config::Propose;
-use super::flows::{Flow, TCP, UDP};
+use super::flows::{Flow, KeyHasher, TCP, UDP};
+
+type Fast = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// One service (protocol + port) and who used it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,16 +40,43 @@ impl Service {
 /// The address every flow (nine in ten at least) has at one end: the host
 /// the capture was taken on. `None` for a capture of a whole network.
 pub fn capture_host(flows: &[Flow]) -> Option<IpAddr> {
-    let mut seen: std::collections::HashMap<IpAddr, u64, std::hash::BuildHasherDefault<super::flows::KeyHasher>> =
-        Default::default();
-    for f in flows {
-        *seen.entry(f.client.ip()).or_default() += 1;
+    let mut ends = Endpoints::default();
+    flows.iter().for_each(|f| ends.add(f));
+    ends.capture_host()
+}
+
+/// [`capture_host`] one flow at a time: a count per address seen.
+#[derive(Default)]
+pub struct Endpoints {
+    seen: HashMap<IpAddr, u64, Fast>,
+    flows: u64,
+}
+
+impl Endpoints {
+    pub fn add(&mut self, f: &Flow) {
+        self.flows += 1;
+        *self.seen.entry(f.client.ip()).or_default() += 1;
         if f.server.ip() != f.client.ip() {
-            *seen.entry(f.server.ip()).or_default() += 1;
+            *self.seen.entry(f.server.ip()).or_default() += 1;
         }
     }
-    let (ip, n) = seen.into_iter().max_by_key(|(ip, n)| (*n, std::cmp::Reverse(*ip)))?;
-    (n * 10 >= flows.len() as u64 * 9 && flows.len() > 1).then_some(ip)
+
+    pub fn merge(&mut self, other: Endpoints) {
+        self.flows += other.flows;
+        for (ip, n) in other.seen {
+            *self.seen.entry(ip).or_default() += n;
+        }
+    }
+
+    /// Flows counted.
+    pub fn flows(&self) -> u64 {
+        self.flows
+    }
+
+    pub fn capture_host(&self) -> Option<IpAddr> {
+        let (ip, n) = self.seen.iter().max_by_key(|(ip, n)| (**n, std::cmp::Reverse(**ip)))?;
+        (n * 10 >= self.flows * 9 && self.flows > 1).then_some(*ip)
+    }
 }
 
 /// Inbound services used by clients that were not flagged, sorted by
@@ -61,29 +90,62 @@ pub fn services<'a>(
     hosts: &BTreeSet<IpAddr>,
     cfg: &Propose,
 ) -> Vec<Service> {
-    let mut by_port: BTreeMap<(u8, u16), Service> = BTreeMap::new();
-    for f in flows {
+    let mut usage = Usage::default();
+    flows.into_iter().for_each(|f| usage.add(f, cfg));
+    usage.services(flagged, hosts, cfg)
+}
+
+/// [`services`] one flow at a time: connections per (client, server) pair
+/// of each service port that was used, so it grows with distinct pairs,
+/// not with flows. Who is flagged and which addresses are the host are
+/// known only at the end, so they are applied then.
+#[derive(Default)]
+pub struct Usage {
+    pairs: BTreeMap<(u8, u16), HashMap<(IpAddr, IpAddr), u64, Fast>>,
+}
+
+impl Usage {
+    pub fn add(&mut self, f: &Flow, cfg: &Propose) {
         let used = match f.proto {
             TCP => f.attempt_seen && f.handshake_completed(),
             UDP => f.attempt_seen && f.answered(),
             _ => false,
         };
-        if !used || flagged.contains(&f.client.ip()) || f.server.port() >= cfg.ephemeral_from || f.server.port() == 0 {
-            continue;
+        if !used || f.server.port() >= cfg.ephemeral_from || f.server.port() == 0 {
+            return;
         }
-        if !hosts.is_empty() && (!hosts.contains(&f.server.ip()) || hosts.contains(&f.client.ip())) {
-            continue;
-        }
-        let s = by_port.entry((f.proto, f.server.port())).or_insert_with(|| Service {
-            proto: f.proto,
-            port: f.server.port(),
-            servers: BTreeSet::new(),
-            clients: BTreeSet::new(),
-            connections: 0,
-        });
-        s.servers.insert(f.server.ip());
-        s.clients.insert(f.client.ip());
-        s.connections += f.connections;
+        let service = self.pairs.entry((f.proto, f.server.port())).or_default();
+        *service.entry((f.client.ip(), f.server.ip())).or_default() += f.connections;
     }
-    by_port.into_values().filter(|s| s.clients.len() >= cfg.min_clients).collect()
+
+    pub fn merge(&mut self, other: Usage) {
+        for (port, pairs) in other.pairs {
+            let mine = self.pairs.entry(port).or_default();
+            for (pair, n) in pairs {
+                *mine.entry(pair).or_default() += n;
+            }
+        }
+    }
+
+    /// See [`services`].
+    pub fn services(&self, flagged: &BTreeSet<IpAddr>, hosts: &BTreeSet<IpAddr>, cfg: &Propose) -> Vec<Service> {
+        let mut out = Vec::new();
+        for (&(proto, port), pairs) in &self.pairs {
+            let mut s = Service { proto, port, servers: BTreeSet::new(), clients: BTreeSet::new(), connections: 0 };
+            for (&(client, server), n) in pairs {
+                if flagged.contains(&client)
+                    || (!hosts.is_empty() && (!hosts.contains(&server) || hosts.contains(&client)))
+                {
+                    continue;
+                }
+                s.servers.insert(server);
+                s.clients.insert(client);
+                s.connections += n;
+            }
+            if !s.clients.is_empty() && s.clients.len() >= cfg.min_clients {
+                out.push(s);
+            }
+        }
+        out
+    }
 }

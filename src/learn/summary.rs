@@ -1,0 +1,125 @@
+//! Closed flows summarized as they close: every consumer after the flow
+//! table (detectors, distributed scans, spoofed floods, the ML ranking, the
+//! baseline, the services proposal, the capture host) gets its own
+//! incremental summary here instead of a list of every flow. Only the flows
+//! a detector reads one by one ([`super::detect::needed`]) stay, and the flow
+//! table keeps those under its `max_closed` bound like before.
+//!
+//! What each summary holds, and so what memory grows with:
+//! - the ranking and the distributed scans: per source, counts, and the
+//!   distinct hosts, (protocol, port) pairs and networks it tried;
+//! - the baseline: counts per (service, client); the services proposal:
+//!   connections per (service, client, server); the capture host: a count
+//!   per address; the source count: the set of sources;
+//! - TRW: one flow per (source, host) pair, the earliest contact;
+//! - spoofed floods: per TCP service, the sources of half-open attempts and
+//!   16 bytes per completed handshake (the start times the busiest second
+//!   of real clients is measured on).
+//!
+//! None grows with the number of flows between the same endpoints. An
+//! attacker's own traffic mostly is the flows the detectors keep, which
+//! are bounded by `flows.max_closed` (beyond it identical ones are merged).
+
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::baseline::{Observations, Observer};
+use super::config::Config;
+use super::detect::{Attempts, Floods};
+use super::flows::{Flow, KeyHasher};
+use super::score::{self, Features};
+use super::services::{Endpoints, Usage};
+use super::Report;
+
+/// Every summary of the flows closed so far.
+pub struct Summary {
+    cfg: Arc<Config>,
+    sources: HashSet<IpAddr, BuildHasherDefault<KeyHasher>>,
+    endpoints: Endpoints,
+    observer: Observer,
+    features: Features,
+    usage: Usage,
+    floods: Floods,
+    attempts: Attempts,
+}
+
+impl Summary {
+    pub fn new(cfg: Arc<Config>) -> Summary {
+        Summary {
+            cfg,
+            sources: HashSet::default(),
+            endpoints: Endpoints::default(),
+            observer: Observer::default(),
+            features: Features::default(),
+            usage: Usage::default(),
+            floods: Floods::default(),
+            attempts: Attempts::default(),
+        }
+    }
+
+    /// Count a closed flow; it comes back when a detector needs it itself.
+    pub fn add(&mut self, f: Flow) -> Option<Flow> {
+        let cfg = &*self.cfg;
+        self.sources.insert(f.client.ip());
+        self.endpoints.add(&f);
+        self.observer.add(&f, cfg);
+        self.features.add(&f);
+        self.usage.add(&f, &cfg.propose);
+        self.floods.add(&f);
+        self.attempts.add(&f, cfg).then_some(f)
+    }
+
+    /// Summarize `flows`; the ones the detectors need come back.
+    pub fn of(flows: Vec<Flow>, cfg: &Config) -> (Summary, Vec<Flow>) {
+        let mut summary = Summary::new(Arc::new(cfg.clone()));
+        let kept = flows.into_iter().filter_map(|f| summary.add(f)).collect();
+        (summary, kept)
+    }
+
+    /// Adds another shard's summary.
+    pub fn merge(&mut self, other: Summary) {
+        self.sources.extend(other.sources);
+        self.endpoints.merge(other.endpoints);
+        self.observer.merge(other.observer);
+        self.features.merge(other.features);
+        self.usage.merge(other.usage);
+        self.floods.merge(other.floods);
+        self.attempts.merge(other.attempts);
+    }
+
+    /// Flow records summarized.
+    pub fn flows(&self) -> u64 {
+        self.endpoints.flows()
+    }
+
+    /// The baseline's observations and the report, from the summaries and
+    /// the `kept` flows. `hosts` as for [`super::analyze`]. The passes that
+    /// do not depend on each other run in parallel.
+    pub fn report(self, kept: &[Flow], hosts: &[IpAddr]) -> (Observations, Report) {
+        let Summary { cfg, sources, endpoints, observer, features, usage, floods, mut attempts } = self;
+        let cfg = &*cfg;
+        let ((findings, ranking), (floods, observed)) = rayon::join(
+            || rayon::join(|| attempts.detect(kept, cfg), || score::rank_features(features.finish(), &cfg.score)),
+            || rayon::join(|| floods.finish(cfg), || observer.finish()),
+        );
+        let capture_host = endpoints.capture_host();
+        let flagged = findings.iter().map(|f| f.source).collect();
+        let mut host_set: std::collections::BTreeSet<IpAddr> = hosts.iter().copied().collect();
+        if host_set.is_empty() {
+            host_set.extend(capture_host);
+        }
+        let services = usage.services(&flagged, &host_set, &cfg.propose);
+        let report = Report {
+            flows: endpoints.flows() as usize,
+            sources: sources.len(),
+            findings,
+            floods,
+            services,
+            ranking,
+            capture_host,
+        };
+        (observed, report)
+    }
+}
