@@ -710,3 +710,40 @@ fn under_watch_the_learned_policy_keeps_the_admin_session() {
     assert_eq!(unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) }, 0);
     assert_eq!(wait_exit(&mut watcher, std::time::Duration::from_secs(10)).code(), Some(0));
 }
+
+/// Every test capture, read keeping every flow and read summarizing flows
+/// as they close (with one flow-table shard, and with three beside the
+/// reader as on a machine with more cores): the same report and baseline
+/// observations, and the summary kept fewer flows.
+#[test]
+fn summarized_reading_reports_what_keeping_every_flow_reports() {
+    let cfg = Config::default();
+    let mut files: Vec<PathBuf> = ["formats", "scans", "zeek"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(data(dir)).unwrap().map(|e| e.unwrap().path()))
+        .filter(|p| p.extension().is_some_and(|e| ["pcap", "pcapng", "trace"].contains(&e.to_str().unwrap())))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 25, "{files:?}");
+    let mut kept_fewer = 0;
+    for file in &files {
+        let Ok(mut every) = learn::read_flows(file, &cfg, &|_| {}) else { continue };
+        let count = every.flow_count();
+        let (observed, report) = every.observe_and_analyze(&cfg, &[]);
+        for threads in [2, 4] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut summarized = pool.install(|| learn::read_summarized(file, &cfg, &|_| {})).unwrap();
+            assert_eq!(summarized.flow_count(), count, "{}", file.display());
+            kept_fewer += usize::from(summarized.flows.len() < count);
+            let (observed_s, report_s) = pool.install(|| summarized.observe_and_analyze(&cfg, &[]));
+            assert_eq!(observed_s, observed, "{}", file.display());
+            assert_eq!(
+                serde_json::to_string_pretty(&report_s).unwrap(),
+                serde_json::to_string_pretty(&report).unwrap(),
+                "{} with {threads} threads",
+                file.display()
+            );
+        }
+    }
+    assert!(kept_fewer >= 10, "{kept_fewer}");
+}

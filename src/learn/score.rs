@@ -5,7 +5,7 @@
 //! Built with the `ml` cargo feature (on by default); without it [`rank`]
 //! ranks nothing and [`BUILT_IN`] is false.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 #[cfg(feature = "ml")]
@@ -19,7 +19,9 @@ use ndarray::{Array2, Axis};
 use serde::Serialize;
 
 use super::config::Score;
-use super::flows::{Flow, TCP};
+use super::flows::{Flow, KeyHasher, TCP};
+
+type Fast = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// Whether this build ranks (the `ml` cargo feature).
 pub const BUILT_IN: bool = cfg!(feature = "ml");
@@ -67,8 +69,8 @@ struct Acc {
     half_open: u64,
     icmp_errors: u64,
     bytes: u64,
-    hosts: BTreeSet<IpAddr>,
-    ports: BTreeSet<(u8, u16)>,
+    hosts: HashSet<IpAddr, Fast>,
+    ports: HashSet<(u8, u16), Fast>,
     first: u64,
     last: u64,
 }
@@ -93,7 +95,7 @@ impl Acc {
 /// sources and what they contacted, never with repeated flows.
 #[derive(Default)]
 pub struct Features {
-    acc: BTreeMap<IpAddr, Acc>,
+    acc: HashMap<IpAddr, Acc, Fast>,
 }
 
 impl Features {
@@ -124,8 +126,9 @@ impl Features {
     }
 
     pub fn finish(self) -> BTreeMap<IpAddr, [f64; 8]> {
-        self.acc
-            .into_iter()
+        // Sources in address order: the ranking is deterministic.
+        let acc: BTreeMap<IpAddr, Acc> = self.acc.into_iter().collect();
+        acc.into_iter()
             .map(|(ip, a)| {
                 let n = a.attempts as f64;
                 let secs = ((a.last - a.first) as f64 / 1e6).max(1.0);

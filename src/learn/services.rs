@@ -101,8 +101,11 @@ pub fn services<'a>(
 /// known only at the end, so they are applied then.
 #[derive(Default)]
 pub struct Usage {
-    pairs: BTreeMap<(u8, u16), HashMap<(IpAddr, IpAddr), u64, Fast>>,
+    pairs: BTreeMap<(u8, u16), Pairs>,
 }
+
+/// Connections per (client, server) of one service.
+type Pairs = HashMap<(IpAddr, IpAddr), u64, Fast>;
 
 impl Usage {
     pub fn add(&mut self, f: &Flow, cfg: &Propose) {

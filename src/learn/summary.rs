@@ -123,3 +123,40 @@ impl Summary {
         (observed, report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::learn::detect::tests::flow;
+    use crate::learn::detect::Detector;
+    use crate::learn::flows::{ConnState, TCP, UDP};
+
+    #[test]
+    fn answered_flows_leave_counts_only_and_failures_stay() {
+        let cfg = Config::default();
+        // A busy client: 50,000 answered DNS queries to one server, each from a new port.
+        let mut flows: Vec<Flow> = (0..50_000u64)
+            .map(|i| {
+                let client = format!("10.0.0.8:{}", 1024 + i % 60_000);
+                flow(&client, "10.0.0.1:53", UDP, ConnState::SF, "Dd", i * 10)
+            })
+            .collect();
+        // A scanner: 20 refused ports.
+        flows.extend(
+            (0..20u64).map(|i| flow("10.0.0.66:4000", &format!("10.0.0.1:{}", 100 + i), TCP, ConnState::REJ, "Sr", i)),
+        );
+        let (summary, kept) = Summary::of(flows, &cfg);
+        // The failures only: the client's queries are counted, not kept.
+        assert_eq!(kept.len(), 20);
+        assert!(kept.iter().all(|f| f.client.ip().to_string() == "10.0.0.66"));
+        assert_eq!(summary.flows(), 50_020);
+        let (observed, report) = summary.report(&kept, &[]);
+        assert_eq!(report.flows, 50_020);
+        assert_eq!(report.sources, 2);
+        assert_eq!(report.flagged(), vec!["10.0.0.66".parse::<IpAddr>().unwrap()]);
+        assert_eq!(report.findings[0].detector, Detector::VerticalScan);
+        let dns = report.services.iter().find(|s| s.port == 53).expect("dns service");
+        assert_eq!(dns.connections, 50_000);
+        assert_eq!(observed["udp/53"][&"10.0.0.8".parse::<IpAddr>().unwrap()].connections, 50_000);
+    }
+}
