@@ -124,7 +124,9 @@ pub enum Skip {
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// 802.1Q, 802.1ad and the old QinQ tag: 4 bytes each, then the real type.
-const ETHERTYPE_VLANS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+const ETHERTYPE_8021Q: u16 = 0x8100;
+const ETHERTYPE_8021AD: u16 = 0x88a8;
+const ETHERTYPE_QINQ: u16 = 0x9100;
 
 impl Skip {
     pub fn name(self) -> &'static str {
@@ -138,7 +140,8 @@ impl Skip {
 }
 
 /// Decode one frame of the given link type. The link layer is a few fixed
-/// fields, read directly; the IP layer goes through etherparse's lax slicer.
+/// fields, read directly; plain TCP/UDP is read by hand, any other IP packet
+/// through etherparse's lax slicer.
 pub fn decode(linktype: i32, frame: &[u8], ts_us: u64) -> Result<Decoded, Skip> {
     use linktype::*;
     let ip = match linktype {
@@ -151,8 +154,10 @@ pub fn decode(linktype: i32, frame: &[u8], ts_us: u64) -> Result<Decoded, Skip> 
         NULL | LOOP => frame.get(4..).ok_or(Skip::Truncated)?,
         _ => return Err(Skip::LinkType),
     };
-    let headers = plain_tcp_udp(ip).unwrap_or_else(|| careful_ip(ip))?;
-    Ok(headers.pack(ts_us))
+    match plain_tcp_udp(ip, ts_us) {
+        Some(decoded) => decoded,
+        None => careful_ip(ip).map(|h| h.pack(ts_us)),
+    }
 }
 
 /// Any IP packet, through etherparse's lax slicer.
@@ -161,12 +166,14 @@ fn careful_ip(ip: &[u8]) -> Result<Headers, Skip> {
     from_ip(&ip)
 }
 
-/// The common case read by hand: IPv4 or IPv6 carrying TCP or UDP with no
-/// extension headers and not a fragment. `None` sends everything else through
-/// etherparse; where both apply they give the same result (see the tests).
-fn plain_tcp_udp(ip: &[u8]) -> Option<Result<Headers, Skip>> {
+/// The common case read by hand, straight into the record: IPv4 or IPv6
+/// carrying TCP or UDP with no extension headers and not a fragment. `None`
+/// sends everything else through etherparse; where both apply they give the
+/// same result (see the tests).
+#[inline]
+fn plain_tcp_udp(ip: &[u8], ts_us: u64) -> Option<Result<Decoded, Skip>> {
     let first = *ip.first()?;
-    let (proto, src, dst, ip_len, header_len, end) = match first >> 4 {
+    let (v6, src, dst, ip_len, header_len, end) = match first >> 4 {
         4 => {
             let header_len = usize::from(first & 0xf) * 4;
             let total_len = usize::from(be16(ip, 2)?);
@@ -176,10 +183,10 @@ fn plain_tcp_udp(ip: &[u8]) -> Option<Result<Headers, Skip>> {
             }
             // Cut short by the snaplen: the payload is what was captured.
             (
-                ip[9],
+                false,
                 Endpoint::v4(&ip[12..16]),
                 Endpoint::v4(&ip[16..20]),
-                total_len as u32,
+                total_len,
                 header_len,
                 total_len.min(ip.len()),
             )
@@ -190,21 +197,46 @@ fn plain_tcp_udp(ip: &[u8]) -> Option<Result<Headers, Skip>> {
             if end == 40 || end > ip.len() {
                 return None;
             }
-            (ip[6], Endpoint::v6(&ip[8..24]), Endpoint::v6(&ip[24..40]), end as u32, 40, end)
+            (true, Endpoint::v6(&ip[8..24]), Endpoint::v6(&ip[24..40]), end, 40, end)
         }
         _ => return None,
     };
-    if proto != TCP && proto != UDP {
-        return None;
-    }
-    let mut h = Headers::new(proto, src, dst, first >> 4 == 6, ip_len, ip_len - header_len as u32);
-    Some(transport(&mut h, &ip[header_len..end]).map(|()| h))
+    let proto = ip[if v6 { 6 } else { 9 }];
+    let t = &ip[header_len..end];
+    let payload_len = (ip_len - header_len) as u32;
+    let (transport_header, tcp_flags) = match proto {
+        TCP => match t.get(13) {
+            Some(&flags) => (u32::from(t[12] >> 4) * 4, flags),
+            None => return Some(Err(Skip::Truncated)),
+        },
+        UDP if t.len() >= 4 => (8, 0),
+        UDP => return Some(Err(Skip::Truncated)),
+        _ => return None,
+    };
+    let (key, from_lo) = FlowKey::new(
+        proto,
+        v6,
+        Endpoint { port: u16::from_be_bytes([t[0], t[1]]), ..src },
+        Endpoint { port: u16::from_be_bytes([t[2], t[3]]), ..dst },
+    );
+    Some(Ok(Decoded {
+        ts_us,
+        key_hash: key.hash_u64(),
+        key,
+        from_lo,
+        tcp_flags,
+        icmp_type: 0,
+        icmp_code: 0,
+        ip_len: ip_len as u32,
+        payload_len: payload_len.saturating_sub(transport_header),
+        error_from: None,
+    }))
 }
 
 /// The IP packet after an EtherType, skipping VLAN tags.
 fn after_ether_type(mut ether_type: u16, rest: Option<&[u8]>) -> Result<&[u8], Skip> {
     let mut rest = rest.ok_or(Skip::Truncated)?;
-    while ETHERTYPE_VLANS.contains(&ether_type) {
+    while matches!(ether_type, ETHERTYPE_8021Q | ETHERTYPE_8021AD | ETHERTYPE_QINQ) {
         ether_type = be16(rest, 2).ok_or(Skip::Truncated)?;
         rest = &rest[4..];
     }
@@ -332,11 +364,10 @@ mod tests {
                     return;
                 };
                 for cut in 0..=ip.len() {
-                    if let Some(fast) = plain_tcp_udp(&ip[..cut]) {
-                        let pack = |h: Result<Headers, Skip>| h.map(|h| h.pack(f.ts_us));
+                    if let Some(fast) = plain_tcp_udp(&ip[..cut], f.ts_us) {
                         assert_eq!(
-                            pack(fast),
-                            pack(careful_ip(&ip[..cut])),
+                            fast,
+                            careful_ip(&ip[..cut]).map(|h| h.pack(f.ts_us)),
                             "{name}: packet at byte {} cut to {cut}",
                             f.end_offset
                         );

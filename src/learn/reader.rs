@@ -103,11 +103,11 @@ fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMu
     let mut buf = vec![0u8; CLASSIC_BUFFER];
     let mut filled = fill(file, &mut buf, 0);
     let magic = buf.get(..4).filter(|_| filled >= PCAP_HEADER).map(|m| [m[0], m[1], m[2], m[3]]);
-    let (big_endian, resolution) = match magic.map(u32::from_le_bytes) {
-        Some(0xa1b2_c3d4) => (false, 1_000_000),
-        Some(0xa1b2_3c4d) => (false, 1_000_000_000),
-        Some(0xd4c3_b2a1) => (true, 1_000_000),
-        Some(0x4d3c_b2a1) => (true, 1_000_000_000),
+    let (big_endian, nanosecond) = match magic.map(u32::from_le_bytes) {
+        Some(0xa1b2_c3d4) => (false, false),
+        Some(0xa1b2_3c4d) => (false, true),
+        Some(0xd4c3_b2a1) => (true, false),
+        Some(0x4d3c_b2a1) => (true, true),
         // pcapng, the modified format, damage: all pcap-parser's.
         _ => {
             buf.truncate(filled);
@@ -149,7 +149,9 @@ fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMu
                 break;
             }
             let ts_sec = u64::from(u32_at(&buf, pos));
-            let frac = u64::from(u32_at(&buf, pos + 4)) * 1_000_000 / resolution;
+            // Microseconds, or nanoseconds to be cut to microseconds (no division per packet).
+            let frac = u64::from(u32_at(&buf, pos + 4));
+            let frac = if nanosecond { frac / 1000 } else { frac };
             let end = pos + RECORD_HEADER + caplen;
             summary.packets += 1;
             sink(Frame {

@@ -98,8 +98,13 @@ impl OpenFlow {
     pub(super) fn note(&mut self, dir: usize, ev: u8) {
         const ORDER: [(u8, char); 6] =
             [(EV_SYN, 'S'), (EV_SYNACK, 'H'), (EV_ACK, 'A'), (EV_DATA, 'D'), (EV_FIN, 'F'), (EV_RST, 'R')];
+        // Most packets repeat what their side already did.
+        let new = ev & !self.ev[dir];
+        if new == 0 {
+            return;
+        }
         for (bit, ch) in ORDER {
-            if ev & bit != 0 && self.ev[dir] & bit == 0 {
+            if new & bit != 0 {
                 self.flow.history.push(if dir == 0 { ch } else { ch.to_ascii_lowercase() });
             }
         }
