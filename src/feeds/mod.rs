@@ -246,9 +246,8 @@ pub fn load_elements(
     let (cached, warnings) = cached_elements(rs, protected, &cache::Cache::new(state_dir(dir)))?;
     // Listing a big set is slow (about a minute per 800k elements with nft
     // 1.0.6): read only the sets the cache does not cover.
-    let mut uncached = rs.clone();
-    uncached.sets.retain(|s| !cached.by_set.contains_key(&s.nft_name));
-    let mut kept = crate::nft::live_elements(&uncached).map_err(|e| e.to_string())?;
+    let mut kept =
+        crate::nft::live_elements_of(rs, |set| !cached.by_set.contains_key(set)).map_err(|e| e.to_string())?;
     kept.by_set.extend(cached.by_set);
     Ok((kept, warnings))
 }

@@ -364,13 +364,33 @@ fn set(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) -> sch
 
 pub fn net_expr(n: IpNet) -> Expression<'static> {
     if n.prefix_len() == n.max_prefix_len() {
-        Expression::String(n.addr().to_string().into())
+        Expression::String(addr_text(n.addr()).into())
     } else {
         Expression::Named(NamedExpression::Prefix(expr::Prefix {
-            addr: Box::new(Expression::String(n.network().to_string().into())),
+            addr: Box::new(Expression::String(addr_text(n.network()).into())),
             len: u32::from(n.prefix_len()),
         }))
     }
+}
+
+/// An address as `Display` writes it; IPv4 without the formatting
+/// machinery (a big policy writes tens of thousands of them).
+fn addr_text(a: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = a else { return a.to_string() };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// The set a merged rule looks up: each element carries its policy line's
@@ -891,5 +911,20 @@ fn port_expr((lo, hi): (u16, u16)) -> Expression<'static> {
         Expression::Range(Box::new(expr::Range {
             range: [Expression::Number(u32::from(lo)), Expression::Number(u32::from(hi))],
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for o in 0..=255u8 {
+            let a = IpAddr::V4(Ipv4Addr::new(o, o / 2, 255 - o, o % 10));
+            assert_eq!(super::addr_text(a), a.to_string());
+        }
+        let v6: IpAddr = "fd00:7:a::1".parse().unwrap();
+        assert_eq!(super::addr_text(v6), "fd00:7:a::1");
     }
 }

@@ -31,11 +31,19 @@ use crate::ir::{Compiled, Ruleset, SetKind};
 /// `phantomc block` and feed updates put there. Read over netlink; a set the
 /// live table does not have yet (new in this policy) is empty.
 pub fn live_elements(rs: &Ruleset) -> Result<Elements, NftError> {
+    live_elements_of(rs, |_| true)
+}
+
+/// [`live_elements`] of the run-time and feed sets that `wanted` names.
+pub fn live_elements_of(rs: &Ruleset, wanted: impl Fn(&str) -> bool) -> Result<Elements, NftError> {
     let mut out = Elements::default();
     if !kernel::table_exists(&rs.table).map_err(NftError::Kernel)? {
         return Ok(out);
     }
-    let runtime = rs.sets.iter().filter(|s| matches!(s.kind, SetKind::Dynamic { .. } | SetKind::Feed { .. }));
+    let runtime = rs
+        .sets
+        .iter()
+        .filter(|s| matches!(s.kind, SetKind::Dynamic { .. } | SetKind::Feed { .. }) && wanted(&s.nft_name));
     for def in runtime {
         let elems = kernel::set_elements(&rs.table, &def.nft_name).map_err(NftError::Kernel)?;
         out.by_set.insert(def.nft_name.clone(), elems);
