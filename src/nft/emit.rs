@@ -105,8 +105,9 @@ impl NftTable {
 
     /// The atomic replacement: create the table if missing, delete it, and
     /// create it again with everything in it — one transaction, so either
-    /// all of it is live or none of it is.
-    pub fn replace_batch(&self) -> Nftables<'static> {
+    /// all of it is live or none of it is. Takes the table, whose rules and
+    /// elements move into the batch uncopied.
+    pub fn replace_batch(self) -> Nftables<'static> {
         let mut objs = vec![
             add(NfListObject::Table(table(&self.name))),
             NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table(&self.name)))),
@@ -116,28 +117,26 @@ impl NftTable {
     }
 
     /// Creation of the table and everything in it (no replacement).
-    pub fn create_objects(&self) -> Vec<NfObject<'static>> {
-        let mut objs = vec![add(NfListObject::Table(table(&self.name)))];
-        objs.extend(self.sets.iter().map(|s| add(NfListObject::Set(Box::new(s.clone())))));
-        objs.extend(self.counters.iter().map(|c| {
+    pub fn create_objects(self) -> Vec<NfObject<'static>> {
+        let NftTable { name, sets, maps, counters, flowtables, chains } = self;
+        let mut objs = vec![add(NfListObject::Table(table(&name)))];
+        objs.extend(sets.into_iter().map(|s| add(NfListObject::Set(Box::new(s)))));
+        objs.extend(counters.into_iter().map(|c| {
             add(NfListObject::Counter(schema::Counter {
                 family: NfFamily::INet,
-                table: self.name.clone().into(),
-                name: c.clone().into(),
+                table: name.clone().into(),
+                name: c.into(),
                 handle: None,
                 packets: None,
                 bytes: None,
             }))
         }));
-        objs.extend(self.flowtables.iter().map(|f| add(NfListObject::FlowTable(f.clone()))));
-        for c in &self.chains {
-            objs.push(add(NfListObject::Chain(c.chain.clone())));
-        }
+        objs.extend(flowtables.into_iter().map(|f| add(NfListObject::FlowTable(f))));
+        let (chains, rules): (Vec<_>, Vec<_>) = chains.into_iter().map(|c| (c.chain, c.rules)).unzip();
+        objs.extend(chains.into_iter().map(|c| add(NfListObject::Chain(c))));
         // A verdict map's elements name chains, which exist by now.
-        objs.extend(self.maps.iter().map(|m| add(NfListObject::Map(Box::new(m.clone())))));
-        for c in &self.chains {
-            objs.extend(c.rules.iter().map(|r| add(NfListObject::Rule(r.clone()))));
-        }
+        objs.extend(maps.into_iter().map(|m| add(NfListObject::Map(Box::new(m)))));
+        objs.extend(rules.into_iter().flatten().map(|r| add(NfListObject::Rule(r))));
         objs
     }
 }
