@@ -123,6 +123,9 @@ printf "| %-46s | %8s | %12s | %8s | %10s |\n" tool seconds packets/s MB/s "peak
 printf "|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..48})" "----------" "--------------" "----------" "------------"
 row "phantomc learn, flow-heavy" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
 FLOW_LEARN_WALL=$LAST_WALL
+if [ -n "${BEFORE:-}" ]; then
+    row "older phantomc learn, flow-heavy (\$BEFORE)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BEFORE" learn "$FILE" --policy "$POLICY"
+fi
 row "phantomc learn, flow-heavy, pinned to 1 core" "$RUNS" taskset -c 0 env RAYON_NUM_THREADS=1 "$BIN" learn "$FILE" --policy "$POLICY"
 row "tcpdump -nr FILE -w /dev/null (peer)" "$RUNS" tcpdump -nr "$FILE" -w /dev/null
 FLOW_TCPDUMP_WALL=$LAST_WALL
@@ -137,6 +140,9 @@ for times in 2 4; do
     BYTES=$(stat -c %s "$FILE")
     cat "$FILE" >/dev/null
     row "phantomc learn, flow-heavy ${times}x ($FLOWS flows)" 1 env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
+    if [ -n "${BEFORE:-}" ]; then
+        row "older phantomc learn, flow-heavy ${times}x" 1 env RAYON_NUM_THREADS="$THREADS" "$BEFORE" learn "$FILE" --policy "$POLICY"
+    fi
     rm "$FILE"
 done
 printf "flow-heavy: learn takes %.2fx tcpdump's time (target: at most 0.60 on 2 cores)\n" "$(echo "$FLOW_LEARN_WALL / $FLOW_TCPDUMP_WALL" | bc -l)"
