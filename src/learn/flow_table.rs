@@ -44,7 +44,8 @@ pub struct FlowLimits {
     pub other_idle_secs: u64,
     /// Open flows kept in memory; beyond this the idlest are closed early.
     pub max_open: usize,
-    /// Closed flows kept one by one; beyond this identical ones are merged.
+    /// Closed flows kept one by one (with a summary: the ones the detectors
+    /// read one by one); beyond this identical ones are merged.
     pub max_closed: usize,
 }
 
@@ -359,8 +360,8 @@ impl FlowTable {
         });
     }
 
-    /// All flows (with a summary: the kept ones), sorted by first packet
-    /// time then by endpoints (deterministic).
+    /// All flows sorted by first packet time then by endpoints
+    /// (deterministic); with a summary, the kept ones unsorted.
     pub fn finish(self) -> FlowSet {
         let mut flows = Vec::new();
         let mut compacted = false;
@@ -379,7 +380,11 @@ impl FlowTable {
                 (_, None) => {}
             }
         }
-        sort_flows(&mut flows);
+        // The detectors order each source's flows themselves; only a full
+        // list (for --dump-flows) needs sorting.
+        if summary.is_none() {
+            sort_flows(&mut flows);
+        }
         FlowSet { flows, compacted, summary }
     }
 }
