@@ -17,6 +17,19 @@
 //! the first packet of a flow (TCP SYN), `established` is a flow entered
 //! into conntrack with `conntrack -I`, `invalid` is a TCP segment without
 //! flags or a UDP datagram with a bad checksum.
+//!
+//! The reverse-path check is made real too. Before each round of sending,
+//! every source a probe wants to pass it is routed back out of the probe's
+//! input interface and every other one out of the sink, by host routes in
+//! the main table and in table 100 (the kernel's `fib` lookup follows the
+//! main table on prerouting, the input-interface rule on the forward hook).
+//! A source needing two answers, or one that is another probe's
+//! destination, goes in another round. Sources the lab cannot route
+//! (link-local, multicast, loopback, unspecified) are sent as they are,
+//! marked as passing the check, and get the kernel's own answer in both
+//! namespaces alike; forwarded back out of their input interface, the two
+//! hooks' lookups would disagree for the lab's routing alone, so those are
+//! not sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -57,11 +70,23 @@ pub fn realize(packets: Vec<Packet>) -> (Vec<Packet>, usize) {
     for (i, mut p) in packets.into_iter().enumerate() {
         let on_lo = p.iif.as_deref() == Some("lo") || p.oif.as_deref() == Some("lo");
         let bad_name = [&p.iif, &p.oif].into_iter().flatten().any(|n| !usable_name(n));
-        if p.hook == Hook::Output || on_lo || bad_name {
+        // Forwarded out of the interface it came in on, a source the lab cannot
+        // route has no single reverse path: the lab's own route for the
+        // probe (table 100, chosen by input interface) answers the `fib`
+        // lookup on the forward hook, the main table on prerouting.
+        let hairpin = p.hook == Hook::Forward && p.iif == p.oif && !routable(p.src);
+        if p.hook == Hook::Output || on_lo || bad_name || hairpin {
             left_out += 1;
             continue;
         }
         p.ct_state = producible_state(&p);
+        if !routable(p.src) {
+            p.urpf_failed = false;
+        } else if p.src == p.dst {
+            // Its source is its destination: local on input; on forward,
+            // routed out of the output interface like the probe itself.
+            p.urpf_failed = p.hook == Hook::Input || p.iif != p.oif;
+        }
         let (a, b) = ((p.src, p.sport), (p.dst, p.dport));
         let ends = if a <= b { (a, b) } else { (b, a) };
         let key = match p.proto {
@@ -74,6 +99,86 @@ pub fn realize(packets: Vec<Packet>) -> (Vec<Packet>, usize) {
         }
     }
     (out, left_out)
+}
+
+/// A source the lab can route back through an interface of its choice.
+fn routable(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => {
+            let link_local = a.segments()[0] & 0xffc0 == 0xfe80;
+            !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || link_local)
+        }
+    }
+}
+
+/// One round of sending: its probes, and the route back to each source
+/// the lab routes (`Some(iif)`: out of the probe's input interface, so it
+/// passes the reverse-path check; `None`: out of the sink, so it fails).
+#[derive(Default)]
+struct Round {
+    ids: Vec<usize>,
+    sources: BTreeMap<IpAddr, Option<String>>,
+    /// Destinations: a host route of a source would reroute packets to it.
+    dsts: BTreeSet<IpAddr>,
+}
+
+impl Round {
+    /// Takes probe `i` if its reverse path fits this round's routes.
+    fn take(&mut self, i: usize, p: &Packet) -> bool {
+        let back = match (p.src == p.dst, p.urpf_failed) {
+            // The probe's own route (a forward one's; an input one's source is local, left alone).
+            (true, _) => p.oif.clone(),
+            (false, true) => None,
+            (false, false) => p.iif.clone(),
+        };
+        let routed = routable(p.src) && (p.src != p.dst || p.hook == Hook::Forward);
+        let fits = !routed || (self.sources.get(&p.src).is_none_or(|b| *b == back) && !self.dsts.contains(&p.src));
+        if !fits || self.sources.contains_key(&p.dst) {
+            return false;
+        }
+        if routed {
+            self.sources.insert(p.src, back);
+        }
+        self.dsts.insert(p.dst);
+        self.ids.push(i);
+        true
+    }
+
+    /// `ip -batch` lines that route each source back (in the main table and
+    /// in the lab's, which the kernel's `fib` lookup may consult on the
+    /// forward hook) and give lo the round's IPv4 destinations (input
+    /// phase: an ICMP error is only sent from an address the host has), and
+    /// the lines that undo them.
+    fn routes(&self, input_phase: bool) -> (String, String) {
+        let (mut setup, mut undo) = (String::new(), String::new());
+        for a in self.dsts.iter().filter(|a| input_phase && a.is_ipv4()) {
+            setup += &format!("address add {a}/32 dev lo\n");
+            undo += &format!("address delete {a}/32 dev lo\n");
+        }
+        for (src, back) in &self.sources {
+            let len = if src.is_ipv4() { 32 } else { 128 };
+            let dev = back.as_deref().unwrap_or(SINK);
+            for table in ["main", ROUTE_TABLE] {
+                setup += &format!("route replace {src}/{len} dev {dev} table {table}\n");
+                undo += &format!("route delete {src}/{len} dev {dev} table {table}\n");
+            }
+        }
+        (setup, undo)
+    }
+}
+
+/// The rounds probes `ids` of one phase are sent in.
+fn rounds(probes: &[&Packet], ids: &[usize]) -> Vec<Round> {
+    let mut out: Vec<Round> = Vec::new();
+    for &i in ids {
+        if !out.iter_mut().any(|r| r.take(i, probes[i])) {
+            let mut r = Round::default();
+            r.take(i, probes[i]);
+            out.push(r);
+        }
+    }
+    out
 }
 
 fn usable_name(name: &str) -> bool {
@@ -261,22 +366,20 @@ impl Lab {
         }
         for (oif, ids) in &phases {
             self.route_to(*oif)?;
-            // An IPv4 ICMP error is only sent from an address the host has:
-            // the input phase gives lo every IPv4 destination it uses.
-            let local: BTreeSet<IpAddr> =
-                ids.iter().map(|&i| probes[i].dst).filter(|d| oif.is_none() && d.is_ipv4()).collect();
-            let lo = |verb: &str| local.iter().map(|a| format!("address {verb} {a}/32 dev lo\n")).collect::<String>();
-            if !local.is_empty() {
-                run("ip", &["-force", "-batch", "-"], Some(&lo("add")))?;
-            }
-            for &i in ids {
-                let p = probes[i];
-                let port = &self.ports[p.iif.as_deref().expect("input and forward probes have an input interface")];
-                sockets.send(port, &frame(p, i as u32, port.mac))?;
-            }
-            self.observe(&sockets, probes, &mut seen)?;
-            if !local.is_empty() {
-                run("ip", &["-force", "-batch", "-"], Some(&lo("delete")))?;
+            for round in rounds(probes, ids) {
+                let (setup, undo) = round.routes(oif.is_none());
+                if !setup.is_empty() {
+                    run("ip", &["-force", "-batch", "-"], Some(&setup))?;
+                }
+                for &i in &round.ids {
+                    let p = probes[i];
+                    let port = &self.ports[p.iif.as_deref().expect("input and forward probes have an input interface")];
+                    sockets.send(port, &frame(p, i as u32, port.mac))?;
+                }
+                self.observe(&sockets, probes, &mut seen)?;
+                if !undo.is_empty() {
+                    run("ip", &["-force", "-batch", "-"], Some(&undo))?;
+                }
             }
         }
         Ok(seen)

@@ -39,7 +39,9 @@ pub struct Report {
     /// Of them, to the input hook and through the forward hook.
     pub input: usize,
     pub forward: usize,
-    /// Generated packets not sent: those on loopback.
+    /// Generated packets not sent: those on loopback, and those forwarded
+    /// back out of their input interface from a source the lab cannot route
+    /// (see [`super::lab::realize`]).
     pub not_sent: usize,
     /// What the original's kernel did with the packets compared: accepted, rejected, dropped.
     pub original_fates: [usize; 3],
@@ -357,6 +359,9 @@ fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&m
                 p.iif = name(&m.iif).or(p.iif);
                 p.oif =
                     if p.hook == Hook::Forward { name(&m.oif).or(p.oif).or_else(|| Some("eth0".into())) } else { None };
+                if m.urpf_failed {
+                    p.urpf_failed = variant < 2;
+                }
                 if let Some(states) = m.ct_state {
                     p.ct_state =
                         names::CT_STATES.iter().map(|(_, bit)| *bit).find(|b| states.0 & b != 0).unwrap_or(p.ct_state);
@@ -373,7 +378,8 @@ fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&m
 /// (each port range's ends and neighbours, each network's edges and the
 /// addresses just outside), packets that meet each rule's matches at once
 /// and, per protocol, one arriving on and one leaving through each
-/// interface the rules name.
+/// interface the rules name. One in four random packets fails the
+/// reverse-path check (the lab routes its source out of another interface).
 pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
     let mut addrs: Vec<IpAddr> = if v6 {
         vec!["2001:db8::1".parse().expect("address"), "2001:db8:ffff::9".parse().expect("address")]
@@ -415,10 +421,12 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
     ifaces.dedup();
     let states = [8u8, 2, 4, 1];
     let mut rng = Rng(seed);
+    // Its own stream, so the other fields are drawn as without it.
+    let mut reverse_path = Rng(seed ^ 0x7572_7066_6169_6c65);
     // Packets on loopback cannot be sent from outside: only an interface's
     // own boundary packets name it (and are counted as not sent).
     let random_ifaces: Vec<String> = ifaces.iter().filter(|i| *i != "lo").cloned().collect();
-    let make = |rng: &mut Rng, proto: u8, port: Option<u16>, addr: Option<IpAddr>| {
+    let mut make = |rng: &mut Rng, proto: u8, port: Option<u16>, addr: Option<IpAddr>| {
         let hook = rng.pick(&[Hook::Input, Hook::Forward]);
         let has_ports = names::has_ports(proto);
         let is_icmp = matches!(proto, names::ICMP | names::ICMPV6);
@@ -443,7 +451,8 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
             ct_state: rng.pick(&states),
             mark: 0,
             ct_mark: 0,
-            urpf_failed: false,
+            // One in four arrives from a source routed out of another interface.
+            urpf_failed: reverse_path.next_u64().is_multiple_of(4),
         }
     };
     let mut out: Vec<Packet> = (0..count)
