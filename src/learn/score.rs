@@ -2,8 +2,8 @@
 //! features, DBSCAN noise and the mean distance to the k nearest neighbours.
 //! It explains (top features) and ranks; it never blocks anything by itself.
 //! Deterministic: no random initialisation, sources in address order.
-//! Built with the `ml` cargo feature (on by default); without it [`rank`]
-//! ranks nothing and [`BUILT_IN`] is false.
+//! Built with the `ml` cargo feature (on by default); without it
+//! [`rank_features`] ranks nothing and [`BUILT_IN`] is false.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -53,13 +53,6 @@ pub struct Ranked {
     pub top_features: Vec<(&'static str, f64)>,
 }
 
-/// Raw feature vector of each source that originated flows, by address.
-pub fn features(flows: &[Flow]) -> BTreeMap<IpAddr, [f64; 8]> {
-    let mut acc = Features::default();
-    flows.iter().for_each(|f| acc.add(f));
-    acc.finish()
-}
-
 /// One source's counts behind its features.
 #[derive(Default)]
 struct Acc {
@@ -90,7 +83,8 @@ impl Acc {
     }
 }
 
-/// [`features`] one flow at a time. It holds per source its counts and the
+/// The raw feature vector of each source that originated flows, counted one
+/// flow at a time ([`Features::finish`]). It holds per source its counts and the
 /// distinct hosts and (protocol, port) pairs it tried: it grows with
 /// sources and what they contacted, never with repeated flows.
 #[derive(Default)]
@@ -152,11 +146,6 @@ impl Features {
 #[cfg(not(feature = "ml"))]
 pub fn rank_features(_feats: BTreeMap<IpAddr, [f64; 8]>, _cfg: &Score) -> Vec<Ranked> {
     Vec::new()
-}
-
-/// Rank the sources of `flows` (see [`rank_features`]).
-pub fn rank(flows: &[Flow], cfg: &Score) -> Vec<Ranked> {
-    rank_features(features(flows), cfg)
 }
 
 /// Rank sources by k-NN distance (most unusual first). Empty when there are

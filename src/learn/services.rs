@@ -37,15 +37,8 @@ impl Service {
     }
 }
 
-/// The address every flow (nine in ten at least) has at one end: the host
-/// the capture was taken on. `None` for a capture of a whole network.
-pub fn capture_host(flows: &[Flow]) -> Option<IpAddr> {
-    let mut ends = Endpoints::default();
-    flows.iter().for_each(|f| ends.add(f));
-    ends.capture_host()
-}
-
-/// [`capture_host`] one flow at a time: a count per address seen.
+/// A count per address seen, one flow at a time, for the capture host
+/// ([`Endpoints::capture_host`]).
 #[derive(Default)]
 pub struct Endpoints {
     seen: HashMap<IpAddr, u64, Fast>,
@@ -73,6 +66,8 @@ impl Endpoints {
         self.flows
     }
 
+    /// The address every flow (nine in ten at least) has at one end: the
+    /// host the capture was taken on. `None` for a capture of a whole network.
     pub fn capture_host(&self) -> Option<IpAddr> {
         let (ip, n) = self.seen.iter().max_by_key(|(ip, n)| (**n, std::cmp::Reverse(**ip)))?;
         (n * 10 >= self.flows * 9 && self.flows > 1).then_some(*ip)
