@@ -28,12 +28,7 @@ parse_ir=$(time_cmd iprange "$work/feed.txt")
 # The feed set in a loaded table, replaced in place.
 cat > "$work/bench.pf" <<EOF
 table phantomc
-feed bench {
-    source "feed.txt"
-    max-entries 2000000
-    max-shrink 100
-    max-coverage "/1"
-}
+$(bench_feed_decl)
 set blocklist dynamic
 # The lockout guard refuses a policy that cuts loopback and SSH.
 pass in on lo

@@ -36,7 +36,12 @@ bench_feed_policy() { # LINES: $work/feed.txt, a bench_feed without the pair's
   bench_feed "$1" 198 10 127 > "$work/feed.txt"
   printf 'block in from <bench>\n' > "$work/feed.lines"
   sed "19r $work/feed.lines" policies/webserver.pf > "$work/feed.pf"
-  printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n' >> "$work/feed.pf"
+  bench_feed_decl >> "$work/feed.pf"
+}
+
+bench_feed_decl() { # the feed `bench` read from feed.txt beside the policy,
+  # with bounds loose enough for a million-line bench feed
+  printf 'feed bench {\n    source "feed.txt"\n    max-entries 2000000\n    max-shrink 100\n    max-coverage "/1"\n}\n'
 }
 
 bench_load_feed() { # NETNS STATE-DIR: applies $work/feed.pf there and fills its

@@ -18,12 +18,7 @@ port=9197
 bench_feed "$lines" > "$work/feed.txt"
 cat > "$work/bench.pf" <<EOF
 table phantomc
-feed bench {
-    source "feed.txt"
-    max-entries 2000000
-    max-shrink 100
-    max-coverage "/1"
-}
+$(bench_feed_decl)
 set blocklist dynamic timeout 1d
 # The lockout guard refuses a policy that cuts loopback and SSH.
 pass in on lo
