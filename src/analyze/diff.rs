@@ -75,12 +75,22 @@ impl Diff {
 pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> Vec<(Cube, Vec<Step>)> {
     let mut open: Vec<(Cube, Vec<Step>)> = within.into_iter().map(|c| (c, Vec::new())).collect();
     let mut done = Vec::new();
+    // Packets an early pass let through: they skip the early rules after it
+    // (which all come before the other rules) and meet the others.
+    let mut exempt: Vec<(Cube, Vec<Step>)> = Vec::new();
     // A merged rule's lines are disjoint: meeting them one by one is meeting it.
     for rule in ch.rules.iter().flat_map(Rule::lines) {
-        if open.is_empty() {
+        if !rule.early {
+            open.append(&mut exempt);
+        }
+        if open.is_empty() && exempt.is_empty() {
             break;
         }
+        if open.is_empty() {
+            continue;
+        }
         let cubes = u.cubes(rs, &rule.matches);
+        // Lowering refuses a limit, quota or run-time set on an early pass.
         let cond = condition(rs, rule);
         let mut next = Vec::with_capacity(open.len());
         for (piece, path) in open {
@@ -93,6 +103,10 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
                 outside = outside.iter().flat_map(|o| o.subtract(c)).collect();
             }
             next.extend(outside.into_iter().map(|o| (o, path.clone())));
+            if rule.exempts() {
+                exempt.extend(cubes.iter().filter_map(|c| piece.intersect(c)).map(|inside| (inside, path.clone())));
+                continue;
+            }
             for inside in cubes.iter().filter_map(|c| piece.intersect(c)) {
                 let mut path = path.clone();
                 path.push(Step {
@@ -110,6 +124,7 @@ pub fn partition(rs: &Ruleset, ch: &Chain, u: &Universe, within: Vec<Cube>) -> V
         }
         open = next;
     }
+    open.append(&mut exempt);
     let policy = Step {
         verdict: ch.policy.action,
         answer: None,
@@ -332,14 +347,15 @@ fn classify(old: &[Step], new: &[Step]) -> Change {
     }
 }
 
-/// What a rule does to the packets it may match, comparable across policies.
-type RuleKey = (Vec<Cube>, Action, Option<String>, Option<String>);
+/// What a rule does to the packets it may match, comparable across policies;
+/// whether it is early (an early pass only exempts, early pass skips early rules).
+type RuleKey = (Vec<Cube>, Action, Option<String>, Option<String>, bool);
 
 fn keys(rs: &Ruleset, ch: &Chain, u: &Universe) -> Vec<RuleKey> {
     ch.rules
         .iter()
         .flat_map(Rule::lines)
-        .map(|r| (u.cubes(rs, &r.matches), r.action, answer(r), condition(rs, r)))
+        .map(|r| (u.cubes(rs, &r.matches), r.action, answer(r), condition(rs, r), r.early))
         .collect()
 }
 
@@ -622,6 +638,30 @@ mod tests {
             }
         }
         assert!(checked > 10, "{checked}");
+    }
+
+    #[test]
+    fn early_passes_exempt_from_early_rules_only() {
+        let old = compile(
+            "policy input pass\nblock in from 10.0.0.0/8 early\nblock in proto udp from 10.1.0.0/16\n",
+            "old.pf",
+        );
+        let new = compile("policy input pass\npass in from 10.1.0.0/16 early\nblock in from 10.0.0.0/8 early\nblock in proto udp from 10.1.0.0/16\n", "new.pf");
+        // Without `early` the pass comes after the early block, which then drops all of 10/8.
+        let plain = compile("policy input pass\nblock in from 10.0.0.0/8 early\npass in from 10.1.0.0/16\nblock in proto udp from 10.1.0.0/16\n", "plain.pf");
+        let mut packets = Vec::new();
+        for src in ["10.1.2.3", "10.2.0.1", "192.0.2.1"] {
+            for (proto, port) in [("tcp", ":22"), ("udp", ":53"), ("icmp", "")] {
+                packets.push(format!("{proto} {src} -> 192.0.2.9{port} in eth0"));
+            }
+        }
+        let (d, changed) = input_regions_match_verdicts(&old, &new, &packets);
+        // tcp and icmp from 10.1/16 now pass; udp from there is still blocked by line 4.
+        assert_eq!(changed, 2, "{}", render(&d));
+        assert!(d.regions.iter().all(|r| r.change == Change::Widen), "{}", render(&d));
+        let (d, changed) = input_regions_match_verdicts(&new, &plain, &packets);
+        assert_eq!(changed, 2, "tcp and icmp from 10.1/16\n{}", render(&d));
+        assert!(d.regions.iter().all(|r| r.change == Change::Narrow), "{}", render(&d));
     }
 
     /// Checks that each input packet lies in a region of the diff exactly

@@ -37,6 +37,9 @@ pub struct Explanation {
     pub over_limit: Option<Box<Explanation>>,
     /// Run-time sets the packet was tested against; they are empty offline.
     pub runtime_sets: Vec<String>,
+    /// The early `pass` the packet matched: it skipped the early rules after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exempted_by: Option<Step>,
     /// Decided by an early `notrack` pass: conntrack never sees the packet.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub untracked: bool,
@@ -104,8 +107,12 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         }
     };
     // A set was tested only when the packet got past the fields before it.
-    let reached: Vec<(usize, u8)> =
-        d.tried.iter().map(|&(i, f)| (i, f as u8)).chain(d.rule.map(|i| (i, u8::MAX))).collect();
+    let reached: Vec<(usize, u8)> = d
+        .tried
+        .iter()
+        .map(|&(i, f)| (i, f as u8))
+        .chain(d.rule.into_iter().chain(d.exempted_by).map(|i| (i, u8::MAX)))
+        .collect();
     let tested = |pick: fn(Option<&SetKind>) -> bool| {
         let mut sets: Vec<String> =
             reached.iter().flat_map(|&(i, got_to)| sets_of(rs, &rules[i].matches, got_to, pick)).collect();
@@ -123,6 +130,7 @@ pub fn explain_with(rs: &Ruleset, sources: &SourceMap, p: &Packet, contents: &Se
         tried: tried.into_iter().map(|(_, s, _)| s).collect(),
         over_limit: over_limit(rs, sources, p, &d, contents).map(Box::new),
         runtime_sets,
+        exempted_by: d.exempted_by.map(|i| rule_step(&rules[i], None)),
         untracked: eval::deciding_rule(rs, p, &d).is_some_and(|r| r.notrack),
         offloaded: eval::deciding_rule(rs, p, &d).and_then(|r| r.offload.clone()),
         timed_sets,
@@ -280,6 +288,9 @@ fn render_decision(out: &mut String, e: &Explanation) {
         let _ = writeln!(out, "ct mark: {mark}, set by {}  `{}`", by.rule, by.text);
     }
     let _ = writeln!(out, "verdict: {} by {}  `{}`", e.verdict.keyword(), e.decided_by.rule, e.decided_by.text);
+    if let Some(by) = &e.exempted_by {
+        let _ = writeln!(out, "early:   passed by {}  `{}`: the early rules after it were skipped", by.rule, by.text);
+    }
     if e.tried.is_empty() {
         let _ = writeln!(out, "no earlier rule in the {} chain", e.hook.name());
     } else {

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use crate::diag::{Diag, SourceMap, Span};
 use crate::ir::expiry::{self, Date};
-use crate::ir::{Chain, Compiled, Rule, Ruleset};
+use crate::ir::{Chain, Compiled, Hook, Rule, Ruleset};
 use crate::policy::{LoadError, PolicyError};
 
 use super::index::CubeIndex;
@@ -67,8 +67,7 @@ pub fn lint(c: &Compiled) -> Vec<Diag> {
 pub fn lint_with(c: &Compiled, opts: &Options) -> Vec<Diag> {
     let rs = &c.ruleset;
     let u = Universe::new(&[rs]);
-    let mut out: Vec<Diag> =
-        rs.chains.iter().flat_map(|ch| lint_chain(rs, ch, &u, true)).map(|d| tighten(d, &c.sources)).collect();
+    let mut out: Vec<Diag> = chain_findings(rs, &u, true).into_iter().map(|d| tighten(d, &c.sources)).collect();
     for unused in &c.unused {
         let code = if unused.kind == "define" { "unused-define" } else { "unused-set" };
         out.push(
@@ -209,6 +208,27 @@ fn has_side_effects(r: &Rule) -> bool {
     r.log.is_some() || r.notrack || !r.set_marks.is_empty() || r.counter_name.is_some() || r.offload.is_some()
 }
 
+/// The findings of every chain. An early rule sits in both the input and
+/// the forward chain, so it is dead or redundant only when it is in both:
+/// then the input chain's finding stands for it.
+fn chain_findings(rs: &Ruleset, u: &Universe, probe: bool) -> Vec<Diag> {
+    let both: BTreeSet<Span> =
+        rs.chain(Hook::Input).rules.iter().filter(|r| r.early && !r.notrack).map(|r| r.origin.span).collect();
+    let per_chain: Vec<(Hook, Vec<Diag>)> =
+        rs.chains.iter().map(|ch| (ch.hook, lint_chain(rs, ch, u, probe))).collect();
+    let in_forward: BTreeSet<Span> = per_chain
+        .iter()
+        .filter(|(hook, _)| *hook == Hook::Forward)
+        .flat_map(|(_, ds)| ds.iter().map(|d| d.span))
+        .collect();
+    per_chain
+        .into_iter()
+        .flat_map(|(hook, ds)| ds.into_iter().map(move |d| (hook, d)))
+        .filter(|(hook, d)| !both.contains(&d.span) || (*hook == Hook::Input && in_forward.contains(&d.span)))
+        .map(|(_, d)| d)
+        .collect()
+}
+
 /// `probe`: skip the exact check for statements one packet proves needed
 /// (off only to test that it changes no finding).
 fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe, probe: bool) -> Vec<Diag> {
@@ -216,8 +236,27 @@ fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe, probe: bool) -> Vec<Diag> 
     let sure: Vec<bool> = ch.rules.iter().map(|r| condition(rs, r).is_none()).collect();
     let full = u.full();
     // A catch-all has no field clause, so it has a cube per family and kind.
-    let catch_all = (0..ch.rules.len())
-        .find(|&i| sure[i] && cubes[i].len() == full.len() && subtract_all(full.clone(), &cubes[i]).is_empty());
+    // An early pass decides nothing: it keeps its packets from the early
+    // rules after it only, so an early rule after one keeps from the rest of
+    // the chain what it matches outside every early pass before it.
+    let first_exemption = ch.rules.iter().position(Rule::exempts).unwrap_or(ch.rules.len());
+    let keeps: Vec<Vec<Cube>> = (0..ch.rules.len())
+        .map(|j| match &ch.rules[j] {
+            r if r.exempts() => Vec::new(),
+            r if r.early && j > first_exemption => {
+                let passes = (first_exemption..j).filter(|&k| ch.rules[k].exempts());
+                passes.fold(cubes[j].clone(), |left, k| subtract_all(left, &cubes[k]))
+            }
+            _ => cubes[j].clone(),
+        })
+        .collect();
+    let catch_all = (0..ch.rules.len()).find(|&i| {
+        sure[i]
+            && !ch.rules[i].exempts()
+            && (i < first_exemption || !ch.rules[i].early)
+            && cubes[i].len() == full.len()
+            && subtract_all(full.clone(), &cubes[i]).is_empty()
+    });
     let index = CubeIndex::new(&cubes);
     let mut out = Vec::new();
     for st in statements(ch) {
@@ -248,7 +287,9 @@ fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe, probe: bool) -> Vec<Diag> 
         if probe && own.iter().flat_map(Cube::corners).any(|p| prober.needed(&st, &p)) {
             continue;
         }
-        // What earlier unconditional rules leave of this statement's packets.
+        // What earlier unconditional rules leave of this statement's packets
+        // (all that early rules match, for an early one: none is skipped).
+        let earlier = if ch.rules[first].early { &cubes } else { &keeps };
         let mut deciders = BTreeSet::new();
         let left: Vec<Vec<Cube>> = st
             .rules
@@ -259,9 +300,9 @@ fn lint_chain(rs: &Ruleset, ch: &Chain, u: &Universe, probe: bool) -> Vec<Diag> 
                     if rem.is_empty() {
                         break;
                     }
-                    if rem.iter().any(|r| cubes[j].iter().any(|c| r.intersects(c))) {
+                    if rem.iter().any(|r| earlier[j].iter().any(|c| r.intersects(c))) {
                         deciders.insert(j);
-                        rem = subtract_all(rem, &cubes[j]);
+                        rem = subtract_all(rem, &earlier[j]);
                     }
                 }
                 rem
@@ -300,11 +341,14 @@ impl Probe<'_> {
             return false;
         }
         let rules: Vec<&Rule> = st.rules.iter().map(|&i| &self.ch.rules[i]).collect();
-        if rules.iter().any(|r| has_side_effects(r) || condition(self.rs, r).is_some()) {
+        if rules.iter().any(|r| has_side_effects(r) || condition(self.rs, r).is_some() || r.exempts()) {
             return true;
         }
         let action = rules[0].action;
         match near.iter().find(|&&j| j > last && hits(j)) {
+            // Without this rule the early pass would exempt the packet, and
+            // which rule decides it then is for the exact check.
+            Some(&j) if self.ch.rules[j].exempts() => false,
             Some(&j) => {
                 let later = &self.ch.rules[j];
                 !self.sure[j] || later.action != action || has_side_effects(later)
@@ -372,7 +416,8 @@ fn redundant_by_later(
     left: Vec<Vec<Cube>>,
 ) -> Option<Diag> {
     let rules: Vec<&Rule> = st.rules.iter().map(|&i| &ch.rules[i]).collect();
-    if rules.iter().any(|r| has_side_effects(r) || condition(rs, r).is_some()) {
+    // An early pass decides nothing, so no later rule decides its packets the same.
+    if rules.iter().any(|r| has_side_effects(r) || condition(rs, r).is_some() || r.exempts()) {
         return None;
     }
     let action = rules[0].action;
@@ -387,7 +432,7 @@ fn redundant_by_later(
             continue;
         }
         let later = &ch.rules[j];
-        if !sure[j] || later.action != action || has_side_effects(later) {
+        if !sure[j] || later.action != action || has_side_effects(later) || later.exempts() {
             return None;
         }
         deciders.insert(j);
@@ -430,6 +475,26 @@ mod tests {
     fn codes(policy: &str) -> Vec<(String, &'static str)> {
         let c = crate::ir::compile("t.pf", policy).expect("compiles");
         lint(&c).iter().map(|d| (c.sources.origin(d.span), d.code)).collect()
+    }
+
+    #[test]
+    fn early_passes_shadow_early_rules_only() {
+        // Exempted packets still meet line 4, so it is not dead; line 3 is.
+        let p = "policy input pass\npolicy forward pass\npass in from 10.0.0.0/8 early\nblock in from 10.1.0.0/16 early\nblock in from 10.1.2.0/24\n";
+        assert_eq!(codes(p), vec![("t.pf:4".to_string(), "shadowed")]);
+        // An early block after an exemption keeps from later rules only what is not exempted.
+        let p = "policy input pass\npolicy forward pass\npass in from 10.1.0.0/16 early\nblock in from 10.0.0.0/8 early\nblock in from 10.1.2.0/24\n";
+        assert_eq!(codes(p), vec![]);
+        let p = "policy input pass\npolicy forward pass\npass in from 10.1.0.0/16 early\nblock in from 10.0.0.0/8 early\nblock in from 10.2.0.0/16\n";
+        assert_eq!(codes(p), vec![("t.pf:5".to_string(), "redundant")]);
+    }
+
+    #[test]
+    fn an_early_rule_is_redundant_only_in_both_chains_it_sits_in() {
+        // Line 3 changes nothing for forwarded packets (the default drops them) but blocks input.
+        assert_eq!(codes("policy input pass\npolicy forward block\nblock in from 10.0.0.0/8 early\n"), vec![]);
+        let both = codes("policy input block\npolicy forward block\nblock in from 10.0.0.0/8 early\n");
+        assert_eq!(both, vec![("t.pf:3".to_string(), "redundant")]);
     }
 
     #[test]

@@ -206,8 +206,8 @@ catalog! {
         r#"a `with` that does not fit the verdict, protocol or family"#,
         r#"`with` belongs to `reject`; `tcp reset` needs TCP, `icmp` codes need IPv4, `icmpv6` codes IPv6 and `icmpx` fits both."#;
     EarlyRule = "early-rule", Error, "53-early-pass.pf", "phantomc compile testdata/errors/53-early-pass.pf",
-        r#"an `early` rule that is not a stateless block or a `notrack` pass"#,
-        r#"Early rules run before conntrack, so they can only `block` (or `pass ... notrack`), and cannot use `state`; arriving packets have no `out on` yet, and an `out` rule can be early only with `notrack`."#;
+        r#"an `early` rule that is not a stateless block, an exemption or a `notrack` pass"#,
+        r#"Early rules run before conntrack and routing, so they can `block`, `pass` (which exempts the packets from the early rules after it) or `pass ... notrack`, and cannot use `state`; arriving packets have no `out on` yet, and an `out` rule can be early only with `notrack`. An early `pass` must exempt a fixed set of packets (no `limit`, `quota` or run-time set), and `notrack` rules come before early passes."#;
     BadMark = "bad-mark", Error, "131-set-mark-on-block.pf", "phantomc compile testdata/errors/131-set-mark-on-block.pf",
         r#"a mark that does not fit 32 bits, or `set mark` on a rule that drops"#,
         r#"Packet marks are 0 to 0xffffffff. `set mark` belongs to `pass` rules (the packet leaves with the mark) and `match` rules (the mark is set before the filter chains)."#;

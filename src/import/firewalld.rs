@@ -9,8 +9,9 @@
 //! rejected, `<forward/>` to the zone's interfaces and sources, the target.
 //! Services come from firewalld's service files (`--services DIR`) or a
 //! built-in table of common ones. The IPv6 reverse-path filter
-//! (`IPv6_rpfilter=yes`, firewalld.conf's default) comes first, as
-//! `from urpf-failed` rules.
+//! (`IPv6_rpfilter=yes`, firewalld.conf's default) runs in prerouting, as
+//! `early` rules: an early `pass` exempts neighbour discovery, then
+//! `block in ipv6 from urpf-failed early`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,47 +89,25 @@ fn service(name: &str, dir: Option<&Path>) -> Result<Option<Service>, String> {
 const RFC3964_IPV4: &str = "{ ::/96, ::ffff:0.0.0.0/96, 2002::/24, 2002:a00::/24, 2002:7f00::/24, 2002:a9fe::/32, \
                             2002:ac10::/28, 2002:c0a8::/32, 2002:e000::/19 }";
 
-/// firewalld's IPv6 reverse-path filter, as its ruleset has it.
-const RPFILTER: &str = "firewalld filter_PREROUTING (IPv6_rpfilter=yes, firewalld.conf's default): \
-                        `meta nfproto ipv6 fib saddr . mark . iif oif missing drop`";
-
-/// The packets firewalld's reverse-path filter lets through although
-/// their source fails the check: it accepts these two types before it.
-const RPFILTER_EXEMPT: &str = "ipv6 proto icmpv6 icmp-type { nd-router-advert, nd-neighbor-solicit } from urpf-failed";
-
-/// `statement` (a forward rule) for the neighbour discovery the reverse-path
-/// filter exempts only; `None` when no IPv6 packet can match it.
-fn exempt_only(statement: &str) -> Option<String> {
-    let (head, tail) = statement.split_once(" forward")?;
-    let tail = tail.strip_prefix(" ipv6").unwrap_or(tail);
-    // `to NET` or `to { NET, ... }` before any `with`: IPv4 has no `:`.
-    let ipv4_to = tail.split_once(" to ").is_some_and(|(_, to)| !to.split(" with ").next().unwrap_or(to).contains(':'));
-    (!ipv4_to).then(|| format!("{head} forward {RPFILTER_EXEMPT}{tail}"))
-}
-
-/// The reverse-path filter for one hook (`in` or `forward`), before
-/// firewalld's other rules: the exempt neighbour discovery goes on to the
-/// `rest` of the chain (that is, in it, every rule of `rest` restricted to
-/// it; on input firewalld accepts it, untracked, in its own rules), every
-/// other IPv6 packet whose source fails the check is dropped.
-fn rpfilter(dir: &str, rest: &[Line]) -> Vec<Line> {
-    let exempt = format!("{RPFILTER}, after accepting nd-router-advert and nd-neighbor-solicit");
-    let mut out: Vec<Line> = if dir == "in" {
-        let origin = format!("{exempt}: firewalld's input accepts this neighbour discovery (untracked)");
-        vec![Line { statement: format!("pass in {RPFILTER_EXEMPT}"), origin }]
-    } else {
-        rest.iter()
-            .filter_map(|l| {
-                let statement = exempt_only(&l.statement)?;
-                Some(Line {
-                    statement,
-                    origin: format!("{} (for neighbour discovery the reverse-path filter exempts)", l.origin),
-                })
-            })
-            .collect()
-    };
-    out.push(Line { statement: format!("block {dir} ipv6 from urpf-failed"), origin: RPFILTER.into() });
-    out
+/// firewalld's IPv6 reverse-path filter, as its ruleset has it: a chain on
+/// prerouting (before routing and conntrack) that accepts router adverts
+/// and neighbour solicitations, which ends that chain for them, then drops
+/// every other IPv6 packet whose source fails the check. phantomc's early
+/// chain is the same place, and an early `pass` the same exemption.
+fn rpfilter() -> Vec<Line> {
+    let chain = "firewalld filter_PREROUTING (IPv6_rpfilter=yes, firewalld.conf's default)";
+    vec![
+        Line {
+            statement: "pass in ipv6 proto icmpv6 icmp-type { nd-router-advert, nd-neighbor-solicit } early".into(),
+            origin: format!(
+                "{chain}: `icmpv6 type {{ nd-router-advert, nd-neighbor-solicit }} accept` (ends that chain only)"
+            ),
+        },
+        Line {
+            statement: "block in ipv6 from urpf-failed early".into(),
+            origin: format!("{chain}: `meta nfproto ipv6 fib saddr . mark . iif oif missing drop`"),
+        },
+    ]
 }
 
 /// firewalld's own rules, which no zone file holds: `(hook, statement,
@@ -283,7 +262,7 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
         if forward_ports { ": this zone's are listed below as not translated" } else { " (this zone has none)" }
     ));
     let ours = |hook| firewalld_rules(hook).into_iter().map(|(statement, origin)| Line { statement, origin });
-    out.rules.extend(rpfilter("in", &[]));
+    out.rules.extend(rpfilter());
     out.rules.extend(ours("input"));
     out.rules.extend(deny);
     out.rules.extend(allow);
@@ -337,11 +316,6 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
         }
     }
     forward_rules.extend(target_rules("forward")?);
-    // Exempt neighbour discovery is never established, related or invalid
-    // (conntrack leaves it untracked) and never fails on lo: it meets the
-    // forward chain from firewalld's 6to4 rejects on.
-    let after_conntrack = forward_rules.iter().position(|l| l.statement.contains(RFC3964_IPV4)).unwrap_or(0);
-    out.rules.extend(rpfilter("forward", &forward_rules[after_conntrack..]));
     out.rules.extend(forward_rules);
     out.rules.extend(ours("output"));
     out.declarations.extend([
@@ -357,7 +331,7 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
     ]);
     out.header.push(
         "firewalld.conf's IPv6_rpfilter=yes (its default) drops IPv6 packets whose source fails the reverse-path \
-         check before everything else: `from urpf-failed` rules first in the input and forward chains"
+         check in prerouting, before routing and conntrack: `early` rules, for this host and forwarded packets"
             .into(),
     );
     sort_by_line(&mut out.untranslated);

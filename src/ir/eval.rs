@@ -104,6 +104,10 @@ pub struct Decision {
     /// The `match` rules (indexes in [`Ruleset::marks`]) that last set the
     /// mark and the ct mark the chain saw.
     pub marked_by: MarkedBy,
+    /// The early `pass` (index in the chain) that ended the early chain for
+    /// this packet: it skipped the early rules after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exempted_by: Option<usize>,
 }
 
 /// Which `match` rules last set a packet's marks.
@@ -139,13 +143,20 @@ pub fn marked(rs: &Ruleset, p: &Packet, sets: &SetContents) -> (Packet, MarkedBy
 }
 
 /// The `match` rules set marks first; then first match wins, otherwise the
-/// default policy.
+/// default policy. An early `pass` ([`Rule::exempts`]) decides nothing: the
+/// packet skips the remaining early rules, as after an accept in nft's
+/// raw-priority chain, and goes on to the filter rules.
 pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
     let (p, marked_by) = &marked(rs, p, sets);
     let chain = rs.chain(p.hook);
     let mut tried = Vec::new();
+    let mut exempted_by = None;
     for (i, rule) in chain.rules.iter().enumerate() {
+        if exempted_by.is_some() && rule.early {
+            continue;
+        }
         match check_rule(rs, rule, p, sets) {
+            Ok(()) if rule.exempts() => exempted_by = Some(i),
             Ok(()) => {
                 // A merged rule decides as the line whose values hold the packet's.
                 let line = rule.merged.as_ref().and_then(|m| m.part_for(p)).map_or(rule, |part| &part.rule);
@@ -155,12 +166,20 @@ pub fn decide(rs: &Ruleset, p: &Packet, sets: &SetContents) -> Decision {
                     tried,
                     rate_limited: line.limit.is_some() || line.quota.is_some(),
                     marked_by: *marked_by,
+                    exempted_by,
                 };
             }
             Err(field) => tried.push((i, field)),
         }
     }
-    Decision { verdict: chain.policy.action, rule: None, tried, rate_limited: false, marked_by: *marked_by }
+    Decision {
+        verdict: chain.policy.action,
+        rule: None,
+        tried,
+        rate_limited: false,
+        marked_by: *marked_by,
+        exempted_by,
+    }
 }
 
 /// The deciding rule of a decision, if any.
@@ -325,6 +344,25 @@ mod tests {
         assert_eq!((d.verdict, d.rule), (Action::Pass, Some(2)));
         let d = decide(&r, &tcp_in("198.51.100.7", 23, "new"), &SetContents::new());
         assert_eq!((d.verdict, d.rule), (Action::Block, None), "default policy");
+    }
+
+    #[test]
+    fn an_early_pass_skips_only_the_early_rules_after_it() {
+        let r = rs("policy input pass\npolicy forward pass\npass in from 10.1.0.0/16 early\nblock in from 10.0.0.0/8 early\nblock in from 10.1.2.0/24\n");
+        let d = decide(&r, &tcp_in("10.1.9.9", 22, "new"), &SetContents::new());
+        assert_eq!((d.verdict, d.rule, d.exempted_by), (Action::Pass, None, Some(0)), "exempted, then the default");
+        let d = decide(&r, &tcp_in("10.1.2.3", 22, "new"), &SetContents::new());
+        assert_eq!(
+            (d.verdict, d.rule, d.exempted_by),
+            (Action::Block, Some(2), Some(0)),
+            "a later filter rule still decides"
+        );
+        let d = decide(&r, &tcp_in("10.2.0.1", 22, "new"), &SetContents::new());
+        assert_eq!((d.verdict, d.rule, d.exempted_by), (Action::Block, Some(1), None));
+        // Early rules sit in the forward chain too.
+        let fwd = Packet { hook: Hook::Forward, ..tcp_in("10.1.9.9", 22, "new") };
+        let d = decide(&r, &fwd, &SetContents::new());
+        assert_eq!((d.verdict, d.exempted_by), (Action::Pass, Some(0)));
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl Ruleset {
     /// reaches this host, loopback included (a blank or comment-only policy).
     pub fn passes_nothing(&self) -> bool {
         let input = self.chain(Hook::Input);
-        input.rules.is_empty() && input.policy.action != Action::Pass
+        input.rules.iter().all(Rule::exempts) && input.policy.action != Action::Pass
     }
 }
 
@@ -388,6 +388,13 @@ impl Rule {
             Some(l) => format!("{} {l}", self.origin.id),
             None => self.origin.id.clone(),
         }
+    }
+
+    /// An early `pass` without `notrack`: like an accept in a raw-priority
+    /// chain, it only ends the early chain, so its packets skip the early
+    /// rules after it and then meet the filter rules like any other packet.
+    pub fn exempts(&self) -> bool {
+        self.early && self.action == Action::Pass && !self.notrack
     }
 }
 

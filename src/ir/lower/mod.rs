@@ -288,6 +288,7 @@ impl<'a> Lowerer<'a> {
     fn finish(mut self) -> Result<(Ruleset, Vec<Unused>), Vec<Diag>> {
         self.check_adaptive_set();
         self.check_early_marks();
+        self.check_early_passes();
         self.resolve_offloads();
         for ch in &mut self.out.chains {
             if let Some((p, _)) = self.policies.remove(&ch.hook) {

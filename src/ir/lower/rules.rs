@@ -252,14 +252,20 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    /// `early` rules drop in prerouting (or, with `notrack`, pass in
-    /// prerouting or output): no conntrack state, and arriving packets have
-    /// no output interface yet.
+    /// `early` rules drop in prerouting, or exempt packets from the early
+    /// rules after them (a `pass`), or with `notrack` pass in prerouting or
+    /// output: no conntrack state, and arriving packets have no output
+    /// interface yet.
     pub(super) fn early_allowed(&mut self, r: &ast::RuleAst, c: &Clauses<'_>, span: Span) -> bool {
-        let problem = if r.action.node != Action::Block && c.notrack.is_none() {
+        let problem = if r.action.node == Action::Reject {
             Some((
-                "an early rule can only `block`, or `pass ... notrack`",
-                "packets an early rule accepts still meet the filter chains; write `block`, or `pass ... early notrack` to pass them untracked",
+                "an early rule can only `block` or `pass`",
+                "early rules run before routing, where nothing answers for this host yet; write `block ... early`, or `reject` in a filter rule",
+            ))
+        } else if r.action.node == Action::Pass && c.notrack.is_none() && (c.limit.is_some() || c.quota.is_some()) {
+            Some((
+                "an early `pass` cannot have a `limit` or `quota`",
+                "an early pass exempts its packets from the early rules after it; packets over a limit would meet them after all: exempt them all, and rate-limit in a filter rule",
             ))
         } else if r.direction.node == Direction::Out && c.notrack.is_none() {
             Some((
@@ -277,6 +283,47 @@ impl<'a> Lowerer<'a> {
             None
         };
         self.clause_fits("early-rule", span, r.action.span, problem)
+    }
+
+    /// An early `pass` must exempt a fixed set of packets: with a run-time
+    /// set (dynamic or a feed) which packets skip the early rules is only
+    /// known in the kernel, and `lint` and `diff` decide exemptions exactly.
+    /// And a `notrack` pass after one would never untrack the packets it
+    /// exempted (they left the early chain before it), though nft still
+    /// passes them in the input chain. Checked once all rules are lowered.
+    pub(super) fn check_early_passes(&mut self) {
+        let mut problems: Vec<(Span, Option<Span>, &str, &str)> = Vec::new();
+        for ch in &self.out.chains {
+            let mut exemption: Option<&Rule> = None;
+            for r in ch.rules.iter().filter(|r| r.early) {
+                let runtime = |a: &AddrMatch| {
+                    matches!(a, AddrMatch::Set { set, .. }
+                        if !matches!(self.out.set(set).map(|s| &s.kind), Some(SetKind::Static { .. })))
+                };
+                let problem = if r.exempts() && (runtime(&r.matches.src) || runtime(&r.matches.dst)) {
+                    Some((None, "an early `pass` cannot match a run-time set", "which packets skip the early rules must be fixed by the policy; list the addresses, or use a static `set NAME = { ... }`"))
+                } else if let (true, Some(e)) = (r.notrack, exemption) {
+                    Some((Some(e.origin.span), "a `notrack` rule after an early `pass`", "packets the early pass let through never reach it in the early chain, so they would be tracked; put the `notrack` rules first"))
+                } else {
+                    None
+                };
+                if let Some((related, message, help)) = problem {
+                    if !problems.iter().any(|(span, ..)| *span == r.origin.span) {
+                        problems.push((r.origin.span, related, message, help));
+                    }
+                }
+                if r.exempts() {
+                    exemption = exemption.or(Some(r));
+                }
+            }
+        }
+        for (span, related, message, help) in problems {
+            let mut d = Diag::error("early-rule", span, message, "early rule").with_help(help);
+            if let Some(at) = related {
+                d = d.with_related(at, "early pass before it");
+            }
+            self.diags.push(d);
+        }
     }
 
     /// `from urpf-failed` looks the source up as the route back to it: only
