@@ -252,6 +252,60 @@ fn a_policy_that_would_cut_the_operator_session_is_refused() {
     assert!(!ssh.round_trip(b"cut"), "the forced policy drops the session, as predicted");
 }
 
+/// Packets counted by the rule whose comment is `id`, in whichever chain it is.
+fn rule_packets(ns: &Netns, id: &str) -> u64 {
+    let table = table_json(ns);
+    let rules = table["nftables"].as_array().expect("nftables").iter().filter_map(|o| o.get("rule"));
+    rules
+        .filter(|r| r["comment"].as_str() == Some(id))
+        .flat_map(|r| r["expr"].as_array().expect("expr").iter().filter_map(|e| e["counter"]["packets"].as_u64()))
+        .sum()
+}
+
+#[test]
+fn reverse_path_rules_above_loopback_and_ssh_pass_both_and_drop_spoofed_sources() {
+    let lab = web_lab();
+    // The kernel's own reverse-path filter off: what drops is the policy.
+    for dev in ["all", "default", "eth0", "eth1", "lo"] {
+        lab.srv.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter=0"));
+    }
+    let _echo = echo_server(&lab.srv, 22);
+    let mut ssh = Conn::open(&lab.adm, "10.10.0.1", 22);
+    assert!(ssh.round_trip(b"hello"));
+    let keep = format!("10.10.0.2:{} -> 10.10.0.1:22", ssh.local_port());
+    let mut sent = 0;
+    for (name, early) in [("urpf", ""), ("urpf-early", " early")] {
+        // The check comes first, above loopback and the SSH pass.
+        let policy = write_policy(
+            name,
+            &format!(
+                "policy input block\nblock in from urpf-failed{early}\npass in on lo\n\
+                 pass in state {{ established, related }}\npass in proto tcp from 10.10.0.0/24 to port 22\n"
+            ),
+        );
+        // The apply path with the lockout guard: it finds the session kept.
+        let out = lab.srv.phantomc(&["apply", "--keep", &keep, &policy]);
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        assert!(stdout(&out).contains("checked: the new policy keeps"), "{}", stdout(&out));
+        let id = format!("{name}.pf:2");
+        // The operator's session, a new login, and loopback (both families) still pass.
+        assert!(ssh.round_trip(b"still here"), "{name}: the session");
+        assert!(lan::connects(&lab.adm, "10.10.0.1", 22), "{name}: a new login");
+        for lo in ["127.0.0.1", "::1"] {
+            assert!(Conn::open(&lab.srv, lo, 22).round_trip(b"lo"), "{name}: loopback {lo}");
+        }
+        assert_eq!(rule_packets(&lab.srv, &id), 0, "{name}: nothing legitimate fails the check");
+        // The admin network's addresses arriving on the public interface
+        // (their route back leaves by eth1): spoofed, dropped by the rule.
+        let admin_source = |i: u16| [10, 10, 0, 100 + (i % 50) as u8];
+        assert_eq!(lan::syns_from(&lab.publ, admin_source, [198, 51, 100, 1], 22, 20), 20);
+        sent += 20;
+        eventually(&format!("{name}: the spoofed SYNs counted by {id}"), || rule_packets(&lab.srv, &id) == 20);
+    }
+    assert_eq!(sent, 40);
+    assert!(ssh.round_trip(b"bye"));
+}
+
 /// A feed set, run-time entries (timed and not), a static set with timed
 /// entries and a merged rule: every kind of table content a rollback restores.
 const FEED_POLICY: &str = r#"table phantomc

@@ -112,6 +112,14 @@ pub fn check(rs: &Ruleset, sets: &SetContents, operator: &Operator) -> Result<Ch
 }
 
 /// Every packet the check tries, in the order the reasons are given.
+///
+/// Every probe passes the reverse-path check (`urpf_failed: false`), which
+/// is what the kernel finds: nft's `fib saddr . iif` always matches on `lo`,
+/// and an operator session's packets are taken to arrive on `dev`, the
+/// interface the route back to its client leaves by (`host::route_dev`).
+/// Only with asymmetric routing (the client's packets arriving elsewhere)
+/// would `from urpf-failed` drop a session, and where packets arrive is not
+/// known here. tests/kernel_safety.rs checks both with real traffic.
 pub fn probes(operator: &Operator) -> Vec<Probe> {
     let mut out = Vec::new();
     let mgmt = operator.mgmt_port;

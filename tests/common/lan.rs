@@ -291,6 +291,23 @@ pub fn connects(ns: &Netns, addr: &str, port: u16) -> bool {
 /// no namespace has a route to: the server's answers go nowhere. A raw
 /// socket in `ns`; returns how many were sent.
 pub fn spoofed_syns(ns: &Netns, dst: [u8; 4], port: u16, count: u16) -> usize {
+    // Two SYNs from each made-up source.
+    let made_up = |i: u16| {
+        let n = i / 2;
+        [10, 77, 64 + (n >> 8) as u8 % 64, (n & 0xff) as u8]
+    };
+    syns_from(ns, made_up, dst, port, count)
+}
+
+/// `count` SYNs to `dst:port`, the `i`th from `source(i)` (any address: a
+/// raw socket in `ns` writes the header); returns how many were sent.
+pub fn syns_from(
+    ns: &Netns,
+    source: impl Fn(u16) -> [u8; 4] + Send + 'static,
+    dst: [u8; 4],
+    port: u16,
+    count: u16,
+) -> usize {
     ns.run_in(move || {
         // SAFETY: a raw socket used only for sendto of buffers we own, then closed.
         unsafe {
@@ -301,10 +318,7 @@ pub fn spoofed_syns(ns: &Netns, dst: [u8; 4], port: u16, count: u16) -> usize {
             sa.sin_addr.s_addr = u32::from_ne_bytes(dst);
             let mut sent = 0;
             for i in 0..count {
-                // Two SYNs from each made-up source.
-                let n = i / 2;
-                let src = [10, 77, 64 + (n >> 8) as u8 % 64, (n & 0xff) as u8];
-                let pkt = syn_packet(src, dst, 1024 + i, port, 0x5eed_0000 + u32::from(i));
+                let pkt = syn_packet(source(i), dst, 1024 + i, port, 0x5eed_0000 + u32::from(i));
                 let n = libc::sendto(
                     fd,
                     pkt.as_ptr().cast(),
