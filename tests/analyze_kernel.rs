@@ -179,6 +179,7 @@ fn generate(sc: &Scenario, rng: &mut Rng, locals: &[IpAddr]) -> Vec<(usize, Pack
             mark: 0,
             ct_mark: 0,
             urpf_failed: route_dev(sc, src) != Some(iif),
+            dst_local: locals.contains(&dst),
         };
         let (sp, dp) = (p.sport.unwrap_or(0), p.dport.unwrap_or(0));
         if replies.contains(&(p.proto, p.src, p.dst, sp, dp)) {

@@ -114,6 +114,7 @@ one_case_per_code! {
     duplicate_clause => DuplicateClause,
     ct_mark => CtMark,
     urpf_rule => UrpfRule,
+    self_match => SelfMatch,
     flowtable => Flowtable,
     offload_device => OffloadDevice,
     flowtable_unsupported => FlowtableUnsupported,

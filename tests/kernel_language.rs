@@ -2,7 +2,8 @@
 //! test cannot see: `early` drops before conntrack, for local and forwarded
 //! packets alike; `notrack` passes that leave no connection entry; marks set
 //! by `match` rules that later rules decide by; connection marks set by the
-//! first packet of a connection that decide its later packets.
+//! first packet of a connection that decide its later packets; `to self`,
+//! which follows the host's own addresses in a `dnat` and an `out` rule.
 
 mod common;
 
@@ -417,4 +418,60 @@ fn negated_interfaces_decide_local_and_forwarded_packets() {
     let verdict = |packet: &str| stdout(&lab.srv.phantomc(&["explain", policy_path, packet]));
     assert!(verdict("tcp 198.51.100.2:40000 -> 198.51.100.1:80 in eth0").contains("verdict: block"));
     assert!(verdict("tcp 10.10.0.2:40000 -> 10.10.0.1:80 in eth1").contains("verdict: pass"));
+}
+
+const TO_SELF: &str = "table phantomc
+policy input block
+policy forward block
+policy output pass
+pass in on lo
+pass in state { established, related }
+pass forward state { established, related }
+dnat in proto tcp to self port 8080 -> 10.63.0.2 port 80
+pass forward proto tcp to 10.63.0.2 port { 80, 8080 }
+block out proto tcp to self except 127.0.0.0/8 port 7000
+";
+
+/// A client, a host with two addresses and a backend behind it: `to self`
+/// DNATs tcp/8080 to either of the host's addresses to the backend's port 80,
+/// and leaves 8080 to the backend's own address alone (refused there: nothing
+/// listens); the host's own connections to port 7000 are blocked on its
+/// addresses but loopback's, and `explain` says the same.
+#[test]
+fn to_self_follows_the_hosts_own_addresses() {
+    for load in [Load::Json, Load::Script] {
+        let (cli, host, back) = (Netns::new("self-cli"), Netns::new("self-host"), Netns::new("self-back"));
+        link(&cli, "eth0", &host, "eth0");
+        link(&host, "eth1", &back, "eth0");
+        cli.addr("eth0", "10.61.0.2/24");
+        host.addr("eth0", "10.61.0.1/24");
+        host.addr("eth1", "10.63.0.1/24");
+        back.addr("eth0", "10.63.0.2/24");
+        cli.route(&["default", "via", "10.61.0.1"]);
+        back.route(&["default", "via", "10.63.0.1"]);
+        host.sysctl("net.ipv4.ip_forward=1");
+        let _backend = Servers::start(&back, &[80], &[]);
+        let _own = Servers::start(&host, &[7000], &[]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = dir.path().join("self.pf");
+        std::fs::write(&policy, TO_SELF).expect("write");
+        let policy = policy.to_str().expect("utf-8");
+        load.run(&host, policy);
+
+        // Before the ruleset decides anything, the dnat must be what answers.
+        assert_eq!(tcp_connect(&cli, "10.61.0.1", 8080), Tcp::Connected, "{load:?}: host's near address");
+        assert_eq!(tcp_connect(&cli, "10.63.0.1", 8080), Tcp::Connected, "{load:?}: host's far address");
+        assert_eq!(tcp_connect(&cli, "10.63.0.2", 8080), Tcp::Refused, "{load:?}: not this host's, no dnat");
+        assert_eq!(tcp_connect(&cli, "10.63.0.2", 80), Tcp::Connected, "{load:?}: backend directly");
+        for (dst, want, verdict) in [
+            ("127.0.0.1", Tcp::Connected, "pass"),
+            ("10.61.0.1", Tcp::TimedOut, "block"),
+            ("10.63.0.1", Tcp::TimedOut, "block"),
+        ] {
+            assert_eq!(tcp_connect(&host, dst, 7000), want, "{load:?}: host to its own {dst}:7000");
+            let out = host.phantomc(&["explain", policy, &format!("output tcp {dst} -> {dst}:7000 out lo local")]);
+            assert!(stdout(&out).contains(&format!("verdict: {verdict}")), "{load:?} {dst}: {}", stdout(&out));
+        }
+        assert_eq!(tcp_connect(&host, "10.63.0.2", 80), Tcp::Connected, "{load:?}: host to the backend");
+    }
 }

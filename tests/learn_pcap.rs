@@ -356,6 +356,7 @@ fn proposals_compile_and_drop_the_scanners() {
                 mark: 0,
                 ct_mark: 0,
                 urpf_failed: false,
+                dst_local: false,
             };
             let sets = eval::SetContents::new();
             assert_eq!(eval::decide(&after, &probe(22), &sets).verdict, ir::Action::Block, "{policy}");
@@ -399,6 +400,7 @@ fn pass_rules_cover_exactly_the_services_used() {
                 mark: 0,
                 ct_mark: 0,
                 urpf_failed: false,
+                dst_local: false,
             };
             assert_eq!(
                 eval::decide(&after, &pkt, &eval::SetContents::new()).verdict,

@@ -120,6 +120,7 @@ fn block_rule_goes_after_loopback_and_established_and_drops_the_guesser() {
         mark: 0,
         ct_mark: 0,
         urpf_failed: false,
+        dst_local: false,
     };
     let sets = eval::SetContents::new();
     // Loopback still passes; the guesser's new connections are dropped.
@@ -241,6 +242,7 @@ fn new_tcp(src: IpAddr, dst: IpAddr, port: u16) -> eval::Packet {
         mark: 0,
         ct_mark: 0,
         urpf_failed: false,
+        dst_local: false,
     }
 }
 

@@ -63,6 +63,7 @@ fn packets() -> Vec<Packet> {
                                 mark: 0,
                                 ct_mark: ((i + j) % 3) as u32,
                                 urpf_failed: (i + j) % 4 == 1,
+                                dst_local: (i + j) % 3 == 2,
                             });
                         }
                     }
@@ -178,6 +179,30 @@ fn reverse_path_rules_merge_only_with_each_other() {
     assert!(!plain.matches.urpf_failed && plain.merged.is_none(), "{plain:#?}");
     let script = phantomc::nft::script_for(&c, &phantomc::nft::emit::build(&opt, &Default::default()));
     assert!(script.contains("fib saddr . mark . iif oif missing tcp dport @"), "{script}");
+}
+
+/// `to self` is part of a rule's match like `from urpf-failed`: rules with
+/// it merge only with each other, `to !self` ones apart, and the diff of the
+/// two IRs is empty on packets both addressed here and elsewhere.
+#[test]
+fn self_rules_merge_only_with_each_other() {
+    let text = "table t\npolicy output block\nblock out proto tcp to self port 22\nblock out proto tcp to !self port 25\nblock out proto tcp to self port 80\nblock out proto tcp to port 443\nblock out proto tcp to self port 8080\n";
+    let c = ir::compile("t.pf", text).unwrap();
+    assert_eq!(assert_equivalent(&c), 1, "22, 80 and 8080 to self merge");
+    let opt = optimize(&c.ruleset);
+    let output = &opt.chain(Hook::Output).rules;
+    let merged: Vec<&ir::Rule> = output.iter().filter(|r| r.merged.is_some()).collect();
+    assert_eq!(merged.len(), 1, "{merged:#?}");
+    assert_eq!(merged[0].matches.dst_local, Some(true));
+    let ids: Vec<&str> = merged[0].merged.as_ref().unwrap().parts.iter().map(|p| p.origin.id.as_str()).collect();
+    assert_eq!(ids, ["t.pf:3", "t.pf:5", "t.pf:7"]);
+    for (id, local) in [("t.pf:4", Some(false)), ("t.pf:6", None)] {
+        let r = output.iter().find(|r| r.origin.id == id).unwrap();
+        assert!(r.matches.dst_local == local && r.merged.is_none(), "{r:#?}");
+    }
+    let script = phantomc::nft::script_for(&c, &phantomc::nft::emit::build(&opt, &Default::default()));
+    assert!(script.contains("fib daddr type local tcp dport @"), "{script}");
+    assert!(script.contains("fib daddr type != local tcp dport 25"), "{script}");
 }
 
 /// An `offload` rule has a side effect (its connections leave the chain):

@@ -765,6 +765,7 @@ mod tests {
                 mark: pick(Dim::Mark) as u32,
                 ct_mark: pick(Dim::CtMark) as u32,
                 urpf_failed: pick(Dim::Urpf) == 1,
+                dst_local: pick(Dim::Local) == 1,
             };
             let (a, b) = (decide(&old.ruleset, &p, &SetContents::new()), decide(&new.ruleset, &p, &SetContents::new()));
             let last = |s: &[Step]| s.last().map(|x| x.verdict);

@@ -237,6 +237,17 @@ fn why_not(rs: &Ruleset, m: &Match, field: Field, p: &Packet) -> String {
             (format!("none ({state}: no connection)"), m.ct_mark.map_or("any".into(), |k| k.to_string()))
         }
         Field::CtMark => (p.ct_mark.to_string(), m.ct_mark.map_or("any".into(), |k| k.to_string())),
+        Field::SelfAddress => {
+            let host = |here: bool| if here { "this host" } else { "another host" }.to_string();
+            (
+                host(p.dst_local),
+                format!(
+                    "{} (`to {}self`)",
+                    host(m.dst_local == Some(true)),
+                    if m.dst_local == Some(true) { "" } else { "!" }
+                ),
+            )
+        }
         Field::ReversePath => ("passed (the packet is not `urpf-failed`)".into(), "a source that fails it".into()),
     };
     format!("{} is {have}, rule wants {want}", field.describe())
@@ -408,5 +419,21 @@ mod tests {
         // A rule that failed before the check says nothing about the reverse path.
         let e = explain_text("block in proto udp from urpf-failed\n", "tcp 203.0.113.5 -> 10.0.0.10:22 in eth0");
         assert_eq!(e.urpf_failed, None);
+    }
+
+    #[test]
+    fn to_self_is_a_property_of_the_packet_given_off_input() {
+        let policy = "pass out proto tcp to self port 80\nblock out proto tcp to !self port 25\npass in to !self\n";
+        let e = explain_text(policy, "output tcp 10.0.0.1 -> 10.0.0.1:80 local");
+        assert_eq!((e.verdict, e.decided_by.rule.as_str()), (Action::Pass, "t.pf:1"));
+        assert_eq!(e.packet, "output tcp 10.0.0.1:40000 -> 10.0.0.1:80 new local");
+        let e = explain_text(policy, "output tcp 10.0.0.1 -> 192.0.2.1:80");
+        assert_eq!(e.tried[0].why.as_deref(), Some("destination is another host, rule wants this host (`to self`)"));
+        let e = explain_text(policy, "output tcp 10.0.0.1 -> 192.0.2.1:25");
+        assert_eq!((e.verdict, e.decided_by.rule.as_str()), (Action::Block, "t.pf:2"));
+        // A packet on input is addressed to this host whatever the notation says.
+        let e = explain_text(policy, "tcp 192.0.2.1 -> 10.0.0.1:25 in eth0");
+        assert_eq!(e.tried[0].why.as_deref(), Some("destination is this host, rule wants another host (`to !self`)"));
+        assert_eq!(e.decided_by.rule, "built-in default");
     }
 }

@@ -39,6 +39,7 @@ fn tcp(hook: Hook, iif: Option<&str>, src: IpAddr, dst: IpAddr, sport: u16, dpor
         mark: 0,
         ct_mark: 0,
         urpf_failed: false,
+        dst_local: crate::ir::eval::default_local(hook, dst),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The packet notation of `explain` and policy tests:
 //!
 //! ```text
-//! [input|forward|output] PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N] [urpf-failed]
+//! [input|forward|output] PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N] [urpf-failed] [local|not-local]
 //! tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new
 //! udp [2001:db8::5]:5353 -> [2001:db8::1]:53 in eth0
 //! icmp 192.0.2.7 -> 10.0.0.10 echo-request in eth0
@@ -15,12 +15,15 @@
 //! ct mark (its connection's, as an earlier packet left it) to 0.
 //! `urpf-failed` says the source fails the reverse-path check (the route
 //! back to it does not leave by the input interface): the analyzer knows no
-//! routes, so a packet without the word passes it.
+//! routes, so a packet without the word passes it. `local` says the
+//! destination is one of this host's addresses (for `to self`), `not-local`
+//! that it is not; without either, an input packet's is (unless it goes to a
+//! multicast or the broadcast address), an output or forwarded packet's not.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::ir::eval::Packet;
+use crate::ir::eval::{default_local, Packet};
 use crate::ir::names::{self, ICMP, ICMPV6};
 use crate::ir::{Family, Hook};
 
@@ -42,7 +45,7 @@ impl fmt::Display for PacketError {
 }
 
 pub const NOTATION_HELP: &str =
-    "write it as `PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N] [urpf-failed]`, e.g. `tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new`";
+    "write it as `PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [STATE] [ICMP-TYPE] [mark N] [ct mark N] [urpf-failed] [local|not-local]`, e.g. `tcp 203.0.113.5:51000 -> 10.0.0.10:22 in eth0 new`";
 
 /// Words of the text with their byte offsets.
 fn words(text: &str) -> Vec<(usize, &str)> {
@@ -103,7 +106,7 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
     }
 
     let (mut iif, mut oif, mut state, mut icmp_type) = (None, None, None, None);
-    let (mut mark, mut ct_mark, mut urpf_failed) = (0, 0, false);
+    let (mut mark, mut ct_mark, mut urpf_failed, mut local) = (0, 0, false, None);
     // The number after `mark` / `ct mark`, decimal or 0x hex.
     let mark_word = |it: &mut dyn Iterator<Item = (usize, &str)>, w: (usize, &str), what: &str| {
         let v = it.next().ok_or_else(|| err(w, format!("`{what}` needs a number")))?;
@@ -117,6 +120,8 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
         match w.1 {
             "mark" => mark = mark_word(&mut it, w, "mark")?,
             "urpf-failed" => urpf_failed = true,
+            "local" => local = Some(true),
+            "not-local" => local = Some(false),
             "ct" => {
                 let m = it.next().filter(|m| m.1 == "mark").ok_or_else(|| err(w, "`ct` needs `mark N`".into()))?;
                 ct_mark = mark_word(&mut it, m, "ct mark")?;
@@ -168,6 +173,7 @@ pub fn parse(text: &str) -> Result<Packet, PacketError> {
         mark,
         ct_mark,
         urpf_failed,
+        dst_local: local.unwrap_or(default_local(hook, dst)),
     })
 }
 
@@ -210,6 +216,9 @@ pub fn format(p: &Packet) -> String {
     }
     if p.urpf_failed {
         out += " urpf-failed";
+    }
+    if p.dst_local != default_local(p.hook, p.dst) {
+        out += if p.dst_local { " local" } else { " not-local" };
     }
     out
 }

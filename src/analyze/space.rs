@@ -40,9 +40,11 @@ pub enum Dim {
     CtMark,
     /// 1: the source fails the reverse-path check (`from urpf-failed`).
     Urpf,
+    /// 1: the destination is one of this host's addresses (`to self`).
+    Local,
 }
 
-pub const DIMS: [Dim; 12] = [
+pub const DIMS: [Dim; 13] = [
     Dim::Proto,
     Dim::Iif,
     Dim::Oif,
@@ -55,13 +57,14 @@ pub const DIMS: [Dim; 12] = [
     Dim::Mark,
     Dim::CtMark,
     Dim::Urpf,
+    Dim::Local,
 ];
 
 /// A product of one interval set per field, for one address family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cube {
     pub family: Family,
-    pub dims: [Ranges; 12],
+    pub dims: [Ranges; 13],
 }
 
 impl Cube {
@@ -266,6 +269,7 @@ impl Universe {
         c.dims[Dim::Mark as usize] = one(p.mark as u128);
         c.dims[Dim::CtMark as usize] = one(p.ct_mark as u128);
         c.dims[Dim::Urpf as usize] = one(u128::from(p.urpf_failed));
+        c.dims[Dim::Local as usize] = one(u128::from(p.dst_local));
         c
     }
 
@@ -310,6 +314,7 @@ impl Universe {
             Ranges::span(0, names::CT_STATES.len() as u128 - 1),
             Ranges::span(0, u32::MAX as u128),
             Ranges::span(0, u32::MAX as u128),
+            Ranges::span(0, 1),
             Ranges::span(0, 1),
         ];
         Cube { family, dims }
@@ -376,6 +381,10 @@ impl Universe {
                 }
                 if m.urpf_failed {
                     set(Dim::Urpf, Ranges::span(1, 1));
+                }
+                if let Some(local) = m.dst_local {
+                    let v = u128::from(local);
+                    set(Dim::Local, Ranges::span(v, v));
                 }
                 if c.dims.iter().all(|d| !d.is_empty()) {
                     out.push(c);
@@ -447,6 +456,9 @@ impl Universe {
         if c.get(Dim::Urpf) != full.get(Dim::Urpf) {
             let fails = c.get(Dim::Urpf).contains(1);
             parts.push(if fails { "from urpf-failed" } else { "passing the reverse-path check" }.to_string());
+        }
+        if c.get(Dim::Local) != full.get(Dim::Local) {
+            parts.push(if c.get(Dim::Local).contains(1) { "to self" } else { "to !self" }.to_string());
         }
         parts.join(" ")
     }

@@ -229,6 +229,9 @@ catalog! {
     UrpfRule = "urpf-rule", Error, "137-urpf-on-out.pf", "phantomc compile testdata/errors/137-urpf-on-out.pf",
         r#"`from urpf-failed` on an `out` rule"#,
         r#"`from urpf-failed` looks up the route back to an arriving packet's source and compares its interface with the one the packet came in on (nft `fib saddr . mark . iif oif missing`), which exists in prerouting, input and forward only: write it on `in` or `forward` rules (with `early`, before conntrack, for both). NAT and `match` rules do not take it."#;
+    SelfMatch = "self-match", Error, "143-self-as-source.pf", "phantomc compile testdata/errors/143-self-as-source.pf",
+        r#"`self` where it is no destination test"#,
+        r#"`to self` matches packets addressed to one of this host's own addresses (nft `fib daddr type local`), in filter rules of every direction, `match` rules and `dnat` (prerouting). `from self` is not supported (write an `out` rule for what this host sends), nor `to self` on `snat`/`masquerade` (a packet leaving by postrouting is not addressed to this host), nor `to !self except ...` (not one test)."#;
     BadPriority = "bad-priority", Error, "55-priority-before-conntrack.pf", "phantomc compile testdata/errors/55-priority-before-conntrack.pf",
         r#"a chain priority outside -199..1000"#,
         r#"A chain at -200 or lower runs before conntrack, where `state` matches nothing; use `early` rules to drop before conntrack."#;

@@ -184,6 +184,7 @@ fn related_icmp(client: IpAddr, server: IpAddr, dev: Option<String>) -> [Packet;
         mark: 0,
         ct_mark: 0,
         urpf_failed: false,
+        dst_local: crate::ir::eval::default_local(hook, dst),
     };
     [packet(Hook::Input, client, server, dev.clone(), None), packet(Hook::Output, server, client, None, dev)]
 }

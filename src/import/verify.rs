@@ -453,6 +453,7 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
             ct_mark: 0,
             // One in four arrives from a source routed out of another interface.
             urpf_failed: reverse_path.next_u64().is_multiple_of(4),
+            dst_local: crate::ir::eval::default_local(hook, dst),
         }
     };
     let mut out: Vec<Packet> = (0..count)

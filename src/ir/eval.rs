@@ -35,6 +35,12 @@ pub struct Packet {
     /// `iif`. The analyzer knows no routes, so this is given, not computed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub urpf_failed: bool,
+    /// Its destination is one of this host's addresses (`to self`, nft `fib
+    /// daddr type local`). The analyzer knows no interfaces, so this is
+    /// given: the notation takes an input packet as addressed here unless it
+    /// goes to a group address, any other as not (see [`default_local`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dst_local: bool,
 }
 
 impl Packet {
@@ -49,6 +55,14 @@ impl Packet {
     }
 }
 
+/// Whether a packet on `hook` to `dst` is addressed to this host, when
+/// nothing says otherwise: one delivered here (input) is, unless it goes to
+/// a multicast or the limited broadcast address (fib type multicast,
+/// broadcast); an output or forwarded one is not.
+pub fn default_local(hook: Hook, dst: IpAddr) -> bool {
+    hook == Hook::Input && !dst.is_multicast() && dst != IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
+}
+
 /// The field of a rule that a packet failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -59,6 +73,7 @@ pub enum Field {
     Protocol,
     Source,
     Destination,
+    SelfAddress,
     ReversePath,
     SourcePort,
     DestinationPort,
@@ -77,6 +92,7 @@ impl Field {
             Field::Protocol => "protocol",
             Field::Source => "source address",
             Field::Destination => "destination address",
+            Field::SelfAddress => "destination",
             Field::ReversePath => "reverse-path check",
             Field::SourcePort => "source port",
             Field::DestinationPort => "destination port",
@@ -213,6 +229,7 @@ pub fn check(rs: &Ruleset, m: &Match, p: &Packet, sets: &SetContents) -> Result<
     test(m.proto.is_none_or(|x| x == p.proto), Field::Protocol)?;
     test(addr(rs, &m.src, p.src, sets), Field::Source)?;
     test(addr(rs, &m.dst, p.dst, sets), Field::Destination)?;
+    test(m.dst_local.is_none_or(|local| local == p.dst_local), Field::SelfAddress)?;
     test(!m.urpf_failed || p.urpf_failed, Field::ReversePath)?;
     test(port(&m.sport, p.sport), Field::SourcePort)?;
     test(port(&m.dport, p.dport), Field::DestinationPort)?;
@@ -289,6 +306,7 @@ pub fn established_tcp(
         mark: 0,
         ct_mark: 0,
         urpf_failed: false,
+        dst_local: default_local(Hook::Input, server.ip()),
     };
     let outbound = Packet {
         hook: Hook::Output,
@@ -304,6 +322,7 @@ pub fn established_tcp(
         mark: 0,
         ct_mark: 0,
         urpf_failed: false,
+        dst_local: false,
     };
     [inbound, outbound]
 }
@@ -331,6 +350,7 @@ mod tests {
             mark: 0,
             ct_mark: 0,
             urpf_failed: false,
+            dst_local: true,
         }
     }
 

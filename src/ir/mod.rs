@@ -448,6 +448,11 @@ pub struct Match {
     /// the interface it arrived on). Offline it is a property of the packet.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub urpf_failed: bool,
+    /// `to self` (`Some(true)`) or `to !self` (`Some(false)`): the destination
+    /// is one of this host's addresses (nft `fib daddr type local`). Offline
+    /// it is a property of the packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_local: Option<bool>,
 }
 
 /// `flowtable NAME { devices ... }`: an nft flowtable on the ingress hook of

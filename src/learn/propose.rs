@@ -322,6 +322,7 @@ fn new_packet(client: IpAddr, server: IpAddr, proto: u8, port: u16, state: &str)
         mark: 0,
         ct_mark: 0,
         urpf_failed: false,
+        dst_local: crate::ir::eval::default_local(Hook::Input, server),
     }
 }
 

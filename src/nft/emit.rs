@@ -828,6 +828,12 @@ fn matches(mm: &IrMatch, merged: Option<&Merged>) -> Vec<Statement<'static>> {
         let fib = expr::Fib { result: expr::FibResult::Oif, flags };
         out.push(m(Expression::Named(NamedExpression::Fib(fib)), Expression::Boolean(false), Operator::EQ));
     }
+    if let Some(local) = mm.dst_local {
+        // `to self`: the destination address is one of this host's.
+        let fib = expr::Fib { result: expr::FibResult::Type, flags: HashSet::from([expr::FibFlag::Daddr]) };
+        let op = if local { Operator::EQ } else { Operator::NEQ };
+        out.push(m(Expression::Named(NamedExpression::Fib(fib)), Expression::String("local".into()), op));
+    }
     if let Some(p) = mm.proto {
         let ports_given = mm.sport.is_some() || mm.dport.is_some();
         let icmp_given = mm.icmp_types.is_some() && matches!(p, ICMP | ICMPV6);

@@ -241,6 +241,8 @@ pub struct Value {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostSpec {
     pub negated: bool,
+    /// `self`: this host's own addresses (then `addr` is `None`).
+    pub local: bool,
     /// `None` means any address.
     pub addr: Option<Value>,
     /// `except VALUE`: addresses taken out of `addr`.

@@ -22,7 +22,7 @@ pub fn parse_file(file: FileId, text: &str) -> Option<Vec<Stmt>> {
 }
 
 /// `reserved` of the grammar, in its order (the first that matches decides).
-const RESERVED: [&str; 47] = [
+const RESERVED: [&str; 48] = [
     "port",
     "from",
     "to",
@@ -70,6 +70,7 @@ const RESERVED: [&str; 47] = [
     "flowtable",
     "offload",
     "urpf-failed",
+    "self",
 ];
 
 const ADAPTIVE_KEYS: [&str; 8] =
@@ -559,14 +560,14 @@ impl<'t> Descent<'t> {
     fn host_clause(&mut self, keyword: &str) -> Option<HostSpec> {
         self.lit(keyword)?;
         self.skip();
-        let mut spec = HostSpec { negated: false, addr: None, except: None, port: None };
-        // host_spec = { (negation? ~ (kw_any | value) ~ except_clause?)? }
-        if let Some((negated, addr, except)) = self.attempt(|p| {
+        let mut spec = HostSpec { negated: false, local: false, addr: None, except: None, port: None };
+        // host_spec = { (negation? ~ (kw_self | kw_any | value) ~ except_clause?)? }
+        if let Some((negated, local, addr, except)) = self.attempt(|p| {
             let negated = p.lit("!").is_some();
             p.skip();
-            let addr = match p.keyword(&["any"]) {
-                Some(_) => None,
-                None => Some(p.value()?),
+            let (local, addr) = match p.keyword(&["self", "any"]) {
+                Some(k) => (k.node == "self", None),
+                None => (false, Some(p.value()?)),
             };
             p.skip();
             let except = p.attempt(|p| {
@@ -574,9 +575,9 @@ impl<'t> Descent<'t> {
                 p.skip();
                 p.value()
             });
-            Some((negated, addr, except))
+            Some((negated, local, addr, except))
         }) {
-            (spec.negated, spec.addr, spec.except) = (negated, addr, except);
+            (spec.negated, spec.local, spec.addr, spec.except) = (negated, local, addr, except);
         }
         self.skip();
         spec.port = self.attempt(|p| {

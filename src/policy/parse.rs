@@ -398,13 +398,14 @@ impl Builder {
     }
 
     fn host_spec(&mut self, inner: pest::iterators::Pairs<'_, Rule>) -> HostSpec {
-        let mut spec = HostSpec { negated: false, addr: None, except: None, port: None };
+        let mut spec = HostSpec { negated: false, local: false, addr: None, except: None, port: None };
         for p in inner {
             match p.as_rule() {
                 Rule::host_spec => {
                     for h in p.into_inner() {
                         match h.as_rule() {
                             Rule::negation => spec.negated = true,
+                            Rule::kw_self => spec.local = true,
                             Rule::value => spec.addr = Some(self.value(h)),
                             Rule::except_clause => spec.except = h.into_inner().next().map(|v| self.value(v)),
                             _ => {} // `any`

@@ -97,4 +97,6 @@ pub const POLICY_TOKENS: &[&str] = &[
     "lo",
     "urpf-failed",
     "urpf-failedx",
+    "self",
+    "selfx",
 ];

@@ -57,6 +57,18 @@ impl<'a> Lowerer<'a> {
             }
         }
         let c = self.clauses(&n.direction, &n.opts);
+        if let Some((_, span)) = c.to.filter(|(h, _)| h.local && kind != NatKind::Dnat) {
+            self.diags.push(
+                Diag::error(
+                    "self-match",
+                    span,
+                    format!("`to self` on a {} rule", nat_keyword(kind)),
+                    "not addressed to this host",
+                )
+                .with_help("source NAT rewrites packets leaving this host; `to self` belongs on `dnat` (prerouting) and filter rules"),
+            );
+            return;
+        }
         let origin = self.origin(n.span, idx);
         let target = match (&n.target, kind) {
             (Some(t), NatKind::Masquerade) => {

@@ -337,6 +337,28 @@ impl<'a> Lowerer<'a> {
         self.clause_fits("urpf-rule", span, r.action.span, problem)
     }
 
+    /// `to self` / `to !self`: whether the destination must be (or must not
+    /// be) one of this host's addresses. `self` names destinations only, and
+    /// `!self except X` (not ours, or X) is no single test.
+    fn self_clauses(&mut self, c: &Clauses<'_>) -> Option<bool> {
+        if let Some((_, span)) = c.from.filter(|(h, _)| h.local) {
+            self.diags.push(
+                Diag::error("self-match", span, "`self` is a destination: `from self` is not supported", "source")
+                    .with_help(
+                    "`to self` matches packets addressed to this host; for packets this host sends write an `out` rule",
+                ),
+            );
+        }
+        let (h, span) = c.to.filter(|(h, _)| h.local)?;
+        if h.negated && h.except.is_some() {
+            self.diags.push(
+                Diag::error("self-match", span, "`to !self except ...` is not one test", "negated self with except")
+                    .with_help("write `to !self` and a separate rule for the excepted addresses"),
+            );
+        }
+        Some(!h.negated)
+    }
+
     /// `notrack` marks an early `pass`: the raw-priority chain keeps the
     /// packet from conntrack, and the same rule passes it in the filter chain.
     /// A limit or quota there would let the excess fall through untracked
@@ -531,6 +553,7 @@ impl<'a> Lowerer<'a> {
     /// The header matches of a rule, one per protocol and family it expands to.
     pub(super) fn shapes(&mut self, c: &Clauses<'_>, span: Span) -> Option<Vec<Match>> {
         let errors_before = self.diags.len();
+        let dst_local = self.self_clauses(c);
         let proto_list = c.proto.map(|v| self.protos(v));
         let src = c.from.map_or(AddrSpec::Any, |(h, _)| self.addrs(h));
         let dst = c.to.map_or(AddrSpec::Any, |(h, _)| self.addrs(h));
@@ -662,6 +685,7 @@ impl<'a> Lowerer<'a> {
                     mark: c.mark.map(|(n, _)| n),
                     ct_mark: c.ct_mark.map(|(n, _)| n),
                     urpf_failed: c.urpf.is_some(),
+                    dst_local,
                 });
             }
         }

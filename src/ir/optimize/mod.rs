@@ -130,6 +130,7 @@ impl MergeField {
             mark: m.mark,
             ct_mark: m.ct_mark,
             urpf_failed: m.urpf_failed,
+            dst_local: m.dst_local,
         }
     }
 }
