@@ -124,7 +124,7 @@ impl FlowShard {
                 std::mem::replace(open, fresh())
             }
         };
-        self.close(ended.finish(), limits);
+        Self::close(&mut self.summary, &mut self.closed, ended.finish(), limits);
     }
 
     /// Attach an ICMP error to the flow whose packet it quotes, but only when
@@ -151,23 +151,25 @@ impl FlowShard {
             let median = *median;
             cutoff = Box::new(move |f: &OpenFlow| f.flow.last_seen_us <= median);
         }
-        let expired: Vec<HashedKey> = self.open.iter().filter(|(_, f)| cutoff(f)).map(|(k, _)| *k).collect();
-        for k in expired {
-            let f = self.open.remove(&k).expect("present");
-            self.close(f.finish(), limits);
+        // One pass in the map's order, closing each flow as it is taken out
+        // (no list of keys, no second lookup per flow).
+        let (open, summary, closed) = (&mut self.open, &mut self.summary, &mut self.closed);
+        for (_, f) in open.extract_if(|_, f| cutoff(f)) {
+            Self::close(summary, closed, f.finish(), limits);
         }
         // Sweeping walks every open flow: do it once per shortest timeout.
         self.next_sweep_us =
             now + 1_000_000 * limits.tcp_idle_secs.min(limits.udp_idle_secs).min(limits.other_idle_secs).max(1);
     }
 
-    fn close(&mut self, flow: Flow, limits: &FlowLimits) {
-        let kept = match &mut self.summary {
+    /// Summarize `flow` (with a summary) and keep it if still needed.
+    fn close(summary: &mut Option<Box<Summary>>, closed: &mut Closed, flow: Flow, limits: &FlowLimits) {
+        let kept = match summary {
             Some(summary) => summary.add(flow),
             None => Some(flow),
         };
         if let Some(flow) = kept {
-            self.closed.push(flow, limits.max_closed);
+            closed.push(flow, limits.max_closed);
         }
     }
 

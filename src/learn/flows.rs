@@ -325,8 +325,12 @@ impl Hasher for KeyHasher {
         for c in &mut chunks {
             self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
         }
-        for b in chunks.remainder() {
-            self.add(u64::from(*b));
+        // The tail (an IPv4 address's 4 bytes) in one step, not one per byte.
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut word = [0u8; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            self.add(u64::from_le_bytes(word));
         }
     }
 

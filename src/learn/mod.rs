@@ -73,11 +73,17 @@ impl Capture {
 const BATCH: usize = 8192;
 
 /// Decoded packets of one batch, and what could not be decoded.
-#[derive(Default)]
 struct DecodedBatch {
     packets: Vec<decode::Decoded>,
     skipped: Vec<Skip>,
     file_offset: u64,
+}
+
+impl Default for DecodedBatch {
+    /// Room for a whole batch: a batch grown by doubling copies its records.
+    fn default() -> DecodedBatch {
+        DecodedBatch { packets: Vec::with_capacity(BATCH), skipped: Vec::new(), file_offset: 0 }
+    }
 }
 
 /// Read a capture into flows, every one of them (`--dump-flows`, tests).
