@@ -73,16 +73,16 @@ impl FlowLimits {
     }
 }
 
-/// One shard of the flow table (a disjoint part of the key space).
+/// One shard of the flow table (a disjoint part of the key space): its
+/// open flows. The flows it closes wait in `closing` for its [`Closer`].
 #[derive(Default)]
 pub struct FlowShard {
     open: HashMap<HashedKey, OpenFlow, BuildHasherDefault<KeyHasher>>,
-    closed: Closed,
+    /// Closed since they were last taken, in closing order.
+    closing: Vec<Flow>,
     /// Latest packet time seen by this shard (captures need not be sorted).
     clock_us: u64,
     next_sweep_us: u64,
-    /// When set, closed flows are summarized and only those it hands back are kept.
-    summary: Option<Box<Summary>>,
 }
 
 impl FlowShard {
@@ -124,7 +124,7 @@ impl FlowShard {
                 std::mem::replace(open, fresh())
             }
         };
-        Self::close(&mut self.summary, &mut self.closed, ended.finish(), limits);
+        self.closing.push(ended.finish());
     }
 
     /// Attach an ICMP error to the flow whose packet it quotes, but only when
@@ -151,40 +151,44 @@ impl FlowShard {
             let median = *median;
             cutoff = Box::new(move |f: &OpenFlow| f.flow.last_seen_us <= median);
         }
-        // One pass in the map's order, closing each flow as it is taken out
-        // (no list of keys, no second lookup per flow).
-        let (open, summary, closed) = (&mut self.open, &mut self.summary, &mut self.closed);
-        for (_, f) in open.extract_if(|_, f| cutoff(f)) {
-            Self::close(summary, closed, f.finish(), limits);
-        }
+        // One pass in the map's order (no list of keys, no second lookup per flow).
+        self.closing.extend(self.open.extract_if(|_, f| cutoff(f)).map(|(_, f)| f.finish()));
         // Sweeping walks every open flow: do it once per shortest timeout.
         self.next_sweep_us =
             now + 1_000_000 * limits.tcp_idle_secs.min(limits.udp_idle_secs).min(limits.other_idle_secs).max(1);
     }
+}
 
-    /// Summarize `flow` (with a summary) and keep it if still needed.
-    fn close(summary: &mut Option<Box<Summary>>, closed: &mut Closed, flow: Flow, limits: &FlowLimits) {
-        let kept = match summary {
-            Some(summary) => summary.add(flow),
-            None => Some(flow),
-        };
-        if let Some(flow) = kept {
-            closed.push(flow, limits.max_closed);
+/// Where a shard's flows go once closed: summarized (with a summary; only
+/// the flows it hands back are kept) and kept under `max_closed`.
+#[derive(Default)]
+pub struct Closer {
+    closed: Closed,
+    summary: Option<Box<Summary>>,
+}
+
+impl Closer {
+    /// Take closed flows, in closing order.
+    fn take(&mut self, flows: impl Iterator<Item = Flow>, max_closed: usize) {
+        for flow in flows {
+            let kept = match &mut self.summary {
+                Some(summary) => summary.add(flow),
+                None => Some(flow),
+            };
+            if let Some(flow) = kept {
+                self.closed.push(flow, max_closed);
+            }
         }
     }
 
-    /// Open and closed records held (for the memory bound).
-    pub fn held(&self) -> usize {
-        self.open.len() + self.closed.len()
-    }
-
-    /// Close every open flow and return the flows of this shard (with a
-    /// summary: the ones it kept) and the summary.
-    pub fn finish(self) -> (Vec<Flow>, bool, Option<Summary>) {
+    /// Close the shard's still open flows and return every flow of the
+    /// shard (with a summary: the ones it kept) and the summary.
+    fn finish(self, shard: FlowShard) -> (Vec<Flow>, bool, Option<Summary>) {
+        debug_assert!(shard.closing.is_empty(), "closed flows were taken");
         let merged = self.closed.compacted();
-        let mut flows = self.closed.into_flows(self.open.len());
+        let mut flows = self.closed.into_flows(shard.open.len());
         let mut summary = self.summary;
-        let open = self.open.into_values().map(OpenFlow::finish);
+        let open = shard.open.into_values().map(OpenFlow::finish);
         match &mut summary {
             Some(s) => flows.extend(open.filter_map(|f| s.add(f))),
             None => flows.extend(open),
@@ -320,9 +324,29 @@ fn ip_bits(ip: IpAddr) -> (bool, u128) {
 }
 
 /// The flow table, sharded by flow key so shards can be fed in parallel.
+/// Its two halves can also run on two threads, one batch apart: the open
+/// flows ([`OpenFlows`]) and what happens to flows once closed
+/// ([`ClosedFlows`]: the summaries), which cost about as much.
 pub struct FlowTable {
-    pub shards: Vec<FlowShard>,
-    pub limits: FlowLimits,
+    pub open: OpenFlows,
+    pub closed: ClosedFlows,
+    /// Per shard, the flows closed by the batch being added (reused).
+    closing: Vec<Vec<Flow>>,
+}
+
+/// The open flows of every shard.
+pub struct OpenFlows {
+    shards: Vec<FlowShard>,
+    limits: FlowLimits,
+}
+
+/// Room for closed flows kept between batches, per shard.
+const RETAINED_CLOSING: usize = 1 << 16;
+
+/// Per shard, its closed flows' summary and the flows kept.
+pub struct ClosedFlows {
+    closers: Vec<Closer>,
+    max_closed: usize,
 }
 
 impl FlowTable {
@@ -331,21 +355,49 @@ impl FlowTable {
         let n = shards.max(1);
         let per_shard =
             FlowLimits { max_open: (limits.max_open / n).max(1), max_closed: (limits.max_closed / n).max(1), ..limits };
-        FlowTable { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard }
+        FlowTable {
+            closed: ClosedFlows {
+                closers: (0..n).map(|_| Closer::default()).collect(),
+                max_closed: per_shard.max_closed,
+            },
+            open: OpenFlows { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard },
+            closing: Vec::new(),
+        }
     }
 
     /// A table that summarizes flows as they close (see [`Summary`]).
     pub fn summarizing(shards: usize, cfg: &Config) -> FlowTable {
         let mut table = FlowTable::new(shards, cfg.flows.clone());
         let cfg = std::sync::Arc::new(cfg.clone());
-        for shard in &mut table.shards {
-            shard.summary = Some(Box::new(Summary::new(cfg.clone())));
+        for closer in &mut table.closed.closers {
+            closer.summary = Some(Box::new(Summary::new(cfg.clone())));
         }
         table
     }
 
     /// Feed a batch of decoded packets (in capture order), each shard in parallel.
     pub fn add_batch(&mut self, batch: &[Decoded]) {
+        self.open.add_batch(batch, &mut self.closing);
+        self.closed.take(&mut self.closing);
+    }
+
+    /// Open and closed records held (for the memory bound).
+    pub fn held(&self) -> usize {
+        self.open.shards.iter().map(|s| s.open.len()).sum::<usize>()
+            + self.closed.closers.iter().map(|c| c.closed.len()).sum::<usize>()
+    }
+
+    /// All flows sorted by first packet time then by endpoints
+    /// (deterministic); with a summary, the kept ones unsorted.
+    pub fn finish(self) -> FlowSet {
+        self.closed.finish(self.open)
+    }
+}
+
+impl OpenFlows {
+    /// Feed a batch of decoded packets (in capture order), each shard in
+    /// parallel; `closing` gets, per shard, the flows the batch closed.
+    pub fn add_batch(&mut self, batch: &[Decoded], closing: &mut Vec<Vec<Flow>>) {
         use rayon::prelude::*;
         let n = self.shards.len();
         let limits = &self.limits;
@@ -353,23 +405,41 @@ impl FlowTable {
             for p in batch {
                 self.shards[0].add(p, limits);
             }
-            return;
+        } else {
+            self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
+                for p in batch.iter().filter(|p| p.shard(n) == i) {
+                    shard.add(p, limits);
+                }
+            });
         }
-        self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
-            for p in batch.iter().filter(|p| p.shard(n) == i) {
-                shard.add(p, limits);
+        closing.resize_with(n, Vec::new);
+        for (shard, out) in self.shards.iter_mut().zip(closing) {
+            debug_assert!(out.is_empty(), "the closed flows of the batch before were taken");
+            std::mem::swap(&mut shard.closing, out);
+        }
+    }
+}
+
+impl ClosedFlows {
+    /// Take the flows [`OpenFlows::add_batch`] closed, per shard; `closing`
+    /// is left empty for reuse.
+    pub fn take(&mut self, closing: &mut [Vec<Flow>]) {
+        for (closer, flows) in self.closers.iter_mut().zip(closing) {
+            closer.take(flows.drain(..), self.max_closed);
+            // A sweep can close many flows at once: do not hold on to that much room.
+            if flows.capacity() > RETAINED_CLOSING {
+                *flows = Vec::new();
             }
-        });
+        }
     }
 
-    /// All flows sorted by first packet time then by endpoints
-    /// (deterministic); with a summary, the kept ones unsorted.
-    pub fn finish(self) -> FlowSet {
+    /// See [`FlowTable::finish`].
+    pub fn finish(self, open: OpenFlows) -> FlowSet {
         let mut flows = Vec::new();
         let mut compacted = false;
         let mut summary: Option<Summary> = None;
-        for shard in self.shards {
-            let (f, merged, s) = shard.finish();
+        for (closer, shard) in self.closers.into_iter().zip(open.shards) {
+            let (f, merged, s) = closer.finish(shard);
             if flows.is_empty() {
                 flows = f;
             } else {
@@ -568,7 +638,7 @@ mod tests {
         let mut peak = 0;
         for chunk in pkts.chunks(100) {
             t.add_batch(chunk);
-            peak = peak.max(t.shards[0].held());
+            peak = peak.max(t.held());
         }
         assert!(peak <= 300, "peak {peak}");
         let set = t.finish();

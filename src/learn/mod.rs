@@ -106,12 +106,20 @@ fn flow_shards() -> usize {
     rayon::current_num_threads().saturating_sub(1).max(1)
 }
 
-fn read_into(path: &Path, mut table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
+fn read_into(path: &Path, table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
     let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
     let (tx, rx) = std::sync::mpsc::sync_channel::<DecodedBatch>(4);
     // Used batches go back to the reader, buffers and all.
     let (give_back, take_back) = std::sync::mpsc::channel::<DecodedBatch>();
-    let read = std::thread::scope(|s| {
+    // Three stages: the reader decodes, this thread keeps the open flows,
+    // the closer summarizes the flows each batch closed. The two last cost
+    // about as much as the first together, and three threads keep two
+    // cores busy where two left one waiting (callgrind per thread: reader
+    // 63 M instructions, table 118 M, on a 40 MB slice).
+    let FlowTable { mut open, mut closed, .. } = table;
+    let (to_closer, closer_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<Flow>>>(2);
+    let (closer_back, back_from_closer) = std::sync::mpsc::channel::<Vec<Vec<Flow>>>();
+    let (read, closed) = std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut out = DecodedBatch::default();
             let read = reader::read_capture(path, |f| {
@@ -131,19 +139,30 @@ fn read_into(path: &Path, mut table: FlowTable, progress: &(dyn Fn(u64) + Sync))
             tx.send(out).expect("consumer alive");
             read
         });
+        let closer = s.spawn(move || {
+            for mut closing in closer_rx {
+                closed.take(&mut closing);
+                let _ = closer_back.send(closing);
+            }
+            closed
+        });
         for mut batch in rx {
             for skip in batch.skipped.drain(..) {
                 *skipped.entry(skip).or_default() += 1;
             }
-            table.add_batch(&batch.packets);
+            let mut closing = back_from_closer.try_recv().unwrap_or_default();
+            open.add_batch(&batch.packets, &mut closing);
+            to_closer.send(closing).expect("closer alive");
             progress(batch.file_offset);
             batch.packets.clear();
             // The reader may be done already; then the batch is simply dropped.
             let _ = give_back.send(batch);
         }
-        reader.join().expect("reader thread does not panic")
+        drop(to_closer);
+        let closed = closer.join().expect("closer thread does not panic");
+        reader.join().expect("reader thread does not panic").map(|read| (read, closed))
     })?;
-    let set = table.finish();
+    let set = closed.finish(open);
     Ok(Capture {
         flows: set.flows,
         read,
