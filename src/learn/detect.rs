@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Config;
 use super::flows::{ConnState, Flow, KeyHasher, ICMP, ICMPV6, TCP, UDP};
+use super::retain::Retained;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -93,10 +94,16 @@ const DETECTORS: [DetectorFn; 9] =
     [trw, vertical_scan, horizontal_scan, syn_flood, brute_force, udp_scan, icmp_flood, ping_sweep, service_probe];
 
 /// One source as the detectors see it: the attempts they need one by one
-/// (see [`Attempts::add`]), in time order, and counts over all of them.
+/// (see [`Attempts::add`]), in time order, its first contact with each
+/// host (TRW), and counts over all of them.
 pub struct Source<'a> {
     pub ip: IpAddr,
     pub flows: Vec<&'a Flow>,
+    /// The earliest attempt to each host, in time order.
+    pub first_contacts: Vec<&'a Flow>,
+    /// Servers whose probes were cut short (see [`super::retain`]): none
+    /// kept start at or after this time.
+    pub probe_horizons: BTreeMap<SocketAddr, u64>,
     pub counts: SourceCounts,
 }
 
@@ -105,45 +112,117 @@ pub struct Source<'a> {
 pub struct SourceCounts {
     /// TCP connections attempted (the SYN flood's share of half-open ones).
     pub tcp_attempts: u64,
-    /// TCP/UDP connections attempted per network (see `learn::distributed`).
-    pub tried: HashMap<ipnet::IpNet, u64, BuildHasherDefault<KeyHasher>>,
+    /// TCP/UDP connections attempted and failed per network (see `learn::distributed`).
+    pub tried: HashMap<ipnet::IpNet, NetAttempts, BuildHasherDefault<KeyHasher>>,
+    /// TCP attempts that never completed the handshake (the SYN flood).
+    pub half_open: HalfOpen,
+}
+
+/// A source's TCP/UDP attempts to one network.
+#[derive(Clone, Copy, Debug)]
+pub struct NetAttempts {
+    pub tried: u64,
+    pub failed: u64,
+    /// First start and last packet of the failures.
+    pub first_failure_us: u64,
+    pub last_failure_us: u64,
+}
+
+impl Default for NetAttempts {
+    fn default() -> Self {
+        NetAttempts { tried: 0, failed: 0, first_failure_us: u64::MAX, last_failure_us: 0 }
+    }
+}
+
+/// A source's half-open TCP attempts: the count, the targets, when they
+/// started, and the earliest three (the examples).
+#[derive(Clone, Debug, Default)]
+pub struct HalfOpen {
+    pub count: u64,
+    pub targets: BTreeSet<SocketAddr>,
+    pub first_us: u64,
+    pub last_us: u64,
+    pub earliest: Vec<Flow>,
+}
+
+impl HalfOpen {
+    fn add(&mut self, f: &Flow) {
+        self.first_us = if self.count == 0 { f.first_seen_us } else { self.first_us.min(f.first_seen_us) };
+        self.last_us = self.last_us.max(f.first_seen_us);
+        self.count += f.connections;
+        self.targets.insert(f.server);
+        let at = self.earliest.partition_point(|e| detect_order(e) <= detect_order(f));
+        if at < 3 {
+            self.earliest.insert(at, f.clone());
+            self.earliest.truncate(3);
+        }
+    }
+
+    fn merge(&mut self, other: HalfOpen) {
+        if other.count == 0 {
+            return;
+        }
+        self.first_us = if self.count == 0 { other.first_us } else { self.first_us.min(other.first_us) };
+        self.last_us = self.last_us.max(other.last_us);
+        self.count += other.count;
+        self.targets.extend(other.targets);
+        self.earliest.extend(other.earliest);
+        self.earliest.sort_by_cached_key(detect_order);
+        self.earliest.truncate(3);
+    }
 }
 
 impl SourceCounts {
     fn add(&mut self, f: &Flow, cfg: &Config) {
         if f.proto == TCP {
             self.tcp_attempts += f.connections;
+            if !f.handshake_completed() {
+                self.half_open.add(f);
+            }
         }
         if (f.proto == TCP || f.proto == UDP) && unicast(f.server.ip()) {
             let net = super::distributed::network(f.server.ip(), &cfg.distributed_scan);
-            *self.tried.entry(net).or_default() += f.connections;
+            let n = self.tried.entry(net).or_default();
+            n.tried += f.connections;
+            if f.failed() {
+                n.failed += f.connections;
+                n.first_failure_us = n.first_failure_us.min(f.first_seen_us);
+                n.last_failure_us = n.last_failure_us.max(f.last_seen_us);
+            }
         }
     }
 
     fn merge(&mut self, other: SourceCounts) {
         self.tcp_attempts += other.tcp_attempts;
-        for (net, n) in other.tried {
-            *self.tried.entry(net).or_default() += n;
+        self.half_open.merge(other.half_open);
+        for (net, o) in other.tried {
+            let n = self.tried.entry(net).or_default();
+            n.tried += o.tried;
+            n.failed += o.failed;
+            n.first_failure_us = n.first_failure_us.min(o.first_failure_us);
+            n.last_failure_us = n.last_failure_us.max(o.last_failure_us);
         }
     }
 }
 
 /// What the detectors need of a stream of closed flows, gathered as they
 /// close so the flows themselves can go: the counts of every source, the
-/// first contact of each source with each host (TRW), and a yes for each
+/// first contact of each source with each host (TRW), the failures and
+/// service probes in bounded form ([`Retained`]), and a yes for each other
 /// flow some detector reads one by one ([`needed`]); the caller keeps
 /// those. A source's answered attempts that no detector reads (most of a
 /// busy client's traffic) leave only counts behind.
 #[derive(Default)]
 pub struct Attempts {
     counts: HashMap<IpAddr, SourceCounts, BuildHasherDefault<KeyHasher>>,
-    /// Per (source, host): its earliest contact among the flows not needed otherwise.
+    /// Per (source, host): its earliest contact.
     first_contacts: HashMap<(IpAddr, IpAddr), Flow, BuildHasherDefault<KeyHasher>>,
+    retained: Retained,
 }
 
 /// The order the detectors read a source's flows in: by first packet,
 /// then by endpoints; only identical records tie.
-fn detect_order(f: &Flow) -> impl Ord {
+pub(crate) fn detect_order(f: &Flow) -> impl Ord {
     (
         f.first_seen_us,
         f.server,
@@ -173,6 +252,11 @@ pub fn needed(f: &Flow, cfg: &Config) -> bool {
             || (f.proto == TCP && (discovery(f) || probe_connection(f, cfg.service_probe.max_duration_ms * 1000))))
 }
 
+/// The window the scan detectors' failures are thinned with (see [`Retained`]).
+fn thin_window_us(cfg: &Config) -> u64 {
+    cfg.scan.window_secs.min(cfg.scan.slow_window_secs) * 1_000_000
+}
+
 impl Attempts {
     /// Counts `f`; true when the caller must keep it for [`Attempts::detect`].
     pub fn add(&mut self, f: &Flow, cfg: &Config) -> bool {
@@ -181,13 +265,37 @@ impl Attempts {
         }
         let source = f.client.ip();
         self.counts.entry(source).or_default().add(f, cfg);
-        if needed(f, cfg) {
-            return true;
-        }
         if contact(f) {
             self.first_contact(source, f);
         }
+        if !needed(f, cfg) {
+            return false;
+        }
+        // Authentication services, ICMP and port-unreachable answers go to
+        // detectors that add records up: those flows stay whole.
+        let whole = cfg.brute_force.services.contains_key(&f.server.port())
+            || is_icmp(f)
+            || f.icmp_error.is_some_and(|e| e.port_unreachable());
+        if whole {
+            return true;
+        }
+        if (f.proto == TCP || f.proto == UDP) && f.failed() {
+            self.retained.failure(f.clone(), thin_window_us(cfg));
+        } else if discovery(f) {
+            self.retained.discovery(f.clone());
+        } else if f.proto == TCP && probe_connection(f, cfg.service_probe.max_duration_ms * 1000) {
+            self.retained.probe(f.clone());
+        }
+        // Anything else needed is half-open (counted in `SourceCounts::half_open`)
+        // or a failure no detector reads (a protocol with no answer).
         false
+    }
+
+    /// Flow records held for the detectors (not those the caller keeps).
+    pub fn held(&self) -> usize {
+        self.first_contacts.len()
+            + self.retained.held()
+            + self.counts.values().map(|c| c.half_open.earliest.len()).sum::<usize>()
     }
 
     fn first_contact(&mut self, source: IpAddr, f: &Flow) {
@@ -205,13 +313,14 @@ impl Attempts {
     }
 
     /// Adds another shard's attempts.
-    pub fn merge(&mut self, other: Attempts) {
+    pub fn merge(&mut self, other: Attempts, cfg: &Config) {
         for (ip, c) in other.counts {
             self.counts.entry(ip).or_default().merge(c);
         }
         for ((source, _), f) in other.first_contacts {
             self.first_contact(source, &f);
         }
+        self.retained.merge(other.retained, thin_window_us(cfg));
     }
 
     /// Run every detector over the kept flows (those [`Attempts::add`] said
@@ -220,16 +329,26 @@ impl Attempts {
     /// source. Sources run in parallel (a few sources often hold most flows).
     pub fn detect<'a>(&'a mut self, kept: impl IntoIterator<Item = &'a Flow>, cfg: &Config) -> Vec<Finding> {
         use rayon::prelude::*;
-        let mut by_source: BTreeMap<IpAddr, Vec<&Flow>> = BTreeMap::new();
-        for f in kept.into_iter().chain(self.first_contacts.values()).filter(|f| f.attempt_seen) {
-            by_source.entry(f.client.ip()).or_default().push(f);
+        let mut by_source: BTreeMap<IpAddr, (Vec<&Flow>, Vec<&Flow>)> = BTreeMap::new();
+        for f in kept.into_iter().chain(self.retained.flows()).filter(|f| f.attempt_seen) {
+            by_source.entry(f.client.ip()).or_default().0.push(f);
         }
-        let counts = &mut self.counts;
+        for f in self.first_contacts.values() {
+            by_source.entry(f.client.ip()).or_default().1.push(f);
+        }
+        let (counts, retained) = (&mut self.counts, &self.retained);
         let mut sources: Vec<Source> = by_source
             .into_iter()
-            .map(|(ip, flows)| Source { ip, flows, counts: counts.remove(&ip).unwrap_or_default() })
+            .map(|(ip, (flows, first_contacts))| {
+                let probe_horizons =
+                    flows.iter().filter_map(|f| Some((f.server, retained.probe_horizon(ip, f.server)?))).collect();
+                Source { ip, flows, first_contacts, probe_horizons, counts: counts.remove(&ip).unwrap_or_default() }
+            })
             .collect();
-        sources.par_iter_mut().for_each(|s| s.flows.sort_by_cached_key(|f| detect_order(f)));
+        sources.par_iter_mut().for_each(|s| {
+            s.flows.sort_by_cached_key(|f| detect_order(f));
+            s.first_contacts.sort_by_cached_key(|f| detect_order(f));
+        });
         // Every (source, detector) pair is its own task: one source often holds
         // most flows, and its detectors then still share the cores.
         let found: Vec<Vec<Option<Finding>>> =
@@ -314,7 +433,7 @@ fn contact(f: &Flow) -> bool {
 /// "benign" decision the walk restarts, so a source that behaves first and
 /// scans later is still caught.
 fn trw(s: &Source, cfg: &Config) -> Option<Finding> {
-    let (src, fs) = (s.ip, s.flows.as_slice());
+    let (src, fs) = (s.ip, s.first_contacts.as_slice());
     let t = &cfg.trw;
     let upper = t.detection / t.false_positive;
     let lower = (1.0 - t.detection) / (1.0 - t.false_positive);
@@ -465,18 +584,19 @@ fn horizontal_scan(s: &Source, cfg: &Config) -> Option<Finding> {
 }
 
 fn syn_flood(s: &Source, cfg: &Config) -> Option<Finding> {
-    let (src, fs) = (s.ip, s.flows.as_slice());
+    let src = s.ip;
     let c = &cfg.syn_flood;
     let attempts = s.counts.tcp_attempts;
-    let half: Vec<&Flow> = fs.iter().copied().filter(|f| f.proto == TCP && !f.handshake_completed()).collect();
-    let half_open: u64 = half.iter().map(|f| f.connections).sum();
+    let h = &s.counts.half_open;
+    let half_open = h.count;
     if half_open < c.min_half_open || attempts == 0 {
         return None;
     }
-    let targets: BTreeSet<SocketAddr> = half.iter().map(|f| f.server).collect();
+    let targets = &h.targets;
     let per_target = half_open as f64 / targets.len() as f64;
     let ratio = half_open as f64 / attempts as f64;
-    let (first, last) = (half[0].first_seen_us, half.iter().map(|f| f.first_seen_us).max().unwrap_or(0));
+    let (first, last) = (h.first_us, h.last_us);
+    let half: Vec<&Flow> = h.earliest.iter().collect();
     let rate = rate(half_open, first, last).unwrap_or(f64::INFINITY);
     (ratio >= c.half_open_ratio && rate >= c.min_rate && per_target >= c.min_per_target).then(|| Finding {
         source: src,
@@ -682,6 +802,10 @@ fn service_probe(s: &Source, cfg: &Config) -> Option<Finding> {
         .into_iter()
         .filter_map(|(server, flows)| {
             let found = flows.iter().copied().find(|d| discovery(d))?;
+            // Probes were cut short before the window ends: not judged (see `retain`).
+            if s.probe_horizons.get(&server).is_some_and(|h| found.first_seen_us + window_us >= *h) {
+                return None;
+            }
             // The probes: short one-request connections in the window after discovery.
             let probes: Vec<&Flow> = flows
                 .iter()

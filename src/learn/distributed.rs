@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::config::{Config, DistributedScan};
-use super::detect::{examples, unicast, Detector, Finding, Source};
+use super::detect::{examples, unicast, Detector, Finding, NetAttempts, Source};
 use super::flows::{proto_label, Flow, TCP, UDP};
 
 /// A place a scan probes: protocol, host, port.
@@ -60,8 +60,8 @@ pub fn distributed_scans(sources: &[Source], flagged: &BTreeSet<IpAddr>, cfg: &C
             by_network.entry(network(f.server.ip(), c)).or_default().push(f);
         }
         for (net, attempts) in by_network {
-            let tried = source.counts.tried.get(&net).copied().unwrap_or(0);
-            if let Some(p) = prober(source.ip, &attempts, tried, c) {
+            let tried = source.counts.tried.get(&net).copied().unwrap_or_default();
+            if let Some(p) = prober(source.ip, &attempts, &tried, c) {
                 probers.entry(net).or_default().push(p);
             }
         }
@@ -76,17 +76,19 @@ pub fn distributed_scans(sources: &[Source], flagged: &BTreeSet<IpAddr>, cfg: &C
     found
 }
 
-/// `attempts` (one source, one network, at least the failed ones) as a
-/// prober, if it is one; `tried` counts every attempt there.
-fn prober<'a>(source: IpAddr, attempts: &[&'a Flow], tried: u64, c: &DistributedScan) -> Option<Prober<'a>> {
+/// `attempts` (one source, one network, at least one failure per target,
+/// the earliest ones) as a prober, if it is one; `tried` counts every
+/// attempt there and every failure.
+fn prober<'a>(source: IpAddr, attempts: &[&'a Flow], tried: &NetAttempts, c: &DistributedScan) -> Option<Prober<'a>> {
     let failures: Vec<&Flow> = attempts.iter().copied().filter(|f| f.failed()).collect();
     let targets: BTreeSet<Target> = failures.iter().map(|f| (f.proto, f.server.ip(), f.server.port())).collect();
-    let failed: u64 = failures.iter().map(|f| f.connections).sum();
-    if targets.len() < c.min_per_source || (failed as f64) < c.min_failed_share * tried as f64 {
+    if failures.is_empty()
+        || targets.len() < c.min_per_source
+        || (tried.failed as f64) < c.min_failed_share * tried.tried as f64
+    {
         return None;
     }
-    let first_us = failures.iter().map(|f| f.first_seen_us).min()?;
-    let last_us = failures.iter().map(|f| f.last_seen_us).max()?;
+    let (first_us, last_us) = (tried.first_failure_us, tried.last_failure_us);
     Some(Prober { source, targets, failures, first_us, last_us })
 }
 

@@ -18,6 +18,7 @@ pub mod flows;
 pub mod patch;
 pub mod propose;
 pub mod reader;
+pub mod retain;
 pub mod score;
 pub mod services;
 pub mod summary;

@@ -12,13 +12,17 @@
 //!   connections per (service, client, server); the capture host: a count
 //!   per address; the source count: the set of sources;
 //! - TRW: one flow per (source, host) pair, the earliest contact;
+//! - the SYN flood: per source, counts, the targets and the earliest three;
+//! - the scans and service probes: a bounded number of records per
+//!   (source, target) ([`super::retain`]);
 //! - spoofed floods: per TCP service, the sources of half-open attempts and
 //!   16 bytes per completed handshake (the start times the busiest second
 //!   of real clients is measured on).
 //!
-//! None grows with the number of flows between the same endpoints. An
-//! attacker's own traffic mostly is the flows the detectors keep, which
-//! are bounded by `flows.max_closed` (beyond it identical ones are merged).
+//! None grows with the number of flows between the same endpoints, except
+//! the spoofed floods' handshake starts and the flows still kept whole
+//! (authentication services, ICMP, port-unreachable answers), which are
+//! bounded by `flows.max_closed` (beyond it identical ones are merged).
 
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
@@ -86,7 +90,12 @@ impl Summary {
         self.features.merge(other.features);
         self.usage.merge(other.usage);
         self.floods.merge(other.floods);
-        self.attempts.merge(other.attempts);
+        self.attempts.merge(other.attempts, &self.cfg);
+    }
+
+    /// Flow records the summaries hold for the detectors (see [`super::retain`]).
+    pub fn held(&self) -> usize {
+        self.attempts.held()
     }
 
     /// Flow records summarized.
@@ -141,14 +150,15 @@ mod tests {
                 flow(&client, "10.0.0.1:53", UDP, ConnState::SF, "Dd", i * 10)
             })
             .collect();
-        // A scanner: 20 refused ports.
+        // A scanner: 20 refused ports (none an authentication service).
         flows.extend(
-            (0..20u64).map(|i| flow("10.0.0.66:4000", &format!("10.0.0.1:{}", 100 + i), TCP, ConnState::REJ, "Sr", i)),
+            (0..20u64).map(|i| flow("10.0.0.66:4000", &format!("10.0.0.1:{}", 2000 + i), TCP, ConnState::REJ, "Sr", i)),
         );
         let (summary, kept) = Summary::of(flows, &cfg);
-        // The failures only: the client's queries are counted, not kept.
-        assert_eq!(kept.len(), 20);
-        assert!(kept.iter().all(|f| f.client.ip().to_string() == "10.0.0.66"));
+        // The failures only, held by the summary: the client's queries are counted, not kept.
+        assert!(kept.is_empty());
+        // 20 failures, 2 first contacts, the earliest 3 half-open attempts.
+        assert_eq!(summary.held(), 25);
         assert_eq!(summary.flows(), 50_020);
         let (observed, report) = summary.report(&kept, &[]);
         assert_eq!(report.flows, 50_020);
@@ -158,5 +168,49 @@ mod tests {
         let dns = report.services.iter().find(|s| s.port == 53).expect("dns service");
         assert_eq!(dns.connections, 50_000);
         assert_eq!(observed["udp/53"][&"10.0.0.8".parse::<IpAddr>().unwrap()].connections, 50_000);
+    }
+
+    /// One copy of a LAN capture with new client ports, `k` copies of 7 s
+    /// after the start: a name lookup to a multicast group nobody answers,
+    /// a client of a dead service, a short web request, a half-open
+    /// connection and an answered DNS query; a vertical scan in copy 0.
+    fn lan_copy(k: u64) -> Vec<Flow> {
+        let t = k * 7_000;
+        let port = 1024 + k % 60_000;
+        let mut web = flow(&format!("10.0.0.8:{port}"), "10.0.0.1:80", TCP, ConnState::SF, "ShADadFf", t + 3);
+        web.last_seen_us = web.first_seen_us + 200_000;
+        let mut copy = vec![
+            flow(&format!("10.0.0.5:{port}"), "224.0.0.252:5355", UDP, ConnState::S0, "D", t),
+            flow(&format!("10.0.0.6:{port}"), "10.0.0.1:8080", TCP, ConnState::REJ, "Sr", t + 1),
+            flow(&format!("10.0.0.7:{port}"), "10.0.0.2:443", TCP, ConnState::S0, "S", t + 2),
+            web,
+            flow(&format!("10.0.0.8:{port}"), "10.0.0.1:53", UDP, ConnState::SF, "Dd", t + 4),
+        ];
+        if k == 0 {
+            copy.extend(
+                (0..30u64)
+                    .map(|i| flow("10.0.0.66:4000", &format!("10.0.0.1:{}", 2000 + i), TCP, ConnState::REJ, "Sr", i)),
+            );
+        }
+        copy
+    }
+
+    #[test]
+    fn held_state_is_the_same_for_a_capture_twice_as_long() {
+        let cfg = Config::default();
+        let run = |copies: u64| {
+            let (summary, kept) = Summary::of((0..copies).flat_map(lan_copy).collect(), &cfg);
+            let held = summary.held() + kept.len();
+            let (_, report) = summary.report(&kept, &[]);
+            (held, report.findings.iter().map(|f| (f.source, f.detector, f.counts.clone())).collect::<Vec<_>>())
+        };
+        let (once, twice) = (run(3_000), run(6_000));
+        assert_eq!(once.0, twice.0, "records held for 3,000 copies and for 6,000");
+        // The same decisions: the scanner, nobody else.
+        assert_eq!(once.1, twice.1);
+        assert_eq!(once.1.len(), 1, "{:?}", once.1);
+        assert_eq!(once.1[0].1, Detector::VerticalScan);
+        // Far fewer than the 3,000 failures each of three clients made.
+        assert!(once.0 < 1_000, "{}", once.0);
     }
 }
