@@ -484,7 +484,19 @@ fn a_zone_loaded_by_the_real_firewalld_daemon_verifies_with_its_reverse_path_fil
     // reference.
     let file = "testdata/import/firewalld-daemon-public.xml";
     let reference = "testdata/import/firewalld-daemon-public.nft";
-    let out = phantomc(&["import", "--from", "firewalld", file, "--verify", "--reference", reference]);
+    // The daemon ran with the stock firewalld.conf (a copy of /etc/firewalld).
+    let conf = "testdata/import/firewalld.conf";
+    let out = phantomc(&[
+        "import",
+        "--from",
+        "firewalld",
+        file,
+        "--firewalld-conf",
+        conf,
+        "--verify",
+        "--reference",
+        reference,
+    ]);
     let (policy, report) = (stdout(&out), stderr(&out));
     phantomc::ir::compile("imported.pf", &policy)
         .unwrap_or_else(|e| panic!("does not compile: {policy}\n{:?}", e.diags));
@@ -514,9 +526,24 @@ fn a_zone_loaded_by_the_real_firewalld_daemon_verifies_with_its_reverse_path_fil
     let exempt = "pass in ipv6 proto icmpv6 icmp-type { nd-router-advert, nd-neighbor-solicit } early";
     assert!(at(exempt) < at("block in ipv6 from urpf-failed early"));
     assert_eq!(rules.iter().filter(|l| l.contains("urpf-failed")).count(), 1, "{policy}");
+    // Each comes from the line of firewalld.conf that set it.
+    let comment = |r: &str| policy.lines().find(|l| l.starts_with(r)).unwrap_or_else(|| panic!("{r}: {policy}"));
+    assert!(comment(exempt).contains(&format!("{conf}:36: IPv6_rpfilter=yes")), "{policy}");
+    assert!(comment("reject forward ipv6 to").contains(&format!("{conf}:74: RFC3964_IPv4=yes")), "{policy}");
+    assert!(policy.contains(&format!("# {conf}:6: DefaultZone=public: firewalld's default zone")), "{policy}");
     let [accepted, rejected, dropped] = fates(verified(&report, "IPv4"));
     assert!(accepted > 100 && rejected > 100 && dropped > 100, "{report}");
-    assert!(report.contains("0 not translated"), "{report}");
+    // The daemon's own settings are listed by line, the zone has nothing untranslated.
+    assert!(report.contains("5 not translated"), "{report}");
+    for (line, key) in [
+        (12, "CleanupOnExit"),
+        (19, "CleanupModulesOnExit"),
+        (26, "Lockdown"),
+        (43, "IndividualCalls"),
+        (67, "FlushAllOnReload"),
+    ] {
+        assert!(report.contains(&format!("  {conf}:{line}: {key}=")), "{key}: {report}");
+    }
     // IPv6: a quarter of the packets come from a source the lab routes out
     // of another interface, in both namespaces (without the reverse-path
     // rules, 568 of them differ); with the check in prerouting as firewalld
@@ -525,8 +552,52 @@ fn a_zone_loaded_by_the_real_firewalld_daemon_verifies_with_its_reverse_path_fil
     let v6 = verified(&report, "IPv6");
     let [_, _, dropped] = fates(v6);
     assert!(dropped > 1000, "{report}");
-    assert!(!report.lines().any(|l| l.starts_with("  ")), "{report}");
+    assert!(!report.lines().any(|l| l.starts_with("  input ") || l.starts_with("  forward ")), "{report}");
     assert_eq!(out.status.code(), Some(0), "{report}");
+}
+
+#[test]
+fn firewalld_conf_sets_the_reverse_path_filter_and_the_6to4_rejects_and_lists_the_rest_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = "testdata/import/firewalld-public.xml";
+    let conf = dir.path().join("firewalld.conf");
+    let import = |text: &str| {
+        std::fs::write(&conf, text).unwrap();
+        phantomc(&["import", "--from", "firewalld", zone, "--firewalld-conf", &conf.display().to_string()])
+    };
+    let name = conf.display().to_string();
+    // Turned off: neither the reverse-path rules nor the 6to4 rejects.
+    let out = import("# off\nIPv6_rpfilter=no\nRFC3964_IPv4=false\nLogDenied=all\nAllowZoneDrifting=no\n");
+    let (policy, report) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{report}");
+    assert!(!policy.contains("urpf-failed") && !policy.contains("2002::/24"), "{policy}");
+    assert!(policy.contains(&format!("# {name}:2: IPv6_rpfilter=no: no reverse-path filter")), "{policy}");
+    assert!(report.contains(&format!("  {name}:4: LogDenied=all\n    firewalld logs all packets")), "{report}");
+    assert!(report.contains(&format!("  {name}:5: AllowZoneDrifting=no")), "{report}");
+    // firewalld 2's loose filter has no phantomc match: listed, and no rule made up for it.
+    let out = import("IPv6_rpfilter=loose\n");
+    assert!(out.status.success() && !stdout(&out).contains("\nblock in ipv6 from urpf-failed"), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("# {name}:1: IPv6_rpfilter=loose: no reverse-path rule imported")));
+    assert!(stderr(&out).contains(&format!("  {name}:1: IPv6_rpfilter=loose")), "{}", stderr(&out));
+    // Strict by its firewalld 2 name, as yes.
+    let out = import("IPv6_rpfilter=strict\n");
+    assert!(stdout(&out).contains("block in ipv6 from urpf-failed early"), "{}", stdout(&out));
+    // Not KEY=VALUE: an error at the line, nothing written.
+    let written = dir.path().join("out.pf");
+    std::fs::write(&conf, "DefaultZone=public\nIPv6_rpfilter\n").unwrap();
+    let out = phantomc(&[
+        "import",
+        "--from",
+        "firewalld",
+        zone,
+        "--firewalld-conf",
+        &name,
+        "-o",
+        &written.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("{name}:2: `IPv6_rpfilter` is not a KEY=VALUE line")), "{}", stderr(&out));
+    assert!(!written.exists());
 }
 
 #[test]

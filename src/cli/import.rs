@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::{CmdResult, Failure};
 use crate::diag::render_terminal;
-use crate::import::{firewalld, iptables, nft as nft_import, phantom, verify, ImportError, Imported};
+use crate::import::{firewalld, firewalld_conf, iptables, nft as nft_import, phantom, verify, ImportError, Imported};
 use crate::ir;
 use crate::nft::iptables_save::{self, SaveFile};
 
@@ -66,6 +66,10 @@ pub struct ImportArgs {
     /// without it, a built-in table of common services.
     #[arg(long, value_name = "DIR")]
     pub services: Option<PathBuf>,
+    /// --from firewalld: firewalld.conf (/etc/firewalld/firewalld.conf), for its
+    /// IPv6_rpfilter and RFC3964_IPv4; without it, firewalld's defaults.
+    #[arg(long, value_name = "FILE")]
+    pub firewalld_conf: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,6 +99,7 @@ pub fn config(args: &ConfigArgs) -> CmdResult {
         seed: 1,
         table: None,
         services: None,
+        firewalld_conf: None,
     })
 }
 
@@ -106,6 +111,9 @@ pub fn run(args: &ImportArgs) -> CmdResult {
     }
     if args.verify {
         needs_root()?;
+    }
+    if args.firewalld_conf.is_some() && args.from != Source::Firewalld {
+        return Err(Failure::System("--firewalld-conf goes with --from firewalld".into()));
     }
     let mut files = Vec::new();
     if args.from == Source::Nft {
@@ -128,7 +136,11 @@ pub fn run(args: &ImportArgs) -> CmdResult {
             let [(name, text)] = files.as_slice() else {
                 return Err(Failure::System("--from firewalld takes one zone file".into()));
             };
-            firewalld::import(name, text, args.services.as_deref()).map_err(bad)?
+            let conf = match &args.firewalld_conf {
+                Some(path) => firewalld_conf::parse(&path.display().to_string(), &read_input(path)?).map_err(bad)?,
+                None => firewalld_conf::DaemonConf::default(),
+            };
+            firewalld::import(name, text, args.services.as_deref(), &conf).map_err(bad)?
         }
         Source::Nft => unreachable!("read by run_nft"),
     };

@@ -11,13 +11,15 @@
 //! built-in table of common ones. The IPv6 reverse-path filter
 //! (`IPv6_rpfilter=yes`, firewalld.conf's default) runs in prerouting, as
 //! `early` rules: an early `pass` exempts neighbour discovery, then
-//! `block in ipv6 from urpf-failed early`.
+//! `block in ipv6 from urpf-failed early`. firewalld.conf, when given, sets
+//! that filter and the 6to4 rejects (see [`super::firewalld_conf`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::ir::names;
 
+use super::firewalld_conf::{DaemonConf, Setting};
 use super::{sort_by_line, ImportError, Imported, Line, Untranslated};
 
 /// Common firewalld services (as in /usr/lib/firewalld/services).
@@ -94,8 +96,11 @@ const RFC3964_IPV4: &str = "{ ::/96, ::ffff:0.0.0.0/96, 2002::/24, 2002:a00::/24
 /// and neighbour solicitations, which ends that chain for them, then drops
 /// every other IPv6 packet whose source fails the check. phantomc's early
 /// chain is the same place, and an early `pass` the same exemption.
-fn rpfilter() -> Vec<Line> {
-    let chain = "firewalld filter_PREROUTING (IPv6_rpfilter=yes, firewalld.conf's default)";
+fn rpfilter(setting: &Setting) -> Vec<Line> {
+    if !setting.on {
+        return Vec::new();
+    }
+    let chain = format!("firewalld filter_PREROUTING ({})", setting.origin("IPv6_rpfilter"));
     vec![
         Line {
             statement: "pass in ipv6 proto icmpv6 icmp-type { nd-router-advert, nd-neighbor-solicit } early".into(),
@@ -113,7 +118,7 @@ fn rpfilter() -> Vec<Line> {
 /// firewalld's own rules, which no zone file holds: `(hook, statement,
 /// what firewalld's ruleset says)` for each hook, in its order, before
 /// the zones (`RFC3964_IPv4=yes`, its default, adds the 6to4 rejects).
-fn firewalld_rules(hook: &str) -> Vec<(String, String)> {
+fn firewalld_rules(hook: &str, rfc3964: &Setting) -> Vec<(String, String)> {
     let chain = format!("firewalld filter_{}", hook.to_uppercase());
     let dir = match hook {
         "input" => "in",
@@ -133,10 +138,13 @@ fn firewalld_rules(hook: &str) -> Vec<(String, String)> {
     if hook != "output" {
         rules.push((format!("block {dir} state invalid"), format!("{chain}: ct state invalid drop")));
     }
-    if hook != "input" {
+    if hook != "input" && rfc3964.on {
         rules.push((
             format!("reject {dir} ipv6 to {RFC3964_IPV4} with icmpv6 addr-unreachable"),
-            format!("{chain}: ip6 daddr {{ IPv4-compatible, mapped and 6to4 }} reject (RFC3964_IPv4=yes)"),
+            format!(
+                "{chain}: ip6 daddr {{ IPv4-compatible, mapped and 6to4 }} reject ({})",
+                rfc3964.origin("RFC3964_IPv4")
+            ),
         ));
     }
     if hook == "input" {
@@ -149,8 +157,9 @@ fn firewalld_rules(hook: &str) -> Vec<(String, String)> {
     rules
 }
 
-/// Imports one zone file.
-pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Imported, ImportError> {
+/// Imports one zone file, with firewalld.conf's settings (`conf`; its
+/// defaults without the file).
+pub fn import(name: &str, text: &str, services: Option<&Path>, conf: &DaemonConf) -> Result<Imported, ImportError> {
     let doc = roxmltree::Document::parse(text).map_err(|e| ImportError {
         at: format!("{name}:{}", e.pos().row),
         message: format!("not a firewalld zone file: {e}"),
@@ -261,8 +270,10 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
          `ct status dnat accept` lets in what its forward ports translate{}",
         if forward_ports { ": this zone's are listed below as not translated" } else { " (this zone has none)" }
     ));
-    let ours = |hook| firewalld_rules(hook).into_iter().map(|(statement, origin)| Line { statement, origin });
-    out.rules.extend(rpfilter());
+    let ours = |hook| {
+        firewalld_rules(hook, &conf.rfc3964_ipv4).into_iter().map(|(statement, origin)| Line { statement, origin })
+    };
+    out.rules.extend(rpfilter(&conf.ipv6_rpfilter));
     out.rules.extend(ours("input"));
     out.rules.extend(deny);
     out.rules.extend(allow);
@@ -329,11 +340,26 @@ pub fn import(name: &str, text: &str, services: Option<&Path>) -> Result<Importe
         },
         Line { statement: "policy output pass".into(), origin: "firewalld's output chain accepts".into() },
     ]);
-    out.header.push(
-        "firewalld.conf's IPv6_rpfilter=yes (its default) drops IPv6 packets whose source fails the reverse-path \
-         check in prerouting, before routing and conntrack: `early` rules, for this host and forwarded packets"
-            .into(),
-    );
+    out.header.push(if conf.ipv6_rpfilter.on {
+        format!(
+            "{}: IPv6 packets whose source fails the reverse-path check are dropped in prerouting, before routing \
+             and conntrack: `early` rules, for this host and forwarded packets",
+            conf.ipv6_rpfilter.origin("IPv6_rpfilter")
+        )
+    } else if conf.untranslated.iter().any(|u| u.text.starts_with("IPv6_rpfilter=")) {
+        format!("{}: no reverse-path rule imported (see below)", conf.ipv6_rpfilter.origin("IPv6_rpfilter"))
+    } else {
+        format!("{}: no reverse-path filter", conf.ipv6_rpfilter.origin("IPv6_rpfilter"))
+    });
+    if let Some((default, origin)) = &conf.default_zone {
+        let file_zone = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        out.header.push(if default == file_zone {
+            format!("{origin}: this zone is firewalld's default zone")
+        } else {
+            format!("{origin}: firewalld's default zone is `{default}`; this file would be zone `{file_zone}`, imported as if it were the default one")
+        });
+    }
+    out.untranslated.extend(conf.untranslated.iter().cloned());
     sort_by_line(&mut out.untranslated);
     Ok(out)
 }

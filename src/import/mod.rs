@@ -5,6 +5,7 @@
 //! is compiled before it is handed back, so an import is always a policy.
 
 pub mod firewalld;
+pub mod firewalld_conf;
 pub mod iptables;
 pub mod lab;
 pub mod nft;
