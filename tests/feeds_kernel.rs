@@ -26,10 +26,6 @@ pass  in proto tcp to port { 80, 9000 } state new
 pass  in proto icmpv6 icmp-type { nd-neighbor-solicit, nd-neighbor-advert }
 "#;
 
-fn set_elements(ns: &Netns, set: &str) -> String {
-    stdout(&ns.nft(&["list", "set", "inet", "phantomc", set]))
-}
-
 /// Packets counted by the established rule (line 15 of the policy).
 fn established_packets(ns: &Netns) -> u64 {
     table_json(ns)["nftables"]
@@ -88,7 +84,7 @@ fn feed_update_swaps_the_set_in_place() {
         "{}",
         stderr(&out)
     );
-    let v4 = set_elements(&lab.srv, "bad_v4");
+    let v4 = feed_set(&lab.srv, "bad_v4");
     assert!(v4.contains("198.51.100.2") && v4.contains("203.0.113.0/24") && !v4.contains("10.10.0.0/16"), "{v4}");
 
     let (p, a) = (&lab.publ, &lab.adm);
@@ -132,12 +128,12 @@ fn feed_update_swaps_the_set_in_place() {
         "{}",
         stdout(&out)
     );
-    assert!(set_elements(&lab.srv, "bad_v6").contains("2001:db8:1::2"));
+    assert!(feed_set(&lab.srv, "bad_v6").contains("2001:db8:1::2"));
 
     // A full re-apply keeps the feed from the cache.
     let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(set_elements(&lab.srv, "bad_v6").contains("2001:db8:1::2"));
+    assert!(feed_set(&lab.srv, "bad_v6").contains("2001:db8:1::2"));
     assert_eq!(tcp_connect(p, "2001:db8:1::1", 80), Tcp::TimedOut, "still dropped after a reload");
 
     let out = lab.srv.phantomc(&["feeds", "list", policy, "--state-dir", state]);
@@ -165,7 +161,7 @@ fn a_feed_poisoned_with_two_halves_is_refused() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let before = set_elements(&lab.srv, "bad_v4");
+    let before = feed_set(&lab.srv, "bad_v4");
     assert!(before.contains("203.0.113.0/24"), "{before}");
 
     std::fs::write(list, "0.0.0.0/1\n128.0.0.0/1\n").expect("list");
@@ -177,14 +173,14 @@ fn a_feed_poisoned_with_two_halves_is_refused() {
         "{}",
         stdout(&out)
     );
-    assert_eq!(set_elements(&lab.srv, "bad_v4"), before, "the loaded set is unchanged");
+    assert_eq!(feed_set(&lab.srv, "bad_v4"), before, "the loaded set is unchanged");
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "the client still gets in");
     assert_eq!(tcp_connect(&lab.srv, "127.0.0.1", 80), Tcp::Connected, "loopback still works");
 
     // The refused copy did not become the last good one: a re-apply loads the old list.
     let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(set_elements(&lab.srv, "bad_v4"), before);
+    assert_eq!(feed_set(&lab.srv, "bad_v4"), before);
     assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected);
 }
 
@@ -241,9 +237,11 @@ fn apply_reloads_a_big_feed_and_verifies_it() {
     let out = ns.phantomc(&["apply", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let rules = listed_rules(&ns);
-    let expected = format!("({rules} rules, 4 sets, {} run-time set entries kept)", HOSTS + 1);
+    // The feed's 4 kernel sets per family (see feed_layout) and blocked_v4/v6.
+    let expected = format!("({rules} rules, 10 sets, {} run-time set entries kept)", HOSTS + 1);
     assert!(stdout(&out).contains(&expected), "want {expected}: {}", stdout(&out));
-    assert_eq!(element_count(&ns, "big_v4"), HOSTS as usize);
+    assert_eq!(element_count(&ns, "big_v4_32"), HOSTS as usize, "single addresses go to the /32 hash set");
+    assert_eq!(element_count(&ns, "big_v4"), 0);
     assert!(stdout(&ns.nft(&["list", "set", "inet", "phantomc", "blocked_v4"])).contains("192.0.2.7"));
 
     // status reads rules and set definitions over netlink and leaves the
@@ -303,4 +301,146 @@ fn each_kind_of_feed_entry_drops_its_sources_and_spares_the_neighbours() {
         let tries = if passes { 3 } else { 1 };
         assert_eq!(connects_from(&lab.publ, src, dst, tries), passes, "{what} ({src})");
     }
+}
+
+/// Packets the feed's rule (line 16 of the policy) counted, over all the
+/// rules it compiles to (one per kernel set of the feed, see feed_layout).
+fn feed_rule_packets(ns: &Netns) -> u64 {
+    table_json(ns)["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r.get("comment").and_then(|c| c.as_str()) == Some("feeds.pf:16"))
+        .filter_map(|r| r.get("expr")?.as_array())
+        .flatten()
+        .filter_map(|e| e.get("counter")?.get("packets")?.as_u64())
+        .sum()
+}
+
+/// Whether one ping from `src` (an address of pub) to the server is counted
+/// by the feed's rule, and how often: a listed source exactly once.
+fn feed_counts(lab: &WebLab, src: &str) -> u64 {
+    let dst = if src.contains(':') { "2001:db8:1::1" } else { "198.51.100.1" };
+    let before = feed_rule_packets(&lab.srv);
+    lab.publ.exec(&["ping", "-n", "-q", "-c", "1", "-W", "0.2", "-I", src, dst]);
+    feed_rule_packets(&lab.srv) - before
+}
+
+/// Elements of each kernel set of the feed, by name.
+fn kernel_set_sizes(ns: &Netns) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for family in [phantomc::ir::Family::V4, phantomc::ir::Family::V6] {
+        let set = phantomc::ir::nft_set_name("bad", family);
+        for k in phantomc::ir::feed_layout::kernel_sets(&set, family) {
+            out.push((k.name.clone(), element_count(ns, &k.name)));
+        }
+    }
+    out
+}
+
+/// The per-length layout decides real packets at every prefix length, in
+/// both families: single addresses and networks split into the /32, /24,
+/// /16 (IPv6 /128, /64, /48) hash sets, the rest in the interval set; an
+/// address listed both alone and inside a network counts once. An update
+/// that changes which lengths are present moves the entries between the
+/// sets in place (no reload), and a feed whose entries are all cut away
+/// (allow-always) empties every set. status stays in sync throughout.
+#[test]
+fn the_per_length_layout_matches_every_prefix_and_follows_updates() {
+    require_tool("ping");
+    let lab = web_lab();
+    let files = FeedFiles::new();
+    let (policy, list, state) = (files.policy.as_str(), &files.list, files.state.as_str());
+    let probes = [
+        "203.0.113.7",
+        "203.0.113.8",
+        "203.0.113.66",
+        "203.0.113.68",
+        "203.0.114.200",
+        "203.1.3.9",
+        "203.1.4.1",
+        "203.2.77.1",
+        "203.3.0.1",
+        "203.4.0.31",
+        "203.4.0.32",
+        "203.5.0.9",
+        "203.6.1.1",
+        "203.6.2.1",
+        "2001:db8:100::7",
+        "2001:db8:100::8",
+        "2001:db8:101::abcd",
+        "2001:db8:102:1::5",
+        "2001:db8:102:2::1",
+        "2001:db8:103:ff::1",
+        "2001:db8:104::ff",
+        "2001:db8:104::100",
+    ];
+    for src in probes {
+        lab.publ.addr("eth0", &format!("{src}/{}", if src.contains(':') { 128 } else { 32 }));
+    }
+    // No neighbour discovery from the probes' sources (the feed would drop it).
+    let mac = stdout(&lab.srv.ip(&["-br", "link", "show", "eth0"])).split_whitespace().nth(2).expect("mac").to_string();
+    lab.publ.ip(&["-6", "neigh", "replace", "2001:db8:1::1", "lladdr", &mac, "dev", "eth0", "nud", "permanent"]);
+    let listed = |want: &[&str]| {
+        for src in probes {
+            let counted = feed_counts(&lab, src);
+            assert_eq!(counted, u64::from(want.contains(&src)), "{src}: counted {counted} times by the feed rule");
+        }
+    };
+    let in_sync = || {
+        let out = lab.srv.phantomc(&["status", policy]);
+        assert!(stdout(&out).contains("in sync"), "{}{}", stdout(&out), stderr(&out));
+    };
+
+    std::fs::write(
+        list,
+        "203.0.113.7\n203.0.113.64/30\n203.0.114.0/24\n203.1.0.0/22\n203.2.0.0/16\n203.4.0.0/27\n\
+         203.5.0.0/24\n203.5.0.9\n2001:db8:100::7\n2001:db8:101::/64\n2001:db8:102::/63\n2001:db8:103::/48\n\
+         2001:db8:104::/120\n",
+    )
+    .expect("list");
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let sizes = |v4: [usize; 4], v6: [usize; 4]| -> Vec<(String, usize)> {
+        let names = ["bad_v4_32", "bad_v4_24", "bad_v4_16", "bad_v4", "bad_v6_128", "bad_v6_64", "bad_v6_48", "bad_v6"];
+        names.iter().map(|n| n.to_string()).zip(v4.into_iter().chain(v6)).collect()
+    };
+    // /32 + /30 as four /32s; /24, /22 as four /24s, the /24 holding .9; /16; the /27 and /120 in the interval sets.
+    assert_eq!(kernel_set_sizes(&lab.srv), sizes([5, 6, 1, 1], [1, 3, 1, 1]));
+    listed(&[
+        "203.0.113.7",
+        "203.0.113.66",
+        "203.0.114.200",
+        "203.1.3.9",
+        "203.2.77.1",
+        "203.4.0.31",
+        "203.5.0.9",
+        "2001:db8:100::7",
+        "2001:db8:101::abcd",
+        "2001:db8:102:1::5",
+        "2001:db8:103:ff::1",
+        "2001:db8:104::ff",
+    ]);
+    in_sync();
+    let rules = rule_handles(&lab.srv);
+
+    // No /16 and no IPv6 any more, a /23 (two /24s) and a /31 (two /32s).
+    std::fs::write(list, "203.0.113.8/31\n203.4.0.0/27\n203.6.0.0/23\n").expect("list");
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(kernel_set_sizes(&lab.srv), sizes([2, 2, 0, 1], [0, 0, 0, 0]));
+    listed(&["203.0.113.8", "203.4.0.31", "203.6.1.1"]);
+    assert_eq!(rule_handles(&lab.srv), rules, "replaced in place, no reload");
+    in_sync();
+
+    // Everything listed is protected: every set is empty, nothing is counted.
+    std::fs::write(list, "10.10.0.0/25\n").expect("list");
+    let out = lab.srv.phantomc(&["feeds", "update", policy, "--state-dir", state]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(kernel_set_sizes(&lab.srv), sizes([0; 4], [0; 4]));
+    listed(&[]);
+    in_sync();
 }

@@ -32,10 +32,6 @@ block in from <otx>
     )
 }
 
-fn set(ns: &Netns, name: &str) -> String {
-    stdout(&ns.nft(&["list", "set", "inet", "phantomc", name]))
-}
-
 #[test]
 fn presets_fill_their_sets_survive_bad_answers_and_never_leak_a_key() {
     require_tools();
@@ -83,11 +79,11 @@ fn presets_fill_their_sets_survive_bad_answers_and_never_leak_a_key() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let out = run(&["feeds", "update", p, "--state-dir", s]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let v4 = set(&ns, "abuseipdb_v4");
+    let v4 = feed_set(&ns, "abuseipdb_v4");
     assert!(v4.contains("198.51.100.7") && !v4.contains("203.0.113.9"), "confidence 90 leaves out the 60: {v4}");
-    assert!(set(&ns, "abuseipdb_v6").contains("2001:db8::66"));
-    assert!(set(&ns, "otx_v4").contains("192.0.2.10/31"), "{}", set(&ns, "otx_v4"));
-    assert!(set(&ns, "otx_v6").contains("2001:db8:77::/48"), "the second page too");
+    assert!(feed_set(&ns, "abuseipdb_v6").contains("2001:db8::66"));
+    assert!(feed_set(&ns, "otx_v4").contains("192.0.2.10/31"), "{}", feed_set(&ns, "otx_v4"));
+    assert!(feed_set(&ns, "otx_v6").contains("2001:db8:77::/48"), "the second page too");
     assert_eq!(abuse.requests().len(), 1);
     assert!(abuse.requests().iter().all(|r| r.header("x-otx-api-key").is_none()), "each key to its own host");
     assert!(otx.requests().iter().all(|r| r.header("key").is_none() && r.header("x-otx-api-key") == Some(OTX_KEY)));
@@ -101,7 +97,9 @@ fn presets_fill_their_sets_survive_bad_answers_and_never_leak_a_key() {
     assert!(text.contains("abuseipdb: REFUSED: download failed:") && text.contains("HTTP 401"), "{text}");
     assert!(text.contains("otx: REFUSED: download failed:") && text.contains("HTTP 429"), "{text}");
     assert!(text.contains("kept the last good copy from"), "{text}");
-    assert!(set(&ns, "abuseipdb_v4").contains("198.51.100.7") && set(&ns, "otx_v6").contains("2001:db8:77::/48"));
+    assert!(
+        feed_set(&ns, "abuseipdb_v4").contains("198.51.100.7") && feed_set(&ns, "otx_v6").contains("2001:db8:77::/48")
+    );
     let out = run(&["feeds", "update", "--due", p, "--state-dir", s]);
     assert!(stdout(&out).contains("otx: not due"), "the 429 pause is respected: {}", stdout(&out));
 
@@ -113,7 +111,7 @@ fn presets_fill_their_sets_survive_bad_answers_and_never_leak_a_key() {
         text.contains("otx: REFUSED: download failed: API key: cannot read key file") && text.contains("otx"),
         "{text}"
     );
-    assert!(set(&ns, "otx_v4").contains("192.0.2.10"));
+    assert!(feed_set(&ns, "otx_v4").contains("192.0.2.10"));
 
     // A cut-off answer from AbuseIPDB with the right key again.
     std::fs::write(keys.join("abuseipdb"), ABUSE_KEY).expect("key");
@@ -122,7 +120,7 @@ fn presets_fill_their_sets_survive_bad_answers_and_never_leak_a_key() {
     });
     let out = run(&["feeds", "update", "abuseipdb", p, "--state-dir", s]);
     assert!(stdout(&out).contains("AbuseIPDB response is not complete JSON"), "{}", stdout(&out));
-    assert!(set(&ns, "abuseipdb_v4").contains("198.51.100.7"));
+    assert!(feed_set(&ns, "abuseipdb_v4").contains("198.51.100.7"));
 
     let out = run(&["feeds", "list", p, "--state-dir", s]);
     let list = stdout(&out);

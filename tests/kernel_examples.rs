@@ -98,7 +98,7 @@ fn feed_blocklist_example_drops_listed_sources_offline() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let out = lab.srv.phantomc(&["apply", policy, "--state-dir", state]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let v6 = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "attackers_v6"]));
+    let v6 = feed_set(&lab.srv, "attackers_v6");
     assert!(v6.contains("2001:db8:bad::/48"), "{v6}");
 
     let (p, a) = (&lab.publ, &lab.adm);

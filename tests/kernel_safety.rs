@@ -401,7 +401,8 @@ fn a_rollback_restores_feed_sets_from_the_cache_and_run_time_entries_with_their_
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let (before, before_left) = listing_and_expiries(&lab.srv);
-    assert!(before.contains("198.18.2.200") && before.contains("10.10.1.0/24"), "feed loaded and cut: {before}");
+    let feed = feed_set(&lab.srv, "bad_v4");
+    assert!(feed.contains("198.18.2.200/32") && feed.contains("10.10.1.0/24"), "feed loaded and cut: {feed}");
     assert_eq!(before_left.len(), 3, "two blocks and one timed static entry: {before}");
 
     // The new policy keeps the allowlist, so the feed's cut is the same.

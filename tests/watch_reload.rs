@@ -367,8 +367,8 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     );
     assert!(h.watched.iter().any(|p| p.ends_with("feeds/drop.txt")), "{:?}", h.watched);
     assert!(!h.watched.iter().any(|p| p.ends_with("b.pf")), "{:?}", h.watched);
-    let feed_set = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "drop_v4"]));
-    assert!(feed_set.contains("192.0.2.0/24"), "the cached feed copy is loaded: {feed_set}");
+    let loaded_feed = feed_set(&lab.srv, "drop_v4");
+    assert!(loaded_feed.contains("192.0.2.0/24"), "the cached feed copy is loaded: {loaded_feed}");
 
     // The included file is watched.
     std::fs::write(lab.path("a.pf"), "pass in proto tcp to port 1001 label \"from-a2\"\n").unwrap();
@@ -392,7 +392,7 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     let h = lab.wait_health("feed change seen", |h| h.unchanged == 1);
     assert_eq!((h.reloads, h.failures), (4, 0), "a.pf's edit after it left the policy changed nothing: {h:?}");
     eventually("the feed set holds the new file's contents", || {
-        let set = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "drop_v4"]));
+        let set = feed_set(&lab.srv, "drop_v4");
         set.contains("198.51.100.0/24") && !set.contains("192.0.2.0/24")
     });
 
@@ -404,7 +404,7 @@ fn includes_and_local_feeds_are_watched_as_they_change() {
     eventually("the refresh refused the poisoned copy", || {
         std::fs::read_to_string(&meta).is_ok_and(|m| m.contains("kept-last-good") && m.contains("too broad: covers"))
     });
-    let set = stdout(&lab.srv.nft(&["list", "set", "inet", "phantomc", "drop_v4"]));
+    let set = feed_set(&lab.srv, "drop_v4");
     assert!(set.contains("198.51.100.0/24") && !set.contains("0.0.0.0/1"), "{set}");
     let cached = std::fs::read_to_string(state_dir.join("feeds/drop.nets")).unwrap();
     assert_eq!(cached, "198.51.100.0/24\n", "the last good copy is still cached");

@@ -67,11 +67,7 @@ pub fn panic(args: &PanicArgs) -> CmdResult {
 }
 
 pub fn guard(args: &GuardArgs) -> CmdResult {
-    let feed_nets = |f: &crate::nft::record::FeedRecord| {
-        crate::feeds::cached_family(&f.cache_dir, &f.feed, f.v6)?
-            .ok_or_else(|| format!("no cached copy in {}", f.cache_dir.display()))
-    };
-    match rollback::guard(&args.state, &feed_nets).map_err(sys)? {
+    match rollback::guard(&args.state, &crate::feeds::recorded_nets).map_err(sys)? {
         Phase::Failed => Ok(ExitCode::from(1)),
         _ => Ok(ExitCode::SUCCESS),
     }

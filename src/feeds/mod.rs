@@ -29,8 +29,8 @@ use ipnet::IpNet;
 
 use crate::guard::{show, Protected};
 use crate::ir::feed_options::KeyRef;
-use crate::ir::{nft_set_name, Family, FeedDef, Ruleset};
-use crate::nft::record::FeedSource;
+use crate::ir::{feed_layout, nft_set_name, Family, FeedDef, Ruleset};
+use crate::nft::record::{FeedRecord, FeedSource};
 use crate::nft::{Elements, SetElem};
 
 /// Entries a feed may have unless `max-entries` says otherwise.
@@ -228,11 +228,29 @@ pub fn rollback_sources(protected: &Protected, dir: Option<&Path>) -> Result<BTr
             let Some(cached) = cached_family(&feeds_dir, &feed, family == Family::V6)? else { continue };
             let cut = protected.cut(cached.clone()).0;
             let candidates = if cut == cached { vec![cut] } else { vec![cut, cached.clone()] };
-            let source = FeedSource { feed: feed.clone(), cache_dir: feeds_dir.clone(), cached, candidates };
-            out.insert(nft_set_name(&feed, family), source);
+            // Each kernel set of the feed is recorded by its part of the cache.
+            for kernel in feed_layout::kernel_sets(&nft_set_name(&feed, family), family) {
+                let source = FeedSource {
+                    feed: feed.clone(),
+                    cache_dir: feeds_dir.clone(),
+                    cached: feed_layout::part(&kernel, &cached),
+                    candidates: candidates.iter().map(|c| feed_layout::part(&kernel, c)).collect(),
+                };
+                out.insert(kernel.name, source);
+            }
         }
     }
     Ok(out)
+}
+
+/// The cached networks a recorded feed set was recorded against: its
+/// kernel set's part of the feed's cached family (see [`rollback_sources`]).
+pub fn recorded_nets(f: &FeedRecord) -> Result<Vec<IpNet>, String> {
+    let cached = cached_family(&f.cache_dir, &f.feed, f.v6)?
+        .ok_or_else(|| format!("no cached copy in {}", f.cache_dir.display()))?;
+    let family = if f.v6 { Family::V6 } else { Family::V4 };
+    let (_, len) = feed_layout::of_kernel_set(&f.set).ok_or_else(|| format!("{} is no feed set", f.set))?;
+    Ok(feed_layout::part(&feed_layout::KernelSet { name: f.set.clone(), family, len }, &cached))
 }
 
 /// What a (re)load carries into the new table: the live run-time and feed

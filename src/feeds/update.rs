@@ -14,8 +14,8 @@ use super::parts;
 use super::provider::{self, Download};
 use super::FeedConfig;
 use crate::guard::{self, Operator, Protected};
-use crate::ir::{nft_set_name, Family, Ruleset};
-use crate::nft::emit::net_expr;
+use crate::ir::{feed_layout, nft_set_name, Family, Ruleset};
+use crate::nft::emit::feed_elem;
 use crate::nft::{Nft, NftError};
 
 /// How an update attempt ended. Only `Updated` changes the cached copy.
@@ -334,30 +334,31 @@ fn load_set(nft: &Nft, table: &str, feed: &str, nets: &[IpNet]) -> Result<SetLoa
     Ok(SetLoad::Replaced { v4, v6: nets.len() - v4, millis: started.elapsed().as_millis() })
 }
 
-/// Replaces the elements of a feed's two sets in one transaction: flush,
-/// then add. Nothing else in the table is touched.
+/// Replaces the elements of all of a feed's kernel sets (both families, see
+/// [`feed_layout`]) in one transaction: flush each, then add. Nothing else
+/// in the table is touched.
 pub fn replace_batch(table: &str, feed: &str, nets: &[IpNet]) -> Nftables<'static> {
     let mut objs = Vec::new();
     for family in [Family::V4, Family::V6] {
-        let name = nft_set_name(feed, family);
+        let half: Vec<IpNet> = nets.iter().filter(|n| n.addr().is_ipv4() == (family == Family::V4)).copied().collect();
         let set_type = if family == Family::V4 { SetType::Ipv4Addr } else { SetType::Ipv6Addr };
-        let set = Set {
-            family: NfFamily::INet,
-            table: table.to_string().into(),
-            name: name.clone().into(),
-            set_type: SetTypeValue::Single(set_type),
-            ..Default::default()
-        };
-        objs.push(NfObject::CmdObject(NfCmd::Flush(FlushObject::Set(Box::new(set)))));
-        let elems: Vec<_> =
-            nets.iter().filter(|n| n.addr().is_ipv4() == (family == Family::V4)).map(|&n| net_expr(n)).collect();
-        if !elems.is_empty() {
-            objs.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Element(Element {
+        for (kernel, part) in feed_layout::split(&nft_set_name(feed, family), family, &half) {
+            let set = Set {
                 family: NfFamily::INet,
                 table: table.to_string().into(),
-                name: name.into(),
-                elem: elems.into(),
-            }))));
+                name: kernel.name.clone().into(),
+                set_type: SetTypeValue::Single(set_type),
+                ..Default::default()
+            };
+            objs.push(NfObject::CmdObject(NfCmd::Flush(FlushObject::Set(Box::new(set)))));
+            if !part.is_empty() {
+                objs.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Element(Element {
+                    family: NfFamily::INet,
+                    table: table.to_string().into(),
+                    name: kernel.name.clone().into(),
+                    elem: part.iter().map(|&n| feed_elem(&kernel, n)).collect::<Vec<_>>().into(),
+                }))));
+            }
         }
     }
     Nftables { objects: objs.into() }

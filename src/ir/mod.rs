@@ -8,6 +8,7 @@
 
 pub mod eval;
 pub mod expiry;
+pub mod feed_layout;
 pub mod feed_options;
 mod lower;
 pub mod names;

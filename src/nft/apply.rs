@@ -117,7 +117,11 @@ pub enum Status {
 /// timed entries: the kernel drops them, and their timeouts count down)?
 /// Their contents are read or recorded elsewhere, never compared.
 pub fn runtime_set(rs: &Ruleset, name: &str) -> bool {
-    rs.set(name).is_some_and(|s| !matches!(s.kind, SetKind::Static { .. }) || s.kind.has_timeouts())
+    // A feed's hash sets are named after its set (`bad_v4_24`).
+    let of_feed = crate::ir::feed_layout::of_kernel_set(name)
+        .and_then(|(set, _)| rs.set(set))
+        .is_some_and(|s| matches!(s.kind, SetKind::Feed { .. }));
+    of_feed || rs.set(name).is_some_and(|s| !matches!(s.kind, SetKind::Static { .. }) || s.kind.has_timeouts())
 }
 
 /// The policy as the kernel would hold it: loaded without run-time or

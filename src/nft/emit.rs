@@ -12,6 +12,7 @@ use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables, SetFlag, S
 use nftables::stmt::{self, Counter, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
+use crate::ir::feed_layout::{self, KernelSet};
 use crate::ir::names::{self, ICMP, ICMPV6, TCP};
 use crate::ir::optimize::{self, MergeField, Merged, Values};
 use crate::ir::{
@@ -159,7 +160,7 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
 pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     let t = rs.table.as_str();
     let mut sets: Vec<schema::Set<'static>> =
-        rs.sets.iter().map(|s| set(rs, s, extra.by_set.get(&s.nft_name))).collect();
+        rs.sets.iter().flat_map(|s| sets_of(rs, s, extra.by_set.get(&s.nft_name))).collect();
     sets.extend(
         optimize::merged_rules(rs).filter(|(_, _, m)| !m.dispatch).map(|(_, r, m)| merged_set(t, m, r.counter)),
     );
@@ -233,6 +234,15 @@ pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
     }
     let counters: std::collections::BTreeSet<String> =
         rs.chains.iter().flat_map(|c| &c.rules).flat_map(Rule::lines).filter_map(|r| r.counter_name.clone()).collect();
+    let feeds: BTreeMap<&str, Family> = rs
+        .sets
+        .iter()
+        .filter(|s| matches!(s.kind, SetKind::Feed { .. }))
+        .map(|s| (s.nft_name.as_str(), s.family))
+        .collect();
+    for c in &mut chains {
+        c.rules = std::mem::take(&mut c.rules).into_iter().flat_map(|r| feed_lookups(r, &feeds)).collect();
+    }
     let flowtables = rs.flowtables.iter().map(|f| flowtable(t, f)).collect();
     NftTable { name: rs.table.clone(), sets, maps, counters: counters.into_iter().collect(), flowtables, chains }
 }
@@ -323,6 +333,77 @@ fn rule_base(t: &str, chain: &str) -> schema::Rule<'static> {
         table: t.to_string().into(),
         chain: chain.to_string().into(),
         ..Default::default()
+    }
+}
+
+/// A rule that looks up feed sets, as rules over their kernel sets (see
+/// [`feed_layout`]): a negated lookup must miss every kernel set (one rule),
+/// a positive one hit one of them (a rule per kernel set; the sets are
+/// disjoint, so at most one of these rules matches a packet).
+fn feed_lookups(rule: schema::Rule<'static>, feeds: &BTreeMap<&str, Family>) -> Vec<schema::Rule<'static>> {
+    let feed_of = |st: &Statement<'static>| match st {
+        Statement::Match(Match { right: Expression::String(r), op, .. }) => {
+            r.strip_prefix('@').and_then(|n| feeds.get_key_value(n)).map(|(n, f)| (n.to_string(), *f, *op))
+        }
+        _ => None,
+    };
+    let lookup = |st: &Statement<'static>, k: &KernelSet, op: Operator| {
+        let Statement::Match(Match { left, .. }) = st else { unreachable!("a feed lookup is a match") };
+        let left = match k.mask() {
+            Some(mask) => Expression::BinaryOperation(Box::new(expr::BinaryOperation::AND(
+                left.clone(),
+                Expression::String(addr_text(mask.netmask()).into()),
+            ))),
+            None => left.clone(),
+        };
+        m(left, Expression::String(format!("@{}", k.name).into()), op)
+    };
+    let mut variants: Vec<Vec<Statement<'static>>> = vec![Vec::new()];
+    for st in rule.expr.iter() {
+        match feed_of(st) {
+            None => variants.iter_mut().for_each(|v| v.push(st.clone())),
+            Some((set, family, op)) if op == Operator::NEQ => {
+                let misses: Vec<_> = feed_layout::kernel_sets(&set, family).iter().map(|k| lookup(st, k, op)).collect();
+                variants.iter_mut().for_each(|v| v.extend(misses.iter().cloned()));
+            }
+            Some((set, family, op)) => {
+                let hits: Vec<_> = feed_layout::kernel_sets(&set, family).iter().map(|k| lookup(st, k, op)).collect();
+                variants = variants
+                    .iter()
+                    .flat_map(|v| hits.iter().map(move |h| v.iter().cloned().chain([h.clone()]).collect()))
+                    .collect();
+            }
+        }
+    }
+    if variants.len() == 1 && !rule.expr.iter().any(|st| feed_of(st).is_some()) {
+        return vec![rule];
+    }
+    variants.into_iter().map(|expr| schema::Rule { expr: expr.into(), ..rule.clone() }).collect()
+}
+
+/// The kernel sets of a policy set: a feed set is several (see [`feed_layout`]).
+fn sets_of(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) -> Vec<schema::Set<'static>> {
+    if !matches!(s.kind, SetKind::Feed { .. }) {
+        return vec![set(rs, s, extra)];
+    }
+    let nets: Vec<IpNet> = extra.into_iter().flatten().map(|e| e.net).collect();
+    feed_layout::split(&s.nft_name, s.family, &nets)
+        .into_iter()
+        .map(|(k, nets)| schema::Set {
+            name: k.name.clone().into(),
+            flags: k.len.is_none().then(|| HashSet::from([SetFlag::Interval])),
+            elem: (!nets.is_empty()).then(|| nets.iter().map(|&n| feed_elem(&k, n)).collect::<Vec<_>>().into()),
+            ..set(rs, s, None)
+        })
+        .collect()
+}
+
+/// An element of a feed's kernel set: a network in the interval set, its
+/// first address in a hash set (which the lookup masks to its length).
+pub fn feed_elem(k: &KernelSet, n: IpNet) -> Expression<'static> {
+    match k.len {
+        Some(_) => Expression::String(addr_text(n.network()).into()),
+        None => net_expr(n),
     }
 }
 

@@ -464,6 +464,23 @@ pub fn set_elements(table: &str, set: &str) -> io::Result<Vec<SetElem>> {
     Ok(timed_elements(table, set)?.into_iter().map(|(e, _)| e).collect())
 }
 
+/// The networks of a feed's hash set of prefix length `len` (its elements
+/// are the networks' first addresses).
+pub fn hash_set_nets(table: &str, set: &str, len: u8) -> io::Result<Vec<IpNet>> {
+    let mut out = Vec::new();
+    each_element(table, set, &mut |e| {
+        let key = attr(e, NFTA_SET_ELEM_KEY)?.map(|k| attr(k, NFTA_DATA_VALUE)).transpose()?.flatten();
+        let addr = match key.and_then(to_u128) {
+            Some(v) if key.map(<[u8]>::len) == Some(4) => IpAddr::V4(Ipv4Addr::from(v as u32)),
+            Some(v) => IpAddr::V6(Ipv6Addr::from(v)),
+            None => return Ok(()),
+        };
+        out.extend(IpNet::new(addr, len).ok());
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// Like [`set_elements`], with the timeout (seconds) each entry was added with.
 pub fn timed_elements(table: &str, set: &str) -> io::Result<Vec<(SetElem, Option<u64>)>> {
     // The kernel keeps an interval as a start element and an end element

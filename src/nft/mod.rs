@@ -25,7 +25,7 @@ pub use json::{counts_elements, to_json, to_json_pretty};
 pub use run::{in_scratch_netns, objects, write_to_child, Nft, NftError};
 
 use crate::diag::Diag;
-use crate::ir::{Compiled, Ruleset, SetKind};
+use crate::ir::{feed_layout, Compiled, Family, Ruleset, SetKind};
 
 /// Elements of the live run-time and feed sets, so a reload keeps what
 /// `phantomc block` and feed updates put there. Read over netlink; a set the
@@ -45,10 +45,25 @@ pub fn live_elements_of(rs: &Ruleset, wanted: impl Fn(&str) -> bool) -> Result<E
         .iter()
         .filter(|s| matches!(s.kind, SetKind::Dynamic { .. } | SetKind::Feed { .. }) && wanted(&s.nft_name));
     for def in runtime {
-        let elems = kernel::set_elements(&rs.table, &def.nft_name).map_err(NftError::Kernel)?;
+        let elems = match def.kind {
+            SetKind::Feed { .. } => live_feed_set(&rs.table, &def.nft_name, def.family).map_err(NftError::Kernel)?,
+            _ => kernel::set_elements(&rs.table, &def.nft_name).map_err(NftError::Kernel)?,
+        };
         out.by_set.insert(def.nft_name.clone(), elems);
     }
     Ok(out)
+}
+
+/// A feed set's networks, joined from its kernel sets (see [`feed_layout`]).
+pub fn live_feed_set(table: &str, set: &str, family: Family) -> std::io::Result<Vec<SetElem>> {
+    let mut nets = Vec::new();
+    for k in feed_layout::kernel_sets(set, family) {
+        match k.len {
+            Some(len) => nets.extend(kernel::hash_set_nets(table, &k.name, len)?),
+            None => nets.extend(kernel::set_elements(table, &k.name)?.into_iter().map(|e| e.net)),
+        }
+    }
+    Ok(feed_layout::join(nets).into_iter().map(|net| SetElem { net, timeout: None, comment: None }).collect())
 }
 
 /// Maps an nft error about a script line back to the policy rule that line

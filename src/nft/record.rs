@@ -258,7 +258,11 @@ pub fn restore(
         for f in &r.feeds {
             let cached = feed_nets(f).map_err(|e| io::Error::other(format!("feed {}: {e}", f.feed)))?;
             let nets = apply_difference(cached, &f.minus, &f.plus);
-            batch.extend(element_messages(table, &f.set, &interval_elements(&nets)));
+            let elements = match crate::ir::feed_layout::of_kernel_set(&f.set) {
+                Some((_, Some(_))) => hash_elements(&nets),
+                _ => interval_elements(&nets),
+            };
+            batch.extend(element_messages(table, &f.set, &elements));
         }
         batch.extend(r.rules.iter().map(|o| msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &o.0)));
     }
@@ -371,6 +375,21 @@ fn interval_elements(nets: &[IpNet]) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// The elements of a feed's hash set holding `nets`: each network's first
+/// address (see [`crate::ir::feed_layout`]).
+fn hash_elements(nets: &[IpNet]) -> Vec<Vec<u8>> {
+    let key = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let element = |bytes: Vec<u8>| {
+        let mut e = Vec::new();
+        netlink::push_nested(&mut e, NFTA_SET_ELEM_KEY, |k| netlink::push_attr(k, NFTA_DATA_VALUE, &bytes));
+        e
+    };
+    nets.iter().map(|n| element(key(n.network()))).collect()
 }
 
 /// The kernel's element count (`NFTA_SET_COUNT`) of an interval set

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use nftables::expr::{Expression, FibFlag, MetaKey, NamedExpression, Payload, SetItem, Verdict};
+use nftables::expr::{BinaryOperation, Expression, FibFlag, MetaKey, NamedExpression, Payload, SetItem, Verdict};
 use nftables::schema::{self, SetFlag, SetType, SetTypeValue};
 use nftables::stmt::{Counter, NATFamily, Operator, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfHook};
@@ -393,6 +393,15 @@ fn value(out: &mut String, e: &Expression<'_>) {
             }
             NamedExpression::Elem(_) => element(out, e, &[false]),
             NamedExpression::Concat(items) => joined(out, items, " . ", value),
+            other => unreachable!("emit never produces {other:?}"),
+        },
+        // A feed's hash set lookup of a masked address.
+        Expression::BinaryOperation(op) => match &**op {
+            BinaryOperation::AND(left, right) => {
+                value(out, left);
+                out.push_str(" & ");
+                value(out, right);
+            }
             other => unreachable!("emit never produces {other:?}"),
         },
         other => unreachable!("emit never produces {other:?}"),

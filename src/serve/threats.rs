@@ -1,6 +1,7 @@
 //! `threats`: the feed sets with their sizes, and the addresses blocked at
 //! run time with their expiry, as the live table holds them.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
@@ -8,7 +9,7 @@ use serde_json::Value;
 
 use super::LiveRead;
 use crate::feeds::FeedConfig;
-use crate::ir::{Family, Ruleset, SetKind};
+use crate::ir::{feed_layout, Family, Ruleset, SetKind};
 
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Threats {
@@ -146,6 +147,14 @@ pub struct Blocked {
     pub reason: Option<String>,
 }
 
+/// A feed set's entries as its kernel sets count them (a network split into
+/// a hash set counts as its pieces); `None` when the kernel reports no count.
+fn feed_count(counts: &BTreeMap<String, u32>, set: &str, family: Family) -> Option<usize> {
+    let parts: Vec<u32> =
+        feed_layout::kernel_sets(set, family).iter().filter_map(|k| counts.get(&k.name).copied()).collect();
+    (!parts.is_empty()).then(|| parts.iter().map(|&n| n as usize).sum())
+}
+
 /// `feeds_dir` is the feed cache, if there is one; `now` is Unix time.
 pub fn threats(rs: &Ruleset, live: &LiveRead, feeds_dir: Option<&Path>, now: u64) -> Threats {
     let loaded = live.rules.is_some();
@@ -170,10 +179,7 @@ pub fn threats(rs: &Ruleset, live: &LiveRead, feeds_dir: Option<&Path>, now: u64
                         .checked_at
                         .zip(refresh)
                         .map(|(t, r)| (t + r).max(freshness.retry_at.unwrap_or(0))),
-                    elements: live
-                        .counts
-                        .get(&def.nft_name)
-                        .map(|&n| n as usize)
+                    elements: feed_count(&live.counts, &def.nft_name, def.family)
                         .or_else(|| feeds_dir.filter(|_| loaded).and_then(|d| recorded_entries(d, feed, family))),
                     freshness,
                 });

@@ -380,6 +380,15 @@ pub fn apply(ns: &Netns, policy: &str) {
 }
 
 /// `nft -j list table inet phantomc` inside `ns`, parsed.
+/// A feed set's networks in table inet phantomc (`198.51.100.2/32
+/// 203.0.113.0/24`), joined from all of its kernel sets (see feed_layout).
+pub fn feed_set(ns: &Netns, set: &str) -> String {
+    let family = if set.ends_with("_v6") { phantomc::ir::Family::V6 } else { phantomc::ir::Family::V4 };
+    let set = set.to_string();
+    let nets = ns.run_in(move || phantomc::nft::live_feed_set("phantomc", &set, family).expect("feed set"));
+    nets.iter().map(|e| e.net.to_string()).collect::<Vec<_>>().join(" ")
+}
+
 pub fn table_json(ns: &Netns) -> serde_json::Value {
     let out = ns.nft(&["-j", "list", "table", "inet", "phantomc"]);
     assert!(out.status.success(), "list table: {}", stderr(&out));

@@ -1,0 +1,186 @@
+//! How a feed's networks of one family sit in the kernel: the one mapping
+//! from a feed set (`bad_v4`) to its kernel sets and back, used by the
+//! emitter, feed updates and every reader of the live table.
+//!
+//! A lookup in an nft interval set walks a red-black tree, about 20
+//! compares per new connection at 800k entries; a hash lookup does not grow
+//! with the set. So each feed set is several kernel sets, always the same
+//! ones (the rules that look them up do not depend on the feed's contents,
+//! and an update replaces elements only):
+//! - a hash set per prefix length of [`lengths`] (`bad_v4_32`, `bad_v4_24`,
+//!   `bad_v4_16`), looked up with the address masked to that length, holding
+//!   the networks of that length and those up to [`MAX_SPLIT_BITS`] bits
+//!   shorter, split into it (a /22 is four /24s);
+//! - the interval set of the feed set's own name (`bad_v4`) for every other
+//!   network (a /19, a /27), so any prefix still matches.
+//!
+//! The networks are aggregated first (disjoint), so an address is in at most
+//! one kernel set: one rule per kernel set, and hits count each packet once.
+
+use ipnet::IpNet;
+
+use super::Family;
+
+/// Prefix lengths with a hash set, longest first.
+const V4_LENGTHS: [u8; 3] = [32, 24, 16];
+const V6_LENGTHS: [u8; 3] = [128, 64, 48];
+/// A network is split into the hash set of a longer length when it makes at
+/// most 2^this many elements there; otherwise it goes to the interval set.
+pub const MAX_SPLIT_BITS: u8 = 2;
+
+/// One kernel set of a feed set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelSet {
+    pub name: String,
+    pub family: Family,
+    /// The prefix length of a hash set; `None` for the interval set.
+    pub len: Option<u8>,
+}
+
+impl KernelSet {
+    /// The mask its lookup applies first (`None`: the whole address).
+    pub fn mask(&self) -> Option<IpNet> {
+        let len = self.len?;
+        let (zero, max): (std::net::IpAddr, u8) = match self.family {
+            Family::V4 => (std::net::Ipv4Addr::UNSPECIFIED.into(), 32),
+            Family::V6 => (std::net::Ipv6Addr::UNSPECIFIED.into(), 128),
+        };
+        (len < max).then(|| IpNet::new(zero, len).expect("length within the family"))
+    }
+}
+
+/// The hash set lengths of a family, longest first.
+pub fn lengths(family: Family) -> &'static [u8] {
+    match family {
+        Family::V4 => &V4_LENGTHS,
+        Family::V6 => &V6_LENGTHS,
+    }
+}
+
+/// The kernel sets of feed set `set` (its nft name): the hash sets, longest
+/// prefix first (most entries of real feeds are single addresses), then the
+/// interval set.
+pub fn kernel_sets(set: &str, family: Family) -> Vec<KernelSet> {
+    let interval = KernelSet { name: set.to_string(), family, len: None };
+    let hashes = lengths(family).iter().map(|&l| KernelSet { name: format!("{set}_{l}"), family, len: Some(l) });
+    hashes.chain([interval]).collect()
+}
+
+/// The hash length a network of prefix length `len` is split into, if any.
+fn hash_len(family: Family, len: u8) -> Option<u8> {
+    lengths(family).iter().rev().copied().find(|&l| l >= len && l - len <= MAX_SPLIT_BITS)
+}
+
+/// Aggregated networks of one family, as the kernel sets of `set` hold them.
+pub fn split(set: &str, family: Family, nets: &[IpNet]) -> Vec<(KernelSet, Vec<IpNet>)> {
+    let mut parts: Vec<(KernelSet, Vec<IpNet>)> = kernel_sets(set, family).into_iter().map(|k| (k, vec![])).collect();
+    for net in nets {
+        let len = hash_len(family, net.prefix_len());
+        let part = &mut parts.iter_mut().find(|(k, _)| k.len == len).expect("a kernel set per length").1;
+        match len {
+            Some(l) => part.extend(net.subnets(l).expect("a longer length")),
+            None => part.push(*net),
+        }
+    }
+    for (_, nets) in &mut parts {
+        nets.sort_unstable();
+    }
+    parts
+}
+
+/// The networks of `nets` that kernel set `kernel` holds (see [`split`]).
+pub fn part(kernel: &KernelSet, nets: &[IpNet]) -> Vec<IpNet> {
+    let set = of_kernel_set(&kernel.name).map_or(kernel.name.as_str(), |(s, _)| s);
+    split(set, kernel.family, nets).into_iter().find(|(k, _)| k == kernel).map(|(_, n)| n).unwrap_or_default()
+}
+
+/// The feed set name and hash length a kernel set name would stand for
+/// (`bad_v4_24` -> (`bad_v4`, Some(24)), `bad_v4` -> (`bad_v4`, None));
+/// `None` when it is no feed layout's name. The caller checks that the set
+/// is a feed's.
+pub fn of_kernel_set(name: &str) -> Option<(&str, Option<u8>)> {
+    if name.ends_with("_v4") || name.ends_with("_v6") {
+        return Some((name, None));
+    }
+    let (set, len) = name.rsplit_once('_')?;
+    let len: u8 = len.parse().ok()?;
+    let family = match &set[set.len().saturating_sub(3)..] {
+        "_v4" => Family::V4,
+        "_v6" => Family::V6,
+        _ => return None,
+    };
+    lengths(family).contains(&len).then_some((set, Some(len)))
+}
+
+/// The feed's networks back from what its kernel sets hold.
+pub fn join(nets: Vec<IpNet>) -> Vec<IpNet> {
+    IpNet::aggregate(&nets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn networks_go_to_the_hash_set_they_split_into_or_the_interval_set() {
+        let feed =
+            nets(&["192.0.2.7/32", "192.0.2.8/30", "198.51.100.0/24", "203.0.112.0/22", "10.0.0.0/15", "10.8.0.0/19"]);
+        let parts = split("bad_v4", Family::V4, &IpNet::aggregate(&feed));
+        let shown: Vec<(String, Vec<String>)> =
+            parts.iter().map(|(k, n)| (k.name.clone(), n.iter().map(|n| n.to_string()).collect())).collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "bad_v4_32".to_string(),
+                    ["192.0.2.7/32", "192.0.2.8/32", "192.0.2.9/32", "192.0.2.10/32", "192.0.2.11/32"]
+                        .map(String::from)
+                        .to_vec()
+                ),
+                (
+                    "bad_v4_24".into(),
+                    ["198.51.100.0/24", "203.0.112.0/24", "203.0.113.0/24", "203.0.114.0/24", "203.0.115.0/24"]
+                        .map(String::from)
+                        .to_vec()
+                ),
+                ("bad_v4_16".into(), ["10.0.0.0/16", "10.1.0.0/16"].map(String::from).to_vec()),
+                ("bad_v4".into(), vec!["10.8.0.0/19".to_string()]),
+            ]
+        );
+        let all: Vec<IpNet> = parts.into_iter().flat_map(|(_, n)| n).collect();
+        assert_eq!(join(all), IpNet::aggregate(&feed), "joining the kernel sets gives the feed back");
+    }
+
+    #[test]
+    fn ipv6_has_its_own_lengths_and_masks() {
+        let parts = split(
+            "bad_v6",
+            Family::V6,
+            &nets(&["2001:db8::1/128", "2001:db8:1::/62", "2001:db8:2::/48", "2001:db8:8000::/33"]),
+        );
+        let sizes: Vec<(String, usize)> = parts.iter().map(|(k, n)| (k.name.clone(), n.len())).collect();
+        assert_eq!(
+            sizes,
+            [("bad_v6_128".into(), 1), ("bad_v6_64".into(), 4), ("bad_v6_48".into(), 1), ("bad_v6".into(), 1)]
+        );
+        assert_eq!(parts[1].0.mask().map(|m| m.netmask().to_string()), Some("ffff:ffff:ffff:ffff::".into()));
+        assert_eq!(parts[0].0.mask(), None, "a full-length lookup needs no mask");
+    }
+
+    #[test]
+    fn kernel_set_names_map_back_to_their_feed_set() {
+        assert_eq!(of_kernel_set("bad_v4_24"), Some(("bad_v4", Some(24))));
+        assert_eq!(of_kernel_set("my_feed_v6_128"), Some(("my_feed_v6", Some(128))));
+        assert_eq!(of_kernel_set("bad_v6"), Some(("bad_v6", None)));
+        assert_eq!(of_kernel_set("bad_v4_25"), None, "no hash set of that length");
+        assert_eq!(of_kernel_set("bad_v6_32x"), None);
+        assert_eq!(of_kernel_set("merged_3"), None);
+        for k in kernel_sets("x_v4", Family::V4) {
+            assert_eq!(of_kernel_set(&k.name), Some(("x_v4", k.len)));
+        }
+    }
+}
