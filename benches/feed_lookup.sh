@@ -12,11 +12,11 @@
 # share above the `webserver` row's. Sample shares do not depend on how busy
 # the machine is, rates do.
 # Layouts: webserver.pf without a feed (the peer); the same with a feed of
-# FEED lines blocked before the accepting rules, as phantomc loads it (one
-# interval set per family); its single addresses in a hash set and its
-# prefixes in the interval set (two lookups); every entry in a hash set per
-# prefix length, prefixes widened to /32, /24, /16 or /8 (one masked lookup
-# per non-empty length).
+# FEED lines blocked before the accepting rules, as phantomc loads it (a hash
+# set per prefix length /32, /24, /16 and an interval set for other lengths,
+# src/ir/feed_layout.rs: one masked lookup each); and the same feed in one
+# interval set per family, phantomc's layout before that (one lookup, a walk
+# of the kernel's rbtree).
 # Usage: benches/feed_lookup.sh [FEED=1000000] [ROUNDS=3] [SECS=3]
 # (root; needs nft, ip, hping3, nstat, perf, python3)
 set -euo pipefail
@@ -27,7 +27,7 @@ secs=${3:-3}
 . benches/lib.sh
 bench_setup
 
-names=(webserver interval hash+interval hash-per-length)
+names=(webserver per-length interval)
 cleanup() {
   bench_pairs_del
   ip netns del "$ns" 2>/dev/null || true
@@ -38,43 +38,23 @@ trap cleanup EXIT
 bench_feed_policy "$feed_lines"
 "$bin" feeds parse --print "$work/feed.txt" 2> /dev/null | grep / > "$work/nets"
 
-# The hand-made layouts: the compiled policy with the feed's v4 rule and set
-# replaced by theirs, then the elements.
+# The hand-made layout: the compiled policy with the feed's IPv4 rules (one
+# per kernel set) replaced by one lookup of the interval set, which gets every
+# network of the feed.
 "$bin" compile "$work/feed.pf" > "$work/compiled.nft"
 python3 - "$work" <<'EOF'
-import ipaddress, sys
+import sys
 work = sys.argv[1]
-nets = [ipaddress.ip_network(l.strip()) for l in open(f"{work}/nets") if l.strip()]
-nets = [n for n in nets if n.version == 4]
-feed_rule = '\t\tip saddr @bench_v4 counter drop comment "feed.pf:20"\n'
-compiled = open(f"{work}/compiled.nft").read()
-assert feed_rule in compiled, "the feed's rule moved: update the bench"
-assert "\tset bench_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n" in compiled
-
-def layout(path, sets):  # sets: (name, flags, mask or None, elements)
-    decls = "".join(f"\tset {n} {{\n\t\ttype ipv4_addr\n{f}\t}}\n\n" for n, f, _, _ in sets)
-    rules = "".join(
-        f'\t\tip saddr{"" if m is None else " & " + m} @{n} counter drop comment "feed.pf:20"\n' for n, _, m, _ in sets)
-    text = compiled.replace(feed_rule, rules).replace("\tset bench_v6 {", decls + "\tset bench_v6 {", 1)
-    text = text.replace("\tset bench_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n\n", "", 1)
-    with open(path, "w") as out:
-        out.write(text)
-        for n, _, _, elems in sets:
-            for i in range(0, len(elems), 100000):
-                out.write(f"add element inet phantomc {n} {{ {', '.join(elems[i:i + 100000])} }}\n")
-    print(" + ".join(f"{n} {len(e)}" for n, _, _, e in sets), file=open(path + ".sizes", "w"))
-
-hosts = [str(n.network_address) for n in nets if n.prefixlen == 32]
-prefixes = [str(n) for n in nets if n.prefixlen < 32]
-layout(f"{work}/hash+interval.nft", [("bench_hosts_v4", "", None, hosts),
-                                     ("bench_v4", "\t\tflags interval\n", None, prefixes)])
-widths = {32: [], 24: [], 16: [], 8: []}
-for n in nets:
-    to = min(w for w in widths if w >= n.prefixlen)
-    widths[to] += [str(s.network_address) for s in n.subnets(new_prefix=to)]
-layout(f"{work}/hash-per-length.nft",
-       [(f"bench_p{w}_v4", "", None if w == 32 else str(ipaddress.ip_network(f"0.0.0.0/{w}").netmask), e)
-        for w, e in widths.items() if e])
+nets = [l.strip() for l in open(f"{work}/nets") if l.strip() and ":" not in l]
+lines = open(f"{work}/compiled.nft").read().splitlines(keepends=True)
+feed_rules = [i for i, l in enumerate(lines) if "@bench_v4" in l and 'comment "feed.pf:20"' in l]
+assert len(feed_rules) == 4, "the feed's rules moved: update the bench"
+lines[feed_rules[0]] = '\t\tip saddr @bench_v4 counter drop comment "feed.pf:20"\n'
+with open(f"{work}/interval.nft", "w") as f:
+    f.write("".join(l for i, l in enumerate(lines) if i not in feed_rules[1:]))
+    for i in range(0, len(nets), 100000):
+        f.write(f"add element inet phantomc bench_v4 {{ {', '.join(nets[i:i + 100000])} }}\n")
+print(f"bench_v4 {len(nets)}", file=open(f"{work}/interval.nft.sizes", "w"))
 EOF
 
 i=0
@@ -84,7 +64,7 @@ for name in "${names[@]}"; do
   s=(ip netns exec "$p-s")
   case "$name" in
     webserver) "${s[@]}" "$bin" apply policies/webserver.pf > /dev/null ;;
-    interval)
+    per-length)
       bench_load_feed "$p-s" "$work/state-$i"
       ;;
     *) "${s[@]}" nft -f "$work/$name.nft" ;;
@@ -127,7 +107,10 @@ base_nft=$(col 0 4 | mean)
 echo
 echo "feed lookup: $feed_lines feed lines; $rounds interleaved rounds of $secs s"
 echo "feeds update said: $(echo "$feed_said" | tail -1)"
-for name in hash+interval hash-per-length; do echo "$name: $(cat "$work/$name.nft.sizes")"; done
+count() { ip netns exec "$1-s" nft -j list set inet phantomc "$2" |
+  python3 -c 'import json, sys; print(sum(len(o["set"].get("elem", [])) for o in json.load(sys.stdin)["nftables"] if "set" in o))'; }
+echo "per-length: $(for s in bench_v4_32 bench_v4_24 bench_v4_16 bench_v4; do echo -n "$s $(count "${bench_pairs[1]}" "$s") "; done)"
+echo "interval: $(cat "$work/interval.nft.sizes")"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| %-16s | %10s | %17s | %6s | %10s | %8s | %8s |\n' layout "new conn/s" "min-max" ratio "lookups %" "nft %" "cost %"
 printf '|%s|%s|%s|%s|%s|%s|%s|\n' ------------------ ------------ ------------------- -------- ------------ ---------- ----------

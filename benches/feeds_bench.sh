@@ -47,12 +47,26 @@ for _ in $(seq "$runs"); do
 done > "$work/updates"
 update=$(cut -d' ' -f1 "$work/updates" | median)
 load_ms=$(cut -d' ' -f2 "$work/updates" | median)
-{
-  echo "flush set inet phantomc bench_v4"
-  echo "add element inet phantomc bench_v4 {"
-  sed '$!s/$/,/' "$work/iprange.out"
-  echo "}"
-} > "$work/load.nft"
+# The peer: the same transaction as an nft script, each kernel set of the feed
+# (src/ir/feed_layout.rs) flushed and refilled with what phantomc put there
+# (read once from the kernel, untimed).
+feed_sets="bench_v4_32 bench_v4_24 bench_v4_16 bench_v4 bench_v6_128 bench_v6_64 bench_v6_48 bench_v6"
+set_elems() { # SET: its elements, one a line, as nft writes them
+  ip netns exec "$ns" nft -j list set inet phantomc "$1" | python3 -c '
+import json, sys
+for o in json.load(sys.stdin)["nftables"]:
+    for e in o.get("set", {}).get("elem", []):
+        print(e if isinstance(e, str) else "%s/%s" % (e["prefix"]["addr"], e["prefix"]["len"]))'
+}
+for s in $feed_sets; do
+  echo "flush set inet phantomc $s"
+  set_elems "$s" > "$work/elems"
+  if [ -s "$work/elems" ]; then
+    echo "add element inet phantomc $s {"
+    sed '$!s/$/,/' "$work/elems"
+    echo "}"
+  fi
+done > "$work/load.nft"
 nft_f=$(time_cmd ip netns exec "$ns" nft -f "$work/load.nft")
 # A full reload with the feed kept (from the cache) against `nft -f` of the
 # same table replaced by a script (listed once, untimed: a listing takes
@@ -70,7 +84,7 @@ status_pc=$(time_cmd ip netns exec "$ns" "$bin" status "$work/bench.pf")
 dry_pc=$(time_cmd ip netns exec "$ns" "$bin" apply --dry-run "$work/bench.pf" --state-dir "$state")
 hits_pc=$(time_cmd ip netns exec "$ns" "$bin" hits "$work/bench.pf")
 blocked_pc=$(time_cmd ip netns exec "$ns" "$bin" blocked "$work/bench.pf")
-live=$(ip netns exec "$ns" nft -j list set inet phantomc bench_v4 | python3 -c 'import json, sys; print(sum(len(o["set"].get("elem", [])) for o in json.load(sys.stdin)["nftables"] if "set" in o))')
+live=$(for s in $feed_sets; do set_elems "$s"; done | wc -l)
 
 echo
 echo "feed: $lines lines -> $nets aggregated IPv4 networks (phantomc vs iprange: $same); median of $runs runs"
@@ -88,5 +102,5 @@ row "phantomc status (exact drift check over netlink)" "$(ms "$status_pc")"
 row "phantomc apply --dry-run" "$(ms "$dry_pc")"
 row "phantomc hits (rule counters; the API's /rules read)" "$(ms "$hits_pc")"
 row "phantomc blocked (run-time entries; the API's /threats read)" "$(ms "$blocked_pc")"
-echo "live set after the run: $live elements"
+echo "live feed sets after the run: $live elements (a network split into a hash set counts as its pieces)"
 echo "status said: $(ip netns exec "$ns" "$bin" status "$work/bench.pf" | head -1)"

@@ -82,7 +82,7 @@ runs=$runs_before
 
 elements=$(sed -n 's/.*(\([0-9]*\) + [0-9]* elements.*/\1/p' "$work/update.log")
 echo
-echo "feed: $lines lines -> $elements elements in set bench_v4; 2 run-time entries; median of $runs runs (peers: 1)"
+echo "feed: $lines lines -> $elements networks in the sets of feed bench; 2 run-time entries; median of $runs runs (peers: 1)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| %-62s | %10s |\n' "read" "ms"
 printf '|%s|%s|\n' "----------------------------------------------------------------" "------------"
