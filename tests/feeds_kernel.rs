@@ -26,18 +26,19 @@ pass  in proto tcp to port { 80, 9000 } state new
 pass  in proto icmpv6 icmp-type { nd-neighbor-solicit, nd-neighbor-advert }
 "#;
 
-/// Packets counted by the established rule (line 15 of the policy).
-fn established_packets(ns: &Netns) -> u64 {
+/// Packets counted by the rules of one policy line (`feeds.pf:15`, the
+/// established rule; a feed's line has a rule per kernel set of the feed).
+fn line_packets(ns: &Netns, line: &str) -> u64 {
     table_json(ns)["nftables"]
         .as_array()
         .expect("array")
         .iter()
         .filter_map(|o| o.get("rule"))
-        .filter(|r| r.get("comment").and_then(|c| c.as_str()) == Some("feeds.pf:15"))
+        .filter(|r| r.get("comment").and_then(|c| c.as_str()) == Some(line))
         .filter_map(|r| r.get("expr")?.as_array())
         .flatten()
-        .find_map(|e| e.get("counter")?.get("packets")?.as_u64())
-        .expect("a counter rule")
+        .filter_map(|e| e.get("counter")?.get("packets")?.as_u64())
+        .sum()
 }
 
 /// A tempdir holding POLICY, the path of its local feed list and a state dir.
@@ -95,7 +96,7 @@ fn feed_update_swaps_the_set_in_place() {
     let mut conn = Conn::open(a, "10.10.0.1", 9000);
     assert!(conn.round_trip(b"before the update"));
     let before = (handles(&lab.srv, "table"), handles(&lab.srv, "chain"), rule_handles(&lab.srv));
-    let counted = established_packets(&lab.srv);
+    let counted = line_packets(&lab.srv, "feeds.pf:15");
     assert!(counted > 0);
 
     // The new list drops the old source and adds a new one.
@@ -113,7 +114,7 @@ fn feed_update_swaps_the_set_in_place() {
     assert!(conn.round_trip(b"after the update"), "the established connection survives");
     let after = (handles(&lab.srv, "table"), handles(&lab.srv, "chain"), rule_handles(&lab.srv));
     assert_eq!(after, before, "no reload: table, chain and rule handles unchanged");
-    assert!(established_packets(&lab.srv) > counted, "counters keep counting, never reset");
+    assert!(line_packets(&lab.srv, "feeds.pf:15") > counted, "counters keep counting, never reset");
 
     // Within the refresh interval, --due leaves the feed alone.
     let out = lab.srv.phantomc(&["feeds", "update", "--due", "--policy", policy, "--state-dir", state]);
@@ -303,28 +304,13 @@ fn each_kind_of_feed_entry_drops_its_sources_and_spares_the_neighbours() {
     }
 }
 
-/// Packets the feed's rule (line 16 of the policy) counted, over all the
-/// rules it compiles to (one per kernel set of the feed, see feed_layout).
-fn feed_rule_packets(ns: &Netns) -> u64 {
-    table_json(ns)["nftables"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|o| o.get("rule"))
-        .filter(|r| r.get("comment").and_then(|c| c.as_str()) == Some("feeds.pf:16"))
-        .filter_map(|r| r.get("expr")?.as_array())
-        .flatten()
-        .filter_map(|e| e.get("counter")?.get("packets")?.as_u64())
-        .sum()
-}
-
 /// Whether one ping from `src` (an address of pub) to the server is counted
 /// by the feed's rule, and how often: a listed source exactly once.
 fn feed_counts(lab: &WebLab, src: &str) -> u64 {
     let dst = if src.contains(':') { "2001:db8:1::1" } else { "198.51.100.1" };
-    let before = feed_rule_packets(&lab.srv);
+    let before = line_packets(&lab.srv, "feeds.pf:16");
     lab.publ.exec(&["ping", "-n", "-q", "-c", "1", "-W", "0.2", "-I", src, dst]);
-    feed_rule_packets(&lab.srv) - before
+    line_packets(&lab.srv, "feeds.pf:16") - before
 }
 
 /// Elements of each kernel set of the feed, by name.
