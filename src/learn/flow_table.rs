@@ -424,12 +424,20 @@ impl ClosedFlows {
     /// Take the flows [`OpenFlows::add_batch`] closed, per shard; `closing`
     /// is left empty for reuse.
     pub fn take(&mut self, closing: &mut [Vec<Flow>]) {
-        for (closer, flows) in self.closers.iter_mut().zip(closing) {
-            closer.take(flows.drain(..), self.max_closed);
+        use rayon::prelude::*;
+        let max_closed = self.max_closed;
+        let take = |(closer, flows): (&mut Closer, &mut Vec<Flow>)| {
+            closer.take(flows.drain(..), max_closed);
             // A sweep can close many flows at once: do not hold on to that much room.
             if flows.capacity() > RETAINED_CLOSING {
                 *flows = Vec::new();
             }
+        };
+        // Shards summarize in parallel, as they were fed.
+        if self.closers.len() == 1 {
+            self.closers.iter_mut().zip(closing).for_each(take);
+        } else {
+            self.closers.par_iter_mut().zip(closing.par_iter_mut()).for_each(take);
         }
     }
 
@@ -645,5 +653,43 @@ mod tests {
         assert!(set.compacted);
         assert_eq!(set.flows.iter().map(|f| f.connections).sum::<u64>(), 10_000);
         assert!(set.flows.len() < 300, "{}", set.flows.len());
+    }
+
+    /// The two halves a batch apart, as `read_into` runs them on two
+    /// threads, keep the same flows as feeding the whole table batch by
+    /// batch: with one shard and with three, with compaction and without.
+    #[test]
+    fn halves_a_batch_apart_keep_the_same_flows() {
+        // Short UDP and TCP flows from a few clients, idle gaps that make
+        // sweeps close many flows at once.
+        let pkts: Vec<Decoded> = (0..6_000u64)
+            .flat_map(|i| {
+                let client = format!("10.0.{}.2:{}", i % 7, 1024 + i);
+                let t = 1 + i / 50 * 70;
+                [pkt(t, &client, "10.0.0.1:53", UDP, 0, 30), pkt(t, "10.0.0.1:53", &client, UDP, 0, 90)]
+                    .into_iter()
+                    .chain((i % 3 == 0).then(|| pkt(t, &client, S, TCP, SYN, 0)))
+            })
+            .collect();
+        for (shards, max_closed) in [(1, 500_000), (3, 500_000), (1, 200), (3, 200)] {
+            let limits = FlowLimits { max_closed, ..FlowLimits::default() };
+            let mut whole = FlowTable::new(shards, limits.clone());
+            let FlowTable { mut open, mut closed, .. } = FlowTable::new(shards, limits);
+            let mut behind: Option<Vec<Vec<Flow>>> = None;
+            for chunk in pkts.chunks(512) {
+                whole.add_batch(chunk);
+                let mut closing = Vec::new();
+                open.add_batch(chunk, &mut closing);
+                if let Some(mut earlier) = behind.replace(closing) {
+                    closed.take(&mut earlier);
+                }
+            }
+            closed.take(&mut behind.expect("a batch"));
+            let (a, b) = (whole.finish(), closed.finish(open));
+            assert_eq!(a.compacted, b.compacted);
+            assert_eq!(a.compacted, max_closed == 200, "{shards} shards");
+            assert_eq!(a.flows, b.flows, "{shards} shards, max_closed {max_closed}");
+            assert!(a.flows.len() > 100);
+        }
     }
 }
