@@ -557,6 +557,40 @@ fn a_zone_loaded_by_the_real_firewalld_daemon_verifies_with_its_reverse_path_fil
 }
 
 #[test]
+fn ending_rounds_at_the_marker_sees_every_probe_as_waiting_for_quiet_does() {
+    use phantomc::import::lab::{self, Lab, RoundEnd, Seen};
+    // The firewalld lab: its zone's probes through the ruleset the daemon loaded.
+    let zone = "testdata/import/firewalld-daemon-public.xml";
+    let imported = phantomc::import::firewalld::import(
+        zone,
+        &std::fs::read_to_string(zone).unwrap(),
+        None,
+        &phantomc::import::firewalld_conf::DaemonConf::default(),
+    )
+    .unwrap();
+    let rs = phantomc::ir::compile("imported.pf", &imported.policy()).unwrap().ruleset;
+    let reference = std::fs::read_to_string("testdata/import/firewalld-daemon-public.nft").unwrap();
+    for v6 in [false, true] {
+        let (probes, _) = lab::realize(phantomc::import::verify::packets(&rs, v6, 800, 3));
+        let all: Vec<&phantomc::ir::eval::Packet> = probes.iter().collect();
+        let run = |end| {
+            phantomc::nft::in_scratch_netns(|| {
+                phantomc::nft::Nft::default().run(&["-f", "-"], Some(&reference)).map_err(|e| e.to_string())?;
+                Lab::build(&all)?.run_ending(&all, end)
+            })
+            .unwrap()
+            .unwrap()
+        };
+        let (marker, quiet) = (run(RoundEnd::Marker), run(RoundEnd::Quiet));
+        let differ: Vec<usize> = (0..all.len()).filter(|&i| marker[i] != quiet[i]).collect();
+        assert!(differ.is_empty(), "v6 {v6}: {} of {} probes differ: {differ:?}", differ.len(), all.len());
+        for fate in [Seen::Accepted, Seen::Rejected, Seen::Dropped] {
+            assert!(marker.iter().filter(|&&s| s == fate).count() > 50, "v6 {v6}: {fate:?}: {marker:?}");
+        }
+    }
+}
+
+#[test]
 fn firewalld_conf_sets_the_reverse_path_filter_and_the_6to4_rejects_and_lists_the_rest_by_line() {
     let dir = tempfile::tempdir().unwrap();
     let zone = "testdata/import/firewalld-public.xml";

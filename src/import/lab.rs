@@ -7,7 +7,8 @@
 //! - accepted on the forward hook: it leaves through its output interface;
 //! - rejected: an ICMP destination-unreachable quoting it, or a TCP reset
 //!   answering it, leaves the namespace;
-//! - otherwise dropped.
+//! - otherwise dropped: known once an end marker sent after the round's
+//!   probes has arrived (see [`RoundEnd`]).
 //!
 //! Input probes reach the input hook because, for packets arriving on a lab
 //! interface, every destination is routed as local (`local default` in
@@ -356,14 +357,23 @@ impl Lab {
 
     /// Sends every probe and says what happened to each.
     pub fn run(&self, probes: &[&Packet]) -> Result<Vec<Seen>, String> {
+        self.run_ending(probes, RoundEnd::Marker)
+    }
+
+    /// [`Lab::run`], ending each round of probes as `end` says.
+    pub fn run_ending(&self, probes: &[&Packet], end: RoundEnd) -> Result<Vec<Seen>, String> {
         prime_established(probes)?;
         let sockets = Sockets::open(probes)?;
+        // Every frame into one CPU's backlog, which the kernel works through
+        // in order: a round's end marker then comes after all its probes.
+        let pinned = if end == RoundEnd::Marker { Pinned::to_this_cpu() } else { Pinned(None) };
         let mut seen = vec![Seen::Dropped; probes.len()];
         let mut phases: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
         for (i, p) in probes.iter().enumerate() {
             let oif = if p.hook == Hook::Forward { p.oif.as_deref() } else { None };
             phases.entry(oif).or_default().push(i);
         }
+        let mut marker = 0u32;
         for (oif, ids) in &phases {
             self.route_to(*oif)?;
             for round in rounds(probes, ids) {
@@ -371,12 +381,19 @@ impl Lab {
                 if !setup.is_empty() {
                     run("ip", &["-force", "-batch", "-"], Some(&setup))?;
                 }
+                let mut last = None;
                 for &i in &round.ids {
                     let p = probes[i];
                     let port = &self.ports[p.iif.as_deref().expect("input and forward probes have an input interface")];
                     sockets.send(port, &frame(p, i as u32, port.mac))?;
+                    last = Some(port);
                 }
-                self.observe(&sockets, probes, &mut seen)?;
+                marker += 1;
+                let end = last.filter(|_| pinned.0.is_some());
+                if let Some(port) = end {
+                    sockets.send(port, &end_marker(marker, port.mac))?;
+                }
+                self.observe(&sockets, probes, &mut seen, end.map(|p| (p.index, marker)))?;
                 if !undo.is_empty() {
                     run("ip", &["-force", "-batch", "-"], Some(&undo))?;
                 }
@@ -385,12 +402,25 @@ impl Lab {
         Ok(seen)
     }
 
-    /// Reads every socket until the lab has been quiet for a while.
-    fn observe(&self, sockets: &Sockets, probes: &[&Packet], seen: &mut [Seen]) -> Result<(), String> {
+    /// Reads every socket until the round's end marker (`(ifindex,
+    /// number)`) has arrived, and then once more: everything the probes
+    /// before it caused was on the sockets by then, since the kernel handles
+    /// a CPU's frames in order and answers, delivers or forwards each before
+    /// the next. Without a marker seen, until the lab has been quiet for a
+    /// while.
+    fn observe(
+        &self,
+        sockets: &Sockets,
+        probes: &[&Packet],
+        seen: &mut [Seen],
+        marker: Option<(u32, u32)>,
+    ) -> Result<(), String> {
         let forward_out: BTreeSet<u32> = self.ports.values().map(|p| p.index).collect();
         let mut buf = vec![0u8; 65536];
         let mut quiet_since = Instant::now();
+        let mut last_pass = false;
         while quiet_since.elapsed() < Duration::from_millis(150) {
+            let finished = last_pass;
             let mut got = false;
             for &(fd, v6) in &sockets.delivered {
                 while let Some(n) = recv(fd, &mut buf, None) {
@@ -406,6 +436,9 @@ impl Lab {
             while let Some(n) = recv(sockets.capture, &mut buf, Some(&mut from)) {
                 got = true;
                 let (ifindex, pkttype) = from;
+                if pkttype != libc::PACKET_OUTGOING && marker.is_some_and(|m| is_end_marker(&buf[..n], ifindex, m)) {
+                    last_pass = true;
+                }
                 if pkttype != libc::PACKET_OUTGOING || n < 14 {
                     continue;
                 }
@@ -422,13 +455,83 @@ impl Lab {
                     }
                 }
             }
+            if finished {
+                break;
+            }
             if got {
                 quiet_since = Instant::now();
-            } else {
+            } else if !last_pass {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
         Ok(())
+    }
+}
+
+/// How a round of probes ends: when its end marker has arrived (then every
+/// answer to the probes before it is on the lab's sockets), or when nothing
+/// more has come for 150 ms (the slow way, kept to check the other against).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundEnd {
+    Marker,
+    Quiet,
+}
+
+/// The ethertype of the end marker (IEEE 802's local experimental one): no
+/// IP hook sees it, and the capture socket sees it arrive.
+const MARKER_ETHERTYPE: u16 = 0x88b5;
+
+/// The frame that ends round `n`, to the port with `dst_mac`.
+fn end_marker(n: u32, dst_mac: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&[2, 0x70, 0x68, 0xff, 0xff, 0xff]);
+    f.extend_from_slice(&MARKER_ETHERTYPE.to_be_bytes());
+    f.extend_from_slice(&MAGIC);
+    f.extend_from_slice(&n.to_be_bytes());
+    f.resize(60, 0);
+    f
+}
+
+/// Is `frame`, arriving on `ifindex`, the end marker `(ifindex, n)`?
+fn is_end_marker(frame: &[u8], ifindex: u32, (want_if, n): (u32, u32)) -> bool {
+    ifindex == want_if
+        && frame.len() >= 22
+        && frame[12..14] == MARKER_ETHERTYPE.to_be_bytes()
+        && frame[14..18] == MAGIC
+        && frame[18..22] == n.to_be_bytes()
+}
+
+/// The calling thread kept on the CPU it runs on, until dropped (when its
+/// former CPUs are given back).
+struct Pinned(Option<libc::cpu_set_t>);
+
+impl Pinned {
+    fn to_this_cpu() -> Pinned {
+        // SAFETY: cpu_set_t is plain data; the calls take this thread (0) and valid sizes.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            let cpu = libc::sched_getcpu();
+            if cpu < 0 || libc::sched_getaffinity(0, size, &mut before) != 0 {
+                return Pinned(None);
+            }
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            if libc::sched_setaffinity(0, size, &one) != 0 {
+                return Pinned(None);
+            }
+            Pinned(Some(before))
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            // SAFETY: restores the mask read in `to_this_cpu`, for this thread.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), before) };
+        }
     }
 }
 
