@@ -123,6 +123,9 @@ printf "| %-46s | %8s | %12s | %8s | %10s |\n" tool seconds packets/s MB/s "peak
 printf "|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..48})" "----------" "--------------" "----------" "------------"
 row "phantomc learn, flow-heavy" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
 FLOW_LEARN_WALL=$LAST_WALL
+# mimalloc holds freed pages for a while (about half of learn's peak): the
+# same run with that delay off shows the memory learn itself needs.
+row "  same, MIMALLOC_PURGE_DELAY=0 (memory)" 1 env MIMALLOC_PURGE_DELAY=0 RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
 if [ -n "${BEFORE:-}" ]; then
     row "older phantomc learn, flow-heavy (\$BEFORE)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BEFORE" learn "$FILE" --policy "$POLICY"
 fi
@@ -132,6 +135,7 @@ FLOW_TCPDUMP_WALL=$LAST_WALL
 editcap -F pcap -r "$FILE" "$WORK/half.pcap" 1-$((PACKETS / 2))
 BYTES=$(stat -c %s "$WORK/half.pcap") PACKETS=$((PACKETS / 2))
 row "phantomc learn, flow-heavy first half (memory)" "$RUNS" env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy "$POLICY"
+row "  same, MIMALLOC_PURGE_DELAY=0 (memory)" 1 env MIMALLOC_PURGE_DELAY=0 RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$WORK/half.pcap" --policy "$POLICY"
 rm "$WORK/half.pcap" "$FILE"
 # Memory against closed flows: the same capture made 2x and 4x as long (one
 # run each; peak memory varies little between runs).
@@ -140,6 +144,7 @@ for times in 2 4; do
     BYTES=$(stat -c %s "$FILE")
     cat "$FILE" >/dev/null
     row "phantomc learn, flow-heavy ${times}x ($FLOWS flows)" 1 env RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
+    row "  same, MIMALLOC_PURGE_DELAY=0 (memory)" 1 env MIMALLOC_PURGE_DELAY=0 RAYON_NUM_THREADS="$THREADS" "$BIN" learn "$FILE" --policy "$POLICY"
     if [ -n "${BEFORE:-}" ]; then
         row "older phantomc learn, flow-heavy ${times}x" 1 env RAYON_NUM_THREADS="$THREADS" "$BEFORE" learn "$FILE" --policy "$POLICY"
     fi
