@@ -169,6 +169,7 @@ one_case_per_code! {
     after_catch_all => AfterCatchAll,
     shadowed => Shadowed,
     redundant => Redundant,
+    exempts_nothing => ExemptsNothing,
     unused_define => UnusedDefine,
     unused_set => UnusedSet,
     overlapping_entries => OverlappingEntries,

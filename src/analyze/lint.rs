@@ -84,8 +84,40 @@ pub fn lint_with(c: &Compiled, opts: &Options) -> Vec<Diag> {
     out.extend(super::lockout::findings(rs));
     out.extend(expiry_findings(rs, opts).into_iter().map(|d| tighten(d, &c.sources)));
     out.extend(offload_findings(rs).into_iter().map(|d| tighten(d, &c.sources)));
+    out.extend(exemption_findings(rs, &u).into_iter().map(|d| tighten(d, &c.sources)));
     out.sort_by(|a, b| (a.span, a.code).cmp(&(b.span, b.code)));
     out
+}
+
+/// Early passes that no early rule after them could match a packet of: they
+/// skip nothing, and read as if they passed packets, which the filter rules
+/// still decide. (Every early rule sits in the input chain.)
+fn exemption_findings(rs: &Ruleset, u: &Universe) -> Vec<Diag> {
+    let rules = &rs.chain(Hook::Input).rules;
+    // Per statement: its span, and whether one of its rules skips a later early rule.
+    let mut found: Vec<(usize, Span, bool)> = Vec::new();
+    for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.exempts()) {
+        let mine = u.rule_cubes(rs, r);
+        let mut later = rules[i + 1..].iter().filter(|l| l.early && !l.notrack && l.origin.stmt != r.origin.stmt);
+        let skips = later.any(|l| u.rule_cubes(rs, l).iter().any(|c| mine.iter().any(|m| m.intersects(c))));
+        match found.iter_mut().find(|(stmt, ..)| *stmt == r.origin.stmt) {
+            Some(f) => f.2 |= skips,
+            None => found.push((r.origin.stmt, r.origin.span, skips)),
+        }
+    }
+    found
+        .into_iter()
+        .filter(|(_, _, skips)| !skips)
+        .map(|(_, span, _)| {
+            Diag::warning(
+                "exempts-nothing",
+                span,
+                "this early pass exempts nothing: no early rule after it matches its packets",
+                "skips no rule",
+            )
+            .with_help("an early `pass` only skips the early rules after it, and the filter rules still decide its packets: to pass them, remove `early`; to spare them an early block, put it above that block")
+        })
+        .collect()
 }
 
 /// `offload` rules that name an interface their flowtable does not hook:
@@ -487,6 +519,14 @@ mod tests {
         assert_eq!(codes(p), vec![]);
         let p = "policy input pass\npolicy forward pass\npass in from 10.1.0.0/16 early\nblock in from 10.0.0.0/8 early\nblock in from 10.2.0.0/16\n";
         assert_eq!(codes(p), vec![("t.pf:5".to_string(), "redundant")]);
+    }
+
+    #[test]
+    fn an_early_pass_with_no_early_rule_after_it_to_skip_exempts_nothing() {
+        let p = "policy input pass\npolicy forward pass\npass in from 10.1.0.0/16 early\nblock in from 10.0.0.0/8 early\n";
+        assert_eq!(codes(p), vec![]);
+        let p = "policy input pass\npolicy forward pass\nblock in from 10.0.0.0/8 early\npass in proto tcp to port 22 early\nblock in proto udp early\n";
+        assert_eq!(codes(p), vec![("t.pf:4".to_string(), "exempts-nothing")]);
     }
 
     #[test]

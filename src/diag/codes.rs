@@ -283,6 +283,9 @@ catalog! {
     Redundant = "redundant", Warning, "lint-redundant.pf", "phantomc lint testdata/errors/lint-redundant.pf",
         r#"a rule that changes nothing"#,
         r#"Earlier rules with the same verdict already decide all its packets, or without it the later rules or the default policy would decide them the same way."#;
+    ExemptsNothing = "exempts-nothing", Warning, "lint-exempts-nothing.pf", "phantomc lint testdata/errors/lint-exempts-nothing.pf",
+        r#"an early `pass` that no early rule after it could match"#,
+        r#"An early `pass` only skips the early rules after it (as an accept in a raw-priority chain); the filter rules still decide its packets. With no early rule after it that matches them it does nothing: remove `early` to pass the packets, or move it above the early block it should spare."#;
     UnusedDefine = "unused-define", Warning, "lint-unused-define.pf", "phantomc lint testdata/errors/lint-unused-define.pf",
         r#"a define no rule uses"#,
         r#"Remove it, or use it."#;
