@@ -340,8 +340,9 @@ pub struct OpenFlows {
     limits: FlowLimits,
 }
 
-/// Room for closed flows kept between batches, per shard.
-const RETAINED_CLOSING: usize = 1 << 16;
+/// Room for closed flows kept between batches, per shard: a batch closes
+/// at most one flow per packet (8,192) unless a sweep closes more.
+const RETAINED_CLOSING: usize = 1 << 13;
 
 /// Per shard, its closed flows' summary and the flows kept.
 pub struct ClosedFlows {

@@ -88,9 +88,10 @@ impl Default for DecodedBatch {
 }
 
 /// Read a capture into flows, every one of them (`--dump-flows`, tests).
-/// The reader thread parses and decodes; the flow table runs beside it,
-/// sharded by flow key over the remaining rayon threads. `progress` gets
-/// the file offset reached after each batch.
+/// The reader thread parses and decodes; the open flows are kept beside it,
+/// sharded by flow key over the remaining rayon threads, and a third thread
+/// takes the flows each batch closed. `progress` gets the file offset
+/// reached after each batch.
 pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
     read_into(path, FlowTable::new(flow_shards(), cfg.flows.clone()), progress)
 }
