@@ -13,8 +13,9 @@
 # the machine is, rates do.
 # Layouts: webserver.pf without a feed (the peer); the same with a feed of
 # FEED lines blocked before the accepting rules, as phantomc loads it (a hash
-# set per prefix length /32, /24, /16 and an interval set for other lengths,
-# src/ir/feed_layout.rs: one masked lookup each); and the same feed in one
+# set per prefix length /32, /24, /16 and an interval set for other lengths
+# behind a hash set of the /16s they touch, src/ir/feed_layout.rs: one masked
+# lookup each); and the same feed in one
 # interval set per family, phantomc's layout before that (one lookup, a walk
 # of the kernel's rbtree).
 # Usage: benches/feed_lookup.sh [FEED=1000000] [ROUNDS=3] [SECS=3]
@@ -109,7 +110,7 @@ echo "feed lookup: $feed_lines feed lines; $rounds interleaved rounds of $secs s
 echo "feeds update said: $(echo "$feed_said" | tail -1)"
 count() { ip netns exec "$1-s" nft -j list set inet phantomc "$2" |
   python3 -c 'import json, sys; print(sum(len(o["set"].get("elem", [])) for o in json.load(sys.stdin)["nftables"] if "set" in o))'; }
-echo "per-length: $(for s in bench_v4_32 bench_v4_24 bench_v4_16 bench_v4; do echo -n "$s $(count "${bench_pairs[1]}" "$s") "; done)"
+echo "per-length: $(for s in bench_v4_32 bench_v4_24 bench_v4_16 bench_v4_r16 bench_v4; do echo -n "$s $(count "${bench_pairs[1]}" "$s") "; done)"
 echo "interval: $(cat "$work/interval.nft.sizes")"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| %-16s | %10s | %17s | %6s | %10s | %8s | %8s |\n' layout "new conn/s" "min-max" ratio "lookups %" "nft %" "cost %"

@@ -248,9 +248,8 @@ pub fn rollback_sources(protected: &Protected, dir: Option<&Path>) -> Result<BTr
 pub fn recorded_nets(f: &FeedRecord) -> Result<Vec<IpNet>, String> {
     let cached = cached_family(&f.cache_dir, &f.feed, f.v6)?
         .ok_or_else(|| format!("no cached copy in {}", f.cache_dir.display()))?;
-    let family = if f.v6 { Family::V6 } else { Family::V4 };
-    let (_, len) = feed_layout::of_kernel_set(&f.set).ok_or_else(|| format!("{} is no feed set", f.set))?;
-    Ok(feed_layout::part(&feed_layout::KernelSet { name: f.set.clone(), family, len }, &cached))
+    let (_, kernel) = feed_layout::of_kernel_set(&f.set).ok_or_else(|| format!("{} is no feed set", f.set))?;
+    Ok(feed_layout::part(&kernel, &cached))
 }
 
 /// What a (re)load carries into the new table: the live run-time and feed

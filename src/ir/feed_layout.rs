@@ -12,10 +12,16 @@
 //!   the networks of that length and those up to [`MAX_SPLIT_BITS`] bits
 //!   shorter, split into it (a /22 is four /24s);
 //! - the interval set of the feed set's own name (`bad_v4`) for every other
-//!   network (a /19, a /27), so any prefix still matches.
+//!   network (a /19, a /27), so any prefix still matches;
+//! - for IPv4, a hash set of the /16s those other networks touch
+//!   (`bad_v4_r16`), looked up before the interval set in the same rule: even
+//!   a small interval set costs a tree walk with an indirect call per step,
+//!   which the packets of every other /16 skip this way. (IPv6 has none: a
+//!   short IPv6 prefix touches too many networks of any one length.)
 //!
 //! The networks are aggregated first (disjoint), so an address is in at most
-//! one kernel set: one rule per kernel set, and hits count each packet once.
+//! one kernel set: one rule per kernel set that holds entries, and hits count
+//! each packet once.
 
 use ipnet::IpNet;
 
@@ -27,25 +33,48 @@ const V6_LENGTHS: [u8; 3] = [128, 64, 48];
 /// A network is split into the hash set of a longer length when it makes at
 /// most 2^this many elements there; otherwise it goes to the interval set.
 pub const MAX_SPLIT_BITS: u8 = 2;
+/// The prefix length of IPv4's prefilter of the interval set: at most 65,536
+/// elements, whatever the feed.
+const V4_PREFILTER: u8 = 16;
+
+/// What a kernel set of a feed set holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Networks of this prefix length, by their first address.
+    Hash(u8),
+    /// Networks of any other length.
+    Interval,
+    /// The networks of this length that the interval set's entries touch.
+    Prefilter(u8),
+}
 
 /// One kernel set of a feed set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelSet {
     pub name: String,
     pub family: Family,
-    /// The prefix length of a hash set; `None` for the interval set.
-    pub len: Option<u8>,
+    pub kind: Kind,
 }
 
 impl KernelSet {
     /// The mask its lookup applies first (`None`: the whole address).
     pub fn mask(&self) -> Option<IpNet> {
-        let len = self.len?;
+        let (Kind::Hash(len) | Kind::Prefilter(len)) = self.kind else { return None };
         let (zero, max): (std::net::IpAddr, u8) = match self.family {
             Family::V4 => (std::net::Ipv4Addr::UNSPECIFIED.into(), 32),
             Family::V6 => (std::net::Ipv6Addr::UNSPECIFIED.into(), 128),
         };
         (len < max).then(|| IpNet::new(zero, len).expect("length within the family"))
+    }
+
+    /// Whether it holds feed entries (the prefilter only says where to look).
+    pub fn holds_entries(&self) -> bool {
+        !matches!(self.kind, Kind::Prefilter(_))
+    }
+
+    /// Whether its elements are networks (an interval set) or addresses.
+    pub fn is_interval(&self) -> bool {
+        self.kind == Kind::Interval
     }
 }
 
@@ -57,13 +86,32 @@ pub fn lengths(family: Family) -> &'static [u8] {
     }
 }
 
+fn prefilter(family: Family) -> Option<u8> {
+    (family == Family::V4).then_some(V4_PREFILTER)
+}
+
 /// The kernel sets of feed set `set` (its nft name): the hash sets, longest
-/// prefix first (most entries of real feeds are single addresses), then the
-/// interval set.
+/// prefix first (most entries of real feeds are single addresses), the
+/// prefilter (IPv4), then the interval set.
 pub fn kernel_sets(set: &str, family: Family) -> Vec<KernelSet> {
-    let interval = KernelSet { name: set.to_string(), family, len: None };
-    let hashes = lengths(family).iter().map(|&l| KernelSet { name: format!("{set}_{l}"), family, len: Some(l) });
-    hashes.chain([interval]).collect()
+    let hashes = lengths(family).iter().map(|&l| KernelSet { name: format!("{set}_{l}"), family, kind: Kind::Hash(l) });
+    let pre = prefilter(family).map(|l| KernelSet { name: format!("{set}_r{l}"), family, kind: Kind::Prefilter(l) });
+    let interval = KernelSet { name: set.to_string(), family, kind: Kind::Interval };
+    hashes.chain(pre).chain([interval]).collect()
+}
+
+/// The lookups of the rules that match feed set `set`: a rule per kernel
+/// set holding entries, the interval set's behind its prefilter.
+pub fn rule_lookups(set: &str, family: Family) -> Vec<Vec<KernelSet>> {
+    let sets = kernel_sets(set, family);
+    let pre = sets.iter().find(|k| !k.holds_entries()).cloned();
+    sets.iter()
+        .filter(|k| k.holds_entries())
+        .map(|k| match k.kind {
+            Kind::Interval => pre.iter().cloned().chain([k.clone()]).collect(),
+            _ => vec![k.clone()],
+        })
+        .collect()
 }
 
 /// The hash length a network of prefix length `len` is split into, if any.
@@ -74,16 +122,29 @@ fn hash_len(family: Family, len: u8) -> Option<u8> {
 /// Aggregated networks of one family, as the kernel sets of `set` hold them.
 pub fn split(set: &str, family: Family, nets: &[IpNet]) -> Vec<(KernelSet, Vec<IpNet>)> {
     let mut parts: Vec<(KernelSet, Vec<IpNet>)> = kernel_sets(set, family).into_iter().map(|k| (k, vec![])).collect();
+    fn part(parts: &mut [(KernelSet, Vec<IpNet>)], kind: Kind) -> &mut Vec<IpNet> {
+        &mut parts.iter_mut().find(|(k, _)| k.kind == kind).expect("a kernel set of each kind").1
+    }
+    let mut rest = Vec::new();
     for net in nets {
-        let len = hash_len(family, net.prefix_len());
-        let part = &mut parts.iter_mut().find(|(k, _)| k.len == len).expect("a kernel set per length").1;
-        match len {
-            Some(l) => part.extend(net.subnets(l).expect("a longer length")),
-            None => part.push(*net),
+        match hash_len(family, net.prefix_len()) {
+            Some(l) => part(&mut parts, Kind::Hash(l)).extend(net.subnets(l).expect("a longer length")),
+            None => rest.push(*net),
         }
     }
+    if let Some(l) = prefilter(family) {
+        let touched = part(&mut parts, Kind::Prefilter(l));
+        for net in &rest {
+            match net.prefix_len() >= l {
+                true => touched.push(IpNet::new(net.network(), l).expect("a shorter length").trunc()),
+                false => touched.extend(net.subnets(l).expect("a longer length")),
+            }
+        }
+    }
+    *part(&mut parts, Kind::Interval) = rest;
     for (_, nets) in &mut parts {
         nets.sort_unstable();
+        nets.dedup();
     }
     parts
 }
@@ -94,25 +155,24 @@ pub fn part(kernel: &KernelSet, nets: &[IpNet]) -> Vec<IpNet> {
     split(set, kernel.family, nets).into_iter().find(|(k, _)| k == kernel).map(|(_, n)| n).unwrap_or_default()
 }
 
-/// The feed set name and hash length a kernel set name would stand for
-/// (`bad_v4_24` -> (`bad_v4`, Some(24)), `bad_v4` -> (`bad_v4`, None));
-/// `None` when it is no feed layout's name. The caller checks that the set
-/// is a feed's.
-pub fn of_kernel_set(name: &str) -> Option<(&str, Option<u8>)> {
-    if name.ends_with("_v4") || name.ends_with("_v6") {
-        return Some((name, None));
-    }
-    let (set, len) = name.rsplit_once('_')?;
-    let len: u8 = len.parse().ok()?;
-    let family = match &set[set.len().saturating_sub(3)..] {
-        "_v4" => Family::V4,
-        "_v6" => Family::V6,
-        _ => return None,
+/// The feed set name and kernel set a kernel set name would stand for
+/// (`bad_v4_24` -> `bad_v4` and its /24 hash set); `None` when it is no
+/// feed layout's name. The caller checks that the set is a feed's.
+pub fn of_kernel_set(name: &str) -> Option<(&str, KernelSet)> {
+    let family_of = |set: &str| match &set[set.len().saturating_sub(3)..] {
+        "_v4" => Some(Family::V4),
+        "_v6" => Some(Family::V6),
+        _ => None,
     };
-    lengths(family).contains(&len).then_some((set, Some(len)))
+    if let Some(family) = family_of(name) {
+        return Some((name, KernelSet { name: name.to_string(), family, kind: Kind::Interval }));
+    }
+    let (set, _) = name.rsplit_once('_')?;
+    let family = family_of(set)?;
+    kernel_sets(set, family).into_iter().find(|k| k.name == name).map(|k| (set, k))
 }
 
-/// The feed's networks back from what its kernel sets hold.
+/// The feed's networks back from what its kernel sets that hold entries hold.
 pub fn join(nets: Vec<IpNet>) -> Vec<IpNet> {
     IpNet::aggregate(&nets)
 }
@@ -127,8 +187,16 @@ mod tests {
 
     #[test]
     fn networks_go_to_the_hash_set_they_split_into_or_the_interval_set() {
-        let feed =
-            nets(&["192.0.2.7/32", "192.0.2.8/30", "198.51.100.0/24", "203.0.112.0/22", "10.0.0.0/15", "10.8.0.0/19"]);
+        let feed = nets(&[
+            "192.0.2.7/32",
+            "192.0.2.8/30",
+            "198.51.100.0/24",
+            "203.0.112.0/22",
+            "10.0.0.0/15",
+            "10.8.0.0/19",
+            "10.8.64.0/27",
+            "100.64.0.0/12",
+        ]);
         let parts = split("bad_v4", Family::V4, &IpNet::aggregate(&feed));
         let shown: Vec<(String, Vec<String>)> =
             parts.iter().map(|(k, n)| (k.name.clone(), n.iter().map(|n| n.to_string()).collect())).collect();
@@ -148,10 +216,17 @@ mod tests {
                         .to_vec()
                 ),
                 ("bad_v4_16".into(), ["10.0.0.0/16", "10.1.0.0/16"].map(String::from).to_vec()),
-                ("bad_v4".into(), vec!["10.8.0.0/19".to_string()]),
+                // The /16s the interval set's networks touch: the /19's and the /27's once, the /12's sixteen.
+                (
+                    "bad_v4_r16".into(),
+                    std::iter::once("10.8.0.0/16".to_string())
+                        .chain((64..80).map(|b| format!("100.{b}.0.0/16")))
+                        .collect()
+                ),
+                ("bad_v4".into(), ["10.8.0.0/19", "10.8.64.0/27", "100.64.0.0/12"].map(String::from).to_vec()),
             ]
         );
-        let all: Vec<IpNet> = parts.into_iter().flat_map(|(_, n)| n).collect();
+        let all: Vec<IpNet> = parts.into_iter().filter(|(k, _)| k.holds_entries()).flat_map(|(_, n)| n).collect();
         assert_eq!(join(all), IpNet::aggregate(&feed), "joining the kernel sets gives the feed back");
     }
 
@@ -173,14 +248,29 @@ mod tests {
 
     #[test]
     fn kernel_set_names_map_back_to_their_feed_set() {
-        assert_eq!(of_kernel_set("bad_v4_24"), Some(("bad_v4", Some(24))));
-        assert_eq!(of_kernel_set("my_feed_v6_128"), Some(("my_feed_v6", Some(128))));
-        assert_eq!(of_kernel_set("bad_v6"), Some(("bad_v6", None)));
-        assert_eq!(of_kernel_set("bad_v4_25"), None, "no hash set of that length");
-        assert_eq!(of_kernel_set("bad_v6_32x"), None);
-        assert_eq!(of_kernel_set("merged_3"), None);
-        for k in kernel_sets("x_v4", Family::V4) {
-            assert_eq!(of_kernel_set(&k.name), Some(("x_v4", k.len)));
+        fn kind(name: &str) -> Option<(&str, Kind)> {
+            of_kernel_set(name).map(|(set, k)| (set, k.kind))
         }
+        assert_eq!(kind("bad_v4_24"), Some(("bad_v4", Kind::Hash(24))));
+        assert_eq!(kind("my_feed_v6_128"), Some(("my_feed_v6", Kind::Hash(128))));
+        assert_eq!(kind("bad_v4_r16"), Some(("bad_v4", Kind::Prefilter(16))));
+        assert_eq!(kind("bad_v6"), Some(("bad_v6", Kind::Interval)));
+        assert_eq!(kind("bad_v4_25"), None, "no hash set of that length");
+        assert_eq!(kind("bad_v6_r16"), None, "IPv6 has no prefilter");
+        assert_eq!(kind("bad_v6_32x"), None);
+        assert_eq!(kind("merged_3"), None);
+        for (set, family) in [("x_v4", Family::V4), ("x_v6", Family::V6)] {
+            for k in kernel_sets(set, family) {
+                assert_eq!(of_kernel_set(&k.name), Some((set, k.clone())));
+            }
+        }
+    }
+
+    #[test]
+    fn the_interval_set_is_looked_up_behind_its_prefilter() {
+        let rules: Vec<Vec<String>> =
+            rule_lookups("bad_v4", Family::V4).iter().map(|r| r.iter().map(|k| k.name.clone()).collect()).collect();
+        assert_eq!(rules, [vec!["bad_v4_32"], vec!["bad_v4_24"], vec!["bad_v4_16"], vec!["bad_v4_r16", "bad_v4"]]);
+        assert_eq!(rule_lookups("bad_v6", Family::V6).len(), 4);
     }
 }

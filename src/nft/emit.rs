@@ -339,7 +339,8 @@ fn rule_base(t: &str, chain: &str) -> schema::Rule<'static> {
 /// A rule that looks up feed sets, as rules over their kernel sets (see
 /// [`feed_layout`]): a negated lookup must miss every kernel set (one rule),
 /// a positive one hit one of them (a rule per kernel set; the sets are
-/// disjoint, so at most one of these rules matches a packet).
+/// disjoint, so at most one of these rules matches a packet); the interval
+/// set's rule looks up its prefilter first.
 fn feed_lookups(rule: schema::Rule<'static>, feeds: &BTreeMap<&str, Family>) -> Vec<schema::Rule<'static>> {
     let feed_of = |st: &Statement<'static>| match st {
         Statement::Match(Match { right: Expression::String(r), op, .. }) => {
@@ -363,14 +364,18 @@ fn feed_lookups(rule: schema::Rule<'static>, feeds: &BTreeMap<&str, Family>) -> 
         match feed_of(st) {
             None => variants.iter_mut().for_each(|v| v.push(st.clone())),
             Some((set, family, op)) if op == Operator::NEQ => {
-                let misses: Vec<_> = feed_layout::kernel_sets(&set, family).iter().map(|k| lookup(st, k, op)).collect();
+                let sets = feed_layout::kernel_sets(&set, family);
+                let misses: Vec<_> = sets.iter().filter(|k| k.holds_entries()).map(|k| lookup(st, k, op)).collect();
                 variants.iter_mut().for_each(|v| v.extend(misses.iter().cloned()));
             }
             Some((set, family, op)) => {
-                let hits: Vec<_> = feed_layout::kernel_sets(&set, family).iter().map(|k| lookup(st, k, op)).collect();
+                let hits: Vec<Vec<_>> = feed_layout::rule_lookups(&set, family)
+                    .iter()
+                    .map(|ks| ks.iter().map(|k| lookup(st, k, op)).collect())
+                    .collect();
                 variants = variants
                     .iter()
-                    .flat_map(|v| hits.iter().map(move |h| v.iter().cloned().chain([h.clone()]).collect()))
+                    .flat_map(|v| hits.iter().map(move |h| v.iter().chain(h).cloned().collect()))
                     .collect();
             }
         }
@@ -391,7 +396,7 @@ fn sets_of(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) ->
         .into_iter()
         .map(|(k, nets)| schema::Set {
             name: k.name.clone().into(),
-            flags: k.len.is_none().then(|| HashSet::from([SetFlag::Interval])),
+            flags: k.is_interval().then(|| HashSet::from([SetFlag::Interval])),
             elem: (!nets.is_empty()).then(|| nets.iter().map(|&n| feed_elem(&k, n)).collect::<Vec<_>>().into()),
             ..set(rs, s, None)
         })
@@ -401,9 +406,9 @@ fn sets_of(rs: &Ruleset, s: &crate::ir::SetDef, extra: Option<&Vec<SetElem>>) ->
 /// An element of a feed's kernel set: a network in the interval set, its
 /// first address in a hash set (which the lookup masks to its length).
 pub fn feed_elem(k: &KernelSet, n: IpNet) -> Expression<'static> {
-    match k.len {
-        Some(_) => Expression::String(addr_text(n.network()).into()),
-        None => net_expr(n),
+    match k.is_interval() {
+        false => Expression::String(addr_text(n.network()).into()),
+        true => net_expr(n),
     }
 }
 

@@ -25,7 +25,8 @@ pub use json::{counts_elements, to_json, to_json_pretty};
 pub use run::{in_scratch_netns, objects, write_to_child, Nft, NftError};
 
 use crate::diag::Diag;
-use crate::ir::{feed_layout, Compiled, Family, Ruleset, SetKind};
+use crate::ir::feed_layout::{self, Kind};
+use crate::ir::{Compiled, Family, Ruleset, SetKind};
 
 /// Elements of the live run-time and feed sets, so a reload keeps what
 /// `phantomc block` and feed updates put there. Read over netlink; a set the
@@ -58,9 +59,10 @@ pub fn live_elements_of(rs: &Ruleset, wanted: impl Fn(&str) -> bool) -> Result<E
 pub fn live_feed_set(table: &str, set: &str, family: Family) -> std::io::Result<Vec<SetElem>> {
     let mut nets = Vec::new();
     for k in feed_layout::kernel_sets(set, family) {
-        match k.len {
-            Some(len) => nets.extend(kernel::hash_set_nets(table, &k.name, len)?),
-            None => nets.extend(kernel::set_elements(table, &k.name)?.into_iter().map(|e| e.net)),
+        match k.kind {
+            Kind::Hash(len) => nets.extend(kernel::hash_set_nets(table, &k.name, len)?),
+            Kind::Interval => nets.extend(kernel::set_elements(table, &k.name)?.into_iter().map(|e| e.net)),
+            Kind::Prefilter(_) => {}
         }
     }
     Ok(feed_layout::join(nets).into_iter().map(|net| SetElem { net, timeout: None, comment: None }).collect())

@@ -259,7 +259,7 @@ pub fn restore(
             let cached = feed_nets(f).map_err(|e| io::Error::other(format!("feed {}: {e}", f.feed)))?;
             let nets = apply_difference(cached, &f.minus, &f.plus);
             let elements = match crate::ir::feed_layout::of_kernel_set(&f.set) {
-                Some((_, Some(_))) => hash_elements(&nets),
+                Some((_, k)) if !k.is_interval() => hash_elements(&nets),
                 _ => interval_elements(&nets),
             };
             batch.extend(element_messages(table, &f.set, &elements));

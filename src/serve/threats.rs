@@ -32,7 +32,9 @@ pub struct FeedSet {
     pub refresh_seconds: Option<u64>,
     /// Unix time of the next scheduled update (`null`: never tried, due now).
     pub next_update_at: Option<u64>,
-    /// Entries in the live set as the kernel counts them, or where the
+    /// Entries in the live set as the kernel counts them (summed over the
+    /// feed set's kernel sets: a network split into a hash set counts as
+    /// its pieces, see [`feed_layout`]), or where the
     /// kernel does not report counts (before Linux 6.x), the feed cache's
     /// record (listing an 800k-entry set takes about a minute); `None` when
     /// the table is not loaded or neither knows.
@@ -150,8 +152,11 @@ pub struct Blocked {
 /// A feed set's entries as its kernel sets count them (a network split into
 /// a hash set counts as its pieces); `None` when the kernel reports no count.
 fn feed_count(counts: &BTreeMap<String, u32>, set: &str, family: Family) -> Option<usize> {
-    let parts: Vec<u32> =
-        feed_layout::kernel_sets(set, family).iter().filter_map(|k| counts.get(&k.name).copied()).collect();
+    let parts: Vec<u32> = feed_layout::kernel_sets(set, family)
+        .iter()
+        .filter(|k| k.holds_entries())
+        .filter_map(|k| counts.get(&k.name).copied())
+        .collect();
     (!parts.is_empty()).then(|| parts.iter().map(|&n| n as usize).sum())
 }
 
