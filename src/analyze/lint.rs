@@ -523,7 +523,8 @@ mod tests {
 
     #[test]
     fn an_early_pass_with_no_early_rule_after_it_to_skip_exempts_nothing() {
-        let p = "policy input pass\npolicy forward pass\npass in from 10.1.0.0/16 early\nblock in from 10.0.0.0/8 early\n";
+        let p =
+            "policy input pass\npolicy forward pass\npass in from 10.1.0.0/16 early\nblock in from 10.0.0.0/8 early\n";
         assert_eq!(codes(p), vec![]);
         let p = "policy input pass\npolicy forward pass\nblock in from 10.0.0.0/8 early\npass in proto tcp to port 22 early\nblock in proto udp early\n";
         assert_eq!(codes(p), vec![("t.pf:4".to_string(), "exempts-nothing")]);
