@@ -2,8 +2,10 @@
 //! `ip6tables-save` output, or ufw's user rules files (the same format), as
 //! phantomc rules. The built-in chains of the `filter` table become the
 //! input, forward and output hooks; a jump into a user chain is inlined with
-//! the jumping rule's matches; `nat` POSTROUTING and PREROUTING become
-//! masquerade, snat and dnat rules. Anything else is reported by line.
+//! the jumping rule's matches; `nat` POSTROUTING and PREROUTING (with the
+//! user chains they jump to, as Docker's DOCKER chain) become masquerade,
+//! snat and dnat rules; `-m addrtype --dst-type LOCAL` is `to self`.
+//! Anything else is reported by line.
 
 use std::collections::BTreeSet;
 
@@ -316,6 +318,8 @@ pub(super) struct Cond {
     pub limit: Option<String>,
     /// `ipv4` or `ipv6` when the rule is for one family only.
     pub family: Option<&'static str>,
+    /// `-m addrtype [!] --dst-type LOCAL`: `to self` (or `to !self`).
+    pub local: Option<bool>,
 }
 
 impl Cond {
@@ -349,6 +353,7 @@ impl Cond {
                 icmp_type: one(&self.icmp_type, &other.icmp_type)?,
                 limit: one(&self.limit, &other.limit)?,
                 family: one(&self.family, &other.family)?,
+                local: one(&self.local, &other.local)?,
             })
         };
         f().ok()
@@ -359,6 +364,34 @@ impl Cond {
         let disjoint =
             |a: &Option<Ifaces>, b: &Option<Ifaces>| a.as_ref().zip(b.as_ref()).is_some_and(|(a, b)| a.disjoint(b));
         disjoint(&self.iif, &other.iif) || disjoint(&self.oif, &other.oif)
+    }
+
+    /// Why the destination cannot be written: `to self` takes the place of
+    /// the addresses, so beside it only excluded ones (`self except X`) fit.
+    pub fn self_conflict(&self) -> Option<&'static str> {
+        match (self.local, &self.dst) {
+            (Some(true), Some((false, _))) => {
+                Some("`--dst-type LOCAL` with a destination address: `to self` takes the place of the addresses")
+            }
+            (Some(false), Some(_)) => {
+                Some("`! --dst-type LOCAL` with a destination address: `to !self` takes no other")
+            }
+            _ => None,
+        }
+    }
+
+    /// What the rest of a chain sees after a RETURN on `ret` (an
+    /// interface-only match): these packets but not `ret`'s; `None` when
+    /// none is left.
+    pub fn after_return(&self, ret: &Cond) -> Option<Cond> {
+        let negate = |i: &Option<Ifaces>| i.as_ref().map(|i| Ifaces { negated: !i.negated, ..i.clone() });
+        self.and(&Cond { iif: negate(&ret.iif), oif: negate(&ret.oif), ..Cond::default() })
+    }
+
+    /// The rule's only match is on one interface (besides its family).
+    pub fn interface_only(&self) -> bool {
+        let bare = Cond { family: None, iif: None, oif: None, ..self.clone() };
+        bare == Cond::default() && self.iif.is_some() != self.oif.is_some()
     }
 
     /// Matches nothing but (maybe) the family: every packet of the chain.
@@ -384,15 +417,21 @@ impl Cond {
                 return;
             }
             w.push(word.into());
-            match host {
-                Some((neg, h)) => w.push(format!("{}{h}", if *neg { "! " } else { "" })),
-                None => w.push("any".into()),
+            match (host, self.local.filter(|_| word == "to")) {
+                (Some((true, h)), Some(true)) => w.push(format!("self except {h}")),
+                (_, Some(true)) => w.push("self".into()),
+                (_, Some(false)) => w.push("!self".into()),
+                (Some((neg, h)), None) => w.push(format!("{}{h}", if *neg { "! " } else { "" })),
+                (None, None) => w.push("any".into()),
             }
             if let Some((neg, p)) = port {
                 w.push(format!("port {}{p}", if *neg { "! " } else { "" }));
             }
         };
         side(&mut w, "from", &self.src, &self.sport);
+        if self.local.is_some() && self.dst.is_none() && self.dport.is_none() {
+            w.push(if self.local == Some(true) { "to self" } else { "to !self" }.into());
+        }
         side(&mut w, "to", &self.dst, &self.dport);
         w.extend(self.icmp_type.as_ref().map(|t| format!("icmp-type {t}")));
         w.extend(self.state.as_ref().map(|s| format!("state {s}")));
@@ -403,7 +442,7 @@ impl Cond {
 
 /// What a rule does.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Target {
+pub(super) enum Target {
     Verdict { action: &'static str, with: Option<String> },
     Jump(String),
     Return,
@@ -421,6 +460,7 @@ impl FileImport<'_> {
 
     /// The rules of `chain`, under the matches `prefix` of the jumps that led here.
     fn chain(&mut self, t: &SaveTable, chain: &str, hook: &'static str, prefix: &Cond, via: &[String], depth: usize) {
+        let mut prefix = prefix.clone();
         for r in t.rules_of(chain) {
             let (cond, target) = match rule(r, t, self.fam) {
                 Ok(x) => x,
@@ -451,17 +491,16 @@ impl FileImport<'_> {
                 continue;
             }
             match target {
-                Target::Verdict { action, with } => {
-                    let mut s = format!("{action} {} {}", dir(hook), all.options(hook));
-                    if let Some(w) = with {
-                        s.push_str(&format!(" with {w}"));
+                Target::Verdict { .. } | Target::Nat(_) => match statement(hook, &all, &target) {
+                    Ok(s) => {
+                        let origin = std::iter::once(format!("{}: {}", self.at(r.line), r.text))
+                            .chain(via.iter().rev().map(|v| format!("via {v}")))
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        self.out.rules.push(Line { statement: s, origin });
                     }
-                    let origin = std::iter::once(format!("{}: {}", self.at(r.line), r.text))
-                        .chain(via.iter().rev().map(|v| format!("via {v}")))
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    self.out.rules.push(Line { statement: s, origin });
-                }
+                    Err(reason) => self.skip(r, &reason),
+                },
                 Target::Jump(to) if depth < 16 => {
                     let mut v = via.to_vec();
                     v.push(self.at(r.line));
@@ -469,52 +508,78 @@ impl FileImport<'_> {
                 }
                 Target::Jump(_) => self.skip(r, "jumps nest deeper than 16 chains"),
                 Target::Return if cond.0.is_unconditional() => return,
+                // Docker's `-A DOCKER -i docker0 -j RETURN`: the rest of a NAT
+                // chain is for the other interfaces.
+                Target::Return if is_nat(hook) && cond.0.interface_only() => match prefix.after_return(&cond.0) {
+                    Some(narrowed) => prefix = narrowed,
+                    None => return,
+                },
                 Target::Return => self.skip(
                     r,
                     "a conditional RETURN: phantomc rules cannot skip the rest of an inlined chain (the rules after it are imported as if it were absent)",
                 ),
-                Target::Nat(_) => self.skip(r, "a NAT target outside the nat table"),
             }
         }
     }
 
-    /// nat POSTROUTING (masquerade, snat) and PREROUTING (dnat).
+    /// nat PREROUTING (dnat) and POSTROUTING (masquerade, snat), with the
+    /// user chains they jump to; rules of the other nat chains are reported.
     fn nat(&mut self, t: &SaveTable) {
-        for r in &t.rules {
-            let hook = match r.chain.as_str() {
-                "POSTROUTING" => "postrouting",
-                "PREROUTING" => "prerouting",
-                _ => {
-                    self.skip(r, &format!("nat chain {} has no phantomc translation (phantomc NATs in prerouting and postrouting only)", r.chain));
-                    continue;
-                }
-            };
-            let (cond, target) = match rule(r, t, self.fam) {
-                Ok(x) => x,
-                Err(reason) => {
-                    self.skip(r, &reason);
-                    continue;
-                }
-            };
-            let statement = match (&target, hook) {
-                (Target::Nat(n), "postrouting") if !n.starts_with("dnat") => {
-                    let (word, to) = n.split_once(' ').unwrap_or((n, ""));
-                    let arrow = if to.is_empty() { String::new() } else { format!(" -> {to}") };
-                    format!("{word} out {}{arrow}", cond.0.options("output"))
-                }
-                (Target::Nat(n), "prerouting") if n.starts_with("dnat") => {
-                    let to = n.trim_start_matches("dnat ");
-                    format!("dnat in {} -> {to}", cond.0.options("input"))
-                }
-                _ => {
-                    self.skip(r, "not a masquerade/SNAT in POSTROUTING or a DNAT in PREROUTING");
-                    continue;
-                }
-            };
-            self.out.rules.push(Line { statement, origin: format!("{}: {}", self.at(r.line), r.text) });
+        for r in t.rules.iter().filter(|r| {
+            r.chain.starts_with(char::is_uppercase) && t.chain(&r.chain).is_some_and(|c| c.policy.is_some())
+        }) {
+            if !matches!(r.chain.as_str(), "PREROUTING" | "POSTROUTING") {
+                self.skip(
+                    r,
+                    &format!(
+                        "nat chain {} has no phantomc translation (phantomc NATs in prerouting and postrouting only)",
+                        r.chain
+                    ),
+                );
+            }
+        }
+        for (chain, hook) in [("PREROUTING", "prerouting"), ("POSTROUTING", "postrouting")] {
+            self.chain(t, chain, hook, &Cond::default(), &[], 0);
         }
     }
 }
+
+pub(super) fn is_nat(hook: &str) -> bool {
+    matches!(hook, "prerouting" | "postrouting")
+}
+
+/// The phantomc statement of a deciding rule on `hook` under the matches `all`.
+pub(super) fn statement(hook: &str, all: &Cond, target: &Target) -> Result<String, String> {
+    if let Some(why) = all.self_conflict() {
+        return Err(why.into());
+    }
+    match (target, hook) {
+        (Target::Verdict { action, with }, "input" | "forward" | "output") => {
+            let mut s = format!("{action} {} {}", dir(hook), all.options(hook));
+            if let Some(w) = with {
+                s.push_str(&format!(" with {w}"));
+            }
+            Ok(s)
+        }
+        (Target::Nat(n), "postrouting") if !n.starts_with("dnat") => {
+            if all.local.is_some() {
+                return Err("`--dst-type LOCAL` in POSTROUTING: phantomc's source NAT takes no `to self`".into());
+            }
+            let (word, to) = n.split_once(' ').unwrap_or((n, ""));
+            let arrow = if to.is_empty() { String::new() } else { format!(" -> {to}") };
+            Ok(format!("{word} out {}{arrow}", all.options("output")))
+        }
+        (Target::Nat(n), "prerouting") if n.starts_with("dnat") => {
+            let to = n.trim_start_matches("dnat ");
+            Ok(format!("dnat in {} -> {to}", all.options("input")))
+        }
+        (Target::Nat(_), "input" | "forward" | "output") => Err("a NAT target outside the nat table".into()),
+        (Target::Verdict { .. }, _) => Err("a verdict in the nat table: phantomc's NAT rules only translate".into()),
+        _ => Err("not a masquerade/SNAT in POSTROUTING or a DNAT in PREROUTING".into()),
+    }
+}
+
+impl FileImport<'_> {}
 
 pub(super) fn dir(hook: &str) -> &'static str {
     match hook {
@@ -575,6 +640,7 @@ fn rule(r: &SaveRule, t: &SaveTable, fam: Fam) -> Result<((Cond, Option<String>)
                         | "icmp6"
                         | "set"
                         | "comment"
+                        | "addrtype"
                 ) {
                     return Err(format!("match `-m {m}` has no phantomc translation"));
                 }
@@ -617,6 +683,15 @@ fn rule(r: &SaveRule, t: &SaveTable, fam: Fam) -> Result<((Cond, Option<String>)
                 continue;
             }
             "--comment" => {}
+            "--dst-type" => match value(i)?.as_str() {
+                "LOCAL" => c.local = Some(!negated),
+                other => {
+                    return Err(format!("`-m addrtype --dst-type {other}`: phantomc matches LOCAL only (`to self`)"))
+                }
+            },
+            "--src-type" | "--limit-iface-in" | "--limit-iface-out" => {
+                return Err(format!("`-m addrtype {opt}` has no phantomc translation"))
+            }
             "-j" | "--jump" => {
                 let to = value(i)?;
                 target = Some(match to.as_str() {
@@ -749,7 +824,8 @@ mod tests {
              -A INPUT -p tcp -j web\n\
              -A INPUT -p udp -m multiport --dports 53,5353:5354 -j ACCEPT\n\
              -A INPUT -s 192.0.2.0/24 -p tcp --dport 113 -j REJECT --reject-with tcp-reset\n\
-             -A INPUT -m addrtype --dst-type LOCAL -j DROP\n\
+             -A INPUT -m addrtype ! --dst-type LOCAL -j DROP\n\
+             -A INPUT -m addrtype --src-type LOCAL -j DROP\n\
              -A web -m tcp --dport 80 -j ACCEPT\n-A web -j RETURN\nCOMMIT\n");
         let rules: Vec<&str> = imp.rules.iter().map(|l| l.statement.as_str()).collect();
         assert_eq!(
@@ -760,15 +836,38 @@ mod tests {
                 "pass in ipv4 proto tcp to any port 80",
                 "pass in ipv4 proto udp to any port { 53, 5353-5354 }",
                 "reject in ipv4 proto tcp from 192.0.2.0/24 to any port 113 with tcp reset",
+                "block in ipv4 to !self",
             ]
         );
-        assert!(imp.rules[2].origin.starts_with("t.rules:12: -A web -m tcp --dport 80 -j ACCEPT via t.rules:8"));
+        assert!(imp.rules[2].origin.starts_with("t.rules:13: -A web -m tcp --dport 80 -j ACCEPT via t.rules:8"));
         assert_eq!(imp.untranslated.len(), 1);
-        assert_eq!(imp.untranslated[0].at, "t.rules:11");
-        assert!(imp.untranslated[0].reason.contains("-m addrtype"));
+        assert_eq!(imp.untranslated[0].at, "t.rules:12");
+        assert!(imp.untranslated[0].reason.contains("-m addrtype --src-type"), "{:?}", imp.untranslated);
         let policy = imp.policy();
         assert!(policy.contains("policy input block"), "{policy}");
         crate::ir::compile("imported.pf", &policy).unwrap_or_else(|e| panic!("{policy}\n{e:?}"));
+    }
+
+    /// Docker's published port: the jump on `--dst-type LOCAL` is `to self`,
+    /// the interface RETURN narrows the rest of the DOCKER chain; `to self`
+    /// beside a destination address is reported.
+    #[test]
+    fn dockers_nat_chain_is_inlined_under_to_self() {
+        let imp = one("*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+             -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+             -A PREROUTING -d 192.0.2.1 -m addrtype --dst-type LOCAL -p tcp --dport 81 -j DNAT --to-destination 10.0.0.2\n\
+             -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n\
+             -A DOCKER -i docker0 -j RETURN\n\
+             -A DOCKER -p tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n\
+             -A DOCKER -i docker0 -p tcp --dport 8081 -j DNAT --to-destination 172.17.0.2:81\nCOMMIT\n");
+        let rules: Vec<&str> = imp.rules.iter().map(|l| l.statement.as_str()).collect();
+        assert_eq!(rules, ["dnat in on !docker0 ipv4 proto tcp to self port 8080 -> 172.17.0.2 port 80"]);
+        let reasons: Vec<(&str, &str)> = imp.untranslated.iter().map(|u| (u.at.as_str(), u.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].0 == "t.rules:6" && reasons[0].1.contains("`to self` takes the place"), "{reasons:?}");
+        assert!(reasons[1].0 == "t.rules:7" && reasons[1].1.contains("nat chain OUTPUT"), "{reasons:?}");
+        assert!(reasons[2].0 == "t.rules:10" && reasons[2].1.contains("never matches"), "{reasons:?}");
+        crate::ir::compile("imported.pf", &imp.policy()).unwrap_or_else(|e| panic!("{e:?}"));
     }
 
     #[test]

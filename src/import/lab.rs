@@ -10,6 +10,10 @@
 //! - otherwise dropped: known once an end marker sent after the round's
 //!   probes has arrived (see [`RoundEnd`]).
 //!
+//! An accepted probe's addresses and ports are read as it arrived (input;
+//! an IPv6 raw socket shows the ports only) or left (forward): where a NAT
+//! rule rewrote it, the rewrite is what the two kernels are compared on.
+//!
 //! Input probes reach the input hook because, for packets arriving on a lab
 //! interface, every destination is routed as local (`local default` in
 //! table 100; IPv4 destinations are also put on lo, since the kernel only
@@ -48,6 +52,47 @@ pub enum Seen {
     Rejected,
     Dropped,
 }
+
+/// The header fields an accepted probe arrived or left with, after NAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrived {
+    /// `None` where the socket does not show it (an IPv6 raw socket).
+    pub addrs: Option<(IpAddr, IpAddr)>,
+    /// Source and destination port (tcp, udp).
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Arrived {
+    /// The same rewrite on both sides: addresses and destination port. The
+    /// source port is left out: each kernel picks a masquerade's, or a new
+    /// one where two conntrack entries would clash, on its own.
+    pub fn same_rewrite(a: Option<Arrived>, b: Option<Arrived>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => a.addrs == b.addrs && a.ports.map(|p| p.1) == b.ports.map(|p| p.1),
+            (a, b) => a == b,
+        }
+    }
+
+    fn of(addrs: Option<(IpAddr, IpAddr)>, proto: u8, l4: &[u8]) -> Arrived {
+        let ports = (matches!(proto, names::TCP | names::UDP) && l4.len() >= 4)
+            .then(|| (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])));
+        Arrived { addrs, ports }
+    }
+}
+
+impl std::fmt::Display for Arrived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let end = |a: Option<IpAddr>, port: Option<u16>| {
+            let a = a.map_or("?".to_string(), |a| if a.is_ipv6() { format!("[{a}]") } else { a.to_string() });
+            port.map_or(a.clone(), |p| format!("{a}:{p}"))
+        };
+        let (src, dst) = (self.addrs.map(|a| a.0), self.addrs.map(|a| a.1));
+        write!(f, "{} -> {}", end(src, self.ports.map(|p| p.0)), end(dst, self.ports.map(|p| p.1)))
+    }
+}
+
+/// Each probe's fate, and what an accepted one arrived or left as.
+pub type Observed = Vec<(Seen, Option<Arrived>)>;
 
 const MAGIC: [u8; 4] = *b"PHV!";
 const SEQ_BASE: u32 = 0x5048_0000;
@@ -355,19 +400,20 @@ impl Lab {
         run("ip", &["-6", "-force", "-batch", "-"], Some(&batch))
     }
 
-    /// Sends every probe and says what happened to each.
-    pub fn run(&self, probes: &[&Packet]) -> Result<Vec<Seen>, String> {
+    /// Sends every probe and says what happened to each, and how an
+    /// accepted one arrived or left.
+    pub fn run(&self, probes: &[&Packet]) -> Result<Observed, String> {
         self.run_ending(probes, RoundEnd::Marker)
     }
 
     /// [`Lab::run`], ending each round of probes as `end` says.
-    pub fn run_ending(&self, probes: &[&Packet], end: RoundEnd) -> Result<Vec<Seen>, String> {
+    pub fn run_ending(&self, probes: &[&Packet], end: RoundEnd) -> Result<Observed, String> {
         prime_established(probes)?;
         let sockets = Sockets::open(probes)?;
         // Every frame into one CPU's backlog, which the kernel works through
         // in order: a round's end marker then comes after all its probes.
         let pinned = if end == RoundEnd::Marker { Pinned::to_this_cpu() } else { Pinned(None) };
-        let mut seen = vec![Seen::Dropped; probes.len()];
+        let mut seen = vec![(Seen::Dropped, None); probes.len()];
         let mut phases: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
         for (i, p) in probes.iter().enumerate() {
             let oif = if p.hook == Hook::Forward { p.oif.as_deref() } else { None };
@@ -412,7 +458,7 @@ impl Lab {
         &self,
         sockets: &Sockets,
         probes: &[&Packet],
-        seen: &mut [Seen],
+        seen: &mut [(Seen, Option<Arrived>)],
         marker: Option<(u32, u32)>,
     ) -> Result<(), String> {
         let forward_out: BTreeSet<u32> = self.ports.values().map(|p| p.index).collect();
@@ -428,7 +474,8 @@ impl Lab {
                     // IPv4 raw sockets get the IP header, IPv6 ones only the payload.
                     let l4 = if v6 { &buf[..n] } else { &buf[((buf[0] & 15) as usize * 4).min(n)..n] };
                     if let Some(i) = is_probe(l4, probes) {
-                        seen[i] = Seen::Accepted;
+                        let addrs = if v6 { None } else { addresses(&buf[..n]) };
+                        seen[i] = (Seen::Accepted, Some(Arrived::of(addrs, probes[i].proto, l4)));
                     }
                 }
             }
@@ -445,13 +492,13 @@ impl Lab {
                 let Some((ip, proto, l4)) = ip_payload(&buf[14..n]) else { continue };
                 if forward_out.contains(&ifindex) {
                     if let Some(i) = is_probe(l4, probes).filter(|&i| probes[i].proto == proto) {
-                        seen[i] = Seen::Accepted;
+                        seen[i] = (Seen::Accepted, Some(Arrived::of(addresses(ip), proto, l4)));
                         continue;
                     }
                 }
                 if let Some(i) = answered(ip, proto, l4, probes) {
-                    if seen[i] == Seen::Dropped {
-                        seen[i] = Seen::Rejected;
+                    if seen[i].0 == Seen::Dropped {
+                        seen[i].0 = Seen::Rejected;
                     }
                 }
             }

@@ -84,17 +84,23 @@ pub fn import(source: &str, json: &str, table: Option<&str>, script: Option<&str
             _ if c["policy"].as_str() != Some("drop") && imp.does_nothing(c["name"].as_str().unwrap_or(""), 0) => {
                 continue
             }
+            ("nat", "prerouting") => "prerouting",
+            ("nat", "postrouting") => "postrouting",
             (_, other) => {
                 imp.out.untranslated.push(Untranslated {
                     at: imp.chain_at(c["name"].as_str().unwrap_or("")),
                     text: format!("type {kind} hook {other}"),
-                    reason: "phantomc imports filter chains on input, forward and output".into(),
+                    reason: "phantomc imports filter chains on input, forward and output, and nat chains on prerouting and postrouting".into(),
                 });
                 continue;
             }
         };
         let policy = if c["policy"].as_str() == Some("drop") { "block" } else { "pass" };
         let chain = c["name"].as_str().unwrap_or_default();
+        if kind == "nat" {
+            imp.chain(chain, hook, &Cond { family: fam, ..Cond::default() }, 0);
+            continue;
+        }
         imp.out.declarations.push(Line {
             statement: format!("policy {hook} {policy}"),
             origin: format!("{source}: {} chain {chain} (priority {})", imp.label, c["prio"]),
@@ -155,6 +161,8 @@ enum End {
     Jump(String),
     Goto(String),
     Return,
+    /// `dnat 192.0.2.7 port 80`, `snat 203.0.113.7`, `masquerade`.
+    Nat(String),
 }
 
 impl Importer<'_> {
@@ -173,6 +181,7 @@ impl Importer<'_> {
     }
 
     fn chain(&mut self, chain: &str, hook: &'static str, prefix: &Cond, depth: usize) {
+        let mut prefix = prefix.clone();
         let rules: Vec<&Value> = self.rules.get(chain).cloned().unwrap_or_default();
         for (i, r) in rules.iter().enumerate() {
             let at = self.at(chain, i);
@@ -192,6 +201,9 @@ impl Importer<'_> {
                 continue;
             };
             match end {
+                End::Verdict(..) if matches!(hook, "prerouting" | "postrouting") => {
+                    skip(&mut self.out, "a verdict in a nat chain: phantomc's NAT rules only translate".into())
+                }
                 End::Verdict(action, with) => {
                     let mut s = format!("{action} {} {}", dir(hook), all.options(hook)).trim_end().to_string();
                     if let Some(prefix) = log {
@@ -218,7 +230,18 @@ impl Importer<'_> {
                         .into(),
                 ),
                 End::Return if cond.is_unconditional() => return,
+                // `iifname "docker0" return` in a NAT chain: the rest is for the other interfaces.
+                End::Return if super::iptables::is_nat(hook) && cond.interface_only() => {
+                    match prefix.after_return(&cond) {
+                        Some(narrowed) => prefix = narrowed,
+                        None => return,
+                    }
+                }
                 End::Return => skip(&mut self.out, "a conditional return".into()),
+                End::Nat(n) => match super::iptables::statement(hook, &all, &super::iptables::Target::Nat(n)) {
+                    Ok(s) => self.out.rules.push(Line { statement: s, origin: format!("{at} ({text})") }),
+                    Err(reason) => skip(&mut self.out, reason),
+                },
             }
         }
     }
@@ -287,6 +310,23 @@ impl Importer<'_> {
                 "jump" => return Ok((c, log, End::Jump(v["target"].as_str().unwrap_or_default().into()))),
                 "goto" => return Ok((c, log, End::Goto(v["target"].as_str().unwrap_or_default().into()))),
                 "return" => return Ok((c, log, End::Return)),
+                "masquerade" if v.as_object().is_none_or(|o| o.is_empty()) => {
+                    return Ok((c, log, End::Nat("masquerade".into())))
+                }
+                "snat" | "dnat" => {
+                    let target = addr(&v["addr"]).filter(|a| !a.contains('/'));
+                    let target = target
+                        .ok_or_else(|| format!("a {kind} to {}: phantomc translates to one address", v["addr"]))?;
+                    if v.get("flags").is_some() || v.get("type_flags").is_some() {
+                        return Err(format!("{kind} flags"));
+                    }
+                    let port = match v.get("port") {
+                        None => String::new(),
+                        Some(p) if kind == "dnat" => format!(" port {}", p.as_u64().ok_or("a dnat port range")?),
+                        Some(_) => return Err("an snat port".into()),
+                    };
+                    return Ok((c, log, End::Nat(format!("{kind} {target}{port}"))));
+                }
                 other => return Err(format!("the `{other}` statement has no phantomc translation")),
             }
         }
@@ -370,6 +410,15 @@ impl Importer<'_> {
                 other => return Err(format!("a match on meta {other}")),
             }
             return Ok(());
+        }
+        // `fib daddr type local`: `to self`.
+        if let Some(fib) = left.get("fib") {
+            let daddr_only = fib["flags"].as_array().is_some_and(|f| f.len() == 1 && f[0] == "daddr");
+            if fib["result"] == "type" && daddr_only && right == "local" {
+                c.local = Some(!negated);
+                return Ok(());
+            }
+            return Err(format!("a match on {left} {op} {right}"));
         }
         if left.get("ct").and_then(|c| c["key"].as_str()) == Some("state") {
             no_neg("connection state")?;

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 
-use super::lab::{self, Lab, Seen};
+use super::lab::{self, Lab, Observed, Seen};
 use crate::analyze::live;
 use crate::analyze::packet;
 use crate::ir::eval::{self, Packet, SetContents};
@@ -137,7 +137,7 @@ pub fn verify(
         .collect();
     let all: Vec<&Packet> = generated.iter().flat_map(|(_, p, _)| p).collect();
     let side = |load: &(dyn Fn() -> Result<Option<Original>, String> + Sync)| {
-        crate::nft::in_scratch_netns(|| -> Result<(Option<Original>, Vec<Seen>), String> {
+        crate::nft::in_scratch_netns(|| -> Result<(Option<Original>, Observed), String> {
             let back = load()?;
             let lab = Lab::build(&all)?;
             Ok((back, lab.run(&all)?))
@@ -165,7 +165,8 @@ pub fn verify(
     for (v6, probes, not_sent) in &generated {
         let mut r = Report { not_sent: *not_sent, ..Report::default() };
         for p in probes {
-            let (original_fate, imported_fate) = (seen_original[at], seen_imported[at]);
+            let ((original_fate, original_arrived), (imported_fate, imported_arrived)) =
+                (seen_original[at], seen_imported[at]);
             at += 1;
             let d = eval::decide(rs, p, &SetContents::new());
             if d.rate_limited {
@@ -179,23 +180,27 @@ pub fn verify(
             } else {
                 r.input += 1;
             }
-            if original_fate == imported_fate {
+            if original_fate == imported_fate && lab::Arrived::same_rewrite(original_arrived, imported_arrived) {
                 continue;
             }
             let kv = live::kernel_verdict(p, &back.chains, &mut sets);
-            let imported_rule = eval::deciding_rule(rs, p, &d)
+            let mut imported_rule = eval::deciding_rule(rs, p, &d)
                 .map_or_else(|| format!("policy {}", p.hook.name()), |r| r.origin.id.clone());
             let reported = kv.rules.iter().find_map(|(table, chain, i)| untranslated(*v6, table, chain, *i));
-            let diff = Difference {
-                packet: packet::format(p),
-                original: fate_word(original_fate).into(),
-                original_rule: match &reported {
-                    Some(line) => format!("{}, {line}, not translated", kv.by),
-                    None => kv.by,
-                },
-                imported: fate_word(imported_fate).into(),
-                imported_rule,
+            let mut original_rule = match &reported {
+                Some(line) => format!("{}, {line}, not translated", kv.by),
+                None => kv.by,
             };
+            let (mut original, mut imported) =
+                (fate_word(original_fate).to_string(), fate_word(imported_fate).to_string());
+            if original_fate == imported_fate {
+                // The same fate, rewritten differently: the NAT rules involved.
+                original += &format!(" as {}", original_arrived.map_or("?".into(), |a| a.to_string()));
+                imported += &format!(" as {}", imported_arrived.map_or("?".into(), |a| a.to_string()));
+                original_rule = format!("nat chains {}", nat_chains(&back.chains, *v6));
+                imported_rule = nat_rules(rs, p);
+            }
+            let diff = Difference { packet: packet::format(p), original, original_rule, imported, imported_rule };
             match reported {
                 Some(_) => r.explained.push(diff),
                 None => r.differing.push(diff),
@@ -204,6 +209,50 @@ pub fn verify(
         reports.push((*v6, r));
     }
     Ok(reports)
+}
+
+/// The original's nat base chains of a family, as `table chain` (hook).
+fn nat_chains(chains: &[Chain], v6: bool) -> String {
+    let named: Vec<String> = chains
+        .iter()
+        .filter(|c| c.base.as_ref().is_some_and(|b| b.chain_type == "nat"))
+        .filter(|c| match c.family {
+            tables::NFPROTO_IPV4 => !v6,
+            tables::NFPROTO_IPV6 => v6,
+            _ => true,
+        })
+        .map(|c| {
+            format!(
+                "{} {} {} ({})",
+                tables::family_name(c.family),
+                c.table,
+                c.name,
+                c.base.as_ref().map_or("", |b| b.hook)
+            )
+        })
+        .collect();
+    if named.is_empty() {
+        "(none)".into()
+    } else {
+        named.join(", ")
+    }
+}
+
+/// The imported policy's NAT rules whose matches the packet meets, by line
+/// (a dnat as it arrives, a masquerade or snat as it is forwarded).
+fn nat_rules(rs: &Ruleset, p: &Packet) -> String {
+    let lines: Vec<&str> = rs
+        .nat
+        .iter()
+        .filter(|n| matches!(n.action, crate::ir::NatAction::Dnat { .. }) || p.hook == Hook::Forward)
+        .filter(|n| eval::check(rs, &n.matches, p, &SetContents::new()).is_ok())
+        .map(|n| n.origin.id.as_str())
+        .collect();
+    if lines.is_empty() {
+        "no NAT rule".into()
+    } else {
+        format!("NAT {}", lines.join(", "))
+    }
 }
 
 /// A fate in the words of a policy's actions.
@@ -291,10 +340,16 @@ fn edges(net: &IpNet) -> Vec<IpAddr> {
     [Some(first), Some(last), step(first, false), step(last, true), step(first, true)].into_iter().flatten().collect()
 }
 
-/// Four packets per input or forward rule of `rs` that meet all its
-/// matches at once (first and last port, first and last address of each
-/// network), starting from `random` ones for the fields it leaves open.
-fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&mut Rng, u8) -> Packet) -> Vec<Packet> {
+/// Four packets per (hook, match) of `rules` that meet all its matches at
+/// once (first and last port, first and last address of each network),
+/// starting from `random` ones for the fields it leaves open.
+fn rule_packets(
+    rs: &Ruleset,
+    rules: &[(Hook, &crate::ir::Match)],
+    v6: bool,
+    rng: &mut Rng,
+    random: &mut dyn FnMut(&mut Rng, u8) -> Packet,
+) -> Vec<Packet> {
     let set_nets = |name: &str| -> Vec<IpNet> {
         rs.sets
             .iter()
@@ -311,9 +366,8 @@ fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&m
         nets.into_iter().filter(|n| n.addr().is_ipv6() == v6).collect()
     };
     let mut out = Vec::new();
-    for chain in rs.chains.iter().filter(|c| matches!(c.hook, Hook::Input | Hook::Forward)) {
-        for rule in &chain.rules {
-            let m = &rule.matches;
+    {
+        for &(hook, m) in rules {
             let (src, dst) = (nets_of(&m.src), nets_of(&m.dst));
             if (!matches!(m.src, AddrMatch::Any) && src.is_empty())
                 || (!matches!(m.dst, AddrMatch::Any) && dst.is_empty())
@@ -323,7 +377,7 @@ fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&m
             for variant in 0..4usize {
                 let proto = m.proto.unwrap_or(if variant % 2 == 0 { names::TCP } else { names::UDP });
                 let mut p = random(rng, proto);
-                p.hook = chain.hook;
+                p.hook = hook;
                 let edge = |nets: &[IpNet]| {
                     let n = nets[variant / 2 % nets.len()];
                     if variant % 2 == 0 {
@@ -366,6 +420,7 @@ fn rule_packets(rs: &Ruleset, v6: bool, rng: &mut Rng, random: &mut dyn FnMut(&m
                     p.ct_state =
                         names::CT_STATES.iter().map(|(_, bit)| *bit).find(|b| states.0 & b != 0).unwrap_or(p.ct_state);
                 }
+                p.dst_local = eval::default_local(p.hook, p.dst);
                 out.push(p);
             }
         }
@@ -471,7 +526,13 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
         let proto = rng.pick(&protos);
         out.push(make(&mut rng, proto, None, Some(a)));
     }
-    out.extend(rule_packets(rs, v6, &mut rng, &mut |rng, proto| make(rng, proto, None, None)));
+    let filter: Vec<(Hook, &crate::ir::Match)> = rs
+        .chains
+        .iter()
+        .filter(|c| matches!(c.hook, Hook::Input | Hook::Forward))
+        .flat_map(|c| c.rules.iter().map(move |r| (c.hook, &r.matches)))
+        .collect();
+    out.extend(rule_packets(rs, &filter, v6, &mut rng, &mut |rng, proto| make(rng, proto, None, None)));
     for iface in &ifaces {
         for proto in protos.clone() {
             let mut arriving = make(&mut rng, proto, None, None);
@@ -481,5 +542,22 @@ pub fn packets(rs: &Ruleset, v6: bool, count: usize, seed: u64) -> Vec<Packet> {
             out.extend([arriving, leaving]);
         }
     }
+    // Last, so the packets above are drawn as without NAT rules: those that
+    // meet each NAT rule, a dnat's arriving (rewritten) and passing through
+    // (rewritten unless `to self`), a masquerade's or snat's forwarded.
+    let nat: Vec<(Hook, &crate::ir::Match)> = rs
+        .nat
+        .iter()
+        .flat_map(|n| match n.action {
+            crate::ir::NatAction::Dnat { .. } => vec![(Hook::Input, &n.matches), (Hook::Forward, &n.matches)],
+            _ => vec![(Hook::Forward, &n.matches)],
+        })
+        .collect();
+    let mut natp = rule_packets(rs, &nat, v6, &mut rng, &mut |rng, proto| make(rng, proto, None, None));
+    for p in &mut natp {
+        // NAT decides on a connection's first packet only.
+        p.ct_state = names::ct_state_bit("new").expect("new");
+    }
+    out.extend(natp);
     out
 }
