@@ -228,13 +228,20 @@ pub fn rollback_sources(protected: &Protected, dir: Option<&Path>) -> Result<BTr
             let Some(cached) = cached_family(&feeds_dir, &feed, family == Family::V6)? else { continue };
             let cut = protected.cut(cached.clone()).0;
             let candidates = if cut == cached { vec![cut] } else { vec![cut, cached.clone()] };
-            // Each kernel set of the feed is recorded by its part of the cache.
-            for kernel in feed_layout::kernel_sets(&nft_set_name(&feed, family), family) {
+            // Each kernel set of the feed is recorded by its part of the cache;
+            // each list is split once (split gives every kernel set, in order).
+            let set = nft_set_name(&feed, family);
+            let mut candidate_parts: Vec<_> =
+                candidates.iter().map(|c| feed_layout::split(&set, family, c).into_iter()).collect();
+            for (kernel, cached_part) in feed_layout::split(&set, family, &cached) {
                 let source = FeedSource {
                     feed: feed.clone(),
                     cache_dir: feeds_dir.clone(),
-                    cached: feed_layout::part(&kernel, &cached),
-                    candidates: candidates.iter().map(|c| feed_layout::part(&kernel, c)).collect(),
+                    cached: cached_part,
+                    candidates: candidate_parts
+                        .iter_mut()
+                        .map(|parts| parts.next().expect("every split gives the same kernel sets").1)
+                        .collect(),
                 };
                 out.insert(kernel.name, source);
             }
