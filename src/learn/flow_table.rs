@@ -141,16 +141,23 @@ impl FlowShard {
 
     fn sweep(&mut self, limits: &FlowLimits) {
         let now = self.clock_us;
-        let mut cutoff: Box<dyn Fn(&OpenFlow) -> bool> =
-            Box::new(|f: &OpenFlow| f.flow.last_seen_us + limits.idle_us(f.flow.proto) < now);
-        if self.open.len() > limits.max_open {
-            // Too many open flows: close the older half, whatever their timeouts.
+        // Too many open flows: close the older half, whatever their timeouts.
+        let median = (self.open.len() > limits.max_open).then(|| {
             let mut seen: Vec<u64> = self.open.values().map(|f| f.flow.last_seen_us).collect();
             let mid = seen.len() / 2;
-            let (_, median, _) = seen.select_nth_unstable(mid);
-            let median = *median;
-            cutoff = Box::new(move |f: &OpenFlow| f.flow.last_seen_us <= median);
-        }
+            *seen.select_nth_unstable(mid).1
+        });
+        // The timeouts looked up once, not per flow (this walks every open flow).
+        let (tcp_idle, udp_idle, other_idle) = (limits.idle_us(TCP), limits.idle_us(UDP), limits.idle_us(0));
+        let idle = |proto: u8| match proto {
+            TCP => tcp_idle,
+            UDP => udp_idle,
+            _ => other_idle,
+        };
+        let cutoff = |f: &OpenFlow| match median {
+            Some(median) => f.flow.last_seen_us <= median,
+            None => f.flow.last_seen_us + idle(f.flow.proto) < now,
+        };
         // One pass in the map's order (no list of keys, no second lookup per flow).
         self.closing.extend(self.open.extract_if(|_, f| cutoff(f)).map(|(_, f)| f.finish()));
         // Sweeping walks every open flow: do it once per shortest timeout.

@@ -189,6 +189,13 @@ impl History {
         }
     }
 
+    /// Whether `letter` was seen: a byte scan, where going through the
+    /// `str` would check the letters are UTF-8 first (a sixth of the
+    /// closer thread's time in callgrind, on every closed flow).
+    pub fn contains(&self, letter: char) -> bool {
+        letter.is_ascii() && self.letters[..usize::from(self.len)].contains(&(letter as u8))
+    }
+
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.letters[..usize::from(self.len)]).expect("ASCII letters only")
     }
@@ -362,5 +369,28 @@ impl Hasher for KeyHasher {
 impl KeyHasher {
     fn add(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_contains_exactly_the_letters_seen() {
+        let h = History::from("ShADadFf");
+        for seen in ['S', 'h', 'A', 'D', 'a', 'd', 'F', 'f'] {
+            assert!(h.contains(seen), "{seen}");
+        }
+        // Case tells the sides apart; letters never seen are absent, and so is
+        // U+0141, whose low byte is 'A'.
+        for absent in ['s', 'H', 'R', 'r', 'T', 'é', 'Ł'] {
+            assert!(!h.contains(absent), "{absent}");
+        }
+        assert!(!History::default().contains('S'));
+        // The letters past the history's length are not part of it.
+        let mut short = History::from("Sh");
+        short.letters[2] = b'A';
+        assert!(!short.contains('A'));
     }
 }
