@@ -305,7 +305,9 @@ impl Attempts {
                 slot.insert(f.clone());
             }
             Entry::Occupied(mut slot) => {
-                if detect_order(f) < detect_order(slot.get()) {
+                // Most later flows start later: decided without building the orders.
+                let held = slot.get().first_seen_us;
+                if f.first_seen_us < held || (f.first_seen_us == held && detect_order(f) < detect_order(slot.get())) {
                     slot.insert(f.clone());
                 }
             }

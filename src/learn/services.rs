@@ -38,27 +38,44 @@ impl Service {
 }
 
 /// A count per address seen, one flow at a time, for the capture host
-/// ([`Endpoints::capture_host`]).
+/// ([`Endpoints::capture_host`]), and which addresses were clients (the
+/// report's source count, without a set of its own to fill per flow).
 #[derive(Default)]
 pub struct Endpoints {
-    seen: HashMap<IpAddr, u64, Fast>,
+    seen: HashMap<IpAddr, Seen, Fast>,
     flows: u64,
+}
+
+/// Flows an address was at one end of, and whether it was ever the client.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    flows: u64,
+    client: bool,
 }
 
 impl Endpoints {
     pub fn add(&mut self, f: &Flow) {
         self.flows += 1;
-        *self.seen.entry(f.client.ip()).or_default() += 1;
+        let client = self.seen.entry(f.client.ip()).or_default();
+        client.flows += 1;
+        client.client = true;
         if f.server.ip() != f.client.ip() {
-            *self.seen.entry(f.server.ip()).or_default() += 1;
+            self.seen.entry(f.server.ip()).or_default().flows += 1;
         }
     }
 
     pub fn merge(&mut self, other: Endpoints) {
         self.flows += other.flows;
-        for (ip, n) in other.seen {
-            *self.seen.entry(ip).or_default() += n;
+        for (ip, o) in other.seen {
+            let mine = self.seen.entry(ip).or_default();
+            mine.flows += o.flows;
+            mine.client |= o.client;
         }
+    }
+
+    /// Distinct client addresses.
+    pub fn clients(&self) -> usize {
+        self.seen.values().filter(|s| s.client).count()
     }
 
     /// Flows counted.
@@ -69,7 +86,8 @@ impl Endpoints {
     /// The address every flow (nine in ten at least) has at one end: the
     /// host the capture was taken on. `None` for a capture of a whole network.
     pub fn capture_host(&self) -> Option<IpAddr> {
-        let (ip, n) = self.seen.iter().max_by_key(|(ip, n)| (**n, std::cmp::Reverse(**ip)))?;
+        let (ip, n) =
+            self.seen.iter().map(|(ip, s)| (ip, s.flows)).max_by_key(|&(ip, n)| (n, std::cmp::Reverse(*ip)))?;
         (n * 10 >= self.flows * 9 && self.flows > 1).then_some(*ip)
     }
 }

@@ -9,8 +9,8 @@
 //! - the ranking and the distributed scans: per source, counts, and the
 //!   distinct hosts, (protocol, port) pairs and networks it tried;
 //! - the baseline: counts per (service, client); the services proposal:
-//!   connections per (service, client, server); the capture host: a count
-//!   per address; the source count: the set of sources;
+//!   connections per (service, client, server); the capture host and the
+//!   source count: per address, a count and whether it was a client;
 //! - TRW: one flow per (source, host) pair, the earliest contact;
 //! - the SYN flood: per source, counts, the targets and the earliest three;
 //! - the scans and service probes: a bounded number of records per
@@ -24,15 +24,13 @@
 //! (authentication services, ICMP, port-unreachable answers), which are
 //! bounded by `flows.max_closed` (beyond it identical ones are merged).
 
-use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::baseline::{Observations, Observer};
 use super::config::Config;
 use super::detect::{Attempts, Floods};
-use super::flows::{Flow, KeyHasher};
+use super::flows::Flow;
 use super::score::{self, Features};
 use super::services::{Endpoints, Usage};
 use super::Report;
@@ -40,7 +38,6 @@ use super::Report;
 /// Every summary of the flows closed so far.
 pub struct Summary {
     cfg: Arc<Config>,
-    sources: HashSet<IpAddr, BuildHasherDefault<KeyHasher>>,
     endpoints: Endpoints,
     observer: Observer,
     features: Features,
@@ -53,7 +50,6 @@ impl Summary {
     pub fn new(cfg: Arc<Config>) -> Summary {
         Summary {
             cfg,
-            sources: HashSet::default(),
             endpoints: Endpoints::default(),
             observer: Observer::default(),
             features: Features::default(),
@@ -66,7 +62,6 @@ impl Summary {
     /// Count a closed flow; it comes back when a detector needs it itself.
     pub fn add(&mut self, f: Flow) -> Option<Flow> {
         let cfg = &*self.cfg;
-        self.sources.insert(f.client.ip());
         self.endpoints.add(&f);
         self.observer.add(&f, cfg);
         self.features.add(&f);
@@ -84,7 +79,6 @@ impl Summary {
 
     /// Adds another shard's summary.
     pub fn merge(&mut self, other: Summary) {
-        self.sources.extend(other.sources);
         self.endpoints.merge(other.endpoints);
         self.observer.merge(other.observer);
         self.features.merge(other.features);
@@ -107,7 +101,7 @@ impl Summary {
     /// the `kept` flows. `hosts` as for [`super::analyze`]. The passes that
     /// do not depend on each other run in parallel.
     pub fn report(self, kept: &[Flow], hosts: &[IpAddr]) -> (Observations, Report) {
-        let Summary { cfg, sources, endpoints, observer, features, usage, floods, mut attempts } = self;
+        let Summary { cfg, endpoints, observer, features, usage, floods, mut attempts } = self;
         let cfg = &*cfg;
         let ((findings, ranking), (floods, observed)) = rayon::join(
             || rayon::join(|| attempts.detect(kept, cfg), || score::rank_features(features.finish(), &cfg.score)),
@@ -122,7 +116,7 @@ impl Summary {
         let services = usage.services(&flagged, &host_set, &cfg.propose);
         let report = Report {
             flows: endpoints.flows() as usize,
-            sources: sources.len(),
+            sources: endpoints.clients(),
             findings,
             floods,
             services,
@@ -168,6 +162,27 @@ mod tests {
         let dns = report.services.iter().find(|s| s.port == 53).expect("dns service");
         assert_eq!(dns.connections, 50_000);
         assert_eq!(observed["udp/53"][&"10.0.0.8".parse::<IpAddr>().unwrap()].connections, 50_000);
+    }
+
+    #[test]
+    fn sources_are_the_clients_also_across_merged_shards() {
+        let cfg = Config::default();
+        // 10.0.0.1 is only ever a server; 10.0.0.2 is a server in one shard
+        // and a client in the other.
+        let a = vec![flow("10.0.0.2:4000", "10.0.0.1:80", TCP, ConnState::SF, "ShADadFf", 1)];
+        let b = vec![
+            flow("10.0.0.3:4000", "10.0.0.2:53", UDP, ConnState::SF, "Dd", 2),
+            flow("10.0.0.3:4001", "10.0.0.1:53", UDP, ConnState::SF, "Dd", 3),
+        ];
+        let (mut merged, mut kept) = Summary::of(a.clone(), &cfg);
+        let (other, other_kept) = Summary::of(b.clone(), &cfg);
+        merged.merge(other);
+        kept.extend(other_kept);
+        let (_, report) = merged.report(&kept, &[]);
+        let (whole, whole_kept) = Summary::of(a.into_iter().chain(b).collect(), &cfg);
+        let (_, whole_report) = whole.report(&whole_kept, &[]);
+        assert_eq!((report.sources, report.flows), (2, 3));
+        assert_eq!((whole_report.sources, whole_report.capture_host), (2, report.capture_host));
     }
 
     /// One copy of a LAN capture with new client ports, `k` copies of 7 s
