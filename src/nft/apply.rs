@@ -52,7 +52,11 @@ pub fn prepare_with(compiled: &Compiled, kept: Elements) -> Prepared {
 /// already names the script line.
 pub fn load(nft: &Nft, compiled: &Compiled, p: &Prepared) -> Result<usize, ApplyError> {
     check_kernel(nft, compiled)?;
-    nft.run(&["-f", "-"], Some(&p.script)).map_err(|e| refused(e, &p.script, compiled))?;
+    if load_over_netlink(&p.table).is_err() {
+        // Not encodable, or refused: nft loads the script (a refused
+        // transaction changed nothing) and names the failing line.
+        nft.run(&["-f", "-"], Some(&p.script)).map_err(|e| refused(e, &p.script, compiled))?;
+    }
     let name = &p.table.name;
     let found = super::kernel::count(name).map_err(|e| ApplyError::Count(name.clone(), e))?;
     let expected = p.table.rule_count();
@@ -60,6 +64,25 @@ pub fn load(nft: &Nft, compiled: &Compiled, p: &Prepared) -> Result<usize, Apply
         return Err(ApplyError::Verify { table: name.clone(), found, expected });
     }
     Ok(found)
+}
+
+/// Loads `table` as one nftables netlink batch, without nft, unless
+/// `PHANTOMC_LOAD=nft` asks for the script or the table uses a construct the
+/// encoder leaves to nft ([`super::wire::Unsupported`]).
+pub fn load_over_netlink(table: &NftTable) -> Result<(), LoadPath> {
+    if std::env::var_os("PHANTOMC_LOAD").is_some_and(|v| v == "nft") {
+        return Err(LoadPath::Asked);
+    }
+    let messages = super::wire::replace_messages(table).map_err(LoadPath::Unsupported)?;
+    crate::netlink::batch(super::wire::NFNL_SUBSYS_NFTABLES, &messages).map_err(LoadPath::Kernel)
+}
+
+/// Why a table was not loaded over netlink.
+#[derive(Debug)]
+pub enum LoadPath {
+    Asked,
+    Unsupported(super::wire::Unsupported),
+    Kernel(std::io::Error),
 }
 
 /// Refuses a policy the kernel cannot hold, before anything is changed:

@@ -14,6 +14,7 @@ mod run;
 pub mod script;
 pub mod session;
 pub mod tables;
+pub mod wire;
 
 use ipnet::IpNet;
 use nftables::expr::Expression;
