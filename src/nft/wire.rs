@@ -15,6 +15,7 @@ use nftables::schema::{self, SetFlag, SetType, SetTypeValue};
 use nftables::stmt::{Counter, Match, Operator, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
+use super::tables::{NFPROTO_IPV4, NFPROTO_IPV6};
 use super::NftTable;
 use crate::netlink::{push_attr, push_nested, request_with};
 
@@ -261,26 +262,23 @@ impl RuleExprs {
 
     /// `meta nfproto` equal to `proto` unless the rule already checked it.
     fn need_nfproto(&mut self, proto: u8) -> Result<(), Unsupported> {
-        match self.nfproto {
-            Some(p) if p == proto => Ok(()),
-            Some(_) => unsupported("two network protocols in one rule"),
-            None => {
-                self.meta(META_NFPROTO);
-                self.cmp(OP_EQ, &[proto]);
-                self.nfproto = Some(proto);
-                Ok(())
-            }
-        }
+        let known = self.nfproto.replace(proto);
+        self.need(known, META_NFPROTO, proto, "two network protocols in one rule")
     }
 
     fn need_l4proto(&mut self, proto: u8) -> Result<(), Unsupported> {
-        match self.l4proto {
+        let known = self.l4proto.replace(proto);
+        self.need(known, META_L4PROTO, proto, "two transport protocols in one rule")
+    }
+
+    /// A protocol dependency: matched once, as nft adds it.
+    fn need(&mut self, known: Option<u8>, key: u32, proto: u8, conflict: &str) -> Result<(), Unsupported> {
+        match known {
             Some(p) if p == proto => Ok(()),
-            Some(_) => unsupported("two transport protocols in one rule"),
+            Some(_) => unsupported(conflict),
             None => {
-                self.meta(META_L4PROTO);
+                self.meta(key);
                 self.cmp(OP_EQ, &[proto]);
-                self.l4proto = Some(proto);
                 Ok(())
             }
         }
@@ -293,8 +291,6 @@ const META_NFPROTO: u32 = 15;
 const META_L4PROTO: u32 = 16;
 const OP_EQ: u32 = 0;
 const OP_NEQ: u32 = 1;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
 const PAYLOAD_NETWORK: u32 = 1;
 const PAYLOAD_TRANSPORT: u32 = 2;
 
