@@ -86,6 +86,14 @@ fn the_constructs_fixture_loads_identically_over_netlink() {
 }
 
 #[test]
+fn the_language_constructs_fixture_loads_identically_or_falls_back() {
+    require_tools();
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/language/constructs.pf"));
+    let compiled = phantomc::ir::compile_file(path).expect("compile");
+    eprintln!("constructs.pf: {:?}", differential_of("constructs.pf", compiled));
+}
+
+#[test]
 fn example_policies_load_identically_or_fall_back() {
     require_tools();
     let mut report = Vec::new();
@@ -126,6 +134,10 @@ fn generated_policies_load_identically_or_fall_back() {
         let text = bench_policy(n);
         eprintln!("bench {n}: {:?}", differential(&format!("bench{n}.pf"), &text));
     }
+    // Without the anonymous port set (left to nft), the other four shapes are encoded.
+    let no_port_set: String =
+        bench_policy(5).lines().filter(|l| !l.contains("{ 53, 123")).map(|l| format!("{l}\n")).collect();
+    assert_eq!(differential("bench-shapes.pf", &no_port_set), None);
 }
 
 #[test]
