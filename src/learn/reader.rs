@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use pcap_parser::pcapng::Block;
@@ -61,25 +61,11 @@ struct Interface {
 
 /// Read every frame of `path`, handing each to `sink` straight from the read
 /// buffer. Errors only when the file cannot be opened; damage is in the summary.
-pub fn read_capture(path: &Path, sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
-    read_file(path, Some(MAPPED_WINDOW), sink)
-}
-
-/// [`read_capture`]; a classic pcap is read through a map in windows of
-/// `mapped_window` bytes, or with read() when `None` (and when it cannot be mapped).
-fn read_file(
-    path: &Path,
-    mapped_window: Option<usize>,
-    mut sink: impl FnMut(Frame<'_>),
-) -> std::io::Result<ReadSummary> {
+pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
     let mut file = File::open(path)?;
     let file_bytes = file.metadata()?.len();
     let mut summary = ReadSummary { file_bytes, ..Default::default() };
-    let mapped = mapped_window.and_then(|window| read_classic_mapped(&mut file, window, &mut summary, &mut sink));
-    let handover = match mapped {
-        Some(handover) => handover?,
-        None => read_classic(&mut file, &mut summary, &mut sink),
-    };
+    let handover = read_classic(&mut file, &mut summary, &mut sink);
     if summary.damage.is_some() {
         return Ok(summary);
     }
@@ -107,104 +93,6 @@ struct Handover {
     offset: u64,
 }
 
-/// A classic pcap file's global header: what reading its records needs.
-#[derive(Clone, Copy)]
-struct ClassicHeader {
-    bytes: [u8; PCAP_HEADER],
-    big_endian: bool,
-    nanosecond: bool,
-    linktype: i32,
-    snaplen: usize,
-}
-
-impl ClassicHeader {
-    /// `None` for anything but a classic pcap (pcapng, the modified format,
-    /// damage: all pcap-parser's).
-    fn parse(buf: &[u8]) -> Option<ClassicHeader> {
-        let bytes: [u8; PCAP_HEADER] = buf.get(..PCAP_HEADER)?.try_into().ok()?;
-        let (big_endian, nanosecond) = match u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) {
-            0xa1b2_c3d4 => (false, false),
-            0xa1b2_3c4d => (false, true),
-            0xd4c3_b2a1 => (true, false),
-            0x4d3c_b2a1 => (true, true),
-            _ => return None,
-        };
-        let mut header = ClassicHeader { bytes, big_endian, nanosecond, linktype: 0, snaplen: 0 };
-        header.linktype = header.u32_at(&bytes, 20) as i32;
-        header.snaplen = header.u32_at(&bytes, 16) as usize;
-        Some(header)
-    }
-
-    fn u32_at(&self, b: &[u8], at: usize) -> u32 {
-        let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if self.big_endian {
-            u32::from_be_bytes(v)
-        } else {
-            u32::from_le_bytes(v)
-        }
-    }
-
-    /// Hand every complete record of `buf` from `pos` on to `sink` (`buf[0]`
-    /// is at file offset `base`); stops before a record cut short by the end
-    /// of `buf` or larger than [`CLASSIC_MAX_RECORD`], and returns where.
-    /// `None` when a record is damaged (then said in `summary`).
-    fn records(
-        &self,
-        buf: &[u8],
-        mut pos: usize,
-        base: u64,
-        summary: &mut ReadSummary,
-        sink: &mut impl FnMut(Frame<'_>),
-    ) -> Option<usize> {
-        while buf.len() - pos >= RECORD_HEADER {
-            let caplen = self.u32_at(buf, pos + 8) as usize;
-            // A record longer than the file's snapshot length is a lie, not a
-            // cut: say so, where, and read no further.
-            if self.snaplen > 0 && caplen > self.snaplen {
-                summary.damage = Some(Damage {
-                    offset: base + pos as u64,
-                    reason: format!(
-                        "record {} claims {caplen} captured bytes, more than the file's snapshot length {}: length field damaged",
-                        summary.packets + 1,
-                        self.snaplen
-                    ),
-                });
-                return None;
-            }
-            if caplen > CLASSIC_MAX_RECORD || buf.len() - pos - RECORD_HEADER < caplen {
-                break;
-            }
-            let ts_sec = u64::from(self.u32_at(buf, pos));
-            // Microseconds, or nanoseconds to be cut to microseconds (no division per packet).
-            let frac = u64::from(self.u32_at(buf, pos + 4));
-            let frac = if self.nanosecond { frac / 1000 } else { frac };
-            let end = pos + RECORD_HEADER + caplen;
-            summary.packets += 1;
-            sink(Frame {
-                linktype: self.linktype,
-                ts_us: ts_sec * 1_000_000 + frac,
-                data: &buf[pos + RECORD_HEADER..end],
-                end_offset: base + end as u64,
-            });
-            pos = end;
-        }
-        Some(pos)
-    }
-
-    /// A record too large for [`ClassicHeader::records`] starts at `pos`.
-    fn huge_record_at(&self, buf: &[u8], pos: usize) -> bool {
-        buf.len() - pos >= RECORD_HEADER && self.u32_at(buf, pos + 8) as usize > CLASSIC_MAX_RECORD
-    }
-
-    /// pcap-parser goes on at file offset `at` (a record): it reads this
-    /// header again first.
-    fn handover(&self, at: u64, rest: &[u8]) -> Handover {
-        let mut pending = self.bytes.to_vec();
-        pending.extend_from_slice(rest);
-        Handover { pending, offset: at - PCAP_HEADER as u64 }
-    }
-}
-
 /// The common case read by hand: the records of a classic pcap file, over
 /// large read() buffers. It stops at the first thing it is not sure of (not a
 /// classic pcap, a huge record, the end of the file cut a record short, a
@@ -214,21 +102,67 @@ impl ClassicHeader {
 fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMut(Frame<'_>)) -> Handover {
     let mut buf = vec![0u8; CLASSIC_BUFFER];
     let mut filled = fill(file, &mut buf, 0);
-    let Some(header) = ClassicHeader::parse(&buf[..filled]) else {
-        buf.truncate(filled);
-        return Handover { pending: buf, offset: 0 };
+    let magic = buf.get(..4).filter(|_| filled >= PCAP_HEADER).map(|m| [m[0], m[1], m[2], m[3]]);
+    let (big_endian, nanosecond) = match magic.map(u32::from_le_bytes) {
+        Some(0xa1b2_c3d4) => (false, false),
+        Some(0xa1b2_3c4d) => (false, true),
+        Some(0xd4c3_b2a1) => (true, false),
+        Some(0x4d3c_b2a1) => (true, true),
+        // pcapng, the modified format, damage: all pcap-parser's.
+        _ => {
+            buf.truncate(filled);
+            return Handover { pending: buf, offset: 0 };
+        }
     };
+    let u32_at = |b: &[u8], at: usize| {
+        let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if big_endian {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        }
+    };
+    let header: [u8; PCAP_HEADER] = buf[..PCAP_HEADER].try_into().expect("24 bytes");
+    let linktype = u32_at(&header, 20) as i32;
+    let snaplen = u32_at(&header, 16) as usize;
     summary.format = "pcap";
-    summary.linktypes = vec![header.linktype];
+    summary.linktypes = vec![linktype];
     let mut pos = PCAP_HEADER;
     // File offset of buf[0].
     let mut base = 0u64;
     loop {
-        let Some(reached) = header.records(&buf[..filled], pos, base, summary, sink) else {
-            return Handover { pending: Vec::new(), offset: 0 };
-        };
-        pos = reached;
-        if header.huge_record_at(&buf[..filled], pos) {
+        while filled - pos >= RECORD_HEADER {
+            let caplen = u32_at(&buf, pos + 8) as usize;
+            // A record longer than the file's snapshot length is a lie, not a
+            // cut: say so, where, and read no further.
+            if snaplen > 0 && caplen > snaplen {
+                summary.damage = Some(Damage {
+                    offset: base + pos as u64,
+                    reason: format!(
+                        "record {} claims {caplen} captured bytes, more than the file's snapshot length {snaplen}: length field damaged",
+                        summary.packets + 1
+                    ),
+                });
+                return Handover { pending: Vec::new(), offset: 0 };
+            }
+            if caplen > CLASSIC_MAX_RECORD || filled - pos - RECORD_HEADER < caplen {
+                break;
+            }
+            let ts_sec = u64::from(u32_at(&buf, pos));
+            // Microseconds, or nanoseconds to be cut to microseconds (no division per packet).
+            let frac = u64::from(u32_at(&buf, pos + 4));
+            let frac = if nanosecond { frac / 1000 } else { frac };
+            let end = pos + RECORD_HEADER + caplen;
+            summary.packets += 1;
+            sink(Frame {
+                linktype,
+                ts_us: ts_sec * 1_000_000 + frac,
+                data: &buf[pos + RECORD_HEADER..end],
+                end_offset: base + end as u64,
+            });
+            pos = end;
+        }
+        if filled - pos >= RECORD_HEADER && u32_at(&buf, pos + 8) as usize > CLASSIC_MAX_RECORD {
             break;
         }
         // Carry the partial record over and read on.
@@ -242,101 +176,9 @@ fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMu
             break;
         }
     }
-    header.handover(base + pos as u64, &buf[pos..filled])
-}
-
-/// [`read_classic`] over a memory map of the whole file instead of read()
-/// buffers: the records are read where the page cache holds them, with no
-/// copy (a third of the reader thread's time on a 200 MB capture). The pages
-/// read are dropped from the map behind the reader, so the resident memory
-/// stays that of one window. `None` when the file cannot be mapped (not a
-/// regular file, empty); the caller then reads it with [`read_classic`].
-/// On hand-over, `file` is positioned where pcap-parser goes on.
-fn read_classic_mapped(
-    file: &mut File,
-    window: usize,
-    summary: &mut ReadSummary,
-    sink: &mut impl FnMut(Frame<'_>),
-) -> Option<std::io::Result<Handover>> {
-    let mut map = Mapped::new(file, summary.file_bytes)?;
-    // SAFETY: `buf` is not used after `map` is dropped at the end of this function.
-    let buf = unsafe { std::slice::from_raw_parts(map.at as *const u8, map.len) };
-    let Some(header) = ClassicHeader::parse(buf) else {
-        return Some(Ok(Handover { pending: Vec::new(), offset: 0 }));
-    };
-    summary.format = "pcap";
-    summary.linktypes = vec![header.linktype];
-    let mut pos = PCAP_HEADER;
-    loop {
-        let window = &buf[..buf.len().min(pos + window)];
-        let Some(reached) = header.records(window, pos, 0, summary, sink) else {
-            return Some(Ok(Handover { pending: Vec::new(), offset: 0 }));
-        };
-        map.release_before(reached);
-        // A partial record at the end of a window is read with the next one.
-        if reached == pos || header.huge_record_at(buf, reached) || window.len() == buf.len() {
-            pos = reached;
-            break;
-        }
-        pos = reached;
-    }
-    Some(file.seek(SeekFrom::Start(pos as u64)).map(|_| header.handover(pos as u64, &[])))
-}
-
-/// The bytes [`read_classic_mapped`] reads before dropping them from its map.
-const MAPPED_WINDOW: usize = 8 << 20;
-
-/// madvise works on whole pages (4 KiB here; a larger page size only leaves
-/// a little more resident).
-const PAGE: usize = 4096;
-
-/// A read-only private map of a whole file, unmapped on drop.
-struct Mapped {
-    at: *mut libc::c_void,
-    len: usize,
-    /// The pages before this offset are dropped already.
-    released: usize,
-}
-
-impl Mapped {
-    fn new(file: &File, file_bytes: u64) -> Option<Mapped> {
-        use std::os::fd::AsRawFd;
-        let len = usize::try_from(file_bytes).ok().filter(|&n| n > 0)?;
-        if !file.metadata().ok()?.is_file() {
-            return None;
-        }
-        // SAFETY: a fresh read-only private map of `len` bytes of an open
-        // file; nothing else aliases it and it lives as long as `Mapped`.
-        let at =
-            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
-        if at == libc::MAP_FAILED {
-            return None;
-        }
-        // SAFETY: advice on the map just made; read ahead far, in order.
-        unsafe { libc::madvise(at, len, libc::MADV_SEQUENTIAL) };
-        Some(Mapped { at, len, released: 0 })
-    }
-
-    /// Drop the whole pages before `offset` from this process's memory (they
-    /// stay in the page cache; touching them again reads them back).
-    fn release_before(&mut self, offset: usize) {
-        let end = offset / PAGE * PAGE;
-        if end > self.released {
-            // SAFETY: whole pages inside the map; no frame borrowed from
-            // them outlives the sink call that read it.
-            unsafe {
-                libc::madvise(self.at.cast::<u8>().add(self.released).cast(), end - self.released, libc::MADV_DONTNEED)
-            };
-            self.released = end;
-        }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: the map made in `new`, unmapped once.
-        unsafe { libc::munmap(self.at, self.len) };
-    }
+    let mut pending = header.to_vec();
+    pending.extend_from_slice(&buf[pos..filled]);
+    Handover { pending, offset: base + pos as u64 - PCAP_HEADER as u64 }
 }
 
 /// Read into `buf[filled..]` until it is full, the file ends or a read fails
@@ -633,27 +475,6 @@ mod tests {
             at += len;
         }
         assert!(all > 5000 && plain * 10 > all * 9, "{plain} of {all} enhanced packet blocks read by hand");
-    }
-
-    /// The mapped reader sees what the read() reader sees (frames, offsets,
-    /// damage), for every cut of the classic captures and with windows
-    /// smaller than a record, between records and inside them.
-    #[test]
-    fn mapped_classic_pcap_agrees_with_read_calls() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cut.pcap");
-        for name in ["formats/ntp.pcap", "scans/port_scan.pcap", "scans/backscatter.trace", "zeek/wikipedia.pcap"] {
-            let bytes = data(name);
-            let step = (bytes.len() / 61).max(1);
-            for cut in (0..=bytes.len()).step_by(step).chain([bytes.len(), 23, 24, 25, 40, 41]) {
-                std::fs::write(&path, &bytes[..cut.min(bytes.len())]).unwrap();
-                let streamed = through(|sink| read_file(&path, None, sink).unwrap());
-                for window in [70, 1500, 64 << 10, MAPPED_WINDOW] {
-                    let mapped = through(|sink| read_file(&path, Some(window), sink).unwrap());
-                    assert_eq!(mapped, streamed, "{name} cut at {cut}, window {window}");
-                }
-            }
-        }
     }
 
     #[test]
