@@ -15,9 +15,10 @@ use crate::ir::optimize::SET_PREFIX;
 use crate::netlink::{self, attr, attrs, be_u64, str_value};
 
 // include/uapi/linux/netfilter/nfnetlink.h, nf_tables.h
-pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
 pub(super) const NFT_MSG_GETTABLE: u16 = 1;
+pub(super) const NFT_MSG_DELTABLE: u16 = 2;
 pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(super) const NFT_MSG_GETCHAIN: u16 = 4;
 pub(super) const NFT_MSG_NEWRULE: u16 = 6;
