@@ -50,7 +50,7 @@ pub(super) const NFTA_RULE_CHAIN: u16 = 2;
 pub(super) const NFTA_RULE_HANDLE: u16 = 3;
 pub(super) const NFTA_RULE_EXPRESSIONS: u16 = 4;
 pub(super) const NFTA_RULE_POSITION: u16 = 6;
-const NFTA_RULE_USERDATA: u16 = 7;
+pub(super) const NFTA_RULE_USERDATA: u16 = 7;
 pub(super) const NFTA_RULE_ID: u16 = 9;
 pub(super) const NFTA_LIST_ELEM: u16 = 1;
 pub(super) const NFTA_EXPR_NAME: u16 = 1;
@@ -82,11 +82,33 @@ pub(super) const NFTA_DATA_VALUE: u16 = 1;
 pub(super) const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 /// libnftnl's user data: TLVs of one-byte type and length; a comment is
 /// type 0 for rules and set elements alike.
-const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
+pub(super) const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
 const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
 
 pub(super) fn kind(msg: u16) -> u16 {
     NFNL_SUBSYS_NFTABLES << 8 | msg
+}
+
+pub(super) const NLM_F_CREATE: u16 = 0x400;
+pub(super) const NLM_F_APPEND: u16 = 0x800;
+
+/// One nf_tables message of a batch, for family inet.
+pub(super) fn message(msg: u16, flags: u16, attrs: &[u8]) -> Vec<u8> {
+    netlink::request_with(kind(msg), flags, NFPROTO_INET, attrs)
+}
+
+/// The start of a batch that replaces `table`: creating it first makes the
+/// delete succeed whether or not it exists.
+pub(super) fn delete_table_messages(table: &str) -> [Vec<u8>; 2] {
+    let named = table_named(table);
+    [message(NFT_MSG_NEWTABLE, NLM_F_CREATE, &named), message(NFT_MSG_DELTABLE, 0, &named)]
+}
+
+/// A table message's attributes: its name only.
+pub(super) fn table_named(table: &str) -> Vec<u8> {
+    let mut named = Vec::new();
+    netlink::push_attr(&mut named, NFTA_TABLE_NAME, &name_value(table));
+    named
 }
 
 pub(super) fn name_value(name: &str) -> Vec<u8> {

@@ -20,7 +20,6 @@ use super::kernel::*;
 use crate::netlink::{self, attr, be_u64, str_value};
 
 // include/uapi/linux/netfilter/nf_tables.h
-const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWFLOWTABLE: u16 = 22;
 const NFT_MSG_GETFLOWTABLE: u16 = 23;
 const NFTA_TABLE_USE: u16 = 3;
@@ -34,8 +33,6 @@ const NFTA_FLOWTABLE_TABLE: u16 = 1;
 const NFTA_FLOWTABLE_USE: u16 = 4;
 const NFTA_FLOWTABLE_HANDLE: u16 = 5;
 // include/uapi/linux/netlink.h
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
 /// The nested element list's length is a u16: elements go in messages of
 /// at most this many bytes of elements.
 const ELEMENTS_PER_MESSAGE_BYTES: usize = 60_000;
@@ -227,23 +224,18 @@ pub fn restore(
     now_ms: u64,
     feed_nets: &dyn Fn(&FeedRecord) -> Result<Vec<IpNet>, String>,
 ) -> io::Result<()> {
-    let name = name_value(table);
-    let mut named = Vec::new();
-    netlink::push_attr(&mut named, NFTA_TABLE_NAME, &name);
-    let msg = |m: u16, flags: u16, body: &[u8]| netlink::request_with(kind(m), flags, NFPROTO_INET, body);
-    // Creating it first makes the delete succeed whether or not it exists.
-    let mut batch = vec![msg(NFT_MSG_NEWTABLE, NLM_F_CREATE, &named), msg(NFT_MSG_DELTABLE, 0, &named)];
+    let mut batch = Vec::from(delete_table_messages(table));
     if let Some(r) = record {
-        batch.push(msg(NFT_MSG_NEWTABLE, NLM_F_CREATE, &r.attrs.0));
-        batch.extend(r.chains.iter().map(|o| msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &o.0)));
+        batch.push(message(NFT_MSG_NEWTABLE, NLM_F_CREATE, &r.attrs.0));
+        batch.extend(r.chains.iter().map(|o| message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &o.0)));
         // A new set must carry an id, unique in its batch.
         for (id, set) in (1u32..).zip(&r.sets) {
             let mut def = set.0.clone();
             netlink::push_attr(&mut def, NFTA_SET_ID, &id.to_be_bytes());
-            batch.push(msg(NFT_MSG_NEWSET, NLM_F_CREATE, &def));
+            batch.push(message(NFT_MSG_NEWSET, NLM_F_CREATE, &def));
         }
         for (m, list) in [(NFT_MSG_NEWOBJ, &r.objects), (NFT_MSG_NEWFLOWTABLE, &r.flowtables)] {
-            batch.extend(list.iter().map(|o| msg(m, NLM_F_CREATE, &o.0)));
+            batch.extend(list.iter().map(|o| message(m, NLM_F_CREATE, &o.0)));
         }
         let elapsed = now_ms.saturating_sub(r.read_at_ms);
         for (set, elements) in &r.elements {
@@ -264,7 +256,7 @@ pub fn restore(
             };
             batch.extend(element_messages(table, &f.set, &elements));
         }
-        batch.extend(r.rules.iter().map(|o| msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &o.0)));
+        batch.extend(r.rules.iter().map(|o| message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &o.0)));
     }
     netlink::batch(NFNL_SUBSYS_NFTABLES, &batch)
 }
@@ -302,7 +294,7 @@ fn element_messages(table: &str, set: &str, elements: &[Vec<u8>]) -> Vec<Vec<u8>
                 netlink::push_nested(list, NFTA_LIST_ELEM, |v| v.extend_from_slice(e));
             }
         });
-        out.push(netlink::request_with(kind(NFT_MSG_NEWSETELEM), NLM_F_CREATE, NFPROTO_INET, &body));
+        out.push(message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, &body));
     }
     out
 }

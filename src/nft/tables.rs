@@ -21,31 +21,31 @@ use super::kernel::{
 
 // include/uapi/linux/netfilter/nf_tables.h, netfilter.h
 const NFPROTO_UNSPEC: u8 = 0;
-pub const NFPROTO_INET: u8 = 1;
+pub use super::kernel::NFPROTO_INET;
 pub const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_ARP: u8 = 3;
 pub const NFPROTO_NETDEV: u8 = 5;
 const NFPROTO_BRIDGE: u8 = 7;
 pub const NFPROTO_IPV6: u8 = 10;
 
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_POLICY: u16 = 5;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
+pub(super) const NFTA_CHAIN_HOOK: u16 = 4;
+pub(super) const NFTA_CHAIN_POLICY: u16 = 5;
+pub(super) const NFTA_CHAIN_TYPE: u16 = 7;
+pub(super) const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub(super) const NFTA_HOOK_PRIORITY: u16 = 2;
+pub(super) const NFTA_DATA_VERDICT: u16 = 2;
+pub(super) const NFTA_VERDICT_CODE: u16 = 1;
+pub(super) const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_CONCAT: u32 = 0x80;
-const NF_DROP: i32 = 0;
-const NF_ACCEPT: i32 = 1;
+pub(super) const NF_DROP: i32 = 0;
+pub(super) const NF_ACCEPT: i32 = 1;
 const NF_QUEUE: i32 = 3;
 const NFT_CONTINUE: i32 = -1;
 const NFT_BREAK: i32 = -2;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
-const NFT_RETURN: i32 = -5;
+pub(super) const NFT_JUMP: i32 = -3;
+pub(super) const NFT_GOTO: i32 = -4;
+pub(super) const NFT_RETURN: i32 = -5;
 
 /// nft's name of a netfilter family.
 pub fn family_name(family: u8) -> &'static str {

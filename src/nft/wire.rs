@@ -15,9 +15,20 @@ use nftables::schema::{self, SetFlag, SetType, SetTypeValue};
 use nftables::stmt::{Counter, Match, Operator, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
-use super::tables::{NFPROTO_IPV4, NFPROTO_IPV6};
+use super::kernel::{
+    delete_table_messages, message, name_value, table_named, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_DATA_VALUE,
+    NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE,
+    NFTA_RULE_USERDATA, NFTA_SET_FLAGS, NFTA_SET_ID, NFTA_SET_KEY_LEN, NFTA_SET_NAME, NFTA_SET_TABLE,
+    NFTNL_UDATA_RULE_COMMENT, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWTABLE, NFT_SET_TIMEOUT,
+    NLM_F_APPEND, NLM_F_CREATE,
+};
+use super::tables::{
+    NFPROTO_IPV4, NFPROTO_IPV6, NFTA_CHAIN_HOOK, NFTA_CHAIN_POLICY, NFTA_CHAIN_TYPE, NFTA_DATA_VERDICT,
+    NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_GOTO, NFT_JUMP, NFT_RETURN,
+    NF_ACCEPT, NF_DROP,
+};
 use super::NftTable;
-use crate::netlink::{push_attr, push_nested, request_with};
+use crate::netlink::{push_attr, push_nested};
 
 /// A construct the encoder does not cover; the nft script loads the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,17 +39,6 @@ fn unsupported<T>(what: impl Into<String>) -> Result<T, Unsupported> {
 }
 
 pub use super::kernel::NFNL_SUBSYS_NFTABLES;
-use super::kernel::{
-    NFPROTO_INET, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWTABLE,
-};
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
 
@@ -55,13 +55,8 @@ pub fn replace_messages(table: &NftTable) -> Result<Vec<Vec<u8>>, Unsupported> {
         return unsupported("flowtables");
     }
     let name = table.name.as_str();
-    let table_msg = |kind| {
-        let mut a = Vec::new();
-        push_attr(&mut a, 1, &cstr(name)); // NFTA_TABLE_NAME
-        message(kind, NLM_F_CREATE, &a)
-    };
-    let mut out =
-        vec![table_msg(NFT_MSG_NEWTABLE), message(NFT_MSG_DELTABLE, 0, &table_attr(name)), table_msg(NFT_MSG_NEWTABLE)];
+    let mut out = Vec::from(delete_table_messages(name));
+    out.push(message(NFT_MSG_NEWTABLE, NLM_F_CREATE, &table_named(name)));
     for set in &table.sets {
         out.push(set_message(name, set)?);
     }
@@ -76,26 +71,10 @@ pub fn replace_messages(table: &NftTable) -> Result<Vec<Vec<u8>>, Unsupported> {
     Ok(out)
 }
 
-fn table_attr(name: &str) -> Vec<u8> {
-    let mut a = Vec::new();
-    push_attr(&mut a, 1, &cstr(name));
-    a
-}
-
-fn message(msg: u16, flags: u16, attrs: &[u8]) -> Vec<u8> {
-    request_with(NFNL_SUBSYS_NFTABLES << 8 | msg, flags, NFPROTO_INET, attrs)
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
 fn chain_message(table: &str, c: &schema::Chain<'_>) -> Result<Vec<u8>, Unsupported> {
     let mut a = Vec::new();
-    push_attr(&mut a, 1, &cstr(table)); // NFTA_CHAIN_TABLE
-    push_attr(&mut a, 3, &cstr(&c.name)); // NFTA_CHAIN_NAME
+    push_attr(&mut a, NFTA_CHAIN_TABLE, &name_value(table));
+    push_attr(&mut a, NFTA_CHAIN_NAME, &name_value(&c.name));
     if let Some(hook) = &c.hook {
         if c.dev.is_some() {
             return unsupported("chain device");
@@ -114,18 +93,18 @@ fn chain_message(table: &str, c: &schema::Chain<'_>) -> Result<Vec<u8>, Unsuppor
             Some(NfChainType::Route) => "route",
         };
         let prio = c.prio.unwrap_or(0);
-        push_nested(&mut a, 4, |h| {
-            push_attr(h, 1, &num.to_be_bytes()); // NFTA_HOOK_HOOKNUM
-            push_attr(h, 2, &prio.to_be_bytes()); // NFTA_HOOK_PRIORITY
+        push_nested(&mut a, NFTA_CHAIN_HOOK, |h| {
+            push_attr(h, NFTA_HOOK_HOOKNUM, &num.to_be_bytes());
+            push_attr(h, NFTA_HOOK_PRIORITY, &prio.to_be_bytes());
         });
         if let Some(p) = &c.policy {
-            let code: u32 = match p {
-                NfChainPolicy::Accept => 1,
-                NfChainPolicy::Drop => 0,
+            let code = match p {
+                NfChainPolicy::Accept => NF_ACCEPT,
+                NfChainPolicy::Drop => NF_DROP,
             };
-            push_attr(&mut a, 5, &code.to_be_bytes()); // NFTA_CHAIN_POLICY
+            push_attr(&mut a, NFTA_CHAIN_POLICY, &code.to_be_bytes());
         }
-        push_attr(&mut a, 7, &cstr(kind)); // NFTA_CHAIN_TYPE
+        push_attr(&mut a, NFTA_CHAIN_TYPE, &name_value(kind));
     }
     Ok(message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &a))
 }
@@ -154,17 +133,17 @@ fn set_message(table: &str, s: &schema::Set<'_>) -> Result<Vec<u8>, Unsupported>
         flags |= match f {
             SetFlag::Constant => 2,
             SetFlag::Interval => 4,
-            SetFlag::Timeout => 0x10,
+            SetFlag::Timeout => NFT_SET_TIMEOUT,
             SetFlag::Dynamic => 0x20,
         };
     }
     let mut a = Vec::new();
-    push_attr(&mut a, 1, &cstr(table)); // NFTA_SET_TABLE
-    push_attr(&mut a, 2, &cstr(&s.name)); // NFTA_SET_NAME
-    push_attr(&mut a, 3, &flags.to_be_bytes()); // NFTA_SET_FLAGS
+    push_attr(&mut a, NFTA_SET_TABLE, &name_value(table));
+    push_attr(&mut a, NFTA_SET_NAME, &name_value(&s.name));
+    push_attr(&mut a, NFTA_SET_FLAGS, &flags.to_be_bytes());
     push_attr(&mut a, 4, &dtype.to_be_bytes()); // NFTA_SET_KEY_TYPE
-    push_attr(&mut a, 5, &len.to_be_bytes()); // NFTA_SET_KEY_LEN
-    push_attr(&mut a, 10, &1u32.to_be_bytes()); // NFTA_SET_ID
+    push_attr(&mut a, NFTA_SET_KEY_LEN, &len.to_be_bytes());
+    push_attr(&mut a, NFTA_SET_ID, &1u32.to_be_bytes());
     if let Some(t) = s.timeout {
         push_attr(&mut a, 11, &(u64::from(t) * 1000).to_be_bytes()); // NFTA_SET_TIMEOUT (ms)
     }
@@ -183,8 +162,8 @@ struct RuleExprs {
 impl RuleExprs {
     fn expr(&mut self, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
         push_nested(&mut self.out, NFTA_LIST_ELEM, |e| {
-            push_attr(e, 1, &cstr(name)); // NFTA_EXPR_NAME
-            push_nested(e, 2, data); // NFTA_EXPR_DATA
+            push_attr(e, NFTA_EXPR_NAME, &name_value(name));
+            push_nested(e, NFTA_EXPR_DATA, data);
         });
     }
 
@@ -234,7 +213,7 @@ impl RuleExprs {
 
     fn lookup(&mut self, set: &str, inverted: bool) {
         self.expr("lookup", |d| {
-            push_attr(d, 1, &cstr(set)); // NFTA_LOOKUP_SET
+            push_attr(d, 1, &name_value(set)); // NFTA_LOOKUP_SET
             push_attr(d, 2, &NFT_REG_1.to_be_bytes()); // NFTA_LOOKUP_SREG
             if inverted {
                 push_attr(d, 5, &1u32.to_be_bytes()); // NFTA_LOOKUP_FLAGS: NFT_LOOKUP_F_INV
@@ -249,7 +228,7 @@ impl RuleExprs {
                 push_nested(data, NFTA_DATA_VERDICT, |v| {
                     push_attr(v, NFTA_VERDICT_CODE, &code.to_be_bytes());
                     if let Some(c) = chain {
-                        push_attr(v, NFTA_VERDICT_CHAIN, &cstr(c));
+                        push_attr(v, NFTA_VERDICT_CHAIN, &name_value(c));
                     }
                 });
             });
@@ -296,27 +275,27 @@ fn rule_message(table: &str, r: &schema::Rule<'_>) -> Result<Vec<u8>, Unsupporte
         statement(&mut e, s)?;
     }
     let mut a = Vec::new();
-    push_attr(&mut a, 1, &cstr(table)); // NFTA_RULE_TABLE
-    push_attr(&mut a, 2, &cstr(&r.chain)); // NFTA_RULE_CHAIN
-    push_nested(&mut a, 4, |x| x.extend_from_slice(&e.out)); // NFTA_RULE_EXPRESSIONS
+    push_attr(&mut a, NFTA_RULE_TABLE, &name_value(table));
+    push_attr(&mut a, NFTA_RULE_CHAIN, &name_value(&r.chain));
+    push_nested(&mut a, NFTA_RULE_EXPRESSIONS, |x| x.extend_from_slice(&e.out));
     if let Some(c) = &r.comment {
-        // libnftnl's rule userdata: TLV NFTNL_UDATA_RULE_COMMENT (0), NUL-terminated.
-        let text = cstr(c);
+        // libnftnl's rule userdata: one TLV, the NUL-terminated comment.
+        let text = name_value(c);
         let Ok(len) = u8::try_from(text.len()) else { return unsupported("comment longer than 254 bytes") };
-        let mut ud = vec![0, len];
+        let mut ud = vec![NFTNL_UDATA_RULE_COMMENT, len];
         ud.extend_from_slice(&text);
-        push_attr(&mut a, 7, &ud); // NFTA_RULE_USERDATA
+        push_attr(&mut a, NFTA_RULE_USERDATA, &ud);
     }
     Ok(message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &a))
 }
 
 fn statement(e: &mut RuleExprs, s: &Statement<'_>) -> Result<(), Unsupported> {
     match s {
-        Statement::Accept(None) => e.verdict(1, None),
-        Statement::Drop(None) => e.verdict(0, None),
-        Statement::Return(None) => e.verdict(-5, None),
-        Statement::Jump(t) => e.verdict(-3, Some(&t.target)),
-        Statement::Goto(t) => e.verdict(-4, Some(&t.target)),
+        Statement::Accept(None) => e.verdict(NF_ACCEPT, None),
+        Statement::Drop(None) => e.verdict(NF_DROP, None),
+        Statement::Return(None) => e.verdict(NFT_RETURN, None),
+        Statement::Jump(t) => e.verdict(NFT_JUMP, Some(&t.target)),
+        Statement::Goto(t) => e.verdict(NFT_GOTO, Some(&t.target)),
         Statement::Counter(Counter::Anonymous(None)) => e.expr("counter", |_| {}),
         Statement::Match(m) => match_statement(e, m)?,
         Statement::Limit(l) => {
@@ -349,7 +328,7 @@ fn statement(e: &mut RuleExprs, s: &Statement<'_>) -> Result<(), Unsupported> {
             if l.flags.as_ref().is_some_and(|f| !f.is_empty()) {
                 return unsupported("log flags");
             }
-            let prefix = l.prefix.as_deref().map(cstr);
+            let prefix = l.prefix.as_deref().map(name_value);
             e.expr("log", |d| {
                 if let Some(p) = &prefix {
                     push_attr(d, 2, p); // NFTA_LOG_PREFIX
