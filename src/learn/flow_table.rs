@@ -147,16 +147,9 @@ impl FlowShard {
             let mid = seen.len() / 2;
             *seen.select_nth_unstable(mid).1
         });
-        // The timeouts looked up once, not per flow (this walks every open flow).
-        let (tcp_idle, udp_idle, other_idle) = (limits.idle_us(TCP), limits.idle_us(UDP), limits.idle_us(0));
-        let idle = |proto: u8| match proto {
-            TCP => tcp_idle,
-            UDP => udp_idle,
-            _ => other_idle,
-        };
         let cutoff = |f: &OpenFlow| match median {
             Some(median) => f.flow.last_seen_us <= median,
-            None => f.flow.last_seen_us + idle(f.flow.proto) < now,
+            None => f.flow.last_seen_us + limits.idle_us(f.flow.proto) < now,
         };
         // One pass in the map's order (no list of keys, no second lookup per flow).
         self.closing.extend(self.open.extract_if(|_, f| cutoff(f)).map(|(_, f)| f.finish()));
