@@ -27,6 +27,14 @@ fn imported(args: &[&str]) -> (String, String) {
     (policy, stderr(&out))
 }
 
+/// The policy has a line starting with `rule`, annotated with the input line it came from.
+fn assert_translated_from(policy: &str, rule: &str, file: &str, line: usize) {
+    assert!(
+        policy.lines().any(|l| l.starts_with(rule) && l.contains(&format!("# {file}:{line}: "))),
+        "{rule}: {policy}"
+    );
+}
+
 /// The original's (accepted, rejected, dropped) in a `verify` line.
 fn fates(line: &str) -> [usize; 3] {
     let count = |word: &str| -> usize {
@@ -63,10 +71,7 @@ fn a_docker_hosts_iptables_save_imports_with_every_untranslated_rule_by_line_and
         ("pass forward in on !docker0 out on docker0 ipv4 proto tcp to 172.17.0.2 port 80", 24),
         ("masquerade out on !docker0 ipv4 from 172.17.0.0/16", 41),
     ] {
-        assert!(
-            policy.lines().any(|l| l.starts_with(rule) && l.contains(&format!("# {file}:{line}: "))),
-            "{rule}: {policy}"
-        );
+        assert_translated_from(&policy, rule, file, line);
     }
     // The published port: PREROUTING's `-m addrtype --dst-type LOCAL -j DOCKER`
     // is `to self`, and DOCKER's `-i docker0 -j RETURN` leaves its DNAT to the
@@ -437,10 +442,7 @@ fn an_nft_published_port_behind_fib_daddr_type_local_imports_as_to_self_and_veri
         ("masquerade out on !docker0 ipv4 from 172.17.0.0/16", 16),
         ("block in to !self", 22),
     ] {
-        assert!(
-            policy.lines().any(|l| l.starts_with(rule) && l.contains(&format!("# {file}:{line}: "))),
-            "{rule}: {policy}"
-        );
+        assert_translated_from(&policy, rule, file, line);
     }
     assert!(report.contains("0 not translated"), "{report}");
     for family in ["IPv4", "IPv6"] {
