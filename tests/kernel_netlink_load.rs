@@ -1,4 +1,4 @@
-//! Differential kernel test of `apply`'s netlink load (`src/nft/wire.rs`):
+//! Differential kernel test of `apply`'s netlink load (`src/nft/wire/`):
 //! every policy is loaded once by `nft -f` of its script and once by the
 //! encoder's batch, each into a fresh namespace, and `nft list table` must
 //! be identical. A policy using a construct the encoder leaves to nft must

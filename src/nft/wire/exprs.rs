@@ -1,154 +1,25 @@
-//! phantomc's table as nftables netlink messages, loaded without nft.
-//!
-//! `apply` spends most of `nft -f`'s time in nft's own parser and evaluator;
-//! the table is already a typed object here, so it is encoded directly into
-//! the NFNL_SUBSYS_NFTABLES messages of one batch (the same add-table,
-//! delete-table, create-everything transaction as the script). Only the
-//! constructs listed in `docs/guide/compile-apply-status.md` are encoded: anything else
-//! returns [`Unsupported`] and the caller loads the nft script instead.
-//! Attribute numbers are the kernel's `include/uapi/linux/netfilter/nf_tables.h`.
+//! Rule expressions: matches, statements and verdicts as nftables netlink expressions.
 
 use std::net::IpAddr;
 
 use nftables::expr::{Expression, MetaKey, NamedExpression, Payload};
-use nftables::schema::{self, SetFlag, SetType, SetTypeValue};
+use nftables::schema;
 use nftables::stmt::{Counter, Match, Operator, RejectType, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
-use super::kernel::{
-    delete_table_messages, message, name_value, table_named, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_DATA_VALUE,
-    NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE,
-    NFTA_RULE_USERDATA, NFTA_SET_FLAGS, NFTA_SET_ID, NFTA_SET_KEY_LEN, NFTA_SET_NAME, NFTA_SET_TABLE,
-    NFTNL_UDATA_RULE_COMMENT, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWTABLE, NFT_SET_TIMEOUT,
+use super::super::kernel::{
+    message, name_value, NFTA_DATA_VALUE, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_RULE_CHAIN,
+    NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTNL_UDATA_RULE_COMMENT, NFT_MSG_NEWRULE,
     NLM_F_APPEND, NLM_F_CREATE,
 };
-use super::tables::{
-    NFPROTO_IPV4, NFPROTO_IPV6, NFTA_CHAIN_HOOK, NFTA_CHAIN_POLICY, NFTA_CHAIN_TYPE, NFTA_DATA_VERDICT,
-    NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_GOTO, NFT_JUMP, NFT_RETURN,
-    NF_ACCEPT, NF_DROP,
+use super::super::tables::{
+    NFPROTO_IPV4, NFPROTO_IPV6, NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_GOTO, NFT_JUMP,
+    NFT_RETURN, NF_ACCEPT, NF_DROP,
 };
-use super::NftTable;
+use super::{unsupported, Unsupported};
 use crate::netlink::{push_attr, push_nested};
 
-/// A construct the encoder does not cover; the nft script loads the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unsupported(pub String);
-
-fn unsupported<T>(what: impl Into<String>) -> Result<T, Unsupported> {
-    Err(Unsupported(what.into()))
-}
-
-pub use super::kernel::NFNL_SUBSYS_NFTABLES;
 const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
-
-/// The replacement transaction of `table`, as [`NftTable::replace_batch`]
-/// builds it for nft: the messages for [`crate::netlink::batch`].
-pub fn replace_messages(table: &NftTable) -> Result<Vec<Vec<u8>>, Unsupported> {
-    if !table.maps.is_empty() {
-        return unsupported("verdict maps");
-    }
-    if !table.counters.is_empty() {
-        return unsupported("named counters");
-    }
-    if !table.flowtables.is_empty() {
-        return unsupported("flowtables");
-    }
-    let name = table.name.as_str();
-    let mut out = Vec::from(delete_table_messages(name));
-    out.push(message(NFT_MSG_NEWTABLE, NLM_F_CREATE, &table_named(name)));
-    for set in &table.sets {
-        out.push(set_message(name, set)?);
-    }
-    for c in &table.chains {
-        out.push(chain_message(name, &c.chain)?);
-    }
-    for c in &table.chains {
-        for r in &c.rules {
-            out.push(rule_message(name, r)?);
-        }
-    }
-    Ok(out)
-}
-
-fn chain_message(table: &str, c: &schema::Chain<'_>) -> Result<Vec<u8>, Unsupported> {
-    let mut a = Vec::new();
-    push_attr(&mut a, NFTA_CHAIN_TABLE, &name_value(table));
-    push_attr(&mut a, NFTA_CHAIN_NAME, &name_value(&c.name));
-    if let Some(hook) = &c.hook {
-        if c.dev.is_some() {
-            return unsupported("chain device");
-        }
-        let num: u32 = match hook {
-            NfHook::Prerouting => 0,
-            NfHook::Input => 1,
-            NfHook::Forward => 2,
-            NfHook::Output => 3,
-            NfHook::Postrouting => 4,
-            _ => return unsupported("chain hook"),
-        };
-        let kind = match c._type {
-            Some(NfChainType::Filter) | None => "filter",
-            Some(NfChainType::NAT) => "nat",
-            Some(NfChainType::Route) => "route",
-        };
-        let prio = c.prio.unwrap_or(0);
-        push_nested(&mut a, NFTA_CHAIN_HOOK, |h| {
-            push_attr(h, NFTA_HOOK_HOOKNUM, &num.to_be_bytes());
-            push_attr(h, NFTA_HOOK_PRIORITY, &prio.to_be_bytes());
-        });
-        if let Some(p) = &c.policy {
-            let code = match p {
-                NfChainPolicy::Accept => NF_ACCEPT,
-                NfChainPolicy::Drop => NF_DROP,
-            };
-            push_attr(&mut a, NFTA_CHAIN_POLICY, &code.to_be_bytes());
-        }
-        push_attr(&mut a, NFTA_CHAIN_TYPE, &name_value(kind));
-    }
-    Ok(message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &a))
-}
-
-/// nft's datatype number and key length of a set type.
-fn set_type(t: &SetType) -> Result<(u32, u32), Unsupported> {
-    Ok(match t {
-        SetType::Ipv4Addr => (7, 4),
-        SetType::Ipv6Addr => (8, 16),
-        SetType::InetService => (13, 2),
-        other => return unsupported(format!("set type {other:?}")),
-    })
-}
-
-fn set_message(table: &str, s: &schema::Set<'_>) -> Result<Vec<u8>, Unsupported> {
-    if s.elem.as_ref().is_some_and(|e| !e.is_empty()) {
-        return unsupported("set elements");
-    }
-    if s.comment.is_some() || s.size.is_some() || s.policy.is_some() || s.gc_interval.is_some() {
-        return unsupported("set options");
-    }
-    let SetTypeValue::Single(t) = &s.set_type else { return unsupported("concatenated set") };
-    let (dtype, len) = set_type(t)?;
-    let mut flags = 0u32;
-    for f in s.flags.iter().flatten() {
-        flags |= match f {
-            SetFlag::Constant => 2,
-            SetFlag::Interval => 4,
-            SetFlag::Timeout => NFT_SET_TIMEOUT,
-            SetFlag::Dynamic => 0x20,
-        };
-    }
-    let mut a = Vec::new();
-    push_attr(&mut a, NFTA_SET_TABLE, &name_value(table));
-    push_attr(&mut a, NFTA_SET_NAME, &name_value(&s.name));
-    push_attr(&mut a, NFTA_SET_FLAGS, &flags.to_be_bytes());
-    push_attr(&mut a, 4, &dtype.to_be_bytes()); // NFTA_SET_KEY_TYPE
-    push_attr(&mut a, NFTA_SET_KEY_LEN, &len.to_be_bytes());
-    push_attr(&mut a, NFTA_SET_ID, &1u32.to_be_bytes());
-    if let Some(t) = s.timeout {
-        push_attr(&mut a, 11, &(u64::from(t) * 1000).to_be_bytes()); // NFTA_SET_TIMEOUT (ms)
-    }
-    Ok(message(NFT_MSG_NEWSET, NLM_F_CREATE, &a))
-}
 
 /// One rule's expressions, with the protocol context nft tracks to add a
 /// payload's dependency (`meta nfproto`, `meta l4proto`) only once.
@@ -269,7 +140,7 @@ const OP_NEQ: u32 = 1;
 const PAYLOAD_NETWORK: u32 = 1;
 const PAYLOAD_TRANSPORT: u32 = 2;
 
-fn rule_message(table: &str, r: &schema::Rule<'_>) -> Result<Vec<u8>, Unsupported> {
+pub(super) fn rule_message(table: &str, r: &schema::Rule<'_>) -> Result<Vec<u8>, Unsupported> {
     let mut e = RuleExprs::default();
     for s in r.expr.iter() {
         statement(&mut e, s)?;
