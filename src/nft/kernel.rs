@@ -30,10 +30,10 @@ pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(super) const NFT_MSG_NEWOBJ: u16 = 18;
 pub(super) const NFT_MSG_GETOBJ: u16 = 19;
 pub(super) const NFTA_OBJ_TABLE: u16 = 1;
-const NFTA_OBJ_NAME: u16 = 2;
-const NFTA_OBJ_TYPE: u16 = 3;
-const NFTA_OBJ_DATA: u16 = 4;
-const NFT_OBJECT_COUNTER: u32 = 1;
+pub(super) const NFTA_OBJ_NAME: u16 = 2;
+pub(super) const NFTA_OBJ_TYPE: u16 = 3;
+pub(super) const NFTA_OBJ_DATA: u16 = 4;
+pub(super) const NFT_OBJECT_COUNTER: u32 = 1;
 pub const NFPROTO_INET: u8 = 1;
 /// A set whose elements can expire: phantomc's run-time sets.
 pub const NFT_SET_TIMEOUT: u32 = 0x10;

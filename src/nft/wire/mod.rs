@@ -23,7 +23,7 @@ use super::tables::{
 };
 use super::NftTable;
 use crate::netlink::{push_attr, push_nested};
-use exprs::rule_message;
+use exprs::{counter_message, rule_message};
 use sets::set_message;
 
 /// A construct the encoder does not cover; the nft script loads the table.
@@ -42,15 +42,13 @@ pub fn replace_messages(table: &NftTable) -> Result<Vec<Vec<u8>>, Unsupported> {
     if !table.maps.is_empty() {
         return unsupported("verdict maps");
     }
-    if !table.counters.is_empty() {
-        return unsupported("named counters");
-    }
     if !table.flowtables.is_empty() {
         return unsupported("flowtables");
     }
     let name = table.name.as_str();
     let mut out = Vec::from(delete_table_messages(name));
     out.push(message(NFT_MSG_NEWTABLE, NLM_F_CREATE, &table_named(name)));
+    out.extend(table.counters.iter().map(|c| counter_message(name, c)));
     for set in &table.sets {
         out.push(set_message(name, set)?);
     }
