@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use phantomc::nft::apply::{live_snapshot, load_over_netlink, unified, LoadPath};
-use phantomc::nft::kernel::{describe, Snapshot};
+use phantomc::nft::apply::{load_over_netlink, unified, LoadPath};
+use phantomc::nft::kernel::{self, describe, Snapshot};
 use phantomc::nft::{build, script_for, wire, Elements};
 
 /// The language constructs the encoder covers, one line each.
@@ -75,8 +75,10 @@ fn loaded(tag: &str, rs: &phantomc::ir::Ruleset, load: impl FnOnce(&Netns)) -> (
     load(&ns);
     let out = ns.nft(&["list", "table", "inet", &rs.table]);
     assert!(out.status.success(), "list: {}", stderr(&out));
-    let rs = rs.clone();
-    let snap = ns.run_in(move || live_snapshot(&rs).expect("snapshot").expect("table loaded"));
+    // Every set's elements, the run-time and feed sets' too (the drift
+    // check's snapshot leaves those out).
+    let table = rs.table.clone();
+    let snap = ns.run_in(move || kernel::snapshot(&table, &|_| false).expect("snapshot").expect("table loaded"));
     (stdout(&out), snap)
 }
 
@@ -87,7 +89,23 @@ fn differential(name: &str, text: &str) -> Option<String> {
 }
 
 fn differential_of(name: &str, compiled: phantomc::ir::Compiled) -> Option<String> {
-    let table = build(&compiled.ruleset, &Elements::default());
+    differential_with(name, compiled, &Elements::default())
+}
+
+/// [`differential_of`] with `elements` in the run-time and feed sets.
+fn differential_with(name: &str, compiled: phantomc::ir::Compiled, elements: &Elements) -> Option<String> {
+    differential_edited(name, compiled, elements, |_| {})
+}
+
+/// [`differential_with`] of the table as `edit` leaves it.
+fn differential_edited(
+    name: &str,
+    compiled: phantomc::ir::Compiled,
+    elements: &Elements,
+    edit: impl FnOnce(&mut phantomc::nft::NftTable),
+) -> Option<String> {
+    let mut table = build(&compiled.ruleset, elements);
+    edit(&mut table);
     let script = script_for(&compiled, &table);
     let messages = match wire::replace_messages(&table) {
         Ok(m) => m,
@@ -104,17 +122,34 @@ fn differential_of(name: &str, compiled: phantomc::ir::Compiled) -> Option<Strin
             phantomc::netlink::batch(wire::NFNL_SUBSYS_NFTABLES, &messages).expect("netlink batch again");
         })
     });
-    assert_eq!(listing, nft_listing, "{name}: the netlink load lists differently from nft -f");
-    // The chains and rules the drift check compares, byte for byte. (Set
-    // definitions join this comparison with the set encoder's user data.)
-    let rules_of = |s: &Snapshot| Snapshot { sets: Default::default(), ..s.clone() };
-    let (nft_snap, snap) = (rules_of(&nft_snap), rules_of(&snap));
+    assert_eq!(
+        without_expiry(&listing),
+        without_expiry(&nft_listing),
+        "{name}: the netlink load lists differently from nft -f"
+    );
+    // What the drift check compares, byte for byte: chains, rules, set
+    // definitions with nft's user data, and every set's elements.
     assert!(
         snap == nft_snap,
-        "{name}: the drift check's snapshots differ:\n{}",
+        "{name}: the kernel holds another table:\n{}",
         unified(&describe(&nft_snap), &describe(&snap), "nft -f", "netlink")
     );
     None
+}
+
+/// A listing without the `expires 59m59s976ms` of timed elements (the
+/// time left differs between two loads).
+fn without_expiry(listing: &str) -> String {
+    let mut out = String::with_capacity(listing.len());
+    let mut rest = listing;
+    while let Some(at) = rest.find(" expires ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " expires ".len()..];
+        let end = after.find([',', ' ', '\n']).unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 trait StdinWith {
@@ -221,4 +256,72 @@ fn an_unencodable_policy_falls_back_to_nft_and_loads() {
     assert!(out.status.success(), "apply: {}", stderr(&out));
     let listed = stdout(&ns.nft(&["list", "table", "inet", "phantomc"]));
     assert!(listed.contains("meter "), "{listed}");
+}
+
+/// Named sets with elements: prefixes, adjacent networks, single
+/// addresses, an address at the top of the range, timed entries, and
+/// run-time entries with timeouts and comments.
+const SETS: &str = "table phantomc
+set partners = { 203.0.113.0/24, 198.51.100.7, 10.0.0.0/24, 10.0.1.0/24, 192.0.2.0/25, 255.255.255.255 }
+set partners6 = { fd00::/64, fd00:0:0:1::/64, 2001:db8::1 }
+set temporary = { 192.0.2.128/25, 198.18.0.0/15 timeout 1d, 203.0.113.50 timeout 1h }
+set blocklist dynamic timeout 1h
+policy input block
+block in from <blocklist>
+pass in proto tcp from <partners> to port 22
+pass in proto tcp from <partners6> to port 22
+pass in proto tcp from <temporary> to port 443
+";
+
+#[test]
+fn named_sets_with_elements_load_identically_over_netlink() {
+    require_tools();
+    let compiled = phantomc::ir::compile("sets.pf", SETS).expect("compile");
+    let elem = |net: &str, timeout: Option<u32>, comment: Option<&str>| phantomc::nft::SetElem {
+        net: net.parse().expect("net"),
+        timeout,
+        comment: comment.map(str::to_string),
+    };
+    let mut runtime = Elements::default();
+    runtime.by_set.insert(
+        "blocklist_v4".into(),
+        vec![elem("192.0.2.9/32", Some(600), Some("scanner")), elem("10.9.0.0/16", None, None)],
+    );
+    runtime.by_set.insert("blocklist_v6".into(), vec![elem("2001:db8::/32", Some(60), None)]);
+    assert_eq!(differential_with("sets.pf", compiled, &runtime), None, "named sets must be encodable");
+}
+
+/// A feed's kernel sets holding thousands of networks (several element messages).
+#[test]
+fn a_feed_with_thousands_of_networks_loads_identically_over_netlink() {
+    require_tools();
+    let text = "table phantomc\nfeed attackers {\n source \"/nonexistent\"\n format plain\n}\npolicy input block\nblock in from <attackers>\npass in proto tcp to port 22\n";
+    let compiled = phantomc::ir::compile("feed.pf", text).expect("compile");
+    let mut nets = Vec::new();
+    for i in 0..3000u32 {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + i * 256);
+        // /24s, single addresses and some adjacent /25 pairs.
+        nets.push(match i % 3 {
+            0 => format!("{a}/24"),
+            1 => format!("{}/32", std::net::Ipv4Addr::from(u32::from(a) + 7)),
+            _ => format!("{a}/25"),
+        });
+        if i % 3 == 2 {
+            nets.push(format!("{}/25", std::net::Ipv4Addr::from(u32::from(a) + 128)));
+        }
+    }
+    let elems = nets
+        .iter()
+        .map(|n| phantomc::nft::SetElem { net: n.parse().expect("net"), timeout: None, comment: None })
+        .collect();
+    let set = compiled.ruleset.sets.iter().find(|s| s.nft_name.starts_with("attackers")).expect("feed set");
+    let mut feed = Elements::default();
+    feed.by_set.insert(set.nft_name.clone(), elems);
+    // The feed's sets only: its lookups are rule expressions (covered elsewhere).
+    let only_sets = |t: &mut phantomc::nft::NftTable| {
+        for c in &mut t.chains {
+            c.rules.retain(|r| !serde_json::to_string(&r.expr).expect("json").contains("attackers"));
+        }
+    };
+    assert_eq!(differential_edited("feed.pf", compiled, &feed, only_sets), None, "feed sets must be encodable");
 }

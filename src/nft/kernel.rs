@@ -61,7 +61,7 @@ pub(super) const NFTA_SET_TABLE: u16 = 1;
 pub(super) const NFTA_SET_NAME: u16 = 2;
 pub(super) const NFTA_SET_FLAGS: u16 = 3;
 pub(super) const NFTA_SET_KEY_LEN: u16 = 5;
-const NFTA_SET_DESC: u16 = 9;
+pub(super) const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_DESC_SIZE: u16 = 1;
 pub(super) const NFTA_SET_ID: u16 = 10;
 pub(super) const NFTA_SET_HANDLE: u16 = 16;
@@ -74,8 +74,8 @@ pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
 pub(super) const NFTA_SET_ELEM_FLAGS: u16 = 3;
 pub(super) const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 pub(super) const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
-const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_SET_ELEM_EXPR: u16 = 7;
+pub(super) const NFTA_SET_ELEM_USERDATA: u16 = 6;
+pub(super) const NFTA_SET_ELEM_EXPR: u16 = 7;
 // 8 is PAD, 9 OBJREF, 10 KEY_END (the end of an interval in a concatenated set).
 const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
 pub(super) const NFTA_DATA_VALUE: u16 = 1;
@@ -83,7 +83,7 @@ pub(super) const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 /// libnftnl's user data: TLVs of one-byte type and length; a comment is
 /// type 0 for rules and set elements alike.
 pub(super) const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
-const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
+pub(super) const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
 
 pub(super) fn kind(msg: u16) -> u16 {
     NFNL_SUBSYS_NFTABLES << 8 | msg

@@ -32,11 +32,6 @@ const NFTA_SET_TYPE: u16 = 19;
 const NFTA_FLOWTABLE_TABLE: u16 = 1;
 const NFTA_FLOWTABLE_USE: u16 = 4;
 const NFTA_FLOWTABLE_HANDLE: u16 = 5;
-// include/uapi/linux/netlink.h
-/// The nested element list's length is a u16: elements go in messages of
-/// at most this many bytes of elements.
-const ELEMENTS_PER_MESSAGE_BYTES: usize = 60_000;
-
 /// Bytes as they travel in the record: hex.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hex(pub Vec<u8>);
@@ -280,41 +275,8 @@ fn counted_down(element: &[u8], elapsed: u64) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(out))
 }
 
-/// NEWSETELEM messages adding `elements` to `set`, each under the nested
-/// list's size limit.
 fn element_messages(table: &str, set: &str, elements: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let (t, s) = (name_value(table), name_value(set));
-    let mut out = Vec::new();
-    for chunk in chunks(elements) {
-        let mut body = Vec::new();
-        netlink::push_attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &t);
-        netlink::push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &s);
-        netlink::push_nested(&mut body, NFTA_SET_ELEM_LIST_ELEMENTS, |list| {
-            for e in chunk {
-                netlink::push_nested(list, NFTA_LIST_ELEM, |v| v.extend_from_slice(e));
-            }
-        });
-        out.push(message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, &body));
-    }
-    out
-}
-
-/// Runs of elements whose encoded size stays under the message limit.
-fn chunks(elements: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, e) in elements.iter().enumerate() {
-        let size = 4 + e.len().next_multiple_of(4);
-        if bytes + size > ELEMENTS_PER_MESSAGE_BYTES && i > start {
-            out.push(&elements[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += size;
-    }
-    if start < elements.len() {
-        out.push(&elements[start..]);
-    }
-    out
+    super::wire::sets::element_messages(table, set, None, elements)
 }
 
 /// The address ranges of `nets` (disjoint networks, as a feed's are), in
@@ -442,8 +404,12 @@ mod tests {
         assert_eq!(serde_json::from_str::<Hex>(&text).unwrap(), h);
         assert!(serde_json::from_str::<Hex>("\"0g\"").is_err());
         let elements = vec![vec![0u8; 1000]; 200];
-        let parts = chunks(&elements);
+        let parts = crate::nft::wire::sets::chunks(&elements);
         assert_eq!(parts.iter().map(|c| c.len()).sum::<usize>(), 200);
-        assert!(parts.iter().all(|c| c.len() * 1004 <= ELEMENTS_PER_MESSAGE_BYTES), "{}", parts.len());
+        assert!(
+            parts.iter().all(|c| c.len() * 1004 <= crate::nft::wire::sets::ELEMENTS_PER_MESSAGE_BYTES),
+            "{}",
+            parts.len()
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! Attribute numbers are the kernel's `include/uapi/linux/netfilter/nf_tables.h`.
 
 mod exprs;
-mod sets;
+pub(super) mod sets;
 
 use nftables::schema;
 use nftables::types::{NfChainPolicy, NfChainType, NfHook};
@@ -24,7 +24,8 @@ use super::tables::{
 use super::NftTable;
 use crate::netlink::{push_attr, push_nested};
 use exprs::{counter_message, rule_message};
-use sets::set_message;
+pub use sets::{anonymous_set, Field, KeyType, SetRef};
+use sets::{map_messages, set_messages, Batch};
 
 /// A construct the encoder does not cover; the nft script loads the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,28 +40,31 @@ pub use super::kernel::NFNL_SUBSYS_NFTABLES;
 /// The replacement transaction of `table`, as [`NftTable::replace_batch`]
 /// builds it for nft: the messages for [`crate::netlink::batch`].
 pub fn replace_messages(table: &NftTable) -> Result<Vec<Vec<u8>>, Unsupported> {
-    if !table.maps.is_empty() {
-        return unsupported("verdict maps");
-    }
     if !table.flowtables.is_empty() {
         return unsupported("flowtables");
     }
     let name = table.name.as_str();
-    let mut out = Vec::from(delete_table_messages(name));
-    out.push(message(NFT_MSG_NEWTABLE, NLM_F_CREATE, &table_named(name)));
-    out.extend(table.counters.iter().map(|c| counter_message(name, c)));
-    for set in &table.sets {
-        out.push(set_message(name, set)?);
+    let mut b = Batch::new(name, delete_table_messages(name));
+    b.push(message(NFT_MSG_NEWTABLE, NLM_F_CREATE, &table_named(name)));
+    for c in &table.counters {
+        b.push(counter_message(name, c));
     }
+    // Chains first: a verdict map's elements jump to them.
     for c in &table.chains {
-        out.push(chain_message(name, &c.chain)?);
+        b.push(chain_message(name, &c.chain)?);
+    }
+    for set in &table.sets {
+        set_messages(&mut b, set)?;
+    }
+    for map in &table.maps {
+        map_messages(&mut b, map)?;
     }
     for c in &table.chains {
         for r in &c.rules {
-            out.push(rule_message(name, r)?);
+            b.push(rule_message(name, r)?);
         }
     }
-    Ok(out)
+    Ok(b.messages)
 }
 
 fn chain_message(table: &str, c: &schema::Chain<'_>) -> Result<Vec<u8>, Unsupported> {
