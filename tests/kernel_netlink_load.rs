@@ -325,3 +325,22 @@ fn a_feed_with_thousands_of_networks_loads_identically_over_netlink() {
     };
     assert_eq!(differential_edited("feed.pf", compiled, &feed, only_sets), None, "feed sets must be encodable");
 }
+
+/// Rule literals `{ ... }`: anonymous sets of ports, port ranges,
+/// addresses with prefixes and interfaces, each created before its rule
+/// with an id of its own.
+const ANONYMOUS: &str = "table phantomc
+policy input block
+pass in proto tcp to port { 53, 123, 2053 }
+block in from { 10.0.0.0/24, 192.0.2.1, 10.0.1.0/24 } state new
+pass in proto udp to port { 1-5, 7, 65535 }
+block in from { fd00::/64, 2001:db8::1 }
+pass in on { eth0, eth1 } proto tcp from port { 80, 443 }
+block in proto tcp from !{ 198.51.100.0/24, 203.0.113.9 } to port 25
+";
+
+#[test]
+fn anonymous_sets_load_identically_over_netlink() {
+    require_tools();
+    assert_eq!(differential("anonymous.pf", ANONYMOUS), None, "anonymous sets must be encodable");
+}

@@ -17,6 +17,7 @@ use super::super::tables::{
     NFPROTO_IPV4, NFPROTO_IPV6, NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_GOTO, NFT_JUMP,
     NFT_RETURN, NF_ACCEPT, NF_DROP,
 };
+use super::sets::{self, Batch, SetRef};
 use super::{unsupported, Unsupported};
 use crate::netlink::{push_attr, push_nested};
 
@@ -30,6 +31,8 @@ struct RuleExprs {
     out: Vec<u8>,
     nfproto: Option<u8>,
     l4proto: Option<u8>,
+    /// The anonymous sets of the rule's literals, created before it.
+    sets: Batch,
 }
 
 /// A packet or metadata field a match loads into a register.
@@ -145,13 +148,17 @@ impl RuleExprs {
         });
     }
 
-    /// A set lookup of register 1; a verdict map's writes the verdict register.
-    fn lookup(&mut self, set: &str, inverted: bool, verdict_map: bool) {
+    /// A set lookup of register 1; a verdict map's writes the verdict
+    /// register. An anonymous set is named by its id in the batch too.
+    fn lookup(&mut self, set: &str, id: Option<u32>, inverted: bool, verdict_map: bool) {
         self.expr("lookup", |d| {
             push_attr(d, 1, &name_value(set)); // NFTA_LOOKUP_SET
             push_attr(d, 2, &NFT_REG_1.to_be_bytes()); // NFTA_LOOKUP_SREG
             if verdict_map {
                 push_attr(d, 3, &NFT_REG_VERDICT.to_be_bytes()); // NFTA_LOOKUP_DREG
+            }
+            if let Some(id) = id {
+                push_attr(d, 4, &id.to_be_bytes()); // NFTA_LOOKUP_SET_ID
             }
             if inverted {
                 push_attr(d, 5, &1u32.to_be_bytes()); // NFTA_LOOKUP_FLAGS: NFT_LOOKUP_F_INV
@@ -225,15 +232,23 @@ fn concat_register(slot: u32) -> u32 {
     }
 }
 
-pub(super) fn rule_message(table: &str, r: &schema::Rule<'_>) -> Result<Vec<u8>, Unsupported> {
-    let mut e = RuleExprs::default();
+/// Adds the rule's anonymous sets and then the rule to `b`.
+pub(super) fn rule_messages(b: &mut Batch, r: &schema::Rule<'_>) -> Result<(), Unsupported> {
+    let mut e = RuleExprs { sets: b.for_rule(), ..RuleExprs::default() };
     for s in r.expr.iter() {
         statement(&mut e, s)?;
     }
+    let rule = rule_message(b.table(), r, &e.out)?;
+    b.absorb(e.sets);
+    b.push(rule);
+    Ok(())
+}
+
+fn rule_message(table: &str, r: &schema::Rule<'_>, exprs: &[u8]) -> Result<Vec<u8>, Unsupported> {
     let mut a = Vec::new();
     push_attr(&mut a, NFTA_RULE_TABLE, &name_value(table));
     push_attr(&mut a, NFTA_RULE_CHAIN, &name_value(&r.chain));
-    push_nested(&mut a, NFTA_RULE_EXPRESSIONS, |x| x.extend_from_slice(&e.out));
+    push_nested(&mut a, NFTA_RULE_EXPRESSIONS, |x| x.extend_from_slice(exprs));
     if let Some(c) = &r.comment {
         // libnftnl's rule userdata: one TLV, the NUL-terminated comment.
         let text = name_value(c);
@@ -275,7 +290,7 @@ fn statement(e: &mut RuleExprs, s: &Statement<'_>) -> Result<(), Unsupported> {
             let Expression::String(map) = &v.data else { return unsupported("anonymous verdict map") };
             let Some(map) = map.strip_prefix('@') else { return unsupported("verdict map") };
             load_key(e, &v.key)?;
-            e.lookup(map, false, true);
+            e.lookup(map, None, false, true);
         }
         Statement::Limit(l) => limit(e, l)?,
         Statement::Quota(stmt::QuotaOrQuotaRef::Quota(q)) => {
@@ -648,7 +663,7 @@ fn match_statement(e: &mut RuleExprs, m: &Match<'_>) -> Result<(), Unsupported> 
     if let Expression::String(s) = &m.right {
         if let Some(set) = s.strip_prefix('@') {
             load_key(e, &m.left)?;
-            e.lookup(set, negated, false);
+            e.lookup(set, None, negated, false);
             return Ok(());
         }
     }
@@ -727,7 +742,12 @@ fn match_statement(e: &mut RuleExprs, m: &Match<'_>) -> Result<(), Unsupported> 
             Ok(())
         }
         (Kind::CtState | Kind::Nfproto | Kind::L4proto, _) if negated => unsupported("negated protocol or state"),
-        (_, Expression::Named(NamedExpression::Set(_))) => unsupported("anonymous set"),
+        (_, Expression::Named(NamedExpression::Set(items))) => {
+            let set = anonymous_set(e, &m.left, items)?;
+            load_key(e, &m.left)?;
+            e.lookup(&set.name, Some(set.id), negated, false);
+            Ok(())
+        }
         (kind, right) => {
             let v = value(kind, right)?;
             e.need(f.dep)?;
@@ -736,6 +756,23 @@ fn match_statement(e: &mut RuleExprs, m: &Match<'_>) -> Result<(), Unsupported> 
             Ok(())
         }
     }
+}
+
+/// The anonymous set of a rule's literal `{ ... }` matched against `left`.
+fn anonymous_set(e: &mut RuleExprs, left: &Expression<'_>, items: &[expr::SetItem<'_>]) -> Result<SetRef, Unsupported> {
+    let key = |x: &Expression<'_>| match x {
+        Expression::Named(NamedExpression::Payload(Payload::PayloadField(f))) => {
+            sets::Field::payload(&f.protocol, &f.field)
+        }
+        Expression::Named(NamedExpression::Meta(m)) if m.key == MetaKey::Iifname => Ok(sets::Field::ifname(true)),
+        Expression::Named(NamedExpression::Meta(m)) if m.key == MetaKey::Oifname => Ok(sets::Field::ifname(false)),
+        _ => unsupported("anonymous set key"),
+    };
+    let fields = match left {
+        Expression::Named(NamedExpression::Concat(parts)) => parts.iter().map(key).collect::<Result<Vec<_>, _>>()?,
+        one => vec![key(one)?],
+    };
+    sets::anonymous_set(&mut e.sets, &fields, items)
 }
 
 fn address(s: &str, v6: bool) -> Result<Vec<u8>, Unsupported> {

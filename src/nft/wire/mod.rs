@@ -23,7 +23,7 @@ use super::tables::{
 };
 use super::NftTable;
 use crate::netlink::{push_attr, push_nested};
-use exprs::{counter_message, rule_message};
+use exprs::{counter_message, rule_messages};
 pub use sets::{anonymous_set, Field, KeyType, SetRef};
 use sets::{map_messages, set_messages, Batch};
 
@@ -61,7 +61,7 @@ pub fn replace_messages(table: &NftTable) -> Result<Vec<Vec<u8>>, Unsupported> {
     }
     for c in &table.chains {
         for r in &c.rules {
-            b.push(rule_message(name, r)?);
+            rule_messages(&mut b, r)?;
         }
     }
     Ok(b.messages)

@@ -67,6 +67,7 @@ pub(in crate::nft) const ELEMENTS_PER_MESSAGE_BYTES: usize = 60_000;
 
 /// The messages of one batch, and the set ids it has handed out (a set new
 /// in a batch is named by an id unique in that batch).
+#[derive(Default)]
 pub struct Batch {
     table: String,
     pub(super) messages: Vec<Vec<u8>>,
@@ -84,6 +85,17 @@ impl Batch {
 
     pub(super) fn push(&mut self, m: Vec<u8>) {
         self.messages.push(m);
+    }
+
+    /// An empty batch for one rule's anonymous sets, numbering on from this one's ids.
+    pub(super) fn for_rule(&self) -> Batch {
+        Batch { table: self.table.clone(), messages: Vec::new(), last_set_id: self.last_set_id }
+    }
+
+    /// Appends the messages of `rule`'s batch (from [`Batch::for_rule`]).
+    pub(super) fn absorb(&mut self, rule: Batch) {
+        self.messages.extend(rule.messages);
+        self.last_set_id = rule.last_set_id;
     }
 
     fn next_set_id(&mut self) -> u32 {
