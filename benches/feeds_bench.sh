@@ -50,7 +50,7 @@ load_ms=$(cut -d' ' -f2 "$work/updates" | median)
 # The peer: the same transaction as an nft script, each kernel set of the feed
 # (src/ir/feed_layout.rs) flushed and refilled with what phantomc put there
 # (read once from the kernel, untimed).
-feed_sets="bench_v4_32 bench_v4_24 bench_v4_16 bench_v4_r16 bench_v4 bench_v6_128 bench_v6_64 bench_v6_48 bench_v6"
+feed_sets="bench_v4_32 bench_v4_24 bench_v4_r16 bench_v4 bench_v6_128 bench_v6_64 bench_v6_48 bench_v6"
 set_elems() { # SET: its elements, one a line, as nft writes them
   ip netns exec "$ns" nft -j list set inet phantomc "$1" | python3 -c '
 import json, sys
