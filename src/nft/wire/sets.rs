@@ -21,6 +21,7 @@ use super::super::tables::{
     NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_GOTO, NFT_JUMP, NFT_RETURN, NF_ACCEPT, NF_DROP,
 };
 use super::{unsupported, Unsupported};
+use crate::ir::names::{icmp_table, ICMP, ICMPV6};
 use crate::netlink::{push_attr, push_nested};
 
 // include/uapi/linux/netfilter/nf_tables.h
@@ -119,6 +120,8 @@ pub enum KeyType {
     Ipv6Addr,
     InetService,
     Ifname,
+    /// `icmp type` (protocol 1) or `icmpv6 type` (58).
+    IcmpType(u8),
 }
 
 impl KeyType {
@@ -139,6 +142,8 @@ impl KeyType {
             KeyType::Ipv6Addr => 8,
             KeyType::InetService => 13,
             KeyType::Ifname => 41,
+            KeyType::IcmpType(p) if p == ICMPV6 => 29,
+            KeyType::IcmpType(_) => 14,
         }
     }
 
@@ -148,6 +153,7 @@ impl KeyType {
             KeyType::Ipv6Addr => 16,
             KeyType::InetService => 2,
             KeyType::Ifname => 16,
+            KeyType::IcmpType(_) => 1,
         }
     }
 
@@ -188,6 +194,8 @@ impl Field {
             ("tcp", "dport") => (KeyType::InetService, 8, 2),
             ("udp", "sport") => (KeyType::InetService, 6, 1),
             ("udp", "dport") => (KeyType::InetService, 6, 2),
+            ("icmp", "type") => (KeyType::IcmpType(ICMP), 4, 1),
+            ("icmpv6", "type") => (KeyType::IcmpType(ICMPV6), 14, 1),
             _ => return unsupported(format!("set of {protocol} {field}")),
         };
         Ok(Field { ty, origin: Origin::Payload { desc, field: index } })
@@ -355,8 +363,11 @@ fn add_set(b: &mut Batch, spec: &SetSpec<'_>, elements: &[&Expression<'_>]) -> R
     if !interval && parsed.iter().any(|e| e.start != e.last) {
         return unsupported("a range in a set without intervals");
     }
+    // nft merges an anonymous set's adjacent and overlapping ranges (its
+    // user data says so: MERGE_ELEMENTS).
+    let merge = anonymous && interval;
     let kernel_elements =
-        if interval && !concat { interval_elements(parsed) } else { plain_elements(parsed, concat && interval) };
+        if interval && !concat { interval_elements(parsed, merge) } else { plain_elements(parsed, concat && interval) };
 
     let id = b.next_set_id();
     let mut a = Vec::new();
@@ -400,7 +411,7 @@ fn add_set(b: &mut Batch, spec: &SetSpec<'_>, elements: &[&Expression<'_>]) -> R
     if let Some(g) = spec.gc_interval {
         push_attr(&mut a, NFTA_SET_GC_INTERVAL, &(g * 1000).to_be_bytes());
     }
-    push_attr(&mut a, NFTA_SET_USERDATA, &set_udata(spec, concat, anonymous && interval));
+    push_attr(&mut a, NFTA_SET_USERDATA, &set_udata(spec, concat, merge));
     if spec.counter {
         push_nested(&mut a, NFTA_SET_EXPR, counter_expr);
     }
@@ -557,13 +568,30 @@ fn field_bounds(t: KeyType, e: &Expression<'_>) -> Result<(Vec<u8>, Vec<u8>), Un
             let port = u16::try_from(*n).map_err(|_| Unsupported("port".into()))?;
             Ok((port.to_be_bytes().to_vec(), port.to_be_bytes().to_vec()))
         }
-        (KeyType::Ifname, Expression::String(name)) => {
-            if name.contains('*') || name.contains('\\') || name.len() >= 16 {
-                return unsupported("interface wildcard in a set");
+        (KeyType::IcmpType(p), Expression::String(name)) => {
+            match icmp_table(p).iter().find(|(n, _)| *n == name.as_ref()) {
+                Some((_, t)) => Ok((vec![*t], vec![*t])),
+                None => unsupported(format!("icmp type {name}")),
             }
-            let mut v = name.as_bytes().to_vec();
-            v.resize(16, 0);
-            Ok((v.clone(), v))
+        }
+        (KeyType::IcmpType(_), Expression::Number(n)) => {
+            let t = u8::try_from(*n).map_err(|_| Unsupported("icmp type".into()))?;
+            Ok((vec![t], vec![t]))
+        }
+        (KeyType::Ifname, Expression::String(name)) => {
+            if name.contains('\\') || name.len() >= 16 {
+                return unsupported("interface name in a set");
+            }
+            // `eth*`: every name starting with `eth`, as the range nft loads.
+            let (stem, wildcard) = match name.strip_suffix('*') {
+                Some(stem) if !stem.contains('*') => (stem, true),
+                _ if name.contains('*') => return unsupported("interface wildcard in a set"),
+                _ => (name.as_ref(), false),
+            };
+            let (mut first, mut last) = (stem.as_bytes().to_vec(), stem.as_bytes().to_vec());
+            first.resize(16, 0);
+            last.resize(16, if wildcard { 0xff } else { 0 });
+            Ok((first, last))
         }
         _ => unsupported(format!("{t:?} element")),
     }
@@ -586,9 +614,24 @@ fn plain_elements(elements: Vec<Element>, key_end: bool) -> Vec<Vec<u8>> {
 /// A single-field interval set's elements as nft 1.0.6 loads them: an end
 /// element at key 0 first (unless the first range starts there), then per
 /// range its start and a flagged end after it, unless it runs to the last
-/// key (then the start is marked open in its user data).
-fn interval_elements(mut elements: Vec<Element>) -> Vec<Vec<u8>> {
+/// key (then the start is marked open in its user data). With `merge`,
+/// ranges that touch or overlap become one.
+fn interval_elements(mut elements: Vec<Element>, merge: bool) -> Vec<Vec<u8>> {
     elements.sort_by(|a, b| a.start.cmp(&b.start));
+    if merge {
+        let mut merged: Vec<Element> = Vec::with_capacity(elements.len());
+        for e in elements {
+            match merged.last_mut() {
+                Some(prev) if successor(&prev.last).is_none_or(|next| e.start <= next) => {
+                    if e.last > prev.last {
+                        prev.last = e.last;
+                    }
+                }
+                _ => merged.push(e),
+            }
+        }
+        elements = merged;
+    }
     let mut out = Vec::with_capacity(elements.len() * 2 + 1);
     if let Some(first) = elements.first().filter(|e| e.start.iter().any(|&b| b != 0)) {
         out.push(end_element(vec![0; first.start.len()]));
