@@ -714,8 +714,9 @@ fn under_watch_the_learned_policy_keeps_the_admin_session() {
 }
 
 /// Every test capture, read keeping every flow and read summarizing flows
-/// as they close (with one flow-table shard, and with three beside the
-/// reader as on a machine with more cores): the same report and baseline
+/// as they close (with one flow-table shard summarizing on the table's
+/// thread, as with one and two cores, and with three shards and a closer
+/// thread, as on a machine with more cores): the same report and baseline
 /// observations, and the summary kept fewer flows.
 #[test]
 fn summarized_reading_reports_what_keeping_every_flow_reports() {
@@ -732,7 +733,7 @@ fn summarized_reading_reports_what_keeping_every_flow_reports() {
         let Ok(mut every) = learn::read_flows(file, &cfg, &|_| {}) else { continue };
         let count = every.flow_count();
         let (observed, report) = every.observe_and_analyze(&cfg, &[]);
-        for threads in [2, 4] {
+        for threads in [1, 2, 4] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut summarized = pool.install(|| learn::read_summarized(file, &cfg, &|_| {})).unwrap();
             assert_eq!(summarized.flow_count(), count, "{}", file.display());

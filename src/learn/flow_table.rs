@@ -341,7 +341,7 @@ pub struct OpenFlows {
 }
 
 /// Room for closed flows kept between batches, per shard: a batch closes
-/// at most one flow per packet (8,192) unless a sweep closes more.
+/// at most one flow per packet (2,048) unless a sweep closes more.
 const RETAINED_CLOSING: usize = 1 << 13;
 
 /// Per shard, its closed flows' summary and the flows kept.

@@ -34,7 +34,7 @@ pub use detect::{Detector, Finding};
 pub use flows::{ConnState, Flow};
 
 use decode::Skip;
-use flow_table::FlowTable;
+use flow_table::{ClosedFlows, FlowTable, OpenFlows};
 use reader::ReadSummary;
 
 /// Flows read from a capture file, with what reading and decoding saw.
@@ -70,8 +70,11 @@ impl Capture {
     }
 }
 
-/// Packets handed from the reader thread to the flow table at a time.
-const BATCH: usize = 8192;
+/// Packets handed from the reader thread to the flow table at a time: 2,048
+/// records (176 KB) stay in the writing core's L2 cache (1 MB here) until
+/// the other core reads them; 8,192 (704 KB) did not, with the read buffer
+/// beside them.
+const BATCH: usize = 2048;
 
 /// Decoded packets of one batch, and what could not be decoded.
 struct DecodedBatch {
@@ -89,9 +92,9 @@ impl Default for DecodedBatch {
 
 /// Read a capture into flows, every one of them (`--dump-flows`, tests).
 /// The reader thread parses and decodes; the open flows are kept beside it,
-/// sharded by flow key over the remaining rayon threads, and a third thread
-/// takes the flows each batch closed. `progress` gets the file offset
-/// reached after each batch.
+/// sharded by flow key over the remaining rayon threads, and the flows each
+/// batch closed are taken after it (see [`Closing`]). `progress` gets the
+/// file offset reached after each batch.
 pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
     read_into(path, FlowTable::new(flow_shards(), cfg.flows.clone()), progress)
 }
@@ -108,19 +111,70 @@ fn flow_shards() -> usize {
     rayon::current_num_threads().saturating_sub(1).max(1)
 }
 
+/// Where the flows each batch closed are summarized.
+enum Closing<'scope> {
+    /// On the flow table's thread, after each batch: with two cores, two
+    /// busy threads, one per core. With a third (the closer) the scheduler
+    /// had to put two busy threads on one core, and runs on the same file
+    /// took either 0.40 s or 0.75 s (docs/benchmarks.md).
+    Inline { closed: ClosedFlows, closing: Vec<Vec<Flow>> },
+    /// On a thread of its own, one batch behind, when there are more cores.
+    Thread {
+        to_closer: std::sync::mpsc::SyncSender<Vec<Vec<Flow>>>,
+        back_from_closer: std::sync::mpsc::Receiver<Vec<Vec<Flow>>>,
+        closer: std::thread::ScopedJoinHandle<'scope, ClosedFlows>,
+    },
+}
+
+impl<'scope> Closing<'scope> {
+    fn start<'env>(s: &'scope std::thread::Scope<'scope, 'env>, mut closed: ClosedFlows) -> Closing<'scope> {
+        if rayon::current_num_threads() <= 2 {
+            return Closing::Inline { closed, closing: Vec::new() };
+        }
+        let (to_closer, closer_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<Flow>>>(2);
+        let (closer_back, back_from_closer) = std::sync::mpsc::channel::<Vec<Vec<Flow>>>();
+        let closer = s.spawn(move || {
+            for mut closing in closer_rx {
+                closed.take(&mut closing);
+                let _ = closer_back.send(closing);
+            }
+            closed
+        });
+        Closing::Thread { to_closer, back_from_closer, closer }
+    }
+
+    /// Add a batch to the open flows and summarize the flows it closed.
+    fn add_batch(&mut self, open: &mut OpenFlows, packets: &[decode::Decoded]) {
+        match self {
+            Closing::Inline { closed, closing } => {
+                open.add_batch(packets, closing);
+                closed.take(closing);
+            }
+            Closing::Thread { to_closer, back_from_closer, .. } => {
+                let mut closing = back_from_closer.try_recv().unwrap_or_default();
+                open.add_batch(packets, &mut closing);
+                to_closer.send(closing).expect("closer alive");
+            }
+        }
+    }
+
+    fn finish(self) -> ClosedFlows {
+        match self {
+            Closing::Inline { closed, .. } => closed,
+            Closing::Thread { to_closer, closer, .. } => {
+                drop(to_closer);
+                closer.join().expect("closer thread does not panic")
+            }
+        }
+    }
+}
+
 fn read_into(path: &Path, table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
     let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
     let (tx, rx) = std::sync::mpsc::sync_channel::<DecodedBatch>(4);
     // Used batches go back to the reader, buffers and all.
     let (give_back, take_back) = std::sync::mpsc::channel::<DecodedBatch>();
-    // Three stages: the reader decodes, this thread keeps the open flows,
-    // the closer summarizes the flows each batch closed. The two last cost
-    // about as much as the first together, and three threads keep two
-    // cores busy where two left one waiting (callgrind per thread: reader
-    // 63 M instructions, table 118 M, on a 40 MB slice).
-    let FlowTable { mut open, mut closed, .. } = table;
-    let (to_closer, closer_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<Flow>>>(2);
-    let (closer_back, back_from_closer) = std::sync::mpsc::channel::<Vec<Vec<Flow>>>();
+    let FlowTable { mut open, closed, .. } = table;
     let (read, closed) = std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut out = DecodedBatch::default();
@@ -141,27 +195,18 @@ fn read_into(path: &Path, table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> 
             tx.send(out).expect("consumer alive");
             read
         });
-        let closer = s.spawn(move || {
-            for mut closing in closer_rx {
-                closed.take(&mut closing);
-                let _ = closer_back.send(closing);
-            }
-            closed
-        });
+        let mut closing = Closing::start(s, closed);
         for mut batch in rx {
             for skip in batch.skipped.drain(..) {
                 *skipped.entry(skip).or_default() += 1;
             }
-            let mut closing = back_from_closer.try_recv().unwrap_or_default();
-            open.add_batch(&batch.packets, &mut closing);
-            to_closer.send(closing).expect("closer alive");
+            closing.add_batch(&mut open, &batch.packets);
             progress(batch.file_offset);
             batch.packets.clear();
             // The reader may be done already; then the batch is simply dropped.
             let _ = give_back.send(batch);
         }
-        drop(to_closer);
-        let closed = closer.join().expect("closer thread does not panic");
+        let closed = closing.finish();
         reader.join().expect("reader thread does not panic").map(|read| (read, closed))
     })?;
     let set = closed.finish(open);
