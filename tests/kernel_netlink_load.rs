@@ -233,6 +233,81 @@ fn generated_policies_load_identically_over_netlink() {
     }
 }
 
+/// `phantomc apply FILE` in `ns`, with nft behind a wrapper that logs its
+/// arguments to `nft.log` in `dir`, and `env`; returns the output and the
+/// nft calls that loaded a script.
+fn apply_logging_nft(
+    ns: &Netns,
+    dir: &std::path::Path,
+    name: &str,
+    text: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Output, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let policy = dir.join(name);
+    std::fs::write(&policy, text).expect("write");
+    let log = dir.join("nft.log");
+    let _ = std::fs::remove_file(&log);
+    let wrapper = dir.join("nft-logging");
+    std::fs::write(&wrapper, format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec nft \"$@\"\n", log.display()))
+        .expect("write wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = ns.command(&[env!("CARGO_BIN_EXE_phantomc"), "apply", policy.to_str().expect("path")]);
+    cmd.env("PHANTOMC_NFT", &wrapper).env_remove("PHANTOMC_LOAD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run phantomc apply");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    (out, calls.lines().filter(|l| l.contains("-f")).map(str::to_string).collect())
+}
+
+const ENCODABLE: &str = "table phantomc\npolicy input block\npass in on lo\npass in proto tcp to port 22 state new\n";
+
+#[test]
+fn apply_loads_over_netlink_by_default_and_with_phantomc_load_nft_through_nft() {
+    require_tools();
+    let compiled = phantomc::ir::compile("plain.pf", ENCODABLE).expect("compile");
+    let table = build(&compiled.ruleset, &Elements::default());
+    assert!(wire::replace_messages(&table).is_ok(), "the policy must be encodable");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut listings = Vec::new();
+    for (env, loads_script) in [(&[][..], false), (&[("PHANTOMC_LOAD", "nft")][..], true)] {
+        let ns = Netns::new("nldefault");
+        let (out, scripts) = apply_logging_nft(&ns, dir.path(), "plain.pf", ENCODABLE, env);
+        assert!(out.status.success(), "apply {env:?}: {}", stderr(&out));
+        assert_eq!(!scripts.is_empty(), loads_script, "{env:?}: nft loads: {scripts:?}");
+        let status = ns
+            .command(&[env!("CARGO_BIN_EXE_phantomc"), "status", dir.path().join("plain.pf").to_str().expect("path")])
+            .output()
+            .expect("status");
+        assert_eq!(status.status.code(), Some(0), "{env:?}: in sync: {}", stdout(&status));
+        listings.push(stdout(&ns.nft(&["list", "table", "inet", "phantomc"])));
+    }
+    assert_eq!(listings[0], listings[1], "both paths load the same table");
+}
+
+#[test]
+fn a_batch_the_kernel_refuses_is_reported_at_its_policy_line_and_changes_nothing() {
+    require_tools();
+    // Encodable, but the kernel refuses the burst: nft then names the line.
+    let text = format!("{ENCODABLE}pass in proto tcp to port 80 limit 1/day burst 4294967295\n");
+    let compiled = phantomc::ir::compile("refused.pf", &text).expect("compile");
+    assert!(wire::replace_messages(&build(&compiled.ruleset, &Elements::default())).is_ok(), "encodable");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = Netns::new("nlrefused");
+    let (out, _) = apply_logging_nft(&ns, dir.path(), "first.pf", ENCODABLE, &[]);
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let before = stdout(&ns.nft(&["list", "table", "inet", "phantomc"]));
+    let (out, scripts) = apply_logging_nft(&ns, dir.path(), "refused.pf", &text, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("nft refused the rule compiled from refused.pf:5"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(scripts.len(), 1, "nft runs once, after the refused batch: {scripts:?}");
+    assert_eq!(stdout(&ns.nft(&["list", "table", "inet", "phantomc"])), before, "the old table stays");
+}
+
 #[test]
 fn an_unencodable_policy_falls_back_to_nft_and_loads() {
     require_tools();
@@ -241,18 +316,12 @@ fn an_unencodable_policy_falls_back_to_nft_and_loads() {
         "table phantomc\npolicy input block\npass in on lo\npass in proto tcp to port 22 limit 3/minute per-source\n";
     let compiled = phantomc::ir::compile("meter.pf", text).expect("compile");
     let table = build(&compiled.ruleset, &Elements::default());
-    assert!(wire::replace_messages(&table).is_err(), "meters are left to nft");
-    assert!(matches!(load_over_netlink(&table), Err(LoadPath::NotAsked)), "the netlink load is opt-in");
+    assert!(matches!(load_over_netlink(&table), Err(LoadPath::Unsupported(_))), "meters are left to nft");
     let ns = Netns::new("nlfallback");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("meter.pf");
-    std::fs::write(&path, text).expect("write");
-    let out = ns
-        .command(&[env!("CARGO_BIN_EXE_phantomc"), "apply", path.to_str().expect("path")])
-        .env("PHANTOMC_LOAD", "netlink")
-        .output()
-        .expect("run phantomc apply");
+    let (out, scripts) = apply_logging_nft(&ns, dir.path(), "meter.pf", text, &[]);
     assert!(out.status.success(), "apply: {}", stderr(&out));
+    assert_eq!(scripts.len(), 1, "nft loads the script: {scripts:?}");
     let listed = stdout(&ns.nft(&["list", "table", "inet", "phantomc"]));
     assert!(listed.contains("meter "), "{listed}");
 }

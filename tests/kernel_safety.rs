@@ -454,3 +454,40 @@ fn a_rollback_restores_feed_sets_from_the_cache_and_run_time_entries_with_their_
     }
     assert!(in_sync_with(&lab.srv, &policy), "and status agrees");
 }
+
+/// apply loads these policies over netlink (its default, no nft): the
+/// lockout check still refuses the one that cuts the session, and the
+/// unconfirmed one still rolls back to the old table exactly.
+#[test]
+fn the_netlink_load_keeps_the_lockout_check_and_the_rollback() {
+    let cut_text = "policy input block\npass in on lo\npass in proto tcp to port 80\n";
+    for text in [CLOSED, cut_text] {
+        let compiled = phantomc::ir::compile("netlink.pf", text).expect("compile");
+        let table = phantomc::nft::build(&compiled.ruleset, &phantomc::nft::Elements::default());
+        assert!(phantomc::nft::wire::replace_messages(&table).is_ok(), "loads over netlink: {text}");
+    }
+    let lab = web_lab();
+    let _echo = echo_server(&lab.srv, 22);
+    let _servers = Servers::start(&lab.srv, &[80], &[]);
+    apply(&lab.srv, WEB);
+    let mut ssh = Conn::open(&lab.adm, "10.10.0.1", 22);
+    assert!(ssh.round_trip(b"hello"));
+    let keep = format!("10.10.0.2:{} -> 10.10.0.1:22", ssh.local_port());
+
+    let cut = write_policy("cut-netlink", cut_text);
+    let out = lab.srv.phantomc(&["apply", "--keep", &keep, &cut]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("would cut off your session tcp 10.10.0.2:"), "{}", stderr(&out));
+    assert!(in_sync_with(&lab.srv, WEB), "nothing was applied");
+    assert!(ssh.round_trip(b"still here"));
+
+    let closed = write_policy("closed-netlink", CLOSED);
+    let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "2s", &closed]);
+    wait_live(&lab.srv, "closed-netlink.pf:4");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::TimedOut, "the new policy is enforced while pending");
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(4), "rolled back: {}{}", stdout(&out), stderr(&out));
+    assert!(in_sync_with(&lab.srv, WEB), "the old table is back exactly");
+    assert_eq!(tcp_connect(&lab.publ, "198.51.100.1", 80), Tcp::Connected, "the old policy is enforced again");
+}

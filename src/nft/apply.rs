@@ -26,10 +26,6 @@ pub enum ApplyError {
 /// A built ruleset, ready to load.
 pub struct Prepared {
     pub table: NftTable,
-    /// The nft script that loads it: nft parses a script faster than the
-    /// same ruleset as JSON, and its errors name a line, which maps back to
-    /// the policy rule through the rule's comment.
-    pub script: String,
     /// Run-time and feed set entries carried over from the live table.
     pub kept: Elements,
 }
@@ -41,21 +37,21 @@ pub fn prepare(compiled: &Compiled) -> Result<Prepared, ApplyError> {
 
 /// Like [`prepare`] with explicit extra elements (feeds, saved entries).
 pub fn prepare_with(compiled: &Compiled, kept: Elements) -> Prepared {
-    let table = build(&compiled.ruleset, &kept);
-    let script = script_for(compiled, &table);
-    Prepared { table, script, kept }
+    Prepared { table: build(&compiled.ruleset, &kept), kept }
 }
 
 /// Loads a prepared ruleset in one transaction and checks the result.
 /// Returns the number of rules loaded. There is no separate check pass: a
-/// transaction nft or the kernel refuses changes nothing, and its error
-/// already names the script line.
+/// transaction nft or the kernel refuses changes nothing.
 pub fn load(nft: &Nft, compiled: &Compiled, p: &Prepared) -> Result<usize, ApplyError> {
     check_kernel(nft, compiled)?;
     if load_over_netlink(&p.table).is_err() {
-        // Not encodable, or refused: nft loads the script (a refused
-        // transaction changed nothing) and names the failing line.
-        nft.run(&["-f", "-"], Some(&p.script)).map_err(|e| refused(e, &p.script, compiled))?;
+        // Not encodable, or refused: nft loads the nft script (a refused
+        // transaction changed nothing), and its error names a script line,
+        // which maps back to the policy rule through the rule's comment.
+        // nft parses a script faster than the same ruleset as JSON.
+        let script = script_for(compiled, &p.table);
+        nft.run(&["-f", "-"], Some(&script)).map_err(|e| refused(e, &script, compiled))?;
     }
     let name = &p.table.name;
     let found = super::kernel::count(name).map_err(|e| ApplyError::Count(name.clone(), e))?;
@@ -66,13 +62,12 @@ pub fn load(nft: &Nft, compiled: &Compiled, p: &Prepared) -> Result<usize, Apply
     Ok(found)
 }
 
-/// Loads `table` as one nftables netlink batch, without nft, when
-/// `PHANTOMC_LOAD=netlink` asks for it and the encoder covers every construct
-/// ([`super::wire::Unsupported`]). Off by default: the drift check compares
-/// set definitions byte by byte, and nft writes set attributes (its user
-/// data) the encoder does not yet, so such a table reads as drifted.
+/// Loads `table` as one nftables netlink batch, without nft, when the
+/// encoder covers every construct ([`super::wire::Unsupported`]): the
+/// kernel then holds the bytes nft would have given it
+/// (`tests/kernel_netlink_load.rs`). `PHANTOMC_LOAD=nft` asks for nft.
 pub fn load_over_netlink(table: &NftTable) -> Result<(), LoadPath> {
-    if std::env::var_os("PHANTOMC_LOAD").is_none_or(|v| v != "netlink") {
+    if std::env::var_os("PHANTOMC_LOAD").is_some_and(|v| v == "nft") {
         return Err(LoadPath::NotAsked);
     }
     let messages = super::wire::replace_messages(table).map_err(LoadPath::Unsupported)?;
