@@ -293,6 +293,7 @@ fn statement(e: &mut RuleExprs, s: &Statement<'_>) -> Result<(), Unsupported> {
             e.lookup(map, None, false, true);
         }
         Statement::Limit(l) => limit(e, l)?,
+        Statement::Meter(m) => meter(e, m)?,
         Statement::Quota(stmt::QuotaOrQuotaRef::Quota(q)) => {
             if q.used.is_some() {
                 return unsupported("quota with a used amount");
@@ -760,19 +761,45 @@ fn match_statement(e: &mut RuleExprs, m: &Match<'_>) -> Result<(), Unsupported> 
 
 /// The anonymous set of a rule's literal `{ ... }` matched against `left`.
 fn anonymous_set(e: &mut RuleExprs, left: &Expression<'_>, items: &[expr::SetItem<'_>]) -> Result<SetRef, Unsupported> {
-    let key = |x: &Expression<'_>| match x {
+    let fields = match left {
+        Expression::Named(NamedExpression::Concat(parts)) => {
+            parts.iter().map(set_key).collect::<Result<Vec<_>, _>>()?
+        }
+        one => vec![set_key(one)?],
+    };
+    sets::anonymous_set(&mut e.sets, &fields, items)
+}
+
+/// One field of a set's key, as the set's user data describes it.
+fn set_key(x: &Expression<'_>) -> Result<sets::Field, Unsupported> {
+    match x {
         Expression::Named(NamedExpression::Payload(Payload::PayloadField(f))) => {
             sets::Field::payload(&f.protocol, &f.field)
         }
         Expression::Named(NamedExpression::Meta(m)) if m.key == MetaKey::Iifname => Ok(sets::Field::ifname(true)),
         Expression::Named(NamedExpression::Meta(m)) if m.key == MetaKey::Oifname => Ok(sets::Field::ifname(false)),
-        _ => unsupported("anonymous set key"),
-    };
-    let fields = match left {
-        Expression::Named(NamedExpression::Concat(parts)) => parts.iter().map(key).collect::<Result<Vec<_>, _>>()?,
-        one => vec![key(one)?],
-    };
-    sets::anonymous_set(&mut e.sets, &fields, items)
+        _ => unsupported("set key"),
+    }
+}
+
+/// `meter NAME { KEY limit ... }`: the key is added to the meter's set,
+/// which runs the limit per key (nft's dynset).
+fn meter(e: &mut RuleExprs, m: &stmt::Meter<'_>) -> Result<(), Unsupported> {
+    let Statement::Limit(l) = m.stmt.as_ref() else { return unsupported("meter statement") };
+    let set = sets::meter_set(&mut e.sets, &m.name, set_key(&m.key)?)?;
+    load_key(e, &m.key)?;
+    let mut per_key = RuleExprs::default();
+    limit(&mut per_key, l)?;
+    // The limit expression itself, without its list-element header.
+    let per_key = per_key.out.get(4..).unwrap_or_default().to_vec();
+    e.expr("dynset", |d| {
+        push_attr(d, 1, &name_value(&set.name)); // NFTA_DYNSET_SET_NAME
+        push_attr(d, 2, &set.id.to_be_bytes()); // NFTA_DYNSET_SET_ID
+        push_attr(d, 3, &0u32.to_be_bytes()); // NFTA_DYNSET_OP: NFT_DYNSET_OP_ADD
+        push_attr(d, 4, &NFT_REG_1.to_be_bytes()); // NFTA_DYNSET_SREG_KEY
+        push_nested(d, 7, |x| x.extend_from_slice(&per_key)); // NFTA_DYNSET_EXPR
+    });
+    Ok(())
 }
 
 fn address(s: &str, v6: bool) -> Result<Vec<u8>, Unsupported> {

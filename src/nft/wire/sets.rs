@@ -299,6 +299,24 @@ pub fn anonymous_set(b: &mut Batch, fields: &[Field], items: &[SetItem<'_>]) -> 
     add_set(b, &spec, &refs)
 }
 
+/// The set of `meter NAME { KEY ... }`: nft declares it anonymous and
+/// dynamic, unsized, under the meter's name; the rule adds to it.
+pub fn meter_set(b: &mut Batch, name: &str, key: Field) -> Result<SetRef, Unsupported> {
+    let spec = SetSpec {
+        name,
+        keys: vec![key.ty],
+        flags: NFT_SET_ANONYMOUS | NFT_SET_EVAL,
+        verdicts: false,
+        timeout: None,
+        gc_interval: None,
+        size: None,
+        policy: None,
+        counter: false,
+        typeof_: None,
+    };
+    add_set(b, &spec, &[])
+}
+
 struct SetSpec<'a> {
     name: &'a str,
     keys: Vec<KeyType>,
@@ -388,7 +406,9 @@ fn add_set(b: &mut Batch, spec: &SetSpec<'_>, elements: &[&Expression<'_>]) -> R
         push_attr(&mut a, NFTA_SET_POLICY, &u32::from(p == SetPolicy::Memory).to_be_bytes());
     }
     // nft sizes an anonymous set to what it holds.
-    let size = spec.size.or_else(|| anonymous.then(|| u32::try_from(kernel_elements.len()).unwrap_or(u32::MAX)));
+    // (A meter's set grows: it has no size.)
+    let constant = anonymous && flags & NFT_SET_EVAL == 0;
+    let size = spec.size.or_else(|| constant.then(|| u32::try_from(kernel_elements.len()).unwrap_or(u32::MAX)));
     if size.is_some() || (concat && interval) {
         push_nested(&mut a, NFTA_SET_DESC, |d| {
             if let Some(size) = size {
