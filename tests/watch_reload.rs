@@ -508,7 +508,9 @@ fn an_edit_no_event_reported_is_picked_up_by_the_periodic_check() {
     .expect("nft wrapper");
     std::fs::set_permissions(&nft, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     std::fs::write(&broken, "").expect("flag");
-    let mut watcher = lab.watch_with(&policy_path, None, &["--recheck-secs", "1"], &[("PHANTOMC_NFT", &nft)]);
+    // The load goes through nft (PHANTOMC_LOAD=nft): the netlink load would not run it.
+    let env = [("PHANTOMC_NFT", nft.as_path()), ("PHANTOMC_LOAD", std::path::Path::new("nft"))];
+    let mut watcher = lab.watch_with(&policy_path, None, &["--recheck-secs", "1"], &env);
     let h = lab.wait_health("first load failed", |h| h.failures == 1);
     assert!(h.last_error.as_deref().is_some_and(|e| e.contains("Too many open files")), "{h:?}");
     // Not the policy's fault: the periodic check retries without an edit.
