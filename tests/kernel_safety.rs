@@ -179,14 +179,20 @@ fn a_confirmed_policy_stays() {
     assert_eq!(out.status.code(), Some(2), "nothing pending for another table");
 }
 
-#[test]
-fn panic_keeps_the_operator_session_and_drops_everything_else() {
+/// A web lab running webserver.pf (web and ssh servers) with an open ssh
+/// session from the admin host.
+fn web_lab_with_an_ssh_session() -> (WebLab, [Servers; 2], Conn) {
     let lab = web_lab();
-    let _echo = echo_server(&lab.srv, 22);
-    let _web = Servers::start(&lab.srv, &[80], &[]);
+    let servers = [echo_server(&lab.srv, 22), Servers::start(&lab.srv, &[80], &[])];
     apply(&lab.srv, WEB);
     let mut ssh = Conn::open(&lab.adm, "10.10.0.1", 22);
     assert!(ssh.round_trip(b"before"));
+    (lab, servers, ssh)
+}
+
+#[test]
+fn panic_keeps_the_operator_session_and_drops_everything_else() {
+    let (lab, _servers, mut ssh) = web_lab_with_an_ssh_session();
 
     let ssh_connection = format!("10.10.0.2 {} 10.10.0.1 22", ssh.local_port());
     let out = Command::new("ip")
@@ -466,12 +472,7 @@ fn the_netlink_load_keeps_the_lockout_check_and_the_rollback() {
         let table = phantomc::nft::build(&compiled.ruleset, &phantomc::nft::Elements::default());
         assert!(phantomc::nft::wire::replace_messages(&table).is_ok(), "loads over netlink: {text}");
     }
-    let lab = web_lab();
-    let _echo = echo_server(&lab.srv, 22);
-    let _servers = Servers::start(&lab.srv, &[80], &[]);
-    apply(&lab.srv, WEB);
-    let mut ssh = Conn::open(&lab.adm, "10.10.0.1", 22);
-    assert!(ssh.round_trip(b"hello"));
+    let (lab, _servers, mut ssh) = web_lab_with_an_ssh_session();
     let keep = format!("10.10.0.2:{} -> 10.10.0.1:22", ssh.local_port());
 
     let cut = write_policy("cut-netlink", cut_text);
