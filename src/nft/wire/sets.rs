@@ -764,3 +764,81 @@ pub(in crate::nft) fn chunks(elements: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(keys: Vec<KeyType>, verdicts: bool, typeof_: Option<&'a [Field]>) -> SetSpec<'a> {
+        SetSpec {
+            name: "s",
+            keys,
+            flags: 0,
+            verdicts,
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            policy: None,
+            counter: false,
+            typeof_,
+        }
+    }
+
+    /// The user data bytes are those `nft --debug=mnl` showed nft 1.0.6 send.
+    #[test]
+    fn set_user_data_is_what_nft_writes() {
+        let v4 = spec(vec![KeyType::Ipv4Addr], false, None);
+        assert_eq!(set_udata(&v4, false, false), [0, 4, 2, 0, 0, 0]);
+        let concat = spec(vec![KeyType::Ipv4Addr, KeyType::InetService], false, None);
+        assert_eq!(set_udata(&concat, true, false), [0, 4, 0, 0, 0, 0, 3, 8, 0, 4, 13, 0, 0, 0, 1, 0]);
+        let vmap = spec(vec![KeyType::Ipv4Addr], true, None);
+        assert_eq!(set_udata(&vmap, false, false), [0, 4, 2, 0, 0, 0, 1, 4, 0, 0, 0, 0, 6, 4, 0, 0, 0, 0]);
+        let ports = [Field::payload("udp", "dport").unwrap()];
+        let anon = spec(vec![KeyType::InetService], false, Some(&ports));
+        assert_eq!(
+            set_udata(&anon, false, true),
+            [0, 4, 2, 0, 0, 0, 2, 4, 1, 0, 0, 0, 3, 20, 0, 4, 7, 0, 0, 0, 1, 12, 0, 4, 6, 0, 0, 0, 1, 4, 2, 0, 0, 0]
+        );
+        let pair = [Field::payload("ip", "saddr").unwrap(), Field::payload("tcp", "dport").unwrap()];
+        let anon_concat = spec(vec![KeyType::Ipv4Addr, KeyType::InetService], false, Some(&pair));
+        let mut want = vec![0, 4, 0, 0, 0, 0, 3, 52, 0, 4, 13, 0, 0, 0, 1, 44];
+        want.extend([0, 20, 0, 4, 7, 0, 0, 0, 1, 12, 0, 4, 12, 0, 0, 0, 1, 4, 11, 0, 0, 0]);
+        want.extend([1, 20, 0, 4, 7, 0, 0, 0, 1, 12, 0, 4, 8, 0, 0, 0, 1, 4, 2, 0, 0, 0]);
+        assert_eq!(set_udata(&anon_concat, true, false), want);
+        let iface = [Field::ifname(true)];
+        let ifaces = spec(vec![KeyType::Ifname], false, Some(&iface));
+        assert_eq!(
+            set_udata(&ifaces, false, false),
+            [0, 4, 1, 0, 0, 0, 3, 14, 0, 4, 9, 0, 0, 0, 1, 6, 0, 4, 6, 0, 0, 0]
+        );
+    }
+
+    fn keys(e: &[Vec<u8>]) -> Vec<(Vec<u8>, bool)> {
+        e.iter()
+            .map(|e| {
+                let key = crate::netlink::attr(e, NFTA_SET_ELEM_KEY).unwrap().unwrap();
+                let value = crate::netlink::attr(key, NFTA_DATA_VALUE).unwrap().unwrap().to_vec();
+                let end = crate::netlink::attr(e, NFTA_SET_ELEM_FLAGS).unwrap().is_some();
+                (value, end)
+            })
+            .collect()
+    }
+
+    fn range(a: [u8; 2], b: [u8; 2]) -> Element {
+        Element { start: a.to_vec(), last: b.to_vec(), timeout_ms: None, comment: None, counter: false, verdict: None }
+    }
+
+    #[test]
+    fn intervals_have_nfts_end_elements_and_merge_only_when_anonymous() {
+        // 1-5, 6-6 (adjacent), 65535 (to the last key).
+        let ranges = || vec![range([0, 6], [0, 6]), range([0, 1], [0, 5]), range([255, 255], [255, 255])];
+        let loose = keys(&interval_elements(ranges(), false));
+        let start = |k: [u8; 2]| (k.to_vec(), false);
+        let end = |k: [u8; 2]| (k.to_vec(), true);
+        assert_eq!(loose, [end([0, 0]), start([0, 1]), end([0, 6]), start([0, 6]), end([0, 7]), start([255, 255])]);
+        let merged = keys(&interval_elements(ranges(), true));
+        assert_eq!(merged, [end([0, 0]), start([0, 1]), end([0, 7]), start([255, 255])]);
+        assert_eq!(successor(&[0, 255]), Some(vec![1, 0]));
+        assert_eq!(successor(&[255, 255]), None);
+    }
+}
