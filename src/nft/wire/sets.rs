@@ -229,16 +229,12 @@ pub(super) fn set_messages(b: &mut Batch, s: &schema::Set<'_>) -> Result<(), Uns
         return unsupported("set comment");
     }
     let spec = SetSpec {
-        name: &s.name,
-        keys: key_types(&s.set_type)?,
-        flags: flag_bits(s.flags.as_ref()),
-        verdicts: false,
         timeout: s.timeout,
         gc_interval: s.gc_interval,
         size: s.size,
         policy: s.policy,
         counter: super::super::counts_elements(s),
-        typeof_: None,
+        ..SetSpec::new(&s.name, key_types(&s.set_type)?, flag_bits(s.flags.as_ref()))
     };
     let elements: Vec<&Expression<'_>> = s.elem.iter().flat_map(|e| e.iter()).collect();
     add_set(b, &spec, &elements).map(|_| ())
@@ -254,16 +250,12 @@ pub(super) fn map_messages(b: &mut Batch, m: &schema::Map<'_>) -> Result<(), Uns
         return unsupported("map of values");
     }
     let spec = SetSpec {
-        name: &m.name,
-        keys: key_types(&m.set_type)?,
-        flags: flag_bits(m.flags.as_ref()) | NFT_SET_MAP,
         verdicts: true,
         timeout: m.timeout,
         gc_interval: m.gc_interval,
         size: m.size,
         policy: m.policy,
-        counter: false,
-        typeof_: None,
+        ..SetSpec::new(&m.name, key_types(&m.set_type)?, flag_bits(m.flags.as_ref()) | NFT_SET_MAP)
     };
     let elements: Vec<&Expression<'_>> = m.elem.iter().flat_map(|e| e.iter()).collect();
     add_set(b, &spec, &elements).map(|_| ())
@@ -283,18 +275,9 @@ pub fn anonymous_set(b: &mut Batch, fields: &[Field], items: &[SetItem<'_>]) -> 
         });
     }
     let name = if verdicts { "__map%d" } else { "__set%d" };
-    let spec = SetSpec {
-        name,
-        keys: fields.iter().map(|f| f.ty).collect(),
-        flags: NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | if verdicts { NFT_SET_MAP } else { 0 },
-        verdicts,
-        timeout: None,
-        gc_interval: None,
-        size: None,
-        policy: None,
-        counter: false,
-        typeof_: Some(fields),
-    };
+    let flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | if verdicts { NFT_SET_MAP } else { 0 };
+    let spec =
+        SetSpec { verdicts, typeof_: Some(fields), ..SetSpec::new(name, fields.iter().map(|f| f.ty).collect(), flags) };
     let refs: Vec<&Expression<'_>> = elements.iter().collect();
     add_set(b, &spec, &refs)
 }
@@ -302,19 +285,25 @@ pub fn anonymous_set(b: &mut Batch, fields: &[Field], items: &[SetItem<'_>]) -> 
 /// The set of `meter NAME { KEY ... }`: nft declares it anonymous and
 /// dynamic, unsized, under the meter's name; the rule adds to it.
 pub fn meter_set(b: &mut Batch, name: &str, key: Field) -> Result<SetRef, Unsupported> {
-    let spec = SetSpec {
-        name,
-        keys: vec![key.ty],
-        flags: NFT_SET_ANONYMOUS | NFT_SET_EVAL,
-        verdicts: false,
-        timeout: None,
-        gc_interval: None,
-        size: None,
-        policy: None,
-        counter: false,
-        typeof_: None,
-    };
-    add_set(b, &spec, &[])
+    add_set(b, &SetSpec::new(name, vec![key.ty], NFT_SET_ANONYMOUS | NFT_SET_EVAL), &[])
+}
+
+impl<'a> SetSpec<'a> {
+    /// A set of `keys` with `flags`, nothing else declared.
+    fn new(name: &'a str, keys: Vec<KeyType>, flags: u32) -> SetSpec<'a> {
+        SetSpec {
+            name,
+            keys,
+            flags,
+            verdicts: false,
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            policy: None,
+            counter: false,
+            typeof_: None,
+        }
+    }
 }
 
 struct SetSpec<'a> {
@@ -770,18 +759,7 @@ mod tests {
     use super::*;
 
     fn spec<'a>(keys: Vec<KeyType>, verdicts: bool, typeof_: Option<&'a [Field]>) -> SetSpec<'a> {
-        SetSpec {
-            name: "s",
-            keys,
-            flags: 0,
-            verdicts,
-            timeout: None,
-            gc_interval: None,
-            size: None,
-            policy: None,
-            counter: false,
-            typeof_,
-        }
+        SetSpec { verdicts, typeof_, ..SetSpec::new("s", keys, 0) }
     }
 
     /// The user data bytes are those `nft --debug=mnl` showed nft 1.0.6 send.
