@@ -114,6 +114,16 @@ fn differential_edited(
 /// Loads `table` (compiled from `compiled`) both ways and compares.
 fn differential_table(name: &str, compiled: &phantomc::ir::Compiled, table: phantomc::nft::NftTable) -> Option<String> {
     let script = script_for(compiled, &table);
+    differential_script(name, compiled, table, script)
+}
+
+/// [`differential_table`] with nft loading `script`.
+fn differential_script(
+    name: &str,
+    compiled: &phantomc::ir::Compiled,
+    table: phantomc::nft::NftTable,
+    script: String,
+) -> Option<String> {
     let messages = match wire::replace_messages(&table) {
         Ok(m) => m,
         Err(why) => return Some(why.0),
@@ -452,4 +462,22 @@ pass in from { 10.10.0.0/16, !10.10.1.0/24, !10.10.200.7 } proto udp to port 53
 fn anonymous_sets_load_identically_over_netlink() {
     require_tools();
     assert_eq!(differential("anonymous.pf", ANONYMOUS), None, "anonymous sets must be encodable");
+}
+
+/// Set options phantomc does not emit today (size, policy, gc interval),
+/// encoded as nft loads them: the script gets the same options by hand.
+#[test]
+fn set_size_policy_and_gc_interval_load_identically_over_netlink() {
+    require_tools();
+    let text = "table phantomc\nset blocklist dynamic timeout 1h\npolicy input block\nblock in from <blocklist>\n";
+    let compiled = phantomc::ir::compile("options.pf", text).expect("compile");
+    let mut table = build(&compiled.ruleset, &Elements::default());
+    let set = table.sets.iter_mut().find(|s| s.name == "blocklist_v4").expect("set");
+    (set.size, set.policy, set.gc_interval) = (Some(1000), Some(nftables::schema::SetPolicy::Memory), Some(30));
+    let script = script_for(&compiled, &table);
+    let declared = "\tset blocklist_v4 {\n\t\ttype ipv4_addr\n";
+    assert!(script.contains(declared), "{script}");
+    let script =
+        script.replace(declared, &format!("{declared}\t\tsize 1000\n\t\tpolicy memory\n\t\tgc-interval 30s\n"));
+    assert_eq!(differential_script("options.pf", &compiled, table, script), None, "set options must be encodable");
 }
