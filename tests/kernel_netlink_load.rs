@@ -353,11 +353,18 @@ fn a_batch_the_kernel_refuses_is_reported_at_its_policy_line_and_changes_nothing
 fn an_unencodable_table_falls_back_to_nft_and_loads() {
     require_tools();
     // phantomc emits nothing the encoder leaves to nft (but flowtables,
-    // which this kernel cannot load): a set comment stands in for one.
+    // which this kernel cannot load): a set of marks stands in for one.
     let text = "table phantomc\nset blocklist dynamic\npolicy input block\npass in on lo\nblock in from <blocklist>\n";
     let compiled = phantomc::ir::compile("fallback.pf", text).expect("compile");
     let mut prepared = phantomc::nft::apply::prepare_with(&compiled, Elements::default());
-    prepared.table.sets[0].comment = Some("left to nft".into());
+    let marks = nftables::schema::Set {
+        name: "marks".into(),
+        set_type: nftables::schema::SetTypeValue::Single(nftables::schema::SetType::Mark),
+        flags: None,
+        timeout: None,
+        ..prepared.table.sets[0].clone()
+    };
+    prepared.table.sets.push(marks);
     assert!(matches!(load_over_netlink(&prepared.table), Err(LoadPath::Unsupported(_))), "left to nft");
     let dir = tempfile::tempdir().expect("tempdir");
     let (nft, log) = logging_nft(dir.path());
@@ -370,7 +377,7 @@ fn an_unencodable_table_falls_back_to_nft_and_loads() {
     assert_eq!(loaded, Ok(rules), "the nft script loads it");
     assert_eq!(script_loads(&log).len(), 1, "nft loads the script");
     let listed = stdout(&ns.nft(&["list", "table", "inet", "phantomc"]));
-    assert!(listed.contains("comment \"left to nft\""), "{listed}");
+    assert!(listed.contains("set marks {"), "{listed}");
 }
 
 /// Named sets with elements: prefixes, adjacent networks, single
@@ -464,7 +471,7 @@ fn anonymous_sets_load_identically_over_netlink() {
     assert_eq!(differential("anonymous.pf", ANONYMOUS), None, "anonymous sets must be encodable");
 }
 
-/// Set options phantomc does not emit today (size, policy, gc interval),
+/// Set options phantomc does not emit today (size, policy, gc interval, comment),
 /// encoded as nft loads them: the script gets the same options by hand.
 #[test]
 fn set_size_policy_and_gc_interval_load_identically_over_netlink() {
@@ -474,6 +481,7 @@ fn set_size_policy_and_gc_interval_load_identically_over_netlink() {
     let mut table = build(&compiled.ruleset, &Elements::default());
     let set = table.sets.iter_mut().find(|s| s.name == "blocklist_v4").expect("set");
     (set.size, set.policy, set.gc_interval) = (Some(1000), Some(nftables::schema::SetPolicy::Memory), Some(30));
+    set.comment = Some("run-time blocks".into());
     let script = script_for(&compiled, &table);
     let declared = "\tset blocklist_v4 {\n\t\ttype ipv4_addr\n";
     assert!(script.contains(declared), "{script}");

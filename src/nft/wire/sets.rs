@@ -225,10 +225,8 @@ impl Field {
 
 /// A named set of `table` and its elements, with set id `id`.
 pub(super) fn set_messages(b: &mut Batch, s: &schema::Set<'_>) -> Result<(), Unsupported> {
-    if s.comment.is_some() {
-        return unsupported("set comment");
-    }
     let spec = SetSpec {
+        comment: s.comment.as_deref(),
         timeout: s.timeout,
         gc_interval: s.gc_interval,
         size: s.size,
@@ -242,15 +240,13 @@ pub(super) fn set_messages(b: &mut Batch, s: &schema::Set<'_>) -> Result<(), Uns
 
 /// A named verdict map.
 pub(super) fn map_messages(b: &mut Batch, m: &schema::Map<'_>) -> Result<(), Unsupported> {
-    if m.comment.is_some() {
-        return unsupported("map comment");
-    }
     // emit writes a verdict map's value type as `mark` (see `json::VerdictMap`).
     if m.map != SetTypeValue::Single(SetType::Mark) {
         return unsupported("map of values");
     }
     let spec = SetSpec {
         verdicts: true,
+        comment: m.comment.as_deref(),
         timeout: m.timeout,
         gc_interval: m.gc_interval,
         size: m.size,
@@ -302,6 +298,7 @@ impl<'a> SetSpec<'a> {
             policy: None,
             counter: false,
             typeof_: None,
+            comment: None,
         }
     }
 }
@@ -321,6 +318,7 @@ struct SetSpec<'a> {
     counter: bool,
     /// The rule's key expressions, for an anonymous set.
     typeof_: Option<&'a [Field]>,
+    comment: Option<&'a str>,
 }
 
 fn key_types(t: &SetTypeValue<'_>) -> Result<Vec<KeyType>, Unsupported> {
@@ -353,6 +351,9 @@ struct Element {
 }
 
 fn add_set(b: &mut Batch, spec: &SetSpec<'_>, elements: &[&Expression<'_>]) -> Result<SetRef, Unsupported> {
+    if spec.comment.is_some_and(|c| c.len() > 253) {
+        return unsupported("set comment longer than 253 bytes");
+    }
     let concat = spec.keys.len() > 1;
     let mut parsed = Vec::with_capacity(elements.len());
     for e in elements {
@@ -466,7 +467,11 @@ fn set_udata(spec: &SetSpec<'_>, concat: bool, merge: bool) -> Vec<u8> {
         }
         put_u32(&mut u, UDATA_SET_DATA_INTERVAL, 0);
     }
-    let _ = UDATA_SET_COMMENT; // set comments are left to nft (Unsupported)
+    if let Some(c) = spec.comment {
+        let text = name_value(c);
+        u.extend_from_slice(&[UDATA_SET_COMMENT, u8::try_from(text.len()).unwrap_or(u8::MAX)]);
+        u.extend_from_slice(&text);
+    }
     u
 }
 
