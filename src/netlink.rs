@@ -110,6 +110,8 @@ const NFNL_MSG_BATCH_END: u16 = 17;
 pub fn batch(subsystem: u16, messages: &[Vec<u8>]) -> io::Result<()> {
     let unspec = libc::AF_UNSPEC as u8;
     let mut out = request_for(NFNL_MSG_BATCH_BEGIN, 0, unspec, subsystem, &[]);
+    // One allocation for the whole batch (megabytes for a 10,000-rule policy).
+    out.reserve(messages.iter().map(Vec::len).sum::<usize>() + out.len());
     let mut last_seq = 0;
     for (i, m) in messages.iter().enumerate() {
         let at = out.len();
