@@ -89,6 +89,9 @@ struct Scenario {
     gateways: Vec<&'static str>,
     /// (proto, dport, in-interface) never generated.
     skip: Option<(u8, u16, &'static str)>,
+    /// The feed list the policy's feed `bad` reads, loaded with `feeds
+    /// update` before `apply`; explain and the IR's verdicts take its contents.
+    feed: Option<&'static str>,
 }
 
 struct Probe {
@@ -431,7 +434,23 @@ fn run(sc: Scenario, seed: u64) -> BTreeMap<String, usize> {
     for gw in &sc.gateways {
         srv.route(&["default", "via", gw]);
     }
-    apply(&srv, sc.policy);
+    let state = tempfile::tempdir().expect("state dir");
+    let state = state.path().to_str().expect("path");
+    let mut contents = ir::eval::SetContents::new();
+    if let Some(list) = sc.feed {
+        for step in ["feeds update", "apply"] {
+            let out =
+                srv.phantomc(&[step.split(' ').collect::<Vec<_>>(), vec![sc.policy, "--state-dir", state]].concat());
+            assert!(out.status.success(), "{step}: {}{}", stdout(&out), stderr(&out));
+        }
+        let text = std::fs::read_to_string(list).expect("feed list");
+        for n in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(net) {
+            let family = if n.addr().is_ipv4() { ir::Family::V4 } else { ir::Family::V6 };
+            contents.entry(ir::nft_set_name("bad", family)).or_default().push(n);
+        }
+    } else {
+        apply(&srv, sc.policy);
+    }
     let obs = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(obs.path(), OBSERVER).expect("write observer");
     let out = srv.nft(&["-f", &obs.path().display().to_string()]);
@@ -509,8 +528,8 @@ fn run(sc: Scenario, seed: u64) -> BTreeMap<String, usize> {
         } else {
             Action::Block
         };
-        let e = explain::explain(&compiled.ruleset, &compiled.sources, &p.packet);
-        let d = ir::eval::decide(&compiled.ruleset, &p.packet, &Default::default());
+        let e = explain::explain_with(&compiled.ruleset, &compiled.sources, &p.packet, &contents);
+        let d = ir::eval::decide(&compiled.ruleset, &p.packet, &contents);
         let line = ir::eval::deciding_rule(&compiled.ruleset, &p.packet, &d)
             .map_or(format!("default:{}", p.packet.hook.name()), |r| compiled.sources.origin(r.origin.span));
         *decided.entry(line).or_default() += 1;
@@ -581,6 +600,7 @@ fn host_scenario(policy: &'static str) -> Scenario {
         forward_to: vec![],
         gateways: vec!["198.51.100.2", "2001:db8:1::2"],
         skip: None,
+        feed: None,
     }
 }
 
@@ -604,6 +624,38 @@ fn language_constructs_kernel_verdicts_equal_explain() {
 #[test]
 fn interleaved_shapes_kernel_verdicts_equal_explain() {
     run(host_scenario("testdata/optimize/interleaved_lab.pf"), 0x5eed_0005);
+}
+
+/// A feed loaded by `feeds update` as phantomc lays it out in the kernel
+/// (hash sets per prefix length, a prefiltered interval set, each family's
+/// rules behind a jump): packets from inside and next to entries of every
+/// prefix length, in both families, get the verdict explain gives with the
+/// feed's contents.
+#[test]
+fn feed_kernel_verdicts_equal_explain() {
+    let mut sc = host_scenario("testdata/analyze/feed_lab.pf");
+    sc.feed = Some("testdata/analyze/feed_lab.txt");
+    sc.sources = vec![
+        "203.0.113.0/24",
+        "203.0.114.0/23",
+        "203.1.0.0/21",
+        "203.2.0.0/15",
+        "203.4.0.0/26",
+        "203.64.0.0/11",
+        "198.51.100.0/24",
+        "2001:db8:9::/126",
+        "2001:db8:9::/62",
+        "2001:db8:a::/47",
+        "2001:db8:9:100::/119",
+        "2001:db8::/32",
+        "2001:db8:1::/64",
+    ];
+    let decided = run(sc, 0x5eed_0007);
+    // The feed decided packets in each of its three rules.
+    for line in [17, 18, 19] {
+        let n = decided.get(&format!("feed_lab.pf:{line}")).copied().unwrap_or(0);
+        assert!(n >= 20, "line {line} decided {n} packets: {decided:?}");
+    }
 }
 
 #[test]
@@ -645,6 +697,7 @@ fn router_scenario(policy: &'static str, skip: Option<(u8, u16, &'static str)>) 
         ],
         gateways: vec!["203.0.113.2"],
         skip,
+        feed: None,
     }
 }
 
