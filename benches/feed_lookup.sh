@@ -17,10 +17,8 @@
 # behind a hash set of the /16s they touch, src/ir/feed_layout.rs: one masked
 # lookup each); and the same feed in one
 # interval set per family, phantomc's layout before that (one lookup, a walk
-# of the kernel's rbtree). The feed's rules of each family sit in a chain of
-# their own behind one `meta nfproto` jump (src/nft/emit.rs,
-# behind_family_jumps). per-length-v4 is per-length without the feed's IPv6
-# jump (the bench feed has no IPv6 entry): what a SYN would still save if no
+# of the kernel's rbtree). per-length-v4 is per-length without the feed's
+# IPv6 rules (the bench feed has no IPv6 entry): what a SYN would save if no
 # rule were emitted for an empty kernel set.
 # Usage: benches/feed_lookup.sh [FEED=1000000] [ROUNDS=3] [SECS=3]
 # (root; needs nft, ip, hping3, nstat, perf, python3)
@@ -74,9 +72,9 @@ for name in "${names[@]}"; do
       ;;
     per-length-v4)
       # what emitting no rule for an empty kernel set would give: this feed
-      # has no IPv6 entries, so its IPv6 rules (their jump) go
+      # has no IPv6 entries, so its four IPv6 rules go
       bench_load_feed "$p-s" "$work/state-$i"
-      "${s[@]}" nft -a list chain inet phantomc input | awk '/@bench_v6|meta nfproto ipv6 jump/ { print $NF }' |
+      "${s[@]}" nft -a list chain inet phantomc input | awk '/@bench_v6/ { print $NF }' |
         while read -r h; do "${s[@]}" nft delete rule inet phantomc input handle "$h"; done
       ;;
     *) "${s[@]}" nft -f "$work/$name.nft" ;;

@@ -158,12 +158,6 @@ pub fn build(rs: &Ruleset, extra: &Elements) -> NftTable {
 
 /// Translates a ruleset as it is (`compile --no-optimize`).
 pub fn build_with(rs: &Ruleset, extra: &Elements) -> NftTable {
-    build_table(rs, extra, true)
-}
-
-/// [`build_with`]; `family_jumps: false` leaves the rules of feed lookups
-/// inline (the tests' reference for [`behind_family_jumps`]).
-fn build_table(rs: &Ruleset, extra: &Elements, family_jumps: bool) -> NftTable {
     let t = rs.table.as_str();
     let mut sets: Vec<schema::Set<'static>> =
         rs.sets.iter().flat_map(|s| sets_of(rs, s, extra.by_set.get(&s.nft_name))).collect();
@@ -246,14 +240,9 @@ fn build_table(rs: &Ruleset, extra: &Elements, family_jumps: bool) -> NftTable {
         .filter(|s| matches!(s.kind, SetKind::Feed { .. }))
         .map(|s| (s.nft_name.as_str(), s.family))
         .collect();
-    let mut family_chains = Vec::new();
     for c in &mut chains {
-        let rules = std::mem::take(&mut c.rules).into_iter().map(|r| feed_lookups(r, &feeds));
-        // nat statements belong in nat base chains: their feed rules stay inline.
-        let wrap = family_jumps && c.chain._type != Some(NfChainType::NAT);
-        c.rules = behind_family_jumps(t, &c.chain.name, rules, wrap, &mut family_chains);
+        c.rules = std::mem::take(&mut c.rules).into_iter().flat_map(|r| feed_lookups(r, &feeds)).collect();
     }
-    chains.extend(family_chains);
     let flowtables = rs.flowtables.iter().map(|f| flowtable(t, f)).collect();
     NftTable { name: rs.table.clone(), sets, maps, counters: counters.into_iter().collect(), flowtables, chains }
 }
@@ -347,68 +336,12 @@ fn rule_base(t: &str, chain: &str) -> schema::Rule<'static> {
     }
 }
 
-/// The rules of one chain, each a policy rule's nft rules and, when a
-/// positive feed lookup made them several (see [`feed_lookups`]), the family
-/// they match. Consecutive such rules of one family and one policy line move
-/// to a chain of their own (`input_feed_1`), entered by one rule `meta
-/// nfproto ipv4 jump input_feed_1` with the line's comment: a packet of the
-/// other family skips all of them at the cost of one compare, where it
-/// walked each. Every moved rule matches only that family, and their
-/// verdicts (accept, drop, reject) end the packet's walk from the jumped-to
-/// chain as from the parent; a rule without a verdict falls through to the
-/// next one in either place. So the packets' fates and rule order are the
-/// same.
-fn behind_family_jumps(
-    t: &str,
-    parent: &str,
-    rules: impl Iterator<Item = (Vec<schema::Rule<'static>>, Option<Family>)>,
-    wrap: bool,
-    out: &mut Vec<NftChain>,
-) -> Vec<schema::Rule<'static>> {
-    let (mut kept, start) = (Vec::new(), out.len());
-    let mut rules = rules.flat_map(|(rs, family)| rs.into_iter().map(move |r| (r, family.filter(|_| wrap)))).peekable();
-    while let Some((first, family)) = rules.next() {
-        let Some(family) = family else {
-            kept.push(first);
-            continue;
-        };
-        let name = format!("{parent}_feed_{}", out.len() - start + 1);
-        let comment = first.comment.clone();
-        let mut run = vec![first];
-        while let Some((r, _)) = rules.next_if(|(r, f)| *f == Some(family) && r.comment == comment) {
-            run.push(r);
-        }
-        kept.push(schema::Rule {
-            expr: vec![
-                m(meta(MetaKey::Nfproto), Expression::String(family.name().into()), Operator::EQ),
-                Statement::Jump(stmt::JumpTarget { target: name.clone().into() }),
-            ]
-            .into(),
-            comment,
-            ..rule_base(t, parent)
-        });
-        let chain = schema::Chain {
-            family: NfFamily::INet,
-            table: t.to_string().into(),
-            name: name.clone().into(),
-            ..Default::default()
-        };
-        let rules = run.into_iter().map(|r| schema::Rule { chain: name.clone().into(), ..r }).collect();
-        out.push(NftChain { chain, rules });
-    }
-    kept
-}
-
 /// A rule that looks up feed sets, as rules over their kernel sets (see
 /// [`feed_layout`]): a negated lookup must miss every kernel set (one rule),
 /// a positive one hit one of them (a rule per kernel set; the sets are
 /// disjoint, so at most one of these rules matches a packet); the interval
-/// set's rule looks up its prefilter first. With the rules, the family they
-/// match when a positive lookup made them several.
-fn feed_lookups(
-    rule: schema::Rule<'static>,
-    feeds: &BTreeMap<&str, Family>,
-) -> (Vec<schema::Rule<'static>>, Option<Family>) {
+/// set's rule looks up its prefilter first.
+fn feed_lookups(rule: schema::Rule<'static>, feeds: &BTreeMap<&str, Family>) -> Vec<schema::Rule<'static>> {
     let feed_of = |st: &Statement<'static>| match st {
         Statement::Match(Match { right: Expression::String(r), op, .. }) => {
             r.strip_prefix('@').and_then(|n| feeds.get_key_value(n)).map(|(n, f)| (n.to_string(), *f, *op))
@@ -427,7 +360,6 @@ fn feed_lookups(
         m(left, Expression::String(format!("@{}", k.name).into()), op)
     };
     let mut variants: Vec<Vec<Statement<'static>>> = vec![Vec::new()];
-    let mut positive = None;
     for st in rule.expr.iter() {
         match feed_of(st) {
             None => variants.iter_mut().for_each(|v| v.push(st.clone())),
@@ -437,7 +369,6 @@ fn feed_lookups(
                 variants.iter_mut().for_each(|v| v.extend(misses.iter().cloned()));
             }
             Some((set, family, op)) => {
-                positive = Some(family);
                 let hits: Vec<Vec<_>> = feed_layout::rule_lookups(&set, family)
                     .iter()
                     .map(|ks| ks.iter().map(|k| lookup(st, k, op)).collect())
@@ -450,10 +381,9 @@ fn feed_lookups(
         }
     }
     if variants.len() == 1 && !rule.expr.iter().any(|st| feed_of(st).is_some()) {
-        return (vec![rule], None);
+        return vec![rule];
     }
-    let family = positive.filter(|_| variants.len() > 1);
-    (variants.into_iter().map(|expr| schema::Rule { expr: expr.into(), ..rule.clone() }).collect(), family)
+    variants.into_iter().map(|expr| schema::Rule { expr: expr.into(), ..rule.clone() }).collect()
 }
 
 /// The kernel sets of a policy set: a feed set is several (see [`feed_layout`]).
@@ -1078,76 +1008,6 @@ fn port_expr((lo, hi): (u16, u16)) -> Expression<'static> {
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
-
-    use nftables::expr::Expression;
-    use nftables::stmt::{Match, Statement};
-
-    use super::{build_table, Elements, NftTable};
-
-    const FEEDS: &str = r#"table phantomc
-feed bad {
-    source "bad.txt"
-}
-feed worse {
-    source "worse.txt"
-}
-policy input block
-pass in on lo
-pass in state { established, related }
-block in from <bad> log "bad" limit 10/minute
-pass in proto tcp from <worse> to port 22
-block in proto udp from !<bad> to port 53
-pass in proto tcp from <bad> to <worse> port 80
-block in on eth0 from <worse>
-pass in proto tcp to port 443
-"#;
-
-    /// The rules of a chain with every family jump replaced by the rules of
-    /// the chain it jumps to.
-    fn inlined(t: &NftTable, chain: &str) -> Vec<String> {
-        let rules = &t.chains.iter().find(|c| c.chain.name == chain).expect("chain").rules;
-        rules
-            .iter()
-            .flat_map(|r| match r.expr.last() {
-                Some(Statement::Jump(j)) => inlined(t, &j.target),
-                _ => vec![serde_json::to_string(&(&r.expr, &r.comment)).expect("json")],
-            })
-            .collect()
-    }
-
-    /// Behind the family jumps, every chain walks the same rules in the same
-    /// order as with the feed's rules inline, and each jumped-to chain holds
-    /// only rules of its family, of one policy line.
-    #[test]
-    fn family_jumps_keep_the_rules_and_their_order() {
-        let c = crate::ir::compile("feeds.pf", FEEDS).expect("compiles");
-        let rs = crate::ir::optimize::optimize(&c.ruleset);
-        let (jumped, inline) =
-            (build_table(&rs, &Elements::default(), true), build_table(&rs, &Elements::default(), false));
-        assert_eq!(inlined(&jumped, "input"), inlined(&inline, "input"));
-        let feed_chains: Vec<_> = jumped.chains.iter().filter(|c| c.chain.name.starts_with("input_feed_")).collect();
-        // bad (log and drop), worse, bad to worse, worse on eth0: one chain per line and family;
-        // the negated lookup is one rule per family and stays inline.
-        assert_eq!(feed_chains.len(), 8, "{:?}", feed_chains.iter().map(|c| &c.chain.name).collect::<Vec<_>>());
-        let input = &jumped.chains.iter().find(|c| c.chain.name == "input").expect("input").rules;
-        for fc in feed_chains {
-            let jump = input
-                .iter()
-                .find(|r| matches!(r.expr.last(), Some(Statement::Jump(j)) if j.target == fc.chain.name))
-                .expect("a jump to each chain");
-            let Some(Statement::Match(Match { right: Expression::String(family), .. })) = jump.expr.first() else {
-                panic!("a family jump starts with meta nfproto: {jump:?}")
-            };
-            assert_eq!(jump.expr.len(), 2, "{jump:?}");
-            let want = if family == "ipv4" { "\"ip\"" } else { "\"ip6\"" };
-            for r in &fc.rules {
-                let json = serde_json::to_string(&r.expr).expect("json");
-                assert!(json.contains(want) && r.comment == jump.comment, "{family}: {json} {:?}", r.comment);
-                assert_eq!(r.chain, fc.chain.name);
-            }
-            assert!(fc.rules.len() >= 3, "a chain holds a lookup per kernel set");
-        }
-    }
 
     #[test]
     fn addresses_are_written_as_display_writes_them() {

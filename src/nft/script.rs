@@ -297,10 +297,6 @@ fn statement(out: &mut String, s: &Statement<'_>) {
         }
         Statement::Accept(_) => out.push_str("accept"),
         Statement::Drop(_) => out.push_str("drop"),
-        Statement::Jump(j) => {
-            out.push_str("jump ");
-            out.push_str(&j.target);
-        }
         Statement::Reject(Some(r)) if r._type == Some(RejectType::TCPReset) => out.push_str("reject with tcp reset"),
         // nft's JSON names of the type and code are its script keywords.
         Statement::Reject(Some(nftables::stmt::Reject { _type: Some(t), expr: Some(code) })) => {
