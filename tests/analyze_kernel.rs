@@ -627,8 +627,8 @@ fn interleaved_shapes_kernel_verdicts_equal_explain() {
 }
 
 /// A feed loaded by `feeds update` as phantomc lays it out in the kernel
-/// (hash sets per prefix length, a prefiltered interval set, each family's
-/// rules behind a jump): packets from inside and next to entries of every
+/// (hash sets per prefix length, a prefiltered interval set): packets from
+/// inside and next to entries of every
 /// prefix length, in both families, get the verdict explain gives with the
 /// feed's contents.
 #[test]
