@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::kernel::*;
+use super::wire::sets::element_messages;
 use crate::netlink::{self, attr, be_u64, str_value};
 
 // include/uapi/linux/netfilter/nf_tables.h
@@ -240,7 +241,7 @@ pub fn restore(
                     kept.push(e);
                 }
             }
-            batch.extend(element_messages(table, set, &kept));
+            batch.extend(element_messages(table, set, None, &kept));
         }
         for f in &r.feeds {
             let cached = feed_nets(f).map_err(|e| io::Error::other(format!("feed {}: {e}", f.feed)))?;
@@ -249,7 +250,7 @@ pub fn restore(
                 Some((_, k)) if !k.is_interval() => hash_elements(&nets),
                 _ => interval_elements(&nets),
             };
-            batch.extend(element_messages(table, &f.set, &elements));
+            batch.extend(element_messages(table, &f.set, None, &elements));
         }
         batch.extend(r.rules.iter().map(|o| message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &o.0)));
     }
@@ -273,10 +274,6 @@ fn counted_down(element: &[u8], elapsed: u64) -> io::Result<Option<Vec<u8>>> {
     let mut out = without(element, &[NFTA_SET_ELEM_EXPIRATION])?;
     netlink::push_attr(&mut out, NFTA_SET_ELEM_EXPIRATION, &(left - elapsed).to_be_bytes());
     Ok(Some(out))
-}
-
-fn element_messages(table: &str, set: &str, elements: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    super::wire::sets::element_messages(table, set, None, elements)
 }
 
 /// The address ranges of `nets` (disjoint networks, as a feed's are), in

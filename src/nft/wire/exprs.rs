@@ -2,8 +2,6 @@
 //! expressions, in the order and with the registers and dependencies nft
 //! gives them (`nft --debug=netlink`), so the kernel holds the same bytes.
 
-use std::net::IpAddr;
-
 use nftables::expr::{self, Expression, FibFlag, FibResult, MetaKey, NamedExpression, Payload};
 use nftables::schema;
 use nftables::stmt::{self, Counter, LogLevel, Match, Operator, RejectType, Statement};
@@ -13,12 +11,9 @@ use super::super::kernel::{
     NFTA_OBJ_TABLE, NFTA_OBJ_TYPE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE, NFTA_RULE_USERDATA,
     NFTNL_UDATA_RULE_COMMENT, NFT_MSG_NEWOBJ, NFT_MSG_NEWRULE, NFT_OBJECT_COUNTER, NLM_F_APPEND, NLM_F_CREATE,
 };
-use super::super::tables::{
-    NFPROTO_IPV4, NFPROTO_IPV6, NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_GOTO, NFT_JUMP,
-    NFT_RETURN, NF_ACCEPT, NF_DROP,
-};
+use super::super::tables::{NFPROTO_IPV4, NFPROTO_IPV6, NFT_GOTO, NFT_JUMP, NFT_RETURN, NF_ACCEPT, NF_DROP};
 use super::sets::{self, Batch, SetRef};
-use super::{unsupported, Unsupported};
+use super::{address, unsupported, Unsupported};
 use crate::netlink::{push_attr, push_nested};
 
 const NFT_REG_VERDICT: u32 = 0;
@@ -177,14 +172,7 @@ impl RuleExprs {
     fn verdict(&mut self, code: i32, chain: Option<&str>) {
         self.expr("immediate", |d| {
             push_attr(d, 1, &NFT_REG_VERDICT.to_be_bytes()); // NFTA_IMMEDIATE_DREG
-            push_nested(d, 2, |data| {
-                push_nested(data, NFTA_DATA_VERDICT, |v| {
-                    push_attr(v, NFTA_VERDICT_CODE, &code.to_be_bytes());
-                    if let Some(c) = chain {
-                        push_attr(v, NFTA_VERDICT_CHAIN, &name_value(c));
-                    }
-                });
-            });
+            push_nested(d, 2, |data| super::verdict_data(data, code, chain));
         });
     }
 
@@ -800,12 +788,4 @@ fn meter(e: &mut RuleExprs, m: &stmt::Meter<'_>) -> Result<(), Unsupported> {
         push_nested(d, 7, |x| x.extend_from_slice(&per_key)); // NFTA_DYNSET_EXPR
     });
     Ok(())
-}
-
-fn address(s: &str, v6: bool) -> Result<Vec<u8>, Unsupported> {
-    match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) if !v6 => Ok(a.octets().to_vec()),
-        Ok(IpAddr::V6(a)) if v6 => Ok(a.octets().to_vec()),
-        _ => unsupported("address value"),
-    }
 }

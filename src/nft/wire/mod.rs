@@ -11,6 +11,8 @@
 mod exprs;
 pub(super) mod sets;
 
+use std::net::IpAddr;
+
 use nftables::schema;
 use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
@@ -19,7 +21,8 @@ use super::kernel::{
     NFT_MSG_NEWTABLE, NLM_F_CREATE,
 };
 use super::tables::{
-    NFTA_CHAIN_HOOK, NFTA_CHAIN_POLICY, NFTA_CHAIN_TYPE, NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY, NF_ACCEPT, NF_DROP,
+    NFTA_CHAIN_HOOK, NFTA_CHAIN_POLICY, NFTA_CHAIN_TYPE, NFTA_DATA_VERDICT, NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY,
+    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NF_ACCEPT, NF_DROP,
 };
 use super::NftTable;
 use crate::netlink::{push_attr, push_nested};
@@ -65,6 +68,26 @@ pub fn replace_messages(table: &NftTable) -> Result<Vec<Vec<u8>>, Unsupported> {
         }
     }
     Ok(b.messages)
+}
+
+/// A verdict as nf_tables data (`NFTA_DATA_VERDICT`): a rule's immediate
+/// verdict and a verdict map element's value alike.
+fn verdict_data(out: &mut Vec<u8>, code: i32, chain: Option<&str>) {
+    push_nested(out, NFTA_DATA_VERDICT, |v| {
+        push_attr(v, NFTA_VERDICT_CODE, &code.to_be_bytes());
+        if let Some(c) = chain {
+            push_attr(v, NFTA_VERDICT_CHAIN, &name_value(c));
+        }
+    });
+}
+
+/// An IPv4 (or, with `v6`, IPv6) address's bytes, as a key or a value.
+fn address(s: &str, v6: bool) -> Result<Vec<u8>, Unsupported> {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) if !v6 => Ok(a.octets().to_vec()),
+        Ok(IpAddr::V6(a)) if v6 => Ok(a.octets().to_vec()),
+        _ => unsupported("address value"),
+    }
 }
 
 fn chain_message(table: &str, c: &schema::Chain<'_>) -> Result<Vec<u8>, Unsupported> {

@@ -4,8 +4,6 @@
 //! drift check compares byte for byte) and the same interval elements, so
 //! a set loaded here reads back from the kernel identical to nft's.
 
-use std::net::IpAddr;
-
 use nftables::expr::{Expression, NamedExpression, SetItem, Verdict};
 use nftables::schema::{self, SetFlag, SetPolicy, SetType, SetTypeValue};
 use nftables::stmt::Counter;
@@ -17,10 +15,8 @@ use super::super::kernel::{
     NFTA_SET_KEY_LEN, NFTA_SET_NAME, NFTA_SET_TABLE, NFTNL_UDATA_SET_ELEM_COMMENT, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM,
     NFT_SET_ELEM_INTERVAL_END, NFT_SET_TIMEOUT, NLM_F_CREATE,
 };
-use super::super::tables::{
-    NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_GOTO, NFT_JUMP, NFT_RETURN, NF_ACCEPT, NF_DROP,
-};
-use super::{unsupported, Unsupported};
+use super::super::tables::{NFT_GOTO, NFT_JUMP, NFT_RETURN, NF_ACCEPT, NF_DROP};
+use super::{address, unsupported, Unsupported};
 use crate::ir::names::{icmp_table, ICMP, ICMPV6};
 use crate::netlink::{push_attr, push_nested};
 
@@ -559,12 +555,12 @@ fn field_bounds(t: KeyType, e: &Expression<'_>) -> Result<(Vec<u8>, Vec<u8>), Un
     }
     match (t, e) {
         (KeyType::Ipv4Addr | KeyType::Ipv6Addr, Expression::String(s)) => {
-            let a = address(t, s)?;
+            let a = address(s, t == KeyType::Ipv6Addr)?;
             Ok((a.clone(), a))
         }
         (KeyType::Ipv4Addr | KeyType::Ipv6Addr, Expression::Named(NamedExpression::Prefix(p))) => {
             let Expression::String(s) = p.addr.as_ref() else { return unsupported("prefix") };
-            let a = address(t, s)?;
+            let a = address(s, t == KeyType::Ipv6Addr)?;
             let bits = usize::try_from(p.len).unwrap_or(usize::MAX);
             if bits > a.len() * 8 {
                 return unsupported("prefix length");
@@ -608,14 +604,6 @@ fn field_bounds(t: KeyType, e: &Expression<'_>) -> Result<(Vec<u8>, Vec<u8>), Un
             Ok((first, last))
         }
         _ => unsupported(format!("{t:?} element")),
-    }
-}
-
-fn address(t: KeyType, s: &str) -> Result<Vec<u8>, Unsupported> {
-    match (t, s.parse::<IpAddr>()) {
-        (KeyType::Ipv4Addr, Ok(IpAddr::V4(a))) => Ok(a.octets().to_vec()),
-        (KeyType::Ipv6Addr, Ok(IpAddr::V6(a))) => Ok(a.octets().to_vec()),
-        _ => unsupported("address value"),
     }
 }
 
@@ -692,14 +680,7 @@ fn element_attrs(e: &Element, key_end: bool, open: bool) -> Vec<u8> {
         push_attr(&mut out, NFTA_SET_ELEM_TIMEOUT, &t.to_be_bytes());
     }
     if let Some((code, chain)) = &e.verdict {
-        push_nested(&mut out, NFTA_SET_ELEM_DATA, |d| {
-            push_nested(d, NFTA_DATA_VERDICT, |v| {
-                push_attr(v, NFTA_VERDICT_CODE, &code.to_be_bytes());
-                if let Some(c) = chain {
-                    push_attr(v, NFTA_VERDICT_CHAIN, &name_value(c));
-                }
-            });
-        });
+        push_nested(&mut out, NFTA_SET_ELEM_DATA, |d| super::verdict_data(d, *code, chain.as_deref()));
     }
     let mut udata = Vec::new();
     if let Some(c) = &e.comment {
