@@ -467,7 +467,9 @@ fn a_rollback_restores_feed_sets_from_the_cache_and_run_time_entries_with_their_
 #[test]
 fn the_netlink_load_keeps_the_lockout_check_and_the_rollback() {
     let cut_text = "policy input block\npass in on lo\npass in proto tcp to port 80\n";
-    for text in [CLOSED, cut_text] {
+    let no_lo_text =
+        "policy input block\npass in state { established, related }\npass in proto tcp from 10.10.0.0/24 to port 22\n";
+    for text in [CLOSED, cut_text, no_lo_text] {
         let compiled = phantomc::ir::compile("netlink.pf", text).expect("compile");
         let table = phantomc::nft::build(&compiled.ruleset, &phantomc::nft::Elements::default());
         assert!(phantomc::nft::wire::replace_messages(&table).is_ok(), "loads over netlink: {text}");
@@ -481,6 +483,13 @@ fn the_netlink_load_keeps_the_lockout_check_and_the_rollback() {
     assert!(stderr(&out).contains("would cut off your session tcp 10.10.0.2:"), "{}", stderr(&out));
     assert!(in_sync_with(&lab.srv, WEB), "nothing was applied");
     assert!(ssh.round_trip(b"still here"));
+
+    let no_lo = write_policy("no-lo-netlink", no_lo_text);
+    let out = lab.srv.phantomc(&["apply", "--keep", &keep, &no_lo]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("would cut off loopback"), "{}", stderr(&out));
+    assert!(in_sync_with(&lab.srv, WEB), "nothing was applied");
+    assert!(lab.srv.exec(&["ping", "-c1", "-W1", "127.0.0.1"]).status.success(), "loopback still works");
 
     let closed = write_policy("closed-netlink", CLOSED);
     let mut child = spawn_phantomc(&lab.srv, &["apply", "--confirm", "--timeout", "2s", &closed]);
