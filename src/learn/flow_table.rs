@@ -13,7 +13,7 @@ use super::flows::{tcp_flags, Flow, FlowKey, IcmpError, KeyHasher, TCP, UDP};
 use super::summary::Summary;
 use super::tcp_state::OpenFlow;
 
-/// A flow key with the hash the reader thread already computed
+/// A flow key with the hash decoding already computed
 /// ([`Decoded::key_hash`]), so the map does not hash it again.
 #[derive(Clone, Copy, Debug)]
 struct HashedKey {
@@ -74,42 +74,45 @@ impl FlowLimits {
 }
 
 /// One shard of the flow table (a disjoint part of the key space): its
-/// open flows. The flows it closes wait in `closing` for its [`Closer`].
+/// open flows.
 #[derive(Default)]
-pub struct FlowShard {
+struct FlowShard {
     open: HashMap<HashedKey, OpenFlow, BuildHasherDefault<KeyHasher>>,
-    /// Closed since they were last taken, in closing order.
-    closing: Vec<Flow>,
     /// Latest packet time seen by this shard (captures need not be sorted).
     clock_us: u64,
     next_sweep_us: u64,
 }
 
 impl FlowShard {
-    /// Add one packet.
-    pub fn add(&mut self, p: &Decoded, limits: &FlowLimits) {
+    /// Add one packet and hand each flow it closes to `close`, in closing order.
+    fn add(&mut self, p: &Decoded, limits: &FlowLimits, close: &mut impl FnMut(Flow)) {
         self.clock_us = self.clock_us.max(p.ts_us);
         let key = HashedKey { key: p.key, hash: p.key_hash };
         match p.error_from {
             Some(from) => self.add_icmp_error(p, from, &key),
-            None => self.add_packet(p, key, limits),
+            None => {
+                if let Some(ended) = self.add_packet(p, key, limits) {
+                    close(ended.finish());
+                }
+            }
         }
         if self.clock_us >= self.next_sweep_us || self.open.len() > limits.max_open {
-            self.sweep(limits);
+            self.sweep(limits, close);
         }
     }
 
-    fn add_packet(&mut self, p: &Decoded, key: HashedKey, limits: &FlowLimits) {
+    /// The flow the packet ended, if it started a new one in its place.
+    fn add_packet(&mut self, p: &Decoded, key: HashedKey, limits: &FlowLimits) -> Option<OpenFlow> {
         let fresh = || {
             let mut open = OpenFlow::start(p);
             open.update(p);
             open
         };
         // One lookup per packet; a restarted flow takes its old slot.
-        let ended = match self.open.entry(key) {
+        match self.open.entry(key) {
             Entry::Vacant(slot) => {
                 slot.insert(fresh());
-                return;
+                None
             }
             Entry::Occupied(mut slot) => {
                 let open = slot.get_mut();
@@ -119,12 +122,11 @@ impl FlowShard {
                         && open.closed());
                 if !restart {
                     open.update(p);
-                    return;
+                    return None;
                 }
-                std::mem::replace(open, fresh())
+                Some(std::mem::replace(open, fresh()))
             }
-        };
-        self.closing.push(ended.finish());
+        }
     }
 
     /// Attach an ICMP error to the flow whose packet it quotes, but only when
@@ -139,7 +141,7 @@ impl FlowShard {
         }
     }
 
-    fn sweep(&mut self, limits: &FlowLimits) {
+    fn sweep(&mut self, limits: &FlowLimits, close: &mut impl FnMut(Flow)) {
         let now = self.clock_us;
         // Too many open flows: close the older half, whatever their timeouts.
         let median = (self.open.len() > limits.max_open).then(|| {
@@ -152,7 +154,7 @@ impl FlowShard {
             None => f.flow.last_seen_us + limits.idle_us(f.flow.proto) < now,
         };
         // One pass in the map's order (no list of keys, no second lookup per flow).
-        self.closing.extend(self.open.extract_if(|_, f| cutoff(f)).map(|(_, f)| f.finish()));
+        self.open.extract_if(|_, f| cutoff(f)).for_each(|(_, f)| close(f.finish()));
         // Sweeping walks every open flow: do it once per shortest timeout.
         self.next_sweep_us =
             now + 1_000_000 * limits.tcp_idle_secs.min(limits.udp_idle_secs).min(limits.other_idle_secs).max(1);
@@ -162,29 +164,26 @@ impl FlowShard {
 /// Where a shard's flows go once closed: summarized (with a summary; only
 /// the flows it hands back are kept) and kept under `max_closed`.
 #[derive(Default)]
-pub struct Closer {
+struct Closer {
     closed: Closed,
     summary: Option<Box<Summary>>,
 }
 
 impl Closer {
-    /// Take closed flows, in closing order.
-    fn take(&mut self, flows: impl Iterator<Item = Flow>, max_closed: usize) {
-        for flow in flows {
-            let kept = match &mut self.summary {
-                Some(summary) => summary.add(flow),
-                None => Some(flow),
-            };
-            if let Some(flow) = kept {
-                self.closed.push(flow, max_closed);
-            }
+    /// Take a closed flow (in closing order).
+    fn take(&mut self, flow: Flow, max_closed: usize) {
+        let kept = match &mut self.summary {
+            Some(summary) => summary.add(flow),
+            None => Some(flow),
+        };
+        if let Some(flow) = kept {
+            self.closed.push(flow, max_closed);
         }
     }
 
     /// Close the shard's still open flows and return every flow of the
     /// shard (with a summary: the ones it kept) and the summary.
     fn finish(self, shard: FlowShard) -> (Vec<Flow>, bool, Option<Summary>) {
-        debug_assert!(shard.closing.is_empty(), "closed flows were taken");
         let merged = self.closed.compacted();
         let mut flows = self.closed.into_flows(shard.open.len());
         let mut summary = self.summary;
@@ -323,31 +322,31 @@ fn ip_bits(ip: IpAddr) -> (bool, u128) {
     }
 }
 
-/// The flow table, sharded by flow key so shards can be fed in parallel.
-/// Its two halves can also run on two threads, one batch apart: the open
-/// flows ([`OpenFlows`]) and what happens to flows once closed
-/// ([`ClosedFlows`]: the summaries), which cost about as much.
+/// The flow table, sharded by flow key: each shard can be fed by a thread
+/// of its own ([`FlowTable::into_feeders`]).
 pub struct FlowTable {
-    pub open: OpenFlows,
-    pub closed: ClosedFlows,
-    /// Per shard, the flows closed by the batch being added (reused).
-    closing: Vec<Vec<Flow>>,
+    feeders: Vec<ShardFeeder>,
 }
 
-/// The open flows of every shard.
-pub struct OpenFlows {
-    shards: Vec<FlowShard>,
+/// One shard and its closer, fed by one thread of its own. Each thread
+/// reads the whole capture and adds only its shard's packets, so nothing
+/// one core writes is read by another before the end: on this 2-core VM,
+/// handing decoded packets from a reader core to a table core cost more
+/// than the work itself whenever the two cores did not share a cache
+/// (docs/benchmarks.md).
+pub struct ShardFeeder {
+    shard: FlowShard,
+    closer: Closer,
     limits: FlowLimits,
+    max_closed: usize,
 }
 
-/// Room for closed flows kept between batches, per shard: a batch closes
-/// at most one flow per packet (2,048) unless a sweep closes more.
-const RETAINED_CLOSING: usize = 1 << 13;
-
-/// Per shard, its closed flows' summary and the flows kept.
-pub struct ClosedFlows {
-    closers: Vec<Closer>,
-    max_closed: usize,
+impl ShardFeeder {
+    /// Add one packet of this shard; the flows it closes are summarized at once.
+    pub fn add(&mut self, p: &Decoded) {
+        let (closer, max_closed) = (&mut self.closer, self.max_closed);
+        self.shard.add(p, &self.limits, &mut |f| closer.take(f, max_closed));
+    }
 }
 
 impl FlowTable {
@@ -356,98 +355,56 @@ impl FlowTable {
         let n = shards.max(1);
         let per_shard =
             FlowLimits { max_open: (limits.max_open / n).max(1), max_closed: (limits.max_closed / n).max(1), ..limits };
-        FlowTable {
-            closed: ClosedFlows {
-                closers: (0..n).map(|_| Closer::default()).collect(),
-                max_closed: per_shard.max_closed,
-            },
-            open: OpenFlows { shards: (0..n).map(|_| FlowShard::default()).collect(), limits: per_shard },
-            closing: Vec::new(),
-        }
+        let feeder = || ShardFeeder {
+            shard: FlowShard::default(),
+            closer: Closer::default(),
+            max_closed: per_shard.max_closed,
+            limits: per_shard.clone(),
+        };
+        FlowTable { feeders: (0..n).map(|_| feeder()).collect() }
     }
 
     /// A table that summarizes flows as they close (see [`Summary`]).
     pub fn summarizing(shards: usize, cfg: &Config) -> FlowTable {
         let mut table = FlowTable::new(shards, cfg.flows.clone());
         let cfg = std::sync::Arc::new(cfg.clone());
-        for closer in &mut table.closed.closers {
-            closer.summary = Some(Box::new(Summary::new(cfg.clone())));
+        for feeder in &mut table.feeders {
+            feeder.closer.summary = Some(Box::new(Summary::new(cfg.clone())));
         }
         table
     }
 
-    /// Feed a batch of decoded packets (in capture order), each shard in parallel.
+    /// Feed decoded packets (in capture order) on this thread.
     pub fn add_batch(&mut self, batch: &[Decoded]) {
-        self.open.add_batch(batch, &mut self.closing);
-        self.closed.take(&mut self.closing);
+        let n = self.feeders.len();
+        for p in batch {
+            self.feeders[p.shard(n)].add(p);
+        }
     }
 
     /// Open and closed records held (for the memory bound).
     pub fn held(&self) -> usize {
-        self.open.shards.iter().map(|s| s.open.len()).sum::<usize>()
-            + self.closed.closers.iter().map(|c| c.closed.len()).sum::<usize>()
+        self.feeders.iter().map(|f| f.shard.open.len() + f.closer.closed.len()).sum()
+    }
+
+    /// The shards, in order, to be fed by threads of their own: shard `i`
+    /// of `n` takes the packets whose [`Decoded::shard`]`(n)` is `i`.
+    pub fn into_feeders(self) -> Vec<ShardFeeder> {
+        self.feeders
+    }
+
+    /// The table the feeders of [`FlowTable::into_feeders`] make up again.
+    pub fn from_feeders(feeders: Vec<ShardFeeder>) -> FlowTable {
+        FlowTable { feeders }
     }
 
     /// All flows sorted by first packet time then by endpoints
     /// (deterministic); with a summary, the kept ones unsorted.
     pub fn finish(self) -> FlowSet {
-        self.closed.finish(self.open)
-    }
-}
-
-impl OpenFlows {
-    /// Feed a batch of decoded packets (in capture order), each shard in
-    /// parallel; `closing` gets, per shard, the flows the batch closed.
-    pub fn add_batch(&mut self, batch: &[Decoded], closing: &mut Vec<Vec<Flow>>) {
-        use rayon::prelude::*;
-        let n = self.shards.len();
-        let limits = &self.limits;
-        if n == 1 {
-            for p in batch {
-                self.shards[0].add(p, limits);
-            }
-        } else {
-            self.shards.par_iter_mut().enumerate().for_each(|(i, shard)| {
-                for p in batch.iter().filter(|p| p.shard(n) == i) {
-                    shard.add(p, limits);
-                }
-            });
-        }
-        closing.resize_with(n, Vec::new);
-        for (shard, out) in self.shards.iter_mut().zip(closing) {
-            debug_assert!(out.is_empty(), "the closed flows of the batch before were taken");
-            std::mem::swap(&mut shard.closing, out);
-        }
-    }
-}
-
-impl ClosedFlows {
-    /// Take the flows [`OpenFlows::add_batch`] closed, per shard; `closing`
-    /// is left empty for reuse.
-    pub fn take(&mut self, closing: &mut [Vec<Flow>]) {
-        use rayon::prelude::*;
-        let max_closed = self.max_closed;
-        let take = |(closer, flows): (&mut Closer, &mut Vec<Flow>)| {
-            closer.take(flows.drain(..), max_closed);
-            // A sweep can close many flows at once: do not hold on to that much room.
-            if flows.capacity() > RETAINED_CLOSING {
-                *flows = Vec::new();
-            }
-        };
-        // Shards summarize in parallel, as they were fed.
-        if self.closers.len() == 1 {
-            self.closers.iter_mut().zip(closing).for_each(take);
-        } else {
-            self.closers.par_iter_mut().zip(closing.par_iter_mut()).for_each(take);
-        }
-    }
-
-    /// See [`FlowTable::finish`].
-    pub fn finish(self, open: OpenFlows) -> FlowSet {
         let mut flows = Vec::new();
         let mut compacted = false;
         let mut summary: Option<Summary> = None;
-        for (closer, shard) in self.closers.into_iter().zip(open.shards) {
+        for ShardFeeder { shard, closer, .. } in self.feeders {
             let (f, merged, s) = closer.finish(shard);
             if flows.is_empty() {
                 flows = f;
@@ -656,11 +613,12 @@ mod tests {
         assert!(set.flows.len() < 300, "{}", set.flows.len());
     }
 
-    /// The two halves a batch apart, as `read_into` runs them on two
-    /// threads, keep the same flows as feeding the whole table batch by
-    /// batch: with one shard and with three, with compaction and without.
+    /// Shards fed by threads of their own, as `read_into` runs them, keep
+    /// the same flows as one table fed packet by packet, with one shard and
+    /// with three; and three shards keep the same flows as one when the
+    /// limits are not reached.
     #[test]
-    fn halves_a_batch_apart_keep_the_same_flows() {
+    fn shards_fed_apart_keep_the_same_flows() {
         // Short UDP and TCP flows from a few clients, idle gaps that make
         // sweeps close many flows at once.
         let pkts: Vec<Decoded> = (0..6_000u64)
@@ -672,25 +630,26 @@ mod tests {
                     .chain((i % 3 == 0).then(|| pkt(t, &client, S, TCP, SYN, 0)))
             })
             .collect();
+        let mut one_shard = None;
         for (shards, max_closed) in [(1, 500_000), (3, 500_000), (1, 200), (3, 200)] {
             let limits = FlowLimits { max_closed, ..FlowLimits::default() };
             let mut whole = FlowTable::new(shards, limits.clone());
-            let FlowTable { mut open, mut closed, .. } = FlowTable::new(shards, limits);
-            let mut behind: Option<Vec<Vec<Flow>>> = None;
-            for chunk in pkts.chunks(512) {
-                whole.add_batch(chunk);
-                let mut closing = Vec::new();
-                open.add_batch(chunk, &mut closing);
-                if let Some(mut earlier) = behind.replace(closing) {
-                    closed.take(&mut earlier);
+            whole.add_batch(&pkts);
+            let mut feeders = FlowTable::new(shards, limits).into_feeders();
+            std::thread::scope(|s| {
+                for (i, feeder) in feeders.iter_mut().enumerate() {
+                    let pkts = &pkts;
+                    s.spawn(move || pkts.iter().filter(|p| p.shard(shards) == i).for_each(|p| feeder.add(p)));
                 }
-            }
-            closed.take(&mut behind.expect("a batch"));
-            let (a, b) = (whole.finish(), closed.finish(open));
+            });
+            let (a, b) = (whole.finish(), FlowTable::from_feeders(feeders).finish());
             assert_eq!(a.compacted, b.compacted);
             assert_eq!(a.compacted, max_closed == 200, "{shards} shards");
             assert_eq!(a.flows, b.flows, "{shards} shards, max_closed {max_closed}");
             assert!(a.flows.len() > 100);
+            if max_closed == 500_000 {
+                assert_eq!(one_shard.get_or_insert_with(|| a.flows.clone()), &a.flows, "{shards} shards");
+            }
         }
     }
 }

@@ -34,7 +34,7 @@ pub use detect::{Detector, Finding};
 pub use flows::{ConnState, Flow};
 
 use decode::Skip;
-use flow_table::{ClosedFlows, FlowTable, OpenFlows};
+use flow_table::{FlowTable, ShardFeeder};
 use reader::ReadSummary;
 
 /// Flows read from a capture file, with what reading and decoding saw.
@@ -70,146 +70,64 @@ impl Capture {
     }
 }
 
-/// Packets handed from the reader thread to the flow table at a time: 2,048
-/// records (176 KB) stay in the writing core's L2 cache (1 MB here) until
-/// the other core reads them; 8,192 (704 KB) did not, with the read buffer
-/// beside them.
-const BATCH: usize = 2048;
-
-/// Decoded packets of one batch, and what could not be decoded.
-struct DecodedBatch {
-    packets: Vec<decode::Decoded>,
-    skipped: Vec<Skip>,
-    file_offset: u64,
-}
-
-impl Default for DecodedBatch {
-    /// Room for a whole batch: a batch grown by doubling copies its records.
-    fn default() -> DecodedBatch {
-        DecodedBatch { packets: Vec::with_capacity(BATCH), skipped: Vec::new(), file_offset: 0 }
-    }
-}
-
 /// Read a capture into flows, every one of them (`--dump-flows`, tests).
-/// The reader thread parses and decodes; the open flows are kept beside it,
-/// sharded by flow key over the remaining rayon threads, and the flows each
-/// batch closed are taken after it (see [`Closing`]). `progress` gets the
-/// file offset reached after each batch.
+/// The flow table is sharded by flow key, one shard per reading thread (see
+/// [`readers`]); `progress` gets the file offset reached now and then.
 pub fn read_flows(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
-    read_into(path, FlowTable::new(flow_shards(), cfg.flows.clone()), progress)
+    read_into(path, FlowTable::new(readers(path), cfg.flows.clone()), progress)
 }
 
 /// [`read_flows`], but each flow is summarized as it closes and only the
 /// flows the detectors read one by one are kept (see [`summary`]): memory
 /// does not grow with the number of flows.
 pub fn read_summarized(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
-    read_into(path, FlowTable::summarizing(flow_shards(), cfg), progress)
+    read_into(path, FlowTable::summarizing(readers(path), cfg), progress)
 }
 
-/// One core goes to the reader; sharding pays only with cores to spare.
-fn flow_shards() -> usize {
-    rayon::current_num_threads().saturating_sub(1).max(1)
-}
-
-/// Where the flows each batch closed are summarized.
-enum Closing<'scope> {
-    /// On the flow table's thread, after each batch: with two cores, two
-    /// busy threads, one per core. With a third (the closer) the scheduler
-    /// had to put two busy threads on one core, and runs on the same file
-    /// took either 0.40 s or 0.75 s (docs/benchmarks.md).
-    Inline { closed: ClosedFlows, closing: Vec<Vec<Flow>> },
-    /// On a thread of its own, one batch behind, when there are more cores.
-    Thread {
-        to_closer: std::sync::mpsc::SyncSender<Vec<Vec<Flow>>>,
-        back_from_closer: std::sync::mpsc::Receiver<Vec<Vec<Flow>>>,
-        closer: std::thread::ScopedJoinHandle<'scope, ClosedFlows>,
-    },
-}
-
-impl<'scope> Closing<'scope> {
-    fn start<'env>(s: &'scope std::thread::Scope<'scope, 'env>, mut closed: ClosedFlows) -> Closing<'scope> {
-        if rayon::current_num_threads() <= 2 {
-            return Closing::Inline { closed, closing: Vec::new() };
-        }
-        let (to_closer, closer_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<Flow>>>(2);
-        let (closer_back, back_from_closer) = std::sync::mpsc::channel::<Vec<Vec<Flow>>>();
-        let closer = s.spawn(move || {
-            for mut closing in closer_rx {
-                closed.take(&mut closing);
-                let _ = closer_back.send(closing);
-            }
-            closed
-        });
-        Closing::Thread { to_closer, back_from_closer, closer }
-    }
-
-    /// Add a batch to the open flows and summarize the flows it closed.
-    fn add_batch(&mut self, open: &mut OpenFlows, packets: &[decode::Decoded]) {
-        match self {
-            Closing::Inline { closed, closing } => {
-                open.add_batch(packets, closing);
-                closed.take(closing);
-            }
-            Closing::Thread { to_closer, back_from_closer, .. } => {
-                let mut closing = back_from_closer.try_recv().unwrap_or_default();
-                open.add_batch(packets, &mut closing);
-                to_closer.send(closing).expect("closer alive");
-            }
-        }
-    }
-
-    fn finish(self) -> ClosedFlows {
-        match self {
-            Closing::Inline { closed, .. } => closed,
-            Closing::Thread { to_closer, closer, .. } => {
-                drop(to_closer);
-                closer.join().expect("closer thread does not panic")
-            }
-        }
+/// Threads that each read the whole file for their own shard of the flow
+/// table: one per rayon thread, at most [`MAX_READERS`] (every one of them
+/// parses and decodes every packet), and one for anything but a regular
+/// file (a pipe can be read only once).
+fn readers(path: &Path) -> usize {
+    let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    if regular {
+        rayon::current_num_threads().clamp(1, MAX_READERS)
+    } else {
+        1
     }
 }
+
+/// Beyond this, a thread's share of the flow table costs less than the
+/// parsing and decoding every thread repeats.
+const MAX_READERS: usize = 4;
+
+/// Packets between two progress reports.
+const PROGRESS_EVERY: u32 = 1 << 14;
 
 fn read_into(path: &Path, table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
-    let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<DecodedBatch>(4);
-    // Used batches go back to the reader, buffers and all.
-    let (give_back, take_back) = std::sync::mpsc::channel::<DecodedBatch>();
-    let FlowTable { mut open, closed, .. } = table;
-    let (read, closed) = std::thread::scope(|s| {
-        let reader = s.spawn(move || {
-            let mut out = DecodedBatch::default();
-            let read = reader::read_capture(path, |f| {
-                match decode::decode(f.linktype, f.data, f.ts_us) {
-                    Ok(d) => out.packets.push(d),
-                    Err(skip) => out.skipped.push(skip),
-                }
-                if out.packets.len() + out.skipped.len() >= BATCH {
-                    out.file_offset = f.end_offset;
-                    let next = take_back.try_recv().unwrap_or_default();
-                    tx.send(std::mem::replace(&mut out, next)).expect("consumer alive");
-                }
-            });
-            if let Ok(r) = &read {
-                out.file_offset = r.file_bytes;
-            }
-            tx.send(out).expect("consumer alive");
-            read
-        });
-        let mut closing = Closing::start(s, closed);
-        for mut batch in rx {
-            for skip in batch.skipped.drain(..) {
-                *skipped.entry(skip).or_default() += 1;
-            }
-            closing.add_batch(&mut open, &batch.packets);
-            progress(batch.file_offset);
-            batch.packets.clear();
-            // The reader may be done already; then the batch is simply dropped.
-            let _ = give_back.send(batch);
-        }
-        let closed = closing.finish();
-        reader.join().expect("reader thread does not panic").map(|read| (read, closed))
-    })?;
-    let set = closed.finish(open);
+    let mut feeders = table.into_feeders();
+    let shards = feeders.len();
+    let first = feeders.remove(0);
+    // Every thread reads the same bytes, however the file grows meanwhile
+    // (a pipe, read by one thread, has no length to stop at).
+    let meta = std::fs::metadata(path)?;
+    let file_bytes = if meta.is_file() { meta.len() } else { u64::MAX };
+    let (first, others) = std::thread::scope(|s| {
+        let others: Vec<_> = feeders
+            .into_iter()
+            .enumerate()
+            .map(|(i, feeder)| s.spawn(move || feed(path, file_bytes, feeder, (i + 1, shards), None)))
+            .collect();
+        let first = feed(path, file_bytes, first, (0, shards), Some(progress));
+        let others: Vec<_> = others.into_iter().map(|t| t.join().expect("reader thread does not panic")).collect();
+        (first, others)
+    });
+    let (read, skipped, first) = first?;
+    let mut feeders = vec![first];
+    for other in others {
+        feeders.push(other?.2);
+    }
+    let set = FlowTable::from_feeders(feeders).finish();
     Ok(Capture {
         flows: set.flows,
         read,
@@ -217,6 +135,39 @@ fn read_into(path: &Path, table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> 
         compacted: set.compacted,
         summary: set.summary,
     })
+}
+
+/// Read the first `file_bytes` of the capture and add the packets of shard
+/// `shard.0` of `shard.1` to `feeder`. The thread with `progress` (shard 0)
+/// also counts the frames that could not be decoded.
+fn feed(
+    path: &Path,
+    file_bytes: u64,
+    mut feeder: ShardFeeder,
+    (shard, shards): (usize, usize),
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> std::io::Result<(ReadSummary, BTreeMap<Skip, u64>, ShardFeeder)> {
+    let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
+    let mut until_progress = PROGRESS_EVERY;
+    let read = reader::read_capture_upto(path, file_bytes, |f| {
+        match decode::decode(f.linktype, f.data, f.ts_us) {
+            Ok(d) if d.shard(shards) == shard => feeder.add(&d),
+            Ok(_) => {}
+            Err(skip) if progress.is_some() => *skipped.entry(skip).or_default() += 1,
+            Err(_) => {}
+        }
+        if let Some(progress) = progress {
+            until_progress -= 1;
+            if until_progress == 0 {
+                until_progress = PROGRESS_EVERY;
+                progress(f.end_offset);
+            }
+        }
+    })?;
+    if let Some(progress) = progress {
+        progress(read.file_bytes);
+    }
+    Ok((read, skipped, feeder))
 }
 
 /// What the learner concluded from a set of flows.

@@ -61,9 +61,16 @@ struct Interface {
 
 /// Read every frame of `path`, handing each to `sink` straight from the read
 /// buffer. Errors only when the file cannot be opened; damage is in the summary.
-pub fn read_capture(path: &Path, mut sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
-    let mut file = File::open(path)?;
-    let file_bytes = file.metadata()?.len();
+pub fn read_capture(path: &Path, sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
+    read_capture_upto(path, u64::MAX, sink)
+}
+
+/// [`read_capture`] of the file's first `limit` bytes: threads reading the
+/// same growing file see the same packets.
+pub fn read_capture_upto(path: &Path, limit: u64, mut sink: impl FnMut(Frame<'_>)) -> std::io::Result<ReadSummary> {
+    let file = File::open(path)?;
+    let file_bytes = file.metadata()?.len().min(limit);
+    let mut file = file.take(limit);
     let mut summary = ReadSummary { file_bytes, ..Default::default() };
     let handover = read_classic(&mut file, &mut summary, &mut sink);
     if summary.damage.is_some() {
@@ -99,7 +106,7 @@ struct Handover {
 /// read error) and hands over to pcap-parser there, so damage is described
 /// exactly as pcap-parser alone would. The hand-over re-reads the global
 /// header: `pending` starts with it and `offset` is shifted to match.
-fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMut(Frame<'_>)) -> Handover {
+fn read_classic(file: &mut impl Read, summary: &mut ReadSummary, sink: &mut impl FnMut(Frame<'_>)) -> Handover {
     let mut buf = vec![0u8; CLASSIC_BUFFER];
     let mut filled = fill(file, &mut buf, 0);
     let magic = buf.get(..4).filter(|_| filled >= PCAP_HEADER).map(|m| [m[0], m[1], m[2], m[3]]);
@@ -183,7 +190,7 @@ fn read_classic(file: &mut File, summary: &mut ReadSummary, sink: &mut impl FnMu
 
 /// Read into `buf[filled..]` until it is full, the file ends or a read fails
 /// (pcap-parser then meets the same failure and reports it); the new fill level.
-fn fill(file: &mut File, buf: &mut [u8], mut filled: usize) -> usize {
+fn fill(file: &mut impl Read, buf: &mut [u8], mut filled: usize) -> usize {
     while filled < buf.len() {
         match file.read(&mut buf[filled..]) {
             Ok(0) => break,
