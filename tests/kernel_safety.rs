@@ -258,6 +258,33 @@ fn a_policy_that_would_cut_the_operator_session_is_refused() {
     assert!(!ssh.round_trip(b"cut"), "the forced policy drops the session, as predicted");
 }
 
+/// A policy that passes the SSH port from anywhere passes loopback's packets
+/// to it but drops those to the host's other local services: the check
+/// refuses it (it probes loopback beyond the management port), and forced,
+/// the kernel does what the check predicted.
+#[test]
+fn loopback_to_other_local_services_is_checked_not_only_the_ssh_port() {
+    let (lab, _servers, mut ssh) = web_lab_with_an_ssh_session();
+    let _db = echo_server(&lab.srv, 5432);
+    assert!(Conn::open(&lab.srv, "127.0.0.1", 5432).round_trip(b"db"), "a local database, before");
+    let keep = format!("10.10.0.2:{} -> 10.10.0.1:22", ssh.local_port());
+    let ssh_only = write_policy(
+        "ssh-only",
+        "policy input block\npass in state { established, related }\npass in proto tcp to port 22\n",
+    );
+    let out = lab.srv.phantomc(&["apply", "--keep", &keep, &ssh_only]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("would cut off loopback"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("127.0.0.1:5432 new in on lo"), "{}", stderr(&out));
+    assert!(in_sync_with(&lab.srv, WEB), "nothing was applied");
+
+    let out = lab.srv.phantomc(&["apply", "--force", "--keep", &keep, &ssh_only]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(Conn::open(&lab.srv, "127.0.0.1", 22).round_trip(b"lo"), "loopback to the SSH port passes");
+    assert_eq!(tcp_connect(&lab.srv, "127.0.0.1", 5432), Tcp::TimedOut, "loopback to the database is dropped");
+    assert!(ssh.round_trip(b"still here"));
+}
+
 /// Packets counted by the rule whose comment is `id`, in whichever chain it is.
 fn rule_packets(ns: &Netns, id: &str) -> u64 {
     let table = table_json(ns);

@@ -15,6 +15,14 @@ use super::Operator;
 /// A client port for the probes of new logins (any ephemeral port would do).
 const PROBE_CLIENT_PORT: u16 = 50_000;
 
+/// Loopback is probed on the management port and on a port no policy
+/// singles out, standing for every local service (a database, say): a
+/// policy that passes the management port from anywhere but not `on lo`
+/// still cuts loopback off.
+const LOOPBACK_SERVICE_PORT: u16 = 5432;
+/// ... and with a DNS query (UDP) to the local resolver.
+const RESOLVER_PORT: u16 = 53;
+
 /// One packet the new ruleset must pass, and what it stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
@@ -123,15 +131,22 @@ pub fn check(rs: &Ruleset, sets: &SetContents, operator: &Operator) -> Result<Ch
 pub fn probes(operator: &Operator) -> Vec<Probe> {
     let mut out = Vec::new();
     let mgmt = operator.mgmt_port;
-    for lo in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+    let (lo_v4, lo_v6) = (IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST));
+    // The local resolver: systemd-resolved's stub on 127.0.0.53, or ::1.
+    for (lo, resolver) in [(lo_v4, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53))), (lo_v6, lo_v6)] {
         let what = "loopback".to_string();
         let client = SocketAddr::new(lo, PROBE_CLIENT_PORT);
-        let server = SocketAddr::new(lo, mgmt);
         let dev = Some("lo".to_string());
-        for packet in tcp(client, server, dev.clone(), dev.clone(), "new") {
-            out.push(Probe { what: what.clone(), packet });
+        for port in [mgmt, LOOPBACK_SERVICE_PORT] {
+            let server = SocketAddr::new(lo, port);
+            for packet in tcp(client, server, dev.clone(), dev.clone(), "new") {
+                out.push(Probe { what: what.clone(), packet });
+            }
+            for packet in eval::established_tcp(client, server, dev.clone(), dev.clone()) {
+                out.push(Probe { what: what.clone(), packet });
+            }
         }
-        for packet in eval::established_tcp(client, server, dev.clone(), dev) {
+        for packet in udp(client, SocketAddr::new(resolver, RESOLVER_PORT), dev.clone(), dev) {
             out.push(Probe { what: what.clone(), packet });
         }
     }
@@ -163,6 +178,15 @@ fn tcp(client: SocketAddr, server: SocketAddr, iif: Option<String>, oif: Option<
     let [mut inbound, outbound] = eval::established_tcp(client, server, iif, oif);
     inbound.ct_state = names::ct_state_bit(state).expect("a conntrack state");
     [inbound, outbound]
+}
+
+/// A UDP exchange from `client`: its first packet in (new) and the answer
+/// out (established).
+fn udp(client: SocketAddr, server: SocketAddr, iif: Option<String>, oif: Option<String>) -> [Packet; 2] {
+    tcp(client, server, iif, oif, "new").map(|mut p| {
+        p.proto = names::UDP;
+        p
+    })
 }
 
 /// ICMP errors about a connection (destination unreachable: path MTU
@@ -238,6 +262,27 @@ mod tests {
         let r = check(&rs("\n"), &SetContents::new(), &Operator::nobody()).unwrap_err();
         assert!(r.to_string().contains("it would cut off loopback: the default input policy drops"), "{r}");
         assert!(r.to_string().contains("the default input policy drops"), "{r}");
+    }
+
+    /// Passing the management port from anywhere passes loopback's packets
+    /// to it, but not those to the host's other local services.
+    #[test]
+    fn loopback_is_checked_beyond_the_management_port() {
+        let ssh_only = "pass in state { established, related }\npass in proto tcp to port 22\n";
+        let r = check(&rs(ssh_only), &SetContents::new(), &admin()).unwrap_err();
+        assert_eq!(r.reasons.len(), 1, "{r}");
+        assert!(
+            r.reasons[0].contains("it would cut off loopback: the default input policy drops its incoming packets (tcp 127.0.0.1:50000 -> 127.0.0.1:5432 new in on lo)"),
+            "{r}"
+        );
+        let tcp_too = format!("{ssh_only}pass in proto tcp from {{ 127.0.0.0/8, ::1 }}\n");
+        let r = check(&rs(&tcp_too), &SetContents::new(), &admin()).unwrap_err();
+        assert!(r.reasons[0].contains("(udp 127.0.0.1:50000 -> 127.0.0.53:53 new in on lo)"), "{r}");
+        let v4_only = format!("{ssh_only}pass in from 127.0.0.0/8\n");
+        let r = check(&rs(&v4_only), &SetContents::new(), &admin()).unwrap_err();
+        assert!(r.reasons[0].contains("(tcp [::1]:50000 -> [::1]:5432 new in on lo)"), "{r}");
+        let with_lo = format!("pass in on lo\n{ssh_only}");
+        assert!(check(&rs(&with_lo), &SetContents::new(), &admin()).is_ok());
     }
 
     #[test]
