@@ -426,7 +426,7 @@ fn proposal_for_a_policy_without_input_rules_or_final_newline() {
     let policy = dir.path().join("bare.pf");
     std::fs::write(&policy, "policy input block").unwrap();
     let cfg = Config::default();
-    let (_, scans) = learn_file(&data("zeek/ftp-bruteforce.pcap"), &cfg);
+    let (_, scans) = learn_file(&data("scans/port_scan.pcap"), &cfg);
     let (_, office) = learn_file(&data("formats/wireshark_samples-test.pcapng"), &cfg);
     for report in [scans, office] {
         let p = propose::propose(&policy, &report, &cfg, "capture", &propose::Context::default()).unwrap();
@@ -444,7 +444,7 @@ fn learned_on_new_year() -> propose::Context {
 #[test]
 fn proposal_snapshot_port_scan() {
     let cfg = Config::default();
-    let (_, report) = learn_file(&data("zeek/ftp-bruteforce.pcap"), &cfg);
+    let (_, report) = learn_file(&data("scans/port_scan.pcap"), &cfg);
     let p =
         propose::propose(Path::new("policies/webserver.pf"), &report, &cfg, "port_scan.pcap", &learned_on_new_year())
             .unwrap();
@@ -536,7 +536,7 @@ fn learn_summary_json_has_the_documented_fields() {
     let run = |format: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_phantomc"))
             .arg("learn")
-            .arg(data("zeek/ftp-bruteforce.pcap"))
+            .arg(data("scans/port_scan.pcap"))
             .arg("--policy")
             .arg(example_policy("webserver.pf"))
             .args(["--format", format])
@@ -714,8 +714,8 @@ fn under_watch_the_learned_policy_keeps_the_admin_session() {
 }
 
 /// Every test capture, read keeping every flow and read summarizing flows
-/// as they close (with one, two and four threads, each reading the whole
-/// file for its own shard of the flow table): the same report and baseline
+/// as they close (with one, two and four threads, each with its own shard
+/// of the flow table): the same report and baseline
 /// observations, and the summary kept fewer flows.
 #[test]
 fn summarized_reading_reports_what_keeping_every_flow_reports() {
@@ -752,7 +752,7 @@ fn summarized_reading_reports_what_keeping_every_flow_reports() {
 
 /// A capture read from a pipe (one thread reads it: a pipe can be read only
 /// once) gives the report the same capture gives read from its file by
-/// two threads, each reading the whole file for its own shard.
+/// two threads, in chunks.
 #[test]
 fn a_capture_from_a_pipe_reports_what_its_file_reports() {
     let cfg = Config::default();

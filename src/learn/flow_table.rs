@@ -328,11 +328,11 @@ pub struct FlowTable {
     feeders: Vec<ShardFeeder>,
 }
 
-/// One shard and its closer, fed by one thread of its own. Each thread
-/// reads the whole capture and adds only its shard's packets, so nothing
-/// one core writes is read by another before the end: on this 2-core VM,
-/// handing decoded packets from a reader core to a table core cost more
-/// than the work itself whenever the two cores did not share a cache
+/// One shard and its closer, fed by one thread of its own, in file order:
+/// the packets of its shard, which the thread parsed itself or got from the
+/// thread that parsed their chunk of the file (`learn::chunked`). Flows are
+/// only ever touched by one thread: a pipeline with one thread reading for
+/// another's whole flow table was bimodal on this 2-core VM
 /// (docs/benchmarks.md).
 pub struct ShardFeeder {
     shard: FlowShard,

@@ -8,6 +8,7 @@
 //! [`analyze`] with the same [`Flow`] records.
 
 pub mod baseline;
+mod chunked;
 pub mod config;
 pub mod conntrack;
 pub mod decode;
@@ -84,10 +85,9 @@ pub fn read_summarized(path: &Path, cfg: &Config, progress: &(dyn Fn(u64) + Sync
     read_into(path, FlowTable::summarizing(readers(path), cfg), progress)
 }
 
-/// Threads that each read the whole file for their own shard of the flow
-/// table: one per rayon thread, at most [`MAX_READERS`] (every one of them
-/// parses and decodes every packet), and one for anything but a regular
-/// file (a pipe can be read only once).
+/// Reading threads, one per shard of the flow table: one per rayon thread,
+/// at most [`MAX_READERS`], and one for anything but a regular file (a pipe
+/// can be read only once).
 fn readers(path: &Path) -> usize {
     let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
     if regular {
@@ -97,34 +97,60 @@ fn readers(path: &Path) -> usize {
     }
 }
 
-/// Beyond this, a thread's share of the flow table costs less than the
-/// parsing and decoding every thread repeats.
+/// Beyond this, a thread's share of the flow table costs less than what
+/// every thread repeats: waiting for the others' chunks, and for pcapng
+/// (not cut into chunks) parsing and decoding the whole file.
 const MAX_READERS: usize = 4;
 
 /// Packets between two progress reports.
 const PROGRESS_EVERY: u32 = 1 << 14;
 
 fn read_into(path: &Path, table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<Capture> {
-    let mut feeders = table.into_feeders();
+    read_in_chunks(path, table, progress, chunked::CHUNK_BYTES)
+}
+
+/// [`read_into`], with a classic pcap file cut into chunks of `chunk_bytes`
+/// when there are several shards (see [`chunked`]); anything else is read
+/// whole by every thread.
+fn read_in_chunks(
+    path: &Path,
+    table: FlowTable,
+    progress: &(dyn Fn(u64) + Sync),
+    chunk_bytes: u64,
+) -> std::io::Result<Capture> {
+    let feeders = table.into_feeders();
     let shards = feeders.len();
-    let first = feeders.remove(0);
-    // Every thread reads the same bytes, however the file grows meanwhile
-    // (a pipe, read by one thread, has no length to stop at).
     let meta = std::fs::metadata(path)?;
-    let file_bytes = if meta.is_file() { meta.len() } else { u64::MAX };
-    let (first, others) = std::thread::scope(|s| {
-        let others: Vec<_> = feeders
-            .into_iter()
-            .enumerate()
-            .map(|(i, feeder)| s.spawn(move || feed(path, file_bytes, feeder, (i + 1, shards), None)))
-            .collect();
-        let first = feed(path, file_bytes, first, (0, shards), Some(progress));
-        let others: Vec<_> = others.into_iter().map(|t| t.join().expect("reader thread does not panic")).collect();
-        (first, others)
+    // Every thread reads the same bytes, however the file grows meanwhile
+    // (a pipe, read by one thread, has no length to stop at, and is opened
+    // once: a second open of a FIFO waits for a writer that may be gone).
+    let limit = if meta.is_file() { meta.len() } else { u64::MAX };
+    let file = if shards > 1 && meta.is_file() { Some(std::fs::File::open(path)?) } else { None };
+    let chunks = file.as_ref().and_then(|file| {
+        let mut head = [0u8; reader::PCAP_HEADER];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut head, 0).ok()?;
+        let header = reader::ClassicHeader::parse(&head)?;
+        Some(chunked::Chunks { file, header, limit, chunk_bytes, shards })
     });
-    let (read, skipped, first) = first?;
+    let (to, inboxes): (Vec<_>, Vec<_>) = (0..shards).map(|_| std::sync::mpsc::channel()).unzip();
+    let results = std::thread::scope(|s| {
+        let mut threads = feeders.into_iter().zip(inboxes).enumerate();
+        let (_, (first, first_inbox)) = threads.next().expect("at least one shard");
+        let (to, chunks) = (&to, chunks.as_ref());
+        let others: Vec<_> = threads
+            .map(|(i, (feeder, inbox))| {
+                s.spawn(move || read_shard(path, limit, chunks, feeder, (i, shards), (to, inbox), None))
+            })
+            .collect();
+        let first = read_shard(path, limit, chunks, first, (0, shards), (to, first_inbox), Some(progress));
+        let mut results = vec![first];
+        results.extend(others.into_iter().map(|t| t.join().expect("reader thread does not panic")));
+        results
+    });
+    let mut results = results.into_iter();
+    let (read, skipped, first) = results.next().expect("shard 0")?;
     let mut feeders = vec![first];
-    for other in others {
+    for other in results {
         feeders.push(other?.2);
     }
     let set = FlowTable::from_feeders(feeders).finish();
@@ -137,19 +163,54 @@ fn read_into(path: &Path, table: FlowTable, progress: &(dyn Fn(u64) + Sync)) -> 
     })
 }
 
-/// Read the first `file_bytes` of the capture and add the packets of shard
-/// `shard.0` of `shard.1` to `feeder`. The thread with `progress` (shard 0)
-/// also counts the frames that could not be decoded.
-fn feed(
+/// One thread's reading for shard `shard.0` of `shard.1`: its part of the
+/// chunks, if the file is read in chunks, then (from where the chunks
+/// stopped, or from the start) the whole file. Shard 0's thread, the one
+/// with `progress`, also counts the frames that could not be decoded.
+fn read_shard(
     path: &Path,
-    file_bytes: u64,
+    limit: u64,
+    chunks: Option<&chunked::Chunks<'_>>,
     mut feeder: ShardFeeder,
     (shard, shards): (usize, usize),
+    (to, inbox): (&[std::sync::mpsc::Sender<chunked::Part>], std::sync::mpsc::Receiver<chunked::Part>),
     progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> std::io::Result<(ReadSummary, BTreeMap<Skip, u64>, ShardFeeder)> {
     let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
+    let mut from = 0;
+    if let Some(chunks) = chunks {
+        let done = chunks.read(shard, &mut feeder, to, &inbox, progress);
+        for skip in done.skipped {
+            *skipped.entry(skip).or_default() += 1;
+        }
+        match done.resume_at {
+            None => return Ok((chunks.summary(done.records), skipped, feeder)),
+            Some(at) => from = at,
+        }
+    }
+    drop(inbox);
+    let read = feed(path, limit, &mut feeder, (shard, shards), progress, from, &mut skipped)?;
+    Ok((read, skipped, feeder))
+}
+
+/// Read the first `limit` bytes of the capture and add the packets of shard
+/// `shard.0` of `shard.1` that start at or after offset `from` (a classic
+/// pcap record's) to `feeder`; with `progress`, count the frames that could
+/// not be decoded in `skipped`.
+fn feed(
+    path: &Path,
+    limit: u64,
+    feeder: &mut ShardFeeder,
+    (shard, shards): (usize, usize),
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+    from: u64,
+    skipped: &mut BTreeMap<Skip, u64>,
+) -> std::io::Result<ReadSummary> {
     let mut until_progress = PROGRESS_EVERY;
-    let read = reader::read_capture_upto(path, file_bytes, |f| {
+    let read = reader::read_capture_upto(path, limit, |f| {
+        if from > 0 && f.end_offset - ((reader::RECORD_HEADER + f.data.len()) as u64) < from {
+            return;
+        }
         match decode::decode(f.linktype, f.data, f.ts_us) {
             Ok(d) if d.shard(shards) == shard => feeder.add(&d),
             Ok(_) => {}
@@ -167,7 +228,7 @@ fn feed(
     if let Some(progress) = progress {
         progress(read.file_bytes);
     }
-    Ok((read, skipped, feeder))
+    Ok(read)
 }
 
 /// What the learner concluded from a set of flows.

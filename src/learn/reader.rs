@@ -86,11 +86,84 @@ pub fn read_capture_upto(path: &Path, limit: u64, mut sink: impl FnMut(Frame<'_>
 }
 
 /// Classic pcap records up to this size are read by [`read_classic`].
-const CLASSIC_MAX_RECORD: usize = 1 << 18;
+pub const CLASSIC_MAX_RECORD: usize = 1 << 18;
 /// [`read_classic`]'s read size; a whole record always fits.
 const CLASSIC_BUFFER: usize = 2 * CLASSIC_MAX_RECORD;
-const PCAP_HEADER: usize = 24;
-const RECORD_HEADER: usize = 16;
+pub const PCAP_HEADER: usize = 24;
+pub const RECORD_HEADER: usize = 16;
+
+/// A classic pcap file's global header: what its record headers mean.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassicHeader {
+    big_endian: bool,
+    nanosecond: bool,
+    pub linktype: i32,
+    /// The snapshot length (0: not given).
+    pub snaplen: usize,
+}
+
+impl ClassicHeader {
+    /// The header at the start of `file`; `None` for anything else (pcapng,
+    /// the modified format, damage: all pcap-parser's).
+    pub fn parse(file: &[u8]) -> Option<ClassicHeader> {
+        let magic: [u8; 4] = file.get(..4).filter(|_| file.len() >= PCAP_HEADER)?.try_into().ok()?;
+        let (big_endian, nanosecond) = match u32::from_le_bytes(magic) {
+            0xa1b2_c3d4 => (false, false),
+            0xa1b2_3c4d => (false, true),
+            0xd4c3_b2a1 => (true, false),
+            0x4d3c_b2a1 => (true, true),
+            _ => return None,
+        };
+        let h = ClassicHeader { big_endian, nanosecond, linktype: 0, snaplen: 0 };
+        Some(ClassicHeader { linktype: h.u32_at(file, 20) as i32, snaplen: h.u32_at(file, 16) as usize, ..h })
+    }
+
+    #[inline]
+    fn u32_at(&self, b: &[u8], at: usize) -> u32 {
+        let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if self.big_endian {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        }
+    }
+
+    /// The captured length of the record whose header starts at `b[pos]`.
+    #[inline]
+    pub fn caplen(&self, b: &[u8], pos: usize) -> usize {
+        self.u32_at(b, pos + 8) as usize
+    }
+
+    /// Its length on the wire.
+    #[inline]
+    pub fn orig_len(&self, b: &[u8], pos: usize) -> usize {
+        self.u32_at(b, pos + 12) as usize
+    }
+
+    /// Its seconds and fraction (microseconds, or nanoseconds).
+    #[inline]
+    pub fn ts_parts(&self, b: &[u8], pos: usize) -> (u32, u32) {
+        (self.u32_at(b, pos), self.u32_at(b, pos + 4))
+    }
+
+    /// Its timestamp in microseconds: nanoseconds are cut to microseconds
+    /// (no division per packet otherwise).
+    #[inline]
+    pub fn ts_us(&self, b: &[u8], pos: usize) -> u64 {
+        let (sec, frac) = self.ts_parts(b, pos);
+        let frac = if self.nanosecond { u64::from(frac) / 1000 } else { u64::from(frac) };
+        u64::from(sec) * 1_000_000 + frac
+    }
+
+    /// Fractions of a second per second: 10^6 or 10^9.
+    pub fn resolution(&self) -> u32 {
+        if self.nanosecond {
+            1_000_000_000
+        } else {
+            1_000_000
+        }
+    }
+}
 
 /// Where [`read_classic`] stopped: pcap-parser goes on with `pending` (bytes
 /// already read, to be parsed again) followed by the rest of the file, and
@@ -109,29 +182,13 @@ struct Handover {
 fn read_classic(file: &mut impl Read, summary: &mut ReadSummary, sink: &mut impl FnMut(Frame<'_>)) -> Handover {
     let mut buf = vec![0u8; CLASSIC_BUFFER];
     let mut filled = fill(file, &mut buf, 0);
-    let magic = buf.get(..4).filter(|_| filled >= PCAP_HEADER).map(|m| [m[0], m[1], m[2], m[3]]);
-    let (big_endian, nanosecond) = match magic.map(u32::from_le_bytes) {
-        Some(0xa1b2_c3d4) => (false, false),
-        Some(0xa1b2_3c4d) => (false, true),
-        Some(0xd4c3_b2a1) => (true, false),
-        Some(0x4d3c_b2a1) => (true, true),
-        // pcapng, the modified format, damage: all pcap-parser's.
-        _ => {
-            buf.truncate(filled);
-            return Handover { pending: buf, offset: 0 };
-        }
-    };
-    let u32_at = |b: &[u8], at: usize| {
-        let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if big_endian {
-            u32::from_be_bytes(v)
-        } else {
-            u32::from_le_bytes(v)
-        }
+    // pcapng, the modified format, damage: all pcap-parser's.
+    let Some(h) = ClassicHeader::parse(&buf[..filled]) else {
+        buf.truncate(filled);
+        return Handover { pending: buf, offset: 0 };
     };
     let header: [u8; PCAP_HEADER] = buf[..PCAP_HEADER].try_into().expect("24 bytes");
-    let linktype = u32_at(&header, 20) as i32;
-    let snaplen = u32_at(&header, 16) as usize;
+    let (linktype, snaplen) = (h.linktype, h.snaplen);
     summary.format = "pcap";
     summary.linktypes = vec![linktype];
     let mut pos = PCAP_HEADER;
@@ -139,7 +196,7 @@ fn read_classic(file: &mut impl Read, summary: &mut ReadSummary, sink: &mut impl
     let mut base = 0u64;
     loop {
         while filled - pos >= RECORD_HEADER {
-            let caplen = u32_at(&buf, pos + 8) as usize;
+            let caplen = h.caplen(&buf, pos);
             // A record longer than the file's snapshot length is a lie, not a
             // cut: say so, where, and read no further.
             if snaplen > 0 && caplen > snaplen {
@@ -155,21 +212,17 @@ fn read_classic(file: &mut impl Read, summary: &mut ReadSummary, sink: &mut impl
             if caplen > CLASSIC_MAX_RECORD || filled - pos - RECORD_HEADER < caplen {
                 break;
             }
-            let ts_sec = u64::from(u32_at(&buf, pos));
-            // Microseconds, or nanoseconds to be cut to microseconds (no division per packet).
-            let frac = u64::from(u32_at(&buf, pos + 4));
-            let frac = if nanosecond { frac / 1000 } else { frac };
             let end = pos + RECORD_HEADER + caplen;
             summary.packets += 1;
             sink(Frame {
                 linktype,
-                ts_us: ts_sec * 1_000_000 + frac,
+                ts_us: h.ts_us(&buf, pos),
                 data: &buf[pos + RECORD_HEADER..end],
                 end_offset: base + end as u64,
             });
             pos = end;
         }
-        if filled - pos >= RECORD_HEADER && u32_at(&buf, pos + 8) as usize > CLASSIC_MAX_RECORD {
+        if filled - pos >= RECORD_HEADER && h.caplen(&buf, pos) > CLASSIC_MAX_RECORD {
             break;
         }
         // Carry the partial record over and read on.
