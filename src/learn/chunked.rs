@@ -119,6 +119,7 @@ impl Chunks<'_> {
         // A little room for the last record, which starts before `hi` and
         // may end after it; more is read when it is longer.
         let to = (hi.max(from) + MARGIN).min(self.limit);
+        buf.clear();
         read_at(self.file, buf, from, to.saturating_sub(from) as usize);
         let first = match start {
             Start::Known(at) => Some(at),
@@ -141,8 +142,7 @@ impl Chunks<'_> {
                 break true;
             }
             let caplen = h.caplen(buf, pos);
-            if (h.snaplen > 0 && caplen > h.snaplen)
-                || caplen > CLASSIC_MAX_RECORD
+            if caplen > self.max_caplen()
                 || (buf.len() - pos - RECORD_HEADER < caplen
                     && !self.read_more(buf, from, pos + RECORD_HEADER + caplen))
             {
@@ -159,12 +159,19 @@ impl Chunks<'_> {
     /// Make `buf` (the file from `from` on) at least `len` bytes long, if
     /// the file has them.
     fn read_more(&self, buf: &mut Vec<u8>, from: u64, len: usize) -> bool {
-        let have = buf.len();
-        let to = (from + (len as u64).max(have as u64 + MARGIN)).min(self.limit);
-        let mut more = Vec::new();
-        read_at(self.file, &mut more, from + have as u64, to.saturating_sub(from + have as u64) as usize);
-        buf.extend_from_slice(&more);
+        let end = from + buf.len() as u64;
+        let to = (from + (len as u64).max(buf.len() as u64 + MARGIN)).min(self.limit);
+        read_at(self.file, buf, end, to.saturating_sub(end) as usize);
         buf.len() >= len
+    }
+
+    /// The longest record the chunk parser is sure of: within the snapshot
+    /// length, and short enough for the sequential reader's own loop.
+    fn max_caplen(&self) -> usize {
+        match self.header.snaplen {
+            0 => CLASSIC_MAX_RECORD,
+            snaplen => snaplen.min(CLASSIC_MAX_RECORD),
+        }
     }
 
     /// Does a run of records that look real start at `buf[off]`? Each one
@@ -172,8 +179,7 @@ impl Chunks<'_> {
     /// a time not zero and within a day of the one before. A run may end
     /// exactly at the end of the file.
     fn plausible_run(&self, buf: &[u8], off: usize, at_eof: bool) -> bool {
-        let h = &self.header;
-        let max = if h.snaplen > 0 { h.snaplen.min(CLASSIC_MAX_RECORD) } else { CLASSIC_MAX_RECORD };
+        let (h, max) = (&self.header, self.max_caplen());
         let mut pos = off;
         let mut last_sec = None;
         for _ in 0..PLAUSIBLE_RUN {
@@ -279,21 +285,22 @@ impl Chunks<'_> {
     }
 }
 
-/// Read up to `len` bytes at `offset` into `buf`, which is then as long as
-/// what was read (shorter at the end of the file or on a read error, which
-/// the sequential reader then meets and reports).
+/// Append up to `len` bytes read at `offset` to `buf` (fewer at the end of
+/// the file or on a read error, which the sequential reader then meets and
+/// reports).
 fn read_at(file: &File, buf: &mut Vec<u8>, offset: u64, len: usize) {
-    buf.resize(len, 0);
+    let start = buf.len();
+    buf.resize(start + len, 0);
     let mut got = 0;
     while got < len {
-        match file.read_at(&mut buf[got..], offset + got as u64) {
+        match file.read_at(&mut buf[start + got..], offset + got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    buf.truncate(got);
+    buf.truncate(start + got);
 }
 
 #[cfg(test)]
@@ -419,6 +426,33 @@ mod tests {
         assert_same_as_one_thread(&path, &[64, 1000, 4096]);
         let (flows, read, _) = read(&path, 2, 1000);
         assert_eq!((flows.len(), read.packets, read.damage), (300, 300, None));
+    }
+
+    /// Records longer than what is read past a chunk's end ([`MARGIN`]):
+    /// the rest of each is read when it is met.
+    #[test]
+    fn records_longer_than_the_margin_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jumbo.pcap");
+        let jumbo = decoy_frames(30)
+            .into_iter()
+            .map(|(sec, mut f)| {
+                f.resize(f.len() + 3 * MARGIN as usize, 0x55);
+                (sec, f)
+            })
+            .collect::<Vec<_>>();
+        let bytes = pcap(CLASSIC_MAX_RECORD as u32, &jumbo);
+        std::fs::write(&path, &bytes).unwrap();
+        // The first chunk's one record is read whole, not left to the sequential reader.
+        let file = File::open(&path).unwrap();
+        let header = ClassicHeader::parse(&bytes).unwrap();
+        let chunks = Chunks { file: &file, header, limit: bytes.len() as u64, chunk_bytes: 1000, shards: 2 };
+        let span = chunks.parse(0, Start::Known(PCAP_HEADER as u64), &mut Vec::new(), &mut |_| {});
+        let first_end = (PCAP_HEADER + RECORD_HEADER + jumbo[0].1.len()) as u64;
+        assert_eq!(span, Span { start: Some(PCAP_HEADER as u64), end: first_end, stopped: false, records: 1 });
+        assert_same_as_one_thread(&path, &[1000, MARGIN, 5 * MARGIN]);
+        let (flows, read, _) = read(&path, 2, 1000);
+        assert_eq!((flows.len(), read.packets, read.damage), (30, 30, None));
     }
 
     /// Damage in the middle (a record longer than the snapshot length) and

@@ -338,13 +338,12 @@ pub struct ShardFeeder {
     shard: FlowShard,
     closer: Closer,
     limits: FlowLimits,
-    max_closed: usize,
 }
 
 impl ShardFeeder {
     /// Add one packet of this shard; the flows it closes are summarized at once.
     pub fn add(&mut self, p: &Decoded) {
-        let (closer, max_closed) = (&mut self.closer, self.max_closed);
+        let (closer, max_closed) = (&mut self.closer, self.limits.max_closed);
         self.shard.add(p, &self.limits, &mut |f| closer.take(f, max_closed));
     }
 }
@@ -355,12 +354,8 @@ impl FlowTable {
         let n = shards.max(1);
         let per_shard =
             FlowLimits { max_open: (limits.max_open / n).max(1), max_closed: (limits.max_closed / n).max(1), ..limits };
-        let feeder = || ShardFeeder {
-            shard: FlowShard::default(),
-            closer: Closer::default(),
-            max_closed: per_shard.max_closed,
-            limits: per_shard.clone(),
-        };
+        let feeder =
+            || ShardFeeder { shard: FlowShard::default(), closer: Closer::default(), limits: per_shard.clone() };
         FlowTable { feeders: (0..n).map(|_| feeder()).collect() }
     }
 
